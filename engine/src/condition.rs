@@ -1,0 +1,451 @@
+//! The one condition language of the playbook (campaign entry, branches, waits, exits, rules,
+//! MQL) and its pure evaluator. Nothing here touches storage: callers hand in the facts.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+use std::collections::HashMap;
+
+use crate::duration::Span;
+use crate::lead::{Channel, ConsentStatus, Lead, Stage};
+use crate::playbook::{Issue, Position};
+use crate::tag::normalize_tag;
+
+/// A condition as written in YAML. Each is a one-key map: `{ tag: … }`, `{ all: [...] }`, ….
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Condition {
+    Tag(Spanned<String>),
+    AnyTag(Vec<Spanned<String>>),
+    AllTags(Vec<Spanned<String>>),
+    Score(ScoreTest),
+    Stage(Vec<Stage>),
+    Field(FieldTest),
+    Event(EventTest),
+    Opened(Spanned<String>),
+    Clicked(Spanned<ClickedTest>),
+    Responded(Spanned<String>),
+    Segment(Spanned<String>),
+    Unsubscribed(bool),
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    Not(Box<Condition>),
+}
+
+/// `score: { gte: 60 }`; every comparison given must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreTest {
+    pub gte: Option<i64>,
+    pub gt: Option<i64>,
+    pub lte: Option<i64>,
+    pub lt: Option<i64>,
+    pub eq: Option<i64>,
+}
+
+/// `field: { name: industry, in: [finance, energy] }`, or `eq:`, or `exists:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldTest {
+    pub name: String,
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<Value>>,
+    pub eq: Option<Value>,
+    pub exists: Option<bool>,
+}
+
+/// `event: { type: webinar_attended, within: 14d, where: { topic: iot } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub within: Option<Span>,
+    #[serde(rename = "where")]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// `clicked: step_id` or `clicked: { step: step_id, link: demo }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClickedTest {
+    Step(String),
+    Link {
+        step: String,
+        #[serde(default)]
+        link: Option<String>,
+    },
+}
+
+/// A message-level question (`opened`, `clicked`, `responded`) about one step's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageQuestion<'a> {
+    Opened { step: &'a str },
+    Clicked { step: &'a str, link: Option<&'a str> },
+    Responded { step: &'a str },
+}
+
+/// A behaviour event as conditions see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFact {
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub properties: Map<String, Value>,
+}
+
+/// What a condition may ask about a lead. Rules evaluation supplies the lead, its tags and
+/// recent events; the campaign engine adds answers about the messages of an enrollment.
+pub trait Facts {
+    fn lead(&self) -> &Lead;
+    fn has_tag(&self, tag: &str) -> bool;
+    /// Events known for this lead; must include every type and window the condition names.
+    fn events(&self) -> &[EventFact];
+    fn message(&self, _question: MessageQuestion<'_>) -> bool {
+        false
+    }
+}
+
+/// Named segments, by id.
+pub type Segments = HashMap<String, Condition>;
+
+/// Deeper nesting than this through segments is refused by validation; evaluation stops
+/// there as well so that no input can exhaust the stack.
+const MAX_DEPTH: usize = 32;
+
+impl Condition {
+    /// Evaluates the condition at `now`.
+    pub fn eval(&self, facts: &dyn Facts, segments: &Segments, now: DateTime<Utc>) -> bool {
+        self.eval_at(facts, segments, now, 0)
+    }
+
+    fn eval_at(&self, facts: &dyn Facts, segments: &Segments, now: DateTime<Utc>, depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        let lead = facts.lead();
+        match self {
+            Condition::Tag(tag) => facts.has_tag(&tag.value),
+            Condition::AnyTag(tags) => tags.iter().any(|t| facts.has_tag(&t.value)),
+            Condition::AllTags(tags) => tags.iter().all(|t| facts.has_tag(&t.value)),
+            Condition::Score(test) => test.holds(lead.score),
+            Condition::Stage(stages) => stages.contains(&lead.stage),
+            Condition::Field(test) => test.holds(lead.field(&test.name).as_ref()),
+            Condition::Event(test) => {
+                let since = test.within.map(|w| now - w.to_chrono());
+                facts.events().iter().any(|e| {
+                    e.kind == test.kind
+                        && e.occurred_at <= now
+                        && since.is_none_or(|s| e.occurred_at >= s)
+                        && test.properties.as_ref().is_none_or(|w| properties_match(w, &e.properties))
+                })
+            }
+            Condition::Opened(step) => facts.message(MessageQuestion::Opened { step: &step.value }),
+            Condition::Clicked(test) => facts.message(match &test.value {
+                ClickedTest::Step(step) => MessageQuestion::Clicked { step, link: None },
+                ClickedTest::Link { step, link } => MessageQuestion::Clicked {
+                    step,
+                    link: link.as_deref(),
+                },
+            }),
+            Condition::Responded(step) => facts.message(MessageQuestion::Responded { step: &step.value }),
+            Condition::Segment(id) => segments
+                .get(&id.value)
+                .is_some_and(|c| c.eval_at(facts, segments, now, depth + 1)),
+            Condition::Unsubscribed(wanted) => {
+                (lead.consent.channel(Channel::Email).status == ConsentStatus::OptedOut) == *wanted
+            }
+            Condition::All(items) => items.iter().all(|c| c.eval_at(facts, segments, now, depth + 1)),
+            Condition::Any(items) => items.iter().any(|c| c.eval_at(facts, segments, now, depth + 1)),
+            Condition::Not(inner) => !inner.eval_at(facts, segments, now, depth + 1),
+        }
+    }
+
+    /// The event types this condition looks at (through segments too) and the longest window
+    /// for each (`None`: all time), so callers can load exactly the events it needs.
+    pub fn event_needs(&self, segments: &Segments, out: &mut HashMap<String, Option<Span>>) {
+        self.event_needs_at(segments, out, 0);
+    }
+
+    fn event_needs_at(&self, segments: &Segments, out: &mut HashMap<String, Option<Span>>, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match self {
+            Condition::Event(test) => {
+                let slot = out.entry(test.kind.clone()).or_insert(test.within);
+                *slot = match (*slot, test.within) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            Condition::Segment(id) => {
+                if let Some(c) = segments.get(&id.value) {
+                    c.event_needs_at(segments, out, depth + 1);
+                }
+            }
+            Condition::All(items) | Condition::Any(items) => {
+                items.iter().for_each(|c| c.event_needs_at(segments, out, depth + 1))
+            }
+            Condition::Not(inner) => inner.event_needs_at(segments, out, depth + 1),
+            _ => {}
+        }
+    }
+
+    /// Normalises tags in place and reports what is wrong, with positions. `segment_ids` are the
+    /// segments that exist; message conditions are refused where there is no send step to name
+    /// (rules and segments).
+    pub fn check(&mut self, file: &str, segment_ids: &dyn Fn(&str) -> bool, issues: &mut Vec<Issue>) {
+        let tag = |t: &mut Spanned<String>, issues: &mut Vec<Issue>| match normalize_tag(&t.value) {
+            Ok(n) => t.value = n,
+            Err(message) => issues.push(Issue::at(file, Position::of(&t.referenced), message)),
+        };
+        match self {
+            Condition::Tag(t) => tag(t, issues),
+            Condition::AnyTag(ts) | Condition::AllTags(ts) => ts.iter_mut().for_each(|t| tag(t, issues)),
+            Condition::Segment(id) => {
+                if !segment_ids(&id.value) {
+                    issues.push(Issue::at(
+                        file,
+                        Position::of(&id.referenced),
+                        format!("segment {:?} does not exist; define it in a `kind: Segment` file", id.value),
+                    ));
+                }
+            }
+            Condition::Opened(step) | Condition::Responded(step) => issues.push(message_outside_campaign(file, step)),
+            Condition::Clicked(test) => issues.push(Issue::at(
+                file,
+                Position::of(&test.referenced),
+                "`clicked` names a send step of a campaign; it cannot be used in rules or segments",
+            )),
+            Condition::All(items) | Condition::Any(items) => {
+                items.iter_mut().for_each(|c| c.check(file, segment_ids, issues))
+            }
+            Condition::Not(inner) => inner.check(file, segment_ids, issues),
+            Condition::Event(test) => {
+                if let Err(message) = crate::event::check_event_type(&test.kind) {
+                    issues.push(Issue::new(file, message));
+                }
+            }
+            Condition::Score(_) | Condition::Stage(_) | Condition::Field(_) | Condition::Unsubscribed(_) => {}
+        }
+    }
+
+    /// The segments this condition names directly.
+    pub fn segment_refs(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.collect_segment_refs(&mut out);
+        out
+    }
+
+    fn collect_segment_refs<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Condition::Segment(id) => out.push(&id.value),
+            Condition::All(items) | Condition::Any(items) => items.iter().for_each(|c| c.collect_segment_refs(out)),
+            Condition::Not(inner) => inner.collect_segment_refs(out),
+            _ => {}
+        }
+    }
+}
+
+fn message_outside_campaign(file: &str, step: &Spanned<String>) -> Issue {
+    Issue::at(
+        file,
+        Position::of(&step.referenced),
+        format!(
+            "message condition on step {:?} needs a campaign send step; it cannot be used in rules or segments",
+            step.value
+        ),
+    )
+}
+
+impl ScoreTest {
+    pub fn holds(&self, score: i64) -> bool {
+        self.gte.is_none_or(|v| score >= v)
+            && self.gt.is_none_or(|v| score > v)
+            && self.lte.is_none_or(|v| score <= v)
+            && self.lt.is_none_or(|v| score < v)
+            && self.eq.is_none_or(|v| score == v)
+    }
+}
+
+impl FieldTest {
+    pub fn holds(&self, value: Option<&Value>) -> bool {
+        if let Some(wanted) = self.exists {
+            if value.is_some() != wanted {
+                return false;
+            }
+        }
+        if let Some(eq) = &self.eq {
+            if !value.is_some_and(|v| scalar_eq(v, eq)) {
+                return false;
+            }
+        }
+        if let Some(options) = &self.one_of {
+            if !value.is_some_and(|v| options.iter().any(|o| scalar_eq(v, o))) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Compares two scalars the way marketers expect: text case-insensitively and trimmed,
+/// numbers by value, and a number equal to its decimal text.
+pub fn scalar_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        _ => match (scalar_text(a), scalar_text(b)) {
+            (Some(x), Some(y)) => x.trim().to_lowercase() == y.trim().to_lowercase(),
+            _ => false,
+        },
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Matches an event's properties against a `where:` map. A key `K` is an equality test (a list
+/// means any of its values); a key `K_prefix` tests that property `K` starts with the value.
+pub fn properties_match(tests: &Map<String, Value>, properties: &Map<String, Value>) -> bool {
+    tests.iter().all(|(key, wanted)| {
+        if let Some(prop) = key.strip_suffix("_prefix") {
+            let (Some(have), Some(prefix)) = (properties.get(prop).and_then(scalar_text), scalar_text(wanted)) else {
+                return false;
+            };
+            return have.trim().to_lowercase().starts_with(&prefix.trim().to_lowercase());
+        }
+        let Some(have) = properties.get(key) else {
+            return false;
+        };
+        match wanted {
+            Value::Array(options) => options.iter().any(|o| scalar_eq(have, o)),
+            other => scalar_eq(have, other),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lead::LeadId;
+    use std::collections::BTreeSet;
+
+    struct Known {
+        lead: Lead,
+        tags: BTreeSet<String>,
+        events: Vec<EventFact>,
+    }
+
+    impl Facts for Known {
+        fn lead(&self) -> &Lead {
+            &self.lead
+        }
+        fn has_tag(&self, tag: &str) -> bool {
+            self.tags.contains(tag)
+        }
+        fn events(&self) -> &[EventFact] {
+            &self.events
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-20T08:00:00Z".parse().unwrap()
+    }
+
+    fn facts() -> Known {
+        let mut lead = Lead::new(LeadId(1), now());
+        lead.score = 65;
+        lead.stage = Stage::Nurturing;
+        lead.fields.insert("industry".into(), "Finance".into());
+        lead.fields.insert("company_size".into(), "200-1000".into());
+        lead.attributes.insert("employees".into(), Value::from(250));
+        Known {
+            lead,
+            tags: ["industry:finance".to_string(), "source:website".into()].into(),
+            events: vec![EventFact {
+                kind: "webinar_attended".into(),
+                occurred_at: now() - chrono::Duration::days(10),
+                properties: serde_json::json!({"topic": "IoT", "path": "/pricing/enterprise"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            }],
+        }
+    }
+
+    fn check(yaml: &str, expect: bool) {
+        let mut segments = Segments::new();
+        let icp: Condition =
+            serde_saphyr::from_str("{ field: { name: company_size, in: [\"200-1000\", \"1000+\"] } }").unwrap();
+        segments.insert("icp".into(), icp);
+        let cond: Condition = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+        assert_eq!(cond.eval(&facts(), &segments, now()), expect, "{yaml}");
+    }
+
+    #[test]
+    fn tags() {
+        check("{ tag: industry:finance }", true);
+        check("{ tag: industry:energy }", false);
+        check("{ any_tag: [industry:energy, source:website] }", true);
+        check("{ all_tags: [industry:energy, source:website] }", false);
+    }
+
+    #[test]
+    fn scores_and_stages() {
+        check("{ score: { gte: 60 } }", true);
+        check("{ score: { gte: 60, lt: 65 } }", false);
+        check("{ score: { eq: 65 } }", true);
+        check("{ stage: [nurturing, recycled] }", true);
+        check("{ stage: [mql] }", false);
+    }
+
+    #[test]
+    fn fields() {
+        check("{ field: { name: industry, in: [finance, energy] } }", true);
+        check("{ field: { name: industry, eq: energy } }", false);
+        check("{ field: { name: title, exists: true } }", false);
+        check("{ field: { name: title, exists: false } }", true);
+        check("{ field: { name: employees, eq: 250 } }", true);
+        check("{ field: { name: attributes.employees, in: [\"250\"] } }", true);
+    }
+
+    #[test]
+    fn events() {
+        check("{ event: { type: webinar_attended } }", true);
+        check("{ event: { type: webinar_attended, within: 14d } }", true);
+        check("{ event: { type: webinar_attended, within: 7d } }", false);
+        check("{ event: { type: webinar_attended, where: { topic: iot } } }", true);
+        check("{ event: { type: webinar_attended, where: { topic: [ai, iot] } } }", true);
+        check("{ event: { type: webinar_attended, where: { topic: ai } } }", false);
+        check("{ event: { type: webinar_attended, where: { path_prefix: /pricing } } }", true);
+        check("{ event: { type: page_view } }", false);
+    }
+
+    #[test]
+    fn combinations_and_segments() {
+        check("{ all: [ { score: { gte: 60 } }, { segment: icp } ] }", true);
+        check("{ any: [ { tag: nope }, { not: { segment: icp } } ] }", false);
+        check("{ not: { unsubscribed: true } }", true);
+        check("{ opened: whitepaper }", false);
+    }
+
+    #[test]
+    fn event_needs_take_the_widest_window() {
+        let cond: Condition = serde_saphyr::from_str(
+            "{ any: [ { event: { type: a, within: 3d } }, { event: { type: a, within: 14d } }, { event: { type: b } } ] }",
+        )
+        .unwrap();
+        let mut needs = HashMap::new();
+        cond.event_needs(&Segments::new(), &mut needs);
+        assert_eq!(needs["a"], Some("14d".parse().unwrap()));
+        assert_eq!(needs["b"], None);
+    }
+}

@@ -1,0 +1,552 @@
+//! Leads: the people being nurtured, their fields, lifecycle stage and consent.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest e-mail address accepted (RFC 5321 path limit).
+pub const MAX_EMAIL_LEN: usize = 320;
+/// Longest value of any other text field of a lead.
+pub const MAX_FIELD_LEN: usize = 1_024;
+/// Largest `attributes` object, measured as compact JSON.
+pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
+
+/// A lead's id: an integer inside, an opaque string outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeadId(pub i64);
+
+impl fmt::Display for LeadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for LeadId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        s.parse::<i64>().map(LeadId).map_err(|_| ())
+    }
+}
+
+/// Lifecycle stages, in the order a lead usually passes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    New,
+    Nurturing,
+    Mql,
+    HandedOff,
+    Accepted,
+    Customer,
+    Recycled,
+    Disqualified,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] = [
+        Stage::New,
+        Stage::Nurturing,
+        Stage::Mql,
+        Stage::HandedOff,
+        Stage::Accepted,
+        Stage::Customer,
+        Stage::Recycled,
+        Stage::Disqualified,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::New => "new",
+            Stage::Nurturing => "nurturing",
+            Stage::Mql => "mql",
+            Stage::HandedOff => "handed_off",
+            Stage::Accepted => "accepted",
+            Stage::Customer => "customer",
+            Stage::Recycled => "recycled",
+            Stage::Disqualified => "disqualified",
+        }
+    }
+
+    /// Stages from which reaching the MQL condition moves a lead to `mql`. Leads already handed
+    /// on, or recycled by an SDR, are not re-qualified by the same score that got them there.
+    pub fn can_become_mql(self) -> bool {
+        matches!(self, Stage::New | Stage::Nurturing)
+    }
+}
+
+impl FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Stage::ALL
+            .into_iter()
+            .find(|stage| stage.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown stage {s:?}; stages are {}", names.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A normalised e-mail address: trimmed, lower-cased and syntactically valid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let normal = raw.trim().to_lowercase();
+        if normal.len() > MAX_EMAIL_LEN {
+            return Err(format!("is longer than {MAX_EMAIL_LEN} bytes"));
+        }
+        if normal.contains('\0') {
+            return Err("contains a NUL character".into());
+        }
+        if !email_address::EmailAddress::is_valid(&normal) {
+            return Err(format!("{raw:?} is not a valid e-mail address"));
+        }
+        Ok(Self(normal))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The channels a lead can opt out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Wechat,
+}
+
+/// Consent on one channel. Leads are opted in until they opt out (B2B legitimate interest);
+/// an opt-out keeps when and through what it happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelConsent {
+    pub status: ConsentStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentStatus {
+    #[default]
+    OptedIn,
+    OptedOut,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub email: ChannelConsent,
+    pub wechat: ChannelConsent,
+}
+
+impl Consent {
+    pub fn channel(&self, channel: Channel) -> &ChannelConsent {
+        match channel {
+            Channel::Email => &self.email,
+            Channel::Wechat => &self.wechat,
+        }
+    }
+
+    pub fn channel_mut(&mut self, channel: Channel) -> &mut ChannelConsent {
+        match channel {
+            Channel::Email => &mut self.email,
+            Channel::Wechat => &mut self.wechat,
+        }
+    }
+}
+
+/// The named text fields of a lead, besides e-mail and external id.
+pub const TEXT_FIELDS: [&str; 11] = [
+    "first_name",
+    "last_name",
+    "title",
+    "company",
+    "industry",
+    "company_size",
+    "region",
+    "phone",
+    "timezone",
+    "source",
+    "persona",
+];
+
+/// A lead as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lead {
+    pub id: LeadId,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+    /// Values of [`TEXT_FIELDS`], by name; absent fields are not in the map.
+    #[serde(flatten)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    pub attributes: Map<String, Value>,
+    pub stage: Stage,
+    pub owner: Option<String>,
+    pub score: i64,
+    pub consent: Consent,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The last behaviour event; decay counts inactivity from here.
+    pub last_activity_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub last_decay_at: Option<DateTime<Utc>>,
+}
+
+impl Lead {
+    /// A new lead with no fields yet, as an event or an import creates it.
+    pub fn new(id: LeadId, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            email: None,
+            external_id: None,
+            fields: Default::default(),
+            attributes: Map::new(),
+            stage: Stage::New,
+            owner: None,
+            score: 0,
+            consent: Consent::default(),
+            created_at: now,
+            updated_at: now,
+            last_activity_at: None,
+            last_decay_at: None,
+        }
+    }
+
+    /// A field by the name used in conditions, templates and rules: a named field, `email`,
+    /// `owner`, `stage`, `attributes.key`, or a bare attribute key.
+    pub fn field(&self, name: &str) -> Option<Value> {
+        match name {
+            "email" => self.email.clone().map(Value::String),
+            "external_id" => self.external_id.clone().map(Value::String),
+            "owner" => self.owner.clone().map(Value::String),
+            "stage" => Some(Value::String(self.stage.as_str().into())),
+            "score" => Some(Value::from(self.score)),
+            _ => {
+                if let Some(v) = self.fields.get(name) {
+                    return Some(Value::String(v.clone()));
+                }
+                let key = name.strip_prefix("attributes.").unwrap_or(name);
+                self.attributes.get(key).filter(|v| !v.is_null()).cloned()
+            }
+        }
+    }
+}
+
+/// A lead reference in request bodies: by e-mail or by the CRM's id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+/// A problem with one field of client input, named so the client can find it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Distinguishes a field left out (`None`) from one set to null (`Some(None)`), so that
+/// a PATCH or upsert can clear a field without touching the others.
+fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Consent as a client may set it: an opt-out (or opt back in) with its source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentInput {
+    pub status: ConsentStatus,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// What a client sends to create or change a lead. Absent fields are left as they are;
+/// `null` clears a field; attributes merge key by key (a `null` value removes the key).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadInput {
+    #[serde(default, deserialize_with = "double_option")]
+    pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub external_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub first_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub last_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub company: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub industry: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub company_size: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub region: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub timezone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub source: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub persona: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub owner: Option<Option<String>>,
+    #[serde(default)]
+    pub stage: Option<Stage>,
+    #[serde(default)]
+    pub attributes: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub consent: Option<ConsentInputs>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentInputs {
+    #[serde(default)]
+    pub email: Option<ConsentInput>,
+    #[serde(default)]
+    pub wechat: Option<ConsentInput>,
+}
+
+impl LeadInput {
+    fn text_fields(&self) -> [(&'static str, &Option<Option<String>>); 11] {
+        [
+            ("first_name", &self.first_name),
+            ("last_name", &self.last_name),
+            ("title", &self.title),
+            ("company", &self.company),
+            ("industry", &self.industry),
+            ("company_size", &self.company_size),
+            ("region", &self.region),
+            ("phone", &self.phone),
+            ("timezone", &self.timezone),
+            ("source", &self.source),
+            ("persona", &self.persona),
+        ]
+    }
+
+    /// The normalised e-mail given, if any (validated by [`LeadInput::validate`]).
+    pub fn email_key(&self) -> Option<String> {
+        self.email
+            .clone()
+            .flatten()
+            .and_then(|raw| EmailAddress::parse(&raw).ok())
+            .map(|e| e.0)
+    }
+
+    /// The external id given, trimmed, if any.
+    pub fn external_id_key(&self) -> Option<String> {
+        self.external_id
+            .clone()
+            .flatten()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Checks every field and returns all the problems found, each naming its field.
+    /// `for_create` requires a key (e-mail or external id) to find the lead by.
+    pub fn validate(&self, for_create: bool) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if let Some(Some(raw)) = &self.email {
+            if let Err(message) = EmailAddress::parse(raw) {
+                errors.push(FieldError::new("email", message));
+            }
+        }
+        let mut check_text = |name: &str, value: &Option<Option<String>>| {
+            if let Some(Some(text)) = value {
+                if let Some(message) = text_problem(text) {
+                    errors.push(FieldError::new(name, message));
+                }
+            }
+        };
+        check_text("external_id", &self.external_id);
+        check_text("owner", &self.owner);
+        for (name, value) in self.text_fields() {
+            check_text(name, value);
+        }
+        if let Some(attributes) = &self.attributes {
+            let size = serde_json::to_string(attributes).map(|s| s.len()).unwrap_or(0);
+            if size > MAX_ATTRIBUTES_BYTES {
+                errors.push(FieldError::new(
+                    "attributes",
+                    format!("is {size} bytes as JSON; the limit is {MAX_ATTRIBUTES_BYTES}"),
+                ));
+            }
+            if let Some(path) = json_nul_path(&Value::Object(attributes.clone()), "attributes") {
+                errors.push(FieldError::new(path, "contains a NUL character"));
+            }
+        }
+        let email_given = matches!(&self.email, Some(Some(_)));
+        if for_create && !email_given && self.external_id_key().is_none() {
+            errors.push(FieldError::new(
+                "email",
+                "a lead needs an email or an external_id to be found by",
+            ));
+        }
+        errors
+    }
+
+    /// Applies this input onto a lead. Call [`LeadInput::validate`] first.
+    pub fn apply(&self, lead: &mut Lead, now: DateTime<Utc>) {
+        if let Some(email) = &self.email {
+            lead.email = email
+                .as_deref()
+                .and_then(|raw| EmailAddress::parse(raw).ok())
+                .map(|e| e.0);
+        }
+        if let Some(ext) = &self.external_id {
+            lead.external_id = ext
+                .as_deref()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty());
+        }
+        if let Some(owner) = &self.owner {
+            lead.owner = owner.clone();
+        }
+        for (name, value) in self.text_fields() {
+            match value {
+                None => {}
+                Some(None) => {
+                    lead.fields.remove(name);
+                }
+                Some(Some(text)) => {
+                    lead.fields.insert(name.to_owned(), text.clone());
+                }
+            }
+        }
+        if let Some(stage) = self.stage {
+            lead.stage = stage;
+        }
+        if let Some(attributes) = &self.attributes {
+            for (key, value) in attributes {
+                if value.is_null() {
+                    lead.attributes.remove(key);
+                } else {
+                    lead.attributes.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if let Some(consent) = &self.consent {
+            for (channel, input) in [(Channel::Email, &consent.email), (Channel::Wechat, &consent.wechat)] {
+                if let Some(input) = input {
+                    let slot = lead.consent.channel_mut(channel);
+                    if slot.status != input.status {
+                        *slot = ChannelConsent {
+                            status: input.status,
+                            at: Some(input.at.unwrap_or(now)),
+                            source: input.source.clone().or_else(|| Some("api".into())),
+                        };
+                    }
+                }
+            }
+        }
+        lead.updated_at = now;
+    }
+}
+
+/// What is wrong with a client-supplied text value, if anything.
+pub fn text_problem(text: &str) -> Option<String> {
+    if text.contains('\0') {
+        Some("contains a NUL character".into())
+    } else if text.len() > MAX_FIELD_LEN {
+        Some(format!("is longer than {MAX_FIELD_LEN} bytes"))
+    } else {
+        None
+    }
+}
+
+/// The path of the first string (or key) in a JSON value that holds a NUL character; neither
+/// backend can store one faithfully, so such input is refused rather than altered.
+pub fn json_nul_path(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| json_nul_path(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("{path}.{k}");
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                json_nul_path(v, &here)
+            }
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        assert_eq!(EmailAddress::parse("  Li.Wei@ACME.example ").unwrap().as_str(), "li.wei@acme.example");
+        assert!(EmailAddress::parse("not-an-email").is_err());
+        assert!(EmailAddress::parse(&format!("{}@x.example", "a".repeat(330))).is_err());
+    }
+
+    #[test]
+    fn input_validation_names_every_field() {
+        let input: LeadInput = serde_json::from_value(serde_json::json!({
+            "email": "nope", "company": "a\u{0}b", "attributes": {"k": ["x\u{0}"]}
+        }))
+        .unwrap();
+        let fields: Vec<_> = input.validate(true).into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["email", "company", "attributes.k[0]"]);
+    }
+
+    #[test]
+    fn null_clears_and_absent_keeps() {
+        let now = Utc::now();
+        let mut lead = Lead::new(LeadId(1), now);
+        lead.fields.insert("company".into(), "Acme".into());
+        lead.fields.insert("title".into(), "CTO".into());
+        let input: LeadInput = serde_json::from_str(r#"{"company": null, "attributes": {"a": 1}}"#).unwrap();
+        input.apply(&mut lead, now);
+        assert_eq!(lead.fields.get("company"), None);
+        assert_eq!(lead.fields.get("title").map(String::as_str), Some("CTO"));
+        assert_eq!(lead.attributes.get("a"), Some(&Value::from(1)));
+    }
+}

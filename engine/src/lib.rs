@@ -1,0 +1,18 @@
+//! The nurture engine: leads, tags, scores, the condition language and the rules that apply
+//! them, and the storage they live in.
+//!
+//! Architecture invariant: everything outside [`store`] is pure domain code and knows nothing
+//! of SQL, HTTP or SMTP. The [`engine::Engine`] orchestrates work through the [`store::Store`]
+//! port; the SQLite and PostgreSQL adapters implement it.
+
+pub mod access;
+pub mod clock;
+pub mod condition;
+pub mod duration;
+pub mod engine;
+pub mod event;
+pub mod lead;
+pub mod nurture;
+pub mod playbook;
+pub mod store;
+pub mod tag;

@@ -1,0 +1,498 @@
+//! The storage port: what the engine needs of a database, and the two adapters (SQLite, the
+//! embedded default, and PostgreSQL, the scale backend). Both pass one contract test suite.
+//!
+//! Batches travel to the database as one JSON array per statement (`json_each` in SQLite,
+//! `jsonb_to_recordset` in PostgreSQL), so a bulk of 10,000 events costs a handful of
+//! statements, not 10,000 round trips.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+use crate::access::{ApiKey, Role};
+use crate::clock::{from_micros, to_micros};
+use crate::condition::EventFact;
+use crate::lead::{ChannelConsent, Consent, ConsentStatus, Lead, LeadId, Stage, TEXT_FIELDS};
+use crate::nurture::Changes;
+use crate::playbook::Decay;
+use crate::tag::TagFamily;
+
+pub mod postgres;
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer got there first (a unique key taken meanwhile); the caller may retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not as expected: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Maps unique-constraint violations to [`StoreError::Conflict`].
+    pub(crate) fn from_sqlx(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error {
+            if db.is_unique_violation() {
+                return StoreError::Conflict(db.message().to_owned());
+            }
+        }
+        StoreError::Database(error)
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens the store a URL names: `sqlite://path` (or a bare path) or `postgres://…`.
+pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url).await?))
+    }
+}
+
+/// A new behaviour event, resolved to its lead.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewEvent {
+    pub lead_id: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub properties: Map<String, Value>,
+    pub occurred_at: i64,
+    pub received_at: i64,
+    pub idempotency_key: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Filters of `GET /v1/leads` that the database answers; segments are evaluated by the engine.
+#[derive(Debug, Clone, Default)]
+pub struct LeadFilter {
+    pub tag: Option<String>,
+    pub stage: Option<Stage>,
+    /// Case-insensitive substring of e-mail, names or company.
+    pub q: Option<String>,
+}
+
+/// One entry of a lead's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub kind: TimelineKind,
+    #[serde(skip)]
+    pub seq: i64,
+    #[serde(flatten)]
+    pub data: Map<String, Value>,
+}
+
+/// Timeline entry kinds, ranked so that entries at the same instant have a stable order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineKind {
+    Event = 0,
+    TagChange = 1,
+    ScoreChange = 2,
+    Handoff = 3,
+}
+
+impl TimelineKind {
+    pub const ALL: [TimelineKind; 4] = [Self::Event, Self::TagChange, Self::ScoreChange, Self::Handoff];
+}
+
+/// A position in the timeline, newest first: entries strictly older than this come next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimelineCursor {
+    pub at: i64,
+    pub kind: TimelineKind,
+    pub seq: i64,
+}
+
+impl TimelineCursor {
+    /// The id bound for one kind's query: rows at the cursor's instant come next when their
+    /// (kind, id) sorts below the cursor's.
+    pub fn id_bound(&self, kind: TimelineKind) -> i64 {
+        match kind.cmp(&self.kind) {
+            std::cmp::Ordering::Less => i64::MAX,
+            std::cmp::Ordering::Equal => self.seq,
+            std::cmp::Ordering::Greater => i64::MIN,
+        }
+    }
+}
+
+/// What happened when an idempotent request began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// First time: go ahead, then record the answer.
+    Proceed,
+    /// Done before: here is the first answer.
+    Replay { status: u16, body: String },
+    /// The same key is being processed by another request right now.
+    InFlight,
+    /// The same key was used for a different request.
+    Mismatch,
+}
+
+/// The storage port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Whether the database answers and every migration is applied.
+    async fn ready(&self) -> StoreResult<bool>;
+    /// Starts a write transaction.
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Starts a read-only transaction (its write methods must not be called).
+    async fn begin_read(&self) -> StoreResult<Box<dyn Tx>>;
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>>;
+    /// Leads after `after` (by id) matching the filter, at most `limit`.
+    async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>>;
+    /// A lead's timeline entries older than the cursor, newest first, at most `limit`.
+    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64) -> StoreResult<Vec<TimelineEntry>>;
+    /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Decays the scores of leads inactive for `decay.every` (one set-based pass); returns how many.
+    async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    async fn idempotency_begin(&self, scope: &str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> StoreResult<Idempotency>;
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
+    /// Forgets a begun request that failed, so a retry can run it.
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
+}
+
+/// A write transaction: the set-based primitives the engine composes.
+#[async_trait]
+pub trait Tx: Send {
+    /// Leads with any of these ids, e-mails or external ids.
+    async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>>;
+    /// Allocates `n` new lead ids.
+    async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
+    /// Inserts or overwrites these leads (by id).
+    async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()>;
+    /// The current tags of these leads.
+    async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>>;
+    /// Events of these leads of the given types since the given time (`None`: all time).
+    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)]) -> StoreResult<Vec<(i64, EventFact)>>;
+    /// Ledger entries of capped rules for these leads since a time: (lead, rule, event time, delta).
+    async fn load_cap_usage(&mut self, ids: &[i64], rules: &[String], since: i64) -> StoreResult<Vec<(i64, String, i64, i64)>>;
+    /// Which of these e-mails were erased before and must stay suppressed.
+    async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>>;
+    /// Inserts events; returns the idempotency keys that were new (events without a key are always new).
+    async fn insert_events(&mut self, events: &[NewEvent]) -> StoreResult<HashSet<String>>;
+    /// Writes tag changes (current tags and log), score ledger entries and handoff requests.
+    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<()>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// A lead as a database row; both backends read and write this shape.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LeadRow {
+    pub id: i64,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub title: Option<String>,
+    pub company: Option<String>,
+    pub industry: Option<String>,
+    pub company_size: Option<String>,
+    pub region: Option<String>,
+    pub phone: Option<String>,
+    pub timezone: Option<String>,
+    pub source: Option<String>,
+    pub persona: Option<String>,
+    pub owner: Option<String>,
+    pub attributes: sqlx::types::Json<Map<String, Value>>,
+    pub stage: String,
+    pub score: i64,
+    pub email_opt_out_at: Option<i64>,
+    pub email_opt_out_source: Option<String>,
+    pub wechat_opt_out_at: Option<i64>,
+    pub wechat_opt_out_source: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_activity_at: Option<i64>,
+    pub last_decay_at: Option<i64>,
+}
+
+/// Columns of `leads` and their types, in [`LeadRow`] order; the adapters build their SQL from it.
+pub const LEAD_COLUMNS: [(&str, &str); 26] = [
+    ("id", "bigint"),
+    ("email", "text"),
+    ("external_id", "text"),
+    ("first_name", "text"),
+    ("last_name", "text"),
+    ("title", "text"),
+    ("company", "text"),
+    ("industry", "text"),
+    ("company_size", "text"),
+    ("region", "text"),
+    ("phone", "text"),
+    ("timezone", "text"),
+    ("source", "text"),
+    ("persona", "text"),
+    ("owner", "text"),
+    ("attributes", "jsonb"),
+    ("stage", "text"),
+    ("score", "bigint"),
+    ("email_opt_out_at", "bigint"),
+    ("email_opt_out_source", "text"),
+    ("wechat_opt_out_at", "bigint"),
+    ("wechat_opt_out_source", "text"),
+    ("created_at", "bigint"),
+    ("updated_at", "bigint"),
+    ("last_activity_at", "bigint"),
+    ("last_decay_at", "bigint"),
+];
+
+/// `col, col, …` of `leads`.
+pub fn lead_column_list() -> String {
+    LEAD_COLUMNS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+}
+
+fn consent_from(at: Option<i64>, source: Option<String>) -> ChannelConsent {
+    match at {
+        Some(at) => ChannelConsent {
+            status: ConsentStatus::OptedOut,
+            at: Some(from_micros(at)),
+            source,
+        },
+        None => ChannelConsent::default(),
+    }
+}
+
+fn consent_to(c: &ChannelConsent) -> (Option<i64>, Option<String>) {
+    match c.status {
+        ConsentStatus::OptedOut => (Some(to_micros(c.at.unwrap_or_default())), c.source.clone()),
+        ConsentStatus::OptedIn => (None, None),
+    }
+}
+
+impl TryFrom<LeadRow> for Lead {
+    type Error = StoreError;
+    fn try_from(row: LeadRow) -> StoreResult<Lead> {
+        let stage: Stage = row.stage.parse().map_err(StoreError::Corrupt)?;
+        let values = [
+            row.first_name,
+            row.last_name,
+            row.title,
+            row.company,
+            row.industry,
+            row.company_size,
+            row.region,
+            row.phone,
+            row.timezone,
+            row.source,
+            row.persona,
+        ];
+        let fields = TEXT_FIELDS
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| value.map(|v| (name.to_string(), v)))
+            .collect();
+        Ok(Lead {
+            id: LeadId(row.id),
+            email: row.email,
+            external_id: row.external_id,
+            fields,
+            attributes: row.attributes.0,
+            stage,
+            owner: row.owner,
+            score: row.score,
+            consent: Consent {
+                email: consent_from(row.email_opt_out_at, row.email_opt_out_source),
+                wechat: consent_from(row.wechat_opt_out_at, row.wechat_opt_out_source),
+            },
+            created_at: from_micros(row.created_at),
+            updated_at: from_micros(row.updated_at),
+            last_activity_at: row.last_activity_at.map(from_micros),
+            last_decay_at: row.last_decay_at.map(from_micros),
+        })
+    }
+}
+
+impl From<&Lead> for LeadRow {
+    fn from(lead: &Lead) -> LeadRow {
+        let field = |name: &str| lead.fields.get(name).cloned();
+        let (email_opt_out_at, email_opt_out_source) = consent_to(&lead.consent.email);
+        let (wechat_opt_out_at, wechat_opt_out_source) = consent_to(&lead.consent.wechat);
+        LeadRow {
+            id: lead.id.0,
+            email: lead.email.clone(),
+            external_id: lead.external_id.clone(),
+            first_name: field("first_name"),
+            last_name: field("last_name"),
+            title: field("title"),
+            company: field("company"),
+            industry: field("industry"),
+            company_size: field("company_size"),
+            region: field("region"),
+            phone: field("phone"),
+            timezone: field("timezone"),
+            source: field("source"),
+            persona: field("persona"),
+            owner: lead.owner.clone(),
+            attributes: sqlx::types::Json(lead.attributes.clone()),
+            stage: lead.stage.as_str().to_owned(),
+            score: lead.score,
+            email_opt_out_at,
+            email_opt_out_source,
+            wechat_opt_out_at,
+            wechat_opt_out_source,
+            created_at: to_micros(lead.created_at),
+            updated_at: to_micros(lead.updated_at),
+            last_activity_at: lead.last_activity_at.map(to_micros),
+            last_decay_at: lead.last_decay_at.map(to_micros),
+        }
+    }
+}
+
+/// Rows of tag changes, score changes and handoffs as the JSON batches carry them.
+#[derive(Serialize)]
+pub(crate) struct TagChangeRow<'a> {
+    lead_id: i64,
+    tag: &'a str,
+    family: &'a str,
+    added: bool,
+    actor_kind: &'a str,
+    actor: &'a str,
+    at: i64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ScoreChangeRow<'a> {
+    lead_id: i64,
+    delta: i64,
+    reason: &'a str,
+    actor_kind: &'a str,
+    actor: &'a str,
+    rule: Option<&'a str>,
+    occurred_at: i64,
+    at: i64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct HandoffRow<'a> {
+    lead_id: i64,
+    queue: &'a str,
+    reason: &'a str,
+    priority: Option<u8>,
+    origin: &'a str,
+    created_at: i64,
+}
+
+/// The JSON batches of one [`Changes`]: tag log, tags added, tags removed, scores, handoffs.
+pub(crate) struct ChangeBatches {
+    pub tag_log: Option<String>,
+    pub tag_adds: Option<String>,
+    pub tag_removes: Option<String>,
+    pub scores: Option<String>,
+    pub handoffs: Option<String>,
+}
+
+impl ChangeBatches {
+    pub fn of(changes: &Changes) -> ChangeBatches {
+        let rows: Vec<TagChangeRow> = changes
+            .tags
+            .iter()
+            .map(|c| TagChangeRow {
+                lead_id: c.lead_id.0,
+                tag: &c.tag,
+                family: c.family.as_str(),
+                added: c.added,
+                actor_kind: c.actor.kind(),
+                actor: c.actor.name(),
+                at: to_micros(c.at),
+            })
+            .collect();
+        // The net effect per (lead, tag): the last change wins.
+        let mut last = std::collections::HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            last.insert((row.lead_id, row.tag), i);
+        }
+        let mut finals: Vec<usize> = last.into_values().collect();
+        finals.sort_unstable();
+        let adds: Vec<&TagChangeRow> = finals.iter().map(|&i| &rows[i]).filter(|r| r.added).collect();
+        let removes: Vec<&TagChangeRow> = finals.iter().map(|&i| &rows[i]).filter(|r| !r.added).collect();
+        let scores: Vec<ScoreChangeRow> = changes
+            .scores
+            .iter()
+            .map(|c| ScoreChangeRow {
+                lead_id: c.lead_id.0,
+                delta: c.delta,
+                reason: &c.reason,
+                actor_kind: c.actor.kind(),
+                actor: c.actor.name(),
+                rule: c.rule.as_deref(),
+                occurred_at: to_micros(c.occurred_at),
+                at: to_micros(c.at),
+            })
+            .collect();
+        let handoffs: Vec<HandoffRow> = changes
+            .handoffs
+            .iter()
+            .map(|h| HandoffRow {
+                lead_id: h.lead_id.0,
+                queue: &h.queue,
+                reason: &h.reason,
+                priority: h.priority,
+                origin: &h.origin,
+                created_at: to_micros(h.at),
+            })
+            .collect();
+        ChangeBatches {
+            tag_log: json_batch(&rows),
+            tag_adds: json_batch(&adds),
+            tag_removes: json_batch(&removes),
+            scores: json_batch(&scores),
+            handoffs: json_batch(&handoffs),
+        }
+    }
+}
+
+/// Serialises a batch for binding as one JSON parameter.
+pub(crate) fn json_batch<T: Serialize>(rows: &[T]) -> Option<String> {
+    if rows.is_empty() {
+        return None;
+    }
+    serde_json::to_string(rows).ok()
+}
+
+/// Hash of a normalised e-mail, kept after erasure so the person is not contacted again.
+pub fn email_hash(email: &str) -> String {
+    crate::access::key_hash(&format!("suppression:{email}"))
+}
+
+/// Builds a timeline entry from a row: its id, time and a JSON object of its details.
+pub(crate) fn timeline_entry(kind: TimelineKind, seq: i64, at: i64, data: &str) -> StoreResult<TimelineEntry> {
+    let data: Map<String, Value> = serde_json::from_str(data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(TimelineEntry { at: from_micros(at), kind, seq, data })
+}
+
+/// Merges per-kind timeline rows, newest first, and keeps `limit`.
+pub(crate) fn merge_timeline(mut entries: Vec<TimelineEntry>, limit: i64) -> Vec<TimelineEntry> {
+    entries.sort_by(|a, b| (b.at, b.kind, b.seq).cmp(&(a.at, a.kind, a.seq)));
+    entries.truncate(limit.max(0) as usize);
+    entries
+}
+
+/// `%` and `_` escaped for a LIKE pattern with `ESCAPE '\'`, wrapped as a substring search.
+pub(crate) fn like_pattern(q: &str) -> String {
+    let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// How long an unfinished idempotent request blocks its key before a retry may take it over.
+pub(crate) const IDEMPOTENCY_STALE_MICROS: i64 = 60_000_000;

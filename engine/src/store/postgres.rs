@@ -1,0 +1,422 @@
+//! The PostgreSQL adapter: the scale backend, where many engine workers share one database.
+//! Batches arrive as one `jsonb` parameter unpacked by `jsonb_to_recordset`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use super::*;
+use crate::clock::to_micros;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    /// Connects with every session's `search_path` set to `schema`; tests use one schema each.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        Self::connect_with(PgConnectOptions::from_str(url)?.options([("search_path", schema)])).await
+    }
+
+    async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new().max_connections(10).connect_with(options).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn recordset_columns() -> String {
+    LEAD_COLUMNS.iter().map(|(c, t)| format!("{c} {t}")).collect::<Vec<_>>().join(", ")
+}
+
+static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {} FROM leads WHERE id = ANY($1) OR email = ANY($2) OR external_id = ANY($3)", lead_column_list())
+});
+
+static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
+    let cols = lead_column_list();
+    let updates: Vec<String> = LEAD_COLUMNS.iter().skip(1).map(|(c, _)| format!("{c} = excluded.{c}")).collect();
+    format!(
+        "INSERT INTO leads ({cols}) SELECT {cols} FROM jsonb_to_recordset($1::jsonb) AS r({}) \
+         ON CONFLICT (id) DO UPDATE SET {}",
+        recordset_columns(),
+        updates.join(", ")
+    )
+});
+
+static LIST_LEADS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM leads WHERE id > $1 AND ($2::text IS NULL OR stage = $2) \
+         AND ($3::text IS NULL OR id IN (SELECT lead_id FROM lead_tags WHERE tag = $3)) \
+         AND ($4::text IS NULL OR lower(coalesce(email, '') || ' ' || coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' || coalesce(company, '')) LIKE $4 ESCAPE '\\') \
+         ORDER BY id LIMIT $5",
+        lead_column_list()
+    )
+});
+
+const TIMELINE: [(TimelineKind, &str); 4] = [
+    (
+        TimelineKind::Event,
+        "SELECT id, occurred_at, jsonb_build_object('type', type, 'properties', properties, 'source', source, 'received_at', received_at)::text \
+         FROM events WHERE lead_id = $1 AND (occurred_at < $2 OR (occurred_at = $2 AND id < $3)) ORDER BY occurred_at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::TagChange,
+        "SELECT id, at, jsonb_build_object('tag', tag, 'family', family, 'change', CASE WHEN added THEN 'added' ELSE 'removed' END, 'by', jsonb_build_object('kind', actor_kind, 'name', actor))::text \
+         FROM tag_changes WHERE lead_id = $1 AND (at < $2 OR (at = $2 AND id < $3)) ORDER BY at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::ScoreChange,
+        "SELECT id, at, jsonb_build_object('delta', delta, 'reason', reason, 'rule', rule, 'by', jsonb_build_object('kind', actor_kind, 'name', actor))::text \
+         FROM score_changes WHERE lead_id = $1 AND (at < $2 OR (at = $2 AND id < $3)) ORDER BY at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::Handoff,
+        "SELECT id, created_at, jsonb_build_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status)::text \
+         FROM handoffs WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+    ),
+];
+
+fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
+    rows.into_iter().map(Lead::try_from).collect()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> StoreResult<bool> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(PgTx(self.pool.begin().await?)))
+    }
+
+    async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(PgTx(self.pool.begin_with("BEGIN READ ONLY").await?)))
+    }
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(hash)
+            .bind(to_micros(now))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM api_keys WHERE key_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(name, role)| Ok(ApiKey { name, role: role.parse().map_err(StoreError::Corrupt)? }))
+            .transpose()
+    }
+
+    async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f))).collect())
+    }
+
+    async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(LIST_LEADS.as_str()))
+            .bind(after.map(|a| a.0).unwrap_or(i64::MIN))
+            .bind(filter.stage.map(|s| s.as_str()))
+            .bind(filter.tag.as_deref())
+            .bind(filter.q.as_deref().map(like_pattern))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        leads_from(rows)
+    }
+
+    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64) -> StoreResult<Vec<TimelineEntry>> {
+        let mut entries = Vec::new();
+        for (kind, sql) in TIMELINE {
+            let (at, bound) = match before {
+                Some(c) => (c.at, c.id_bound(kind)),
+                None => (i64::MAX, i64::MAX),
+            };
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql).bind(id.0).bind(at).bind(bound).bind(limit).fetch_all(&self.pool).await?;
+            for (seq, at, data) in rows {
+                entries.push(timeline_entry(kind, seq, at, &data)?);
+            }
+        }
+        Ok(merge_timeline(entries, limit))
+    }
+
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let email: Option<Option<String>> = sqlx::query_scalar("SELECT email FROM leads WHERE id = $1 FOR UPDATE").bind(id.0).fetch_optional(&mut *tx).await?;
+        let Some(email) = email else {
+            return Ok(false);
+        };
+        for sql in [
+            "DELETE FROM events WHERE lead_id = $1",
+            "DELETE FROM lead_tags WHERE lead_id = $1",
+            "DELETE FROM tag_changes WHERE lead_id = $1",
+            "DELETE FROM score_changes WHERE lead_id = $1",
+            "DELETE FROM handoffs WHERE lead_id = $1",
+            "DELETE FROM leads WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id.0).execute(&mut *tx).await?;
+        }
+        if let Some(email) = email {
+            sqlx::query("INSERT INTO suppressions (email_hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(email_hash(&email))
+                .bind(to_micros(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {
+        let cutoff = to_micros(now) - decay.every.secs() * 1_000_000;
+        let done: i64 = sqlx::query_scalar(
+            "WITH due AS ( \
+               SELECT id, -((score * $2 + 99) / 100) AS delta FROM leads \
+               WHERE score > 0 AND GREATEST(COALESCE(last_activity_at, created_at), COALESCE(last_decay_at, 0)) <= $1 \
+               FOR UPDATE SKIP LOCKED), \
+             moved AS ( \
+               UPDATE leads l SET score = l.score + due.delta, last_decay_at = $3, updated_at = $3 FROM due WHERE l.id = due.id \
+               RETURNING l.id, due.delta), \
+             logged AS ( \
+               INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) \
+               SELECT id, delta, 'decay', 'system', 'decay', NULL, $3, $3 FROM moved RETURNING 1) \
+             SELECT count(*) FROM logged",
+        )
+        .bind(cutoff)
+        .bind(decay.percent)
+        .bind(to_micros(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(done as u64)
+    }
+
+    async fn idempotency_begin(&self, scope: &str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> StoreResult<Idempotency> {
+        let now = to_micros(now);
+        let inserted = sqlx::query(
+            "INSERT INTO idempotent_requests (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, created_at = excluded.created_at \
+             WHERE idempotent_requests.status IS NULL AND idempotent_requests.created_at < $5",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .bind(now - IDEMPOTENCY_STALE_MICROS)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Idempotency::Proceed);
+        }
+        let row = sqlx::query("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        let (theirs, status, body): (String, Option<i64>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        Ok(match (theirs == fingerprint, status) {
+            (false, _) => Idempotency::Mismatch,
+            (true, None) => Idempotency::InFlight,
+            (true, Some(status)) => Idempotency::Replay { status: status as u16, body: body.unwrap_or_default() },
+        })
+    }
+
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE idempotent_requests SET status = $3, body = $4 WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .bind(status as i64)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotent_requests WHERE scope = $1 AND key = $2 AND status IS NULL")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+struct PgTx(Transaction<'static, Postgres>);
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(SELECT_LEADS.as_str()))
+            .bind(ids)
+            .bind(emails)
+            .bind(external_ids)
+            .fetch_all(&mut *self.0)
+            .await?;
+        leads_from(rows)
+    }
+
+    async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('leads', 'id')) FROM generate_series(1, $1)")
+            .bind(n as i64)
+            .fetch_all(&mut *self.0)
+            .await?)
+    }
+
+    async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()> {
+        for chunk in leads.chunks(5_000) {
+            let rows: Vec<LeadRow> = chunk.iter().map(LeadRow::from).collect();
+            sqlx::query(AssertSqlSafe(WRITE_LEADS.as_str()))
+                .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                .execute(&mut *self.0)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(())
+    }
+
+    async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT lead_id, tag, family FROM lead_tags WHERE lead_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(rows.into_iter().filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f))).collect())
+    }
+
+    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)]) -> StoreResult<Vec<(i64, EventFact)>> {
+        let needs: Vec<serde_json::Value> = needs.iter().map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)})).collect();
+        let rows: Vec<(i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
+            "SELECT e.lead_id, e.type, e.occurred_at, e.properties FROM events e \
+             JOIN jsonb_to_recordset($2::jsonb) AS n(type text, since bigint) ON e.type = n.type AND e.occurred_at >= n.since \
+             WHERE e.lead_id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(serde_json::to_string(&needs).unwrap_or_default())
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, at, props)| (id, EventFact { kind, occurred_at: from_micros(at), properties: props.0 }))
+            .collect())
+    }
+
+    async fn load_cap_usage(&mut self, ids: &[i64], rules: &[String], since: i64) -> StoreResult<Vec<(i64, String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT lead_id, rule, occurred_at, delta FROM score_changes WHERE lead_id = ANY($1) AND rule = ANY($2) AND occurred_at >= $3",
+        )
+        .bind(ids)
+        .bind(rules)
+        .bind(since)
+        .fetch_all(&mut *self.0)
+        .await?)
+    }
+
+    async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>> {
+        if email_hashes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<String> = sqlx::query_scalar("SELECT email_hash FROM suppressions WHERE email_hash = ANY($1)")
+            .bind(email_hashes)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn insert_events(&mut self, events: &[NewEvent]) -> StoreResult<HashSet<String>> {
+        let mut inserted = HashSet::new();
+        for chunk in events.chunks(5_000) {
+            let keys: Vec<Option<String>> = sqlx::query_scalar(
+                "INSERT INTO events (lead_id, type, properties, occurred_at, received_at, idempotency_key, source) \
+                 SELECT lead_id, type, properties, occurred_at, received_at, idempotency_key, source \
+                 FROM jsonb_to_recordset($1::jsonb) AS r(lead_id bigint, type text, properties jsonb, occurred_at bigint, received_at bigint, idempotency_key text, source text) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
+            )
+            .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .fetch_all(&mut *self.0)
+            .await?;
+            inserted.extend(keys.into_iter().flatten());
+        }
+        Ok(inserted)
+    }
+
+    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<()> {
+        let batches = ChangeBatches::of(changes);
+        let statements = [
+            (
+                &batches.tag_log,
+                "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) \
+                 SELECT lead_id, tag, family, added, actor_kind, actor, at FROM jsonb_to_recordset($1::jsonb) \
+                 AS r(lead_id bigint, tag text, family text, added boolean, actor_kind text, actor text, at bigint)",
+            ),
+            (
+                &batches.tag_removes,
+                "DELETE FROM lead_tags t USING jsonb_to_recordset($1::jsonb) AS r(lead_id bigint, tag text) \
+                 WHERE t.lead_id = r.lead_id AND t.tag = r.tag",
+            ),
+            (
+                &batches.tag_adds,
+                "INSERT INTO lead_tags (lead_id, tag, family, added_at) \
+                 SELECT lead_id, tag, family, at FROM jsonb_to_recordset($1::jsonb) AS r(lead_id bigint, tag text, family text, at bigint) \
+                 ON CONFLICT (lead_id, tag) DO NOTHING",
+            ),
+            (
+                &batches.scores,
+                "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) \
+                 SELECT lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at FROM jsonb_to_recordset($1::jsonb) \
+                 AS r(lead_id bigint, delta bigint, reason text, actor_kind text, actor text, rule text, occurred_at bigint, at bigint)",
+            ),
+            (
+                &batches.handoffs,
+                "INSERT INTO handoffs (lead_id, queue, reason, priority, origin, created_at) \
+                 SELECT lead_id, queue, reason, priority, origin, created_at FROM jsonb_to_recordset($1::jsonb) \
+                 AS r(lead_id bigint, queue text, reason text, priority integer, origin text, created_at bigint)",
+            ),
+        ];
+        for (batch, sql) in statements {
+            if let Some(json) = batch {
+                sqlx::query(sql).bind(json.as_str()).execute(&mut *self.0).await.map_err(StoreError::from_sqlx)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.0.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! The SQLite adapter: the embedded default, one file, zero set-up. WAL mode with a busy
+//! timeout; write transactions start with `BEGIN IMMEDIATE` so that two writers queue rather
+//! than deadlock on a lock upgrade.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::to_micros;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file a `sqlite://path` URL or a bare path names.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Ok(Self { pool })
+    }
+}
+
+static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
+    let cols = lead_column_list();
+    format!(
+        "SELECT {cols} FROM leads WHERE id IN (SELECT value FROM json_each($1)) \
+         UNION SELECT {cols} FROM leads WHERE email IN (SELECT value FROM json_each($2)) \
+         UNION SELECT {cols} FROM leads WHERE external_id IN (SELECT value FROM json_each($3))"
+    )
+});
+
+static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
+    let cols = lead_column_list();
+    let values: Vec<String> = LEAD_COLUMNS
+        .iter()
+        .map(|(c, ty)| if *ty == "jsonb" { format!("j.value->'{c}'") } else { format!("j.value->>'{c}'") })
+        .collect();
+    let updates: Vec<String> = LEAD_COLUMNS.iter().skip(1).map(|(c, _)| format!("{c} = excluded.{c}")).collect();
+    format!(
+        "INSERT INTO leads ({cols}) SELECT {} FROM json_each($1) AS j WHERE true \
+         ON CONFLICT (id) DO UPDATE SET {}",
+        values.join(", "),
+        updates.join(", ")
+    )
+});
+
+static LIST_LEADS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM leads WHERE id > $1 AND ($2 IS NULL OR stage = $2) \
+         AND ($3 IS NULL OR id IN (SELECT lead_id FROM lead_tags WHERE tag = $3)) \
+         AND ($4 IS NULL OR lower(coalesce(email, '') || ' ' || coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' || coalesce(company, '')) LIKE $4 ESCAPE '\\') \
+         ORDER BY id LIMIT $5",
+        lead_column_list()
+    )
+});
+
+const TIMELINE: [(TimelineKind, &str); 4] = [
+    (
+        TimelineKind::Event,
+        "SELECT id, occurred_at, json_object('type', type, 'properties', json(properties), 'source', source, 'received_at', received_at) \
+         FROM events WHERE lead_id = $1 AND (occurred_at < $2 OR (occurred_at = $2 AND id < $3)) ORDER BY occurred_at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::TagChange,
+        "SELECT id, at, json_object('tag', tag, 'family', family, 'change', CASE WHEN added THEN 'added' ELSE 'removed' END, 'by', json_object('kind', actor_kind, 'name', actor)) \
+         FROM tag_changes WHERE lead_id = $1 AND (at < $2 OR (at = $2 AND id < $3)) ORDER BY at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::ScoreChange,
+        "SELECT id, at, json_object('delta', delta, 'reason', reason, 'rule', rule, 'by', json_object('kind', actor_kind, 'name', actor)) \
+         FROM score_changes WHERE lead_id = $1 AND (at < $2 OR (at = $2 AND id < $3)) ORDER BY at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::Handoff,
+        "SELECT id, created_at, json_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status) \
+         FROM handoffs WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+    ),
+];
+
+fn json_ids(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+fn json_strings(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
+    rows.into_iter().map(Lead::try_from).collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> StoreResult<bool> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(SqliteTx(self.pool.begin_with("BEGIN IMMEDIATE").await?)))
+    }
+
+    async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(SqliteTx(self.pool.begin().await?)))
+    }
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(hash)
+            .bind(to_micros(now))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM api_keys WHERE key_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(name, role)| Ok(ApiKey { name, role: role.parse().map_err(StoreError::Corrupt)? }))
+            .transpose()
+    }
+
+    async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f))).collect())
+    }
+
+    async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(LIST_LEADS.as_str()))
+            .bind(after.map(|a| a.0).unwrap_or(i64::MIN))
+            .bind(filter.stage.map(|s| s.as_str()))
+            .bind(filter.tag.as_deref())
+            .bind(filter.q.as_deref().map(like_pattern))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        leads_from(rows)
+    }
+
+    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64) -> StoreResult<Vec<TimelineEntry>> {
+        let mut entries = Vec::new();
+        for (kind, sql) in TIMELINE {
+            let (at, bound) = match before {
+                Some(c) => (c.at, c.id_bound(kind)),
+                None => (i64::MAX, i64::MAX),
+            };
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql).bind(id.0).bind(at).bind(bound).bind(limit).fetch_all(&self.pool).await?;
+            for (seq, at, data) in rows {
+                entries.push(timeline_entry(kind, seq, at, &data)?);
+            }
+        }
+        Ok(merge_timeline(entries, limit))
+    }
+
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let email: Option<Option<String>> = sqlx::query_scalar("SELECT email FROM leads WHERE id = $1").bind(id.0).fetch_optional(&mut *tx).await?;
+        let Some(email) = email else {
+            return Ok(false);
+        };
+        for sql in [
+            "DELETE FROM events WHERE lead_id = $1",
+            "DELETE FROM lead_tags WHERE lead_id = $1",
+            "DELETE FROM tag_changes WHERE lead_id = $1",
+            "DELETE FROM score_changes WHERE lead_id = $1",
+            "DELETE FROM handoffs WHERE lead_id = $1",
+            "DELETE FROM leads WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id.0).execute(&mut *tx).await?;
+        }
+        if let Some(email) = email {
+            sqlx::query("INSERT INTO suppressions (email_hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(email_hash(&email))
+                .bind(to_micros(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {
+        let cutoff = to_micros(now) - decay.every.secs() * 1_000_000;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        const DUE: &str = "score > 0 AND MAX(COALESCE(last_activity_at, created_at), COALESCE(last_decay_at, 0)) <= $1";
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) \
+             SELECT id, -((score * $2 + 99) / 100), 'decay', 'system', 'decay', NULL, $3, $3 FROM leads WHERE {DUE}"
+        )))
+        .bind(cutoff)
+        .bind(decay.percent)
+        .bind(to_micros(now))
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE leads SET score = score - ((score * $2 + 99) / 100), last_decay_at = $3, updated_at = $3 WHERE {DUE}"
+        )))
+        .bind(cutoff)
+        .bind(decay.percent)
+        .bind(to_micros(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn idempotency_begin(&self, scope: &str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> StoreResult<Idempotency> {
+        let now = to_micros(now);
+        let inserted = sqlx::query(
+            "INSERT INTO idempotent_requests (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, created_at = excluded.created_at \
+             WHERE idempotent_requests.status IS NULL AND idempotent_requests.created_at < $5",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .bind(now - IDEMPOTENCY_STALE_MICROS)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Idempotency::Proceed);
+        }
+        let row = sqlx::query("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        let (theirs, status, body): (String, Option<i64>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+        Ok(match (theirs == fingerprint, status) {
+            (false, _) => Idempotency::Mismatch,
+            (true, None) => Idempotency::InFlight,
+            (true, Some(status)) => Idempotency::Replay { status: status as u16, body: body.unwrap_or_default() },
+        })
+    }
+
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE idempotent_requests SET status = $3, body = $4 WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .bind(status as i64)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotent_requests WHERE scope = $1 AND key = $2 AND status IS NULL")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+struct SqliteTx(Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(SELECT_LEADS.as_str()))
+            .bind(json_ids(ids))
+            .bind(json_strings(emails))
+            .bind(json_strings(external_ids))
+            .fetch_all(&mut *self.0)
+            .await?;
+        leads_from(rows)
+    }
+
+    async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // Inside BEGIN IMMEDIATE no other writer runs, so the ids after the sequence are ours;
+        // the sequence row is moved past them at once so later reservations in this
+        // transaction do not hand them out again.
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'leads'), (SELECT MAX(id) FROM leads), 0)")
+            .fetch_one(&mut *self.0)
+            .await?;
+        let end = last + n as i64;
+        let updated = sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'leads'").bind(end).execute(&mut *self.0).await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('leads', $1)").bind(end).execute(&mut *self.0).await?;
+        }
+        Ok((last + 1..=end).collect())
+    }
+
+    async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()> {
+        for chunk in leads.chunks(5_000) {
+            let rows: Vec<LeadRow> = chunk.iter().map(LeadRow::from).collect();
+            sqlx::query(AssertSqlSafe(WRITE_LEADS.as_str()))
+                .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                .execute(&mut *self.0)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(())
+    }
+
+    async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT lead_id, tag, family FROM lead_tags WHERE lead_id IN (SELECT value FROM json_each($1))")
+            .bind(json_ids(ids))
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(rows.into_iter().filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f))).collect())
+    }
+
+    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)]) -> StoreResult<Vec<(i64, EventFact)>> {
+        let needs: Vec<serde_json::Value> = needs.iter().map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)})).collect();
+        let rows: Vec<(i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
+            "SELECT e.lead_id, e.type, e.occurred_at, e.properties FROM events e \
+             JOIN json_each($2) n ON e.type = n.value->>'type' AND e.occurred_at >= n.value->>'since' \
+             WHERE e.lead_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_ids(ids))
+        .bind(serde_json::to_string(&needs).unwrap_or_default())
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, at, props)| (id, EventFact { kind, occurred_at: from_micros(at), properties: props.0 }))
+            .collect())
+    }
+
+    async fn load_cap_usage(&mut self, ids: &[i64], rules: &[String], since: i64) -> StoreResult<Vec<(i64, String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT lead_id, rule, occurred_at, delta FROM score_changes WHERE lead_id IN (SELECT value FROM json_each($1)) \
+             AND rule IN (SELECT value FROM json_each($2)) AND occurred_at >= $3",
+        )
+        .bind(json_ids(ids))
+        .bind(json_strings(rules))
+        .bind(since)
+        .fetch_all(&mut *self.0)
+        .await?)
+    }
+
+    async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>> {
+        if email_hashes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<String> = sqlx::query_scalar("SELECT email_hash FROM suppressions WHERE email_hash IN (SELECT value FROM json_each($1))")
+            .bind(json_strings(email_hashes))
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn insert_events(&mut self, events: &[NewEvent]) -> StoreResult<HashSet<String>> {
+        let mut inserted = HashSet::new();
+        for chunk in events.chunks(5_000) {
+            let keys: Vec<Option<String>> = sqlx::query_scalar(
+                "INSERT INTO events (lead_id, type, properties, occurred_at, received_at, idempotency_key, source) \
+                 SELECT j.value->>'lead_id', j.value->>'type', j.value->'properties', j.value->>'occurred_at', j.value->>'received_at', \
+                 j.value->>'idempotency_key', j.value->>'source' FROM json_each($1) AS j WHERE true \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
+            )
+            .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .fetch_all(&mut *self.0)
+            .await?;
+            inserted.extend(keys.into_iter().flatten());
+        }
+        Ok(inserted)
+    }
+
+    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<()> {
+        let batches = ChangeBatches::of(changes);
+        let statements = [
+            (
+                &batches.tag_log,
+                "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) \
+                 SELECT j.value->>'lead_id', j.value->>'tag', j.value->>'family', j.value->>'added', j.value->>'actor_kind', j.value->>'actor', j.value->>'at' \
+                 FROM json_each($1) AS j",
+            ),
+            (
+                &batches.tag_removes,
+                "DELETE FROM lead_tags WHERE (lead_id, tag) IN (SELECT j.value->>'lead_id', j.value->>'tag' FROM json_each($1) AS j)",
+            ),
+            (
+                &batches.tag_adds,
+                "INSERT INTO lead_tags (lead_id, tag, family, added_at) \
+                 SELECT j.value->>'lead_id', j.value->>'tag', j.value->>'family', j.value->>'at' FROM json_each($1) AS j WHERE true \
+                 ON CONFLICT (lead_id, tag) DO NOTHING",
+            ),
+            (
+                &batches.scores,
+                "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) \
+                 SELECT j.value->>'lead_id', j.value->>'delta', j.value->>'reason', j.value->>'actor_kind', j.value->>'actor', j.value->>'rule', \
+                 j.value->>'occurred_at', j.value->>'at' FROM json_each($1) AS j",
+            ),
+            (
+                &batches.handoffs,
+                "INSERT INTO handoffs (lead_id, queue, reason, priority, origin, created_at) \
+                 SELECT j.value->>'lead_id', j.value->>'queue', j.value->>'reason', j.value->>'priority', j.value->>'origin', j.value->>'created_at' \
+                 FROM json_each($1) AS j",
+            ),
+        ];
+        for (batch, sql) in statements {
+            if let Some(json) = batch {
+                sqlx::query(sql).bind(json.as_str()).execute(&mut *self.0).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.0.commit().await?;
+        Ok(())
+    }
+}
