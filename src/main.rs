@@ -1,1 +1,244 @@
-fn main(){}
+//! `nurture`: the one binary. Subcommands serve the API, migrate the database, create API
+//! keys, import leads, validate the playbook and benchmark ingestion.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+mod bench;
+mod import;
+
+#[derive(Parser)]
+#[command(name = "nurture", version, about = "B2B lead-nurturing marketing automation engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST API (SQLite in the working directory unless told otherwise).
+    Serve(ServeArgs),
+    /// Apply pending database migrations.
+    Migrate(DbArgs),
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Work with leads.
+    Leads {
+        #[command(subcommand)]
+        command: LeadsCommand,
+    },
+    /// Work with the playbook.
+    Playbook {
+        #[command(subcommand)]
+        command: PlaybookCommand,
+    },
+    /// Measure the engine.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// `sqlite://nurture.db` (the embedded default) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://nurture.db")]
+    database_url: String,
+}
+
+#[derive(Args, Clone)]
+struct PlaybookArgs {
+    /// The playbook directory (Rules, Segments, Campaigns, Queues as YAML).
+    #[arg(long, env = "NURTURE_PLAYBOOK", default_value = "campaigns/")]
+    playbook: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "NURTURE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    playbook: PlaybookArgs,
+    /// Templates directory (used by the campaign engine).
+    #[arg(long, env = "NURTURE_TEMPLATES", default_value = "templates/")]
+    templates: PathBuf,
+    /// Base of tracking and unsubscribe links.
+    #[arg(long, env = "NURTURE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    public_url: String,
+    /// Send mail over SMTP (used by the campaign engine).
+    #[arg(long, env = "NURTURE_SMTP_URL", conflicts_with = "outbox")]
+    smtp_url: Option<String>,
+    /// Write mail as .eml files here instead (used by the campaign engine).
+    #[arg(long, env = "NURTURE_OUTBOX")]
+    outbox: Option<PathBuf>,
+    /// `system` (default) or `manual` (time moves only when told; demos and tests).
+    #[arg(long, env = "NURTURE_CLOCK", default_value = "system")]
+    clock: String,
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create a key; it is printed once, alone on the last line, and only its hash is stored.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeadsCommand {
+    /// Import leads from a CSV file whose header row names lead fields.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        playbook: PlaybookArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlaybookCommand {
+    /// Validate the playbook directory and print every error with file:line:column.
+    Validate {
+        #[arg(default_value = "campaigns/")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ingest synthetic behaviour events through the engine, rules applied, and print events/s.
+    Ingest {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Defaults to a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Events per batch (one transaction each).
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(db) => {
+            open_store(&db.database_url).await?;
+            println!("Migrations applied to {}.", db.database_url);
+            Ok(())
+        }
+        Command::Apikey { command: ApikeyCommand::Create { role, name, db } } => {
+            let role: nurture_engine::access::Role = role.parse().map_err(anyhow::Error::msg)?;
+            if name.trim().is_empty() {
+                bail!("--name must not be empty");
+            }
+            let store = open_store(&db.database_url).await?;
+            let key = format!("nurt_{}", hex_key());
+            store
+                .create_api_key(name.trim(), role, &nurture_engine::access::key_hash(&key), chrono::Utc::now())
+                .await
+                .context("storing the API key")?;
+            println!("Created a {} key named {:?}. It is shown only now; store it safely:", role.as_str(), name.trim());
+            println!("{key}");
+            Ok(())
+        }
+        Command::Leads { command: LeadsCommand::Import { file, db, playbook } } => {
+            let engine = build_engine(&db.database_url, &playbook.playbook, false, Arc::new(nurture_engine::clock::SystemClock)).await?;
+            import::run(&engine, &file).await
+        }
+        Command::Playbook { command: PlaybookCommand::Validate { dir } } => {
+            nurture_engine::playbook::Playbook::load_dir(&dir).map_err(|refused| anyhow::anyhow!("{refused}"))?;
+            println!("The playbook in {} is valid.", dir.display());
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Ingest { events, database_url, batch } } => bench::ingest(events, database_url, batch).await,
+    }
+}
+
+fn hex_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn open_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Store>> {
+    let store = nurture_engine::store::connect(url).await.with_context(|| format!("opening the database {url}"))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// Loads the playbook (refusing it whole, with every error) and opens the store.
+async fn build_engine(url: &str, playbook: &std::path::Path, explicit: bool, clock: Arc<dyn nurture_engine::clock::Clock>) -> Result<nurture_engine::engine::Engine> {
+    let loaded = if playbook.exists() || explicit {
+        nurture_engine::playbook::Playbook::load_dir(playbook).map_err(|refused| anyhow::anyhow!("{refused}"))?
+    } else {
+        tracing::warn!(playbook = %playbook.display(), "No playbook directory; running without rules.");
+        Default::default()
+    };
+    let store = open_store(url).await?;
+    Ok(nurture_engine::engine::Engine::new(store, loaded, clock))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let manual = match args.clock.as_str() {
+        "system" => false,
+        "manual" => true,
+        other => bail!("--clock must be system or manual, not {other:?}"),
+    };
+    let clock: Arc<dyn nurture_engine::clock::Clock> = if manual {
+        Arc::new(nurture_engine::clock::ManualClock::new(chrono::Utc::now()))
+    } else {
+        Arc::new(nurture_engine::clock::SystemClock)
+    };
+    let explicit = std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
+    let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook.playbook, explicit, clock).await?);
+    let _ = (&args.templates, &args.public_url, &args.smtp_url, &args.outbox);
+    if !manual {
+        let decaying = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                match decaying.decay().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(leads = n, "Scores decayed."),
+                    Err(e) => tracing::warn!(error = %e, "Score decay failed; it will be retried."),
+                }
+            }
+        });
+    }
+    let app = nurture_api::Application::bind(&args.listen, engine.clone()).await.with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
+    app.run_until(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

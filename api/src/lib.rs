@@ -1,1 +1,78 @@
-pub fn x(){}
+//! The nurture REST API: the contract with CRMs, SDR tools and scripts (`shared/spec/api.md`).
+//!
+//! Architecture invariant: handlers parse, authorise and translate; every decision about
+//! leads, tags and scores is the engine's. One [`error::ApiError`] type answers every failure.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use nurture_engine::engine::Engine;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod leads;
+pub mod page;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(leads::router())
+        .merge(events::router())
+        .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A server bound to a port, ready to run; tests bind port 0 and read [`Application::port`].
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn bind(address: &str, engine: Arc<Engine>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
+        Ok(Self { listener, state: AppState { engine } })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "up"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine.store().ready().await {
+        Ok(true) => (StatusCode::OK, Json(json!({"status": "ready", "backend": state.engine.store().backend()}))),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "migrations pending"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "Readiness check failed.");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"})))
+        }
+    }
+}

@@ -13,7 +13,7 @@ use crate::lead::{ChannelConsent, ConsentStatus, EmailAddress, FieldError, Lead,
 use crate::nurture::{Changes, LeadState};
 use crate::playbook::Playbook;
 use crate::store::{
-    email_hash, LeadFilter, NewEvent, Store, StoreError, TimelineCursor, TimelineEntry, Tx,
+    email_hash, ActivityRow, LeadFilter, NewEvent, Store, StoreError, TimelineCursor, TimelineEntry, Tx,
 };
 use crate::tag::{normalize_tag, Actor, ScoreChange, TagFamily};
 
@@ -337,6 +337,7 @@ impl Engine {
         let ids: Vec<i64> = refs(|r| r.id.clone()).filter_map(|id| id.parse().ok()).collect();
         let emails: Vec<String> = refs(|r| r.email.as_deref().and_then(|e| EmailAddress::parse(e).ok()).map(|e| e.as_str().to_owned())).collect();
         let exts: Vec<String> = refs(|r| r.external_id.as_ref().map(|x| x.trim().to_owned())).collect();
+        let (ids, emails, exts) = (distinct(ids), distinct(emails), distinct(exts));
         let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
         let mut slot_of: Vec<Option<usize>> = Vec::with_capacity(valid.len());
         for (index, event) in &valid {
@@ -405,8 +406,9 @@ impl Engine {
             }
             state.check_mql(&playbook, now, &mut changes);
         }
-        let dirty: Vec<Lead> = states.values().filter(|s| s.dirty).map(|s| s.lead.clone()).collect();
-        tx.write_leads(&dirty).await?;
+        let (fresh, known): (Vec<&LeadState>, Vec<&LeadState>) = states.values().filter(|s| s.dirty).partition(|s| fresh_ids.contains(&s.lead.id.0));
+        tx.write_leads(&fresh.iter().map(|s| s.lead.clone()).collect::<Vec<_>>()).await?;
+        tx.write_lead_activity(&known.iter().map(|s| ActivityRow::from(&s.lead)).collect::<Vec<_>>()).await?;
         tx.write_changes(&changes).await?;
         tx.commit().await?;
         report.rejected.sort_by_key(|r| r.index);
@@ -481,6 +483,11 @@ impl Engine {
             None => Ok(0),
         }
     }
+}
+
+fn distinct<T: std::hash::Hash + Eq + Clone>(items: Vec<T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
 }
 
 fn view(lead: Lead, mut tags: Vec<String>) -> LeadView {

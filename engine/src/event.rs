@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::lead::{json_nul_path, text_problem, EmailAddress, FieldError, LeadRef};
+use crate::lead::{map_nul_path, text_problem, EmailAddress, FieldError, LeadRef};
 
 /// Largest `properties` object of one event, as compact JSON.
 pub const MAX_PROPERTIES_BYTES: usize = 64 * 1024;
@@ -87,7 +87,7 @@ impl EventInput {
                 format!("is {size} bytes as JSON; the limit is {MAX_PROPERTIES_BYTES}"),
             ));
         }
-        if let Some(path) = json_nul_path(&Value::Object(self.properties.clone()), "properties") {
+        if let Some(path) = map_nul_path(&self.properties, "properties") {
             errors.push(FieldError::new(path, "contains a NUL character"));
         }
         errors

@@ -14,9 +14,14 @@ pub const MAX_FIELD_LEN: usize = 1_024;
 pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
 
 /// A lead's id: an integer inside, an opaque string outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeadId(pub i64);
+
+impl Serialize for LeadId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
 
 impl fmt::Display for LeadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -412,7 +417,7 @@ impl LeadInput {
                     format!("is {size} bytes as JSON; the limit is {MAX_ATTRIBUTES_BYTES}"),
                 ));
             }
-            if let Some(path) = json_nul_path(&Value::Object(attributes.clone()), "attributes") {
+            if let Some(path) = map_nul_path(attributes, "attributes") {
                 errors.push(FieldError::new(path, "contains a NUL character"));
             }
         }
@@ -495,6 +500,18 @@ pub fn text_problem(text: &str) -> Option<String> {
     }
 }
 
+/// [`json_nul_path`] for an object's entries.
+pub fn map_nul_path(map: &Map<String, Value>, path: &str) -> Option<String> {
+    map.iter().find_map(|(k, v)| {
+        let here = format!("{path}.{k}");
+        if k.contains('\0') {
+            Some(here)
+        } else {
+            json_nul_path(v, &here)
+        }
+    })
+}
+
 /// The path of the first string (or key) in a JSON value that holds a NUL character; neither
 /// backend can store one faithfully, so such input is refused rather than altered.
 pub fn json_nul_path(value: &Value, path: &str) -> Option<String> {
@@ -504,14 +521,7 @@ pub fn json_nul_path(value: &Value, path: &str) -> Option<String> {
             .iter()
             .enumerate()
             .find_map(|(i, v)| json_nul_path(v, &format!("{path}[{i}]"))),
-        Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let here = format!("{path}.{k}");
-            if k.contains('\0') {
-                Some(here)
-            } else {
-                json_nul_path(v, &here)
-            }
-        }),
+        Value::Object(map) => map_nul_path(map, path),
         _ => None,
     }
 }

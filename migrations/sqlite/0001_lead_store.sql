@@ -31,7 +31,6 @@ CREATE TABLE leads (
     last_decay_at BIGINT
 );
 CREATE INDEX leads_stage ON leads (stage, id);
-CREATE INDEX leads_decay ON leads (MAX(COALESCE(last_activity_at, created_at), COALESCE(last_decay_at, 0))) WHERE score > 0;
 
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
@@ -43,7 +42,7 @@ CREATE TABLE events (
     idempotency_key TEXT UNIQUE,
     source TEXT
 );
-CREATE INDEX events_lead ON events (lead_id, type, occurred_at);
+CREATE INDEX events_lead ON events (lead_id, occurred_at);
 
 CREATE TABLE lead_tags (
     lead_id BIGINT NOT NULL,
@@ -78,7 +77,7 @@ CREATE TABLE score_changes (
     at BIGINT NOT NULL
 );
 CREATE INDEX score_changes_lead ON score_changes (lead_id, at);
-CREATE INDEX score_changes_cap ON score_changes (lead_id, rule, occurred_at) WHERE rule IS NOT NULL;
+-- Cap windows are read per lead through score_changes_lead; a lead's ledger is short.
 
 CREATE TABLE handoffs (
     id INTEGER PRIMARY KEY,

@@ -181,6 +181,8 @@ pub trait Tx: Send {
     async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
     /// Inserts or overwrites these leads (by id).
     async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()>;
+    /// Writes only what behaviour changes on existing leads: score, stage, activity time.
+    async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()>;
     /// The current tags of these leads.
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>>;
     /// Events of these leads of the given types since the given time (`None`: all time).
@@ -197,7 +199,7 @@ pub trait Tx: Send {
 }
 
 /// A lead as a database row; both backends read and write this shape.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct LeadRow {
     pub id: i64,
     pub email: Option<String>,
@@ -496,3 +498,33 @@ pub(crate) fn like_pattern(q: &str) -> String {
 
 /// How long an unfinished idempotent request blocks its key before a retry may take it over.
 pub(crate) const IDEMPOTENCY_STALE_MICROS: i64 = 60_000_000;
+
+/// The columns [`Tx::write_lead_activity`] writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityRow {
+    id: i64,
+    score: i64,
+    stage: &'static str,
+    last_activity_at: Option<i64>,
+    updated_at: i64,
+}
+
+impl From<&Lead> for ActivityRow {
+    fn from(l: &Lead) -> Self {
+        ActivityRow {
+            id: l.id.0,
+            score: l.score,
+            stage: l.stage.as_str(),
+            last_activity_at: l.last_activity_at.map(to_micros),
+            updated_at: to_micros(l.updated_at),
+        }
+    }
+}
+
+/// Parses rows that SQLite aggregated into one JSON array (see the SQLite adapter).
+pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Vec<T>> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
+}

@@ -310,6 +310,20 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()> {
+        for chunk in leads.chunks(5_000) {
+            sqlx::query(
+                "UPDATE leads l SET score = r.score, stage = r.stage, last_activity_at = r.last_activity_at, updated_at = r.updated_at \
+                 FROM jsonb_to_recordset($1::jsonb) AS r(id bigint, score bigint, stage text, last_activity_at bigint, updated_at bigint) \
+                 WHERE l.id = r.id",
+            )
+            .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT lead_id, tag, family FROM lead_tags WHERE lead_id = ANY($1)")
             .bind(ids)

@@ -40,12 +40,18 @@ impl SqliteStore {
     }
 }
 
+/// Reads in the hot path aggregate their rows into one JSON array: sqlx hands SQLite rows over
+/// one at a time from its worker thread, which costs more than parsing one string.
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
-    let cols = lead_column_list();
+    let object: Vec<String> = LEAD_COLUMNS
+        .iter()
+        .map(|(c, ty)| if *ty == "jsonb" { format!("'{c}', json({c})") } else { format!("'{c}', {c}") })
+        .collect();
     format!(
-        "SELECT {cols} FROM leads WHERE id IN (SELECT value FROM json_each($1)) \
-         UNION SELECT {cols} FROM leads WHERE email IN (SELECT value FROM json_each($2)) \
-         UNION SELECT {cols} FROM leads WHERE external_id IN (SELECT value FROM json_each($3))"
+        "SELECT json_group_array(json_object({})) FROM leads WHERE id IN (SELECT value FROM json_each($1) \
+         UNION SELECT id FROM leads WHERE email IN (SELECT value FROM json_each($2)) \
+         UNION SELECT id FROM leads WHERE external_id IN (SELECT value FROM json_each($3)))",
+        object.join(", ")
     )
 });
 
@@ -53,11 +59,11 @@ static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
     let cols = lead_column_list();
     let values: Vec<String> = LEAD_COLUMNS
         .iter()
-        .map(|(c, ty)| if *ty == "jsonb" { format!("j.value->'{c}'") } else { format!("j.value->>'{c}'") })
+        .map(|(c, ty)| if *ty == "jsonb" { format!("json(j.value->'{c}')") } else { format!("j.value->>'{c}'") })
         .collect();
     let updates: Vec<String> = LEAD_COLUMNS.iter().skip(1).map(|(c, _)| format!("{c} = excluded.{c}")).collect();
     format!(
-        "INSERT INTO leads ({cols}) SELECT {} FROM json_each($1) AS j WHERE true \
+        "INSERT INTO leads ({cols}) SELECT {} FROM jsonb_each(jsonb($1)) AS j WHERE true \
          ON CONFLICT (id) DO UPDATE SET {}",
         values.join(", "),
         updates.join(", ")
@@ -300,13 +306,13 @@ struct SqliteTx(Transaction<'static, Sqlite>);
 #[async_trait]
 impl Tx for SqliteTx {
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
-        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(SELECT_LEADS.as_str()))
+        let rows: Option<String> = sqlx::query_scalar(AssertSqlSafe(SELECT_LEADS.as_str()))
             .bind(json_ids(ids))
             .bind(json_strings(emails))
             .bind(json_strings(external_ids))
-            .fetch_all(&mut *self.0)
+            .fetch_one(&mut *self.0)
             .await?;
-        leads_from(rows)
+        leads_from(json_rows(rows)?)
     }
 
     async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
@@ -339,11 +345,26 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT lead_id, tag, family FROM lead_tags WHERE lead_id IN (SELECT value FROM json_each($1))")
-            .bind(json_ids(ids))
-            .fetch_all(&mut *self.0)
+    async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()> {
+        for chunk in leads.chunks(5_000) {
+            sqlx::query(
+                "UPDATE leads SET score = j.value->>'score', stage = j.value->>'stage', last_activity_at = j.value->>'last_activity_at', \
+                 updated_at = j.value->>'updated_at' FROM jsonb_each(jsonb($1)) AS j WHERE leads.id = j.value->>'id'",
+            )
+            .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .execute(&mut *self.0)
             .await?;
+        }
+        Ok(())
+    }
+
+    async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
+        let rows: Option<String> =
+            sqlx::query_scalar("SELECT json_group_array(json_array(lead_id, tag, family)) FROM lead_tags WHERE lead_id IN (SELECT value FROM json_each($1))")
+                .bind(json_ids(ids))
+                .fetch_one(&mut *self.0)
+                .await?;
+        let rows: Vec<(i64, String, String)> = json_rows(rows)?;
         Ok(rows.into_iter().filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f))).collect())
     }
 
@@ -365,15 +386,16 @@ impl Tx for SqliteTx {
     }
 
     async fn load_cap_usage(&mut self, ids: &[i64], rules: &[String], since: i64) -> StoreResult<Vec<(i64, String, i64, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT lead_id, rule, occurred_at, delta FROM score_changes WHERE lead_id IN (SELECT value FROM json_each($1)) \
-             AND rule IN (SELECT value FROM json_each($2)) AND occurred_at >= $3",
+        let rows: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(lead_id, rule, occurred_at, delta)) FROM score_changes \
+             WHERE lead_id IN (SELECT value FROM json_each($1)) AND rule IN (SELECT value FROM json_each($2)) AND occurred_at >= $3",
         )
         .bind(json_ids(ids))
         .bind(json_strings(rules))
         .bind(since)
-        .fetch_all(&mut *self.0)
-        .await?)
+        .fetch_one(&mut *self.0)
+        .await?;
+        json_rows(rows)
     }
 
     async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>> {
@@ -392,8 +414,8 @@ impl Tx for SqliteTx {
         for chunk in events.chunks(5_000) {
             let keys: Vec<Option<String>> = sqlx::query_scalar(
                 "INSERT INTO events (lead_id, type, properties, occurred_at, received_at, idempotency_key, source) \
-                 SELECT j.value->>'lead_id', j.value->>'type', j.value->'properties', j.value->>'occurred_at', j.value->>'received_at', \
-                 j.value->>'idempotency_key', j.value->>'source' FROM json_each($1) AS j WHERE true \
+                 SELECT j.value->>'lead_id', j.value->>'type', json(j.value->'properties'), j.value->>'occurred_at', j.value->>'received_at', \
+                 j.value->>'idempotency_key', j.value->>'source' FROM jsonb_each(jsonb($1)) AS j WHERE true \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
             )
             .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
@@ -411,29 +433,29 @@ impl Tx for SqliteTx {
                 &batches.tag_log,
                 "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) \
                  SELECT j.value->>'lead_id', j.value->>'tag', j.value->>'family', j.value->>'added', j.value->>'actor_kind', j.value->>'actor', j.value->>'at' \
-                 FROM json_each($1) AS j",
+                 FROM jsonb_each(jsonb($1)) AS j",
             ),
             (
                 &batches.tag_removes,
-                "DELETE FROM lead_tags WHERE (lead_id, tag) IN (SELECT j.value->>'lead_id', j.value->>'tag' FROM json_each($1) AS j)",
+                "DELETE FROM lead_tags WHERE (lead_id, tag) IN (SELECT j.value->>'lead_id', j.value->>'tag' FROM jsonb_each(jsonb($1)) AS j)",
             ),
             (
                 &batches.tag_adds,
                 "INSERT INTO lead_tags (lead_id, tag, family, added_at) \
-                 SELECT j.value->>'lead_id', j.value->>'tag', j.value->>'family', j.value->>'at' FROM json_each($1) AS j WHERE true \
+                 SELECT j.value->>'lead_id', j.value->>'tag', j.value->>'family', j.value->>'at' FROM jsonb_each(jsonb($1)) AS j WHERE true \
                  ON CONFLICT (lead_id, tag) DO NOTHING",
             ),
             (
                 &batches.scores,
                 "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) \
                  SELECT j.value->>'lead_id', j.value->>'delta', j.value->>'reason', j.value->>'actor_kind', j.value->>'actor', j.value->>'rule', \
-                 j.value->>'occurred_at', j.value->>'at' FROM json_each($1) AS j",
+                 j.value->>'occurred_at', j.value->>'at' FROM jsonb_each(jsonb($1)) AS j",
             ),
             (
                 &batches.handoffs,
                 "INSERT INTO handoffs (lead_id, queue, reason, priority, origin, created_at) \
                  SELECT j.value->>'lead_id', j.value->>'queue', j.value->>'reason', j.value->>'priority', j.value->>'origin', j.value->>'created_at' \
-                 FROM json_each($1) AS j",
+                 FROM jsonb_each(jsonb($1)) AS j",
             ),
         ];
         for (batch, sql) in statements {

@@ -1,0 +1,54 @@
+//! API keys: `Authorization: Bearer <key>`, looked up by hash; roles decide what a key may do.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use nurture_engine::access::{key_hash, ApiKey, Role};
+use nurture_engine::tag::Actor;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub ApiKey);
+
+impl Caller {
+    /// Allows the request when the caller's role is one of `roles`; admins may do everything.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if self.0.role == Role::Admin || roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::Forbidden(format!(
+                "the {} role may not do this; it needs {} (or admin)",
+                self.0.role.as_str(),
+                allowed.join(" or ")
+            )))
+        }
+    }
+
+    /// Changes made through the API are recorded with the key's name.
+    pub fn actor(&self) -> Actor {
+        Actor::User(self.0.name.clone())
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized("malformed Authorization header: send Authorization: Bearer <key>"))?;
+        let found = state.engine.store().find_api_key(&key_hash(key)).await?;
+        found.map(Caller).ok_or(ApiError::Unauthorized("unknown API key"))
+    }
+}

@@ -1,0 +1,101 @@
+//! The one error type of the API and its JSON shape:
+//! `{"error": {"code": "…", "message": "…", "details": [...]}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nurture_engine::engine::EngineError;
+use nurture_engine::lead::FieldError;
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not well-formed JSON, or a query parameter is malformed.
+    #[error("{0}")]
+    Malformed(String),
+    /// 401: no API key, or an unknown one.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: the key's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: a conflicting write, or an idempotency key in use.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 413: the body or the batch is too large; nothing was stored.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 422: well-formed but invalid, with every field's problem.
+    #[error("{message}")]
+    Invalid { message: String, details: Vec<FieldError> },
+    /// 500: logged, never explained to the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(details: Vec<FieldError>) -> Self {
+        let message = match details.as_slice() {
+            [one] => format!("{} {}", one.field, one.message),
+            many => format!("{} fields are invalid: {}", many.len(), many.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ")),
+        };
+        ApiError::Invalid { message, details }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body, also used for per-item errors inside bulk answers.
+    pub fn body(&self) -> Value {
+        let (code, details) = match self {
+            ApiError::Malformed(_) => ("malformed", Vec::new()),
+            ApiError::Unauthorized(_) => ("unauthorized", Vec::new()),
+            ApiError::Forbidden(_) => ("forbidden", Vec::new()),
+            ApiError::NotFound(_) => ("not_found", Vec::new()),
+            ApiError::Conflict { code, .. } => (*code, Vec::new()),
+            ApiError::TooLarge(_) => ("too_large", Vec::new()),
+            ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),
+            ApiError::Internal(_) => ("internal", Vec::new()),
+        };
+        json!({"error": {"code": code, "message": self.to_string(), "details": details}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "Request failed.");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(details) => ApiError::invalid(details),
+            EngineError::NotFound => ApiError::NotFound("no such lead".into()),
+            EngineError::Conflict(message) => ApiError::Conflict { code: "conflict", message },
+            EngineError::Store(store) => ApiError::Internal(store.to_string()),
+        }
+    }
+}
+
+impl From<nurture_engine::store::StoreError> for ApiError {
+    fn from(e: nurture_engine::store::StoreError) -> Self {
+        ApiError::from(EngineError::from(e))
+    }
+}

@@ -1,0 +1,72 @@
+//! `Idempotency-Key`: the same key twice has the effect of once and returns the first answer.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nurture_engine::store::Idempotency;
+use serde_json::Value;
+use std::future::Future;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Runs `work` at most once per (caller, route, key). Without the header, it just runs.
+pub async fn once<F>(state: &AppState, caller: &Caller, route: &str, headers: &HeaderMap, body: &[u8], work: F) -> Response
+where
+    F: Future<Output = Result<(StatusCode, Value), ApiError>>,
+{
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(key) = key else {
+        return answer(work.await);
+    };
+    if key.is_empty() || key.len() > 255 {
+        return ApiError::Malformed("Idempotency-Key must be 1 to 255 characters".into()).into_response();
+    }
+    let scope = format!("{}|{route}", caller.0.name);
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(body))
+    };
+    let store = state.engine.store();
+    match store.idempotency_begin(&scope, &key, &fingerprint, state.engine.now()).await {
+        Err(e) => ApiError::from(e).into_response(),
+        Ok(Idempotency::Replay { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            (status, axum::Json(value)).into_response()
+        }
+        Ok(Idempotency::InFlight) => ApiError::Conflict {
+            code: "idempotency_in_flight",
+            message: "a request with this Idempotency-Key is still being processed; retry shortly".into(),
+        }
+        .into_response(),
+        Ok(Idempotency::Mismatch) => ApiError::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used for a different request; use a new key".into(),
+        }
+        .into_response(),
+        Ok(Idempotency::Proceed) => {
+            let result = work.await;
+            let (status, value) = match &result {
+                Ok((status, value)) => (*status, value.clone()),
+                Err(e) => (e.status(), e.body()),
+            };
+            let recorded = if status.is_server_error() {
+                store.idempotency_abort(&scope, &key).await
+            } else {
+                store.idempotency_finish(&scope, &key, status.as_u16(), &value.to_string()).await
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "Could not record an idempotent answer.");
+            }
+            answer(result)
+        }
+    }
+}
+
+fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, value)) => (status, axum::Json(value)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

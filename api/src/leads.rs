@@ -1,0 +1,263 @@
+//! The Leads section of the API.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use nurture_engine::access::Role;
+use nurture_engine::engine::{ItemError, LeadView, Target, Upserted};
+use nurture_engine::lead::{FieldError, LeadId, LeadInput, LeadRef, Stage};
+use nurture_engine::store::{LeadFilter, TimelineCursor, TimelineKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+use crate::auth::Caller;
+use crate::body::{self, MAX_BATCH};
+use crate::error::ApiError;
+use crate::{idempotency, page, AppState};
+
+const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
+const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/leads", put(upsert).get(list))
+        .route("/v1/leads/bulk", post(bulk))
+        .route("/v1/leads/{id}", get(read).patch(patch).delete(erase))
+        .route("/v1/leads/{id}/tags", post(tags))
+        .route("/v1/leads/{id}/score", post(score))
+        .route("/v1/leads/{id}/timeline", get(timeline))
+}
+
+fn lead_id(raw: &str) -> Result<LeadId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(format!("no lead has id {raw:?}")))
+}
+
+fn lead_json(view: &LeadView) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
+fn item_error(e: ItemError) -> ApiError {
+    match e {
+        ItemError::Invalid(details) => ApiError::invalid(details),
+        ItemError::Conflict(message) => ApiError::Conflict { code: "conflict", message },
+        ItemError::NotFound(message) => ApiError::NotFound(message),
+    }
+}
+
+async fn upsert(State(state): State<AppState>, caller: Caller, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(e) = caller.require(WRITERS) {
+        return e.into_response();
+    }
+    let raw = match body::bytes(raw) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    idempotency::once(&state, &caller, "PUT /v1/leads", &headers, &raw, async {
+        let input: LeadInput = body::object(&raw)?;
+        let mut results = state.engine.upsert_leads(vec![(Target::Keys, input)], &caller.actor()).await?;
+        match results.pop() {
+            Some(Ok(Upserted::Created(view))) => Ok((StatusCode::CREATED, lead_json(&view))),
+            Some(Ok(Upserted::Updated(view))) => Ok((StatusCode::OK, lead_json(&view))),
+            Some(Err(e)) => Err(item_error(e)),
+            None => Err(ApiError::Internal("an upsert returned no result".into())),
+        }
+    })
+    .await
+}
+
+async fn bulk(State(state): State<AppState>, caller: Caller, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(e) = caller.require(WRITERS) {
+        return e.into_response();
+    }
+    let raw = match body::bytes(raw) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    idempotency::once(&state, &caller, "POST /v1/leads/bulk", &headers, &raw, async {
+        let items = match body::one_or_many(&raw)? {
+            body::OneOrMany::Many(items) => items,
+            body::OneOrMany::One(_) => {
+                return Err(ApiError::invalid(vec![FieldError::new("body", format!("must be a JSON array of up to {MAX_BATCH} leads"))]))
+            }
+        };
+        let mut parsed: Vec<Result<LeadInput, FieldError>> = items.into_iter().map(body::typed).collect();
+        let inputs: Vec<(Target, LeadInput)> =
+            parsed.iter_mut().filter_map(|p| p.as_mut().ok().map(|i| (Target::Keys, std::mem::take(i)))).collect();
+        let mut results = state.engine.upsert_leads(inputs, &caller.actor()).await?.into_iter();
+        let (mut created, mut updated, mut rejected) = (0, 0, 0);
+        let mut out = Vec::with_capacity(parsed.len());
+        for (index, p) in parsed.into_iter().enumerate() {
+            let result = match p {
+                Err(e) => Err(ApiError::invalid(vec![e])),
+                Ok(_) => results.next().unwrap_or(Err(ItemError::Conflict("not written".into()))).map_err(item_error),
+            };
+            out.push(match result {
+                Ok(Upserted::Created(v)) => {
+                    created += 1;
+                    json!({"index": index, "status": "created", "id": v.lead.id})
+                }
+                Ok(Upserted::Updated(v)) => {
+                    updated += 1;
+                    json!({"index": index, "status": "updated", "id": v.lead.id})
+                }
+                Err(e) => {
+                    rejected += 1;
+                    json!({"index": index, "status": "rejected", "error": e.body()["error"]})
+                }
+            });
+        }
+        Ok((StatusCode::OK, json!({"created": created, "updated": updated, "rejected": rejected, "items": out})))
+    })
+    .await
+}
+
+async fn read(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    caller.require(EVERYONE)?;
+    let view = state.engine.get_lead(lead_id(&id)?).await?;
+    Ok(Json(lead_json(&view)))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller, Query(params): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    caller.require(EVERYONE)?;
+    let known = ["tag", "stage", "segment", "q", "email", "external_id", "limit", "cursor"];
+    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::Malformed(format!("unknown query parameter {unknown:?}; known are {}", known.join(", "))));
+    }
+    let limit = page::limit(params.get("limit").map(String::as_str))?;
+    if params.contains_key("email") || params.contains_key("external_id") {
+        let by = LeadRef { id: None, email: params.get("email").cloned(), external_id: params.get("external_id").cloned() };
+        let items = match state.engine.find_lead(&by).await {
+            Ok(view) => vec![lead_json(&view)],
+            Err(nurture_engine::engine::EngineError::NotFound) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        return Ok(Json(json!({"items": items, "next_cursor": null})));
+    }
+    let stage = params
+        .get("stage")
+        .map(|s| s.parse::<Stage>())
+        .transpose()
+        .map_err(|m| ApiError::invalid(vec![FieldError::new("stage", m)]))?;
+    let tag = params
+        .get("tag")
+        .map(|t| nurture_engine::tag::normalize_tag(t))
+        .transpose()
+        .map_err(|m| ApiError::invalid(vec![FieldError::new("tag", m)]))?;
+    let after = params
+        .get("cursor")
+        .map(|c| page::decode(c).and_then(|p| p.parse::<i64>().map_err(|_| ApiError::Malformed("cursor is not valid".into()))))
+        .transpose()?
+        .map(LeadId);
+    let filter = LeadFilter { tag, stage, q: params.get("q").cloned().filter(|q| !q.is_empty()) };
+    let (views, next) = state.engine.list_leads(&filter, params.get("segment").map(String::as_str), after, limit).await?;
+    Ok(Json(json!({
+        "items": views.iter().map(lead_json).collect::<Vec<_>>(),
+        "next_cursor": next.map(|id| page::encode(&id.to_string())),
+    })))
+}
+
+async fn patch(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(e) = caller.require(WRITERS) {
+        return e.into_response();
+    }
+    let raw = match body::bytes(raw) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let route = format!("PATCH /v1/leads/{id}");
+    idempotency::once(&state, &caller, &route, &headers, &raw, async {
+        let id = lead_id(&id)?;
+        let input: LeadInput = body::object(&raw)?;
+        let view = state.engine.patch_lead(id, input, &caller.actor()).await?;
+        Ok((StatusCode::OK, lead_json(&view)))
+    })
+    .await
+}
+
+async fn erase(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    caller.require(&[Role::Admin])?;
+    state.engine.erase_lead(lead_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn tags(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(e) = caller.require(&[Role::Sdr, Role::Marketer, Role::Crm]) {
+        return e.into_response();
+    }
+    let raw = match body::bytes(raw) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let route = format!("POST /v1/leads/{id}/tags");
+    idempotency::once(&state, &caller, &route, &headers, &raw, async {
+        let id = lead_id(&id)?;
+        let body: TagsBody = body::object(&raw)?;
+        let view = state.engine.tag_lead(id, &body.add, &body.remove, &caller.actor()).await?;
+        Ok((StatusCode::OK, lead_json(&view)))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreBody {
+    delta: i64,
+    reason: String,
+}
+
+async fn score(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(e) = caller.require(&[Role::Sdr, Role::Marketer]) {
+        return e.into_response();
+    }
+    let raw = match body::bytes(raw) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let route = format!("POST /v1/leads/{id}/score");
+    idempotency::once(&state, &caller, &route, &headers, &raw, async {
+        let id = lead_id(&id)?;
+        let body: ScoreBody = body::object(&raw)?;
+        if body.delta == 0 || body.delta.abs() > 1_000_000 {
+            return Err(ApiError::invalid(vec![FieldError::new("delta", "must be a non-zero whole number of at most 1000000 points")]));
+        }
+        let view = state.engine.score_lead(id, body.delta, &body.reason, &caller.actor()).await?;
+        Ok((StatusCode::OK, lead_json(&view)))
+    })
+    .await
+}
+
+async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, Query(params): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    caller.require(EVERYONE)?;
+    let id = lead_id(&id)?;
+    let limit = page::limit(params.get("limit").map(String::as_str))?;
+    let before = params.get("cursor").map(|c| page::decode(c).and_then(|p| parse_timeline_cursor(&p))).transpose()?;
+    let (entries, next) = state.engine.timeline(id, before, limit).await?;
+    Ok(Json(json!({
+        "items": entries,
+        "next_cursor": next.map(|c| page::encode(&format!("{}.{}.{}", c.at, c.kind as u8, c.seq))),
+    })))
+}
+
+fn parse_timeline_cursor(text: &str) -> Result<TimelineCursor, ApiError> {
+    let bad = || ApiError::Malformed("cursor is not one this server gave out; start again without it".into());
+    let mut parts = text.split('.');
+    let at = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let kind: u8 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let kind = TimelineKind::ALL.into_iter().find(|k| *k as u8 == kind).ok_or_else(bad)?;
+    Ok(TimelineCursor { at, kind, seq })
+}

@@ -1,0 +1,84 @@
+//! `nurture leads import FILE.csv`: the header row names lead fields (other columns become
+//! attributes); rows are upserted in batches; a rejected row never stops the import.
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use nurture_engine::engine::{Engine, ItemError, Target, Upserted};
+use nurture_engine::lead::{LeadInput, TEXT_FIELDS};
+use nurture_engine::tag::Actor;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+const BATCH: usize = 1_000;
+
+pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
+    let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_path(file).with_context(|| format!("opening {}", file.display()))?;
+    let headers: Vec<String> = reader.headers().context("reading the header row")?.iter().map(|h| h.trim().to_owned()).collect();
+    let bar = ProgressBar::new(size);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let actor = Actor::User(format!("import:{}", file.display()));
+    let (mut created, mut updated) = (0usize, 0usize);
+    let mut rejected: Vec<(u64, String)> = Vec::new();
+    let mut batch: Vec<(u64, LeadInput)> = Vec::with_capacity(BATCH);
+    let mut records = reader.records();
+    loop {
+        let next = records.next();
+        let done = next.is_none();
+        if let Some(record) = next {
+            let line = record.as_ref().ok().and_then(|r| r.position()).map(|p| p.line()).unwrap_or(0);
+            match record.map_err(|e| e.to_string()).and_then(|r| row_input(&headers, &r)) {
+                Ok(input) => batch.push((line, input)),
+                Err(reason) => rejected.push((line, reason)),
+            }
+            bar.set_position(records.reader().position().byte());
+        }
+        if batch.len() >= BATCH || (done && !batch.is_empty()) {
+            let lines: Vec<u64> = batch.iter().map(|(l, _)| *l).collect();
+            let items = batch.drain(..).map(|(_, i)| (Target::Keys, i)).collect();
+            let results = engine.upsert_leads(items, &actor).await.context("writing a batch of leads")?;
+            for (line, result) in lines.into_iter().zip(results) {
+                match result {
+                    Ok(Upserted::Created(_)) => created += 1,
+                    Ok(Upserted::Updated(_)) => updated += 1,
+                    Err(ItemError::Invalid(errors)) => rejected.push((line, errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))),
+                    Err(ItemError::Conflict(m) | ItemError::NotFound(m)) => rejected.push((line, m)),
+                }
+            }
+            bar.set_message(format!("{created} created, {updated} updated, {} rejected", rejected.len()));
+        }
+        if done {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    println!("Imported {}: {created} created, {updated} updated, {} rejected.", file.display(), rejected.len());
+    rejected.sort();
+    for (line, reason) in &rejected {
+        println!("  line {line}: {reason}");
+    }
+    Ok(())
+}
+
+/// One CSV row as an upsert: named columns are lead fields, `attributes.x` or any other column
+/// an attribute; empty cells are left out.
+fn row_input(headers: &[String], record: &csv::StringRecord) -> Result<LeadInput, String> {
+    let mut fields = Map::new();
+    let mut attributes = Map::new();
+    for (name, cell) in headers.iter().zip(record.iter()) {
+        let cell = cell.trim();
+        if cell.is_empty() || name.is_empty() {
+            continue;
+        }
+        let known = TEXT_FIELDS.contains(&name.as_str()) || matches!(name.as_str(), "email" | "external_id" | "owner" | "stage");
+        if known {
+            fields.insert(name.clone(), Value::String(cell.to_owned()));
+        } else {
+            attributes.insert(name.strip_prefix("attributes.").unwrap_or(name).to_owned(), Value::String(cell.to_owned()));
+        }
+    }
+    if !attributes.is_empty() {
+        fields.insert("attributes".into(), Value::Object(attributes));
+    }
+    serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())
+}
