@@ -136,7 +136,11 @@ impl Engine {
 
     /// Upserts leads by external id, else e-mail; one transaction for the batch. Each item's
     /// result comes back in order; a refused item does not stop the others.
-    pub async fn upsert_leads(&self, items: Vec<(Target, LeadInput)>, _actor: &Actor) -> EngineResult<Vec<Result<Upserted, ItemError>>> {
+    pub async fn upsert_leads(&self, items: Vec<(Target, LeadInput)>, actor: &Actor) -> EngineResult<Vec<Result<Upserted, ItemError>>> {
+        retrying(|| self.upsert_once(&items, actor)).await
+    }
+
+    async fn upsert_once(&self, items: &[(Target, LeadInput)], _actor: &Actor) -> EngineResult<Vec<Result<Upserted, ItemError>>> {
         let now = self.now();
         let playbook = self.playbook();
         let mut results: Vec<Option<Result<Upserted, ItemError>>> = vec![None; items.len()];
@@ -313,12 +317,16 @@ impl Engine {
     /// inserted in one statement, rules evaluated in memory, changes written in batches, all in
     /// one transaction.
     pub async fn ingest_events(&self, inputs: Vec<EventInput>) -> EngineResult<IngestReport> {
+        retrying(|| self.ingest_once(&inputs)).await
+    }
+
+    async fn ingest_once(&self, inputs: &[EventInput]) -> EngineResult<IngestReport> {
         let now = self.now();
         let playbook = self.playbook();
         let mut report = IngestReport::default();
         let mut seen_keys = HashSet::new();
         let mut valid: Vec<(usize, EventInput)> = Vec::with_capacity(inputs.len());
-        for (index, input) in inputs.into_iter().enumerate() {
+        for (index, input) in inputs.iter().cloned().enumerate() {
             let errors = input.validate();
             if !errors.is_empty() {
                 let error = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
@@ -481,6 +489,25 @@ impl Engine {
         match self.playbook().rules.decay {
             Some(decay) => Ok(self.store.decay(decay, self.now()).await?),
             None => Ok(0),
+        }
+    }
+}
+
+/// Runs a batch again when its transaction lost a race with another writer (a lead created by
+/// both, a deadlock); everything it did was rolled back, so a retry is safe.
+async fn retrying<T, F, Fut>(mut work: F) -> EngineResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = EngineResult<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match work().await {
+            Err(EngineError::Conflict(message)) if attempt < 4 => {
+                attempt += 1;
+                tracing::debug!(attempt, conflict = %message, "Batch lost a race; retrying.");
+            }
+            other => return other,
         }
     }
 }

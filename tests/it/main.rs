@@ -1,1 +1,7 @@
+//! The one integration-test binary: the storage contract suite (run against SQLite and
+//! PostgreSQL), the REST API against a real server on port 0, and the `nurture` binary itself.
 
+mod api;
+mod cli;
+mod storage;
+mod support;

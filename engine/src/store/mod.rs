@@ -36,10 +36,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Maps unique-constraint violations to [`StoreError::Conflict`].
+    /// Maps unique-constraint violations, deadlocks and serialisation failures (PostgreSQL
+    /// 40P01, 40001) to [`StoreError::Conflict`]: the transaction lost a race and may be retried.
     pub(crate) fn from_sqlx(error: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &error {
-            if db.is_unique_violation() {
+            let raced = matches!(db.code().as_deref(), Some("40P01" | "40001"));
+            if db.is_unique_violation() || raced {
                 return StoreError::Conflict(db.message().to_owned());
             }
         }

@@ -39,8 +39,13 @@ fn recordset_columns() -> String {
 }
 
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {} FROM leads WHERE id = ANY($1) OR email = ANY($2) OR external_id = ANY($3)", lead_column_list())
+    format!("SELECT {} FROM leads WHERE id = ANY($1) OR email = ANY($2) OR external_id = ANY($3) ORDER BY id", lead_column_list())
 });
+
+/// In a write transaction the leads are locked, in id order so that two writers never wait on
+/// each other in a cycle: the engine computes new scores from what it read, and no other writer
+/// may change them in between.
+static SELECT_LEADS_FOR_UPDATE: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", SELECT_LEADS.as_str()));
 
 static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
     let cols = lead_column_list();
@@ -110,11 +115,11 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(PgTx(self.pool.begin().await?)))
+        Ok(Box::new(PgTx { tx: self.pool.begin().await?, write: true }))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(PgTx(self.pool.begin_with("BEGIN READ ONLY").await?)))
+        Ok(Box::new(PgTx { tx: self.pool.begin_with("BEGIN READ ONLY").await?, write: false }))
     }
 
     async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
@@ -274,17 +279,22 @@ impl Store for PgStore {
     }
 }
 
-struct PgTx(Transaction<'static, Postgres>);
+struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    write: bool,
+}
 
 #[async_trait]
 impl Tx for PgTx {
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
-        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(SELECT_LEADS.as_str()))
+        let sql = if self.write { SELECT_LEADS_FOR_UPDATE.as_str() } else { SELECT_LEADS.as_str() };
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(ids)
             .bind(emails)
             .bind(external_ids)
-            .fetch_all(&mut *self.0)
-            .await?;
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         leads_from(rows)
     }
 
@@ -294,7 +304,7 @@ impl Tx for PgTx {
         }
         Ok(sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('leads', 'id')) FROM generate_series(1, $1)")
             .bind(n as i64)
-            .fetch_all(&mut *self.0)
+            .fetch_all(&mut *self.tx)
             .await?)
     }
 
@@ -303,7 +313,7 @@ impl Tx for PgTx {
             let rows: Vec<LeadRow> = chunk.iter().map(LeadRow::from).collect();
             sqlx::query(AssertSqlSafe(WRITE_LEADS.as_str()))
                 .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-                .execute(&mut *self.0)
+                .execute(&mut *self.tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
         }
@@ -318,8 +328,9 @@ impl Tx for PgTx {
                  WHERE l.id = r.id",
             )
             .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            .execute(&mut *self.0)
-            .await?;
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         }
         Ok(())
     }
@@ -327,7 +338,7 @@ impl Tx for PgTx {
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT lead_id, tag, family FROM lead_tags WHERE lead_id = ANY($1)")
             .bind(ids)
-            .fetch_all(&mut *self.0)
+            .fetch_all(&mut *self.tx)
             .await?;
         Ok(rows.into_iter().filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f))).collect())
     }
@@ -341,7 +352,7 @@ impl Tx for PgTx {
         )
         .bind(ids)
         .bind(serde_json::to_string(&needs).unwrap_or_default())
-        .fetch_all(&mut *self.0)
+        .fetch_all(&mut *self.tx)
         .await?;
         Ok(rows
             .into_iter()
@@ -356,7 +367,7 @@ impl Tx for PgTx {
         .bind(ids)
         .bind(rules)
         .bind(since)
-        .fetch_all(&mut *self.0)
+        .fetch_all(&mut *self.tx)
         .await?)
     }
 
@@ -366,7 +377,7 @@ impl Tx for PgTx {
         }
         let rows: Vec<String> = sqlx::query_scalar("SELECT email_hash FROM suppressions WHERE email_hash = ANY($1)")
             .bind(email_hashes)
-            .fetch_all(&mut *self.0)
+            .fetch_all(&mut *self.tx)
             .await?;
         Ok(rows.into_iter().collect())
     }
@@ -381,8 +392,9 @@ impl Tx for PgTx {
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
             )
             .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            .fetch_all(&mut *self.0)
-            .await?;
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
             inserted.extend(keys.into_iter().flatten());
         }
         Ok(inserted)
@@ -423,14 +435,14 @@ impl Tx for PgTx {
         ];
         for (batch, sql) in statements {
             if let Some(json) = batch {
-                sqlx::query(sql).bind(json.as_str()).execute(&mut *self.0).await.map_err(StoreError::from_sqlx)?;
+                sqlx::query(sql).bind(json.as_str()).execute(&mut *self.tx).await.map_err(StoreError::from_sqlx)?;
             }
         }
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.0.commit().await.map_err(StoreError::from_sqlx)?;
+        self.tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 }

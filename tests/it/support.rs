@@ -1,0 +1,179 @@
+//! Test fixtures: a fresh store per test (a SQLite file in a temporary directory, or a
+//! PostgreSQL schema of its own), a manual clock, and a real server on port 0.
+
+use chrono::{DateTime, Utc};
+use nurture_engine::access::{key_hash, Role};
+use nurture_engine::clock::ManualClock;
+use nurture_engine::engine::Engine;
+use nurture_engine::playbook::Playbook;
+use nurture_engine::store::{postgres::PgStore, sqlite::SqliteStore, Store};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL the suite uses: `NURTURE_TEST_DATABASE_URL`, else the local test database.
+pub fn pg_url() -> String {
+    std::env::var("NURTURE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into())
+}
+
+pub fn start() -> DateTime<Utc> {
+    "2026-11-02T09:00:00Z".parse().unwrap()
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped example playbook.
+pub fn playbook() -> Playbook {
+    Playbook::load_dir(&repo().join("campaigns")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().init();
+        }
+    });
+}
+
+/// A fresh, migrated store; dropped with its file or schema.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            // Dropping a schema needs a connection; do it on a thread of its own so that Drop
+            // does not block the test's runtime.
+            let url = pg_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh store on `backend`. PostgreSQL unreachable: in CI (`CI` set) the test fails; on a
+/// developer machine without PostgreSQL it says so and the test returns `None`.
+pub async fn store(backend: Backend) -> Option<TestStore> {
+    init_logs();
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("nurture.db");
+            let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            store.migrate().await.unwrap();
+            Some(TestStore { store: Arc::new(store), _dir: Some(dir), schema: None })
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let url = pg_url();
+            let mut conn = match sqlx::PgConnection::connect(&url).await {
+                Ok(conn) => conn,
+                Err(e) if std::env::var_os("CI").is_none() => {
+                    eprintln!("PostgreSQL at {url} is unreachable ({e}); this PostgreSQL test did not run. CI runs it.");
+                    return None;
+                }
+                Err(e) => panic!("PostgreSQL at {url} is unreachable in CI: {e}"),
+            };
+            let schema = format!("t{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.unwrap();
+            let store = PgStore::connect_in_schema(&url, &schema).await.unwrap();
+            store.migrate().await.unwrap();
+            Some(TestStore { store: Arc::new(store), _dir: None, schema: Some(schema) })
+        }
+    }
+}
+
+/// An engine over a fresh store with the shipped playbook and a manual clock.
+pub struct TestEngine {
+    pub engine: Arc<Engine>,
+    pub clock: ManualClock,
+    pub store: TestStore,
+}
+
+pub async fn engine(backend: Backend) -> Option<TestEngine> {
+    let store = store(backend).await?;
+    let clock = ManualClock::new(start());
+    let engine = Arc::new(Engine::new(store.store.clone(), playbook(), Arc::new(clock.clone())));
+    Some(TestEngine { engine, clock, store })
+}
+
+/// A real server on port 0 over SQLite, with one key per role.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub keys: HashMap<Role, String>,
+    pub engine: Arc<Engine>,
+    pub clock: ManualClock,
+    _store: TestStore,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let TestEngine { engine, clock, store } = engine(Backend::Sqlite).await.expect("SQLite is always there");
+    let mut keys = HashMap::new();
+    for role in [Role::Admin, Role::Marketer, Role::Sdr, Role::Crm] {
+        let key = format!("test-key-{}", role.as_str());
+        engine.store().create_api_key(&format!("{}-bot", role.as_str()), role, &key_hash(&key), start()).await.unwrap();
+        keys.insert(role, key);
+    }
+    let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp { base, client: reqwest::Client::new(), keys, engine, clock, _store: store }
+}
+
+/// A response as tests look at it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl TestApp {
+    /// Sends a request as `role` (None: no key) with a raw body.
+    pub async fn send(&self, method: &str, path: &str, role: Option<Role>, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(role) = role {
+            request = request.bearer_auth(&self.keys[&role]);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")) };
+        Answer { status, body }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, role: Role, body: Option<Value>) -> Answer {
+        self.send(method, path, Some(role), body.map(|b| serde_json::to_vec(&b).unwrap()), &[]).await
+    }
+}
