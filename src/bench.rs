@@ -21,16 +21,23 @@ pub async fn ingest(total: usize, database_url: Option<String>, batch: usize) ->
         Some(url) if url.starts_with("postgres") => {
             let schema = format!("bench_{}", std::process::id());
             create_schema(url, &schema).await?;
-            (Arc::new(nurture_engine::store::postgres::PgStore::connect_in_schema(url, &schema).await?), format!("postgres (schema {schema})"))
+            (
+                Arc::new(nurture_engine::store::postgres::PgStore::connect_in_schema(url, &schema).await?),
+                format!("postgres (schema {schema})"),
+            )
         }
         Some(url) => (nurture_engine::store::connect(url).await?, url.clone()),
         None => {
             let path = dir.join("bench.db");
-            (nurture_engine::store::connect(&format!("sqlite://{}", path.display())).await?, format!("sqlite ({})", path.display()))
+            (
+                nurture_engine::store::connect(&format!("sqlite://{}", path.display())).await?,
+                format!("sqlite ({})", path.display()),
+            )
         }
     };
     store.migrate().await?;
-    let playbook = Playbook::from_files(&[("rules.yaml".into(), RULES.into()), ("icp.yaml".into(), ICP.into())]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let playbook = Playbook::from_files(&[("rules.yaml".into(), RULES.into()), ("icp.yaml".into(), ICP.into())])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = Engine::new(store, playbook, Arc::new(SystemClock));
     let leads = (total / 10).max(1);
     // The events are made before the clock starts: the figure is the engine's, not the generator's.
@@ -68,7 +75,11 @@ fn synthetic(i: usize, leads: usize) -> EventInput {
         _ => ("webinar_attended", json!({"topic": TOPICS[i % 3]})),
     };
     EventInput {
-        lead: LeadRef { id: None, email: Some(format!("lead{lead}@bench.example")), external_id: None },
+        lead: LeadRef {
+            id: None,
+            email: Some(format!("lead{lead}@bench.example")),
+            external_id: None,
+        },
         kind: kind.into(),
         occurred_at: None,
         properties: properties.as_object().cloned().unwrap_or_default(),
@@ -86,13 +97,17 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
 async fn create_schema(url: &str, schema: &str) -> Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }
 
 async fn drop_schema(url: &str, schema: &str) -> Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }

@@ -12,11 +12,24 @@ use std::path::Path;
 const BATCH: usize = 1_000;
 
 pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
-    let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_path(file).with_context(|| format!("opening {}", file.display()))?;
-    let headers: Vec<String> = reader.headers().context("reading the header row")?.iter().map(|h| h.trim().to_owned()).collect();
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(file)
+        .with_context(|| format!("opening {}", file.display()))?;
+    let headers: Vec<String> = reader
+        .headers()
+        .context("reading the header row")?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
     let bar = ProgressBar::new(size);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let actor = Actor::User(format!("import:{}", file.display()));
     let (mut created, mut updated) = (0usize, 0usize);
     let mut rejected: Vec<(u64, String)> = Vec::new();
@@ -26,8 +39,14 @@ pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
         let next = records.next();
         let done = next.is_none();
         if let Some(record) = next {
-            let line = record.as_ref().ok().and_then(|r| r.position()).map(|p| p.line()).unwrap_or(0);
-            match record.map_err(|e| e.to_string()).and_then(|r| row_input(&headers, &r)) {
+            let line = match &record {
+                Ok(r) => r.position().map(|p| p.line()).unwrap_or(0),
+                Err(e) => e.position().map(|p| p.line()).unwrap_or(0),
+            };
+            match record
+                .map_err(|e| csv_problem(&e))
+                .and_then(|r| row_input(&headers, &r))
+            {
                 Ok(input) => batch.push((line, input)),
                 Err(reason) => rejected.push((line, reason)),
             }
@@ -36,28 +55,51 @@ pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
         if batch.len() >= BATCH || (done && !batch.is_empty()) {
             let lines: Vec<u64> = batch.iter().map(|(l, _)| *l).collect();
             let items = batch.drain(..).map(|(_, i)| (Target::Keys, i)).collect();
-            let results = engine.upsert_leads(items, &actor).await.context("writing a batch of leads")?;
+            let results = engine
+                .upsert_leads(items, &actor)
+                .await
+                .context("writing a batch of leads")?;
             for (line, result) in lines.into_iter().zip(results) {
                 match result {
                     Ok(Upserted::Created(_)) => created += 1,
                     Ok(Upserted::Updated(_)) => updated += 1,
-                    Err(ItemError::Invalid(errors)) => rejected.push((line, errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))),
+                    Err(ItemError::Invalid(errors)) => rejected.push((
+                        line,
+                        errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+                    )),
                     Err(ItemError::Conflict(m) | ItemError::NotFound(m)) => rejected.push((line, m)),
                 }
             }
-            bar.set_message(format!("{created} created, {updated} updated, {} rejected", rejected.len()));
+            bar.set_message(format!(
+                "{created} created, {updated} updated, {} rejected",
+                rejected.len()
+            ));
         }
         if done {
             break;
         }
     }
     bar.finish_and_clear();
-    println!("Imported {}: {created} created, {updated} updated, {} rejected.", file.display(), rejected.len());
+    println!(
+        "Imported {}: {created} created, {updated} updated, {} rejected.",
+        file.display(),
+        rejected.len()
+    );
     rejected.sort();
     for (line, reason) in &rejected {
         println!("  line {line}: {reason}");
     }
     Ok(())
+}
+
+fn csv_problem(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("the row has {len} fields; the header has {expected_len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8; save the file as UTF-8".into(),
+        _ => error.to_string(),
+    }
 }
 
 /// One CSV row as an upsert: named columns are lead fields, `attributes.x` or any other column
@@ -70,11 +112,15 @@ fn row_input(headers: &[String], record: &csv::StringRecord) -> Result<LeadInput
         if cell.is_empty() || name.is_empty() {
             continue;
         }
-        let known = TEXT_FIELDS.contains(&name.as_str()) || matches!(name.as_str(), "email" | "external_id" | "owner" | "stage");
+        let known = TEXT_FIELDS.contains(&name.as_str())
+            || matches!(name.as_str(), "email" | "external_id" | "owner" | "stage");
         if known {
             fields.insert(name.clone(), Value::String(cell.to_owned()));
         } else {
-            attributes.insert(name.strip_prefix("attributes.").unwrap_or(name).to_owned(), Value::String(cell.to_owned()));
+            attributes.insert(
+                name.strip_prefix("attributes.").unwrap_or(name).to_owned(),
+                Value::String(cell.to_owned()),
+            );
         }
     }
     if !attributes.is_empty() {

@@ -135,8 +135,12 @@ enum BenchCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -155,7 +159,9 @@ async fn run(cli: Cli) -> Result<()> {
             println!("Migrations applied to {}.", db.database_url);
             Ok(())
         }
-        Command::Apikey { command: ApikeyCommand::Create { role, name, db } } => {
+        Command::Apikey {
+            command: ApikeyCommand::Create { role, name, db },
+        } => {
             let role: nurture_engine::access::Role = role.parse().map_err(anyhow::Error::msg)?;
             if name.trim().is_empty() {
                 bail!("--name must not be empty");
@@ -163,23 +169,49 @@ async fn run(cli: Cli) -> Result<()> {
             let store = open_store(&db.database_url).await?;
             let key = format!("nurt_{}", hex_key());
             store
-                .create_api_key(name.trim(), role, &nurture_engine::access::key_hash(&key), chrono::Utc::now())
+                .create_api_key(
+                    name.trim(),
+                    role,
+                    &nurture_engine::access::key_hash(&key),
+                    chrono::Utc::now(),
+                )
                 .await
                 .context("storing the API key")?;
-            println!("Created a {} key named {:?}. It is shown only now; store it safely:", role.as_str(), name.trim());
+            println!(
+                "Created a {} key named {:?}. It is shown only now; store it safely:",
+                role.as_str(),
+                name.trim()
+            );
             println!("{key}");
             Ok(())
         }
-        Command::Leads { command: LeadsCommand::Import { file, db, playbook } } => {
-            let engine = build_engine(&db.database_url, &playbook.playbook, false, Arc::new(nurture_engine::clock::SystemClock)).await?;
+        Command::Leads {
+            command: LeadsCommand::Import { file, db, playbook },
+        } => {
+            let engine = build_engine(
+                &db.database_url,
+                &playbook.playbook,
+                false,
+                Arc::new(nurture_engine::clock::SystemClock),
+            )
+            .await?;
             import::run(&engine, &file).await
         }
-        Command::Playbook { command: PlaybookCommand::Validate { dir } } => {
+        Command::Playbook {
+            command: PlaybookCommand::Validate { dir },
+        } => {
             nurture_engine::playbook::Playbook::load_dir(&dir).map_err(|refused| anyhow::anyhow!("{refused}"))?;
             println!("The playbook in {} is valid.", dir.display());
             Ok(())
         }
-        Command::Bench { command: BenchCommand::Ingest { events, database_url, batch } } => bench::ingest(events, database_url, batch).await,
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    events,
+                    database_url,
+                    batch,
+                },
+        } => bench::ingest(events, database_url, batch).await,
     }
 }
 
@@ -189,13 +221,20 @@ fn hex_key() -> String {
 }
 
 async fn open_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Store>> {
-    let store = nurture_engine::store::connect(url).await.with_context(|| format!("opening the database {url}"))?;
+    let store = nurture_engine::store::connect(url)
+        .await
+        .with_context(|| format!("opening the database {url}"))?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }
 
 /// Loads the playbook (refusing it whole, with every error) and opens the store.
-async fn build_engine(url: &str, playbook: &std::path::Path, explicit: bool, clock: Arc<dyn nurture_engine::clock::Clock>) -> Result<nurture_engine::engine::Engine> {
+async fn build_engine(
+    url: &str,
+    playbook: &std::path::Path,
+    explicit: bool,
+    clock: Arc<dyn nurture_engine::clock::Clock>,
+) -> Result<nurture_engine::engine::Engine> {
     let loaded = if playbook.exists() || explicit {
         nurture_engine::playbook::Playbook::load_dir(playbook).map_err(|refused| anyhow::anyhow!("{refused}"))?
     } else {
@@ -217,7 +256,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     } else {
         Arc::new(nurture_engine::clock::SystemClock)
     };
-    let explicit = std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
+    let explicit =
+        std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
     let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook.playbook, explicit, clock).await?);
     let _ = (&args.templates, &args.public_url, &args.smtp_url, &args.outbox);
     if !manual {
@@ -234,7 +274,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    let app = nurture_api::Application::bind(&args.listen, engine.clone()).await.with_context(|| format!("listening on {}", args.listen))?;
+    let app = nurture_api::Application::bind(&args.listen, engine.clone())
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
     app.run_until(async {
         let _ = tokio::signal::ctrl_c().await;

@@ -40,14 +40,18 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>"))?;
+            .ok_or(ApiError::Unauthorized(
+                "missing API key: send Authorization: Bearer <key>",
+            ))?;
         let key = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .ok_or(ApiError::Unauthorized("malformed Authorization header: send Authorization: Bearer <key>"))?;
+            .ok_or(ApiError::Unauthorized(
+                "malformed Authorization header: send Authorization: Bearer <key>",
+            ))?;
         let found = state.engine.store().find_api_key(&key_hash(key)).await?;
         found.map(Caller).ok_or(ApiError::Unauthorized("unknown API key"))
     }

@@ -19,7 +19,9 @@ pub const MAX_BATCH: usize = 10_000;
 pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!("the request body is larger than {MAX_BODY_BYTES} bytes; nothing was stored"))
+            ApiError::TooLarge(format!(
+                "the request body is larger than {MAX_BODY_BYTES} bytes; nothing was stored"
+            ))
         } else {
             ApiError::Malformed(format!("the request body could not be read: {rejection}"))
         }
@@ -29,7 +31,11 @@ pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 /// Parses well-formed JSON, or says where it is not.
 pub fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::Malformed(format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()))
+        ApiError::Malformed(format!(
+            "malformed JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ))
     })
 }
 

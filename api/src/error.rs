@@ -40,7 +40,11 @@ impl ApiError {
     pub fn invalid(details: Vec<FieldError>) -> Self {
         let message = match details.as_slice() {
             [one] => format!("{} {}", one.field, one.message),
-            many => format!("{} fields are invalid: {}", many.len(), many.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ")),
+            many => format!(
+                "{} fields are invalid: {}",
+                many.len(),
+                many.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ")
+            ),
         };
         ApiError::Invalid { message, details }
     }
@@ -88,7 +92,10 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Invalid(details) => ApiError::invalid(details),
             EngineError::NotFound => ApiError::NotFound("no such lead".into()),
-            EngineError::Conflict(message) => ApiError::Conflict { code: "conflict", message },
+            EngineError::Conflict(message) => ApiError::Conflict {
+                code: "conflict",
+                message,
+            },
             EngineError::Store(store) => ApiError::Internal(store.to_string()),
         }
     }

@@ -21,7 +21,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", post(ingest))
 }
 
-async fn ingest(State(state): State<AppState>, caller: Caller, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn ingest(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = caller.require(&[Role::Crm, Role::Marketer]) {
         return e.into_response();
     }
@@ -53,7 +58,10 @@ async fn ingest(State(state): State<AppState>, caller: Caller, headers: HeaderMa
                             positions.push(index);
                             events.push(event);
                         }
-                        Err(e) => rejected.push(Rejected { index, error: e.to_string() }),
+                        Err(e) => rejected.push(Rejected {
+                            index,
+                            error: e.to_string(),
+                        }),
                     }
                 }
                 let mut report = state.engine.ingest_events(events).await?;

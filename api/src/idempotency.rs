@@ -11,11 +11,21 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// Runs `work` at most once per (caller, route, key). Without the header, it just runs.
-pub async fn once<F>(state: &AppState, caller: &Caller, route: &str, headers: &HeaderMap, body: &[u8], work: F) -> Response
+pub async fn once<F>(
+    state: &AppState,
+    caller: &Caller,
+    route: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    work: F,
+) -> Response
 where
     F: Future<Output = Result<(StatusCode, Value), ApiError>>,
 {
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let Some(key) = key else {
         return answer(work.await);
     };
@@ -28,7 +38,10 @@ where
         hex::encode(Sha256::digest(body))
     };
     let store = state.engine.store();
-    match store.idempotency_begin(&scope, &key, &fingerprint, state.engine.now()).await {
+    match store
+        .idempotency_begin(&scope, &key, &fingerprint, state.engine.now())
+        .await
+    {
         Err(e) => ApiError::from(e).into_response(),
         Ok(Idempotency::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -54,7 +67,9 @@ where
             let recorded = if status.is_server_error() {
                 store.idempotency_abort(&scope, &key).await
             } else {
-                store.idempotency_finish(&scope, &key, status.as_u16(), &value.to_string()).await
+                store
+                    .idempotency_finish(&scope, &key, status.as_u16(), &value.to_string())
+                    .await
             };
             if let Err(e) = recorded {
                 tracing::warn!(error = %e, "Could not record an idempotent answer.");

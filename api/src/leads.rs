@@ -34,7 +34,8 @@ pub fn router() -> Router<AppState> {
 }
 
 fn lead_id(raw: &str) -> Result<LeadId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound(format!("no lead has id {raw:?}")))
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no lead has id {raw:?}")))
 }
 
 fn lead_json(view: &LeadView) -> Value {
@@ -44,12 +45,20 @@ fn lead_json(view: &LeadView) -> Value {
 fn item_error(e: ItemError) -> ApiError {
     match e {
         ItemError::Invalid(details) => ApiError::invalid(details),
-        ItemError::Conflict(message) => ApiError::Conflict { code: "conflict", message },
+        ItemError::Conflict(message) => ApiError::Conflict {
+            code: "conflict",
+            message,
+        },
         ItemError::NotFound(message) => ApiError::NotFound(message),
     }
 }
 
-async fn upsert(State(state): State<AppState>, caller: Caller, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn upsert(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = caller.require(WRITERS) {
         return e.into_response();
     }
@@ -59,7 +68,10 @@ async fn upsert(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     };
     idempotency::once(&state, &caller, "PUT /v1/leads", &headers, &raw, async {
         let input: LeadInput = body::object(&raw)?;
-        let mut results = state.engine.upsert_leads(vec![(Target::Keys, input)], &caller.actor()).await?;
+        let mut results = state
+            .engine
+            .upsert_leads(vec![(Target::Keys, input)], &caller.actor())
+            .await?;
         match results.pop() {
             Some(Ok(Upserted::Created(view))) => Ok((StatusCode::CREATED, lead_json(&view))),
             Some(Ok(Upserted::Updated(view))) => Ok((StatusCode::OK, lead_json(&view))),
@@ -70,7 +82,12 @@ async fn upsert(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     .await
 }
 
-async fn bulk(State(state): State<AppState>, caller: Caller, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn bulk(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = caller.require(WRITERS) {
         return e.into_response();
     }
@@ -82,19 +99,27 @@ async fn bulk(State(state): State<AppState>, caller: Caller, headers: HeaderMap,
         let items = match body::one_or_many(&raw)? {
             body::OneOrMany::Many(items) => items,
             body::OneOrMany::One(_) => {
-                return Err(ApiError::invalid(vec![FieldError::new("body", format!("must be a JSON array of up to {MAX_BATCH} leads"))]))
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    "body",
+                    format!("must be a JSON array of up to {MAX_BATCH} leads"),
+                )]))
             }
         };
         let mut parsed: Vec<Result<LeadInput, FieldError>> = items.into_iter().map(body::typed).collect();
-        let inputs: Vec<(Target, LeadInput)> =
-            parsed.iter_mut().filter_map(|p| p.as_mut().ok().map(|i| (Target::Keys, std::mem::take(i)))).collect();
+        let inputs: Vec<(Target, LeadInput)> = parsed
+            .iter_mut()
+            .filter_map(|p| p.as_mut().ok().map(|i| (Target::Keys, std::mem::take(i))))
+            .collect();
         let mut results = state.engine.upsert_leads(inputs, &caller.actor()).await?.into_iter();
         let (mut created, mut updated, mut rejected) = (0, 0, 0);
         let mut out = Vec::with_capacity(parsed.len());
         for (index, p) in parsed.into_iter().enumerate() {
             let result = match p {
                 Err(e) => Err(ApiError::invalid(vec![e])),
-                Ok(_) => results.next().unwrap_or(Err(ItemError::Conflict("not written".into()))).map_err(item_error),
+                Ok(_) => results
+                    .next()
+                    .unwrap_or(Err(ItemError::Conflict("not written".into())))
+                    .map_err(item_error),
             };
             out.push(match result {
                 Ok(Upserted::Created(v)) => {
@@ -111,7 +136,10 @@ async fn bulk(State(state): State<AppState>, caller: Caller, headers: HeaderMap,
                 }
             });
         }
-        Ok((StatusCode::OK, json!({"created": created, "updated": updated, "rejected": rejected, "items": out})))
+        Ok((
+            StatusCode::OK,
+            json!({"created": created, "updated": updated, "rejected": rejected, "items": out}),
+        ))
     })
     .await
 }
@@ -122,15 +150,35 @@ async fn read(State(state): State<AppState>, caller: Caller, Path(id): Path<Stri
     Ok(Json(lead_json(&view)))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller, Query(params): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(EVERYONE)?;
-    let known = ["tag", "stage", "segment", "q", "email", "external_id", "limit", "cursor"];
+    let known = [
+        "tag",
+        "stage",
+        "segment",
+        "q",
+        "email",
+        "external_id",
+        "limit",
+        "cursor",
+    ];
     if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(ApiError::Malformed(format!("unknown query parameter {unknown:?}; known are {}", known.join(", "))));
+        return Err(ApiError::Malformed(format!(
+            "unknown query parameter {unknown:?}; known are {}",
+            known.join(", ")
+        )));
     }
     let limit = page::limit(params.get("limit").map(String::as_str))?;
     if params.contains_key("email") || params.contains_key("external_id") {
-        let by = LeadRef { id: None, email: params.get("email").cloned(), external_id: params.get("external_id").cloned() };
+        let by = LeadRef {
+            id: None,
+            email: params.get("email").cloned(),
+            external_id: params.get("external_id").cloned(),
+        };
         let items = match state.engine.find_lead(&by).await {
             Ok(view) => vec![lead_json(&view)],
             Err(nurture_engine::engine::EngineError::NotFound) => Vec::new(),
@@ -150,18 +198,36 @@ async fn list(State(state): State<AppState>, caller: Caller, Query(params): Quer
         .map_err(|m| ApiError::invalid(vec![FieldError::new("tag", m)]))?;
     let after = params
         .get("cursor")
-        .map(|c| page::decode(c).and_then(|p| p.parse::<i64>().map_err(|_| ApiError::Malformed("cursor is not valid".into()))))
+        .map(|c| {
+            page::decode(c).and_then(|p| {
+                p.parse::<i64>()
+                    .map_err(|_| ApiError::Malformed("cursor is not valid".into()))
+            })
+        })
         .transpose()?
         .map(LeadId);
-    let filter = LeadFilter { tag, stage, q: params.get("q").cloned().filter(|q| !q.is_empty()) };
-    let (views, next) = state.engine.list_leads(&filter, params.get("segment").map(String::as_str), after, limit).await?;
+    let filter = LeadFilter {
+        tag,
+        stage,
+        q: params.get("q").cloned().filter(|q| !q.is_empty()),
+    };
+    let (views, next) = state
+        .engine
+        .list_leads(&filter, params.get("segment").map(String::as_str), after, limit)
+        .await?;
     Ok(Json(json!({
         "items": views.iter().map(lead_json).collect::<Vec<_>>(),
         "next_cursor": next.map(|id| page::encode(&id.to_string())),
     })))
 }
 
-async fn patch(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = caller.require(WRITERS) {
         return e.into_response();
     }
@@ -194,7 +260,13 @@ struct TagsBody {
     remove: Vec<String>,
 }
 
-async fn tags(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = caller.require(&[Role::Sdr, Role::Marketer, Role::Crm]) {
         return e.into_response();
     }
@@ -206,7 +278,10 @@ async fn tags(State(state): State<AppState>, caller: Caller, Path(id): Path<Stri
     idempotency::once(&state, &caller, &route, &headers, &raw, async {
         let id = lead_id(&id)?;
         let body: TagsBody = body::object(&raw)?;
-        let view = state.engine.tag_lead(id, &body.add, &body.remove, &caller.actor()).await?;
+        let view = state
+            .engine
+            .tag_lead(id, &body.add, &body.remove, &caller.actor())
+            .await?;
         Ok((StatusCode::OK, lead_json(&view)))
     })
     .await
@@ -219,7 +294,13 @@ struct ScoreBody {
     reason: String,
 }
 
-async fn score(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, headers: HeaderMap, raw: Result<Bytes, BytesRejection>) -> Response {
+async fn score(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = caller.require(&[Role::Sdr, Role::Marketer]) {
         return e.into_response();
     }
@@ -232,19 +313,33 @@ async fn score(State(state): State<AppState>, caller: Caller, Path(id): Path<Str
         let id = lead_id(&id)?;
         let body: ScoreBody = body::object(&raw)?;
         if body.delta == 0 || body.delta.abs() > 1_000_000 {
-            return Err(ApiError::invalid(vec![FieldError::new("delta", "must be a non-zero whole number of at most 1000000 points")]));
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "delta",
+                "must be a non-zero whole number of at most 1000000 points",
+            )]));
         }
-        let view = state.engine.score_lead(id, body.delta, &body.reason, &caller.actor()).await?;
+        let view = state
+            .engine
+            .score_lead(id, body.delta, &body.reason, &caller.actor())
+            .await?;
         Ok((StatusCode::OK, lead_json(&view)))
     })
     .await
 }
 
-async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, Query(params): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn timeline(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(EVERYONE)?;
     let id = lead_id(&id)?;
     let limit = page::limit(params.get("limit").map(String::as_str))?;
-    let before = params.get("cursor").map(|c| page::decode(c).and_then(|p| parse_timeline_cursor(&p))).transpose()?;
+    let before = params
+        .get("cursor")
+        .map(|c| page::decode(c).and_then(|p| parse_timeline_cursor(&p)))
+        .transpose()?;
     let (entries, next) = state.engine.timeline(id, before, limit).await?;
     Ok(Json(json!({
         "items": entries,
@@ -258,6 +353,9 @@ fn parse_timeline_cursor(text: &str) -> Result<TimelineCursor, ApiError> {
     let at = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let kind: u8 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let kind = TimelineKind::ALL.into_iter().find(|k| *k as u8 == kind).ok_or_else(bad)?;
+    let kind = TimelineKind::ALL
+        .into_iter()
+        .find(|k| *k as u8 == kind)
+        .ok_or_else(bad)?;
     Ok(TimelineCursor { at, kind, seq })
 }

@@ -49,7 +49,10 @@ pub struct Application {
 impl Application {
     pub async fn bind(address: &str, engine: Arc<Engine>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
-        Ok(Self { listener, state: AppState { engine } })
+        Ok(Self {
+            listener,
+            state: AppState { engine },
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -57,8 +60,13 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -68,11 +76,20 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.engine.store().ready().await {
-        Ok(true) => (StatusCode::OK, Json(json!({"status": "ready", "backend": state.engine.store().backend()}))),
-        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "migrations pending"}))),
+        Ok(true) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "backend": state.engine.store().backend()})),
+        ),
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "migrations pending"})),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "Readiness check failed.");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "database unreachable"})),
+            )
         }
     }
 }

@@ -14,7 +14,9 @@ pub fn limit(raw: Option<&str>) -> Result<i64, ApiError> {
         None => Ok(DEFAULT_LIMIT),
         Some(text) => match text.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(ApiError::Malformed(format!("limit must be a whole number from 1 to {MAX_LIMIT}, not {text:?}"))),
+            _ => Err(ApiError::Malformed(format!(
+                "limit must be a whole number from 1 to {MAX_LIMIT}, not {text:?}"
+            ))),
         },
     }
 }

@@ -35,7 +35,9 @@ impl FromStr for Role {
             "marketer" => Ok(Role::Marketer),
             "sdr" => Ok(Role::Sdr),
             "crm" => Ok(Role::Crm),
-            other => Err(format!("unknown role {other:?}; roles are admin, marketer, sdr and crm")),
+            other => Err(format!(
+                "unknown role {other:?}; roles are admin, marketer, sdr and crm"
+            )),
         }
     }
 }

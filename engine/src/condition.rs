@@ -137,7 +137,10 @@ impl Condition {
                     e.kind == test.kind
                         && e.occurred_at <= now
                         && since.is_none_or(|s| e.occurred_at >= s)
-                        && test.properties.as_ref().is_none_or(|w| properties_match(w, &e.properties))
+                        && test
+                            .properties
+                            .as_ref()
+                            .is_none_or(|w| properties_match(w, &e.properties))
                 })
             }
             Condition::Opened(step) => facts.message(MessageQuestion::Opened { step: &step.value }),
@@ -208,7 +211,10 @@ impl Condition {
                     issues.push(Issue::at(
                         file,
                         Position::of(&id.referenced),
-                        format!("segment {:?} does not exist; define it in a `kind: Segment` file", id.value),
+                        format!(
+                            "segment {:?} does not exist; define it in a `kind: Segment` file",
+                            id.value
+                        ),
                     ));
                 }
             }
@@ -423,9 +429,15 @@ mod tests {
         check("{ event: { type: webinar_attended, within: 14d } }", true);
         check("{ event: { type: webinar_attended, within: 7d } }", false);
         check("{ event: { type: webinar_attended, where: { topic: iot } } }", true);
-        check("{ event: { type: webinar_attended, where: { topic: [ai, iot] } } }", true);
+        check(
+            "{ event: { type: webinar_attended, where: { topic: [ai, iot] } } }",
+            true,
+        );
         check("{ event: { type: webinar_attended, where: { topic: ai } } }", false);
-        check("{ event: { type: webinar_attended, where: { path_prefix: /pricing } } }", true);
+        check(
+            "{ event: { type: webinar_attended, where: { path_prefix: /pricing } } }",
+            true,
+        );
         check("{ event: { type: page_view } }", false);
     }
 

@@ -114,7 +114,12 @@ impl Engine {
     /// Reads a lead with its tags.
     pub async fn get_lead(&self, id: LeadId) -> EngineResult<LeadView> {
         let mut tx = self.store.begin_read().await?;
-        let lead = tx.find_leads(&[id.0], &[], &[]).await?.into_iter().next().ok_or(EngineError::NotFound)?;
+        let lead = tx
+            .find_leads(&[id.0], &[], &[])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(EngineError::NotFound)?;
         let tags = tx.load_tags(&[id.0]).await?;
         Ok(view(lead, tags.into_iter().map(|(_, t, _)| t).collect()))
     }
@@ -124,7 +129,11 @@ impl Engine {
         let id = match (&by.id, &by.email, &by.external_id) {
             (Some(id), _, _) => id.parse::<i64>().map_err(|_| EngineError::NotFound)?,
             (None, email, ext) => {
-                let emails: Vec<String> = email.iter().filter_map(|e| EmailAddress::parse(e).ok()).map(|e| e.as_str().to_owned()).collect();
+                let emails: Vec<String> = email
+                    .iter()
+                    .filter_map(|e| EmailAddress::parse(e).ok())
+                    .map(|e| e.as_str().to_owned())
+                    .collect();
                 let exts: Vec<String> = ext.iter().map(|x| x.trim().to_owned()).collect();
                 let mut tx = self.store.begin_read().await?;
                 let found = tx.find_leads(&[], &emails, &exts).await?;
@@ -136,11 +145,19 @@ impl Engine {
 
     /// Upserts leads by external id, else e-mail; one transaction for the batch. Each item's
     /// result comes back in order; a refused item does not stop the others.
-    pub async fn upsert_leads(&self, items: Vec<(Target, LeadInput)>, actor: &Actor) -> EngineResult<Vec<Result<Upserted, ItemError>>> {
+    pub async fn upsert_leads(
+        &self,
+        items: Vec<(Target, LeadInput)>,
+        actor: &Actor,
+    ) -> EngineResult<Vec<Result<Upserted, ItemError>>> {
         retrying(|| self.upsert_once(&items, actor)).await
     }
 
-    async fn upsert_once(&self, items: &[(Target, LeadInput)], _actor: &Actor) -> EngineResult<Vec<Result<Upserted, ItemError>>> {
+    async fn upsert_once(
+        &self,
+        items: &[(Target, LeadInput)],
+        _actor: &Actor,
+    ) -> EngineResult<Vec<Result<Upserted, ItemError>>> {
         let now = self.now();
         let playbook = self.playbook();
         let mut results: Vec<Option<Result<Upserted, ItemError>>> = vec![None; items.len()];
@@ -151,7 +168,13 @@ impl Engine {
             }
         }
         let mut tx = self.store.begin().await?;
-        let ids: Vec<i64> = items.iter().filter_map(|(t, _)| match t { Target::Id(id) => Some(id.0), Target::Keys => None }).collect();
+        let ids: Vec<i64> = items
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Target::Id(id) => Some(id.0),
+                Target::Keys => None,
+            })
+            .collect();
         let emails: Vec<String> = items.iter().filter_map(|(_, i)| i.email_key()).collect();
         let exts: Vec<String> = items.iter().filter_map(|(_, i)| i.external_id_key()).collect();
         let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
@@ -181,7 +204,11 @@ impl Engine {
                 if book.fresh[slot] {
                     if let Some(email) = &lead.email {
                         if suppressed.contains(&email_hash(email)) {
-                            lead.consent.email = ChannelConsent { status: ConsentStatus::OptedOut, at: Some(now), source: Some("erased".into()) };
+                            lead.consent.email = ChannelConsent {
+                                status: ConsentStatus::OptedOut,
+                                at: Some(now),
+                                source: Some("erased".into()),
+                            };
                         }
                     }
                 }
@@ -194,21 +221,33 @@ impl Engine {
             collision_check_emails.extend(lead.email.clone());
             collision_check_exts.extend(lead.external_id.clone());
         }
-        let others = tx.find_leads(&[], &collision_check_emails, &collision_check_exts).await?;
+        let others = tx
+            .find_leads(&[], &collision_check_emails, &collision_check_exts)
+            .await?;
         let touched: HashSet<i64> = book.leads.iter().map(|l| l.id.0).collect();
         for other in others.iter().filter(|o| !touched.contains(&o.id.0)) {
             for (i, slot) in slots.iter_mut().enumerate() {
                 let Some((s, _)) = *slot else { continue };
                 let lead = &book.leads[s];
-                let clash = (lead.email.is_some() && lead.email == other.email) || (lead.external_id.is_some() && lead.external_id == other.external_id);
+                let clash = (lead.email.is_some() && lead.email == other.email)
+                    || (lead.external_id.is_some() && lead.external_id == other.external_id);
                 if clash {
-                    results[i] = Some(Err(ItemError::Conflict(format!("the email or external_id is already used by lead {}", other.id))));
+                    results[i] = Some(Err(ItemError::Conflict(format!(
+                        "the email or external_id is already used by lead {}",
+                        other.id
+                    ))));
                     *slot = None;
                 }
             }
         }
         let keep: HashSet<usize> = slots.iter().flatten().map(|(s, _)| *s).collect();
-        let leads: Vec<Lead> = book.leads.iter().enumerate().filter(|(s, _)| keep.contains(s)).map(|(_, l)| l.clone()).collect();
+        let leads: Vec<Lead> = book
+            .leads
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| keep.contains(s))
+            .map(|(_, l)| l.clone())
+            .collect();
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
         let mut changes = Changes::default();
         for state in states.values_mut() {
@@ -228,7 +267,11 @@ impl Engine {
                     let id = book.leads[slot].id.0;
                     let state = &states[&id];
                     let v = view(state.lead.clone(), state.tags.keys().cloned().collect());
-                    Ok(if created { Upserted::Created(v) } else { Upserted::Updated(v) })
+                    Ok(if created {
+                        Upserted::Created(v)
+                    } else {
+                        Upserted::Updated(v)
+                    })
                 }
                 (None, None) => Err(ItemError::Conflict("not written".into())),
             });
@@ -248,7 +291,13 @@ impl Engine {
     }
 
     /// Adds and removes manual tags, recorded with who did it.
-    pub async fn tag_lead(&self, id: LeadId, add: &[String], remove: &[String], actor: &Actor) -> EngineResult<LeadView> {
+    pub async fn tag_lead(
+        &self,
+        id: LeadId,
+        add: &[String],
+        remove: &[String],
+        actor: &Actor,
+    ) -> EngineResult<LeadView> {
         let mut errors = Vec::new();
         let mut normal = |list: &[String], name: &str| -> Vec<String> {
             list.iter()
@@ -285,14 +334,26 @@ impl Engine {
         }
         self.change_one(id, |state, now, changes| {
             state.add_score(
-                ScoreChange { lead_id: id, delta, reason: reason.to_owned(), actor: actor.clone(), rule: None, occurred_at: now, at: now },
+                ScoreChange {
+                    lead_id: id,
+                    delta,
+                    reason: reason.to_owned(),
+                    actor: actor.clone(),
+                    rule: None,
+                    occurred_at: now,
+                    at: now,
+                },
                 changes,
             );
         })
         .await
     }
 
-    async fn change_one(&self, id: LeadId, change: impl FnOnce(&mut LeadState, DateTime<Utc>, &mut Changes)) -> EngineResult<LeadView> {
+    async fn change_one(
+        &self,
+        id: LeadId,
+        change: impl FnOnce(&mut LeadState, DateTime<Utc>, &mut Changes),
+    ) -> EngineResult<LeadView> {
         let now = self.now();
         let playbook = self.playbook();
         let mut tx = self.store.begin().await?;
@@ -331,7 +392,11 @@ impl Engine {
             if !errors.is_empty() {
                 let error = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
                 report.rejected.push(Rejected { index, error });
-            } else if input.idempotency_key.as_ref().is_some_and(|k| !seen_keys.insert(k.clone())) {
+            } else if input
+                .idempotency_key
+                .as_ref()
+                .is_some_and(|k| !seen_keys.insert(k.clone()))
+            {
                 report.duplicates += 1;
             } else {
                 valid.push((index, input));
@@ -343,7 +408,13 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let refs = |f: fn(&LeadRef) -> Option<String>| valid.iter().filter_map(move |(_, e)| f(&e.lead));
         let ids: Vec<i64> = refs(|r| r.id.clone()).filter_map(|id| id.parse().ok()).collect();
-        let emails: Vec<String> = refs(|r| r.email.as_deref().and_then(|e| EmailAddress::parse(e).ok()).map(|e| e.as_str().to_owned())).collect();
+        let emails: Vec<String> = refs(|r| {
+            r.email
+                .as_deref()
+                .and_then(|e| EmailAddress::parse(e).ok())
+                .map(|e| e.as_str().to_owned())
+        })
+        .collect();
         let exts: Vec<String> = refs(|r| r.external_id.as_ref().map(|x| x.trim().to_owned())).collect();
         let (ids, emails, exts) = (distinct(ids), distinct(emails), distinct(exts));
         let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
@@ -363,7 +434,11 @@ impl Engine {
         let suppressed = tx.suppressed(&new_hashes).await?;
         for (slot, lead) in book.leads.iter_mut().enumerate() {
             if book.fresh[slot] && lead.email.as_ref().is_some_and(|e| suppressed.contains(&email_hash(e))) {
-                lead.consent.email = ChannelConsent { status: ConsentStatus::OptedOut, at: Some(now), source: Some("erased".into()) };
+                lead.consent.email = ChannelConsent {
+                    status: ConsentStatus::OptedOut,
+                    at: Some(now),
+                    source: Some("erased".into()),
+                };
             }
         }
 
@@ -396,8 +471,18 @@ impl Engine {
                 properties: row.properties,
             });
         }
-        let fresh_ids: HashSet<i64> = book.leads.iter().enumerate().filter(|(s, _)| book.fresh[*s]).map(|(_, l)| l.id.0).collect();
-        let leads: Vec<Lead> = book.leads.into_iter().filter(|l| per_lead.contains_key(&l.id.0) || fresh_ids.contains(&l.id.0)).collect();
+        let fresh_ids: HashSet<i64> = book
+            .leads
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| book.fresh[*s])
+            .map(|(_, l)| l.id.0)
+            .collect();
+        let leads: Vec<Lead> = book
+            .leads
+            .into_iter()
+            .filter(|l| per_lead.contains_key(&l.id.0) || fresh_ids.contains(&l.id.0))
+            .collect();
         let earliest = per_lead.values().flatten().map(|e| e.occurred_at).min().unwrap_or(now);
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[earliest]).await?;
         let mut changes = Changes::default();
@@ -414,9 +499,14 @@ impl Engine {
             }
             state.check_mql(&playbook, now, &mut changes);
         }
-        let (fresh, known): (Vec<&LeadState>, Vec<&LeadState>) = states.values().filter(|s| s.dirty).partition(|s| fresh_ids.contains(&s.lead.id.0));
-        tx.write_leads(&fresh.iter().map(|s| s.lead.clone()).collect::<Vec<_>>()).await?;
-        tx.write_lead_activity(&known.iter().map(|s| ActivityRow::from(&s.lead)).collect::<Vec<_>>()).await?;
+        let (fresh, known): (Vec<&LeadState>, Vec<&LeadState>) = states
+            .values()
+            .filter(|s| s.dirty)
+            .partition(|s| fresh_ids.contains(&s.lead.id.0));
+        tx.write_leads(&fresh.iter().map(|s| s.lead.clone()).collect::<Vec<_>>())
+            .await?;
+        tx.write_lead_activity(&known.iter().map(|s| ActivityRow::from(&s.lead)).collect::<Vec<_>>())
+            .await?;
         tx.write_changes(&changes).await?;
         tx.commit().await?;
         report.rejected.sort_by_key(|r| r.index);
@@ -425,10 +515,21 @@ impl Engine {
 
     /// Leads matching the filter and, when given, the named segment; `after` is the last id of
     /// the previous page. Segment membership is evaluated by the engine in batches.
-    pub async fn list_leads(&self, filter: &LeadFilter, segment: Option<&str>, after: Option<LeadId>, limit: i64) -> EngineResult<(Vec<LeadView>, Option<LeadId>)> {
+    pub async fn list_leads(
+        &self,
+        filter: &LeadFilter,
+        segment: Option<&str>,
+        after: Option<LeadId>,
+        limit: i64,
+    ) -> EngineResult<(Vec<LeadView>, Option<LeadId>)> {
         let playbook = self.playbook();
         let condition = match segment {
-            Some(id) => Some(playbook.segments.get(id).ok_or_else(|| EngineError::Invalid(vec![FieldError::new("segment", format!("segment {id:?} does not exist"))]))?),
+            Some(id) => Some(playbook.segments.get(id).ok_or_else(|| {
+                EngineError::Invalid(vec![FieldError::new(
+                    "segment",
+                    format!("segment {id:?} does not exist"),
+                )])
+            })?),
             None => None,
         };
         let now = self.now();
@@ -459,7 +560,12 @@ impl Engine {
     }
 
     /// A lead's timeline, newest first.
-    pub async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64) -> EngineResult<(Vec<TimelineEntry>, Option<TimelineCursor>)> {
+    pub async fn timeline(
+        &self,
+        id: LeadId,
+        before: Option<TimelineCursor>,
+        limit: i64,
+    ) -> EngineResult<(Vec<TimelineEntry>, Option<TimelineCursor>)> {
         let mut tx = self.store.begin_read().await?;
         if tx.find_leads(&[id.0], &[], &[]).await?.is_empty() {
             return Err(EngineError::NotFound);
@@ -468,7 +574,11 @@ impl Engine {
         let mut entries = self.store.timeline(id, before, limit + 1).await?;
         let next = if entries.len() as i64 > limit {
             entries.truncate(limit as usize);
-            entries.last().map(|e| TimelineCursor { at: to_micros(e.at), kind: e.kind, seq: e.seq })
+            entries.last().map(|e| TimelineCursor {
+                at: to_micros(e.at),
+                kind: e.kind,
+                seq: e.seq,
+            })
         } else {
             None
         };
@@ -524,7 +634,13 @@ fn view(lead: Lead, mut tags: Vec<String>) -> LeadView {
 
 /// Loads what the rules need of these leads: tags, the events MQL conditions look at, and the
 /// ledger entries of capped rules back to the widest cap window before `event_times`.
-async fn load_states(tx: &mut dyn Tx, leads: Vec<Lead>, playbook: &Playbook, now: DateTime<Utc>, event_times: &[DateTime<Utc>]) -> Result<HashMap<i64, LeadState>, StoreError> {
+async fn load_states(
+    tx: &mut dyn Tx,
+    leads: Vec<Lead>,
+    playbook: &Playbook,
+    now: DateTime<Utc>,
+    event_times: &[DateTime<Utc>],
+) -> Result<HashMap<i64, LeadState>, StoreError> {
     let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
     let mut states: HashMap<i64, LeadState> = leads.into_iter().map(|l| (l.id.0, LeadState::new(l))).collect();
     if ids.is_empty() {
@@ -539,7 +655,10 @@ async fn load_states(tx: &mut dyn Tx, leads: Vec<Lead>, playbook: &Playbook, now
         let mut needs = HashMap::new();
         mql.when.event_needs(&playbook.segments, &mut needs);
         if !needs.is_empty() {
-            let needs: Vec<(String, Option<i64>)> = needs.into_iter().map(|(k, w)| (k, w.map(|w| to_micros(now - w.to_chrono())))).collect();
+            let needs: Vec<(String, Option<i64>)> = needs
+                .into_iter()
+                .map(|(k, w)| (k, w.map(|w| to_micros(now - w.to_chrono()))))
+                .collect();
             for (id, fact) in tx.load_events(&ids, &needs).await? {
                 if let Some(s) = states.get_mut(&id) {
                     s.events.push(fact);
@@ -547,13 +666,22 @@ async fn load_states(tx: &mut dyn Tx, leads: Vec<Lead>, playbook: &Playbook, now
             }
         }
     }
-    let capped: Vec<&crate::playbook::TaggingRule> = playbook.rules.tagging.iter().filter(|r| r.cap.is_some()).collect();
+    let capped: Vec<&crate::playbook::TaggingRule> =
+        playbook.rules.tagging.iter().filter(|r| r.cap.is_some()).collect();
     if let (Some(earliest), false) = (event_times.iter().min(), capped.is_empty()) {
-        let widest = capped.iter().filter_map(|r| r.cap).map(|c| c.per.to_chrono()).max().unwrap_or_default();
+        let widest = capped
+            .iter()
+            .filter_map(|r| r.cap)
+            .map(|c| c.per.to_chrono())
+            .max()
+            .unwrap_or_default();
         let names: Vec<String> = capped.iter().map(|r| r.id.clone()).collect();
         for (id, rule, at, delta) in tx.load_cap_usage(&ids, &names, to_micros(*earliest - widest)).await? {
             if let Some(s) = states.get_mut(&id) {
-                s.cap_usage.entry(rule).or_default().push((crate::clock::from_micros(at), delta));
+                s.cap_usage
+                    .entry(rule)
+                    .or_default()
+                    .push((crate::clock::from_micros(at), delta));
             }
         }
     }
@@ -572,7 +700,13 @@ struct LeadBook {
 
 impl LeadBook {
     fn new(found: Vec<Lead>) -> Self {
-        let mut book = LeadBook { leads: Vec::new(), fresh: Vec::new(), by_id: HashMap::new(), by_email: HashMap::new(), by_ext: HashMap::new() };
+        let mut book = LeadBook {
+            leads: Vec::new(),
+            fresh: Vec::new(),
+            by_id: HashMap::new(),
+            by_email: HashMap::new(),
+            by_ext: HashMap::new(),
+        };
         for lead in found {
             book.push(lead, false);
         }
@@ -600,7 +734,11 @@ impl LeadBook {
     }
 
     fn new_emails(&self) -> impl Iterator<Item = &String> {
-        self.leads.iter().zip(&self.fresh).filter(|(_, f)| **f).filter_map(|(l, _)| l.email.as_ref())
+        self.leads
+            .iter()
+            .zip(&self.fresh)
+            .filter(|(_, f)| **f)
+            .filter_map(|(l, _)| l.email.as_ref())
     }
 
     fn assign_new_ids(&mut self, reserved: &[i64], now: DateTime<Utc>) {
@@ -624,7 +762,12 @@ impl LeadBook {
         let by_email = email.as_ref().and_then(|e| self.by_email.get(e).copied());
         let by_ext = ext.as_ref().and_then(|x| self.by_ext.get(x).copied());
         let slot = match target {
-            Target::Id(id) => Some(*self.by_id.get(&id.0).ok_or_else(|| ItemError::NotFound(format!("lead {id} not found")))?),
+            Target::Id(id) => Some(
+                *self
+                    .by_id
+                    .get(&id.0)
+                    .ok_or_else(|| ItemError::NotFound(format!("lead {id} not found")))?,
+            ),
             Target::Keys => match (by_ext, by_email) {
                 (Some(x), _) => Some(x),
                 (None, Some(e)) => match (&self.leads[e].external_id, &ext) {
@@ -642,7 +785,11 @@ impl LeadBook {
         };
         if let (Some(slot), Some(e)) = (slot, by_email) {
             if e != slot && email.is_some() && input.email.is_some() {
-                return Err(ItemError::Conflict(format!("email {} is already used by lead {}", email.unwrap_or_default(), self.leads[e].id)));
+                return Err(ItemError::Conflict(format!(
+                    "email {} is already used by lead {}",
+                    email.unwrap_or_default(),
+                    self.leads[e].id
+                )));
             }
         }
         match slot {
@@ -668,11 +815,23 @@ impl LeadBook {
     /// external id (with the event's source).
     fn resolve_ref(&mut self, by: &LeadRef, source: Option<&str>) -> Result<usize, String> {
         if let Some(id) = &by.id {
-            return id.parse::<i64>().ok().and_then(|id| self.by_id.get(&id).copied()).ok_or_else(|| format!("lead {id} not found"));
+            return id
+                .parse::<i64>()
+                .ok()
+                .and_then(|id| self.by_id.get(&id).copied())
+                .ok_or_else(|| format!("lead {id} not found"));
         }
-        let email = by.email.as_deref().and_then(|e| EmailAddress::parse(e).ok()).map(|e| e.as_str().to_owned());
+        let email = by
+            .email
+            .as_deref()
+            .and_then(|e| EmailAddress::parse(e).ok())
+            .map(|e| e.as_str().to_owned());
         let ext = by.external_id.as_ref().map(|x| x.trim().to_owned());
-        if let Some(slot) = ext.as_ref().and_then(|x| self.by_ext.get(x)).or_else(|| email.as_ref().and_then(|e| self.by_email.get(e))) {
+        if let Some(slot) = ext
+            .as_ref()
+            .and_then(|x| self.by_ext.get(x))
+            .or_else(|| email.as_ref().and_then(|e| self.by_email.get(e)))
+        {
             return Ok(*slot);
         }
         let mut lead = Lead::new(LeadId(0), Utc::now());

@@ -85,13 +85,10 @@ impl Stage {
 impl FromStr for Stage {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Stage::ALL
-            .into_iter()
-            .find(|stage| stage.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown stage {s:?}; stages are {}", names.join(", "))
-            })
+        Stage::ALL.into_iter().find(|stage| stage.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown stage {s:?}; stages are {}", names.join(", "))
+        })
     }
 }
 
@@ -440,10 +437,7 @@ impl LeadInput {
                 .map(|e| e.0);
         }
         if let Some(ext) = &self.external_id {
-            lead.external_id = ext
-                .as_deref()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty());
+            lead.external_id = ext.as_deref().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
         }
         if let Some(owner) = &self.owner {
             lead.owner = owner.clone();
@@ -532,7 +526,10 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lowercased() {
-        assert_eq!(EmailAddress::parse("  Li.Wei@ACME.example ").unwrap().as_str(), "li.wei@acme.example");
+        assert_eq!(
+            EmailAddress::parse("  Li.Wei@ACME.example ").unwrap().as_str(),
+            "li.wei@acme.example"
+        );
         assert!(EmailAddress::parse("not-an-email").is_err());
         assert!(EmailAddress::parse(&format!("{}@x.example", "a".repeat(330))).is_err());
     }

@@ -208,7 +208,11 @@ impl LeadState {
             .map(|(t, f)| (t.clone(), *f))
             .collect();
         for (tag, family) in stale {
-            let rule = if family == TagFamily::Source { "source" } else { "attributes" };
+            let rule = if family == TagFamily::Source {
+                "source"
+            } else {
+                "attributes"
+            };
             self.remove_tag(&tag, &Actor::Rule(rule.into()), now, out);
         }
         for (tag, (family, rule)) in wanted {
@@ -272,7 +276,10 @@ mod tests {
     fn playbook() -> Playbook {
         Playbook::from_files(&[
             ("rules.yaml".into(), include_str!("../../campaigns/rules.yaml").into()),
-            ("icp.yaml".into(), include_str!("../../campaigns/segments/icp.yaml").into()),
+            (
+                "icp.yaml".into(),
+                include_str!("../../campaigns/segments/icp.yaml").into(),
+            ),
         ])
         .unwrap()
     }
@@ -299,12 +306,25 @@ mod tests {
         let mut s = state();
         let mut out = Changes::default();
         s.apply_event(&pb.rules, &event("whitepaper_downloaded", 1, json!({})), t(1), &mut out);
-        s.apply_event(&pb.rules, &event("webinar_attended", 2, json!({"topic": "Smart Factory"})), t(2), &mut out);
-        s.apply_event(&pb.rules, &event("page_view", 2, json!({"path": "/blog"})), t(2), &mut out);
+        s.apply_event(
+            &pb.rules,
+            &event("webinar_attended", 2, json!({"topic": "Smart Factory"})),
+            t(2),
+            &mut out,
+        );
+        s.apply_event(
+            &pb.rules,
+            &event("page_view", 2, json!({"path": "/blog"})),
+            t(2),
+            &mut out,
+        );
         let tags: Vec<_> = s.tags.iter().map(|(t, f)| format!("{t} {}", f.as_str())).collect();
         assert_eq!(
             tags,
-            ["behaviour:downloaded_whitepaper behaviour", "interest:topic/smart-factory interest"]
+            [
+                "behaviour:downloaded_whitepaper behaviour",
+                "interest:topic/smart-factory interest"
+            ]
         );
         assert_eq!(s.lead.score, 30);
         assert_eq!(out.scores.len(), 2);
@@ -318,10 +338,20 @@ mod tests {
         let mut s = state();
         let mut out = Changes::default();
         for day in [0, 1, 2, 3, 4] {
-            s.apply_event(&pb.rules, &event("page_view", day, json!({"path": "/pricing"})), t(day), &mut out);
+            s.apply_event(
+                &pb.rules,
+                &event("page_view", day, json!({"path": "/pricing"})),
+                t(day),
+                &mut out,
+            );
         }
         assert_eq!(s.lead.score, 15, "the cap is 15 per 30 days");
-        s.apply_event(&pb.rules, &event("page_view", 31, json!({"path": "/pricing/x"})), t(31), &mut out);
+        s.apply_event(
+            &pb.rules,
+            &event("page_view", 31, json!({"path": "/pricing/x"})),
+            t(31),
+            &mut out,
+        );
         assert_eq!(s.lead.score, 20, "day 0's points left the window by day 31");
         let deltas: Vec<_> = out.scores.iter().map(|c| c.delta).collect();
         assert_eq!(deltas, [5, 5, 5, 5]);
@@ -338,9 +368,24 @@ mod tests {
         assert_eq!(s.tags.keys().collect::<Vec<_>>(), ["industry:energy", "source:website"]);
         s.lead.fields.insert("industry".into(), "Smart Manufacturing".into());
         s.sync_attribute_tags(&pb.rules, t(1), &mut out);
-        assert_eq!(s.tags.keys().collect::<Vec<_>>(), ["industry:smart-manufacturing", "source:website"]);
-        let log: Vec<_> = out.tags.iter().map(|c| format!("{}{}", if c.added { "+" } else { "-" }, c.tag)).collect();
-        assert_eq!(log, ["+industry:energy", "+source:website", "-industry:energy", "+industry:smart-manufacturing"]);
+        assert_eq!(
+            s.tags.keys().collect::<Vec<_>>(),
+            ["industry:smart-manufacturing", "source:website"]
+        );
+        let log: Vec<_> = out
+            .tags
+            .iter()
+            .map(|c| format!("{}{}", if c.added { "+" } else { "-" }, c.tag))
+            .collect();
+        assert_eq!(
+            log,
+            [
+                "+industry:energy",
+                "+source:website",
+                "-industry:energy",
+                "+industry:smart-manufacturing"
+            ]
+        );
     }
 
     #[test]
@@ -352,7 +397,12 @@ mod tests {
         s.lead.fields.insert("company_size".into(), "1000+".into());
         s.sync_attribute_tags(&pb.rules, t(0), &mut out);
         for day in 0..5 {
-            s.apply_event(&pb.rules, &event("whitepaper_downloaded", day, json!({})), t(day), &mut out);
+            s.apply_event(
+                &pb.rules,
+                &event("whitepaper_downloaded", day, json!({})),
+                t(day),
+                &mut out,
+            );
             s.check_mql(&pb, t(day), &mut out);
         }
         assert_eq!(s.lead.stage, Stage::New, "50 points is not yet MQL");

@@ -283,7 +283,10 @@ impl Playbook {
         let mut pending = vec![dir.to_path_buf()];
         while let Some(folder) = pending.pop() {
             let entries = std::fs::read_dir(&folder).map_err(|e| {
-                Refused(vec![Issue::new(&folder.display().to_string(), format!("cannot read the directory: {e}"))])
+                Refused(vec![Issue::new(
+                    &folder.display().to_string(),
+                    format!("cannot read the directory: {e}"),
+                )])
             })?;
             for entry in entries.flatten() {
                 let path = entry.path();
@@ -385,12 +388,17 @@ impl Playbook {
 
 /// Ids of campaigns and segments: `[a-z0-9-]`.
 pub fn is_playbook_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn check_segment_cycles(segments: &Segments, files: &HashMap<String, String>, issues: &mut Vec<Issue>) {
     let mut reported = HashSet::new();
-    for start in segments.keys() {
+    let mut starts: Vec<&String> = segments.keys().collect();
+    starts.sort();
+    for start in starts {
         let mut path = vec![start.as_str()];
         if let Some(cycle) = find_cycle(segments, &mut path) {
             let mut members: Vec<_> = cycle.clone();
@@ -433,7 +441,10 @@ fn build_rules(file: &str, spec: RulesSpec, exists: &dyn Fn(&str) -> bool, issue
             Err(_) => issues.push(Issue::at(
                 file,
                 Position::of(&tz.referenced),
-                format!("unknown time zone {:?}; use an IANA name such as Asia/Shanghai", tz.value),
+                format!(
+                    "unknown time zone {:?}; use an IANA name such as Asia/Shanghai",
+                    tz.value
+                ),
             )),
         }
     }
@@ -469,7 +480,11 @@ fn build_rules(file: &str, spec: RulesSpec, exists: &dyn Fn(&str) -> bool, issue
         });
         if let Some(c) = &rule.cap {
             if c.max.value <= 0 {
-                issues.push(Issue::at(file, Position::of(&c.max.referenced), "cap max must be a positive number of points"));
+                issues.push(Issue::at(
+                    file,
+                    Position::of(&c.max.referenced),
+                    "cap max must be a positive number of points",
+                ));
             }
         }
         if tags.is_empty() && rule.tags_from.is_none() && rule.score.unwrap_or(0) == 0 {
@@ -543,15 +558,19 @@ mod tests {
     fn shipped_rules_example_parses() {
         let rules = include_str!("../../campaigns/rules.yaml");
         let segment = include_str!("../../campaigns/segments/icp.yaml");
-        let playbook = Playbook::from_files(&[
-            ("rules.yaml".into(), rules.into()),
-            ("icp.yaml".into(), segment.into()),
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
+        let playbook =
+            Playbook::from_files(&[("rules.yaml".into(), rules.into()), ("icp.yaml".into(), segment.into())])
+                .unwrap_or_else(|e| panic!("{e}"));
         let ids: Vec<_> = playbook.rules.tagging.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["whitepaper_downloaded", "page_view", "webinar_attended"]);
         assert_eq!(playbook.rules.default_timezone, chrono_tz::Asia::Shanghai);
-        assert_eq!(playbook.rules.tagging[1].cap, Some(Cap { max: 15, per: "30d".parse().unwrap() }));
+        assert_eq!(
+            playbook.rules.tagging[1].cap,
+            Some(Cap {
+                max: 15,
+                per: "30d".parse().unwrap()
+            })
+        );
     }
 
     #[test]
@@ -584,7 +603,13 @@ mod tests {
     fn unknown_kinds_duplicate_segments_and_cycles() {
         let a = "kind: Segment\nid: a\nwhen: { segment: b }\n";
         let b = "kind: Segment\nid: b\nwhen: { not: { segment: a } }\n";
-        let errors = refuse(&[("a.yaml", a), ("b.yaml", b), ("c.yaml", ICP), ("d.yaml", ICP), ("e.yaml", "kind: Rulez\n")]);
+        let errors = refuse(&[
+            ("a.yaml", a),
+            ("b.yaml", b),
+            ("c.yaml", ICP),
+            ("d.yaml", ICP),
+            ("e.yaml", "kind: Rulez\n"),
+        ]);
         assert_eq!(
             errors,
             [

@@ -37,9 +37,15 @@ impl TagFamily {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Behaviour, Self::Attribute, Self::Source, Self::Interest, Self::Manual]
-            .into_iter()
-            .find(|f| f.as_str() == s)
+        [
+            Self::Behaviour,
+            Self::Attribute,
+            Self::Source,
+            Self::Interest,
+            Self::Manual,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
     }
 
     /// The family of a tag written by a behaviour rule.

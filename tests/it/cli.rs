@@ -1,1 +1,202 @@
+//! The `nurture` binary as a user runs it: serve with no flags, API keys, the CSV import, and
+//! a malformed playbook refused with every error's position.
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn nurture(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nurture"));
+    command
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("NURTURE_PLAYBOOK")
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// A running `nurture serve`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `nurture serve` with no flags (the port comes from NURTURE_LISTEN so that tests can
+/// run side by side) and waits until it logs the port it listens on.
+fn serve(dir: &Path) -> Server {
+    let mut child = nurture(dir)
+        .arg("serve")
+        .env("NURTURE_LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("the server exited before listening").unwrap();
+        if let Some(rest) = line.split("port=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn ready(base: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match reqwest::get(format!("{base}/readyz")).await {
+            Ok(r) => return r,
+            Err(e) if Instant::now() > deadline => panic!("the server never answered: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_with_no_flags_creates_the_database_and_answers_readyz() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let answer = ready(&server.base).await;
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["backend"], "sqlite");
+    assert!(
+        dir.path().join("nurture.db").exists(),
+        "./nurture.db is the embedded default"
+    );
+}
+
+#[tokio::test]
+async fn an_api_key_is_printed_once_and_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = nurture(dir.path())
+        .args(["apikey", "create", "--role", "crm", "--name", "hubspot"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(key.starts_with("nurt_") && key.len() > 40, "{stdout}");
+    let bad_role = nurture(dir.path())
+        .args(["apikey", "create", "--role", "boss", "--name", "x"])
+        .output()
+        .unwrap();
+    assert!(!bad_role.status.success());
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("roles are admin, marketer, sdr and crm"));
+
+    let server = serve(dir.path());
+    ready(&server.base).await;
+    let client = reqwest::Client::new();
+    let put = client
+        .put(format!("{}/v1/leads", server.base))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"email": "a@x.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let as_sdr_route = client
+        .delete(format!("{}/v1/leads/1", server.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_sdr_route.status(), 403);
+}
+
+#[test]
+fn a_malformed_rules_file_stops_serve_with_every_error_positioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("campaigns");
+    std::fs::create_dir_all(&playbook).unwrap();
+    std::fs::write(
+        playbook.join("rules.yaml"),
+        "kind: Rules\ntagging:\n  - on: { event: Page View }\n    score: 5\ndecay: { every: 3 days, percent: 10 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        playbook.join("icp.yaml"),
+        "kind: Segment\nid: icp\nwhen: { segment: missing }\n",
+    )
+    .unwrap();
+    let output = nurture(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("the playbook has 2 errors"), "{stderr}");
+    assert!(
+        stderr.contains("campaigns/icp.yaml:3:18: segment \"missing\" does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("campaigns/rules.yaml:5:17: invalid duration \"3 days\""),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("nurture.db").exists() || stderr.contains("error"),
+        "refused before serving"
+    );
+
+    let validate = nurture(dir.path())
+        .args(["playbook", "validate", "campaigns"])
+        .output()
+        .unwrap();
+    assert!(!validate.status.success());
+    assert!(String::from_utf8_lossy(&validate.stderr).contains("campaigns/icp.yaml:3:18"));
+    let shipped = nurture(&crate::support::repo())
+        .args(["playbook", "validate"])
+        .output()
+        .unwrap();
+    assert!(shipped.status.success(), "{}", String::from_utf8_lossy(&shipped.stderr));
+}
+
+#[test]
+fn csv_import_reports_created_updated_and_rejected_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "email,first_name,company,industry,crm_owner\n\
+               li.wei@acme.example,Wei,Acme,Manufacturing,alice\n\
+               not-an-email,Bad,Co,,\n\
+               LI.WEI@acme.example,Wei,Acme Group,Manufacturing,bob\n\
+               zhang@beta.example,\"Zhang, San\",Beta 公司,Energy,\n\
+               short,row\n";
+    std::fs::write(dir.path().join("leads.csv"), csv).unwrap();
+    let output = nurture(dir.path())
+        .args([
+            "leads",
+            "import",
+            "leads.csv",
+            "--playbook",
+            &crate::support::repo().join("campaigns").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("2 created, 1 updated, 2 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("line 3: email: \"not-an-email\" is not a valid e-mail address"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 6: the row has 2 fields; the header has 5"),
+        "{stdout}"
+    );
+}

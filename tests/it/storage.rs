@@ -19,7 +19,11 @@ fn input(v: Value) -> LeadInput {
 
 fn event(email: &str, kind: &str, properties: Value) -> EventInput {
     EventInput {
-        lead: LeadRef { id: None, email: Some(email.into()), external_id: None },
+        lead: LeadRef {
+            id: None,
+            email: Some(email.into()),
+            external_id: None,
+        },
         kind: kind.into(),
         occurred_at: None,
         properties: properties.as_object().cloned().unwrap_or_default(),
@@ -33,7 +37,13 @@ fn crm() -> Actor {
 }
 
 async fn upsert(t: &TestEngine, v: Value) -> Upserted {
-    t.engine.upsert_leads(vec![(Target::Keys, input(v))], &crm()).await.unwrap().pop().unwrap().unwrap()
+    t.engine
+        .upsert_leads(vec![(Target::Keys, input(v))], &crm())
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap()
 }
 
 fn id_of(u: &Upserted) -> LeadId {
@@ -101,23 +111,47 @@ async fn upsert_finds_by_email_case_insensitively(t: TestEngine) {
     let first = upsert(&t, json!({"email": "Li.Wei@Acme.example", "first_name": "Wei"})).await;
     assert!(matches!(first, Upserted::Created(_)));
     let second = upsert(&t, json!({"email": "  li.wei@ACME.example ", "company": "Acme"})).await;
-    let Upserted::Updated(view) = second else { panic!("expected an update: {second:?}") };
+    let Upserted::Updated(view) = second else {
+        panic!("expected an update: {second:?}")
+    };
     assert_eq!(view.lead.id, id_of(&first));
     assert_eq!(view.lead.email.as_deref(), Some("li.wei@acme.example"));
     assert_eq!(view.lead.fields["first_name"], "Wei");
     assert_eq!(view.lead.fields["company"], "Acme");
     assert_eq!(view.lead.stage, Stage::New);
-    let found = t.engine.find_lead(&LeadRef { email: Some("LI.WEI@acme.example".into()), ..Default::default() }).await.unwrap();
+    let found = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("LI.WEI@acme.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(found.lead.id, id_of(&first));
 }
 
 async fn upsert_prefers_external_id_and_links_email(t: TestEngine) {
     let by_email = upsert(&t, json!({"email": "a@x.example"})).await;
     let linked = upsert(&t, json!({"email": "a@x.example", "external_id": "crm-1"})).await;
-    assert_eq!(id_of(&linked), id_of(&by_email), "the CRM id attaches to the lead found by e-mail");
+    assert_eq!(
+        id_of(&linked),
+        id_of(&by_email),
+        "the CRM id attaches to the lead found by e-mail"
+    );
     let moved = upsert(&t, json!({"external_id": "crm-1", "email": "new@x.example"})).await;
-    assert_eq!(id_of(&moved), id_of(&by_email), "found by external id, the e-mail changes");
-    let found = t.engine.find_lead(&LeadRef { external_id: Some("crm-1".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        id_of(&moved),
+        id_of(&by_email),
+        "found by external id, the e-mail changes"
+    );
+    let found = t
+        .engine
+        .find_lead(&LeadRef {
+            external_id: Some("crm-1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(found.lead.email.as_deref(), Some("new@x.example"));
 }
 
@@ -128,17 +162,35 @@ async fn conflicting_external_ids_are_refused(t: TestEngine) {
         .engine
         .upsert_leads(
             vec![
-                (Target::Keys, input(json!({"email": "a@x.example", "external_id": "crm-2"}))),
-                (Target::Keys, input(json!({"external_id": "crm-1", "email": "b@x.example"}))),
+                (
+                    Target::Keys,
+                    input(json!({"email": "a@x.example", "external_id": "crm-2"})),
+                ),
+                (
+                    Target::Keys,
+                    input(json!({"external_id": "crm-1", "email": "b@x.example"})),
+                ),
                 (Target::Keys, input(json!({"email": "c@x.example"}))),
             ],
             &crm(),
         )
         .await
         .unwrap();
-    assert!(matches!(&results[0], Err(nurture_engine::engine::ItemError::Conflict(m)) if m.contains("crm-1")), "{:?}", results[0]);
-    assert!(matches!(&results[1], Err(nurture_engine::engine::ItemError::Conflict(_))), "{:?}", results[1]);
-    assert!(matches!(&results[2], Ok(Upserted::Created(_))), "the good item is stored: {:?}", results[2]);
+    assert!(
+        matches!(&results[0], Err(nurture_engine::engine::ItemError::Conflict(m)) if m.contains("crm-1")),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(&results[1], Err(nurture_engine::engine::ItemError::Conflict(_))),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(&results[2], Ok(Upserted::Created(_))),
+        "the good item is stored: {:?}",
+        results[2]
+    );
 }
 
 async fn one_batch_with_a_repeated_email_makes_one_lead(t: TestEngine) {
@@ -147,7 +199,10 @@ async fn one_batch_with_a_repeated_email_makes_one_lead(t: TestEngine) {
         .upsert_leads(
             vec![
                 (Target::Keys, input(json!({"email": "dup@x.example", "title": "CTO"}))),
-                (Target::Keys, input(json!({"email": "DUP@x.example", "company": "Acme"}))),
+                (
+                    Target::Keys,
+                    input(json!({"email": "DUP@x.example", "company": "Acme"})),
+                ),
             ],
             &crm(),
         )
@@ -158,7 +213,10 @@ async fn one_batch_with_a_repeated_email_makes_one_lead(t: TestEngine) {
     assert!(matches!(results[0], Ok(Upserted::Created(_))));
     assert!(matches!(results[1], Ok(Upserted::Updated(_))));
     let lead = t.engine.get_lead(ids[0]).await.unwrap().lead;
-    assert_eq!((lead.fields["title"].as_str(), lead.fields["company"].as_str()), ("CTO", "Acme"));
+    assert_eq!(
+        (lead.fields["title"].as_str(), lead.fields["company"].as_str()),
+        ("CTO", "Acme")
+    );
 }
 
 async fn text_round_trips_exactly(t: TestEngine) {
@@ -168,9 +226,33 @@ async fn text_round_trips_exactly(t: TestEngine) {
     assert_eq!(lead.fields["company"], tricky);
     assert_eq!(lead.attributes["note"], tricky);
     assert_eq!(lead.attributes["nested"], json!({"a": [1, "二"]}));
-    let (found, _) = t.engine.list_leads(&LeadFilter { q: Some("drop table".into()), ..Default::default() }, None, None, 10).await.unwrap();
+    let (found, _) = t
+        .engine
+        .list_leads(
+            &LeadFilter {
+                q: Some("drop table".into()),
+                ..Default::default()
+            },
+            None,
+            None,
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1);
-    let (none, _) = t.engine.list_leads(&LeadFilter { q: Some("%".into()), ..Default::default() }, None, None, 10).await.unwrap();
+    let (none, _) = t
+        .engine
+        .list_leads(
+            &LeadFilter {
+                q: Some("%".into()),
+                ..Default::default()
+            },
+            None,
+            None,
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(none.len(), 1, "% is searched for literally, and the company has one");
 }
 
@@ -181,7 +263,14 @@ async fn event_idempotency_key_stores_once(t: TestEngine) {
     assert_eq!((first.accepted, first.duplicates), (1, 1));
     let again = ingest(&t, vec![e]).await;
     assert_eq!((again.accepted, again.duplicates), (0, 1));
-    let lead = t.engine.find_lead(&LeadRef { email: Some("li@x.example".into()), ..Default::default() }).await.unwrap();
+    let lead = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("li@x.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(lead.lead.score, 10, "the rule applied once");
     let (timeline, _) = t.engine.timeline(lead.lead.id, None, 100).await.unwrap();
     assert_eq!(timeline.iter().filter(|e| e.kind == TimelineKind::Event).count(), 1);
@@ -192,11 +281,28 @@ async fn event_for_unknown_email_creates_the_lead(t: TestEngine) {
     e.source = Some("Website".into());
     let report = ingest(&t, vec![e]).await;
     assert_eq!(report.accepted, 1);
-    let view = t.engine.find_lead(&LeadRef { email: Some("new.person@x.example".into()), ..Default::default() }).await.unwrap();
+    let view = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("new.person@x.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(view.lead.stage, Stage::New);
     assert_eq!(view.lead.fields["source"], "Website");
     assert_eq!(view.tags, ["source:website"]);
-    let unknown_id = ingest(&t, vec![EventInput { lead: LeadRef { id: Some("999999".into()), ..Default::default() }, ..event("", "page_view", json!({})) }]).await;
+    let unknown_id = ingest(
+        &t,
+        vec![EventInput {
+            lead: LeadRef {
+                id: Some("999999".into()),
+                ..Default::default()
+            },
+            ..event("", "page_view", json!({}))
+        }],
+    )
+    .await;
     assert_eq!(unknown_id.accepted, 0);
     assert_eq!(unknown_id.rejected[0].error, "lead 999999 not found");
 }
@@ -211,7 +317,14 @@ async fn tagging_rules_tag_and_score(t: TestEngine) {
         ],
     )
     .await;
-    let view = t.engine.find_lead(&LeadRef { email: Some("a@x.example".into()), ..Default::default() }).await.unwrap();
+    let view = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("a@x.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(view.tags, ["behaviour:downloaded_whitepaper", "interest:pricing"]);
     assert_eq!(view.lead.score, 15);
     assert_eq!(view.lead.last_activity_at, Some(start()));
@@ -221,29 +334,62 @@ async fn tagging_rules_tag_and_score(t: TestEngine) {
 }
 
 async fn tags_from_derives_interest_tags(t: TestEngine) {
-    ingest(&t, vec![event("a@x.example", "webinar_attended", json!({"topic": "Smart Factory"})), event("a@x.example", "webinar_attended", json!({}))]).await;
-    let view = t.engine.find_lead(&LeadRef { email: Some("a@x.example".into()), ..Default::default() }).await.unwrap();
+    ingest(
+        &t,
+        vec![
+            event("a@x.example", "webinar_attended", json!({"topic": "Smart Factory"})),
+            event("a@x.example", "webinar_attended", json!({})),
+        ],
+    )
+    .await;
+    let view = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("a@x.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(view.tags, ["interest:topic/smart-factory"]);
     assert_eq!(view.lead.score, 40, "both webinars score; only one had a topic");
 }
 
 async fn attribute_tags_follow_the_field(t: TestEngine) {
-    let created = upsert(&t, json!({"email": "a@x.example", "industry": "Energy", "source": "Trade Show"})).await;
+    let created = upsert(
+        &t,
+        json!({"email": "a@x.example", "industry": "Energy", "source": "Trade Show"}),
+    )
+    .await;
     let Upserted::Created(view) = created else { panic!() };
     assert_eq!(view.tags, ["industry:energy", "source:trade-show"]);
-    let Upserted::Updated(view) = upsert(&t, json!({"email": "a@x.example", "industry": "Manufacturing"})).await else { panic!() };
+    let Upserted::Updated(view) = upsert(&t, json!({"email": "a@x.example", "industry": "Manufacturing"})).await else {
+        panic!()
+    };
     assert_eq!(view.tags, ["industry:manufacturing", "source:trade-show"]);
-    let view = t.engine.patch_lead(view.lead.id, input(json!({"industry": null})), &crm()).await.unwrap();
+    let view = t
+        .engine
+        .patch_lead(view.lead.id, input(json!({"industry": null})), &crm())
+        .await
+        .unwrap();
     assert_eq!(view.tags, ["source:trade-show"]);
     let (timeline, _) = t.engine.timeline(view.lead.id, None, 100).await.unwrap();
     let changes: Vec<String> = timeline
         .iter()
         .filter(|e| e.kind == TimelineKind::TagChange)
-        .map(|e| format!("{} {}", e.data["change"].as_str().unwrap(), e.data["tag"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.data["change"].as_str().unwrap(),
+                e.data["tag"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(changes.len(), 5);
     assert!(changes.contains(&"removed industry:energy".to_string()), "{changes:?}");
-    assert!(changes.contains(&"removed industry:manufacturing".to_string()), "{changes:?}");
+    assert!(
+        changes.contains(&"removed industry:manufacturing".to_string()),
+        "{changes:?}"
+    );
 }
 
 async fn caps_hold_across_batches_and_windows(t: TestEngine) {
@@ -253,7 +399,17 @@ async fn caps_hold_across_batches_and_windows(t: TestEngine) {
     }
     let score = |t: &TestEngine| {
         let engine = t.engine.clone();
-        async move { engine.find_lead(&LeadRef { email: Some("a@x.example".into()), ..Default::default() }).await.unwrap().lead.score }
+        async move {
+            engine
+                .find_lead(&LeadRef {
+                    email: Some("a@x.example".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .lead
+                .score
+        }
     };
     assert_eq!(score(&t).await, 15, "capped at 15 per 30 days across batches");
     t.clock.advance(Duration::days(31));
@@ -272,12 +428,25 @@ async fn decay_is_set_based_and_in_the_ledger(t: TestEngine) {
     t.clock.advance(Duration::days(20));
     ingest(&t, vec![event("l2@x.example", "page_view", json!({"path": "/"}))]).await;
     t.clock.advance(Duration::days(10));
-    assert_eq!(t.engine.decay().await.unwrap(), 2, "l0 and l1 were inactive 30 days; l2 only 10");
+    assert_eq!(
+        t.engine.decay().await.unwrap(),
+        2,
+        "l0 and l1 were inactive 30 days; l2 only 10"
+    );
     assert_eq!(t.engine.decay().await.unwrap(), 0, "one decay per period");
     let score = |email: &str| {
         let engine = t.engine.clone();
         let email = email.to_owned();
-        async move { engine.find_lead(&LeadRef { email: Some(email), ..Default::default() }).await.unwrap().lead }
+        async move {
+            engine
+                .find_lead(&LeadRef {
+                    email: Some(email),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .lead
+        }
     };
     assert_eq!(score("l0@x.example").await.score, 36, "40 less 10%");
     assert_eq!(score("l1@x.example").await.score, 18, "20 less 10%");
@@ -287,32 +456,80 @@ async fn decay_is_set_based_and_in_the_ledger(t: TestEngine) {
     let l0 = score("l0@x.example").await;
     assert_eq!(l0.score, 32, "36 less 10% (rounded up to whole points)");
     let (timeline, _) = t.engine.timeline(l0.id, None, 100).await.unwrap();
-    let decays: Vec<i64> = timeline.iter().filter(|e| e.kind == TimelineKind::ScoreChange && e.data["reason"] == "decay").map(|e| e.data["delta"].as_i64().unwrap()).collect();
+    let decays: Vec<i64> = timeline
+        .iter()
+        .filter(|e| e.kind == TimelineKind::ScoreChange && e.data["reason"] == "decay")
+        .map(|e| e.data["delta"].as_i64().unwrap())
+        .collect();
     assert_eq!(decays, [-4, -4]);
 }
 
 async fn mql_moves_the_stage_and_requests_a_handoff(t: TestEngine) {
-    upsert(&t, json!({"email": "icp@x.example", "industry": "Manufacturing", "company_size": "1000+"})).await;
-    upsert(&t, json!({"email": "small@x.example", "industry": "Manufacturing", "company_size": "1-10"})).await;
-    let many = |email: &str| (0..3).map(|_| event(email, "webinar_attended", json!({}))).collect::<Vec<_>>();
+    upsert(
+        &t,
+        json!({"email": "icp@x.example", "industry": "Manufacturing", "company_size": "1000+"}),
+    )
+    .await;
+    upsert(
+        &t,
+        json!({"email": "small@x.example", "industry": "Manufacturing", "company_size": "1-10"}),
+    )
+    .await;
+    let many = |email: &str| {
+        (0..3)
+            .map(|_| event(email, "webinar_attended", json!({})))
+            .collect::<Vec<_>>()
+    };
     ingest(&t, [many("icp@x.example"), many("small@x.example")].concat()).await;
-    let icp = t.engine.find_lead(&LeadRef { email: Some("icp@x.example".into()), ..Default::default() }).await.unwrap().lead;
-    let small = t.engine.find_lead(&LeadRef { email: Some("small@x.example".into()), ..Default::default() }).await.unwrap().lead;
+    let icp = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("icp@x.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .lead;
+    let small = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("small@x.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .lead;
     assert_eq!((icp.score, icp.stage), (60, Stage::Mql));
-    assert_eq!((small.score, small.stage), (60, Stage::New), "score alone is not enough: not in the icp segment");
+    assert_eq!(
+        (small.score, small.stage),
+        (60, Stage::New),
+        "score alone is not enough: not in the icp segment"
+    );
     ingest(&t, many("icp@x.example")).await;
     let (timeline, _) = t.engine.timeline(icp.id, None, 100).await.unwrap();
-    let handoffs: Vec<&Value> = timeline.iter().filter(|e| e.kind == TimelineKind::Handoff).map(|e| &e.data["queue"]).collect();
+    let handoffs: Vec<&Value> = timeline
+        .iter()
+        .filter(|e| e.kind == TimelineKind::Handoff)
+        .map(|e| &e.data["queue"])
+        .collect();
     assert_eq!(handoffs, [&json!("sdr")], "one handoff request, to the sdr queue");
     // A company-size correction that puts the other lead in the segment qualifies it at once.
-    let small = t.engine.patch_lead(small.id, input(json!({"company_size": "200-1000"})), &crm()).await.unwrap();
+    let small = t
+        .engine
+        .patch_lead(small.id, input(json!({"company_size": "200-1000"})), &crm())
+        .await
+        .unwrap();
     assert_eq!(small.lead.stage, Stage::Mql);
 }
 
 async fn manual_tags_and_scores_record_who(t: TestEngine) {
     let id = id_of(&upsert(&t, json!({"email": "a@x.example"})).await);
     let sdr = Actor::User("alice".into());
-    let view = t.engine.tag_lead(id, &["VIP".into(), "persona:cxo".into()], &[], &sdr).await.unwrap();
+    let view = t
+        .engine
+        .tag_lead(id, &["VIP".into(), "persona:cxo".into()], &[], &sdr)
+        .await
+        .unwrap();
     assert_eq!(view.tags, ["persona:cxo", "vip"]);
     let view = t.engine.tag_lead(id, &[], &["vip".into()], &sdr).await.unwrap();
     assert_eq!(view.tags, ["persona:cxo"]);
@@ -322,12 +539,18 @@ async fn manual_tags_and_scores_record_who(t: TestEngine) {
     let scored = timeline.iter().find(|e| e.kind == TimelineKind::ScoreChange).unwrap();
     assert_eq!(scored.data["by"], json!({"kind": "user", "name": "alice"}));
     assert_eq!(scored.data["reason"], "Good call");
-    let removed = timeline.iter().find(|e| e.kind == TimelineKind::TagChange && e.data["change"] == "removed").unwrap();
+    let removed = timeline
+        .iter()
+        .find(|e| e.kind == TimelineKind::TagChange && e.data["change"] == "removed")
+        .unwrap();
     assert_eq!(removed.data["tag"], "vip");
     assert_eq!(removed.data["family"], "manual");
     let bad = t.engine.tag_lead(id, &["two words".into()], &[], &sdr).await;
     assert!(matches!(bad, Err(nurture_engine::engine::EngineError::Invalid(_))));
-    assert!(matches!(t.engine.tag_lead(LeadId(424242), &["x".into()], &[], &sdr).await, Err(nurture_engine::engine::EngineError::NotFound)));
+    assert!(matches!(
+        t.engine.tag_lead(LeadId(424242), &["x".into()], &[], &sdr).await,
+        Err(nurture_engine::engine::EngineError::NotFound)
+    ));
 }
 
 async fn lists_filter_and_paginate(t: TestEngine) {
@@ -353,10 +576,44 @@ async fn lists_filter_and_paginate(t: TestEngine) {
         }
     };
     assert_eq!(all(LeadFilter::default(), None).await.len(), 7);
-    assert_eq!(all(LeadFilter { tag: Some("industry:energy".into()), ..Default::default() }, None).await, ["p0@x.example", "p2@x.example", "p4@x.example", "p6@x.example"]);
-    assert_eq!(all(LeadFilter { q: Some("co 3".into()), ..Default::default() }, None).await, ["p3@x.example"]);
-    assert_eq!(all(LeadFilter::default(), Some("icp")).await, ["p0@x.example", "p2@x.example"]);
-    assert_eq!(all(LeadFilter { stage: Some(Stage::Mql), ..Default::default() }, None).await.len(), 0);
+    assert_eq!(
+        all(
+            LeadFilter {
+                tag: Some("industry:energy".into()),
+                ..Default::default()
+            },
+            None
+        )
+        .await,
+        ["p0@x.example", "p2@x.example", "p4@x.example", "p6@x.example"]
+    );
+    assert_eq!(
+        all(
+            LeadFilter {
+                q: Some("co 3".into()),
+                ..Default::default()
+            },
+            None
+        )
+        .await,
+        ["p3@x.example"]
+    );
+    assert_eq!(
+        all(LeadFilter::default(), Some("icp")).await,
+        ["p0@x.example", "p2@x.example"]
+    );
+    assert_eq!(
+        all(
+            LeadFilter {
+                stage: Some(Stage::Mql),
+                ..Default::default()
+            },
+            None
+        )
+        .await
+        .len(),
+        0
+    );
 }
 
 async fn timeline_is_newest_first_and_pages(t: TestEngine) {
@@ -365,7 +622,16 @@ async fn timeline_is_newest_first_and_pages(t: TestEngine) {
         e.occurred_at = Some(start() + Duration::days(day));
         ingest(&t, vec![e]).await;
     }
-    let id = t.engine.find_lead(&LeadRef { email: Some("a@x.example".into()), ..Default::default() }).await.unwrap().lead.id;
+    let id = t
+        .engine
+        .find_lead(&LeadRef {
+            email: Some("a@x.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .lead
+        .id;
     let (everything, none) = t.engine.timeline(id, None, 100).await.unwrap();
     assert!(none.is_none());
     assert_eq!(everything.len(), 5 + 1 + 5, "5 events, 1 tag change, 5 score changes");
@@ -380,46 +646,106 @@ async fn timeline_is_newest_first_and_pages(t: TestEngine) {
             None => break,
         }
     }
-    assert_eq!(paged, everything, "pages add up to the whole, with nothing repeated or lost");
+    assert_eq!(
+        paged, everything,
+        "pages add up to the whole, with nothing repeated or lost"
+    );
 }
 
 async fn erasure_keeps_a_suppression(t: TestEngine) {
     let id = id_of(&upsert(&t, json!({"email": "gone@x.example", "first_name": "Gone"})).await);
     ingest(&t, vec![event("gone@x.example", "whitepaper_downloaded", json!({}))]).await;
     t.engine.erase_lead(id).await.unwrap();
-    assert!(matches!(t.engine.get_lead(id).await, Err(nurture_engine::engine::EngineError::NotFound)));
-    assert!(matches!(t.engine.erase_lead(id).await, Err(nurture_engine::engine::EngineError::NotFound)));
-    let Upserted::Created(again) = upsert(&t, json!({"email": "GONE@x.example"})).await else { panic!() };
+    assert!(matches!(
+        t.engine.get_lead(id).await,
+        Err(nurture_engine::engine::EngineError::NotFound)
+    ));
+    assert!(matches!(
+        t.engine.erase_lead(id).await,
+        Err(nurture_engine::engine::EngineError::NotFound)
+    ));
+    let Upserted::Created(again) = upsert(&t, json!({"email": "GONE@x.example"})).await else {
+        panic!()
+    };
     assert_ne!(again.lead.id, id, "ids are never reused");
-    assert_eq!(again.lead.consent.email.status, ConsentStatus::OptedOut, "an erased address stays suppressed");
+    assert_eq!(
+        again.lead.consent.email.status,
+        ConsentStatus::OptedOut,
+        "an erased address stays suppressed"
+    );
     assert_eq!(again.lead.fields.get("first_name"), None);
     let (timeline, _) = t.engine.timeline(again.lead.id, None, 100).await.unwrap();
-    assert!(timeline.iter().all(|e| e.kind != TimelineKind::Event), "the old events are gone");
+    assert!(
+        timeline.iter().all(|e| e.kind != TimelineKind::Event),
+        "the old events are gone"
+    );
 }
 
 async fn idempotent_requests_replay(t: TestEngine) {
     let store = t.engine.store();
-    assert_eq!(store.idempotency_begin("k1|PUT", "abc", "f1", start()).await.unwrap(), Idempotency::Proceed);
-    assert_eq!(store.idempotency_begin("k1|PUT", "abc", "f1", start()).await.unwrap(), Idempotency::InFlight);
-    store.idempotency_finish("k1|PUT", "abc", 201, "{\"id\":\"1\"}").await.unwrap();
-    assert_eq!(store.idempotency_begin("k1|PUT", "abc", "f1", start()).await.unwrap(), Idempotency::Replay { status: 201, body: "{\"id\":\"1\"}".into() });
-    assert_eq!(store.idempotency_begin("k1|PUT", "abc", "f2", start()).await.unwrap(), Idempotency::Mismatch);
-    assert_eq!(store.idempotency_begin("k2|PUT", "abc", "f2", start()).await.unwrap(), Idempotency::Proceed, "keys are per caller");
+    assert_eq!(
+        store.idempotency_begin("k1|PUT", "abc", "f1", start()).await.unwrap(),
+        Idempotency::Proceed
+    );
+    assert_eq!(
+        store.idempotency_begin("k1|PUT", "abc", "f1", start()).await.unwrap(),
+        Idempotency::InFlight
+    );
+    store
+        .idempotency_finish("k1|PUT", "abc", 201, "{\"id\":\"1\"}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotency_begin("k1|PUT", "abc", "f1", start()).await.unwrap(),
+        Idempotency::Replay {
+            status: 201,
+            body: "{\"id\":\"1\"}".into()
+        }
+    );
+    assert_eq!(
+        store.idempotency_begin("k1|PUT", "abc", "f2", start()).await.unwrap(),
+        Idempotency::Mismatch
+    );
+    assert_eq!(
+        store.idempotency_begin("k2|PUT", "abc", "f2", start()).await.unwrap(),
+        Idempotency::Proceed,
+        "keys are per caller"
+    );
     store.idempotency_abort("k2|PUT", "abc").await.unwrap();
-    assert_eq!(store.idempotency_begin("k2|PUT", "abc", "f2", start()).await.unwrap(), Idempotency::Proceed, "an aborted request may be retried");
+    assert_eq!(
+        store.idempotency_begin("k2|PUT", "abc", "f2", start()).await.unwrap(),
+        Idempotency::Proceed,
+        "an aborted request may be retried"
+    );
 }
 
 async fn api_keys_are_found_by_hash(t: TestEngine) {
     let store = t.engine.store();
-    store.create_api_key("alice", Role::Sdr, &key_hash("secret"), start()).await.unwrap();
+    store
+        .create_api_key("alice", Role::Sdr, &key_hash("secret"), start())
+        .await
+        .unwrap();
     let found = store.find_api_key(&key_hash("secret")).await.unwrap().unwrap();
     assert_eq!((found.name.as_str(), found.role), ("alice", Role::Sdr));
     assert_eq!(store.find_api_key(&key_hash("other")).await.unwrap(), None);
-    assert!(store.create_api_key("again", Role::Admin, &key_hash("secret"), start()).await.is_err());
+    assert!(store
+        .create_api_key("again", Role::Admin, &key_hash("secret"), start())
+        .await
+        .is_err());
 }
 
 async fn concurrent_batches_on_the_same_leads_all_land(t: TestEngine) {
-    let batch = |n: usize| (0..200).map(|i| event(&format!("c{}@x.example", i % 20), "whitepaper_downloaded", json!({"n": n}))).collect::<Vec<_>>();
+    let batch = |n: usize| {
+        (0..200)
+            .map(|i| {
+                event(
+                    &format!("c{}@x.example", i % 20),
+                    "whitepaper_downloaded",
+                    json!({"n": n}),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     let mut tasks = Vec::new();
     for n in 0..4 {
         let engine = t.engine.clone();
@@ -431,7 +757,14 @@ async fn concurrent_batches_on_the_same_leads_all_land(t: TestEngine) {
         accepted += task.await.unwrap().accepted;
     }
     assert_eq!(accepted, 800);
-    let (leads, _) = t.engine.list_leads(&LeadFilter::default(), None, None, 100).await.unwrap();
+    let (leads, _) = t
+        .engine
+        .list_leads(&LeadFilter::default(), None, None, 100)
+        .await
+        .unwrap();
     assert_eq!(leads.len(), 20);
-    assert!(leads.iter().all(|l| l.lead.score == 400), "40 downloads of 10 points each, none lost");
+    assert!(
+        leads.iter().all(|l| l.lead.score == 400),
+        "40 downloads of 10 points each, none lost"
+    );
 }

@@ -41,7 +41,10 @@ fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().init();
+            tracing_subscriber::fmt()
+                .with_env_filter("info,sqlx=warn")
+                .with_test_writer()
+                .init();
         }
     });
 }
@@ -60,11 +63,16 @@ impl Drop for TestStore {
             // does not block the test's runtime.
             let url = pg_url();
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     use sqlx::Connection;
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                            .execute(&mut conn)
+                            .await;
                     }
                 });
             })
@@ -83,9 +91,15 @@ pub async fn store(backend: Backend) -> Option<TestStore> {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("nurture.db");
-            let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
             store.migrate().await.unwrap();
-            Some(TestStore { store: Arc::new(store), _dir: Some(dir), schema: None })
+            Some(TestStore {
+                store: Arc::new(store),
+                _dir: Some(dir),
+                schema: None,
+            })
         }
         Backend::Postgres => {
             use sqlx::Connection;
@@ -93,16 +107,25 @@ pub async fn store(backend: Backend) -> Option<TestStore> {
             let mut conn = match sqlx::PgConnection::connect(&url).await {
                 Ok(conn) => conn,
                 Err(e) if std::env::var_os("CI").is_none() => {
-                    eprintln!("PostgreSQL at {url} is unreachable ({e}); this PostgreSQL test did not run. CI runs it.");
+                    eprintln!(
+                        "PostgreSQL at {url} is unreachable ({e}); this PostgreSQL test did not run. CI runs it."
+                    );
                     return None;
                 }
                 Err(e) => panic!("PostgreSQL at {url} is unreachable in CI: {e}"),
             };
             let schema = format!("t{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             let store = PgStore::connect_in_schema(&url, &schema).await.unwrap();
             store.migrate().await.unwrap();
-            Some(TestStore { store: Arc::new(store), _dir: None, schema: Some(schema) })
+            Some(TestStore {
+                store: Arc::new(store),
+                _dir: None,
+                schema: Some(schema),
+            })
         }
     }
 }
@@ -126,23 +149,32 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub keys: HashMap<Role, String>,
-    pub engine: Arc<Engine>,
-    pub clock: ManualClock,
     _store: TestStore,
 }
 
 pub async fn spawn_app() -> TestApp {
-    let TestEngine { engine, clock, store } = engine(Backend::Sqlite).await.expect("SQLite is always there");
+    let TestEngine { engine, store, .. } = engine(Backend::Sqlite).await.expect("SQLite is always there");
     let mut keys = HashMap::new();
     for role in [Role::Admin, Role::Marketer, Role::Sdr, Role::Crm] {
         let key = format!("test-key-{}", role.as_str());
-        engine.store().create_api_key(&format!("{}-bot", role.as_str()), role, &key_hash(&key), start()).await.unwrap();
+        engine
+            .store()
+            .create_api_key(&format!("{}-bot", role.as_str()), role, &key_hash(&key), start())
+            .await
+            .unwrap();
         keys.insert(role, key);
     }
-    let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone()).await.unwrap();
+    let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
+        .await
+        .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp { base, client: reqwest::Client::new(), keys, engine, clock, _store: store }
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        keys,
+        _store: store,
+    }
 }
 
 /// A response as tests look at it.
@@ -154,7 +186,14 @@ pub struct Answer {
 
 impl TestApp {
     /// Sends a request as `role` (None: no key) with a raw body.
-    pub async fn send(&self, method: &str, path: &str, role: Option<Role>, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Answer {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        role: Option<Role>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(role) = role {
@@ -169,11 +208,22 @@ impl TestApp {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
         Answer { status, body }
     }
 
     pub async fn call(&self, method: &str, path: &str, role: Role, body: Option<Value>) -> Answer {
-        self.send(method, path, Some(role), body.map(|b| serde_json::to_vec(&b).unwrap()), &[]).await
+        self.send(
+            method,
+            path,
+            Some(role),
+            body.map(|b| serde_json::to_vec(&b).unwrap()),
+            &[],
+        )
+        .await
     }
 }

@@ -161,14 +161,21 @@ pub trait Store: Send + Sync + 'static {
     /// Leads after `after` (by id) matching the filter, at most `limit`.
     async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>>;
     /// A lead's timeline entries older than the cursor, newest first, at most `limit`.
-    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64) -> StoreResult<Vec<TimelineEntry>>;
+    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64)
+        -> StoreResult<Vec<TimelineEntry>>;
     /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
     async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool>;
 
     /// Decays the scores of leads inactive for `decay.every` (one set-based pass); returns how many.
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64>;
 
-    async fn idempotency_begin(&self, scope: &str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> StoreResult<Idempotency>;
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Idempotency>;
     async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
     /// Forgets a begun request that failed, so a retry can run it.
     async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
@@ -188,9 +195,15 @@ pub trait Tx: Send {
     /// The current tags of these leads.
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>>;
     /// Events of these leads of the given types since the given time (`None`: all time).
-    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)]) -> StoreResult<Vec<(i64, EventFact)>>;
+    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)])
+        -> StoreResult<Vec<(i64, EventFact)>>;
     /// Ledger entries of capped rules for these leads since a time: (lead, rule, event time, delta).
-    async fn load_cap_usage(&mut self, ids: &[i64], rules: &[String], since: i64) -> StoreResult<Vec<(i64, String, i64, i64)>>;
+    async fn load_cap_usage(
+        &mut self,
+        ids: &[i64],
+        rules: &[String],
+        since: i64,
+    ) -> StoreResult<Vec<(i64, String, i64, i64)>>;
     /// Which of these e-mails were erased before and must stay suppressed.
     async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>>;
     /// Inserts events; returns the idempotency keys that were new (events without a key are always new).
@@ -482,19 +495,28 @@ pub fn email_hash(email: &str) -> String {
 /// Builds a timeline entry from a row: its id, time and a JSON object of its details.
 pub(crate) fn timeline_entry(kind: TimelineKind, seq: i64, at: i64, data: &str) -> StoreResult<TimelineEntry> {
     let data: Map<String, Value> = serde_json::from_str(data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(TimelineEntry { at: from_micros(at), kind, seq, data })
+    Ok(TimelineEntry {
+        at: from_micros(at),
+        kind,
+        seq,
+        data,
+    })
 }
 
 /// Merges per-kind timeline rows, newest first, and keeps `limit`.
 pub(crate) fn merge_timeline(mut entries: Vec<TimelineEntry>, limit: i64) -> Vec<TimelineEntry> {
-    entries.sort_by(|a, b| (b.at, b.kind, b.seq).cmp(&(a.at, a.kind, a.seq)));
+    entries.sort_by_key(|e| std::cmp::Reverse((e.at, e.kind, e.seq)));
     entries.truncate(limit.max(0) as usize);
     entries
 }
 
 /// `%` and `_` escaped for a LIKE pattern with `ESCAPE '\'`, wrapped as a substring search.
 pub(crate) fn like_pattern(q: &str) -> String {
-    let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = q
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 

@@ -35,11 +35,18 @@ impl PgStore {
 }
 
 fn recordset_columns() -> String {
-    LEAD_COLUMNS.iter().map(|(c, t)| format!("{c} {t}")).collect::<Vec<_>>().join(", ")
+    LEAD_COLUMNS
+        .iter()
+        .map(|(c, t)| format!("{c} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {} FROM leads WHERE id = ANY($1) OR email = ANY($2) OR external_id = ANY($3) ORDER BY id", lead_column_list())
+    format!(
+        "SELECT {} FROM leads WHERE id = ANY($1) OR email = ANY($2) OR external_id = ANY($3) ORDER BY id",
+        lead_column_list()
+    )
 });
 
 /// In a write transaction the leads are locked, in id order so that two writers never wait on
@@ -49,7 +56,11 @@ static SELECT_LEADS_FOR_UPDATE: LazyLock<String> = LazyLock::new(|| format!("{} 
 
 static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
     let cols = lead_column_list();
-    let updates: Vec<String> = LEAD_COLUMNS.iter().skip(1).map(|(c, _)| format!("{c} = excluded.{c}")).collect();
+    let updates: Vec<String> = LEAD_COLUMNS
+        .iter()
+        .skip(1)
+        .map(|(c, _)| format!("{c} = excluded.{c}"))
+        .collect();
     format!(
         "INSERT INTO leads ({cols}) SELECT {cols} FROM jsonb_to_recordset($1::jsonb) AS r({}) \
          ON CONFLICT (id) DO UPDATE SET {}",
@@ -115,11 +126,17 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(PgTx { tx: self.pool.begin().await?, write: true }))
+        Ok(Box::new(PgTx {
+            tx: self.pool.begin().await?,
+            write: true,
+        }))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(PgTx { tx: self.pool.begin_with("BEGIN READ ONLY").await?, write: false }))
+        Ok(Box::new(PgTx {
+            tx: self.pool.begin_with("BEGIN READ ONLY").await?,
+            write: false,
+        }))
     }
 
     async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
@@ -139,16 +156,25 @@ impl Store for PgStore {
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|(name, role)| Ok(ApiKey { name, role: role.parse().map_err(StoreError::Corrupt)? }))
-            .transpose()
+        row.map(|(name, role)| {
+            Ok(ApiKey {
+                name,
+                role: role.parse().map_err(StoreError::Corrupt)?,
+            })
+        })
+        .transpose()
     }
 
     async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
-            .bind(id.0)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f))).collect())
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f)))
+            .collect())
     }
 
     async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
@@ -163,14 +189,25 @@ impl Store for PgStore {
         leads_from(rows)
     }
 
-    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64) -> StoreResult<Vec<TimelineEntry>> {
+    async fn timeline(
+        &self,
+        id: LeadId,
+        before: Option<TimelineCursor>,
+        limit: i64,
+    ) -> StoreResult<Vec<TimelineEntry>> {
         let mut entries = Vec::new();
         for (kind, sql) in TIMELINE {
             let (at, bound) = match before {
                 Some(c) => (c.at, c.id_bound(kind)),
                 None => (i64::MAX, i64::MAX),
             };
-            let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql).bind(id.0).bind(at).bind(bound).bind(limit).fetch_all(&self.pool).await?;
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql)
+                .bind(id.0)
+                .bind(at)
+                .bind(bound)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
             for (seq, at, data) in rows {
                 entries.push(timeline_entry(kind, seq, at, &data)?);
             }
@@ -180,7 +217,10 @@ impl Store for PgStore {
 
     async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let email: Option<Option<String>> = sqlx::query_scalar("SELECT email FROM leads WHERE id = $1 FOR UPDATE").bind(id.0).fetch_optional(&mut *tx).await?;
+        let email: Option<Option<String>> = sqlx::query_scalar("SELECT email FROM leads WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(email) = email else {
             return Ok(false);
         };
@@ -228,7 +268,13 @@ impl Store for PgStore {
         Ok(done as u64)
     }
 
-    async fn idempotency_begin(&self, scope: &str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> StoreResult<Idempotency> {
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Idempotency> {
         let now = to_micros(now);
         let inserted = sqlx::query(
             "INSERT INTO idempotent_requests (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
@@ -245,16 +291,20 @@ impl Store for PgStore {
         if inserted.rows_affected() == 1 {
             return Ok(Idempotency::Proceed);
         }
-        let row = sqlx::query("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
+                .bind(scope)
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await?;
         let (theirs, status, body): (String, Option<i64>, Option<String>) = (row.get(0), row.get(1), row.get(2));
         Ok(match (theirs == fingerprint, status) {
             (false, _) => Idempotency::Mismatch,
             (true, None) => Idempotency::InFlight,
-            (true, Some(status)) => Idempotency::Replay { status: status as u16, body: body.unwrap_or_default() },
+            (true, Some(status)) => Idempotency::Replay {
+                status: status as u16,
+                body: body.unwrap_or_default(),
+            },
         })
     }
 
@@ -287,7 +337,11 @@ struct PgTx {
 #[async_trait]
 impl Tx for PgTx {
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
-        let sql = if self.write { SELECT_LEADS_FOR_UPDATE.as_str() } else { SELECT_LEADS.as_str() };
+        let sql = if self.write {
+            SELECT_LEADS_FOR_UPDATE.as_str()
+        } else {
+            SELECT_LEADS.as_str()
+        };
         let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(ids)
             .bind(emails)
@@ -302,10 +356,12 @@ impl Tx for PgTx {
         if n == 0 {
             return Ok(Vec::new());
         }
-        Ok(sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('leads', 'id')) FROM generate_series(1, $1)")
-            .bind(n as i64)
-            .fetch_all(&mut *self.tx)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('leads', 'id')) FROM generate_series(1, $1)")
+                .bind(n as i64)
+                .fetch_all(&mut *self.tx)
+                .await?,
+        )
     }
 
     async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()> {
@@ -336,15 +392,26 @@ impl Tx for PgTx {
     }
 
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT lead_id, tag, family FROM lead_tags WHERE lead_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        Ok(rows.into_iter().filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f))).collect())
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT lead_id, tag, family FROM lead_tags WHERE lead_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f)))
+            .collect())
     }
 
-    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)]) -> StoreResult<Vec<(i64, EventFact)>> {
-        let needs: Vec<serde_json::Value> = needs.iter().map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)})).collect();
+    async fn load_events(
+        &mut self,
+        ids: &[i64],
+        needs: &[(String, Option<i64>)],
+    ) -> StoreResult<Vec<(i64, EventFact)>> {
+        let needs: Vec<serde_json::Value> = needs
+            .iter()
+            .map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)}))
+            .collect();
         let rows: Vec<(i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
             "SELECT e.lead_id, e.type, e.occurred_at, e.properties FROM events e \
              JOIN jsonb_to_recordset($2::jsonb) AS n(type text, since bigint) ON e.type = n.type AND e.occurred_at >= n.since \
@@ -356,11 +423,25 @@ impl Tx for PgTx {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, kind, at, props)| (id, EventFact { kind, occurred_at: from_micros(at), properties: props.0 }))
+            .map(|(id, kind, at, props)| {
+                (
+                    id,
+                    EventFact {
+                        kind,
+                        occurred_at: from_micros(at),
+                        properties: props.0,
+                    },
+                )
+            })
             .collect())
     }
 
-    async fn load_cap_usage(&mut self, ids: &[i64], rules: &[String], since: i64) -> StoreResult<Vec<(i64, String, i64, i64)>> {
+    async fn load_cap_usage(
+        &mut self,
+        ids: &[i64],
+        rules: &[String],
+        since: i64,
+    ) -> StoreResult<Vec<(i64, String, i64, i64)>> {
         Ok(sqlx::query_as(
             "SELECT lead_id, rule, occurred_at, delta FROM score_changes WHERE lead_id = ANY($1) AND rule = ANY($2) AND occurred_at >= $3",
         )
@@ -435,7 +516,11 @@ impl Tx for PgTx {
         ];
         for (batch, sql) in statements {
             if let Some(json) = batch {
-                sqlx::query(sql).bind(json.as_str()).execute(&mut *self.tx).await.map_err(StoreError::from_sqlx)?;
+                sqlx::query(sql)
+                    .bind(json.as_str())
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
             }
         }
         Ok(())

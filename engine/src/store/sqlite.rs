@@ -35,7 +35,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         Ok(Self { pool })
     }
 }
@@ -45,7 +48,13 @@ impl SqliteStore {
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
     let object: Vec<String> = LEAD_COLUMNS
         .iter()
-        .map(|(c, ty)| if *ty == "jsonb" { format!("'{c}', json({c})") } else { format!("'{c}', {c}") })
+        .map(|(c, ty)| {
+            if *ty == "jsonb" {
+                format!("'{c}', json({c})")
+            } else {
+                format!("'{c}', {c}")
+            }
+        })
         .collect();
     format!(
         "SELECT json_group_array(json_object({})) FROM leads WHERE id IN (SELECT value FROM json_each($1) \
@@ -59,9 +68,19 @@ static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
     let cols = lead_column_list();
     let values: Vec<String> = LEAD_COLUMNS
         .iter()
-        .map(|(c, ty)| if *ty == "jsonb" { format!("json(j.value->'{c}')") } else { format!("j.value->>'{c}'") })
+        .map(|(c, ty)| {
+            if *ty == "jsonb" {
+                format!("json(j.value->'{c}')")
+            } else {
+                format!("j.value->>'{c}'")
+            }
+        })
         .collect();
-    let updates: Vec<String> = LEAD_COLUMNS.iter().skip(1).map(|(c, _)| format!("{c} = excluded.{c}")).collect();
+    let updates: Vec<String> = LEAD_COLUMNS
+        .iter()
+        .skip(1)
+        .map(|(c, _)| format!("{c} = excluded.{c}"))
+        .collect();
     format!(
         "INSERT INTO leads ({cols}) SELECT {} FROM jsonb_each(jsonb($1)) AS j WHERE true \
          ON CONFLICT (id) DO UPDATE SET {}",
@@ -159,16 +178,25 @@ impl Store for SqliteStore {
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|(name, role)| Ok(ApiKey { name, role: role.parse().map_err(StoreError::Corrupt)? }))
-            .transpose()
+        row.map(|(name, role)| {
+            Ok(ApiKey {
+                name,
+                role: role.parse().map_err(StoreError::Corrupt)?,
+            })
+        })
+        .transpose()
     }
 
     async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
-            .bind(id.0)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f))).collect())
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f)))
+            .collect())
     }
 
     async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
@@ -183,14 +211,25 @@ impl Store for SqliteStore {
         leads_from(rows)
     }
 
-    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64) -> StoreResult<Vec<TimelineEntry>> {
+    async fn timeline(
+        &self,
+        id: LeadId,
+        before: Option<TimelineCursor>,
+        limit: i64,
+    ) -> StoreResult<Vec<TimelineEntry>> {
         let mut entries = Vec::new();
         for (kind, sql) in TIMELINE {
             let (at, bound) = match before {
                 Some(c) => (c.at, c.id_bound(kind)),
                 None => (i64::MAX, i64::MAX),
             };
-            let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql).bind(id.0).bind(at).bind(bound).bind(limit).fetch_all(&self.pool).await?;
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql)
+                .bind(id.0)
+                .bind(at)
+                .bind(bound)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
             for (seq, at, data) in rows {
                 entries.push(timeline_entry(kind, seq, at, &data)?);
             }
@@ -200,7 +239,10 @@ impl Store for SqliteStore {
 
     async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let email: Option<Option<String>> = sqlx::query_scalar("SELECT email FROM leads WHERE id = $1").bind(id.0).fetch_optional(&mut *tx).await?;
+        let email: Option<Option<String>> = sqlx::query_scalar("SELECT email FROM leads WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(email) = email else {
             return Ok(false);
         };
@@ -250,7 +292,13 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn idempotency_begin(&self, scope: &str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> StoreResult<Idempotency> {
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Idempotency> {
         let now = to_micros(now);
         let inserted = sqlx::query(
             "INSERT INTO idempotent_requests (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
@@ -267,16 +315,20 @@ impl Store for SqliteStore {
         if inserted.rows_affected() == 1 {
             return Ok(Idempotency::Proceed);
         }
-        let row = sqlx::query("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
-            .bind(scope)
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
+                .bind(scope)
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await?;
         let (theirs, status, body): (String, Option<i64>, Option<String>) = (row.get(0), row.get(1), row.get(2));
         Ok(match (theirs == fingerprint, status) {
             (false, _) => Idempotency::Mismatch,
             (true, None) => Idempotency::InFlight,
-            (true, Some(status)) => Idempotency::Replay { status: status as u16, body: body.unwrap_or_default() },
+            (true, Some(status)) => Idempotency::Replay {
+                status: status as u16,
+                body: body.unwrap_or_default(),
+            },
         })
     }
 
@@ -322,13 +374,21 @@ impl Tx for SqliteTx {
         // Inside BEGIN IMMEDIATE no other writer runs, so the ids after the sequence are ours;
         // the sequence row is moved past them at once so later reservations in this
         // transaction do not hand them out again.
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'leads'), (SELECT MAX(id) FROM leads), 0)")
-            .fetch_one(&mut *self.0)
-            .await?;
+        let last: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'leads'), (SELECT MAX(id) FROM leads), 0)",
+        )
+        .fetch_one(&mut *self.0)
+        .await?;
         let end = last + n as i64;
-        let updated = sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'leads'").bind(end).execute(&mut *self.0).await?;
+        let updated = sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'leads'")
+            .bind(end)
+            .execute(&mut *self.0)
+            .await?;
         if updated.rows_affected() == 0 {
-            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('leads', $1)").bind(end).execute(&mut *self.0).await?;
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('leads', $1)")
+                .bind(end)
+                .execute(&mut *self.0)
+                .await?;
         }
         Ok((last + 1..=end).collect())
     }
@@ -365,11 +425,21 @@ impl Tx for SqliteTx {
                 .fetch_one(&mut *self.0)
                 .await?;
         let rows: Vec<(i64, String, String)> = json_rows(rows)?;
-        Ok(rows.into_iter().filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f))).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f)))
+            .collect())
     }
 
-    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)]) -> StoreResult<Vec<(i64, EventFact)>> {
-        let needs: Vec<serde_json::Value> = needs.iter().map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)})).collect();
+    async fn load_events(
+        &mut self,
+        ids: &[i64],
+        needs: &[(String, Option<i64>)],
+    ) -> StoreResult<Vec<(i64, EventFact)>> {
+        let needs: Vec<serde_json::Value> = needs
+            .iter()
+            .map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)}))
+            .collect();
         let rows: Vec<(i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
             "SELECT e.lead_id, e.type, e.occurred_at, e.properties FROM events e \
              JOIN json_each($2) n ON e.type = n.value->>'type' AND e.occurred_at >= n.value->>'since' \
@@ -381,11 +451,25 @@ impl Tx for SqliteTx {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, kind, at, props)| (id, EventFact { kind, occurred_at: from_micros(at), properties: props.0 }))
+            .map(|(id, kind, at, props)| {
+                (
+                    id,
+                    EventFact {
+                        kind,
+                        occurred_at: from_micros(at),
+                        properties: props.0,
+                    },
+                )
+            })
             .collect())
     }
 
-    async fn load_cap_usage(&mut self, ids: &[i64], rules: &[String], since: i64) -> StoreResult<Vec<(i64, String, i64, i64)>> {
+    async fn load_cap_usage(
+        &mut self,
+        ids: &[i64],
+        rules: &[String],
+        since: i64,
+    ) -> StoreResult<Vec<(i64, String, i64, i64)>> {
         let rows: Option<String> = sqlx::query_scalar(
             "SELECT json_group_array(json_array(lead_id, rule, occurred_at, delta)) FROM score_changes \
              WHERE lead_id IN (SELECT value FROM json_each($1)) AND rule IN (SELECT value FROM json_each($2)) AND occurred_at >= $3",
@@ -402,10 +486,12 @@ impl Tx for SqliteTx {
         if email_hashes.is_empty() {
             return Ok(HashSet::new());
         }
-        let rows: Vec<String> = sqlx::query_scalar("SELECT email_hash FROM suppressions WHERE email_hash IN (SELECT value FROM json_each($1))")
-            .bind(json_strings(email_hashes))
-            .fetch_all(&mut *self.0)
-            .await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT email_hash FROM suppressions WHERE email_hash IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_strings(email_hashes))
+        .fetch_all(&mut *self.0)
+        .await?;
         Ok(rows.into_iter().collect())
     }
 
