@@ -15,7 +15,8 @@ const RULES: &str = include_str!("../campaigns/rules.yaml");
 const ICP: &str = include_str!("../campaigns/segments/icp.yaml");
 const TOPICS: [&str; 3] = ["IoT", "AI", "Energy"];
 
-pub async fn ingest(total: usize, database_url: Option<String>, batch: usize) -> Result<()> {
+pub async fn ingest(total: usize, database_url: Option<String>, batch: usize, streams: usize) -> Result<()> {
+    let streams = streams.max(1);
     let dir = tempfile_dir()?;
     let (store, label): (Arc<dyn nurture_engine::store::Store>, String) = match &database_url {
         Some(url) if url.starts_with("postgres") => {
@@ -38,25 +39,37 @@ pub async fn ingest(total: usize, database_url: Option<String>, batch: usize) ->
     store.migrate().await?;
     let playbook = Playbook::from_files(&[("rules.yaml".into(), RULES.into()), ("icp.yaml".into(), ICP.into())])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Engine::new(store, playbook, Arc::new(SystemClock));
+    let engine = Arc::new(Engine::new(store, playbook, Arc::new(SystemClock)));
     let leads = (total / 10).max(1);
     // The events are made before the clock starts: the figure is the engine's, not the generator's.
-    let mut batches: Vec<Vec<EventInput>> = Vec::new();
-    let mut produced = 0;
-    while produced < total {
-        let n = batch.min(total - produced);
-        batches.push((produced..produced + n).map(|i| synthetic(i, leads)).collect());
-        produced += n;
+    // Each stream is one client sending batches one after another, for its own share of the
+    // leads (as CRM connections partitioned by account would).
+    let mut per_stream: Vec<Vec<EventInput>> = vec![Vec::new(); streams];
+    for i in 0..total {
+        per_stream[(i % leads) % streams].push(synthetic(i, leads));
     }
     let started = Instant::now();
+    let mut tasks = Vec::new();
+    for events in per_stream {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0;
+            let mut events = events.into_iter().peekable();
+            while events.peek().is_some() {
+                let chunk: Vec<EventInput> = events.by_ref().take(batch).collect();
+                accepted += engine.ingest_events(chunk).await?.accepted;
+            }
+            anyhow::Ok(accepted)
+        }));
+    }
     let mut accepted = 0;
-    for events in batches {
-        accepted += engine.ingest_events(events).await?.accepted;
+    for task in tasks {
+        accepted += task.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"bench": "ingest", "backend": label, "events": accepted, "leads": leads, "batch": batch, "seconds": (seconds * 1000.0).round() / 1000.0, "events_per_s": (accepted as f64 / seconds).round()})
+        json!({"bench": "ingest", "backend": label, "events": accepted, "leads": leads, "batch": batch, "streams": streams, "seconds": (seconds * 1000.0).round() / 1000.0, "events_per_s": (accepted as f64 / seconds).round()})
     );
     if let Some(url) = database_url.filter(|u| u.starts_with("postgres")) {
         drop_schema(&url, &format!("bench_{}", std::process::id())).await?;

@@ -126,9 +126,13 @@ enum BenchCommand {
         /// Defaults to a fresh SQLite file in a temporary directory.
         #[arg(long)]
         database_url: Option<String>,
-        /// Events per batch (one transaction each).
-        #[arg(long, default_value_t = 10_000)]
+        /// Events per batch (one request, one transaction).
+        #[arg(long, default_value_t = 5_000)]
         batch: usize,
+        /// Concurrent clients, each sending batches for its own share of the leads; defaults to
+        /// one per CPU core, as a server takes requests from several CRM connections at once.
+        #[arg(long)]
+        streams: Option<usize>,
     },
 }
 
@@ -210,8 +214,12 @@ async fn run(cli: Cli) -> Result<()> {
                     events,
                     database_url,
                     batch,
+                    streams,
                 },
-        } => bench::ingest(events, database_url, batch).await,
+        } => {
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            bench::ingest(events, database_url, batch, streams.unwrap_or(cores)).await
+        }
     }
 }
 

@@ -464,15 +464,31 @@ impl Tx for PgTx {
     }
 
     async fn insert_events(&mut self, events: &[NewEvent]) -> StoreResult<HashSet<String>> {
+        // Typed arrays, unnested server-side: cheaper to decode than one large jsonb document.
         let mut inserted = HashSet::new();
         for chunk in events.chunks(5_000) {
+            let lead_ids: Vec<i64> = chunk.iter().map(|e| e.lead_id).collect();
+            let kinds: Vec<&str> = chunk.iter().map(|e| e.kind.as_str()).collect();
+            let properties: Vec<String> =
+                chunk.iter().map(|e| serde_json::to_string(&e.properties).unwrap_or_else(|_| "{}".into())).collect();
+            let occurred: Vec<i64> = chunk.iter().map(|e| e.occurred_at).collect();
+            let received: Vec<i64> = chunk.iter().map(|e| e.received_at).collect();
+            let keys: Vec<Option<&str>> = chunk.iter().map(|e| e.idempotency_key.as_deref()).collect();
+            let sources: Vec<Option<&str>> = chunk.iter().map(|e| e.source.as_deref()).collect();
             let keys: Vec<Option<String>> = sqlx::query_scalar(
                 "INSERT INTO events (lead_id, type, properties, occurred_at, received_at, idempotency_key, source) \
-                 SELECT lead_id, type, properties, occurred_at, received_at, idempotency_key, source \
-                 FROM jsonb_to_recordset($1::jsonb) AS r(lead_id bigint, type text, properties jsonb, occurred_at bigint, received_at bigint, idempotency_key text, source text) \
+                 SELECT lead_id, type, properties::jsonb, occurred_at, received_at, idempotency_key, source \
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[]) \
+                 AS r(lead_id, type, properties, occurred_at, received_at, idempotency_key, source) \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
             )
-            .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .bind(&lead_ids)
+            .bind(&kinds)
+            .bind(&properties)
+            .bind(&occurred)
+            .bind(&received)
+            .bind(&keys)
+            .bind(&sources)
             .fetch_all(&mut *self.tx)
             .await
             .map_err(StoreError::from_sqlx)?;
