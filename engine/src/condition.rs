@@ -94,6 +94,24 @@ pub struct EventFact {
     pub properties: Map<String, Value>,
 }
 
+impl EventFact {
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            kind: &self.kind,
+            occurred_at: self.occurred_at,
+            properties: &self.properties,
+        }
+    }
+}
+
+/// A borrowed behaviour event, so that a batch can be evaluated without copying its properties.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventView<'a> {
+    pub kind: &'a str,
+    pub occurred_at: DateTime<Utc>,
+    pub properties: &'a Map<String, Value>,
+}
+
 /// What a condition may ask about a lead. Rules evaluation supplies the lead, its tags and
 /// recent events; the campaign engine adds answers about the messages of an enrollment.
 pub trait Facts {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::clock::{to_micros, Clock};
-use crate::condition::EventFact;
+use crate::condition::EventView;
 use crate::event::EventInput;
 use crate::lead::{ChannelConsent, ConsentStatus, EmailAddress, FieldError, Lead, LeadId, LeadInput, LeadRef};
 use crate::nurture::{Changes, LeadState};
@@ -386,41 +386,43 @@ impl Engine {
         let playbook = self.playbook();
         let mut report = IngestReport::default();
         let mut seen_keys = HashSet::new();
-        let mut valid: Vec<(usize, EventInput)> = Vec::with_capacity(inputs.len());
-        for (index, input) in inputs.iter().cloned().enumerate() {
+        // (index in the request, the event, its lead's e-mail normalised once)
+        let mut valid: Vec<(usize, &EventInput, Option<String>)> = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.iter().enumerate() {
             let errors = input.validate();
             if !errors.is_empty() {
                 let error = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
                 report.rejected.push(Rejected { index, error });
-            } else if input
-                .idempotency_key
-                .as_ref()
-                .is_some_and(|k| !seen_keys.insert(k.clone()))
-            {
+            } else if input.idempotency_key.as_deref().is_some_and(|k| !seen_keys.insert(k)) {
                 report.duplicates += 1;
             } else {
-                valid.push((index, input));
+                let email = input
+                    .lead
+                    .email
+                    .as_deref()
+                    .and_then(|e| EmailAddress::parse(e).ok())
+                    .map(|e| e.into_string());
+                valid.push((index, input, email));
             }
         }
         if valid.is_empty() {
             return Ok(report);
         }
         let mut tx = self.store.begin().await?;
-        let refs = |f: fn(&LeadRef) -> Option<String>| valid.iter().filter_map(move |(_, e)| f(&e.lead));
-        let ids: Vec<i64> = refs(|r| r.id.clone()).filter_map(|id| id.parse().ok()).collect();
-        let emails: Vec<String> = refs(|r| {
-            r.email
-                .as_deref()
-                .and_then(|e| EmailAddress::parse(e).ok())
-                .map(|e| e.as_str().to_owned())
-        })
-        .collect();
-        let exts: Vec<String> = refs(|r| r.external_id.as_ref().map(|x| x.trim().to_owned())).collect();
+        let ids: Vec<i64> = valid
+            .iter()
+            .filter_map(|(_, e, _)| e.lead.id.as_deref()?.parse().ok())
+            .collect();
+        let emails: Vec<String> = valid.iter().filter_map(|(_, _, email)| email.clone()).collect();
+        let exts: Vec<String> = valid
+            .iter()
+            .filter_map(|(_, e, _)| e.lead.external_id.as_deref().map(|x| x.trim().to_owned()))
+            .collect();
         let (ids, emails, exts) = (distinct(ids), distinct(emails), distinct(exts));
         let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
         let mut slot_of: Vec<Option<usize>> = Vec::with_capacity(valid.len());
-        for (index, event) in &valid {
-            match book.resolve_ref(&event.lead, event.source.as_deref()) {
+        for (index, event, email) in &valid {
+            match book.resolve_ref(&event.lead, email.as_deref(), event.source.as_deref()) {
                 Ok(slot) => slot_of.push(Some(slot)),
                 Err(error) => {
                     report.rejected.push(Rejected { index: *index, error });
@@ -445,27 +447,27 @@ impl Engine {
         let rows: Vec<NewEvent> = valid
             .iter()
             .zip(&slot_of)
-            .filter_map(|((_, e), slot)| {
+            .filter_map(|((_, e, _), slot)| {
                 slot.map(|s| NewEvent {
                     lead_id: book.leads[s].id.0,
-                    kind: e.kind.clone(),
-                    properties: e.properties.clone(),
+                    kind: &e.kind,
+                    properties: &e.properties,
                     occurred_at: to_micros(e.occurred_at.unwrap_or(now)),
                     received_at: to_micros(now),
-                    idempotency_key: e.idempotency_key.clone(),
-                    source: e.source.clone(),
+                    idempotency_key: e.idempotency_key.as_deref(),
+                    source: e.source.as_deref(),
                 })
             })
             .collect();
         let inserted_keys = tx.insert_events(&rows).await?;
-        let mut per_lead: BTreeMap<i64, Vec<EventFact>> = BTreeMap::new();
-        for row in rows {
-            if row.idempotency_key.as_ref().is_some_and(|k| !inserted_keys.contains(k)) {
+        let mut per_lead: BTreeMap<i64, Vec<EventView>> = BTreeMap::new();
+        for row in &rows {
+            if row.idempotency_key.is_some_and(|k| !inserted_keys.contains(k)) {
                 report.duplicates += 1;
                 continue;
             }
             report.accepted += 1;
-            per_lead.entry(row.lead_id).or_default().push(EventFact {
+            per_lead.entry(row.lead_id).or_default().push(EventView {
                 kind: row.kind,
                 occurred_at: crate::clock::from_micros(row.occurred_at),
                 properties: row.properties,
@@ -494,7 +496,7 @@ impl Engine {
             if let Some(events) = per_lead.get_mut(id) {
                 events.sort_by_key(|e| e.occurred_at);
                 for event in events.iter() {
-                    state.apply_event(&playbook.rules, event, now, &mut changes);
+                    state.apply_event(&playbook.rules, *event, now, &mut changes);
                 }
             }
             state.check_mql(&playbook, now, &mut changes);
@@ -813,7 +815,7 @@ impl LeadBook {
 
     /// The slot an event's lead reference names, creating the lead for an unknown e-mail or
     /// external id (with the event's source).
-    fn resolve_ref(&mut self, by: &LeadRef, source: Option<&str>) -> Result<usize, String> {
+    fn resolve_ref(&mut self, by: &LeadRef, email: Option<&str>, source: Option<&str>) -> Result<usize, String> {
         if let Some(id) = &by.id {
             return id
                 .parse::<i64>()
@@ -821,22 +823,16 @@ impl LeadBook {
                 .and_then(|id| self.by_id.get(&id).copied())
                 .ok_or_else(|| format!("lead {id} not found"));
         }
-        let email = by
-            .email
-            .as_deref()
-            .and_then(|e| EmailAddress::parse(e).ok())
-            .map(|e| e.as_str().to_owned());
-        let ext = by.external_id.as_ref().map(|x| x.trim().to_owned());
+        let ext = by.external_id.as_deref().map(str::trim);
         if let Some(slot) = ext
-            .as_ref()
             .and_then(|x| self.by_ext.get(x))
-            .or_else(|| email.as_ref().and_then(|e| self.by_email.get(e)))
+            .or_else(|| email.and_then(|e| self.by_email.get(e)))
         {
             return Ok(*slot);
         }
         let mut lead = Lead::new(LeadId(0), Utc::now());
-        lead.email = email;
-        lead.external_id = ext;
+        lead.email = email.map(str::to_owned);
+        lead.external_id = ext.map(str::to_owned);
         if let Some(source) = source.filter(|s| !s.trim().is_empty()) {
             lead.fields.insert("source".into(), source.to_owned());
         }

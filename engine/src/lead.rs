@@ -121,6 +121,10 @@ impl EmailAddress {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 /// The channels a lead can opt out of.
@@ -496,6 +500,9 @@ pub fn text_problem(text: &str) -> Option<String> {
 
 /// [`json_nul_path`] for an object's entries.
 pub fn map_nul_path(map: &Map<String, Value>, path: &str) -> Option<String> {
+    if !map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return None;
+    }
     map.iter().find_map(|(k, v)| {
         let here = format!("{path}.{k}");
         if k.contains('\0') {
@@ -504,6 +511,15 @@ pub fn map_nul_path(map: &Map<String, Value>, path: &str) -> Option<String> {
             json_nul_path(v, &here)
         }
     })
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// The path of the first string (or key) in a JSON value that holds a NUL character; neither

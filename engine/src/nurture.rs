@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::condition::{EventFact, Facts};
+use crate::condition::{EventFact, EventView, Facts};
 use crate::lead::{Lead, LeadId, Stage};
 use crate::playbook::{Playbook, Rules, TaggingRule};
 use crate::tag::{normalize_tag, slug, Actor, ScoreChange, TagChange, TagFamily};
@@ -121,17 +121,17 @@ impl LeadState {
     }
 
     /// Applies the tagging rules to one behaviour event of this lead.
-    pub fn apply_event(&mut self, rules: &Rules, event: &EventFact, now: DateTime<Utc>, out: &mut Changes) {
+    pub fn apply_event(&mut self, rules: &Rules, event: EventView<'_>, now: DateTime<Utc>, out: &mut Changes) {
         if self.lead.last_activity_at.is_none_or(|t| t < event.occurred_at) {
             self.lead.last_activity_at = Some(event.occurred_at);
             self.dirty = true;
         }
-        for rule in rules.tagging.iter().filter(|r| r.matches(event)) {
+        for rule in rules.tagging.iter().filter(|r| r.matches(&event)) {
             let actor = Actor::Rule(rule.id.clone());
             for tag in &rule.tags {
                 self.add_tag(tag, TagFamily::of_rule_tag(tag), &actor, now, out);
             }
-            if let Some(tag) = rule.tag_from(event) {
+            if let Some(tag) = rule.tag_from(&event) {
                 self.add_tag(&tag, TagFamily::of_rule_tag(&tag), &actor, now, out);
             }
             let points = self.capped_points(rule, event.occurred_at);
@@ -139,7 +139,7 @@ impl LeadState {
                 ScoreChange {
                     lead_id: self.lead.id,
                     delta: points,
-                    reason: event.kind.clone(),
+                    reason: event.kind.to_owned(),
                     actor: actor.clone(),
                     rule: rule.cap.map(|_| rule.id.clone()),
                     occurred_at: event.occurred_at,
@@ -244,16 +244,16 @@ impl LeadState {
 
 impl TaggingRule {
     /// Whether this rule fires for the event.
-    pub fn matches(&self, event: &EventFact) -> bool {
+    pub fn matches(&self, event: &EventView<'_>) -> bool {
         self.event == event.kind
             && self
                 .properties
                 .as_ref()
-                .is_none_or(|w| crate::condition::properties_match(w, &event.properties))
+                .is_none_or(|w| crate::condition::properties_match(w, event.properties))
     }
 
     /// The tag `tags_from` derives from the event, if the property is there.
-    pub fn tag_from(&self, event: &EventFact) -> Option<String> {
+    pub fn tag_from(&self, event: &EventView<'_>) -> Option<String> {
         let from = self.tags_from.as_ref()?;
         let text = match event.properties.get(&from.field)? {
             serde_json::Value::String(s) => s.clone(),
@@ -305,16 +305,21 @@ mod tests {
         let pb = playbook();
         let mut s = state();
         let mut out = Changes::default();
-        s.apply_event(&pb.rules, &event("whitepaper_downloaded", 1, json!({})), t(1), &mut out);
         s.apply_event(
             &pb.rules,
-            &event("webinar_attended", 2, json!({"topic": "Smart Factory"})),
+            event("whitepaper_downloaded", 1, json!({})).view(),
+            t(1),
+            &mut out,
+        );
+        s.apply_event(
+            &pb.rules,
+            event("webinar_attended", 2, json!({"topic": "Smart Factory"})).view(),
             t(2),
             &mut out,
         );
         s.apply_event(
             &pb.rules,
-            &event("page_view", 2, json!({"path": "/blog"})),
+            event("page_view", 2, json!({"path": "/blog"})).view(),
             t(2),
             &mut out,
         );
@@ -340,7 +345,7 @@ mod tests {
         for day in [0, 1, 2, 3, 4] {
             s.apply_event(
                 &pb.rules,
-                &event("page_view", day, json!({"path": "/pricing"})),
+                event("page_view", day, json!({"path": "/pricing"})).view(),
                 t(day),
                 &mut out,
             );
@@ -348,7 +353,7 @@ mod tests {
         assert_eq!(s.lead.score, 15, "the cap is 15 per 30 days");
         s.apply_event(
             &pb.rules,
-            &event("page_view", 31, json!({"path": "/pricing/x"})),
+            event("page_view", 31, json!({"path": "/pricing/x"})).view(),
             t(31),
             &mut out,
         );
@@ -399,14 +404,19 @@ mod tests {
         for day in 0..5 {
             s.apply_event(
                 &pb.rules,
-                &event("whitepaper_downloaded", day, json!({})),
+                event("whitepaper_downloaded", day, json!({})).view(),
                 t(day),
                 &mut out,
             );
             s.check_mql(&pb, t(day), &mut out);
         }
         assert_eq!(s.lead.stage, Stage::New, "50 points is not yet MQL");
-        s.apply_event(&pb.rules, &event("whitepaper_downloaded", 5, json!({})), t(5), &mut out);
+        s.apply_event(
+            &pb.rules,
+            event("whitepaper_downloaded", 5, json!({})).view(),
+            t(5),
+            &mut out,
+        );
         s.check_mql(&pb, t(5), &mut out);
         assert_eq!(s.lead.stage, Stage::Mql);
         assert_eq!(out.handoffs.len(), 1);

@@ -60,17 +60,17 @@ pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     }
 }
 
-/// A new behaviour event, resolved to its lead.
+/// A new behaviour event, resolved to its lead; borrows from the request.
 #[derive(Debug, Clone, Serialize)]
-pub struct NewEvent {
+pub struct NewEvent<'a> {
     pub lead_id: i64,
     #[serde(rename = "type")]
-    pub kind: String,
-    pub properties: Map<String, Value>,
+    pub kind: &'a str,
+    pub properties: &'a Map<String, Value>,
     pub occurred_at: i64,
     pub received_at: i64,
-    pub idempotency_key: Option<String>,
-    pub source: Option<String>,
+    pub idempotency_key: Option<&'a str>,
+    pub source: Option<&'a str>,
 }
 
 /// Filters of `GET /v1/leads` that the database answers; segments are evaluated by the engine.
@@ -207,7 +207,7 @@ pub trait Tx: Send {
     /// Which of these e-mails were erased before and must stay suppressed.
     async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>>;
     /// Inserts events; returns the idempotency keys that were new (events without a key are always new).
-    async fn insert_events(&mut self, events: &[NewEvent]) -> StoreResult<HashSet<String>>;
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>>;
     /// Writes tag changes (current tags and log), score ledger entries and handoff requests.
     async fn write_changes(&mut self, changes: &Changes) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;

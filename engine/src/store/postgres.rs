@@ -463,18 +463,20 @@ impl Tx for PgTx {
         Ok(rows.into_iter().collect())
     }
 
-    async fn insert_events(&mut self, events: &[NewEvent]) -> StoreResult<HashSet<String>> {
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>> {
         // Typed arrays, unnested server-side: cheaper to decode than one large jsonb document.
         let mut inserted = HashSet::new();
         for chunk in events.chunks(5_000) {
             let lead_ids: Vec<i64> = chunk.iter().map(|e| e.lead_id).collect();
-            let kinds: Vec<&str> = chunk.iter().map(|e| e.kind.as_str()).collect();
-            let properties: Vec<String> =
-                chunk.iter().map(|e| serde_json::to_string(&e.properties).unwrap_or_else(|_| "{}".into())).collect();
+            let kinds: Vec<&str> = chunk.iter().map(|e| e.kind).collect();
+            let properties: Vec<String> = chunk
+                .iter()
+                .map(|e| serde_json::to_string(e.properties).unwrap_or_else(|_| "{}".into()))
+                .collect();
             let occurred: Vec<i64> = chunk.iter().map(|e| e.occurred_at).collect();
             let received: Vec<i64> = chunk.iter().map(|e| e.received_at).collect();
-            let keys: Vec<Option<&str>> = chunk.iter().map(|e| e.idempotency_key.as_deref()).collect();
-            let sources: Vec<Option<&str>> = chunk.iter().map(|e| e.source.as_deref()).collect();
+            let keys: Vec<Option<&str>> = chunk.iter().map(|e| e.idempotency_key).collect();
+            let sources: Vec<Option<&str>> = chunk.iter().map(|e| e.source).collect();
             let keys: Vec<Option<String>> = sqlx::query_scalar(
                 "INSERT INTO events (lead_id, type, properties, occurred_at, received_at, idempotency_key, source) \
                  SELECT lead_id, type, properties::jsonb, occurred_at, received_at, idempotency_key, source \

@@ -495,7 +495,7 @@ impl Tx for SqliteTx {
         Ok(rows.into_iter().collect())
     }
 
-    async fn insert_events(&mut self, events: &[NewEvent]) -> StoreResult<HashSet<String>> {
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>> {
         let mut inserted = HashSet::new();
         for chunk in events.chunks(5_000) {
             let keys: Vec<Option<String>> = sqlx::query_scalar(
