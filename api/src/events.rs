@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use nurture_engine::access::Role;
@@ -27,52 +27,54 @@ async fn ingest(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = caller.require(&[Role::Crm, Role::Marketer]) {
-        return e.into_response();
-    }
-    let raw = match body::bytes(raw) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    idempotency::once(&state, &caller, "POST /v1/events", &headers, &raw, async {
-        match body::one_or_many(&raw)? {
-            OneOrMany::One(value) => {
-                let event: EventInput = body::typed(value).map_err(|e| ApiError::invalid(vec![e]))?;
-                let errors = event.validate();
-                if !errors.is_empty() {
-                    return Err(ApiError::invalid(errors));
-                }
-                let report = state.engine.ingest_events(vec![event]).await?;
-                if let Some(rejected) = report.rejected.first() {
-                    return Err(ApiError::NotFound(rejected.error.clone()));
-                }
-                Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or(Value::Null)))
-            }
-            OneOrMany::Many(items) => {
-                let mut events = Vec::with_capacity(items.len());
-                let mut positions = Vec::with_capacity(items.len());
-                let mut rejected = Vec::new();
-                for (index, item) in items.into_iter().enumerate() {
-                    match body::typed::<EventInput>(item) {
-                        Ok(event) => {
-                            positions.push(index);
-                            events.push(event);
-                        }
-                        Err(e) => rejected.push(Rejected {
-                            index,
-                            error: e.to_string(),
-                        }),
+    let (state, caller) = (&state, &caller);
+    idempotency::write(
+        state,
+        caller,
+        &[Role::Crm, Role::Marketer],
+        "POST /v1/events",
+        &headers,
+        raw,
+        |raw| async move {
+            match body::one_or_many(&raw)? {
+                OneOrMany::One(value) => {
+                    let event: EventInput = body::typed(value).map_err(|e| ApiError::invalid(vec![e]))?;
+                    let errors = event.validate();
+                    if !errors.is_empty() {
+                        return Err(ApiError::invalid(errors));
                     }
+                    let report = state.engine.ingest_events(vec![event]).await?;
+                    if let Some(rejected) = report.rejected.first() {
+                        return Err(ApiError::NotFound(rejected.error.clone()));
+                    }
+                    Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or(Value::Null)))
                 }
-                let mut report = state.engine.ingest_events(events).await?;
-                for r in &mut report.rejected {
-                    r.index = positions[r.index];
+                OneOrMany::Many(items) => {
+                    let mut events = Vec::with_capacity(items.len());
+                    let mut positions = Vec::with_capacity(items.len());
+                    let mut rejected = Vec::new();
+                    for (index, item) in items.into_iter().enumerate() {
+                        match body::typed::<EventInput>(item) {
+                            Ok(event) => {
+                                positions.push(index);
+                                events.push(event);
+                            }
+                            Err(e) => rejected.push(Rejected {
+                                index,
+                                error: e.to_string(),
+                            }),
+                        }
+                    }
+                    let mut report = state.engine.ingest_events(events).await?;
+                    for r in &mut report.rejected {
+                        r.index = positions[r.index];
+                    }
+                    report.rejected.extend(rejected);
+                    report.rejected.sort_by_key(|r| r.index);
+                    Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or(Value::Null)))
                 }
-                report.rejected.extend(rejected);
-                report.rejected.sort_by_key(|r| r.index);
-                Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or(Value::Null)))
             }
-        }
-    })
+        },
+    )
     .await
 }

@@ -1,7 +1,10 @@
 //! `Idempotency-Key`: the same key twice has the effect of once and returns the first answer.
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nurture_engine::access::Role;
 use nurture_engine::store::Idempotency;
 use serde_json::Value;
 use std::future::Future;
@@ -9,6 +12,31 @@ use std::future::Future;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
+
+/// The frame of every write a client may retry: the role check, the body (413 when too large),
+/// then `work` on the body, at most once per `Idempotency-Key`.
+pub async fn write<F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    roles: &[Role],
+    route: &str,
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+    work: F,
+) -> Response
+where
+    F: FnOnce(Bytes) -> Fut,
+    Fut: Future<Output = Result<(StatusCode, Value), ApiError>>,
+{
+    if let Err(e) = caller.require(roles) {
+        return e.into_response();
+    }
+    let raw = match crate::body::bytes(raw) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    once(state, caller, route, headers, &raw.clone(), work(raw)).await
+}
 
 /// Runs `work` at most once per (caller, route, key). Without the header, it just runs.
 pub async fn once<F>(

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use nurture_engine::access::Role;
@@ -59,26 +59,28 @@ async fn upsert(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = caller.require(WRITERS) {
-        return e.into_response();
-    }
-    let raw = match body::bytes(raw) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    idempotency::once(&state, &caller, "PUT /v1/leads", &headers, &raw, async {
-        let input: LeadInput = body::object(&raw)?;
-        let mut results = state
-            .engine
-            .upsert_leads(vec![(Target::Keys, input)], &caller.actor())
-            .await?;
-        match results.pop() {
-            Some(Ok(Upserted::Created(view))) => Ok((StatusCode::CREATED, lead_json(&view))),
-            Some(Ok(Upserted::Updated(view))) => Ok((StatusCode::OK, lead_json(&view))),
-            Some(Err(e)) => Err(item_error(e)),
-            None => Err(ApiError::Internal("an upsert returned no result".into())),
-        }
-    })
+    let (state, caller) = (&state, &caller);
+    idempotency::write(
+        state,
+        caller,
+        WRITERS,
+        "PUT /v1/leads",
+        &headers,
+        raw,
+        |raw| async move {
+            let input: LeadInput = body::object(&raw)?;
+            let mut results = state
+                .engine
+                .upsert_leads(vec![(Target::Keys, input)], &caller.actor())
+                .await?;
+            match results.pop() {
+                Some(Ok(Upserted::Created(view))) => Ok((StatusCode::CREATED, lead_json(&view))),
+                Some(Ok(Upserted::Updated(view))) => Ok((StatusCode::OK, lead_json(&view))),
+                Some(Err(e)) => Err(item_error(e)),
+                None => Err(ApiError::Internal("an upsert returned no result".into())),
+            }
+        },
+    )
     .await
 }
 
@@ -88,59 +90,61 @@ async fn bulk(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = caller.require(WRITERS) {
-        return e.into_response();
-    }
-    let raw = match body::bytes(raw) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    idempotency::once(&state, &caller, "POST /v1/leads/bulk", &headers, &raw, async {
-        let items = match body::one_or_many(&raw)? {
-            body::OneOrMany::Many(items) => items,
-            body::OneOrMany::One(_) => {
-                return Err(ApiError::invalid(vec![FieldError::new(
-                    "body",
-                    format!("must be a JSON array of up to {MAX_BATCH} leads"),
-                )]))
-            }
-        };
-        let mut parsed: Vec<Result<LeadInput, FieldError>> = items.into_iter().map(body::typed).collect();
-        let inputs: Vec<(Target, LeadInput)> = parsed
-            .iter_mut()
-            .filter_map(|p| p.as_mut().ok().map(|i| (Target::Keys, std::mem::take(i))))
-            .collect();
-        let mut results = state.engine.upsert_leads(inputs, &caller.actor()).await?.into_iter();
-        let (mut created, mut updated, mut rejected) = (0, 0, 0);
-        let mut out = Vec::with_capacity(parsed.len());
-        for (index, p) in parsed.into_iter().enumerate() {
-            let result = match p {
-                Err(e) => Err(ApiError::invalid(vec![e])),
-                Ok(_) => results
-                    .next()
-                    .unwrap_or(Err(ItemError::Conflict("not written".into())))
-                    .map_err(item_error),
+    let (state, caller) = (&state, &caller);
+    idempotency::write(
+        state,
+        caller,
+        WRITERS,
+        "POST /v1/leads/bulk",
+        &headers,
+        raw,
+        |raw| async move {
+            let items = match body::one_or_many(&raw)? {
+                body::OneOrMany::Many(items) => items,
+                body::OneOrMany::One(_) => {
+                    return Err(ApiError::invalid(vec![FieldError::new(
+                        "body",
+                        format!("must be a JSON array of up to {MAX_BATCH} leads"),
+                    )]))
+                }
             };
-            out.push(match result {
-                Ok(Upserted::Created(v)) => {
-                    created += 1;
-                    json!({"index": index, "status": "created", "id": v.lead.id})
-                }
-                Ok(Upserted::Updated(v)) => {
-                    updated += 1;
-                    json!({"index": index, "status": "updated", "id": v.lead.id})
-                }
-                Err(e) => {
-                    rejected += 1;
-                    json!({"index": index, "status": "rejected", "error": e.body()["error"]})
-                }
-            });
-        }
-        Ok((
-            StatusCode::OK,
-            json!({"created": created, "updated": updated, "rejected": rejected, "items": out}),
-        ))
-    })
+            let mut parsed: Vec<Result<LeadInput, FieldError>> = items.into_iter().map(body::typed).collect();
+            let inputs: Vec<(Target, LeadInput)> = parsed
+                .iter_mut()
+                .filter_map(|p| p.as_mut().ok().map(|i| (Target::Keys, std::mem::take(i))))
+                .collect();
+            let mut results = state.engine.upsert_leads(inputs, &caller.actor()).await?.into_iter();
+            let (mut created, mut updated, mut rejected) = (0, 0, 0);
+            let mut out = Vec::with_capacity(parsed.len());
+            for (index, p) in parsed.into_iter().enumerate() {
+                let result = match p {
+                    Err(e) => Err(ApiError::invalid(vec![e])),
+                    Ok(_) => results
+                        .next()
+                        .unwrap_or(Err(ItemError::Conflict("not written".into())))
+                        .map_err(item_error),
+                };
+                out.push(match result {
+                    Ok(Upserted::Created(v)) => {
+                        created += 1;
+                        json!({"index": index, "status": "created", "id": v.lead.id})
+                    }
+                    Ok(Upserted::Updated(v)) => {
+                        updated += 1;
+                        json!({"index": index, "status": "updated", "id": v.lead.id})
+                    }
+                    Err(e) => {
+                        rejected += 1;
+                        json!({"index": index, "status": "rejected", "error": e.body()["error"]})
+                    }
+                });
+            }
+            Ok((
+                StatusCode::OK,
+                json!({"created": created, "updated": updated, "rejected": rejected, "items": out}),
+            ))
+        },
+    )
     .await
 }
 
@@ -228,15 +232,9 @@ async fn patch(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = caller.require(WRITERS) {
-        return e.into_response();
-    }
-    let raw = match body::bytes(raw) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
     let route = format!("PATCH /v1/leads/{id}");
-    idempotency::once(&state, &caller, &route, &headers, &raw, async {
+    let (state, caller) = (&state, &caller);
+    idempotency::write(state, caller, WRITERS, &route, &headers, raw, |raw| async move {
         let id = lead_id(&id)?;
         let input: LeadInput = body::object(&raw)?;
         let view = state.engine.patch_lead(id, input, &caller.actor()).await?;
@@ -267,23 +265,25 @@ async fn tags(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = caller.require(&[Role::Sdr, Role::Marketer, Role::Crm]) {
-        return e.into_response();
-    }
-    let raw = match body::bytes(raw) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
     let route = format!("POST /v1/leads/{id}/tags");
-    idempotency::once(&state, &caller, &route, &headers, &raw, async {
-        let id = lead_id(&id)?;
-        let body: TagsBody = body::object(&raw)?;
-        let view = state
-            .engine
-            .tag_lead(id, &body.add, &body.remove, &caller.actor())
-            .await?;
-        Ok((StatusCode::OK, lead_json(&view)))
-    })
+    let (state, caller) = (&state, &caller);
+    idempotency::write(
+        state,
+        caller,
+        &[Role::Sdr, Role::Marketer, Role::Crm],
+        &route,
+        &headers,
+        raw,
+        |raw| async move {
+            let id = lead_id(&id)?;
+            let body: TagsBody = body::object(&raw)?;
+            let view = state
+                .engine
+                .tag_lead(id, &body.add, &body.remove, &caller.actor())
+                .await?;
+            Ok((StatusCode::OK, lead_json(&view)))
+        },
+    )
     .await
 }
 
@@ -301,29 +301,31 @@ async fn score(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = caller.require(&[Role::Sdr, Role::Marketer]) {
-        return e.into_response();
-    }
-    let raw = match body::bytes(raw) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
     let route = format!("POST /v1/leads/{id}/score");
-    idempotency::once(&state, &caller, &route, &headers, &raw, async {
-        let id = lead_id(&id)?;
-        let body: ScoreBody = body::object(&raw)?;
-        if body.delta == 0 || body.delta.abs() > 1_000_000 {
-            return Err(ApiError::invalid(vec![FieldError::new(
-                "delta",
-                "must be a non-zero whole number of at most 1000000 points",
-            )]));
-        }
-        let view = state
-            .engine
-            .score_lead(id, body.delta, &body.reason, &caller.actor())
-            .await?;
-        Ok((StatusCode::OK, lead_json(&view)))
-    })
+    let (state, caller) = (&state, &caller);
+    idempotency::write(
+        state,
+        caller,
+        &[Role::Sdr, Role::Marketer],
+        &route,
+        &headers,
+        raw,
+        |raw| async move {
+            let id = lead_id(&id)?;
+            let body: ScoreBody = body::object(&raw)?;
+            if body.delta == 0 || body.delta.abs() > 1_000_000 {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    "delta",
+                    "must be a non-zero whole number of at most 1000000 points",
+                )]));
+            }
+            let view = state
+                .engine
+                .score_lead(id, body.delta, &body.reason, &caller.actor())
+                .await?;
+            Ok((StatusCode::OK, lead_json(&view)))
+        },
+    )
     .await
 }
 

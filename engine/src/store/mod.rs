@@ -22,6 +22,199 @@ use crate::tag::TagFamily;
 pub mod postgres;
 pub mod sqlite;
 
+/// Writes an adapter's `impl Store`: its own methods, plus those whose code is the same on both
+/// backends (the same SQL text; only the pool type differs), written once here. The shared
+/// methods use the adapter module's `MIGRATOR`, `LIST_LEADS`, `TIMELINE`, `WRITE_BEGIN` and
+/// `ERASE_LOOKUP`.
+macro_rules! store_impl {
+    ($store:ty { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl Store for $store {
+            $($own)*
+
+        async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
+            let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
+            let email: Option<Option<String>> = sqlx::query_scalar(ERASE_LOOKUP)
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(email) = email else {
+                return Ok(false);
+            };
+            for sql in [
+                "DELETE FROM events WHERE lead_id = $1",
+                "DELETE FROM lead_tags WHERE lead_id = $1",
+                "DELETE FROM tag_changes WHERE lead_id = $1",
+                "DELETE FROM score_changes WHERE lead_id = $1",
+                "DELETE FROM handoffs WHERE lead_id = $1",
+                "DELETE FROM leads WHERE id = $1",
+            ] {
+                sqlx::query(sql).bind(id.0).execute(&mut *tx).await?;
+            }
+            if let Some(email) = email {
+                sqlx::query("INSERT INTO suppressions (email_hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(email_hash(&email))
+                    .bind(to_micros(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        async fn migrate(&self) -> StoreResult<()> {
+            MIGRATOR.run(&self.pool).await?;
+            Ok(())
+        }
+
+        async fn ready(&self) -> StoreResult<bool> {
+            let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+            Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+        }
+
+        async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
+            sqlx::query("INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(name)
+                .bind(role.as_str())
+                .bind(hash)
+                .bind(to_micros(now))
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            Ok(())
+        }
+
+        async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+            let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM api_keys WHERE key_hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|(name, role)| {
+                Ok(ApiKey {
+                    name,
+                    role: role.parse().map_err(StoreError::Corrupt)?,
+                })
+            })
+            .transpose()
+        }
+
+        async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
+                    .bind(id.0)
+                    .fetch_all(&self.pool)
+                    .await?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f)))
+                .collect())
+        }
+
+        async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
+            let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(LIST_LEADS.as_str()))
+                .bind(after.map(|a| a.0).unwrap_or(i64::MIN))
+                .bind(filter.stage.map(|s| s.as_str()))
+                .bind(filter.tag.as_deref())
+                .bind(filter.q.as_deref().map(like_pattern))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            leads_from(rows)
+        }
+
+        async fn timeline(
+            &self,
+            id: LeadId,
+            before: Option<TimelineCursor>,
+            limit: i64,
+        ) -> StoreResult<Vec<TimelineEntry>> {
+            let mut entries = Vec::new();
+            for (kind, sql) in TIMELINE {
+                let (at, bound) = match before {
+                    Some(c) => (c.at, c.id_bound(kind)),
+                    None => (i64::MAX, i64::MAX),
+                };
+                let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql)
+                    .bind(id.0)
+                    .bind(at)
+                    .bind(bound)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                for (seq, at, data) in rows {
+                    entries.push(timeline_entry(kind, seq, at, &data)?);
+                }
+            }
+            Ok(merge_timeline(entries, limit))
+        }
+
+        async fn idempotency_begin(
+            &self,
+            scope: &str,
+            key: &str,
+            fingerprint: &str,
+            now: DateTime<Utc>,
+        ) -> StoreResult<Idempotency> {
+            let now = to_micros(now);
+            let inserted = sqlx::query(
+                "INSERT INTO idempotent_requests (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, created_at = excluded.created_at \
+                 WHERE idempotent_requests.status IS NULL AND idempotent_requests.created_at < $5",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now)
+            .bind(now - IDEMPOTENCY_STALE_MICROS)
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(Idempotency::Proceed);
+            }
+            let row =
+                sqlx::query("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
+                    .bind(scope)
+                    .bind(key)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let (theirs, status, body): (String, Option<i64>, Option<String>) = (row.get(0), row.get(1), row.get(2));
+            Ok(match (theirs == fingerprint, status) {
+                (false, _) => Idempotency::Mismatch,
+                (true, None) => Idempotency::InFlight,
+                (true, Some(status)) => Idempotency::Replay {
+                    status: status as u16,
+                    body: body.unwrap_or_default(),
+                },
+            })
+        }
+
+        async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()> {
+            sqlx::query("UPDATE idempotent_requests SET status = $3, body = $4 WHERE scope = $1 AND key = $2")
+                .bind(scope)
+                .bind(key)
+                .bind(status as i64)
+                .bind(body)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()> {
+            sqlx::query("DELETE FROM idempotent_requests WHERE scope = $1 AND key = $2 AND status IS NULL")
+                .bind(scope)
+                .bind(key)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+        }
+    };
+}
+pub(crate) use store_impl;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another writer got there first (a unique key taken meanwhile); the caller may retry.
