@@ -149,7 +149,7 @@ async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", explain(&e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -221,6 +221,19 @@ async fn run(cli: Cli) -> Result<()> {
             bench::ingest(events, database_url, batch, streams.unwrap_or(cores)).await
         }
     }
+}
+
+/// The error and its causes, each said once: database drivers often repeat their cause in
+/// their own message.
+fn explain(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 fn hex_key() -> String {

@@ -200,3 +200,27 @@ fn csv_import_reports_created_updated_and_rejected_rows() {
         "{stdout}"
     );
 }
+
+#[test]
+fn migrate_creates_and_upgrades_the_database_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let output = nurture(dir.path())
+            .args(["migrate", "--database-url", "sqlite://store.db"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Migrations applied to sqlite://store.db"));
+    }
+    assert!(dir.path().join("store.db").exists());
+    let unreachable = nurture(dir.path())
+        .args(["migrate", "--database-url", "postgres://nobody@127.0.0.1:1/none"])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        stderr.contains("opening the database postgres://nobody@127.0.0.1:1/none"),
+        "{stderr}"
+    );
+}

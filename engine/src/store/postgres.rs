@@ -33,7 +33,14 @@ impl PgStore {
     }
 
     async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new().max_connections(10).connect_with(options).await?;
+        // One direct attempt first: an unreachable server fails at once with the real reason
+        // (refused, unknown database, bad password) instead of a pool timeout 30 s later.
+        sqlx::Connection::close(<sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
         Ok(Self { pool })
     }
 }
