@@ -103,8 +103,11 @@ impl Engine {
         &self.store
     }
 
+    /// Now, to the microsecond: the precision both stores keep, so that an answer and a later
+    /// read of the same lead agree.
     pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+        use chrono::SubsecRound;
+        self.clock.now().trunc_subsecs(6)
     }
 
     pub fn playbook(&self) -> Arc<Playbook> {

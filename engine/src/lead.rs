@@ -197,8 +197,8 @@ pub struct Lead {
     pub id: LeadId,
     pub email: Option<String>,
     pub external_id: Option<String>,
-    /// Values of [`TEXT_FIELDS`], by name; absent fields are not in the map.
-    #[serde(flatten)]
+    /// Values of [`TEXT_FIELDS`], by name; absent fields are not in the map (and show as null).
+    #[serde(flatten, serialize_with = "every_text_field")]
     pub fields: std::collections::BTreeMap<String, String>,
     pub attributes: Map<String, Value>,
     pub stage: Stage,
@@ -211,6 +211,19 @@ pub struct Lead {
     pub last_activity_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub last_decay_at: Option<DateTime<Utc>>,
+}
+
+/// Serialises every named field, `null` where the lead has none, so that clients see one shape.
+fn every_text_field<S: serde::Serializer>(
+    fields: &std::collections::BTreeMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(TEXT_FIELDS.len()))?;
+    for name in TEXT_FIELDS {
+        map.serialize_entry(name, &fields.get(name))?;
+    }
+    map.end()
 }
 
 impl Lead {

@@ -123,6 +123,15 @@ async fn upsert_read_patch_and_erase() {
     assert_eq!(lead["score"], 0);
     assert_eq!(lead["consent"]["email"]["status"], "opted_in");
     assert_eq!(lead["attributes"], json!({"crm_stage": "MQL?"}));
+    assert_eq!(
+        lead["title"],
+        Value::Null,
+        "every named field is there, null when unknown"
+    );
+    assert_eq!(
+        lead["updated_at"], updated.body["updated_at"],
+        "an answer and a later read agree"
+    );
     let by_email = app
         .call("GET", "/v1/leads?email=LI.WEI%40acme.example", Sdr, None)
         .await
