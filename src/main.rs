@@ -223,6 +223,29 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Ctrl-C, or SIGTERM from a service manager: stop taking requests and finish those under way.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("Shutting down.");
+}
+
 /// The error and its causes, each said once: database drivers often repeat their cause in
 /// their own message.
 fn explain(error: &anyhow::Error) -> String {
@@ -299,9 +322,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
-    app.run_until(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("Stopped.");
     Ok(())
 }
