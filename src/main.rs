@@ -303,7 +303,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let explicit =
         std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
     let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook.playbook, explicit, clock).await?);
-    let _ = (&args.templates, &args.public_url, &args.smtp_url, &args.outbox);
+    if args.smtp_url.is_some() || args.outbox.is_some() || args.templates.exists() {
+        // Accepted now so that deployments can be written against the spec's flags; the campaign
+        // engine that sends mail (and builds links from --public-url) uses them.
+        tracing::debug!(public_url = %args.public_url, "Mail settings are read by the campaign engine, which is not running yet.");
+    }
     if !manual {
         let decaying = engine.clone();
         tokio::spawn(async move {
