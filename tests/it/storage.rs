@@ -4,7 +4,7 @@
 
 use chrono::Duration;
 use nurture_engine::access::{key_hash, Role};
-use nurture_engine::engine::{IngestReport, Target, Upserted};
+use nurture_engine::engine::{IngestReport, LeadView, Target, Upserted};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{ConsentStatus, LeadId, LeadInput, LeadRef, Stage};
 use nurture_engine::store::{Idempotency, LeadFilter, TimelineKind};
@@ -50,6 +50,22 @@ fn id_of(u: &Upserted) -> LeadId {
     match u {
         Upserted::Created(v) | Upserted::Updated(v) => v.lead.id,
     }
+}
+
+async fn by_email(t: &TestEngine, email: &str) -> LeadView {
+    let by = LeadRef {
+        email: Some(email.into()),
+        ..Default::default()
+    };
+    t.engine.find_lead(&by).await.unwrap()
+}
+
+async fn search(t: &TestEngine, q: &str) -> (Vec<LeadView>, Option<LeadId>) {
+    let filter = LeadFilter {
+        q: Some(q.into()),
+        ..Default::default()
+    };
+    t.engine.list_leads(&filter, None, None, 10).await.unwrap()
 }
 
 async fn ingest(t: &TestEngine, events: Vec<EventInput>) -> IngestReport {
@@ -119,14 +135,7 @@ async fn upsert_finds_by_email_case_insensitively(t: TestEngine) {
     assert_eq!(view.lead.fields["first_name"], "Wei");
     assert_eq!(view.lead.fields["company"], "Acme");
     assert_eq!(view.lead.stage, Stage::New);
-    let found = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("LI.WEI@acme.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let found = by_email(&t, "LI.WEI@acme.example").await;
     assert_eq!(found.lead.id, id_of(&first));
 }
 
@@ -226,33 +235,9 @@ async fn text_round_trips_exactly(t: TestEngine) {
     assert_eq!(lead.fields["company"], tricky);
     assert_eq!(lead.attributes["note"], tricky);
     assert_eq!(lead.attributes["nested"], json!({"a": [1, "二"]}));
-    let (found, _) = t
-        .engine
-        .list_leads(
-            &LeadFilter {
-                q: Some("drop table".into()),
-                ..Default::default()
-            },
-            None,
-            None,
-            10,
-        )
-        .await
-        .unwrap();
+    let (found, _) = search(&t, "drop table").await;
     assert_eq!(found.len(), 1);
-    let (none, _) = t
-        .engine
-        .list_leads(
-            &LeadFilter {
-                q: Some("%".into()),
-                ..Default::default()
-            },
-            None,
-            None,
-            10,
-        )
-        .await
-        .unwrap();
+    let (none, _) = search(&t, "%").await;
     assert_eq!(none.len(), 1, "% is searched for literally, and the company has one");
 }
 
@@ -263,14 +248,7 @@ async fn event_idempotency_key_stores_once(t: TestEngine) {
     assert_eq!((first.accepted, first.duplicates), (1, 1));
     let again = ingest(&t, vec![e]).await;
     assert_eq!((again.accepted, again.duplicates), (0, 1));
-    let lead = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("li@x.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let lead = by_email(&t, "li@x.example").await;
     assert_eq!(lead.lead.score, 10, "the rule applied once");
     let (timeline, _) = t.engine.timeline(lead.lead.id, None, 100).await.unwrap();
     assert_eq!(timeline.iter().filter(|e| e.kind == TimelineKind::Event).count(), 1);
@@ -281,14 +259,7 @@ async fn event_for_unknown_email_creates_the_lead(t: TestEngine) {
     e.source = Some("Website".into());
     let report = ingest(&t, vec![e]).await;
     assert_eq!(report.accepted, 1);
-    let view = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("new.person@x.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let view = by_email(&t, "new.person@x.example").await;
     assert_eq!(view.lead.stage, Stage::New);
     assert_eq!(view.lead.fields["source"], "Website");
     assert_eq!(view.tags, ["source:website"]);
@@ -317,14 +288,7 @@ async fn tagging_rules_tag_and_score(t: TestEngine) {
         ],
     )
     .await;
-    let view = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("a@x.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let view = by_email(&t, "a@x.example").await;
     assert_eq!(view.tags, ["behaviour:downloaded_whitepaper", "interest:pricing"]);
     assert_eq!(view.lead.score, 15);
     assert_eq!(view.lead.last_activity_at, Some(start()));
@@ -342,14 +306,7 @@ async fn tags_from_derives_interest_tags(t: TestEngine) {
         ],
     )
     .await;
-    let view = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("a@x.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let view = by_email(&t, "a@x.example").await;
     assert_eq!(view.tags, ["interest:topic/smart-factory"]);
     assert_eq!(view.lead.score, 40, "both webinars score; only one had a topic");
 }
@@ -397,24 +354,18 @@ async fn caps_hold_across_batches_and_windows(t: TestEngine) {
     for _ in 0..2 {
         ingest(&t, vec![pricing(), pricing()]).await;
     }
-    let score = |t: &TestEngine| {
-        let engine = t.engine.clone();
-        async move {
-            engine
-                .find_lead(&LeadRef {
-                    email: Some("a@x.example".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .lead
-                .score
-        }
-    };
-    assert_eq!(score(&t).await, 15, "capped at 15 per 30 days across batches");
+    assert_eq!(
+        by_email(&t, "a@x.example").await.lead.score,
+        15,
+        "capped at 15 per 30 days across batches"
+    );
     t.clock.advance(Duration::days(31));
     ingest(&t, vec![pricing()]).await;
-    assert_eq!(score(&t).await, 20, "a new window gives points again");
+    assert_eq!(
+        by_email(&t, "a@x.example").await.lead.score,
+        20,
+        "a new window gives points again"
+    );
 }
 
 async fn decay_is_set_based_and_in_the_ledger(t: TestEngine) {
@@ -434,26 +385,12 @@ async fn decay_is_set_based_and_in_the_ledger(t: TestEngine) {
         "l0 and l1 were inactive 30 days; l2 only 10"
     );
     assert_eq!(t.engine.decay().await.unwrap(), 0, "one decay per period");
-    let score = |email: &str| {
-        let engine = t.engine.clone();
-        let email = email.to_owned();
-        async move {
-            engine
-                .find_lead(&LeadRef {
-                    email: Some(email),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .lead
-        }
-    };
-    assert_eq!(score("l0@x.example").await.score, 36, "40 less 10%");
-    assert_eq!(score("l1@x.example").await.score, 18, "20 less 10%");
-    assert_eq!(score("l2@x.example").await.score, 20);
+    assert_eq!(by_email(&t, "l0@x.example").await.lead.score, 36, "40 less 10%");
+    assert_eq!(by_email(&t, "l1@x.example").await.lead.score, 18, "20 less 10%");
+    assert_eq!(by_email(&t, "l2@x.example").await.lead.score, 20);
     t.clock.advance(Duration::days(30));
     assert_eq!(t.engine.decay().await.unwrap(), 3);
-    let l0 = score("l0@x.example").await;
+    let l0 = by_email(&t, "l0@x.example").await.lead;
     assert_eq!(l0.score, 32, "36 less 10% (rounded up to whole points)");
     let (timeline, _) = t.engine.timeline(l0.id, None, 100).await.unwrap();
     let decays: Vec<i64> = timeline
@@ -481,24 +418,8 @@ async fn mql_moves_the_stage_and_requests_a_handoff(t: TestEngine) {
             .collect::<Vec<_>>()
     };
     ingest(&t, [many("icp@x.example"), many("small@x.example")].concat()).await;
-    let icp = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("icp@x.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .lead;
-    let small = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("small@x.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .lead;
+    let icp = by_email(&t, "icp@x.example").await.lead;
+    let small = by_email(&t, "small@x.example").await.lead;
     assert_eq!((icp.score, icp.stage), (60, Stage::Mql));
     assert_eq!(
         (small.score, small.stage),
@@ -622,16 +543,7 @@ async fn timeline_is_newest_first_and_pages(t: TestEngine) {
         e.occurred_at = Some(start() + Duration::days(day));
         ingest(&t, vec![e]).await;
     }
-    let id = t
-        .engine
-        .find_lead(&LeadRef {
-            email: Some("a@x.example".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .lead
-        .id;
+    let id = by_email(&t, "a@x.example").await.lead.id;
     let (everything, none) = t.engine.timeline(id, None, 100).await.unwrap();
     assert!(none.is_none());
     assert_eq!(everything.len(), 5 + 1 + 5, "5 events, 1 tag change, 5 score changes");
