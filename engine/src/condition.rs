@@ -60,7 +60,7 @@ pub struct FieldTest {
 #[serde(deny_unknown_fields)]
 pub struct EventTest {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Spanned<String>,
     pub within: Option<Span>,
     #[serde(rename = "where")]
     pub properties: Option<Map<String, Value>>,
@@ -152,7 +152,7 @@ impl Condition {
             Condition::Event(test) => {
                 let since = test.within.map(|w| now - w.to_chrono());
                 facts.events().iter().any(|e| {
-                    e.kind == test.kind
+                    e.kind == test.kind.value
                         && e.occurred_at <= now
                         && since.is_none_or(|s| e.occurred_at >= s)
                         && test
@@ -194,7 +194,7 @@ impl Condition {
         }
         match self {
             Condition::Event(test) => {
-                let slot = out.entry(test.kind.clone()).or_insert(test.within);
+                let slot = out.entry(test.kind.value.clone()).or_insert(test.within);
                 *slot = match (*slot, test.within) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     _ => None,
@@ -247,8 +247,8 @@ impl Condition {
             }
             Condition::Not(inner) => inner.check(file, segment_ids, issues),
             Condition::Event(test) => {
-                if let Err(message) = crate::event::check_event_type(&test.kind) {
-                    issues.push(Issue::new(file, message));
+                if let Err(message) = crate::event::check_event_type(&test.kind.value) {
+                    issues.push(Issue::at(file, Position::of(&test.kind.referenced), message));
                 }
             }
             Condition::Score(_) | Condition::Stage(_) | Condition::Field(_) | Condition::Unsubscribed(_) => {}

@@ -348,6 +348,7 @@ impl Playbook {
         }
 
         let mut segment_files: HashMap<String, String> = HashMap::new();
+        let mut segment_positions: HashMap<String, Position> = HashMap::new();
         for (file, spec) in &segment_specs {
             let id = &spec.id.value;
             if !is_playbook_id(id) {
@@ -357,6 +358,9 @@ impl Playbook {
                     format!("segment id {id:?} must be lower-case letters, digits and '-'"),
                 ));
             }
+            segment_positions
+                .entry(id.clone())
+                .or_insert(Position::of(&spec.id.referenced));
             if let Some(first) = segment_files.insert(id.clone(), file.clone()) {
                 issues.push(Issue::at(
                     file,
@@ -371,7 +375,7 @@ impl Playbook {
             spec.when.check(&file, &exists, &mut issues);
             segments.insert(spec.id.value.clone(), spec.when);
         }
-        check_segment_cycles(&segments, &segment_files, &mut issues);
+        check_segment_cycles(&segments, &segment_files, &segment_positions, &mut issues);
 
         let rules = match rules_spec {
             Some((file, spec)) => build_rules(&file, spec, &exists, &mut issues),
@@ -394,7 +398,12 @@ pub fn is_playbook_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-fn check_segment_cycles(segments: &Segments, files: &HashMap<String, String>, issues: &mut Vec<Issue>) {
+fn check_segment_cycles(
+    segments: &Segments,
+    files: &HashMap<String, String>,
+    positions: &HashMap<String, Position>,
+    issues: &mut Vec<Issue>,
+) {
     let mut reported = HashSet::new();
     let mut starts: Vec<&String> = segments.keys().collect();
     starts.sort();
@@ -405,10 +414,12 @@ fn check_segment_cycles(segments: &Segments, files: &HashMap<String, String>, is
             members.sort();
             members.dedup();
             if reported.insert(members) {
-                issues.push(Issue::new(
-                    files.get(start).map(String::as_str).unwrap_or("segments"),
-                    format!("segments refer to each other in a cycle: [ {} ]", cycle.join(" -> ")),
-                ));
+                let file = files.get(start).map(String::as_str).unwrap_or("segments");
+                let message = format!("segments refer to each other in a cycle: [ {} ]", cycle.join(" -> "));
+                issues.push(match positions.get(start) {
+                    Some(position) => Issue::at(file, *position, message),
+                    None => Issue::new(file, message),
+                });
             }
         }
     }
@@ -613,10 +624,19 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "a.yaml: segments refer to each other in a cycle: [ a -> b -> a ]",
+                "a.yaml:2:5: segments refer to each other in a cycle: [ a -> b -> a ]",
                 "d.yaml:2:5: segment \"icp\" is defined twice; the first is in c.yaml",
                 "e.yaml:1:7: unknown kind \"Rulez\"; kinds are Campaign, Rules, Queues and Segment",
             ]
+        );
+    }
+
+    #[test]
+    fn event_types_in_conditions_are_positioned() {
+        let segment = "kind: Segment\nid: webinar-fans\nwhen: { event: { type: Webinar Attended, within: 14d } }\n";
+        assert_eq!(
+            refuse(&[("s.yaml", segment)]),
+            ["s.yaml:3:24: event type \"Webinar Attended\" is not valid: use lower-case letters, digits, '_', '.' or '-', starting with a letter, at most 64 characters (e.g. whitepaper_downloaded)"]
         );
     }
 
