@@ -44,6 +44,9 @@ async fn ingest(
                         return Err(ApiError::invalid(errors));
                     }
                     let report = state.engine.ingest_events(vec![event]).await?;
+                    state
+                        .metrics
+                        .events(report.accepted, report.duplicates, report.rejected.len());
                     if let Some(rejected) = report.rejected.first() {
                         return Err(ApiError::NotFound(rejected.error.clone()));
                     }
@@ -71,6 +74,9 @@ async fn ingest(
                     }
                     report.rejected.extend(rejected);
                     report.rejected.sort_by_key(|r| r.index);
+                    state
+                        .metrics
+                        .events(report.accepted, report.duplicates, report.rejected.len());
                     Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or(Value::Null)))
                 }
             }

@@ -74,8 +74,14 @@ async fn upsert(
                 .upsert_leads(vec![(Target::Keys, input)], &caller.actor())
                 .await?;
             match results.pop() {
-                Some(Ok(Upserted::Created(view))) => Ok((StatusCode::CREATED, lead_json(&view))),
-                Some(Ok(Upserted::Updated(view))) => Ok((StatusCode::OK, lead_json(&view))),
+                Some(Ok(Upserted::Created(view))) => {
+                    state.metrics.leads(1, 0, 0);
+                    Ok((StatusCode::CREATED, lead_json(&view)))
+                }
+                Some(Ok(Upserted::Updated(view))) => {
+                    state.metrics.leads(0, 1, 0);
+                    Ok((StatusCode::OK, lead_json(&view)))
+                }
                 Some(Err(e)) => Err(item_error(e)),
                 None => Err(ApiError::Internal("an upsert returned no result".into())),
             }
@@ -139,10 +145,10 @@ async fn bulk(
                     }
                 });
             }
-            Ok((
-                StatusCode::OK,
-                json!({"created": created, "updated": updated, "rejected": rejected, "items": out}),
-            ))
+            Ok((StatusCode::OK, {
+                state.metrics.leads(created, updated, rejected);
+                json!({"created": created, "updated": updated, "rejected": rejected, "items": out})
+            }))
         },
     )
     .await

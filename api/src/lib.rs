@@ -19,12 +19,14 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod leads;
+pub mod metrics;
 pub mod page;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The whole API.
@@ -32,9 +34,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .merge(leads::router())
         .merge(events::router())
-        .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
+        .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -51,7 +55,10 @@ impl Application {
         let listener = TcpListener::bind(address).await?;
         Ok(Self {
             listener,
-            state: AppState { engine },
+            state: AppState {
+                engine,
+                metrics: Arc::new(metrics::Metrics::new()),
+            },
         })
     }
 

@@ -27,6 +27,58 @@ async fn health_and_readiness() {
     assert_eq!((ready.status, ready.body["status"].as_str()), (200, Some("ready")));
     let missing = app.call("GET", "/v1/nothing", Admin, None).await;
     assert_eq!((missing.status, error_code(&missing.body)), (404, "not_found"));
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"nurture_http_requests_total{method="GET",route="/readyz",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_count_ingestion_and_upserts() {
+    let app = spawn_app().await;
+    create(&app, json!({"email": "a@x.example"})).await;
+    let events = json!([
+        {"lead": {"email": "a@x.example"}, "type": "page_view", "idempotency_key": "k"},
+        {"lead": {"email": "a@x.example"}, "type": "page_view", "idempotency_key": "k"},
+        {"lead": {"email": "a@x.example"}, "type": "Bad"}
+    ]);
+    app.call("POST", "/v1/events", Crm, Some(events)).await;
+    app.call("GET", "/v1/leads/1", Sdr, None).await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"nurture_events_total{outcome="accepted"} 1"#,
+        r#"nurture_events_total{outcome="duplicate"} 1"#,
+        r#"nurture_events_total{outcome="rejected"} 1"#,
+        r#"nurture_lead_upserts_total{outcome="created"} 1"#,
+        r#"nurture_http_requests_total{method="GET",route="/v1/leads/{id}",status="200"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_are_json_404() {
+    let app = spawn_app().await;
+    let missing = app.call("GET", "/v1/nothing", Admin, None).await;
+    assert_eq!((missing.status, error_code(&missing.body)), (404, "not_found"));
 }
 
 #[tokio::test]

@@ -1,0 +1,125 @@
+//! `GET /metrics`: Prometheus text format. Request counts and latencies by route (the matched
+//! pattern, never the raw path, so that lead ids do not become labels), and what ingestion and
+//! upserts did.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use std::time::Instant;
+
+use crate::AppState;
+
+/// The server's metrics, in a registry of its own (one per server, so tests do not share).
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    events: IntCounterVec,
+    leads: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "nurture_http_requests_total",
+                "HTTP requests answered, by method, route and status.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("a valid metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "nurture_http_request_duration_seconds",
+                "Time to answer an HTTP request.",
+            ),
+            &["method", "route"],
+        )
+        .expect("a valid metric definition");
+        let events = IntCounterVec::new(
+            Opts::new(
+                "nurture_events_total",
+                "Behaviour events received, by outcome (accepted, duplicate, rejected).",
+            ),
+            &["outcome"],
+        )
+        .expect("a valid metric definition");
+        let leads = IntCounterVec::new(
+            Opts::new(
+                "nurture_lead_upserts_total",
+                "Lead upserts through the API, by outcome (created, updated, rejected).",
+            ),
+            &["outcome"],
+        )
+        .expect("a valid metric definition");
+        for collector in [&requests, &events, &leads] {
+            registry
+                .register(Box::new(collector.clone()))
+                .expect("metric names are unique");
+        }
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("metric names are unique");
+        Self {
+            registry,
+            requests,
+            latency,
+            events,
+            leads,
+        }
+    }
+
+    pub fn events(&self, accepted: usize, duplicates: usize, rejected: usize) {
+        for (outcome, n) in [
+            ("accepted", accepted),
+            ("duplicate", duplicates),
+            ("rejected", rejected),
+        ] {
+            self.events.with_label_values(&[outcome]).inc_by(n as u64);
+        }
+    }
+
+    pub fn leads(&self, created: usize, updated: usize, rejected: usize) {
+        for (outcome, n) in [("created", created), ("updated", updated), ("rejected", rejected)] {
+            self.leads.with_label_values(&[outcome]).inc_by(n as u64);
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Middleware: counts and times every request.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics
+        .latency
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+pub async fn render(State(state): State<AppState>) -> Response {
+    match TextEncoder::new().encode_to_string(&state.metrics.registry.gather()) {
+        Ok(text) => ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => crate::error::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}
