@@ -8,6 +8,22 @@ use nurture_engine::engine::EngineError;
 use nurture_engine::lead::FieldError;
 use serde_json::{json, Value};
 
+/// Every error answer: `{"error": {"code": "…", "message": "…", "details": [...]}}`.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorDetail {
+    /// `malformed`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
+    /// `idempotency_in_flight`, `too_large`, `validation_failed` or `internal`.
+    pub code: String,
+    pub message: String,
+    /// For `validation_failed`: each field and what is wrong with it.
+    pub details: Vec<FieldError>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the body is not well-formed JSON, or a query parameter is malformed.
@@ -62,8 +78,13 @@ impl ApiError {
         }
     }
 
-    /// The JSON body, also used for per-item errors inside bulk answers.
+    /// The JSON body: `{"error": …}`.
     pub fn body(&self) -> Value {
+        json!(ErrorBody { error: self.detail() })
+    }
+
+    /// The error itself, also used for per-item errors inside bulk answers.
+    pub fn detail(&self) -> ErrorDetail {
         let (code, details) = match self {
             ApiError::Malformed(_) => ("malformed", Vec::new()),
             ApiError::Unauthorized(_) => ("unauthorized", Vec::new()),
@@ -74,7 +95,11 @@ impl ApiError {
             ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),
             ApiError::Internal(_) => ("internal", Vec::new()),
         };
-        json!({"error": {"code": code, "message": self.to_string(), "details": details}})
+        ErrorDetail {
+            code: code.to_owned(),
+            message: self.to_string(),
+            details,
+        }
     }
 }
 

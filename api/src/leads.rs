@@ -23,6 +23,40 @@ use crate::{idempotency, page, AppState};
 const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
 
+/// A page of leads.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct LeadPage {
+    pub items: Vec<LeadView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A page of a lead's timeline, newest first.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct TimelinePage {
+    pub items: Vec<nurture_engine::store::TimelineEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// The answer to `POST /v1/leads/bulk`: counts, and one result per item in order.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct BulkAnswer {
+    pub created: usize,
+    pub updated: usize,
+    pub rejected: usize,
+    pub items: Vec<BulkItem>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct BulkItem {
+    pub index: usize,
+    /// `created`, `updated` or `rejected`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<LeadId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorDetail>,
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/leads", put(upsert).get(list))
@@ -130,24 +164,35 @@ async fn bulk(
                         .unwrap_or(Err(ItemError::Conflict("not written".into())))
                         .map_err(item_error),
                 };
-                out.push(match result {
+                let (status, id, error) = match result {
                     Ok(Upserted::Created(v)) => {
                         created += 1;
-                        json!({"index": index, "status": "created", "id": v.lead.id})
+                        ("created", Some(v.lead.id), None)
                     }
                     Ok(Upserted::Updated(v)) => {
                         updated += 1;
-                        json!({"index": index, "status": "updated", "id": v.lead.id})
+                        ("updated", Some(v.lead.id), None)
                     }
                     Err(e) => {
                         rejected += 1;
-                        json!({"index": index, "status": "rejected", "error": e.body()["error"]})
+                        ("rejected", None, Some(e.detail()))
                     }
+                };
+                out.push(BulkItem {
+                    index,
+                    status,
+                    id,
+                    error,
                 });
             }
             Ok((StatusCode::OK, {
                 state.metrics.leads(created, updated, rejected);
-                json!({"created": created, "updated": updated, "rejected": rejected, "items": out})
+                json!(BulkAnswer {
+                    created,
+                    updated,
+                    rejected,
+                    items: out
+                })
             }))
         },
     )
@@ -190,11 +235,14 @@ async fn list(
             external_id: params.get("external_id").cloned(),
         };
         let items = match state.engine.find_lead(&by).await {
-            Ok(view) => vec![lead_json(&view)],
+            Ok(view) => vec![view],
             Err(nurture_engine::engine::EngineError::NotFound) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        return Ok(Json(json!({"items": items, "next_cursor": null})));
+        return Ok(Json(json!(LeadPage {
+            items,
+            next_cursor: None
+        })));
     }
     let stage = params
         .get("stage")
@@ -225,9 +273,9 @@ async fn list(
         .engine
         .list_leads(&filter, params.get("segment").map(String::as_str), after, limit)
         .await?;
-    Ok(Json(json!({
-        "items": views.iter().map(lead_json).collect::<Vec<_>>(),
-        "next_cursor": next.map(|id| page::encode(&id.to_string())),
+    Ok(Json(json!(LeadPage {
+        items: views,
+        next_cursor: next.map(|id| page::encode(&id.to_string())),
     })))
 }
 
@@ -255,9 +303,10 @@ async fn erase(State(state): State<AppState>, caller: Caller, Path(id): Path<Str
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/leads/{id}/tags`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TagsBody {
+pub struct TagsBody {
     #[serde(default)]
     add: Vec<String>,
     #[serde(default)]
@@ -293,9 +342,10 @@ async fn tags(
     .await
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/leads/{id}/score`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ScoreBody {
+pub struct ScoreBody {
     delta: i64,
     reason: String,
 }
@@ -349,9 +399,9 @@ async fn timeline(
         .map(|c| page::decode(c).and_then(|p| parse_timeline_cursor(&p)))
         .transpose()?;
     let (entries, next) = state.engine.timeline(id, before, limit).await?;
-    Ok(Json(json!({
-        "items": entries,
-        "next_cursor": next.map(|c| page::encode(&format!("{}.{}.{}", c.at, c.kind as u8, c.seq))),
+    Ok(Json(json!(TimelinePage {
+        items: entries,
+        next_cursor: next.map(|c| page::encode(&format!("{}.{}.{}", c.at, c.kind as u8, c.seq))),
     })))
 }
 

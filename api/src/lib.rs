@@ -20,6 +20,7 @@ pub mod events;
 pub mod idempotency;
 pub mod leads;
 pub mod metrics;
+pub mod openapi;
 pub mod page;
 
 /// What every handler shares.
@@ -35,9 +36,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::serve))
         .merge(leads::router())
         .merge(events::router())
-        .fallback(|| async { error::ApiError::NotFound("no such endpoint".into()) })
+        .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -41,7 +41,7 @@ impl From<StoreError> for EngineError {
 pub type EngineResult<T> = Result<T, EngineError>;
 
 /// A lead with its tags, as the API shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct LeadView {
     #[serde(flatten)]
     pub lead: Lead,
@@ -64,14 +64,14 @@ pub enum ItemError {
 }
 
 /// The answer to an ingested batch of events.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
     pub rejected: Vec<Rejected>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Rejected {
     pub index: usize,
     pub error: String,

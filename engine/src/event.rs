@@ -14,7 +14,7 @@ pub const MAX_EVENT_TYPE_LEN: usize = 64;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// One behaviour event as posted to `POST /v1/events`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventInput {
     pub lead: LeadRef,

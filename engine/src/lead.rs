@@ -23,6 +23,16 @@ impl Serialize for LeadId {
     }
 }
 
+impl schemars::JsonSchema for LeadId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LeadId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "description": "Opaque lead id."})
+    }
+}
+
 impl fmt::Display for LeadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -37,7 +47,7 @@ impl FromStr for LeadId {
 }
 
 /// Lifecycle stages, in the order a lead usually passes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     New,
@@ -128,7 +138,7 @@ impl EmailAddress {
 }
 
 /// The channels a lead can opt out of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Email,
@@ -137,7 +147,7 @@ pub enum Channel {
 
 /// Consent on one channel. Leads are opted in until they opt out (B2B legitimate interest);
 /// an opt-out keeps when and through what it happened.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChannelConsent {
     pub status: ConsentStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,7 +156,7 @@ pub struct ChannelConsent {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentStatus {
     #[default]
@@ -154,7 +164,7 @@ pub enum ConsentStatus {
     OptedOut,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Consent {
     pub email: ChannelConsent,
     pub wechat: ChannelConsent,
@@ -192,13 +202,14 @@ pub const TEXT_FIELDS: [&str; 11] = [
 ];
 
 /// A lead as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Lead {
     pub id: LeadId,
     pub email: Option<String>,
     pub external_id: Option<String>,
     /// Values of [`TEXT_FIELDS`], by name; absent fields are not in the map (and show as null).
     #[serde(flatten, serialize_with = "every_text_field")]
+    #[schemars(with = "TextFields")]
     pub fields: std::collections::BTreeMap<String, String>,
     pub attributes: Map<String, Value>,
     pub stage: Stage,
@@ -211,6 +222,23 @@ pub struct Lead {
     pub last_activity_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub last_decay_at: Option<DateTime<Utc>>,
+}
+
+/// The shape [`every_text_field`] gives the named fields, for the API's schema.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct TextFields {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    title: Option<String>,
+    company: Option<String>,
+    industry: Option<String>,
+    company_size: Option<String>,
+    region: Option<String>,
+    phone: Option<String>,
+    timezone: Option<String>,
+    source: Option<String>,
+    persona: Option<String>,
 }
 
 /// Serialises every named field, `null` where the lead has none, so that clients see one shape.
@@ -267,7 +295,7 @@ impl Lead {
 }
 
 /// A lead reference in request bodies: by e-mail or by the CRM's id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,7 +307,7 @@ pub struct LeadRef {
 }
 
 /// A problem with one field of client input, named so the client can find it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -307,7 +335,7 @@ fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String
 }
 
 /// Consent as a client may set it: an opt-out (or opt back in) with its source.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentInput {
     pub status: ConsentStatus,
@@ -319,36 +347,50 @@ pub struct ConsentInput {
 
 /// What a client sends to create or change a lead. Absent fields are left as they are;
 /// `null` clears a field; attributes merge key by key (a `null` value removes the key).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeadInput {
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub first_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub last_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub title: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub company: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub industry: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub company_size: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub region: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub timezone: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub source: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub persona: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schemars(with = "Option<String>")]
     pub owner: Option<Option<String>>,
     #[serde(default)]
     pub stage: Option<Stage>,
@@ -358,7 +400,7 @@ pub struct LeadInput {
     pub consent: Option<ConsentInputs>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentInputs {
     #[serde(default)]

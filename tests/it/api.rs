@@ -668,3 +668,53 @@ async fn a_full_bulk_of_ten_thousand_events_is_accepted() {
     let lead = app.call("GET", "/v1/leads?email=l7@x.example", Sdr, None).await.body;
     assert_eq!(lead["items"][0]["score"], 15, "20 pricing views, capped at 15 points");
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_only_operations_that_exist() {
+    let app = spawn_app().await;
+    let document = app.send("GET", "/openapi.json", None, None, &[]).await;
+    assert_eq!(document.status, 200);
+    assert_eq!(document.body["openapi"], "3.1.0");
+    let paths = document.body["paths"].as_object().unwrap();
+    let mut seen = 0;
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            seen += 1;
+            let concrete = path.replace("{id}", "1");
+            let url = format!("{}{concrete}", app.base);
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let answer = app
+                .client
+                .request(method.clone(), url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            let expect = if operation.get("security").is_some() { 401 } else { 200 };
+            assert_eq!(
+                answer, expect,
+                "{method} {path}: documented, so it must exist (and ask for a key when it says so)"
+            );
+        }
+    }
+    assert!(
+        seen >= 14,
+        "every operation of the Leads and Events sections is documented ({seen})"
+    );
+    let lead = &document.body["components"]["schemas"]["LeadView"]["properties"];
+    for field in [
+        "id",
+        "email",
+        "external_id",
+        "company",
+        "attributes",
+        "tags",
+        "score",
+        "stage",
+        "owner",
+        "consent",
+    ] {
+        assert!(lead.get(field).is_some(), "LeadView documents {field}");
+    }
+}

@@ -276,7 +276,7 @@ pub struct LeadFilter {
 }
 
 /// One entry of a lead's timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub kind: TimelineKind,
@@ -287,7 +287,7 @@ pub struct TimelineEntry {
 }
 
 /// Timeline entry kinds, ranked so that entries at the same instant have a stable order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimelineKind {
     Event = 0,

@@ -1,0 +1,308 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document, generated from the code. Body schemas come
+//! from the very types the handlers parse and answer with (`schemars` follows their serde
+//! attributes); the paths come from [`OPERATIONS`], and a test calls every documented operation
+//! on a live server, so that a documented route that does not exist fails the build.
+
+use nurture_engine::access::Role;
+use nurture_engine::engine::{IngestReport, LeadView};
+use nurture_engine::event::EventInput;
+use nurture_engine::lead::LeadInput;
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::{json, Map, Value};
+
+use crate::error::ErrorBody;
+use crate::leads::{BulkAnswer, LeadPage, ScoreBody, TagsBody, TimelinePage};
+
+type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+
+fn of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// One documented operation.
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Roles allowed besides admin; empty: public, no key.
+    pub roles: &'static [Role],
+    pub request: Option<SchemaOf>,
+    pub status: u16,
+    pub response: Option<SchemaOf>,
+}
+
+const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
+const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
+
+/// Every operation the server offers.
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "get",
+        path: "/healthz",
+        summary: "The process is up.",
+        roles: &[],
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/readyz",
+        summary: "The database answers and migrations are current (503 otherwise).",
+        roles: &[],
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus metrics (text format).",
+        roles: &[],
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document.",
+        roles: &[],
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "put",
+        path: "/v1/leads",
+        summary: "Upsert one lead by external_id, else e-mail (201 created, 200 updated).",
+        roles: WRITERS,
+        request: Some(of::<LeadInput>),
+        status: 201,
+        response: Some(of::<LeadView>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/leads",
+        summary: "Search leads: tag, stage, segment, q, email, external_id; paginated.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<LeadPage>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/leads/bulk",
+        summary: "Upsert up to 10,000 leads; one result per item, in order.",
+        roles: WRITERS,
+        request: Some(of::<Vec<LeadInput>>),
+        status: 200,
+        response: Some(of::<BulkAnswer>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/leads/{id}",
+        summary: "A lead with its tags, score, stage, owner and consent.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<LeadView>),
+    },
+    Operation {
+        method: "patch",
+        path: "/v1/leads/{id}",
+        summary: "Change fields (absent: kept, null: cleared).",
+        roles: WRITERS,
+        request: Some(of::<LeadInput>),
+        status: 200,
+        response: Some(of::<LeadView>),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/leads/{id}",
+        summary: "Erase the person; a suppression hash of the e-mail is kept.",
+        roles: &[Role::Admin],
+        request: None,
+        status: 204,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/v1/leads/{id}/tags",
+        summary: "Add and remove manual tags, recorded with who did it.",
+        roles: &[Role::Sdr, Role::Marketer, Role::Crm],
+        request: Some(of::<TagsBody>),
+        status: 200,
+        response: Some(of::<LeadView>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/leads/{id}/score",
+        summary: "Manual scoring, recorded in the ledger.",
+        roles: &[Role::Sdr, Role::Marketer],
+        request: Some(of::<ScoreBody>),
+        status: 200,
+        response: Some(of::<LeadView>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/leads/{id}/timeline",
+        summary: "Events, tag and score changes and handoffs, newest first; paginated.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<TimelinePage>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/events",
+        summary: "One behaviour event, or an array of up to 10,000.",
+        roles: WRITERS,
+        request: Some(of::<OneOrManyEvents>),
+        status: 200,
+        response: Some(of::<IngestReport>),
+    },
+];
+
+/// `POST /v1/events` takes one event or an array of them.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum OneOrManyEvents {
+    One(EventInput),
+    Many(Vec<EventInput>),
+}
+
+fn generator(serialize: bool) -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .with(|s| {
+            s.contract = if serialize {
+                schemars::generate::Contract::Serialize
+            } else {
+                schemars::generate::Contract::Deserialize
+            }
+        })
+        .into_generator()
+}
+
+/// The document, and the names of schemas that mean different things in requests and answers
+/// (none may exist: a test checks).
+pub fn build() -> (Value, Vec<String>) {
+    let mut requests = generator(false);
+    let mut answers = generator(true);
+    let error = answers.subschema_for::<ErrorBody>();
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let mut operation = Map::new();
+        operation.insert("summary".into(), json!(op.summary));
+        if !op.roles.is_empty() {
+            let roles: Vec<&str> = op.roles.iter().map(|r| r.as_str()).collect();
+            operation.insert("security".into(), json!([{"apiKey": []}]));
+            operation.insert("x-roles".into(), json!(roles));
+        }
+        if op.path.contains("{id}") {
+            operation.insert(
+                "parameters".into(),
+                json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]),
+            );
+        }
+        if let Some(schema) = op.request {
+            operation.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": schema(&mut requests)}}}),
+            );
+            let key = json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}});
+            let mut parameters: Vec<Value> = operation
+                .get("parameters")
+                .and_then(|p| p.as_array())
+                .cloned()
+                .unwrap_or_default();
+            parameters.push(key);
+            operation.insert("parameters".into(), Value::Array(parameters));
+        }
+        let mut responses = Map::new();
+        let ok = match op.response {
+            Some(schema) => {
+                json!({"description": "Success.", "content": {"application/json": {"schema": schema(&mut answers)}}})
+            }
+            None => json!({"description": "Success."}),
+        };
+        responses.insert(op.status.to_string(), ok);
+        if op.method == "put" {
+            responses.insert("200".into(), responses["201"].clone());
+        }
+        let mut errors = vec![];
+        if !op.roles.is_empty() {
+            errors.extend([401, 403, 429]);
+        }
+        if op.path.contains("{id}") {
+            errors.push(404);
+        }
+        if op.request.is_some() {
+            errors.extend([400, 409, 413, 422]);
+        } else if !op.roles.is_empty() && op.method == "get" {
+            errors.extend([400, 422]);
+        }
+        for status in errors {
+            responses.insert(status.to_string(), json!({"description": "See the error's code and message.", "content": {"application/json": {"schema": error}}}));
+        }
+        operation.insert("responses".into(), Value::Object(responses));
+        let entry = paths.entry(op.path).or_insert_with(|| json!({}));
+        entry[op.method] = Value::Object(operation);
+    }
+    let mut schemas = answers.take_definitions(true);
+    let mut conflicts = Vec::new();
+    for (name, schema) in requests.take_definitions(true) {
+        match schemas.get(&name) {
+            Some(existing) if *existing != schema => conflicts.push(name),
+            Some(_) => {}
+            None => {
+                schemas.insert(name, schema);
+            }
+        }
+    }
+    let document = json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "nurture",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "B2B lead-nurturing engine: the contract with CRMs, SDR tools and scripts."
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "An API key from `nurture apikey create`."}}
+        }
+    });
+    (document, conflicts)
+}
+
+pub async fn serve() -> axum::Json<Value> {
+    axum::Json(build().0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_and_answer_schemas_agree_on_names() {
+        let (document, conflicts) = super::build();
+        assert_eq!(conflicts, Vec::<String>::new());
+        let schemas = document["components"]["schemas"].as_object().unwrap();
+        for name in [
+            "LeadView",
+            "LeadInput",
+            "EventInput",
+            "IngestReport",
+            "ErrorBody",
+            "Stage",
+        ] {
+            assert!(schemas.contains_key(name), "{name} missing");
+        }
+        assert_eq!(
+            document["components"]["schemas"]["LeadView"]["properties"]["id"]["$ref"],
+            "#/components/schemas/LeadId"
+        );
+    }
+}
