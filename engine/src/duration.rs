@@ -9,10 +9,6 @@ use std::str::FromStr;
 pub struct Span(i64);
 
 impl Span {
-    pub fn from_secs(secs: i64) -> Self {
-        Self(secs)
-    }
-
     pub fn secs(self) -> i64 {
         self.0
     }

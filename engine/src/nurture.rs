@@ -29,14 +29,6 @@ pub struct Changes {
     pub handoffs: Vec<HandoffRequest>,
 }
 
-impl Changes {
-    pub fn extend(&mut self, other: Changes) {
-        self.tags.extend(other.tags);
-        self.scores.extend(other.scores);
-        self.handoffs.extend(other.handoffs);
-    }
-}
-
 /// What the rules need to know of one lead: the lead, its tags, the events its conditions
 /// look at, and the points each capped rule has already given.
 #[derive(Debug, Clone)]

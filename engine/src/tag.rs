@@ -122,14 +122,6 @@ impl Actor {
             Actor::Rule(n) | Actor::User(n) | Actor::System(n) => n,
         }
     }
-
-    pub fn from_parts(kind: &str, name: String) -> Self {
-        match kind {
-            "rule" => Actor::Rule(name),
-            "user" => Actor::User(name),
-            _ => Actor::System(name),
-        }
-    }
 }
 
 impl fmt::Display for Actor {

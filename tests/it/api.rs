@@ -27,15 +27,7 @@ async fn health_and_readiness() {
     assert_eq!((ready.status, ready.body["status"].as_str()), (200, Some("ready")));
     let missing = app.call("GET", "/v1/nothing", Admin, None).await;
     assert_eq!((missing.status, error_code(&missing.body)), (404, "not_found"));
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"nurture_http_requests_total{method="GET",route="/readyz",status="200"} 1"#),
         "{text}"
@@ -54,15 +46,7 @@ async fn metrics_count_ingestion_and_upserts() {
     ]);
     app.call("POST", "/v1/events", Crm, Some(events)).await;
     app.call("GET", "/v1/leads/1", Sdr, None).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for line in [
         r#"nurture_events_total{outcome="accepted"} 1"#,
         r#"nurture_events_total{outcome="duplicate"} 1"#,

@@ -225,6 +225,12 @@ impl TestApp {
         Answer { status, body }
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn call(&self, method: &str, path: &str, role: Role, body: Option<Value>) -> Answer {
         self.send(
             method,

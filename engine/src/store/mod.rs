@@ -672,6 +672,16 @@ impl ChangeBatches {
     }
 }
 
+/// The event types and windows [`Tx::load_events`] is asked for, as one JSON parameter
+/// (`since` is the earliest event time; all time is `i64::MIN`).
+pub(crate) fn event_needs_json(needs: &[(String, Option<i64>)]) -> String {
+    let rows: Vec<Value> = needs
+        .iter()
+        .map(|(kind, since)| serde_json::json!({"type": kind, "since": since.unwrap_or(i64::MIN)}))
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+}
+
 /// Serialises a batch for binding as one JSON parameter.
 pub(crate) fn json_batch<T: Serialize>(rows: &[T]) -> Option<String> {
     if rows.is_empty() {

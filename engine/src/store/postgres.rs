@@ -240,17 +240,13 @@ impl Tx for PgTx {
         ids: &[i64],
         needs: &[(String, Option<i64>)],
     ) -> StoreResult<Vec<(i64, EventFact)>> {
-        let needs: Vec<serde_json::Value> = needs
-            .iter()
-            .map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)}))
-            .collect();
         let rows: Vec<(i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
             "SELECT e.lead_id, e.type, e.occurred_at, e.properties FROM events e \
              JOIN jsonb_to_recordset($2::jsonb) AS n(type text, since bigint) ON e.type = n.type AND e.occurred_at >= n.since \
              WHERE e.lead_id = ANY($1)",
         )
         .bind(ids)
-        .bind(serde_json::to_string(&needs).unwrap_or_default())
+        .bind(event_needs_json(needs))
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(rows

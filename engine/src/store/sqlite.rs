@@ -261,17 +261,13 @@ impl Tx for SqliteTx {
         ids: &[i64],
         needs: &[(String, Option<i64>)],
     ) -> StoreResult<Vec<(i64, EventFact)>> {
-        let needs: Vec<serde_json::Value> = needs
-            .iter()
-            .map(|(t, since)| serde_json::json!({"type": t, "since": since.unwrap_or(i64::MIN)}))
-            .collect();
         let rows: Vec<(i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
             "SELECT e.lead_id, e.type, e.occurred_at, e.properties FROM events e \
              JOIN json_each($2) n ON e.type = n.value->>'type' AND e.occurred_at >= n.value->>'since' \
              WHERE e.lead_id IN (SELECT value FROM json_each($1))",
         )
         .bind(json_ids(ids))
-        .bind(serde_json::to_string(&needs).unwrap_or_default())
+        .bind(event_needs_json(needs))
         .fetch_all(&mut *self.0)
         .await?;
         Ok(rows
