@@ -13,6 +13,7 @@ use std::time::Instant;
 
 const RULES: &str = include_str!("../campaigns/rules.yaml");
 const ICP: &str = include_str!("../campaigns/segments/icp.yaml");
+const QUEUES: &str = include_str!("../campaigns/queues.yaml");
 const TOPICS: [&str; 3] = ["IoT", "AI", "Energy"];
 
 pub async fn ingest(total: usize, database_url: Option<String>, batch: usize, streams: usize) -> Result<()> {
@@ -37,8 +38,15 @@ pub async fn ingest(total: usize, database_url: Option<String>, batch: usize, st
         }
     };
     store.migrate().await?;
-    let playbook = Playbook::from_files(&[("rules.yaml".into(), RULES.into()), ("icp.yaml".into(), ICP.into())])
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let playbook = Playbook::from_files(
+        &[
+            ("rules.yaml".into(), RULES.into()),
+            ("icp.yaml".into(), ICP.into()),
+            ("queues.yaml".into(), QUEUES.into()),
+        ],
+        Default::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = Arc::new(Engine::new(store, playbook, Arc::new(SystemClock)));
     let leads = (total / 10).max(1);
     // The events are made before the clock starts: the figure is the engine's, not the generator's.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 mod bench;
 mod import;
+mod report;
 
 #[derive(Parser)]
 #[command(name = "nurture", version, about = "B2B lead-nurturing marketing automation engine")]
@@ -56,6 +57,15 @@ struct PlaybookArgs {
     /// The playbook directory (Rules, Segments, Campaigns, Queues as YAML).
     #[arg(long, env = "NURTURE_PLAYBOOK", default_value = "campaigns/")]
     playbook: PathBuf,
+    #[command(flatten)]
+    templates: TemplatesArgs,
+}
+
+#[derive(Args, Clone)]
+struct TemplatesArgs {
+    /// The templates directory (`NAME.hbs`, `NAME.subject.hbs`, `partials/`, `en/`, …).
+    #[arg(long, env = "NURTURE_TEMPLATES", default_value = "templates/")]
+    templates: PathBuf,
 }
 
 #[derive(Args)]
@@ -66,9 +76,6 @@ struct ServeArgs {
     db: DbArgs,
     #[command(flatten)]
     playbook: PlaybookArgs,
-    /// Templates directory (used by the campaign engine).
-    #[arg(long, env = "NURTURE_TEMPLATES", default_value = "templates/")]
-    templates: PathBuf,
     /// Base of tracking and unsubscribe links.
     #[arg(long, env = "NURTURE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
     public_url: String,
@@ -114,7 +121,23 @@ enum PlaybookCommand {
     Validate {
         #[arg(default_value = "campaigns/")]
         dir: PathBuf,
+        #[command(flatten)]
+        templates: TemplatesArgs,
     },
+    /// Draw a campaign as DOT, Mermaid or SVG (drawn in-process; Graphviz is not needed).
+    Graph {
+        /// The campaign's id.
+        id: String,
+        #[arg(long, default_value = "svg")]
+        format: nurture_engine::playbook::draw::Format,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        playbook: PlaybookArgs,
+    },
+    /// Print the JSON Schema of playbook files, for editors (see the README).
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -194,20 +217,14 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let engine = build_engine(
                 &db.database_url,
-                &playbook.playbook,
+                &playbook,
                 false,
                 Arc::new(nurture_engine::clock::SystemClock),
             )
             .await?;
             import::run(&engine, &file).await
         }
-        Command::Playbook {
-            command: PlaybookCommand::Validate { dir },
-        } => {
-            nurture_engine::playbook::Playbook::load_dir(&dir).map_err(|refused| anyhow::anyhow!("{refused}"))?;
-            println!("The playbook in {} is valid.", dir.display());
-            Ok(())
-        }
+        Command::Playbook { command } => playbook_command(command),
         Command::Bench {
             command:
                 BenchCommand::Ingest {
@@ -219,6 +236,63 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             bench::ingest(events, database_url, batch, streams.unwrap_or(cores)).await
+        }
+    }
+}
+
+/// `nurture playbook …`: validation, pictures and the editor schema. No database is needed.
+fn playbook_command(command: PlaybookCommand) -> Result<()> {
+    use nurture_engine::playbook::{draw, Playbook};
+    match command {
+        PlaybookCommand::Validate { dir, templates } => {
+            let started = std::time::Instant::now();
+            match Playbook::load_dir(&dir, &templates.templates) {
+                Ok(playbook) => {
+                    for warning in &playbook.warnings {
+                        println!("{}", report::issue(warning));
+                    }
+                    println!("{}", report::summary(&dir, &playbook, started.elapsed()));
+                    Ok(())
+                }
+                Err(refused) => {
+                    for issue in &refused.0 {
+                        println!("{}", report::issue(issue));
+                    }
+                    let errors = refused.errors().count();
+                    bail!(
+                        "the playbook in {} is refused: {errors} error{}",
+                        dir.display(),
+                        if errors == 1 { "" } else { "s" }
+                    )
+                }
+            }
+        }
+        PlaybookCommand::Graph {
+            id,
+            format,
+            output,
+            playbook,
+        } => {
+            let loaded = Playbook::load_dir(&playbook.playbook, &playbook.templates.templates)
+                .map_err(|refused| anyhow::anyhow!("{refused}"))?;
+            let Some(campaign) = loaded.campaigns.get(&id) else {
+                let known: Vec<&str> = loaded.campaigns.keys().map(String::as_str).collect();
+                bail!("campaign {id:?} is not in the playbook; its campaigns are: {}", known.join(", "));
+            };
+            let picture = draw::draw(campaign, format, None).map_err(anyhow::Error::msg)?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, picture).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("Wrote {}.", path.display());
+                }
+                None => print!("{picture}"),
+            }
+            Ok(())
+        }
+        PlaybookCommand::Schema => {
+            let schema = nurture_engine::playbook::schema::playbook_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(())
         }
     }
 }
@@ -275,12 +349,18 @@ async fn open_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Store>> 
 /// Loads the playbook (refusing it whole, with every error) and opens the store.
 async fn build_engine(
     url: &str,
-    playbook: &std::path::Path,
+    args: &PlaybookArgs,
     explicit: bool,
     clock: Arc<dyn nurture_engine::clock::Clock>,
 ) -> Result<nurture_engine::engine::Engine> {
+    let playbook = &args.playbook;
     let loaded = if playbook.exists() || explicit {
-        nurture_engine::playbook::Playbook::load_dir(playbook).map_err(|refused| anyhow::anyhow!("{refused}"))?
+        let loaded = nurture_engine::playbook::Playbook::load_dir(playbook, &args.templates.templates)
+            .map_err(|refused| anyhow::anyhow!("{refused}"))?;
+        for warning in &loaded.warnings {
+            tracing::warn!(%warning, "Playbook warning.");
+        }
+        loaded
     } else {
         tracing::warn!(playbook = %playbook.display(), "No playbook directory; running without rules.");
         Default::default()
@@ -302,8 +382,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let explicit =
         std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
-    let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook.playbook, explicit, clock).await?);
-    if args.smtp_url.is_some() || args.outbox.is_some() || args.templates.exists() {
+    let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook, explicit, clock).await?);
+    if args.smtp_url.is_some() || args.outbox.is_some() {
         // Accepted now so that deployments can be written against the spec's flags; the campaign
         // engine that sends mail (and builds links from --public-url) uses them.
         tracing::debug!(public_url = %args.public_url, "Mail settings are read by the campaign engine, which is not running yet.");

@@ -13,19 +13,26 @@ use crate::playbook::{Issue, Position};
 use crate::tag::normalize_tag;
 
 /// A condition as written in YAML. Each is a one-key map: `{ tag: … }`, `{ all: [...] }`, ….
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Condition {
+    #[schemars(with = "String")]
     Tag(Spanned<String>),
+    #[schemars(with = "Vec<String>")]
     AnyTag(Vec<Spanned<String>>),
+    #[schemars(with = "Vec<String>")]
     AllTags(Vec<Spanned<String>>),
     Score(ScoreTest),
     Stage(Vec<Stage>),
     Field(FieldTest),
     Event(EventTest),
+    #[schemars(with = "String")]
     Opened(Spanned<String>),
+    #[schemars(with = "ClickedTest")]
     Clicked(Spanned<ClickedTest>),
+    #[schemars(with = "String")]
     Responded(Spanned<String>),
+    #[schemars(with = "String")]
     Segment(Spanned<String>),
     Unsubscribed(bool),
     All(Vec<Condition>),
@@ -34,7 +41,7 @@ pub enum Condition {
 }
 
 /// `score: { gte: 60 }`; every comparison given must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreTest {
     pub gte: Option<i64>,
@@ -45,7 +52,7 @@ pub struct ScoreTest {
 }
 
 /// `field: { name: industry, in: [finance, energy] }`, or `eq:`, or `exists:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldTest {
     pub name: String,
@@ -56,10 +63,11 @@ pub struct FieldTest {
 }
 
 /// `event: { type: webinar_attended, within: 14d, where: { topic: iot } }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTest {
     #[serde(rename = "type")]
+    #[schemars(with = "String")]
     pub kind: Spanned<String>,
     pub within: Option<Span>,
     #[serde(rename = "where")]
@@ -67,7 +75,7 @@ pub struct EventTest {
 }
 
 /// `clicked: step_id` or `clicked: { step: step_id, link: demo }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ClickedTest {
     Step(String),
@@ -214,9 +222,17 @@ impl Condition {
     }
 
     /// Normalises tags in place and reports what is wrong, with positions. `segment_ids` are the
-    /// segments that exist; message conditions are refused where there is no send step to name
-    /// (rules and segments).
-    pub fn check(&mut self, file: &str, segment_ids: &dyn Fn(&str) -> bool, issues: &mut Vec<Issue>) {
+    /// segments that exist. Message conditions (`opened`, `clicked`, `responded`) are collected
+    /// into `messages` where a campaign step holds the condition, so the campaign can check that
+    /// the step they name precedes it; where `messages` is `None` (rules, segments, goals) there
+    /// is no send step to name and they are refused.
+    pub fn check(
+        &mut self,
+        file: &str,
+        segment_ids: &dyn Fn(&str) -> bool,
+        mut messages: Option<&mut Vec<MessageRef>>,
+        issues: &mut Vec<Issue>,
+    ) {
         let tag = |t: &mut Spanned<String>, issues: &mut Vec<Issue>| match normalize_tag(&t.value) {
             Ok(n) => t.value = n,
             Err(message) => issues.push(Issue::at(file, Position::of(&t.referenced), message)),
@@ -236,16 +252,20 @@ impl Condition {
                     ));
                 }
             }
-            Condition::Opened(step) | Condition::Responded(step) => issues.push(message_outside_campaign(file, step)),
-            Condition::Clicked(test) => issues.push(Issue::at(
-                file,
-                Position::of(&test.referenced),
-                "`clicked` names a send step of a campaign; it cannot be used in rules or segments",
-            )),
-            Condition::All(items) | Condition::Any(items) => {
-                items.iter_mut().for_each(|c| c.check(file, segment_ids, issues))
+            Condition::Opened(step) => note_message(file, messages, MessageKind::Opened, &step.value, &step.referenced, issues),
+            Condition::Responded(step) => {
+                note_message(file, messages, MessageKind::Responded, &step.value, &step.referenced, issues)
             }
-            Condition::Not(inner) => inner.check(file, segment_ids, issues),
+            Condition::Clicked(test) => {
+                let step = match &test.value {
+                    ClickedTest::Step(step) | ClickedTest::Link { step, .. } => step.clone(),
+                };
+                note_message(file, messages, MessageKind::Clicked, &step, &test.referenced, issues)
+            }
+            Condition::All(items) | Condition::Any(items) => items
+                .iter_mut()
+                .for_each(|c| c.check(file, segment_ids, messages.as_deref_mut(), issues)),
+            Condition::Not(inner) => inner.check(file, segment_ids, messages, issues),
             Condition::Event(test) => {
                 if let Err(message) = crate::event::check_event_type(&test.kind.value) {
                     issues.push(Issue::at(file, Position::of(&test.kind.referenced), message));
@@ -272,15 +292,55 @@ impl Condition {
     }
 }
 
-fn message_outside_campaign(file: &str, step: &Spanned<String>) -> Issue {
-    Issue::at(
-        file,
-        Position::of(&step.referenced),
-        format!(
-            "message condition on step {:?} needs a campaign send step; it cannot be used in rules or segments",
-            step.value
-        ),
-    )
+fn note_message(
+    file: &str,
+    messages: Option<&mut Vec<MessageRef>>,
+    question: MessageKind,
+    step: &str,
+    at: &serde_saphyr::Location,
+    issues: &mut Vec<Issue>,
+) {
+    match messages {
+        Some(out) => out.push(MessageRef {
+            question,
+            step: step.to_owned(),
+            position: Position::of(at),
+        }),
+        None => issues.push(Issue::at(
+            file,
+            Position::of(at),
+            format!(
+                "`{}: {step}` asks about the message of a campaign step; use it in a campaign's steps, not in rules, segments, entry or exit_when",
+                question.as_str()
+            ),
+        )),
+    }
+}
+
+/// Which question a message condition asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Opened,
+    Clicked,
+    Responded,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Opened => "opened",
+            MessageKind::Clicked => "clicked",
+            MessageKind::Responded => "responded",
+        }
+    }
+}
+
+/// A message condition found in a campaign step: which step's message it asks about, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub question: MessageKind,
+    pub step: String,
+    pub position: Position,
 }
 
 impl ScoreTest {

@@ -93,6 +93,21 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+impl schemars::JsonSchema for Span {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^\\s*([0-9]+[smhdw])+\\s*$",
+            "description": "A duration: 30s, 15m, 4h, 3d, 2w, or combinations such as 1d12h.",
+            "examples": ["3d", "4h", "1d12h"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,3 +16,4 @@ pub mod nurture;
 pub mod playbook;
 pub mod store;
 pub mod tag;
+pub mod template;

@@ -225,7 +225,7 @@ impl LeadState {
         self.dirty = true;
         out.handoffs.push(HandoffRequest {
             lead_id: self.lead.id,
-            queue: mql.handoff.queue.clone(),
+            queue: mql.handoff.queue.value.clone(),
             reason: mql.handoff.reason.clone(),
             priority: mql.handoff.priority,
             origin: "mql".into(),
@@ -272,7 +272,8 @@ mod tests {
                 "icp.yaml".into(),
                 include_str!("../../campaigns/segments/icp.yaml").into(),
             ),
-        ])
+            ("queues.yaml".into(), include_str!("../../campaigns/queues.yaml").into()),
+        ], Default::default())
         .unwrap()
     }
 

@@ -34,7 +34,7 @@ pub fn repo() -> PathBuf {
 
 /// The shipped example playbook.
 pub fn playbook() -> Playbook {
-    Playbook::load_dir(&repo().join("campaigns")).unwrap_or_else(|e| panic!("{e}"))
+    Playbook::load_dir(&repo().join("campaigns"), &repo().join("templates")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn init_logs() {

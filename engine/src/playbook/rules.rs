@@ -1,0 +1,310 @@
+//! `kind: Rules`: behaviour tagging and scoring, attribute tags, decay and the MQL threshold.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+use super::{schema, Issue, Position, Queues};
+use crate::condition::Condition;
+use crate::duration::Span;
+use crate::event::check_event_type;
+use crate::tag::normalize_tag;
+
+/// `kind: Rules`, as written.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSpec {
+    /// Always `Rules`.
+    #[schemars(schema_with = "schema::kind_rules")]
+    pub kind: String,
+    /// IANA time zone for leads without a `timezone` (e.g. Asia/Shanghai); UTC when absent.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    default_timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    tagging: Vec<TaggingSpec>,
+    #[serde(default)]
+    attributes: Vec<AttributeSpec>,
+    #[serde(default)]
+    decay: Option<DecaySpec>,
+    #[serde(default)]
+    mql: Option<MqlSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TaggingSpec {
+    /// Optional stable name; caps and the change log use it. Defaults to the event type.
+    #[serde(default)]
+    id: Option<String>,
+    on: OnSpec,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    tags: Vec<Spanned<String>>,
+    #[serde(default)]
+    tags_from: Option<TagsFrom>,
+    #[serde(default)]
+    score: Option<i64>,
+    #[serde(default)]
+    cap: Option<CapSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct OnSpec {
+    #[schemars(with = "String")]
+    event: Spanned<String>,
+    #[serde(default, rename = "where")]
+    properties: Option<Map<String, Value>>,
+}
+
+/// `tags_from: { field: topic, prefix: "interest:topic/" }`: one tag from an event property.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagsFrom {
+    pub field: String,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CapSpec {
+    #[schemars(with = "i64")]
+    max: Spanned<i64>,
+    per: Span,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AttributeSpec {
+    #[schemars(with = "String")]
+    field: Spanned<String>,
+    prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DecaySpec {
+    every: Span,
+    #[schemars(with = "i64")]
+    percent: Spanned<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MqlSpec {
+    when: Condition,
+    handoff: HandoffSpec,
+}
+
+/// Where a qualified lead goes: `handoff: { queue: sdr, reason: …, priority: … }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSpec {
+    /// A queue of the `kind: Queues` file.
+    #[schemars(with = "String")]
+    pub queue: Spanned<String>,
+    /// Shown to the SDR who picks the lead up.
+    pub reason: String,
+    /// 0-100; higher is claimed first. Defaults to 50.
+    #[serde(default)]
+    #[schemars(range(max = 100))]
+    pub priority: Option<u8>,
+}
+
+impl HandoffSpec {
+    /// Reports a queue that the `kind: Queues` file does not define.
+    pub(crate) fn check(&self, file: &str, queues: &Queues, issues: &mut Vec<Issue>) {
+        if !queues.queues.contains_key(&self.queue.value) {
+            issues.push(Issue::at(
+                file,
+                Position::of(&self.queue.referenced),
+                format!("queue {:?} does not exist; {}", self.queue.value, queues.known()),
+            ));
+        }
+        if self.reason.trim().is_empty() {
+            issues.push(Issue::at(
+                file,
+                Position::of(&self.queue.referenced),
+                "a handoff needs a `reason` the SDR will read",
+            ));
+        }
+    }
+}
+
+
+/// Behaviour tagging and scoring, attribute tags, decay and MQL, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub default_timezone: chrono_tz::Tz,
+    pub tagging: Vec<TaggingRule>,
+    pub attributes: Vec<AttributeRule>,
+    pub decay: Option<Decay>,
+    pub mql: Option<Mql>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            default_timezone: chrono_tz::UTC,
+            tagging: Vec::new(),
+            attributes: Vec::new(),
+            decay: None,
+            mql: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaggingRule {
+    /// Stable name: the `id:` given, else the event type (with `#2`, `#3` for repeats).
+    pub id: String,
+    pub event: String,
+    pub properties: Option<Map<String, Value>>,
+    pub tags: Vec<String>,
+    pub tags_from: Option<TagsFrom>,
+    pub score: i64,
+    pub cap: Option<Cap>,
+}
+
+/// At most `max` points from one rule per lead in any window of length `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub max: i64,
+    pub per: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeRule {
+    pub field: String,
+    pub prefix: String,
+}
+
+/// Scores of leads inactive for `every` lose `percent` of their value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decay {
+    pub every: Span,
+    pub percent: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mql {
+    pub when: Condition,
+    pub handoff: HandoffSpec,
+}
+
+pub(crate) fn build_rules(
+    file: &str,
+    spec: RulesSpec,
+    exists: &dyn Fn(&str) -> bool,
+    queues: &Queues,
+    issues: &mut Vec<Issue>,
+) -> Rules {
+    let mut rules = Rules::default();
+    if let Some(tz) = &spec.default_timezone {
+        match tz.value.parse::<chrono_tz::Tz>() {
+            Ok(parsed) => rules.default_timezone = parsed,
+            Err(_) => issues.push(Issue::at(
+                file,
+                Position::of(&tz.referenced),
+                format!(
+                    "unknown time zone {:?}; use an IANA name such as Asia/Shanghai",
+                    tz.value
+                ),
+            )),
+        }
+    }
+    let mut seen_ids: BTreeMap<String, usize> = BTreeMap::new();
+    for rule in spec.tagging {
+        let event = rule.on.event.value.clone();
+        if let Err(message) = check_event_type(&event) {
+            issues.push(Issue::at(file, Position::of(&rule.on.event.referenced), message));
+        }
+        let base = rule.id.clone().unwrap_or_else(|| event.clone());
+        let n = seen_ids.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let id = if *n == 1 { base } else { format!("{base}#{n}") };
+        let mut tags = Vec::new();
+        for tag in &rule.tags {
+            match normalize_tag(&tag.value) {
+                Ok(t) => tags.push(t),
+                Err(message) => issues.push(Issue::at(file, Position::of(&tag.referenced), message)),
+            }
+        }
+        if let Some(from) = &rule.tags_from {
+            if let Err(message) = normalize_tag(&format!("{}x", from.prefix)) {
+                issues.push(Issue::at(
+                    file,
+                    Position::of(&rule.on.event.referenced),
+                    format!("tags_from prefix: {message}"),
+                ));
+            }
+        }
+        let cap = rule.cap.as_ref().map(|c| Cap {
+            max: c.max.value,
+            per: c.per,
+        });
+        if let Some(c) = &rule.cap {
+            if c.max.value <= 0 {
+                issues.push(Issue::at(
+                    file,
+                    Position::of(&c.max.referenced),
+                    "cap max must be a positive number of points",
+                ));
+            }
+        }
+        if tags.is_empty() && rule.tags_from.is_none() && rule.score.unwrap_or(0) == 0 {
+            issues.push(Issue::at(
+                file,
+                Position::of(&rule.on.event.referenced),
+                "this tagging rule neither tags nor scores; give it `tags`, `tags_from` or `score`",
+            ));
+        }
+        rules.tagging.push(TaggingRule {
+            id,
+            event,
+            properties: rule.on.properties,
+            tags,
+            tags_from: rule.tags_from,
+            score: rule.score.unwrap_or(0),
+            cap,
+        });
+    }
+    for attribute in spec.attributes {
+        if let Err(message) = normalize_tag(&format!("{}x", attribute.prefix)) {
+            issues.push(Issue::at(
+                file,
+                Position::of(&attribute.field.referenced),
+                format!("attribute tag prefix: {message}"),
+            ));
+        }
+        rules.attributes.push(AttributeRule {
+            field: attribute.field.value,
+            prefix: attribute.prefix.trim().to_lowercase(),
+        });
+    }
+    if let Some(decay) = spec.decay {
+        if !(1..=100).contains(&decay.percent.value) {
+            issues.push(Issue::at(
+                file,
+                Position::of(&decay.percent.referenced),
+                "decay percent must be between 1 and 100",
+            ));
+        }
+        rules.decay = Some(Decay {
+            every: decay.every,
+            percent: decay.percent.value,
+        });
+    }
+    if let Some(mut mql) = spec.mql {
+        mql.when.check(file, exists, None, issues);
+        mql.handoff.check(file, queues, issues);
+        rules.mql = Some(Mql {
+            when: mql.when,
+            handoff: mql.handoff,
+        });
+    }
+    rules
+}
+
