@@ -277,7 +277,10 @@ fn playbook_command(command: PlaybookCommand) -> Result<()> {
                 .map_err(|refused| anyhow::anyhow!("{refused}"))?;
             let Some(campaign) = loaded.campaigns.get(&id) else {
                 let known: Vec<&str> = loaded.campaigns.keys().map(String::as_str).collect();
-                bail!("campaign {id:?} is not in the playbook; its campaigns are: {}", known.join(", "));
+                bail!(
+                    "campaign {id:?} is not in the playbook; its campaigns are: {}",
+                    known.join(", ")
+                );
             };
             let picture = draw::draw(campaign, format, None).map_err(anyhow::Error::msg)?;
             match output {

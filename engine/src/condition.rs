@@ -35,6 +35,9 @@ pub enum Condition {
     #[schemars(with = "String")]
     Segment(Spanned<String>),
     Unsubscribed(bool),
+    /// `inactive: 90d`: no behaviour event for at least this long (counted from when the lead
+    /// was created if it has none). An extension of the playbook format.
+    Inactive(Span),
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
@@ -184,6 +187,7 @@ impl Condition {
             Condition::Unsubscribed(wanted) => {
                 (lead.consent.channel(Channel::Email).status == ConsentStatus::OptedOut) == *wanted
             }
+            Condition::Inactive(span) => now - lead.last_activity_at.unwrap_or(lead.created_at) >= span.to_chrono(),
             Condition::All(items) => items.iter().all(|c| c.eval_at(facts, segments, now, depth + 1)),
             Condition::Any(items) => items.iter().any(|c| c.eval_at(facts, segments, now, depth + 1)),
             Condition::Not(inner) => !inner.eval_at(facts, segments, now, depth + 1),
@@ -252,10 +256,22 @@ impl Condition {
                     ));
                 }
             }
-            Condition::Opened(step) => note_message(file, messages, MessageKind::Opened, &step.value, &step.referenced, issues),
-            Condition::Responded(step) => {
-                note_message(file, messages, MessageKind::Responded, &step.value, &step.referenced, issues)
-            }
+            Condition::Opened(step) => note_message(
+                file,
+                messages,
+                MessageKind::Opened,
+                &step.value,
+                &step.referenced,
+                issues,
+            ),
+            Condition::Responded(step) => note_message(
+                file,
+                messages,
+                MessageKind::Responded,
+                &step.value,
+                &step.referenced,
+                issues,
+            ),
             Condition::Clicked(test) => {
                 let step = match &test.value {
                     ClickedTest::Step(step) | ClickedTest::Link { step, .. } => step.clone(),
@@ -271,7 +287,11 @@ impl Condition {
                     issues.push(Issue::at(file, Position::of(&test.kind.referenced), message));
                 }
             }
-            Condition::Score(_) | Condition::Stage(_) | Condition::Field(_) | Condition::Unsubscribed(_) => {}
+            Condition::Score(_)
+            | Condition::Stage(_)
+            | Condition::Field(_)
+            | Condition::Unsubscribed(_)
+            | Condition::Inactive(_) => {}
         }
     }
 
@@ -525,6 +545,18 @@ mod tests {
         check("{ any: [ { tag: nope }, { not: { segment: icp } } ] }", false);
         check("{ not: { unsubscribed: true } }", true);
         check("{ opened: whitepaper }", false);
+    }
+
+    #[test]
+    fn inactivity() {
+        // The lead was created at now() and its last event was 10 days ago.
+        check("{ inactive: 7d }", false);
+        let mut facts = facts();
+        facts.lead.last_activity_at = Some(now() - chrono::Duration::days(10));
+        let cond: Condition = serde_saphyr::from_str("{ inactive: 7d }").unwrap();
+        assert!(cond.eval(&facts, &Segments::new(), now()));
+        let cond: Condition = serde_saphyr::from_str("{ inactive: 14d }").unwrap();
+        assert!(!cond.eval(&facts, &Segments::new(), now()));
     }
 
     #[test]

@@ -266,14 +266,17 @@ mod tests {
     use serde_json::json;
 
     fn playbook() -> Playbook {
-        Playbook::from_files(&[
-            ("rules.yaml".into(), include_str!("../../campaigns/rules.yaml").into()),
-            (
-                "icp.yaml".into(),
-                include_str!("../../campaigns/segments/icp.yaml").into(),
-            ),
-            ("queues.yaml".into(), include_str!("../../campaigns/queues.yaml").into()),
-        ], Default::default())
+        Playbook::from_files(
+            &[
+                ("rules.yaml".into(), include_str!("../../campaigns/rules.yaml").into()),
+                (
+                    "icp.yaml".into(),
+                    include_str!("../../campaigns/segments/icp.yaml").into(),
+                ),
+                ("queues.yaml".into(), include_str!("../../campaigns/queues.yaml").into()),
+            ],
+            Default::default(),
+        )
         .unwrap()
     }
 

@@ -158,7 +158,11 @@ impl Templates {
                     pending.push(path);
                     continue;
                 }
-                let relative = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                let relative = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 if !(relative.ends_with(".hbs") || relative.ends_with(".wechat.yaml")) {
                     continue;
                 }
@@ -266,8 +270,9 @@ impl Templates {
                 let mut reason = e.reason().to_string();
                 if reason.contains("expected escape, expression") {
                     // Handlebars lists every rule it could have taken; say what usually happened.
-                    reason = "the template ends or breaks off here: is a {{#block}} missing its {{/block}}, or a {{ its }}?"
-                        .to_owned();
+                    reason =
+                        "the template ends or breaks off here: is a {{#block}} missing its {{/block}}, or a {{ its }}?"
+                            .to_owned();
                 }
                 let message = format!("the template does not compile: {reason}");
                 self.issues.push(match e.pos() {
@@ -303,7 +308,8 @@ impl Templates {
         for (field, value) in values {
             if let Some(template) = self.compile(path, value) {
                 self.check_names(path, &template, partials, &mut attributes);
-                self.plain.register_template(&format!("{name}.wechat.{field}"), template);
+                self.plain
+                    .register_template(&format!("{name}.wechat.{field}"), template);
             }
         }
         let entry = self.parts.entry(name.to_owned()).or_default();
@@ -346,8 +352,9 @@ impl Templates {
                                 "; use a lead field (first_name, company, …), attributes.NAME, tags, score, campaign or step"
                                     .to_owned()
                             });
-                        self.issues
-                            .push(issue(format!("{root:?} is not a lead field or a template value{nearest}")).warning());
+                        self.issues.push(
+                            issue(format!("{root:?} is not a lead field or a template value{nearest}")).warning(),
+                        );
                     }
                 }
                 Use::Helper(name) => {
@@ -378,7 +385,9 @@ impl Templates {
                     let missing = if parts.html { "subject.hbs" } else { "hbs" };
                     found.push(Issue::new(
                         &self.display(&format!("{name}.{}", if parts.html { "hbs" } else { "subject.hbs" })),
-                        format!("e-mail template {name:?} needs both NAME.hbs and NAME.subject.hbs; add {name}.{missing}"),
+                        format!(
+                            "e-mail template {name:?} needs both NAME.hbs and NAME.subject.hbs; add {name}.{missing}"
+                        ),
                     ));
                 }
                 continue;
@@ -413,7 +422,9 @@ impl Templates {
             None => String::new(),
         };
         if name.is_empty() || name.contains("..") || name.starts_with('/') {
-            return Err(format!("template name {name:?} is not valid; name a file of the templates directory without its extension"));
+            return Err(format!(
+                "template name {name:?} is not valid; name a file of the templates directory without its extension"
+            ));
         }
         let parts = self.parts.get(name);
         let ok = match channel {
@@ -425,9 +436,9 @@ impl Templates {
             return Ok(());
         }
         Err(match channel {
-            SendChannel::Email => format!(
-                "e-mail template {name:?} does not exist: add {name}.hbs and {name}.subject.hbs{where_}"
-            ),
+            SendChannel::Email => {
+                format!("e-mail template {name:?} does not exist: add {name}.hbs and {name}.subject.hbs{where_}")
+            }
             SendChannel::Wechat => {
                 format!("WeChat template {name:?} does not exist: add {name}.wechat.yaml{where_}")
             }
@@ -460,7 +471,10 @@ impl Templates {
         let lead = input.lead;
         let mut root = Map::new();
         for field in TEXT_FIELDS {
-            root.insert(field.to_owned(), Value::String(lead.fields.get(field).cloned().unwrap_or_default()));
+            root.insert(
+                field.to_owned(),
+                Value::String(lead.fields.get(field).cloned().unwrap_or_default()),
+            );
         }
         root.insert("timezone".into(), Value::String(input.timezone.name().to_owned()));
         root.insert("id".into(), Value::String(lead.id.to_string()));
@@ -473,7 +487,10 @@ impl Templates {
         root.insert("stage".into(), Value::String(lead.stage.as_str().to_owned()));
         root.insert("score".into(), Value::from(lead.score));
         root.insert("tags".into(), json!(input.tags));
-        root.insert("consent".into(), serde_json::to_value(&lead.consent).unwrap_or(Value::Null));
+        root.insert(
+            "consent".into(),
+            serde_json::to_value(&lead.consent).unwrap_or(Value::Null),
+        );
         root.insert("campaign".into(), Value::String(input.campaign.to_owned()));
         root.insert("step".into(), Value::String(input.step.to_owned()));
         root.insert("created_at".into(), Value::String(lead.created_at.to_rfc3339()));
@@ -513,7 +530,8 @@ impl Templates {
                 .render(&registry_key(&resolved, Part::Text), &data)
                 .map_err(|e| failed("txt.hbs", e))?
         } else {
-            html2text::from_read(html.as_bytes(), 78).map_err(|e| format!("deriving the text part of {resolved}: {e}"))?
+            html2text::from_read(html.as_bytes(), 78)
+                .map_err(|e| format!("deriving the text part of {resolved}: {e}"))?
         };
         Ok(RenderedEmail {
             subject: subject.trim().replace(['\r', '\n'], " "),
@@ -865,13 +883,21 @@ mod tests {
         let email = t.render_email("hello", &input(&lead), &links()).unwrap();
         assert_eq!(email.subject, "您好，欢迎");
         assert!(email.html.contains("<p>Acme &amp; Co </p>"), "{}", email.html);
-        assert!(email.html.contains("2026-11-20 16:00"), "time in Asia/Shanghai: {}", email.html);
+        assert!(
+            email.html.contains("2026-11-20 16:00"),
+            "time in Asia/Shanghai: {}",
+            email.html
+        );
         assert!(email.html.contains("<a href=\"https://t.example/u/abc\">退订</a>"));
         assert!(email.html.contains("<img src=\"https://t.example/t/o/abc\""));
         let body = email.html.find("</body>").unwrap();
         assert!(email.html.find("t/o/abc").unwrap() < body, "pixel inside the body");
         assert!(email.text.contains("Acme & Co"), "{}", email.text);
-        assert!(email.text.ends_with("退订: https://t.example/u/abc\n"), "{}", email.text);
+        assert!(
+            email.text.ends_with("退订: https://t.example/u/abc\n"),
+            "{}",
+            email.text
+        );
     }
 
     #[test]
@@ -884,10 +910,16 @@ mod tests {
             ("en/hello.txt.hbs", "Welcome, in text"),
         ]);
         let mut lead = lead();
-        assert_eq!(t.render_email("hello", &input(&lead), &links()).unwrap().subject, "欢迎");
+        assert_eq!(
+            t.render_email("hello", &input(&lead), &links()).unwrap().subject,
+            "欢迎"
+        );
         lead.attributes.insert("language".into(), "en-US".into());
         let email = t.render_email("hello", &input(&lead), &links()).unwrap();
-        assert_eq!((email.subject.as_str(), email.template.as_str()), ("Welcome", "en/hello"));
+        assert_eq!(
+            (email.subject.as_str(), email.template.as_str()),
+            ("Welcome", "en/hello")
+        );
         assert!(email.html.contains(">Unsubscribe</a>"));
         assert!(email.text.starts_with("Welcome, in text"));
     }
@@ -897,9 +929,15 @@ mod tests {
         let t = templates(&[
             ("a.subject.hbs", "Hi {{frist_name}}"),
             ("a.hbs", "<p>{{#if company}}x{{/each}}</p>"),
-            ("b.hbs", "{{> header}} {{shout company}} {{#each tags}}{{this}} {{whatever}}{{/each}}"),
+            (
+                "b.hbs",
+                "{{> header}} {{shout company}} {{#each tags}}{{this}} {{whatever}}{{/each}}",
+            ),
             ("c.json.hbs", "{\"who\": \"{{email}}\"}"),
-            ("d.wechat.yaml", "template_id: TM1\ndata:\n  first: \"{{first_name}}\"\n  x: \"{{nope}}\"\n"),
+            (
+                "d.wechat.yaml",
+                "template_id: TM1\ndata:\n  first: \"{{first_name}}\"\n  x: \"{{nope}}\"\n",
+            ),
         ]);
         let issues: Vec<String> = t.issues().iter().map(|i| i.to_string()).collect();
         assert_eq!(

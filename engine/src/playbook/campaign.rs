@@ -415,10 +415,7 @@ impl Campaign {
 
     /// The step an edge of this kind leads to from `from`.
     pub fn follow(&self, from: NodeIndex, edge: Edge) -> Option<NodeIndex> {
-        self.graph
-            .edges(from)
-            .find(|e| *e.weight() == edge)
-            .map(|e| e.target())
+        self.graph.edges(from).find(|e| *e.weight() == edge).map(|e| e.target())
     }
 
     /// The campaigns this one enrolls leads into.

@@ -58,16 +58,20 @@ fn look(action: &Action) -> (&'static str, &'static str, &'static str) {
         Action::Branch(_) => ("#fed7aa", "diamond", "circle"),
         Action::Split => ("#e9d5ff", "diamond", "circle"),
         Action::Tag { .. } | Action::Score(_) => ("#e5e7eb", "note", "box"),
-        Action::Handoff { .. } => ("#bbf7d0", "doubleoctagon", "doublecircle"),
-        Action::Enroll { .. } => ("#cffafe", "cds", "doublecircle"),
-        Action::Exit { .. } => ("#fecaca", "doublecircle", "doublecircle"),
+        Action::Handoff { .. } => ("#bbf7d0", "doubleoctagon", "Mrecord"),
+        Action::Enroll { .. } => ("#cffafe", "cds", "Mrecord"),
+        Action::Exit { .. } => ("#fecaca", "doublecircle", "Mrecord"),
     }
 }
 
 /// What a step does, in a few words.
 fn summary(action: &Action) -> String {
     match action {
-        Action::Send { channel, template, variants } => {
+        Action::Send {
+            channel,
+            template,
+            variants,
+        } => {
             let more = if variants.is_empty() {
                 String::new()
             } else {
@@ -130,6 +134,7 @@ pub fn describe(condition: &Condition) -> String {
         Condition::Segment(id) => format!("in {}", id.value),
         Condition::Unsubscribed(true) => "unsubscribed".to_owned(),
         Condition::Unsubscribed(false) => "subscribed".to_owned(),
+        Condition::Inactive(span) => format!("inactive {span}"),
         Condition::All(items) => items.iter().map(describe).collect::<Vec<_>>().join(" and "),
         Condition::Any(items) => items.iter().map(describe).collect::<Vec<_>>().join(" or "),
         Condition::Not(inner) => format!("not ({})", describe(inner)),
@@ -170,7 +175,12 @@ fn edge_label(campaign: &Campaign, edge: &petgraph::graph::EdgeReference<'_, Edg
     }
 }
 
-fn with_count(label: String, campaign: &Campaign, edge: &petgraph::graph::EdgeReference<'_, Edge>, counts: Option<&EdgeCounts>) -> String {
+fn with_count(
+    label: String,
+    campaign: &Campaign,
+    edge: &petgraph::graph::EdgeReference<'_, Edge>,
+    counts: Option<&EdgeCounts>,
+) -> String {
     let Some(counts) = counts else {
         return label;
     };
@@ -217,10 +227,18 @@ fn entry_label(campaign: &Campaign) -> String {
 fn dot(campaign: &Campaign, counts: Option<&EdgeCounts>, flavour: Flavour) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", quote(&campaign.id));
-    let _ = writeln!(out, "  label={};", quote(&format!("{} ({})", campaign.name, campaign.version)));
+    let _ = writeln!(
+        out,
+        "  label={};",
+        quote(&format!("{} ({})", campaign.name, campaign.version))
+    );
     let _ = writeln!(out, "  node [fontname=\"Helvetica\", fontsize=12];");
     let _ = writeln!(out, "  edge [fontname=\"Helvetica\", fontsize=10];");
-    let entry_shape = if flavour == Flavour::Graphviz { "plaintext" } else { "box" };
+    let entry_shape = if flavour == Flavour::Graphviz {
+        "plaintext"
+    } else {
+        "box"
+    };
     let _ = writeln!(
         out,
         "  \"__entry\" [shape={entry_shape}, label={}];",
@@ -238,7 +256,10 @@ fn dot(campaign: &Campaign, counts: Option<&EdgeCounts>, flavour: Flavour) -> St
         let mut label = format!("{}\n{}", step.id, summary(&step.action));
         if shape == "Mrecord" {
             // Record labels give these characters a meaning of their own.
-            label = label.replace(['{', '<'], "(").replace(['}', '>'], ")").replace('|', "/");
+            label = label
+                .replace(['{', '<'], "(")
+                .replace(['}', '>'], ")")
+                .replace('|', "/");
         }
         let _ = writeln!(
             out,
@@ -269,7 +290,11 @@ fn mermaid(campaign: &Campaign, counts: Option<&EdgeCounts>) -> String {
     // Mermaid labels are quoted; it has no escape for '"', so it becomes '#quot;'.
     let text = |s: &str| s.replace('"', "#quot;").replace('\n', "<br/>");
     let mut out = String::from("flowchart TD\n");
-    let _ = writeln!(out, "  entry([\"{}\"])", text(&format!("entry: {}", entry_label(campaign))));
+    let _ = writeln!(
+        out,
+        "  entry([\"{}\"])",
+        text(&format!("entry: {}", entry_label(campaign)))
+    );
     for node in campaign.graph.node_indices() {
         let step = &campaign.graph[node];
         let label = text(&format!("{}\n{}", step.id, summary(&step.action)));
@@ -289,7 +314,13 @@ fn mermaid(campaign: &Campaign, counts: Option<&EdgeCounts>) -> String {
         if label.is_empty() {
             let _ = writeln!(out, "  {} --> {}", id(edge.source()), id(edge.target()));
         } else {
-            let _ = writeln!(out, "  {} -->|\"{}\"| {}", id(edge.source()), text(&label), id(edge.target()));
+            let _ = writeln!(
+                out,
+                "  {} -->|\"{}\"| {}",
+                id(edge.source()),
+                text(&label),
+                id(edge.target())
+            );
         }
     }
     out
@@ -304,7 +335,9 @@ fn svg(campaign: &Campaign, counts: Option<&EdgeCounts>) -> Result<String, Strin
     // caller gets an error, not a crashed server.
     std::panic::catch_unwind(move || {
         let mut parser = DotParser::new(&source);
-        let graph = parser.process().map_err(|e| format!("the drawing's DOT did not parse: {e}"))?;
+        let graph = parser
+            .process()
+            .map_err(|e| format!("the drawing's DOT did not parse: {e}"))?;
         let mut builder = GraphBuilder::new();
         builder.visit_graph(&graph);
         let mut visual = builder.get();

@@ -514,7 +514,12 @@ pub(crate) fn find_cycles(refs: &BTreeMap<String, Vec<String>>) -> Vec<Vec<Strin
             if reported.insert(members) {
                 // Rotate so that the cycle starts at its smallest member, for stable messages.
                 let body = &cycle[..cycle.len() - 1];
-                let least = body.iter().enumerate().min_by_key(|(_, s)| *s).map(|(i, _)| i).unwrap_or(0);
+                let least = body
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| *s)
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
                 let mut rotated: Vec<String> = body[least..].iter().chain(&body[..least]).cloned().collect();
                 rotated.push(rotated[0].clone());
                 cycles.push(rotated);

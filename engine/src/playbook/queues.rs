@@ -120,7 +120,11 @@ pub(crate) fn build_queues(file: &str, spec: QueuesSpec, issues: &mut Vec<Issue>
         }
         let routing = queue.routing.as_ref().map(|r| r.value).unwrap_or(Routing::Claim);
         if routing == Routing::RoundRobin && queue.members.is_empty() {
-            let at = queue.routing.as_ref().map(|r| Position::of(&r.referenced)).unwrap_or(at);
+            let at = queue
+                .routing
+                .as_ref()
+                .map(|r| Position::of(&r.referenced))
+                .unwrap_or(at);
             issues.push(Issue::at(
                 file,
                 at,
@@ -143,7 +147,10 @@ pub(crate) fn build_queues(file: &str, spec: QueuesSpec, issues: &mut Vec<Issue>
                 Err(_) => issues.push(Issue::at(
                     file,
                     Position::of(&member.referenced),
-                    format!("member {:?} is not an e-mail address; members are named by e-mail", member.value),
+                    format!(
+                        "member {:?} is not an e-mail address; members are named by e-mail",
+                        member.value
+                    ),
                 )),
             }
         }

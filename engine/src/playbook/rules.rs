@@ -133,7 +133,6 @@ impl HandoffSpec {
     }
 }
 
-
 /// Behaviour tagging and scoring, attribute tags, decay and MQL, ready to apply.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -307,4 +306,3 @@ pub(crate) fn build_rules(
     }
     rules
 }
-

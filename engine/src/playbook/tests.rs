@@ -12,7 +12,10 @@ fn templates() -> Arc<Templates> {
         ("hello.subject.hbs", "Hello"),
         ("bye.hbs", "<p>Bye {{company}}</p>"),
         ("bye.subject.hbs", "Bye"),
-        ("nudge.wechat.yaml", "template_id: TM1\ndata:\n  first: \"{{first_name}}\"\n"),
+        (
+            "nudge.wechat.yaml",
+            "template_id: TM1\ndata:\n  first: \"{{first_name}}\"\n",
+        ),
     ];
     Arc::new(Templates::from_sources(
         None,
@@ -243,7 +246,11 @@ fn split_weights_are_positive() {
 fn duplicate_ids_across_files() {
     let steps = "  a: { exit: done }\n";
     assert_eq!(
-        refuse(&[("c.yaml", &campaign(steps)), ("copy.yaml", &campaign(steps)), ("icp2.yaml", ICP)]),
+        refuse(&[
+            ("c.yaml", &campaign(steps)),
+            ("copy.yaml", &campaign(steps)),
+            ("icp2.yaml", ICP)
+        ]),
         [
             "copy.yaml:2:5: campaign \"c\" is defined twice; the first is in c.yaml",
             "icp2.yaml:2:5: segment \"icp\" is defined twice; the first is in icp.yaml",
@@ -340,7 +347,7 @@ fn syntax_and_unknown_keys_are_positioned() {
         ]),
         [
             "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, tagging, attributes, decay, mql",
-            "b.yaml:3:9: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, all, any, not",
+            "b.yaml:3:9: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, all, any, not",
         ]
     );
 }
@@ -379,7 +386,10 @@ fn message_conditions_outside_campaign_steps() {
 #[test]
 fn queue_problems() {
     let queues = "kind: Queues\nqueues:\n  sdr:\n    routing: round_robin\n    on_breach: { move_to: vip }\n  Sales: { members: [not-an-email] }\n";
-    let files = [("queues.yaml".to_owned(), queues.to_owned()), ("more.yaml".to_owned(), QUEUES.to_owned())];
+    let files = [
+        ("queues.yaml".to_owned(), queues.to_owned()),
+        ("more.yaml".to_owned(), QUEUES.to_owned()),
+    ];
     let Err(Refused(issues)) = Playbook::from_files(&files, templates()) else {
         panic!("accepted bad queues");
     };
@@ -415,7 +425,10 @@ fn malformed_yaml_tabs_and_duplicate_keys() {
 
 #[test]
 fn a_huge_file_is_refused_before_parsing() {
-    let huge = format!("kind: Segment\nid: x\nwhen: {{ tag: a }}\n# {}\n", "x".repeat(10 * 1024 * 1024));
+    let huge = format!(
+        "kind: Segment\nid: x\nwhen: {{ tag: a }}\n# {}\n",
+        "x".repeat(10 * 1024 * 1024)
+    );
     assert_eq!(
         refuse(&[("huge.yaml", &huge)]),
         ["huge.yaml: the file is 10485800 bytes; a playbook file may be at most 1048576 bytes (split large campaigns into several)"]
@@ -424,7 +437,8 @@ fn a_huge_file_is_refused_before_parsing() {
 
 #[test]
 fn billion_laughs_and_deep_nesting_are_bounded() {
-    let mut laughs = String::from("kind: Segment\nid: lol\na0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let mut laughs =
+        String::from("kind: Segment\nid: lol\na0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..10 {
         let prev = format!("*a{}", i - 1);
         laughs.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
@@ -434,7 +448,11 @@ fn billion_laughs_and_deep_nesting_are_bounded() {
     let issues = refuse(&[("lol.yaml", &laughs)]);
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert!(issues[0].starts_with("lol.yaml:"), "{issues:?}");
-    let deep = format!("kind: Segment\nid: deep\nwhen: {}{{ tag: a }}{}\n", "{ not: ".repeat(200), " }".repeat(200));
+    let deep = format!(
+        "kind: Segment\nid: deep\nwhen: {}{{ tag: a }}{}\n",
+        "{ not: ".repeat(200),
+        " }".repeat(200)
+    );
     let issues = refuse(&[("deep.yaml", &deep)]);
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert!(issues[0].starts_with("deep.yaml:"), "{issues:?}");
@@ -451,7 +469,10 @@ fn the_shipped_playbook_is_valid_without_warnings() {
         Playbook::load_dir(&root.join("campaigns"), &root.join("templates")).unwrap_or_else(|e| panic!("{e}"));
     assert!(playbook.warnings.is_empty(), "{:?}", playbook.warnings);
     let ids: Vec<_> = playbook.rules.tagging.iter().map(|r| r.id.as_str()).collect();
-    assert!(ids.starts_with(&["whitepaper_downloaded", "page_view", "webinar_attended"]), "{ids:?}");
+    assert!(
+        ids.starts_with(&["whitepaper_downloaded", "page_view", "webinar_attended"]),
+        "{ids:?}"
+    );
     assert_eq!(playbook.rules.default_timezone, chrono_tz::Asia::Shanghai);
     let campaigns: Vec<_> = playbook.campaigns.keys().map(String::as_str).collect();
     assert_eq!(campaigns, ["activation", "industry-drip", "welcome"]);
@@ -459,4 +480,25 @@ fn the_shipped_playbook_is_valid_without_warnings() {
         playbook.queues.queues.keys().map(String::as_str).collect::<Vec<_>>(),
         ["sales", "sdr"]
     );
+}
+
+// ---- The editor schema. ----
+
+#[test]
+fn the_schema_accepts_the_shipped_files_and_refuses_mistakes() {
+    let schema = schema::playbook_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("the schema is not valid: {e}"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../campaigns");
+    let files = read_playbook_dir(&root).unwrap();
+    assert!(files.len() >= 8, "{} files", files.len());
+    for (name, text) in &files {
+        let value: serde_json::Value = serde_saphyr::from_str(text).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+    let typo: serde_json::Value =
+        serde_saphyr::from_str(&campaign("  a: { sned: { channel: email, template: hello } }\n")).unwrap();
+    assert!(!validator.is_valid(&typo), "a misspelt step kind passes the schema");
+    let bad_kind: serde_json::Value = serde_saphyr::from_str("kind: Campaing\nid: x\n").unwrap();
+    assert!(!validator.is_valid(&bad_kind));
 }
