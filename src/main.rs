@@ -248,15 +248,16 @@ fn playbook_command(command: PlaybookCommand) -> Result<()> {
             let started = std::time::Instant::now();
             match Playbook::load_dir(&dir, &templates.templates) {
                 Ok(playbook) => {
+                    // Diagnostics go to standard error, as compilers do; the summary to standard output.
                     for warning in &playbook.warnings {
-                        println!("{}", report::issue(warning));
+                        eprintln!("{}", report::issue(warning));
                     }
                     println!("{}", report::summary(&dir, &playbook, started.elapsed()));
                     Ok(())
                 }
                 Err(refused) => {
                     for issue in &refused.0 {
-                        println!("{}", report::issue(issue));
+                        eprintln!("{}", report::issue(issue));
                     }
                     let errors = refused.errors().count();
                     bail!(

@@ -13,6 +13,7 @@ use crate::lead::{ChannelConsent, ConsentStatus, EmailAddress, FieldError, Lead,
 use crate::nurture::{Changes, LeadState};
 use crate::playbook::Playbook;
 use crate::store::{
+    CampaignRecord, CampaignStatus, CampaignVersion, DeployReport,
     email_hash, ActivityRow, LeadFilter, NewEvent, Store, StoreError, TimelineCursor, TimelineEntry, Tx,
 };
 use crate::tag::{normalize_tag, Actor, ScoreChange, TagFamily};
@@ -112,6 +113,55 @@ impl Engine {
 
     pub fn playbook(&self) -> Arc<Playbook> {
         self.playbook.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the playbook's campaigns as deployed and puts the playbook in force. A campaign
+    /// whose content changed becomes a new version (the earlier ones are kept); an unchanged one
+    /// is left as it is; one no longer in the playbook is retired.
+    pub async fn deploy(&self, playbook: Playbook) -> EngineResult<DeployReport> {
+        let now = self.now();
+        let versions: Vec<CampaignVersion> = playbook
+            .campaigns
+            .values()
+            .map(|c| CampaignVersion {
+                campaign_id: c.id.clone(),
+                version: c.version.clone(),
+                number: 0,
+                name: c.name.clone(),
+                campaign_type: c.campaign_type.as_str().to_owned(),
+                definition: c.definition.clone(),
+                source: playbook
+                    .sources
+                    .iter()
+                    .find(|(file, _)| *file == c.file)
+                    .map(|(_, text)| text.clone())
+                    .unwrap_or_default(),
+                file: c.file.clone(),
+                deployed_at: now,
+            })
+            .collect();
+        let report = self.store.deploy_campaigns(&versions, now).await?;
+        *self.playbook.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(playbook);
+        Ok(report)
+    }
+
+    /// Records the playbook in force as deployed (at start).
+    pub async fn deploy_current(&self) -> EngineResult<DeployReport> {
+        self.deploy((*self.playbook()).clone()).await
+    }
+
+    /// Campaigns as deployed, with the graph of each when it is in the playbook in force.
+    pub async fn campaigns(&self) -> EngineResult<Vec<CampaignRecord>> {
+        Ok(self.store.campaigns().await?)
+    }
+
+    /// Pauses or resumes a campaign.
+    pub async fn set_campaign_status(&self, id: &str, status: CampaignStatus) -> EngineResult<()> {
+        if self.store.set_campaign_status(id, status, self.now()).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound)
+        }
     }
 
     /// Reads a lead with its tags.

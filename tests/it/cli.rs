@@ -156,12 +156,26 @@ fn a_malformed_rules_file_stops_serve_with_every_error_positioned() {
         .output()
         .unwrap();
     assert!(!validate.status.success());
-    assert!(String::from_utf8_lossy(&validate.stderr).contains("campaigns/icp.yaml:3:18"));
+    let diagnostics = String::from_utf8_lossy(&validate.stderr);
+    assert!(
+        diagnostics.contains(
+            "campaigns/icp.yaml:3:18: segment \"missing\" does not exist; define it in a `kind: Segment` file\n   |\n 3 | when: { segment: missing }\n   |                  ^\n"
+        ),
+        "the offending line is shown with a caret under the column: {diagnostics}"
+    );
+    assert!(diagnostics.contains("error: the playbook in campaigns is refused: 2 errors"), "{diagnostics}");
     let shipped = nurture(&crate::support::repo())
         .args(["playbook", "validate"])
         .output()
         .unwrap();
     assert!(shipped.status.success(), "{}", String::from_utf8_lossy(&shipped.stderr));
+    let summary = String::from_utf8_lossy(&shipped.stdout);
+    assert!(
+        summary.starts_with("The playbook in campaigns/ is valid: 3 campaigns, 4 segments, 2 queues, 12 tagging rules, 0 warnings"),
+        "{summary}"
+    );
+    assert_eq!(summary.lines().count(), 1, "one line: {summary}");
+    assert!(shipped.stderr.is_empty(), "no warnings: {}", String::from_utf8_lossy(&shipped.stderr));
 }
 
 #[test]
@@ -181,6 +195,8 @@ fn csv_import_reports_created_updated_and_rejected_rows() {
             "leads.csv",
             "--playbook",
             &crate::support::repo().join("campaigns").display().to_string(),
+            "--templates",
+            &crate::support::repo().join("templates").display().to_string(),
         ])
         .output()
         .unwrap();

@@ -67,6 +67,126 @@ macro_rules! store_impl {
             Ok(())
         }
 
+        async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport> {
+            let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
+            let current: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT id, version, status FROM campaigns ORDER BY id")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let mut report = DeployReport::default();
+            for campaign in deployed {
+                let before = current.iter().find(|(id, _, _)| *id == campaign.campaign_id);
+                match before {
+                    Some((_, version, status)) if *version == campaign.version && status != "retired" => {
+                        report.unchanged.push(campaign.campaign_id.clone());
+                        continue;
+                    }
+                    Some(_) => report.changed.push(campaign.campaign_id.clone()),
+                    None => report.created.push(campaign.campaign_id.clone()),
+                }
+                // A version seen before (a rollback) keeps its number and first deploy time.
+                sqlx::query(
+                    "INSERT INTO campaign_versions (campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at) \
+                     SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8 FROM campaign_versions WHERE campaign_id = $1 \
+                     ON CONFLICT (campaign_id, version) DO NOTHING",
+                )
+                .bind(&campaign.campaign_id)
+                .bind(&campaign.version)
+                .bind(&campaign.name)
+                .bind(&campaign.campaign_type)
+                .bind(&campaign.definition)
+                .bind(&campaign.source)
+                .bind(&campaign.file)
+                .bind(to_micros(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                sqlx::query(
+                    "INSERT INTO campaigns (id, version, status, updated_at) VALUES ($1, $2, 'active', $3) \
+                     ON CONFLICT (id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, \
+                     status = CASE WHEN campaigns.status = 'retired' THEN 'active' ELSE campaigns.status END",
+                )
+                .bind(&campaign.campaign_id)
+                .bind(&campaign.version)
+                .bind(to_micros(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            }
+            for (id, _, status) in &current {
+                if status != "retired" && !deployed.iter().any(|c| c.campaign_id == *id) {
+                    sqlx::query("UPDATE campaigns SET status = 'retired', updated_at = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(to_micros(now))
+                        .execute(&mut *tx)
+                        .await?;
+                    report.retired.push(id.clone());
+                }
+            }
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(report)
+        }
+
+        async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+            let rows: Vec<(String, String, String, i64, i64, String, String, i64)> = sqlx::query_as(
+                "SELECT c.id, c.version, c.status, c.updated_at, v.number, v.name, v.campaign_type, v.deployed_at \
+                 FROM campaigns c JOIN campaign_versions v ON v.campaign_id = c.id AND v.version = c.version ORDER BY c.id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, version, status, updated_at, number, name, campaign_type, deployed_at)| CampaignRecord {
+                    id,
+                    version,
+                    number,
+                    status,
+                    name,
+                    campaign_type,
+                    deployed_at: from_micros(deployed_at),
+                    updated_at: from_micros(updated_at),
+                })
+                .collect())
+        }
+
+        async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>> {
+            let rows: Vec<(String, String, i64, String, String, String, String, String, i64)> = sqlx::query_as(
+                "SELECT campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at \
+                 FROM campaign_versions WHERE campaign_id = $1 ORDER BY number",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at)| {
+                        CampaignVersion {
+                            campaign_id,
+                            version,
+                            number,
+                            name,
+                            campaign_type,
+                            definition,
+                            source,
+                            file,
+                            deployed_at: from_micros(deployed_at),
+                        }
+                    },
+                )
+                .collect())
+        }
+
+        async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool> {
+            let done = sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'retired'")
+                .bind(id)
+                .bind(status.as_str())
+                .bind(to_micros(now))
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
         async fn ready(&self) -> StoreResult<bool> {
             let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
@@ -359,6 +479,17 @@ pub trait Store: Send + Sync + 'static {
     /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
     async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool>;
 
+    /// Records a deploy: a campaign version not seen before is kept beside the earlier ones, the
+    /// current version moves to it, and campaigns no longer deployed are retired. Deploying
+    /// unchanged campaigns changes nothing.
+    async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport>;
+    /// Every campaign ever deployed, with its current version.
+    async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
+    /// Every deployed version of a campaign, oldest first.
+    async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
+    /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.
+    async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool>;
+
     /// Decays the scores of leads inactive for `decay.every` (one set-based pass); returns how many.
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64>;
 
@@ -372,6 +503,61 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
     /// Forgets a begun request that failed, so a retry can run it.
     async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
+}
+
+/// One deployed version of a campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignVersion {
+    pub campaign_id: String,
+    pub version: String,
+    /// 1 for the first version deployed, then 2, 3, …
+    pub number: i64,
+    pub name: String,
+    pub campaign_type: String,
+    /// The canonical content the version hashes.
+    pub definition: String,
+    /// The YAML as deployed.
+    pub source: String,
+    pub file: String,
+    pub deployed_at: DateTime<Utc>,
+}
+
+/// A campaign as deployed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignRecord {
+    pub id: String,
+    pub version: String,
+    pub number: i64,
+    pub status: String,
+    pub name: String,
+    pub campaign_type: String,
+    pub deployed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Whether a deployed campaign runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignStatus {
+    Active,
+    Paused,
+}
+
+impl CampaignStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignStatus::Active => "active",
+            CampaignStatus::Paused => "paused",
+        }
+    }
+}
+
+/// What a deploy changed, by campaign id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct DeployReport {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub retired: Vec<String>,
 }
 
 /// A write transaction: the set-based primitives the engine composes.
