@@ -406,6 +406,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
+    let deployed = engine
+        .deploy_current()
+        .await
+        .context("recording the deployed campaigns")?;
+    tracing::info!(
+        created = ?deployed.created,
+        changed = ?deployed.changed,
+        unchanged = deployed.unchanged.len(),
+        retired = ?deployed.retired,
+        "Playbook deployed."
+    );
     let app = nurture_api::Application::bind(&args.listen, engine.clone())
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 
 pub mod auth;
 pub mod body;
+pub mod campaigns;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .merge(leads::router())
         .merge(events::router())
+        .merge(campaigns::router())
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))

@@ -11,6 +11,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
+use crate::campaigns::{CampaignDetail, CampaignList, DeployAnswer, ValidationAnswer};
 use crate::error::ErrorBody;
 use crate::leads::{BulkAnswer, LeadPage, ScoreBody, TagsBody, TimelinePage};
 
@@ -163,7 +164,87 @@ pub const OPERATIONS: &[Operation] = &[
         status: 200,
         response: Some(of::<IngestReport>),
     },
+    Operation {
+        method: "post",
+        path: "/v1/playbook/validate",
+        summary: "Validate one playbook YAML file (checked against the playbook in force) or a tar of the playbook directory; every error and warning with file, line and column.",
+        roles: &[Role::Marketer],
+        request: Some(of::<PlaybookUpload>),
+        status: 200,
+        response: Some(of::<ValidationAnswer>),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/playbook",
+        summary: "Validate and deploy (422 with every error, nothing deployed); a changed campaign becomes a new version, an unchanged one is left as it is.",
+        roles: &[Role::Marketer],
+        request: Some(of::<PlaybookUpload>),
+        status: 200,
+        response: Some(of::<DeployAnswer>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/campaigns",
+        summary: "Deployed campaigns: id, name, type, version, status.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<CampaignList>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/campaigns/{id}",
+        summary: "A campaign's graph (steps and edges) and its deployed versions.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<CampaignDetail>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/campaigns/{id}/graph.svg",
+        summary: "The campaign drawn as SVG.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/v1/campaigns/{id}/graph.dot",
+        summary: "The campaign as Graphviz DOT.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/v1/campaigns/{id}/pause",
+        summary: "Pause: no step runs; waits keep counting.",
+        roles: &[Role::Marketer],
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/v1/campaigns/{id}/resume",
+        summary: "Resume a paused campaign.",
+        roles: &[Role::Marketer],
+        request: None,
+        status: 200,
+        response: None,
+    },
 ];
+
+/// A playbook upload: one YAML file, or a tar archive of the playbook directory.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+#[schemars(
+    description = "One playbook YAML file (application/yaml), or a tar archive of the playbook directory (application/x-tar)."
+)]
+struct PlaybookUpload(String);
 
 /// `POST /v1/events` takes one event or an array of them.
 #[derive(JsonSchema)]
@@ -208,7 +289,17 @@ pub fn build() -> (Value, Vec<String>) {
                 json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]),
             );
         }
-        if let Some(schema) = op.request {
+        if op.path.starts_with("/v1/playbook") {
+            // A playbook travels as YAML or as a tar of its directory, not as JSON; deploying
+            // the same playbook twice is a no-op, so no idempotency key is needed.
+            operation.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {
+                    "application/yaml": {"schema": {"type": "string"}},
+                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}}
+                }}),
+            );
+        } else if let Some(schema) = op.request {
             operation.insert(
                 "requestBody".into(),
                 json!({"required": true, "content": {"application/json": {"schema": schema(&mut requests)}}}),
@@ -230,7 +321,7 @@ pub fn build() -> (Value, Vec<String>) {
             None => json!({"description": "Success."}),
         };
         responses.insert(op.status.to_string(), ok);
-        if op.method == "put" {
+        if op.method == "put" && op.status == 201 {
             responses.insert("200".into(), responses["201"].clone());
         }
         let mut errors = vec![];

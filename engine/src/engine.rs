@@ -13,8 +13,8 @@ use crate::lead::{ChannelConsent, ConsentStatus, EmailAddress, FieldError, Lead,
 use crate::nurture::{Changes, LeadState};
 use crate::playbook::Playbook;
 use crate::store::{
-    CampaignRecord, CampaignStatus, CampaignVersion, DeployReport,
-    email_hash, ActivityRow, LeadFilter, NewEvent, Store, StoreError, TimelineCursor, TimelineEntry, Tx,
+    email_hash, ActivityRow, CampaignRecord, CampaignStatus, CampaignVersion, DeployReport, LeadFilter, NewEvent,
+    Store, StoreError, TimelineCursor, TimelineEntry, Tx,
 };
 use crate::tag::{normalize_tag, Actor, ScoreChange, TagFamily};
 

@@ -245,6 +245,11 @@ impl Templates {
         templates
     }
 
+    /// The directory the templates were loaded from, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
     /// Problems found while loading: compile errors (errors) and unknown names (warnings).
     pub fn issues(&self) -> &[Issue] {
         &self.issues

@@ -163,7 +163,10 @@ fn a_malformed_rules_file_stops_serve_with_every_error_positioned() {
         ),
         "the offending line is shown with a caret under the column: {diagnostics}"
     );
-    assert!(diagnostics.contains("error: the playbook in campaigns is refused: 2 errors"), "{diagnostics}");
+    assert!(
+        diagnostics.contains("error: the playbook in campaigns is refused: 2 errors"),
+        "{diagnostics}"
+    );
     let shipped = nurture(&crate::support::repo())
         .args(["playbook", "validate"])
         .output()
@@ -171,11 +174,17 @@ fn a_malformed_rules_file_stops_serve_with_every_error_positioned() {
     assert!(shipped.status.success(), "{}", String::from_utf8_lossy(&shipped.stderr));
     let summary = String::from_utf8_lossy(&shipped.stdout);
     assert!(
-        summary.starts_with("The playbook in campaigns/ is valid: 3 campaigns, 4 segments, 2 queues, 12 tagging rules, 0 warnings"),
+        summary.starts_with(
+            "The playbook in campaigns/ is valid: 3 campaigns, 4 segments, 2 queues, 12 tagging rules, 0 warnings"
+        ),
         "{summary}"
     );
     assert_eq!(summary.lines().count(), 1, "one line: {summary}");
-    assert!(shipped.stderr.is_empty(), "no warnings: {}", String::from_utf8_lossy(&shipped.stderr));
+    assert!(
+        shipped.stderr.is_empty(),
+        "no warnings: {}",
+        String::from_utf8_lossy(&shipped.stderr)
+    );
 }
 
 #[test]

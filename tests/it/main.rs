@@ -3,5 +3,6 @@
 
 mod api;
 mod cli;
+mod playbook;
 mod storage;
 mod support;

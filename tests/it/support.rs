@@ -173,6 +173,7 @@ pub async fn spawn_app() -> TestApp {
             .unwrap();
         keys.insert(role, key);
     }
+    engine.deploy_current().await.expect("the shipped playbook deploys");
     let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
         .await
         .unwrap();
@@ -223,6 +224,33 @@ impl TestApp {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
         };
         Answer { status, body }
+    }
+
+    /// Sends a raw body of a given content type; answers the status, content type and text.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        role: Role,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, String, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.keys[&role]);
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.text().await.unwrap())
     }
 
     /// The Prometheus text of `GET /metrics`.

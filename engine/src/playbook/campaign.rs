@@ -1029,7 +1029,7 @@ fn loop_path(graph: &DiGraph<Step, Edge>, first: NodeIndex, members: &BTreeSet<N
 fn suggest<'a>(wanted: &str, ids: impl Iterator<Item = &'a String>) -> String {
     let best = ids
         .map(|id| (strsim::levenshtein(wanted, id), id))
-        .filter(|(d, id)| *d <= 2.max(id.len() / 3))
+        .filter(|(d, id)| *d <= 2.max(id.len().max(wanted.len()) / 3))
         .min();
     match best {
         Some((_, id)) => format!("; did you mean {id:?}?"),

@@ -65,7 +65,7 @@ fn look(action: &Action) -> (&'static str, &'static str, &'static str) {
 }
 
 /// What a step does, in a few words.
-fn summary(action: &Action) -> String {
+pub fn summary(action: &Action) -> String {
     match action {
         Action::Send {
             channel,
@@ -145,6 +145,22 @@ pub fn describe(condition: &Condition) -> String {
     } else {
         text
     }
+}
+
+/// The campaign's edges as (from step, to step, label): `yes`/`no`, a split's share, or how
+/// long a wait lasts.
+pub fn edges(campaign: &Campaign) -> Vec<(String, String, String)> {
+    campaign
+        .graph
+        .edge_references()
+        .map(|edge| {
+            (
+                campaign.graph[edge.source()].id.clone(),
+                campaign.graph[edge.target()].id.clone(),
+                edge_label(campaign, &edge),
+            )
+        })
+        .collect()
 }
 
 fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {

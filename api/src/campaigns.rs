@@ -1,0 +1,509 @@
+//! The Campaigns and the playbook section of the API: validate and deploy a playbook, list
+//! campaigns, show one as a graph (JSON, SVG, DOT), pause and resume.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use nurture_engine::access::Role;
+use nurture_engine::lead::FieldError;
+use nurture_engine::playbook::{draw, Campaign, Issue, Playbook, Refused, Severity};
+use nurture_engine::store::{CampaignStatus, DeployReport};
+use nurture_engine::template::Templates;
+use serde::Deserialize;
+use std::sync::Arc;
+
+use crate::auth::Caller;
+use crate::body;
+use crate::error::ApiError;
+use crate::AppState;
+
+const MARKETERS: &[Role] = &[Role::Marketer];
+const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
+/// The most files a playbook upload may hold.
+const MAX_FILES: usize = 1_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/playbook/validate", post(validate))
+        .route("/v1/playbook", put(deploy))
+        .route("/v1/campaigns", get(list))
+        .route("/v1/campaigns/{id}", get(read))
+        .route("/v1/campaigns/{id}/graph.svg", get(graph_svg))
+        .route("/v1/campaigns/{id}/graph.dot", get(graph_dot))
+        .route("/v1/campaigns/{id}/pause", post(pause))
+        .route("/v1/campaigns/{id}/resume", post(resume))
+}
+
+/// One problem of a playbook, positioned.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct PlaybookIssue {
+    pub file: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl From<&Issue> for PlaybookIssue {
+    fn from(issue: &Issue) -> Self {
+        Self {
+            file: issue.file.clone(),
+            line: issue.position.map(|p| p.line),
+            column: issue.position.map(|p| p.column),
+            severity: issue.severity,
+            message: issue.message.clone(),
+        }
+    }
+}
+
+/// The answer to `POST /v1/playbook/validate`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct ValidationAnswer {
+    pub valid: bool,
+    pub errors: Vec<PlaybookIssue>,
+    pub warnings: Vec<PlaybookIssue>,
+    /// The campaigns of the validated playbook, with their versions (when valid).
+    pub campaigns: Vec<CampaignVersionView>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct CampaignVersionView {
+    pub id: String,
+    pub version: String,
+}
+
+/// The answer to `PUT /v1/playbook`: what the deploy changed, by campaign id.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct DeployAnswer {
+    #[serde(flatten)]
+    pub report: DeployReport,
+    pub warnings: Vec<PlaybookIssue>,
+}
+
+/// One campaign in `GET /v1/campaigns`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct CampaignSummary {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub campaign_type: String,
+    pub version: String,
+    /// 1 for the first version deployed, then 2, 3, …
+    pub version_number: i64,
+    /// `active`, `paused` or `retired`.
+    pub status: String,
+    pub steps: usize,
+    pub deployed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct CampaignList {
+    pub items: Vec<CampaignSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/campaigns/{id}`: the graph and the versions deployed.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct CampaignDetail {
+    #[serde(flatten)]
+    pub summary: CampaignSummary,
+    pub description: Option<String>,
+    pub priority: u8,
+    pub entry: EntryView,
+    pub start: String,
+    pub steps: Vec<StepView>,
+    pub edges: Vec<EdgeView>,
+    pub versions: Vec<VersionView>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct EntryView {
+    /// `segment`, `event` or `manual`.
+    pub trigger: String,
+    pub event: Option<String>,
+    /// How the entry condition reads, in a few words.
+    pub when: Option<String>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct StepView {
+    pub id: String,
+    /// `send`, `wait`, `branch`, `split`, `tag`, `score`, `handoff`, `enroll` or `exit`.
+    pub kind: String,
+    pub summary: String,
+    pub description: Option<String>,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct EdgeView {
+    pub from: String,
+    pub to: String,
+    /// `yes`, `no`, a split's share, how long a wait lasts, or empty.
+    pub label: String,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct VersionView {
+    pub version: String,
+    pub number: i64,
+    pub file: String,
+    pub deployed_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+pub struct FileQuery {
+    /// The name of an uploaded single file, as errors should call it.
+    file: Option<String>,
+}
+
+/// The files of an upload: a tar of the playbook directory (the whole playbook), or one YAML
+/// file (laid over the playbook in force, replacing the file that defines the same thing).
+fn uploaded_files(
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+    query: &FileQuery,
+    current: &Playbook,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let bytes = body::bytes(raw)?;
+    if bytes.is_empty() {
+        return Err(ApiError::Malformed(
+            "the body is empty: send one playbook YAML file, or a tar of the playbook directory".into(),
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let is_tar = content_type.contains("tar") || bytes.get(257..262) == Some(b"ustar".as_slice());
+    if is_tar {
+        return tar_files(&bytes);
+    }
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::Malformed("the body is not UTF-8 text; save the YAML file as UTF-8".into()))?;
+    let name = query.file.clone().unwrap_or_else(|| "request.yaml".to_owned());
+    Ok(current.overlay(vec![(name, text)]))
+}
+
+fn tar_files(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let malformed = |e: std::io::Error| ApiError::Malformed(format!("the tar archive could not be read: {e}"));
+    let mut archive = tar::Archive::new(bytes);
+    let mut files = Vec::new();
+    for entry in archive.entries().map_err(malformed)? {
+        let mut entry = entry.map_err(malformed)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().map_err(malformed)?.to_string_lossy().into_owned();
+        let path = path.trim_start_matches("./").to_owned();
+        if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
+            continue;
+        }
+        if files.len() == MAX_FILES {
+            return Err(ApiError::TooLarge(format!(
+                "the archive holds more than {MAX_FILES} playbook files"
+            )));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text)
+            .map_err(|_| ApiError::Malformed(format!("{path} is not UTF-8 text; save it as UTF-8")))?;
+        files.push((path, text));
+    }
+    if files.is_empty() {
+        return Err(ApiError::Malformed(
+            "the tar archive holds no .yaml or .yml file".into(),
+        ));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Validates off the request path: a large playbook is CPU work.
+async fn check(files: Vec<(String, String)>, templates: Arc<Templates>) -> Result<Result<Playbook, Refused>, ApiError> {
+    tokio::task::spawn_blocking(move || Playbook::from_files(&files, templates))
+        .await
+        .map_err(|e| ApiError::Internal(format!("validating the playbook: {e}")))
+}
+
+fn split(issues: &[Issue]) -> (Vec<PlaybookIssue>, Vec<PlaybookIssue>) {
+    let errors = issues
+        .iter()
+        .filter(|i| i.is_error())
+        .map(PlaybookIssue::from)
+        .collect();
+    let warnings = issues
+        .iter()
+        .filter(|i| !i.is_error())
+        .map(PlaybookIssue::from)
+        .collect();
+    (errors, warnings)
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<FileQuery>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<ValidationAnswer>, ApiError> {
+    caller.require(MARKETERS)?;
+    let current = state.engine.playbook();
+    let files = uploaded_files(&headers, raw, &query, &current)?;
+    Ok(Json(match check(files, current.templates.clone()).await? {
+        Ok(playbook) => ValidationAnswer {
+            valid: true,
+            errors: Vec::new(),
+            warnings: split(&playbook.warnings).1,
+            campaigns: playbook
+                .campaigns
+                .values()
+                .map(|c| CampaignVersionView {
+                    id: c.id.clone(),
+                    version: c.version.clone(),
+                })
+                .collect(),
+        },
+        Err(refused) => {
+            let (errors, warnings) = split(&refused.0);
+            ValidationAnswer {
+                valid: false,
+                errors,
+                warnings,
+                campaigns: Vec::new(),
+            }
+        }
+    }))
+}
+
+async fn deploy(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<FileQuery>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<DeployAnswer>, ApiError> {
+    caller.require(MARKETERS)?;
+    let current = state.engine.playbook();
+    let files = uploaded_files(&headers, raw, &query, &current)?;
+    // Templates are read from disk again, so that edited templates go live with the deploy.
+    let templates = match current.templates.dir() {
+        Some(dir) => {
+            let dir = dir.to_path_buf();
+            Arc::new(
+                tokio::task::spawn_blocking(move || Templates::load_dir(&dir))
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("loading templates: {e}")))?,
+            )
+        }
+        None => current.templates.clone(),
+    };
+    let playbook = match check(files, templates).await? {
+        Ok(playbook) => playbook,
+        Err(refused) => {
+            let details: Vec<FieldError> = refused
+                .errors()
+                .map(|issue| {
+                    let at = match issue.position {
+                        Some(p) => format!("{}:{}:{}", issue.file, p.line, p.column),
+                        None => issue.file.clone(),
+                    };
+                    FieldError::new(at, issue.message.clone())
+                })
+                .collect();
+            let n = details.len();
+            return Err(ApiError::Invalid {
+                message: format!(
+                    "the playbook has {n} error{}; nothing was deployed",
+                    if n == 1 { "" } else { "s" }
+                ),
+                details,
+            });
+        }
+    };
+    let warnings = split(&playbook.warnings).1;
+    let report = state.engine.deploy(playbook).await?;
+    tracing::info!(
+        by = %caller.0.name,
+        created = report.created.len(),
+        changed = report.changed.len(),
+        retired = report.retired.len(),
+        "Playbook deployed."
+    );
+    Ok(Json(DeployAnswer { report, warnings }))
+}
+
+fn summary(record: &nurture_engine::store::CampaignRecord, campaign: Option<&Campaign>) -> CampaignSummary {
+    CampaignSummary {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        campaign_type: record.campaign_type.clone(),
+        version: record.version.clone(),
+        version_number: record.number,
+        status: record.status.clone(),
+        steps: campaign.map(|c| c.graph.node_count()).unwrap_or(0),
+        deployed_at: record.deployed_at,
+        updated_at: record.updated_at,
+    }
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<CampaignList>, ApiError> {
+    caller.require(EVERYONE)?;
+    let playbook = state.engine.playbook();
+    let items = state
+        .engine
+        .campaigns()
+        .await?
+        .iter()
+        .map(|r| summary(r, playbook.campaigns.get(&r.id).map(|c| c.as_ref())))
+        .collect();
+    Ok(Json(CampaignList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// The campaign in force: deployed and in the playbook.
+fn in_force(state: &AppState, id: &str) -> Result<Arc<Campaign>, ApiError> {
+    state
+        .engine
+        .playbook()
+        .campaigns
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no campaign {id:?} is deployed")))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignDetail>, ApiError> {
+    caller.require(EVERYONE)?;
+    let records = state.engine.campaigns().await?;
+    let record = records
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no campaign {id:?} was ever deployed")))?;
+    let campaign = in_force(&state, &id).ok();
+    let versions = state
+        .engine
+        .store()
+        .campaign_versions(&id)
+        .await?
+        .into_iter()
+        .map(|v| VersionView {
+            version: v.version,
+            number: v.number,
+            file: v.file,
+            deployed_at: v.deployed_at,
+        })
+        .collect();
+    let (steps, edges, entry, start, description, priority) = match &campaign {
+        Some(c) => (
+            c.steps()
+                .map(|s| StepView {
+                    id: s.id.clone(),
+                    kind: s.action.kind().to_owned(),
+                    summary: draw::summary(&s.action),
+                    description: s.description.clone(),
+                })
+                .collect(),
+            draw::edges(c)
+                .into_iter()
+                .map(|(from, to, label)| EdgeView { from, to, label })
+                .collect(),
+            EntryView {
+                trigger: serde_json::to_value(c.entry.trigger)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                event: c.entry.event.clone(),
+                when: c.entry.when.as_ref().map(draw::describe),
+            },
+            c.graph[c.start].id.clone(),
+            c.description.clone(),
+            c.priority,
+        ),
+        None => (
+            Vec::new(),
+            Vec::new(),
+            EntryView {
+                trigger: "manual".into(),
+                event: None,
+                when: None,
+            },
+            String::new(),
+            None,
+            0,
+        ),
+    };
+    Ok(Json(CampaignDetail {
+        summary: summary(record, campaign.as_deref()),
+        description,
+        priority,
+        entry,
+        start,
+        steps,
+        edges,
+        versions,
+    }))
+}
+
+async fn graph(state: &AppState, caller: &Caller, id: &str, format: draw::Format) -> Result<String, ApiError> {
+    caller.require(EVERYONE)?;
+    let campaign = in_force(state, id)?;
+    tokio::task::spawn_blocking(move || draw::draw(&campaign, format, None))
+        .await
+        .map_err(|e| ApiError::Internal(format!("drawing: {e}")))?
+        .map_err(ApiError::Internal)
+}
+
+async fn graph_svg(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let svg = graph(&state, &caller, &id, draw::Format::Svg).await?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+async fn graph_dot(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let dot = graph(&state, &caller, &id, draw::Format::Dot).await?;
+    Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], dot).into_response())
+}
+
+async fn set_status(state: &AppState, caller: &Caller, id: &str, status: CampaignStatus) -> Result<Response, ApiError> {
+    caller.require(MARKETERS)?;
+    state
+        .engine
+        .set_campaign_status(id, status)
+        .await
+        .map_err(|e| match e {
+            nurture_engine::engine::EngineError::NotFound => {
+                ApiError::NotFound(format!("no campaign {id:?} is deployed"))
+            }
+            other => ApiError::from(other),
+        })?;
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({"id": id, "status": status.as_str()})),
+    )
+        .into_response())
+}
+
+async fn pause(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    set_status(&state, &caller, &id, CampaignStatus::Paused).await
+}
+
+async fn resume(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    set_status(&state, &caller, &id, CampaignStatus::Active).await
+}

@@ -1,0 +1,431 @@
+//! The Campaigns and playbook section of the API against a real server: validate (one file or
+//! a tar), deploy with versions, the campaign as a graph in JSON, SVG and DOT, pause and resume.
+
+use nurture_engine::access::Role::{Admin, Crm, Marketer, Sdr};
+use serde_json::{json, Value};
+
+use crate::support::{repo, spawn_app, TestApp};
+
+const YAML: &str = "application/yaml";
+
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(repo().join("campaigns").join(name)).unwrap()
+}
+
+/// The shipped playbook directory as a tar archive, with `replace` laid over its files.
+fn playbook_tar(replace: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let root = repo().join("campaigns");
+    let mut files = vec![];
+    for entry in walk(&root) {
+        let name = entry.strip_prefix(&root).unwrap().display().to_string();
+        files.push((name, std::fs::read_to_string(&entry).unwrap()));
+    }
+    for (name, text) in replace {
+        files.retain(|(n, _)| n != name);
+        files.push((name.to_string(), text.to_string()));
+    }
+    for (name, text) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, text.as_bytes()).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+async fn json_of(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    role: nurture_engine::access::Role,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, Value) {
+    let (status, _, text) = app.raw(method, path, role, body).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
+
+#[tokio::test]
+async fn validating_one_file_reports_every_error_against_the_playbook_in_force() {
+    let app = spawn_app().await;
+    let broken = shipped("welcome.yaml")
+        .replace("next: wait_2d", "next: wait_2days")
+        .replace("{ segment: persona-marketer }", "{ segment: persona-marketeer }");
+    let (status, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate?file=campaigns/welcome.yaml",
+        Marketer,
+        Some((YAML, broken.into_bytes())),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({
+            "valid": false,
+            "errors": [
+                {"file": "campaigns/welcome.yaml", "line": 26, "column": 28, "severity": "error",
+                 "message": "segment \"persona-marketeer\" does not exist; define it in a `kind: Segment` file"},
+                {"file": "campaigns/welcome.yaml", "line": 28, "column": 11, "severity": "error",
+                 "message": "`next` names step \"wait_2days\", which does not exist; did you mean \"wait_2d\"?"}
+            ],
+            "warnings": [],
+            "campaigns": []
+        })
+    );
+
+    // The same file as shipped is valid, and checked against the rest of the playbook.
+    let (status, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some((YAML, shipped("welcome.yaml").into_bytes())),
+    )
+    .await;
+    assert_eq!((status, &answer["valid"]), (200, &json!(true)), "{answer}");
+    assert_eq!(answer["campaigns"].as_array().unwrap().len(), 3, "{answer}");
+}
+
+#[tokio::test]
+async fn validating_a_tar_of_the_directory_and_bad_uploads() {
+    let app = spawn_app().await;
+    let (status, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some(("application/x-tar", playbook_tar(&[]))),
+    )
+    .await;
+    assert_eq!((status, &answer["valid"]), (200, &json!(true)), "{answer}");
+
+    // A whole directory without its queues file: every handoff names a missing queue.
+    let mut without_queues = tar::Builder::new(Vec::new());
+    for name in ["rules.yaml", "segments/icp.yaml"] {
+        let text = shipped(name);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_cksum();
+        without_queues.append_data(&mut header, name, text.as_bytes()).unwrap();
+    }
+    let (_, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some(("application/x-tar", without_queues.into_inner().unwrap())),
+    )
+    .await;
+    assert_eq!(
+        answer["errors"],
+        json!([{"file": "rules.yaml", "line": 51, "column": 21, "severity": "error",
+                "message": "queue \"sdr\" does not exist; define it in a `kind: Queues` file"}])
+    );
+
+    let (status, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some((YAML, Vec::new())),
+    )
+    .await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("malformed")));
+    let (status, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some((YAML, vec![0xff, 0xfe, 0x00])),
+    )
+    .await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("malformed")));
+    let (status, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some(("application/x-tar", b"not a tar at all".to_vec())),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("malformed")),
+        "{answer}"
+    );
+    let (status, answer) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Sdr,
+        Some((YAML, shipped("welcome.yaml").into_bytes())),
+    )
+    .await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (403, Some("forbidden")));
+}
+
+#[tokio::test]
+async fn deploying_keeps_every_version_and_an_unchanged_playbook_is_a_no_op() {
+    let app = spawn_app().await;
+    let (status, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook",
+        Marketer,
+        Some(("application/x-tar", playbook_tar(&[]))),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["unchanged"], json!(["activation", "industry-drip", "welcome"]));
+    assert_eq!(
+        (answer["created"].clone(), answer["changed"].clone()),
+        (json!([]), json!([]))
+    );
+
+    let first = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
+    let edited = shipped("welcome.yaml").replace("wait: { for: 4d }", "wait: { for: 5d }");
+    let (status, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook?file=campaigns/welcome.yaml",
+        Marketer,
+        Some((YAML, edited.into_bytes())),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["changed"].clone(), answer["unchanged"].clone()),
+        (json!(["welcome"]), json!(["activation", "industry-drip"]))
+    );
+    let second = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
+    assert_ne!(first["version"], second["version"]);
+    assert_eq!(second["version_number"], 2);
+    let versions: Vec<_> = second["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].clone(), v["number"].clone()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (first["version"].clone(), json!(1)),
+            (second["version"].clone(), json!(2))
+        ]
+    );
+    let wait = second["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == "wait_before_drip")
+        .unwrap();
+    assert_eq!(wait["label"], "after 5d");
+
+    // Going back to the first content is the first version again, not a third.
+    let (_, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook",
+        Marketer,
+        Some(("application/x-tar", playbook_tar(&[]))),
+    )
+    .await;
+    assert_eq!(answer["changed"], json!(["welcome"]));
+    let back = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
+    assert_eq!(
+        (back["version"].clone(), back["version_number"].clone()),
+        (first["version"].clone(), json!(1))
+    );
+    assert_eq!(back["versions"].as_array().unwrap().len(), 2);
+
+    // An invalid playbook deploys nothing and says why.
+    let broken = shipped("welcome.yaml").replace("next: getting_started", "next: getting_startd");
+    let (status, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook?file=campaigns/welcome.yaml",
+        Marketer,
+        Some((YAML, broken.into_bytes())),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "validation_failed");
+    assert_eq!(
+        answer["error"]["details"],
+        json!([{"field": "campaigns/welcome.yaml:31:11", "message": "`next` names step \"getting_startd\", which does not exist; did you mean \"getting_started\"?"}])
+    );
+    let after = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
+    assert_eq!(after["version"], first["version"]);
+
+    // Dropping a campaign from the playbook retires it; its versions stay.
+    let mut without = tar::Builder::new(Vec::new());
+    for entry in walk(&repo().join("campaigns")) {
+        let name = entry
+            .strip_prefix(repo().join("campaigns"))
+            .unwrap()
+            .display()
+            .to_string();
+        if name == "activation.yaml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_cksum();
+        without.append_data(&mut header, name, text.as_bytes()).unwrap();
+    }
+    let (_, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook",
+        Admin,
+        Some(("application/x-tar", without.into_inner().unwrap())),
+    )
+    .await;
+    assert_eq!(answer["retired"], json!(["activation"]));
+    let list = app.call("GET", "/v1/campaigns", Crm, None).await.body;
+    let statuses: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].clone(), c["status"].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (json!("activation"), json!("retired")),
+            (json!("industry-drip"), json!("active")),
+            (json!("welcome"), json!("active"))
+        ]
+    );
+    assert_eq!(
+        app.call("GET", "/v1/campaigns/activation/graph.svg", Sdr, None)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_as_json_svg_and_dot() {
+    let app = spawn_app().await;
+    let list = app.call("GET", "/v1/campaigns", Sdr, None).await.body;
+    let drip = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "industry-drip")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            drip["type"].clone(),
+            drip["status"].clone(),
+            drip["version_number"].clone()
+        ),
+        (json!("drip"), json!("active"), json!(1))
+    );
+
+    let detail = app.call("GET", "/v1/campaigns/industry-drip", Sdr, None).await.body;
+    assert_eq!(detail["start"], "insight");
+    assert_eq!(detail["entry"]["trigger"], "segment");
+    let steps: Vec<&str> = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.len(), detail["steps"].as_array().unwrap().len());
+    assert!(detail["edges"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"from": "opened_insight", "to": "tag_deep", "label": "yes"})));
+    assert!(detail["edges"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"from": "opened_insight", "to": "new_angle", "label": "no"})));
+    assert!(detail["edges"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"from": "wait_insight", "to": "opened_insight", "label": "after 3d"})));
+
+    let (status, content_type, svg) = app.raw("GET", "/v1/campaigns/industry-drip/graph.svg", Sdr, None).await;
+    assert_eq!((status, content_type.as_str()), (200, "image/svg+xml"));
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+    for step in &steps {
+        assert!(svg.contains(&format!(">{step}<")), "step {step} is drawn");
+    }
+    let (status, _, dot) = app.raw("GET", "/v1/campaigns/industry-drip/graph.dot", Crm, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        dot.contains("\"opened_insight\" -> \"tag_deep\" [label=\"yes\"];"),
+        "{dot}"
+    );
+    assert!(dot.contains("\"opened_insight\" [shape=diamond"), "{dot}");
+    assert_eq!(app.call("GET", "/v1/campaigns/nope", Sdr, None).await.status, 404);
+    assert_eq!(
+        app.call("GET", "/v1/campaigns/nope/graph.dot", Sdr, None).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn pause_and_resume() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/welcome/pause", Crm, None).await.status,
+        403
+    );
+    let paused = app.call("POST", "/v1/campaigns/welcome/pause", Marketer, None).await;
+    assert_eq!(
+        (paused.status, paused.body.clone()),
+        (200, json!({"id": "welcome", "status": "paused"}))
+    );
+    let detail = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
+    assert_eq!(detail["status"], "paused");
+    // A deploy does not resume a paused campaign.
+    let (_, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook",
+        Marketer,
+        Some(("application/x-tar", playbook_tar(&[]))),
+    )
+    .await;
+    assert_eq!(answer["unchanged"], json!(["activation", "industry-drip", "welcome"]));
+    assert_eq!(
+        app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body["status"],
+        "paused"
+    );
+    let resumed = app.call("POST", "/v1/campaigns/welcome/resume", Marketer, None).await;
+    assert_eq!(resumed.body["status"], "active");
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/nope/pause", Marketer, None)
+            .await
+            .status,
+        404
+    );
+}
