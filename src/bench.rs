@@ -1,5 +1,6 @@
 //! `nurture bench ingest`: synthetic behaviour events through the same engine path the API
 //! uses (leads resolved or created, events stored, rules applied, MQL checked).
+//! `nurture bench playbook`: validating a large generated campaign, as a deploy does.
 
 use anyhow::Result;
 use nurture_engine::clock::SystemClock;
@@ -130,5 +131,65 @@ async fn drop_schema(url: &str, schema: &str) -> Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&mut conn)
         .await?;
+    Ok(())
+}
+
+/// A campaign of `steps` steps in blocks of five (send, wait, branch on opened, tag, score),
+/// every block's branch asking about its own send, so dominance is checked on every block.
+pub fn generated_campaign(steps: usize) -> String {
+    let blocks = (steps / 5).max(1);
+    let mut yaml = String::from(
+        "kind: Campaign\nid: generated\nname: Generated\ntype: drip\nentry: { trigger: manual }\nstart: send_0\nsteps:\n",
+    );
+    for i in 0..blocks {
+        let next = if i + 1 == blocks {
+            "done".to_owned()
+        } else {
+            format!("send_{}", i + 1)
+        };
+        let block = [
+            format!("  send_{i}:\n    send: {{ channel: email, template: hello }}\n    next: wait_{i}\n"),
+            format!("  wait_{i}:\n    wait: {{ for: 1d }}\n    next: branch_{i}\n"),
+            format!("  branch_{i}:\n    branch: {{ if: {{ any: [ {{ opened: send_{i} }}, {{ tag: interest:topic/iot }} ] }}, then: tag_{i}, else: score_{i} }}\n"),
+            format!("  tag_{i}:\n    tag: {{ add: [engagement:block-{i}] }}\n    next: {next}\n"),
+            format!("  score_{i}:\n    score: -1\n    next: {next}\n"),
+        ];
+        yaml.push_str(&block.concat());
+    }
+    yaml.push_str("  done:\n    exit: done\n");
+    yaml
+}
+
+pub fn playbook(steps: usize, runs: usize) -> Result<()> {
+    let campaign = generated_campaign(steps);
+    let templates = Arc::new(nurture_engine::template::Templates::from_sources(
+        None,
+        vec![
+            ("hello.hbs".into(), "<p>Hello {{first_name}}</p>".into()),
+            ("hello.subject.hbs".into(), "Hello".into()),
+        ],
+    ));
+    let files = vec![
+        ("generated.yaml".to_owned(), campaign.clone()),
+        ("queues.yaml".to_owned(), QUEUES.to_owned()),
+    ];
+    let mut times = Vec::with_capacity(runs);
+    let mut built = 0;
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let playbook = Playbook::from_files(&files, templates.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        times.push(started.elapsed());
+        built = playbook.campaigns["generated"].graph.node_count();
+    }
+    times.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "Validated a {built}-step campaign ({} lines of YAML) {} times: min {:.2} ms, median {:.2} ms, max {:.2} ms.",
+        campaign.lines().count(),
+        times.len(),
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    );
     Ok(())
 }

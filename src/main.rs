@@ -142,6 +142,13 @@ enum PlaybookCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Validate a generated campaign of this many steps, as a deploy does, and print the time.
+    Playbook {
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// Ingest synthetic behaviour events through the engine, rules applied, and print events/s.
     Ingest {
         #[arg(long, default_value_t = 200_000)]
@@ -225,6 +232,9 @@ async fn run(cli: Cli) -> Result<()> {
             import::run(&engine, &file).await
         }
         Command::Playbook { command } => playbook_command(command),
+        Command::Bench {
+            command: BenchCommand::Playbook { steps, runs },
+        } => bench::playbook(steps, runs),
         Command::Bench {
             command:
                 BenchCommand::Ingest {

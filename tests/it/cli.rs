@@ -249,3 +249,78 @@ fn migrate_creates_and_upgrades_the_database_idempotently() {
         "{stderr}"
     );
 }
+
+#[test]
+fn playbook_graph_draws_every_step_in_each_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("drip.svg");
+    let output = nurture(&crate::support::repo())
+        .args(["playbook", "graph", "industry-drip", "--format", "svg", "-o"])
+        .arg(&svg_path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("</svg>"));
+    let yaml = std::fs::read_to_string(crate::support::repo().join("campaigns/industry-drip.yaml")).unwrap();
+    let spec: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    let steps: Vec<&String> = spec["steps"].as_object().unwrap().keys().collect();
+    assert!(steps.len() >= 40, "the whole method: {} steps", steps.len());
+    for step in &steps {
+        assert!(svg.contains(&format!(">{step}<")), "step {step} is drawn");
+    }
+
+    for (format, expect) in [
+        ("dot", "\"opened_insight\" -> \"tag_deep\" [label=\"yes\"];"),
+        ("mermaid", "flowchart TD"),
+    ] {
+        let output = nurture(&crate::support::repo())
+            .args(["playbook", "graph", "industry-drip", "--format", format])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains(expect), "{format}: {text}");
+    }
+    let missing = nurture(&crate::support::repo())
+        .args(["playbook", "graph", "industry-dirp"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains(
+            "campaign \"industry-dirp\" is not in the playbook; its campaigns are: activation, industry-drip, welcome"
+        ),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
+
+#[test]
+fn playbook_schema_validates_the_shipped_files() {
+    let output = nurture(&crate::support::repo())
+        .args(["playbook", "schema"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("not a valid JSON Schema: {e}"));
+    let mut checked = 0;
+    let mut pending = vec![crate::support::repo().join("campaigns")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let value: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "{checked} files");
+    let typo: serde_json::Value =
+        serde_saphyr::from_str("kind: Queues\nqueues:\n  sdr: { sla: 4h, routng: claim }\n").unwrap();
+    assert!(!validator.is_valid(&typo), "a misspelt key is caught as the marketer types");
+}

@@ -9,7 +9,7 @@ use super::{CampaignSpec, QueuesSpec, RulesSpec, SegmentSpec};
 /// One playbook file: whichever of the four kinds its `kind:` says.
 #[derive(JsonSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::large_enum_variant)] // Never built: it only describes the schema.
 enum PlaybookFile {
     Campaign(CampaignSpec),
     Rules(RulesSpec),

@@ -502,3 +502,67 @@ fn the_schema_accepts_the_shipped_files_and_refuses_mistakes() {
     let bad_kind: serde_json::Value = serde_saphyr::from_str("kind: Campaing\nid: x\n").unwrap();
     assert!(!validator.is_valid(&bad_kind));
 }
+
+// ---- Property tests: random and mutated YAML never panics the loader, and every position it
+// reports lies inside the file. Run longer with PROPTEST_CASES=100000. ----
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DRIP: &str = include_str!("../../../campaigns/industry-drip.yaml");
+
+    fn check_positions(name: &str, text: &str) {
+        let files = vec![(name.to_owned(), text.to_owned()), ("queues.yaml".to_owned(), QUEUES.to_owned())];
+        // YAML breaks lines at LF, CRLF and a lone CR.
+        let breaks = text.matches('\n').count() + text.replace("\r\n", "").matches('\r').count();
+        let lines = breaks as u64 + 1;
+        if let Err(Refused(issues)) = Playbook::from_files(&files, templates()) {
+            assert!(issues.iter().any(Issue::is_error));
+            for issue in issues {
+                if let Some(p) = issue.position {
+                    if issue.file == name {
+                        assert!(p.line >= 1 && p.line <= lines, "{issue} outside {lines} lines");
+                    }
+                }
+                assert!(!issue.message.is_empty());
+            }
+        }
+    }
+
+    /// Tokens YAML is made of, so that random input reaches deep into the parser and the spec.
+    fn token() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "kind: Campaign\n", "kind: Segment\n", "kind: Rules\n", "kind: Queues\n", "id: x\n", "steps:\n",
+            "  a:\n", "    next: a\n", "    wait: { for: 3d }\n", "    send: { channel: email, template: hello }\n",
+            "start: a\n", "  ", "\t", "- ", "{", "}", "[", "]", ": ", ", ", "&a ", "*a ", "<<: *a\n", "\"", "'",
+            "#", "\n", "---\n", "...\n", "? ", "|\n", ">\n", "!!str ", "!!binary ", "0x1F", "1e999", "~", "null",
+            "当", "\u{0}", "\u{feff}", "when: { tag: a }\n", "branch: { if: { opened: a }, then: a, else: a }\n",
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn random_token_soup_never_panics(tokens in prop::collection::vec(token(), 0..80)) {
+            check_positions("soup.yaml", &tokens.concat());
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            check_positions("text.yaml", &text);
+        }
+
+        #[test]
+        fn mutated_shipped_campaigns_never_panic(
+            cut in 0..DRIP.len(),
+            len in 0usize..40,
+            insert in prop::sample::select(vec!["", "\t", ": ", "{", "]", "\n  x:", "*a", "&a", "\u{feff}", "next: ", "  "]),
+        ) {
+            let mut text = DRIP.to_owned();
+            let start = (0..=cut).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let end = (start + len..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+            text.replace_range(start..end, insert);
+            check_positions("industry-drip.yaml", &text);
+        }
+    }
+}
