@@ -63,9 +63,31 @@ struct PlaybookArgs {
 
 #[derive(Args, Clone)]
 struct TemplatesArgs {
-    /// The templates directory (`NAME.hbs`, `NAME.subject.hbs`, `partials/`, `en/`, …).
-    #[arg(long, env = "NURTURE_TEMPLATES", default_value = "templates/")]
-    templates: PathBuf,
+    /// The templates directory (`NAME.hbs`, `NAME.subject.hbs`, `partials/`, `en/`, …). When it
+    /// is not given and `templates/` is not here, the `templates/` beside the playbook directory.
+    #[arg(long, env = "NURTURE_TEMPLATES")]
+    templates: Option<PathBuf>,
+}
+
+impl TemplatesArgs {
+    /// The directory to use for a playbook in `playbook`.
+    fn dir(&self, playbook: &std::path::Path) -> PathBuf {
+        if let Some(dir) = &self.templates {
+            return dir.clone();
+        }
+        let here = PathBuf::from("templates/");
+        if here.is_dir() {
+            return here;
+        }
+        let beside = playbook
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(|parent| parent.join("templates")));
+        match beside {
+            Some(dir) if dir.is_dir() => dir,
+            _ => here,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -256,7 +278,7 @@ fn playbook_command(command: PlaybookCommand) -> Result<()> {
     match command {
         PlaybookCommand::Validate { dir, templates } => {
             let started = std::time::Instant::now();
-            match Playbook::load_dir(&dir, &templates.templates) {
+            match Playbook::load_dir(&dir, &templates.dir(&dir)) {
                 Ok(playbook) => {
                     // Diagnostics go to standard error, as compilers do; the summary to standard output.
                     for warning in &playbook.warnings {
@@ -284,7 +306,7 @@ fn playbook_command(command: PlaybookCommand) -> Result<()> {
             output,
             playbook,
         } => {
-            let loaded = Playbook::load_dir(&playbook.playbook, &playbook.templates.templates)
+            let loaded = Playbook::load_dir(&playbook.playbook, &playbook.templates.dir(&playbook.playbook))
                 .map_err(|refused| anyhow::anyhow!("{refused}"))?;
             let Some(campaign) = loaded.campaigns.get(&id) else {
                 let known: Vec<&str> = loaded.campaigns.keys().map(String::as_str).collect();
@@ -369,7 +391,7 @@ async fn build_engine(
 ) -> Result<nurture_engine::engine::Engine> {
     let playbook = &args.playbook;
     let loaded = if playbook.exists() || explicit {
-        let loaded = nurture_engine::playbook::Playbook::load_dir(playbook, &args.templates.templates)
+        let loaded = nurture_engine::playbook::Playbook::load_dir(playbook, &args.templates.dir(playbook))
             .map_err(|refused| anyhow::anyhow!("{refused}"))?;
         for warning in &loaded.warnings {
             tracing::warn!(%warning, "Playbook warning.");

@@ -322,5 +322,29 @@ fn playbook_schema_validates_the_shipped_files() {
     assert!(checked >= 9, "{checked} files");
     let typo: serde_json::Value =
         serde_saphyr::from_str("kind: Queues\nqueues:\n  sdr: { sla: 4h, routng: claim }\n").unwrap();
-    assert!(!validator.is_valid(&typo), "a misspelt key is caught as the marketer types");
+    assert!(
+        !validator.is_valid(&typo),
+        "a misspelt key is caught as the marketer types"
+    );
+}
+
+#[test]
+fn validate_finds_the_templates_beside_the_playbook_from_anywhere() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = nurture(elsewhere.path())
+        .args(["playbook", "validate"])
+        .arg(crate::support::repo().join("campaigns"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bench = nurture(elsewhere.path())
+        .args(["bench", "playbook", "--steps", "50", "--runs", "1"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+    assert!(
+        String::from_utf8_lossy(&bench.stdout).starts_with("Validated a 51-step campaign"),
+        "{}",
+        String::from_utf8_lossy(&bench.stdout)
+    );
 }

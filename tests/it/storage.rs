@@ -7,7 +7,7 @@ use nurture_engine::access::{key_hash, Role};
 use nurture_engine::engine::{IngestReport, LeadView, Target, Upserted};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{ConsentStatus, LeadId, LeadInput, LeadRef, Stage};
-use nurture_engine::store::{Idempotency, LeadFilter, TimelineKind};
+use nurture_engine::store::{CampaignStatus, CampaignVersion, Idempotency, LeadFilter, TimelineKind};
 use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
 
@@ -115,6 +115,7 @@ contract!(
     idempotent_requests_replay,
     api_keys_are_found_by_hash,
     concurrent_batches_on_the_same_leads_all_land,
+    deploys_keep_every_campaign_version,
 );
 
 async fn migrated_store_is_ready(t: TestEngine) {
@@ -678,5 +679,90 @@ async fn concurrent_batches_on_the_same_leads_all_land(t: TestEngine) {
     assert!(
         leads.iter().all(|l| l.lead.score == 400),
         "40 downloads of 10 points each, none lost"
+    );
+}
+
+async fn deploys_keep_every_campaign_version(t: TestEngine) {
+    let store = t.engine.store();
+    let version = |id: &str, v: &str| CampaignVersion {
+        campaign_id: id.into(),
+        version: v.into(),
+        number: 0,
+        name: format!("{id} campaign"),
+        campaign_type: "drip".into(),
+        definition: format!("{{\"v\":\"{v}\"}}"),
+        source: format!("kind: Campaign\nid: {id}\n# {v}\n"),
+        file: format!("campaigns/{id}.yaml"),
+        deployed_at: start(),
+    };
+    let first = store
+        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], start())
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.created.clone(), first.changed.len()),
+        (vec!["a".to_string(), "b".into()], 0)
+    );
+    let again = store
+        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], start())
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, ["a", "b"], "an unchanged deploy is a no-op");
+    assert!(again.created.is_empty() && again.changed.is_empty() && again.retired.is_empty());
+
+    let later = start() + Duration::hours(1);
+    assert!(store
+        .set_campaign_status("a", CampaignStatus::Paused, later)
+        .await
+        .unwrap());
+    let changed = store.deploy_campaigns(&[version("a", "v2")], later).await.unwrap();
+    assert_eq!(
+        (changed.changed, changed.retired),
+        (vec!["a".to_string()], vec!["b".to_string()])
+    );
+    let versions = store.campaign_versions("a").await.unwrap();
+    let seen: Vec<(&str, i64)> = versions.iter().map(|v| (v.version.as_str(), v.number)).collect();
+    assert_eq!(seen, [("v1", 1), ("v2", 2)]);
+    assert_eq!(versions[1].source, "kind: Campaign\nid: a\n# v2\n");
+    assert_eq!(versions[1].deployed_at, later);
+
+    let now = store.campaigns().await.unwrap();
+    let states: Vec<(&str, &str, i64, &str)> = now
+        .iter()
+        .map(|c| (c.id.as_str(), c.version.as_str(), c.number, c.status.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [("a", "v2", 2, "paused"), ("b", "v1", 1, "retired")],
+        "a deploy keeps a pause"
+    );
+    assert!(
+        !store
+            .set_campaign_status("b", CampaignStatus::Active, later)
+            .await
+            .unwrap(),
+        "retired stays retired"
+    );
+
+    // Back to the first version: no third version; a retired campaign that returns is active.
+    let back = store
+        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (back.changed, back.created),
+        (vec!["a".to_string(), "b".into()], Vec::<String>::new())
+    );
+    assert_eq!(store.campaign_versions("a").await.unwrap().len(), 2);
+    let states: Vec<(String, i64, String)> = store
+        .campaigns()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.version, c.number, c.status))
+        .collect();
+    assert_eq!(
+        states,
+        [("v1".into(), 1, "paused".into()), ("v1".into(), 1, "active".into())]
     );
 }

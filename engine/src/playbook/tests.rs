@@ -513,7 +513,10 @@ mod properties {
     const DRIP: &str = include_str!("../../../campaigns/industry-drip.yaml");
 
     fn check_positions(name: &str, text: &str) {
-        let files = vec![(name.to_owned(), text.to_owned()), ("queues.yaml".to_owned(), QUEUES.to_owned())];
+        let files = vec![
+            (name.to_owned(), text.to_owned()),
+            ("queues.yaml".to_owned(), QUEUES.to_owned()),
+        ];
         // YAML breaks lines at LF, CRLF and a lone CR.
         let breaks = text.matches('\n').count() + text.replace("\r\n", "").matches('\r').count();
         let lines = breaks as u64 + 1;
@@ -533,11 +536,49 @@ mod properties {
     /// Tokens YAML is made of, so that random input reaches deep into the parser and the spec.
     fn token() -> impl Strategy<Value = &'static str> {
         prop::sample::select(vec![
-            "kind: Campaign\n", "kind: Segment\n", "kind: Rules\n", "kind: Queues\n", "id: x\n", "steps:\n",
-            "  a:\n", "    next: a\n", "    wait: { for: 3d }\n", "    send: { channel: email, template: hello }\n",
-            "start: a\n", "  ", "\t", "- ", "{", "}", "[", "]", ": ", ", ", "&a ", "*a ", "<<: *a\n", "\"", "'",
-            "#", "\n", "---\n", "...\n", "? ", "|\n", ">\n", "!!str ", "!!binary ", "0x1F", "1e999", "~", "null",
-            "当", "\u{0}", "\u{feff}", "when: { tag: a }\n", "branch: { if: { opened: a }, then: a, else: a }\n",
+            "kind: Campaign\n",
+            "kind: Segment\n",
+            "kind: Rules\n",
+            "kind: Queues\n",
+            "id: x\n",
+            "steps:\n",
+            "  a:\n",
+            "    next: a\n",
+            "    wait: { for: 3d }\n",
+            "    send: { channel: email, template: hello }\n",
+            "start: a\n",
+            "  ",
+            "\t",
+            "- ",
+            "{",
+            "}",
+            "[",
+            "]",
+            ": ",
+            ", ",
+            "&a ",
+            "*a ",
+            "<<: *a\n",
+            "\"",
+            "'",
+            "#",
+            "\n",
+            "---\n",
+            "...\n",
+            "? ",
+            "|\n",
+            ">\n",
+            "!!str ",
+            "!!binary ",
+            "0x1F",
+            "1e999",
+            "~",
+            "null",
+            "当",
+            "\u{0}",
+            "\u{feff}",
+            "when: { tag: a }\n",
+            "branch: { if: { opened: a }, then: a, else: a }\n",
         ])
     }
 
