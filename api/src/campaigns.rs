@@ -114,9 +114,10 @@ pub struct CampaignDetail {
     #[serde(flatten)]
     pub summary: CampaignSummary,
     pub description: Option<String>,
-    pub priority: u8,
-    pub entry: EntryView,
-    pub start: String,
+    /// The graph's fields are null for a retired campaign (no longer in the playbook).
+    pub priority: Option<u8>,
+    pub entry: Option<EntryView>,
+    pub start: Option<String>,
     pub steps: Vec<StepView>,
     pub edges: Vec<EdgeView>,
     pub versions: Vec<VersionView>,
@@ -417,30 +418,19 @@ async fn read(
                 .into_iter()
                 .map(|(from, to, label)| EdgeView { from, to, label })
                 .collect(),
-            EntryView {
+            Some(EntryView {
                 trigger: serde_json::to_value(c.entry.trigger)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
                 event: c.entry.event.clone(),
                 when: c.entry.when.as_ref().map(draw::describe),
-            },
-            c.graph[c.start].id.clone(),
+            }),
+            Some(c.graph[c.start].id.clone()),
             c.description.clone(),
-            c.priority,
+            Some(c.priority),
         ),
-        None => (
-            Vec::new(),
-            Vec::new(),
-            EntryView {
-                trigger: "manual".into(),
-                event: None,
-                when: None,
-            },
-            String::new(),
-            None,
-            0,
-        ),
+        None => (Vec::new(), Vec::new(), None, None, None, None),
     };
     Ok(Json(CampaignDetail {
         summary: summary(record, campaign.as_deref()),

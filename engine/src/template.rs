@@ -965,6 +965,55 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_template_renders_in_both_languages() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
+        let t = Templates::load_dir(&dir);
+        assert!(t.issues().is_empty(), "{:?}", t.issues());
+        let mut lead = lead();
+        lead.fields.insert("first_name".into(), "伟".into());
+        lead.fields.insert("industry".into(), "Manufacturing".into());
+        let names: Vec<String> = t.names().filter(|n| !n.contains('/')).map(str::to_owned).collect();
+        assert!(names.len() >= 22, "{names:?}");
+        for language in ["zh-CN", "en"] {
+            lead.attributes.insert("language".into(), language.into());
+            for name in &names {
+                if t.check(SendChannel::Email, name).is_ok() {
+                    let email = t
+                        .render_email(name, &input(&lead), &links())
+                        .unwrap_or_else(|e| panic!("{name} ({language}): {e}"));
+                    assert!(
+                        !email.subject.is_empty() && !email.subject.contains("{{"),
+                        "{name}: {email:?}"
+                    );
+                    assert!(
+                        email.html.contains("https://t.example/u/abc"),
+                        "{name}: unsubscribe link"
+                    );
+                    assert!(
+                        email.html.contains("utm_campaign=welcome"),
+                        "{name}: campaign in the link"
+                    );
+                    assert!(
+                        !email.text.contains('<'),
+                        "{name}: the text part is text: {}",
+                        email.text
+                    );
+                    assert_eq!(email.template.starts_with("en/"), language == "en", "{name}");
+                } else {
+                    let message = t
+                        .render_wechat(name, &input(&lead))
+                        .unwrap_or_else(|e| panic!("{name} ({language}): {e}"));
+                    assert!(message.template_id.starts_with("OPENTM_"), "{name}");
+                    assert!(
+                        message.data.values().all(|v| !v.is_empty() && !v.contains("{{")),
+                        "{name}: {message:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn wechat_and_json_render() {
         let t = templates(&[
             ("d.wechat.yaml", "template_id: TM1\nurl: \"https://x.example/{{id}}\"\ndata:\n  first: \"{{default first_name \\\"您好\\\"}}\"\n"),

@@ -323,6 +323,12 @@ async fn deploying_keeps_every_version_and_an_unchanged_playbook_is_a_no_op() {
             .status,
         404
     );
+    let retired = app.call("GET", "/v1/campaigns/activation", Sdr, None).await.body;
+    assert_eq!(
+        (retired["status"].clone(), retired["entry"].clone()),
+        (json!("retired"), Value::Null)
+    );
+    assert_eq!(retired["versions"].as_array().unwrap().len(), 1, "its versions stay");
 }
 
 #[tokio::test]

@@ -570,7 +570,7 @@ impl Builder<'_> {
         };
 
         if let (Some(start), true, true) = (start, resolved, complete) {
-            self.check_graph(&graph, start, &spec.start.value, &messages);
+            self.check_graph(&graph, &index, start, &spec.start.value, &messages);
         }
 
         if self.issues.iter().any(Issue::is_error) {
@@ -893,6 +893,7 @@ impl Builder<'_> {
     fn check_graph(
         &mut self,
         graph: &DiGraph<Step, Edge>,
+        index: &HashMap<String, NodeIndex>,
         start: NodeIndex,
         start_id: &str,
         messages: &[(NodeIndex, MessageRef)],
@@ -938,8 +939,8 @@ impl Builder<'_> {
         let dominators = dominators::simple_fast(graph, start);
         for (node, message) in messages {
             let question = message.question.as_str();
-            let Some(target) = graph.node_indices().find(|&n| graph[n].id == message.step) else {
-                let ids = graph.node_weights().map(|s| &s.id);
+            let Some(&target) = index.get(&message.step) else {
+                let ids = index.keys();
                 self.issues.push(Issue::at(
                     self.file,
                     message.position,
