@@ -11,6 +11,7 @@ pub mod condition;
 pub mod duration;
 pub mod engine;
 pub mod event;
+pub mod journey;
 pub mod lead;
 pub mod nurture;
 pub mod playbook;

@@ -1,0 +1,525 @@
+//! The step function: a lead's journey through one campaign. Pure: given the campaign version,
+//! the enrollment, the facts its conditions need and `now`, it returns the next state of the
+//! enrollment, the effects to carry out (send, tag, score, hand off, enroll) and the journey log
+//! that explains each step. No I/O here; the runner, simulation and tests all call it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::Digest;
+use std::collections::BTreeSet;
+
+use crate::condition::{Condition, EventFact, Facts, MessageQuestion, Segments};
+use crate::lead::{Lead, LeadId};
+use crate::playbook::draw::describe;
+use crate::playbook::{Action, Campaign, Edge, Reentry, SendChannel, Wait};
+
+/// Where an enrollment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Due to run its current step now.
+    Active,
+    /// At a wait step until `wake_at`, or until its condition holds.
+    Waiting,
+    /// Reached an `exit` step or the end of the flow.
+    Completed,
+    /// The `exit_when` goal held.
+    Exited,
+    /// A `handoff` step gave the lead to a queue.
+    HandedOff,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Waiting => "waiting",
+            Status::Completed => "completed",
+            Status::Exited => "exited",
+            Status::HandedOff => "handed_off",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "active" => Status::Active,
+            "waiting" => Status::Waiting,
+            "completed" => Status::Completed,
+            "exited" => Status::Exited,
+            "handed_off" => Status::HandedOff,
+            _ => return None,
+        })
+    }
+
+    /// Whether the enrollment is still running (at most one such per campaign and lead).
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Active | Status::Waiting)
+    }
+}
+
+/// One lead in one campaign version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub id: i64,
+    pub campaign: String,
+    pub version: String,
+    pub lead: LeadId,
+    /// The step the enrollment is at.
+    pub step: String,
+    pub status: Status,
+    pub wake_at: Option<DateTime<Utc>>,
+    /// How it ended (`returned_to_pool`, `goal`, `handed_off`, …).
+    pub outcome: Option<String>,
+    /// Steps taken so far; each message is keyed by the enrollment and this count, so a step
+    /// that runs again after a crash cannot send twice.
+    pub transitions: i64,
+    pub entered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Enrollment {
+    /// A new enrollment at the campaign's start, due now.
+    pub fn start(id: i64, campaign: &Campaign, lead: LeadId, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            campaign: campaign.id.clone(),
+            version: campaign.version.clone(),
+            lead,
+            step: campaign.graph[campaign.start].id.clone(),
+            status: Status::Active,
+            wake_at: None,
+            outcome: None,
+            transitions: 0,
+            entered_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// What is known of the messages this enrollment sent, by step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFact {
+    pub step: String,
+    pub id: i64,
+    /// Opened by a person (automated opens do not count).
+    pub opened: bool,
+    /// Links clicked, by name (an unnamed link counts as `""`).
+    pub clicked: Vec<String>,
+    /// Any response: a click, a reply, or an event carrying the message id.
+    pub responded: bool,
+}
+
+/// What the step function may ask: the lead as the journey has changed it so far, its tags,
+/// its events, and its messages in this enrollment.
+#[derive(Debug, Clone)]
+pub struct JourneyFacts<'a> {
+    pub lead: Lead,
+    pub tags: BTreeSet<String>,
+    pub events: &'a [EventFact],
+    pub messages: &'a [MessageFact],
+}
+
+impl Facts for JourneyFacts<'_> {
+    fn lead(&self) -> &Lead {
+        &self.lead
+    }
+    fn has_tag(&self, tag: &str) -> bool {
+        self.tags.contains(tag)
+    }
+    fn events(&self) -> &[EventFact] {
+        self.events
+    }
+    fn message(&self, question: MessageQuestion<'_>) -> bool {
+        let of = |step: &str, m: &MessageFact| m.step == step;
+        let mut messages = self.messages.iter();
+        match question {
+            MessageQuestion::Opened { step } => messages.any(|m| of(step, m) && m.opened),
+            MessageQuestion::Clicked { step, link } => messages.any(|m| {
+                of(step, m)
+                    && match link {
+                        Some(link) => m.clicked.iter().any(|c| c == link),
+                        None => !m.clicked.is_empty(),
+                    }
+            }),
+            MessageQuestion::Responded { step } => {
+                messages.any(|m| of(step, m) && (m.responded || !m.clicked.is_empty()))
+            }
+        }
+    }
+}
+
+/// Something the runner must carry out for a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Create a message (rendered and sent later by the dispatcher). `seq` is the transition
+    /// number: (enrollment, seq) is unique, so a replayed step cannot send twice.
+    Send {
+        step: String,
+        channel: SendChannel,
+        template: String,
+        seq: i64,
+    },
+    Tag {
+        step: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    Score {
+        step: String,
+        points: i64,
+    },
+    Handoff {
+        step: String,
+        queue: String,
+        reason: String,
+        priority: u8,
+    },
+    Enroll {
+        step: String,
+        campaign: String,
+    },
+}
+
+/// One line of the journey log: what a step did and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JourneyEntry {
+    pub step: String,
+    pub at: DateTime<Utc>,
+    /// `sent`, `waiting`, `waited`, `yes`, `no`, `arm 2`, `tagged`, `scored`, `handed_off`,
+    /// `enrolled`, `exited`, `completed`, `goal`.
+    pub outcome: String,
+    /// Why, in words: `branch opened_insight: no (opened insight? false at 2026-11-26T09:00Z)`.
+    pub detail: String,
+}
+
+/// The result of advancing an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advance {
+    pub enrollment: Enrollment,
+    pub effects: Vec<Effect>,
+    pub journey: Vec<JourneyEntry>,
+}
+
+impl Advance {
+    /// Whether anything happened (otherwise nothing needs writing).
+    pub fn moved(&self) -> bool {
+        !self.journey.is_empty()
+    }
+}
+
+/// Validation refuses loops without a wait, so a journey always stops at a wait or an end;
+/// this bound only guards against a bug there.
+const MAX_STEPS_PER_ADVANCE: usize = 10_000;
+
+/// Runs the enrollment from where it stands until it waits or ends.
+///
+/// An `Active` enrollment runs its current step. A `Waiting` one moves on only when its wait is
+/// over at `now` (the time has come, or its `until` condition holds); otherwise nothing happens.
+/// The `exit_when` goal is checked before every step. Tag and score effects are also applied
+/// to `facts`, so later conditions in the same run see them.
+pub fn advance(
+    campaign: &Campaign,
+    mut enrollment: Enrollment,
+    facts: &mut JourneyFacts<'_>,
+    segments: &Segments,
+    now: DateTime<Utc>,
+) -> Advance {
+    let mut effects = Vec::new();
+    let mut journey = Vec::new();
+    let log = |journey: &mut Vec<JourneyEntry>, step: &str, outcome: &str, detail: String| {
+        journey.push(JourneyEntry {
+            step: step.to_owned(),
+            at: now,
+            outcome: outcome.to_owned(),
+            detail,
+        })
+    };
+    for _ in 0..MAX_STEPS_PER_ADVANCE {
+        if !enrollment.status.is_open() {
+            break;
+        }
+        let Some(node) = campaign.node(&enrollment.step) else {
+            // The version's graph lacks the step (it cannot, for a stored version): end safely.
+            enrollment.status = Status::Completed;
+            enrollment.outcome = Some("step_missing".into());
+            log(
+                &mut journey,
+                &enrollment.step.clone(),
+                "completed",
+                "the step is not in this campaign version".into(),
+            );
+            break;
+        };
+        if let Some(goal) = &campaign.exit_when {
+            if goal.eval(facts, segments, now) {
+                enrollment.status = Status::Exited;
+                enrollment.outcome = Some("goal".into());
+                enrollment.wake_at = None;
+                let detail = format!("exit_when held: {}", describe(goal));
+                log(&mut journey, &enrollment.step.clone(), "goal", detail);
+                break;
+            }
+        }
+        let step = &campaign.graph[node];
+        let next = |edge: Edge| campaign.follow(node, edge).map(|n| campaign.graph[n].id.clone());
+        let waiting_here = enrollment.status == Status::Waiting;
+        let go = |enrollment: &mut Enrollment, to: Option<String>| {
+            enrollment.transitions += 1;
+            enrollment.status = Status::Active;
+            enrollment.wake_at = None;
+            match to {
+                Some(to) => enrollment.step = to,
+                None => {
+                    enrollment.status = Status::Completed;
+                    enrollment.outcome.get_or_insert_with(|| "completed".into());
+                }
+            }
+        };
+        match &step.action {
+            Action::Send {
+                channel,
+                template,
+                variants,
+            } => {
+                let chosen = variants
+                    .iter()
+                    .find(|(when, _)| when.eval(facts, segments, now))
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_else(|| template.clone());
+                effects.push(Effect::Send {
+                    step: step.id.clone(),
+                    channel: *channel,
+                    template: chosen.clone(),
+                    seq: enrollment.transitions,
+                });
+                log(
+                    &mut journey,
+                    &step.id,
+                    "sent",
+                    format!("send {}: {chosen}", channel.as_str()),
+                );
+                go(&mut enrollment, next(Edge::Next));
+            }
+            Action::Wait(wait) => {
+                if !waiting_here {
+                    // Arriving: an `until` that already holds does not wait at all.
+                    let (wake_at, already) = match wait {
+                        Wait::For(span) => (now + span.to_chrono(), false),
+                        Wait::Until { condition, timeout } => {
+                            (now + timeout.to_chrono(), condition.eval(facts, segments, now))
+                        }
+                    };
+                    if already {
+                        log(&mut journey, &step.id, "waited", "until held on arrival".into());
+                        go(&mut enrollment, next(Edge::Next));
+                    } else {
+                        enrollment.status = Status::Waiting;
+                        enrollment.wake_at = Some(wake_at);
+                        log(
+                            &mut journey,
+                            &step.id,
+                            "waiting",
+                            format!("until {}", wake_at.to_rfc3339()),
+                        );
+                        break;
+                    }
+                } else {
+                    let due = enrollment.wake_at.is_none_or(|w| now >= w);
+                    let detail = match wait {
+                        Wait::Until { condition, .. } if condition.eval(facts, segments, now) => {
+                            Some(format!("until held: {}", describe(condition)))
+                        }
+                        _ if due => Some(format!(
+                            "{} passed at {}",
+                            match wait {
+                                Wait::For(span) => format!("wait {span}"),
+                                Wait::Until { timeout, .. } => format!("timeout {timeout}"),
+                            },
+                            enrollment.wake_at.unwrap_or(now).to_rfc3339()
+                        )),
+                        _ => None,
+                    };
+                    match detail {
+                        Some(detail) => {
+                            log(&mut journey, &step.id, "waited", detail);
+                            go(&mut enrollment, next(Edge::Next));
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Action::Branch(condition) => {
+                let yes = condition.eval(facts, segments, now);
+                let answer = if yes { "yes" } else { "no" };
+                let detail = format!(
+                    "branch {}: {answer} ({}? {} at {})",
+                    step.id,
+                    describe(condition),
+                    yes,
+                    now.to_rfc3339()
+                );
+                log(&mut journey, &step.id, answer, detail);
+                go(&mut enrollment, next(if yes { Edge::Yes } else { Edge::No }));
+            }
+            Action::Split => {
+                let arms: Vec<(u32, String)> = campaign
+                    .graph
+                    .edges(node)
+                    .filter_map(|e| match e.weight() {
+                        Edge::Split { weight } => {
+                            Some((*weight, campaign.graph[petgraph::visit::EdgeRef::target(&e)].id.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                // petgraph lists a node's edges newest first; arms are in written order.
+                let arms: Vec<(u32, String)> = arms.into_iter().rev().collect();
+                let (arm, to) = pick_arm(&arms, enrollment.lead, &campaign.id, &step.id);
+                log(
+                    &mut journey,
+                    &step.id,
+                    &format!("arm {}", arm + 1),
+                    format!("split {}: arm {} of {} ({to})", step.id, arm + 1, arms.len()),
+                );
+                go(&mut enrollment, Some(to));
+            }
+            Action::Tag { add, remove } => {
+                for tag in add {
+                    facts.tags.insert(tag.clone());
+                }
+                for tag in remove {
+                    facts.tags.remove(tag);
+                }
+                effects.push(Effect::Tag {
+                    step: step.id.clone(),
+                    add: add.clone(),
+                    remove: remove.clone(),
+                });
+                let mut words: Vec<String> = add.iter().map(|t| format!("+{t}")).collect();
+                words.extend(remove.iter().map(|t| format!("-{t}")));
+                log(&mut journey, &step.id, "tagged", words.join(" "));
+                go(&mut enrollment, next(Edge::Next));
+            }
+            Action::Score(points) => {
+                facts.lead.score = facts.lead.score.saturating_add(*points);
+                effects.push(Effect::Score {
+                    step: step.id.clone(),
+                    points: *points,
+                });
+                log(
+                    &mut journey,
+                    &step.id,
+                    "scored",
+                    format!("{points:+} (now {})", facts.lead.score),
+                );
+                go(&mut enrollment, next(Edge::Next));
+            }
+            Action::Handoff {
+                queue,
+                reason,
+                priority,
+            } => {
+                effects.push(Effect::Handoff {
+                    step: step.id.clone(),
+                    queue: queue.clone(),
+                    reason: reason.clone(),
+                    priority: *priority,
+                });
+                log(
+                    &mut journey,
+                    &step.id,
+                    "handed_off",
+                    format!("to queue {queue}: {reason}"),
+                );
+                enrollment.transitions += 1;
+                enrollment.status = Status::HandedOff;
+                enrollment.outcome = Some("handed_off".into());
+                enrollment.wake_at = None;
+            }
+            Action::Enroll { campaign: other } => {
+                effects.push(Effect::Enroll {
+                    step: step.id.clone(),
+                    campaign: other.clone(),
+                });
+                log(&mut journey, &step.id, "enrolled", format!("into {other}"));
+                let to = next(Edge::Next);
+                if to.is_none() {
+                    enrollment.outcome = Some(format!("enrolled:{other}"));
+                }
+                go(&mut enrollment, to);
+            }
+            Action::Exit { outcome } => {
+                log(&mut journey, &step.id, "completed", format!("exit: {outcome}"));
+                enrollment.transitions += 1;
+                enrollment.status = Status::Completed;
+                enrollment.outcome = Some(outcome.clone());
+                enrollment.wake_at = None;
+            }
+        }
+    }
+    if !journey.is_empty() {
+        enrollment.updated_at = now;
+    }
+    Advance {
+        enrollment,
+        effects,
+        journey,
+    }
+}
+
+/// The split arm for a lead: the same lead at the same step always takes the same arm.
+fn pick_arm(arms: &[(u32, String)], lead: LeadId, campaign: &str, step: &str) -> (usize, String) {
+    let total: u64 = arms.iter().map(|(w, _)| u64::from(*w)).sum::<u64>().max(1);
+    let digest = sha2::Sha256::digest(format!("{campaign}/{step}/{}", lead.0).as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let mut point = u64::from_le_bytes(bytes) % total;
+    for (i, (weight, to)) in arms.iter().enumerate() {
+        if point < u64::from(*weight) {
+            return (i, to.clone());
+        }
+        point -= u64::from(*weight);
+    }
+    (
+        arms.len().saturating_sub(1),
+        arms.last().map(|(_, t)| t.clone()).unwrap_or_default(),
+    )
+}
+
+/// Whether a lead may enter a campaign, given its enrollments there (any version): never while
+/// one is open; after one has ended, as `reentry` says.
+pub fn may_enter(reentry: Reentry, past: &[&Enrollment], now: DateTime<Utc>) -> bool {
+    if past.iter().any(|e| e.status.is_open()) {
+        return false;
+    }
+    match (reentry, past.iter().map(|e| e.updated_at).max()) {
+        (_, None) => true,
+        (Reentry::Never, Some(_)) => false,
+        (Reentry::Always, Some(_)) => true,
+        (Reentry::After(span), Some(last)) => now - last >= span.to_chrono(),
+    }
+}
+
+/// Whether a lead's new state and events make it enter the campaign (ignoring past
+/// enrollments): for `segment`, the condition holds; for `event`, one of `events` has the type
+/// and the condition (if any) holds.
+pub fn entry_matches(
+    campaign: &Campaign,
+    facts: &dyn Facts,
+    segments: &Segments,
+    new_events: &[&str],
+    now: DateTime<Utc>,
+) -> bool {
+    use crate::playbook::Trigger;
+    let holds = |when: &Option<Condition>| when.as_ref().is_none_or(|c| c.eval(facts, segments, now));
+    match campaign.entry.trigger {
+        Trigger::Segment => campaign.entry.when.is_some() && holds(&campaign.entry.when),
+        Trigger::Event => {
+            campaign.entry.event.as_deref().is_some_and(|e| new_events.contains(&e)) && holds(&campaign.entry.when)
+        }
+        Trigger::Manual => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! The step function on a manual timeline: every step kind and the conditions they ask.
+
+use super::*;
+use crate::lead::Stage;
+use crate::playbook::Playbook;
+use crate::template::Templates;
+use std::sync::Arc;
+
+fn t(hours: i64) -> DateTime<Utc> {
+    "2026-11-02T09:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(hours)
+}
+
+/// A playbook with one campaign `c` whose steps are `steps`, and `exit_when` if given.
+fn playbook(exit_when: &str, steps: &str) -> Playbook {
+    let campaign = format!(
+        "kind: Campaign\nid: c\nname: C\ntype: drip\nentry: {{ trigger: manual }}\n{exit_when}start: a\nsteps:\n{steps}"
+    );
+    let other = "kind: Campaign\nid: other\nname: Other\ntype: drip\nentry: { trigger: manual }\nstart: x\nsteps:\n  x: { exit: done }\n";
+    let queues = "kind: Queues\nqueues:\n  sdr: { sla: 4h }\n";
+    let templates = Templates::from_sources(
+        None,
+        [("hello", "Hello"), ("hello-cxo", "Hello, chief"), ("bye", "Bye")]
+            .iter()
+            .flat_map(|(n, s)| {
+                [
+                    (format!("{n}.hbs"), format!("<p>{s}</p>")),
+                    (format!("{n}.subject.hbs"), s.to_string()),
+                ]
+            })
+            .collect(),
+    );
+    Playbook::from_files(
+        &[
+            ("c.yaml".into(), campaign),
+            ("other.yaml".into(), other.into()),
+            ("queues.yaml".into(), queues.into()),
+        ],
+        Arc::new(templates),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Run {
+    playbook: Playbook,
+    enrollment: Enrollment,
+    lead: Lead,
+    tags: BTreeSet<String>,
+    events: Vec<EventFact>,
+    messages: Vec<MessageFact>,
+}
+
+impl Run {
+    fn new(playbook: Playbook) -> Self {
+        let lead = Lead::new(LeadId(42), t(0));
+        let enrollment = Enrollment::start(1, &playbook.campaigns["c"], lead.id, t(0));
+        Self {
+            playbook,
+            enrollment,
+            lead,
+            tags: BTreeSet::new(),
+            events: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Advances at `now`; returns the journey's outcomes, as `step:outcome`.
+    fn at(&mut self, now: DateTime<Utc>) -> (Vec<String>, Vec<Effect>) {
+        let mut facts = JourneyFacts {
+            lead: self.lead.clone(),
+            tags: self.tags.clone(),
+            events: &self.events,
+            messages: &self.messages,
+        };
+        let out = advance(
+            &self.playbook.campaigns["c"],
+            self.enrollment.clone(),
+            &mut facts,
+            &self.playbook.segments,
+            now,
+        );
+        self.enrollment = out.enrollment;
+        self.lead = facts.lead;
+        self.tags = facts.tags;
+        (
+            out.journey
+                .iter()
+                .map(|j| format!("{}:{}", j.step, j.outcome))
+                .collect(),
+            out.effects,
+        )
+    }
+
+    fn opened(&mut self, step: &str) {
+        self.messages.push(MessageFact {
+            step: step.into(),
+            id: 8812,
+            opened: true,
+            ..Default::default()
+        });
+    }
+}
+
+const DRIP: &str = concat!(
+    "  a: { send: { channel: email, template: hello }, next: w }\n",
+    "  w: { wait: { for: 3d }, next: b }\n",
+    "  b: { branch: { if: { opened: a }, then: yes, else: no } }\n",
+    "  yes: { tag: { add: [engagement:deep] }, next: done }\n",
+    "  no: { exit: returned_to_pool }\n",
+    "  done: { exit: engaged }\n",
+);
+
+#[test]
+fn a_three_day_wait_ends_at_three_days_not_before() {
+    let mut run = Run::new(playbook("", DRIP));
+    let (steps, effects) = run.at(t(0));
+    assert_eq!(steps, ["a:sent", "w:waiting"]);
+    assert_eq!(
+        effects,
+        [Effect::Send {
+            step: "a".into(),
+            channel: SendChannel::Email,
+            template: "hello".into(),
+            seq: 0
+        }]
+    );
+    assert_eq!(run.enrollment.status, Status::Waiting);
+    assert_eq!(run.enrollment.wake_at, Some(t(72)));
+    // A minute early: nothing moves.
+    let (steps, _) = run.at(t(72) - chrono::Duration::minutes(1));
+    assert!(steps.is_empty());
+    assert_eq!(run.enrollment.step, "w");
+    let (steps, _) = run.at(t(72));
+    assert_eq!(steps, ["w:waited", "b:no", "no:completed"]);
+    assert_eq!(
+        (run.enrollment.status, run.enrollment.outcome.as_deref()),
+        (Status::Completed, Some("returned_to_pool"))
+    );
+}
+
+#[test]
+fn a_branch_on_opened_takes_yes_after_a_human_open() {
+    let mut run = Run::new(playbook("", DRIP));
+    run.at(t(0));
+    run.opened("a");
+    let (steps, effects) = run.at(t(72));
+    assert_eq!(steps, ["w:waited", "b:yes", "yes:tagged", "done:completed"]);
+    assert_eq!(
+        effects,
+        [Effect::Tag {
+            step: "yes".into(),
+            add: vec!["engagement:deep".into()],
+            remove: vec![]
+        }]
+    );
+    assert!(run.tags.contains("engagement:deep"));
+}
+
+#[test]
+fn the_journey_log_says_why() {
+    let mut run = Run::new(playbook("", DRIP));
+    run.at(t(0));
+    let mut facts = JourneyFacts {
+        lead: run.lead.clone(),
+        tags: BTreeSet::new(),
+        events: &[],
+        messages: &[],
+    };
+    let out = advance(
+        &run.playbook.campaigns["c"],
+        run.enrollment.clone(),
+        &mut facts,
+        &Segments::new(),
+        t(72),
+    );
+    assert_eq!(
+        out.journey[1].detail,
+        "branch b: no (opened a? false at 2026-11-05T09:00:00+00:00)"
+    );
+    assert_eq!(out.journey[0].detail, "wait 3d passed at 2026-11-05T09:00:00+00:00");
+}
+
+#[test]
+fn an_open_during_until_wakes_at_once_and_the_timeout_otherwise() {
+    let steps = concat!(
+        "  a: { send: { channel: email, template: hello }, next: w }\n",
+        "  w: { wait: { until: { opened: a }, timeout: 3d }, next: b }\n",
+        "  b: { branch: { if: { opened: a }, then: y, else: n } }\n",
+        "  y: { exit: opened }\n",
+        "  n: { exit: not_opened }\n",
+    );
+    let mut run = Run::new(playbook("", steps));
+    run.at(t(0));
+    assert_eq!(run.at(t(5)).0, Vec::<String>::new(), "nothing yet");
+    run.opened("a");
+    let (journey, _) = run.at(t(6));
+    assert_eq!(
+        journey,
+        ["w:waited", "b:yes", "y:completed"],
+        "woken by the open at hour 6"
+    );
+
+    let mut run = Run::new(playbook("", steps));
+    run.at(t(0));
+    assert_eq!(run.at(t(72)).0, ["w:waited", "b:no", "n:completed"]);
+}
+
+#[test]
+fn exit_when_removes_a_lead_mid_wait() {
+    let mut run = Run::new(playbook("exit_when: { stage: [handed_off, customer] }\n", DRIP));
+    run.at(t(0));
+    run.lead.stage = Stage::Customer;
+    let (journey, effects) = run.at(t(10));
+    assert_eq!(journey, ["w:goal"]);
+    assert!(effects.is_empty());
+    assert_eq!(
+        (
+            run.enrollment.status,
+            run.enrollment.outcome.as_deref(),
+            run.enrollment.wake_at
+        ),
+        (Status::Exited, Some("goal"), None)
+    );
+}
+
+#[test]
+fn tags_and_scores_are_seen_by_later_steps() {
+    let steps = concat!(
+        "  a: { score: 30, next: b }\n",
+        "  b: { tag: { add: [x], remove: [old] }, next: c }\n",
+        "  c: { branch: { if: { all: [ { score: { gte: 30 } }, { tag: x }, { not: { tag: old } } ] }, then: h, else: e } }\n",
+        "  h: { handoff: { queue: sdr, reason: Hot, priority: 80 } }\n",
+        "  e: { exit: cold }\n",
+    );
+    let mut run = Run::new(playbook("", steps));
+    run.tags.insert("old".into());
+    let (journey, effects) = run.at(t(0));
+    assert_eq!(journey, ["a:scored", "b:tagged", "c:yes", "h:handed_off"]);
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Handoff {
+            step: "h".into(),
+            queue: "sdr".into(),
+            reason: "Hot".into(),
+            priority: 80
+        })
+    );
+    assert_eq!(run.enrollment.status, Status::HandedOff);
+    assert_eq!(run.lead.score, 30);
+}
+
+#[test]
+fn variants_pick_the_first_that_matches() {
+    let steps = "  a: { send: { channel: email, template: hello, variants: [ { when: { tag: persona:cxo }, template: hello-cxo } ] }, next: e }\n  e: { exit: completed }\n";
+    let mut run = Run::new(playbook("", steps));
+    run.tags.insert("persona:cxo".into());
+    let (_, effects) = run.at(t(0));
+    assert!(matches!(&effects[0], Effect::Send { template, .. } if template == "hello-cxo"));
+    assert_eq!(
+        (run.enrollment.status, run.enrollment.outcome.as_deref()),
+        (Status::Completed, Some("completed"))
+    );
+}
+
+#[test]
+fn splits_are_deterministic_per_lead_and_follow_the_weights() {
+    let steps = concat!(
+        "  a: { split: [ { weight: 3, next: x }, { weight: 1, next: y } ] }\n",
+        "  x: { exit: x }\n",
+        "  y: { exit: y }\n",
+    );
+    let pb = playbook("", steps);
+    let mut xs = 0;
+    for lead in 0..4000 {
+        let run = |now| {
+            let mut facts = JourneyFacts {
+                lead: Lead::new(LeadId(lead), t(0)),
+                tags: BTreeSet::new(),
+                events: &[],
+                messages: &[],
+            };
+            let e = Enrollment::start(1, &pb.campaigns["c"], LeadId(lead), t(0));
+            advance(&pb.campaigns["c"], e, &mut facts, &pb.segments, now)
+                .enrollment
+                .outcome
+        };
+        let first = run(t(0));
+        assert_eq!(first, run(t(5)), "the same lead takes the same arm");
+        if first.as_deref() == Some("x") {
+            xs += 1;
+        }
+    }
+    assert!((2800..3200).contains(&xs), "weight 3 of 4: {xs} of 4000");
+}
+
+#[test]
+fn enroll_hands_on_to_another_campaign() {
+    let mut run = Run::new(playbook("", "  a: { enroll: { campaign: other } }\n"));
+    let (journey, effects) = run.at(t(0));
+    assert_eq!(journey, ["a:enrolled"]);
+    assert_eq!(
+        effects,
+        [Effect::Enroll {
+            step: "a".into(),
+            campaign: "other".into()
+        }]
+    );
+    assert_eq!(run.enrollment.outcome.as_deref(), Some("enrolled:other"));
+}
+
+#[test]
+fn reentry_policies() {
+    let pb = playbook("", DRIP);
+    let mut ended = Enrollment::start(1, &pb.campaigns["c"], LeadId(1), t(0));
+    ended.status = Status::Completed;
+    ended.updated_at = t(24);
+    let mut open = ended.clone();
+    open.status = Status::Waiting;
+    assert!(may_enter(Reentry::Never, &[], t(0)));
+    assert!(!may_enter(Reentry::Always, &[&open], t(100)), "never twice at once");
+    assert!(!may_enter(Reentry::Never, &[&ended], t(1000)));
+    assert!(may_enter(Reentry::Always, &[&ended], t(25)));
+    let after = Reentry::After("30d".parse().unwrap());
+    assert!(!may_enter(after, &[&ended], t(24 + 24 * 29)));
+    assert!(may_enter(after, &[&ended], t(24 + 24 * 30)));
+}
