@@ -31,6 +31,14 @@ impl ManualClock {
         }
     }
 
+    /// Moves the clock to `at` if that is later than now.
+    pub fn advance_to(&self, at: DateTime<Utc>) {
+        let mut now = self.now.lock().unwrap_or_else(|poison| poison.into_inner());
+        if at > *now {
+            *now = at;
+        }
+    }
+
     /// Moves the clock forward; a negative span is ignored because time never runs backwards.
     pub fn advance(&self, by: chrono::Duration) {
         let mut now = self.now.lock().unwrap_or_else(|poison| poison.into_inner());

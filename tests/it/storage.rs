@@ -12,6 +12,7 @@ use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
 
 use crate::support::{start, TestEngine};
+use std::sync::Arc;
 
 fn input(v: Value) -> LeadInput {
     serde_json::from_value(v).unwrap()
@@ -116,6 +117,10 @@ contract!(
     api_keys_are_found_by_hash,
     concurrent_batches_on_the_same_leads_all_land,
     deploys_keep_every_campaign_version,
+    an_event_enters_a_campaign_and_its_wait_ends_on_time,
+    a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat,
+    a_goal_reached_by_an_event_ends_enrollments_mid_wait,
+    two_workers_share_due_work_and_no_step_runs_twice,
 );
 
 async fn migrated_store_is_ready(t: TestEngine) {
@@ -424,8 +429,8 @@ async fn mql_moves_the_stage_and_requests_a_handoff(t: TestEngine) {
     assert_eq!((icp.score, icp.stage), (60, Stage::Mql));
     assert_eq!(
         (small.score, small.stage),
-        (60, Stage::New),
-        "score alone is not enough: not in the icp segment"
+        (60, Stage::Nurturing),
+        "score alone is not enough: not in the icp segment, so the industry drip nurtures it"
     );
     ingest(&t, many("icp@x.example")).await;
     let (timeline, _) = t.engine.timeline(icp.id, None, 100).await.unwrap();
@@ -765,4 +770,210 @@ async fn deploys_keep_every_campaign_version(t: TestEngine) {
         states,
         [("v1".into(), 1, "paused".into()), ("v1".into(), 1, "active".into())]
     );
+}
+
+/// The lead's journey, oldest first, as `campaign/step:outcome`.
+async fn journey(t: &TestEngine, lead: LeadId) -> Vec<String> {
+    let (timeline, _) = t.engine.timeline(lead, None, 1000).await.unwrap();
+    let mut steps: Vec<String> = timeline
+        .iter()
+        .filter(|e| e.kind == TimelineKind::CampaignStep)
+        .map(|e| {
+            format!(
+                "{}/{}:{}",
+                e.data["campaign"].as_str().unwrap(),
+                e.data["step"].as_str().unwrap(),
+                e.data["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    steps.reverse();
+    steps
+}
+
+/// The lead's messages, oldest first: (id, step, template, status, reason).
+async fn messages(t: &TestEngine, lead: LeadId) -> Vec<(i64, String, String, String, Option<String>)> {
+    let (timeline, _) = t.engine.timeline(lead, None, 1000).await.unwrap();
+    let mut out: Vec<_> = timeline
+        .iter()
+        .filter(|e| e.kind == TimelineKind::Message)
+        .map(|e| {
+            (
+                e.data["message"].as_i64().unwrap(),
+                e.data["step"].as_str().unwrap().to_owned(),
+                e.data["template"].as_str().unwrap().to_owned(),
+                e.data["status"].as_str().unwrap().to_owned(),
+                e.data["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+async fn an_event_enters_a_campaign_and_its_wait_ends_on_time(t: TestEngine) {
+    ingest(&t, vec![event("new@x.example", "registered", json!({}))]).await;
+    let lead = by_email(&t, "new@x.example").await.lead;
+    assert_eq!(lead.stage, Stage::Nurturing, "entering a campaign starts nurturing");
+    assert_eq!(
+        journey(&t, lead.id).await,
+        ["welcome/welcome:sent", "welcome/wait_2d:waiting"]
+    );
+    let sent = messages(&t, lead.id).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].1.as_str(), sent[0].2.as_str(), sent[0].3.as_str()),
+        ("welcome", "welcome", "pending")
+    );
+    assert_eq!(t.engine.next_wake().await.unwrap(), Some(start() + Duration::days(2)));
+
+    t.clock.advance(Duration::days(2) - Duration::minutes(1));
+    assert_eq!(t.engine.run_due(100).await.unwrap(), 0, "a minute early, nothing moves");
+    t.clock.advance(Duration::minutes(1));
+    assert_eq!(t.engine.run_due(100).await.unwrap(), 1);
+    assert_eq!(
+        journey(&t, lead.id).await,
+        [
+            "welcome/welcome:sent",
+            "welcome/wait_2d:waiting",
+            "welcome/wait_2d:waited",
+            "welcome/getting_started:sent",
+            "welcome/wait_3d:waiting"
+        ]
+    );
+    assert_eq!(t.engine.run_due(100).await.unwrap(), 0, "nothing runs twice");
+    // Registering again does not make a second enrollment (re-entry: never).
+    ingest(&t, vec![event("new@x.example", "registered", json!({}))]).await;
+    assert_eq!(messages(&t, lead.id).await.len(), 2);
+}
+
+async fn a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat(t: TestEngine) {
+    ingest(
+        &t,
+        vec![
+            event("open@x.example", "registered", json!({})),
+            event("shut@x.example", "registered", json!({})),
+        ],
+    )
+    .await;
+    let open = by_email(&t, "open@x.example").await.lead;
+    let shut = by_email(&t, "shut@x.example").await.lead;
+    let welcome = messages(&t, open.id).await[0].0;
+    // An automated open (a proxy) does not count; the person's later open does.
+    ingest(
+        &t,
+        vec![
+            event(
+                "open@x.example",
+                "email_opened",
+                json!({"message_id": welcome, "automated": true}),
+            ),
+            event("open@x.example", "email_opened", json!({"message_id": welcome})),
+        ],
+    )
+    .await;
+    t.engine.advance_clock(&t.clock, Duration::days(5)).await.unwrap();
+    let steps = journey(&t, open.id).await;
+    assert!(steps.contains(&"welcome/opened_any:yes".to_string()), "{steps:?}");
+    assert!(steps.contains(&"welcome/tag_welcomed:tagged".to_string()), "{steps:?}");
+    assert!(by_email(&t, "open@x.example")
+        .await
+        .tags
+        .contains(&"engagement:welcomed".to_string()));
+
+    let steps = journey(&t, shut.id).await;
+    assert!(steps.contains(&"welcome/opened_any:no".to_string()), "{steps:?}");
+    let sent = messages(&t, shut.id).await;
+    let wechat = sent
+        .iter()
+        .find(|m| m.1 == "wechat_hello")
+        .expect("the WeChat step made a message row");
+    assert_eq!(
+        (wechat.3.as_str(), wechat.4.as_deref()),
+        ("skipped", Some("no_wechat_openid"))
+    );
+    assert!(
+        sent.iter().any(|m| m.1 == "case_study"),
+        "the flow goes on after a skipped send: {sent:?}"
+    );
+}
+
+async fn a_goal_reached_by_an_event_ends_enrollments_mid_wait(t: TestEngine) {
+    upsert(
+        &t,
+        json!({"email": "goal@x.example", "industry": "Energy", "company_size": "1000+"}),
+    )
+    .await;
+    ingest(&t, vec![event("goal@x.example", "registered", json!({}))]).await;
+    let lead = by_email(&t, "goal@x.example").await.lead;
+    let steps = journey(&t, lead.id).await;
+    assert!(steps.contains(&"welcome/wait_2d:waiting".to_string()), "{steps:?}");
+    assert!(
+        steps.contains(&"industry-drip/wait_insight:waiting".to_string()),
+        "{steps:?}"
+    );
+    t.clock.advance(Duration::hours(1));
+    // Three webinars: score 60 in the icp segment, MQL, and the goal of both campaigns holds.
+    ingest(
+        &t,
+        (0..3)
+            .map(|_| event("goal@x.example", "webinar_attended", json!({})))
+            .collect(),
+    )
+    .await;
+    assert_eq!(by_email(&t, "goal@x.example").await.lead.stage, Stage::Mql);
+    let steps = journey(&t, lead.id).await;
+    assert!(steps.contains(&"welcome/wait_2d:goal".to_string()), "{steps:?}");
+    assert!(
+        steps.contains(&"industry-drip/wait_insight:goal".to_string()),
+        "{steps:?}"
+    );
+    assert_eq!(
+        t.engine.next_wake().await.unwrap(),
+        None,
+        "no enrollment waits any more"
+    );
+}
+
+async fn two_workers_share_due_work_and_no_step_runs_twice(t: TestEngine) {
+    let events: Vec<EventInput> = (0..60)
+        .map(|i| event(&format!("w{i}@x.example"), "registered", json!({})))
+        .collect();
+    ingest(&t, events).await;
+    t.clock.advance(Duration::days(2));
+    let second = Arc::new(nurture_engine::engine::Engine::new(
+        t.store.store.clone(),
+        crate::support::playbook(),
+        Arc::new(t.clock.clone()),
+    ));
+    let workers: Vec<_> = [t.engine.clone(), second]
+        .into_iter()
+        .map(|engine| {
+            tokio::spawn(async move {
+                let mut moved = 0;
+                loop {
+                    match engine.run_due(7).await.unwrap() {
+                        0 => return moved,
+                        n => moved += n,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await.unwrap();
+    }
+    assert_eq!(total, 60, "every due enrollment moved once");
+    for i in 0..60 {
+        let lead = by_email(&t, &format!("w{i}@x.example")).await.lead;
+        let steps = journey(&t, lead.id).await;
+        assert_eq!(
+            steps.iter().filter(|s| s.as_str() == "welcome/wait_2d:waited").count(),
+            1,
+            "{steps:?}"
+        );
+        let sent: Vec<_> = messages(&t, lead.id).await.into_iter().map(|m| m.1).collect();
+        assert_eq!(sent, ["welcome", "getting_started"]);
+    }
 }

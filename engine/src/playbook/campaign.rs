@@ -418,6 +418,20 @@ impl Campaign {
         self.graph.edges(from).find(|e| *e.weight() == edge).map(|e| e.target())
     }
 
+    /// Every condition the campaign evaluates: entry, goal, branches, waits and variants.
+    pub fn conditions(&self) -> Vec<&Condition> {
+        let mut out: Vec<&Condition> = self.entry.when.iter().chain(self.exit_when.iter()).collect();
+        for step in self.steps() {
+            match &step.action {
+                Action::Branch(c) => out.push(c),
+                Action::Wait(Wait::Until { condition, .. }) => out.push(condition),
+                Action::Send { variants, .. } => out.extend(variants.iter().map(|(c, _)| c)),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// The campaigns this one enrolls leads into.
     pub fn enrolled_campaigns(&self) -> Vec<String> {
         self.enrolls.iter().map(|(c, _)| c.clone()).collect()

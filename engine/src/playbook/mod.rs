@@ -222,6 +222,9 @@ pub struct Playbook {
     pub warnings: Vec<Issue>,
     /// The files as given, so a single changed file can be validated against the rest.
     pub sources: Vec<(String, String)>,
+    /// The event types the playbook's conditions look at, with the widest window of each
+    /// (`None`: all time), so that the engine loads exactly those events.
+    pub event_needs: HashMap<String, Option<crate::duration::Span>>,
 }
 
 impl Playbook {
@@ -373,6 +376,16 @@ impl Playbook {
         if issues.iter().any(Issue::is_error) {
             return Err(Refused(issues));
         }
+        let mut event_needs = HashMap::new();
+        let conditions = rules
+            .mql
+            .iter()
+            .map(|m| &m.when)
+            .chain(segments.values())
+            .chain(campaigns.values().flat_map(|c| c.conditions()));
+        for condition in conditions {
+            condition.event_needs(&segments, &mut event_needs);
+        }
         Ok(Playbook {
             rules,
             segments,
@@ -381,7 +394,25 @@ impl Playbook {
             templates,
             warnings: issues,
             sources: files.to_vec(),
+            event_needs,
         })
+    }
+
+    /// Builds an earlier deployed version of a campaign (its stored source) in this playbook's
+    /// context, for enrollments that entered it.
+    pub fn build_version(&self, file: &str, source: &str) -> Result<Campaign, Refused> {
+        let spec: CampaignSpec = parse(file, source).map_err(|issue| Refused(vec![issue]))?;
+        let segment_exists = |id: &str| self.segments.contains_key(id);
+        let campaign_exists = |id: &str| self.campaigns.contains_key(id);
+        let context = BuildContext {
+            segment_exists: &segment_exists,
+            campaign_exists: &campaign_exists,
+            queues: &self.queues,
+            templates: &self.templates,
+        };
+        Campaign::build(file, spec, source, &context)
+            .map(|(campaign, _)| campaign)
+            .map_err(Refused)
     }
 
     /// The playbook's files with `files` laid over them: a file replaces the one that defines

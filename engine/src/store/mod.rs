@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use crate::access::{ApiKey, Role};
 use crate::clock::{from_micros, to_micros};
 use crate::condition::EventFact;
+use crate::journey::{Enrollment, Status as JourneyStatus};
 use crate::lead::{ChannelConsent, Consent, ConsentStatus, Lead, LeadId, Stage, TEXT_FIELDS};
 use crate::nurture::Changes;
 use crate::playbook::Decay;
@@ -414,10 +415,20 @@ pub enum TimelineKind {
     TagChange = 1,
     ScoreChange = 2,
     Handoff = 3,
+    /// A step an enrollment took, from the journey log.
+    CampaignStep = 4,
+    Message = 5,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 4] = [Self::Event, Self::TagChange, Self::ScoreChange, Self::Handoff];
+    pub const ALL: [TimelineKind; 6] = [
+        Self::Event,
+        Self::TagChange,
+        Self::ScoreChange,
+        Self::Handoff,
+        Self::CampaignStep,
+        Self::Message,
+    ];
 }
 
 /// A position in the timeline, newest first: entries strictly older than this come next.
@@ -487,6 +498,8 @@ pub trait Store: Send + Sync + 'static {
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
     /// Every deployed version of a campaign, oldest first.
     async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
+    /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
+    async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
     /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.
     async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool>;
 
@@ -560,6 +573,105 @@ pub struct DeployReport {
     pub retired: Vec<String>,
 }
 
+/// An enrollment as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EnrollmentRow {
+    pub id: i64,
+    pub campaign_id: String,
+    pub version: String,
+    pub lead_id: i64,
+    pub step: String,
+    pub status: String,
+    pub wake_at: Option<i64>,
+    pub outcome: Option<String>,
+    pub transitions: i64,
+    pub entered_at: i64,
+    pub updated_at: i64,
+}
+
+/// The columns of [`EnrollmentRow`], in order.
+pub const ENROLLMENT_COLUMNS: &str =
+    "id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at";
+
+impl From<&Enrollment> for EnrollmentRow {
+    fn from(e: &Enrollment) -> Self {
+        Self {
+            id: e.id,
+            campaign_id: e.campaign.clone(),
+            version: e.version.clone(),
+            lead_id: e.lead.0,
+            step: e.step.clone(),
+            status: e.status.as_str().to_owned(),
+            wake_at: e.wake_at.map(to_micros),
+            outcome: e.outcome.clone(),
+            transitions: e.transitions,
+            entered_at: to_micros(e.entered_at),
+            updated_at: to_micros(e.updated_at),
+        }
+    }
+}
+
+impl EnrollmentRow {
+    pub fn into_enrollment(self) -> StoreResult<Enrollment> {
+        Ok(Enrollment {
+            id: self.id,
+            status: JourneyStatus::parse(&self.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("enrollment status {:?}", self.status)))?,
+            campaign: self.campaign_id,
+            version: self.version,
+            lead: LeadId(self.lead_id),
+            step: self.step,
+            wake_at: self.wake_at.map(from_micros),
+            outcome: self.outcome,
+            transitions: self.transitions,
+            entered_at: from_micros(self.entered_at),
+            updated_at: from_micros(self.updated_at),
+        })
+    }
+}
+
+pub(crate) fn enrollments_from(rows: Vec<EnrollmentRow>) -> StoreResult<Vec<Enrollment>> {
+    rows.into_iter().map(EnrollmentRow::into_enrollment).collect()
+}
+
+/// One line of the journey log, ready to insert.
+#[derive(Debug, Clone, Serialize)]
+pub struct JourneyRow {
+    pub enrollment_id: i64,
+    pub lead_id: i64,
+    pub campaign_id: String,
+    pub step: String,
+    pub outcome: String,
+    pub detail: String,
+    pub at: i64,
+}
+
+/// A message for the outbox: created with its step, sent later by the dispatcher.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewMessage {
+    pub enrollment_id: i64,
+    pub seq: i64,
+    pub lead_id: i64,
+    pub campaign_id: String,
+    pub version: String,
+    pub step: String,
+    pub channel: String,
+    pub template: String,
+    /// `pending`, or `skipped` (with the reason) when it must not be sent.
+    pub status: String,
+    pub reason: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A message an enrollment sent: which step, and its id (events about it carry the id).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SentMessage {
+    pub enrollment_id: i64,
+    pub id: i64,
+    pub step: String,
+}
+
 /// A write transaction: the set-based primitives the engine composes.
 #[async_trait]
 pub trait Tx: Send {
@@ -573,6 +685,28 @@ pub trait Tx: Send {
     async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()>;
     /// The current tags of these leads.
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>>;
+    /// Every enrollment of these leads, any status (running ones, and past ones for re-entry).
+    async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>>;
+    /// Leads with an enrollment due by `now` (waiting, wake-up time passed), outside paused
+    /// campaigns, earliest first, at most `limit`.
+    async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>>;
+    /// Of these leads, those this transaction could lock (PostgreSQL: `FOR UPDATE SKIP LOCKED`,
+    /// so that workers share due work without waiting on each other; SQLite: all of them, as
+    /// its one writer holds the database).
+    async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>>;
+    /// Allocates `n` new enrollment ids.
+    async fn reserve_enrollment_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
+    /// Inserts or overwrites these enrollments (by id).
+    async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()>;
+    async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()>;
+    /// Inserts messages; one already made for the same (enrollment, seq) is left as it is.
+    async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()>;
+    /// Campaigns whose status is not `active` (paused or retired): their enrollments do not move.
+    async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>>;
+    /// The stored source of a deployed campaign version: (file, YAML).
+    async fn campaign_source(&mut self, id: &str, version: &str) -> StoreResult<Option<(String, String)>>;
+    /// The messages these enrollments sent.
+    async fn load_messages(&mut self, enrollment_ids: &[i64]) -> StoreResult<Vec<SentMessage>>;
     /// Events of these leads of the given types since the given time (`None`: all time).
     async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)])
         -> StoreResult<Vec<(i64, EventFact)>>;

@@ -90,7 +90,7 @@ static LIST_LEADS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const TIMELINE: [(TimelineKind, &str); 4] = [
+const TIMELINE: [(TimelineKind, &str); 6] = [
     (
         TimelineKind::Event,
         "SELECT id, occurred_at, jsonb_build_object('type', type, 'properties', properties, 'source', source, 'received_at', received_at)::text \
@@ -111,6 +111,16 @@ const TIMELINE: [(TimelineKind, &str); 4] = [
         "SELECT id, created_at, jsonb_build_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status)::text \
          FROM handoffs WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
+    (
+        TimelineKind::CampaignStep,
+        "SELECT id, at, jsonb_build_object('campaign', campaign_id, 'enrollment', enrollment_id, 'step', step, 'outcome', outcome, 'detail', detail)::text \
+         FROM journey WHERE lead_id = $1 AND (at < $2 OR (at = $2 AND id < $3)) ORDER BY at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::Message,
+        "SELECT id, created_at, jsonb_build_object('message', id, 'campaign', campaign_id, 'step', step, 'channel', channel, 'template', template, 'status', status, 'reason', reason, 'sent_at', sent_at)::text \
+         FROM messages WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+    ),
 ];
 
 fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
@@ -118,6 +128,16 @@ fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
 }
 
 store_impl!(PgStore {
+    async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(wake_at) FROM enrollments WHERE status = 'waiting' AND NOT (campaign_id = ANY($1))",
+        )
+        .bind(paused)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at.map(crate::clock::from_micros))
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }
@@ -233,6 +253,127 @@ impl Tx for PgTx {
             .into_iter()
             .filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f)))
             .collect())
+    }
+
+    async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>> {
+        // Locked with the leads: a worker that holds a lead holds its enrollments.
+        let lock = if self.write { " FOR UPDATE" } else { "" };
+        let rows: Vec<EnrollmentRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE lead_id = ANY($1) ORDER BY id{lock}"
+        )))
+        .bind(lead_ids)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        enrollments_from(rows)
+    }
+
+    async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT lead_id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
+             AND NOT (campaign_id = ANY($2)) GROUP BY lead_id ORDER BY MIN(wake_at), lead_id LIMIT $3",
+        )
+        .bind(now)
+        .bind(paused)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM leads WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED")
+                .bind(lead_ids)
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(StoreError::from_sqlx)?,
+        )
+    }
+
+    async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM campaigns WHERE status <> 'active' ORDER BY id")
+                .fetch_all(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    async fn campaign_source(&mut self, id: &str, version: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT file, source FROM campaign_versions WHERE campaign_id = $1 AND version = $2")
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
+
+    async fn reserve_enrollment_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT nextval(pg_get_serial_sequence('enrollments', 'id')) FROM generate_series(1, $1)",
+        )
+        .bind(n as i64)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
+        let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
+        if let Some(json) = json_batch(&rows) {
+            sqlx::query(
+                "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) \
+                 SELECT * FROM jsonb_to_recordset($1::jsonb) AS j(id BIGINT, campaign_id TEXT, version TEXT, lead_id BIGINT, step TEXT, \
+                 status TEXT, wake_at BIGINT, outcome TEXT, transitions BIGINT, entered_at BIGINT, updated_at BIGINT) \
+                 ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
+                 outcome = excluded.outcome, transitions = excluded.transitions, updated_at = excluded.updated_at",
+            )
+            .bind(json)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(())
+    }
+
+    async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()> {
+        if let Some(json) = json_batch(rows) {
+            sqlx::query(
+                "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) \
+                 SELECT * FROM jsonb_to_recordset($1::jsonb) AS j(enrollment_id BIGINT, lead_id BIGINT, campaign_id TEXT, \
+                 step TEXT, outcome TEXT, detail TEXT, at BIGINT)",
+            )
+            .bind(json)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
+        if let Some(json) = json_batch(rows) {
+            sqlx::query(
+                "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
+                 SELECT * FROM jsonb_to_recordset($1::jsonb) AS j(enrollment_id BIGINT, seq BIGINT, lead_id BIGINT, campaign_id TEXT, \
+                 version TEXT, step TEXT, channel TEXT, template TEXT, status TEXT, reason TEXT, next_attempt_at BIGINT, created_at BIGINT) \
+                 ON CONFLICT (enrollment_id, seq) DO NOTHING",
+            )
+            .bind(json)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn load_messages(&mut self, enrollment_ids: &[i64]) -> StoreResult<Vec<SentMessage>> {
+        Ok(
+            sqlx::query_as("SELECT enrollment_id, id, step FROM messages WHERE enrollment_id = ANY($1) ORDER BY id")
+                .bind(enrollment_ids)
+                .fetch_all(&mut *self.tx)
+                .await?,
+        )
     }
 
     async fn load_events(

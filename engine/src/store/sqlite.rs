@@ -103,7 +103,7 @@ static LIST_LEADS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const TIMELINE: [(TimelineKind, &str); 4] = [
+const TIMELINE: [(TimelineKind, &str); 6] = [
     (
         TimelineKind::Event,
         "SELECT id, occurred_at, json_object('type', type, 'properties', json(properties), 'source', source, 'received_at', received_at) \
@@ -123,6 +123,16 @@ const TIMELINE: [(TimelineKind, &str); 4] = [
         TimelineKind::Handoff,
         "SELECT id, created_at, json_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status) \
          FROM handoffs WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::CampaignStep,
+        "SELECT id, at, json_object('campaign', campaign_id, 'enrollment', enrollment_id, 'step', step, 'outcome', outcome, 'detail', detail) \
+         FROM journey WHERE lead_id = $1 AND (at < $2 OR (at = $2 AND id < $3)) ORDER BY at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::Message,
+        "SELECT id, created_at, json_object('message', id, 'campaign', campaign_id, 'step', step, 'channel', channel, 'template', template, 'status', status, 'reason', reason, 'sent_at', sent_at) \
+         FROM messages WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
 ];
 
@@ -149,6 +159,17 @@ store_impl!(SqliteStore {
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
         Ok(Box::new(SqliteTx(self.pool.begin().await?)))
+    }
+
+    async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(wake_at) FROM enrollments WHERE status = 'waiting' \
+             AND campaign_id NOT IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_strings(paused))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at.map(from_micros))
     }
 
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {
@@ -180,6 +201,34 @@ store_impl!(SqliteStore {
 
 struct SqliteTx(Transaction<'static, Sqlite>);
 
+/// Reserves `n` ids of an AUTOINCREMENT table. Inside BEGIN IMMEDIATE no other writer runs, so
+/// the ids after the sequence are ours; the sequence row is moved past them at once so later
+/// reservations in this transaction do not hand them out again.
+async fn reserve_ids(tx: &mut Transaction<'static, Sqlite>, table: &'static str, n: usize) -> StoreResult<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let last: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), (SELECT MAX(id) FROM {table}), 0)"
+    )))
+    .fetch_one(&mut **tx)
+    .await?;
+    let end = last + n as i64;
+    let updated = sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = $2")
+        .bind(end)
+        .bind(table)
+        .execute(&mut **tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
+            .bind(table)
+            .bind(end)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok((last + 1..=end).collect())
+}
+
 #[async_trait]
 impl Tx for SqliteTx {
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
@@ -193,29 +242,7 @@ impl Tx for SqliteTx {
     }
 
     async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        // Inside BEGIN IMMEDIATE no other writer runs, so the ids after the sequence are ours;
-        // the sequence row is moved past them at once so later reservations in this
-        // transaction do not hand them out again.
-        let last: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'leads'), (SELECT MAX(id) FROM leads), 0)",
-        )
-        .fetch_one(&mut *self.0)
-        .await?;
-        let end = last + n as i64;
-        let updated = sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'leads'")
-            .bind(end)
-            .execute(&mut *self.0)
-            .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ('leads', $1)")
-                .bind(end)
-                .execute(&mut *self.0)
-                .await?;
-        }
-        Ok((last + 1..=end).collect())
+        reserve_ids(&mut self.0, "leads", n).await
     }
 
     async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()> {
@@ -254,6 +281,112 @@ impl Tx for SqliteTx {
             .into_iter()
             .filter_map(|(id, t, f)| TagFamily::parse(&f).map(|f| (id, t, f)))
             .collect())
+    }
+
+    async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>> {
+        let rows: Vec<EnrollmentRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE lead_id IN (SELECT value FROM json_each($1)) ORDER BY id"
+        )))
+        .bind(json_ids(lead_ids))
+        .fetch_all(&mut *self.0)
+        .await?;
+        enrollments_from(rows)
+    }
+
+    async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT lead_id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
+             AND campaign_id NOT IN (SELECT value FROM json_each($2)) GROUP BY lead_id ORDER BY MIN(wake_at), lead_id LIMIT $3",
+        )
+        .bind(now)
+        .bind(json_strings(paused))
+        .bind(limit)
+        .fetch_all(&mut *self.0)
+        .await?)
+    }
+
+    async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>> {
+        Ok(lead_ids.to_vec())
+    }
+
+    async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM campaigns WHERE status <> 'active' ORDER BY id")
+                .fetch_all(&mut *self.0)
+                .await?,
+        )
+    }
+
+    async fn campaign_source(&mut self, id: &str, version: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT file, source FROM campaign_versions WHERE campaign_id = $1 AND version = $2")
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&mut *self.0)
+                .await?,
+        )
+    }
+
+    async fn reserve_enrollment_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
+        reserve_ids(&mut self.0, "enrollments", n).await
+    }
+
+    async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
+        let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
+        if let Some(json) = json_batch(&rows) {
+            sqlx::query(
+                "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) \
+                 SELECT j.value->>'id', j.value->>'campaign_id', j.value->>'version', j.value->>'lead_id', j.value->>'step', j.value->>'status', \
+                 j.value->>'wake_at', j.value->>'outcome', j.value->>'transitions', j.value->>'entered_at', j.value->>'updated_at' \
+                 FROM jsonb_each(jsonb($1)) AS j WHERE true \
+                 ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
+                 outcome = excluded.outcome, transitions = excluded.transitions, updated_at = excluded.updated_at",
+            )
+            .bind(json)
+            .execute(&mut *self.0)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(())
+    }
+
+    async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()> {
+        if let Some(json) = json_batch(rows) {
+            sqlx::query(
+                "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) \
+                 SELECT j.value->>'enrollment_id', j.value->>'lead_id', j.value->>'campaign_id', j.value->>'step', \
+                 j.value->>'outcome', j.value->>'detail', j.value->>'at' FROM jsonb_each(jsonb($1)) AS j",
+            )
+            .bind(json)
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
+        if let Some(json) = json_batch(rows) {
+            sqlx::query(
+                "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
+                 SELECT j.value->>'enrollment_id', j.value->>'seq', j.value->>'lead_id', j.value->>'campaign_id', j.value->>'version', \
+                 j.value->>'step', j.value->>'channel', j.value->>'template', j.value->>'status', j.value->>'reason', \
+                 j.value->>'next_attempt_at', j.value->>'created_at' FROM jsonb_each(jsonb($1)) AS j WHERE true \
+                 ON CONFLICT (enrollment_id, seq) DO NOTHING",
+            )
+            .bind(json)
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn load_messages(&mut self, enrollment_ids: &[i64]) -> StoreResult<Vec<SentMessage>> {
+        Ok(sqlx::query_as(
+            "SELECT enrollment_id, id, step FROM messages WHERE enrollment_id IN (SELECT value FROM json_each($1)) ORDER BY id",
+        )
+        .bind(json_ids(enrollment_ids))
+        .fetch_all(&mut *self.0)
+        .await?)
     }
 
     async fn load_events(

@@ -1,0 +1,452 @@
+//! Running campaigns inside the engine's write transactions. The pure step function
+//! ([`crate::journey::advance`]) decides; this module loads what it needs for a whole batch of
+//! leads in a few queries, carries out its effects (tags, scores, handoffs, enrollments, outbox
+//! messages) and writes everything set-based, in the caller's transaction.
+//!
+//! Three things move enrollments: an ingestion or change batch (events wake waits and goals,
+//! and leads may enter campaigns), the runner (waits whose time has come), and `enroll` steps.
+
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::{Engine, EngineError, EngineResult};
+use crate::clock::to_micros;
+use crate::condition::EventFact;
+use crate::journey::{advance, entry_matches, may_enter, Effect, Enrollment, JourneyFacts, MessageFact, Status};
+use crate::lead::{ConsentStatus, Stage};
+use crate::nurture::{Changes, HandoffRequest, LeadState};
+use crate::playbook::{Campaign, Playbook, SendChannel};
+use crate::store::{JourneyRow, NewMessage, SentMessage, Tx};
+use crate::tag::{Actor, ScoreChange, TagFamily};
+
+/// Event types that report on a message; their `message_id` property names it.
+pub const MESSAGE_EVENTS: [&str; 3] = ["email_opened", "email_clicked", "email_replied"];
+
+/// Campaign versions the engine has built, by (id, version): the playbook's own, and earlier
+/// deployed versions built on demand for the enrollments that entered them.
+#[derive(Default)]
+pub(crate) struct Versions(Mutex<HashMap<(String, String), Option<Arc<Campaign>>>>);
+
+/// What a journey pass did, for reports and the clock.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JourneyCounts {
+    pub entered: usize,
+    pub moved: usize,
+    pub messages: usize,
+}
+
+/// One enrollment's result in a pass, before new enrollments have ids.
+struct Moved {
+    enrollment: Enrollment,
+    new: bool,
+    journey: Vec<crate::journey::JourneyEntry>,
+    messages: Vec<NewMessage>,
+}
+
+impl Engine {
+    /// The campaign version an enrollment runs on: the playbook's, or an earlier deployed one
+    /// built from its stored source (read in the caller's transaction). `None` when it cannot
+    /// be built any more.
+    async fn campaign_version(
+        &self,
+        tx: &mut dyn Tx,
+        playbook: &Playbook,
+        id: &str,
+        version: &str,
+    ) -> EngineResult<Option<Arc<Campaign>>> {
+        if let Some(current) = playbook.campaigns.get(id).filter(|c| c.version == version) {
+            return Ok(Some(current.clone()));
+        }
+        let key = (id.to_owned(), version.to_owned());
+        if let Some(known) = self.versions.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(known.clone());
+        }
+        let built = tx
+            .campaign_source(id, version)
+            .await?
+            .and_then(|(file, source)| match playbook.build_version(&file, &source) {
+                Ok(campaign) => Some(Arc::new(campaign)),
+                Err(refused) => {
+                    tracing::warn!(campaign = id, version, error = %refused, "An earlier campaign version no longer builds; its enrollments end.");
+                    None
+                }
+            });
+        self.versions
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// The journey pass over a batch of leads whose state is loaded and locked in `tx`.
+    /// `new_events` are the event types each lead received in this batch; with `enter`, leads
+    /// may enter campaigns (segment and event triggers). `only_due`: the runner's pass, which
+    /// moves waiting enrollments whose time has come and nothing else.
+    pub(super) async fn run_journeys(
+        &self,
+        tx: &mut dyn Tx,
+        states: &mut HashMap<i64, LeadState>,
+        playbook: &Playbook,
+        now: DateTime<Utc>,
+        new_events: &HashMap<i64, Vec<String>>,
+        enter: bool,
+        changes: &mut Changes,
+    ) -> EngineResult<JourneyCounts> {
+        let mut counts = JourneyCounts::default();
+        let lead_ids: Vec<i64> = states.keys().copied().collect();
+        if lead_ids.is_empty() {
+            return Ok(counts);
+        }
+        let enrollments = tx.load_enrollments(&lead_ids).await?;
+        if enrollments.is_empty() && (!enter || playbook.campaigns.is_empty()) {
+            return Ok(counts);
+        }
+        // Read in the transaction: a second pool connection here could wait on this very one.
+        let paused: HashSet<String> = tx.frozen_campaigns().await?.into_iter().collect();
+        let open: Vec<&Enrollment> = enrollments.iter().filter(|e| e.status.is_open()).collect();
+        let facts = self.message_facts(tx, &open).await?;
+
+        let mut by_lead: BTreeMap<i64, Vec<Enrollment>> = BTreeMap::new();
+        for e in enrollments {
+            by_lead.entry(e.lead.0).or_default().push(e);
+        }
+        let mut moved: Vec<Moved> = Vec::new();
+        let mut lead_order = lead_ids.clone();
+        lead_order.sort_unstable();
+        for lead_id in lead_order {
+            let Some(state) = states.get_mut(&lead_id) else {
+                continue;
+            };
+            let history = by_lead.remove(&lead_id).unwrap_or_default();
+            let events = new_events.get(&lead_id).map(Vec::as_slice).unwrap_or_default();
+            self.journey_of_lead(
+                tx, state, history, &facts, playbook, &paused, now, events, enter, changes, &mut moved,
+            )
+            .await?;
+        }
+
+        // New enrollments get their ids now, and so do their journey lines and messages.
+        let fresh = moved.iter().filter(|m| m.new).count();
+        let mut ids = tx.reserve_enrollment_ids(fresh).await?.into_iter();
+        let mut enrollments = Vec::with_capacity(moved.len());
+        let mut journey = Vec::new();
+        let mut messages = Vec::new();
+        for mut m in moved {
+            if m.new {
+                m.enrollment.id = ids
+                    .next()
+                    .ok_or_else(|| EngineError::Conflict("enrollment ids ran out".into()))?;
+                counts.entered += 1;
+            }
+            counts.moved += 1;
+            let id = m.enrollment.id;
+            journey.extend(m.journey.into_iter().map(|j| JourneyRow {
+                enrollment_id: id,
+                lead_id: m.enrollment.lead.0,
+                campaign_id: m.enrollment.campaign.clone(),
+                step: j.step,
+                outcome: j.outcome,
+                detail: j.detail,
+                at: to_micros(j.at),
+            }));
+            for mut message in m.messages {
+                message.enrollment_id = id;
+                messages.push(message);
+            }
+            enrollments.push(m.enrollment);
+        }
+        counts.messages = messages.len();
+        tx.write_enrollments(&enrollments).await?;
+        tx.write_journey(&journey).await?;
+        tx.insert_messages(&messages).await?;
+        Ok(counts)
+    }
+
+    /// What each open enrollment's messages have seen: opens by people, clicks, responses.
+    async fn message_facts(
+        &self,
+        tx: &mut dyn Tx,
+        open: &[&Enrollment],
+    ) -> EngineResult<HashMap<i64, Vec<MessageFact>>> {
+        let mut out: HashMap<i64, Vec<MessageFact>> = HashMap::new();
+        if open.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<i64> = open.iter().map(|e| e.id).collect();
+        let sent: Vec<SentMessage> = tx.load_messages(&ids).await?;
+        if sent.is_empty() {
+            return Ok(out);
+        }
+        let leads: Vec<i64> = open
+            .iter()
+            .map(|e| e.lead.0)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let since = open.iter().map(|e| to_micros(e.entered_at)).min();
+        let needs: Vec<(String, Option<i64>)> = MESSAGE_EVENTS.iter().map(|t| (t.to_string(), since)).collect();
+        let mut about: HashMap<i64, Vec<EventFact>> = HashMap::new();
+        for (_, event) in tx.load_events(&leads, &needs).await? {
+            let id = match event.properties.get("message_id") {
+                Some(serde_json::Value::Number(n)) => n.as_i64(),
+                Some(serde_json::Value::String(s)) => s.parse().ok(),
+                _ => None,
+            };
+            if let Some(id) = id {
+                about.entry(id).or_default().push(event);
+            }
+        }
+        for message in sent {
+            let mut fact = MessageFact {
+                step: message.step.clone(),
+                id: message.id,
+                ..Default::default()
+            };
+            for event in about.get(&message.id).into_iter().flatten() {
+                let automated = event.properties.get("automated").and_then(|v| v.as_bool()) == Some(true);
+                match event.kind.as_str() {
+                    "email_opened" if !automated => fact.opened = true,
+                    "email_clicked" if !automated => {
+                        let link = event
+                            .properties
+                            .get("link")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default();
+                        fact.clicked.push(link.to_owned());
+                        fact.responded = true;
+                    }
+                    "email_replied" => fact.responded = true,
+                    _ => {}
+                }
+            }
+            out.entry(message.enrollment_id).or_default().push(fact);
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn journey_of_lead(
+        &self,
+        tx: &mut dyn Tx,
+        state: &mut LeadState,
+        history: Vec<Enrollment>,
+        facts: &HashMap<i64, Vec<MessageFact>>,
+        playbook: &Playbook,
+        paused: &HashSet<String>,
+        now: DateTime<Utc>,
+        new_events: &[String],
+        enter: bool,
+        changes: &mut Changes,
+        moved: &mut Vec<Moved>,
+    ) -> EngineResult<()> {
+        let no_messages: Vec<MessageFact> = Vec::new();
+        // Work: running enrollments first, then entries; `enroll` steps add to it.
+        let mut work: Vec<(Enrollment, Arc<Campaign>, bool)> = Vec::new();
+        for e in history
+            .iter()
+            .filter(|e| e.status.is_open() && !paused.contains(&e.campaign))
+        {
+            match self.campaign_version(tx, playbook, &e.campaign, &e.version).await? {
+                Some(campaign) => work.push((e.clone(), campaign, false)),
+                None => {
+                    let mut ended = e.clone();
+                    ended.status = Status::Exited;
+                    ended.outcome = Some("version_unavailable".into());
+                    ended.wake_at = None;
+                    ended.updated_at = now;
+                    moved.push(Moved {
+                        enrollment: ended,
+                        new: false,
+                        journey: vec![crate::journey::JourneyEntry {
+                            step: e.step.clone(),
+                            at: now,
+                            outcome: "exited".into(),
+                            detail: format!("campaign version {} can no longer be built", e.version),
+                        }],
+                        messages: Vec::new(),
+                    });
+                }
+            }
+        }
+        let mut entered: HashSet<String> = HashSet::new();
+        if enter {
+            let kinds: Vec<&str> = new_events.iter().map(String::as_str).collect();
+            for campaign in playbook.campaigns.values() {
+                if paused.contains(&campaign.id) {
+                    continue;
+                }
+                let past: Vec<&Enrollment> = history.iter().filter(|e| e.campaign == campaign.id).collect();
+                if entry_matches(campaign, state, &playbook.segments, &kinds, now)
+                    && may_enter(campaign.entry.reentry, &past, now)
+                {
+                    entered.insert(campaign.id.clone());
+                    work.push((
+                        Enrollment::start(0, campaign, state.lead.id, now),
+                        campaign.clone(),
+                        true,
+                    ));
+                }
+            }
+        }
+        let mut guard = 0;
+        while let Some((enrollment, campaign, new)) = work.pop() {
+            guard += 1;
+            if guard > 1_000 {
+                break;
+            }
+            let messages = facts.get(&enrollment.id).filter(|_| !new).unwrap_or(&no_messages);
+            let mut journey_facts = JourneyFacts {
+                lead: state.lead.clone(),
+                tags: state.tags.keys().cloned().collect(),
+                events: &state.events,
+                messages,
+            };
+            let result = advance(&campaign, enrollment, &mut journey_facts, &playbook.segments, now);
+            if !result.moved() && !new {
+                continue;
+            }
+            if new && state.lead.stage == Stage::New {
+                state.lead.stage = Stage::Nurturing;
+                state.lead.updated_at = now;
+                state.dirty = true;
+            }
+            let mut outbox = Vec::new();
+            for effect in result.effects {
+                let actor = Actor::Rule(format!("campaign:{}/{}", campaign.id, step_of(&effect)));
+                match effect {
+                    Effect::Send {
+                        step,
+                        channel,
+                        template,
+                        seq,
+                    } => {
+                        let (status, reason) = match why_not_send(state, channel) {
+                            Some(reason) => ("skipped", Some(reason.to_owned())),
+                            None => ("pending", None),
+                        };
+                        outbox.push(NewMessage {
+                            enrollment_id: 0,
+                            seq,
+                            lead_id: state.lead.id.0,
+                            campaign_id: campaign.id.clone(),
+                            version: campaign.version.clone(),
+                            step,
+                            channel: channel.as_str().to_owned(),
+                            template,
+                            status: status.to_owned(),
+                            reason,
+                            next_attempt_at: (status == "pending").then(|| to_micros(now)),
+                            created_at: to_micros(now),
+                        });
+                    }
+                    Effect::Tag { add, remove, .. } => {
+                        for tag in &add {
+                            state.add_tag(tag, TagFamily::of_rule_tag(tag), &actor, now, changes);
+                        }
+                        for tag in &remove {
+                            state.remove_tag(tag, &actor, now, changes);
+                        }
+                    }
+                    Effect::Score { step, points } => state.add_score(
+                        ScoreChange {
+                            lead_id: state.lead.id,
+                            delta: points,
+                            reason: format!("campaign {} step {step}", campaign.id),
+                            actor,
+                            rule: None,
+                            occurred_at: now,
+                            at: now,
+                        },
+                        changes,
+                    ),
+                    Effect::Handoff {
+                        step,
+                        queue,
+                        reason,
+                        priority,
+                    } => {
+                        changes.handoffs.push(HandoffRequest {
+                            lead_id: state.lead.id,
+                            queue,
+                            reason,
+                            priority: Some(priority),
+                            origin: format!("campaign:{}/{step}", campaign.id),
+                            at: now,
+                        });
+                        if matches!(
+                            state.lead.stage,
+                            Stage::New | Stage::Nurturing | Stage::Recycled | Stage::Mql
+                        ) {
+                            state.lead.stage = Stage::HandedOff;
+                            state.lead.updated_at = now;
+                            state.dirty = true;
+                        }
+                    }
+                    Effect::Enroll { campaign: other, .. } => {
+                        let Some(target) = playbook.campaigns.get(&other) else {
+                            continue;
+                        };
+                        let busy = entered.contains(&other) || work.iter().any(|(e, _, _)| e.campaign == other);
+                        // An `enroll` step hands the lead on whatever the target's trigger says,
+                        // but keeps its re-entry rule and never makes a second running enrollment.
+                        let past: Vec<&Enrollment> = history.iter().filter(|e| e.campaign == other).collect();
+                        if !paused.contains(&other) && !busy && may_enter(target.entry.reentry, &past, now) {
+                            entered.insert(other.clone());
+                            work.push((Enrollment::start(0, target, state.lead.id, now), target.clone(), true));
+                        }
+                    }
+                }
+            }
+            moved.push(Moved {
+                enrollment: result.enrollment,
+                new,
+                journey: result.journey,
+                messages: outbox,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn step_of(effect: &Effect) -> &str {
+    match effect {
+        Effect::Send { step, .. }
+        | Effect::Tag { step, .. }
+        | Effect::Score { step, .. }
+        | Effect::Handoff { step, .. }
+        | Effect::Enroll { step, .. } => step,
+    }
+}
+
+/// Why a message must not go to this lead on this channel, if it must not.
+fn why_not_send(state: &LeadState, channel: SendChannel) -> Option<&'static str> {
+    let lead = &state.lead;
+    match channel {
+        SendChannel::Email => {
+            if lead.email.is_none() {
+                Some("no_email")
+            } else if lead.consent.email.status == ConsentStatus::OptedOut {
+                Some("unsubscribed")
+            } else {
+                None
+            }
+        }
+        SendChannel::Wechat => {
+            if lead.consent.wechat.status == ConsentStatus::OptedOut {
+                Some("unsubscribed")
+            } else if lead
+                .attributes
+                .get("wechat_openid")
+                .and_then(|v| v.as_str())
+                .is_none_or(|v| v.trim().is_empty())
+            {
+                Some("no_wechat_openid")
+            } else {
+                None
+            }
+        }
+        SendChannel::Webhook => None,
+    }
+}
