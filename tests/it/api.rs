@@ -155,7 +155,10 @@ async fn upsert_read_patch_and_erase() {
     assert_eq!(lead["email"], "li.wei@acme.example");
     assert_eq!(lead["company"], "Acme");
     assert_eq!(lead["tags"], json!(["industry:energy"]));
-    assert_eq!(lead["stage"], "new");
+    assert_eq!(
+        lead["stage"], "nurturing",
+        "a lead with an industry enters the industry drip"
+    );
     assert_eq!(lead["score"], 0);
     assert_eq!(lead["consent"]["email"]["status"], "opted_in");
     assert_eq!(lead["attributes"], json!({"crm_stage": "MQL?"}));
@@ -254,6 +257,7 @@ async fn tags_score_timeline_and_search() {
     )
     .await;
     create(&app, json!({"email": "b@x.example", "company": "Beta"})).await;
+    app.clock.advance(chrono::Duration::minutes(1));
     let tagged = app
         .call(
             "POST",
@@ -311,10 +315,16 @@ async fn tags_score_timeline_and_search() {
         )
         .await
         .body;
+    let kinds: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        rest["items"].as_array().unwrap().len(),
-        2,
-        "two manual tags and the industry tag make three tag changes, one on the first page"
+        kinds,
+        ["tag_change", "message", "campaign_step", "campaign_step", "tag_change"],
+        "the other manual tag, then from creation: the drip's first message and steps, and the industry tag"
     );
     assert_eq!(rest["next_cursor"], Value::Null);
     let found = app.call("GET", "/v1/leads?tag=persona:cxo", Sdr, None).await.body;

@@ -158,11 +158,13 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub keys: HashMap<Role, String>,
+    /// The server's clock: tests move it by hand.
+    pub clock: ManualClock,
     _store: TestStore,
 }
 
 pub async fn spawn_app() -> TestApp {
-    let TestEngine { engine, store, .. } = engine(Backend::Sqlite).await.expect("SQLite is always there");
+    let TestEngine { engine, store, clock } = engine(Backend::Sqlite).await.expect("SQLite is always there");
     let mut keys = HashMap::new();
     for role in [Role::Admin, Role::Marketer, Role::Sdr, Role::Crm] {
         let key = format!("test-key-{}", role.as_str());
@@ -183,6 +185,7 @@ pub async fn spawn_app() -> TestApp {
         base,
         client: reqwest::Client::new(),
         keys,
+        clock,
         _store: store,
     }
 }

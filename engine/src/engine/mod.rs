@@ -397,6 +397,20 @@ impl Engine {
             state.sync_attribute_tags(&playbook.rules, now, &mut changes);
             state.check_mql(&playbook, now, &mut changes);
         }
+        // A changed field can make a lead start matching a segment-triggered campaign.
+        self.run_journeys(
+            tx.as_mut(),
+            &mut states,
+            &playbook,
+            now,
+            &HashMap::new(),
+            true,
+            &mut changes,
+        )
+        .await?;
+        for state in states.values_mut() {
+            state.check_mql(&playbook, now, &mut changes);
+        }
         let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
         tx.write_leads(&rows).await?;
         tx.write_changes(&changes).await?;
@@ -508,6 +522,19 @@ impl Engine {
         let state = states.get_mut(&id.0).ok_or(EngineError::NotFound)?;
         let mut changes = Changes::default();
         change(state, now, &mut changes);
+        state.check_mql(&playbook, now, &mut changes);
+        // A manual tag, score or field change can end a goal, wake an `until`, or start a match.
+        self.run_journeys(
+            tx.as_mut(),
+            &mut states,
+            &playbook,
+            now,
+            &HashMap::new(),
+            true,
+            &mut changes,
+        )
+        .await?;
+        let state = states.get_mut(&id.0).ok_or(EngineError::NotFound)?;
         state.check_mql(&playbook, now, &mut changes);
         if state.dirty {
             tx.write_leads(std::slice::from_ref(&state.lead)).await?;
