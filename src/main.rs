@@ -333,6 +333,26 @@ fn playbook_command(command: PlaybookCommand) -> Result<()> {
     }
 }
 
+/// The runner: moves enrollments whose waits are over, and sleeps until the next one is due
+/// (at most a second, so that waits made by other processes are not missed for long).
+async fn run_campaigns(engine: Arc<nurture_engine::engine::Engine>) {
+    loop {
+        match engine.run_due(1_000).await {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::debug!(moved, "Enrollments moved.");
+                continue;
+            }
+            Err(e) => tracing::warn!(error = %e, "Running due enrollments failed; retrying."),
+        }
+        let pause = match engine.next_wake().await {
+            Ok(Some(at)) => (at - engine.now()).to_std().unwrap_or_default(),
+            _ => std::time::Duration::from_secs(1),
+        };
+        tokio::time::sleep(pause.min(std::time::Duration::from_secs(1))).await;
+    }
+}
+
 /// Ctrl-C, or SIGTERM from a service manager: stop taking requests and finish those under way.
 async fn shutdown_signal() {
     let interrupt = async {
@@ -411,10 +431,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "manual" => true,
         other => bail!("--clock must be system or manual, not {other:?}"),
     };
-    let clock: Arc<dyn nurture_engine::clock::Clock> = if manual {
-        Arc::new(nurture_engine::clock::ManualClock::new(chrono::Utc::now()))
-    } else {
-        Arc::new(nurture_engine::clock::SystemClock)
+    let manual_clock = manual.then(|| nurture_engine::clock::ManualClock::new(chrono::Utc::now()));
+    let clock: Arc<dyn nurture_engine::clock::Clock> = match &manual_clock {
+        Some(clock) => Arc::new(clock.clone()),
+        None => Arc::new(nurture_engine::clock::SystemClock),
     };
     let explicit =
         std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
@@ -449,9 +469,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         retired = ?deployed.retired,
         "Playbook deployed."
     );
-    let app = nurture_api::Application::bind(&args.listen, engine.clone())
+    if !manual {
+        tokio::spawn(run_campaigns(engine.clone()));
+    }
+    let mut app = nurture_api::Application::bind(&args.listen, engine.clone())
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    if let Some(clock) = manual_clock {
+        app = app.with_manual_clock(clock);
+    }
     tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("Stopped.");

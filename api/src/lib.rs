@@ -13,6 +13,7 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod campaigns;
@@ -29,6 +30,8 @@ pub mod page;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Set when the server runs on a manual clock (`--clock manual`).
+    pub clock: Option<nurture_engine::clock::ManualClock>,
 }
 
 /// The whole API.
@@ -41,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(leads::router())
         .merge(events::router())
         .merge(campaigns::router())
+        .merge(admin::router())
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
@@ -62,8 +66,15 @@ impl Application {
             state: AppState {
                 engine,
                 metrics: Arc::new(metrics::Metrics::new()),
+                clock: None,
             },
         })
+    }
+
+    /// Serves `POST /v1/admin/clock/advance` with this clock, which must be the engine's.
+    pub fn with_manual_clock(mut self, clock: nurture_engine::clock::ManualClock) -> Self {
+        self.state.clock = Some(clock);
+        self
     }
 
     pub fn port(&self) -> u16 {

@@ -11,6 +11,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
+use crate::admin::{AdvanceBody, ClockAnswer};
 use crate::campaigns::{CampaignDetail, CampaignList, DeployAnswer, ValidationAnswer};
 use crate::error::ErrorBody;
 use crate::leads::{BulkAnswer, LeadPage, ScoreBody, TagsBody, TimelinePage};
@@ -235,6 +236,24 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/v1/admin/clock",
+        summary: "The server's time, and whether it is a manual clock.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<ClockAnswer>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/admin/clock/advance",
+        summary: "Manual clock only (409 otherwise): move time forward, running every step that falls due in the span, in order; answers once the engine is idle at the new time.",
+        roles: &[Role::Admin],
+        request: Some(of::<AdvanceBody>),
+        status: 200,
+        response: Some(of::<ClockAnswer>),
     },
 ];
 

@@ -435,3 +435,75 @@ async fn pause_and_resume() {
         404
     );
 }
+
+#[tokio::test]
+async fn the_manual_clock_runs_what_falls_due_in_order() {
+    let app = spawn_app().await;
+    let posted = app
+        .call(
+            "POST",
+            "/v1/events",
+            Crm,
+            Some(json!({"lead": {"email": "clock@x.example"}, "type": "registered"})),
+        )
+        .await;
+    assert_eq!(posted.body["accepted"], 1);
+    let lead = app.call("GET", "/v1/leads?email=clock@x.example", Sdr, None).await.body["items"][0].clone();
+    let id = lead["id"].as_str().unwrap().to_owned();
+    assert_eq!(lead["stage"], "nurturing");
+
+    let before = app.call("GET", "/v1/admin/clock", Sdr, None).await.body;
+    assert_eq!(before["mode"], "manual");
+    assert_eq!(
+        app.call("POST", "/v1/admin/clock/advance", Marketer, Some(json!({"by": "2d"})))
+            .await
+            .status,
+        403
+    );
+    let bad = app
+        .call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2 days"})))
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["error"]["details"][0]["field"].as_str()),
+        (422, Some("by"))
+    );
+
+    // Ten days: the 2-day wait, then the 3-day wait, each at its own time, then the 4-day wait.
+    let advanced = app
+        .call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "10d"})))
+        .await;
+    assert_eq!(advanced.status, 200, "{}", advanced.body);
+    let now: chrono::DateTime<chrono::Utc> = advanced.body["now"].as_str().unwrap().parse().unwrap();
+    let was: chrono::DateTime<chrono::Utc> = before["now"].as_str().unwrap().parse().unwrap();
+    assert_eq!(now - was, chrono::Duration::days(10));
+    let timeline = app
+        .call("GET", &format!("/v1/leads/{id}/timeline?limit=100"), Sdr, None)
+        .await
+        .body;
+    let mut steps: Vec<(String, String)> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "campaign_step")
+        .map(|e| {
+            (
+                format!("{}:{}", e["step"].as_str().unwrap(), e["outcome"].as_str().unwrap()),
+                e["at"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    steps.reverse();
+    let at = |step: &str| -> chrono::Duration {
+        let t: chrono::DateTime<chrono::Utc> = steps
+            .iter()
+            .find(|(s, _)| s == step)
+            .unwrap_or_else(|| panic!("{step} in {steps:?}"))
+            .1
+            .parse()
+            .unwrap();
+        t - was
+    };
+    assert_eq!(at("getting_started:sent"), chrono::Duration::days(2));
+    assert_eq!(at("opened_any:no"), chrono::Duration::days(5));
+    assert_eq!(at("to_industry_drip:enrolled"), chrono::Duration::days(9));
+}

@@ -178,7 +178,8 @@ pub async fn spawn_app() -> TestApp {
     engine.deploy_current().await.expect("the shipped playbook deploys");
     let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
         .await
-        .unwrap();
+        .unwrap()
+        .with_manual_clock(clock.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
