@@ -107,6 +107,12 @@ struct ServeArgs {
     /// Write mail as .eml files here instead (used by the campaign engine).
     #[arg(long, env = "NURTURE_OUTBOX")]
     outbox: Option<PathBuf>,
+    /// The sender of campaign e-mail: `Name <address>`.
+    #[arg(long, env = "NURTURE_FROM", default_value = "nurture <nurture@localhost>")]
+    from: String,
+    /// SMTP connections kept open (and messages on the wire at once).
+    #[arg(long, env = "NURTURE_SMTP_POOL", default_value_t = 8)]
+    smtp_pool: u32,
     /// `system` (default) or `manual` (time moves only when told; demos and tests).
     #[arg(long, env = "NURTURE_CLOCK", default_value = "system")]
     clock: String,
@@ -353,6 +359,27 @@ async fn run_campaigns(engine: Arc<nurture_engine::engine::Engine>) {
     }
 }
 
+/// The dispatcher: sends pending messages as they come, and polls every half second when idle.
+async fn dispatch_messages(engine: Arc<nurture_engine::engine::Engine>, sender: nurture_engine::engine::Sender) {
+    loop {
+        match engine.dispatch(&sender, 200).await {
+            Ok(report) if report.handled() > 0 => {
+                tracing::info!(
+                    sent = report.sent,
+                    failed = report.failed,
+                    retrying = report.retrying,
+                    skipped = report.skipped,
+                    "Messages dispatched."
+                );
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Dispatching messages failed; retrying."),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Ctrl-C, or SIGTERM from a service manager: stop taking requests and finish those under way.
 async fn shutdown_signal() {
     let interrupt = async {
@@ -439,11 +466,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let explicit =
         std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
     let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook, explicit, clock).await?);
-    if args.smtp_url.is_some() || args.outbox.is_some() {
-        // Accepted now so that deployments can be written against the spec's flags; the campaign
-        // engine that sends mail (and builds links from --public-url) uses them.
-        tracing::debug!(public_url = %args.public_url, "Mail settings are read by the campaign engine, which is not running yet.");
-    }
+    let outbox = args.outbox.clone().unwrap_or_else(|| PathBuf::from("outbox"));
+    let mailer =
+        nurture_engine::mail::mailer(args.smtp_url.as_deref(), &outbox, args.smtp_pool).map_err(anyhow::Error::msg)?;
+    let secret = engine
+        .store()
+        .setting("tracking_secret", &hex_key())
+        .await
+        .context("reading the tracking secret")?;
+    let key = nurture_engine::tracking::TrackingKey::new(secret.as_bytes());
+    let sender = nurture_engine::engine::Sender {
+        mailer: mailer.clone(),
+        from: args.from.clone(),
+        public_url: args.public_url.clone(),
+        key: key.clone(),
+        concurrency: args.smtp_pool.max(1) as usize,
+    };
+    tracing::info!(mail = %mailer.describe(), public_url = %args.public_url, "Sending campaign mail.");
+    tokio::spawn(dispatch_messages(engine.clone(), sender));
     if !manual {
         let decaying = engine.clone();
         tokio::spawn(async move {
@@ -478,6 +518,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(clock) = manual_clock {
         app = app.with_manual_clock(clock);
     }
+    app = app.with_tracking(key);
     tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("Stopped.");

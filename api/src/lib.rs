@@ -24,6 +24,7 @@ pub mod leads;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod tracking;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Set when the server runs on a manual clock (`--clock manual`).
     pub clock: Option<nurture_engine::clock::ManualClock>,
+    /// The key that signs tracking links; without it every tracking link is 404.
+    pub tracking: Option<nurture_engine::tracking::TrackingKey>,
 }
 
 /// The whole API.
@@ -45,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(campaigns::router())
         .merge(admin::router())
+        .merge(tracking::router())
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
@@ -67,8 +71,15 @@ impl Application {
                 engine,
                 metrics: Arc::new(metrics::Metrics::new()),
                 clock: None,
+                tracking: None,
             },
         })
+    }
+
+    /// Verifies tracking links with this key (the dispatcher's).
+    pub fn with_tracking(mut self, key: nurture_engine::tracking::TrackingKey) -> Self {
+        self.state.tracking = Some(key);
+        self
     }
 
     /// Serves `POST /v1/admin/clock/advance` with this clock, which must be the engine's.

@@ -255,6 +255,42 @@ pub const OPERATIONS: &[Operation] = &[
         status: 200,
         response: Some(of::<ClockAnswer>),
     },
+    Operation {
+        method: "get",
+        path: "/t/o/{token}",
+        summary: "Open pixel (1x1 GIF); records email_opened, flagged automated for proxies and HEAD requests. A forged token: 404.",
+        roles: &[],
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/t/c/{token}",
+        summary: "Click redirect: 302 to the link signed into the token (never anywhere else); records email_clicked.",
+        roles: &[],
+        request: None,
+        status: 302,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/u/{token}",
+        summary: "Unsubscribe page with a confirm button; changes nothing by itself.",
+        roles: &[],
+        request: None,
+        status: 200,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/u/{token}",
+        summary: "Unsubscribe (the confirm button, and RFC 8058 one-click): the lead stops getting that channel at once.",
+        roles: &[],
+        request: None,
+        status: 200,
+        response: None,
+    },
 ];
 
 /// A playbook upload: one YAML file, or a tar archive of the playbook directory.
@@ -302,11 +338,13 @@ pub fn build() -> (Value, Vec<String>) {
             operation.insert("security".into(), json!([{"apiKey": []}]));
             operation.insert("x-roles".into(), json!(roles));
         }
-        if op.path.contains("{id}") {
-            operation.insert(
-                "parameters".into(),
-                json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]),
-            );
+        for name in ["id", "token"] {
+            if op.path.contains(&format!("{{{name}}}")) {
+                operation.insert(
+                    "parameters".into(),
+                    json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}]),
+                );
+            }
         }
         if op.path.starts_with("/v1/playbook") {
             // A playbook travels as YAML or as a tar of its directory, not as JSON; deploying
@@ -347,7 +385,7 @@ pub fn build() -> (Value, Vec<String>) {
         if !op.roles.is_empty() {
             errors.extend([401, 403, 429]);
         }
-        if op.path.contains("{id}") {
+        if op.path.contains("{id}") || op.path.contains("{token}") {
             errors.push(404);
         }
         if op.request.is_some() {

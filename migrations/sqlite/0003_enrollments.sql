@@ -55,3 +55,9 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_pending ON messages (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX messages_lead ON messages (lead_id);
+
+-- Server settings generated on first start, such as the secret that signs tracking links.
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);

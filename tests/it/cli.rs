@@ -32,8 +32,13 @@ impl Drop for Server {
 /// Starts `nurture serve` with no flags (the port comes from NURTURE_LISTEN so that tests can
 /// run side by side) and waits until it logs the port it listens on.
 fn serve(dir: &Path) -> Server {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &Path, args: &[&str]) -> Server {
     let mut child = nurture(dir)
         .arg("serve")
+        .args(args)
         .env("NURTURE_LISTEN", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()
@@ -346,5 +351,60 @@ fn validate_finds_the_templates_beside_the_playbook_from_anywhere() {
         String::from_utf8_lossy(&bench.stdout).starts_with("Validated a 51-step campaign"),
         "{}",
         String::from_utf8_lossy(&bench.stdout)
+    );
+}
+
+#[tokio::test]
+async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
+    let sink = crate::smtp::SmtpSink::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let created = nurture(dir.path())
+        .args(["apikey", "create", "--role", "crm", "--name", "crm"])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(created.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let repo = crate::support::repo();
+    let campaigns = repo.join("campaigns").display().to_string();
+    let templates = repo.join("templates").display().to_string();
+    let smtp = sink.url();
+    let server = serve_with(
+        dir.path(),
+        &[
+            "--playbook",
+            &campaigns,
+            "--templates",
+            &templates,
+            "--smtp-url",
+            &smtp,
+            "--from",
+            "Lumen <news@lumen-cloud.example>",
+        ],
+    );
+    ready(&server.base).await;
+    let posted = reqwest::Client::new()
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"lead": {"email": "li.wei@acme.example"}, "type": "registered"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    // The dispatcher runs in the server process: wait for its delivery, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sink.messages().is_empty() {
+        assert!(Instant::now() < deadline, "no e-mail arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let raw = &sink.messages()[0];
+    assert!(raw.contains("From: Lumen <news@lumen-cloud.example>"), "{raw}");
+    assert!(
+        raw.contains(&format!("List-Unsubscribe: <{}/u/", "http://127.0.0.1:8080")),
+        "links use --public-url: {raw}"
     );
 }

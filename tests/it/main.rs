@@ -3,6 +3,8 @@
 
 mod api;
 mod cli;
+mod email;
 mod playbook;
+mod smtp;
 mod storage;
 mod support;

@@ -160,6 +160,10 @@ pub struct TestApp {
     pub keys: HashMap<Role, String>,
     /// The server's clock: tests move it by hand.
     pub clock: ManualClock,
+    /// The engine behind the server, for driving the dispatcher.
+    pub engine: Arc<Engine>,
+    /// The key that signs the server's tracking links.
+    pub key: nurture_engine::tracking::TrackingKey,
     _store: TestStore,
 }
 
@@ -176,10 +180,12 @@ pub async fn spawn_app() -> TestApp {
         keys.insert(role, key);
     }
     engine.deploy_current().await.expect("the shipped playbook deploys");
+    let key = nurture_engine::tracking::TrackingKey::new(b"test tracking secret");
     let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
         .await
         .unwrap()
-        .with_manual_clock(clock.clone());
+        .with_manual_clock(clock.clone())
+        .with_tracking(key.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
@@ -187,6 +193,8 @@ pub async fn spawn_app() -> TestApp {
         client: reqwest::Client::new(),
         keys,
         clock,
+        engine,
+        key,
         _store: store,
     }
 }

@@ -26,7 +26,10 @@ pub const MESSAGE_EVENTS: [&str; 3] = ["email_opened", "email_clicked", "email_r
 /// Campaign versions the engine has built, by (id, version): the playbook's own, and earlier
 /// deployed versions built on demand for the enrollments that entered them.
 #[derive(Default)]
-pub(crate) struct Versions(Mutex<HashMap<(String, String), Option<Arc<Campaign>>>>);
+pub(crate) struct Versions(Mutex<HashMap<VersionKey, Option<Arc<Campaign>>>>);
+
+/// (campaign id, version).
+type VersionKey = (String, String);
 
 /// What a journey pass did, for reports and the clock.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +87,7 @@ impl Engine {
     /// `new_events` are the event types each lead received in this batch; with `enter`, leads
     /// may enter campaigns (segment and event triggers). `only_due`: the runner's pass, which
     /// moves waiting enrollments whose time has come and nothing else.
+    #[allow(clippy::too_many_arguments)] // One transaction's state, passed through; a struct would only rename it.
     pub(super) async fn run_journeys(
         &self,
         tx: &mut dyn Tx,

@@ -85,7 +85,9 @@ pub enum Target {
     Id(LeadId),
 }
 
+mod dispatch;
 mod journeys;
+pub use dispatch::{DispatchReport, Sender, MAX_ATTEMPTS};
 pub use journeys::{JourneyCounts, MESSAGE_EVENTS};
 
 pub struct Engine {

@@ -128,6 +128,40 @@ macro_rules! store_impl {
             Ok(report)
         }
 
+        async fn claim_messages(&self, now: DateTime<Utc>, lease: DateTime<Utc>, limit: i64) -> StoreResult<Vec<PendingMessage>> {
+            Ok(sqlx::query_as(AssertSqlSafe(format!(
+                "UPDATE messages SET next_attempt_at = $2, attempts = attempts + 1 WHERE id IN \
+                 (SELECT id FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $3{SKIP_LOCKED}) \
+                 RETURNING id, enrollment_id, lead_id, campaign_id, step, channel, template, attempts"
+            )))
+            .bind(to_micros(now))
+            .bind(to_micros(lease))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?)
+        }
+
+        async fn message_lead(&self, message_id: i64) -> StoreResult<Option<(LeadId, String)>> {
+            let row: Option<(i64, String)> = sqlx::query_as("SELECT lead_id, channel FROM messages WHERE id = $1")
+                .bind(message_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|(lead, channel)| (LeadId(lead), channel)))
+        }
+
+        async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String> {
+            sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(fresh)
+                .execute(&self.pool)
+                .await?;
+            Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?)
+        }
+
         async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
             let rows: Vec<(String, String, String, i64, i64, String, String, i64)> = sqlx::query_as(
                 "SELECT c.id, c.version, c.status, c.updated_at, v.number, v.name, v.campaign_type, v.deployed_at \
@@ -498,6 +532,21 @@ pub trait Store: Send + Sync + 'static {
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
     /// Every deployed version of a campaign, oldest first.
     async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
+    /// Takes up to `limit` pending messages due by `now` for sending: each is leased until
+    /// `lease` (another dispatcher leaves it alone; a crash makes it due again then) and its
+    /// attempt counted.
+    async fn claim_messages(
+        &self,
+        now: DateTime<Utc>,
+        lease: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<PendingMessage>>;
+    /// Records what sending did.
+    async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
+    /// The lead a message went to, and its channel.
+    async fn message_lead(&self, message_id: i64) -> StoreResult<Option<(LeadId, String)>>;
+    /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
+    async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
     /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
     /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.
@@ -662,6 +711,30 @@ pub struct NewMessage {
     pub reason: Option<String>,
     pub next_attempt_at: Option<i64>,
     pub created_at: i64,
+}
+
+/// A message taken for sending.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PendingMessage {
+    pub id: i64,
+    pub enrollment_id: i64,
+    pub lead_id: i64,
+    pub campaign_id: String,
+    pub step: String,
+    pub channel: String,
+    pub template: String,
+    pub attempts: i64,
+}
+
+/// What sending a message did: `sent`, `failed` (with the reason), or still `pending` with the
+/// time of the next attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageOutcome {
+    pub id: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub sent_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
 }
 
 /// A message an enrollment sent: which step, and its id (events about it carry the id).

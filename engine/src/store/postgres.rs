@@ -16,6 +16,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 
 /// How a write transaction starts, and how erasure finds (and locks) the lead.
 const WRITE_BEGIN: &str = "BEGIN";
+/// How the outbox claim skips rows another dispatcher holds.
+const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
 
 pub struct PgStore {
@@ -140,6 +142,20 @@ store_impl!(PgStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()> {
+        if let Some(json) = json_batch(outcomes) {
+            sqlx::query(
+                "UPDATE messages m SET status = j.status, reason = j.reason, sent_at = j.sent_at, next_attempt_at = j.next_attempt_at \
+                 FROM jsonb_to_recordset($1::jsonb) AS j(id BIGINT, status TEXT, reason TEXT, sent_at BIGINT, next_attempt_at BIGINT) \
+                 WHERE m.id = j.id",
+            )
+            .bind(json)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {

@@ -18,6 +18,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 
 /// How a write transaction starts (taking the write lock at once), and how erasure finds the lead.
 const WRITE_BEGIN: &str = "BEGIN IMMEDIATE";
+/// How the outbox claim skips rows another dispatcher holds.
+const SKIP_LOCKED: &str = "";
 const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1";
 
 pub struct SqliteStore {
@@ -151,6 +153,20 @@ fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
 store_impl!(SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()> {
+        if let Some(json) = json_batch(outcomes) {
+            sqlx::query(
+                "UPDATE messages SET status = j.value->>'status', reason = j.value->>'reason', \
+                 sent_at = j.value->>'sent_at', next_attempt_at = j.value->>'next_attempt_at' \
+                 FROM jsonb_each(jsonb($1)) AS j WHERE messages.id = j.value->>'id'",
+            )
+            .bind(json)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {

@@ -1,0 +1,309 @@
+//! The dispatcher: takes pending outbox messages, renders them (templates, click-tracked links,
+//! the open pixel and the unsubscribe link), and sends them with bounded concurrency. Rendering
+//! happens here, not when the step runs, so transitions stay cheap.
+//!
+//! A message is leased while it is being sent; a crash makes it due again when the lease ends,
+//! so an e-mail that was on the wire at the crash may go twice, but none is lost. A transient
+//! failure is retried with exponential backoff; a permanent one, or too many attempts, marks
+//! the message failed and the flow goes on without it.
+
+use chrono::Duration;
+use futures_util::stream::{self, StreamExt};
+use sha2::Digest;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Engine, EngineResult};
+use crate::clock::to_micros;
+use crate::lead::{ConsentStatus, Lead, LeadId};
+use crate::mail::{Mailer, OutgoingEmail, SendError};
+use crate::store::{MessageOutcome, PendingMessage};
+use crate::template::{Links, RenderInput};
+use crate::tracking::{Token, TrackingKey};
+
+/// After this many attempts a transiently failing message is given up.
+pub const MAX_ATTEMPTS: i64 = 8;
+/// How long a claimed message is held before another dispatcher may take it.
+const LEASE: Duration = Duration::minutes(5);
+
+/// Where and as whom mail goes.
+#[derive(Clone)]
+pub struct Sender {
+    pub mailer: Arc<dyn Mailer>,
+    /// `Name <address>`.
+    pub from: String,
+    /// The base of tracking and unsubscribe links (`--public-url`).
+    pub public_url: String,
+    pub key: TrackingKey,
+    /// Messages on the wire at once.
+    pub concurrency: usize,
+}
+
+/// What one dispatch pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DispatchReport {
+    pub sent: usize,
+    pub failed: usize,
+    pub retrying: usize,
+    pub skipped: usize,
+}
+
+impl DispatchReport {
+    pub fn handled(&self) -> usize {
+        self.sent + self.failed + self.retrying + self.skipped
+    }
+}
+
+impl Sender {
+    fn link(&self, path: &str, token: &Token) -> String {
+        format!(
+            "{}/{path}/{}",
+            self.public_url.trim_end_matches('/'),
+            self.key.sign(token)
+        )
+    }
+
+    /// The host of the sender's address, for Message-IDs.
+    fn domain(&self) -> String {
+        self.from
+            .rsplit('@')
+            .next()
+            .map(|d| d.trim_end_matches('>').trim().to_owned())
+            .filter(|d| !d.is_empty() && !d.contains(' '))
+            .unwrap_or_else(|| "nurture.local".into())
+    }
+
+    /// Points every `http(s)` link of the HTML at the click redirect, except our own links.
+    fn track_clicks(&self, html: &str, message: i64) -> Result<String, String> {
+        use lol_html::{element, rewrite_str, RewriteStrSettings};
+        let own = self.public_url.trim_end_matches('/').to_owned();
+        let sender = self.clone();
+        rewrite_str(
+            html,
+            RewriteStrSettings {
+                element_content_handlers: vec![element!("a[href]", move |el| {
+                    let href = el.get_attribute("href").unwrap_or_default();
+                    let web = href.starts_with("http://") || href.starts_with("https://");
+                    if web && !href.starts_with(&own) {
+                        let link = el.get_attribute("data-link").unwrap_or_default();
+                        let token = Token::Click {
+                            message,
+                            url: href.clone(),
+                            link,
+                        };
+                        el.set_attribute("href", &sender.link("t/c", &token))?;
+                    }
+                    Ok(())
+                })],
+                ..RewriteStrSettings::new()
+            },
+        )
+        .map_err(|e| format!("rewriting links: {e}"))
+    }
+}
+
+/// When to try again after `attempts` failures: 1, 2, 4, … minutes, at most an hour, with a
+/// fixed jitter per message (±20%) so that retries of a batch spread out.
+fn backoff(message: i64, attempts: i64) -> Duration {
+    let base = 60i64 << attempts.clamp(0, 6);
+    let base = base.min(3_600);
+    let digest = sha2::Sha256::digest(format!("{message}/{attempts}").as_bytes());
+    let spread = i64::from(digest[0]) * 40 / 255 - 20;
+    Duration::seconds(base + base * spread / 100)
+}
+
+enum Prepared {
+    Email(i64, i64, OutgoingEmail),
+    Done(MessageOutcome),
+}
+
+impl Engine {
+    /// Sends up to `limit` due messages; returns what happened to them.
+    pub async fn dispatch(&self, sender: &Sender, limit: i64) -> EngineResult<DispatchReport> {
+        let now = self.now();
+        let claimed = self.store.claim_messages(now, now + LEASE, limit).await?;
+        let mut report = DispatchReport::default();
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+        let mut ids: Vec<i64> = claimed.iter().map(|m| m.lead_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self.store.begin_read().await?;
+        let leads: HashMap<i64, Lead> = tx
+            .find_leads(&ids, &[], &[])
+            .await?
+            .into_iter()
+            .map(|l| (l.id.0, l))
+            .collect();
+        let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
+        for (id, tag, _) in tx.load_tags(&ids).await? {
+            tags.entry(id).or_default().push(tag);
+        }
+        tx.commit().await?;
+
+        let prepared: Vec<Prepared> = claimed
+            .iter()
+            .map(|m| self.prepare(sender, m, leads.get(&m.lead_id), tags.get(&m.lead_id)))
+            .collect();
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        let mut jobs = Vec::new();
+        for p in prepared {
+            match p {
+                Prepared::Done(outcome) => outcomes.push(outcome),
+                Prepared::Email(id, attempts, email) => jobs.push((id, attempts, email)),
+            }
+        }
+        let mailer = sender.mailer.clone();
+        let results: Vec<(i64, i64, Result<(), SendError>)> = stream::iter(jobs)
+            .map(|(id, attempts, email)| {
+                let mailer = mailer.clone();
+                async move { (id, attempts, mailer.send(&email).await) }
+            })
+            .buffer_unordered(sender.concurrency.max(1))
+            .collect()
+            .await;
+        let now = self.now();
+        for (id, attempts, result) in results {
+            outcomes.push(match result {
+                Ok(()) => MessageOutcome {
+                    id,
+                    status: "sent".into(),
+                    reason: None,
+                    sent_at: Some(to_micros(now)),
+                    next_attempt_at: None,
+                },
+                Err(SendError::Permanent(reason)) => failed(id, reason),
+                Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
+                    failed(id, format!("gave up after {attempts} attempts: {reason}"))
+                }
+                Err(SendError::Transient(reason)) => {
+                    tracing::debug!(message = id, attempts, %reason, "Send failed; retrying later.");
+                    MessageOutcome {
+                        id,
+                        status: "pending".into(),
+                        reason: Some(reason),
+                        sent_at: None,
+                        next_attempt_at: Some(to_micros(now + backoff(id, attempts))),
+                    }
+                }
+            });
+        }
+        for outcome in &outcomes {
+            match outcome.status.as_str() {
+                "sent" => report.sent += 1,
+                "failed" => report.failed += 1,
+                "skipped" => report.skipped += 1,
+                _ => report.retrying += 1,
+            }
+        }
+        self.store.finish_messages(&outcomes).await?;
+        Ok(report)
+    }
+
+    fn prepare(
+        &self,
+        sender: &Sender,
+        message: &PendingMessage,
+        lead: Option<&Lead>,
+        tags: Option<&Vec<String>>,
+    ) -> Prepared {
+        let done = |status: &str, reason: String| {
+            Prepared::Done(MessageOutcome {
+                id: message.id,
+                status: status.into(),
+                reason: Some(reason),
+                sent_at: None,
+                next_attempt_at: None,
+            })
+        };
+        let Some(lead) = lead else {
+            return done("skipped", "the lead was erased".into());
+        };
+        if message.channel != "email" {
+            return done(
+                "failed",
+                format!("no {} sender is configured on this server", message.channel),
+            );
+        }
+        let Some(to) = lead.email.clone() else {
+            return done("skipped", "no_email".into());
+        };
+        // Consent is checked again at send time: an unsubscribe stops mail already queued.
+        if lead.consent.email.status == ConsentStatus::OptedOut {
+            return done("skipped", "unsubscribed".into());
+        }
+        let playbook = self.playbook();
+        let timezone = lead
+            .fields
+            .get("timezone")
+            .and_then(|z| z.parse().ok())
+            .unwrap_or(playbook.rules.default_timezone);
+        let no_tags = Vec::new();
+        let input = RenderInput {
+            lead,
+            tags: tags.unwrap_or(&no_tags),
+            campaign: &message.campaign_id,
+            step: &message.step,
+            timezone,
+        };
+        let unsubscribe = sender.link("u", &Token::Unsubscribe { message: message.id });
+        let links = Links {
+            open_pixel: sender.link("t/o", &Token::Open { message: message.id }),
+            unsubscribe: unsubscribe.clone(),
+        };
+        let rendered = match playbook.templates.render_email(&message.template, &input, &links) {
+            Ok(rendered) => rendered,
+            Err(reason) => return done("failed", reason),
+        };
+        let html = match sender.track_clicks(&rendered.html, message.id) {
+            Ok(html) => html,
+            Err(reason) => return done("failed", reason),
+        };
+        let stamp =
+            hex::encode(&sha2::Sha256::digest(format!("{}/{}", message.enrollment_id, message.id).as_bytes())[..6]);
+        Prepared::Email(
+            message.id,
+            message.attempts,
+            OutgoingEmail {
+                from: sender.from.clone(),
+                to,
+                subject: rendered.subject,
+                html,
+                text: rendered.text,
+                message_id: format!("<m{}.{stamp}@{}>", message.id, sender.domain()),
+                unsubscribe_url: unsubscribe,
+            },
+        )
+    }
+
+    /// The lead a tracked message went to.
+    pub async fn message_lead(&self, message: i64) -> EngineResult<Option<(LeadId, String)>> {
+        Ok(self.store.message_lead(message).await?)
+    }
+}
+
+fn failed(id: i64, reason: String) -> MessageOutcome {
+    MessageOutcome {
+        id,
+        status: "failed".into(),
+        reason: Some(reason),
+        sent_at: None,
+        next_attempt_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_spreads() {
+        let secs: Vec<i64> = (1..=8).map(|a| backoff(42, a).num_seconds()).collect();
+        for (a, s) in secs.iter().enumerate() {
+            let base = (60i64 << (a + 1).min(6)).min(3_600);
+            assert!((base * 8 / 10..=base * 12 / 10).contains(s), "attempt {}: {s}s", a + 1);
+        }
+        assert_ne!(backoff(1, 3), backoff(2, 3), "messages retry at different moments");
+    }
+}

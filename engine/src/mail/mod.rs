@@ -1,0 +1,203 @@
+//! Mail transports: an adapter, like `store`. The engine composes an [`OutgoingEmail`] (plain
+//! data); a [`Mailer`] turns it into MIME (lettre) and delivers it: over SMTP with a connection
+//! pool, or as `.eml` files in an outbox directory (the embedded default for `serve` and `demo`).
+//!
+//! Whether a failure is worth retrying is decided here, once, in [`SendError`].
+
+use async_trait::async_trait;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A finished e-mail, ready to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEmail {
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// Stable per message, so a resend after a crash is recognisably the same e-mail.
+    pub message_id: String,
+    /// RFC 8058: `<https://…/u/TOKEN>`, with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
+    pub unsubscribe_url: String,
+}
+
+/// Why a send failed, and whether to try again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying later: a 4xx answer, a timeout, a refused connection.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Never worth retrying: a 5xx answer, an address or message the relay will not take.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError>;
+    /// Where mail goes, for logs.
+    fn describe(&self) -> String;
+}
+
+/// The MIME message: a text and an HTML part, UTF-8 (Chinese subjects are encoded as RFC 2047
+/// words by lettre), and the one-click unsubscribe headers.
+pub fn compose(email: &OutgoingEmail) -> Result<Message, SendError> {
+    let from: Mailbox = email
+        .from
+        .parse()
+        .map_err(|e| SendError::Permanent(format!("the sender {:?} is not an address: {e}", email.from)))?;
+    let to: Mailbox = email
+        .to
+        .parse()
+        .map_err(|e| SendError::Permanent(format!("the recipient {:?} is not an address: {e}", email.to)))?;
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(email.subject.clone())
+        .message_id(Some(email.message_id.clone()));
+    builder = builder
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe"),
+            format!("<{}>", email.unsubscribe_url),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+            "List-Unsubscribe=One-Click".to_owned(),
+        ));
+    builder
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(email.text.clone()),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(email.html.clone()),
+                ),
+        )
+        .map_err(|e| SendError::Permanent(format!("the message could not be built: {e}")))
+}
+
+/// SMTP through a pooled lettre transport: `smtp://host:port` (plain; `?tls=required` for
+/// STARTTLS) or `smtps://host:port`, credentials in the URL.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    url: String,
+}
+
+impl SmtpMailer {
+    pub fn from_url(url: &str, pool_size: u32) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| format!("the SMTP URL {url:?} is not valid: {e}"))?
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(pool_size.max(1)))
+            .timeout(Some(std::time::Duration::from_secs(30)))
+            .build();
+        // Credentials stay out of logs.
+        let shown = match url.split_once('@') {
+            Some((scheme_user, host)) => format!("{}://…@{host}", scheme_user.split("://").next().unwrap_or("smtp")),
+            None => url.to_owned(),
+        };
+        Ok(Self { transport, url: shown })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
+        let message = compose(email)?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+            Err(e) => Err(SendError::Transient(e.to_string())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("SMTP {}", self.url)
+    }
+}
+
+/// `.eml` files in a directory: what `serve` and `demo` do when no SMTP relay is given.
+pub struct FileMailer {
+    transport: AsyncFileTransport<Tokio1Executor>,
+    dir: PathBuf,
+}
+
+impl FileMailer {
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            transport: AsyncFileTransport::new(dir),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
+        let message = compose(email)?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError::Transient(format!("writing to {}: {e}", self.dir.display())))
+    }
+
+    fn describe(&self) -> String {
+        format!("files in {}", self.dir.display())
+    }
+}
+
+/// SMTP when a URL is given, else `.eml` files in `outbox`.
+pub fn mailer(smtp_url: Option<&str>, outbox: &Path, pool_size: u32) -> Result<Arc<dyn Mailer>, String> {
+    match smtp_url {
+        Some(url) => Ok(Arc::new(SmtpMailer::from_url(url, pool_size)?)),
+        None => {
+            Ok(Arc::new(FileMailer::new(outbox).map_err(|e| {
+                format!("creating the outbox {}: {e}", outbox.display())
+            })?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composed_mail_has_both_parts_the_unsubscribe_headers_and_encoded_chinese() {
+        let email = OutgoingEmail {
+            from: "灵犀工业云 <news@lumen-cloud.example>".into(),
+            to: "li.wei@acme.example".into(),
+            subject: "伟，欢迎加入灵犀工业云会员".into(),
+            html: "<p>欢迎</p>".into(),
+            text: "欢迎".into(),
+            message_id: "<m42.abc@lumen-cloud.example>".into(),
+            unsubscribe_url: "https://t.example/u/tok".into(),
+        };
+        let raw = String::from_utf8(compose(&email).unwrap().formatted()).unwrap();
+        assert!(raw.contains("Subject: =?utf-8?"), "{raw}");
+        assert!(raw.contains("Message-ID: <m42.abc@lumen-cloud.example>"), "{raw}");
+        assert!(raw.contains("List-Unsubscribe: <https://t.example/u/tok>"), "{raw}");
+        assert!(
+            raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{raw}"
+        );
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("Content-Type: text/plain; charset=utf-8"), "{raw}");
+        assert!(raw.contains("Content-Type: text/html; charset=utf-8"), "{raw}");
+        let bad = OutgoingEmail {
+            to: "not an address".into(),
+            ..email
+        };
+        assert!(matches!(compose(&bad), Err(SendError::Permanent(_))));
+    }
+}

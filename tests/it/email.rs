@@ -1,0 +1,295 @@
+//! E-mail end to end: a lead posted over REST enters the welcome series, the e-mail arrives over
+//! real SMTP (a server in this process) with the headers it must have, its pixel counts as an
+//! open, advancing the clock takes the lead down the yes branch, and unsubscribing stops it.
+//! Also: retries with backoff, bounces, and the `.eml` outbox.
+
+use nurture_engine::access::Role::{Admin, Crm, Sdr};
+use nurture_engine::engine::Sender;
+use nurture_engine::mail::{FileMailer, SmtpMailer};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use crate::smtp::SmtpSink;
+use crate::support::{spawn_app, TestApp};
+
+fn sender(app: &TestApp, mailer: Arc<dyn nurture_engine::mail::Mailer>) -> Sender {
+    Sender {
+        mailer,
+        from: "灵犀工业云 <news@lumen-cloud.example>".into(),
+        public_url: app.base.clone(),
+        key: app.key.clone(),
+        concurrency: 4,
+    }
+}
+
+/// The raw message with quoted-printable bodies decoded, so that URLs read whole.
+fn decoded(raw: &str) -> String {
+    String::from_utf8_lossy(&quoted_printable::decode(raw.as_bytes(), quoted_printable::ParseMode::Robust).unwrap())
+        .into_owned()
+}
+
+/// The first URL in `text` that starts with `prefix`.
+fn url(text: &str, prefix: &str) -> String {
+    let start = text.find(prefix).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
+    text[start..]
+        .split(['"', '>', ' ', '\r', '\n'])
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+async fn register(app: &TestApp, email: &str) -> String {
+    let posted = app
+        .call(
+            "POST",
+            "/v1/events",
+            Crm,
+            Some(json!({"lead": {"email": email}, "type": "registered"})),
+        )
+        .await;
+    assert_eq!(posted.body["accepted"], 1, "{}", posted.body);
+    app.call("GET", &format!("/v1/leads?email={email}"), Sdr, None)
+        .await
+        .body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn journey(app: &TestApp, id: &str) -> Vec<String> {
+    let timeline = app
+        .call("GET", &format!("/v1/leads/{id}/timeline?limit=200"), Sdr, None)
+        .await
+        .body;
+    let mut steps: Vec<String> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "campaign_step")
+        .map(|e| format!("{}:{}", e["step"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    steps.reverse();
+    steps
+}
+
+async fn message_statuses(app: &TestApp, id: &str) -> Vec<(String, String, Value)> {
+    let timeline = app
+        .call("GET", &format!("/v1/leads/{id}/timeline?limit=200"), Sdr, None)
+        .await
+        .body;
+    let mut out: Vec<_> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "message")
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_owned(),
+                e["status"].as_str().unwrap().to_owned(),
+                e["reason"].clone(),
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+#[tokio::test]
+async fn a_posted_lead_gets_the_welcome_over_smtp_and_its_open_takes_the_yes_branch() {
+    let sink = SmtpSink::start(0).await;
+    let app = spawn_app().await;
+    let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 4).unwrap()));
+    let id = register(&app, "li.wei@acme.example").await;
+    let report = app.engine.dispatch(&sender, 100).await.unwrap();
+    assert_eq!((report.sent, report.failed), (1, 0));
+    assert_eq!(
+        app.engine.dispatch(&sender, 100).await.unwrap().handled(),
+        0,
+        "sent once"
+    );
+
+    let raw = &sink.messages()[0];
+    assert!(raw.contains("To: li.wei@acme.example"), "{raw}");
+    assert!(
+        raw.contains("Subject: =?utf-8?"),
+        "the Chinese subject is RFC 2047-encoded: {raw}"
+    );
+    assert!(raw.contains("Message-ID: <m1."), "{raw}");
+    assert!(raw.contains(&format!("List-Unsubscribe: <{}/u/", app.base)), "{raw}");
+    assert!(
+        raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{raw}"
+    );
+    assert!(raw.contains("multipart/alternative") && raw.contains("text/plain") && raw.contains("text/html"));
+    let body = decoded(raw);
+    assert!(
+        body.contains("感谢您注册成为灵犀工业云会员"),
+        "the default template, in Chinese"
+    );
+    let pixel = url(&body, &format!("{}/t/o/", app.base));
+    let click = url(&body, &format!("{}/t/c/", app.base));
+    assert!(
+        !body.contains("href=\"https://www.lumen-cloud.example"),
+        "every outside link is tracked"
+    );
+
+    // A scanner's HEAD does not count as an open; the person's GET does.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(client.head(&pixel).send().await.unwrap().status(), 200);
+    let fetched = client.get(&pixel).send().await.unwrap();
+    assert_eq!(fetched.headers()["content-type"], "image/gif");
+    assert_eq!(fetched.bytes().await.unwrap().len(), 43);
+    let tampered = format!("{}x", &pixel[..pixel.len() - 1]);
+    assert_eq!(client.get(&tampered).send().await.unwrap().status(), 404);
+
+    // The click goes where the e-mail linked, and only there.
+    let redirect = client.get(&click).send().await.unwrap();
+    assert_eq!(redirect.status(), 302);
+    assert!(redirect.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("https://www.lumen-cloud.example/members"));
+
+    // Five days on: the second e-mail went at day 2, and at day 5 the branch saw the open.
+    let advanced = app
+        .call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "5d"})))
+        .await;
+    assert_eq!(advanced.status, 200);
+    let steps = journey(&app, &id).await;
+    assert!(steps.contains(&"opened_any:yes".to_string()), "{steps:?}");
+    let tags = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await.body["tags"].clone();
+    assert!(
+        tags.as_array().unwrap().contains(&json!("engagement:welcomed")),
+        "{tags}"
+    );
+    let report = app.engine.dispatch(&sender, 100).await.unwrap();
+    assert_eq!(report.sent, 2, "getting started and the case study");
+    assert_eq!(sink.messages().len(), 3);
+}
+
+#[tokio::test]
+async fn get_on_the_unsubscribe_link_changes_nothing_and_post_stops_queued_mail() {
+    let sink = SmtpSink::start(0).await;
+    let app = spawn_app().await;
+    let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 2).unwrap()));
+    let id = register(&app, "zhang@beta.example").await;
+    app.engine.dispatch(&sender, 100).await.unwrap();
+    let body = decoded(&sink.messages()[0]);
+    let unsubscribe = url(&body, &format!("{}/u/", app.base));
+    let client = reqwest::Client::new();
+
+    let page = client.get(&unsubscribe).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<form method=\"post\">"));
+    let lead = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await.body;
+    assert_eq!(
+        lead["consent"]["email"]["status"], "opted_in",
+        "GET asks, it does not unsubscribe"
+    );
+
+    // Queue the next e-mail, then unsubscribe before it is sent (RFC 8058 one-click POST).
+    app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2d"})))
+        .await;
+    let posted = client
+        .post(&unsubscribe)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let lead = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await.body;
+    assert_eq!(lead["consent"]["email"]["status"], "opted_out");
+    let report = app.engine.dispatch(&sender, 100).await.unwrap();
+    assert_eq!((report.sent, report.skipped), (0, 1));
+    assert_eq!(sink.messages().len(), 1, "nothing more went out");
+    let statuses = message_statuses(&app, &id).await;
+    assert_eq!(
+        statuses[1],
+        ("getting_started".into(), "skipped".into(), json!("unsubscribed"))
+    );
+    let steps = journey(&app, &id).await;
+    assert!(
+        steps.last().unwrap().ends_with(":goal"),
+        "exit_when (unsubscribed) ended the series: {steps:?}"
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_backoff_and_a_bounce_fails_once() {
+    let sink = SmtpSink::start(3).await;
+    sink.reject("gone@x.example");
+    let app = spawn_app().await;
+    let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 1).unwrap()));
+    let kept = register(&app, "kept@x.example").await;
+    let gone = register(&app, "gone@x.example").await;
+    let mut rounds = 0;
+    while sink.messages().is_empty() {
+        rounds += 1;
+        assert!(rounds < 10, "never delivered");
+        app.engine.dispatch(&sender, 100).await.unwrap();
+        // The next attempt is minutes away: move the clock, no sleeping.
+        app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2h"})))
+            .await;
+    }
+    assert!(rounds >= 2, "the first attempts were refused and retried later");
+    assert_eq!(sink.messages().len(), 1);
+    assert!(sink.messages()[0].contains("To: kept@x.example"));
+    let kept_status = message_statuses(&app, &kept).await;
+    assert_eq!(
+        (kept_status[0].0.as_str(), kept_status[0].1.as_str()),
+        ("welcome", "sent")
+    );
+    let gone_status = message_statuses(&app, &gone).await;
+    assert_eq!(gone_status[0].1, "failed", "{gone_status:?}");
+    assert!(gone_status[0].2.as_str().unwrap().contains("550"), "{gone_status:?}");
+    // Nothing is sent again.
+    app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "1h"})))
+        .await;
+    let again = app.engine.dispatch(&sender, 100).await.unwrap();
+    assert_eq!((again.sent, again.failed), (0, 0), "{again:?}");
+}
+
+#[tokio::test]
+async fn the_file_outbox_writes_eml_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app().await;
+    let sender = sender(&app, Arc::new(FileMailer::new(dir.path()).unwrap()));
+    let id = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Crm,
+            Some(json!({"email": "anna@gamma.example", "first_name": "Anna", "attributes": {"language": "en"}})),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.call(
+        "POST",
+        "/v1/events",
+        Crm,
+        Some(json!({"lead": {"id": id}, "type": "registered"})),
+    )
+    .await;
+    assert_eq!(app.engine.dispatch(&sender, 100).await.unwrap().sent, 1);
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    let raw = std::fs::read_to_string(&files[0]).unwrap();
+    let body = decoded(&raw);
+    assert!(
+        body.contains("Thank you for joining Lumen Industrial Cloud"),
+        "the English version for an English reader"
+    );
+    assert!(body.contains(">Unsubscribe</a>"));
+}
