@@ -84,9 +84,9 @@ impl Engine {
     }
 
     /// The journey pass over a batch of leads whose state is loaded and locked in `tx`.
-    /// `new_events` are the event types each lead received in this batch; with `enter`, leads
-    /// may enter campaigns (segment and event triggers). `only_due`: the runner's pass, which
-    /// moves waiting enrollments whose time has come and nothing else.
+    /// `new_events` are the event types each lead received in this batch. With `enter`, leads
+    /// may enter campaigns (segment and event triggers); without it (the runner's pass) only
+    /// running enrollments move: waits whose time has come, and `enroll` steps.
     #[allow(clippy::too_many_arguments)] // One transaction's state, passed through; a struct would only rename it.
     pub(super) async fn run_journeys(
         &self,
