@@ -139,6 +139,11 @@ pub struct StepView {
     pub kind: String,
     pub summary: String,
     pub description: Option<String>,
+    /// Enrollments that reached the step, those waiting there now, and journey lines by
+    /// outcome (`yes`/`no` per branch, `sent`, `waited`, …).
+    pub entered: i64,
+    pub waiting: i64,
+    pub outcomes: std::collections::BTreeMap<String, i64>,
 }
 
 #[derive(serde::Serialize, schemars::JsonSchema)]
@@ -404,14 +409,28 @@ async fn read(
             deployed_at: v.deployed_at,
         })
         .collect();
+    let counts: std::collections::HashMap<String, nurture_engine::store::StepCount> = state
+        .engine
+        .store()
+        .step_counts(&id)
+        .await?
+        .into_iter()
+        .map(|c| (c.step.clone(), c))
+        .collect();
     let (steps, edges, entry, start, description, priority) = match &campaign {
         Some(c) => (
             c.steps()
-                .map(|s| StepView {
-                    id: s.id.clone(),
-                    kind: s.action.kind().to_owned(),
-                    summary: draw::summary(&s.action),
-                    description: s.description.clone(),
+                .map(|s| {
+                    let count = counts.get(&s.id).cloned().unwrap_or_default();
+                    StepView {
+                        id: s.id.clone(),
+                        kind: s.action.kind().to_owned(),
+                        summary: draw::summary(&s.action),
+                        description: s.description.clone(),
+                        entered: count.entered,
+                        waiting: count.waiting,
+                        outcomes: count.outcomes,
+                    }
                 })
                 .collect(),
             draw::edges(c)
@@ -444,10 +463,48 @@ async fn read(
     }))
 }
 
+/// Leads that took each edge, from the journey log: a branch's `yes`/`no`, a split's arm, a
+/// wait's `waited`, and for other steps every line that went on.
+fn edge_counts(campaign: &Campaign, counts: &[nurture_engine::store::StepCount]) -> draw::EdgeCounts {
+    let mut out = draw::EdgeCounts::new();
+    for (from, to, label) in draw::edges(campaign) {
+        let Some(step) = counts.iter().find(|c| c.step == from) else {
+            continue;
+        };
+        let n = match label.as_str() {
+            "yes" | "no" => step.outcomes.get(&label).copied().unwrap_or(0),
+            l if l.ends_with('%') => {
+                let arm = campaign
+                    .node(&from)
+                    .map(|n| {
+                        let mut targets: Vec<String> = campaign
+                            .graph
+                            .neighbors(n)
+                            .map(|m| campaign.graph[m].id.clone())
+                            .collect();
+                        targets.reverse();
+                        targets.iter().position(|t| *t == to).map(|i| i + 1).unwrap_or(0)
+                    })
+                    .unwrap_or(0);
+                step.outcomes.get(&format!("arm {arm}")).copied().unwrap_or(0)
+            }
+            _ => step
+                .outcomes
+                .iter()
+                .filter(|(o, _)| !matches!(o.as_str(), "waiting" | "goal" | "completed" | "handed_off"))
+                .map(|(_, n)| n)
+                .sum(),
+        };
+        out.insert((from, to), n as u64);
+    }
+    out
+}
+
 async fn graph(state: &AppState, caller: &Caller, id: &str, format: draw::Format) -> Result<String, ApiError> {
     caller.require(EVERYONE)?;
     let campaign = in_force(state, id)?;
-    tokio::task::spawn_blocking(move || draw::draw(&campaign, format, None))
+    let counts = edge_counts(&campaign, &state.engine.store().step_counts(id).await?);
+    tokio::task::spawn_blocking(move || draw::draw(&campaign, format, Some(&counts)))
         .await
         .map_err(|e| ApiError::Internal(format!("drawing: {e}")))?
         .map_err(ApiError::Internal)

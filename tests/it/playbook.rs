@@ -387,7 +387,7 @@ async fn a_campaign_as_json_svg_and_dot() {
     let (status, _, dot) = app.raw("GET", "/v1/campaigns/industry-drip/graph.dot", Crm, None).await;
     assert_eq!(status, 200);
     assert!(
-        dot.contains("\"opened_insight\" -> \"tag_deep\" [label=\"yes\"];"),
+        dot.contains("\"opened_insight\" -> \"tag_deep\" [label=\"yes (0)\"];"),
         "{dot}"
     );
     assert!(dot.contains("\"opened_insight\" [shape=diamond"), "{dot}");
@@ -506,4 +506,36 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
     assert_eq!(at("getting_started:sent"), chrono::Duration::days(2));
     assert_eq!(at("opened_any:no"), chrono::Duration::days(5));
     assert_eq!(at("to_industry_drip:enrolled"), chrono::Duration::days(9));
+
+    // The campaign counts what went through each step, and draws the counts on its edges.
+    let welcome = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
+    let step = |id: &str| {
+        welcome["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(step("welcome")["entered"], 1);
+    assert_eq!(step("opened_any")["outcomes"], json!({"no": 1}));
+    assert_eq!(step("wait_2d")["outcomes"], json!({"waiting": 1, "waited": 1}));
+    let drip = app.call("GET", "/v1/campaigns/industry-drip", Sdr, None).await.body;
+    let waiting: i64 = drip["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["waiting"].as_i64().unwrap())
+        .sum();
+    assert_eq!(waiting, 1, "handed on to the drip, where it waits");
+    let (_, _, dot) = app.raw("GET", "/v1/campaigns/welcome/graph.dot", Sdr, None).await;
+    assert!(
+        dot.contains(r#""opened_any" -> "wechat_hello" [label="no (1)"];"#),
+        "{dot}"
+    );
+    assert!(
+        dot.contains(r#""opened_any" -> "tag_welcomed" [label="yes (0)"];"#),
+        "{dot}"
+    );
 }

@@ -184,6 +184,38 @@ macro_rules! store_impl {
                 .collect())
         }
 
+        async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>> {
+            let mut steps: std::collections::BTreeMap<String, StepCount> = std::collections::BTreeMap::new();
+            let entered: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT step, COUNT(DISTINCT enrollment_id) FROM journey WHERE campaign_id = $1 GROUP BY step",
+            )
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await?;
+            for (step, n) in entered {
+                steps.entry(step.clone()).or_insert_with(|| StepCount { step, ..Default::default() }).entered = n;
+            }
+            let outcomes: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT step, outcome, COUNT(*) FROM journey WHERE campaign_id = $1 GROUP BY step, outcome",
+            )
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await?;
+            for (step, outcome, n) in outcomes {
+                steps.entry(step.clone()).or_insert_with(|| StepCount { step, ..Default::default() }).outcomes.insert(outcome, n);
+            }
+            let waiting: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT step, COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status = 'waiting' GROUP BY step",
+            )
+            .bind(campaign)
+            .fetch_all(&self.pool)
+            .await?;
+            for (step, n) in waiting {
+                steps.entry(step.clone()).or_insert_with(|| StepCount { step, ..Default::default() }).waiting = n;
+            }
+            Ok(steps.into_values().collect())
+        }
+
         async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>> {
             let rows: Vec<(String, String, i64, String, String, String, String, String, i64)> = sqlx::query_as(
                 "SELECT campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at \
@@ -530,6 +562,9 @@ pub trait Store: Send + Sync + 'static {
     async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport>;
     /// Every campaign ever deployed, with its current version.
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
+    /// Per step of a campaign (all versions): journey lines by outcome, enrollments that
+    /// reached the step, and enrollments waiting there now.
+    async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>>;
     /// Every deployed version of a campaign, oldest first.
     async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
     /// Takes up to `limit` pending messages due by `now` for sending: each is leased until
@@ -582,6 +617,18 @@ pub struct CampaignVersion {
     pub source: String,
     pub file: String,
     pub deployed_at: DateTime<Utc>,
+}
+
+/// How many went through one step of a campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct StepCount {
+    pub step: String,
+    /// Enrollments that reached the step.
+    pub entered: i64,
+    /// Enrollments waiting at the step now.
+    pub waiting: i64,
+    /// Journey lines by outcome: `sent`, `yes`, `no`, `waited`, `arm 1`, `goal`, …
+    pub outcomes: std::collections::BTreeMap<String, i64>,
 }
 
 /// A campaign as deployed now.
