@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/campaigns/{id}/graph.dot", get(graph_dot))
         .route("/v1/campaigns/{id}/pause", post(pause))
         .route("/v1/campaigns/{id}/resume", post(resume))
+        .route("/v1/campaigns/{id}/enroll", post(enroll))
 }
 
 /// One problem of a playbook, positioned.
@@ -553,4 +554,76 @@ async fn pause(State(state): State<AppState>, caller: Caller, Path(id): Path<Str
 
 async fn resume(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     set_status(&state, &caller, &id, CampaignStatus::Active).await
+}
+
+/// `POST /v1/campaigns/{id}/enroll`: `{"leads": [ids or refs]}` or `{"segment": "icp"}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    #[serde(default)]
+    pub leads: Option<Vec<LeadItem>>,
+    #[serde(default)]
+    pub segment: Option<String>,
+}
+
+/// A lead by id, or by `{"email": …}` / `{"external_id": …}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum LeadItem {
+    Id(String),
+    Ref(nurture_engine::lead::LeadRef),
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<nurture_engine::engine::EnrollReport>, ApiError> {
+    caller.require(&[Role::Marketer, Role::Crm])?;
+    let bytes = body::bytes(raw)?;
+    let input: EnrollBody = body::object(&bytes)?;
+    in_force(&state, &id)?;
+    let not_found = |e: nurture_engine::engine::EngineError| match e {
+        nurture_engine::engine::EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} is deployed")),
+        other => ApiError::from(other),
+    };
+    let report = match (input.leads, input.segment) {
+        (Some(leads), None) => {
+            if leads.len() > body::MAX_BATCH {
+                return Err(ApiError::TooLarge(format!(
+                    "at most {} leads per request; nothing was enrolled",
+                    body::MAX_BATCH
+                )));
+            }
+            let refs: Vec<nurture_engine::lead::LeadRef> = leads
+                .into_iter()
+                .map(|item| match item {
+                    LeadItem::Id(id) => nurture_engine::lead::LeadRef {
+                        id: Some(id),
+                        email: None,
+                        external_id: None,
+                    },
+                    LeadItem::Ref(r) => r,
+                })
+                .collect();
+            state.engine.enroll(&id, &refs).await.map_err(not_found)?
+        }
+        (None, Some(segment)) => {
+            if !state.engine.playbook().segments.contains_key(&segment) {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    "segment",
+                    format!("segment {segment:?} does not exist"),
+                )]));
+            }
+            state.engine.enroll_segment(&id, &segment).await.map_err(not_found)?
+        }
+        _ => {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "leads",
+                "give either `leads` (ids or {\"email\": …} refs) or `segment`, not both",
+            )]))
+        }
+    };
+    Ok(Json(report))
 }

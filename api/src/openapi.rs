@@ -12,7 +12,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use crate::admin::{AdvanceBody, ClockAnswer};
-use crate::campaigns::{CampaignDetail, CampaignList, DeployAnswer, ValidationAnswer};
+use crate::campaigns::{CampaignDetail, CampaignList, DeployAnswer, EnrollBody, ValidationAnswer};
 use crate::error::ErrorBody;
 use crate::leads::{BulkAnswer, LeadPage, ScoreBody, TagsBody, TimelinePage};
 
@@ -236,6 +236,15 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/v1/campaigns/{id}/enroll",
+        summary: "Enroll leads by hand: {\"leads\": [ids or refs]} or {\"segment\": \"icp\"}; the campaign's re-entry rule holds.",
+        roles: &[Role::Marketer, Role::Crm],
+        request: Some(of::<EnrollBody>),
+        status: 200,
+        response: Some(of::<nurture_engine::engine::EnrollReport>),
     },
     Operation {
         method: "get",

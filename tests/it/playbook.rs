@@ -539,3 +539,95 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
         "{dot}"
     );
 }
+
+#[tokio::test]
+async fn enrolling_by_hand_respects_re_entry() {
+    let app = spawn_app().await;
+    let a = app
+        .call("PUT", "/v1/leads", Crm, Some(json!({"email": "a@x.example"})))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.call(
+        "PUT",
+        "/v1/leads",
+        Crm,
+        Some(json!({"email": "b@x.example", "company_size": "1000+"})),
+    )
+    .await;
+    let answer = app
+        .call(
+            "POST",
+            "/v1/campaigns/welcome/enroll",
+            Crm,
+            Some(json!({"leads": [a, {"email": "b@x.example"}, {"email": "nobody@x.example"}]})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, json!({"enrolled": 2, "skipped": 0, "not_found": [2]}));
+    let again = app
+        .call(
+            "POST",
+            "/v1/campaigns/welcome/enroll",
+            Marketer,
+            Some(json!({"leads": [a]})),
+        )
+        .await;
+    assert_eq!(
+        again.body,
+        json!({"enrolled": 0, "skipped": 1, "not_found": []}),
+        "already running"
+    );
+    let by_segment = app
+        .call(
+            "POST",
+            "/v1/campaigns/activation/enroll",
+            Marketer,
+            Some(json!({"segment": "in-nurture"})),
+        )
+        .await;
+    assert_eq!(by_segment.body["enrolled"], 2, "{}", by_segment.body);
+
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/welcome/enroll", Sdr, Some(json!({"leads": [a]})))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/nope/enroll", Crm, Some(json!({"leads": [a]})))
+            .await
+            .status,
+        404
+    );
+    let both = app
+        .call(
+            "POST",
+            "/v1/campaigns/welcome/enroll",
+            Crm,
+            Some(json!({"leads": [a], "segment": "icp"})),
+        )
+        .await;
+    assert_eq!(both.status, 422);
+    let unknown = app
+        .call(
+            "POST",
+            "/v1/campaigns/welcome/enroll",
+            Crm,
+            Some(json!({"segment": "vip"})),
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.body["error"]["details"][0]["field"].as_str()),
+        (422, Some("segment"))
+    );
+    app.call("POST", "/v1/campaigns/welcome/pause", Marketer, None).await;
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/welcome/enroll", Crm, Some(json!({"leads": [a]})))
+            .await
+            .status,
+        409
+    );
+}

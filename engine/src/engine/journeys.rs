@@ -31,6 +31,17 @@ pub(crate) struct Versions(Mutex<HashMap<VersionKey, Option<Arc<Campaign>>>>);
 /// (campaign id, version).
 type VersionKey = (String, String);
 
+/// Which leads may enter campaigns in a journey pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// None: only running enrollments move (the runner's pass).
+    Closed,
+    /// By the campaigns' own triggers: segment conditions, and events of this batch.
+    Triggers,
+    /// Into this campaign, by hand (API or CLI): its trigger is not asked, its re-entry rule is.
+    Into(String),
+}
+
 /// What a journey pass did, for reports and the clock.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JourneyCounts {
@@ -95,7 +106,7 @@ impl Engine {
         playbook: &Playbook,
         now: DateTime<Utc>,
         new_events: &HashMap<i64, Vec<String>>,
-        enter: bool,
+        enter: &Entry,
         changes: &mut Changes,
     ) -> EngineResult<JourneyCounts> {
         let mut counts = JourneyCounts::default();
@@ -104,7 +115,7 @@ impl Engine {
             return Ok(counts);
         }
         let enrollments = tx.load_enrollments(&lead_ids).await?;
-        if enrollments.is_empty() && (!enter || playbook.campaigns.is_empty()) {
+        if enrollments.is_empty() && (*enter == Entry::Closed || playbook.campaigns.is_empty()) {
             return Ok(counts);
         }
         // Read in the transaction: a second pool connection here could wait on this very one.
@@ -241,7 +252,7 @@ impl Engine {
         paused: &HashSet<String>,
         now: DateTime<Utc>,
         new_events: &[String],
-        enter: bool,
+        enter: &Entry,
         changes: &mut Changes,
         moved: &mut Vec<Moved>,
     ) -> EngineResult<()> {
@@ -275,16 +286,18 @@ impl Engine {
             }
         }
         let mut entered: HashSet<String> = HashSet::new();
-        if enter {
+        if *enter != Entry::Closed {
             let kinds: Vec<&str> = new_events.iter().map(String::as_str).collect();
             for campaign in playbook.campaigns.values() {
                 if paused.contains(&campaign.id) {
                     continue;
                 }
+                let wanted = match enter {
+                    Entry::Into(id) => *id == campaign.id,
+                    _ => entry_matches(campaign, state, &playbook.segments, &kinds, now),
+                };
                 let past: Vec<&Enrollment> = history.iter().filter(|e| e.campaign == campaign.id).collect();
-                if entry_matches(campaign, state, &playbook.segments, &kinds, now)
-                    && may_enter(campaign.entry.reentry, &past, now)
-                {
+                if wanted && may_enter(campaign.entry.reentry, &past, now) {
                     entered.insert(campaign.id.clone());
                     work.push((
                         Enrollment::start(0, campaign, state.lead.id, now),

@@ -41,6 +41,16 @@ impl From<StoreError> for EngineError {
 
 pub type EngineResult<T> = Result<T, EngineError>;
 
+/// What enrolling leads by hand did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct EnrollReport {
+    pub enrolled: usize,
+    /// Already running in the campaign, or not allowed back yet by its re-entry rule.
+    pub skipped: usize,
+    /// Indexes of the leads given that do not exist.
+    pub not_found: Vec<usize>,
+}
+
 /// A lead with its tags, as the API shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct LeadView {
@@ -88,7 +98,7 @@ pub enum Target {
 mod dispatch;
 mod journeys;
 pub use dispatch::{DispatchReport, Sender, MAX_ATTEMPTS};
-pub use journeys::{JourneyCounts, MESSAGE_EVENTS};
+pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -150,7 +160,7 @@ impl Engine {
                 &playbook,
                 now,
                 &HashMap::new(),
-                false,
+                &Entry::Closed,
                 &mut changes,
             )
             .await?;
@@ -166,6 +176,92 @@ impl Engine {
         tx.write_changes(&changes).await?;
         tx.commit().await?;
         Ok(counts.moved)
+    }
+
+    /// Enrolls leads into a campaign by hand (API or CLI): its trigger is not asked, its
+    /// re-entry rule is, and a lead already running in it stays where it is. Leads that cannot
+    /// be found are reported by their index.
+    pub async fn enroll(&self, campaign: &str, leads: &[LeadRef]) -> EngineResult<EnrollReport> {
+        let mut report = EnrollReport::default();
+        let mut ids = Vec::new();
+        for (index, by) in leads.iter().enumerate() {
+            match self.find_lead(by).await {
+                Ok(view) => ids.push(view.lead.id.0),
+                Err(EngineError::NotFound) => report.not_found.push(index),
+                Err(e) => return Err(e),
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        self.enroll_ids(campaign, &ids, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Enrolls every lead of a segment into a campaign by hand, in batches.
+    pub async fn enroll_segment(&self, campaign: &str, segment: &str) -> EngineResult<EnrollReport> {
+        let mut report = EnrollReport::default();
+        let mut after = None;
+        loop {
+            let (page, next) = self
+                .list_leads(&LeadFilter::default(), Some(segment), after, 500)
+                .await?;
+            let ids: Vec<i64> = page.iter().map(|v| v.lead.id.0).collect();
+            self.enroll_ids(campaign, &ids, &mut report).await?;
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(report),
+            }
+        }
+    }
+
+    async fn enroll_ids(&self, campaign: &str, ids: &[i64], report: &mut EnrollReport) -> EngineResult<()> {
+        let playbook = self.playbook();
+        if !playbook.campaigns.contains_key(campaign) {
+            return Err(EngineError::NotFound);
+        }
+        for chunk in ids.chunks(500) {
+            let entered = retrying(|| self.enroll_once(campaign, chunk)).await?;
+            report.enrolled += entered;
+            report.skipped += chunk.len() - entered.min(chunk.len());
+        }
+        Ok(())
+    }
+
+    async fn enroll_once(&self, campaign: &str, ids: &[i64]) -> EngineResult<usize> {
+        let now = self.now();
+        let playbook = self.playbook();
+        let mut tx = self.store.begin().await?;
+        if tx.frozen_campaigns().await?.iter().any(|c| c == campaign) {
+            return Err(EngineError::Conflict(format!(
+                "campaign {campaign:?} is paused or retired; resume it before enrolling leads"
+            )));
+        }
+        let leads = tx.find_leads(ids, &[], &[]).await?;
+        let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
+        let mut changes = Changes::default();
+        let counts = self
+            .run_journeys(
+                tx.as_mut(),
+                &mut states,
+                &playbook,
+                now,
+                &HashMap::new(),
+                &Entry::Into(campaign.to_owned()),
+                &mut changes,
+            )
+            .await?;
+        for state in states.values_mut() {
+            state.check_mql(&playbook, now, &mut changes);
+        }
+        let dirty: Vec<ActivityRow> = states
+            .values()
+            .filter(|s| s.dirty)
+            .map(|s| ActivityRow::from(&s.lead))
+            .collect();
+        tx.write_lead_activity(&dirty).await?;
+        tx.write_changes(&changes).await?;
+        tx.commit().await?;
+        Ok(counts.entered)
     }
 
     /// Moves a manual clock forward by `by`, running every step that falls due on the way, in
@@ -406,7 +502,7 @@ impl Engine {
             &playbook,
             now,
             &HashMap::new(),
-            true,
+            &Entry::Triggers,
             &mut changes,
         )
         .await?;
@@ -532,7 +628,7 @@ impl Engine {
             &playbook,
             now,
             &HashMap::new(),
-            true,
+            &Entry::Triggers,
             &mut changes,
         )
         .await?;
@@ -681,7 +777,7 @@ impl Engine {
             &playbook,
             now,
             &new_events,
-            true,
+            &Entry::Triggers,
             &mut changes,
         )
         .await?;
