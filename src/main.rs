@@ -509,6 +509,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         retired = ?deployed.retired,
         "Playbook deployed."
     );
+    let fresh: Vec<String> = deployed.created.iter().chain(&deployed.changed).cloned().collect();
+    if !fresh.is_empty() {
+        // Leads that already match a new or changed campaign enter it, in the background.
+        let entering = engine.clone();
+        tokio::spawn(async move {
+            match entering.enter_matching(&fresh).await {
+                Ok(n) => tracing::info!(entered = n, "Leads that already matched entered the new campaigns."),
+                Err(e) => tracing::warn!(error = %e, "Entering leads that already match failed."),
+            }
+        });
+    }
     if !manual {
         tokio::spawn(run_campaigns(engine.clone()));
     }

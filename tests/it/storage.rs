@@ -121,6 +121,7 @@ contract!(
     a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat,
     a_goal_reached_by_an_event_ends_enrollments_mid_wait,
     two_workers_share_due_work_and_no_step_runs_twice,
+    leads_that_already_match_enter_a_deployed_campaign,
 );
 
 async fn migrated_store_is_ready(t: TestEngine) {
@@ -976,4 +977,40 @@ async fn two_workers_share_due_work_and_no_step_runs_twice(t: TestEngine) {
         let sent: Vec<_> = messages(&t, lead.id).await.into_iter().map(|m| m.1).collect();
         assert_eq!(sent, ["welcome", "getting_started"]);
     }
+}
+
+async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {
+    t.engine.deploy_current().await.unwrap();
+    t.engine
+        .set_campaign_status("industry-drip", nurture_engine::store::CampaignStatus::Paused)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        upsert(&t, json!({"email": format!("m{i}@x.example"), "industry": "Energy"})).await;
+    }
+    upsert(&t, json!({"email": "none@x.example"})).await;
+    let lead = by_email(&t, "m0@x.example").await.lead;
+    assert!(journey(&t, lead.id).await.is_empty(), "paused: nobody enters");
+    t.engine
+        .set_campaign_status("industry-drip", nurture_engine::store::CampaignStatus::Active)
+        .await
+        .unwrap();
+    let entered = t
+        .engine
+        .enter_matching(&["industry-drip".into(), "welcome".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        entered, 3,
+        "the three leads with an industry; the event-triggered welcome is not entered this way"
+    );
+    assert_eq!(
+        journey(&t, lead.id).await,
+        ["industry-drip/insight:sent", "industry-drip/wait_insight:waiting"]
+    );
+    assert_eq!(
+        t.engine.enter_matching(&["industry-drip".into()]).await.unwrap(),
+        0,
+        "once"
+    );
 }

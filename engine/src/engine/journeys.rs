@@ -40,6 +40,8 @@ pub enum Entry {
     Triggers,
     /// Into this campaign, by hand (API or CLI): its trigger is not asked, its re-entry rule is.
     Into(String),
+    /// Into these segment-triggered campaigns for leads that match them now (after a deploy).
+    Matching(Vec<String>),
 }
 
 /// What a journey pass did, for reports and the clock.
@@ -294,6 +296,9 @@ impl Engine {
                 }
                 let wanted = match enter {
                     Entry::Into(id) => *id == campaign.id,
+                    Entry::Matching(ids) => {
+                        ids.contains(&campaign.id) && entry_matches(campaign, state, &playbook.segments, &[], now)
+                    }
                     _ => entry_matches(campaign, state, &playbook.segments, &kinds, now),
                 };
                 let past: Vec<&Enrollment> = history.iter().filter(|e| e.campaign == campaign.id).collect();

@@ -219,22 +219,57 @@ impl Engine {
         if !playbook.campaigns.contains_key(campaign) {
             return Err(EngineError::NotFound);
         }
+        let entry = Entry::Into(campaign.to_owned());
         for chunk in ids.chunks(500) {
-            let entered = retrying(|| self.enroll_once(campaign, chunk)).await?;
+            let entered = retrying(|| self.enter_once(&entry, chunk)).await?;
             report.enrolled += entered;
             report.skipped += chunk.len() - entered.min(chunk.len());
         }
         Ok(())
     }
 
-    async fn enroll_once(&self, campaign: &str, ids: &[i64]) -> EngineResult<usize> {
+    /// Enrolls the leads that match these segment-triggered campaigns now: what a deploy does
+    /// for new and changed campaigns, so that leads that already match do not wait for their
+    /// next change. Scans every lead in batches; returns how many entered.
+    pub async fn enter_matching(&self, campaigns: &[String]) -> EngineResult<usize> {
+        let playbook = self.playbook();
+        let wanted: Vec<String> = campaigns
+            .iter()
+            .filter(|id| {
+                playbook
+                    .campaigns
+                    .get(*id)
+                    .is_some_and(|c| c.entry.trigger == crate::playbook::Trigger::Segment)
+            })
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let entry = Entry::Matching(wanted);
+        let mut entered = 0;
+        let mut after = None;
+        loop {
+            let leads = self.store.list_leads(&LeadFilter::default(), after, 500).await?;
+            let Some(last) = leads.last().map(|l| l.id) else {
+                return Ok(entered);
+            };
+            let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+            entered += retrying(|| self.enter_once(&entry, &ids)).await?;
+            after = Some(last);
+        }
+    }
+
+    async fn enter_once(&self, entry: &Entry, ids: &[i64]) -> EngineResult<usize> {
         let now = self.now();
         let playbook = self.playbook();
         let mut tx = self.store.begin().await?;
-        if tx.frozen_campaigns().await?.iter().any(|c| c == campaign) {
-            return Err(EngineError::Conflict(format!(
-                "campaign {campaign:?} is paused or retired; resume it before enrolling leads"
-            )));
+        if let Entry::Into(campaign) = entry {
+            if tx.frozen_campaigns().await?.iter().any(|c| c == campaign) {
+                return Err(EngineError::Conflict(format!(
+                    "campaign {campaign:?} is paused or retired; resume it before enrolling leads"
+                )));
+            }
         }
         let leads = tx.find_leads(ids, &[], &[]).await?;
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
@@ -246,7 +281,7 @@ impl Engine {
                 &playbook,
                 now,
                 &HashMap::new(),
-                &Entry::Into(campaign.to_owned()),
+                entry,
                 &mut changes,
             )
             .await?;
