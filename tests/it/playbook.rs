@@ -631,3 +631,69 @@ async fn enrolling_by_hand_respects_re_entry() {
         409
     );
 }
+
+#[tokio::test]
+async fn an_edited_campaign_keeps_enrollments_on_the_version_they_entered() {
+    let app = spawn_app().await;
+    let register = |email: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                "POST",
+                "/v1/events",
+                Crm,
+                Some(json!({"lead": {"email": email}, "type": "registered"})),
+            )
+            .await;
+            app.call("GET", &format!("/v1/leads?email={email}"), Sdr, None)
+                .await
+                .body["items"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let templates = |id: String| {
+        let app = &app;
+        async move {
+            let timeline = app
+                .call("GET", &format!("/v1/leads/{id}/timeline?limit=100"), Sdr, None)
+                .await
+                .body;
+            let mut out: Vec<String> = timeline["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "message")
+                .map(|e| format!("{}:{}", e["step"].as_str().unwrap(), e["template"].as_str().unwrap()))
+                .collect();
+            out.reverse();
+            out
+        }
+    };
+    let before = register("old@x.example").await;
+    // The second e-mail changes; the lead already on its way keeps the version it entered.
+    let edited = shipped("welcome.yaml").replace(
+        "send: { channel: email, template: welcome-getting-started }",
+        "send: { channel: email, template: welcome-case-study }",
+    );
+    let (status, answer) = json_of(&app, "PUT", "/v1/playbook", Marketer, Some((YAML, edited.into_bytes()))).await;
+    assert_eq!(
+        (status, answer["changed"].clone()),
+        (200, json!(["welcome"])),
+        "{answer}"
+    );
+    let after = register("new@x.example").await;
+    app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2d"})))
+        .await;
+    assert_eq!(
+        templates(before).await,
+        ["welcome:welcome", "getting_started:welcome-getting-started"],
+        "the version it entered"
+    );
+    assert_eq!(
+        templates(after).await,
+        ["welcome:welcome", "getting_started:welcome-case-study"],
+        "the new version"
+    );
+}
