@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod bench;
+mod demo;
 mod import;
 mod report;
 
@@ -37,6 +38,21 @@ enum Command {
     Playbook {
         #[command(subcommand)]
         command: PlaybookCommand,
+    },
+    /// Run the shipped playbook for 30 virtual days over ~1,000 realistic leads (temporary SQLite,
+    /// manual clock) and print each campaign's funnel; sample e-mails land in ./outbox/.
+    Demo {
+        #[arg(long, default_value_t = 1_000)]
+        leads: usize,
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[command(flatten)]
+        playbook: PlaybookArgs,
+        /// Where the sample e-mails are written.
+        #[arg(long, default_value = "outbox")]
+        outbox: PathBuf,
     },
     /// Measure the engine.
     Bench {
@@ -260,6 +276,16 @@ async fn run(cli: Cli) -> Result<()> {
             import::run(&engine, &file).await
         }
         Command::Playbook { command } => playbook_command(command),
+        Command::Demo {
+            leads,
+            days,
+            seed,
+            playbook,
+            outbox,
+        } => {
+            let templates = playbook.templates.dir(&playbook.playbook);
+            demo::run(leads, days, seed, &playbook.playbook, &templates, &outbox).await
+        }
         Command::Bench {
             command: BenchCommand::Playbook { steps, runs },
         } => bench::playbook(steps, runs),

@@ -408,3 +408,37 @@ async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
         "links use --public-url: {raw}"
     );
 }
+
+#[test]
+fn demo_runs_the_playbook_over_virtual_days_and_prints_the_funnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = nurture(dir.path())
+        .args(["demo", "--leads", "80", "--days", "8", "--playbook"])
+        .arg(crate::support::repo().join("campaigns"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Created 80 leads; replaying 8 days of behaviour."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("欢迎系列 · Welcome series (welcome)"), "{stdout}");
+    assert!(
+        stdout.contains("  opened_insight "),
+        "the drip's branch on opens has run: {stdout}"
+    );
+    let samples: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(
+        !samples.is_empty() && samples.len() <= 12,
+        "{} sample e-mails",
+        samples.len()
+    );
+}

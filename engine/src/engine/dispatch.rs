@@ -40,12 +40,15 @@ pub struct Sender {
 }
 
 /// What one dispatch pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DispatchReport {
     pub sent: usize,
     pub failed: usize,
     pub retrying: usize,
     pub skipped: usize,
+    /// (message id, lead id) of each message sent.
+    #[serde(skip)]
+    pub delivered: Vec<(i64, i64)>,
 }
 
 impl DispatchReport {
@@ -155,6 +158,7 @@ impl Engine {
             }
         }
         let mailer = sender.mailer.clone();
+        let lead_of: HashMap<i64, i64> = claimed.iter().map(|m| (m.id, m.lead_id)).collect();
         let results: Vec<(i64, i64, Result<(), SendError>)> = stream::iter(jobs)
             .map(|(id, attempts, email)| {
                 let mailer = mailer.clone();
@@ -165,6 +169,11 @@ impl Engine {
             .await;
         let now = self.now();
         for (id, attempts, result) in results {
+            if result.is_ok() {
+                report
+                    .delivered
+                    .push((id, lead_of.get(&id).copied().unwrap_or_default()));
+            }
             outcomes.push(match result {
                 Ok(()) => MessageOutcome {
                     id,
