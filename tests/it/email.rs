@@ -56,32 +56,10 @@ async fn register(app: &TestApp, email: &str) -> String {
         .to_owned()
 }
 
-async fn journey(app: &TestApp, id: &str) -> Vec<String> {
-    let timeline = app
-        .call("GET", &format!("/v1/leads/{id}/timeline?limit=200"), Sdr, None)
-        .await
-        .body;
-    let mut steps: Vec<String> = timeline["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "campaign_step")
-        .map(|e| format!("{}:{}", e["step"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
-        .collect();
-    steps.reverse();
-    steps
-}
-
 async fn message_statuses(app: &TestApp, id: &str) -> Vec<(String, String, Value)> {
-    let timeline = app
-        .call("GET", &format!("/v1/leads/{id}/timeline?limit=200"), Sdr, None)
+    app.timeline(id, "message")
         .await
-        .body;
-    let mut out: Vec<_> = timeline["items"]
-        .as_array()
-        .unwrap()
         .iter()
-        .filter(|e| e["kind"] == "message")
         .map(|e| {
             (
                 e["step"].as_str().unwrap().to_owned(),
@@ -89,9 +67,7 @@ async fn message_statuses(app: &TestApp, id: &str) -> Vec<(String, String, Value
                 e["reason"].clone(),
             )
         })
-        .collect();
-    out.reverse();
-    out
+        .collect()
 }
 
 #[tokio::test]
@@ -158,7 +134,7 @@ async fn a_posted_lead_gets_the_welcome_over_smtp_and_its_open_takes_the_yes_bra
         .call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "5d"})))
         .await;
     assert_eq!(advanced.status, 200);
-    let steps = journey(&app, &id).await;
+    let steps = app.journey(&id).await;
     assert!(steps.contains(&"opened_any:yes".to_string()), "{steps:?}");
     let tags = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await.body["tags"].clone();
     assert!(
@@ -211,7 +187,7 @@ async fn get_on_the_unsubscribe_link_changes_nothing_and_post_stops_queued_mail(
         statuses[1],
         ("getting_started".into(), "skipped".into(), json!("unsubscribed"))
     );
-    let steps = journey(&app, &id).await;
+    let steps = app.journey(&id).await;
     assert!(
         steps.last().unwrap().ends_with(":goal"),
         "exit_when (unsubscribed) ended the series: {steps:?}"

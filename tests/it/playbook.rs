@@ -12,19 +12,9 @@ fn shipped(name: &str) -> String {
     std::fs::read_to_string(repo().join("campaigns").join(name)).unwrap()
 }
 
-/// The shipped playbook directory as a tar archive, with `replace` laid over its files.
-fn playbook_tar(replace: &[(&str, &str)]) -> Vec<u8> {
+/// A tar archive of these (path, text) files.
+fn tar_of(files: &[(String, String)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
-    let root = repo().join("campaigns");
-    let mut files = vec![];
-    for entry in walk(&root) {
-        let name = entry.strip_prefix(&root).unwrap().display().to_string();
-        files.push((name, std::fs::read_to_string(&entry).unwrap()));
-    }
-    for (name, text) in replace {
-        files.retain(|(n, _)| n != name);
-        files.push((name.to_string(), text.to_string()));
-    }
     for (name, text) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(text.len() as u64);
@@ -33,6 +23,28 @@ fn playbook_tar(replace: &[(&str, &str)]) -> Vec<u8> {
         builder.append_data(&mut header, name, text.as_bytes()).unwrap();
     }
     builder.into_inner().unwrap()
+}
+
+/// The shipped playbook's files, by path inside the playbook directory.
+fn shipped_files() -> Vec<(String, String)> {
+    let root = repo().join("campaigns");
+    walk(&root)
+        .into_iter()
+        .map(|path| {
+            let name = path.strip_prefix(&root).unwrap().display().to_string();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect()
+}
+
+/// The shipped playbook directory as a tar archive, with `replace` laid over its files.
+fn playbook_tar(replace: &[(&str, &str)]) -> Vec<u8> {
+    let mut files = shipped_files();
+    for (name, text) in replace {
+        files.retain(|(n, _)| n != name);
+        files.push((name.to_string(), text.to_string()));
+    }
+    tar_of(&files)
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -119,20 +131,16 @@ async fn validating_a_tar_of_the_directory_and_bad_uploads() {
     assert_eq!((status, &answer["valid"]), (200, &json!(true)), "{answer}");
 
     // A whole directory without its queues file: every handoff names a missing queue.
-    let mut without_queues = tar::Builder::new(Vec::new());
-    for name in ["rules.yaml", "segments/icp.yaml"] {
-        let text = shipped(name);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(text.len() as u64);
-        header.set_cksum();
-        without_queues.append_data(&mut header, name, text.as_bytes()).unwrap();
-    }
+    let without_queues = tar_of(&[
+        ("rules.yaml".to_owned(), shipped("rules.yaml")),
+        ("segments/icp.yaml".to_owned(), shipped("segments/icp.yaml")),
+    ]);
     let (_, answer) = json_of(
         &app,
         "POST",
         "/v1/playbook/validate",
         Marketer,
-        Some(("application/x-tar", without_queues.into_inner().unwrap())),
+        Some(("application/x-tar", without_queues)),
     )
     .await;
     assert_eq!(
@@ -277,30 +285,10 @@ async fn deploying_keeps_every_version_and_an_unchanged_playbook_is_a_no_op() {
     assert_eq!(after["version"], first["version"]);
 
     // Dropping a campaign from the playbook retires it; its versions stay.
-    let mut without = tar::Builder::new(Vec::new());
-    for entry in walk(&repo().join("campaigns")) {
-        let name = entry
-            .strip_prefix(repo().join("campaigns"))
-            .unwrap()
-            .display()
-            .to_string();
-        if name == "activation.yaml" {
-            continue;
-        }
-        let text = std::fs::read_to_string(&entry).unwrap();
-        let mut header = tar::Header::new_gnu();
-        header.set_size(text.len() as u64);
-        header.set_cksum();
-        without.append_data(&mut header, name, text.as_bytes()).unwrap();
-    }
-    let (_, answer) = json_of(
-        &app,
-        "PUT",
-        "/v1/playbook",
-        Admin,
-        Some(("application/x-tar", without.into_inner().unwrap())),
-    )
-    .await;
+    let mut files = shipped_files();
+    files.retain(|(name, _)| name != "activation.yaml");
+    let without = tar_of(&files);
+    let (_, answer) = json_of(&app, "PUT", "/v1/playbook", Admin, Some(("application/x-tar", without))).await;
     assert_eq!(answer["retired"], json!(["activation"]));
     let list = app.call("GET", "/v1/campaigns", Crm, None).await.body;
     let statuses: Vec<_> = list["items"]
@@ -476,15 +464,10 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
     let now: chrono::DateTime<chrono::Utc> = advanced.body["now"].as_str().unwrap().parse().unwrap();
     let was: chrono::DateTime<chrono::Utc> = before["now"].as_str().unwrap().parse().unwrap();
     assert_eq!(now - was, chrono::Duration::days(10));
-    let timeline = app
-        .call("GET", &format!("/v1/leads/{id}/timeline?limit=100"), Sdr, None)
+    let steps: Vec<(String, String)> = app
+        .timeline(&id, "campaign_step")
         .await
-        .body;
-    let mut steps: Vec<(String, String)> = timeline["items"]
-        .as_array()
-        .unwrap()
         .iter()
-        .filter(|e| e["kind"] == "campaign_step")
         .map(|e| {
             (
                 format!("{}:{}", e["step"].as_str().unwrap(), e["outcome"].as_str().unwrap()),
@@ -492,7 +475,6 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
             )
         })
         .collect();
-    steps.reverse();
     let at = |step: &str| -> chrono::Duration {
         let t: chrono::DateTime<chrono::Utc> = steps
             .iter()
@@ -656,19 +638,11 @@ async fn an_edited_campaign_keeps_enrollments_on_the_version_they_entered() {
     let templates = |id: String| {
         let app = &app;
         async move {
-            let timeline = app
-                .call("GET", &format!("/v1/leads/{id}/timeline?limit=100"), Sdr, None)
+            app.timeline(&id, "message")
                 .await
-                .body;
-            let mut out: Vec<String> = timeline["items"]
-                .as_array()
-                .unwrap()
                 .iter()
-                .filter(|e| e["kind"] == "message")
                 .map(|e| format!("{}:{}", e["step"].as_str().unwrap(), e["template"].as_str().unwrap()))
-                .collect();
-            out.reverse();
-            out
+                .collect::<Vec<_>>()
         }
     };
     let before = register("old@x.example").await;

@@ -265,6 +265,32 @@ impl TestApp {
         (status, content_type, response.text().await.unwrap())
     }
 
+    /// A lead's timeline entries of one kind (`campaign_step`, `message`, …), oldest first.
+    pub async fn timeline(&self, lead: &str, kind: &str) -> Vec<Value> {
+        let page = self
+            .call("GET", &format!("/v1/leads/{lead}/timeline?limit=500"), Role::Sdr, None)
+            .await
+            .body;
+        let mut items: Vec<Value> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect();
+        items.reverse();
+        items
+    }
+
+    /// A lead's journey, oldest first, as `step:outcome`.
+    pub async fn journey(&self, lead: &str) -> Vec<String> {
+        self.timeline(lead, "campaign_step")
+            .await
+            .iter()
+            .map(|e| format!("{}:{}", e["step"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+            .collect()
+    }
+
     /// The Prometheus text of `GET /metrics`.
     pub async fn metrics(&self) -> String {
         let response = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap();

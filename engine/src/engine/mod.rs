@@ -151,21 +151,37 @@ impl Engine {
         }
         let mine = tx.lock_free_leads(&due).await?;
         let leads = tx.find_leads(&mine, &[], &[]).await?;
-        let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
+        Ok(self
+            .journey_pass(tx, leads, &playbook, now, &Entry::Closed)
+            .await?
+            .moved)
+    }
+
+    /// A journey pass over locked leads that received no events, in `tx`, written and
+    /// committed: the runner's and hand enrollment's transaction.
+    async fn journey_pass(
+        &self,
+        mut tx: Box<dyn crate::store::Tx>,
+        leads: Vec<Lead>,
+        playbook: &Playbook,
+        now: DateTime<Utc>,
+        entry: &Entry,
+    ) -> EngineResult<JourneyCounts> {
+        let mut states = load_states(tx.as_mut(), leads, playbook, now, &[]).await?;
         let mut changes = Changes::default();
         let counts = self
             .run_journeys(
                 tx.as_mut(),
                 &mut states,
-                &playbook,
+                playbook,
                 now,
                 &HashMap::new(),
-                &Entry::Closed,
+                entry,
                 &mut changes,
             )
             .await?;
         for state in states.values_mut() {
-            state.check_mql(&playbook, now, &mut changes);
+            state.check_mql(playbook, now, &mut changes);
         }
         let dirty: Vec<ActivityRow> = states
             .values()
@@ -175,7 +191,7 @@ impl Engine {
         tx.write_lead_activity(&dirty).await?;
         tx.write_changes(&changes).await?;
         tx.commit().await?;
-        Ok(counts.moved)
+        Ok(counts)
     }
 
     /// Enrolls leads into a campaign by hand (API or CLI): its trigger is not asked, its
@@ -272,31 +288,7 @@ impl Engine {
             }
         }
         let leads = tx.find_leads(ids, &[], &[]).await?;
-        let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
-        let mut changes = Changes::default();
-        let counts = self
-            .run_journeys(
-                tx.as_mut(),
-                &mut states,
-                &playbook,
-                now,
-                &HashMap::new(),
-                entry,
-                &mut changes,
-            )
-            .await?;
-        for state in states.values_mut() {
-            state.check_mql(&playbook, now, &mut changes);
-        }
-        let dirty: Vec<ActivityRow> = states
-            .values()
-            .filter(|s| s.dirty)
-            .map(|s| ActivityRow::from(&s.lead))
-            .collect();
-        tx.write_lead_activity(&dirty).await?;
-        tx.write_changes(&changes).await?;
-        tx.commit().await?;
-        Ok(counts.entered)
+        Ok(self.journey_pass(tx, leads, &playbook, now, entry).await?.entered)
     }
 
     /// Moves a manual clock forward by `by`, running every step that falls due on the way, in
