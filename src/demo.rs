@@ -195,6 +195,8 @@ pub async fn run(
             }
         }
         // Yesterday's e-mails: a third opened by people, some by image proxies, a few clicked.
+        // Sent concurrently, so sorted first: the same seed gives the same run.
+        delivered.sort_unstable();
         for (message, lead) in delivered.drain(..) {
             let who = LeadRef {
                 id: Some(lead.to_string()),

@@ -441,4 +441,22 @@ fn demo_runs_the_playbook_over_virtual_days_and_prints_the_funnel() {
         "{} sample e-mails",
         samples.len()
     );
+
+    // The same seed gives the same run.
+    let again_dir = tempfile::tempdir().unwrap();
+    let again = nurture(again_dir.path())
+        .args(["demo", "--leads", "80", "--days", "8", "--playbook"])
+        .arg(crate::support::repo().join("campaigns"))
+        .output()
+        .unwrap();
+    let without_time = |text: &str| {
+        text.lines()
+            .filter(|l| !l.contains(" Took "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        without_time(&String::from_utf8(again.stdout).unwrap()),
+        without_time(&stdout)
+    );
 }
