@@ -385,25 +385,20 @@ impl Templates {
     fn check_languages(&mut self) {
         let mut found = Vec::new();
         for (name, parts) in self.parts.iter().filter(|(_, p)| !p.broken) {
-            let Some((language, base)) = name.split_once('/') else {
-                if parts.html != parts.subject {
-                    let missing = if parts.html { "subject.hbs" } else { "hbs" };
-                    found.push(Issue::new(
-                        &self.display(&format!("{name}.{}", if parts.html { "hbs" } else { "subject.hbs" })),
-                        format!(
-                            "e-mail template {name:?} needs both NAME.hbs and NAME.subject.hbs; add {name}.{missing}"
-                        ),
-                    ));
-                }
-                continue;
-            };
             if parts.html != parts.subject {
-                let missing = if parts.html { "subject.hbs" } else { "hbs" };
+                let (present, missing) = if parts.html {
+                    ("hbs", "subject.hbs")
+                } else {
+                    ("subject.hbs", "hbs")
+                };
                 found.push(Issue::new(
-                    &self.display(&format!("{name}.hbs")),
+                    &self.display(&format!("{name}.{present}")),
                     format!("e-mail template {name:?} needs both NAME.hbs and NAME.subject.hbs; add {name}.{missing}"),
                 ));
             }
+            let Some((language, base)) = name.split_once('/') else {
+                continue;
+            };
             if !self.parts.contains_key(base) {
                 found.push(
                     Issue::new(

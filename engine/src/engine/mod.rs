@@ -199,12 +199,32 @@ impl Engine {
     /// be found are reported by their index.
     pub async fn enroll(&self, campaign: &str, leads: &[LeadRef]) -> EngineResult<EnrollReport> {
         let mut report = EnrollReport::default();
+        // Every reference resolved in one query, not one lookup per lead.
+        let email_of = |by: &LeadRef| {
+            by.email
+                .as_deref()
+                .and_then(|e| EmailAddress::parse(e).ok())
+                .map(|e| e.into_string())
+        };
+        let ext_of = |by: &LeadRef| by.external_id.as_deref().map(|x| x.trim().to_owned());
+        let wanted_ids: Vec<i64> = leads.iter().filter_map(|by| by.id.as_deref()?.parse().ok()).collect();
+        let emails: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(email_of).collect();
+        let exts: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(ext_of).collect();
+        let mut tx = self.store.begin_read().await?;
+        let found = tx.find_leads(&wanted_ids, &emails, &exts).await?;
+        tx.commit().await?;
         let mut ids = Vec::new();
         for (index, by) in leads.iter().enumerate() {
-            match self.find_lead(by).await {
-                Ok(view) => ids.push(view.lead.id.0),
-                Err(EngineError::NotFound) => report.not_found.push(index),
-                Err(e) => return Err(e),
+            let hit = found.iter().find(|lead| match &by.id {
+                Some(id) => id.parse::<i64>().is_ok_and(|id| lead.id.0 == id),
+                None => {
+                    email_of(by).is_some_and(|e| lead.email.as_deref() == Some(e.as_str()))
+                        || ext_of(by).is_some_and(|x| lead.external_id.as_deref() == Some(x.as_str()))
+                }
+            });
+            match hit {
+                Some(lead) => ids.push(lead.id.0),
+                None => report.not_found.push(index),
             }
         }
         ids.sort_unstable();

@@ -193,7 +193,7 @@ macro_rules! store_impl {
             .fetch_all(&self.pool)
             .await?;
             for (step, n) in entered {
-                steps.entry(step.clone()).or_insert_with(|| StepCount { step, ..Default::default() }).entered = n;
+                step_slot(&mut steps, step).entered = n;
             }
             let outcomes: Vec<(String, String, i64)> = sqlx::query_as(
                 "SELECT step, outcome, COUNT(*) FROM journey WHERE campaign_id = $1 GROUP BY step, outcome",
@@ -202,7 +202,7 @@ macro_rules! store_impl {
             .fetch_all(&self.pool)
             .await?;
             for (step, outcome, n) in outcomes {
-                steps.entry(step.clone()).or_insert_with(|| StepCount { step, ..Default::default() }).outcomes.insert(outcome, n);
+                step_slot(&mut steps, step).outcomes.insert(outcome, n);
             }
             let waiting: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT step, COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status = 'waiting' GROUP BY step",
@@ -211,7 +211,7 @@ macro_rules! store_impl {
             .fetch_all(&self.pool)
             .await?;
             for (step, n) in waiting {
-                steps.entry(step.clone()).or_insert_with(|| StepCount { step, ..Default::default() }).waiting = n;
+                step_slot(&mut steps, step).waiting = n;
             }
             Ok(steps.into_values().collect())
         }
@@ -629,6 +629,14 @@ pub struct StepCount {
     pub waiting: i64,
     /// Journey lines by outcome: `sent`, `yes`, `no`, `waited`, `arm 1`, `goal`, …
     pub outcomes: std::collections::BTreeMap<String, i64>,
+}
+
+/// The count of `step`, made empty on first use.
+pub(crate) fn step_slot(steps: &mut std::collections::BTreeMap<String, StepCount>, step: String) -> &mut StepCount {
+    steps.entry(step.clone()).or_insert_with(|| StepCount {
+        step,
+        ..Default::default()
+    })
 }
 
 /// A campaign as deployed now.
