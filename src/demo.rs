@@ -117,6 +117,7 @@ pub async fn run(
         public_url: "http://127.0.0.1:8080".into(),
         key: nurture_engine::tracking::TrackingKey::new(b"demo"),
         concurrency: 8,
+        wechat: None,
     };
     let mut rng = StdRng::seed_from_u64(seed);
 

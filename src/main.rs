@@ -132,6 +132,19 @@ struct ServeArgs {
     /// `system` (default) or `manual` (time moves only when told; demos and tests).
     #[arg(long, env = "NURTURE_CLOCK", default_value = "system")]
     clock: String,
+    /// The WeChat Official Account that sends `channel: wechat` template messages.
+    #[arg(long, env = "NURTURE_WECHAT_APPID", requires = "wechat_secret")]
+    wechat_appid: Option<String>,
+    #[arg(
+        long,
+        env = "NURTURE_WECHAT_SECRET",
+        requires = "wechat_appid",
+        hide_env_values = true
+    )]
+    wechat_secret: Option<String>,
+    /// The Official Account API (a gateway or a test server may stand in).
+    #[arg(long, env = "NURTURE_WECHAT_API_URL", default_value = nurture_engine::wechat::DEFAULT_API_URL)]
+    wechat_api_url: String,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +220,28 @@ enum BenchCommand {
         /// one per CPU core, as a server takes requests from several CRM connections at once.
         #[arg(long)]
         streams: Option<usize>,
+    },
+    /// Run the campaign engine over N leads: W1 (first touch), the dispatcher's rendering, and
+    /// W2 (waits end, branch on opened, next send); print steps/s, e-mails/s and peak RSS.
+    Engine {
+        #[arg(long, default_value_t = 100_000)]
+        leads: usize,
+        /// Defaults to a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Leads per transaction.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Concurrent engine workers; defaults to one per CPU core.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// The shipped templates the e-mails are rendered from.
+        #[arg(long, default_value = "templates")]
+        templates: PathBuf,
+        /// The storage floor script (`floor.sh`), run with the same N; its figure and the ratio
+        /// are reported.
+        #[arg(long)]
+        floor: Option<PathBuf>,
     },
 }
 
@@ -300,6 +335,28 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             bench::ingest(events, database_url, batch, streams.unwrap_or(cores)).await
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Engine {
+                    leads,
+                    database_url,
+                    batch,
+                    workers,
+                    templates,
+                    floor,
+                },
+        } => {
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            bench::engine::run(bench::engine::Options {
+                leads,
+                database_url,
+                batch,
+                workers: workers.unwrap_or(cores),
+                templates,
+                floor,
+            })
+            .await
         }
     }
 }
@@ -507,8 +564,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
         public_url: args.public_url.clone(),
         key: key.clone(),
         concurrency: args.smtp_pool.max(1) as usize,
+        wechat: match (&args.wechat_appid, &args.wechat_secret) {
+            (Some(appid), Some(secret)) => Some(Arc::new(
+                nurture_engine::wechat::Wechat::new(nurture_engine::wechat::WechatConfig {
+                    api_url: args.wechat_api_url.clone(),
+                    appid: appid.clone(),
+                    secret: secret.clone(),
+                })
+                .map_err(anyhow::Error::msg)?,
+            )),
+            _ => None,
+        },
     };
     tracing::info!(mail = %mailer.describe(), public_url = %args.public_url, "Sending campaign mail.");
+    match &sender.wechat {
+        Some(wechat) => tracing::info!(wechat = %wechat.describe(), "Sending WeChat template messages."),
+        None => tracing::info!(
+            "No WeChat Official Account configured: WeChat steps wait for one (--wechat-appid, --wechat-secret)."
+        ),
+    }
     tokio::spawn(dispatch_messages(engine.clone(), sender));
     if !manual {
         let decaying = engine.clone();

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the path exists, the method does not.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: a conflicting write, or an idempotency key in use.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => ("unauthorized", Vec::new()),
             ApiError::Forbidden(_) => ("forbidden", Vec::new()),
             ApiError::NotFound(_) => ("not_found", Vec::new()),
+            ApiError::MethodNotAllowed(_) => ("method_not_allowed", Vec::new()),
             ApiError::Conflict { code, .. } => (*code, Vec::new()),
             ApiError::TooLarge(_) => ("too_large", Vec::new()),
             ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),

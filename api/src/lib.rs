@@ -50,6 +50,9 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(tracking::router())
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            error::ApiError::MethodNotAllowed(format!("this endpoint does not take {method}; see /openapi.json"))
+        })
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())

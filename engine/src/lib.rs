@@ -19,4 +19,6 @@ pub mod playbook;
 pub mod store;
 pub mod tag;
 pub mod template;
+pub mod tls;
 pub mod tracking;
+pub mod wechat;

@@ -27,6 +27,14 @@ async fn health_and_readiness() {
     assert_eq!((ready.status, ready.body["status"].as_str()), (200, Some("ready")));
     let missing = app.call("GET", "/v1/nothing", Admin, None).await;
     assert_eq!((missing.status, error_code(&missing.body)), (404, "not_found"));
+    let wrong_method = app
+        .call("POST", "/v1/leads", Crm, Some(json!({"email": "a@b.example"})))
+        .await;
+    assert_eq!(
+        (wrong_method.status, error_code(&wrong_method.body)),
+        (405, "method_not_allowed"),
+        "a wrong method gets the error body too"
+    );
     let text = app.metrics().await;
     assert!(
         text.contains(r#"nurture_http_requests_total{method="GET",route="/readyz",status="200"} 1"#),

@@ -103,7 +103,7 @@ async fn an_api_key_is_printed_once_and_works() {
 
     let server = serve(dir.path());
     ready(&server.base).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::http().build().unwrap();
     let put = client
         .put(format!("{}/v1/leads", server.base))
         .bearer_auth(&key)
@@ -387,7 +387,9 @@ async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
         ],
     );
     ready(&server.base).await;
-    let posted = reqwest::Client::new()
+    let posted = crate::support::http()
+        .build()
+        .unwrap()
         .post(format!("{}/v1/events", server.base))
         .bearer_auth(&key)
         .json(&serde_json::json!({"lead": {"email": "li.wei@acme.example"}, "type": "registered"}))

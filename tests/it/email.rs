@@ -19,6 +19,7 @@ fn sender(app: &TestApp, mailer: Arc<dyn nurture_engine::mail::Mailer>) -> Sende
         public_url: app.base.clone(),
         key: app.key.clone(),
         concurrency: 4,
+        wechat: None,
     }
 }
 
@@ -110,7 +111,7 @@ async fn a_posted_lead_gets_the_welcome_over_smtp_and_its_open_takes_the_yes_bra
     );
 
     // A scanner's HEAD does not count as an open; the person's GET does.
-    let client = reqwest::Client::builder()
+    let client = crate::support::http()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -155,7 +156,7 @@ async fn get_on_the_unsubscribe_link_changes_nothing_and_post_stops_queued_mail(
     app.engine.dispatch(&sender, 100).await.unwrap();
     let body = decoded(&sink.messages()[0]);
     let unsubscribe = url(&body, &format!("{}/u/", app.base));
-    let client = reqwest::Client::new();
+    let client = crate::support::http().build().unwrap();
 
     let page = client.get(&unsubscribe).send().await.unwrap();
     assert_eq!(page.status(), 200);

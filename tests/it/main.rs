@@ -8,3 +8,4 @@ mod playbook;
 mod smtp;
 mod storage;
 mod support;
+mod wechat;

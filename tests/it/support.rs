@@ -37,6 +37,13 @@ pub fn playbook() -> Playbook {
     Playbook::load_dir(&repo().join("campaigns"), &repo().join("templates")).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// An HTTP client builder for tests, with the process's TLS provider installed (reqwest is
+/// built without one of its own; the engine installs `ring`).
+pub fn http() -> reqwest::ClientBuilder {
+    nurture_engine::tls::install_provider();
+    reqwest::Client::builder()
+}
+
 fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -190,7 +197,7 @@ pub async fn spawn_app() -> TestApp {
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: http().build().unwrap(),
         keys,
         clock,
         engine,

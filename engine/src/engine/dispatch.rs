@@ -20,6 +20,7 @@ use crate::mail::{Mailer, OutgoingEmail, SendError};
 use crate::store::{MessageOutcome, PendingMessage};
 use crate::template::{Links, RenderInput};
 use crate::tracking::{Token, TrackingKey};
+use crate::wechat::{TemplateMessage, Wechat};
 
 /// After this many attempts a transiently failing message is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
@@ -37,6 +38,9 @@ pub struct Sender {
     pub key: TrackingKey,
     /// Messages on the wire at once.
     pub concurrency: usize,
+    /// The WeChat Official Account, when one is configured; without it WeChat messages wait
+    /// (retried with backoff) for a server that has one.
+    pub wechat: Option<Arc<Wechat>>,
 }
 
 /// What one dispatch pass did.
@@ -116,8 +120,14 @@ fn backoff(message: i64, attempts: i64) -> Duration {
 }
 
 enum Prepared {
-    Email(i64, i64, OutgoingEmail),
+    /// (message id, attempts so far, what goes out).
+    Send(i64, i64, Outgoing),
     Done(MessageOutcome),
+}
+
+enum Outgoing {
+    Email(OutgoingEmail),
+    Wechat(TemplateMessage),
 }
 
 impl Engine {
@@ -154,15 +164,23 @@ impl Engine {
         for p in prepared {
             match p {
                 Prepared::Done(outcome) => outcomes.push(outcome),
-                Prepared::Email(id, attempts, email) => jobs.push((id, attempts, email)),
+                Prepared::Send(id, attempts, outgoing) => jobs.push((id, attempts, outgoing)),
             }
         }
-        let mailer = sender.mailer.clone();
         let lead_of: HashMap<i64, i64> = claimed.iter().map(|m| (m.id, m.lead_id)).collect();
         let results: Vec<(i64, i64, Result<(), SendError>)> = stream::iter(jobs)
-            .map(|(id, attempts, email)| {
-                let mailer = mailer.clone();
-                async move { (id, attempts, mailer.send(&email).await) }
+            .map(|(id, attempts, outgoing)| async move {
+                let result = match &outgoing {
+                    Outgoing::Email(email) => sender.mailer.send(email).await,
+                    Outgoing::Wechat(message) => match &sender.wechat {
+                        Some(wechat) => wechat.send(message).await.map(|_| ()),
+                        None => Err(SendError::Transient(
+                            "no WeChat Official Account is configured on this server (--wechat-appid, --wechat-secret)"
+                                .into(),
+                        )),
+                    },
+                };
+                (id, attempts, result)
             })
             .buffer_unordered(sender.concurrency.max(1))
             .collect()
@@ -229,19 +247,6 @@ impl Engine {
         let Some(lead) = lead else {
             return done("skipped", "the lead was erased".into());
         };
-        if message.channel != "email" {
-            return done(
-                "failed",
-                format!("no {} sender is configured on this server", message.channel),
-            );
-        }
-        let Some(to) = lead.email.clone() else {
-            return done("skipped", "no_email".into());
-        };
-        // Consent is checked again at send time: an unsubscribe stops mail already queued.
-        if lead.consent.email.status == ConsentStatus::OptedOut {
-            return done("skipped", "unsubscribed".into());
-        }
         let playbook = self.playbook();
         let timezone = lead
             .fields
@@ -256,6 +261,49 @@ impl Engine {
             step: &message.step,
             timezone,
         };
+        // Consent is checked again at send time: an opt-out stops messages already queued.
+        match message.channel.as_str() {
+            "email" => {}
+            "wechat" => {
+                if lead.consent.wechat.status == ConsentStatus::OptedOut {
+                    return done("skipped", "unsubscribed".into());
+                }
+                let Some(openid) = lead
+                    .attributes
+                    .get("wechat_openid")
+                    .and_then(|v| v.as_str())
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                else {
+                    return done("skipped", "no_wechat_openid".into());
+                };
+                return match playbook.templates.render_wechat(&message.template, &input) {
+                    Ok(rendered) => Prepared::Send(
+                        message.id,
+                        message.attempts,
+                        Outgoing::Wechat(TemplateMessage {
+                            touser: openid.to_owned(),
+                            template_id: rendered.template_id,
+                            url: rendered.url,
+                            data: rendered.data,
+                        }),
+                    ),
+                    Err(reason) => done("failed", reason),
+                };
+            }
+            other => {
+                return done(
+                    "failed",
+                    format!("{other} messages are not sent by this version of nurture"),
+                )
+            }
+        }
+        let Some(to) = lead.email.clone() else {
+            return done("skipped", "no_email".into());
+        };
+        if lead.consent.email.status == ConsentStatus::OptedOut {
+            return done("skipped", "unsubscribed".into());
+        }
         let unsubscribe = sender.link("u", &Token::Unsubscribe { message: message.id });
         let links = Links {
             open_pixel: sender.link("t/o", &Token::Open { message: message.id }),
@@ -271,10 +319,10 @@ impl Engine {
         };
         let stamp =
             hex::encode(&sha2::Sha256::digest(format!("{}/{}", message.enrollment_id, message.id).as_bytes())[..6]);
-        Prepared::Email(
+        Prepared::Send(
             message.id,
             message.attempts,
-            OutgoingEmail {
+            Outgoing::Email(OutgoingEmail {
                 from: sender.from.clone(),
                 to,
                 subject: rendered.subject,
@@ -282,7 +330,7 @@ impl Engine {
                 text: rendered.text,
                 message_id: format!("<m{}.{stamp}@{}>", message.id, sender.domain()),
                 unsubscribe_url: unsubscribe,
-            },
+            }),
         )
     }
 

@@ -213,17 +213,25 @@ impl Engine {
         let mut tx = self.store.begin_read().await?;
         let found = tx.find_leads(&wanted_ids, &emails, &exts).await?;
         tx.commit().await?;
+        let known: HashSet<i64> = found.iter().map(|lead| lead.id.0).collect();
+        let by_email: HashMap<&str, i64> = found
+            .iter()
+            .filter_map(|lead| Some((lead.email.as_deref()?, lead.id.0)))
+            .collect();
+        let by_ext: HashMap<&str, i64> = found
+            .iter()
+            .filter_map(|lead| Some((lead.external_id.as_deref()?, lead.id.0)))
+            .collect();
         let mut ids = Vec::new();
         for (index, by) in leads.iter().enumerate() {
-            let hit = found.iter().find(|lead| match &by.id {
-                Some(id) => id.parse::<i64>().is_ok_and(|id| lead.id.0 == id),
-                None => {
-                    email_of(by).is_some_and(|e| lead.email.as_deref() == Some(e.as_str()))
-                        || ext_of(by).is_some_and(|x| lead.external_id.as_deref() == Some(x.as_str()))
-                }
-            });
+            let hit = match &by.id {
+                Some(id) => id.parse::<i64>().ok().filter(|id| known.contains(id)),
+                None => email_of(by)
+                    .and_then(|e| by_email.get(e.as_str()).copied())
+                    .or_else(|| ext_of(by).and_then(|x| by_ext.get(x.as_str()).copied())),
+            };
             match hit {
-                Some(lead) => ids.push(lead.id.0),
+                Some(id) => ids.push(id),
                 None => report.not_found.push(index),
             }
         }

@@ -1203,3 +1203,9 @@ pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(text: Option<String>) ->
         Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())),
     }
 }
+
+/// The ids in their first order, each once.
+pub(crate) fn distinct(ids: Vec<i64>) -> Vec<i64> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.into_iter().filter(|id| seen.insert(*id)).collect()
+}

@@ -57,7 +57,10 @@ fn recordset_columns() -> String {
 
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM leads WHERE id = ANY($1) OR email = ANY($2) OR external_id = ANY($3) ORDER BY id",
+        // One index lookup per key kind: `id = ANY OR email = ANY OR …` reads the whole table.
+        "SELECT {} FROM leads WHERE id IN (SELECT unnest($1::bigint[]) \
+         UNION SELECT id FROM leads WHERE email = ANY($2) \
+         UNION SELECT id FROM leads WHERE external_id = ANY($3)) ORDER BY id",
         lead_column_list()
     )
 });
@@ -285,15 +288,19 @@ impl Tx for PgTx {
     }
 
     async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar(
+        // The earliest due enrollments by the wake-up index, skipping those another worker
+        // holds, so that workers take different work instead of queueing for the same rows.
+        let leads: Vec<i64> = sqlx::query_scalar(
             "SELECT lead_id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
-             AND NOT (campaign_id = ANY($2)) GROUP BY lead_id ORDER BY MIN(wake_at), lead_id LIMIT $3",
+             AND NOT (campaign_id = ANY($2)) ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(paused)
         .bind(limit)
         .fetch_all(&mut *self.tx)
-        .await?)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(distinct(leads))
     }
 
     async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>> {
@@ -336,50 +343,87 @@ impl Tx for PgTx {
         .await?)
     }
 
+    // The three writes of a step go as typed arrays (UNNEST): binary parameters, no JSON to
+    // build and parse, several times faster than a recordset for the engine's batches.
     async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
-        let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
-        if let Some(json) = json_batch(&rows) {
-            sqlx::query(
-                "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) \
-                 SELECT * FROM jsonb_to_recordset($1::jsonb) AS j(id BIGINT, campaign_id TEXT, version TEXT, lead_id BIGINT, step TEXT, \
-                 status TEXT, wake_at BIGINT, outcome TEXT, transitions BIGINT, entered_at BIGINT, updated_at BIGINT) \
-                 ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
-                 outcome = excluded.outcome, transitions = excluded.transitions, updated_at = excluded.updated_at",
-            )
-            .bind(json)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        if rows.is_empty() {
+            return Ok(());
         }
+        let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
+        let col = |f: fn(&EnrollmentRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let text = |f: fn(&EnrollmentRow) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
+        sqlx::query(
+            "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[], \
+             $8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) \
+             ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
+             outcome = excluded.outcome, transitions = excluded.transitions, updated_at = excluded.updated_at",
+        )
+        .bind(col(|r| r.id))
+        .bind(text(|r| &r.campaign_id))
+        .bind(text(|r| &r.version))
+        .bind(col(|r| r.lead_id))
+        .bind(text(|r| &r.step))
+        .bind(text(|r| &r.status))
+        .bind(rows.iter().map(|r| r.wake_at).collect::<Vec<Option<i64>>>())
+        .bind(rows.iter().map(|r| r.outcome.clone()).collect::<Vec<Option<String>>>())
+        .bind(col(|r| r.transitions))
+        .bind(col(|r| r.entered_at))
+        .bind(col(|r| r.updated_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 
     async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()> {
-        if let Some(json) = json_batch(rows) {
-            sqlx::query(
-                "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) \
-                 SELECT * FROM jsonb_to_recordset($1::jsonb) AS j(enrollment_id BIGINT, lead_id BIGINT, campaign_id TEXT, \
-                 step TEXT, outcome TEXT, detail TEXT, at BIGINT)",
-            )
-            .bind(json)
-            .execute(&mut *self.tx)
-            .await?;
+        if rows.is_empty() {
+            return Ok(());
         }
+        let col = |f: fn(&JourneyRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let text = |f: fn(&JourneyRow) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
+        sqlx::query(
+            "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
+        )
+        .bind(col(|r| r.enrollment_id))
+        .bind(col(|r| r.lead_id))
+        .bind(text(|r| &r.campaign_id))
+        .bind(text(|r| &r.step))
+        .bind(text(|r| &r.outcome))
+        .bind(text(|r| &r.detail))
+        .bind(col(|r| r.at))
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
     async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
-        if let Some(json) = json_batch(rows) {
-            sqlx::query(
-                "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
-                 SELECT * FROM jsonb_to_recordset($1::jsonb) AS j(enrollment_id BIGINT, seq BIGINT, lead_id BIGINT, campaign_id TEXT, \
-                 version TEXT, step TEXT, channel TEXT, template TEXT, status TEXT, reason TEXT, next_attempt_at BIGINT, created_at BIGINT) \
-                 ON CONFLICT (enrollment_id, seq) DO NOTHING",
-            )
-            .bind(json)
-            .execute(&mut *self.tx)
-            .await?;
+        if rows.is_empty() {
+            return Ok(());
         }
+        let col = |f: fn(&NewMessage) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let text = |f: fn(&NewMessage) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
+        sqlx::query(
+            "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[]) \
+             ON CONFLICT (enrollment_id, seq) DO NOTHING",
+        )
+        .bind(col(|r| r.enrollment_id))
+        .bind(col(|r| r.seq))
+        .bind(col(|r| r.lead_id))
+        .bind(text(|r| &r.campaign_id))
+        .bind(text(|r| &r.version))
+        .bind(text(|r| &r.step))
+        .bind(text(|r| &r.channel))
+        .bind(text(|r| &r.template))
+        .bind(text(|r| &r.status))
+        .bind(rows.iter().map(|r| r.reason.clone()).collect::<Vec<Option<String>>>())
+        .bind(rows.iter().map(|r| r.next_attempt_at).collect::<Vec<Option<i64>>>())
+        .bind(col(|r| r.created_at))
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 

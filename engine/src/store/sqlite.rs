@@ -39,7 +39,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-65536")
+            .pragma("cache_size", "-16384")
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -310,15 +310,18 @@ impl Tx for SqliteTx {
     }
 
     async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar(
+        // The earliest due enrollments by the wake-up index (no grouping: that would read every
+        // due row for each batch).
+        let leads: Vec<i64> = sqlx::query_scalar(
             "SELECT lead_id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
-             AND campaign_id NOT IN (SELECT value FROM json_each($2)) GROUP BY lead_id ORDER BY MIN(wake_at), lead_id LIMIT $3",
+             AND campaign_id NOT IN (SELECT value FROM json_each($2)) ORDER BY wake_at LIMIT $3",
         )
         .bind(now)
         .bind(json_strings(paused))
         .bind(limit)
         .fetch_all(&mut *self.0)
-        .await?)
+        .await?;
+        Ok(distinct(leads))
     }
 
     async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>> {

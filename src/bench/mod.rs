@@ -12,32 +12,16 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
-const RULES: &str = include_str!("../campaigns/rules.yaml");
-const ICP: &str = include_str!("../campaigns/segments/icp.yaml");
-const QUEUES: &str = include_str!("../campaigns/queues.yaml");
+pub mod engine;
+
+const RULES: &str = include_str!("../../campaigns/rules.yaml");
+const ICP: &str = include_str!("../../campaigns/segments/icp.yaml");
+const QUEUES: &str = include_str!("../../campaigns/queues.yaml");
 const TOPICS: [&str; 3] = ["IoT", "AI", "Energy"];
 
 pub async fn ingest(total: usize, database_url: Option<String>, batch: usize, streams: usize) -> Result<()> {
     let streams = streams.max(1);
-    let dir = tempfile_dir()?;
-    let (store, label): (Arc<dyn nurture_engine::store::Store>, String) = match &database_url {
-        Some(url) if url.starts_with("postgres") => {
-            let schema = format!("bench_{}", std::process::id());
-            create_schema(url, &schema).await?;
-            (
-                Arc::new(nurture_engine::store::postgres::PgStore::connect_in_schema(url, &schema).await?),
-                format!("postgres (schema {schema})"),
-            )
-        }
-        Some(url) => (nurture_engine::store::connect(url).await?, url.clone()),
-        None => {
-            let path = dir.join("bench.db");
-            (
-                nurture_engine::store::connect(&format!("sqlite://{}", path.display())).await?,
-                format!("sqlite ({})", path.display()),
-            )
-        }
-    };
+    let (store, label, cleanup) = open_store(database_url.as_deref()).await?;
     store.migrate().await?;
     let playbook = Playbook::from_files(
         &[
@@ -80,10 +64,7 @@ pub async fn ingest(total: usize, database_url: Option<String>, batch: usize, st
         "{}",
         json!({"bench": "ingest", "backend": label, "events": accepted, "leads": leads, "batch": batch, "streams": streams, "seconds": (seconds * 1000.0).round() / 1000.0, "events_per_s": (accepted as f64 / seconds).round()})
     );
-    if let Some(url) = database_url.filter(|u| u.starts_with("postgres")) {
-        drop_schema(&url, &format!("bench_{}", std::process::id())).await?;
-    }
-    let _ = std::fs::remove_dir_all(dir);
+    cleanup.run().await;
     Ok(())
 }
 
@@ -110,10 +91,54 @@ fn synthetic(i: usize, leads: usize) -> EventInput {
     }
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+/// What a bench leaves behind: its PostgreSQL schema or its SQLite directory.
+pub struct Cleanup {
+    dir: std::path::PathBuf,
+    schema: Option<(String, String)>,
+}
+
+impl Cleanup {
+    pub async fn run(self) {
+        if let Some((url, schema)) = &self.schema {
+            if let Err(e) = drop_schema(url, schema).await {
+                eprintln!("dropping the bench schema {schema}: {e}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh store for a bench: a schema of its own on PostgreSQL, else a new SQLite file in a
+/// temporary directory. Returns it with a label for the report.
+pub async fn open_store(
+    database_url: Option<&str>,
+) -> Result<(Arc<dyn nurture_engine::store::Store>, String, Cleanup)> {
     let dir = std::env::temp_dir().join(format!("nurture-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    let mut cleanup = Cleanup {
+        dir: dir.clone(),
+        schema: None,
+    };
+    let (store, label): (Arc<dyn nurture_engine::store::Store>, String) = match database_url {
+        Some(url) if url.starts_with("postgres") => {
+            let schema = format!("bench_{}", std::process::id());
+            create_schema(url, &schema).await?;
+            cleanup.schema = Some((url.to_owned(), schema.clone()));
+            (
+                Arc::new(nurture_engine::store::postgres::PgStore::connect_in_schema(url, &schema).await?),
+                format!("postgres (schema {schema})"),
+            )
+        }
+        Some(url) => (nurture_engine::store::connect(url).await?, url.to_owned()),
+        None => {
+            let path = dir.join("bench.db");
+            (
+                nurture_engine::store::connect(&format!("sqlite://{}", path.display())).await?,
+                format!("sqlite ({})", path.display()),
+            )
+        }
+    };
+    Ok((store, label, cleanup))
 }
 
 async fn create_schema(url: &str, schema: &str) -> Result<()> {

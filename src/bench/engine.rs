@@ -1,0 +1,330 @@
+//! `nurture bench engine`: the campaign engine over N leads, in the two workloads of issue 4,
+//! through the same code `serve` runs (hand enrollment, the runner, the dispatcher).
+//!
+//! - W1, first touch: every lead enters the drip and takes its first send (the enrollment, its
+//!   journey lines and the outbox row, in one transaction per batch).
+//! - The dispatcher renders those e-mails (templates, tracked links, MIME) and discards them:
+//!   SMTP is measured by `bench dispatch`, this measures rendering.
+//! - 30% of the leads open their e-mail (ingested as events, not timed).
+//! - W2, wake and branch: the manual clock moves past the 3-day wait; every enrollment wakes,
+//!   branches on `opened`, and sends its next e-mail.
+//!
+//! A "step" here is one enrollment moved through one transition with its journey line and
+//! outbox row, as `floor.sh` counts it. W2's enrollments each take three (wait end, branch,
+//! send), so its steps/s counts enrollments, not journey lines: the figure a floor compares with.
+
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use chrono::{Duration, TimeZone, Utc};
+use nurture_engine::clock::ManualClock;
+use nurture_engine::engine::{Engine, Sender, Target};
+use nurture_engine::event::EventInput;
+use nurture_engine::lead::{LeadInput, LeadRef};
+use nurture_engine::mail::{Mailer, OutgoingEmail, SendError};
+use nurture_engine::playbook::Playbook;
+use nurture_engine::tag::Actor;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The first stage of the shipped industry drip: insight e-mail, 3 days, opened? then deep
+/// content (tagged) or the changed-angle e-mail.
+const DRIP: &str = r#"
+kind: Campaign
+id: bench-drip
+name: Bench drip
+type: drip
+entry: { trigger: manual }
+start: insight
+steps:
+  insight:
+    send: { channel: email, template: industry-insight }
+    next: wait_insight
+  wait_insight:
+    wait: { for: 3d }
+    next: opened_insight
+  opened_insight:
+    branch: { if: { opened: insight }, then: tag_deep, else: new_angle }
+  tag_deep:
+    tag: { add: [engagement:deep] }
+    next: deep_content
+  deep_content:
+    send: { channel: email, template: deep-content }
+    next: wait_more
+  new_angle:
+    send: { channel: email, template: industry-insight-new-angle }
+    next: wait_more
+  wait_more:
+    wait: { for: 3d }
+    next: done
+  done:
+    exit: completed
+"#;
+
+/// Renders and composes each e-mail, then drops it.
+struct Discard;
+
+#[async_trait]
+impl Mailer for Discard {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
+        nurture_engine::mail::compose(email).map(|_| ())
+    }
+
+    fn describe(&self) -> String {
+        "rendered and composed, then discarded".into()
+    }
+}
+
+pub struct Options {
+    pub leads: usize,
+    pub database_url: Option<String>,
+    /// Leads per transaction.
+    pub batch: usize,
+    /// Concurrent engine workers (tasks sharing the store's pool).
+    pub workers: usize,
+    pub templates: std::path::PathBuf,
+    /// `floor.sh`, run with the same N for the ratio.
+    pub floor: Option<std::path::PathBuf>,
+}
+
+pub async fn run(options: Options) -> Result<()> {
+    let n = options.leads.max(1);
+    let workers = options.workers.max(1);
+    let batch = options.batch.max(1);
+    if !options.templates.join("industry-insight.hbs").is_file() {
+        bail!(
+            "the shipped templates are not in {}: run from the repository root, or give --templates DIR",
+            options.templates.display()
+        );
+    }
+    let templates = Arc::new(nurture_engine::template::Templates::load_dir(&options.templates));
+    let playbook = Playbook::from_files(&[("bench-drip.yaml".into(), DRIP.into())], templates)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (store, label, cleanup) = super::open_store(options.database_url.as_deref()).await?;
+    store.migrate().await?;
+    let start = Utc.with_ymd_and_hms(2026, 11, 2, 1, 0, 0).single().context("start")?;
+    let clock = ManualClock::new(start);
+    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(clock.clone())));
+    engine.deploy_current().await?;
+
+    // Leads, not timed.
+    let made = Instant::now();
+    let mut ids: Vec<i64> = Vec::with_capacity(n);
+    for first in (0..n).step_by(1_000) {
+        let chunk: Vec<(Target, LeadInput)> = (first..(first + 1_000).min(n))
+            .map(|i| {
+                let (first, last) = [("伟", "王"), ("芳", "李"), ("Anna", "Becker"), ("David", "Smith")][i % 4];
+                let industry = ["Manufacturing", "Energy", "Automotive"][i % 3];
+                let input: LeadInput = serde_json::from_value(json!({
+                    "email": format!("lead{i}@company{}.example", i % 997),
+                    "first_name": first,
+                    "last_name": last,
+                    "industry": industry,
+                    "attributes": {"language": if i % 4 >= 2 { "en" } else { "zh-CN" }},
+                }))
+                .expect("a valid lead");
+                (Target::Keys, input)
+            })
+            .collect();
+        for item in engine.upsert_leads(chunk, &Actor::System("bench".into())).await? {
+            match item {
+                Ok(nurture_engine::engine::Upserted::Created(view))
+                | Ok(nurture_engine::engine::Upserted::Updated(view)) => ids.push(view.lead.id.0),
+                Err(e) => bail!("creating bench leads: {e:?}"),
+            }
+        }
+    }
+    eprintln!("{n} leads created in {:.1} s", made.elapsed().as_secs_f64());
+
+    // W1: first touch.
+    let started = Instant::now();
+    let shares = split(&ids, workers);
+    let mut tasks = Vec::new();
+    for share in shares {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut entered = 0;
+            for chunk in share.chunks(batch) {
+                let refs: Vec<LeadRef> = chunk
+                    .iter()
+                    .map(|id| LeadRef {
+                        id: Some(id.to_string()),
+                        email: None,
+                        external_id: None,
+                    })
+                    .collect();
+                entered += engine.enroll("bench-drip", &refs).await?.enrolled;
+            }
+            anyhow::Ok(entered)
+        }));
+    }
+    let mut entered = 0;
+    for task in tasks {
+        entered += task.await??;
+    }
+    let w1 = started.elapsed().as_secs_f64();
+    if entered != n {
+        bail!("W1: {entered} of {n} leads entered the drip");
+    }
+
+    // The dispatcher renders the first e-mails.
+    let sender = Sender {
+        mailer: Arc::new(Discard),
+        from: "灵犀工业云 <news@lumen-cloud.example>".into(),
+        public_url: "http://127.0.0.1:8080".into(),
+        key: nurture_engine::tracking::TrackingKey::new(b"bench"),
+        concurrency: 16,
+        wechat: None,
+    };
+    let (rendered_1, render_1, delivered) = dispatch_all(&engine, &sender).await?;
+
+    // 30% open (every tenth lead's e-mail, three in ten), ingested as events, not timed.
+    let opens: Vec<EventInput> = delivered
+        .iter()
+        .filter(|(_, lead)| lead % 10 < 3)
+        .map(|(message, lead)| EventInput {
+            lead: LeadRef {
+                id: Some(lead.to_string()),
+                email: None,
+                external_id: None,
+            },
+            kind: "email_opened".into(),
+            occurred_at: None,
+            properties: json!({"message_id": message}).as_object().cloned().unwrap_or_default(),
+            idempotency_key: None,
+            source: Some("bench".into()),
+        })
+        .collect();
+    let opened = opens.len();
+    for chunk in opens.chunks(5_000) {
+        engine.ingest_events(chunk.to_vec()).await?;
+    }
+
+    // W2: the waits end; each enrollment branches and sends.
+    clock.advance_to(start + Duration::days(3) + Duration::seconds(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut moved = 0;
+            loop {
+                let n = engine.run_due(batch as i64).await?;
+                if n == 0 {
+                    return anyhow::Ok(moved);
+                }
+                moved += n;
+            }
+        }));
+    }
+    let mut woken = 0;
+    for task in tasks {
+        woken += task.await??;
+    }
+    let w2 = started.elapsed().as_secs_f64();
+    let (rendered_2, render_2, _) = dispatch_all(&engine, &sender).await?;
+
+    // What happened, from the store: every lead once down one arm.
+    let counts = store.step_counts("bench-drip").await?;
+    let entered_at = |step: &str| counts.iter().find(|c| c.step == step).map_or(0, |c| c.entered);
+    let (deep, angle) = (entered_at("deep_content"), entered_at("new_angle"));
+    if (deep + angle) as usize != n || deep as usize != opened {
+        bail!("W2: {deep} took the yes arm and {angle} the no arm, of {n} leads with {opened} opens");
+    }
+
+    let rss = peak_rss_mb();
+    let floor = match &options.floor {
+        Some(script) => floor(script, n, options.database_url.as_deref(), &label)?,
+        None => None,
+    };
+    let ratio = |rate: f64| floor.map(|f| (rate / f * 1000.0).round() / 1000.0);
+    let w1_rate = n as f64 / w1;
+    let w2_rate = woken as f64 / w2;
+    let render_rate = (rendered_1 + rendered_2) as f64 / (render_1 + render_2);
+    println!(
+        "{}",
+        json!({
+            "bench": "engine", "backend": label, "leads": n, "batch": batch, "workers": workers,
+            "w1": {"enrollments": entered, "seconds": round3(w1), "steps_per_s": w1_rate.round(), "floor_ratio": ratio(w1_rate)},
+            "w2": {"enrollments": woken, "yes": deep, "no": angle, "seconds": round3(w2), "steps_per_s": w2_rate.round(), "floor_ratio": ratio(w2_rate)},
+            "dispatch": {"rendered": rendered_1 + rendered_2, "seconds": round3(render_1 + render_2), "emails_per_s": render_rate.round()},
+            "floor_steps_per_s": floor,
+            "peak_rss_mb": rss,
+        })
+    );
+    cleanup.run().await;
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn split(ids: &[i64], parts: usize) -> Vec<Vec<i64>> {
+    let mut out = vec![Vec::new(); parts];
+    for (i, chunk) in ids.chunks(500).enumerate() {
+        out[i % parts].extend_from_slice(chunk);
+    }
+    out
+}
+
+/// Dispatches until the outbox is empty: (sent, seconds, (message, lead) of each).
+async fn dispatch_all(engine: &Engine, sender: &Sender) -> Result<(usize, f64, Vec<(i64, i64)>)> {
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut delivered = Vec::new();
+    loop {
+        let report = engine.dispatch(sender, 2_000).await?;
+        if report.handled() == 0 {
+            break;
+        }
+        if report.failed + report.retrying > 0 {
+            bail!("dispatch: {} failed, {} retrying", report.failed, report.retrying);
+        }
+        sent += report.sent;
+        delivered.extend(report.delivered);
+    }
+    Ok((sent, started.elapsed().as_secs_f64(), delivered))
+}
+
+/// The process's peak resident set (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0).round())
+}
+
+/// Runs `floor.sh N` and returns the steps/s it measured for this backend.
+fn floor(script: &Path, n: usize, database_url: Option<&str>, label: &str) -> Result<Option<f64>> {
+    let mut command = std::process::Command::new("bash");
+    command.arg(script).arg(n.to_string());
+    if let Some(url) = database_url.filter(|u| u.starts_with("postgres")) {
+        command.env("DATABASE_URL", url);
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let backend = if label.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(value) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if value["backend"] == backend {
+            return Ok(value["steps_per_s"].as_f64());
+        }
+    }
+    Ok(None)
+}
