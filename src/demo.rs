@@ -9,10 +9,9 @@ use chrono::{Duration, TimeZone, Utc};
 use nurture_engine::clock::ManualClock;
 use nurture_engine::engine::{Engine, Sender};
 use nurture_engine::event::EventInput;
-use nurture_engine::lead::{LeadInput, LeadRef, Stage};
+use nurture_engine::lead::{LeadInput, LeadRef};
 use nurture_engine::mail::{FileMailer, Mailer, OutgoingEmail, SendError};
 use nurture_engine::playbook::Playbook;
-use nurture_engine::store::LeadFilter;
 use nurture_engine::tag::Actor;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -62,7 +61,7 @@ impl Mailer for SampleMailer {
         if self.seen.fetch_add(1, Ordering::SeqCst) < self.keep {
             self.files.send(email).await
         } else {
-            nurture_engine::mail::compose(email).map(|_| ())
+            nurture_engine::mail::ComposeOnly.send(email).await
         }
     }
 
@@ -117,7 +116,7 @@ pub async fn run(
         public_url: "http://127.0.0.1:8080".into(),
         key: nurture_engine::tracking::TrackingKey::new(b"demo"),
         concurrency: 8,
-        wechat: None,
+        wechat: Some(Arc::new(nurture_engine::wechat::DropWechat)),
     };
     let mut rng = StdRng::seed_from_u64(seed);
 
@@ -241,47 +240,15 @@ pub async fn run(
     }
 
     println!();
-    let played = engine.playbook();
-    for campaign in played.campaigns.values() {
-        println!("{} ({}), version {}", campaign.name, campaign.id, campaign.version);
-        println!("  {:<26} {:>8} {:>8}  outcomes", "step", "entered", "waiting");
-        let counts = store.step_counts(&campaign.id).await?;
-        for step in campaign.steps() {
-            let Some(count) = counts.iter().find(|c| c.step == step.id) else {
-                continue;
-            };
-            let outcomes: Vec<String> = count.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
-            println!(
-                "  {:<26} {:>8} {:>8}  {}",
-                step.id,
-                count.entered,
-                count.waiting,
-                outcomes.join(", ")
-            );
-        }
-        println!();
-    }
-    let mut handed = Vec::new();
-    for stage in [Stage::Mql, Stage::HandedOff] {
-        let filter = LeadFilter {
-            stage: Some(stage),
-            ..Default::default()
-        };
-        let mut n = 0;
-        let mut after = None;
-        loop {
-            let page = store.list_leads(&filter, after, 1_000).await?;
-            n += page.len();
-            match page.last() {
-                Some(last) if page.len() == 1_000 => after = Some(last.id),
-                _ => break,
-            }
-        }
-        handed.push(format!("{n} {}", stage.as_str()));
-    }
+    crate::funnel::print(&crate::funnel::read(store.as_ref(), &engine.playbook()).await?);
+    let stages: Vec<String> = crate::funnel::stages(store.as_ref())
+        .await?
+        .iter()
+        .map(|(stage, n)| format!("{stage} {n}"))
+        .collect();
     println!(
-        "Handoffs: {} (MQL by the rules; handed off by campaign steps).",
-        handed.join(", ")
+        "Leads by stage: {} (MQL by the rules; handed off by campaign steps).",
+        stages.join(", ")
     );
     println!(
         "{sent} e-mails sent; samples in {}. Took {:.1} s.",

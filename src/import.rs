@@ -11,7 +11,30 @@ use std::path::Path;
 
 const BATCH: usize = 1_000;
 
+/// What an import did; rejected rows with their line and reason, in line order.
+pub struct ImportReport {
+    pub created: usize,
+    pub updated: usize,
+    pub rejected: Vec<(u64, String)>,
+}
+
 pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
+    let report = load(engine, file, true).await?;
+    println!(
+        "Imported {}: {} created, {} updated, {} rejected.",
+        file.display(),
+        report.created,
+        report.updated,
+        report.rejected.len()
+    );
+    for (line, reason) in &report.rejected {
+        println!("  line {line}: {reason}");
+    }
+    Ok(())
+}
+
+/// Upserts every row of `file` in batches, with a progress bar when `progress`.
+pub async fn load(engine: &Engine, file: &Path, progress: bool) -> Result<ImportReport> {
     let size = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?
         .len();
@@ -25,7 +48,11 @@ pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
         .iter()
         .map(|h| h.trim().to_owned())
         .collect();
-    let bar = ProgressBar::new(size);
+    let bar = if progress {
+        ProgressBar::new(size)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -80,16 +107,12 @@ pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    println!(
-        "Imported {}: {created} created, {updated} updated, {} rejected.",
-        file.display(),
-        rejected.len()
-    );
     rejected.sort();
-    for (line, reason) in &rejected {
-        println!("  line {line}: {reason}");
-    }
-    Ok(())
+    Ok(ImportReport {
+        created,
+        updated,
+        rejected,
+    })
 }
 
 fn csv_problem(error: &csv::Error) -> String {

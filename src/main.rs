@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 mod bench;
 mod demo;
+mod funnel;
 mod import;
 mod report;
+mod simulate;
 
 #[derive(Parser)]
 #[command(name = "nurture", version, about = "B2B lead-nurturing marketing automation engine")]
@@ -53,6 +55,34 @@ enum Command {
         /// Where the sample e-mails are written.
         #[arg(long, default_value = "outbox")]
         outbox: PathBuf,
+    },
+    /// What-if: run a playbook over leads from a CSV file for some days, with drawn opens,
+    /// clicks and replies; no message leaves. Prints each campaign's funnel per step.
+    Simulate {
+        #[command(flatten)]
+        playbook: PlaybookArgs,
+        /// The leads, as `nurture leads import` reads them (a header row of lead fields).
+        #[arg(long)]
+        leads: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// The share of delivered e-mails opened by a person.
+        #[arg(long, default_value_t = 0.25)]
+        open_rate: f64,
+        /// The share of opened e-mails clicked.
+        #[arg(long, default_value_t = 0.2)]
+        click_rate: f64,
+        /// The share of opened e-mails answered.
+        #[arg(long, default_value_t = 0.02)]
+        reply_rate: f64,
+        /// An event every lead sends at the start, such as `registered` (repeatable).
+        #[arg(long = "event")]
+        events: Vec<String>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// The report as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure the engine.
     Bench {
@@ -320,6 +350,32 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let templates = playbook.templates.dir(&playbook.playbook);
             demo::run(leads, days, seed, &playbook.playbook, &templates, &outbox).await
+        }
+        Command::Simulate {
+            playbook,
+            leads,
+            days,
+            open_rate,
+            click_rate,
+            reply_rate,
+            events,
+            seed,
+            json,
+        } => {
+            let templates = playbook.templates.dir(&playbook.playbook);
+            simulate::run(simulate::Options {
+                playbook: playbook.playbook,
+                templates,
+                leads,
+                days,
+                open_rate,
+                click_rate,
+                reply_rate,
+                events,
+                seed,
+                json,
+            })
+            .await
         }
         Command::Bench {
             command: BenchCommand::Playbook { steps, runs },

@@ -68,6 +68,29 @@ struct Token {
     good_until: Instant,
 }
 
+/// Where WeChat template messages go: the Official Account API, or nowhere (simulations).
+#[async_trait::async_trait]
+pub trait WechatSender: Send + Sync {
+    /// Sends one message; returns WeChat's `msgid`.
+    async fn send(&self, message: &TemplateMessage) -> Result<i64, SendError>;
+    /// Where messages go, for logs.
+    fn describe(&self) -> String;
+}
+
+/// Accepts every message and sends none: `nurture simulate` and `demo`, where nothing leaves.
+pub struct DropWechat;
+
+#[async_trait::async_trait]
+impl WechatSender for DropWechat {
+    async fn send(&self, _message: &TemplateMessage) -> Result<i64, SendError> {
+        Ok(0)
+    }
+
+    fn describe(&self) -> String {
+        "dropped (no WeChat message leaves)".into()
+    }
+}
+
 /// The Official Account API client. One per server; cheap to share.
 pub struct Wechat {
     config: WechatConfig,
@@ -88,13 +111,6 @@ impl Wechat {
             http,
             token: Mutex::new(None),
         })
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "WeChat Official Account {} at {}",
-            self.config.appid, self.config.api_url
-        )
     }
 
     fn url(&self, path: &str) -> String {
@@ -148,9 +164,18 @@ impl Wechat {
             .await
             .map_err(|e| SendError::Transient(format!("WeChat API answered something that is not its JSON: {e}")))
     }
+}
 
-    /// Sends one template message; returns WeChat's `msgid`.
-    pub async fn send(&self, message: &TemplateMessage) -> Result<i64, SendError> {
+#[async_trait::async_trait]
+impl WechatSender for Wechat {
+    fn describe(&self) -> String {
+        format!(
+            "WeChat Official Account {} at {}",
+            self.config.appid, self.config.api_url
+        )
+    }
+
+    async fn send(&self, message: &TemplateMessage) -> Result<i64, SendError> {
         let mut token = self.token(None).await?;
         for attempt in 0..2 {
             let answer = self

@@ -14,13 +14,11 @@
 //! send), so its steps/s counts enrollments, not journey lines: the figure a floor compares with.
 
 use anyhow::{bail, Context, Result};
-use async_trait::async_trait;
 use chrono::{Duration, TimeZone, Utc};
 use nurture_engine::clock::ManualClock;
 use nurture_engine::engine::{Engine, Sender, Target};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{LeadInput, LeadRef};
-use nurture_engine::mail::{Mailer, OutgoingEmail, SendError};
 use nurture_engine::playbook::Playbook;
 use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
@@ -61,20 +59,6 @@ steps:
   done:
     exit: completed
 "#;
-
-/// Renders and composes each e-mail, then drops it.
-struct Discard;
-
-#[async_trait]
-impl Mailer for Discard {
-    async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
-        nurture_engine::mail::compose(email).map(|_| ())
-    }
-
-    fn describe(&self) -> String {
-        "rendered and composed, then discarded".into()
-    }
-}
 
 pub struct Options {
     pub leads: usize,
@@ -170,7 +154,7 @@ pub async fn run(options: Options) -> Result<()> {
 
     // The dispatcher renders the first e-mails.
     let sender = Sender {
-        mailer: Arc::new(Discard),
+        mailer: Arc::new(nurture_engine::mail::ComposeOnly),
         from: "灵犀工业云 <news@lumen-cloud.example>".into(),
         public_url: "http://127.0.0.1:8080".into(),
         key: nurture_engine::tracking::TrackingKey::new(b"bench"),

@@ -462,3 +462,103 @@ fn demo_runs_the_playbook_over_virtual_days_and_prints_the_funnel() {
         without_time(&stdout)
     );
 }
+
+/// Leads for `simulate`: `n` good rows and one with a broken e-mail address (line n + 2).
+fn simulation_leads(dir: &Path, n: usize) -> std::path::PathBuf {
+    let mut csv = String::from("email,first_name,title,persona,industry,language\n");
+    for i in 0..n {
+        let industry = ["Manufacturing", "Energy", ""][i % 3];
+        csv.push_str(&format!("buyer{i}@plant.example,伟,CEO,cxo,{industry},zh-CN\n"));
+    }
+    csv.push_str("not-an-email,Bad,,,,\n");
+    let path = dir.join("leads.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn simulate(dir: &Path, extra: &[&str]) -> (serde_json::Value, String) {
+    let leads = simulation_leads(dir, 60);
+    let output = nurture(dir)
+        .args(["simulate", "--days", "12", "--event", "registered", "--json", "--leads"])
+        .arg(&leads)
+        .arg("--playbook")
+        .arg(crate::support::repo().join("campaigns"))
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (serde_json::from_slice(&output.stdout).unwrap(), stderr)
+}
+
+fn step<'a>(report: &'a serde_json::Value, campaign: &str, step: &str) -> &'a serde_json::Value {
+    report["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == campaign)
+        .and_then(|c| c["steps"].as_array().unwrap().iter().find(|s| s["step"] == step))
+        .unwrap_or_else(|| panic!("no step {campaign}/{step}"))
+}
+
+#[test]
+fn simulate_runs_a_playbook_over_a_csv_deterministically_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, stderr) = simulate(dir.path(), &[]);
+    assert!(
+        stderr.contains("leads.csv:62: skipped: email:"),
+        "the broken row is named by its line: {stderr}"
+    );
+    assert_eq!(report["leads"], 60);
+    assert_eq!(report["rejected_rows"], 1);
+    // Every lead registered, got the CXO welcome, and reached the branch on opens at day 5.
+    assert_eq!(step(&report, "welcome", "welcome")["outcomes"]["sent"], 60);
+    let branch = step(&report, "welcome", "opened_any");
+    let (yes, no) = (
+        branch["outcomes"]["yes"].as_i64().unwrap_or(0),
+        branch["outcomes"]["no"].as_i64().unwrap_or(0),
+    );
+    assert_eq!(yes + no, 60, "{branch}");
+    assert!(
+        yes > 0 && no > 0,
+        "a 25% open rate over two e-mails splits the leads: {branch}"
+    );
+    assert_eq!(report["messages"]["failed"], 0, "every template rendered");
+    assert!(!dir.path().join("outbox").exists(), "no e-mail is written anywhere");
+
+    let (again, _) = simulate(dir.path(), &[]);
+    assert_eq!(again, report, "the same seed gives the same report");
+    let (other, _) = simulate(dir.path(), &["--seed", "8"]);
+    assert_ne!(
+        other["messages"], report["messages"],
+        "another seed draws other responses"
+    );
+
+    // Nobody opens: every lead takes the no arm.
+    let (closed, _) = simulate(dir.path(), &["--open-rate", "0"]);
+    let branch = step(&closed, "welcome", "opened_any");
+    assert_eq!(
+        (branch["outcomes"]["yes"].as_i64(), branch["outcomes"]["no"].as_i64()),
+        (None, Some(60))
+    );
+    assert_eq!(closed["messages"]["opened"], 0);
+}
+
+#[test]
+fn simulate_refuses_a_rate_that_is_not_a_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let leads = simulation_leads(dir.path(), 3);
+    let output = nurture(dir.path())
+        .args(["simulate", "--open-rate", "25", "--leads"])
+        .arg(&leads)
+        .arg("--playbook")
+        .arg(crate::support::repo().join("campaigns"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--open-rate must be a share between 0 and 1 (0.25 is a quarter), not 25"),
+        "{stderr}"
+    );
+}

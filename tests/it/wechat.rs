@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use nurture_engine::access::Role::*;
 use nurture_engine::engine::Sender;
 use nurture_engine::mail::FileMailer;
-use nurture_engine::wechat::{Wechat, WechatConfig};
+use nurture_engine::wechat::{Wechat, WechatConfig, WechatSender};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,7 +76,7 @@ async fn fake_wechat(expire_first: bool) -> (String, Shared) {
     (url, fake)
 }
 
-fn sender(app: &TestApp, wechat: Option<Arc<Wechat>>, outbox: &std::path::Path) -> Sender {
+fn sender(app: &TestApp, wechat: Option<Arc<dyn WechatSender>>, outbox: &std::path::Path) -> Sender {
     Sender {
         mailer: Arc::new(FileMailer::new(outbox).unwrap()),
         from: "灵犀工业云 <news@lumen-cloud.example>".into(),
@@ -88,7 +88,7 @@ fn sender(app: &TestApp, wechat: Option<Arc<Wechat>>, outbox: &std::path::Path) 
     }
 }
 
-fn client(url: &str, secret: &str) -> Arc<Wechat> {
+fn client(url: &str, secret: &str) -> Arc<dyn WechatSender> {
     Arc::new(
         Wechat::new(WechatConfig {
             api_url: url.into(),

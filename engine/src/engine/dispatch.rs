@@ -20,7 +20,7 @@ use crate::mail::{Mailer, OutgoingEmail, SendError};
 use crate::store::{MessageOutcome, PendingMessage};
 use crate::template::{Links, RenderInput};
 use crate::tracking::{Token, TrackingKey};
-use crate::wechat::{TemplateMessage, Wechat};
+use crate::wechat::{TemplateMessage, WechatSender};
 
 /// After this many attempts a transiently failing message is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
@@ -40,7 +40,7 @@ pub struct Sender {
     pub concurrency: usize,
     /// The WeChat Official Account, when one is configured; without it WeChat messages wait
     /// (retried with backoff) for a server that has one.
-    pub wechat: Option<Arc<Wechat>>,
+    pub wechat: Option<Arc<dyn WechatSender>>,
 }
 
 /// What one dispatch pass did.
@@ -50,7 +50,9 @@ pub struct DispatchReport {
     pub failed: usize,
     pub retrying: usize,
     pub skipped: usize,
-    /// (message id, lead id) of each message sent.
+    /// Of `sent`, WeChat template messages.
+    pub wechat: usize,
+    /// (message id, lead id) of each e-mail sent.
     #[serde(skip)]
     pub delivered: Vec<(i64, i64)>,
 }
@@ -168,7 +170,7 @@ impl Engine {
             }
         }
         let lead_of: HashMap<i64, i64> = claimed.iter().map(|m| (m.id, m.lead_id)).collect();
-        let results: Vec<(i64, i64, Result<(), SendError>)> = stream::iter(jobs)
+        let results: Vec<(i64, i64, bool, Result<(), SendError>)> = stream::iter(jobs)
             .map(|(id, attempts, outgoing)| async move {
                 let result = match &outgoing {
                     Outgoing::Email(email) => sender.mailer.send(email).await,
@@ -180,17 +182,19 @@ impl Engine {
                         )),
                     },
                 };
-                (id, attempts, result)
+                (id, attempts, matches!(outgoing, Outgoing::Email(_)), result)
             })
             .buffer_unordered(sender.concurrency.max(1))
             .collect()
             .await;
         let now = self.now();
-        for (id, attempts, result) in results {
-            if result.is_ok() {
-                report
+        for (id, attempts, email, result) in results {
+            match (&result, email) {
+                (Ok(()), true) => report
                     .delivered
-                    .push((id, lead_of.get(&id).copied().unwrap_or_default()));
+                    .push((id, lead_of.get(&id).copied().unwrap_or_default())),
+                (Ok(()), false) => report.wechat += 1,
+                _ => {}
             }
             outcomes.push(match result {
                 Ok(()) => MessageOutcome {

@@ -156,6 +156,21 @@ impl Mailer for FileMailer {
     }
 }
 
+/// Renders and composes every message, then drops it: for simulations and benchmarks, where
+/// no mail may leave but a template that fails must still be found.
+pub struct ComposeOnly;
+
+#[async_trait]
+impl Mailer for ComposeOnly {
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
+        compose(email).map(|_| ())
+    }
+
+    fn describe(&self) -> String {
+        "composed, then dropped (no mail leaves)".into()
+    }
+}
+
 /// SMTP when a URL is given, else `.eml` files in `outbox`.
 pub fn mailer(smtp_url: Option<&str>, outbox: &Path, pool_size: u32) -> Result<Arc<dyn Mailer>, String> {
     match smtp_url {

@@ -184,6 +184,14 @@ macro_rules! store_impl {
                 .collect())
         }
 
+        async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+            Ok(
+                sqlx::query_as("SELECT stage, COUNT(*) FROM leads GROUP BY stage ORDER BY stage")
+                    .fetch_all(&self.pool)
+                    .await?,
+            )
+        }
+
         async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>> {
             let mut steps: std::collections::BTreeMap<String, StepCount> = std::collections::BTreeMap::new();
             let entered: Vec<(String, i64)> = sqlx::query_as(
@@ -565,6 +573,8 @@ pub trait Store: Send + Sync + 'static {
     /// Per step of a campaign (all versions): journey lines by outcome, enrollments that
     /// reached the step, and enrollments waiting there now.
     async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>>;
+    /// How many leads are at each stage (stages with none are left out).
+    async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
     /// Every deployed version of a campaign, oldest first.
     async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
     /// Takes up to `limit` pending messages due by `now` for sending: each is leased until
