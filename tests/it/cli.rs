@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn nurture(dir: &Path) -> Command {
+pub(crate) fn nurture(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_nurture"));
     command
         .current_dir(dir)
@@ -17,9 +17,9 @@ fn nurture(dir: &Path) -> Command {
 }
 
 /// A running `nurture serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -35,7 +35,7 @@ fn serve(dir: &Path) -> Server {
     serve_with(dir, &[])
 }
 
-fn serve_with(dir: &Path, args: &[&str]) -> Server {
+pub(crate) fn serve_with(dir: &Path, args: &[&str]) -> Server {
     let mut child = nurture(dir)
         .arg("serve")
         .args(args)
@@ -58,10 +58,16 @@ fn serve_with(dir: &Path, args: &[&str]) -> Server {
     }
 }
 
-async fn ready(base: &str) -> reqwest::Response {
+pub(crate) async fn ready(base: &str) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match reqwest::get(format!("{base}/readyz")).await {
+        match crate::support::http()
+            .build()
+            .unwrap()
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+        {
             Ok(r) => return r,
             Err(e) if Instant::now() > deadline => panic!("the server never answered: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

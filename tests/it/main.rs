@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod crash;
 mod email;
 mod playbook;
 mod smtp;

@@ -43,6 +43,11 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
+    /// How many messages were accepted so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
     /// The messages accepted so far, as received (headers and body).
     pub fn messages(&self) -> Vec<String> {
         self.received.lock().unwrap().clone()

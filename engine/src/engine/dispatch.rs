@@ -170,7 +170,10 @@ impl Engine {
             }
         }
         let lead_of: HashMap<i64, i64> = claimed.iter().map(|m| (m.id, m.lead_id)).collect();
-        let results: Vec<(i64, i64, bool, Result<(), SendError>)> = stream::iter(jobs)
+        // Outcomes are recorded as sends complete, a handful at a time, not once for the whole
+        // batch: a crash can then only resend the few e-mails whose outcome was not yet written.
+        self.finish(&mut report, &outcomes).await?;
+        let mut results = std::pin::pin!(stream::iter(jobs)
             .map(|(id, attempts, outgoing)| async move {
                 let result = match &outgoing {
                     Outgoing::Email(email) => sender.mailer.send(email).await,
@@ -185,42 +188,53 @@ impl Engine {
                 (id, attempts, matches!(outgoing, Outgoing::Email(_)), result)
             })
             .buffer_unordered(sender.concurrency.max(1))
-            .collect()
-            .await;
-        let now = self.now();
-        for (id, attempts, email, result) in results {
-            match (&result, email) {
-                (Ok(()), true) => report
-                    .delivered
-                    .push((id, lead_of.get(&id).copied().unwrap_or_default())),
-                (Ok(()), false) => report.wechat += 1,
-                _ => {}
-            }
-            outcomes.push(match result {
-                Ok(()) => MessageOutcome {
-                    id,
-                    status: "sent".into(),
-                    reason: None,
-                    sent_at: Some(to_micros(now)),
-                    next_attempt_at: None,
-                },
-                Err(SendError::Permanent(reason)) => failed(id, reason),
-                Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
-                    failed(id, format!("gave up after {attempts} attempts: {reason}"))
+            .ready_chunks(sender.concurrency.max(1)));
+        while let Some(done) = results.next().await {
+            let now = self.now();
+            let mut outcomes = Vec::with_capacity(done.len());
+            for (id, attempts, email, result) in done {
+                match (&result, email) {
+                    (Ok(()), true) => report
+                        .delivered
+                        .push((id, lead_of.get(&id).copied().unwrap_or_default())),
+                    (Ok(()), false) => report.wechat += 1,
+                    _ => {}
                 }
-                Err(SendError::Transient(reason)) => {
-                    tracing::debug!(message = id, attempts, %reason, "Send failed; retrying later.");
-                    MessageOutcome {
+                outcomes.push(match result {
+                    Ok(()) => MessageOutcome {
                         id,
-                        status: "pending".into(),
-                        reason: Some(reason),
-                        sent_at: None,
-                        next_attempt_at: Some(to_micros(now + backoff(id, attempts))),
+                        status: "sent".into(),
+                        reason: None,
+                        sent_at: Some(to_micros(now)),
+                        next_attempt_at: None,
+                    },
+                    Err(SendError::Permanent(reason)) => failed(id, reason),
+                    Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
+                        failed(id, format!("gave up after {attempts} attempts: {reason}"))
                     }
-                }
-            });
+                    Err(SendError::Transient(reason)) => {
+                        tracing::debug!(message = id, attempts, %reason, "Send failed; retrying later.");
+                        MessageOutcome {
+                            id,
+                            status: "pending".into(),
+                            reason: Some(reason),
+                            sent_at: None,
+                            next_attempt_at: Some(to_micros(now + backoff(id, attempts))),
+                        }
+                    }
+                });
+            }
+            self.finish(&mut report, &outcomes).await?;
         }
-        for outcome in &outcomes {
+        Ok(report)
+    }
+
+    /// Records outcomes and counts them in the report.
+    async fn finish(&self, report: &mut DispatchReport, outcomes: &[MessageOutcome]) -> EngineResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        for outcome in outcomes {
             match outcome.status.as_str() {
                 "sent" => report.sent += 1,
                 "failed" => report.failed += 1,
@@ -228,8 +242,8 @@ impl Engine {
                 _ => report.retrying += 1,
             }
         }
-        self.store.finish_messages(&outcomes).await?;
-        Ok(report)
+        self.store.finish_messages(outcomes).await?;
+        Ok(())
     }
 
     fn prepare(
