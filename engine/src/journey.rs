@@ -148,6 +148,61 @@ impl Facts for JourneyFacts<'_> {
     }
 }
 
+/// Why a condition came out as it did, for the journey log. Message conditions name the
+/// message they looked at (`no human open of message 8812 by 2026-11-26T09:00Z`); others say
+/// what was asked and when.
+pub fn explain(condition: &Condition, facts: &JourneyFacts<'_>, held: bool, now: DateTime<Utc>) -> String {
+    let mut notes = Vec::new();
+    message_notes(condition, facts, now, &mut notes);
+    if notes.is_empty() {
+        format!("{}? {held} at {}", describe(condition), now.to_rfc3339())
+    } else {
+        notes.join("; ")
+    }
+}
+
+fn message_notes(condition: &Condition, facts: &JourneyFacts<'_>, now: DateTime<Utc>, notes: &mut Vec<String>) {
+    use crate::condition::ClickedTest;
+    let by = now.format("%Y-%m-%dT%H:%MZ");
+    // The step's latest message in this enrollment.
+    let message = |step: &str| facts.messages.iter().filter(|m| m.step == step).max_by_key(|m| m.id);
+    let note = match condition {
+        Condition::All(parts) | Condition::Any(parts) => {
+            for part in parts {
+                message_notes(part, facts, now, notes);
+            }
+            return;
+        }
+        Condition::Not(inner) => return message_notes(inner, facts, now, notes),
+        Condition::Opened(step) => match message(&step.value) {
+            None => format!("no message from step {}", step.value),
+            Some(m) if m.opened => format!("human open of message {}", m.id),
+            Some(m) => format!("no human open of message {} by {by}", m.id),
+        },
+        Condition::Clicked(test) => {
+            let (step, link) = match &test.value {
+                ClickedTest::Step(step) => (step.as_str(), None),
+                ClickedTest::Link { step, link } => (step.as_str(), link.as_deref()),
+            };
+            let what = link.map_or_else(|| "a link".to_owned(), |l| format!("link {l:?}"));
+            match message(step) {
+                None => format!("no message from step {step}"),
+                Some(m) if link.map_or(!m.clicked.is_empty(), |l| m.clicked.iter().any(|c| c == l)) => {
+                    format!("click on {what} in message {}", m.id)
+                }
+                Some(m) => format!("no click on {what} in message {} by {by}", m.id),
+            }
+        }
+        Condition::Responded(step) => match message(&step.value) {
+            None => format!("no message from step {}", step.value),
+            Some(m) if m.responded || !m.clicked.is_empty() => format!("response to message {}", m.id),
+            Some(m) => format!("no response to message {} by {by}", m.id),
+        },
+        _ => return,
+    };
+    notes.push(note);
+}
+
 /// Something the runner must carry out for a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -188,7 +243,7 @@ pub struct JourneyEntry {
     /// `sent`, `waiting`, `waited`, `yes`, `no`, `arm 2`, `tagged`, `scored`, `handed_off`,
     /// `enrolled`, `exited`, `completed`, `goal`.
     pub outcome: String,
-    /// Why, in words: `branch opened_insight: no (opened insight? false at 2026-11-26T09:00Z)`.
+    /// Why, in words: `branch opened_insight: no (no human open of message 8812 by 2026-11-26T09:00Z)`.
     pub detail: String,
 }
 
@@ -327,7 +382,7 @@ pub fn advance(
                     let due = enrollment.wake_at.is_none_or(|w| now >= w);
                     let detail = match wait {
                         Wait::Until { condition, .. } if condition.eval(facts, segments, now) => {
-                            Some(format!("until held: {}", describe(condition)))
+                            Some(format!("until held: {}", explain(condition, facts, true, now)))
                         }
                         _ if due => Some(format!(
                             "{} passed at {}",
@@ -351,13 +406,7 @@ pub fn advance(
             Action::Branch(condition) => {
                 let yes = condition.eval(facts, segments, now);
                 let answer = if yes { "yes" } else { "no" };
-                let detail = format!(
-                    "branch {}: {answer} ({}? {} at {})",
-                    step.id,
-                    describe(condition),
-                    yes,
-                    now.to_rfc3339()
-                );
+                let detail = format!("branch {}: {answer} ({})", step.id, explain(condition, facts, yes, now));
                 log(&mut journey, &step.id, answer, detail);
                 go(&mut enrollment, next(if yes { Edge::Yes } else { Edge::No }));
             }

@@ -94,12 +94,18 @@ impl SmtpSink {
                 } else {
                     let _ = write.write_all(b"354 go ahead\r\n").await;
                     let mut message = String::new();
+                    let mut complete = false;
                     while let Ok(Some(data)) = lines.next_line().await {
                         if data == "." {
+                            complete = true;
                             break;
                         }
                         message.push_str(data.strip_prefix('.').unwrap_or(&data));
                         message.push_str("\r\n");
+                    }
+                    if !complete {
+                        // The client went away mid-message: as a real server does, keep nothing.
+                        return;
                     }
                     self.received.lock().unwrap().push(message);
                     b"250 2.0.0 queued\r\n"

@@ -172,11 +172,66 @@ fn the_journey_log_says_why() {
         &Segments::new(),
         t(72),
     );
-    assert_eq!(
-        out.journey[1].detail,
-        "branch b: no (opened a? false at 2026-11-05T09:00:00+00:00)"
-    );
+    assert_eq!(out.journey[1].detail, "branch b: no (no message from step a)");
     assert_eq!(out.journey[0].detail, "wait 3d passed at 2026-11-05T09:00:00+00:00");
+
+    // With the message: its id, and whether a person opened it.
+    for (opened, why) in [
+        (
+            false,
+            "branch b: no (no human open of message 8812 by 2026-11-05T09:00Z)",
+        ),
+        (true, "branch b: yes (human open of message 8812)"),
+    ] {
+        let messages = [MessageFact {
+            step: "a".into(),
+            id: 8812,
+            opened,
+            ..Default::default()
+        }];
+        let mut facts = JourneyFacts {
+            lead: run.lead.clone(),
+            tags: BTreeSet::new(),
+            events: &[],
+            messages: &messages,
+        };
+        let out = advance(
+            &run.playbook.campaigns["c"],
+            run.enrollment.clone(),
+            &mut facts,
+            &Segments::new(),
+            t(72),
+        );
+        assert_eq!(out.journey[1].detail, why);
+    }
+}
+
+#[test]
+fn conditions_without_messages_say_what_was_asked_and_when() {
+    let campaign = concat!(
+        "  a: { branch: { if: { tag: persona:cxo }, then: y, else: n } }\n",
+        "  y: { exit: cxo }\n",
+        "  n: { exit: other }\n",
+    );
+    let run = Run::new(playbook("", campaign));
+    let mut facts = JourneyFacts {
+        lead: run.lead.clone(),
+        tags: BTreeSet::new(),
+        events: &[],
+        messages: &[],
+    };
+    let out = advance(
+        &run.playbook.campaigns["c"],
+        run.enrollment.clone(),
+        &mut facts,
+        &Segments::new(),
+        t(0),
+    );
+    let detail = &out.journey[0].detail;
+    assert_eq!(
+        detail,
+        "branch a: no (tag persona:cxo? false at 2026-11-02T09:00:00+00:00)"
+    );
 }
 
 #[test]
