@@ -251,6 +251,19 @@ enum BenchCommand {
         #[arg(long)]
         streams: Option<usize>,
     },
+    /// How late waits end on the system clock: leads enter at a steady rate over --spread
+    /// seconds, each waits --wait seconds; prints p50/p90/p99/max lateness.
+    Wake {
+        #[arg(long, default_value_t = 20_000)]
+        leads: usize,
+        /// Defaults to a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        spread: u64,
+        #[arg(long, default_value_t = 5)]
+        wait: u64,
+    },
     /// Run the campaign engine over N leads: W1 (first touch), the dispatcher's rendering, and
     /// W2 (waits end, branch on opened, next send); print steps/s, e-mails/s and peak RSS.
     Engine {
@@ -394,6 +407,23 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench {
             command:
+                BenchCommand::Wake {
+                    leads,
+                    database_url,
+                    spread,
+                    wait,
+                },
+        } => {
+            bench::wake::run(bench::wake::Options {
+                leads,
+                database_url,
+                spread,
+                wait,
+            })
+            .await
+        }
+        Command::Bench {
+            command:
                 BenchCommand::Engine {
                     leads,
                     database_url,
@@ -475,26 +505,6 @@ fn playbook_command(command: PlaybookCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
-    }
-}
-
-/// The runner: moves enrollments whose waits are over, and sleeps until the next one is due
-/// (at most a second, so that waits made by other processes are not missed for long).
-async fn run_campaigns(engine: Arc<nurture_engine::engine::Engine>) {
-    loop {
-        match engine.run_due(1_000).await {
-            Ok(0) => {}
-            Ok(moved) => {
-                tracing::debug!(moved, "Enrollments moved.");
-                continue;
-            }
-            Err(e) => tracing::warn!(error = %e, "Running due enrollments failed; retrying."),
-        }
-        let pause = match engine.next_wake().await {
-            Ok(Some(at)) => (at - engine.now()).to_std().unwrap_or_default(),
-            _ => std::time::Duration::from_secs(1),
-        };
-        tokio::time::sleep(pause.min(std::time::Duration::from_secs(1))).await;
     }
 }
 
@@ -677,7 +687,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         });
     }
     if !manual {
-        tokio::spawn(run_campaigns(engine.clone()));
+        tokio::spawn(engine.clone().run_campaigns());
     }
     let mut app = nurture_api::Application::bind(&args.listen, engine.clone())
         .await

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod engine;
+pub mod wake;
 
 const RULES: &str = include_str!("../../campaigns/rules.yaml");
 const ICP: &str = include_str!("../../campaigns/segments/icp.yaml");

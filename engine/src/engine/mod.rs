@@ -157,6 +157,28 @@ impl Engine {
             .moved)
     }
 
+    /// The runner `serve` runs with the system clock: moves due enrollments in batches and,
+    /// when none is due, sleeps until the next wake-up time (at most a second, so that waits
+    /// written meanwhile by other workers or requests are seen), so a wait ends on time rather
+    /// than at the next poll. Runs until the task is dropped.
+    pub async fn run_campaigns(self: Arc<Self>) {
+        loop {
+            match self.run_due(1_000).await {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::debug!(moved, "Enrollments moved.");
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "Running due enrollments failed; retrying."),
+            }
+            let pause = match self.next_wake().await {
+                Ok(Some(at)) => (at - self.clock.now()).to_std().unwrap_or_default(),
+                _ => std::time::Duration::from_secs(1),
+            };
+            tokio::time::sleep(pause.min(std::time::Duration::from_secs(1))).await;
+        }
+    }
+
     /// A journey pass over locked leads that received no events, in `tx`, written and
     /// committed: the runner's and hand enrollment's transaction.
     async fn journey_pass(
