@@ -66,8 +66,8 @@ pub async fn run(options: Options) -> Result<()> {
     for first in (0..n).step_by(1_000) {
         let chunk: Vec<(Target, LeadInput)> = (first..(first + 1_000).min(n))
             .map(|i| {
-                let input: LeadInput = serde_json::from_value(json!({"email": format!("wake{i}@bench.example")}))
-                    .expect("a valid lead");
+                let input: LeadInput =
+                    serde_json::from_value(json!({"email": format!("wake{i}@bench.example")})).expect("a valid lead");
                 (Target::Keys, input)
             })
             .collect();

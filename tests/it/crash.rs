@@ -1,7 +1,8 @@
 //! Crash safety: `nurture serve` killed with SIGKILL while a large campaign is mid-run, then
 //! restarted on the same database. Every lead takes every step exactly once, no message row is
 //! made twice, and every e-mail arrives; e-mails that were on the wire at the kill may arrive
-//! twice, and the test counts and reports them.
+//! twice, and the test counts and reports them. And two `nurture serve` processes on one
+//! PostgreSQL database running one campaign: no step runs twice, none is lost.
 
 use serde_json::json;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -57,6 +58,10 @@ fn playbook(dir: &Path) {
 }
 
 fn start(dir: &Path, smtp: &str) -> Server {
+    start_on(dir, smtp, "sqlite://crash.db")
+}
+
+fn start_on(dir: &Path, smtp: &str, database_url: &str) -> Server {
     serve_with(
         dir,
         &[
@@ -69,18 +74,25 @@ fn start(dir: &Path, smtp: &str) -> Server {
             "--smtp-url",
             smtp,
             "--database-url",
-            "sqlite://crash.db",
+            database_url,
             "--smtp-pool",
             &POOL.to_string(),
         ],
     )
 }
 
-async fn count(db: &sqlx::SqlitePool, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(db)
-        .await
-        .unwrap()
+/// The database a test reads behind the servers' backs.
+enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+async fn count(db: &Db, sql: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match db {
+        Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
 }
 
 async fn advance(client: &reqwest::Client, base: &str, key: &str, by: &str) -> reqwest::Result<reqwest::Response> {
@@ -139,11 +151,13 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
             .unwrap();
         assert_eq!(answer.status(), 200);
     }
-    let db = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=ro", dir.path().join("crash.db").display()))
-        .await
-        .unwrap();
+    let db = Db::Sqlite(
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}?mode=ro", dir.path().join("crash.db").display()))
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM enrollments").await,
         LEADS,
@@ -249,5 +263,120 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
     assert!(
         by_id.values().all(|n| *n <= 2) && twice <= 2 * POOL,
         "only e-mails on the wire at the kill go twice: {twice}"
+    );
+}
+
+#[tokio::test]
+async fn two_serve_processes_on_one_postgres_database_run_each_step_once() {
+    let Some(store) = crate::support::store(crate::support::Backend::Postgres).await else {
+        return;
+    };
+    let url = store.postgres_url().expect("a PostgreSQL store has a schema");
+    const N: i64 = 3_000;
+    let sink = SmtpSink::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    playbook(dir.path());
+    let created = nurture(dir.path())
+        .args([
+            "apikey",
+            "create",
+            "--role",
+            "admin",
+            "--name",
+            "ops",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let key = String::from_utf8(created.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let client = crate::support::http()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let one = start_on(dir.path(), &sink.url(), &url);
+    let two = start_on(dir.path(), &sink.url(), &url);
+    ready(&one.base).await;
+    ready(&two.base).await;
+    for first in (0..N).step_by(1_000) {
+        let leads: Vec<_> = (first..first + 1_000)
+            .map(|i| json!({"email": format!("lead{i}@two.example"), "first_name": "Ada"}))
+            .collect();
+        let answer = client
+            .post(format!("{}/v1/leads/bulk", one.base))
+            .bearer_auth(&key)
+            .json(&leads)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+
+    // Both processes advance their clocks over both waits at once and share the due work.
+    let (a, b) = tokio::join!(
+        advance(&client, &one.base, &key, "2d"),
+        advance(&client, &two.base, &key, "2d")
+    );
+    let moved = |answer: reqwest::Response| async move {
+        assert_eq!(answer.status(), 200);
+        answer.json::<serde_json::Value>().await.unwrap()["moved"]
+            .as_i64()
+            .unwrap()
+    };
+    let (a, b) = (moved(a.unwrap()).await, moved(b.unwrap()).await);
+    eprintln!("two processes: one moved {a} enrollments, the other {b}");
+    assert_eq!(a + b, 2 * N, "each enrollment moved once at the end of each wait");
+
+    let db = Db::Postgres(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&db, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await < 3 * N {
+        assert!(Instant::now() < deadline, "not every message was sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((one, two));
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM enrollments WHERE status = 'completed'").await,
+        N
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM (SELECT enrollment_id, step, outcome FROM journey GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d"
+        )
+        .await,
+        0,
+        "no step ran twice"
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM messages").await, 3 * N);
+    let mut ids: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|raw| {
+            raw.lines()
+                .find_map(|l| l.strip_prefix("Message-ID: "))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (ids.len(), total),
+        ((3 * N) as usize, (3 * N) as usize),
+        "every e-mail once: the two dispatchers never took the same message"
     );
 }

@@ -63,6 +63,16 @@ pub struct TestStore {
     schema: Option<String>,
 }
 
+impl TestStore {
+    /// A URL that reaches this store's PostgreSQL schema, for processes started by a test.
+    pub fn postgres_url(&self) -> Option<String> {
+        let schema = self.schema.as_ref()?;
+        let base = pg_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+    }
+}
+
 impl Drop for TestStore {
     fn drop(&mut self) {
         if let Some(schema) = self.schema.take() {
