@@ -157,10 +157,28 @@ impl Engine {
         }
         tx.commit().await?;
 
-        let prepared: Vec<Prepared> = claimed
-            .iter()
-            .map(|m| self.prepare(sender, m, leads.get(&m.lead_id), tags.get(&m.lead_id)))
-            .collect();
+        // Rendering is the dispatcher's CPU work: spread over the cores for a large claim.
+        let prepare = |part: &[PendingMessage]| -> Vec<Prepared> {
+            part.iter()
+                .map(|m| self.prepare(sender, m, leads.get(&m.lead_id), tags.get(&m.lead_id)))
+                .collect()
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let prepared: Vec<Prepared> = if cores > 1 && claimed.len() >= 64 {
+            let size = claimed.len().div_ceil(cores);
+            std::thread::scope(|scope| {
+                let parts: Vec<_> = claimed
+                    .chunks(size)
+                    .map(|part| scope.spawn(move || prepare(part)))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect()
+            })
+        } else {
+            prepare(&claimed)
+        };
         let mut outcomes = Vec::with_capacity(prepared.len());
         let mut jobs = Vec::new();
         for p in prepared {
