@@ -245,6 +245,9 @@ pub struct JourneyEntry {
     pub outcome: String,
     /// Why, in words: `branch opened_insight: no (no human open of message 8812 by 2026-11-26T09:00Z)`.
     pub detail: String,
+    /// The enrollment arrived at the step with this line (not: it left a wait, or a goal
+    /// ended it there). Per-step `entered` counts these.
+    pub arrived: bool,
 }
 
 /// The result of advancing an enrollment.
@@ -287,6 +290,7 @@ pub fn advance(
             at: now,
             outcome: outcome.to_owned(),
             detail,
+            arrived: !matches!(outcome, "waited" | "goal"),
         })
     };
     for _ in 0..MAX_STEPS_PER_ADVANCE {
@@ -366,6 +370,9 @@ pub fn advance(
                     };
                     if already {
                         log(&mut journey, &step.id, "waited", "until held on arrival".into());
+                        if let Some(line) = journey.last_mut() {
+                            line.arrived = true;
+                        }
                         go(&mut enrollment, next(Edge::Next));
                     } else {
                         enrollment.status = Status::Waiting;

@@ -977,6 +977,27 @@ async fn two_workers_share_due_work_and_no_step_runs_twice(t: TestEngine) {
         let sent: Vec<_> = messages(&t, lead.id).await.into_iter().map(|m| m.1).collect();
         assert_eq!(sent, ["welcome", "getting_started"]);
     }
+    // The per-step counters, written by both workers, agree with the journeys.
+    let counts = t.store.store.step_counts("welcome").await.unwrap();
+    let of = |step: &str| {
+        counts
+            .iter()
+            .find(|c| c.step == step)
+            .unwrap_or_else(|| panic!("{step}: {counts:?}"))
+    };
+    assert_eq!((of("welcome").entered, of("welcome").outcomes["sent"]), (60, 60));
+    let wait = of("wait_2d");
+    assert_eq!(
+        (
+            wait.entered,
+            wait.outcomes["waiting"],
+            wait.outcomes["waited"],
+            wait.waiting
+        ),
+        (60, 60, 60, 0),
+        "leaving a wait is not arriving at it"
+    );
+    assert_eq!((of("getting_started").entered, of("wait_3d").waiting), (60, 60));
 }
 
 async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {

@@ -167,6 +167,7 @@ impl Engine {
                 outcome: j.outcome,
                 detail: j.detail,
                 at: to_micros(j.at),
+                arrived: j.arrived,
             }));
             for mut message in m.messages {
                 message.enrollment_id = id;
@@ -281,6 +282,7 @@ impl Engine {
                             at: now,
                             outcome: "exited".into(),
                             detail: format!("campaign version {} can no longer be built", e.version),
+                            arrived: false,
                         }],
                         messages: Vec::new(),
                     });

@@ -194,23 +194,17 @@ macro_rules! store_impl {
 
         async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>> {
             let mut steps: std::collections::BTreeMap<String, StepCount> = std::collections::BTreeMap::new();
-            let entered: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT step, COUNT(DISTINCT enrollment_id) FROM journey WHERE campaign_id = $1 GROUP BY step",
+            let counted: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                "SELECT step, outcome, CAST(SUM(entered) AS BIGINT), CAST(SUM(lines) AS BIGINT) \
+                 FROM step_counts WHERE campaign_id = $1 GROUP BY step, outcome",
             )
             .bind(campaign)
             .fetch_all(&self.pool)
             .await?;
-            for (step, n) in entered {
-                step_slot(&mut steps, step).entered = n;
-            }
-            let outcomes: Vec<(String, String, i64)> = sqlx::query_as(
-                "SELECT step, outcome, COUNT(*) FROM journey WHERE campaign_id = $1 GROUP BY step, outcome",
-            )
-            .bind(campaign)
-            .fetch_all(&self.pool)
-            .await?;
-            for (step, outcome, n) in outcomes {
-                step_slot(&mut steps, step).outcomes.insert(outcome, n);
+            for (step, outcome, entered, lines) in counted {
+                let slot = step_slot(&mut steps, step);
+                slot.entered += entered;
+                slot.outcomes.insert(outcome, lines);
             }
             let waiting: Vec<(String, i64)> = sqlx::query_as(
                 "SELECT step, COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status = 'waiting' GROUP BY step",
@@ -570,8 +564,8 @@ pub trait Store: Send + Sync + 'static {
     async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport>;
     /// Every campaign ever deployed, with its current version.
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
-    /// Per step of a campaign (all versions): journey lines by outcome, enrollments that
-    /// reached the step, and enrollments waiting there now.
+    /// Per step of a campaign (all versions): journey lines by outcome, arrivals at the step,
+    /// and enrollments waiting there now. Read from counters, in O(steps).
     async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>>;
     /// How many leads are at each stage (stages with none are left out).
     async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
@@ -633,7 +627,7 @@ pub struct CampaignVersion {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StepCount {
     pub step: String,
-    /// Enrollments that reached the step.
+    /// Times an enrollment arrived at the step (one that loops back counts again).
     pub entered: i64,
     /// Enrollments waiting at the step now.
     pub waiting: i64,
@@ -758,6 +752,25 @@ pub struct JourneyRow {
     pub outcome: String,
     pub detail: String,
     pub at: i64,
+    /// Counted in the step's `entered`.
+    #[serde(skip)]
+    pub arrived: bool,
+}
+
+/// What a batch of journey lines adds to the per-step counters: (campaign, step, outcome,
+/// entered, lines), in key order so that concurrent writers lock counter rows in one order.
+pub(crate) fn step_count_deltas(rows: &[JourneyRow]) -> Vec<(String, String, String, i64, i64)> {
+    let mut sums: std::collections::BTreeMap<(&str, &str, &str), (i64, i64)> = std::collections::BTreeMap::new();
+    for row in rows {
+        let sum = sums
+            .entry((row.campaign_id.as_str(), row.step.as_str(), row.outcome.as_str()))
+            .or_default();
+        sum.0 += i64::from(row.arrived);
+        sum.1 += 1;
+    }
+    sums.into_iter()
+        .map(|((c, s, o), (entered, lines))| (c.to_owned(), s.to_owned(), o.to_owned(), entered, lines))
+        .collect()
 }
 
 /// A message for the outbox: created with its step, sent later by the dispatcher.

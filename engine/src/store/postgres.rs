@@ -55,6 +55,9 @@ fn recordset_columns() -> String {
         .join(", ")
 }
 
+/// Shards of the per-step counters (see migration 0004).
+const STEP_COUNT_SHARDS: i64 = 16;
+
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
     format!(
         // One index lookup per key kind: `id = ANY OR email = ANY OR …` reads the whole table.
@@ -395,6 +398,25 @@ impl Tx for PgTx {
         .bind(col(|r| r.at))
         .execute(&mut *self.tx)
         .await?;
+        // Concurrent workers add to different shards (most of the time), so that they do not
+        // queue on one counter row until commit.
+        let deltas = step_count_deltas(rows);
+        let shard = rows[0].enrollment_id.rem_euclid(STEP_COUNT_SHARDS);
+        sqlx::query(
+            "INSERT INTO step_counts (campaign_id, step, outcome, shard, entered, lines) \
+             SELECT c, s, o, $6, e, l FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(c, s, o, e, l) \
+             ON CONFLICT (campaign_id, step, outcome, shard) DO UPDATE SET \
+             entered = step_counts.entered + excluded.entered, lines = step_counts.lines + excluded.lines",
+        )
+        .bind(deltas.iter().map(|d| d.0.clone()).collect::<Vec<_>>())
+        .bind(deltas.iter().map(|d| d.1.clone()).collect::<Vec<_>>())
+        .bind(deltas.iter().map(|d| d.2.clone()).collect::<Vec<_>>())
+        .bind(deltas.iter().map(|d| d.3).collect::<Vec<i64>>())
+        .bind(deltas.iter().map(|d| d.4).collect::<Vec<i64>>())
+        .bind(shard as i32)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 

@@ -379,6 +379,18 @@ impl Tx for SqliteTx {
             .bind(json)
             .execute(&mut *self.0)
             .await?;
+            // One writer at a time on SQLite: one shard.
+            let deltas =
+                serde_json::to_string(&step_count_deltas(rows)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO step_counts (campaign_id, step, outcome, shard, entered, lines) \
+                 SELECT j.value->>0, j.value->>1, j.value->>2, 0, j.value->>3, j.value->>4 FROM json_each($1) AS j WHERE true \
+                 ON CONFLICT (campaign_id, step, outcome, shard) DO UPDATE SET \
+                 entered = step_counts.entered + excluded.entered, lines = step_counts.lines + excluded.lines",
+            )
+            .bind(deltas)
+            .execute(&mut *self.0)
+            .await?;
         }
         Ok(())
     }
