@@ -140,8 +140,8 @@ pub struct StepView {
     pub kind: String,
     pub summary: String,
     pub description: Option<String>,
-    /// Enrollments that reached the step, those waiting there now, and journey lines by
-    /// outcome (`yes`/`no` per branch, `sent`, `waited`, …).
+    /// Times enrollments arrived at the step (a lead that loops back counts again), those
+    /// waiting there now, and journey lines by outcome (`yes`/`no` per branch, `sent`, `waited`, …).
     pub entered: i64,
     pub waiting: i64,
     pub outcomes: std::collections::BTreeMap<String, i64>,
