@@ -544,11 +544,15 @@ async fn enrolling_by_hand_respects_re_entry() {
             "POST",
             "/v1/campaigns/welcome/enroll",
             Crm,
-            Some(json!({"leads": [a, {"email": "b@x.example"}, {"email": "nobody@x.example"}]})),
+            Some(json!({"leads": [a, {"email": "b@x.example"}, {"email": "nobody@x.example"}, "999999", "x1"]})),
         )
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(answer.body, json!({"enrolled": 2, "skipped": 0, "not_found": [2]}));
+    assert_eq!(
+        answer.body,
+        json!({"enrolled": 2, "skipped": 0, "not_found": [2, 3, 4]}),
+        "an unknown e-mail, an id that is no lead and one that is no id"
+    );
     let again = app
         .call(
             "POST",

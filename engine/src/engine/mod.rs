@@ -229,37 +229,50 @@ impl Engine {
                 .map(|e| e.into_string())
         };
         let ext_of = |by: &LeadRef| by.external_id.as_deref().map(|x| x.trim().to_owned());
-        let wanted_ids: Vec<i64> = leads.iter().filter_map(|by| by.id.as_deref()?.parse().ok()).collect();
         let emails: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(email_of).collect();
         let exts: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(ext_of).collect();
-        let mut tx = self.store.begin_read().await?;
-        let found = tx.find_leads(&wanted_ids, &emails, &exts).await?;
-        tx.commit().await?;
-        let known: HashSet<i64> = found.iter().map(|lead| lead.id.0).collect();
-        let by_email: HashMap<&str, i64> = found
-            .iter()
-            .filter_map(|lead| Some((lead.email.as_deref()?, lead.id.0)))
-            .collect();
-        let by_ext: HashMap<&str, i64> = found
-            .iter()
-            .filter_map(|lead| Some((lead.external_id.as_deref()?, lead.id.0)))
-            .collect();
+        // Ids need no lookup here: the enrolling transaction reads (and locks) those leads
+        // anyway and says which it did not find. E-mails and external ids are resolved first.
+        let (by_email, by_ext): (HashMap<String, i64>, HashMap<String, i64>) = if emails.is_empty() && exts.is_empty() {
+            Default::default()
+        } else {
+            let mut tx = self.store.begin_read().await?;
+            let found = tx.find_leads(&[], &emails, &exts).await?;
+            tx.commit().await?;
+            (
+                found
+                    .iter()
+                    .filter_map(|lead| Some((lead.email.clone()?, lead.id.0)))
+                    .collect(),
+                found
+                    .iter()
+                    .filter_map(|lead| Some((lead.external_id.clone()?, lead.id.0)))
+                    .collect(),
+            )
+        };
         let mut ids = Vec::new();
+        let mut index_of: HashMap<i64, Vec<usize>> = HashMap::new();
         for (index, by) in leads.iter().enumerate() {
             let hit = match &by.id {
-                Some(id) => id.parse::<i64>().ok().filter(|id| known.contains(id)),
+                Some(id) => id.parse::<i64>().ok(),
                 None => email_of(by)
-                    .and_then(|e| by_email.get(e.as_str()).copied())
-                    .or_else(|| ext_of(by).and_then(|x| by_ext.get(x.as_str()).copied())),
+                    .and_then(|e| by_email.get(&e).copied())
+                    .or_else(|| ext_of(by).and_then(|x| by_ext.get(&x).copied())),
             };
             match hit {
-                Some(id) => ids.push(id),
+                Some(id) => {
+                    ids.push(id);
+                    index_of.entry(id).or_default().push(index);
+                }
                 None => report.not_found.push(index),
             }
         }
         ids.sort_unstable();
         ids.dedup();
-        self.enroll_ids(campaign, &ids, &mut report).await?;
+        for missing in self.enroll_ids(campaign, &ids, &mut report).await? {
+            report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
+        }
+        report.not_found.sort_unstable();
         Ok(report)
     }
 
@@ -280,18 +293,21 @@ impl Engine {
         }
     }
 
-    async fn enroll_ids(&self, campaign: &str, ids: &[i64], report: &mut EnrollReport) -> EngineResult<()> {
+    /// Enrolls these leads; returns the ids that are not leads.
+    async fn enroll_ids(&self, campaign: &str, ids: &[i64], report: &mut EnrollReport) -> EngineResult<Vec<i64>> {
         let playbook = self.playbook();
         if !playbook.campaigns.contains_key(campaign) {
             return Err(EngineError::NotFound);
         }
         let entry = Entry::Into(campaign.to_owned());
+        let mut missing = Vec::new();
         for chunk in ids.chunks(500) {
-            let entered = retrying(|| self.enter_once(&entry, chunk)).await?;
+            let (entered, absent) = retrying(|| self.enter_once(&entry, chunk)).await?;
             report.enrolled += entered;
-            report.skipped += chunk.len() - entered.min(chunk.len());
+            report.skipped += (chunk.len() - absent.len()).saturating_sub(entered);
+            missing.extend(absent);
         }
-        Ok(())
+        Ok(missing)
     }
 
     /// Enrolls the leads that match these segment-triggered campaigns now: what a deploy does
@@ -321,12 +337,13 @@ impl Engine {
                 return Ok(entered);
             };
             let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
-            entered += retrying(|| self.enter_once(&entry, &ids)).await?;
+            entered += retrying(|| self.enter_once(&entry, &ids)).await?.0;
             after = Some(last);
         }
     }
 
-    async fn enter_once(&self, entry: &Entry, ids: &[i64]) -> EngineResult<usize> {
+    /// One enrolling transaction: (how many entered, the ids that are not leads).
+    async fn enter_once(&self, entry: &Entry, ids: &[i64]) -> EngineResult<(usize, Vec<i64>)> {
         let now = self.now();
         let playbook = self.playbook();
         let mut tx = self.store.begin().await?;
@@ -338,7 +355,10 @@ impl Engine {
             }
         }
         let leads = tx.find_leads(ids, &[], &[]).await?;
-        Ok(self.journey_pass(tx, leads, &playbook, now, entry).await?.entered)
+        let found: HashSet<i64> = leads.iter().map(|lead| lead.id.0).collect();
+        let absent = ids.iter().copied().filter(|id| !found.contains(id)).collect();
+        let entered = self.journey_pass(tx, leads, &playbook, now, entry).await?.entered;
+        Ok((entered, absent))
     }
 
     /// Moves a manual clock forward by `by`, running every step that falls due on the way, in
