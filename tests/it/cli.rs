@@ -16,6 +16,31 @@ pub(crate) fn nurture(dir: &Path) -> Command {
     command
 }
 
+/// Creates an API key with `nurture apikey create` on this database; returns the key.
+pub(crate) fn api_key(dir: &Path, role: &str, database_url: &str) -> String {
+    let created = nurture(dir)
+        .args([
+            "apikey",
+            "create",
+            "--role",
+            role,
+            "--name",
+            "test",
+            "--database-url",
+            database_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    String::from_utf8(created.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 /// A running `nurture serve`, killed when dropped.
 pub(crate) struct Server {
     pub(crate) child: Child,
@@ -364,17 +389,7 @@ fn validate_finds_the_templates_beside_the_playbook_from_anywhere() {
 async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
     let sink = crate::smtp::SmtpSink::start(0).await;
     let dir = tempfile::tempdir().unwrap();
-    let created = nurture(dir.path())
-        .args(["apikey", "create", "--role", "crm", "--name", "crm"])
-        .output()
-        .unwrap();
-    let key = String::from_utf8(created.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = api_key(dir.path(), "crm", "sqlite://nurture.db");
     let repo = crate::support::repo();
     let campaigns = repo.join("campaigns").display().to_string();
     let templates = repo.join("templates").display().to_string();

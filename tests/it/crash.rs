@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cli::{nurture, ready, serve_with, Server};
+use crate::cli::{ready, serve_with, Server};
 use crate::smtp::SmtpSink;
 
 const LEADS: i64 = 2_000;
@@ -95,6 +95,23 @@ async fn count(db: &Db, sql: &str) -> i64 {
     }
 }
 
+/// `n` leads `lead{i}@{domain}`, posted in bulk requests of 1,000.
+async fn create_leads(client: &reqwest::Client, base: &str, key: &str, n: i64, domain: &str) {
+    for first in (0..n).step_by(1_000) {
+        let leads: Vec<_> = (first..(first + 1_000).min(n))
+            .map(|i| json!({"email": format!("lead{i}@{domain}"), "first_name": "Ada"}))
+            .collect();
+        let answer = client
+            .post(format!("{base}/v1/leads/bulk"))
+            .bearer_auth(key)
+            .json(&leads)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+}
+
 async fn advance(client: &reqwest::Client, base: &str, key: &str, by: &str) -> reqwest::Result<reqwest::Response> {
     client
         .post(format!("{base}/v1/admin/clock/advance"))
@@ -109,27 +126,7 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
     let sink = SmtpSink::start(0).await;
     let dir = tempfile::tempdir().unwrap();
     playbook(dir.path());
-    let created = nurture(dir.path())
-        .args([
-            "apikey",
-            "create",
-            "--role",
-            "admin",
-            "--name",
-            "ops",
-            "--database-url",
-            "sqlite://crash.db",
-        ])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let key = String::from_utf8(created.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = crate::cli::api_key(dir.path(), "admin", "sqlite://crash.db");
     let client = crate::support::http()
         .timeout(Duration::from_secs(120))
         .build()
@@ -138,19 +135,7 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
     let t0 = Instant::now();
     let mut server = start(dir.path(), &sink.url());
     ready(&server.base).await;
-    for first in (0..LEADS).step_by(1_000) {
-        let leads: Vec<_> = (first..first + 1_000)
-            .map(|i| json!({"email": format!("lead{i}@crash.example"), "first_name": "Ada"}))
-            .collect();
-        let answer = client
-            .post(format!("{}/v1/leads/bulk", server.base))
-            .bearer_auth(&key)
-            .json(&leads)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-    }
+    create_leads(&client, &server.base, &key, LEADS, "crash.example").await;
     let db = Db::Sqlite(
         SqlitePoolOptions::new()
             .max_connections(1)
@@ -276,27 +261,7 @@ async fn two_serve_processes_on_one_postgres_database_run_each_step_once() {
     let sink = SmtpSink::start(0).await;
     let dir = tempfile::tempdir().unwrap();
     playbook(dir.path());
-    let created = nurture(dir.path())
-        .args([
-            "apikey",
-            "create",
-            "--role",
-            "admin",
-            "--name",
-            "ops",
-            "--database-url",
-            &url,
-        ])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let key = String::from_utf8(created.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = crate::cli::api_key(dir.path(), "admin", &url);
     let client = crate::support::http()
         .timeout(Duration::from_secs(120))
         .build()
@@ -305,19 +270,7 @@ async fn two_serve_processes_on_one_postgres_database_run_each_step_once() {
     let two = start_on(dir.path(), &sink.url(), &url);
     ready(&one.base).await;
     ready(&two.base).await;
-    for first in (0..N).step_by(1_000) {
-        let leads: Vec<_> = (first..first + 1_000)
-            .map(|i| json!({"email": format!("lead{i}@two.example"), "first_name": "Ada"}))
-            .collect();
-        let answer = client
-            .post(format!("{}/v1/leads/bulk", one.base))
-            .bearer_auth(&key)
-            .json(&leads)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-    }
+    create_leads(&client, &one.base, &key, N, "two.example").await;
 
     // Both processes advance their clocks over both waits at once and share the due work.
     let (a, b) = tokio::join!(

@@ -6,7 +6,7 @@
 use nurture_engine::access::Role::{Admin, Crm, Sdr};
 use nurture_engine::engine::Sender;
 use nurture_engine::mail::{FileMailer, SmtpMailer};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 
 use crate::smtp::SmtpSink;
@@ -55,20 +55,6 @@ async fn register(app: &TestApp, email: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-async fn message_statuses(app: &TestApp, id: &str) -> Vec<(String, String, Value)> {
-    app.timeline(id, "message")
-        .await
-        .iter()
-        .map(|e| {
-            (
-                e["step"].as_str().unwrap().to_owned(),
-                e["status"].as_str().unwrap().to_owned(),
-                e["reason"].clone(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -183,7 +169,7 @@ async fn get_on_the_unsubscribe_link_changes_nothing_and_post_stops_queued_mail(
     let report = app.engine.dispatch(&sender, 100).await.unwrap();
     assert_eq!((report.sent, report.skipped), (0, 1));
     assert_eq!(sink.messages().len(), 1, "nothing more went out");
-    let statuses = message_statuses(&app, &id).await;
+    let statuses = app.messages(&id).await;
     assert_eq!(
         statuses[1],
         ("getting_started".into(), "skipped".into(), json!("unsubscribed"))
@@ -215,12 +201,12 @@ async fn transient_failures_are_retried_with_backoff_and_a_bounce_fails_once() {
     assert!(rounds >= 2, "the first attempts were refused and retried later");
     assert_eq!(sink.messages().len(), 1);
     assert!(sink.messages()[0].contains("To: kept@x.example"));
-    let kept_status = message_statuses(&app, &kept).await;
+    let kept_status = app.messages(&kept).await;
     assert_eq!(
         (kept_status[0].0.as_str(), kept_status[0].1.as_str()),
         ("welcome", "sent")
     );
-    let gone_status = message_statuses(&app, &gone).await;
+    let gone_status = app.messages(&gone).await;
     assert_eq!(gone_status[0].1, "failed", "{gone_status:?}");
     assert!(gone_status[0].2.as_str().unwrap().contains("550"), "{gone_status:?}");
     // Nothing is sent again.

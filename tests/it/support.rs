@@ -300,6 +300,21 @@ impl TestApp {
     }
 
     /// A lead's journey, oldest first, as `step:outcome`.
+    /// (step, status, reason) of a lead's messages, from its timeline.
+    pub async fn messages(&self, lead: &str) -> Vec<(String, String, Value)> {
+        self.timeline(lead, "message")
+            .await
+            .iter()
+            .map(|e| {
+                (
+                    e["step"].as_str().unwrap().to_owned(),
+                    e["status"].as_str().unwrap().to_owned(),
+                    e["reason"].clone(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn journey(&self, lead: &str) -> Vec<String> {
         self.timeline(lead, "campaign_step")
             .await

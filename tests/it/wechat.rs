@@ -122,21 +122,6 @@ async fn register(app: &TestApp, email: &str, openid: &str) -> String {
     created.body["id"].as_str().unwrap().to_owned()
 }
 
-/// (step, status, reason) of a lead's messages.
-async fn messages(app: &TestApp, id: &str) -> Vec<(String, String, Value)> {
-    app.timeline(id, "message")
-        .await
-        .iter()
-        .map(|e| {
-            (
-                e["step"].as_str().unwrap().to_owned(),
-                e["status"].as_str().unwrap().to_owned(),
-                e["reason"].clone(),
-            )
-        })
-        .collect()
-}
-
 async fn dispatch_all(app: &TestApp, sender: &Sender) -> nurture_engine::engine::DispatchReport {
     let mut total = nurture_engine::engine::DispatchReport::default();
     loop {
@@ -191,12 +176,12 @@ async fn unopened_welcome_mail_falls_back_to_a_wechat_template_message() {
     assert_eq!(delivered["data"]["first"]["value"], "伟，欢迎加入灵犀工业云会员");
     assert_eq!(delivered["data"]["keyword1"], json!({"value": "会员注册成功"}));
 
-    let follower_messages = messages(&app, &follower).await;
+    let follower_messages = app.messages(&follower).await;
     assert!(
         follower_messages.contains(&("wechat_hello".into(), "sent".into(), Value::Null)),
         "{follower_messages:?}"
     );
-    let gone_messages = messages(&app, &gone).await;
+    let gone_messages = app.messages(&gone).await;
     let failed = gone_messages
         .iter()
         .find(|m| m.0 == "wechat_hello")
@@ -227,7 +212,7 @@ async fn wrong_credentials_and_no_account_keep_the_message_for_later() {
             .await;
         dispatch_all(&app, &unconfigured).await;
     }
-    let pending = messages(&app, &lead).await;
+    let pending = app.messages(&lead).await;
     let wechat = pending
         .iter()
         .find(|m| m.0 == "wechat_hello")
@@ -241,7 +226,7 @@ async fn wrong_credentials_and_no_account_keep_the_message_for_later() {
     let report = dispatch_all(&app, &wrong).await;
     assert_eq!((report.sent, report.failed, report.retrying), (0, 0, 1));
     assert!(fake.lock().unwrap().sends.is_empty());
-    let reason = messages(&app, &lead).await;
+    let reason = app.messages(&lead).await;
     let wechat = reason.iter().find(|m| m.0 == "wechat_hello").unwrap();
     assert!(wechat.2.as_str().unwrap().contains("40013"), "{wechat:?}");
 
