@@ -198,11 +198,7 @@ pub async fn run(
         // Sent concurrently, so sorted first: the same seed gives the same run.
         delivered.sort_unstable();
         for (message, lead) in delivered.drain(..) {
-            let who = LeadRef {
-                id: Some(lead.to_string()),
-                email: None,
-                external_id: None,
-            };
+            let who = LeadRef::by_id(lead);
             let mut on = |kind: &str, properties: Value| {
                 let mut e = event("", kind, properties);
                 e.lead = who.clone();

@@ -46,11 +46,7 @@ struct Messages {
 
 fn event(lead: i64, kind: &str, properties: Value) -> EventInput {
     EventInput {
-        lead: LeadRef {
-            id: Some(lead.to_string()),
-            email: None,
-            external_id: None,
-        },
+        lead: LeadRef::by_id(lead),
         kind: kind.into(),
         occurred_at: None,
         properties: properties.as_object().cloned().unwrap_or_default(),

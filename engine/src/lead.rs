@@ -306,6 +306,17 @@ pub struct LeadRef {
     pub external_id: Option<String>,
 }
 
+impl LeadRef {
+    /// The lead with this id.
+    pub fn by_id(id: i64) -> Self {
+        LeadRef {
+            id: Some(id.to_string()),
+            email: None,
+            external_id: None,
+        }
+    }
+}
+
 /// A problem with one field of client input, named so the client can find it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FieldError {

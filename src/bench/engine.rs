@@ -16,11 +16,10 @@
 use anyhow::{bail, Context, Result};
 use chrono::{Duration, TimeZone, Utc};
 use nurture_engine::clock::ManualClock;
-use nurture_engine::engine::{Engine, Sender, Target};
+use nurture_engine::engine::{Engine, Sender};
 use nurture_engine::event::EventInput;
-use nurture_engine::lead::{LeadInput, LeadRef};
+use nurture_engine::lead::LeadRef;
 use nurture_engine::playbook::Playbook;
-use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -94,31 +93,18 @@ pub async fn run(options: Options) -> Result<()> {
 
     // Leads, not timed.
     let made = Instant::now();
-    let mut ids: Vec<i64> = Vec::with_capacity(n);
-    for first in (0..n).step_by(1_000) {
-        let chunk: Vec<(Target, LeadInput)> = (first..(first + 1_000).min(n))
-            .map(|i| {
-                let (first, last) = [("伟", "王"), ("芳", "李"), ("Anna", "Becker"), ("David", "Smith")][i % 4];
-                let industry = ["Manufacturing", "Energy", "Automotive"][i % 3];
-                let input: LeadInput = serde_json::from_value(json!({
-                    "email": format!("lead{i}@company{}.example", i % 997),
-                    "first_name": first,
-                    "last_name": last,
-                    "industry": industry,
-                    "attributes": {"language": if i % 4 >= 2 { "en" } else { "zh-CN" }},
-                }))
-                .expect("a valid lead");
-                (Target::Keys, input)
-            })
-            .collect();
-        for item in engine.upsert_leads(chunk, &Actor::System("bench".into())).await? {
-            match item {
-                Ok(nurture_engine::engine::Upserted::Created(view))
-                | Ok(nurture_engine::engine::Upserted::Updated(view)) => ids.push(view.lead.id.0),
-                Err(e) => bail!("creating bench leads: {e:?}"),
-            }
-        }
-    }
+    let ids = super::create_leads(&engine, n, |i| {
+        let (first, last) = [("伟", "王"), ("芳", "李"), ("Anna", "Becker"), ("David", "Smith")][i % 4];
+        let industry = ["Manufacturing", "Energy", "Automotive"][i % 3];
+        json!({
+            "email": format!("lead{i}@company{}.example", i % 997),
+            "first_name": first,
+            "last_name": last,
+            "industry": industry,
+            "attributes": {"language": if i % 4 >= 2 { "en" } else { "zh-CN" }},
+        })
+    })
+    .await?;
     eprintln!("{n} leads created in {:.1} s", made.elapsed().as_secs_f64());
 
     // W1: first touch.
@@ -130,14 +116,7 @@ pub async fn run(options: Options) -> Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut entered = 0;
             for chunk in share.chunks(batch) {
-                let refs: Vec<LeadRef> = chunk
-                    .iter()
-                    .map(|id| LeadRef {
-                        id: Some(id.to_string()),
-                        email: None,
-                        external_id: None,
-                    })
-                    .collect();
+                let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();
                 entered += engine.enroll("bench-drip", &refs).await?.enrolled;
             }
             anyhow::Ok(entered)
@@ -257,11 +236,7 @@ async fn dispatch_all(engine: &Engine, sender: &Sender, open: bool) -> Result<(u
                 .iter()
                 .filter(|(_, lead)| lead % 10 < 3)
                 .map(|(message, lead)| EventInput {
-                    lead: LeadRef {
-                        id: Some(lead.to_string()),
-                        email: None,
-                        external_id: None,
-                    },
+                    lead: LeadRef::by_id(*lead),
                     kind: "email_opened".into(),
                     occurred_at: None,
                     properties: json!({"message_id": message}).as_object().cloned().unwrap_or_default(),

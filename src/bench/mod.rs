@@ -92,6 +92,32 @@ fn synthetic(i: usize, leads: usize) -> EventInput {
     }
 }
 
+/// Creates `n` leads through the engine, lead `i` from `make(i)` (lead fields as JSON), in
+/// batches of 1,000; returns their ids in order.
+pub async fn create_leads(
+    engine: &nurture_engine::engine::Engine,
+    n: usize,
+    make: impl Fn(usize) -> serde_json::Value,
+) -> Result<Vec<i64>> {
+    use nurture_engine::engine::{Target, Upserted};
+    let mut ids = Vec::with_capacity(n);
+    for first in (0..n).step_by(1_000) {
+        let chunk = (first..(first + 1_000).min(n))
+            .map(|i| Ok((Target::Keys, serde_json::from_value(make(i))?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        for item in engine
+            .upsert_leads(chunk, &nurture_engine::tag::Actor::System("bench".into()))
+            .await?
+        {
+            match item {
+                Ok(Upserted::Created(view) | Upserted::Updated(view)) => ids.push(view.lead.id.0),
+                Err(e) => anyhow::bail!("creating bench leads: {e:?}"),
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// What a bench leaves behind: its PostgreSQL schema or its SQLite directory.
 pub struct Cleanup {
     dir: std::path::PathBuf,

@@ -5,10 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 use nurture_engine::clock::SystemClock;
-use nurture_engine::engine::{Engine, Target};
-use nurture_engine::lead::{LeadInput, LeadRef};
+use nurture_engine::engine::Engine;
+use nurture_engine::lead::LeadRef;
 use nurture_engine::playbook::Playbook;
-use nurture_engine::tag::Actor;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,22 +61,7 @@ pub async fn run(options: Options) -> Result<()> {
     store.migrate().await?;
     let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
     engine.deploy_current().await?;
-    let mut ids = Vec::with_capacity(n);
-    for first in (0..n).step_by(1_000) {
-        let chunk: Vec<(Target, LeadInput)> = (first..(first + 1_000).min(n))
-            .map(|i| {
-                let input: LeadInput =
-                    serde_json::from_value(json!({"email": format!("wake{i}@bench.example")})).expect("a valid lead");
-                (Target::Keys, input)
-            })
-            .collect();
-        for item in engine.upsert_leads(chunk, &Actor::System("bench".into())).await? {
-            match item {
-                Ok(nurture_engine::engine::Upserted::Created(view)) => ids.push(view.lead.id.0),
-                other => bail!("creating bench leads: {other:?}"),
-            }
-        }
-    }
+    let ids = super::create_leads(&engine, n, |i| json!({"email": format!("wake{i}@bench.example")})).await?;
 
     let runner = tokio::spawn(engine.clone().run_campaigns());
     // Enter in slices every 100 ms, so that waits fall due all through the spread.
@@ -89,14 +73,7 @@ pub async fn run(options: Options) -> Result<()> {
         if let Some(rest) = due.checked_sub(started.elapsed()) {
             tokio::time::sleep(rest).await;
         }
-        let refs: Vec<LeadRef> = chunk
-            .iter()
-            .map(|id| LeadRef {
-                id: Some(id.to_string()),
-                email: None,
-                external_id: None,
-            })
-            .collect();
+        let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();
         engine.enroll("bench-wake", &refs).await?;
     }
     // Every wait is over by now, give or take the runner.
