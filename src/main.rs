@@ -529,6 +529,22 @@ async fn dispatch_messages(engine: Arc<nurture_engine::engine::Engine>, sender: 
     }
 }
 
+/// The webhook deliverer: sends due deliveries as they come, and polls every half second when
+/// idle (retries fall due on the engine's clock).
+async fn deliver_webhooks(engine: Arc<nurture_engine::engine::Engine>, client: nurture_engine::webhook::WebhookClient) {
+    loop {
+        match engine.deliver_webhooks(&client, 200).await {
+            Ok(0) => {}
+            Ok(attempted) => {
+                tracing::debug!(attempted, "Webhook deliveries attempted.");
+                continue;
+            }
+            Err(e) => tracing::warn!(error = %e, "Delivering webhooks failed; retrying."),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Ctrl-C, or SIGTERM from a service manager: stop taking requests and finish those under way.
 async fn shutdown_signal() {
     let interrupt = async {
@@ -650,6 +666,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ),
     }
     tokio::spawn(dispatch_messages(engine.clone(), sender));
+    let webhooks = nurture_engine::webhook::WebhookClient::new(nurture_engine::webhook::ATTEMPT_TIMEOUT)
+        .map_err(anyhow::Error::msg)?;
+    tokio::spawn(deliver_webhooks(engine.clone(), webhooks));
     if !manual {
         let decaying = engine.clone();
         tokio::spawn(async move {
@@ -695,7 +714,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(clock) = manual_clock {
         app = app.with_manual_clock(clock);
     }
-    app = app.with_tracking(key);
+    app = app.with_tracking(key).with_public_url(&args.public_url);
     tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("Stopped.");

@@ -122,6 +122,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Invalid(details) => ApiError::invalid(details),
             EngineError::NotFound => ApiError::NotFound("no such lead".into()),
+            EngineError::Missing(message) => ApiError::NotFound(message),
             EngineError::Conflict(message) => ApiError::Conflict {
                 code: "conflict",
                 message,

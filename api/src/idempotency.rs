@@ -74,7 +74,7 @@ where
         Ok(Idempotency::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            (status, axum::Json(value)).into_response()
+            answer(Ok((status, value)))
         }
         Ok(Idempotency::InFlight) => ApiError::Conflict {
             code: "idempotency_in_flight",
@@ -109,6 +109,7 @@ where
 
 fn answer(result: Result<(StatusCode, Value), ApiError>) -> Response {
     match result {
+        Ok((StatusCode::NO_CONTENT, _)) => StatusCode::NO_CONTENT.into_response(),
         Ok((status, value)) => (status, axum::Json(value)).into_response(),
         Err(e) => e.into_response(),
     }

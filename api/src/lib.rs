@@ -24,7 +24,9 @@ pub mod leads;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod queues;
 pub mod tracking;
+pub mod webhooks;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub struct AppState {
     pub clock: Option<nurture_engine::clock::ManualClock>,
     /// The key that signs tracking links; without it every tracking link is 404.
     pub tracking: Option<nurture_engine::tracking::TrackingKey>,
+    /// This server's own origins (`host`, `port`): a webhook may not point at them.
+    pub own: Vec<(String, u16)>,
 }
 
 /// The whole API.
@@ -48,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(campaigns::router())
         .merge(admin::router())
+        .merge(queues::router())
+        .merge(webhooks::router())
         .merge(tracking::router())
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
@@ -68,6 +74,7 @@ pub struct Application {
 impl Application {
     pub async fn bind(address: &str, engine: Arc<Engine>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
         Ok(Self {
             listener,
             state: AppState {
@@ -75,8 +82,17 @@ impl Application {
                 metrics: Arc::new(metrics::Metrics::new()),
                 clock: None,
                 tracking: None,
+                own: vec![(local.ip().to_string(), local.port())],
             },
         })
+    }
+
+    /// The base of the server's public links (`--public-url`): also this server.
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        if let Some(origin) = nurture_engine::webhook::origin(url) {
+            self.state.own.push(origin);
+        }
+        self
     }
 
     /// Verifies tracking links with this key (the dispatcher's).

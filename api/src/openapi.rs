@@ -15,6 +15,9 @@ use crate::admin::{AdvanceBody, ClockAnswer};
 use crate::campaigns::{CampaignDetail, CampaignList, DeployAnswer, EnrollBody, ValidationAnswer};
 use crate::error::ErrorBody;
 use crate::leads::{BulkAnswer, LeadPage, ScoreBody, TagsBody, TimelinePage};
+use crate::queues::{HandoffBody, HandoffPage, HandoffView, MemberBody, MemberList, QueueList, RejectBody};
+use crate::webhooks::{DeliveryPage, WebhookBody, WebhookList, WebhookView};
+use nurture_engine::handoff::Member;
 
 type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
 
@@ -248,6 +251,150 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/queues",
+        summary: "The handoff queues of the playbook in force: SLA, routing, members, cool-down.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<QueueList>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/queues/{queue}",
+        summary: "Open handoffs, highest priority first, then oldest, with lead summary and reason; paginated.",
+        roles: &[Role::Sdr, Role::Marketer],
+        request: None,
+        status: 200,
+        response: Some(of::<HandoffPage>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/queues/{queue}/claim",
+        summary: "Atomically take the next open handoff (yours by round robin, or unassigned); 204 when none. Two callers never get the same one.",
+        roles: &[Role::Sdr],
+        request: None,
+        status: 200,
+        response: Some(of::<HandoffView>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/queues/{queue}/members",
+        summary: "The queue's members: availability, capacity, weight and handoffs in their hands.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<MemberList>),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/queues/{queue}/members/{member}",
+        summary: "Mark a member away or back, set their capacity or round-robin weight.",
+        roles: &[Role::Sdr, Role::Marketer],
+        request: Some(of::<MemberBody>),
+        status: 200,
+        response: Some(of::<Member>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/handoffs",
+        summary: "Hand a lead to a queue (409 when the lead already has an open handoff).",
+        roles: &[Role::Sdr, Role::Marketer, Role::Crm],
+        request: Some(of::<HandoffBody>),
+        status: 201,
+        response: Some(of::<HandoffView>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/handoffs/{id}",
+        summary: "A handoff, its lead and its history.",
+        roles: EVERYONE,
+        request: None,
+        status: 200,
+        response: Some(of::<HandoffView>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/handoffs/{id}/accept",
+        summary: "Accept (claiming it if open): lead stage `accepted`, owner the caller. 409 when someone else claimed it.",
+        roles: &[Role::Sdr],
+        request: None,
+        status: 200,
+        response: Some(of::<HandoffView>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/handoffs/{id}/reject",
+        summary: "Reject with a reason (422 without); `recycle` (default true) returns the lead to nurture after the queue's cool-down, else `disqualified`.",
+        roles: &[Role::Sdr],
+        request: Some(of::<RejectBody>),
+        status: 200,
+        response: Some(of::<HandoffView>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/handoffs/{id}/convert",
+        summary: "The deal closed: lead stage `customer`.",
+        roles: &[Role::Sdr, Role::Crm],
+        request: None,
+        status: 200,
+        response: Some(of::<HandoffView>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/handoffs/{id}/release",
+        summary: "Give a claimed handoff back to its queue.",
+        roles: &[Role::Sdr],
+        request: None,
+        status: 200,
+        response: Some(of::<HandoffView>),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/webhooks",
+        summary: "Subscribe a CRM URL to event types; deliveries are signed (X-Nurture-Signature) and retried for 24 h. The secret is shown in this answer only.",
+        roles: &[Role::Crm],
+        request: Some(of::<WebhookBody>),
+        status: 201,
+        response: Some(of::<WebhookView>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/webhooks",
+        summary: "The active subscriptions.",
+        roles: &[Role::Crm],
+        request: None,
+        status: 200,
+        response: Some(of::<WebhookList>),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/webhooks/{id}",
+        summary: "One subscription.",
+        roles: &[Role::Crm],
+        request: None,
+        status: 200,
+        response: Some(of::<WebhookView>),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/webhooks/{id}",
+        summary: "Unsubscribe; pending deliveries are dropped (204).",
+        roles: &[Role::Crm],
+        request: None,
+        status: 204,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/v1/webhooks/{id}/deliveries",
+        summary: "The delivery log, newest first: each delivery with its id, status and every attempt; paginated.",
+        roles: &[Role::Crm],
+        request: None,
+        status: 200,
+        response: Some(of::<DeliveryPage>),
+    },
+    Operation {
+        method: "get",
         path: "/v1/admin/clock",
         summary: "The server's time, and whether it is a manual clock.",
         roles: EVERYONE,
@@ -347,13 +494,17 @@ pub fn build() -> (Value, Vec<String>) {
             operation.insert("security".into(), json!([{"apiKey": []}]));
             operation.insert("x-roles".into(), json!(roles));
         }
-        for name in ["id", "token"] {
-            if op.path.contains(&format!("{{{name}}}")) {
-                operation.insert(
-                    "parameters".into(),
-                    json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}]),
-                );
-            }
+        let names: Vec<&str> = op
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        if !names.is_empty() {
+            let parameters: Vec<Value> = names
+                .iter()
+                .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+                .collect();
+            operation.insert("parameters".into(), Value::Array(parameters));
         }
         if op.path.starts_with("/v1/playbook") {
             // A playbook travels as YAML or as a tar of its directory, not as JSON; deploying
@@ -394,7 +545,7 @@ pub fn build() -> (Value, Vec<String>) {
         if !op.roles.is_empty() {
             errors.extend([401, 403, 429]);
         }
-        if op.path.contains("{id}") || op.path.contains("{token}") {
+        if op.path.contains('{') {
             errors.push(404);
         }
         if op.request.is_some() {

@@ -92,6 +92,13 @@ impl Stage {
     }
 }
 
+impl Lead {
+    /// Whether the lead rests after a recycle at `now`: campaigns leave it alone.
+    pub fn resting(&self, now: DateTime<Utc>) -> bool {
+        self.cooldown_until.is_some_and(|until| now < until)
+    }
+}
+
 impl FromStr for Stage {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -222,6 +229,8 @@ pub struct Lead {
     pub last_activity_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub last_decay_at: Option<DateTime<Utc>>,
+    /// A recycled lead rests until then: no campaign enrolls it, and the MQL rule waits.
+    pub cooldown_until: Option<DateTime<Utc>>,
 }
 
 /// The shape [`every_text_field`] gives the named fields, for the API's schema.
@@ -271,6 +280,7 @@ impl Lead {
             updated_at: now,
             last_activity_at: None,
             last_decay_at: None,
+            cooldown_until: None,
         }
     }
 

@@ -10,15 +10,50 @@ use crate::lead::{Lead, LeadId, Stage};
 use crate::playbook::{Playbook, Rules, TaggingRule};
 use crate::tag::{normalize_tag, slug, Actor, ScoreChange, TagChange, TagFamily};
 
-/// A request to hand a lead to a queue, recorded when it qualifies (the queues come later).
+/// A request to hand a lead to a queue: it opens a handoff unless the lead has one open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HandoffRequest {
     pub lead_id: LeadId,
     pub queue: String,
     pub reason: String,
     pub priority: Option<u8>,
+    /// `mql`, `campaign:ID/STEP` or `api:KEY NAME`.
     pub origin: String,
+    /// The lead's score and tags at that moment.
+    pub score: i64,
+    pub tags: Vec<String>,
+    pub campaign: Option<String>,
+    pub step: Option<String>,
+    /// When the queue's SLA is breached if nobody claims it.
+    pub sla_due_at: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
+}
+
+impl HandoffRequest {
+    /// A request for this lead as it is now, into `queue` of the playbook.
+    pub fn new(
+        state: &LeadState,
+        playbook: &Playbook,
+        queue: &str,
+        reason: &str,
+        origin: String,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let sla = playbook.queues.queues.get(queue).and_then(|q| q.sla);
+        HandoffRequest {
+            lead_id: state.lead.id,
+            queue: queue.to_owned(),
+            reason: reason.to_owned(),
+            priority: None,
+            origin,
+            score: state.lead.score,
+            tags: state.tags.keys().cloned().collect(),
+            campaign: None,
+            step: None,
+            sla_due_at: sla.map(|s| now + s.to_chrono()),
+            at: now,
+        }
+    }
 }
 
 /// Everything a batch of work changed, ready to be written in a few set-based statements.
@@ -223,14 +258,16 @@ impl LeadState {
         self.lead.stage = Stage::Mql;
         self.lead.updated_at = now;
         self.dirty = true;
-        out.handoffs.push(HandoffRequest {
-            lead_id: self.lead.id,
-            queue: mql.handoff.queue.value.clone(),
-            reason: mql.handoff.reason.clone(),
-            priority: mql.handoff.priority,
-            origin: "mql".into(),
-            at: now,
-        });
+        let mut request = HandoffRequest::new(
+            self,
+            playbook,
+            &mql.handoff.queue.value,
+            &mql.handoff.reason,
+            "mql".into(),
+            now,
+        );
+        request.priority = mql.handoff.priority;
+        out.handoffs.push(request);
     }
 }
 

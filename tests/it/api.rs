@@ -682,7 +682,11 @@ async fn the_openapi_document_lists_only_operations_that_exist() {
     for (path, operations) in paths {
         for (method, operation) in operations.as_object().unwrap() {
             seen += 1;
-            let concrete = path.replace("{id}", "1").replace("{token}", "forged.token");
+            let concrete = path
+                .replace("{id}", "1")
+                .replace("{token}", "forged.token")
+                .replace("{queue}", "sdr")
+                .replace("{member}", "alice@corp.example");
             let url = format!("{}{concrete}", app.base);
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let answer = app

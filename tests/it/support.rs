@@ -185,7 +185,12 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let TestEngine { engine, store, clock } = engine(Backend::Sqlite).await.expect("SQLite is always there");
+    spawn_app_on(Backend::Sqlite).await.expect("SQLite is always there")
+}
+
+/// [`spawn_app`] on either backend (`None`: PostgreSQL unreachable outside CI).
+pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
+    let TestEngine { engine, store, clock } = engine(backend).await?;
     let mut keys = HashMap::new();
     for role in [Role::Admin, Role::Marketer, Role::Sdr, Role::Crm] {
         let key = format!("test-key-{}", role.as_str());
@@ -205,7 +210,7 @@ pub async fn spawn_app() -> TestApp {
         .with_tracking(key.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp {
+    Some(TestApp {
         base,
         client: http().build().unwrap(),
         keys,
@@ -213,7 +218,7 @@ pub async fn spawn_app() -> TestApp {
         engine,
         key,
         _store: store,
-    }
+    })
 }
 
 /// A response as tests look at it.
@@ -327,6 +332,36 @@ impl TestApp {
     pub async fn metrics(&self) -> String {
         let response = self.client.get(format!("{}/metrics", self.base)).send().await.unwrap();
         response.text().await.unwrap()
+    }
+
+    /// Creates an API key for `role` named `name` (an SDR is known by their key's name).
+    pub async fn key_named(&self, role: Role, name: &str) -> String {
+        let key = format!("key-{name}");
+        self.engine
+            .store()
+            .create_api_key(name, role, &key_hash(&key), start())
+            .await
+            .unwrap();
+        key
+    }
+
+    /// Sends a JSON request with a given key.
+    pub async fn call_as(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
     }
 
     pub async fn call(&self, method: &str, path: &str, role: Role, body: Option<Value>) -> Answer {

@@ -290,7 +290,9 @@ impl Engine {
             }
         }
         let mut entered: HashSet<String> = HashSet::new();
-        if *enter != Entry::Closed {
+        // A recycled lead rests through its queue's cool-down: no campaign takes it meanwhile.
+        let resting = state.lead.resting(now) && !matches!(enter, Entry::Into(_));
+        if *enter != Entry::Closed && !resting {
             let kinds: Vec<&str> = new_events.iter().map(String::as_str).collect();
             for campaign in playbook.campaigns.values() {
                 if paused.contains(&campaign.id) {
@@ -331,7 +333,7 @@ impl Engine {
             if !result.moved() && !new {
                 continue;
             }
-            if new && state.lead.stage == Stage::New {
+            if new && matches!(state.lead.stage, Stage::New | Stage::Recycled) {
                 state.lead.stage = Stage::Nurturing;
                 state.lead.updated_at = now;
                 state.dirty = true;
@@ -391,14 +393,12 @@ impl Engine {
                         reason,
                         priority,
                     } => {
-                        changes.handoffs.push(HandoffRequest {
-                            lead_id: state.lead.id,
-                            queue,
-                            reason,
-                            priority: Some(priority),
-                            origin: format!("campaign:{}/{step}", campaign.id),
-                            at: now,
-                        });
+                        let origin = format!("campaign:{}/{step}", campaign.id);
+                        let mut request = HandoffRequest::new(state, playbook, &queue, &reason, origin, now);
+                        request.priority = Some(priority);
+                        request.campaign = Some(campaign.id.clone());
+                        request.step = Some(step);
+                        changes.handoffs.push(request);
                         if matches!(
                             state.lead.stage,
                             Stage::New | Stage::Nurturing | Stage::Recycled | Stage::Mql

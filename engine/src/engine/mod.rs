@@ -24,6 +24,9 @@ pub enum EngineError {
     Invalid(Vec<FieldError>),
     #[error("not found")]
     NotFound,
+    /// Something other than a lead that does not exist, said so.
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
@@ -96,9 +99,13 @@ pub enum Target {
 }
 
 mod dispatch;
+mod handoffs;
 mod journeys;
+mod webhooks;
 pub use dispatch::{DispatchReport, Sender, MAX_ATTEMPTS};
+pub use handoffs::{queue_cursor, unknown_events, WEBHOOK_EVENTS};
 pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
+pub use webhooks::{backoff as webhook_backoff, NewWebhook, RETRY_FOR};
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -163,6 +170,11 @@ impl Engine {
     /// than at the next poll. Runs until the task is dropped.
     pub async fn run_campaigns(self: Arc<Self>) {
         loop {
+            match self.run_timers(1_000).await {
+                Ok(0) => {}
+                Ok(handled) => tracing::debug!(handled, "Handoff timers ran."),
+                Err(e) => tracing::warn!(error = %e, "Running handoff timers failed; retrying."),
+            }
             match self.run_due(1_000).await {
                 Ok(0) => {}
                 Ok(moved) => {
@@ -171,7 +183,7 @@ impl Engine {
                 }
                 Err(e) => tracing::warn!(error = %e, "Running due enrollments failed; retrying."),
             }
-            let pause = match self.next_wake().await {
+            let pause = match self.next_timer().await {
                 Ok(Some(at)) => (at - self.clock.now()).to_std().unwrap_or_default(),
                 _ => std::time::Duration::from_secs(1),
             };
@@ -211,7 +223,8 @@ impl Engine {
             .map(|s| ActivityRow::from(&s.lead))
             .collect();
         tx.write_lead_activity(&dirty).await?;
-        tx.write_changes(&changes).await?;
+        self.write_changes(tx.as_mut(), &states, &changes, playbook, now, Vec::new())
+            .await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -369,12 +382,12 @@ impl Engine {
         let target = clock.now() + by;
         let mut moved = 0;
         loop {
-            match self.next_wake().await? {
+            match self.next_timer().await? {
                 Some(at) if at <= target => {
                     clock.advance_to(at);
-                    let n = self.run_due(1_000).await?;
+                    let n = self.run_due(1_000).await? + self.run_timers(1_000).await?;
                     moved += n;
-                    if n == 0 && self.next_wake().await? == Some(at) {
+                    if n == 0 && self.next_timer().await? == Some(at) {
                         // Due but not movable (its lead is held elsewhere): do not spin.
                         break;
                     }
@@ -384,6 +397,7 @@ impl Engine {
         }
         clock.advance_to(target);
         moved += self.run_due(1_000).await?;
+        self.run_timers(1_000).await?;
         Ok(moved)
     }
 
@@ -398,6 +412,17 @@ impl Engine {
             .map(|c| c.id)
             .collect();
         Ok(self.store.next_wake(&paused).await?)
+    }
+
+    /// When the engine next has work of its own: a wait ends, an SLA falls due, a cool-down
+    /// ends.
+    pub async fn next_timer(&self) -> EngineResult<Option<DateTime<Utc>>> {
+        let wake = self.next_wake().await?;
+        let timer = self.store.next_handoff_timer().await?.map(crate::clock::from_micros);
+        Ok(match (wake, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Records the playbook's campaigns as deployed and puts the playbook in force. A campaign
@@ -535,6 +560,13 @@ impl Engine {
         let suppressed = tx.suppressed(&new_hashes).await?;
 
         // Pass 2: apply the inputs in order.
+        let opted_out = |l: &Lead| {
+            [
+                ("email", l.consent.email.status == ConsentStatus::OptedOut),
+                ("wechat", l.consent.wechat.status == ConsentStatus::OptedOut),
+            ]
+        };
+        let before: Vec<_> = book.leads.iter().map(opted_out).collect();
         for (i, (_, input)) in items.iter().enumerate() {
             if let Some((slot, _)) = slots[i] {
                 let lead = &mut book.leads[slot];
@@ -608,7 +640,36 @@ impl Engine {
         }
         let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
         tx.write_leads(&rows).await?;
-        tx.write_changes(&changes).await?;
+        // Webhook events: a lead created or updated, and channels newly unsubscribed.
+        let wanted = tx.wanted_events().await?;
+        let wants = |kind: &str| wanted.iter().any(|w| w == kind || w == "*");
+        let mut events = Vec::new();
+        let mut seen = HashSet::new();
+        for &(slot, created) in slots.iter().flatten() {
+            let Some(state) = states.get(&book.leads[slot].id.0).filter(|_| seen.insert(slot)) else {
+                continue;
+            };
+            let kind = if created { "lead.created" } else { "lead.updated" };
+            if wants(kind) {
+                events.push(handoffs::event(kind, Some(&state.lead), serde_json::json!({}), now));
+            }
+            let newly: Vec<&str> = opted_out(&state.lead)
+                .iter()
+                .zip(before.get(slot).copied().unwrap_or_default())
+                .filter(|((_, after), (_, was))| *after && !was)
+                .map(|((channel, _), _)| *channel)
+                .collect();
+            if !newly.is_empty() && wants("lead.unsubscribed") {
+                events.push(handoffs::event(
+                    "lead.unsubscribed",
+                    Some(&state.lead),
+                    serde_json::json!({"channels": newly}),
+                    now,
+                ));
+            }
+        }
+        self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, events)
+            .await?;
         tx.commit().await?;
 
         let mut out = Vec::with_capacity(items.len());
@@ -706,6 +767,15 @@ impl Engine {
         id: LeadId,
         change: impl FnOnce(&mut LeadState, DateTime<Utc>, &mut Changes),
     ) -> EngineResult<LeadView> {
+        Ok(self.change_one_with(id, change).await?.0)
+    }
+
+    /// [`Engine::change_one`], also returning the handoffs the change opened.
+    async fn change_one_with(
+        &self,
+        id: LeadId,
+        change: impl FnOnce(&mut LeadState, DateTime<Utc>, &mut Changes),
+    ) -> EngineResult<(LeadView, Vec<crate::handoff::Handoff>)> {
         let now = self.now();
         let playbook = self.playbook();
         let mut tx = self.store.begin().await?;
@@ -734,9 +804,12 @@ impl Engine {
         if state.dirty {
             tx.write_leads(std::slice::from_ref(&state.lead)).await?;
         }
-        tx.write_changes(&changes).await?;
+        let answer = view(state.lead.clone(), state.tags.keys().cloned().collect());
+        let opened = self
+            .write_changes(tx.as_mut(), &states, &changes, &playbook, now, Vec::new())
+            .await?;
         tx.commit().await?;
-        Ok(view(state.lead.clone(), state.tags.keys().cloned().collect()))
+        Ok((answer, opened))
     }
 
     /// Ingests behaviour events set-based: leads resolved or created in one query, events
@@ -889,7 +962,25 @@ impl Engine {
             .await?;
         tx.write_lead_activity(&known.iter().map(|s| ActivityRow::from(&s.lead)).collect::<Vec<_>>())
             .await?;
-        tx.write_changes(&changes).await?;
+        let mut events = Vec::new();
+        if !fresh.is_empty()
+            && tx
+                .wanted_events()
+                .await?
+                .iter()
+                .any(|w| w == "lead.created" || w == "*")
+        {
+            for state in &fresh {
+                events.push(handoffs::event(
+                    "lead.created",
+                    Some(&state.lead),
+                    serde_json::json!({}),
+                    now,
+                ));
+            }
+        }
+        self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, events)
+            .await?;
         tx.commit().await?;
         report.rejected.sort_by_key(|r| r.index);
         Ok(report)

@@ -20,6 +20,7 @@ use crate::nurture::Changes;
 use crate::playbook::Decay;
 use crate::tag::TagFamily;
 
+pub mod handoffs;
 pub mod postgres;
 pub mod sqlite;
 
@@ -534,7 +535,7 @@ pub enum Idempotency {
 
 /// The storage port.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations.
@@ -825,7 +826,7 @@ pub struct SentMessage {
 
 /// A write transaction: the set-based primitives the engine composes.
 #[async_trait]
-pub trait Tx: Send {
+pub trait Tx: handoffs::HandoffTx + Send {
     /// Leads with any of these ids, e-mails or external ids.
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>>;
     /// Allocates `n` new lead ids.
@@ -872,8 +873,9 @@ pub trait Tx: Send {
     async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>>;
     /// Inserts events; returns the idempotency keys that were new (events without a key are always new).
     async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>>;
-    /// Writes tag changes (current tags and log), score ledger entries and handoff requests.
-    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<()>;
+    /// Writes tag changes (current tags and log), score ledger entries and handoff requests;
+    /// returns the handoffs opened (a request for a lead with one open is dropped).
+    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<handoffs::Opened>>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
@@ -906,10 +908,11 @@ pub struct LeadRow {
     pub updated_at: i64,
     pub last_activity_at: Option<i64>,
     pub last_decay_at: Option<i64>,
+    pub cooldown_until: Option<i64>,
 }
 
 /// Columns of `leads` and their types, in [`LeadRow`] order; the adapters build their SQL from it.
-pub const LEAD_COLUMNS: [(&str, &str); 26] = [
+pub const LEAD_COLUMNS: [(&str, &str); 27] = [
     ("id", "bigint"),
     ("email", "text"),
     ("external_id", "text"),
@@ -936,6 +939,7 @@ pub const LEAD_COLUMNS: [(&str, &str); 26] = [
     ("updated_at", "bigint"),
     ("last_activity_at", "bigint"),
     ("last_decay_at", "bigint"),
+    ("cooldown_until", "bigint"),
 ];
 
 /// `col, col, …` of `leads`.
@@ -1000,6 +1004,7 @@ impl TryFrom<LeadRow> for Lead {
             updated_at: from_micros(row.updated_at),
             last_activity_at: row.last_activity_at.map(from_micros),
             last_decay_at: row.last_decay_at.map(from_micros),
+            cooldown_until: row.cooldown_until.map(from_micros),
         })
     }
 }
@@ -1036,6 +1041,7 @@ impl From<&Lead> for LeadRow {
             updated_at: to_micros(lead.updated_at),
             last_activity_at: lead.last_activity_at.map(to_micros),
             last_decay_at: lead.last_decay_at.map(to_micros),
+            cooldown_until: lead.cooldown_until.map(to_micros),
         }
     }
 }
@@ -1065,12 +1071,17 @@ pub(crate) struct ScoreChangeRow<'a> {
 }
 
 #[derive(Serialize)]
-pub(crate) struct HandoffRow<'a> {
+pub(crate) struct NewHandoffRow<'a> {
     lead_id: i64,
     queue: &'a str,
     reason: &'a str,
-    priority: Option<u8>,
+    priority: i64,
     origin: &'a str,
+    score: i64,
+    tags: String,
+    campaign_id: Option<&'a str>,
+    step: Option<&'a str>,
+    sla_due_at: Option<i64>,
     created_at: i64,
 }
 
@@ -1121,15 +1132,20 @@ impl ChangeBatches {
                 at: to_micros(c.at),
             })
             .collect();
-        let handoffs: Vec<HandoffRow> = changes
+        let handoffs: Vec<NewHandoffRow> = changes
             .handoffs
             .iter()
-            .map(|h| HandoffRow {
+            .map(|h| NewHandoffRow {
                 lead_id: h.lead_id.0,
                 queue: &h.queue,
                 reason: &h.reason,
-                priority: h.priority,
+                priority: i64::from(h.priority.unwrap_or(50)),
                 origin: &h.origin,
+                score: h.score,
+                tags: serde_json::to_string(&h.tags).unwrap_or_else(|_| "[]".into()),
+                campaign_id: h.campaign.as_deref(),
+                step: h.step.as_deref(),
+                sla_due_at: h.sla_due_at.map(to_micros),
                 created_at: to_micros(h.at),
             })
             .collect();

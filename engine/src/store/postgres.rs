@@ -9,8 +9,15 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
+use super::handoffs::*;
 use super::*;
 use crate::clock::to_micros;
+use crate::handoff::{Handoff, Member};
+
+/// The sqlx database of this adapter, for the shared handoff code.
+type Db = Postgres;
+/// How a read locks the rows it takes for this transaction.
+const FOR_UPDATE: &str = " FOR UPDATE";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -207,6 +214,14 @@ struct PgTx {
     tx: Transaction<'static, Postgres>,
     write: bool,
 }
+
+impl PgTx {
+    fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+}
+
+handoff_impl!(PgStore, PgTx);
 
 #[async_trait]
 impl Tx for PgTx {
@@ -550,7 +565,7 @@ impl Tx for PgTx {
         Ok(inserted)
     }
 
-    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<()> {
+    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<Opened>> {
         let batches = ChangeBatches::of(changes);
         let statements = [
             (
@@ -576,12 +591,6 @@ impl Tx for PgTx {
                  SELECT lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at FROM jsonb_to_recordset($1::jsonb) \
                  AS r(lead_id bigint, delta bigint, reason text, actor_kind text, actor text, rule text, occurred_at bigint, at bigint)",
             ),
-            (
-                &batches.handoffs,
-                "INSERT INTO handoffs (lead_id, queue, reason, priority, origin, created_at) \
-                 SELECT lead_id, queue, reason, priority, origin, created_at FROM jsonb_to_recordset($1::jsonb) \
-                 AS r(lead_id bigint, queue text, reason text, priority integer, origin text, created_at bigint)",
-            ),
         ];
         for (batch, sql) in statements {
             if let Some(json) = batch {
@@ -592,7 +601,20 @@ impl Tx for PgTx {
                     .map_err(StoreError::from_sqlx)?;
             }
         }
-        Ok(())
+        let Some(json) = &batches.handoffs else {
+            return Ok(Vec::new());
+        };
+        Ok(sqlx::query_as(
+            "INSERT INTO handoffs (lead_id, queue, reason, priority, origin, status, score, tags, campaign_id, step, sla_due_at, created_at, updated_at) \
+             SELECT lead_id, queue, reason, priority, origin, 'open', score, tags, campaign_id, step, sla_due_at, created_at, created_at \
+             FROM jsonb_to_recordset($1::jsonb) AS r(lead_id bigint, queue text, reason text, priority integer, origin text, \
+             score bigint, tags text, campaign_id text, step text, sla_due_at bigint, created_at bigint) \
+             ORDER BY lead_id ON CONFLICT DO NOTHING RETURNING id, lead_id, queue",
+        )
+        .bind(json.as_str())
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?)
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

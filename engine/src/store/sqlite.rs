@@ -11,8 +11,15 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use super::handoffs::*;
 use super::*;
 use crate::clock::to_micros;
+use crate::handoff::{Handoff, Member};
+
+/// The sqlx database of this adapter, for the shared handoff code.
+type Db = Sqlite;
+/// How a read locks the rows it takes for this transaction.
+const FOR_UPDATE: &str = "";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -216,6 +223,14 @@ store_impl!(SqliteStore {
 });
 
 struct SqliteTx(Transaction<'static, Sqlite>);
+
+impl SqliteTx {
+    fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.0
+    }
+}
+
+handoff_impl!(SqliteStore, SqliteTx);
 
 /// Reserves `n` ids of an AUTOINCREMENT table. Inside BEGIN IMMEDIATE no other writer runs, so
 /// the ids after the sequence are ours; the sequence row is moved past them at once so later
@@ -497,7 +512,7 @@ impl Tx for SqliteTx {
         Ok(inserted)
     }
 
-    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<()> {
+    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<Opened>> {
         let batches = ChangeBatches::of(changes);
         let statements = [
             (
@@ -522,19 +537,25 @@ impl Tx for SqliteTx {
                  SELECT j.value->>'lead_id', j.value->>'delta', j.value->>'reason', j.value->>'actor_kind', j.value->>'actor', j.value->>'rule', \
                  j.value->>'occurred_at', j.value->>'at' FROM jsonb_each(jsonb($1)) AS j",
             ),
-            (
-                &batches.handoffs,
-                "INSERT INTO handoffs (lead_id, queue, reason, priority, origin, created_at) \
-                 SELECT j.value->>'lead_id', j.value->>'queue', j.value->>'reason', j.value->>'priority', j.value->>'origin', j.value->>'created_at' \
-                 FROM jsonb_each(jsonb($1)) AS j",
-            ),
         ];
         for (batch, sql) in statements {
             if let Some(json) = batch {
                 sqlx::query(sql).bind(json.as_str()).execute(&mut *self.0).await?;
             }
         }
-        Ok(())
+        let Some(json) = &batches.handoffs else {
+            return Ok(Vec::new());
+        };
+        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.
+        Ok(sqlx::query_as(
+            "INSERT INTO handoffs (lead_id, queue, reason, priority, origin, status, score, tags, campaign_id, step, sla_due_at, created_at, updated_at) \
+             SELECT j.value->>'lead_id', j.value->>'queue', j.value->>'reason', j.value->>'priority', j.value->>'origin', 'open', \
+             j.value->>'score', j.value->>'tags', j.value->>'campaign_id', j.value->>'step', j.value->>'sla_due_at', j.value->>'created_at', j.value->>'created_at' \
+             FROM jsonb_each(jsonb($1)) AS j WHERE true ON CONFLICT DO NOTHING RETURNING id, lead_id, queue",
+        )
+        .bind(json.as_str())
+        .fetch_all(&mut *self.0)
+        .await?)
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

@@ -1,0 +1,407 @@
+//! The Handoff queues section of the API: queues SDRs pull from, claims, decisions, members.
+//! An SDR is known by their API key's name: members of a `round_robin` queue are named in the
+//! playbook, and a key with the same name works their assignments.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use nurture_engine::access::Role;
+use nurture_engine::engine::{queue_cursor, EngineError, LeadView};
+use nurture_engine::handoff::{Decision, Handoff, HandoffId, Member};
+use nurture_engine::lead::{FieldError, LeadRef};
+use nurture_engine::playbook::Routing;
+use nurture_engine::store::handoffs::HandoffLogEntry;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::{body, idempotency, page, AppState};
+
+const SDRS: &[Role] = &[Role::Sdr];
+const SDRS_AND_CRMS: &[Role] = &[Role::Sdr, Role::Crm];
+const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/queues", get(list))
+        .route("/v1/queues/{queue}", get(read))
+        .route("/v1/queues/{queue}/claim", post(claim))
+        .route("/v1/queues/{queue}/members", get(members))
+        .route("/v1/queues/{queue}/members/{member}", put(set_member))
+        .route("/v1/handoffs", post(create))
+        .route("/v1/handoffs/{id}", get(handoff))
+        .route("/v1/handoffs/{id}/accept", post(accept))
+        .route("/v1/handoffs/{id}/reject", post(reject))
+        .route("/v1/handoffs/{id}/convert", post(convert))
+        .route("/v1/handoffs/{id}/release", post(release))
+}
+
+/// A handoff with its lead (in queue listings and claims) or its history (read alone).
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct HandoffView {
+    #[serde(flatten)]
+    pub handoff: Handoff,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lead: Option<LeadView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<HandoffLogEntry>>,
+}
+
+/// A queue as the playbook defines it.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct QueueView {
+    pub name: String,
+    pub description: Option<String>,
+    /// How long an open handoff may wait unclaimed, e.g. `4h`.
+    pub sla: Option<String>,
+    pub routing: Routing,
+    pub members: Vec<String>,
+    pub cooldown: Option<String>,
+    pub on_breach_move_to: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct QueueList {
+    pub items: Vec<QueueView>,
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct HandoffPage {
+    pub items: Vec<HandoffView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct MemberList {
+    pub items: Vec<Member>,
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<QueueList>, ApiError> {
+    caller.require(EVERYONE)?;
+    let playbook = state.engine.playbook();
+    let items = playbook
+        .queues
+        .queues
+        .values()
+        .map(|q| QueueView {
+            name: q.name.clone(),
+            description: q.description.clone(),
+            sla: q.sla.map(|s| s.to_string()),
+            routing: q.routing,
+            members: q.members.clone(),
+            cooldown: q.cooldown.map(|s| s.to_string()),
+            on_breach_move_to: q.move_on_breach.clone(),
+        })
+        .collect();
+    Ok(Json(QueueList { items }))
+}
+
+fn not_found(e: EngineError) -> ApiError {
+    match e {
+        EngineError::NotFound => ApiError::NotFound("no such lead".into()),
+        other => ApiError::from(other),
+    }
+}
+
+/// `GET /v1/queues/{queue}?limit=&cursor=`: open handoffs, highest priority first, then oldest.
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<HandoffPage>, ApiError> {
+    caller.require(&[Role::Sdr, Role::Marketer])?;
+    let limit = page::limit(query.get("limit").map(String::as_str))?;
+    let after = match query.get("cursor") {
+        None => None,
+        Some(c) => {
+            let text = page::decode(c)?;
+            let parts: Vec<i64> = text.split(':').filter_map(|p| p.parse().ok()).collect();
+            match parts.as_slice() {
+                [p, c, i] => Some((*p, *c, *i)),
+                _ => {
+                    return Err(ApiError::Malformed(
+                        "cursor is not one this server gave out; start again without it".into(),
+                    ))
+                }
+            }
+        }
+    };
+    let rows = state.engine.queue(&queue, after, limit + 1).await.map_err(not_found)?;
+    let more = rows.len() as i64 > limit;
+    let items: Vec<HandoffView> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(handoff, lead)| HandoffView {
+            handoff,
+            lead,
+            log: None,
+        })
+        .collect();
+    let next_cursor = more.then(|| items.last()).flatten().map(|v| {
+        let (p, c, i) = queue_cursor(&v.handoff);
+        page::encode(&format!("{p}:{c}:{i}"))
+    });
+    Ok(Json(HandoffPage { items, next_cursor }))
+}
+
+/// With the lead, as an SDR needs it.
+async fn with_lead(state: &AppState, handoff: Handoff) -> Result<Value, ApiError> {
+    let lead = match state.engine.get_lead(handoff.lead_id).await {
+        Ok(lead) => Some(lead),
+        Err(EngineError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(json!(HandoffView {
+        handoff,
+        lead,
+        log: None
+    }))
+}
+
+/// `POST /v1/queues/{queue}/claim`: 200 with the handoff and its lead, 204 when the queue is empty.
+async fn claim(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let route = format!("claim:{queue}");
+    let member = caller.0.name.clone();
+    idempotency::write(&state, &caller, SDRS, &route, &headers, raw, |_| async {
+        match state.engine.claim(&queue, &member).await? {
+            Some(h) => Ok((StatusCode::OK, with_lead(&state, h).await?)),
+            None => Ok((StatusCode::NO_CONTENT, Value::Null)),
+        }
+    })
+    .await
+}
+
+/// `POST /v1/handoffs`: hand a lead to a queue by hand.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffBody {
+    /// `{"id": …}`, `{"email": …}` or `{"external_id": …}`.
+    pub lead: LeadRef,
+    pub queue: String,
+    pub reason: String,
+    /// 0-100 (default 50); higher is claimed first.
+    #[serde(default)]
+    pub priority: Option<u8>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let by = caller.0.name.clone();
+    let roles = &[Role::Sdr, Role::Marketer, Role::Crm];
+    let engine = state.clone();
+    idempotency::write(&state, &caller, roles, "handoffs", &headers, raw, |raw| async move {
+        let state = engine;
+        let input: HandoffBody = body::object(&raw)?;
+        let mut problems = Vec::new();
+        if input.reason.trim().is_empty() {
+            problems.push(FieldError::new("reason", "must say why the lead is handed off"));
+        }
+        if input.priority.is_some_and(|p| p > 100) {
+            problems.push(FieldError::new("priority", "must be from 0 to 100"));
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::invalid(problems));
+        }
+        let h = state
+            .engine
+            .hand_off(&input.lead, &input.queue, input.reason.trim(), input.priority, &by)
+            .await
+            .map_err(not_found)?;
+        Ok((StatusCode::CREATED, with_lead(&state, h).await?))
+    })
+    .await
+}
+
+fn handoff_id(raw: &str) -> Result<HandoffId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no handoff {raw:?}")))
+}
+
+async fn handoff(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<HandoffView>, ApiError> {
+    caller.require(EVERYONE)?;
+    let (handoff, log) = state.engine.handoff(handoff_id(&id)?).await?;
+    let lead = match state.engine.get_lead(handoff.lead_id).await {
+        Ok(lead) => Some(lead),
+        Err(EngineError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(HandoffView {
+        handoff,
+        lead,
+        log: Some(log),
+    }))
+}
+
+/// `{"reason": "…", "recycle": true}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Back to the nurture pool (stage `recycled`, after the queue's cool-down) rather than
+    /// `disqualified`. Default true.
+    #[serde(default)]
+    pub recycle: Option<bool>,
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+    roles: &'static [Role],
+    verb: &'static str,
+) -> Response {
+    let route = format!("handoff:{id}:{verb}");
+    idempotency::write(
+        &state.clone(),
+        &caller.clone(),
+        roles,
+        &route,
+        &headers,
+        raw,
+        |raw| async move {
+            let id = handoff_id(&id)?;
+            let decision = match verb {
+                "accept" => Decision::Accept,
+                "convert" => Decision::Convert,
+                "release" => Decision::Release,
+                _ => {
+                    let input: RejectBody = if raw.iter().all(u8::is_ascii_whitespace) {
+                        RejectBody {
+                            reason: None,
+                            recycle: None,
+                        }
+                    } else {
+                        body::object(&raw)?
+                    };
+                    Decision::Reject {
+                        reason: input.reason.unwrap_or_default(),
+                        recycle: input.recycle.unwrap_or(true),
+                    }
+                }
+            };
+            let admin = caller.0.role == Role::Admin;
+            let h = state.engine.decide(id, &decision, &caller.0.name, admin).await?;
+            Ok((StatusCode::OK, with_lead(&state, h).await?))
+        },
+    )
+    .await
+}
+
+async fn accept(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide(state, caller, id, headers, raw, SDRS, "accept").await
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide(state, caller, id, headers, raw, SDRS, "reject").await
+}
+
+async fn convert(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide(state, caller, id, headers, raw, SDRS_AND_CRMS, "convert").await
+}
+
+async fn release(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    decide(state, caller, id, headers, raw, SDRS, "release").await
+}
+
+async fn members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> Result<Json<MemberList>, ApiError> {
+    caller.require(EVERYONE)?;
+    Ok(Json(MemberList {
+        items: state.engine.members(&queue).await?,
+    }))
+}
+
+/// `{"available": false}`, `{"capacity": 20}` (null: no limit), `{"weight": 2}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    #[serde(default)]
+    pub available: Option<bool>,
+    /// At most this many handoffs in their hands at once; `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    pub capacity: Option<Option<i64>>,
+    #[serde(default)]
+    pub weight: Option<i64>,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+async fn set_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((queue, member)): Path<(String, String)>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Member>, ApiError> {
+    caller.require(&[Role::Sdr, Role::Marketer])?;
+    let bytes = body::bytes(raw)?;
+    let input: MemberBody = body::object(&bytes)?;
+    let mut problems = Vec::new();
+    if input.capacity.flatten().is_some_and(|c| c < 0) {
+        problems.push(FieldError::new("capacity", "must be 0 or more (null for no limit)"));
+    }
+    if input.weight.is_some_and(|w| !(1..=100).contains(&w)) {
+        problems.push(FieldError::new("weight", "must be from 1 to 100"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(problems));
+    }
+    Ok(Json(
+        state
+            .engine
+            .set_member(&queue, &member, input.available, input.capacity, input.weight)
+            .await?,
+    ))
+}

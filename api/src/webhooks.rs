@@ -1,0 +1,146 @@
+//! The Webhooks section of the API: subscriptions and their delivery logs.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use nurture_engine::access::Role;
+use nurture_engine::engine::NewWebhook;
+use nurture_engine::store::handoffs::{Delivery, Webhook};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::{body, idempotency, page, AppState};
+
+const CRMS: &[Role] = &[Role::Crm];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/webhooks", get(list).post(create))
+        .route("/v1/webhooks/{id}", get(read).delete(remove))
+        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
+}
+
+/// `POST /v1/webhooks`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    /// Where deliveries are POSTed: http or https, not this server.
+    pub url: String,
+    /// Event types, e.g. `lead.handed_off`, `handoff.sla_breached`; `*` for all.
+    pub events: Vec<String>,
+    /// The HMAC key of `X-Nurture-Signature` (16 to 256 characters); made for you when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A subscription; `secret` only in the answer that created it.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct WebhookView {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct WebhookList {
+    pub items: Vec<WebhookView>,
+}
+
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<Delivery>,
+    pub next_cursor: Option<String>,
+}
+
+fn webhook_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no webhook {raw:?}")))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let app = state.clone();
+    let by = caller.0.name.clone();
+    idempotency::write(&state, &caller, CRMS, "webhooks", &headers, raw, |raw| async move {
+        let input: WebhookBody = body::object(&raw)?;
+        let webhook = app
+            .engine
+            .create_webhook(
+                NewWebhook {
+                    url: input.url,
+                    events: input.events,
+                    secret: input.secret,
+                },
+                &app.own,
+                &by,
+            )
+            .await?;
+        let secret = Some(webhook.secret.clone());
+        Ok((StatusCode::CREATED, json!(WebhookView { webhook, secret })))
+    })
+    .await
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<WebhookList>, ApiError> {
+    caller.require(CRMS)?;
+    let items = state
+        .engine
+        .webhooks()
+        .await?
+        .into_iter()
+        .map(|webhook| WebhookView { webhook, secret: None })
+        .collect();
+    Ok(Json(WebhookList { items }))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    caller.require(CRMS)?;
+    let webhook = state.engine.webhook(webhook_id(&id)?).await?;
+    Ok(Json(WebhookView { webhook, secret: None }))
+}
+
+async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    caller.require(CRMS)?;
+    state.engine.delete_webhook(webhook_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/webhooks/{id}/deliveries?limit=&cursor=`: newest first, each with its attempts.
+async fn deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    caller.require(CRMS)?;
+    let limit = page::limit(query.get("limit").map(String::as_str))?;
+    let before = match query.get("cursor") {
+        None => None,
+        Some(c) => Some(page::decode(c)?.parse::<i64>().map_err(|_| {
+            ApiError::Malformed("cursor is not one this server gave out; start again without it".into())
+        })?),
+    };
+    let mut items = state.engine.deliveries(webhook_id(&id)?, before, limit + 1).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| items.last().map(|d| page::encode(&d.seq.to_string())))
+        .flatten();
+    Ok(Json(DeliveryPage { items, next_cursor }))
+}

@@ -1,0 +1,582 @@
+//! Handoffs in the engine: opening them (from the MQL rule, a campaign's `handoff` step or the
+//! API), round-robin routing, claims and decisions, the SLA and cool-down timers, and the
+//! webhook events all of these emit into the durable outbox, in the same transaction.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+use super::{load_states, view, Engine, EngineError, EngineResult, Entry, LeadView};
+use crate::clock::to_micros;
+use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member, Refusal};
+use crate::lead::{FieldError, Lead, LeadRef, Stage};
+use crate::nurture::{Changes, HandoffRequest, LeadState};
+use crate::playbook::{Playbook, Routing};
+use crate::store::handoffs::{Emitted, HandoffLogEntry, QueueCursor};
+use crate::store::Tx;
+
+/// Webhook event types nurture emits (`*` subscribes to all).
+pub const WEBHOOK_EVENTS: [&str; 12] = [
+    "lead.created",
+    "lead.updated",
+    "lead.mql",
+    "lead.handed_off",
+    "lead.unsubscribed",
+    "handoff.assigned",
+    "handoff.claimed",
+    "handoff.released",
+    "handoff.accepted",
+    "handoff.rejected",
+    "handoff.converted",
+    "handoff.sla_breached",
+];
+
+/// A webhook event before it is queued: the subscriptions that want it get one delivery each.
+pub(crate) fn event(kind: &str, lead: Option<&Lead>, data: Value, now: DateTime<Utc>) -> Emitted {
+    let payload = json!({
+        "id": format!("evt_{}", uuid::Uuid::now_v7().simple()),
+        "type": kind,
+        "occurred_at": now,
+        "lead": lead,
+        "data": data,
+    });
+    Emitted {
+        event: kind.to_owned(),
+        lead_id: lead.map(|l| l.id.0),
+        payload: payload.to_string(),
+        at: now,
+    }
+}
+
+fn log(h: &Handoff, action: &str, actor: Option<&str>, detail: Option<String>, now: DateTime<Utc>) -> HandoffLogEntry {
+    HandoffLogEntry {
+        handoff_id: h.id.0,
+        action: action.to_owned(),
+        actor: actor.map(str::to_owned),
+        detail,
+        at: to_micros(now),
+    }
+}
+
+/// A queue's members in the playbook's order, with their stored state (a member never stored
+/// starts level with the others).
+pub(crate) fn members_of(playbook: &Playbook, queue: &str, stored: Vec<Member>) -> Vec<Member> {
+    let Some(q) = playbook.queues.queues.get(queue) else {
+        return Vec::new();
+    };
+    let mut members: Vec<Member> = q
+        .members
+        .iter()
+        .map(|name| {
+            stored
+                .iter()
+                .find(|m| m.member == *name)
+                .cloned()
+                .unwrap_or_else(|| Member::new(name))
+        })
+        .collect();
+    for i in 0..members.len() {
+        if !stored.iter().any(|m| m.member == members[i].member) {
+            catch_up(&mut members, i);
+        }
+    }
+    members
+}
+
+/// An open handoff's page cursor.
+pub fn queue_cursor(h: &Handoff) -> QueueCursor {
+    (h.priority, to_micros(h.created_at), h.id.0)
+}
+
+impl Engine {
+    /// Writes a batch's changes, then what follows from the handoffs it opened (their log,
+    /// round-robin assignment, `lead.handed_off`), and queues the webhook events: those given,
+    /// plus `lead.mql` for leads the MQL rule qualified. Returns the handoffs opened.
+    pub(super) async fn write_changes(
+        &self,
+        tx: &mut dyn Tx,
+        states: &HashMap<i64, LeadState>,
+        changes: &Changes,
+        playbook: &Playbook,
+        now: DateTime<Utc>,
+        mut events: Vec<Emitted>,
+    ) -> EngineResult<Vec<Handoff>> {
+        let opened = tx.write_changes(changes).await?;
+        let lead_of = |id: i64| states.get(&id).map(|s| &s.lead);
+        for request in changes.handoffs.iter().filter(|r| r.origin == "mql") {
+            events.push(event(
+                "lead.mql",
+                lead_of(request.lead_id.0),
+                json!({"reason": request.reason}),
+                now,
+            ));
+        }
+        let mut handoffs = Vec::new();
+        if !opened.is_empty() {
+            let ids: Vec<i64> = opened.iter().map(|o| o.id).collect();
+            handoffs = tx.lock_handoffs(&ids).await?;
+            let mut lines: Vec<HandoffLogEntry> = handoffs
+                .iter()
+                .map(|h| log(h, "opened", Some(&h.origin), Some(h.reason.clone()), now))
+                .collect();
+            let assigned = self.route(tx, playbook, &mut handoffs, now, &mut lines).await?;
+            tx.update_handoffs(&assigned).await?;
+            tx.log_handoffs(&lines).await?;
+            for h in &handoffs {
+                events.push(event(
+                    "lead.handed_off",
+                    lead_of(h.lead_id.0),
+                    json!({"handoff": h}),
+                    now,
+                ));
+                if h.assigned_to.is_some() {
+                    events.push(event(
+                        "handoff.assigned",
+                        lead_of(h.lead_id.0),
+                        json!({"handoff": h}),
+                        now,
+                    ));
+                }
+            }
+        }
+        tx.emit(&events).await?;
+        Ok(handoffs)
+    }
+
+    /// Gives handoffs in `round_robin` queues to members in turn; returns those assigned.
+    async fn route(
+        &self,
+        tx: &mut dyn Tx,
+        playbook: &Playbook,
+        handoffs: &mut [Handoff],
+        now: DateTime<Utc>,
+        lines: &mut Vec<HandoffLogEntry>,
+    ) -> EngineResult<Vec<Handoff>> {
+        let mut queues: Vec<String> = handoffs
+            .iter()
+            .filter(|h| h.assigned_to.is_none())
+            .filter(|h| {
+                playbook
+                    .queues
+                    .queues
+                    .get(&h.queue)
+                    .is_some_and(|q| q.routing == Routing::RoundRobin)
+            })
+            .map(|h| h.queue.clone())
+            .collect();
+        queues.sort();
+        queues.dedup();
+        let mut assigned = Vec::new();
+        for queue in queues {
+            let stored = tx.queue_members(&queue).await?;
+            let mut members = members_of(playbook, &queue, stored);
+            for h in handoffs
+                .iter_mut()
+                .filter(|h| h.queue == queue && h.assigned_to.is_none())
+            {
+                match pick_member(&mut members) {
+                    Some(i) => {
+                        h.assigned_to = Some(members[i].member.clone());
+                        h.updated_at = now;
+                        lines.push(log(h, "assigned", None, h.assigned_to.clone(), now));
+                        assigned.push(h.clone());
+                    }
+                    None => lines.push(log(
+                        h,
+                        "unassigned",
+                        None,
+                        Some("every member is away or at capacity; anyone in the queue may claim it".into()),
+                        now,
+                    )),
+                }
+            }
+            tx.write_members(&queue, &members, to_micros(now)).await?;
+        }
+        Ok(assigned)
+    }
+
+    fn queue_known(&self, playbook: &Playbook, queue: &str) -> EngineResult<()> {
+        if playbook.queues.queues.contains_key(queue) {
+            Ok(())
+        } else {
+            Err(EngineError::Missing(format!(
+                "no queue {queue:?}; {}",
+                playbook.queues.known()
+            )))
+        }
+    }
+
+    /// Open handoffs of a queue, highest priority first, then oldest, with their leads.
+    pub async fn queue(
+        &self,
+        queue: &str,
+        after: Option<QueueCursor>,
+        limit: i64,
+    ) -> EngineResult<Vec<(Handoff, Option<LeadView>)>> {
+        self.queue_known(&self.playbook(), queue)?;
+        let handoffs = self.store.queue_handoffs(queue, after, limit).await?;
+        let ids: Vec<i64> = handoffs.iter().map(|h| h.lead_id.0).collect();
+        let mut tx = self.store.begin_read().await?;
+        let leads = tx.find_leads(&ids, &[], &[]).await?;
+        let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
+        for (id, tag, _) in tx.load_tags(&ids).await? {
+            tags.entry(id).or_default().push(tag);
+        }
+        tx.commit().await?;
+        let mut by_id: HashMap<i64, Lead> = leads.into_iter().map(|l| (l.id.0, l)).collect();
+        Ok(handoffs
+            .into_iter()
+            .map(|h| {
+                let lead = by_id
+                    .remove(&h.lead_id.0)
+                    .map(|l| view(l, tags.remove(&h.lead_id.0).unwrap_or_default()));
+                (h, lead)
+            })
+            .collect())
+    }
+
+    /// One handoff and its history.
+    pub async fn handoff(&self, id: HandoffId) -> EngineResult<(Handoff, Vec<HandoffLogEntry>)> {
+        let h = self
+            .store
+            .handoff(id.0)
+            .await?
+            .ok_or_else(|| EngineError::Missing(format!("no handoff {}", id.0)))?;
+        let log = self.store.handoff_log(id.0).await?;
+        Ok((h, log))
+    }
+
+    /// Takes the next open handoff of a queue for `member`; `None` when the queue is empty.
+    pub async fn claim(&self, queue: &str, member: &str) -> EngineResult<Option<Handoff>> {
+        self.queue_known(&self.playbook(), queue)?;
+        super::retrying(|| self.claim_once(queue, member)).await
+    }
+
+    async fn claim_once(&self, queue: &str, member: &str) -> EngineResult<Option<Handoff>> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let Some(h) = tx.claim_handoff(queue, member, to_micros(now)).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        tx.log_handoffs(&[log(&h, "claimed", Some(member), None, now)]).await?;
+        self.emit_about(tx.as_mut(), &h, "handoff.claimed", json!({"handoff": h}), now)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(h))
+    }
+
+    /// Queues one event about a handoff's lead, when a subscription wants it (the lead is
+    /// read only then).
+    async fn emit_about(
+        &self,
+        tx: &mut dyn Tx,
+        h: &Handoff,
+        kind: &str,
+        data: Value,
+        now: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        if !tx.wanted_events().await?.iter().any(|w| w == kind || w == "*") {
+            return Ok(());
+        }
+        let lead = tx.find_leads(&[h.lead_id.0], &[], &[]).await?.pop();
+        tx.emit(&[event(kind, lead.as_ref(), data, now)]).await?;
+        Ok(())
+    }
+
+    /// Accepts, rejects, converts or releases a handoff on behalf of `by` (`admin` may act on
+    /// what someone else claimed). The lead's stage follows: accepted (and its owner is `by`),
+    /// recycled (resting for the queue's cool-down) or disqualified, customer.
+    pub async fn decide(&self, id: HandoffId, decision: &Decision, by: &str, admin: bool) -> EngineResult<Handoff> {
+        super::retrying(|| self.decide_once(id, decision, by, admin)).await
+    }
+
+    async fn decide_once(&self, id: HandoffId, decision: &Decision, by: &str, admin: bool) -> EngineResult<Handoff> {
+        let now = self.now();
+        let playbook = self.playbook();
+        let mut tx = self.store.begin().await?;
+        let mut h = tx
+            .lock_handoff(id.0)
+            .await?
+            .ok_or_else(|| EngineError::Missing(format!("no handoff {}", id.0)))?;
+        h.decide(decision, by, admin, now).map_err(|refusal| match refusal {
+            Refusal::Conflict(message) => EngineError::Conflict(message),
+            Refusal::Invalid(message) => EngineError::Invalid(vec![FieldError::new("reason", message)]),
+        })?;
+        let detail = match decision {
+            Decision::Reject { reason, recycle } => Some(format!("{reason} (recycle: {recycle})")),
+            _ => None,
+        };
+        tx.update_handoffs(std::slice::from_ref(&h)).await?;
+        tx.log_handoffs(&[log(&h, decision.verb(), Some(by), detail, now)])
+            .await?;
+        let events = decision
+            .event()
+            .map(|kind| (kind, json!({"handoff": h})))
+            .into_iter()
+            .collect::<Vec<_>>();
+        let leads = tx.find_leads(&[h.lead_id.0], &[], &[]).await?;
+        let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
+        let mut changes = Changes::default();
+        if let (Some(stage), Some(state)) = (decision.stage(), states.get_mut(&h.lead_id.0)) {
+            let lead = &mut state.lead;
+            lead.stage = stage;
+            lead.updated_at = now;
+            if stage == Stage::Accepted {
+                lead.owner = Some(by.to_owned());
+            }
+            if stage == Stage::Recycled {
+                let cooldown = playbook.queues.queues.get(&h.queue).and_then(|q| q.cooldown);
+                lead.cooldown_until = cooldown.map(|c| now + c.to_chrono());
+            }
+            state.dirty = true;
+            // Goals see the new stage at once; a recycled lead with no cool-down may enter
+            // campaigns again now.
+            self.run_journeys(
+                tx.as_mut(),
+                &mut states,
+                &playbook,
+                now,
+                &HashMap::new(),
+                &Entry::Triggers,
+                &mut changes,
+            )
+            .await?;
+            for state in states.values_mut() {
+                state.check_mql(&playbook, now, &mut changes);
+            }
+            let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
+            tx.write_leads(&rows).await?;
+        }
+        let lead = states.get(&h.lead_id.0).map(|s| &s.lead);
+        let emitted = events
+            .into_iter()
+            .map(|(kind, data)| event(kind, lead, data, now))
+            .collect();
+        self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, emitted)
+            .await?;
+        tx.commit().await?;
+        Ok(h)
+    }
+
+    /// Hands a lead to a queue by API. Conflict when the lead already has an open handoff.
+    pub async fn hand_off(
+        &self,
+        lead: &LeadRef,
+        queue: &str,
+        reason: &str,
+        priority: Option<u8>,
+        by: &str,
+    ) -> EngineResult<Handoff> {
+        let playbook = self.playbook();
+        self.queue_known(&playbook, queue)?;
+        let id = self.find_lead(lead).await?.lead.id;
+        let origin = format!("api:{by}");
+        let (_, opened) = self
+            .change_one_with(id, |state, now, changes| {
+                let mut request = HandoffRequest::new(state, &playbook, queue, reason, origin.clone(), now);
+                request.priority = priority;
+                changes.handoffs.push(request);
+                if matches!(
+                    state.lead.stage,
+                    Stage::New | Stage::Nurturing | Stage::Recycled | Stage::Mql
+                ) {
+                    state.lead.stage = Stage::HandedOff;
+                    state.lead.updated_at = now;
+                    state.dirty = true;
+                }
+            })
+            .await?;
+        opened.into_iter().next().ok_or_else(|| {
+            EngineError::Conflict(format!(
+                "lead {} already has an open handoff; accept, reject or convert it first",
+                id.0
+            ))
+        })
+    }
+
+    /// Sets a member's availability, capacity or weight in a queue. A member who comes back
+    /// takes their turn from where the others are, not from where they left.
+    pub async fn set_member(
+        &self,
+        queue: &str,
+        member: &str,
+        available: Option<bool>,
+        capacity: Option<Option<i64>>,
+        weight: Option<i64>,
+    ) -> EngineResult<Member> {
+        let playbook = self.playbook();
+        self.queue_known(&playbook, queue)?;
+        let q = &playbook.queues.queues[queue];
+        let Some(index) = q.members.iter().position(|m| m == member) else {
+            let members = if q.members.is_empty() {
+                "it has none (members are listed in the Queues file)".to_owned()
+            } else {
+                format!("they are {}", q.members.join(", "))
+            };
+            return Err(EngineError::Missing(format!(
+                "{member:?} is not a member of queue {queue:?}; {members}"
+            )));
+        };
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let stored = tx.queue_members(queue).await?;
+        let mut members = members_of(&playbook, queue, stored);
+        let was_away = !members[index].available;
+        let m = &mut members[index];
+        if let Some(available) = available {
+            m.available = available;
+        }
+        if let Some(capacity) = capacity {
+            m.capacity = capacity;
+        }
+        if let Some(weight) = weight {
+            m.weight = weight;
+        }
+        if was_away && members[index].available {
+            catch_up(&mut members, index);
+        }
+        tx.write_members(queue, &members, to_micros(now)).await?;
+        tx.commit().await?;
+        Ok(members.swap_remove(index))
+    }
+
+    /// A queue's members and their state.
+    pub async fn members(&self, queue: &str) -> EngineResult<Vec<Member>> {
+        let playbook = self.playbook();
+        self.queue_known(&playbook, queue)?;
+        // A write transaction: the members' rows are read locked (PostgreSQL refuses
+        // `FOR UPDATE` in a read-only one).
+        let mut tx = self.store.begin().await?;
+        let stored = tx.queue_members(queue).await?;
+        tx.commit().await?;
+        Ok(members_of(&playbook, queue, stored))
+    }
+
+    /// Runs the handoff timers due at the engine's `now`: SLA breaches (reported once, and
+    /// moved when the queue says so) and cool-downs that ended (the lead may enter campaigns
+    /// again). Returns how many were handled.
+    pub async fn run_timers(&self, limit: i64) -> EngineResult<usize> {
+        let breached = super::retrying(|| self.breach_once(limit)).await?;
+        let cooled = super::retrying(|| self.cool_once(limit)).await?;
+        Ok(breached + cooled)
+    }
+
+    async fn breach_once(&self, limit: i64) -> EngineResult<usize> {
+        let now = self.now();
+        let playbook = self.playbook();
+        let mut tx = self.store.begin().await?;
+        let mut due = tx.sla_due(to_micros(now), limit).await?;
+        if due.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut lines = Vec::new();
+        let mut events = Vec::new();
+        let mut moved: Vec<Handoff> = Vec::new();
+        for h in &mut due {
+            h.sla_breached_at = Some(now);
+            h.updated_at = now;
+            let queue = playbook.queues.queues.get(&h.queue);
+            let sla = queue.and_then(|q| q.sla).map(|s| s.to_string());
+            lines.push(log(
+                h,
+                "sla_breached",
+                None,
+                sla.as_ref()
+                    .map(|s| format!("unclaimed past the {s} SLA of {}", h.queue)),
+                now,
+            ));
+            events.push((
+                h.lead_id.0,
+                "handoff.sla_breached",
+                json!({"handoff": h.clone(), "sla": sla}),
+            ));
+            let target = queue
+                .and_then(|q| q.move_on_breach.clone())
+                .filter(|t| playbook.queues.queues.contains_key(t));
+            if let Some(target) = target {
+                lines.push(log(h, "moved", None, Some(format!("{} → {target}", h.queue)), now));
+                h.moved_from = Some(std::mem::replace(&mut h.queue, target.clone()));
+                h.assigned_to = None;
+                // The new queue's own SLA starts now.
+                h.sla_due_at = playbook.queues.queues[&target].sla.map(|s| now + s.to_chrono());
+                h.sla_breached_at = None;
+                moved.push(h.clone());
+            }
+        }
+        let assigned = self.route(tx.as_mut(), &playbook, &mut moved, now, &mut lines).await?;
+        for a in assigned {
+            if let Some(h) = due.iter_mut().find(|h| h.id == a.id) {
+                *h = a;
+            }
+        }
+        tx.update_handoffs(&due).await?;
+        tx.log_handoffs(&lines).await?;
+        let wanted = tx.wanted_events().await?;
+        if wanted.iter().any(|w| w == "handoff.sla_breached" || w == "*") {
+            let ids: Vec<i64> = events.iter().map(|(l, _, _)| *l).collect();
+            let leads: HashMap<i64, Lead> = tx
+                .find_leads(&ids, &[], &[])
+                .await?
+                .into_iter()
+                .map(|l| (l.id.0, l))
+                .collect();
+            let emitted: Vec<Emitted> = events
+                .into_iter()
+                .map(|(lead, kind, data)| event(kind, leads.get(&lead), data, now))
+                .collect();
+            tx.emit(&emitted).await?;
+        }
+        tx.commit().await?;
+        Ok(due.len())
+    }
+
+    async fn cool_once(&self, limit: i64) -> EngineResult<usize> {
+        let now = self.now();
+        let playbook = self.playbook();
+        let mut tx = self.store.begin().await?;
+        let due = tx.cooled_leads(to_micros(now), limit).await?;
+        if due.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mine = tx.lock_free_leads(&due).await?;
+        let leads = tx.find_leads(&mine, &[], &[]).await?;
+        let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
+        for state in states.values_mut() {
+            state.lead.cooldown_until = None;
+            state.dirty = true;
+        }
+        let mut changes = Changes::default();
+        self.run_journeys(
+            tx.as_mut(),
+            &mut states,
+            &playbook,
+            now,
+            &HashMap::new(),
+            &Entry::Triggers,
+            &mut changes,
+        )
+        .await?;
+        for state in states.values_mut() {
+            state.check_mql(&playbook, now, &mut changes);
+        }
+        let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
+        tx.write_leads(&rows).await?;
+        self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, Vec::new())
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+}
+
+/// Event types a subscription may name: the known ones, or `*`.
+pub fn unknown_events(events: &[String]) -> Vec<String> {
+    let known: HashSet<&str> = WEBHOOK_EVENTS.iter().copied().collect();
+    events
+        .iter()
+        .filter(|e| e.as_str() != "*" && !known.contains(e.as_str()))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,406 @@
+//! Webhooks to a CRM, on both backends: a real receiver on a local port that fails, redirects
+//! or stalls; signatures checked by the README's own Python and JavaScript snippets.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Duration;
+use nurture_engine::access::Role;
+use nurture_engine::webhook::WebhookClient;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::support::{repo, Backend, TestApp};
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Sqlite).await {
+                    super::$case(app, crate::support::Backend::Sqlite).await;
+                }
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Postgres).await {
+                    super::$case(app, crate::support::Backend::Postgres).await;
+                }
+            })*
+        }
+    };
+}
+
+both!(
+    a_receiver_that_fails_three_times_gets_everything_signed_and_in_order,
+    bad_receivers_are_bounded_and_block_nobody,
+);
+
+/// One request the receiver got, and what it answered.
+#[derive(Debug, Clone)]
+struct Got {
+    path: String,
+    event: String,
+    delivery: String,
+    signature: String,
+    body: String,
+    answered: u16,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Got>>>,
+    /// Requests to `/hook` answered 500 before it starts answering 200.
+    fail_first: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    fn got(&self, path: &str) -> Vec<Got> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+fn record(receiver: &Receiver, path: &str, headers: &HeaderMap, body: &Bytes, answered: u16) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    receiver.got.lock().unwrap().push(Got {
+        path: path.to_owned(),
+        event: header("x-nurture-event"),
+        delivery: header("x-nurture-delivery"),
+        signature: header("x-nurture-signature"),
+        body: String::from_utf8_lossy(body).into_owned(),
+        answered,
+    });
+}
+
+async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let failing = r
+        .fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let status = if failing {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    record(&r, "/hook", &headers, &body, status.as_u16());
+    status
+}
+
+async fn redirect(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    record(&r, "/redirect", &headers, &body, 302);
+    (StatusCode::FOUND, [("location", "http://elsewhere.invalid/steal")]).into_response()
+}
+
+async fn slow(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    record(&r, "/slow", &headers, &body, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    StatusCode::OK
+}
+
+async fn receiver() -> (Receiver, String) {
+    let r = Receiver::default();
+    let app = axum::Router::new()
+        .route("/hook", post(hook))
+        .route("/redirect", post(redirect))
+        .route("/slow", post(slow))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (r, base)
+}
+
+async fn subscribe(app: &TestApp, url: &str, events: Value) -> Value {
+    let answer = app
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Role::Crm,
+            Some(json!({"url": url, "events": events, "secret": "whsec_test_0123456789abcdef"})),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    answer.body
+}
+
+async fn one_lead_handed_off(app: &TestApp, email: &str) -> Value {
+    let lead = app
+        .call("PUT", "/v1/leads", Role::Crm, Some(json!({"email": email})))
+        .await;
+    let answer = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Role::Marketer,
+            Some(json!({"lead": {"id": lead.body["id"]}, "queue": "sales", "reason": "Asked for pricing"})),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    answer.body
+}
+
+/// A code block of the README's webhook section, by language.
+fn readme_snippet(language: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Webhooks for your CRM")
+        .expect("the README has a webhook section")..];
+    let fence = format!("```{language}\n");
+    let start = section.find(&fence).unwrap_or_else(|| panic!("no {language} snippet")) + fence.len();
+    section[start..][..section[start..].find("```").unwrap()].to_owned()
+}
+
+/// Runs the README's snippet in `language` on a received delivery; true when it verifies.
+fn verified_by_readme(language: &str, got: &Got, secret: &str) -> bool {
+    let snippet = readme_snippet(language);
+    let (program, script) = match language {
+        "python" => (
+            "python3",
+            format!(
+                "{snippet}\nimport os, sys\nok = verify(os.environ['SECRET'], os.environ['SIGNATURE'], os.environ['BODY'].encode(), tolerance=10**10)\nsys.stdout.write('yes' if ok else 'no')\n"
+            ),
+        ),
+        _ => (
+            "node",
+            format!(
+                "{snippet}\nconst e = process.env;\nprocess.stdout.write(verify(e.SECRET, e.SIGNATURE, Buffer.from(e.BODY), 1e10) ? 'yes' : 'no');\n"
+            ),
+        ),
+    };
+    let flag = if program == "python3" { "-c" } else { "-e" };
+    let out = std::process::Command::new(program)
+        .args([flag, &script])
+        .env("SECRET", secret)
+        .env("SIGNATURE", &got.signature)
+        .env("BODY", &got.body)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed to check the README: {e}"));
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match String::from_utf8_lossy(&out.stdout).as_ref() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("{program} printed {other:?}"),
+    }
+}
+
+async fn a_receiver_that_fails_three_times_gets_everything_signed_and_in_order(app: TestApp, _: Backend) {
+    let (r, base) = receiver().await;
+    r.fail_first.store(3, Ordering::SeqCst);
+    let hook = subscribe(
+        &app,
+        &format!("{base}/hook"),
+        json!(["lead.handed_off", "handoff.claimed"]),
+    )
+    .await;
+    assert_eq!(
+        hook["secret"], "whsec_test_0123456789abcdef",
+        "the secret is shown on creation"
+    );
+    let handoff = one_lead_handed_off(&app, "li.wei@acme.example").await;
+    let sdr = app.key_named(Role::Sdr, "carol").await;
+    assert_eq!(
+        app.call_as("POST", "/v1/queues/sales/claim", &sdr, None).await.status,
+        200
+    );
+
+    let client = WebhookClient::new(std::time::Duration::from_secs(5)).unwrap();
+    for _ in 0..12 {
+        app.engine.deliver_webhooks(&client, 100).await.unwrap();
+        app.clock.advance(Duration::minutes(3));
+    }
+    let got = r.got("/hook");
+    let delivered: Vec<&Got> = got.iter().filter(|g| g.answered == 200).collect();
+    let events: Vec<&str> = delivered.iter().map(|g| g.event.as_str()).collect();
+    assert_eq!(
+        events,
+        ["lead.handed_off", "handoff.claimed"],
+        "everything, in order per lead: {got:?}"
+    );
+    let first: Vec<&Got> = got.iter().filter(|g| g.event == "lead.handed_off").collect();
+    assert_eq!(first.len(), 4, "three failures, then 200");
+    assert!(
+        first.iter().all(|g| g.delivery == first[0].delivery),
+        "one delivery id across retries"
+    );
+    assert!(first[0].delivery.starts_with("dlv_"));
+    assert_eq!(
+        got[..3].iter().filter(|g| g.event == "handoff.claimed").count(),
+        0,
+        "the claim waits for the handoff before it"
+    );
+
+    let body: Value = serde_json::from_str(&delivered[0].body).unwrap();
+    assert_eq!(body["type"], "lead.handed_off");
+    assert_eq!(body["lead"]["email"], "li.wei@acme.example");
+    assert_eq!(body["data"]["handoff"]["id"], handoff["id"]);
+    for language in ["python", "js"] {
+        assert!(
+            verified_by_readme(language, delivered[0], "whsec_test_0123456789abcdef"),
+            "{language} verifies it"
+        );
+        let mut forged = delivered[0].clone();
+        forged.body = forged.body.replace("li.wei", "someone.else");
+        assert!(
+            !verified_by_readme(language, &forged, "whsec_test_0123456789abcdef"),
+            "{language} refuses an altered body"
+        );
+        assert!(
+            !verified_by_readme(language, delivered[0], "another-secret-0123456789"),
+            "{language} refuses another secret"
+        );
+    }
+
+    let id = hook["id"].as_str().unwrap();
+    let log = app
+        .call("GET", &format!("/v1/webhooks/{id}/deliveries"), Role::Crm, None)
+        .await;
+    assert_eq!(log.status, 200, "{:?}", log.body);
+    let items = log.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let handed = &items[1];
+    assert_eq!(
+        (handed["event"].as_str(), handed["status"].as_str()),
+        (Some("lead.handed_off"), Some("delivered"))
+    );
+    assert_eq!(handed["id"].as_str(), Some(first[0].delivery.as_str()));
+    let codes: Vec<i64> = handed["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [500, 500, 500, 200]);
+    assert_eq!(
+        app.call("GET", &format!("/v1/webhooks/{id}/deliveries"), Role::Sdr, None)
+            .await
+            .status,
+        403
+    );
+}
+
+async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp, _: Backend) {
+    let (r, base) = receiver().await;
+    for (url, field) in [
+        ("ftp://crm.example/hook".to_owned(), "url"),
+        (format!("{}/v1/events", app.base), "url"),
+        (
+            format!("{}/v1/events", app.base.replace("127.0.0.1", "localhost")),
+            "url",
+        ),
+    ] {
+        let answer = app
+            .call(
+                "POST",
+                "/v1/webhooks",
+                Role::Crm,
+                Some(json!({"url": url, "events": ["lead.handed_off"]})),
+            )
+            .await;
+        assert_eq!(answer.status, 422, "{url}: {:?}", answer.body);
+        assert_eq!(answer.body["error"]["details"][0]["field"], field);
+    }
+    let unknown = app
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Role::Crm,
+            Some(json!({"url": format!("{base}/hook"), "events": ["lead.teleported"]})),
+        )
+        .await;
+    assert_eq!(unknown.status, 422);
+    assert!(unknown.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("lead.teleported"));
+    assert_eq!(
+        app.call(
+            "POST",
+            "/v1/webhooks",
+            Role::Sdr,
+            Some(json!({"url": format!("{base}/hook"), "events": ["*"]}))
+        )
+        .await
+        .status,
+        403
+    );
+
+    let events = json!(["lead.handed_off"]);
+    let redirect = subscribe(&app, &format!("{base}/redirect"), events.clone()).await;
+    let slow = subscribe(&app, &format!("{base}/slow"), events.clone()).await;
+    subscribe(&app, &format!("{base}/hook"), events).await;
+    one_lead_handed_off(&app, "wang.fang@acme.example").await;
+
+    let client = WebhookClient::new(std::time::Duration::from_millis(500)).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(app.engine.deliver_webhooks(&client, 100).await.unwrap(), 3);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "a stalled receiver is cut off"
+    );
+    assert_eq!(r.got("/hook").len(), 1, "the good receiver got it in the same pass");
+    assert_eq!(r.got("/redirect").len(), 1, "a redirect is not followed");
+
+    let last_error = |hook: &Value| {
+        let app = &app;
+        let path = format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
+        async move {
+            let answer = app.call("GET", &path, Role::Crm, None).await.body;
+            let delivery = answer["items"][0].clone();
+            assert_eq!(delivery["status"], "pending", "retried later: {delivery}");
+            delivery["last_error"].as_str().unwrap().to_owned()
+        }
+    };
+    assert!(last_error(&redirect).await.contains("redirects are not followed"));
+    assert!(last_error(&slow).await.contains("no answer within 500 ms"));
+
+    let gone = app
+        .call(
+            "DELETE",
+            &format!("/v1/webhooks/{}", slow["id"].as_str().unwrap()),
+            Role::Crm,
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    // After 24 hours of failures a delivery is given up, never retried for ever.
+    for _ in 0..160 {
+        app.clock.advance(Duration::minutes(10));
+        app.engine.deliver_webhooks(&client, 100).await.unwrap();
+    }
+    let answer = app
+        .call(
+            "GET",
+            &format!("/v1/webhooks/{}/deliveries", redirect["id"].as_str().unwrap()),
+            Role::Crm,
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(answer["items"][0]["status"], "failed", "{}", answer["items"][0]);
+    let tries = r.got("/redirect").len();
+    assert!(
+        (60..=161).contains(&tries),
+        "retried every 10 minutes or so for a day: {tries}"
+    );
+}
