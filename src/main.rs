@@ -147,6 +147,10 @@ struct ServeArgs {
     /// Base of tracking and unsubscribe links.
     #[arg(long, env = "NURTURE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
     public_url: String,
+    /// Requests a second each API key may make (bursts of twice that); beyond: 429 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, env = "NURTURE_RATE_LIMIT", default_value_t = nurture_api::DEFAULT_RATE_LIMIT)]
+    rate_limit: u32,
     /// Send mail over SMTP (used by the campaign engine).
     #[arg(long, env = "NURTURE_SMTP_URL", conflicts_with = "outbox")]
     smtp_url: Option<String>,
@@ -714,7 +718,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(clock) = manual_clock {
         app = app.with_manual_clock(clock);
     }
-    app = app.with_tracking(key).with_public_url(&args.public_url);
+    app = app
+        .with_tracking(key)
+        .with_public_url(&args.public_url)
+        .with_rate_limit(args.rate_limit);
     tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("Stopped.");

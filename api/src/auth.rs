@@ -52,7 +52,16 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized(
                 "malformed Authorization header: send Authorization: Bearer <key>",
             ))?;
-        let found = state.engine.store().find_api_key(&key_hash(key)).await?;
-        found.map(Caller).ok_or(ApiError::Unauthorized("unknown API key"))
+        let hash = key_hash(key);
+        let found = state.engine.store().find_api_key(&hash).await?;
+        let caller = found.map(Caller).ok_or(ApiError::Unauthorized("unknown API key"))?;
+        if let Some(limiter) = &state.limiter {
+            if let Err(not_until) = limiter.check_key(&hash) {
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                return Err(ApiError::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64));
+            }
+        }
+        Ok(caller)
     }
 }

@@ -89,6 +89,15 @@ pub struct DeployAnswer {
 /// One campaign in `GET /v1/campaigns`.
 #[derive(serde::Serialize, schemars::JsonSchema)]
 pub struct CampaignSummary {
+    #[serde(flatten)]
+    pub head: CampaignHead,
+    /// How many steps its graph has.
+    pub steps: usize,
+}
+
+/// What the list and the detail of a campaign share.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct CampaignHead {
     pub id: String,
     pub name: String,
     #[serde(rename = "type")]
@@ -98,7 +107,6 @@ pub struct CampaignSummary {
     pub version_number: i64,
     /// `active`, `paused` or `retired`.
     pub status: String,
-    pub steps: usize,
     pub deployed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -113,7 +121,7 @@ pub struct CampaignList {
 #[derive(serde::Serialize, schemars::JsonSchema)]
 pub struct CampaignDetail {
     #[serde(flatten)]
-    pub summary: CampaignSummary,
+    pub head: CampaignHead,
     pub description: Option<String>,
     /// The graph's fields are null for a retired campaign (no longer in the playbook).
     pub priority: Option<u8>,
@@ -357,13 +365,19 @@ async fn deploy(
 
 fn summary(record: &nurture_engine::store::CampaignRecord, campaign: Option<&Campaign>) -> CampaignSummary {
     CampaignSummary {
+        head: head(record),
+        steps: campaign.map(|c| c.graph.node_count()).unwrap_or(0),
+    }
+}
+
+fn head(record: &nurture_engine::store::CampaignRecord) -> CampaignHead {
+    CampaignHead {
         id: record.id.clone(),
         name: record.name.clone(),
         campaign_type: record.campaign_type.clone(),
         version: record.version.clone(),
         version_number: record.number,
         status: record.status.clone(),
-        steps: campaign.map(|c| c.graph.node_count()).unwrap_or(0),
         deployed_at: record.deployed_at,
         updated_at: record.updated_at,
     }
@@ -464,7 +478,7 @@ async fn read(
         None => (Vec::new(), Vec::new(), None, None, None, None),
     };
     Ok(Json(CampaignDetail {
-        summary: summary(record, campaign.as_deref()),
+        head: head(record),
         description,
         priority,
         entry,

@@ -17,7 +17,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
     /// `malformed`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
-    /// `idempotency_in_flight`, `too_large`, `validation_failed` or `internal`.
+    /// `idempotency_in_flight`, `too_large`, `validation_failed`, `rate_limited` or `internal`.
     pub code: String,
     pub message: String,
     /// For `validation_failed`: each field and what is wrong with it.
@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 422: well-formed but invalid, with every field's problem.
     #[error("{message}")]
     Invalid { message: String, details: Vec<FieldError> },
+    /// 429: this key sent more requests than its rate limit allows; retry after that many seconds.
+    #[error("too many requests for this API key; retry after {0} s")]
+    TooManyRequests(u64),
     /// 500: logged, never explained to the client.
     #[error("internal error")]
     Internal(String),
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (*code, Vec::new()),
             ApiError::TooLarge(_) => ("too_large", Vec::new()),
             ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),
+            ApiError::TooManyRequests(_) => ("rate_limited", Vec::new()),
             ApiError::Internal(_) => ("internal", Vec::new()),
         };
         ErrorDetail {
@@ -112,6 +117,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "Request failed.");
+        }
+        if let ApiError::TooManyRequests(seconds) = &self {
+            let retry = [(axum::http::header::RETRY_AFTER, seconds.to_string())];
+            return (self.status(), retry, Json(self.body())).into_response();
         }
         (self.status(), Json(self.body())).into_response()
     }

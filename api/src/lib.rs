@@ -39,7 +39,12 @@ pub struct AppState {
     pub tracking: Option<nurture_engine::tracking::TrackingKey>,
     /// This server's own origins (`host`, `port`): a webhook may not point at them.
     pub own: Vec<(String, u16)>,
+    /// Requests per API key (by key hash), when limited.
+    pub limiter: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
 }
+
+/// The default rate limit: requests per second per API key (bursts of twice as many).
+pub const DEFAULT_RATE_LIMIT: u32 = 1_000;
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -83,8 +88,15 @@ impl Application {
                 clock: None,
                 tracking: None,
                 own: vec![(local.ip().to_string(), local.port())],
+                limiter: rate_limiter(DEFAULT_RATE_LIMIT),
             },
         })
+    }
+
+    /// Limits each API key to `per_second` requests a second (bursts of twice that); 0: no limit.
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.state.limiter = rate_limiter(per_second);
+        self
     }
 
     /// The base of the server's public links (`--public-url`): also this server.
@@ -120,6 +132,14 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
     }
+}
+
+fn rate_limiter(per_second: u32) -> Option<Arc<governor::DefaultKeyedRateLimiter<String>>> {
+    let rate = std::num::NonZeroU32::new(per_second)?;
+    let burst = std::num::NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
+    Some(Arc::new(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    )))
 }
 
 async fn healthz() -> impl IntoResponse {

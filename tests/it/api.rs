@@ -730,3 +730,130 @@ async fn the_openapi_document_lists_only_operations_that_exist() {
         assert!(lead.get(field).is_some(), "LeadView documents {field}");
     }
 }
+
+/// `(method, path)` of every `.route("PATH", get(..).post(..))` in the API's sources.
+fn routed_operations() -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(crate::support::repo().join("api/src")).unwrap() {
+        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut rest = source.as_str();
+        while let Some(at) = rest.find(".route(\"") {
+            rest = &rest[at + 8..];
+            let path = &rest[..rest.find('"').unwrap()];
+            // The method router runs to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let mut end = 0;
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    end = i;
+                    break;
+                }
+            }
+            let methods = &rest[path.len() + 1..end];
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let called = methods
+                    .match_indices(&format!("{method}("))
+                    .any(|(i, _)| i == 0 || !methods.as_bytes()[i - 1].is_ascii_alphanumeric());
+                if called {
+                    found.push((method.to_owned(), path.to_owned()));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn every_routed_operation_is_documented_and_the_document_is_valid_openapi() {
+    let app = spawn_app().await;
+    let document = app.send("GET", "/openapi.json", None, None, &[]).await.body;
+    let routed = routed_operations();
+    assert!(routed.len() >= 40, "the route scan found the routes: {routed:?}");
+    for (method, path) in &routed {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path} is routed but not in /openapi.json (add it to OPERATIONS)"
+        );
+    }
+    // OpenAPI 3.1: the version, info, and per operation responses and declared path parameters;
+    // every schema a valid JSON Schema 2020-12, and every $ref resolves.
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1."));
+    assert!(document["info"]["title"].is_string() && document["info"]["version"].is_string());
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for (name, schema) in schemas {
+        if let Err(e) = jsonschema::meta::validate(schema) {
+            panic!("schema {name} is not valid JSON Schema: {e} at {}", e.instance_path());
+        }
+    }
+    let text = document.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1) {
+        let target = &reference[..reference.find('"').unwrap()];
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{target}"));
+        assert!(schemas.contains_key(name), "{target} does not resolve");
+    }
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        assert!(path.starts_with('/'));
+        let params: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        for (method, op) in operations.as_object().unwrap() {
+            assert!(["get", "post", "put", "patch", "delete"].contains(&method.as_str()));
+            assert!(
+                !op["responses"].as_object().unwrap().is_empty(),
+                "{method} {path} has responses"
+            );
+            for p in &params {
+                let declared = op["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|x| x["name"] == *p && x["in"] == "path" && x["required"] == true)
+                });
+                assert!(declared, "{method} {path} declares its path parameter {p}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_role_outside_an_operations_roles_is_refused() {
+    let app = spawn_app().await;
+    let document = app.send("GET", "/openapi.json", None, None, &[]).await.body;
+    let mut checked = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let Some(allowed) = op["x-roles"].as_array() else {
+                continue;
+            };
+            let concrete = path
+                .replace("{id}", "1")
+                .replace("{queue}", "sdr")
+                .replace("{member}", "alice@corp.example");
+            for role in [Marketer, Sdr, Crm] {
+                if allowed.iter().any(|r| r == role.as_str()) {
+                    continue;
+                }
+                let answer = app
+                    .send(&method.to_uppercase(), &concrete, Some(role), Some(b"{}".to_vec()), &[])
+                    .await;
+                assert_eq!(
+                    answer.status,
+                    403,
+                    "{} may not {method} {path}: {:?}",
+                    role.as_str(),
+                    answer.body
+                );
+                assert_eq!(answer.body["error"]["code"], "forbidden");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "{checked} refusals checked");
+}

@@ -115,6 +115,44 @@ async fn serve_with_no_flags_creates_the_database_and_answers_readyz() {
 }
 
 #[tokio::test]
+async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("nurture.db").display());
+    let busy = api_key(dir.path(), "sdr", &db);
+    let calm = api_key(dir.path(), "sdr", &db);
+    let server = serve_with(dir.path(), &["--rate-limit", "2", "--database-url", &db]);
+    ready(&server.base).await;
+    let client = crate::support::http().build().unwrap();
+    let get = |key: &str| client.get(format!("{}/v1/leads", server.base)).bearer_auth(key).send();
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..8 {
+        let answer = get(&busy).await.unwrap();
+        statuses.push(answer.status().as_u16());
+        if answer.status() == 429 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("never limited: {statuses:?}"));
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 4,
+        "a burst of 4 passes: {statuses:?}"
+    );
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(get(&calm).await.unwrap().status(), 200, "the limit is per key");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(
+        get(&busy).await.unwrap().status(),
+        200,
+        "after Retry-After it passes again"
+    );
+}
+
+#[tokio::test]
 async fn an_api_key_is_printed_once_and_works() {
     let dir = tempfile::tempdir().unwrap();
     let created = nurture(dir.path())
