@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{ready, serve_with, Server};
 use crate::smtp::SmtpSink;
+use crate::support::Db;
 
 const LEADS: i64 = 2_000;
 /// SMTP connections (`--smtp-pool`): the dispatcher writes outcomes as sends complete, so at
@@ -81,20 +82,6 @@ fn start_on(dir: &Path, smtp: &str, database_url: &str) -> Server {
     )
 }
 
-/// The database a test reads behind the servers' backs.
-enum Db {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-async fn count(db: &Db, sql: &str) -> i64 {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match db {
-        Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-    }
-}
-
 /// `n` leads `lead{i}@{domain}`, posted in bulk requests of 1,000.
 async fn create_leads(client: &reqwest::Client, base: &str, key: &str, n: i64, domain: &str) {
     for first in (0..n).step_by(1_000) {
@@ -144,7 +131,7 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
             .unwrap(),
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM enrollments").await,
+        db.count("SELECT COUNT(*) FROM enrollments").await,
         LEADS,
         "every lead entered"
     );
@@ -160,14 +147,14 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
     let (advancing_client, advancing_key) = (client.clone(), key.clone());
     let advancing = tokio::spawn(async move { advance(&advancing_client, &base, &advancing_key, "2d").await });
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count(&db, "SELECT COUNT(*) FROM journey WHERE step = 'second'").await == 0 {
+    while db.count("SELECT COUNT(*) FROM journey WHERE step = 'second'").await == 0 {
         assert!(Instant::now() < deadline, "the second step never ran");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     assert!(advancing.await.unwrap().is_err(), "the advance was cut off by the kill");
-    let at_kill = count(&db, "SELECT COUNT(*) FROM journey WHERE step = 'second'").await;
+    let at_kill = db.count("SELECT COUNT(*) FROM journey WHERE step = 'second'").await;
     let sent_at_kill = sink.count();
     assert!(
         at_kill < LEADS,
@@ -182,30 +169,29 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
     assert_eq!(answer.status(), 200);
     let expected = (3 * LEADS) as usize;
     let deadline = Instant::now() + Duration::from_secs(180);
-    while count(&db, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await < 3 * LEADS {
+    while db.count("SELECT COUNT(*) FROM messages WHERE status = 'sent'").await < 3 * LEADS {
         assert!(
             Instant::now() < deadline,
             "only {} of {expected} messages were sent",
-            count(&db, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
+            db.count("SELECT COUNT(*) FROM messages WHERE status = 'sent'").await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(server);
 
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM enrollments WHERE status = 'completed'").await,
+        db.count("SELECT COUNT(*) FROM enrollments WHERE status = 'completed'")
+            .await,
         LEADS,
         "every lead finished the campaign"
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM enrollments").await,
+        db.count("SELECT COUNT(*) FROM enrollments").await,
         LEADS,
         "one enrollment per lead"
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM (SELECT enrollment_id, step, outcome FROM journey GROUP BY 1, 2, 3 HAVING COUNT(*) > 1)"
+        db.count("SELECT COUNT(*) FROM (SELECT enrollment_id, step, outcome FROM journey GROUP BY 1, 2, 3 HAVING COUNT(*) > 1)"
         )
         .await,
         0,
@@ -213,17 +199,16 @@ async fn sigkill_mid_campaign_then_restart_runs_every_step_exactly_once() {
     );
     for step in ["first", "second", "third", "done"] {
         assert_eq!(
-            count(
-                &db,
-                &format!("SELECT COUNT(DISTINCT enrollment_id) FROM journey WHERE step = '{step}'")
-            )
+            db.count(&format!(
+                "SELECT COUNT(DISTINCT enrollment_id) FROM journey WHERE step = '{step}'"
+            ))
             .await,
             LEADS,
             "every lead took step {step}"
         );
     }
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM messages").await,
+        db.count("SELECT COUNT(*) FROM messages").await,
         3 * LEADS,
         "no message row twice"
     );
@@ -295,25 +280,24 @@ async fn two_serve_processes_on_one_postgres_database_run_each_step_once() {
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count(&db, "SELECT COUNT(*) FROM messages WHERE status = 'sent'").await < 3 * N {
+    while db.count("SELECT COUNT(*) FROM messages WHERE status = 'sent'").await < 3 * N {
         assert!(Instant::now() < deadline, "not every message was sent");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop((one, two));
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM enrollments WHERE status = 'completed'").await,
+        db.count("SELECT COUNT(*) FROM enrollments WHERE status = 'completed'")
+            .await,
         N
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM (SELECT enrollment_id, step, outcome FROM journey GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d"
+        db.count("SELECT COUNT(*) FROM (SELECT enrollment_id, step, outcome FROM journey GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d"
         )
         .await,
         0,
         "no step ran twice"
     );
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM messages").await, 3 * N);
+    assert_eq!(db.count("SELECT COUNT(*) FROM messages").await, 3 * N);
     let mut ids: Vec<String> = sink
         .messages()
         .iter()

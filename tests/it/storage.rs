@@ -113,6 +113,7 @@ contract!(
     lists_filter_and_paginate,
     timeline_is_newest_first_and_pages,
     erasure_keeps_a_suppression,
+    erasure_reaches_every_table_that_names_the_person,
     idempotent_requests_replay,
     api_keys_are_found_by_hash,
     concurrent_batches_on_the_same_leads_all_land,
@@ -598,6 +599,71 @@ async fn erasure_keeps_a_suppression(t: TestEngine) {
         timeline.iter().all(|e| e.kind != TimelineKind::Event),
         "the old events are gone"
     );
+}
+
+async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
+    t.engine.deploy_current().await.unwrap();
+    t.engine
+        .store()
+        .create_webhook(
+            "http://crm.example/hook",
+            &["*".to_owned()],
+            "whsec_0123456789abcdef",
+            "crm",
+            0,
+        )
+        .await
+        .unwrap();
+    // An industry: the drip takes the lead and queues its first e-mail.
+    let id = id_of(&upsert(&t, json!({"email": "erase.me@x.example", "industry": "Energy"})).await);
+    ingest(
+        &t,
+        vec![event("erase.me@x.example", "whitepaper_downloaded", json!({}))],
+    )
+    .await;
+    let by = LeadRef {
+        id: Some(id.0.to_string()),
+        email: None,
+        external_id: None,
+    };
+    let handoff = t
+        .engine
+        .hand_off(&by, "sdr", "Asked for a call", None, "sdr-bot")
+        .await
+        .unwrap();
+    let tables = [
+        "events WHERE lead_id = {id}",
+        "lead_tags WHERE lead_id = {id}",
+        "tag_changes WHERE lead_id = {id}",
+        "score_changes WHERE lead_id = {id}",
+        "handoffs WHERE lead_id = {id}",
+        "handoff_log WHERE handoff_id = {handoff}",
+        "messages WHERE lead_id = {id}",
+        "journey WHERE lead_id = {id}",
+        "enrollments WHERE lead_id = {id}",
+        "webhook_deliveries WHERE lead_id = {id}",
+        "leads WHERE id = {id}",
+    ];
+    let count = |table: &str| {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {}",
+            table
+                .replace("{id}", &id.0.to_string())
+                .replace("{handoff}", &handoff.id.0.to_string())
+        );
+        let store = &t.store;
+        async move { store.count(&sql).await }
+    };
+    for table in tables {
+        assert!(count(table).await > 0, "the fixture fills {table}");
+    }
+    t.engine.erase_lead(id).await.unwrap();
+    for table in tables {
+        assert_eq!(count(table).await, 0, "erased from {table}");
+    }
+    assert_eq!(count("suppressions").await, 1, "the e-mail's hash stays");
+    let text = count("webhook_deliveries WHERE payload LIKE '%erase.me%'").await;
+    assert_eq!(text, 0, "no delivery keeps the address");
 }
 
 async fn idempotent_requests_replay(t: TestEngine) {

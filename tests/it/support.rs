@@ -59,11 +59,19 @@ fn init_logs() {
 /// A fresh, migrated store; dropped with its file or schema.
 pub struct TestStore {
     pub store: Arc<dyn Store>,
+    /// Where the store is, for reading it behind the engine's back.
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
     schema: Option<String>,
 }
 
 impl TestStore {
+    /// The one number a query gives, read through a connection of the test's own.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let url = self.postgres_url().unwrap_or_else(|| self.url.clone());
+        Db::connect(&url).await.count(sql).await
+    }
+
     /// A URL that reaches this store's PostgreSQL schema, for processes started by a test.
     pub fn postgres_url(&self) -> Option<String> {
         let schema = self.schema.as_ref()?;
@@ -98,6 +106,30 @@ impl Drop for TestStore {
     }
 }
 
+/// A database a test reads behind the engine's (or the server's) back.
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    pub async fn connect(url: &str) -> Db {
+        if url.starts_with("postgres") {
+            Db::Postgres(sqlx::PgPool::connect(url).await.unwrap())
+        } else {
+            Db::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap())
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+}
+
 static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh store on `backend`. PostgreSQL unreachable: in CI (`CI` set) the test fails; on a
@@ -108,12 +140,12 @@ pub async fn store(backend: Backend) -> Option<TestStore> {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("nurture.db");
-            let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .unwrap();
+            let url = format!("sqlite://{}", path.display());
+            let store = SqliteStore::connect(&url).await.unwrap();
             store.migrate().await.unwrap();
             Some(TestStore {
                 store: Arc::new(store),
+                url,
                 _dir: Some(dir),
                 schema: None,
             })
@@ -149,6 +181,7 @@ pub async fn store(backend: Backend) -> Option<TestStore> {
             store.migrate().await.unwrap();
             Some(TestStore {
                 store: Arc::new(store),
+                url: url.clone(),
                 _dir: None,
                 schema: Some(schema),
             })

@@ -24,6 +24,22 @@ pub mod handoffs;
 pub mod postgres;
 pub mod sqlite;
 
+/// What erasing a lead deletes, in order (children before what they point at).
+const ERASE: [&str; 12] = [
+    "DELETE FROM events WHERE lead_id = $1",
+    "DELETE FROM lead_tags WHERE lead_id = $1",
+    "DELETE FROM tag_changes WHERE lead_id = $1",
+    "DELETE FROM score_changes WHERE lead_id = $1",
+    "DELETE FROM handoff_log WHERE handoff_id IN (SELECT id FROM handoffs WHERE lead_id = $1)",
+    "DELETE FROM handoffs WHERE lead_id = $1",
+    "DELETE FROM messages WHERE lead_id = $1",
+    "DELETE FROM journey WHERE lead_id = $1",
+    "DELETE FROM enrollments WHERE lead_id = $1",
+    "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE lead_id = $1)",
+    "DELETE FROM webhook_deliveries WHERE lead_id = $1",
+    "DELETE FROM leads WHERE id = $1",
+];
+
 /// Writes an adapter's `impl Store`: its own methods, plus those whose code is the same on both
 /// backends (the same SQL text; only the pool type differs), written once here. The shared
 /// methods use the adapter module's `MIGRATOR`, `LIST_LEADS`, `TIMELINE`, `WRITE_BEGIN` and
@@ -43,14 +59,8 @@ macro_rules! store_impl {
             let Some(email) = email else {
                 return Ok(false);
             };
-            for sql in [
-                "DELETE FROM events WHERE lead_id = $1",
-                "DELETE FROM lead_tags WHERE lead_id = $1",
-                "DELETE FROM tag_changes WHERE lead_id = $1",
-                "DELETE FROM score_changes WHERE lead_id = $1",
-                "DELETE FROM handoffs WHERE lead_id = $1",
-                "DELETE FROM leads WHERE id = $1",
-            ] {
+            // Every table that names the person; per-step counters and queue members do not.
+            for sql in ERASE {
                 sqlx::query(sql).bind(id.0).execute(&mut *tx).await?;
             }
             if let Some(email) = email {
