@@ -255,6 +255,17 @@ enum BenchCommand {
         #[arg(long)]
         streams: Option<usize>,
     },
+    /// SDRs claiming handoffs over HTTP: --sdrs concurrent clients pull a queue of --handoffs
+    /// until it is empty; prints claims/s and p50/p99/max latency, and checks each went out once.
+    Claim {
+        #[arg(long, default_value_t = 50)]
+        sdrs: usize,
+        #[arg(long, default_value_t = 5_000)]
+        handoffs: usize,
+        /// Defaults to a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// How late waits end on the system clock: leads enter at a steady rate over --spread
     /// seconds, each waits --wait seconds; prints p50/p90/p99/max lateness.
     Wake {
@@ -408,6 +419,21 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             bench::ingest(events, database_url, batch, streams.unwrap_or(cores)).await
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Claim {
+                    sdrs,
+                    handoffs,
+                    database_url,
+                },
+        } => {
+            bench::claim::run(bench::claim::Options {
+                sdrs,
+                handoffs,
+                database_url,
+            })
+            .await
         }
         Command::Bench {
             command:

@@ -53,7 +53,16 @@ impl FromRequestParts<AppState> for Caller {
                 "malformed Authorization header: send Authorization: Bearer <key>",
             ))?;
         let hash = key_hash(key);
-        let found = state.engine.store().find_api_key(&hash).await?;
+        let found = match state.keys.get(&hash) {
+            Some(known) => Some(known),
+            None => {
+                let found = state.engine.store().find_api_key(&hash).await?;
+                if let Some(known) = &found {
+                    state.keys.insert(hash.clone(), known.clone());
+                }
+                found
+            }
+        };
         let caller = found.map(Caller).ok_or(ApiError::Unauthorized("unknown API key"))?;
         if let Some(limiter) = &state.limiter {
             if let Err(not_until) = limiter.check_key(&hash) {

@@ -39,6 +39,10 @@ pub struct AppState {
     pub tracking: Option<nurture_engine::tracking::TrackingKey>,
     /// This server's own origins (`host`, `port`): a webhook may not point at them.
     pub own: Vec<(String, u16)>,
+    /// API keys looked up recently, by hash: most requests then cost no key lookup. Keys are
+    /// never changed once created, so the only staleness is a minute's grace after a key is
+    /// deleted from the database by hand.
+    pub keys: moka::sync::Cache<String, nurture_engine::access::ApiKey>,
     /// Requests per API key (by key hash), when limited.
     pub limiter: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
 }
@@ -89,6 +93,10 @@ impl Application {
                 tracking: None,
                 own: vec![(local.ip().to_string(), local.port())],
                 limiter: rate_limiter(DEFAULT_RATE_LIMIT),
+                keys: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(std::time::Duration::from_secs(60))
+                    .build(),
             },
         })
     }

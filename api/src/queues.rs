@@ -176,7 +176,14 @@ async fn claim(
     let member = caller.0.name.clone();
     idempotency::write(&state, &caller, SDRS, &route, &headers, raw, |_| async {
         match state.engine.claim(&queue, &member).await? {
-            Some(h) => Ok((StatusCode::OK, with_lead(&state, h).await?)),
+            Some((handoff, lead)) => Ok((
+                StatusCode::OK,
+                json!(HandoffView {
+                    handoff,
+                    lead,
+                    log: None
+                }),
+            )),
             None => Ok((StatusCode::NO_CONTENT, Value::Null)),
         }
     })

@@ -12,6 +12,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod claim;
 pub mod engine;
 pub mod wake;
 

@@ -246,13 +246,14 @@ impl Engine {
         Ok((h, log))
     }
 
-    /// Takes the next open handoff of a queue for `member`; `None` when the queue is empty.
-    pub async fn claim(&self, queue: &str, member: &str) -> EngineResult<Option<Handoff>> {
+    /// Takes the next open handoff of a queue for `member`, with its lead (read in the same
+    /// transaction); `None` when the queue is empty.
+    pub async fn claim(&self, queue: &str, member: &str) -> EngineResult<Option<(Handoff, Option<LeadView>)>> {
         self.queue_known(&self.playbook(), queue)?;
         super::retrying(|| self.claim_once(queue, member)).await
     }
 
-    async fn claim_once(&self, queue: &str, member: &str) -> EngineResult<Option<Handoff>> {
+    async fn claim_once(&self, queue: &str, member: &str) -> EngineResult<Option<(Handoff, Option<LeadView>)>> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let Some(h) = tx.claim_handoff(queue, member, to_micros(now)).await? else {
@@ -260,28 +261,23 @@ impl Engine {
             return Ok(None);
         };
         tx.log_handoffs(&[log(&h, "claimed", Some(member), None, now)]).await?;
-        self.emit_about(tx.as_mut(), &h, "handoff.claimed", json!({"handoff": h}), now)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(h))
-    }
-
-    /// Queues one event about a handoff's lead, when a subscription wants it (the lead is
-    /// read only then).
-    async fn emit_about(
-        &self,
-        tx: &mut dyn Tx,
-        h: &Handoff,
-        kind: &str,
-        data: Value,
-        now: DateTime<Utc>,
-    ) -> EngineResult<()> {
-        if !tx.wanted_events().await?.iter().any(|w| w == kind || w == "*") {
-            return Ok(());
-        }
         let lead = tx.find_leads(&[h.lead_id.0], &[], &[]).await?.pop();
-        tx.emit(&[event(kind, lead.as_ref(), data, now)]).await?;
-        Ok(())
+        if tx
+            .wanted_events()
+            .await?
+            .iter()
+            .any(|w| w == "handoff.claimed" || w == "*")
+        {
+            tx.emit(&[event("handoff.claimed", lead.as_ref(), json!({"handoff": h}), now)])
+                .await?;
+        }
+        let tags = match &lead {
+            Some(_) => tx.load_tags(&[h.lead_id.0]).await?,
+            None => Vec::new(),
+        };
+        tx.commit().await?;
+        let lead = lead.map(|l| view(l, tags.into_iter().map(|(_, t, _)| t).collect()));
+        Ok(Some((h, lead)))
     }
 
     /// Accepts, rejects, converts or releases a handoff on behalf of `by` (`admin` may act on
