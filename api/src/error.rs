@@ -137,6 +137,7 @@ impl From<EngineError> for ApiError {
                 message,
             },
             EngineError::Store(store) => ApiError::Internal(store.to_string()),
+            EngineError::Failed(message) => ApiError::Internal(message),
         }
     }
 }

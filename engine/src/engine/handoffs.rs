@@ -83,6 +83,22 @@ pub(crate) fn members_of(playbook: &Playbook, queue: &str, stored: Vec<Member>) 
     members
 }
 
+/// A claimed handoff and its lead (gone when the lead was erased).
+pub type Claimed = (Handoff, Option<LeadView>);
+
+/// Claims waiting to be written, and the turn to write them (see [`Engine::claim`]).
+#[derive(Default)]
+pub(crate) struct Claims {
+    waiting: std::sync::Mutex<Vec<ClaimRequest>>,
+    writing: tokio::sync::Mutex<()>,
+}
+
+struct ClaimRequest {
+    queue: String,
+    member: String,
+    answer: tokio::sync::oneshot::Sender<EngineResult<Option<Claimed>>>,
+}
+
 /// An open handoff's page cursor.
 pub fn queue_cursor(h: &Handoff) -> QueueCursor {
     (h.priority, to_micros(h.created_at), h.id.0)
@@ -246,38 +262,116 @@ impl Engine {
         Ok((h, log))
     }
 
-    /// Takes the next open handoff of a queue for `member`, with its lead (read in the same
-    /// transaction); `None` when the queue is empty.
-    pub async fn claim(&self, queue: &str, member: &str) -> EngineResult<Option<(Handoff, Option<LeadView>)>> {
+    /// Takes the next open handoff of a queue for `member`, with its lead; `None` when the
+    /// queue is empty. Claims that arrive while another is being written are written together
+    /// (group commit): one transaction hands out one handoff to each waiting caller, in
+    /// order, so a crowd of SDRs pays for one transaction per batch, not one each.
+    pub async fn claim(&self, queue: &str, member: &str) -> EngineResult<Option<Claimed>> {
         self.queue_known(&self.playbook(), queue)?;
-        super::retrying(|| self.claim_once(queue, member)).await
+        let ask = || {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            self.claims
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(ClaimRequest {
+                    queue: queue.to_owned(),
+                    member: member.to_owned(),
+                    answer,
+                });
+            answered
+        };
+        let mut answered = ask();
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut answered => match result {
+                    Ok(result) => return result,
+                    // The caller writing our batch went away (its client hung up) before the
+                    // batch was written: its transaction rolled back, so ask again.
+                    Err(_) => answered = ask(),
+                },
+                turn = self.claims.writing.lock() => {
+                    let batch = std::mem::take(&mut *self.claims.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+                    if batch.is_empty() {
+                        // An earlier batch took this request; its answer is on the way.
+                        drop(turn);
+                        continue;
+                    }
+                    let asked: Vec<(String, String)> = batch.iter().map(|r| (r.queue.clone(), r.member.clone())).collect();
+                    let results = super::retrying(|| self.claim_batch(&asked)).await;
+                    match results {
+                        Ok(results) => {
+                            for (request, result) in batch.into_iter().zip(results) {
+                                let _ = request.answer.send(Ok(result));
+                            }
+                        }
+                        Err(e) => {
+                            let message = e.to_string();
+                            for request in batch {
+                                let _ = request.answer.send(Err(EngineError::Failed(message.clone())));
+                            }
+                        }
+                    }
+                    drop(turn);
+                }
+            }
+        }
     }
 
-    async fn claim_once(&self, queue: &str, member: &str) -> EngineResult<Option<(Handoff, Option<LeadView>)>> {
+    /// One transaction handing out one handoff per (queue, member), in order.
+    async fn claim_batch(&self, asked: &[(String, String)]) -> EngineResult<Vec<Option<Claimed>>> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let Some(h) = tx.claim_handoff(queue, member, to_micros(now)).await? else {
+        let mut claimed = Vec::with_capacity(asked.len());
+        for (queue, member) in asked {
+            claimed.push(tx.claim_handoff(queue, member, to_micros(now)).await?);
+        }
+        let got: Vec<&Handoff> = claimed.iter().flatten().collect();
+        if got.is_empty() {
             tx.commit().await?;
-            return Ok(None);
-        };
-        tx.log_handoffs(&[log(&h, "claimed", Some(member), None, now)]).await?;
-        let lead = tx.find_leads(&[h.lead_id.0], &[], &[]).await?.pop();
+            return Ok(vec![None; asked.len()]);
+        }
+        let lines: Vec<HandoffLogEntry> = got
+            .iter()
+            .map(|h| log(h, "claimed", h.claimed_by.as_deref(), None, now))
+            .collect();
+        tx.log_handoffs(&lines).await?;
+        let ids: Vec<i64> = got.iter().map(|h| h.lead_id.0).collect();
+        let mut leads: HashMap<i64, Lead> = tx
+            .find_leads(&ids, &[], &[])
+            .await?
+            .into_iter()
+            .map(|l| (l.id.0, l))
+            .collect();
         if tx
             .wanted_events()
             .await?
             .iter()
             .any(|w| w == "handoff.claimed" || w == "*")
         {
-            tx.emit(&[event("handoff.claimed", lead.as_ref(), json!({"handoff": h}), now)])
-                .await?;
+            let events: Vec<Emitted> = got
+                .iter()
+                .map(|h| event("handoff.claimed", leads.get(&h.lead_id.0), json!({"handoff": h}), now))
+                .collect();
+            tx.emit(&events).await?;
         }
-        let tags = match &lead {
-            Some(_) => tx.load_tags(&[h.lead_id.0]).await?,
-            None => Vec::new(),
-        };
+        let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
+        for (id, tag, _) in tx.load_tags(&ids).await? {
+            tags.entry(id).or_default().push(tag);
+        }
         tx.commit().await?;
-        let lead = lead.map(|l| view(l, tags.into_iter().map(|(_, t, _)| t).collect()));
-        Ok(Some((h, lead)))
+        Ok(claimed
+            .into_iter()
+            .map(|h| {
+                h.map(|h| {
+                    let lead = leads
+                        .remove(&h.lead_id.0)
+                        .map(|l| view(l, tags.remove(&h.lead_id.0).unwrap_or_default()));
+                    (h, lead)
+                })
+            })
+            .collect())
     }
 
     /// Accepts, rejects, converts or releases a handoff on behalf of `by` (`admin` may act on

@@ -27,6 +27,9 @@ pub enum EngineError {
     /// Something other than a lead that does not exist, said so.
     #[error("{0}")]
     Missing(String),
+    /// A store failure passed on to callers other than the one that met it.
+    #[error("{0}")]
+    Failed(String),
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
@@ -112,6 +115,7 @@ pub struct Engine {
     playbook: RwLock<Arc<Playbook>>,
     clock: Arc<dyn Clock>,
     versions: journeys::Versions,
+    claims: handoffs::Claims,
 }
 
 impl Engine {
@@ -121,6 +125,7 @@ impl Engine {
             playbook: RwLock::new(Arc::new(playbook)),
             clock,
             versions: Default::default(),
+            claims: Default::default(),
         }
     }
 
