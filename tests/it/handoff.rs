@@ -7,27 +7,6 @@ use std::collections::HashSet;
 
 use crate::support::{Backend, TestApp};
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Sqlite).await {
-                    super::$case(app, crate::support::Backend::Sqlite).await;
-                }
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Postgres).await {
-                    super::$case(app, crate::support::Backend::Postgres).await;
-                }
-            })*
-        }
-    };
-}
-
 both!(
     fifty_sdrs_claim_thirty_handoffs_each_exactly_once,
     round_robin_skips_the_unavailable_and_the_full,

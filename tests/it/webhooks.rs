@@ -15,27 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::support::{repo, Backend, TestApp};
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Sqlite).await {
-                    super::$case(app, crate::support::Backend::Sqlite).await;
-                }
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Postgres).await {
-                    super::$case(app, crate::support::Backend::Postgres).await;
-                }
-            })*
-        }
-    };
-}
-
 both!(
     a_receiver_that_fails_three_times_gets_everything_signed_and_in_order,
     bad_receivers_are_bounded_and_block_nobody,
