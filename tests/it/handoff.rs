@@ -309,6 +309,17 @@ async fn reject_and_recycle_brings_the_lead_back_after_the_cooldown(app: TestApp
         journey.iter().any(|line| line.starts_with("insight:")),
         "the drip took it after the cool-down: {journey:?}"
     );
+    let handoffs = app.timeline(lead, "handoff").await;
+    assert_eq!(handoffs.len(), 1, "{handoffs:?}");
+    assert_eq!(
+        (
+            handoffs[0]["handoff_id"].as_str(),
+            handoffs[0]["status"].as_str(),
+            handoffs[0]["reject_reason"].as_str()
+        ),
+        (Some(id), Some("rejected"), Some("No budget this year")),
+        "the lead's timeline shows the handoff and what became of it"
+    );
     // The decision is final.
     let again = app
         .call_as("POST", &format!("/v1/handoffs/{id}/accept"), &key, None)

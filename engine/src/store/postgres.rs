@@ -123,7 +123,7 @@ const TIMELINE: [(TimelineKind, &str); 6] = [
     ),
     (
         TimelineKind::Handoff,
-        "SELECT id, created_at, jsonb_build_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status)::text \
+        "SELECT id, created_at, jsonb_build_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status, 'handoff_id', id::text, 'claimed_by', claimed_by, 'reject_reason', reject_reason)::text \
          FROM handoffs WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
     (

@@ -138,7 +138,7 @@ const TIMELINE: [(TimelineKind, &str); 6] = [
     ),
     (
         TimelineKind::Handoff,
-        "SELECT id, created_at, json_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status) \
+        "SELECT id, created_at, json_object('queue', queue, 'reason', reason, 'priority', priority, 'origin', origin, 'status', status, 'handoff_id', CAST(id AS TEXT), 'claimed_by', claimed_by, 'reject_reason', reject_reason) \
          FROM handoffs WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
     (
