@@ -323,9 +323,38 @@ impl Engine {
     async fn claim_batch(&self, asked: &[(String, String)]) -> EngineResult<Vec<Option<Claimed>>> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let mut claimed = Vec::with_capacity(asked.len());
-        for (queue, member) in asked {
-            claimed.push(tx.claim_handoff(queue, member, to_micros(now)).await?);
+        let mut claimed: Vec<Option<Handoff>> = vec![None; asked.len()];
+        // Pull queues hand out unassigned handoffs: all of a queue's callers in one go, in
+        // order. Then each caller left without (a round-robin queue, where handoffs may be
+        // theirs, or a queue running dry) asks for themselves.
+        let playbook = self.playbook();
+        let mut pulled: Vec<&str> = asked
+            .iter()
+            .map(|(q, _)| q.as_str())
+            .filter(|q| {
+                playbook
+                    .queues
+                    .queues
+                    .get(*q)
+                    .is_some_and(|q| q.routing == Routing::Claim)
+            })
+            .collect();
+        pulled.sort_unstable();
+        pulled.dedup();
+        for queue in pulled {
+            let slots: Vec<usize> = (0..asked.len()).filter(|i| asked[*i].0 == queue).collect();
+            let members: Vec<String> = slots.iter().map(|i| asked[*i].1.clone()).collect();
+            for (slot, got) in slots
+                .into_iter()
+                .zip(tx.claim_many(queue, &members, to_micros(now)).await?)
+            {
+                claimed[slot] = got;
+            }
+        }
+        for (slot, (queue, member)) in asked.iter().enumerate() {
+            if claimed[slot].is_none() {
+                claimed[slot] = tx.claim_handoff(queue, member, to_micros(now)).await?;
+            }
         }
         let got: Vec<&Handoff> = claimed.iter().flatten().collect();
         if got.is_empty() {

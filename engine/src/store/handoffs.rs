@@ -288,6 +288,16 @@ pub trait HandoffTx: Send {
     /// Takes the next open handoff of a queue for `member` (unassigned, or assigned to them):
     /// highest priority, then oldest. Two callers never get the same one.
     async fn claim_handoff(&mut self, queue: &str, member: &str, now: i64) -> StoreResult<Option<Handoff>>;
+    /// Takes the next open, unassigned handoffs of a queue, one for each of `members` in
+    /// order (`None` for those left without): one statement on PostgreSQL, one per member
+    /// elsewhere.
+    async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
+        let mut out = Vec::with_capacity(members.len());
+        for member in members {
+            out.push(self.claim_handoff(queue, member, now).await?);
+        }
+        Ok(out)
+    }
     /// A handoff, locked for this transaction (PostgreSQL: `FOR UPDATE`).
     async fn lock_handoff(&mut self, id: i64) -> StoreResult<Option<Handoff>>;
     /// Handoffs by id, locked for this transaction.
@@ -350,9 +360,11 @@ pub(crate) fn opt_micros(t: Option<DateTime<Utc>>) -> Option<i64> {
 /// `Db` (the sqlx database), `FOR_UPDATE` and `SKIP_LOCKED` (empty on SQLite), its store type
 /// with a `pool`, and its transaction type with `fn conn(&mut self)`.
 macro_rules! handoff_impl {
-    ($store:ty, $tx:ty) => {
+    ($store:ty, $tx:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
         impl $crate::store::handoffs::HandoffTx for $tx {
+            $($own)*
+
             async fn claim_handoff(&mut self, queue: &str, member: &str, now: i64) -> StoreResult<Option<Handoff>> {
                 let row: Option<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
                     "UPDATE handoffs SET status = 'claimed', claimed_by = $2, claimed_at = $3, updated_at = $3 WHERE id = \

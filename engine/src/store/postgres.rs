@@ -221,7 +221,42 @@ impl PgTx {
     }
 }
 
-handoff_impl!(PgStore, PgTx);
+handoff_impl!(PgStore, PgTx {
+    async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
+        // The n-th open handoff (in claim order, skipping those others hold) goes to the n-th
+        // member, in one statement.
+        #[derive(sqlx::FromRow)]
+        struct Numbered {
+            n: i64,
+            #[sqlx(flatten)]
+            row: HandoffRow,
+        }
+        let rows: Vec<Numbered> = sqlx::query_as(AssertSqlSafe(format!(
+            "WITH asked AS (SELECT member, n FROM unnest($2::text[]) WITH ORDINALITY AS a(member, n)), \
+             cand AS (SELECT c.id AS cid, row_number() OVER (ORDER BY c.priority DESC, c.created_at, c.id) AS n FROM \
+               (SELECT id, priority, created_at FROM handoffs WHERE queue = $1 AND status = 'open' AND assigned_to IS NULL \
+                ORDER BY priority DESC, created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c), \
+             taken AS (UPDATE handoffs h SET status = 'claimed', claimed_by = asked.member, claimed_at = $4, updated_at = $4 \
+               FROM cand JOIN asked USING (n) WHERE h.id = cand.cid AND h.status = 'open' \
+               RETURNING asked.n, h.*) \
+             SELECT n, {HANDOFF_COLUMNS} FROM taken"
+        )))
+        .bind(queue)
+        .bind(members)
+        .bind(members.len() as i64)
+        .bind(now)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let mut out: Vec<Option<Handoff>> = vec![None; members.len()];
+        for Numbered { n, row } in rows {
+            if let Some(slot) = usize::try_from(n - 1).ok().filter(|i| *i < out.len()) {
+                out[slot] = Some(Handoff::try_from(row)?);
+            }
+        }
+        Ok(out)
+    }
+});
 
 #[async_trait]
 impl Tx for PgTx {

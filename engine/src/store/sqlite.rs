@@ -244,7 +244,7 @@ impl SqliteTx {
     }
 }
 
-handoff_impl!(SqliteStore, SqliteTx);
+handoff_impl!(SqliteStore, SqliteTx {});
 
 /// Reserves `n` ids of an AUTOINCREMENT table. Inside BEGIN IMMEDIATE no other writer runs, so
 /// the ids after the sequence are ours; the sequence row is moved past them at once so later
