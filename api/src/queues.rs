@@ -152,16 +152,21 @@ async fn read(
 
 /// With the lead, as an SDR needs it.
 async fn with_lead(state: &AppState, handoff: Handoff) -> Result<Value, ApiError> {
-    let lead = match state.engine.get_lead(handoff.lead_id).await {
-        Ok(lead) => Some(lead),
-        Err(EngineError::NotFound) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let lead = lead_of(state, &handoff).await?;
     Ok(json!(HandoffView {
         handoff,
         lead,
         log: None
     }))
+}
+
+/// A handoff's lead; none when the person was erased.
+async fn lead_of(state: &AppState, handoff: &Handoff) -> Result<Option<LeadView>, ApiError> {
+    match state.engine.get_lead(handoff.lead_id).await {
+        Ok(lead) => Ok(Some(lead)),
+        Err(EngineError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `POST /v1/queues/{queue}/claim`: 200 with the handoff and its lead, 204 when the queue is empty.
@@ -247,11 +252,7 @@ async fn handoff(
 ) -> Result<Json<HandoffView>, ApiError> {
     caller.require(EVERYONE)?;
     let (handoff, log) = state.engine.handoff(handoff_id(&id)?).await?;
-    let lead = match state.engine.get_lead(handoff.lead_id).await {
-        Ok(lead) => Some(lead),
-        Err(EngineError::NotFound) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let lead = lead_of(&state, &handoff).await?;
     Ok(Json(HandoffView {
         handoff,
         lead,

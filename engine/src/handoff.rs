@@ -41,11 +41,6 @@ impl HandoffStatus {
             Self::Superseded => "superseded",
         }
     }
-
-    /// Open or claimed: the lead is in someone's hands, and may not be handed off again.
-    pub fn is_pending(self) -> bool {
-        matches!(self, Self::Open | Self::Claimed)
-    }
 }
 
 impl FromStr for HandoffStatus {
@@ -160,12 +155,12 @@ impl Decision {
     }
 
     /// The webhook event it emits.
-    pub fn event(&self) -> Option<&'static str> {
+    pub fn event(&self) -> &'static str {
         match self {
-            Decision::Accept => Some("handoff.accepted"),
-            Decision::Reject { .. } => Some("handoff.rejected"),
-            Decision::Convert => Some("handoff.converted"),
-            Decision::Release => Some("handoff.released"),
+            Decision::Accept => "handoff.accepted",
+            Decision::Reject { .. } => "handoff.rejected",
+            Decision::Convert => "handoff.converted",
+            Decision::Release => "handoff.released",
         }
     }
 }

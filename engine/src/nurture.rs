@@ -247,6 +247,20 @@ impl LeadState {
         }
     }
 
+    /// Requests a handoff for this lead (by a campaign step or by hand): the lead moves to
+    /// `handed_off` unless it is past that already.
+    pub fn hand_off(&mut self, request: HandoffRequest, now: DateTime<Utc>, out: &mut Changes) {
+        out.handoffs.push(request);
+        if matches!(
+            self.lead.stage,
+            Stage::New | Stage::Nurturing | Stage::Recycled | Stage::Mql
+        ) {
+            self.lead.stage = Stage::HandedOff;
+            self.lead.updated_at = now;
+            self.dirty = true;
+        }
+    }
+
     /// Moves the lead to `mql` and requests a handoff when the MQL condition has become true.
     pub fn check_mql(&mut self, playbook: &Playbook, now: DateTime<Utc>, out: &mut Changes) {
         let Some(mql) = &playbook.rules.mql else {

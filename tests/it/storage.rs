@@ -114,6 +114,7 @@ contract!(
     timeline_is_newest_first_and_pages,
     erasure_keeps_a_suppression,
     erasure_reaches_every_table_that_names_the_person,
+    claim_many_hands_the_nth_open_handoff_to_the_nth_caller,
     idempotent_requests_replay,
     api_keys_are_found_by_hash,
     concurrent_batches_on_the_same_leads_all_land,
@@ -621,14 +622,9 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
         vec![event("erase.me@x.example", "whitepaper_downloaded", json!({}))],
     )
     .await;
-    let by = LeadRef {
-        id: Some(id.0.to_string()),
-        email: None,
-        external_id: None,
-    };
     let handoff = t
         .engine
-        .hand_off(&by, "sdr", "Asked for a call", None, "sdr-bot")
+        .hand_off(&LeadRef::by_id(id.0), "sdr", "Asked for a call", None, "sdr-bot")
         .await
         .unwrap();
     let tables = [
@@ -664,6 +660,46 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
     assert_eq!(count("suppressions").await, 1, "the e-mail's hash stays");
     let text = count("webhook_deliveries WHERE payload LIKE '%erase.me%'").await;
     assert_eq!(text, 0, "no delivery keeps the address");
+}
+
+async fn claim_many_hands_the_nth_open_handoff_to_the_nth_caller(t: TestEngine) {
+    t.engine.deploy_current().await.unwrap();
+    let mut opened = Vec::new();
+    for (i, priority) in [10u8, 90, 50].into_iter().enumerate() {
+        let id = id_of(&upsert(&t, json!({"email": format!("many{i}@x.example")})).await);
+        let by = LeadRef::by_id(id.0);
+        opened.push(
+            t.engine
+                .hand_off(&by, "sales", "demo", Some(priority), "crm")
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let members: Vec<String> = ["ann", "bo", "ann", "cy"].map(String::from).to_vec();
+    let mut tx = t.engine.store().begin().await.unwrap();
+    let got = tx.claim_many("sales", &members, 1).await.unwrap();
+    tx.commit().await.unwrap();
+    let summary: Vec<Option<(i64, String)>> = got
+        .iter()
+        .map(|h| h.as_ref().map(|h| (h.priority, h.claimed_by.clone().unwrap())))
+        .collect();
+    // Highest priority first; `ann` asked twice and gets two (which of her slots gets which
+    // does not matter); `cy` comes last and finds none.
+    let mut anns: Vec<i64> = summary
+        .iter()
+        .flatten()
+        .filter(|(_, m)| m == "ann")
+        .map(|(p, _)| *p)
+        .collect();
+    anns.sort_unstable();
+    assert_eq!(anns, [10, 90], "{summary:?}");
+    assert_eq!(summary[1], Some((50, "bo".to_owned())), "{summary:?}");
+    assert_eq!(summary[3], None, "{summary:?}");
+    assert!(got
+        .iter()
+        .flatten()
+        .all(|h| h.status == nurture_engine::handoff::HandoffStatus::Claimed));
 }
 
 async fn idempotent_requests_replay(t: TestEngine) {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
-use super::{load_states, view, Engine, EngineError, EngineResult, Entry, LeadView};
+use super::{load_states, view, Engine, EngineError, EngineResult, LeadView};
 use crate::clock::to_micros;
 use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member, Refusal};
 use crate::lead::{FieldError, Lead, LeadRef, Stage};
@@ -429,11 +429,6 @@ impl Engine {
         tx.update_handoffs(std::slice::from_ref(&h)).await?;
         tx.log_handoffs(&[log(&h, decision.verb(), Some(by), detail, now)])
             .await?;
-        let events = decision
-            .event()
-            .map(|kind| (kind, json!({"handoff": h})))
-            .into_iter()
-            .collect::<Vec<_>>();
         let leads = tx.find_leads(&[h.lead_id.0], &[], &[]).await?;
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
         let mut changes = Changes::default();
@@ -451,27 +446,11 @@ impl Engine {
             state.dirty = true;
             // Goals see the new stage at once; a recycled lead with no cool-down may enter
             // campaigns again now.
-            self.run_journeys(
-                tx.as_mut(),
-                &mut states,
-                &playbook,
-                now,
-                &HashMap::new(),
-                &Entry::Triggers,
-                &mut changes,
-            )
-            .await?;
-            for state in states.values_mut() {
-                state.check_mql(&playbook, now, &mut changes);
-            }
-            let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
-            tx.write_leads(&rows).await?;
+            self.settle(tx.as_mut(), &mut states, &playbook, now, &mut changes)
+                .await?;
         }
         let lead = states.get(&h.lead_id.0).map(|s| &s.lead);
-        let emitted = events
-            .into_iter()
-            .map(|(kind, data)| event(kind, lead, data, now))
-            .collect();
+        let emitted = vec![event(decision.event(), lead, json!({"handoff": h}), now)];
         self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, emitted)
             .await?;
         tx.commit().await?;
@@ -495,15 +474,7 @@ impl Engine {
             .change_one_with(id, |state, now, changes| {
                 let mut request = HandoffRequest::new(state, &playbook, queue, reason, origin.clone(), now);
                 request.priority = priority;
-                changes.handoffs.push(request);
-                if matches!(
-                    state.lead.stage,
-                    Stage::New | Stage::Nurturing | Stage::Recycled | Stage::Mql
-                ) {
-                    state.lead.stage = Stage::HandedOff;
-                    state.lead.updated_at = now;
-                    state.dirty = true;
-                }
+                state.hand_off(request, now, changes);
             })
             .await?;
         opened.into_iter().next().ok_or_else(|| {
@@ -668,25 +639,12 @@ impl Engine {
             state.dirty = true;
         }
         let mut changes = Changes::default();
-        self.run_journeys(
-            tx.as_mut(),
-            &mut states,
-            &playbook,
-            now,
-            &HashMap::new(),
-            &Entry::Triggers,
-            &mut changes,
-        )
-        .await?;
-        for state in states.values_mut() {
-            state.check_mql(&playbook, now, &mut changes);
-        }
-        let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
-        tx.write_leads(&rows).await?;
+        self.settle(tx.as_mut(), &mut states, &playbook, now, &mut changes)
+            .await?;
         self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, Vec::new())
             .await?;
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(states.len())
     }
 }
 

@@ -398,15 +398,7 @@ impl Engine {
                         request.priority = Some(priority);
                         request.campaign = Some(campaign.id.clone());
                         request.step = Some(step);
-                        changes.handoffs.push(request);
-                        if matches!(
-                            state.lead.stage,
-                            Stage::New | Stage::Nurturing | Stage::Recycled | Stage::Mql
-                        ) {
-                            state.lead.stage = Stage::HandedOff;
-                            state.lead.updated_at = now;
-                            state.dirty = true;
-                        }
+                        state.hand_off(request, now, changes);
                     }
                     Effect::Enroll { campaign: other, .. } => {
                         let Some(target) = playbook.campaigns.get(&other) else {

@@ -108,7 +108,7 @@ mod webhooks;
 pub use dispatch::{DispatchReport, Sender, MAX_ATTEMPTS};
 pub use handoffs::{queue_cursor, unknown_events, WEBHOOK_EVENTS};
 pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
-pub use webhooks::{backoff as webhook_backoff, NewWebhook, RETRY_FOR};
+pub use webhooks::NewWebhook;
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -194,6 +194,26 @@ impl Engine {
             };
             tokio::time::sleep(pause.min(std::time::Duration::from_secs(1))).await;
         }
+    }
+
+    /// After a change to leads that received no events: their campaigns move (goals, `until`
+    /// waits, entries by trigger), the MQL rule is asked, and the leads are written.
+    async fn settle(
+        &self,
+        tx: &mut dyn crate::store::Tx,
+        states: &mut HashMap<i64, LeadState>,
+        playbook: &Playbook,
+        now: DateTime<Utc>,
+        changes: &mut Changes,
+    ) -> EngineResult<()> {
+        self.run_journeys(tx, states, playbook, now, &HashMap::new(), &Entry::Triggers, changes)
+            .await?;
+        for state in states.values_mut() {
+            state.check_mql(playbook, now, changes);
+        }
+        let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
+        tx.write_leads(&rows).await?;
+        Ok(())
     }
 
     /// A journey pass over locked leads that received no events, in `tx`, written and
@@ -630,21 +650,8 @@ impl Engine {
             state.check_mql(&playbook, now, &mut changes);
         }
         // A changed field can make a lead start matching a segment-triggered campaign.
-        self.run_journeys(
-            tx.as_mut(),
-            &mut states,
-            &playbook,
-            now,
-            &HashMap::new(),
-            &Entry::Triggers,
-            &mut changes,
-        )
-        .await?;
-        for state in states.values_mut() {
-            state.check_mql(&playbook, now, &mut changes);
-        }
-        let rows: Vec<Lead> = states.values().map(|s| s.lead.clone()).collect();
-        tx.write_leads(&rows).await?;
+        self.settle(tx.as_mut(), &mut states, &playbook, now, &mut changes)
+            .await?;
         // Webhook events: a lead created or updated, and channels newly unsubscribed.
         let wanted = tx.wanted_events().await?;
         let wants = |kind: &str| wanted.iter().any(|w| w == kind || w == "*");

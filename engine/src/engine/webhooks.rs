@@ -176,11 +176,6 @@ impl Engine {
             next_attempt_at,
         }
     }
-
-    /// When the next delivery is due, if any.
-    pub async fn next_delivery(&self) -> EngineResult<Option<chrono::DateTime<chrono::Utc>>> {
-        Ok(self.store.next_delivery().await?.map(from_micros))
-    }
 }
 
 #[cfg(test)]

@@ -289,15 +289,8 @@ pub trait HandoffTx: Send {
     /// highest priority, then oldest. Two callers never get the same one.
     async fn claim_handoff(&mut self, queue: &str, member: &str, now: i64) -> StoreResult<Option<Handoff>>;
     /// Takes the next open, unassigned handoffs of a queue, one for each of `members` in
-    /// order (`None` for those left without): one statement on PostgreSQL, one per member
-    /// elsewhere.
-    async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
-        let mut out = Vec::with_capacity(members.len());
-        for member in members {
-            out.push(self.claim_handoff(queue, member, now).await?);
-        }
-        Ok(out)
-    }
+    /// order (`None` for those left without), in one statement.
+    async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>>;
     /// A handoff, locked for this transaction (PostgreSQL: `FOR UPDATE`).
     async fn lock_handoff(&mut self, id: i64) -> StoreResult<Option<Handoff>>;
     /// Handoffs by id, locked for this transaction.
@@ -348,8 +341,6 @@ pub trait HandoffStore: Send + Sync {
     async fn finish_deliveries(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
     /// A subscription's deliveries, newest first, before the cursor (a delivery's seq).
     async fn deliveries(&self, webhook: i64, before: Option<i64>, limit: i64) -> StoreResult<Vec<Delivery>>;
-    /// The earliest time a pending delivery is due.
-    async fn next_delivery(&self) -> StoreResult<Option<i64>>;
 }
 
 pub(crate) fn opt_micros(t: Option<DateTime<Utc>>) -> Option<i64> {
@@ -780,11 +771,6 @@ macro_rules! handoff_impl {
                 Ok(deliveries_from(rows, attempts))
             }
 
-            async fn next_delivery(&self) -> StoreResult<Option<i64>> {
-                Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
-                    .fetch_one(&self.pool)
-                    .await?)
-            }
         }
     };
 }

@@ -244,7 +244,37 @@ impl SqliteTx {
     }
 }
 
-handoff_impl!(SqliteStore, SqliteTx {});
+handoff_impl!(SqliteStore, SqliteTx {
+    async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
+        // The n-th open handoff (in claim order) goes to the n-th member, in one statement.
+        // RETURNING sees only the handoff, so each comes back to its member's next slot.
+        let rows: Vec<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "WITH asked(member, n) AS (SELECT value, key + 1 FROM json_each($2)), \
+             cand(cid, n) AS (SELECT id, row_number() OVER (ORDER BY priority DESC, created_at, id) FROM \
+               (SELECT id, priority, created_at FROM handoffs WHERE queue = $1 AND status = 'open' AND assigned_to IS NULL \
+                ORDER BY priority DESC, created_at, id LIMIT $3)) \
+             UPDATE handoffs SET status = 'claimed', claimed_by = m.member, claimed_at = $4, updated_at = $4 \
+             FROM (SELECT cand.cid, asked.member FROM cand JOIN asked USING (n)) AS m \
+             WHERE handoffs.id = m.cid RETURNING {HANDOFF_COLUMNS}"
+        )))
+        .bind(queue)
+        .bind(json_strings(members))
+        .bind(members.len() as i64)
+        .bind(now)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let mut out: Vec<Option<Handoff>> = vec![None; members.len()];
+        for handoff in handoffs_from(rows)? {
+            let slot = (0..members.len())
+                .find(|i| out[*i].is_none() && handoff.claimed_by.as_deref() == Some(members[*i].as_str()));
+            if let Some(slot) = slot {
+                out[slot] = Some(handoff);
+            }
+        }
+        Ok(out)
+    }
+});
 
 /// Reserves `n` ids of an AUTOINCREMENT table. Inside BEGIN IMMEDIATE no other writer runs, so
 /// the ids after the sequence are ours; the sequence row is moved past them at once so later
