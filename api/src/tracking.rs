@@ -2,16 +2,19 @@
 //! Every link carries a signed token; a forged or altered one gets 404 and records nothing.
 //! Opens and clicks become behaviour events, so they wake waits and take branches at once.
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use nurture_engine::event::EventInput;
+use nurture_engine::fetch::{automated, Fetch};
 use nurture_engine::lead::{ConsentInput, ConsentInputs, ConsentStatus, LeadInput, LeadRef};
+use nurture_engine::store::MessageTarget;
 use nurture_engine::tag::Actor;
 use nurture_engine::tracking::Token;
 use serde_json::{json, Map, Value};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -30,18 +33,6 @@ const PIXEL: &[u8] = &[
     0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
-/// User agents of image proxies and link scanners that fetch on their own, not a person.
-const AUTOMATED_AGENTS: &[&str] = &[
-    "GoogleImageProxy",
-    "YahooMailProxy",
-    "Barracuda",
-    "Mimecast",
-    "Proofpoint",
-    "Microsoft Office Protection",
-    "bot",
-    "crawler",
-];
-
 fn not_found() -> ApiError {
     ApiError::NotFound("this link is not valid".into())
 }
@@ -54,22 +45,59 @@ fn verify(state: &AppState, token: &str) -> Result<Token, ApiError> {
         .ok_or_else(not_found)
 }
 
-/// Whether a fetch looks automated: a HEAD request or a known proxy or scanner.
-fn automated(method: &Method, headers: &HeaderMap) -> bool {
+/// The client's address: the first hop of `X-Forwarded-For` behind a proxy, else the peer.
+fn client_ip(headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .or_else(|| peer.map(|p| p.0.ip()))
+}
+
+/// Who fetched: the properties `automated` and, for a machine, `automated_by` (why).
+fn classify(
+    state: &AppState,
+    target: &MessageTarget,
+    method: &Method,
+    headers: &HeaderMap,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+) -> Map<String, Value> {
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_lowercase();
-    *method == Method::HEAD || AUTOMATED_AGENTS.iter().any(|a| agent.contains(&a.to_lowercase()))
+        .unwrap_or_default();
+    let fetch = Fetch {
+        head: *method == Method::HEAD,
+        agent,
+        ip: client_ip(headers, peer),
+        since_sent: target.sent_at.map(|sent| state.engine.now() - sent),
+    };
+    let mut properties = Map::new();
+    let why = automated(&fetch);
+    properties.insert("automated".into(), json!(why.is_some()));
+    if let Some(why) = why {
+        properties.insert("automated_by".into(), json!(why));
+    }
+    properties
 }
 
-/// Records a behaviour event about a message for the lead it went to.
-async fn record(state: &AppState, message: i64, kind: &str, properties: Value) -> Result<(), ApiError> {
-    let Some((lead, _)) = state.engine.message_lead(message).await? else {
+/// Records a behaviour event about a message for the lead it went to, saying whether a person
+/// or a machine fetched it.
+async fn record(
+    state: &AppState,
+    message: i64,
+    kind: &str,
+    fetched: (&Method, &HeaderMap, Option<&ConnectInfo<SocketAddr>>),
+    extra: Value,
+) -> Result<(), ApiError> {
+    let Some(target) = state.engine.message_lead(message).await? else {
         return Ok(());
     };
-    let mut properties: Map<String, Value> = properties.as_object().cloned().unwrap_or_default();
+    let lead = target.lead;
+    let (method, headers, peer) = fetched;
+    let mut properties = classify(state, &target, method, headers, peer);
+    properties.extend(extra.as_object().cloned().unwrap_or_default());
     properties.insert("message_id".into(), json!(message));
     let event = EventInput {
         lead: LeadRef {
@@ -91,18 +119,14 @@ async fn open(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
     let Token::Open { message } = verify(&state, &token)? else {
         return Err(not_found());
     };
-    record(
-        &state,
-        message,
-        "email_opened",
-        json!({"automated": automated(&method, &headers)}),
-    )
-    .await?;
+    let peer = peer.as_ref().map(|p| &p.0);
+    record(&state, message, "email_opened", (&method, &headers, peer), json!({})).await?;
     Ok((
         [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store")],
         PIXEL,
@@ -114,16 +138,19 @@ async fn click(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
     let Token::Click { message, url, link } = verify(&state, &token)? else {
         return Err(not_found());
     };
+    let peer = peer.as_ref().map(|p| &p.0);
     record(
         &state,
         message,
         "email_clicked",
-        json!({"url": url, "link": link, "automated": automated(&method, &headers)}),
+        (&method, &headers, peer),
+        json!({"url": url, "link": link}),
     )
     .await?;
     // Only ever to the URL signed into the token: never an open redirect.
@@ -156,7 +183,7 @@ async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -
     let Token::Unsubscribe { message } = verify(&state, &token)? else {
         return Err(not_found());
     };
-    if let Some((lead, channel)) = state.engine.message_lead(message).await? {
+    if let Some(MessageTarget { lead, channel, .. }) = state.engine.message_lead(message).await? {
         let opt_out = Some(ConsentInput {
             status: ConsentStatus::OptedOut,
             source: Some(format!("unsubscribe link (message {message})")),

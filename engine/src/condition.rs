@@ -26,8 +26,8 @@ pub enum Condition {
     Stage(Vec<Stage>),
     Field(FieldTest),
     Event(EventTest),
-    #[schemars(with = "String")]
-    Opened(Spanned<String>),
+    #[schemars(with = "OpenedTest")]
+    Opened(Spanned<OpenedTest>),
     #[schemars(with = "ClickedTest")]
     Clicked(Spanned<ClickedTest>),
     #[schemars(with = "String")]
@@ -77,7 +77,39 @@ pub struct EventTest {
     pub properties: Option<Map<String, Value>>,
 }
 
-/// `clicked: step_id` or `clicked: { step: step_id, link: demo }`.
+/// `opened: step_id`, or `opened: { step: step_id, include_automated: true }` to count opens
+/// by image proxies and scanners too.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum OpenedTest {
+    Step(String),
+    Detailed {
+        step: String,
+        #[serde(default)]
+        include_automated: bool,
+    },
+}
+
+impl OpenedTest {
+    pub fn step(&self) -> &str {
+        match self {
+            OpenedTest::Step(step) | OpenedTest::Detailed { step, .. } => step,
+        }
+    }
+
+    pub fn include_automated(&self) -> bool {
+        matches!(
+            self,
+            OpenedTest::Detailed {
+                include_automated: true,
+                ..
+            }
+        )
+    }
+}
+
+/// `clicked: step_id` or `clicked: { step: step_id, link: demo }`; `include_automated: true`
+/// counts clicks by link scanners too.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ClickedTest {
@@ -86,15 +118,52 @@ pub enum ClickedTest {
         step: String,
         #[serde(default)]
         link: Option<String>,
+        #[serde(default)]
+        include_automated: bool,
     },
+}
+
+impl ClickedTest {
+    pub fn step(&self) -> &str {
+        match self {
+            ClickedTest::Step(step) | ClickedTest::Link { step, .. } => step,
+        }
+    }
+
+    pub fn link(&self) -> Option<&str> {
+        match self {
+            ClickedTest::Step(_) => None,
+            ClickedTest::Link { link, .. } => link.as_deref(),
+        }
+    }
+
+    pub fn include_automated(&self) -> bool {
+        matches!(
+            self,
+            ClickedTest::Link {
+                include_automated: true,
+                ..
+            }
+        )
+    }
 }
 
 /// A message-level question (`opened`, `clicked`, `responded`) about one step's message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageQuestion<'a> {
-    Opened { step: &'a str },
-    Clicked { step: &'a str, link: Option<&'a str> },
-    Responded { step: &'a str },
+    /// `automated`: opens by image proxies and prefetchers count too.
+    Opened {
+        step: &'a str,
+        automated: bool,
+    },
+    Clicked {
+        step: &'a str,
+        link: Option<&'a str>,
+        automated: bool,
+    },
+    Responded {
+        step: &'a str,
+    },
 }
 
 /// A behaviour event as conditions see it.
@@ -172,13 +241,14 @@ impl Condition {
                             .is_none_or(|w| properties_match(w, &e.properties))
                 })
             }
-            Condition::Opened(step) => facts.message(MessageQuestion::Opened { step: &step.value }),
-            Condition::Clicked(test) => facts.message(match &test.value {
-                ClickedTest::Step(step) => MessageQuestion::Clicked { step, link: None },
-                ClickedTest::Link { step, link } => MessageQuestion::Clicked {
-                    step,
-                    link: link.as_deref(),
-                },
+            Condition::Opened(test) => facts.message(MessageQuestion::Opened {
+                step: test.value.step(),
+                automated: test.value.include_automated(),
+            }),
+            Condition::Clicked(test) => facts.message(MessageQuestion::Clicked {
+                step: test.value.step(),
+                link: test.value.link(),
+                automated: test.value.include_automated(),
             }),
             Condition::Responded(step) => facts.message(MessageQuestion::Responded { step: &step.value }),
             Condition::Segment(id) => segments
@@ -256,12 +326,12 @@ impl Condition {
                     ));
                 }
             }
-            Condition::Opened(step) => note_message(
+            Condition::Opened(test) => note_message(
                 file,
                 messages,
                 MessageKind::Opened,
-                &step.value,
-                &step.referenced,
+                test.value.step(),
+                &test.referenced,
                 issues,
             ),
             Condition::Responded(step) => note_message(
@@ -272,12 +342,14 @@ impl Condition {
                 &step.referenced,
                 issues,
             ),
-            Condition::Clicked(test) => {
-                let step = match &test.value {
-                    ClickedTest::Step(step) | ClickedTest::Link { step, .. } => step.clone(),
-                };
-                note_message(file, messages, MessageKind::Clicked, &step, &test.referenced, issues)
-            }
+            Condition::Clicked(test) => note_message(
+                file,
+                messages,
+                MessageKind::Clicked,
+                test.value.step(),
+                &test.referenced,
+                issues,
+            ),
             Condition::All(items) | Condition::Any(items) => items
                 .iter_mut()
                 .for_each(|c| c.check(file, segment_ids, messages.as_deref_mut(), issues)),

@@ -9,6 +9,10 @@ use std::str::FromStr;
 pub struct Span(i64);
 
 impl Span {
+    pub const fn from_secs(secs: i64) -> Self {
+        Span(secs)
+    }
+
     pub fn secs(self) -> i64 {
         self.0
     }

@@ -87,6 +87,12 @@ impl EventInput {
                 format!("is {size} bytes as JSON; the limit is {MAX_PROPERTIES_BYTES}"),
             ));
         }
+        if self.kind == "email_bounced" && crate::bounce::Bounce::of(&self.kind, &self.properties).is_none() {
+            errors.push(FieldError::new(
+                "properties.kind",
+                "an email_bounced event says what kind of bounce it was: \"hard\" (the address does not exist) or \"soft\" (a full mailbox, a server down)",
+            ));
+        }
         if let Some(path) = map_nul_path(&self.properties, "properties") {
             errors.push(FieldError::new(path, "contains a NUL character"));
         }

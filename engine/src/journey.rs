@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use crate::condition::{Condition, EventFact, Facts, MessageQuestion, Segments};
 use crate::lead::{Lead, LeadId};
+use crate::pacing::{Ask, Gate, Pacer};
 use crate::playbook::draw::describe;
 use crate::playbook::{Action, Campaign, Edge, Reentry, SendChannel, Wait};
 
@@ -103,8 +104,12 @@ pub struct MessageFact {
     pub id: i64,
     /// Opened by a person (automated opens do not count).
     pub opened: bool,
-    /// Links clicked, by name (an unnamed link counts as `""`).
+    /// Opened by an image proxy or prefetcher, not (or not known to be) a person.
+    pub opened_automated: bool,
+    /// Links clicked by a person, by name (an unnamed link counts as `""`).
     pub clicked: Vec<String>,
+    /// Links fetched by scanners.
+    pub clicked_automated: Vec<String>,
     /// Any response: a click, a reply, or an event carrying the message id.
     pub responded: bool,
 }
@@ -133,12 +138,15 @@ impl Facts for JourneyFacts<'_> {
         let of = |step: &str, m: &MessageFact| m.step == step;
         let mut messages = self.messages.iter();
         match question {
-            MessageQuestion::Opened { step } => messages.any(|m| of(step, m) && m.opened),
-            MessageQuestion::Clicked { step, link } => messages.any(|m| {
+            MessageQuestion::Opened { step, automated } => {
+                messages.any(|m| of(step, m) && (m.opened || (automated && m.opened_automated)))
+            }
+            MessageQuestion::Clicked { step, link, automated } => messages.any(|m| {
+                let clicks = m.clicked.iter().chain(m.clicked_automated.iter().filter(|_| automated));
                 of(step, m)
                     && match link {
-                        Some(link) => m.clicked.iter().any(|c| c == link),
-                        None => !m.clicked.is_empty(),
+                        Some(link) => clicks.clone().any(|c| c == link),
+                        None => clicks.count() > 0,
                     }
             }),
             MessageQuestion::Responded { step } => {
@@ -162,7 +170,6 @@ pub fn explain(condition: &Condition, facts: &JourneyFacts<'_>, held: bool, now:
 }
 
 fn message_notes(condition: &Condition, facts: &JourneyFacts<'_>, now: DateTime<Utc>, notes: &mut Vec<String>) {
-    use crate::condition::ClickedTest;
     let by = now.format("%Y-%m-%dT%H:%MZ");
     // The step's latest message in this enrollment.
     let message = |step: &str| facts.messages.iter().filter(|m| m.step == step).max_by_key(|m| m.id);
@@ -174,21 +181,32 @@ fn message_notes(condition: &Condition, facts: &JourneyFacts<'_>, now: DateTime<
             return;
         }
         Condition::Not(inner) => return message_notes(inner, facts, now, notes),
-        Condition::Opened(step) => match message(&step.value) {
-            None => format!("no message from step {}", step.value),
+        Condition::Opened(test) => match message(test.value.step()) {
+            None => format!("no message from step {}", test.value.step()),
             Some(m) if m.opened => format!("human open of message {}", m.id),
+            Some(m) if m.opened_automated && test.value.include_automated() => {
+                format!("automated open of message {} (include_automated)", m.id)
+            }
+            Some(m) if m.opened_automated => {
+                format!("no human open of message {} by {by} (automated opens only)", m.id)
+            }
             Some(m) => format!("no human open of message {} by {by}", m.id),
         },
         Condition::Clicked(test) => {
-            let (step, link) = match &test.value {
-                ClickedTest::Step(step) => (step.as_str(), None),
-                ClickedTest::Link { step, link } => (step.as_str(), link.as_deref()),
-            };
+            let (step, link) = (test.value.step(), test.value.link());
             let what = link.map_or_else(|| "a link".to_owned(), |l| format!("link {l:?}"));
+            let hit = |clicks: &[String]| link.map_or(!clicks.is_empty(), |l| clicks.iter().any(|c| c == l));
             match message(step) {
                 None => format!("no message from step {step}"),
-                Some(m) if link.map_or(!m.clicked.is_empty(), |l| m.clicked.iter().any(|c| c == l)) => {
-                    format!("click on {what} in message {}", m.id)
+                Some(m) if hit(&m.clicked) => format!("click on {what} in message {}", m.id),
+                Some(m) if hit(&m.clicked_automated) && test.value.include_automated() => {
+                    format!("automated click on {what} in message {} (include_automated)", m.id)
+                }
+                Some(m) if hit(&m.clicked_automated) => {
+                    format!(
+                        "no human click on {what} in message {} by {by} (automated clicks only)",
+                        m.id
+                    )
                 }
                 Some(m) => format!("no click on {what} in message {} by {by}", m.id),
             }
@@ -207,12 +225,14 @@ fn message_notes(condition: &Condition, facts: &JourneyFacts<'_>, now: DateTime<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Create a message (rendered and sent later by the dispatcher). `seq` is the transition
-    /// number: (enrollment, seq) is unique, so a replayed step cannot send twice.
+    /// number: (enrollment, seq) is unique, so a replayed step cannot send twice. `skipped`:
+    /// the lead cannot get the channel; the message is recorded as skipped, with this reason.
     Send {
         step: String,
         channel: SendChannel,
         template: String,
         seq: i64,
+        skipped: Option<String>,
     },
     Tag {
         step: String,
@@ -240,8 +260,8 @@ pub enum Effect {
 pub struct JourneyEntry {
     pub step: String,
     pub at: DateTime<Utc>,
-    /// `sent`, `waiting`, `waited`, `yes`, `no`, `arm 2`, `tagged`, `scored`, `handed_off`,
-    /// `enrolled`, `exited`, `completed`, `goal`.
+    /// `sent`, `skipped`, `deferred`, `waiting`, `waited`, `yes`, `no`, `arm 2`, `tagged`,
+    /// `scored`, `handed_off`, `enrolled`, `exited`, `completed`, `goal`.
     pub outcome: String,
     /// Why, in words: `branch opened_insight: no (no human open of message 8812 by 2026-11-26T09:00Z)`.
     pub detail: String,
@@ -271,6 +291,9 @@ const MAX_STEPS_PER_ADVANCE: usize = 10_000;
 
 /// Runs the enrollment from where it stands until it waits or ends.
 ///
+/// Before each send the `pacer` says whether it goes now: a deferred send waits at its step
+/// (status `Waiting`, `wake_at` when it may go) and is asked again then.
+///
 /// An `Active` enrollment runs its current step. A `Waiting` one moves on only when its wait is
 /// over at `now` (the time has come, or its `until` condition holds); otherwise nothing happens.
 /// The `exit_when` goal is checked before every step. Tag and score effects are also applied
@@ -280,6 +303,7 @@ pub fn advance(
     mut enrollment: Enrollment,
     facts: &mut JourneyFacts<'_>,
     segments: &Segments,
+    pacer: &mut dyn Pacer,
     now: DateTime<Utc>,
 ) -> Advance {
     let mut effects = Vec::new();
@@ -292,6 +316,12 @@ pub fn advance(
             detail,
             arrived: !matches!(outcome, "waited" | "goal"),
         })
+    };
+    // Whether the last line is an arrival: not when a deferred send goes on from its wait.
+    let arrive = |journey: &mut Vec<JourneyEntry>, arrived: bool| {
+        if let Some(line) = journey.last_mut() {
+            line.arrived = arrived;
+        }
     };
     for _ in 0..MAX_STEPS_PER_ADVANCE {
         if !enrollment.status.is_open() {
@@ -339,24 +369,73 @@ pub fn advance(
                 channel,
                 template,
                 variants,
+                on_cap,
             } => {
-                let chosen = variants
-                    .iter()
-                    .find(|(when, _)| when.eval(facts, segments, now))
-                    .map(|(_, t)| t.clone())
-                    .unwrap_or_else(|| template.clone());
-                effects.push(Effect::Send {
-                    step: step.id.clone(),
+                // A send deferred by pacing waits here until its time, whatever events come.
+                if waiting_here && enrollment.wake_at.is_some_and(|w| now < w) {
+                    break;
+                }
+                let ask = Ask {
+                    campaign: &campaign.id,
+                    step: &step.id,
                     channel: *channel,
-                    template: chosen.clone(),
-                    seq: enrollment.transitions,
-                });
-                log(
-                    &mut journey,
-                    &step.id,
-                    "sent",
-                    format!("send {}: {chosen}", channel.as_str()),
-                );
+                    window: campaign.send_window.as_ref(),
+                    on_cap: *on_cap,
+                };
+                let gate = pacer.gate(ask, now);
+                let chosen = || {
+                    variants
+                        .iter()
+                        .find(|(when, _)| when.eval(facts, segments, now))
+                        .map(|(_, t)| t.clone())
+                        .unwrap_or_else(|| template.clone())
+                };
+                let what = format!("send {}", channel.as_str());
+                match gate {
+                    Gate::Defer { until, why } => {
+                        enrollment.status = Status::Waiting;
+                        enrollment.wake_at = Some(until);
+                        log(
+                            &mut journey,
+                            &step.id,
+                            "deferred",
+                            format!("{what} deferred to {}: {why}", until.to_rfc3339()),
+                        );
+                        arrive(&mut journey, !waiting_here);
+                        break;
+                    }
+                    Gate::Skip { why } => {
+                        log(&mut journey, &step.id, "skipped", format!("{what} skipped: {why}"));
+                    }
+                    Gate::Unreachable { why } => {
+                        let chosen = chosen();
+                        effects.push(Effect::Send {
+                            step: step.id.clone(),
+                            channel: *channel,
+                            template: chosen.clone(),
+                            seq: enrollment.transitions,
+                            skipped: Some(why.clone()),
+                        });
+                        log(
+                            &mut journey,
+                            &step.id,
+                            "skipped",
+                            format!("{what}: {chosen} skipped: {why}"),
+                        );
+                    }
+                    Gate::Go => {
+                        let chosen = chosen();
+                        effects.push(Effect::Send {
+                            step: step.id.clone(),
+                            channel: *channel,
+                            template: chosen.clone(),
+                            seq: enrollment.transitions,
+                            skipped: None,
+                        });
+                        log(&mut journey, &step.id, "sent", format!("{what}: {chosen}"));
+                    }
+                }
+                arrive(&mut journey, !waiting_here);
                 go(&mut enrollment, next(Edge::Next));
             }
             Action::Wait(wait) => {

@@ -97,6 +97,14 @@ impl Lead {
     pub fn resting(&self, now: DateTime<Utc>) -> bool {
         self.cooldown_until.is_some_and(|until| now < until)
     }
+
+    /// The lead's time zone: its `timezone` field when it names an IANA zone, else `default`.
+    pub fn timezone(&self, default: chrono_tz::Tz) -> chrono_tz::Tz {
+        self.fields
+            .get("timezone")
+            .and_then(|z| z.trim().parse().ok())
+            .unwrap_or(default)
+    }
 }
 
 impl FromStr for Stage {

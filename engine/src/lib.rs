@@ -6,16 +6,19 @@
 //! port; the SQLite and PostgreSQL adapters implement it.
 
 pub mod access;
+pub mod bounce;
 pub mod clock;
 pub mod condition;
 pub mod duration;
 pub mod engine;
 pub mod event;
+pub mod fetch;
 pub mod handoff;
 pub mod journey;
 pub mod lead;
 pub mod mail;
 pub mod nurture;
+pub mod pacing;
 pub mod playbook;
 pub mod store;
 pub mod tag;

@@ -428,6 +428,7 @@ async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
     let sink = crate::smtp::SmtpSink::start(0).await;
     let dir = tempfile::tempdir().unwrap();
     let key = api_key(dir.path(), "crm", "sqlite://nurture.db");
+    let admin = api_key(dir.path(), "admin", "sqlite://nurture.db");
     let repo = crate::support::repo();
     let campaigns = repo.join("campaigns").display().to_string();
     let templates = repo.join("templates").display().to_string();
@@ -443,6 +444,10 @@ async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
             &smtp,
             "--from",
             "Lumen <news@lumen-cloud.example>",
+            // The welcome has a send window (weekdays 09:00-18:00 in Shanghai): the test moves
+            // the clock past the next opening, whatever the hour it runs at.
+            "--clock",
+            "manual",
         ],
     );
     ready(&server.base).await;
@@ -456,6 +461,16 @@ async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 200);
+    let advanced = crate::support::http()
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/admin/clock/advance", server.base))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"by": "3d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(advanced.status(), 200);
     // The dispatcher runs in the server process: wait for its delivery, with a deadline.
     let deadline = Instant::now() + Duration::from_secs(20);
     while sink.messages().is_empty() {

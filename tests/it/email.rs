@@ -96,15 +96,41 @@ async fn a_posted_lead_gets_the_welcome_over_smtp_and_its_open_takes_the_yes_bra
         "every outside link is tracked"
     );
 
-    // A scanner's HEAD does not count as an open; the person's GET does.
+    // A scanner's HEAD and a prefetch right after delivery are machines; the person's GET an
+    // hour later is the open that counts.
     let client = crate::support::http()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     assert_eq!(client.head(&pixel).send().await.unwrap().status(), 200);
-    let fetched = client.get(&pixel).send().await.unwrap();
+    assert_eq!(client.get(&pixel).send().await.unwrap().status(), 200);
+    app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "1h"})))
+        .await;
+    let fetched = client
+        .get(&pixel)
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fetched.headers()["content-type"], "image/gif");
     assert_eq!(fetched.bytes().await.unwrap().len(), 43);
+    let opens = app.events(&id, "email_opened").await;
+    let kinds: Vec<(bool, Option<&str>)> = opens
+        .iter()
+        .map(|e| (e["automated"].as_bool().unwrap(), e["automated_by"].as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (true, Some("HEAD request")),
+            (true, Some("0 s after sending")),
+            (false, None)
+        ],
+        "{opens:?}"
+    );
     let tampered = format!("{}x", &pixel[..pixel.len() - 1]);
     assert_eq!(client.get(&tampered).send().await.unwrap().status(), 404);
 
@@ -117,12 +143,22 @@ async fn a_posted_lead_gets_the_welcome_over_smtp_and_its_open_takes_the_yes_bra
         .starts_with("https://www.lumen-cloud.example/members"));
 
     // Five days on: the second e-mail went at day 2, and at day 5 the branch saw the open.
+    // Day 5 is a Saturday: the case study waits for Monday's send window (Asia/Shanghai).
     let advanced = app
         .call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "5d"})))
         .await;
     assert_eq!(advanced.status, 200);
     let steps = app.journey(&id).await;
     assert!(steps.contains(&"opened_any:yes".to_string()), "{steps:?}");
+    assert_eq!(
+        steps.last().map(String::as_str),
+        Some("case_study:deferred"),
+        "{steps:?}"
+    );
+    app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2d"})))
+        .await;
+    let steps = app.journey(&id).await;
+    assert!(steps.contains(&"case_study:sent".to_string()), "{steps:?}");
     let tags = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await.body["tags"].clone();
     assert!(
         tags.as_array().unwrap().contains(&json!("engagement:welcomed")),

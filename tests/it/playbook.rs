@@ -456,14 +456,15 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
         (422, Some("by"))
     );
 
-    // Ten days: the 2-day wait, then the 3-day wait, each at its own time, then the 4-day wait.
+    // Twelve days: the 2-day wait, then the 3-day wait, each at its own time, then the case
+    // study waits out the weekend for its send window, then the 4-day wait.
     let advanced = app
-        .call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "10d"})))
+        .call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "12d"})))
         .await;
     assert_eq!(advanced.status, 200, "{}", advanced.body);
     let now: chrono::DateTime<chrono::Utc> = advanced.body["now"].as_str().unwrap().parse().unwrap();
     let was: chrono::DateTime<chrono::Utc> = before["now"].as_str().unwrap().parse().unwrap();
-    assert_eq!(now - was, chrono::Duration::days(10));
+    assert_eq!(now - was, chrono::Duration::days(12));
     let steps: Vec<(String, String)> = app
         .timeline(&id, "campaign_step")
         .await
@@ -487,7 +488,16 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
     };
     assert_eq!(at("getting_started:sent"), chrono::Duration::days(2));
     assert_eq!(at("opened_any:no"), chrono::Duration::days(5));
-    assert_eq!(at("to_industry_drip:enrolled"), chrono::Duration::days(9));
+    // Day 5 is Saturday 2026-11-07; the window opens Monday 09:00 in Shanghai (01:00 UTC),
+    // and the send goes within its first 15 minutes.
+    assert_eq!(at("case_study:deferred"), chrono::Duration::days(5));
+    let monday = chrono::Duration::days(6) + chrono::Duration::hours(16);
+    let sent = at("case_study:sent");
+    assert!(
+        sent >= monday && sent < monday + chrono::Duration::minutes(15),
+        "{sent}"
+    );
+    assert_eq!(at("to_industry_drip:enrolled"), sent + chrono::Duration::days(4));
 
     // The campaign counts what went through each step, and draws the counts on its edges.
     let welcome = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
@@ -502,6 +512,8 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
     };
     assert_eq!(step("welcome")["entered"], 1);
     assert_eq!(step("opened_any")["outcomes"], json!({"no": 1}));
+    assert_eq!(step("case_study")["entered"], 1, "a deferred send arrives once");
+    assert_eq!(step("case_study")["outcomes"], json!({"deferred": 1, "sent": 1}));
     assert_eq!(step("wait_2d")["outcomes"], json!({"waiting": 1, "waited": 1}));
     let drip = app.call("GET", "/v1/campaigns/industry-drip", Sdr, None).await.body;
     let waiting: i64 = drip["steps"]

@@ -995,6 +995,10 @@ async fn a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat(t: 
         (wechat.3.as_str(), wechat.4.as_deref()),
         ("skipped", Some("no_wechat_openid"))
     );
+    // Day 5 is a Saturday: the case study waits for Monday's send window, then goes.
+    assert!(steps.contains(&"welcome/case_study:deferred".to_string()), "{steps:?}");
+    t.engine.advance_clock(&t.clock, Duration::days(2)).await.unwrap();
+    let sent = messages(&t, shut.id).await;
     assert!(
         sent.iter().any(|m| m.1 == "case_study"),
         "the flow goes on after a skipped send: {sent:?}"

@@ -337,7 +337,16 @@ impl TestApp {
         items
     }
 
-    /// A lead's journey, oldest first, as `step:outcome`.
+    /// The properties of a lead's behaviour events of one type, oldest first.
+    pub async fn events(&self, lead: &str, kind: &str) -> Vec<Value> {
+        self.timeline(lead, "event")
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["properties"].clone())
+            .collect()
+    }
+
     /// (step, status, reason) of a lead's messages, from its timeline.
     pub async fn messages(&self, lead: &str) -> Vec<(String, String, Value)> {
         self.timeline(lead, "message")
@@ -353,6 +362,7 @@ impl TestApp {
             .collect()
     }
 
+    /// A lead's journey, oldest first, as `step:outcome`.
     pub async fn journey(&self, lead: &str) -> Vec<String> {
         self.timeline(lead, "campaign_step")
             .await

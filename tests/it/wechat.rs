@@ -145,8 +145,9 @@ async fn unopened_welcome_mail_falls_back_to_a_wechat_template_message() {
     let follower = register(&app, "wang.wei@acme.example", "o-follower-1").await;
     let gone = register(&app, "li.na@acme.example", "o-left-the-account").await;
 
-    // Nobody opens the two welcome e-mails; at day 5 the branch takes the WeChat arm.
-    for _ in 0..6 {
+    // Nobody opens the two welcome e-mails; at day 5 (a Saturday) the branch takes the WeChat
+    // arm, whose message waits for Monday's send window.
+    for _ in 0..8 {
         app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "1d"})))
             .await;
         dispatch_all(&app, &sender).await;
@@ -207,7 +208,8 @@ async fn wrong_credentials_and_no_account_keep_the_message_for_later() {
     let outbox = tempfile::tempdir().unwrap();
     let lead = register(&app, "zhao.min@acme.example", "o-follower-2").await;
     let unconfigured = sender(&app, None, outbox.path());
-    for _ in 0..5 {
+    // Through day 5 (a Saturday) and the weekend, to the send window on Monday.
+    for _ in 0..7 {
         app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "1d"})))
             .await;
         dispatch_all(&app, &unconfigured).await;

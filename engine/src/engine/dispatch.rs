@@ -15,9 +15,10 @@ use std::sync::Arc;
 
 use super::{Engine, EngineResult};
 use crate::clock::to_micros;
-use crate::lead::{ConsentStatus, Lead, LeadId};
+use crate::event::EventInput;
+use crate::lead::{ConsentStatus, Lead, LeadRef};
 use crate::mail::{Mailer, OutgoingEmail, SendError};
-use crate::store::{MessageOutcome, PendingMessage};
+use crate::store::{email_hash, MessageOutcome, MessageTarget, PendingMessage};
 use crate::template::{Links, RenderInput};
 use crate::tracking::{Token, TrackingKey};
 use crate::wechat::{TemplateMessage, WechatSender};
@@ -50,6 +51,8 @@ pub struct DispatchReport {
     pub failed: usize,
     pub retrying: usize,
     pub skipped: usize,
+    /// Of `failed`, recipients the relay refused for good: their addresses are suppressed.
+    pub bounced: usize,
     /// Of `sent`, WeChat template messages.
     pub wechat: usize,
     /// (message id, lead id) of each e-mail sent.
@@ -155,12 +158,30 @@ impl Engine {
         for (id, tag, _) in tx.load_tags(&ids).await? {
             tags.entry(id).or_default().push(tag);
         }
+        // Checked again at send time: a bounce or complaint since the step ran stops the message.
+        let hashes: Vec<String> = leads
+            .values()
+            .filter_map(|l| l.email.as_deref().map(email_hash))
+            .collect();
+        let suppressed: HashMap<String, String> = tx
+            .suppressions(&hashes)
+            .await?
+            .into_iter()
+            .map(|s| (s.email_hash, s.reason))
+            .collect();
         tx.commit().await?;
 
         // Rendering is the dispatcher's CPU work: spread over the cores for a large claim.
         let prepare = |part: &[PendingMessage]| -> Vec<Prepared> {
             part.iter()
-                .map(|m| self.prepare(sender, m, leads.get(&m.lead_id), tags.get(&m.lead_id)))
+                .map(|m| {
+                    let lead = leads.get(&m.lead_id);
+                    let suppressed = lead
+                        .and_then(|l| l.email.as_deref())
+                        .and_then(|e| suppressed.get(&email_hash(e)))
+                        .map(String::as_str);
+                    self.prepare(sender, m, lead, tags.get(&m.lead_id), suppressed)
+                })
                 .collect()
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -210,6 +231,7 @@ impl Engine {
         while let Some(done) = results.next().await {
             let now = self.now();
             let mut outcomes = Vec::with_capacity(done.len());
+            let mut bounces = Vec::new();
             for (id, attempts, email, result) in done {
                 match (&result, email) {
                     (Ok(()), true) => report
@@ -227,6 +249,12 @@ impl Engine {
                         next_attempt_at: None,
                     },
                     Err(SendError::Permanent(reason)) => failed(id, reason),
+                    Err(SendError::Rejected(reason)) => {
+                        if let Some(lead) = lead_of.get(&id) {
+                            bounces.push(hard_bounce(*lead, id, &reason));
+                        }
+                        failed(id, reason)
+                    }
                     Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
                         failed(id, format!("gave up after {attempts} attempts: {reason}"))
                     }
@@ -243,6 +271,12 @@ impl Engine {
                 });
             }
             self.finish(&mut report, &outcomes).await?;
+            if !bounces.is_empty() {
+                // As if the relay's bounce had been posted: the address is suppressed, and the
+                // lead's journeys see the event like any other.
+                report.bounced += bounces.len();
+                self.ingest_events(bounces).await?;
+            }
         }
         Ok(report)
     }
@@ -270,6 +304,7 @@ impl Engine {
         message: &PendingMessage,
         lead: Option<&Lead>,
         tags: Option<&Vec<String>>,
+        suppressed: Option<&str>,
     ) -> Prepared {
         let done = |status: &str, reason: String| {
             Prepared::Done(MessageOutcome {
@@ -284,11 +319,7 @@ impl Engine {
             return done("skipped", "the lead was erased".into());
         };
         let playbook = self.playbook();
-        let timezone = lead
-            .fields
-            .get("timezone")
-            .and_then(|z| z.parse().ok())
-            .unwrap_or(playbook.rules.default_timezone);
+        let timezone = lead.timezone(playbook.rules.default_timezone);
         let no_tags = Vec::new();
         let input = RenderInput {
             lead,
@@ -340,6 +371,9 @@ impl Engine {
         if lead.consent.email.status == ConsentStatus::OptedOut {
             return done("skipped", "unsubscribed".into());
         }
+        if let Some(why) = suppressed {
+            return done("skipped", format!("suppressed: {why}"));
+        }
         let unsubscribe = sender.link("u", &Token::Unsubscribe { message: message.id });
         let links = Links {
             open_pixel: sender.link("t/o", &Token::Open { message: message.id }),
@@ -370,9 +404,29 @@ impl Engine {
         )
     }
 
-    /// The lead a tracked message went to.
-    pub async fn message_lead(&self, message: i64) -> EngineResult<Option<(LeadId, String)>> {
+    /// The lead a tracked message went to, its channel and when it was sent.
+    pub async fn message_lead(&self, message: i64) -> EngineResult<Option<MessageTarget>> {
         Ok(self.store.message_lead(message).await?)
+    }
+}
+
+/// The `email_bounced` event of a recipient the relay refused.
+fn hard_bounce(lead: i64, message: i64, reason: &str) -> EventInput {
+    let mut properties = serde_json::Map::new();
+    properties.insert("kind".into(), "hard".into());
+    properties.insert("message_id".into(), message.into());
+    properties.insert("reason".into(), reason.into());
+    EventInput {
+        lead: LeadRef {
+            id: Some(lead.to_string()),
+            email: None,
+            external_id: None,
+        },
+        kind: "email_bounced".into(),
+        occurred_at: None,
+        properties,
+        idempotency_key: Some(format!("bounce:{message}")),
+        source: Some("smtp".into()),
     }
 }
 

@@ -16,8 +16,9 @@ use crate::condition::EventFact;
 use crate::journey::{advance, entry_matches, may_enter, Effect, Enrollment, JourneyFacts, MessageFact, Status};
 use crate::lead::{ConsentStatus, Stage};
 use crate::nurture::{Changes, HandoffRequest, LeadState};
+use crate::pacing::Pacing;
 use crate::playbook::{Campaign, Playbook, SendChannel};
-use crate::store::{JourneyRow, NewMessage, SentMessage, Tx};
+use crate::store::{email_hash, JourneyRow, NewMessage, SentMessage, Tx};
 use crate::tag::{Actor, ScoreChange, TagFamily};
 
 /// Event types that report on a message; their `message_id` property names it.
@@ -124,6 +125,7 @@ impl Engine {
         let paused: HashSet<String> = tx.frozen_campaigns().await?.into_iter().collect();
         let open: Vec<&Enrollment> = enrollments.iter().filter(|e| e.status.is_open()).collect();
         let facts = self.message_facts(tx, &open).await?;
+        let pace = pace_facts(tx, states, playbook, now).await?;
 
         let mut by_lead: BTreeMap<i64, Vec<Enrollment>> = BTreeMap::new();
         for e in enrollments {
@@ -139,7 +141,7 @@ impl Engine {
             let history = by_lead.remove(&lead_id).unwrap_or_default();
             let events = new_events.get(&lead_id).map(Vec::as_slice).unwrap_or_default();
             self.journey_of_lead(
-                tx, state, history, &facts, playbook, &paused, now, events, enter, changes, &mut moved,
+                tx, state, history, &facts, &pace, playbook, &paused, now, events, enter, changes, &mut moved,
             )
             .await?;
         }
@@ -222,18 +224,39 @@ impl Engine {
                 id: message.id,
                 ..Default::default()
             };
-            for event in about.get(&message.id).into_iter().flatten() {
+            let events: Vec<&EventFact> = about.get(&message.id).into_iter().flatten().collect();
+            // Clicks on several links of the message within seconds: a scanner, whatever it
+            // said it was.
+            let clicks: Vec<(DateTime<Utc>, &str)> = events
+                .iter()
+                .filter(|e| e.kind == "email_clicked")
+                .map(|e| {
+                    (
+                        e.occurred_at,
+                        e.properties.get("url").and_then(|v| v.as_str()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let mut burst = crate::fetch::in_burst(&clicks).into_iter();
+            for event in events {
                 let automated = event.properties.get("automated").and_then(|v| v.as_bool()) == Some(true);
                 match event.kind.as_str() {
-                    "email_opened" if !automated => fact.opened = true,
-                    "email_clicked" if !automated => {
+                    "email_opened" if automated => fact.opened_automated = true,
+                    "email_opened" => fact.opened = true,
+                    "email_clicked" => {
                         let link = event
                             .properties
                             .get("link")
                             .and_then(|v| v.as_str())
-                            .unwrap_or_default();
-                        fact.clicked.push(link.to_owned());
-                        fact.responded = true;
+                            .unwrap_or_default()
+                            .to_owned();
+                        let in_burst = burst.next() == Some(true);
+                        if automated || in_burst {
+                            fact.clicked_automated.push(link);
+                        } else {
+                            fact.clicked.push(link);
+                            fact.responded = true;
+                        }
                     }
                     "email_replied" => fact.responded = true,
                     _ => {}
@@ -251,6 +274,7 @@ impl Engine {
         state: &mut LeadState,
         history: Vec<Enrollment>,
         facts: &HashMap<i64, Vec<MessageFact>>,
+        pace: &PaceFacts,
         playbook: &Playbook,
         paused: &HashSet<String>,
         now: DateTime<Utc>,
@@ -316,8 +340,17 @@ impl Engine {
                 }
             }
         }
+        let mut pacing = pace.pacing(state, playbook);
         let mut guard = 0;
-        while let Some((enrollment, campaign, new)) = work.pop() {
+        // Highest campaign priority first, so that when a frequency cap leaves room for one
+        // send, the campaign that matters more gets it.
+        while let Some(index) = work
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (_, campaign, _))| campaign.priority)
+            .map(|(i, _)| i)
+        {
+            let (enrollment, campaign, new) = work.remove(index);
             guard += 1;
             if guard > 1_000 {
                 break;
@@ -329,7 +362,14 @@ impl Engine {
                 events: &state.events,
                 messages,
             };
-            let result = advance(&campaign, enrollment, &mut journey_facts, &playbook.segments, now);
+            let result = advance(
+                &campaign,
+                enrollment,
+                &mut journey_facts,
+                &playbook.segments,
+                &mut pacing,
+                now,
+            );
             if !result.moved() && !new {
                 continue;
             }
@@ -347,11 +387,10 @@ impl Engine {
                         channel,
                         template,
                         seq,
+                        skipped,
                     } => {
-                        let (status, reason) = match why_not_send(state, channel) {
-                            Some(reason) => ("skipped", Some(reason.to_owned())),
-                            None => ("pending", None),
-                        };
+                        let status = if skipped.is_some() { "skipped" } else { "pending" };
+                        let reason = skipped;
                         outbox.push(NewMessage {
                             enrollment_id: 0,
                             seq,
@@ -436,29 +475,96 @@ fn step_of(effect: &Effect) -> &str {
     }
 }
 
-/// Why a message must not go to this lead on this channel, if it must not.
-fn why_not_send(state: &LeadState, channel: SendChannel) -> Option<&'static str> {
+/// What pacing needs of a batch of leads: their recent sends (when the playbook caps sends)
+/// and which of their addresses are suppressed.
+pub(super) struct PaceFacts {
+    sent: HashMap<i64, Vec<(SendChannel, DateTime<Utc>)>>,
+    /// Address hash → why it is suppressed.
+    suppressed: HashMap<String, String>,
+}
+
+/// Loads the pacing facts of the leads in `states`, in the caller's transaction.
+pub(super) async fn pace_facts(
+    tx: &mut dyn Tx,
+    states: &HashMap<i64, LeadState>,
+    playbook: &Playbook,
+    now: DateTime<Utc>,
+) -> EngineResult<PaceFacts> {
+    let mut sent: HashMap<i64, Vec<(SendChannel, DateTime<Utc>)>> = HashMap::new();
+    if let Some(per) = playbook.rules.frequency.values().map(|c| c.per).max() {
+        let ids: Vec<i64> = states.keys().copied().collect();
+        for row in tx.recent_sends(&ids, to_micros(now - per.to_chrono())).await? {
+            let channel = match row.channel.as_str() {
+                "email" => SendChannel::Email,
+                "wechat" => SendChannel::Wechat,
+                _ => continue,
+            };
+            sent.entry(row.lead_id)
+                .or_default()
+                .push((channel, crate::clock::from_micros(row.created_at)));
+        }
+    }
+    let hashes: Vec<String> = states
+        .values()
+        .filter_map(|s| s.lead.email.as_ref().map(|e| email_hash(e.as_str())))
+        .collect();
+    let suppressed = tx
+        .suppressions(&hashes)
+        .await?
+        .into_iter()
+        .map(|s| (s.email_hash, s.reason))
+        .collect();
+    Ok(PaceFacts { sent, suppressed })
+}
+
+impl PaceFacts {
+    /// The pacing of one lead: its sends so far, and the channels it cannot get.
+    fn pacing<'a>(&self, state: &LeadState, playbook: &'a Playbook) -> Pacing<'a> {
+        let lead = &state.lead;
+        let mut pacing = Pacing::new(&playbook.rules, lead.id, lead.timezone(playbook.rules.default_timezone));
+        for (channel, at) in self.sent.get(&lead.id.0).into_iter().flatten() {
+            pacing.sent(*channel, *at);
+        }
+        for channel in [SendChannel::Email, SendChannel::Wechat] {
+            let suppressed = match channel {
+                SendChannel::Email => lead
+                    .email
+                    .as_ref()
+                    .and_then(|e| self.suppressed.get(&email_hash(e.as_str()))),
+                _ => None,
+            };
+            if let Some(why) = why_not_send(state, channel, suppressed.map(String::as_str)) {
+                pacing.unreachable(channel, why);
+            }
+        }
+        pacing
+    }
+}
+
+/// Why a message must not go to this lead on this channel, if it must not. `suppressed`: why
+/// the lead's address is on the suppression list, if it is.
+fn why_not_send(state: &LeadState, channel: SendChannel, suppressed: Option<&str>) -> Option<String> {
     let lead = &state.lead;
     match channel {
         SendChannel::Email => {
             if lead.email.is_none() {
-                Some("no_email")
+                Some("no_email".into())
             } else if lead.consent.email.status == ConsentStatus::OptedOut {
-                Some("unsubscribed")
+                Some("unsubscribed".into())
             } else {
-                None
+                suppressed.map(|why| format!("suppressed: {why}"))
             }
         }
         SendChannel::Wechat => {
             if lead.consent.wechat.status == ConsentStatus::OptedOut {
-                Some("unsubscribed")
+                Some("unsubscribed".into())
             } else if lead
                 .attributes
                 .get("wechat_openid")
                 .and_then(|v| v.as_str())
                 .is_none_or(|v| v.trim().is_empty())
             {
-                Some("no_wechat_openid")
+                Some("no_wechat_openid".into())
             } else {
                 None
             }

@@ -101,6 +101,7 @@ pub enum Target {
     Id(LeadId),
 }
 
+mod deliverability;
 mod dispatch;
 mod handoffs;
 mod journeys;
@@ -923,6 +924,8 @@ impl Engine {
                 properties: row.properties,
             });
         }
+        // Before the journeys run: a bounce in this batch already stops this batch's sends.
+        self.suppress_bounced(tx.as_mut(), &book.leads, &per_lead, now).await?;
         let fresh_ids: HashSet<i64> = book
             .leads
             .iter()

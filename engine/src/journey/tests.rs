@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::lead::Stage;
+use crate::pacing::{Pacing, Unpaced};
 use crate::playbook::Playbook;
 use crate::template::Templates;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ struct Run {
     tags: BTreeSet<String>,
     events: Vec<EventFact>,
     messages: Vec<MessageFact>,
+    /// When e-mails went out, for the pacer's caps.
+    sent: Vec<DateTime<Utc>>,
 }
 
 impl Run {
@@ -60,6 +63,7 @@ impl Run {
             tags: BTreeSet::new(),
             events: Vec::new(),
             messages: Vec::new(),
+            sent: Vec::new(),
         }
     }
 
@@ -71,13 +75,24 @@ impl Run {
             events: &self.events,
             messages: &self.messages,
         };
+        let rules = &self.playbook.rules;
+        let mut pacing = Pacing::new(rules, self.lead.id, self.lead.timezone(rules.default_timezone));
+        for at in &self.sent {
+            pacing.sent(SendChannel::Email, *at);
+        }
         let out = advance(
             &self.playbook.campaigns["c"],
             self.enrollment.clone(),
             &mut facts,
             &self.playbook.segments,
+            &mut pacing,
             now,
         );
+        for effect in &out.effects {
+            if let Effect::Send { skipped: None, .. } = effect {
+                self.sent.push(now);
+            }
+        }
         self.enrollment = out.enrollment;
         self.lead = facts.lead;
         self.tags = facts.tags;
@@ -120,7 +135,8 @@ fn a_three_day_wait_ends_at_three_days_not_before() {
             step: "a".into(),
             channel: SendChannel::Email,
             template: "hello".into(),
-            seq: 0
+            seq: 0,
+            skipped: None,
         }]
     );
     assert_eq!(run.enrollment.status, Status::Waiting);
@@ -170,6 +186,7 @@ fn the_journey_log_says_why() {
         run.enrollment.clone(),
         &mut facts,
         &Segments::new(),
+        &mut Unpaced,
         t(72),
     );
     assert_eq!(out.journey[1].detail, "branch b: no (no message from step a)");
@@ -200,6 +217,7 @@ fn the_journey_log_says_why() {
             run.enrollment.clone(),
             &mut facts,
             &Segments::new(),
+            &mut Unpaced,
             t(72),
         );
         assert_eq!(out.journey[1].detail, why);
@@ -225,6 +243,7 @@ fn conditions_without_messages_say_what_was_asked_and_when() {
         run.enrollment.clone(),
         &mut facts,
         &Segments::new(),
+        &mut Unpaced,
         t(0),
     );
     let detail = &out.journey[0].detail;
@@ -334,7 +353,7 @@ fn splits_are_deterministic_per_lead_and_follow_the_weights() {
                 messages: &[],
             };
             let e = Enrollment::start(1, &pb.campaigns["c"], LeadId(lead), t(0));
-            advance(&pb.campaigns["c"], e, &mut facts, &pb.segments, now)
+            advance(&pb.campaigns["c"], e, &mut facts, &pb.segments, &mut Unpaced, now)
                 .enrollment
                 .outcome
         };
@@ -377,4 +396,87 @@ fn reentry_policies() {
     let after = Reentry::After("30d".parse().unwrap());
     assert!(!may_enter(after, &[&ended], t(24 + 24 * 29)));
     assert!(may_enter(after, &[&ended], t(24 + 24 * 30)));
+}
+
+#[test]
+fn a_send_outside_its_window_waits_at_the_step_and_events_do_not_hurry_it() {
+    let window = "send_window: { days: [mon, tue, wed, thu, fri], from: \"09:00\", to: \"18:00\", spread: 10m }\n";
+    let mut run = Run::new(playbook(window, DRIP));
+    // Saturday 2026-11-07 09:00 UTC.
+    let saturday = t(5 * 24);
+    let (steps, effects) = run.at(saturday);
+    assert_eq!(steps, ["a:deferred"]);
+    assert!(effects.is_empty(), "nothing is sent on a Saturday");
+    assert_eq!(run.enrollment.status, Status::Waiting);
+    let until = run.enrollment.wake_at.unwrap();
+    let monday = t(7 * 24);
+    assert!(
+        until >= monday && until < monday + chrono::Duration::minutes(10),
+        "{until}"
+    );
+    // An event on Sunday moves nothing.
+    run.opened("a");
+    let (steps, _) = run.at(t(6 * 24));
+    assert!(steps.is_empty(), "{steps:?}");
+    // At the opening the send goes and the flow goes on.
+    let (steps, effects) = run.at(until);
+    assert_eq!(steps, ["a:sent", "w:waiting"]);
+    assert_eq!(effects.len(), 1);
+}
+
+#[test]
+fn a_deferred_send_counts_once_as_an_arrival() {
+    let window = "send_window: { days: [mon], from: \"09:00\", to: \"10:00\" }\n";
+    let mut run = Run::new(playbook(window, DRIP));
+    let saturday = t(5 * 24);
+    let mut facts = JourneyFacts {
+        lead: run.lead.clone(),
+        tags: BTreeSet::new(),
+        events: &[],
+        messages: &[],
+    };
+    let campaign = &run.playbook.campaigns["c"];
+    let mut pacing = Pacing::new(&run.playbook.rules, run.lead.id, chrono_tz::UTC);
+    let first = advance(
+        campaign,
+        run.enrollment.clone(),
+        &mut facts,
+        &Segments::new(),
+        &mut pacing,
+        saturday,
+    );
+    assert!(first.journey[0].arrived);
+    let due = first.enrollment.wake_at.unwrap();
+    let second = advance(
+        campaign,
+        first.enrollment,
+        &mut facts,
+        &Segments::new(),
+        &mut pacing,
+        due,
+    );
+    assert_eq!(second.journey[0].outcome, "sent");
+    assert!(
+        !second.journey[0].arrived,
+        "the enrollment arrived at `a` once, when it was deferred"
+    );
+    run.enrollment = second.enrollment;
+}
+
+#[test]
+fn a_send_at_its_cap_is_skipped_when_the_step_says_so() {
+    let steps = concat!(
+        "  a: { send: { channel: email, template: hello }, next: b }\n",
+        "  b: { send: { channel: email, template: bye, on_cap: skip }, next: done }\n",
+        "  done: { exit: done }\n",
+    );
+    let rules = "kind: Rules\nfrequency: { email: { max: 1, per: 1d } }\n";
+    let mut pb = playbook("", steps);
+    let mut files = pb.sources.clone();
+    files.push(("rules.yaml".into(), rules.into()));
+    pb = Playbook::from_files(&files, pb.templates.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let mut run = Run::new(pb);
+    let (steps, effects) = run.at(t(0));
+    assert_eq!(steps, ["a:sent", "b:skipped", "done:completed"]);
+    assert_eq!(effects.len(), 1, "{effects:?}");
 }

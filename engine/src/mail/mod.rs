@@ -34,6 +34,29 @@ pub enum SendError {
     /// Never worth retrying: a 5xx answer, an address or message the relay will not take.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The relay refused the recipient for good (550 5.1.1 no such user, …): a hard bounce,
+    /// which suppresses the address. Only answers about the recipient count: a refusal of the
+    /// sender or by policy (5.7.x) says nothing about the reader's address.
+    #[error("recipient refused: {0}")]
+    Rejected(String),
+}
+
+/// Whether a permanent SMTP answer refuses the recipient: by its enhanced status code when it
+/// has one (5.1.x addressing, 5.2.1 mailbox disabled), else by its reply code (550, 551, 553).
+pub fn recipient_refused(code: Option<u16>, text: &str) -> bool {
+    let enhanced = text
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ':')
+        .find_map(|word| {
+            let mut parts = word.split('.');
+            let (class, subject, detail) = (parts.next()?, parts.next()?, parts.next()?);
+            let all_digits = |p: &str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+            (parts.next().is_none() && class == "5" && all_digits(subject) && all_digits(detail))
+                .then(|| (subject.to_owned(), detail.to_owned()))
+        });
+    match enhanced {
+        Some((subject, detail)) => subject == "1" || (subject == "2" && detail == "1"),
+        None => matches!(code, Some(550 | 551 | 553)),
+    }
 }
 
 #[async_trait]
@@ -114,7 +137,15 @@ impl Mailer for SmtpMailer {
         let message = compose(email)?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+            Err(e) if e.is_permanent() => {
+                let code = e.status().and_then(|c| c.to_string().parse::<u16>().ok());
+                let text = e.to_string();
+                Err(if recipient_refused(code, &text) {
+                    SendError::Rejected(text)
+                } else {
+                    SendError::Permanent(text)
+                })
+            }
             Err(e) => Err(SendError::Transient(e.to_string())),
         }
     }
@@ -186,6 +217,42 @@ pub fn mailer(smtp_url: Option<&str>, outbox: &Path, pool_size: u32) -> Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_answers_about_the_recipient_are_hard_bounces() {
+        assert!(recipient_refused(
+            Some(550),
+            "permanent error (550): 5.1.1 no such user"
+        ));
+        assert!(recipient_refused(
+            Some(550),
+            "permanent error (550): 5.2.1 mailbox disabled"
+        ));
+        assert!(recipient_refused(
+            Some(550),
+            "permanent error (550): mailbox unavailable"
+        ));
+        assert!(recipient_refused(
+            Some(553),
+            "permanent error (553): mailbox name not allowed"
+        ));
+        assert!(!recipient_refused(
+            Some(550),
+            "permanent error (550): 5.7.1 relaying denied"
+        ));
+        assert!(!recipient_refused(
+            Some(554),
+            "permanent error (554): no valid recipients"
+        ));
+        assert!(!recipient_refused(
+            Some(535),
+            "permanent error (535): 5.7.8 authentication failed"
+        ));
+        assert!(!recipient_refused(
+            Some(552),
+            "permanent error (552): 5.3.4 message too big"
+        ));
+    }
 
     #[test]
     fn composed_mail_has_both_parts_the_unsubscribe_headers_and_encoded_chinese() {

@@ -122,6 +122,10 @@ pub struct SendWindowSpec {
     pub from: Spanned<String>,
     #[schemars(with = "String")]
     pub to: Spanned<String>,
+    /// Sends held back until the window opens go out over this long after it opens
+    /// (default 15m), so the relay does not get them all in one second.
+    #[serde(default)]
+    pub spread: Option<Span>,
 }
 
 /// One step, as written: exactly one of the kinds, and `next` where the kind goes on.
@@ -189,6 +193,19 @@ pub struct SendSpec {
     /// First match wins, else `template`.
     #[serde(default)]
     pub variants: Vec<VariantSpec>,
+    /// When the send would break a frequency cap of the Rules: `defer` (the default) sends at
+    /// the first moment the cap allows; `skip` goes on without it.
+    #[serde(default)]
+    pub on_cap: Option<OnCap>,
+}
+
+/// What a send does at a frequency cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCap {
+    #[default]
+    Defer,
+    Skip,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -292,6 +309,8 @@ pub struct SendWindow {
     pub days: BTreeSet<u32>,
     pub from: NaiveTime,
     pub to: NaiveTime,
+    /// Sends deferred to the opening go out over this long after it.
+    pub spread: Span,
 }
 
 impl SendWindow {
@@ -317,6 +336,7 @@ pub enum Action {
         channel: SendChannel,
         template: String,
         variants: Vec<(Condition, String)>,
+        on_cap: OnCap,
     },
     Wait(Wait),
     Branch(Condition),
@@ -694,7 +714,12 @@ impl Builder<'_> {
             );
             return None;
         }
-        ok.then_some(SendWindow { days, from, to })
+        ok.then_some(SendWindow {
+            days,
+            from,
+            to,
+            spread: spec.spread.unwrap_or_else(super::default_spread),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -787,6 +812,7 @@ impl Builder<'_> {
                 channel,
                 template: template.value,
                 variants,
+                on_cap: send.on_cap.unwrap_or_default(),
             }
         } else if let Some(wait) = step.wait.as_mut() {
             let wait_for = wait.wait_for.clone();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::{Action, Campaign, Edge, Wait};
-use crate::condition::{ClickedTest, Condition};
+use crate::condition::Condition;
 
 /// Leads that took each edge, by (from step, to step).
 pub type EdgeCounts = HashMap<(String, String), u64>;
@@ -71,6 +71,7 @@ pub fn summary(action: &Action) -> String {
             channel,
             template,
             variants,
+            ..
         } => {
             let more = if variants.is_empty() {
                 String::new()
@@ -124,11 +125,10 @@ pub fn describe(condition: &Condition) -> String {
             Some(w) => format!("{} within {w}", test.kind.value),
             None => test.kind.value.clone(),
         },
-        Condition::Opened(step) => format!("opened {}", step.value),
-        Condition::Clicked(test) => match &test.value {
-            ClickedTest::Step(step) => format!("clicked {step}"),
-            ClickedTest::Link { step, link: Some(link) } => format!("clicked {link} in {step}"),
-            ClickedTest::Link { step, link: None } => format!("clicked {step}"),
+        Condition::Opened(test) => format!("opened {}", test.value.step()),
+        Condition::Clicked(test) => match test.value.link() {
+            Some(link) => format!("clicked {link} in {}", test.value.step()),
+            None => format!("clicked {}", test.value.step()),
         },
         Condition::Responded(step) => format!("responded to {}", step.value),
         Condition::Segment(id) => format!("in {}", id.value),

@@ -1,11 +1,12 @@
 //! `kind: Rules`: behaviour tagging and scoring, attribute tags, decay and the MQL threshold.
 
+use chrono::NaiveTime;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use super::{schema, Issue, Position, Queues};
+use super::{parse_time, schema, Issue, Position, Queues, SendChannel};
 use crate::condition::Condition;
 use crate::duration::Span;
 use crate::event::check_event_type;
@@ -30,6 +31,38 @@ pub struct RulesSpec {
     decay: Option<DecaySpec>,
     #[serde(default)]
     mql: Option<MqlSpec>,
+    /// Caps across all campaigns, per channel: `frequency: { email: { max: 3, per: 7d } }`.
+    #[serde(default)]
+    frequency: Option<FrequencySpec>,
+    /// No campaign sends in these hours, in the lead's time zone:
+    /// `quiet_hours: { from: "21:00", to: "08:00" }` (may span midnight).
+    #[serde(default)]
+    quiet_hours: Option<QuietHoursSpec>,
+}
+
+/// `frequency: { email: { max: 3, per: 7d }, wechat: { max: 1, per: 1d } }`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FrequencySpec {
+    #[serde(default)]
+    email: Option<CapSpec>,
+    #[serde(default)]
+    wechat: Option<CapSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct QuietHoursSpec {
+    /// `HH:MM` in the lead's time zone: quiet from here…
+    #[schemars(with = "String")]
+    from: Spanned<String>,
+    /// …to here (the next morning when earlier than `from`).
+    #[schemars(with = "String")]
+    to: Spanned<String>,
+    /// Sends held back by the quiet hours go out over this long after they end (default 15m),
+    /// so the relay does not get them all in one second.
+    #[serde(default)]
+    spread: Option<Span>,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -141,6 +174,9 @@ pub struct Rules {
     pub attributes: Vec<AttributeRule>,
     pub decay: Option<Decay>,
     pub mql: Option<Mql>,
+    /// Caps on sends per channel, across all campaigns.
+    pub frequency: HashMap<SendChannel, FrequencyCap>,
+    pub quiet_hours: Option<QuietHours>,
 }
 
 impl Default for Rules {
@@ -151,8 +187,30 @@ impl Default for Rules {
             attributes: Vec::new(),
             decay: None,
             mql: None,
+            frequency: HashMap::new(),
+            quiet_hours: None,
         }
     }
+}
+
+/// At most `max` sends on a channel to one lead in any window of length `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrequencyCap {
+    pub max: u32,
+    pub per: Span,
+}
+
+/// Hours without sends, in the lead's time zone; `to` earlier than `from` spans midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    pub from: NaiveTime,
+    pub to: NaiveTime,
+    pub spread: Span,
+}
+
+/// How long deferred sends are spread over when none is given.
+pub fn default_spread() -> Span {
+    Span::from_secs(15 * 60)
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +353,58 @@ pub(crate) fn build_rules(
             every: decay.every,
             percent: decay.percent.value,
         });
+    }
+    if let Some(frequency) = &spec.frequency {
+        for (channel, cap) in [
+            (SendChannel::Email, &frequency.email),
+            (SendChannel::Wechat, &frequency.wechat),
+        ] {
+            let Some(cap) = cap else { continue };
+            match u32::try_from(cap.max.value) {
+                Ok(max) if max > 0 => {
+                    rules.frequency.insert(channel, FrequencyCap { max, per: cap.per });
+                }
+                _ => issues.push(Issue::at(
+                    file,
+                    Position::of(&cap.max.referenced),
+                    format!(
+                        "a frequency cap's max must be a positive number of {} sends",
+                        channel.as_str()
+                    ),
+                )),
+            }
+        }
+    }
+    if let Some(quiet) = &spec.quiet_hours {
+        let mut time = |t: &Spanned<String>| {
+            let parsed = parse_time(&t.value);
+            if parsed.is_none() {
+                issues.push(Issue::at(
+                    file,
+                    Position::of(&t.referenced),
+                    format!(
+                        "{:?} is not a time of day; write HH:MM on a 24-hour clock, e.g. \"21:00\"",
+                        t.value
+                    ),
+                ));
+            }
+            parsed
+        };
+        if let (Some(from), Some(to)) = (time(&quiet.from), time(&quiet.to)) {
+            if from == to {
+                issues.push(Issue::at(
+                    file,
+                    Position::of(&quiet.to.referenced),
+                    "quiet hours that start and end at the same time would stop every send; give `to` another time",
+                ));
+            } else {
+                rules.quiet_hours = Some(QuietHours {
+                    from,
+                    to,
+                    spread: quiet.spread.unwrap_or_else(default_spread),
+                });
+            }
+        }
     }
     if let Some(mut mql) = spec.mql {
         mql.when.check(file, exists, None, issues);

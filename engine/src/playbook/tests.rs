@@ -346,7 +346,7 @@ fn syntax_and_unknown_keys_are_positioned() {
             ("b.yaml", "kind: Segment\nid: x\nwhen: { tagg: a }\n")
         ]),
         [
-            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, tagging, attributes, decay, mql",
+            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, tagging, attributes, decay, mql, frequency, quiet_hours",
             "b.yaml:3:9: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, all, any, not",
         ]
     );
@@ -606,4 +606,40 @@ mod properties {
             check_positions("industry-drip.yaml", &text);
         }
     }
+}
+
+#[test]
+fn frequency_caps_and_quiet_hours_are_checked() {
+    let rules = concat!(
+        "kind: Rules\n",
+        "frequency: { email: { max: 0, per: 7d }, wechat: { max: 1, per: 1d } }\n",
+        "quiet_hours: { from: \"22:00\", to: \"22:00\" }\n",
+    );
+    assert_eq!(
+        refuse(&[("rules.yaml", rules)]),
+        [
+            "rules.yaml:2:28: a frequency cap's max must be a positive number of email sends",
+            "rules.yaml:3:35: quiet hours that start and end at the same time would stop every send; give `to` another time",
+        ]
+    );
+    let rules =
+        "kind: Rules\nfrequency: { webhook: { max: 1, per: 1d } }\nquiet_hours: { from: \"9pm\", to: \"08:00\" }\n";
+    let refused = refuse(&[("rules.yaml", rules)]);
+    assert!(
+        refused[0].starts_with("rules.yaml:2:14: unknown field `webhook`, expected"),
+        "{refused:?}"
+    );
+    let rules = "kind: Rules\nquiet_hours: { from: \"9pm\", to: \"08:00\" }\n";
+    assert_eq!(
+        refuse(&[("rules.yaml", rules)]),
+        ["rules.yaml:2:22: \"9pm\" is not a time of day; write HH:MM on a 24-hour clock, e.g. \"21:00\""]
+    );
+}
+
+#[test]
+fn on_cap_is_defer_or_skip() {
+    check(
+        "  a: { send: { channel: email, template: hello, on_cap: drop }, next: b }\n  b: { exit: done }\n",
+        &["c.yaml:8:57: unknown variant `drop`, expected one of defer, skip"],
+    );
 }

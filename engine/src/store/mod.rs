@@ -21,6 +21,7 @@ use crate::playbook::Decay;
 use crate::tag::TagFamily;
 
 pub mod handoffs;
+pub mod pacing;
 pub mod postgres;
 pub mod sqlite;
 
@@ -153,12 +154,17 @@ macro_rules! store_impl {
             .map_err(StoreError::from_sqlx)?)
         }
 
-        async fn message_lead(&self, message_id: i64) -> StoreResult<Option<(LeadId, String)>> {
-            let row: Option<(i64, String)> = sqlx::query_as("SELECT lead_id, channel FROM messages WHERE id = $1")
-                .bind(message_id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.map(|(lead, channel)| (LeadId(lead), channel)))
+        async fn message_lead(&self, message_id: i64) -> StoreResult<Option<MessageTarget>> {
+            let row: Option<(i64, String, Option<i64>)> =
+                sqlx::query_as("SELECT lead_id, channel, sent_at FROM messages WHERE id = $1")
+                    .bind(message_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(row.map(|(lead, channel, sent_at)| MessageTarget {
+                lead: LeadId(lead),
+                channel,
+                sent_at: sent_at.map(from_micros),
+            }))
         }
 
         async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String> {
@@ -594,7 +600,7 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// Records what sending did.
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
     /// The lead a message went to, and its channel.
-    async fn message_lead(&self, message_id: i64) -> StoreResult<Option<(LeadId, String)>>;
+    async fn message_lead(&self, message_id: i64) -> StoreResult<Option<MessageTarget>>;
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
     async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
     /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
@@ -615,6 +621,14 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
     /// Forgets a begun request that failed, so a retry can run it.
     async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
+}
+
+/// Who a message went to, on which channel, and when it left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageTarget {
+    pub lead: LeadId,
+    pub channel: String,
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// One deployed version of a campaign.
@@ -836,7 +850,7 @@ pub struct SentMessage {
 
 /// A write transaction: the set-based primitives the engine composes.
 #[async_trait]
-pub trait Tx: handoffs::HandoffTx + Send {
+pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     /// Leads with any of these ids, e-mails or external ids.
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>>;
     /// Allocates `n` new lead ids.

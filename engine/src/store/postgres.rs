@@ -221,6 +221,8 @@ impl PgTx {
     }
 }
 
+pacing::pacing_impl!(PgTx);
+
 handoff_impl!(PgStore, PgTx {
     async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
         // The n-th open handoff (in claim order, skipping those others hold) goes to the n-th

@@ -244,6 +244,8 @@ impl SqliteTx {
     }
 }
 
+pacing::pacing_impl!(SqliteTx);
+
 handoff_impl!(SqliteStore, SqliteTx {
     async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
         // The n-th open handoff (in claim order) goes to the n-th member, in one statement.
