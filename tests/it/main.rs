@@ -27,6 +27,7 @@ macro_rules! both {
 mod api;
 mod cli;
 mod crash;
+mod deliverability;
 mod email;
 mod handoff;
 mod playbook;
