@@ -163,6 +163,16 @@ struct ServeArgs {
     /// SMTP connections kept open (and messages on the wire at once).
     #[arg(long, env = "NURTURE_SMTP_POOL", default_value_t = 8)]
     smtp_pool: u32,
+    /// Sign campaign e-mail with DKIM: the private key file (RSA in PKCS#1 PEM, or an Ed25519
+    /// key as base64). Publish the public key at SELECTOR._domainkey.DOMAIN.
+    #[arg(long, env = "NURTURE_DKIM_KEY")]
+    dkim_key: Option<PathBuf>,
+    /// The DKIM selector.
+    #[arg(long, env = "NURTURE_DKIM_SELECTOR", default_value = "nurture")]
+    dkim_selector: String,
+    /// The signing domain (`d=`); by default the domain of --from.
+    #[arg(long, env = "NURTURE_DKIM_DOMAIN")]
+    dkim_domain: Option<String>,
     /// `system` (default) or `manual` (time moves only when told; demos and tests).
     #[arg(long, env = "NURTURE_CLOCK", default_value = "system")]
     clock: String,
@@ -662,8 +672,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
         std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
     let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook, explicit, clock).await?);
     let outbox = args.outbox.clone().unwrap_or_else(|| PathBuf::from("outbox"));
-    let mailer =
-        nurture_engine::mail::mailer(args.smtp_url.as_deref(), &outbox, args.smtp_pool).map_err(anyhow::Error::msg)?;
+    let dkim = match &args.dkim_key {
+        Some(path) => {
+            let key =
+                std::fs::read_to_string(path).with_context(|| format!("reading the DKIM key {}", path.display()))?;
+            let domain = match &args.dkim_domain {
+                Some(domain) => domain.clone(),
+                None => from_domain(&args.from)
+                    .with_context(|| format!("--from {:?} has no domain to sign for; give --dkim-domain", args.from))?,
+            };
+            let dkim = nurture_engine::mail::Dkim::new(&args.dkim_selector, &domain, &key)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--dkim-key {}", path.display()))?;
+            Some(Arc::new(dkim))
+        }
+        None => None,
+    };
+    let mailer = nurture_engine::mail::mailer(args.smtp_url.as_deref(), &outbox, args.smtp_pool, dkim)
+        .map_err(anyhow::Error::msg)?;
     let secret = engine
         .store()
         .setting("tracking_secret", &hex_key())
@@ -752,4 +778,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     app.run_until(shutdown_signal()).await?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// The domain of a `Name <user@domain>` sender.
+fn from_domain(from: &str) -> Option<String> {
+    let address = from.rsplit('<').next()?.trim_end_matches('>').trim();
+    let (_, domain) = address.rsplit_once('@')?;
+    (!domain.is_empty()).then(|| domain.to_owned())
 }

@@ -292,3 +292,63 @@ async fn the_file_outbox_writes_eml_files() {
     );
     assert!(body.contains(">Unsubscribe</a>"));
 }
+
+/// The test key's public half, as DNS would serve it.
+struct TestDns;
+
+#[async_trait::async_trait]
+impl mailrs_dkim::DkimResolver for TestDns {
+    async fn lookup_txt(&self, domain: &str) -> Result<Vec<String>, mailrs_dkim::DkimError> {
+        let public = include_str!("../fixtures/dkim-test.pub.b64").trim();
+        Ok(match domain.trim_end_matches('.') {
+            "nurture._domainkey.lumen-cloud.example" => vec![format!("v=DKIM1; k=rsa; p={public}")],
+            _ => Vec::new(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn outgoing_mail_is_dkim_signed_and_the_signature_verifies() {
+    let sink = SmtpSink::start(0).await;
+    let app = spawn_app().await;
+    let key = include_str!("../fixtures/dkim-test.pem");
+    let dkim = Arc::new(nurture_engine::mail::Dkim::new("nurture", "lumen-cloud.example", key).unwrap());
+    let mailer = SmtpMailer::from_url(&sink.url(), 2).unwrap().with_dkim(Some(dkim));
+    let sender = sender(&app, Arc::new(mailer));
+    register(&app, "li.wei@acme.example").await;
+    assert_eq!(app.engine.dispatch(&sender, 100).await.unwrap().sent, 1);
+    let raw = sink.messages()[0].clone();
+    let signature = raw
+        .split("\r\n")
+        .skip_while(|l| !l.starts_with("DKIM-Signature:"))
+        .take_while(|l| l.starts_with("DKIM-Signature:") || l.starts_with([' ', '\t']))
+        .collect::<String>();
+    assert!(
+        signature.contains("d=lumen-cloud.example") && signature.contains("s=nurture"),
+        "{signature}"
+    );
+    assert!(
+        signature
+            .to_lowercase()
+            .contains("list-unsubscribe:list-unsubscribe-post"),
+        "the one-click pair is signed: {signature}"
+    );
+    assert_eq!(
+        mailrs_dkim::verify(&TestDns, raw.as_bytes()).await,
+        mailrs_dkim::DkimResult::Pass,
+        "{raw}"
+    );
+    // Altered in transit: the signature no longer holds.
+    let altered = raw
+        .replacen("感谢", "谢谢", 1)
+        .replacen("Subject: =?utf-8?", "Subject: =?UTF-8?", 1);
+    assert_ne!(altered, raw);
+    assert_eq!(
+        mailrs_dkim::verify(&TestDns, altered.as_bytes()).await,
+        mailrs_dkim::DkimResult::Fail
+    );
+    // A key in the wrong format is refused with a way out.
+    let pkcs8 = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+    let refused = nurture_engine::mail::Dkim::new("nurture", "lumen-cloud.example", pkcs8).unwrap_err();
+    assert!(refused.contains("openssl rsa -traditional"), "{refused}");
+}
