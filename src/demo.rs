@@ -117,6 +117,7 @@ pub async fn run(
         key: nurture_engine::tracking::TrackingKey::new(b"demo"),
         concurrency: 8,
         wechat: Some(Arc::new(nurture_engine::wechat::DropWechat)),
+        limits: Default::default(),
     };
     let mut rng = StdRng::seed_from_u64(seed);
 

@@ -173,6 +173,19 @@ struct ServeArgs {
     /// The signing domain (`d=`); by default the domain of --from.
     #[arg(long, env = "NURTURE_DKIM_DOMAIN")]
     dkim_domain: Option<String>,
+    /// E-mails a second in all (0: no limit). Size --smtp-pool to the relay's concurrency.
+    #[arg(long, env = "NURTURE_SEND_RATE", default_value_t = 0)]
+    send_rate: u32,
+    /// E-mails a second to one recipient domain, e.g. `qq.com=10`; repeat for more domains.
+    #[arg(long = "domain-rate", value_parser = nurture_engine::mail::rate::parse_domain_rate)]
+    domain_rates: Vec<(String, u32)>,
+    /// E-mails a second to each other recipient domain (0: no limit).
+    #[arg(long, env = "NURTURE_DOMAIN_RATE_DEFAULT", default_value_t = 0)]
+    domain_rate_default: u32,
+    /// Warm-up of a new sending domain: e-mails the first day and the daily growth, e.g.
+    /// `200/d,1.5x`. Mail beyond the day's allowance waits in the outbox for the next day.
+    #[arg(long, env = "NURTURE_WARMUP")]
+    warmup: Option<nurture_engine::mail::rate::Warmup>,
     /// `system` (default) or `manual` (time moves only when told; demos and tests).
     #[arg(long, env = "NURTURE_CLOCK", default_value = "system")]
     clock: String,
@@ -275,6 +288,27 @@ enum BenchCommand {
         /// Defaults to a fresh SQLite file in a temporary directory.
         #[arg(long)]
         database_url: Option<String>,
+    },
+    /// Send N e-mails over SMTP to a local sink through the dispatcher (render, send, record);
+    /// print messages/s and CPU per message.
+    Dispatch {
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        /// Defaults to a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// SMTP connections (and messages on the wire at once).
+        #[arg(long, default_value_t = 16)]
+        smtp_pool: u32,
+        /// Messages claimed per dispatch pass.
+        #[arg(long, default_value_t = 2_000)]
+        batch: i64,
+        /// E-mails a second in all (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        send_rate: u32,
+        /// The shipped templates the e-mails are rendered from.
+        #[arg(long, default_value = "templates")]
+        templates: PathBuf,
     },
     /// How late waits end on the system clock: leads enter at a steady rate over --spread
     /// seconds, each waits --wait seconds; prints p50/p90/p99/max lateness.
@@ -442,6 +476,27 @@ async fn run(cli: Cli) -> Result<()> {
                 sdrs,
                 handoffs,
                 database_url,
+            })
+            .await
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Dispatch {
+                    messages,
+                    database_url,
+                    smtp_pool,
+                    batch,
+                    send_rate,
+                    templates,
+                },
+        } => {
+            bench::dispatch::run(bench::dispatch::Options {
+                messages,
+                database_url,
+                pool: smtp_pool,
+                batch,
+                send_rate,
+                templates,
             })
             .await
         }
@@ -713,6 +768,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
             )),
             _ => None,
         },
+        limits: Arc::new(nurture_engine::mail::rate::SendLimits::new(
+            args.send_rate,
+            &args.domain_rates,
+            args.domain_rate_default,
+            args.warmup,
+        )),
     };
     tracing::info!(mail = %mailer.describe(), public_url = %args.public_url, "Sending campaign mail.");
     match &sender.wechat {

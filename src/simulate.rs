@@ -125,6 +125,7 @@ pub async fn run(options: Options) -> Result<()> {
         key: nurture_engine::tracking::TrackingKey::new(b"simulation"),
         concurrency: 8,
         wechat: Some(Arc::new(nurture_engine::wechat::DropWechat)),
+        limits: Default::default(),
     };
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut messages = Messages::default();

@@ -139,6 +139,7 @@ pub async fn run(options: Options) -> Result<()> {
         key: nurture_engine::tracking::TrackingKey::new(b"bench"),
         concurrency: 16,
         wechat: None,
+        limits: Default::default(),
     };
     // 30% of the leads open it (three in ten by lead id), ingested as events as the e-mails go
     // out, not timed; nothing of the size of N is kept.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod claim;
+pub mod dispatch;
 pub mod engine;
 pub mod wake;
 

@@ -19,7 +19,21 @@ both!(
     bounces_and_complaints_suppress_the_address,
     a_relay_refusing_the_recipient_is_a_hard_bounce,
     a_proxy_open_right_after_delivery_does_not_take_the_yes_branch,
+    a_warm_up_keeps_mail_beyond_the_day_s_allowance_for_the_next_day,
+    a_slow_domain_s_mail_goes_back_to_the_outbox_without_losing_an_attempt,
 );
+
+fn sender(app: &TestApp, mailer: Arc<dyn nurture_engine::mail::Mailer>) -> Sender {
+    Sender {
+        mailer,
+        from: "Lumen <news@lumen-cloud.example>".into(),
+        public_url: app.base.clone(),
+        key: app.key.clone(),
+        concurrency: 4,
+        wechat: None,
+        limits: Default::default(),
+    }
+}
 
 /// Deploys one playbook file over the one in force.
 async fn deploy(app: &TestApp, file: &str, yaml: &str) {
@@ -286,14 +300,10 @@ async fn bounces_and_complaints_suppress_the_address(app: TestApp, _: Backend) {
     // The third soft bounce within 30 days suppresses, and stops the message already queued.
     event(&app, "soft@acme.example", "email_bounced", json!({"kind": "soft"})).await;
     let outbox = tempfile::tempdir().unwrap();
-    let sender = Sender {
-        mailer: Arc::new(nurture_engine::mail::FileMailer::new(outbox.path()).unwrap()),
-        from: "Lumen <news@lumen-cloud.example>".into(),
-        public_url: app.base.clone(),
-        key: app.key.clone(),
-        concurrency: 4,
-        wechat: None,
-    };
+    let sender = sender(
+        &app,
+        Arc::new(nurture_engine::mail::FileMailer::new(outbox.path()).unwrap()),
+    );
     app.engine.dispatch(&sender, 100).await.unwrap();
     let statuses: Vec<(String, String, Value)> = app.messages(&soft).await;
     assert_eq!(
@@ -312,14 +322,7 @@ async fn bounces_and_complaints_suppress_the_address(app: TestApp, _: Backend) {
 async fn a_relay_refusing_the_recipient_is_a_hard_bounce(app: TestApp, _: Backend) {
     let sink = SmtpSink::start(0).await;
     sink.reject("gone@x.example");
-    let sender = Sender {
-        mailer: Arc::new(SmtpMailer::from_url(&sink.url(), 2).unwrap()),
-        from: "Lumen <news@lumen-cloud.example>".into(),
-        public_url: app.base.clone(),
-        key: app.key.clone(),
-        concurrency: 4,
-        wechat: None,
-    };
+    let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 2).unwrap()));
     let gone = lead(&app, "gone@x.example", json!({})).await;
     event(&app, "gone@x.example", "registered", json!({})).await;
     let report = app.engine.dispatch(&sender, 100).await.unwrap();
@@ -351,14 +354,10 @@ async fn a_proxy_open_right_after_delivery_does_not_take_the_yes_branch(app: Tes
                   \x20 no: { exit: unopened }\n";
     deploy(&app, "campaigns/open-test.yaml", branch).await;
     let outbox = tempfile::tempdir().unwrap();
-    let sender = Sender {
-        mailer: Arc::new(nurture_engine::mail::FileMailer::new(outbox.path()).unwrap()),
-        from: "Lumen <news@lumen-cloud.example>".into(),
-        public_url: app.base.clone(),
-        key: app.key.clone(),
-        concurrency: 4,
-        wechat: None,
-    };
+    let sender = sender(
+        &app,
+        Arc::new(nurture_engine::mail::FileMailer::new(outbox.path()).unwrap()),
+    );
     let proxy = lead(&app, "proxy@acme.example", json!({})).await;
     let person = lead(&app, "person@acme.example", json!({})).await;
     advance(&app, "1m").await;
@@ -411,4 +410,79 @@ async fn a_proxy_open_right_after_delivery_does_not_take_the_yes_branch(app: Tes
         yes[0].1.contains(&format!("human open of message {person_message}")),
         "{yes:?}"
     );
+}
+
+/// Leads `prefix-0..n@domain` that register, so that the welcome e-mail is queued for each.
+async fn registered(app: &TestApp, prefix: &str, domain: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let email = format!("{prefix}-{i}@{domain}");
+        ids.push(lead(app, &email, json!({})).await);
+        event(app, &email, "registered", json!({})).await;
+    }
+    ids
+}
+
+async fn a_warm_up_keeps_mail_beyond_the_day_s_allowance_for_the_next_day(app: TestApp, _: Backend) {
+    let sink = SmtpSink::start(0).await;
+    let mut sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 2).unwrap()));
+    let warmup: nurture_engine::mail::rate::Warmup = "3/d,2x".parse().unwrap();
+    sender.limits = Arc::new(nurture_engine::mail::rate::SendLimits::new(0, &[], 0, Some(warmup)));
+    let ids = registered(&app, "warm", "acme.example", 5).await;
+    let first = app.engine.dispatch(&sender, 100).await.unwrap();
+    assert_eq!(first.sent, 3, "the first day allows 3: {first:?}");
+    assert_eq!(app.engine.dispatch(&sender, 100).await.unwrap().handled(), 0);
+    let mut pending = 0;
+    for id in &ids {
+        pending += app.messages(id).await.iter().filter(|m| m.1 == "pending").count();
+    }
+    assert_eq!(pending, 2, "the rest wait in the outbox");
+    // The next day allows 6: the two go.
+    advance(&app, "1d").await;
+    assert_eq!(app.engine.dispatch(&sender, 100).await.unwrap().sent, 2);
+    assert_eq!(sink.count(), 5);
+}
+
+async fn a_slow_domain_s_mail_goes_back_to_the_outbox_without_losing_an_attempt(app: TestApp, _: Backend) {
+    let sink = SmtpSink::start(0).await;
+    let mut sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 4).unwrap()));
+    sender.limits = Arc::new(nurture_engine::mail::rate::SendLimits::new(
+        0,
+        &[("slow.example".into(), 1)],
+        0,
+        None,
+    ));
+    let ids = registered(&app, "slow", "slow.example", 9).await;
+    // One a second to slow.example, and a message waits 5 s at most: some go, the rest are put
+    // back for later, not failed.
+    let report = app.engine.dispatch(&sender, 100).await.unwrap();
+    assert_eq!(report.sent + report.held, 9, "{report:?}");
+    assert!(report.held >= 1 && report.sent >= 1, "{report:?}");
+    assert_eq!((report.failed, report.retrying), (0, 0), "{report:?}");
+    let mut held = Vec::new();
+    for id in &ids {
+        held.extend(app.messages(id).await.into_iter().filter(|m| m.1 == "pending"));
+    }
+    assert_eq!(held.len(), report.held);
+    assert!(
+        held.iter().all(|m| m.2 == json!("rate limited: slow.example 1/s")),
+        "{held:?}"
+    );
+    // Held back again and again, a message is never given up on: attempts were not counted.
+    for _ in 0..(nurture_engine::engine::MAX_ATTEMPTS + 2) {
+        advance(&app, "2s").await;
+        sender.limits = Arc::new(nurture_engine::mail::rate::SendLimits::new(
+            0,
+            &[("slow.example".into(), 1)],
+            0,
+            None,
+        ));
+        let again = app.engine.dispatch(&sender, 1).await.unwrap();
+        assert_eq!(again.failed, 0, "{again:?}");
+    }
+    let mut failed = 0;
+    for id in &ids {
+        failed += app.messages(id).await.iter().filter(|m| m.1 == "failed").count();
+    }
+    assert_eq!(failed, 0);
 }

@@ -20,6 +20,7 @@ fn sender(app: &TestApp, mailer: Arc<dyn nurture_engine::mail::Mailer>) -> Sende
         key: app.key.clone(),
         concurrency: 4,
         wechat: None,
+        limits: Default::default(),
     }
 }
 

@@ -85,6 +85,7 @@ fn sender(app: &TestApp, wechat: Option<Arc<dyn WechatSender>>, outbox: &std::pa
         // One at a time, so that the order of requests the fake sees is fixed.
         concurrency: 1,
         wechat,
+        limits: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@ use super::{Engine, EngineResult};
 use crate::clock::to_micros;
 use crate::event::EventInput;
 use crate::lead::{ConsentStatus, Lead, LeadRef};
+use crate::mail::rate::SendLimits;
 use crate::mail::{Mailer, OutgoingEmail, SendError};
 use crate::store::{email_hash, MessageOutcome, MessageTarget, PendingMessage};
 use crate::template::{Links, RenderInput};
@@ -42,7 +43,14 @@ pub struct Sender {
     /// The WeChat Official Account, when one is configured; without it WeChat messages wait
     /// (retried with backoff) for a server that has one.
     pub wechat: Option<Arc<dyn WechatSender>>,
+    /// Send rates (global, per recipient domain) and the warm-up schedule.
+    pub limits: Arc<SendLimits>,
 }
+
+/// A dispatch pass waits this long at most for tokens of its rates; messages still waiting
+/// then go back in the outbox for later (without counting an attempt), so a slow domain
+/// cannot keep a claimed batch past its lease.
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What one dispatch pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -51,6 +59,8 @@ pub struct DispatchReport {
     pub failed: usize,
     pub retrying: usize,
     pub skipped: usize,
+    /// Held back by a send rate or the warm-up's daily allowance: back in the outbox for later.
+    pub held: usize,
     /// Of `failed`, recipients the relay refused for good: their addresses are suppressed.
     pub bounced: usize,
     /// Of `sent`, WeChat template messages.
@@ -62,7 +72,7 @@ pub struct DispatchReport {
 
 impl DispatchReport {
     pub fn handled(&self) -> usize {
-        self.sent + self.failed + self.retrying + self.skipped
+        self.sent + self.failed + self.retrying + self.skipped + self.held
     }
 }
 
@@ -139,8 +149,17 @@ impl Engine {
     /// Sends up to `limit` due messages; returns what happened to them.
     pub async fn dispatch(&self, sender: &Sender, limit: i64) -> EngineResult<DispatchReport> {
         let now = self.now();
-        let claimed = self.store.claim_messages(now, now + LEASE, limit).await?;
         let mut report = DispatchReport::default();
+        // No more than the warm-up allows today, nor than the rate sends well within the lease.
+        let mut limit = match self.warmup_room(sender).await? {
+            Some(room) if room <= 0 => return Ok(report),
+            Some(room) => limit.min(room),
+            None => limit,
+        };
+        if let Some(budget) = sender.limits.claim_budget(60) {
+            limit = limit.min(budget);
+        }
+        let claimed = self.store.claim_messages(now, now + LEASE, limit).await?;
         if claimed.is_empty() {
             return Ok(report);
         }
@@ -212,17 +231,27 @@ impl Engine {
         // Outcomes are recorded as sends complete, a handful at a time, not once for the whole
         // batch: a crash can then only resend the few e-mails whose outcome was not yet written.
         self.finish(&mut report, &outcomes).await?;
+        let pass = std::time::Instant::now();
         let mut results = std::pin::pin!(stream::iter(jobs)
             .map(|(id, attempts, outgoing)| async move {
                 let result = match &outgoing {
-                    Outgoing::Email(email) => sender.mailer.send(email).await,
-                    Outgoing::Wechat(message) => match &sender.wechat {
+                    Outgoing::Email(email) => {
+                        let domain = email.to.rsplit('@').next().unwrap_or_default();
+                        loop {
+                            match sender.limits.take(domain) {
+                                Ok(()) => break Ok(sender.mailer.send(email).await),
+                                Err((wait, _)) if pass.elapsed() + wait <= HOLD_MAX => tokio::time::sleep(wait).await,
+                                Err(held) => break Err(held),
+                            }
+                        }
+                    }
+                    Outgoing::Wechat(message) => Ok(match &sender.wechat {
                         Some(wechat) => wechat.send(message).await.map(|_| ()),
                         None => Err(SendError::Transient(
                             "no WeChat Official Account is configured on this server (--wechat-appid, --wechat-secret)"
                                 .into(),
                         )),
-                    },
+                    }),
                 };
                 (id, attempts, matches!(outgoing, Outgoing::Email(_)), result)
             })
@@ -233,6 +262,21 @@ impl Engine {
             let mut outcomes = Vec::with_capacity(done.len());
             let mut bounces = Vec::new();
             for (id, attempts, email, result) in done {
+                let result = match result {
+                    Ok(result) => result,
+                    Err((wait, which)) => {
+                        let wait = Duration::from_std(wait).unwrap_or(Duration::seconds(1));
+                        outcomes.push(MessageOutcome {
+                            id,
+                            status: "pending".into(),
+                            reason: Some(format!("rate limited: {which}")),
+                            next_attempt_at: Some(to_micros(now + wait)),
+                            refund: 1,
+                            ..Default::default()
+                        });
+                        continue;
+                    }
+                };
                 match (&result, email) {
                     (Ok(()), true) => report
                         .delivered
@@ -247,6 +291,7 @@ impl Engine {
                         reason: None,
                         sent_at: Some(to_micros(now)),
                         next_attempt_at: None,
+                        refund: 0,
                     },
                     Err(SendError::Permanent(reason)) => failed(id, reason),
                     Err(SendError::Rejected(reason)) => {
@@ -266,6 +311,7 @@ impl Engine {
                             reason: Some(reason),
                             sent_at: None,
                             next_attempt_at: Some(to_micros(now + backoff(id, attempts))),
+                            refund: 0,
                         }
                     }
                 });
@@ -288,6 +334,7 @@ impl Engine {
         }
         for outcome in outcomes {
             match outcome.status.as_str() {
+                _ if outcome.refund > 0 => report.held += 1,
                 "sent" => report.sent += 1,
                 "failed" => report.failed += 1,
                 "skipped" => report.skipped += 1,
@@ -313,6 +360,7 @@ impl Engine {
                 reason: Some(reason),
                 sent_at: None,
                 next_attempt_at: None,
+                refund: 0,
             })
         };
         let Some(lead) = lead else {
@@ -404,6 +452,23 @@ impl Engine {
         )
     }
 
+    /// How many more e-mails the warm-up allows today (`None`: no warm-up). Its first day is the
+    /// day of the first dispatch with a warm-up, kept as a setting.
+    async fn warmup_room(&self, sender: &Sender) -> EngineResult<Option<i64>> {
+        let Some(warmup) = sender.limits.warmup else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let today = now.date_naive();
+        let first = self.store.setting("warmup_started", &today.to_string()).await?;
+        let first = first.parse().unwrap_or(today);
+        let midnight = today.and_time(chrono::NaiveTime::MIN).and_utc();
+        let sent = self.store.emails_sent_since(to_micros(midnight)).await?;
+        Ok(Some(
+            i64::try_from(warmup.allowance(first, now)).unwrap_or(i64::MAX) - sent,
+        ))
+    }
+
     /// The lead a tracked message went to, its channel and when it was sent.
     pub async fn message_lead(&self, message: i64) -> EngineResult<Option<MessageTarget>> {
         Ok(self.store.message_lead(message).await?)
@@ -437,6 +502,7 @@ fn failed(id: i64, reason: String) -> MessageOutcome {
         reason: Some(reason),
         sent_at: None,
         next_attempt_at: None,
+        refund: 0,
     }
 }
 

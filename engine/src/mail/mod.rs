@@ -14,6 +14,9 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod rate;
+pub mod sink;
+
 /// A finished e-mail, ready to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingEmail {

@@ -154,6 +154,15 @@ macro_rules! store_impl {
             .map_err(StoreError::from_sqlx)?)
         }
 
+        async fn emails_sent_since(&self, since: i64) -> StoreResult<i64> {
+            Ok(
+                sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE channel = 'email' AND status = 'sent' AND sent_at >= $1")
+                    .bind(since)
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        }
+
         async fn message_lead(&self, message_id: i64) -> StoreResult<Option<MessageTarget>> {
             let row: Option<(i64, String, Option<i64>)> =
                 sqlx::query_as("SELECT lead_id, channel, sent_at FROM messages WHERE id = $1")
@@ -601,6 +610,8 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
     /// The lead a message went to, and its channel.
     async fn message_lead(&self, message_id: i64) -> StoreResult<Option<MessageTarget>>;
+    /// How many e-mails were sent since `since` (microseconds): what a warm-up counts.
+    async fn emails_sent_since(&self, since: i64) -> StoreResult<i64>;
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
     async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
     /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
@@ -831,13 +842,15 @@ pub struct PendingMessage {
 
 /// What sending a message did: `sent`, `failed` (with the reason), or still `pending` with the
 /// time of the next attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MessageOutcome {
     pub id: i64,
     pub status: String,
     pub reason: Option<String>,
     pub sent_at: Option<i64>,
     pub next_attempt_at: Option<i64>,
+    /// 1 when the claim's attempt does not count (held back by a rate, not tried).
+    pub refund: i64,
 }
 
 /// A message an enrollment sent: which step, and its id (events about it carry the id).

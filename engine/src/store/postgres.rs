@@ -160,8 +160,9 @@ store_impl!(PgStore {
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()> {
         if let Some(json) = json_batch(outcomes) {
             sqlx::query(
-                "UPDATE messages m SET status = j.status, reason = j.reason, sent_at = j.sent_at, next_attempt_at = j.next_attempt_at \
-                 FROM jsonb_to_recordset($1::jsonb) AS j(id BIGINT, status TEXT, reason TEXT, sent_at BIGINT, next_attempt_at BIGINT) \
+                "UPDATE messages m SET status = j.status, reason = j.reason, sent_at = j.sent_at, next_attempt_at = j.next_attempt_at, \
+                 attempts = m.attempts - j.refund \
+                 FROM jsonb_to_recordset($1::jsonb) AS j(id BIGINT, status TEXT, reason TEXT, sent_at BIGINT, next_attempt_at BIGINT, refund BIGINT) \
                  WHERE m.id = j.id",
             )
             .bind(json)

@@ -174,7 +174,8 @@ store_impl!(SqliteStore {
         if let Some(json) = json_batch(outcomes) {
             sqlx::query(
                 "UPDATE messages SET status = j.value->>'status', reason = j.value->>'reason', \
-                 sent_at = j.value->>'sent_at', next_attempt_at = j.value->>'next_attempt_at' \
+                 sent_at = j.value->>'sent_at', next_attempt_at = j.value->>'next_attempt_at', \
+                 attempts = attempts - j.value->>'refund' \
                  FROM jsonb_each(jsonb($1)) AS j WHERE messages.id = j.value->>'id'",
             )
             .bind(json)
