@@ -183,7 +183,8 @@ struct ServeArgs {
     #[arg(long, env = "NURTURE_DOMAIN_RATE_DEFAULT", default_value_t = 0)]
     domain_rate_default: u32,
     /// Warm-up of a new sending domain: e-mails the first day and the daily growth, e.g.
-    /// `200/d,1.5x`. Mail beyond the day's allowance waits in the outbox for the next day.
+    /// `200/d,1.5x` or `{start: 200/d, growth: 1.5x}`. Mail beyond the day's allowance waits
+    /// in the outbox for the next day.
     #[arg(long, env = "NURTURE_WARMUP")]
     warmup: Option<nurture_engine::mail::rate::Warmup>,
     /// `system` (default) or `manual` (time moves only when told; demos and tests).

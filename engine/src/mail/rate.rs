@@ -23,7 +23,22 @@ impl std::str::FromStr for Warmup {
         let fail = || {
             format!("{text:?} is not a warm-up schedule; write e.g. 200/d,1.5x (200 e-mails the first day, 1.5 times more each day)")
         };
-        let (start, growth) = text.split_once(',').ok_or_else(fail)?;
+        // `200/d,1.5x`, or the same as YAML: `{start: 200/d, growth: 1.5x}`.
+        let (start, growth) = text
+            .trim()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .split_once(',')
+            .ok_or_else(fail)?;
+        let value = |part: &str, key: &str| {
+            let part = part.trim();
+            match part.split_once(':') {
+                Some((k, v)) if k.trim() == key => Ok(v.trim().to_string()),
+                Some(_) => Err(fail()),
+                None => Ok(part.to_string()),
+            }
+        };
+        let (start, growth) = (value(start, "start")?, value(growth, "growth")?);
         let start: u32 = start.trim().trim_end_matches("/d").trim().parse().map_err(|_| fail())?;
         let growth: f64 = growth.trim().trim_end_matches('x').trim().parse().map_err(|_| fail())?;
         if start == 0 || !(1.0..=10.0).contains(&growth) {
@@ -139,6 +154,8 @@ mod tests {
                 .unwrap()
         };
         assert_eq!([0, 1, 2, 3].map(|d| w.allowance(first, at(d))), [200, 300, 450, 675]);
+        assert_eq!("{start: 200/d, growth: 1.5x}".parse::<Warmup>().unwrap(), w);
+        assert!("{begin: 200/d, growth: 1.5x}".parse::<Warmup>().is_err());
         assert!("200".parse::<Warmup>().unwrap_err().contains("200/d,1.5x"));
         assert!("0/d,2x".parse::<Warmup>().is_err());
         assert_eq!(parse_domain_rate("QQ.com=10").unwrap(), ("qq.com".into(), 10));

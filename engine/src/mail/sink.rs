@@ -44,6 +44,7 @@ impl SmtpSink {
         let server = sink.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                let _ = socket.set_nodelay(true);
                 tokio::spawn(server.clone().session(socket));
             }
         });
