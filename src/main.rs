@@ -604,9 +604,15 @@ fn playbook_command(command: PlaybookCommand) -> Result<()> {
     }
 }
 
-/// The dispatcher: sends pending messages as they come, and polls every half second when idle.
+/// The dispatcher: sends pending messages (and notifications to the team) as they come, and
+/// polls every half second when idle.
 async fn dispatch_messages(engine: Arc<nurture_engine::engine::Engine>, sender: nurture_engine::engine::Sender) {
     loop {
+        match engine.send_notifications(&sender, 50).await {
+            Ok(0) => {}
+            Ok(sent) => tracing::info!(sent, "Notifications sent."),
+            Err(e) => tracing::warn!(error = %e, "Sending notifications failed; retrying."),
+        }
         match engine.dispatch(&sender, 200).await {
             Ok(report) if report.handled() > 0 => {
                 tracing::info!(

@@ -63,6 +63,8 @@ pub struct QueueView {
     pub members: Vec<String>,
     pub cooldown: Option<String>,
     pub on_breach_move_to: Option<String>,
+    /// Who is e-mailed when a handoff breaches the SLA.
+    pub on_breach_notify: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
@@ -96,6 +98,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Queu
             members: q.members.clone(),
             cooldown: q.cooldown.map(|s| s.to_string()),
             on_breach_move_to: q.move_on_breach.clone(),
+            on_breach_notify: q.notify_on_breach.clone(),
         })
         .collect();
     Ok(Json(QueueList { items }))

@@ -207,6 +207,35 @@ async fn an_unclaimed_handoff_breaches_its_sla_once_and_moves(app: TestApp, _: B
         (Some("sdr"), &Value::Null)
     );
     advance("2m").await;
+    // The SDR lead is told (on_breach.notify), over SMTP; the relay refuses the first try.
+    let sink = crate::smtp::SmtpSink::start(1).await;
+    let sender = sender(&app, &sink);
+    assert_eq!(
+        app.engine.send_notifications(&sender, 10).await.unwrap(),
+        0,
+        "refused once"
+    );
+    assert!(sink.messages().is_empty());
+    advance("3m").await;
+    assert_eq!(app.engine.send_notifications(&sender, 10).await.unwrap(), 1, "retried");
+    let notices = sink.messages();
+    assert_eq!(notices.len(), 1);
+    let notice = &notices[0];
+    for expected in [
+        "To: sdr-lead@corp.example",
+        "Subject: SLA breached: sla-0@acme.example (Acme) waited 4h unclaimed in sdr",
+        "Lead:     sla-0@acme.example",
+        "Reason:   Asked for a demo",
+        "Now:      moved to queue sales",
+    ] {
+        assert!(notice.contains(expected), "{expected:?} in {notice}");
+    }
+    assert!(!notice.contains("List-Unsubscribe"), "internal mail: {notice}");
+    assert_eq!(
+        app.engine.send_notifications(&sender, 10).await.unwrap(),
+        0,
+        "sent once"
+    );
     let after = app.call("GET", &path, Role::Sdr, None).await.body;
     assert_eq!(after["queue"], "sales", "on_breach moved it: {after}");
     assert_eq!(after["moved_from"], "sdr");
@@ -217,11 +246,11 @@ async fn an_unclaimed_handoff_breaches_its_sla_once_and_moves(app: TestApp, _: B
         .iter()
         .map(|l| l["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["opened", "assigned", "sla_breached", "moved"]);
+    assert_eq!(actions, ["opened", "assigned", "sla_breached", "notified", "moved"]);
     // Sales' own SLA (24h) runs from the move; the claimed one never breaches.
     advance("23h").await;
     let still = app.call("GET", &path, Role::Sdr, None).await.body;
-    assert_eq!(still["log"].as_array().unwrap().len(), 4, "reported once: {still}");
+    assert_eq!(still["log"].as_array().unwrap().len(), 5, "reported once: {still}");
     let other = app
         .call(
             "GET",
@@ -245,6 +274,21 @@ async fn an_unclaimed_handoff_breaches_its_sla_once_and_moves(app: TestApp, _: B
         .count();
     assert_eq!(breaches, 2, "sales' own SLA breached once in its turn: {twice}");
     assert_eq!(twice["queue"], "sales", "sales has no on_breach: it stays");
+    app.engine.send_notifications(&sender, 10).await.unwrap();
+    assert_eq!(sink.messages().len(), 1, "sales notifies nobody");
+}
+
+/// Sends as `serve --smtp-url` would, to the test's SMTP server.
+fn sender(app: &TestApp, sink: &crate::smtp::SmtpSink) -> nurture_engine::engine::Sender {
+    nurture_engine::engine::Sender {
+        mailer: std::sync::Arc::new(nurture_engine::mail::SmtpMailer::from_url(&sink.url(), 2).unwrap()),
+        from: "Lumen <nurture@lumen-cloud.example>".into(),
+        public_url: app.base.clone(),
+        key: app.key.clone(),
+        concurrency: 2,
+        wechat: None,
+        limits: Default::default(),
+    }
 }
 
 async fn reject_and_recycle_brings_the_lead_back_after_the_cooldown(app: TestApp, _: Backend) {

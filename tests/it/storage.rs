@@ -627,6 +627,8 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
         .hand_off(&LeadRef::by_id(id.0), "sdr", "Asked for a call", None, "sdr-bot")
         .await
         .unwrap();
+    // Unclaimed past the SDR queue's SLA: the SDR lead is to be e-mailed about this person.
+    t.engine.advance_clock(&t.clock, Duration::hours(5)).await.unwrap();
     let tables = [
         "events WHERE lead_id = {id}",
         "lead_tags WHERE lead_id = {id}",
@@ -638,6 +640,7 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
         "journey WHERE lead_id = {id}",
         "enrollments WHERE lead_id = {id}",
         "webhook_deliveries WHERE lead_id = {id}",
+        "notifications WHERE lead_id = {id}",
         "leads WHERE id = {id}",
     ];
     let count = |table: &str| {
@@ -660,6 +663,8 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
     assert_eq!(count("suppressions").await, 1, "the e-mail's hash stays");
     let text = count("webhook_deliveries WHERE payload LIKE '%erase.me%'").await;
     assert_eq!(text, 0, "no delivery keeps the address");
+    let text = count("notifications WHERE body LIKE '%erase.me%'").await;
+    assert_eq!(text, 0, "no notification keeps the address");
 }
 
 async fn claim_many_hands_the_nth_open_handoff_to_the_nth_caller(t: TestEngine) {

@@ -19,6 +19,7 @@ use crate::event::EventInput;
 use crate::lead::{ConsentStatus, Lead, LeadRef};
 use crate::mail::rate::SendLimits;
 use crate::mail::{Mailer, OutgoingEmail, SendError};
+use crate::store::handoffs::NotificationOutcome;
 use crate::store::{email_hash, MessageOutcome, MessageTarget, PendingMessage};
 use crate::template::{Links, RenderInput};
 use crate::tracking::{Token, TrackingKey};
@@ -325,6 +326,54 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// Sends due notifications (e-mails to people inside the company, such as a queue's
+    /// `on_breach.notify`): no tracking, no unsubscribe, no send rates (there are few), retried
+    /// with backoff like campaign mail. Returns how many were sent.
+    pub async fn send_notifications(&self, sender: &Sender, limit: i64) -> EngineResult<usize> {
+        let now = self.now();
+        let taken = self
+            .store
+            .claim_notifications(to_micros(now), to_micros(now + LEASE), limit)
+            .await?;
+        let outcomes: Vec<NotificationOutcome> = stream::iter(taken)
+            .map(|n| async move {
+                let email = OutgoingEmail {
+                    from: sender.from.clone(),
+                    to: n.recipient.clone(),
+                    subject: n.subject.clone(),
+                    html: String::new(),
+                    text: n.body.clone(),
+                    message_id: format!("<n{}@{}>", n.id, sender.domain()),
+                    unsubscribe_url: String::new(),
+                };
+                let result = sender.mailer.send(&email).await;
+                let (status, error, next) = match result {
+                    Ok(()) => ("sent", None, None),
+                    Err(SendError::Transient(reason)) if n.attempts < MAX_ATTEMPTS => (
+                        "pending",
+                        Some(reason),
+                        Some(to_micros(now + backoff(-n.id, n.attempts))),
+                    ),
+                    Err(e) => ("failed", Some(e.to_string()), None),
+                };
+                if let Some(error) = &error {
+                    tracing::warn!(notification = n.id, to = %n.recipient, %error, status, "A notification was not sent.");
+                }
+                NotificationOutcome {
+                    id: n.id,
+                    status,
+                    error,
+                    next_attempt_at: next,
+                    at: to_micros(now),
+                }
+            })
+            .buffer_unordered(sender.concurrency.max(1))
+            .collect()
+            .await;
+        self.store.finish_notifications(&outcomes).await?;
+        Ok(outcomes.iter().filter(|o| o.status == "sent").count())
     }
 
     /// Records outcomes and counts them in the report.

@@ -12,7 +12,7 @@ use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member
 use crate::lead::{FieldError, Lead, LeadRef, Stage};
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::playbook::{Playbook, Routing};
-use crate::store::handoffs::{Emitted, HandoffLogEntry, QueueCursor};
+use crate::store::handoffs::{Emitted, HandoffLogEntry, NewNotification, QueueCursor};
 use crate::store::Tx;
 
 /// Webhook event types nurture emits (`*` subscribes to all).
@@ -564,6 +564,8 @@ impl Engine {
         let mut lines = Vec::new();
         let mut events = Vec::new();
         let mut moved: Vec<Handoff> = Vec::new();
+        // (handoff, the queue it breached, who to tell)
+        let mut notify: Vec<(i64, String, Vec<String>)> = Vec::new();
         for h in &mut due {
             h.sla_breached_at = Some(now);
             h.updated_at = now;
@@ -582,6 +584,11 @@ impl Engine {
                 "handoff.sla_breached",
                 json!({"handoff": h.clone(), "sla": sla}),
             ));
+            let people = queue.map(|q| q.notify_on_breach.clone()).unwrap_or_default();
+            if !people.is_empty() {
+                lines.push(log(h, "notified", None, Some(people.join(", ")), now));
+                notify.push((h.id.0, h.queue.clone(), people));
+            }
             let target = queue
                 .and_then(|q| q.move_on_breach.clone())
                 .filter(|t| playbook.queues.queues.contains_key(t));
@@ -604,7 +611,8 @@ impl Engine {
         tx.update_handoffs(&due).await?;
         tx.log_handoffs(&lines).await?;
         let wanted = tx.wanted_events().await?;
-        if wanted.iter().any(|w| w == "handoff.sla_breached" || w == "*") {
+        let emit = wanted.iter().any(|w| w == "handoff.sla_breached" || w == "*");
+        if emit || !notify.is_empty() {
             let ids: Vec<i64> = events.iter().map(|(l, _, _)| *l).collect();
             let leads: HashMap<i64, Lead> = tx
                 .find_leads(&ids, &[], &[])
@@ -612,6 +620,26 @@ impl Engine {
                 .into_iter()
                 .map(|l| (l.id.0, l))
                 .collect();
+            let mut mails = Vec::new();
+            for (id, breached, people) in notify {
+                let Some(h) = due.iter().find(|h| h.id.0 == id) else {
+                    continue;
+                };
+                let sla = playbook.queues.queues.get(&breached).and_then(|q| q.sla);
+                let (subject, body) = breach_notice(h, &breached, sla, leads.get(&h.lead_id.0));
+                mails.extend(people.into_iter().map(|recipient| NewNotification {
+                    lead_id: h.lead_id.0,
+                    handoff_id: id,
+                    recipient,
+                    subject: subject.clone(),
+                    body: body.clone(),
+                }));
+            }
+            tx.queue_notifications(&mails, to_micros(now)).await?;
+            if !emit {
+                tx.commit().await?;
+                return Ok(due.len());
+            }
             let emitted: Vec<Emitted> = events
                 .into_iter()
                 .map(|(lead, kind, data)| event(kind, leads.get(&lead), data, now))
@@ -656,4 +684,68 @@ pub fn unknown_events(events: &[String]) -> Vec<String> {
         .filter(|e| e.as_str() != "*" && !known.contains(e.as_str()))
         .cloned()
         .collect()
+}
+
+/// The e-mail a queue's `on_breach.notify` sends: what waited, for how long, and where it is
+/// now, with enough of the lead to act on without opening anything.
+fn breach_notice(
+    h: &Handoff,
+    breached: &str,
+    sla: Option<crate::duration::Span>,
+    lead: Option<&Lead>,
+) -> (String, String) {
+    let field = |name: &str| lead.and_then(|l| l.fields.get(name)).map(String::as_str);
+    let name = [field("first_name"), field("last_name")]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let email = lead.and_then(|l| l.email.as_deref()).unwrap_or("(no e-mail)");
+    let who = if name.is_empty() {
+        email.to_owned()
+    } else {
+        name.clone()
+    };
+    let company = field("company").map(|c| format!(" ({c})")).unwrap_or_default();
+    let sla = sla.map(|s| s.to_string()).unwrap_or_else(|| "its".to_owned());
+    let subject = format!("SLA breached: {who}{company} waited {sla} unclaimed in {breached}");
+    let mut body = format!(
+        "Handoff {} waited past the {sla} SLA of queue {breached} without being claimed.\n\n",
+        h.id.0
+    );
+    let mut line = |label: &str, value: &str| body.push_str(&format!("{label:<10}{value}\n"));
+    line(
+        "Lead:",
+        &if name.is_empty() {
+            email.to_owned()
+        } else {
+            format!("{name} <{email}>")
+        },
+    );
+    if let Some(c) = field("company") {
+        line("Company:", c);
+    }
+    if let Some(t) = field("title") {
+        line("Title:", t);
+    }
+    line("Reason:", &h.reason);
+    line("Priority:", &h.priority.to_string());
+    if let Some(score) = h.score {
+        line("Score:", &score.to_string());
+    }
+    line(
+        "Opened:",
+        &h.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    if let Some(member) = &h.assigned_to {
+        line("Assigned:", member);
+    }
+    if h.queue != breached {
+        line("Now:", &format!("moved to queue {}", h.queue));
+    }
+    body.push_str(&format!(
+        "\nGET /v1/handoffs/{} shows it; POST /v1/queues/{}/claim takes the next one.\n",
+        h.id.0, h.queue
+    ));
+    (subject, body)
 }

@@ -88,28 +88,33 @@ pub fn compose(email: &OutgoingEmail) -> Result<Message, SendError> {
         .to(to)
         .subject(email.subject.clone())
         .message_id(Some(email.message_id.clone()));
-    builder = builder
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("List-Unsubscribe"),
-            format!("<{}>", email.unsubscribe_url),
-        ))
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
-            "List-Unsubscribe=One-Click".to_owned(),
-        ));
+    // Internal mail (a notification to a team lead) has no unsubscribe link and no HTML.
+    if !email.unsubscribe_url.is_empty() {
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{}>", email.unsubscribe_url),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".to_owned(),
+            ));
+    }
+    let text = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(email.text.clone());
+    if email.html.is_empty() {
+        return builder
+            .singlepart(text)
+            .map_err(|e| SendError::Permanent(format!("the message could not be built: {e}")));
+    }
     builder
         .multipart(
-            MultiPart::alternative()
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_PLAIN)
-                        .body(email.text.clone()),
-                )
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_HTML)
-                        .body(email.html.clone()),
-                ),
+            MultiPart::alternative().singlepart(text).singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(email.html.clone()),
+            ),
         )
         .map_err(|e| SendError::Permanent(format!("the message could not be built: {e}")))
 }

@@ -43,7 +43,8 @@ pub struct QueueSpec {
     cooldown: Option<Span>,
     /// What happens when the SLA is breached, besides the webhook event.
     #[serde(default)]
-    on_breach: Option<OnBreachSpec>,
+    #[schemars(with = "Option<OnBreachSpec>")]
+    on_breach: Option<Spanned<OnBreachSpec>>,
 }
 
 /// How new handoffs reach people.
@@ -56,12 +57,19 @@ pub enum Routing {
     RoundRobin,
 }
 
-/// `on_breach: { move_to: sales }`: escalate to another queue.
+/// `on_breach: { move_to: sales, notify: [lead@corp.example] }`: escalate to another queue,
+/// e-mail people, or both.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnBreachSpec {
-    #[schemars(with = "String")]
-    move_to: Spanned<String>,
+    /// The queue the handoff moves to (its own SLA starts then).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    move_to: Option<Spanned<String>>,
+    /// Who is e-mailed about the breach (team leads, the sales manager).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    notify: Vec<Spanned<String>>,
 }
 
 /// The validated queues.
@@ -80,6 +88,8 @@ pub struct Queue {
     pub cooldown: Option<Span>,
     /// Queue an open handoff moves to when its SLA is breached.
     pub move_on_breach: Option<String>,
+    /// Who is e-mailed when a handoff breaches this queue's SLA.
+    pub notify_on_breach: Vec<String>,
 }
 
 impl Queues {
@@ -154,26 +164,10 @@ pub(crate) fn build_queues(file: &str, spec: QueuesSpec, issues: &mut Vec<Issue>
                 )),
             }
         }
-        let move_on_breach = queue.on_breach.map(|b| {
-            if !names.contains(&b.move_to.value) {
-                issues.push(Issue::at(
-                    file,
-                    Position::of(&b.move_to.referenced),
-                    format!(
-                        "on_breach moves to queue {:?}, which does not exist; the queues are {}",
-                        b.move_to.value,
-                        names.join(", ")
-                    ),
-                ));
-            } else if b.move_to.value == name.value {
-                issues.push(Issue::at(
-                    file,
-                    Position::of(&b.move_to.referenced),
-                    "on_breach cannot move a handoff to the queue it is in; name another queue",
-                ));
-            }
-            b.move_to.value
-        });
+        let (move_on_breach, notify_on_breach) = match queue.on_breach {
+            Some(b) => on_breach(file, &name.value, &names, queue.sla.is_some(), b, issues),
+            None => (None, Vec::new()),
+        };
         queues.queues.insert(
             name.value.clone(),
             Queue {
@@ -184,8 +178,79 @@ pub(crate) fn build_queues(file: &str, spec: QueuesSpec, issues: &mut Vec<Issue>
                 members,
                 cooldown: queue.cooldown,
                 move_on_breach,
+                notify_on_breach,
             },
         );
     }
     queues
+}
+
+/// Checks `on_breach` of queue `queue`: a queue to move to that exists and is another one,
+/// people to notify named by e-mail, at least one of the two, and an `sla` to breach.
+fn on_breach(
+    file: &str,
+    queue: &str,
+    names: &[String],
+    has_sla: bool,
+    spec: Spanned<OnBreachSpec>,
+    issues: &mut Vec<Issue>,
+) -> (Option<String>, Vec<String>) {
+    let at = Position::of(&spec.referenced);
+    let spec = spec.value;
+    if spec.move_to.is_none() && spec.notify.is_empty() {
+        issues.push(Issue::at(
+            file,
+            at,
+            "on_breach says nothing to do; give `move_to: QUEUE`, `notify: [E-MAIL, …]`, or both",
+        ));
+    } else if !has_sla {
+        issues.push(
+            Issue::at(
+                file,
+                at,
+                "on_breach never happens: the queue has no `sla` to breach; add e.g. `sla: 4h`",
+            )
+            .warning(),
+        );
+    }
+    let move_to = spec.move_to.map(|to| {
+        if !names.contains(&to.value) {
+            issues.push(Issue::at(
+                file,
+                Position::of(&to.referenced),
+                format!(
+                    "on_breach moves to queue {:?}, which does not exist; the queues are {}",
+                    to.value,
+                    names.join(", ")
+                ),
+            ));
+        } else if to.value == queue {
+            issues.push(Issue::at(
+                file,
+                Position::of(&to.referenced),
+                "on_breach cannot move a handoff to the queue it is in; name another queue",
+            ));
+        }
+        to.value
+    });
+    let mut notify: Vec<String> = Vec::new();
+    for person in spec.notify {
+        match crate::lead::EmailAddress::parse(&person.value) {
+            Ok(email) if notify.iter().any(|n| n == email.as_str()) => issues.push(Issue::at(
+                file,
+                Position::of(&person.referenced),
+                format!("{:?} is listed twice in on_breach.notify", person.value),
+            )),
+            Ok(email) => notify.push(email.as_str().to_owned()),
+            Err(_) => issues.push(Issue::at(
+                file,
+                Position::of(&person.referenced),
+                format!(
+                    "on_breach.notify: {:?} is not an e-mail address; list the people to e-mail",
+                    person.value
+                ),
+            )),
+        }
+    }
+    (move_to, notify)
 }

@@ -385,7 +385,9 @@ fn message_conditions_outside_campaign_steps() {
 
 #[test]
 fn queue_problems() {
-    let queues = "kind: Queues\nqueues:\n  sdr:\n    routing: round_robin\n    on_breach: { move_to: vip }\n  Sales: { members: [not-an-email] }\n";
+    let queues = "kind: Queues\nqueues:\n  sdr:\n    routing: round_robin\n    on_breach: { move_to: vip }\n  Sales: { members: [not-an-email] }\n  \
+                  gold: { sla: 1h, on_breach: {} }\n  \
+                  ops: { sla: 1h, on_breach: { notify: [lead@corp.example, nobody, Lead@Corp.example] } }\n";
     let files = [
         ("queues.yaml".to_owned(), queues.to_owned()),
         ("more.yaml".to_owned(), QUEUES.to_owned()),
@@ -398,9 +400,13 @@ fn queue_problems() {
         [
             "more.yaml:1:7: a second `kind: Queues` file; the playbook has one, in queues.yaml; merge them",
             "queues.yaml:4:14: round_robin routing needs `members` to assign handoffs to; list them, or use `routing: claim`",
-            "queues.yaml:5:27: on_breach moves to queue \"vip\", which does not exist; the queues are sdr, Sales",
+            "queues.yaml:5:16: warning: on_breach never happens: the queue has no `sla` to breach; add e.g. `sla: 4h`",
+            "queues.yaml:5:27: on_breach moves to queue \"vip\", which does not exist; the queues are sdr, Sales, gold, ops",
             "queues.yaml:6:3: queue name \"Sales\" must be 1 to 64 lower-case letters, digits, '-' or '_'",
             "queues.yaml:6:22: member \"not-an-email\" is not an e-mail address; members are named by e-mail",
+            "queues.yaml:7:31: on_breach says nothing to do; give `move_to: QUEUE`, `notify: [E-MAIL, …]`, or both",
+            "queues.yaml:8:60: on_breach.notify: \"nobody\" is not an e-mail address; list the people to e-mail",
+            "queues.yaml:8:68: \"Lead@Corp.example\" is listed twice in on_breach.notify",
         ]
     );
 }

@@ -167,6 +167,38 @@ impl TryFrom<WebhookRow> for Webhook {
     }
 }
 
+/// An e-mail to someone inside the company about a lead (a queue's `on_breach.notify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub lead_id: i64,
+    pub handoff_id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// A notification taken for sending.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PendingNotification {
+    pub id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    /// Counting this one.
+    pub attempts: i64,
+}
+
+/// What sending a notification did: `sent`, `pending` (again at `next_attempt_at`) or
+/// `failed` (given up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationOutcome {
+    pub id: i64,
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub at: i64,
+}
+
 /// A delivery taken for sending, with where it goes.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingDelivery {
@@ -298,6 +330,8 @@ pub trait HandoffTx: Send {
     /// Writes every mutable column of these handoffs.
     async fn update_handoffs(&mut self, handoffs: &[Handoff]) -> StoreResult<()>;
     async fn log_handoffs(&mut self, entries: &[HandoffLogEntry]) -> StoreResult<()>;
+    /// Queues e-mails to people inside the company, due at once.
+    async fn queue_notifications(&mut self, items: &[NewNotification], now: i64) -> StoreResult<()>;
     /// Open handoffs unclaimed past their SLA and not yet reported, earliest first, locked
     /// (PostgreSQL: skipping those another worker holds).
     async fn sla_due(&mut self, now: i64, limit: i64) -> StoreResult<Vec<Handoff>>;
@@ -339,6 +373,9 @@ pub trait HandoffStore: Send + Sync {
     /// gets a lead's events in order.
     async fn claim_deliveries(&self, now: i64, lease: i64, limit: i64) -> StoreResult<Vec<PendingDelivery>>;
     async fn finish_deliveries(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
+    /// Takes due notifications, leasing each until `lease` and counting the attempt.
+    async fn claim_notifications(&self, now: i64, lease: i64, limit: i64) -> StoreResult<Vec<PendingNotification>>;
+    async fn finish_notifications(&self, outcomes: &[NotificationOutcome]) -> StoreResult<()>;
     /// A subscription's deliveries, newest first, before the cursor (a delivery's seq).
     async fn deliveries(&self, webhook: i64, before: Option<i64>, limit: i64) -> StoreResult<Vec<Delivery>>;
 }
@@ -441,6 +478,25 @@ macro_rules! handoff_impl {
                             .push_bind(e.actor.clone())
                             .push_bind(e.detail.clone())
                             .push_bind(e.at);
+                    });
+                    q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                }
+                Ok(())
+            }
+
+            async fn queue_notifications(&mut self, items: &[NewNotification], now: i64) -> StoreResult<()> {
+                for chunk in items.chunks(1_000) {
+                    let mut q = sqlx::QueryBuilder::<Db>::new(
+                        "INSERT INTO notifications (lead_id, handoff_id, recipient, subject, body, next_attempt_at, created_at) ",
+                    );
+                    q.push_values(chunk, |mut row, n| {
+                        row.push_bind(n.lead_id)
+                            .push_bind(n.handoff_id)
+                            .push_bind(n.recipient.clone())
+                            .push_bind(n.subject.clone())
+                            .push_bind(n.body.clone())
+                            .push_bind(now)
+                            .push_bind(now);
                     });
                     q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
                 }
@@ -739,6 +795,43 @@ macro_rules! handoff_impl {
                             .push_bind(o.duration_ms);
                     });
                     log.build().execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn claim_notifications(&self, now: i64, lease: i64, limit: i64) -> StoreResult<Vec<PendingNotification>> {
+                let mut taken: Vec<PendingNotification> = sqlx::query_as(AssertSqlSafe(format!(
+                    "UPDATE notifications SET next_attempt_at = $2, attempts = attempts + 1 WHERE id IN \
+                     (SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1 \
+                      ORDER BY next_attempt_at, id LIMIT $3{SKIP_LOCKED}) \
+                     RETURNING id, recipient, subject, body, attempts"
+                )))
+                .bind(now)
+                .bind(lease)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                taken.sort_by_key(|n| n.id);
+                Ok(taken)
+            }
+
+            async fn finish_notifications(&self, outcomes: &[NotificationOutcome]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for o in outcomes {
+                    sqlx::query(
+                        "UPDATE notifications SET status = $2, last_error = $3, next_attempt_at = $4, \
+                         sent_at = CASE WHEN $2 = 'sent' THEN $5 END WHERE id = $1 AND status = 'pending'",
+                    )
+                    .bind(o.id)
+                    .bind(o.status)
+                    .bind(o.error.clone())
+                    .bind(o.next_attempt_at)
+                    .bind(o.at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -26,7 +26,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// What erasing a lead deletes, in order (children before what they point at).
-const ERASE: [&str; 12] = [
+const ERASE: [&str; 13] = [
     "DELETE FROM events WHERE lead_id = $1",
     "DELETE FROM lead_tags WHERE lead_id = $1",
     "DELETE FROM tag_changes WHERE lead_id = $1",
@@ -38,6 +38,7 @@ const ERASE: [&str; 12] = [
     "DELETE FROM enrollments WHERE lead_id = $1",
     "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE lead_id = $1)",
     "DELETE FROM webhook_deliveries WHERE lead_id = $1",
+    "DELETE FROM notifications WHERE lead_id = $1",
     "DELETE FROM leads WHERE id = $1",
 ];
 
