@@ -230,6 +230,8 @@ async fn an_unclaimed_handoff_breaches_its_sla_once_and_moves(app: TestApp, _: B
     ] {
         assert!(notice.contains(expected), "{expected:?} in {notice}");
     }
+    let assigned = format!("Assigned: {} (in sdr)", late["assigned_to"].as_str().unwrap());
+    assert!(notice.contains(&assigned), "{assigned:?} in {notice}");
     assert!(!notice.contains("List-Unsubscribe"), "internal mail: {notice}");
     assert_eq!(
         app.engine.send_notifications(&sender, 10).await.unwrap(),

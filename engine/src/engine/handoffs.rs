@@ -564,8 +564,8 @@ impl Engine {
         let mut lines = Vec::new();
         let mut events = Vec::new();
         let mut moved: Vec<Handoff> = Vec::new();
-        // (handoff, the queue it breached, who to tell)
-        let mut notify: Vec<(i64, String, Vec<String>)> = Vec::new();
+        // (handoff, the queue it breached, whom it was assigned to there, who to tell)
+        let mut notify: Vec<(i64, String, Option<String>, Vec<String>)> = Vec::new();
         for h in &mut due {
             h.sla_breached_at = Some(now);
             h.updated_at = now;
@@ -587,7 +587,7 @@ impl Engine {
             let people = queue.map(|q| q.notify_on_breach.clone()).unwrap_or_default();
             if !people.is_empty() {
                 lines.push(log(h, "notified", None, Some(people.join(", ")), now));
-                notify.push((h.id.0, h.queue.clone(), people));
+                notify.push((h.id.0, h.queue.clone(), h.assigned_to.clone(), people));
             }
             let target = queue
                 .and_then(|q| q.move_on_breach.clone())
@@ -621,12 +621,12 @@ impl Engine {
                 .map(|l| (l.id.0, l))
                 .collect();
             let mut mails = Vec::new();
-            for (id, breached, people) in notify {
+            for (id, breached, assigned, people) in notify {
                 let Some(h) = due.iter().find(|h| h.id.0 == id) else {
                     continue;
                 };
                 let sla = playbook.queues.queues.get(&breached).and_then(|q| q.sla);
-                let (subject, body) = breach_notice(h, &breached, sla, leads.get(&h.lead_id.0));
+                let (subject, body) = breach_notice(h, &breached, assigned.as_deref(), sla, leads.get(&h.lead_id.0));
                 mails.extend(people.into_iter().map(|recipient| NewNotification {
                     lead_id: h.lead_id.0,
                     handoff_id: id,
@@ -691,6 +691,7 @@ pub fn unknown_events(events: &[String]) -> Vec<String> {
 fn breach_notice(
     h: &Handoff,
     breached: &str,
+    assigned: Option<&str>,
     sla: Option<crate::duration::Span>,
     lead: Option<&Lead>,
 ) -> (String, String) {
@@ -737,8 +738,8 @@ fn breach_notice(
         "Opened:",
         &h.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
-    if let Some(member) = &h.assigned_to {
-        line("Assigned:", member);
+    if let Some(member) = assigned {
+        line("Assigned:", &format!("{member} (in {breached})"));
     }
     if h.queue != breached {
         line("Now:", &format!("moved to queue {}", h.queue));
