@@ -2,15 +2,12 @@
 //! each is rendered (templates, tracked links, MIME), sent through lettre's connection pool,
 //! and its outcome recorded. Prints messages/s and CPU per message, with the pool and rates used.
 
-use anyhow::{bail, Context, Result};
-use chrono::{TimeZone, Utc};
-use nurture_engine::clock::ManualClock;
-use nurture_engine::engine::{Engine, Sender};
+use anyhow::{bail, Result};
+use nurture_engine::engine::Sender;
 use nurture_engine::lead::LeadRef;
 use nurture_engine::mail::rate::SendLimits;
 use nurture_engine::mail::sink::SmtpSink;
 use nurture_engine::mail::SmtpMailer;
-use nurture_engine::playbook::Playbook;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,20 +41,15 @@ pub struct Options {
 
 pub async fn run(options: Options) -> Result<()> {
     let n = options.messages.max(1);
-    if !options.templates.join("industry-insight.hbs").is_file() {
-        bail!(
-            "the shipped templates are not in {}: run from the repository root, or give --templates DIR",
-            options.templates.display()
-        );
-    }
-    let templates = Arc::new(nurture_engine::template::Templates::load_dir(&options.templates));
-    let playbook = Playbook::from_files(&[("bench-send.yaml".into(), ONE_SEND.into())], templates)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (store, label, cleanup) = super::open_store(options.database_url.as_deref()).await?;
-    store.migrate().await?;
-    let start = Utc.with_ymd_and_hms(2026, 11, 2, 1, 0, 0).single().context("start")?;
-    let engine = Arc::new(Engine::new(store, playbook, Arc::new(ManualClock::new(start))));
-    engine.deploy_current().await?;
+    let super::BenchEngine {
+        engine, label, cleanup, ..
+    } = super::bench_engine(
+        &options.templates,
+        "bench-send.yaml",
+        ONE_SEND,
+        options.database_url.as_deref(),
+    )
+    .await?;
 
     // The outbox, not timed: N leads each with one e-mail to send.
     let made = Instant::now();

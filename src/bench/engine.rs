@@ -14,12 +14,10 @@
 //! send), so its steps/s counts enrollments, not journey lines: the figure a floor compares with.
 
 use anyhow::{bail, Context, Result};
-use chrono::{Duration, TimeZone, Utc};
-use nurture_engine::clock::ManualClock;
+use chrono::Duration;
 use nurture_engine::engine::{Engine, Sender};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::LeadRef;
-use nurture_engine::playbook::Playbook;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -75,21 +73,20 @@ pub async fn run(options: Options) -> Result<()> {
     let n = options.leads.max(1);
     let workers = options.workers.max(1);
     let batch = options.batch.max(1);
-    if !options.templates.join("industry-insight.hbs").is_file() {
-        bail!(
-            "the shipped templates are not in {}: run from the repository root, or give --templates DIR",
-            options.templates.display()
-        );
-    }
-    let templates = Arc::new(nurture_engine::template::Templates::load_dir(&options.templates));
-    let playbook = Playbook::from_files(&[("bench-drip.yaml".into(), DRIP.into())], templates)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (store, label, cleanup) = super::open_store(options.database_url.as_deref()).await?;
-    store.migrate().await?;
-    let start = Utc.with_ymd_and_hms(2026, 11, 2, 1, 0, 0).single().context("start")?;
-    let clock = ManualClock::new(start);
-    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(clock.clone())));
-    engine.deploy_current().await?;
+    let super::BenchEngine {
+        engine,
+        store,
+        clock,
+        start,
+        label,
+        cleanup,
+    } = super::bench_engine(
+        &options.templates,
+        "bench-drip.yaml",
+        DRIP,
+        options.database_url.as_deref(),
+    )
+    .await?;
 
     // Leads, not timed.
     let made = Instant::now();

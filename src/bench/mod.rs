@@ -137,6 +137,54 @@ impl Cleanup {
     }
 }
 
+/// A bench's engine: the shipped templates (checked to be there), a playbook of one campaign
+/// file, a migrated store (a fresh SQLite file, or a schema of `database_url`) and a manual
+/// clock at the benches' start (Monday 2 November 2026, 09:00 in Shanghai), deployed.
+pub struct BenchEngine {
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn nurture_engine::store::Store>,
+    pub clock: nurture_engine::clock::ManualClock,
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub label: String,
+    pub cleanup: Cleanup,
+}
+
+pub async fn bench_engine(
+    templates: &std::path::Path,
+    file: &str,
+    campaign: &str,
+    database_url: Option<&str>,
+) -> Result<BenchEngine> {
+    use anyhow::Context;
+    use chrono::TimeZone;
+    if !templates.join("industry-insight.hbs").is_file() {
+        anyhow::bail!(
+            "the shipped templates are not in {}: run from the repository root, or give --templates DIR",
+            templates.display()
+        );
+    }
+    let templates = Arc::new(nurture_engine::template::Templates::load_dir(templates));
+    let playbook =
+        Playbook::from_files(&[(file.into(), campaign.into())], templates).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (store, label, cleanup) = open_store(database_url).await?;
+    store.migrate().await?;
+    let start = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 2, 1, 0, 0)
+        .single()
+        .context("start")?;
+    let clock = nurture_engine::clock::ManualClock::new(start);
+    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(clock.clone())));
+    engine.deploy_current().await?;
+    Ok(BenchEngine {
+        engine,
+        store,
+        clock,
+        start,
+        label,
+        cleanup,
+    })
+}
+
 /// A fresh store for a bench: a schema of its own on PostgreSQL, else a new SQLite file in a
 /// temporary directory. Returns it with a label for the report.
 pub async fn open_store(
