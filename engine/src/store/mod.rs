@@ -1254,11 +1254,11 @@ pub(crate) const IDEMPOTENCY_STALE_MICROS: i64 = 60_000_000;
 /// The columns [`Tx::write_lead_activity`] writes.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActivityRow {
-    id: i64,
-    score: i64,
-    stage: &'static str,
-    last_activity_at: Option<i64>,
-    updated_at: i64,
+    pub(crate) id: i64,
+    pub(crate) score: i64,
+    pub(crate) stage: &'static str,
+    pub(crate) last_activity_at: Option<i64>,
+    pub(crate) updated_at: i64,
 }
 
 impl From<&Lead> for ActivityRow {

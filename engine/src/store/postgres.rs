@@ -304,13 +304,18 @@ impl Tx for PgTx {
     }
 
     async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()> {
+        // Typed arrays, not a recordset: the runner writes a row per lead it moved.
         for chunk in leads.chunks(5_000) {
             sqlx::query(
                 "UPDATE leads l SET score = r.score, stage = r.stage, last_activity_at = r.last_activity_at, updated_at = r.updated_at \
-                 FROM jsonb_to_recordset($1::jsonb) AS r(id bigint, score bigint, stage text, last_activity_at bigint, updated_at bigint) \
-                 WHERE l.id = r.id",
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) \
+                 AS r(id, score, stage, last_activity_at, updated_at) WHERE l.id = r.id",
             )
-            .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .bind(chunk.iter().map(|r| r.id).collect::<Vec<i64>>())
+            .bind(chunk.iter().map(|r| r.score).collect::<Vec<i64>>())
+            .bind(chunk.iter().map(|r| r.stage).collect::<Vec<&str>>())
+            .bind(chunk.iter().map(|r| r.last_activity_at).collect::<Vec<Option<i64>>>())
+            .bind(chunk.iter().map(|r| r.updated_at).collect::<Vec<i64>>())
             .execute(&mut *self.tx)
             .await
             .map_err(StoreError::from_sqlx)?;
