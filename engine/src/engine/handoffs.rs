@@ -367,8 +367,9 @@ impl Engine {
             .collect();
         tx.log_handoffs(&lines).await?;
         let ids: Vec<i64> = got.iter().map(|h| h.lead_id.0).collect();
+        // Shown, not changed: read without locking the leads.
         let mut leads: HashMap<i64, Lead> = tx
-            .find_leads(&ids, &[], &[])
+            .view_leads(&ids)
             .await?
             .into_iter()
             .map(|l| (l.id.0, l))

@@ -867,6 +867,9 @@ pub struct SentMessage {
 pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     /// Leads with any of these ids, e-mails or external ids.
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>>;
+    /// These leads as they are, without the lock a write transaction's `find_leads` takes: for
+    /// answers that show a lead without changing it (a claim).
+    async fn view_leads(&mut self, ids: &[i64]) -> StoreResult<Vec<Lead>>;
     /// Allocates `n` new lead ids.
     async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
     /// Inserts or overwrites these leads (by id).

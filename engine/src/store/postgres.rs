@@ -279,6 +279,17 @@ impl Tx for PgTx {
         leads_from(rows)
     }
 
+    async fn view_leads(&mut self, ids: &[i64]) -> StoreResult<Vec<Lead>> {
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(SELECT_LEADS.as_str()))
+            .bind(ids)
+            .bind(&[] as &[String])
+            .bind(&[] as &[String])
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        leads_from(rows)
+    }
+
     async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
         if n == 0 {
             return Ok(Vec::new());
