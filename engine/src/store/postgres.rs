@@ -68,9 +68,13 @@ const STEP_COUNT_SHARDS: i64 = 16;
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
     format!(
         // One index lookup per key kind: `id = ANY OR email = ANY OR …` reads the whole table.
-        "SELECT {} FROM leads WHERE id IN (SELECT unnest($1::bigint[]) \
+        // The ids are gathered into an array first (an init plan, run once), so that the rows
+        // are fetched by the primary key: as `id IN (… UNION …)` the planner joined the whole
+        // table against the ids once its plan was generic (seen: every claim batch and every
+        // engine batch read all of `leads`).
+        "SELECT {} FROM leads WHERE id = ANY(ARRAY(SELECT unnest($1::bigint[]) \
          UNION SELECT id FROM leads WHERE email = ANY($2) \
-         UNION SELECT id FROM leads WHERE external_id = ANY($3)) ORDER BY id",
+         UNION SELECT id FROM leads WHERE external_id = ANY($3))) ORDER BY id",
         lead_column_list()
     )
 });
