@@ -368,12 +368,7 @@ impl Engine {
         tx.log_handoffs(&lines).await?;
         let ids: Vec<i64> = got.iter().map(|h| h.lead_id.0).collect();
         // Shown, not changed: read without locking the leads.
-        let mut leads: HashMap<i64, Lead> = tx
-            .view_leads(&ids)
-            .await?
-            .into_iter()
-            .map(|l| (l.id.0, l))
-            .collect();
+        let mut leads: HashMap<i64, Lead> = tx.view_leads(&ids).await?.into_iter().map(|l| (l.id.0, l)).collect();
         if tx
             .wanted_events()
             .await?

@@ -467,7 +467,7 @@ impl Tx for SqliteTx {
     async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
         let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
         insert_values(
-            &mut *self.0,
+            &mut self.0,
             "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) ",
             " ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
              outcome = excluded.outcome, transitions = excluded.transitions, updated_at = excluded.updated_at",
@@ -492,7 +492,7 @@ impl Tx for SqliteTx {
     async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()> {
         if !rows.is_empty() {
             insert_values(
-                &mut *self.0,
+                &mut self.0,
                 "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) ",
                 "",
                 rows,
@@ -525,7 +525,7 @@ impl Tx for SqliteTx {
 
     async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
         insert_values(
-            &mut *self.0,
+            &mut self.0,
             "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) ",
             " ON CONFLICT (enrollment_id, seq) DO NOTHING",
             rows,
