@@ -265,14 +265,15 @@ handoff_impl!(PgStore, PgTx {
     }
 });
 
-#[async_trait]
-impl Tx for PgTx {
-    async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
-        let sql = if self.write {
-            SELECT_LEADS_FOR_UPDATE.as_str()
-        } else {
-            SELECT_LEADS.as_str()
-        };
+impl PgTx {
+    /// Runs one of the lead lookups (`SELECT_LEADS`, with or without its lock).
+    async fn select_leads(
+        &mut self,
+        sql: &'static str,
+        ids: &[i64],
+        emails: &[String],
+        external_ids: &[String],
+    ) -> StoreResult<Vec<Lead>> {
         let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(ids)
             .bind(emails)
@@ -282,16 +283,21 @@ impl Tx for PgTx {
             .map_err(StoreError::from_sqlx)?;
         leads_from(rows)
     }
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
+        let sql = if self.write {
+            SELECT_LEADS_FOR_UPDATE.as_str()
+        } else {
+            SELECT_LEADS.as_str()
+        };
+        self.select_leads(sql, ids, emails, external_ids).await
+    }
 
     async fn view_leads(&mut self, ids: &[i64]) -> StoreResult<Vec<Lead>> {
-        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(SELECT_LEADS.as_str()))
-            .bind(ids)
-            .bind(&[] as &[String])
-            .bind(&[] as &[String])
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        leads_from(rows)
+        self.select_leads(SELECT_LEADS.as_str(), ids, &[], &[]).await
     }
 
     async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {

@@ -178,8 +178,9 @@ fn value_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// `head VALUES (…), (…) tail` for every chunk of `rows`; `push` binds one row's values.
-async fn insert_values<T>(
+/// `head VALUES (…), (…) tail` for every chunk of `rows`; `push` binds one row's values. An
+/// insert (`head` names the columns) or an update from a `VALUES` list (`head` ends in `FROM (`).
+async fn write_values<T>(
     conn: &mut sqlx::SqliteConnection,
     head: &str,
     tail: &str,
@@ -383,21 +384,20 @@ impl Tx for SqliteTx {
     }
 
     async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()> {
-        for chunk in value_chunks(leads) {
-            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-                "UPDATE leads SET score = v.column2, stage = v.column3, last_activity_at = v.column4, updated_at = v.column5 FROM (",
-            );
-            q.push_values(chunk, |mut b, r| {
+        write_values(
+            &mut self.0,
+            "UPDATE leads SET score = v.column2, stage = v.column3, last_activity_at = v.column4, updated_at = v.column5 FROM (",
+            ") AS v WHERE leads.id = v.column1",
+            leads,
+            |b, r| {
                 b.push_bind(r.id)
                     .push_bind(r.score)
                     .push_bind(r.stage)
                     .push_bind(r.last_activity_at)
                     .push_bind(r.updated_at);
-            });
-            q.push(") AS v WHERE leads.id = v.column1");
-            q.build().execute(&mut *self.0).await.map_err(StoreError::from_sqlx)?;
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
@@ -466,7 +466,7 @@ impl Tx for SqliteTx {
 
     async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
         let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
-        insert_values(
+        write_values(
             &mut self.0,
             "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) ",
             " ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
@@ -491,7 +491,7 @@ impl Tx for SqliteTx {
 
     async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()> {
         if !rows.is_empty() {
-            insert_values(
+            write_values(
                 &mut self.0,
                 "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) ",
                 "",
@@ -524,7 +524,7 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
-        insert_values(
+        write_values(
             &mut self.0,
             "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) ",
             " ON CONFLICT (enrollment_id, seq) DO NOTHING",
