@@ -14,7 +14,7 @@
 //! send), so its steps/s counts enrollments, not journey lines: the figure a floor compares with.
 
 use anyhow::{bail, Context, Result};
-use chrono::Duration;
+use chrono::{Duration, Utc};
 use nurture_engine::engine::{Engine, Sender};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::LeadRef;
@@ -105,6 +105,8 @@ pub async fn run(options: Options) -> Result<()> {
     eprintln!("{n} leads created in {:.1} s", made.elapsed().as_secs_f64());
 
     // W1: first touch.
+    let wall = Utc::now();
+    let cpu = cpu_seconds();
     let started = Instant::now();
     let shares = split(&ids, workers);
     let mut tasks = Vec::new();
@@ -124,6 +126,8 @@ pub async fn run(options: Options) -> Result<()> {
         entered += task.await??;
     }
     let w1 = started.elapsed().as_secs_f64();
+    let w1_cpu = cpu_seconds() - cpu;
+    progress("W1", wall, w1);
     if entered != n {
         bail!("W1: {entered} of {n} leads entered the drip");
     }
@@ -144,6 +148,8 @@ pub async fn run(options: Options) -> Result<()> {
 
     // W2: the waits end; each enrollment branches and sends.
     clock.advance_to(start + Duration::days(3) + Duration::seconds(1));
+    let wall = Utc::now();
+    let cpu = cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..workers {
@@ -164,6 +170,8 @@ pub async fn run(options: Options) -> Result<()> {
         woken += task.await??;
     }
     let w2 = started.elapsed().as_secs_f64();
+    let w2_cpu = cpu_seconds() - cpu;
+    progress("W2", wall, w2);
     let (rendered_2, render_2, _) = dispatch_all(&engine, &sender, false).await?;
 
     // What happened, from the store: every lead once down one arm.
@@ -187,8 +195,8 @@ pub async fn run(options: Options) -> Result<()> {
         "{}",
         json!({
             "bench": "engine", "backend": label, "leads": n, "batch": batch, "workers": workers,
-            "w1": {"enrollments": entered, "seconds": round3(w1), "steps_per_s": w1_rate.round(), "floor_ratio": ratio(w1_rate)},
-            "w2": {"enrollments": woken, "yes": deep, "no": angle, "seconds": round3(w2), "steps_per_s": w2_rate.round(), "floor_ratio": ratio(w2_rate)},
+            "w1": {"enrollments": entered, "seconds": round3(w1), "steps_per_s": w1_rate.round(), "floor_ratio": ratio(w1_rate), "cpu_us_per_step": per_step_us(w1_cpu, n)},
+            "w2": {"enrollments": woken, "yes": deep, "no": angle, "seconds": round3(w2), "steps_per_s": w2_rate.round(), "floor_ratio": ratio(w2_rate), "cpu_us_per_step": per_step_us(w2_cpu, woken)},
             "dispatch": {"rendered": rendered_1 + rendered_2, "seconds": round3(render_1 + render_2), "emails_per_s": render_rate.round()},
             "floor_steps_per_s": floor,
             "peak_rss_mb": rss,
@@ -252,6 +260,27 @@ async fn dispatch_all(engine: &Engine, sender: &Sender, open: bool) -> Result<(u
 }
 
 /// The process's peak resident set (VmHWM), in MB.
+/// CPU time this process has used, user and system, all threads (`/proc/self/stat`, in the
+/// kernel's fixed 100 ticks a second). On a shared machine it is a steadier figure than wall
+/// time for comparing two builds; it leaves out a PostgreSQL server's own work.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Microseconds of this process's CPU per step, to one decimal.
+fn per_step_us(cpu_seconds: f64, steps: usize) -> Option<f64> {
+    (cpu_seconds.is_finite() && steps > 0).then(|| (cpu_seconds * 1e6 / steps as f64 * 10.0).round() / 10.0)
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -290,4 +319,15 @@ fn floor(script: &Path, n: usize, database_url: Option<&str>, label: &str) -> Re
         }
     }
     Ok(None)
+}
+
+/// A timed phase's wall-clock span on stderr, so that a profile or a database log taken during
+/// the run can be cut to it.
+fn progress(phase: &str, from: chrono::DateTime<Utc>, seconds: f64) {
+    let to = from + Duration::microseconds((seconds * 1e6) as i64);
+    eprintln!(
+        "{phase}: {seconds:.3} s, from {} to {}",
+        from.format("%H:%M:%S%.6f"),
+        to.format("%H:%M:%S%.6f")
+    );
 }

@@ -479,8 +479,8 @@ fn step_of(effect: &Effect) -> &str {
 /// and which of their addresses are suppressed.
 pub(super) struct PaceFacts {
     sent: HashMap<i64, Vec<(SendChannel, DateTime<Utc>)>>,
-    /// Address hash → why it is suppressed.
-    suppressed: HashMap<String, String>,
+    /// Lead id → why its address is suppressed.
+    suppressed: HashMap<i64, String>,
 }
 
 /// Loads the pacing facts of the leads in `states`, in the caller's transaction.
@@ -504,16 +504,22 @@ pub(super) async fn pace_facts(
                 .push((channel, crate::clock::from_micros(row.created_at)));
         }
     }
-    let hashes: Vec<String> = states
-        .values()
-        .filter_map(|s| s.lead.email.as_ref().map(|e| email_hash(e.as_str())))
-        .collect();
-    let suppressed = tx
-        .suppressions(&hashes)
-        .await?
-        .into_iter()
-        .map(|s| (s.email_hash, s.reason))
-        .collect();
+    let mut leads_of: HashMap<String, Vec<i64>> = HashMap::new();
+    for s in states.values() {
+        if let Some(email) = &s.lead.email {
+            leads_of
+                .entry(email_hash(email.as_str()))
+                .or_default()
+                .push(s.lead.id.0);
+        }
+    }
+    let hashes: Vec<String> = leads_of.keys().cloned().collect();
+    let mut suppressed = HashMap::new();
+    for s in tx.suppressions(&hashes).await? {
+        for lead in leads_of.get(&s.email_hash).into_iter().flatten() {
+            suppressed.insert(*lead, s.reason.clone());
+        }
+    }
     Ok(PaceFacts { sent, suppressed })
 }
 
@@ -527,10 +533,7 @@ impl PaceFacts {
         }
         for channel in [SendChannel::Email, SendChannel::Wechat] {
             let suppressed = match channel {
-                SendChannel::Email => lead
-                    .email
-                    .as_ref()
-                    .and_then(|e| self.suppressed.get(&email_hash(e.as_str()))),
+                SendChannel::Email => self.suppressed.get(&lead.id.0),
                 _ => None,
             };
             if let Some(why) = why_not_send(state, channel, suppressed.map(String::as_str)) {

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
@@ -719,7 +719,7 @@ pub struct DeployReport {
 }
 
 /// An enrollment as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EnrollmentRow {
     pub id: i64,
     pub campaign_id: String,
@@ -855,7 +855,7 @@ pub struct MessageOutcome {
 }
 
 /// A message an enrollment sent: which step, and its id (events about it carry the id).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, sqlx::FromRow)]
 pub struct SentMessage {
     pub enrollment_id: i64,
     pub id: i64,

@@ -178,22 +178,105 @@ fn value_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// `head VALUES (…), (…) tail` for every chunk of `rows`; `push` binds one row's values. An
-/// insert (`head` names the columns) or an update from a `VALUES` list (`head` ends in `FROM (`).
+/// `head VALUES (?, …), (?, …) tail` for every chunk of `rows`, each row `columns` values that
+/// `push` binds. An insert (`head` names the columns) or an update from a `VALUES` list (`head`
+/// ends in `FROM (`).
+///
+/// This is the hot write of every engine batch, so it binds without sqlx's `QueryBuilder`: the
+/// text has plain `?` placeholders (no number to format for each), and values are handed over
+/// without copies (see [`Binds`]).
 async fn write_values<T>(
     conn: &mut sqlx::SqliteConnection,
     head: &str,
     tail: &str,
+    columns: usize,
     rows: &[T],
-    push: impl Fn(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &T),
+    push: impl Fn(&mut Binds, &T),
 ) -> StoreResult<()> {
+    let mut binds = Binds::default();
     for chunk in value_chunks(rows) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(head);
-        q.push_values(chunk, |mut b, row| push(&mut b, row));
-        q.push(tail);
-        q.build().execute(&mut *conn).await.map_err(StoreError::from_sqlx)?;
+        let mut sql = String::with_capacity(head.len() + tail.len() + 8 + chunk.len() * (columns * 3 + 3));
+        sql.push_str(head);
+        sql.push_str("VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for c in 0..columns {
+                sql.push_str(if c == 0 { "?" } else { ", ?" });
+            }
+            sql.push(')');
+        }
+        sql.push_str(tail);
+        sqlx::Arguments::reserve(&mut binds.args, chunk.len() * columns, 0);
+        for row in chunk {
+            push(&mut binds, row);
+        }
+        let args = std::mem::take(&mut binds.args);
+        if let Some(e) = binds.error.take() {
+            return Err(StoreError::Corrupt(format!("a value could not be bound: {e}")));
+        }
+        let bound = sqlx::Arguments::len(&args);
+        if bound != chunk.len() * columns {
+            return Err(StoreError::Corrupt(format!(
+                "{bound} values bound for {} rows of {columns} columns",
+                chunk.len()
+            )));
+        }
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
     }
     Ok(())
+}
+
+/// One multi-row statement's values, in order. sqlx copies a bound `&str` into a new `String`
+/// in a new `Arc`; here a short string that recurs from row to row (campaign id, step, status)
+/// is one shared `Arc<str>` for the whole write, and any other string costs one allocation.
+#[derive(Default)]
+struct Binds {
+    args: sqlx::sqlite::SqliteArguments,
+    shared: HashSet<std::sync::Arc<str>>,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl Binds {
+    fn add<V: sqlx::Encode<'static, Sqlite> + sqlx::Type<Sqlite> + 'static>(&mut self, value: V) -> &mut Self {
+        use sqlx::Arguments;
+        if let Err(e) = self.args.add(value) {
+            self.error.get_or_insert(e);
+        }
+        self
+    }
+
+    fn int(&mut self, value: i64) -> &mut Self {
+        self.add(value)
+    }
+
+    fn opt_int(&mut self, value: Option<i64>) -> &mut Self {
+        self.add(value)
+    }
+
+    /// A string that recurs across rows (an id, a name, a status).
+    fn name(&mut self, value: &str) -> &mut Self {
+        let shared = match self.shared.get(value) {
+            Some(known) => known.clone(),
+            None => {
+                let new: std::sync::Arc<str> = value.into();
+                self.shared.insert(new.clone());
+                new
+            }
+        };
+        self.add(shared)
+    }
+
+    /// A string of this row alone (a detail, a reason).
+    fn text(&mut self, value: &str) -> &mut Self {
+        self.add(std::sync::Arc::<str>::from(value))
+    }
+
+    fn opt_text(&mut self, value: Option<&str>) -> &mut Self {
+        self.add(value.map(std::sync::Arc::<str>::from))
+    }
 }
 
 fn json_ids(ids: &[i64]) -> String {
@@ -388,13 +471,14 @@ impl Tx for SqliteTx {
             &mut self.0,
             "UPDATE leads SET score = v.column2, stage = v.column3, last_activity_at = v.column4, updated_at = v.column5 FROM (",
             ") AS v WHERE leads.id = v.column1",
+            5,
             leads,
             |b, r| {
-                b.push_bind(r.id)
-                    .push_bind(r.score)
-                    .push_bind(r.stage)
-                    .push_bind(r.last_activity_at)
-                    .push_bind(r.updated_at);
+                b.int(r.id)
+                    .int(r.score)
+                    .name(r.stage)
+                    .opt_int(r.last_activity_at)
+                    .int(r.updated_at);
             },
         )
         .await
@@ -414,13 +498,15 @@ impl Tx for SqliteTx {
     }
 
     async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>> {
-        let rows: Vec<EnrollmentRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE lead_id IN (SELECT value FROM json_each($1)) ORDER BY id"
+        // One JSON row, not a row each through sqlx's worker channel (see `json_rows`).
+        let rows: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT json_group_array(json_array({ENROLLMENT_COLUMNS}) ORDER BY id) FROM enrollments \
+             WHERE lead_id IN (SELECT value FROM json_each($1))"
         )))
         .bind(json_ids(lead_ids))
-        .fetch_all(&mut *self.0)
+        .fetch_one(&mut *self.0)
         .await?;
-        enrollments_from(rows)
+        enrollments_from(json_rows(rows)?)
     }
 
     async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>> {
@@ -471,19 +557,20 @@ impl Tx for SqliteTx {
             "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) ",
             " ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
              outcome = excluded.outcome, transitions = excluded.transitions, updated_at = excluded.updated_at",
+            11,
             &rows,
             |b, r| {
-                b.push_bind(r.id)
-                    .push_bind(r.campaign_id.as_str())
-                    .push_bind(r.version.as_str())
-                    .push_bind(r.lead_id)
-                    .push_bind(r.step.as_str())
-                    .push_bind(r.status.as_str())
-                    .push_bind(r.wake_at)
-                    .push_bind(r.outcome.as_deref())
-                    .push_bind(r.transitions)
-                    .push_bind(r.entered_at)
-                    .push_bind(r.updated_at);
+                b.int(r.id)
+                    .name(&r.campaign_id)
+                    .name(&r.version)
+                    .int(r.lead_id)
+                    .name(&r.step)
+                    .name(&r.status)
+                    .opt_int(r.wake_at)
+                    .opt_text(r.outcome.as_deref())
+                    .int(r.transitions)
+                    .int(r.entered_at)
+                    .int(r.updated_at);
             },
         )
         .await
@@ -495,15 +582,16 @@ impl Tx for SqliteTx {
                 &mut self.0,
                 "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) ",
                 "",
+                7,
                 rows,
                 |b, r| {
-                    b.push_bind(r.enrollment_id)
-                        .push_bind(r.lead_id)
-                        .push_bind(r.campaign_id.as_str())
-                        .push_bind(r.step.as_str())
-                        .push_bind(r.outcome.as_str())
-                        .push_bind(r.detail.as_str())
-                        .push_bind(r.at);
+                    b.int(r.enrollment_id)
+                        .int(r.lead_id)
+                        .name(&r.campaign_id)
+                        .name(&r.step)
+                        .name(&r.outcome)
+                        .text(&r.detail)
+                        .int(r.at);
                 },
             )
             .await?;
@@ -528,32 +616,35 @@ impl Tx for SqliteTx {
             &mut self.0,
             "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) ",
             " ON CONFLICT (enrollment_id, seq) DO NOTHING",
+            12,
             rows,
             |b, r| {
-                b.push_bind(r.enrollment_id)
-                    .push_bind(r.seq)
-                    .push_bind(r.lead_id)
-                    .push_bind(r.campaign_id.as_str())
-                    .push_bind(r.version.as_str())
-                    .push_bind(r.step.as_str())
-                    .push_bind(r.channel.as_str())
-                    .push_bind(r.template.as_str())
-                    .push_bind(r.status.as_str())
-                    .push_bind(r.reason.as_deref())
-                    .push_bind(r.next_attempt_at)
-                    .push_bind(r.created_at);
+                b.int(r.enrollment_id)
+                    .int(r.seq)
+                    .int(r.lead_id)
+                    .name(&r.campaign_id)
+                    .name(&r.version)
+                    .name(&r.step)
+                    .name(&r.channel)
+                    .name(&r.template)
+                    .name(&r.status)
+                    .opt_text(r.reason.as_deref())
+                    .opt_int(r.next_attempt_at)
+                    .int(r.created_at);
             },
         )
         .await
     }
 
     async fn load_messages(&mut self, enrollment_ids: &[i64]) -> StoreResult<Vec<SentMessage>> {
-        Ok(sqlx::query_as(
-            "SELECT enrollment_id, id, step FROM messages WHERE enrollment_id IN (SELECT value FROM json_each($1)) ORDER BY id",
+        let rows: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(enrollment_id, id, step) ORDER BY id) FROM messages \
+             WHERE enrollment_id IN (SELECT value FROM json_each($1))",
         )
         .bind(json_ids(enrollment_ids))
-        .fetch_all(&mut *self.0)
-        .await?)
+        .fetch_one(&mut *self.0)
+        .await?;
+        json_rows(rows)
     }
 
     async fn load_events(
@@ -561,24 +652,25 @@ impl Tx for SqliteTx {
         ids: &[i64],
         needs: &[(String, Option<i64>)],
     ) -> StoreResult<Vec<(i64, EventFact)>> {
-        let rows: Vec<(i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
-            "SELECT e.lead_id, e.type, e.occurred_at, e.properties FROM events e \
+        let rows: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(e.lead_id, e.type, e.occurred_at, json(e.properties))) FROM events e \
              JOIN json_each($2) n ON e.type = n.value->>'type' AND e.occurred_at >= n.value->>'since' \
              WHERE e.lead_id IN (SELECT value FROM json_each($1))",
         )
         .bind(json_ids(ids))
         .bind(event_needs_json(needs))
-        .fetch_all(&mut *self.0)
+        .fetch_one(&mut *self.0)
         .await?;
+        let rows: Vec<(i64, String, i64, Map<String, Value>)> = json_rows(rows)?;
         Ok(rows
             .into_iter()
-            .map(|(id, kind, at, props)| {
+            .map(|(id, kind, at, properties)| {
                 (
                     id,
                     EventFact {
                         kind,
                         occurred_at: from_micros(at),
-                        properties: props.0,
+                        properties,
                     },
                 )
             })
