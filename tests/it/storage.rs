@@ -11,7 +11,7 @@ use nurture_engine::store::{CampaignStatus, CampaignVersion, Idempotency, LeadFi
 use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
 
-use crate::support::{start, TestEngine};
+use crate::support::{start, Backend, Db, TestEngine};
 use std::sync::Arc;
 
 fn input(v: Value) -> LeadInput {
@@ -125,6 +125,65 @@ contract!(
     two_workers_share_due_work_and_no_step_runs_twice,
     leads_that_already_match_enter_a_deployed_campaign,
 );
+
+/// Migration 0008 keeps the journey one row per move. A store that an earlier release filled
+/// (one row per line) keeps every line, in its order, and what is written after comes after.
+async fn journey_lines_survive_the_move_to_one_row_per_move(backend: Backend) {
+    let Some(t) = crate::support::unmigrated_store(backend).await else {
+        return;
+    };
+    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
+    let dir = crate::support::repo().join(match backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    });
+    db.migrate_to(&dir, 7).await;
+    db.execute(
+        "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) VALUES \
+         (1, 10, 'drip', 'insight', 'sent', 'queued as message 5', 100), \
+         (1, 10, 'drip', 'wait_3d', 'waiting', 'until day 3', 100), \
+         (2, 11, 'drip', 'insight', 'skipped', 'no e-mail', 100), \
+         (1, 10, 'drip', 'wait_3d', 'waited', 'waited 3 days', 400)",
+    )
+    .await;
+    t.store.migrate().await.unwrap();
+    let lines = "SELECT CAST(enrollment_id AS TEXT) || ' ' || step || ':' || outcome || ' (' || detail || ') at ' || CAST(at AS TEXT) \
+                 FROM journey ORDER BY id";
+    let before = [
+        "1 insight:sent (queued as message 5) at 100",
+        "1 wait_3d:waiting (until day 3) at 100",
+        "2 insight:skipped (no e-mail) at 100",
+        "1 wait_3d:waited (waited 3 days) at 400",
+    ];
+    assert_eq!(db.strings(lines).await, before);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM journey_moves").await,
+        4,
+        "each old line is a move"
+    );
+    // A move of two lines, written after the migration, reads back after the old lines.
+    db.execute(
+        "INSERT INTO journey_moves (enrollment_id, lead_id, campaign_id, at, steps) VALUES \
+         (1, 10, 'drip', 400, '[[\"opened\",\"no\",\"no open\"],[\"angle\",\"sent\",\"queued as message 9\"]]')",
+    )
+    .await;
+    let mut after = before.to_vec();
+    after.extend([
+        "1 opened:no (no open) at 400",
+        "1 angle:sent (queued as message 9) at 400",
+    ]);
+    assert_eq!(db.strings(lines).await, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_journey_lines_survive_the_move_to_one_row_per_move() {
+    journey_lines_survive_the_move_to_one_row_per_move(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_journey_lines_survive_the_move_to_one_row_per_move() {
+    journey_lines_survive_the_move_to_one_row_per_move(Backend::Postgres).await;
+}
 
 async fn migrated_store_is_ready(t: TestEngine) {
     assert!(t.engine.store().ready().await.unwrap());

@@ -128,6 +128,39 @@ impl Db {
             Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
         }
     }
+
+    /// The one text column a query gives, row by row.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+        }
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop).unwrap(),
+            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop).unwrap(),
+        }
+    }
+
+    /// Applies the migrations in `dir` up to and including `last`.
+    pub async fn migrate_to(&self, dir: &std::path::Path, last: i64) {
+        let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+        let kept: Vec<_> = migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= last)
+            .cloned()
+            .collect();
+        migrator.migrations = std::borrow::Cow::Owned(kept);
+        match self {
+            Db::Sqlite(pool) => migrator.run(pool).await.unwrap(),
+            Db::Postgres(pool) => migrator.run(pool).await.unwrap(),
+        }
+    }
 }
 
 static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
@@ -135,6 +168,13 @@ static SCHEMAS: AtomicUsize = AtomicUsize::new(0);
 /// A fresh store on `backend`. PostgreSQL unreachable: in CI (`CI` set) the test fails; on a
 /// developer machine without PostgreSQL it says so and the test returns `None`.
 pub async fn store(backend: Backend) -> Option<TestStore> {
+    let t = unmigrated_store(backend).await?;
+    t.store.migrate().await.unwrap();
+    Some(t)
+}
+
+/// A fresh store on `backend` before any migration, for tests of the migrations themselves.
+pub async fn unmigrated_store(backend: Backend) -> Option<TestStore> {
     init_logs();
     match backend {
         Backend::Sqlite => {
@@ -142,7 +182,6 @@ pub async fn store(backend: Backend) -> Option<TestStore> {
             let path = dir.path().join("nurture.db");
             let url = format!("sqlite://{}", path.display());
             let store = SqliteStore::connect(&url).await.unwrap();
-            store.migrate().await.unwrap();
             Some(TestStore {
                 store: Arc::new(store),
                 url,
@@ -178,7 +217,6 @@ pub async fn store(backend: Backend) -> Option<TestStore> {
                 .await
                 .unwrap();
             let store = PgStore::connect_in_schema(&url, &schema).await.unwrap();
-            store.migrate().await.unwrap();
             Some(TestStore {
                 store: Arc::new(store),
                 url: url.clone(),

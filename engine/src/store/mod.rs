@@ -34,7 +34,7 @@ const ERASE: [&str; 13] = [
     "DELETE FROM handoff_log WHERE handoff_id IN (SELECT id FROM handoffs WHERE lead_id = $1)",
     "DELETE FROM handoffs WHERE lead_id = $1",
     "DELETE FROM messages WHERE lead_id = $1",
-    "DELETE FROM journey WHERE lead_id = $1",
+    "DELETE FROM journey_moves WHERE lead_id = $1",
     "DELETE FROM enrollments WHERE lead_id = $1",
     "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE lead_id = $1)",
     "DELETE FROM webhook_deliveries WHERE lead_id = $1",
@@ -794,6 +794,36 @@ pub struct JourneyRow {
     pub arrived: bool,
 }
 
+/// One row of `journey_moves`: the journey lines one enrollment wrote at one time (one move),
+/// in order, as a JSON array of `[step, outcome, detail]`. See migration 0008.
+pub(crate) struct JourneyMove<'a> {
+    pub(crate) enrollment_id: i64,
+    pub(crate) lead_id: i64,
+    pub(crate) campaign_id: &'a str,
+    pub(crate) at: i64,
+    pub(crate) steps: String,
+}
+
+/// `rows` as moves: each run of lines of one enrollment at one time becomes one row. The engine
+/// writes a move's lines next to each other; lines apart stay apart, in their order.
+pub(crate) fn journey_moves(rows: &[JourneyRow]) -> StoreResult<Vec<JourneyMove<'_>>> {
+    rows.chunk_by(|a, b| a.enrollment_id == b.enrollment_id && a.at == b.at && a.campaign_id == b.campaign_id)
+        .map(|lines| {
+            let steps: Vec<(&str, &str, &str)> = lines
+                .iter()
+                .map(|l| (l.step.as_str(), l.outcome.as_str(), l.detail.as_str()))
+                .collect();
+            Ok(JourneyMove {
+                enrollment_id: lines[0].enrollment_id,
+                lead_id: lines[0].lead_id,
+                campaign_id: &lines[0].campaign_id,
+                at: lines[0].at,
+                steps: serde_json::to_string(&steps).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            })
+        })
+        .collect()
+}
+
 /// What a batch of journey lines adds to the per-step counters: (campaign, step, outcome,
 /// entered, lines), in key order so that concurrent writers lock counter rows in one order.
 pub(crate) fn step_count_deltas(rows: &[JourneyRow]) -> Vec<(String, String, String, i64, i64)> {
@@ -1288,4 +1318,48 @@ pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(text: Option<String>) ->
 pub(crate) fn distinct(ids: Vec<i64>) -> Vec<i64> {
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     ids.into_iter().filter(|id| seen.insert(*id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{journey_moves, JourneyRow};
+
+    fn line(enrollment_id: i64, step: &str, at: i64) -> JourneyRow {
+        JourneyRow {
+            enrollment_id,
+            lead_id: enrollment_id * 10,
+            campaign_id: "drip".into(),
+            step: step.into(),
+            outcome: "sent".into(),
+            detail: format!("\"{step}\" 发送"),
+            at,
+            arrived: true,
+        }
+    }
+
+    #[test]
+    fn a_move_is_the_run_of_lines_of_one_enrollment_at_one_time() {
+        let rows = [
+            line(1, "a", 5),
+            line(1, "b", 5),
+            line(2, "a", 5),
+            line(1, "c", 5),
+            line(1, "d", 9),
+        ];
+        let moves = journey_moves(&rows).unwrap();
+        let shape: Vec<(i64, i64, i64, &str)> = moves
+            .iter()
+            .map(|m| (m.enrollment_id, m.lead_id, m.at, m.steps.as_str()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (1, 10, 5, r#"[["a","sent","\"a\" 发送"],["b","sent","\"b\" 发送"]]"#),
+                (2, 20, 5, r#"[["a","sent","\"a\" 发送"]]"#),
+                (1, 10, 5, r#"[["c","sent","\"c\" 发送"]]"#),
+                (1, 10, 9, r#"[["d","sent","\"d\" 发送"]]"#),
+            ]
+        );
+        assert!(journey_moves(&[]).unwrap().is_empty());
+    }
 }

@@ -462,19 +462,17 @@ impl Tx for PgTx {
         if rows.is_empty() {
             return Ok(());
         }
-        let col = |f: fn(&JourneyRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-        let text = |f: fn(&JourneyRow) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
+        let moves = journey_moves(rows)?;
+        let col = |f: fn(&JourneyMove) -> i64| moves.iter().map(f).collect::<Vec<i64>>();
         sqlx::query(
-            "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])",
+            "INSERT INTO journey_moves (enrollment_id, lead_id, campaign_id, at, steps) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[])",
         )
-        .bind(col(|r| r.enrollment_id))
-        .bind(col(|r| r.lead_id))
-        .bind(text(|r| &r.campaign_id))
-        .bind(text(|r| &r.step))
-        .bind(text(|r| &r.outcome))
-        .bind(text(|r| &r.detail))
-        .bind(col(|r| r.at))
+        .bind(col(|m| m.enrollment_id))
+        .bind(col(|m| m.lead_id))
+        .bind(moves.iter().map(|m| m.campaign_id).collect::<Vec<&str>>())
+        .bind(col(|m| m.at))
+        .bind(moves.iter().map(|m| m.steps.as_str()).collect::<Vec<&str>>())
         .execute(&mut *self.tx)
         .await?;
         // Concurrent workers add to different shards (most of the time), so that they do not

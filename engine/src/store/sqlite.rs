@@ -580,18 +580,16 @@ impl Tx for SqliteTx {
         if !rows.is_empty() {
             write_values(
                 &mut self.0,
-                "INSERT INTO journey (enrollment_id, lead_id, campaign_id, step, outcome, detail, at) ",
+                "INSERT INTO journey_moves (enrollment_id, lead_id, campaign_id, at, steps) ",
                 "",
-                7,
-                rows,
-                |b, r| {
-                    b.int(r.enrollment_id)
-                        .int(r.lead_id)
-                        .name(&r.campaign_id)
-                        .name(&r.step)
-                        .name(&r.outcome)
-                        .text(&r.detail)
-                        .int(r.at);
+                5,
+                &journey_moves(rows)?,
+                |b, m| {
+                    b.int(m.enrollment_id)
+                        .int(m.lead_id)
+                        .name(m.campaign_id)
+                        .int(m.at)
+                        .text(&m.steps);
                 },
             )
             .await?;
