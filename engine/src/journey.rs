@@ -118,7 +118,8 @@ pub struct MessageFact {
 /// its events, and its messages in this enrollment.
 #[derive(Debug, Clone)]
 pub struct JourneyFacts<'a> {
-    pub lead: Lead,
+    /// Borrowed from the batch's state; copied only when a step changes it (a score step).
+    pub lead: std::borrow::Cow<'a, Lead>,
     pub tags: BTreeSet<String>,
     pub events: &'a [EventFact],
     pub messages: &'a [MessageFact],
@@ -536,7 +537,7 @@ pub fn advance(
                 go(&mut enrollment, next(Edge::Next));
             }
             Action::Score(points) => {
-                facts.lead.score = facts.lead.score.saturating_add(*points);
+                facts.lead.to_mut().score = facts.lead.score.saturating_add(*points);
                 effects.push(Effect::Score {
                     step: step.id.clone(),
                     points: *points,

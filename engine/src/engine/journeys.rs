@@ -357,7 +357,7 @@ impl Engine {
             }
             let messages = facts.get(&enrollment.id).filter(|_| !new).unwrap_or(&no_messages);
             let mut journey_facts = JourneyFacts {
-                lead: state.lead.clone(),
+                lead: std::borrow::Cow::Borrowed(&state.lead),
                 tags: state.tags.keys().cloned().collect(),
                 events: &state.events,
                 messages,

@@ -70,7 +70,7 @@ impl Run {
     /// Advances at `now`; returns the journey's outcomes, as `step:outcome`.
     fn at(&mut self, now: DateTime<Utc>) -> (Vec<String>, Vec<Effect>) {
         let mut facts = JourneyFacts {
-            lead: self.lead.clone(),
+            lead: std::borrow::Cow::Owned(self.lead.clone()),
             tags: self.tags.clone(),
             events: &self.events,
             messages: &self.messages,
@@ -94,7 +94,7 @@ impl Run {
             }
         }
         self.enrollment = out.enrollment;
-        self.lead = facts.lead;
+        self.lead = facts.lead.into_owned();
         self.tags = facts.tags;
         (
             out.journey
@@ -176,7 +176,7 @@ fn the_journey_log_says_why() {
     let mut run = Run::new(playbook("", DRIP));
     run.at(t(0));
     let mut facts = JourneyFacts {
-        lead: run.lead.clone(),
+        lead: std::borrow::Cow::Owned(run.lead.clone()),
         tags: BTreeSet::new(),
         events: &[],
         messages: &[],
@@ -207,7 +207,7 @@ fn the_journey_log_says_why() {
             ..Default::default()
         }];
         let mut facts = JourneyFacts {
-            lead: run.lead.clone(),
+            lead: std::borrow::Cow::Owned(run.lead.clone()),
             tags: BTreeSet::new(),
             events: &[],
             messages: &messages,
@@ -233,7 +233,7 @@ fn conditions_without_messages_say_what_was_asked_and_when() {
     );
     let run = Run::new(playbook("", campaign));
     let mut facts = JourneyFacts {
-        lead: run.lead.clone(),
+        lead: std::borrow::Cow::Owned(run.lead.clone()),
         tags: BTreeSet::new(),
         events: &[],
         messages: &[],
@@ -347,7 +347,7 @@ fn splits_are_deterministic_per_lead_and_follow_the_weights() {
     for lead in 0..4000 {
         let run = |now| {
             let mut facts = JourneyFacts {
-                lead: Lead::new(LeadId(lead), t(0)),
+                lead: std::borrow::Cow::Owned(Lead::new(LeadId(lead), t(0))),
                 tags: BTreeSet::new(),
                 events: &[],
                 messages: &[],
@@ -430,7 +430,7 @@ fn a_deferred_send_counts_once_as_an_arrival() {
     let mut run = Run::new(playbook(window, DRIP));
     let saturday = t(5 * 24);
     let mut facts = JourneyFacts {
-        lead: run.lead.clone(),
+        lead: std::borrow::Cow::Owned(run.lead.clone()),
         tags: BTreeSet::new(),
         events: &[],
         messages: &[],

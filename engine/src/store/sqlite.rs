@@ -235,9 +235,12 @@ async fn write_values<T>(
 #[derive(Default)]
 struct Binds {
     args: sqlx::sqlite::SqliteArguments,
-    shared: HashSet<std::sync::Arc<str>>,
+    shared: Vec<std::sync::Arc<str>>,
     error: Option<sqlx::error::BoxDynError>,
 }
+
+/// How many recurring strings one write keeps to share; past that, each costs an allocation.
+const SHARED_NAMES: usize = 32;
 
 impl Binds {
     fn add<V: sqlx::Encode<'static, Sqlite> + sqlx::Type<Sqlite> + 'static>(&mut self, value: V) -> &mut Self {
@@ -256,13 +259,16 @@ impl Binds {
         self.add(value)
     }
 
-    /// A string that recurs across rows (an id, a name, a status).
+    /// A string that recurs across rows (an id, a name, a status). A write has a handful of
+    /// them, so a short list searched in order beats hashing each value.
     fn name(&mut self, value: &str) -> &mut Self {
-        let shared = match self.shared.get(value) {
+        let shared = match self.shared.iter().find(|known| ***known == *value) {
             Some(known) => known.clone(),
             None => {
                 let new: std::sync::Arc<str> = value.into();
-                self.shared.insert(new.clone());
+                if self.shared.len() < SHARED_NAMES {
+                    self.shared.push(new.clone());
+                }
                 new
             }
         };
