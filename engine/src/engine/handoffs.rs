@@ -655,8 +655,7 @@ impl Engine {
             tx.commit().await?;
             return Ok(0);
         }
-        let mine = tx.lock_free_leads(&due).await?;
-        let leads = tx.find_leads(&mine, &[], &[]).await?;
+        let leads = tx.take_free_leads(&due).await?;
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
         for state in states.values_mut() {
             state.lead.cooldown_until = None;

@@ -162,8 +162,7 @@ impl Engine {
             tx.commit().await?;
             return Ok(0);
         }
-        let mine = tx.lock_free_leads(&due).await?;
-        let leads = tx.find_leads(&mine, &[], &[]).await?;
+        let leads = tx.take_free_leads(&due).await?;
         Ok(self
             .journey_pass(tx, leads, &playbook, now, &Entry::Closed)
             .await?

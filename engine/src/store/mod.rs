@@ -913,10 +913,10 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     /// Leads with an enrollment due by `now` (waiting, wake-up time passed), outside paused
     /// campaigns, earliest first, at most `limit`.
     async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>>;
-    /// Of these leads, those this transaction could lock (PostgreSQL: `FOR UPDATE SKIP LOCKED`,
-    /// so that workers share due work without waiting on each other; SQLite: all of them, as
-    /// its one writer holds the database).
-    async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>>;
+    /// Of these leads, those this transaction could lock, locked and read, in id order
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED` in one statement, so that workers share due work
+    /// without waiting on each other; SQLite: all of them, as its one writer holds the database).
+    async fn take_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Lead>>;
     /// Allocates `n` new enrollment ids.
     async fn reserve_enrollment_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
     /// Inserts or overwrites these enrollments (by id).

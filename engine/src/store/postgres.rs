@@ -82,6 +82,14 @@ static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
 /// In a write transaction the leads are locked, in id order so that two writers never wait on
 /// each other in a cycle: the engine computes new scores from what it read, and no other writer
 /// may change them in between.
+/// The leads of `$1` no other transaction holds, locked and read in one statement.
+static TAKE_FREE_LEADS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM leads WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+        lead_column_list()
+    )
+});
+
 static SELECT_LEADS_FOR_UPDATE: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", SELECT_LEADS.as_str()));
 
 static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
@@ -385,14 +393,13 @@ impl Tx for PgTx {
         Ok(distinct(leads))
     }
 
-    async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM leads WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED")
-                .bind(lead_ids)
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(StoreError::from_sqlx)?,
-        )
+    async fn take_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Lead>> {
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(TAKE_FREE_LEADS.as_str()))
+            .bind(lead_ids)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        leads_from(rows)
     }
 
     async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>> {

@@ -530,8 +530,8 @@ impl Tx for SqliteTx {
         Ok(distinct(leads))
     }
 
-    async fn lock_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<i64>> {
-        Ok(lead_ids.to_vec())
+    async fn take_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Lead>> {
+        self.find_leads(lead_ids, &[], &[]).await
     }
 
     async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>> {
