@@ -105,9 +105,7 @@ pub async fn run(options: Options) -> Result<()> {
     eprintln!("{n} leads created in {:.1} s", made.elapsed().as_secs_f64());
 
     // W1: first touch.
-    let wall = Utc::now();
-    let cpu = cpu_seconds();
-    let started = Instant::now();
+    let phase = Phase::start();
     let shares = split(&ids, workers);
     let mut tasks = Vec::new();
     for share in shares {
@@ -125,9 +123,7 @@ pub async fn run(options: Options) -> Result<()> {
     for task in tasks {
         entered += task.await??;
     }
-    let w1 = started.elapsed().as_secs_f64();
-    let w1_cpu = cpu_seconds() - cpu;
-    progress("W1", wall, w1);
+    let (w1, w1_cpu) = phase.end("W1");
     if entered != n {
         bail!("W1: {entered} of {n} leads entered the drip");
     }
@@ -148,9 +144,7 @@ pub async fn run(options: Options) -> Result<()> {
 
     // W2: the waits end; each enrollment branches and sends.
     clock.advance_to(start + Duration::days(3) + Duration::seconds(1));
-    let wall = Utc::now();
-    let cpu = cpu_seconds();
-    let started = Instant::now();
+    let phase = Phase::start();
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let engine = engine.clone();
@@ -169,9 +163,7 @@ pub async fn run(options: Options) -> Result<()> {
     for task in tasks {
         woken += task.await??;
     }
-    let w2 = started.elapsed().as_secs_f64();
-    let w2_cpu = cpu_seconds() - cpu;
-    progress("W2", wall, w2);
+    let (w2, w2_cpu) = phase.end("W2");
     let (rendered_2, render_2, _) = dispatch_all(&engine, &sender, false).await?;
 
     // What happened, from the store: every lead once down one arm.
@@ -259,7 +251,6 @@ async fn dispatch_all(engine: &Engine, sender: &Sender, open: bool) -> Result<(u
     Ok((sent, seconds, opened))
 }
 
-/// The process's peak resident set (VmHWM), in MB.
 /// CPU time this process has used, user and system, all threads (`/proc/self/stat`, in the
 /// kernel's fixed 100 ticks a second). On a shared machine it is a steadier figure than wall
 /// time for comparing two builds; it leaves out a PostgreSQL server's own work.
@@ -281,6 +272,7 @@ fn per_step_us(cpu_seconds: f64, steps: usize) -> Option<f64> {
     (cpu_seconds.is_finite() && steps > 0).then(|| (cpu_seconds * 1e6 / steps as f64 * 10.0).round() / 10.0)
 }
 
+/// The process's peak resident set (VmHWM), in MB.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -321,13 +313,32 @@ fn floor(script: &Path, n: usize, database_url: Option<&str>, label: &str) -> Re
     Ok(None)
 }
 
-/// A timed phase's wall-clock span on stderr, so that a profile or a database log taken during
-/// the run can be cut to it.
-fn progress(phase: &str, from: chrono::DateTime<Utc>, seconds: f64) {
-    let to = from + Duration::microseconds((seconds * 1e6) as i64);
-    eprintln!(
-        "{phase}: {seconds:.3} s, from {} to {}",
-        from.format("%H:%M:%S%.6f"),
-        to.format("%H:%M:%S%.6f")
-    );
+/// A timed phase: its wall-clock start (printed with its end on stderr, so that a profile or a
+/// database log taken during the run can be cut to it) and this process's CPU time.
+struct Phase {
+    wall: chrono::DateTime<Utc>,
+    cpu: f64,
+    started: Instant,
+}
+
+impl Phase {
+    fn start() -> Phase {
+        Phase {
+            wall: Utc::now(),
+            cpu: cpu_seconds(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Seconds of wall time and of CPU since the start; prints the span.
+    fn end(self, name: &str) -> (f64, f64) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let to = self.wall + Duration::microseconds((seconds * 1e6) as i64);
+        eprintln!(
+            "{name}: {seconds:.3} s, from {} to {}",
+            self.wall.format("%H:%M:%S%.6f"),
+            to.format("%H:%M:%S%.6f")
+        );
+        (seconds, cpu_seconds() - self.cpu)
+    }
 }

@@ -79,9 +79,6 @@ static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// In a write transaction the leads are locked, in id order so that two writers never wait on
-/// each other in a cycle: the engine computes new scores from what it read, and no other writer
-/// may change them in between.
 /// The leads of `$1` no other transaction holds, locked and read in one statement.
 static TAKE_FREE_LEADS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -90,6 +87,9 @@ static TAKE_FREE_LEADS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// In a write transaction the leads are locked, in id order so that two writers never wait on
+/// each other in a cycle: the engine computes new scores from what it read, and no other writer
+/// may change them in between.
 static SELECT_LEADS_FOR_UPDATE: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", SELECT_LEADS.as_str()));
 
 static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
