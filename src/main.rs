@@ -830,7 +830,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         });
     }
     if !manual {
-        tokio::spawn(engine.clone().run_campaigns());
+        // One runner per core: on SQLite one decides its next pass while another writes; on
+        // PostgreSQL they take different leads.
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        for _ in 0..cores {
+            tokio::spawn(engine.clone().run_campaigns());
+        }
     }
     let mut app = nurture_api::Application::bind(&args.listen, engine.clone())
         .await

@@ -124,6 +124,8 @@ contract!(
     a_goal_reached_by_an_event_ends_enrollments_mid_wait,
     two_workers_share_due_work_and_no_step_runs_twice,
     leads_that_already_match_enter_a_deployed_campaign,
+    a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed,
+    runner_passes_beside_goals_reached_by_events_never_undo_an_exit,
 );
 
 /// Migration 0008 keeps the journey one row per move. A store that an earlier release filled
@@ -1204,4 +1206,107 @@ async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {
         0,
         "once"
     );
+}
+
+/// SQLite: a journey pass may decide in a snapshot and write later, if everything committed
+/// meanwhile was a journey pass over other leads. PostgreSQL locks rows instead and offers no
+/// snapshot.
+async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: TestEngine) {
+    let store = &t.store.store;
+    let Some(snapshot) = store.begin_snapshot().await.unwrap() else {
+        assert_eq!(store.backend(), "postgres");
+        assert!(store.begin_checked(0, &[1]).await.unwrap().is_none());
+        return;
+    };
+    assert_eq!(store.backend(), "sqlite");
+    drop(snapshot.tx);
+    // A pass over leads 1 and 2 commits after the snapshot.
+    let mut pass = store.begin().await.unwrap();
+    pass.scope(&[2, 1]);
+    pass.commit().await.unwrap();
+    assert!(
+        store.begin_checked(snapshot.seq, &[1, 3]).await.unwrap().is_none(),
+        "lead 1 was written since the snapshot"
+    );
+    let other = store.begin_checked(snapshot.seq, &[3, 4]).await.unwrap();
+    assert!(other.is_some(), "a pass over other leads does not stop this one");
+    other.unwrap().commit().await.unwrap();
+    // Any write that is not a journey pass stops every pass decided before it.
+    let later = store.begin_snapshot().await.unwrap().unwrap();
+    drop(later.tx);
+    assert!(store.begin_checked(later.seq, &[9]).await.unwrap().is_some());
+    upsert(&t, json!({"email": "changed@x.example"})).await;
+    assert!(
+        store.begin_checked(later.seq, &[9]).await.unwrap().is_none(),
+        "an upsert committed since the snapshot"
+    );
+    t.engine.deploy_current().await.unwrap();
+    let before_pause = store.begin_snapshot().await.unwrap().unwrap();
+    drop(before_pause.tx);
+    t.engine
+        .set_campaign_status("welcome", CampaignStatus::Paused)
+        .await
+        .unwrap();
+    assert!(
+        store.begin_checked(before_pause.seq, &[9]).await.unwrap().is_none(),
+        "a campaign paused since the snapshot"
+    );
+    // A write transaction that is dropped takes no number for good.
+    let fresh = store.begin_snapshot().await.unwrap().unwrap();
+    drop(fresh.tx);
+    drop(store.begin().await.unwrap());
+    assert!(store.begin_checked(fresh.seq, &[9]).await.unwrap().is_some());
+}
+
+/// Runner passes move enrollments while events make the same leads reach their campaigns'
+/// goal. Whichever comes first, an enrollment that ended by its goal stays ended: a pass that
+/// decided before the goal was reached must not write its stale decision over it.
+async fn runner_passes_beside_goals_reached_by_events_never_undo_an_exit(t: TestEngine) {
+    let emails: Vec<String> = (0..80).map(|i| format!("race{i}@x.example")).collect();
+    for email in &emails {
+        upsert(
+            &t,
+            json!({"email": email, "industry": "Energy", "company_size": "1000+"}),
+        )
+        .await;
+    }
+    ingest(&t, emails.iter().map(|e| event(e, "registered", json!({}))).collect()).await;
+    t.clock.advance(Duration::days(2) + Duration::hours(1));
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            let engine = t.engine.clone();
+            tokio::spawn(async move { while engine.run_due(5).await.unwrap() > 0 {} })
+        })
+        .collect();
+    // Three webinars each: score 60 in the icp segment, MQL, and the goals hold.
+    for email in &emails {
+        ingest(
+            &t,
+            (0..3).map(|_| event(email, "webinar_attended", json!({}))).collect(),
+        )
+        .await;
+    }
+    for runner in runners {
+        runner.await.unwrap();
+    }
+    while t.engine.run_due(100).await.unwrap() > 0 {}
+    assert_eq!(
+        t.engine.next_wake().await.unwrap(),
+        None,
+        "no enrollment waits any more"
+    );
+    for email in &emails {
+        let lead = by_email(&t, email).await.lead;
+        assert_eq!(lead.stage, Stage::Mql, "{email}");
+        let steps = journey(&t, lead.id).await;
+        let welcome: Vec<&String> = steps.iter().filter(|s| s.starts_with("welcome/")).collect();
+        let goal = welcome.iter().position(|s| s.ends_with(":goal"));
+        assert_eq!(
+            goal,
+            Some(welcome.len() - 1),
+            "the goal ends the welcome series: {steps:?}"
+        );
+        let sent: Vec<String> = messages(&t, lead.id).await.into_iter().map(|m| m.1).collect();
+        assert!(sent.iter().filter(|m| *m == "getting_started").count() <= 1, "{sent:?}");
+    }
 }

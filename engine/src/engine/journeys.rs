@@ -53,6 +53,10 @@ pub struct JourneyCounts {
     pub messages: usize,
 }
 
+/// What a journey pass decided and has yet to write.
+#[derive(Default)]
+pub(super) struct JourneyMoves(Vec<Moved>);
+
 /// One enrollment's result in a pass, before new enrollments have ids.
 struct Moved {
     enrollment: Enrollment,
@@ -112,14 +116,33 @@ impl Engine {
         enter: &Entry,
         changes: &mut Changes,
     ) -> EngineResult<JourneyCounts> {
-        let mut counts = JourneyCounts::default();
+        let moves = self
+            .decide_journeys(tx, states, playbook, now, new_events, enter, changes)
+            .await?;
+        self.write_journeys(tx, moves).await
+    }
+
+    /// The deciding half of [`Self::run_journeys`]: reads what the batch needs in `tx` and runs
+    /// the step function; tags, scores and handoffs go to `states` and `changes`, the moves are
+    /// returned to be written.
+    #[allow(clippy::too_many_arguments)] // As above.
+    pub(super) async fn decide_journeys(
+        &self,
+        tx: &mut dyn Tx,
+        states: &mut HashMap<i64, LeadState>,
+        playbook: &Playbook,
+        now: DateTime<Utc>,
+        new_events: &HashMap<i64, Vec<String>>,
+        enter: &Entry,
+        changes: &mut Changes,
+    ) -> EngineResult<JourneyMoves> {
         let lead_ids: Vec<i64> = states.keys().copied().collect();
         if lead_ids.is_empty() {
-            return Ok(counts);
+            return Ok(JourneyMoves::default());
         }
         let enrollments = tx.load_enrollments(&lead_ids).await?;
         if enrollments.is_empty() && (*enter == Entry::Closed || playbook.campaigns.is_empty()) {
-            return Ok(counts);
+            return Ok(JourneyMoves::default());
         }
         // Read in the transaction: a second pool connection here could wait on this very one.
         let paused: HashSet<String> = tx.frozen_campaigns().await?.into_iter().collect();
@@ -145,8 +168,17 @@ impl Engine {
             )
             .await?;
         }
+        Ok(JourneyMoves(moved))
+    }
 
-        // New enrollments get their ids now, and so do their journey lines and messages.
+    /// The writing half of [`Self::run_journeys`]: new enrollments get their ids, and so do
+    /// their journey lines and messages; everything is written set-based in `tx`.
+    pub(super) async fn write_journeys(&self, tx: &mut dyn Tx, moves: JourneyMoves) -> EngineResult<JourneyCounts> {
+        let mut counts = JourneyCounts::default();
+        let moved = moves.0;
+        if moved.is_empty() {
+            return Ok(counts);
+        }
         let fresh = moved.iter().filter(|m| m.new).count();
         let mut ids = tx.reserve_enrollment_ids(fresh).await?.into_iter();
         let mut enrollments = Vec::with_capacity(moved.len());

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::clock::{to_micros, Clock};
 use crate::condition::EventView;
@@ -14,7 +14,7 @@ use crate::nurture::{Changes, LeadState};
 use crate::playbook::Playbook;
 use crate::store::{
     email_hash, ActivityRow, CampaignRecord, CampaignStatus, CampaignVersion, DeployReport, LeadFilter, NewEvent,
-    Store, StoreError, TimelineCursor, TimelineEntry, Tx,
+    Snapshot, Store, StoreError, TimelineCursor, TimelineEntry, Tx,
 };
 use crate::tag::{normalize_tag, Actor, ScoreChange, TagFamily};
 
@@ -117,6 +117,58 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     versions: journeys::Versions,
     claims: handoffs::Claims,
+    busy: Busy,
+}
+
+/// Which leads a runner or enrolling pass takes.
+enum Pick<'a> {
+    /// Those with the earliest due waits, at most this many enrollments' worth.
+    Due(i64),
+    /// These, by id.
+    Ids(&'a [i64]),
+}
+
+/// A pass decided and not yet written.
+struct PassPlan {
+    states: HashMap<i64, LeadState>,
+    changes: Changes,
+    moves: journeys::JourneyMoves,
+}
+
+/// Leads taken by a pass of this engine that decided outside the writer's turn and has not
+/// written yet: other passes do not pick them meanwhile.
+#[derive(Default)]
+struct Busy(Mutex<HashSet<i64>>);
+
+/// Leads marked busy, unmarked when dropped.
+struct Taken<'a>(&'a Busy, Vec<i64>);
+
+impl Busy {
+    fn list(&self) -> Vec<i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Of these leads, those no other pass holds, marked as this one's.
+    fn take(&self, leads: Vec<Lead>) -> (Vec<Lead>, Taken<'_>) {
+        let mut busy = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine: Vec<Lead> = leads.into_iter().filter(|l| busy.insert(l.id.0)).collect();
+        let ids = mine.iter().map(|l| l.id.0).collect();
+        (mine, Taken(self, ids))
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &self.1 {
+            busy.remove(id);
+        }
+    }
 }
 
 impl Engine {
@@ -127,6 +179,7 @@ impl Engine {
             clock,
             versions: Default::default(),
             claims: Default::default(),
+            busy: Default::default(),
         }
     }
 
@@ -153,20 +206,7 @@ impl Engine {
     }
 
     async fn run_due_once(&self, limit: i64) -> EngineResult<usize> {
-        let now = self.now();
-        let playbook = self.playbook();
-        let mut tx = self.store.begin().await?;
-        let paused = tx.frozen_campaigns().await?;
-        let due = tx.due_leads(to_micros(now), &paused, limit).await?;
-        if due.is_empty() {
-            tx.commit().await?;
-            return Ok(0);
-        }
-        let leads = tx.take_free_leads(&due).await?;
-        Ok(self
-            .journey_pass(tx, leads, &playbook, now, &Entry::Closed)
-            .await?
-            .moved)
+        Ok(self.pass(Pick::Due(limit), &Entry::Closed).await?.0.moved)
     }
 
     /// The runner `serve` runs with the system clock: moves due enrollments in batches and,
@@ -200,7 +240,7 @@ impl Engine {
     /// waits, entries by trigger), the MQL rule is asked, and the leads are written.
     async fn settle(
         &self,
-        tx: &mut dyn crate::store::Tx,
+        tx: &mut dyn Tx,
         states: &mut HashMap<i64, LeadState>,
         playbook: &Playbook,
         now: DateTime<Utc>,
@@ -216,39 +256,118 @@ impl Engine {
         Ok(())
     }
 
-    /// A journey pass over locked leads that received no events, in `tx`, written and
-    /// committed: the runner's and hand enrollment's transaction.
-    async fn journey_pass(
+    /// A journey pass over the leads `pick` takes (leads that receive no events: the runner's
+    /// and hand enrollment's), written and committed; returns what moved and the picked ids
+    /// that are no lead.
+    ///
+    /// Where the store reads snapshots and writes one transaction at a time (SQLite), the pass
+    /// reads and decides in a snapshot, outside the writer's turn, so that one pass decides
+    /// while another writes; it writes if nothing committed since may have changed what it
+    /// read (`Store::begin_checked`), and otherwise is decided again in the write transaction,
+    /// which is also the only way on PostgreSQL (where workers lock the rows they take).
+    async fn pass(&self, pick: Pick<'_>, entry: &Entry) -> EngineResult<(JourneyCounts, Vec<i64>)> {
+        let now = self.now();
+        let playbook = self.playbook();
+        if let Some(Snapshot { tx: mut read, seq }) = self.store.begin_snapshot().await? {
+            let (leads, absent) = self.pick(read.as_mut(), &pick, entry, now).await?;
+            if leads.is_empty() {
+                return Ok((JourneyCounts::default(), absent));
+            }
+            let (leads, _taken) = self.busy.take(leads);
+            if !leads.is_empty() {
+                let plan = self.plan_pass(read.as_mut(), leads, &playbook, now, entry).await?;
+                read.commit().await?;
+                let ids: Vec<i64> = plan.states.keys().copied().collect();
+                if let Some(tx) = self.store.begin_checked(seq, &ids).await? {
+                    return Ok((self.write_pass(tx, plan, &playbook, now).await?, absent));
+                }
+            }
+            // Something changed since the snapshot, or every due lead was taken meanwhile:
+            // decided again below, in the write transaction.
+            tracing::debug!("A pass decided in a snapshot is decided again in the write transaction.");
+        }
+        let mut tx = self.store.begin().await?;
+        let (leads, absent) = self.pick(tx.as_mut(), &pick, entry, now).await?;
+        if leads.is_empty() {
+            tx.commit().await?;
+            return Ok((JourneyCounts::default(), absent));
+        }
+        let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+        tx.scope(&ids);
+        let plan = self.plan_pass(tx.as_mut(), leads, &playbook, now, entry).await?;
+        Ok((self.write_pass(tx, plan, &playbook, now).await?, absent))
+    }
+
+    /// The leads a pass takes, read in `tx`, and the asked-for ids that are no lead.
+    async fn pick(
         &self,
-        mut tx: Box<dyn crate::store::Tx>,
+        tx: &mut dyn Tx,
+        pick: &Pick<'_>,
+        entry: &Entry,
+        now: DateTime<Utc>,
+    ) -> EngineResult<(Vec<Lead>, Vec<i64>)> {
+        match pick {
+            Pick::Due(limit) => {
+                let paused = tx.frozen_campaigns().await?;
+                let due = tx.due_leads(to_micros(now), &paused, &self.busy.list(), *limit).await?;
+                if due.is_empty() {
+                    return Ok((Vec::new(), Vec::new()));
+                }
+                Ok((tx.take_free_leads(&due).await?, Vec::new()))
+            }
+            Pick::Ids(ids) => {
+                if let Entry::Into(campaign) = entry {
+                    if tx.frozen_campaigns().await?.iter().any(|c| c == campaign) {
+                        return Err(EngineError::Conflict(format!(
+                            "campaign {campaign:?} is paused or retired; resume it before enrolling leads"
+                        )));
+                    }
+                }
+                let leads = tx.find_leads(ids, &[], &[]).await?;
+                let found: HashSet<i64> = leads.iter().map(|lead| lead.id.0).collect();
+                let absent = ids.iter().copied().filter(|id| !found.contains(id)).collect();
+                Ok((leads, absent))
+            }
+        }
+    }
+
+    /// Reads what a pass over these leads needs in `tx` and decides it, writing nothing.
+    async fn plan_pass(
+        &self,
+        tx: &mut dyn Tx,
         leads: Vec<Lead>,
         playbook: &Playbook,
         now: DateTime<Utc>,
         entry: &Entry,
-    ) -> EngineResult<JourneyCounts> {
-        let mut states = load_states(tx.as_mut(), leads, playbook, now, &[]).await?;
+    ) -> EngineResult<PassPlan> {
+        let mut states = load_states(tx, leads, playbook, now, &[]).await?;
         let mut changes = Changes::default();
-        let counts = self
-            .run_journeys(
-                tx.as_mut(),
-                &mut states,
-                playbook,
-                now,
-                &HashMap::new(),
-                entry,
-                &mut changes,
-            )
+        let moves = self
+            .decide_journeys(tx, &mut states, playbook, now, &HashMap::new(), entry, &mut changes)
             .await?;
         for state in states.values_mut() {
             state.check_mql(playbook, now, &mut changes);
         }
-        let dirty: Vec<ActivityRow> = states
+        Ok(PassPlan { states, changes, moves })
+    }
+
+    /// Writes a decided pass in `tx` and commits.
+    async fn write_pass(
+        &self,
+        mut tx: Box<dyn Tx>,
+        plan: PassPlan,
+        playbook: &Playbook,
+        now: DateTime<Utc>,
+    ) -> EngineResult<JourneyCounts> {
+        let counts = self.write_journeys(tx.as_mut(), plan.moves).await?;
+        let dirty: Vec<ActivityRow> = plan
+            .states
             .values()
             .filter(|s| s.dirty)
             .map(|s| ActivityRow::from(&s.lead))
             .collect();
         tx.write_lead_activity(&dirty).await?;
-        self.write_changes(tx.as_mut(), &states, &changes, playbook, now, Vec::new())
+        self.write_changes(tx.as_mut(), &plan.states, &plan.changes, playbook, now, Vec::new())
             .await?;
         tx.commit().await?;
         Ok(counts)
@@ -380,23 +499,10 @@ impl Engine {
         }
     }
 
-    /// One enrolling transaction: (how many entered, the ids that are not leads).
+    /// One enrolling pass: (how many entered, the ids that are not leads).
     async fn enter_once(&self, entry: &Entry, ids: &[i64]) -> EngineResult<(usize, Vec<i64>)> {
-        let now = self.now();
-        let playbook = self.playbook();
-        let mut tx = self.store.begin().await?;
-        if let Entry::Into(campaign) = entry {
-            if tx.frozen_campaigns().await?.iter().any(|c| c == campaign) {
-                return Err(EngineError::Conflict(format!(
-                    "campaign {campaign:?} is paused or retired; resume it before enrolling leads"
-                )));
-            }
-        }
-        let leads = tx.find_leads(ids, &[], &[]).await?;
-        let found: HashSet<i64> = leads.iter().map(|lead| lead.id.0).collect();
-        let absent = ids.iter().copied().filter(|id| !found.contains(id)).collect();
-        let entered = self.journey_pass(tx, leads, &playbook, now, entry).await?.entered;
-        Ok((entered, absent))
+        let (counts, absent) = self.pass(Pick::Ids(ids), entry).await?;
+        Ok((counts.entered, absent))
     }
 
     /// Moves a manual clock forward by `by`, running every step that falls due on the way, in

@@ -44,8 +44,8 @@ const ERASE: [&str; 13] = [
 
 /// Writes an adapter's `impl Store`: its own methods, plus those whose code is the same on both
 /// backends (the same SQL text; only the pool type differs), written once here. The shared
-/// methods use the adapter module's `MIGRATOR`, `LIST_LEADS`, `TIMELINE`, `WRITE_BEGIN` and
-/// `ERASE_LOOKUP`.
+/// methods use the adapter module's `MIGRATOR`, `LIST_LEADS`, `TIMELINE` and `ERASE_LOOKUP`, and the
+/// adapter's `write_tx()`.
 macro_rules! store_impl {
     ($store:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
@@ -53,7 +53,7 @@ macro_rules! store_impl {
             $($own)*
 
         async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
-            let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
+            let mut tx = self.write_tx().await?;
             let email: Option<Option<String>> = sqlx::query_scalar(ERASE_LOOKUP)
                 .bind(id.0)
                 .fetch_optional(&mut *tx)
@@ -82,7 +82,7 @@ macro_rules! store_impl {
         }
 
         async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport> {
-            let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
+            let mut tx = self.write_tx().await?;
             let current: Vec<(String, String, String)> =
                 sqlx::query_as("SELECT id, version, status FROM campaigns ORDER BY id")
                     .fetch_all(&mut *tx)
@@ -274,12 +274,14 @@ macro_rules! store_impl {
         }
 
         async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool> {
+            let mut tx = self.write_tx().await?;
             let done = sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'retired'")
                 .bind(id)
                 .bind(status.as_str())
                 .bind(to_micros(now))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() > 0)
         }
 
@@ -559,6 +561,12 @@ pub enum Idempotency {
     Mismatch,
 }
 
+/// A read transaction from `Store::begin_snapshot` and the write sequence number it sees.
+pub struct Snapshot {
+    pub tx: Box<dyn Tx>,
+    pub seq: i64,
+}
+
 /// The storage port.
 #[async_trait]
 pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
@@ -572,6 +580,19 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     /// Starts a read-only transaction (its write methods must not be called).
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Where transactions read a snapshot and one writer writes at a time (SQLite): a read
+    /// transaction in which a journey pass can read and decide outside the writer's turn, with
+    /// the write sequence number it sees. `None` where writers lock rows instead (PostgreSQL).
+    async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
+        Ok(None)
+    }
+    /// A write transaction for a journey pass over `leads` decided in the snapshot numbered
+    /// `seq`, scoped to them (see `Tx::scope`); `None` when something committed since may have
+    /// changed what it read: any write that was not a journey pass of this process, or one over
+    /// any of these leads. Then the pass is decided again in a plain write transaction.
+    async fn begin_checked(&self, _seq: i64, _leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
+        Ok(None)
+    }
 
     async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
@@ -911,8 +932,9 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     /// Every enrollment of these leads, any status (running ones, and past ones for re-entry).
     async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>>;
     /// Leads with an enrollment due by `now` (waiting, wake-up time passed), outside paused
-    /// campaigns, earliest first, at most `limit`.
-    async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>>;
+    /// campaigns and other than `busy` (taken by a pass that has not written yet), earliest
+    /// first, at most `limit`.
+    async fn due_leads(&mut self, now: i64, paused: &[String], busy: &[i64], limit: i64) -> StoreResult<Vec<i64>>;
     /// Of these leads, those this transaction could lock, locked and read, in id order
     /// (PostgreSQL: `FOR UPDATE SKIP LOCKED` in one statement, so that workers share due work
     /// without waiting on each other; SQLite: all of them, as its one writer holds the database).
@@ -947,6 +969,10 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     /// Writes tag changes (current tags and log), score ledger entries and handoff requests;
     /// returns the handoffs opened (a request for a lead with one open is dropped).
     async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<handoffs::Opened>>;
+    /// Says that this transaction is a journey pass that writes only these leads' data, so that
+    /// passes over other leads decided in a snapshot stay valid when it commits (see
+    /// `Store::begin_checked`). Nothing to do where writers lock rows (PostgreSQL).
+    fn scope(&mut self, _leads: &[i64]) {}
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

@@ -21,8 +21,7 @@ const FOR_UPDATE: &str = " FOR UPDATE";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// How a write transaction starts, and how erasure finds (and locks) the lead.
-const WRITE_BEGIN: &str = "BEGIN";
+/// How erasure finds (and locks) the lead.
 /// How the outbox claim skips rows another dispatcher holds.
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
@@ -34,6 +33,11 @@ pub struct PgStore {
 impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    /// A write transaction, for writes outside the `Tx` port.
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
     }
 
     /// Connects with every session's `search_path` set to `schema`; tests use one schema each.
@@ -377,16 +381,17 @@ impl Tx for PgTx {
         enrollments_from(rows)
     }
 
-    async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>> {
+    async fn due_leads(&mut self, now: i64, paused: &[String], busy: &[i64], limit: i64) -> StoreResult<Vec<i64>> {
         // The earliest due enrollments by the wake-up index, skipping those another worker
         // holds, so that workers take different work instead of queueing for the same rows.
         let leads: Vec<i64> = sqlx::query_scalar(
             "SELECT lead_id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
-             AND NOT (campaign_id = ANY($2)) ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+             AND NOT (campaign_id = ANY($2)) AND NOT (lead_id = ANY($4)) ORDER BY wake_at LIMIT $3 FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(paused)
         .bind(limit)
+        .bind(busy)
         .fetch_all(&mut *self.tx)
         .await
         .map_err(StoreError::from_sqlx)?;

@@ -36,6 +36,36 @@ pub struct SqliteStore {
     /// tail latency of concurrent writes tens of milliseconds. Other processes on the same
     /// file still meet the busy timeout.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The journey passes committed lately, by write sequence number (see `begin_checked`).
+    passes: std::sync::Arc<std::sync::Mutex<PassLog>>,
+}
+
+/// The lead sets of the journey passes this process committed lately, by write sequence
+/// number: a pass decided in a snapshot may still write if everything committed since was a
+/// pass over other leads. Kept short: a snapshot older than the log is simply decided again.
+#[derive(Default)]
+struct PassLog(std::collections::VecDeque<(i64, std::sync::Arc<[i64]>)>);
+
+impl PassLog {
+    const KEEP: usize = 256;
+
+    fn record(&mut self, seq: i64, leads: std::sync::Arc<[i64]>) {
+        if self.0.len() == Self::KEEP {
+            self.0.pop_front();
+        }
+        self.0.push_back((seq, leads));
+    }
+
+    /// Whether every write transaction numbered `after + 1 .. before` was a journey pass over
+    /// none of `leads` (sorted).
+    fn disjoint(&self, after: i64, before: i64, leads: &[i64]) -> bool {
+        (after + 1..before).all(|seq| {
+            self.0
+                .iter()
+                .find(|(s, _)| *s == seq)
+                .is_some_and(|(_, theirs)| theirs.iter().all(|id| leads.binary_search(id).is_err()))
+        })
+    }
 }
 
 impl SqliteStore {
@@ -60,7 +90,24 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Default::default(),
+            passes: Default::default(),
         })
+    }
+
+    /// A write transaction with the next write sequence number: what every write that changes
+    /// what a journey pass reads (leads, their tags, events and ledger, enrollments, messages,
+    /// suppressions, campaigns) runs in.
+    async fn numbered_tx(&self) -> StoreResult<(Transaction<'static, Sqlite>, i64)> {
+        let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
+        let seq: i64 = sqlx::query_scalar("UPDATE write_seq SET seq = seq + 1 RETURNING seq")
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok((tx, seq))
+    }
+
+    /// A numbered write transaction (see `numbered_tx`), for writes outside the `Tx` port.
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.numbered_tx().await?.0)
     }
 }
 
@@ -304,6 +351,7 @@ store_impl!(SqliteStore {
 
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()> {
         if let Some(json) = json_batch(outcomes) {
+            let mut tx = self.write_tx().await?;
             sqlx::query(
                 "UPDATE messages SET status = j.value->>'status', reason = j.value->>'reason', \
                  sent_at = j.value->>'sent_at', next_attempt_at = j.value->>'next_attempt_at', \
@@ -311,19 +359,52 @@ store_impl!(SqliteStore {
                  FROM jsonb_each(jsonb($1)) AS j WHERE messages.id = j.value->>'id'",
             )
             .bind(json)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
         Ok(())
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let turn = self.writer.clone().lock_owned().await;
-        Ok(Box::new(SqliteTx(self.pool.begin_with(WRITE_BEGIN).await?, Some(turn))))
+        let (tx, seq) = self.numbered_tx().await?;
+        Ok(Box::new(SqliteTx(tx, Some(turn), Some(self.pass(seq)))))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqliteTx(self.pool.begin().await?, None)))
+        Ok(Box::new(SqliteTx(self.pool.begin().await?, None, None)))
+    }
+
+    async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
+        let mut tx = self.pool.begin().await?;
+        // The first read starts the snapshot, so the number is the snapshot's own.
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM write_seq").fetch_one(&mut *tx).await?;
+        Ok(Some(Snapshot {
+            tx: Box::new(SqliteTx(tx, None, None)),
+            seq,
+        }))
+    }
+
+    async fn begin_checked(&self, seq: i64, leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
+        let turn = self.writer.clone().lock_owned().await;
+        let (tx, next) = self.numbered_tx().await?;
+        let mut sorted = leads.to_vec();
+        sorted.sort_unstable();
+        // Passes of this process record themselves before they give up the writer's turn, so
+        // every pass numbered before `next` is in the log by now; any other writer is not.
+        let fresh = self
+            .passes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .disjoint(seq, next, &sorted);
+        if !fresh {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let mut pass = self.pass(next);
+        pass.leads = Some(sorted.into());
+        Ok(Some(Box::new(SqliteTx(tx, Some(turn), Some(pass)))))
     }
 
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
@@ -339,7 +420,7 @@ store_impl!(SqliteStore {
 
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = to_micros(now) - decay.every.secs() * 1_000_000;
-        let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
+        let mut tx = self.write_tx().await?;
         const DUE: &str = "score > 0 AND MAX(COALESCE(last_activity_at, created_at), COALESCE(last_decay_at, 0)) <= $1";
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) \
@@ -365,11 +446,30 @@ store_impl!(SqliteStore {
 });
 
 /// A transaction, and for a write transaction this process's turn to write (held until the
-/// transaction is dropped).
+/// transaction is dropped) and its write sequence number.
 struct SqliteTx(
     Transaction<'static, Sqlite>,
     #[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>,
+    Option<Pass>,
 );
+
+/// A write transaction's number, and if it is a journey pass, the leads it writes (sorted):
+/// recorded in the pass log when it commits.
+struct Pass {
+    seq: i64,
+    leads: Option<std::sync::Arc<[i64]>>,
+    log: std::sync::Arc<std::sync::Mutex<PassLog>>,
+}
+
+impl SqliteStore {
+    fn pass(&self, seq: i64) -> Pass {
+        Pass {
+            seq,
+            leads: None,
+            log: self.passes.clone(),
+        }
+    }
+}
 
 impl SqliteTx {
     fn conn(&mut self) -> &mut sqlx::SqliteConnection {
@@ -515,16 +615,18 @@ impl Tx for SqliteTx {
         enrollments_from(json_rows(rows)?)
     }
 
-    async fn due_leads(&mut self, now: i64, paused: &[String], limit: i64) -> StoreResult<Vec<i64>> {
+    async fn due_leads(&mut self, now: i64, paused: &[String], busy: &[i64], limit: i64) -> StoreResult<Vec<i64>> {
         // The earliest due enrollments by the wake-up index (no grouping: that would read every
         // due row for each batch).
         let leads: Vec<i64> = sqlx::query_scalar(
             "SELECT lead_id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
-             AND campaign_id NOT IN (SELECT value FROM json_each($2)) ORDER BY wake_at LIMIT $3",
+             AND campaign_id NOT IN (SELECT value FROM json_each($2)) \
+             AND lead_id NOT IN (SELECT value FROM json_each($4)) ORDER BY wake_at LIMIT $3",
         )
         .bind(now)
         .bind(json_strings(paused))
         .bind(limit)
+        .bind(json_ids(busy))
         .fetch_all(&mut *self.0)
         .await?;
         Ok(distinct(leads))
@@ -775,15 +877,49 @@ impl Tx for SqliteTx {
         .await?)
     }
 
+    fn scope(&mut self, leads: &[i64]) {
+        if let Some(pass) = &mut self.2 {
+            let mut sorted = leads.to_vec();
+            sorted.sort_unstable();
+            pass.leads = Some(sorted.into());
+        }
+    }
+
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.0.commit().await?;
+        let SqliteTx(tx, turn, pass) = *self;
+        tx.commit().await?;
+        if let Some(Pass {
+            seq,
+            leads: Some(leads),
+            log,
+        }) = pass
+        {
+            log.lock().unwrap_or_else(|p| p.into_inner()).record(seq, leads);
+        }
+        // The turn goes only now, so the next checked writer finds this pass in the log.
+        drop(turn);
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{value_chunks, VALUES_CHUNK};
+    use super::{value_chunks, PassLog, VALUES_CHUNK};
+
+    #[test]
+    fn a_snapshot_stays_valid_only_across_passes_over_other_leads() {
+        let mut log = PassLog::default();
+        log.record(5, vec![1, 2].into());
+        log.record(6, vec![7].into());
+        assert!(log.disjoint(4, 7, &[3, 8]), "5 and 6 wrote other leads");
+        assert!(!log.disjoint(4, 7, &[2]), "5 wrote lead 2");
+        assert!(!log.disjoint(4, 8, &[3]), "7 is no pass of this process");
+        assert!(log.disjoint(6, 7, &[1]), "nothing committed since 6");
+        for seq in 10..10 + PassLog::KEEP as i64 {
+            log.record(seq, vec![100].into());
+        }
+        assert!(!log.disjoint(4, 7, &[3]), "5 and 6 fell out of the log");
+    }
 
     #[test]
     fn value_chunks_cover_every_row_once_in_few_shapes() {
