@@ -61,6 +61,8 @@ pub(super) struct JourneyMoves(Vec<Moved>);
 struct Moved {
     enrollment: Enrollment,
     new: bool,
+    /// An enrollment that was running and keeps its status (say from one wait to the next).
+    kept: bool,
     journey: Vec<crate::journey::JourneyEntry>,
     messages: Vec<NewMessage>,
 }
@@ -182,6 +184,7 @@ impl Engine {
         let fresh = moved.iter().filter(|m| m.new).count();
         let mut ids = tx.reserve_enrollment_ids(fresh).await?.into_iter();
         let mut enrollments = Vec::with_capacity(moved.len());
+        let mut kept = Vec::new();
         let mut journey = Vec::new();
         let mut messages = Vec::new();
         for mut m in moved {
@@ -207,10 +210,15 @@ impl Engine {
                 message.enrollment_id = id;
                 messages.push(message);
             }
-            enrollments.push(m.enrollment);
+            if m.kept {
+                kept.push(m.enrollment);
+            } else {
+                enrollments.push(m.enrollment);
+            }
         }
         counts.messages = messages.len();
         tx.write_enrollments(&enrollments).await?;
+        tx.move_enrollments(&kept).await?;
         tx.write_journey(&journey).await?;
         tx.insert_messages(&messages).await?;
         Ok(counts)
@@ -333,6 +341,7 @@ impl Engine {
                     moved.push(Moved {
                         enrollment: ended,
                         new: false,
+                        kept: false,
                         journey: vec![crate::journey::JourneyEntry {
                             step: e.step.clone(),
                             at: now,
@@ -383,6 +392,7 @@ impl Engine {
             .map(|(i, _)| i)
         {
             let (enrollment, campaign, new) = work.remove(index);
+            let before = enrollment.status;
             guard += 1;
             if guard > 1_000 {
                 break;
@@ -487,6 +497,7 @@ impl Engine {
                 }
             }
             moved.push(Moved {
+                kept: !new && result.enrollment.status == before,
                 enrollment: result.enrollment,
                 new,
                 journey: result.journey,

@@ -943,6 +943,12 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     async fn reserve_enrollment_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
     /// Inserts or overwrites these enrollments (by id).
     async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()>;
+    /// Writes enrollments that exist and keep their status (a running enrollment moving from
+    /// one step to the next): only their step, wake-up time, outcome, transitions and updated
+    /// time change. SQLite then leaves the indexes that depend on the status alone.
+    async fn move_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
+        self.write_enrollments(rows).await
+    }
     async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()>;
     /// Inserts messages; one already made for the same (enrollment, seq) is left as it is.
     async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()>;

@@ -684,6 +684,30 @@ impl Tx for SqliteTx {
         .await
     }
 
+    async fn move_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
+        // Setting `status`, even to the same value, makes SQLite rewrite the entries of both
+        // indexes whose condition names it: measured on 100,000 enrollments, 1.5-2.3 µs a row
+        // without it against 3-4.8 µs with it.
+        let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
+        write_values(
+            &mut self.0,
+            "UPDATE enrollments SET step = v.column2, wake_at = v.column3, outcome = v.column4, \
+             transitions = v.column5, updated_at = v.column6 FROM (",
+            ") AS v WHERE enrollments.id = v.column1",
+            6,
+            &rows,
+            |b, r| {
+                b.int(r.id)
+                    .name(&r.step)
+                    .opt_int(r.wake_at)
+                    .opt_text(r.outcome.as_deref())
+                    .int(r.transitions)
+                    .int(r.updated_at);
+            },
+        )
+        .await
+    }
+
     async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()> {
         if !rows.is_empty() {
             write_values(
