@@ -126,6 +126,7 @@ contract!(
     leads_that_already_match_enter_a_deployed_campaign,
     a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed,
     runner_passes_beside_goals_reached_by_events_never_undo_an_exit,
+    hand_enrollment_beside_runner_passes_enrolls_every_lead,
 );
 
 /// Migration 0008 keeps the journey one row per move. A store that an earlier release filled
@@ -1308,5 +1309,44 @@ async fn runner_passes_beside_goals_reached_by_events_never_undo_an_exit(t: Test
         );
         let sent: Vec<String> = messages(&t, lead.id).await.into_iter().map(|m| m.1).collect();
         assert!(sent.iter().filter(|m| *m == "getting_started").count() <= 1, "{sent:?}");
+    }
+}
+
+/// Leads enrolled by hand while runner passes move the same leads' waits: each enters, none is
+/// left out because a runner pass held it at that moment.
+async fn hand_enrollment_beside_runner_passes_enrolls_every_lead(t: TestEngine) {
+    let emails: Vec<String> = (0..120).map(|i| format!("both{i}@x.example")).collect();
+    ingest(&t, emails.iter().map(|e| event(e, "registered", json!({}))).collect()).await;
+    let mut ids = Vec::new();
+    for email in &emails {
+        ids.push(by_email(&t, email).await.lead.id.0);
+    }
+    t.clock.advance(Duration::days(2) + Duration::hours(1));
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            let engine = t.engine.clone();
+            tokio::spawn(async move { while engine.run_due(3).await.unwrap() > 0 {} })
+        })
+        .collect();
+    let mut enrolled = 0;
+    for chunk in ids.chunks(3) {
+        let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();
+        let report = t.engine.enroll("industry-drip", &refs).await.unwrap();
+        assert!(report.not_found.is_empty(), "{report:?}");
+        enrolled += report.enrolled;
+    }
+    for runner in runners {
+        runner.await.unwrap();
+    }
+    assert_eq!(enrolled, 120, "every lead entered the drip by hand");
+    // An enrolling pass also moves the lead's due waits, so the runners moved only some of
+    // them; each ended once.
+    for id in ids {
+        let steps = journey(&t, LeadId(id)).await;
+        assert_eq!(
+            steps.iter().filter(|s| s.as_str() == "welcome/wait_2d:waited").count(),
+            1,
+            "{steps:?}"
+        );
     }
 }

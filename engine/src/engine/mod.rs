@@ -273,8 +273,12 @@ impl Engine {
             if leads.is_empty() {
                 return Ok((JourneyCounts::default(), absent));
             }
+            let picked = leads.len();
             let (leads, _taken) = self.busy.take(leads);
-            if !leads.is_empty() {
+            // A due lead another pass holds is that pass's to move; a lead asked for by id is
+            // not dropped: the pass is decided again below, after the other has written.
+            let whole = leads.len() == picked || matches!(pick, Pick::Due(_));
+            if whole && !leads.is_empty() {
                 let plan = self.plan_pass(read.as_mut(), leads, &playbook, now, entry).await?;
                 read.commit().await?;
                 let ids: Vec<i64> = plan.states.keys().copied().collect();
@@ -282,8 +286,8 @@ impl Engine {
                     return Ok((self.write_pass(tx, plan, &playbook, now).await?, absent));
                 }
             }
-            // Something changed since the snapshot, or every due lead was taken meanwhile:
-            // decided again below, in the write transaction.
+            // Something changed since the snapshot, or another pass holds leads it took: decided
+            // again below, in the write transaction.
             tracing::debug!("A pass decided in a snapshot is decided again in the write transaction.");
         }
         let mut tx = self.store.begin().await?;
@@ -1425,5 +1429,45 @@ impl LeadBook {
             lead.fields.insert("source".into(), source.to_owned());
         }
         Ok(self.push(lead, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::sqlite::SqliteStore;
+
+    /// A lead asked for by id while another pass of this engine holds it is enrolled all the
+    /// same: the pass is decided again in the write transaction instead of leaving it out.
+    #[tokio::test]
+    async fn a_lead_enrolled_by_id_is_not_left_out_while_another_pass_holds_it() {
+        let dir = std::env::temp_dir().join(format!("nurture-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("busy.db");
+        let store = SqliteStore::connect(file.to_str().unwrap()).await.unwrap();
+        store.migrate().await.unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let playbook = Playbook::load_dir(&root.join("campaigns"), &root.join("templates")).unwrap();
+        let clock = ManualClock::new("2026-11-23T09:00:00Z".parse().unwrap());
+        let engine = Engine::new(Arc::new(store), playbook, Arc::new(clock));
+        let mut leads = Vec::new();
+        for email in ["held@x.example", "free@x.example"] {
+            let input: LeadInput = serde_json::from_value(serde_json::json!({ "email": email })).unwrap();
+            let done = engine
+                .upsert_leads(vec![(Target::Keys, input)], &Actor::User("test".into()))
+                .await
+                .unwrap();
+            match done.into_iter().next() {
+                Some(Ok(Upserted::Created(view))) => leads.push(view.lead),
+                other => panic!("{other:?}"),
+            }
+        }
+        let held = engine.busy.take(vec![leads[0].clone()]);
+        let refs: Vec<LeadRef> = leads.iter().map(|l| LeadRef::by_id(l.id.0)).collect();
+        let report = engine.enroll("industry-drip", &refs).await.unwrap();
+        drop(held);
+        assert_eq!(report.enrolled, 2, "{report:?}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
