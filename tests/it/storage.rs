@@ -1259,6 +1259,16 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
     assert!(store.begin_checked(fresh.seq, &[9]).await.unwrap().is_some());
 }
 
+/// Two runner tasks moving due waits, `batch` leads a pass, until none is due.
+fn two_runners(t: &TestEngine, batch: i64) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..2)
+        .map(|_| {
+            let engine = t.engine.clone();
+            tokio::spawn(async move { while engine.run_due(batch).await.unwrap() > 0 {} })
+        })
+        .collect()
+}
+
 /// Runner passes move enrollments while events make the same leads reach their campaigns'
 /// goal. Whichever comes first, an enrollment that ended by its goal stays ended: a pass that
 /// decided before the goal was reached must not write its stale decision over it.
@@ -1273,12 +1283,7 @@ async fn runner_passes_beside_goals_reached_by_events_never_undo_an_exit(t: Test
     }
     ingest(&t, emails.iter().map(|e| event(e, "registered", json!({}))).collect()).await;
     t.clock.advance(Duration::days(2) + Duration::hours(1));
-    let runners: Vec<_> = (0..2)
-        .map(|_| {
-            let engine = t.engine.clone();
-            tokio::spawn(async move { while engine.run_due(5).await.unwrap() > 0 {} })
-        })
-        .collect();
+    let runners = two_runners(&t, 5);
     // Three webinars each: score 60 in the icp segment, MQL, and the goals hold.
     for email in &emails {
         ingest(
@@ -1322,12 +1327,7 @@ async fn hand_enrollment_beside_runner_passes_enrolls_every_lead(t: TestEngine) 
         ids.push(by_email(&t, email).await.lead.id.0);
     }
     t.clock.advance(Duration::days(2) + Duration::hours(1));
-    let runners: Vec<_> = (0..2)
-        .map(|_| {
-            let engine = t.engine.clone();
-            tokio::spawn(async move { while engine.run_due(3).await.unwrap() > 0 {} })
-        })
-        .collect();
+    let runners = two_runners(&t, 3);
     let mut enrolled = 0;
     for chunk in ids.chunks(3) {
         let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();

@@ -21,9 +21,9 @@ const FOR_UPDATE: &str = " FOR UPDATE";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// How erasure finds (and locks) the lead.
 /// How the outbox claim skips rows another dispatcher holds.
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+/// How erasure finds (and locks) the lead.
 const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
 
 pub struct PgStore {

@@ -23,10 +23,11 @@ const FOR_UPDATE: &str = "";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// How a write transaction starts (taking the write lock at once), and how erasure finds the lead.
+/// How a write transaction starts (taking the write lock at once).
 const WRITE_BEGIN: &str = "BEGIN IMMEDIATE";
 /// How the outbox claim skips rows another dispatcher holds.
 const SKIP_LOCKED: &str = "";
+/// How erasure finds the lead.
 const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1";
 
 pub struct SqliteStore {
@@ -109,6 +110,22 @@ impl SqliteStore {
     async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.numbered_tx().await?.0)
     }
+
+    /// The write transaction numbered `seq`, of the journey pass over `leads` if any.
+    fn pass(&self, seq: i64, leads: Option<&[i64]>) -> Pass {
+        Pass {
+            seq,
+            leads: leads.map(sorted),
+            log: self.passes.clone(),
+        }
+    }
+}
+
+/// Lead ids in order, as the pass log keeps them.
+fn sorted(leads: &[i64]) -> std::sync::Arc<[i64]> {
+    let mut sorted = leads.to_vec();
+    sorted.sort_unstable();
+    sorted.into()
 }
 
 /// Reads in the hot path aggregate their rows into one JSON array: sqlx hands SQLite rows over
@@ -369,7 +386,7 @@ store_impl!(SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let turn = self.writer.clone().lock_owned().await;
         let (tx, seq) = self.numbered_tx().await?;
-        Ok(Box::new(SqliteTx(tx, Some(turn), Some(self.pass(seq)))))
+        Ok(Box::new(SqliteTx(tx, Some(turn), Some(self.pass(seq, None)))))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
@@ -389,21 +406,18 @@ store_impl!(SqliteStore {
     async fn begin_checked(&self, seq: i64, leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
         let turn = self.writer.clone().lock_owned().await;
         let (tx, next) = self.numbered_tx().await?;
-        let mut sorted = leads.to_vec();
-        sorted.sort_unstable();
+        let pass = self.pass(next, Some(leads));
         // Passes of this process record themselves before they give up the writer's turn, so
         // every pass numbered before `next` is in the log by now; any other writer is not.
         let fresh = self
             .passes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .disjoint(seq, next, &sorted);
+            .disjoint(seq, next, pass.leads.as_deref().unwrap_or_default());
         if !fresh {
             tx.rollback().await?;
             return Ok(None);
         }
-        let mut pass = self.pass(next);
-        pass.leads = Some(sorted.into());
         Ok(Some(Box::new(SqliteTx(tx, Some(turn), Some(pass)))))
     }
 
@@ -459,16 +473,6 @@ struct Pass {
     seq: i64,
     leads: Option<std::sync::Arc<[i64]>>,
     log: std::sync::Arc<std::sync::Mutex<PassLog>>,
-}
-
-impl SqliteStore {
-    fn pass(&self, seq: i64) -> Pass {
-        Pass {
-            seq,
-            leads: None,
-            log: self.passes.clone(),
-        }
-    }
 }
 
 impl SqliteTx {
@@ -903,9 +907,7 @@ impl Tx for SqliteTx {
 
     fn scope(&mut self, leads: &[i64]) {
         if let Some(pass) = &mut self.2 {
-            let mut sorted = leads.to_vec();
-            sorted.sort_unstable();
-            pass.leads = Some(sorted.into());
+            pass.leads = Some(sorted(leads));
         }
     }
 
