@@ -156,7 +156,7 @@ impl Engine {
         for e in enrollments {
             by_lead.entry(e.lead.0).or_default().push(e);
         }
-        let mut moved: Vec<Moved> = Vec::new();
+        let mut moved: Vec<Moved> = Vec::with_capacity(lead_ids.len());
         let mut lead_order = lead_ids.clone();
         lead_order.sort_unstable();
         for lead_id in lead_order {
@@ -184,9 +184,9 @@ impl Engine {
         let fresh = moved.iter().filter(|m| m.new).count();
         let mut ids = tx.reserve_enrollment_ids(fresh).await?.into_iter();
         let mut enrollments = Vec::with_capacity(moved.len());
-        let mut kept = Vec::new();
-        let mut journey = Vec::new();
-        let mut messages = Vec::new();
+        let mut kept = Vec::with_capacity(moved.len());
+        let mut journey = Vec::with_capacity(moved.iter().map(|m| m.journey.len()).sum());
+        let mut messages = Vec::with_capacity(moved.iter().map(|m| m.messages.len()).sum());
         for mut m in moved {
             if m.new {
                 m.enrollment.id = ids

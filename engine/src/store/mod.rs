@@ -1152,25 +1152,25 @@ impl From<&Lead> for LeadRow {
 /// Rows of tag changes, score changes and handoffs as the JSON batches carry them.
 #[derive(Serialize)]
 pub(crate) struct TagChangeRow<'a> {
-    lead_id: i64,
-    tag: &'a str,
-    family: &'a str,
-    added: bool,
-    actor_kind: &'a str,
-    actor: &'a str,
-    at: i64,
+    pub lead_id: i64,
+    pub tag: &'a str,
+    pub family: &'a str,
+    pub added: bool,
+    pub actor_kind: &'a str,
+    pub actor: &'a str,
+    pub at: i64,
 }
 
 #[derive(Serialize)]
 pub(crate) struct ScoreChangeRow<'a> {
-    lead_id: i64,
-    delta: i64,
-    reason: &'a str,
-    actor_kind: &'a str,
-    actor: &'a str,
-    rule: Option<&'a str>,
-    occurred_at: i64,
-    at: i64,
+    pub lead_id: i64,
+    pub delta: i64,
+    pub reason: &'a str,
+    pub actor_kind: &'a str,
+    pub actor: &'a str,
+    pub rule: Option<&'a str>,
+    pub occurred_at: i64,
+    pub at: i64,
 }
 
 #[derive(Serialize)]
@@ -1188,18 +1188,19 @@ pub(crate) struct NewHandoffRow<'a> {
     created_at: i64,
 }
 
-/// The JSON batches of one [`Changes`]: tag log, tags added, tags removed, scores, handoffs.
-pub(crate) struct ChangeBatches {
-    pub tag_log: Option<String>,
-    pub tag_adds: Option<String>,
-    pub tag_removes: Option<String>,
-    pub scores: Option<String>,
-    pub handoffs: Option<String>,
+/// The rows of one [`Changes`]: the tag log, the net tag change per (lead, tag), scores and
+/// handoffs. SQLite binds them as values; [`ChangeBatches`] carries them as JSON.
+pub(crate) struct ChangeRows<'a> {
+    pub tag_log: Vec<TagChangeRow<'a>>,
+    /// Indexes into `tag_log` of the last change per (lead, tag), in log order: its net effect.
+    finals: Vec<usize>,
+    pub scores: Vec<ScoreChangeRow<'a>>,
+    pub handoffs: Vec<NewHandoffRow<'a>>,
 }
 
-impl ChangeBatches {
-    pub fn of(changes: &Changes) -> ChangeBatches {
-        let rows: Vec<TagChangeRow> = changes
+impl<'a> ChangeRows<'a> {
+    pub fn of(changes: &'a Changes) -> ChangeRows<'a> {
+        let tag_log: Vec<TagChangeRow> = changes
             .tags
             .iter()
             .map(|c| TagChangeRow {
@@ -1214,14 +1215,12 @@ impl ChangeBatches {
             .collect();
         // The net effect per (lead, tag): the last change wins.
         let mut last = std::collections::HashMap::new();
-        for (i, row) in rows.iter().enumerate() {
+        for (i, row) in tag_log.iter().enumerate() {
             last.insert((row.lead_id, row.tag), i);
         }
         let mut finals: Vec<usize> = last.into_values().collect();
         finals.sort_unstable();
-        let adds: Vec<&TagChangeRow> = finals.iter().map(|&i| &rows[i]).filter(|r| r.added).collect();
-        let removes: Vec<&TagChangeRow> = finals.iter().map(|&i| &rows[i]).filter(|r| !r.added).collect();
-        let scores: Vec<ScoreChangeRow> = changes
+        let scores = changes
             .scores
             .iter()
             .map(|c| ScoreChangeRow {
@@ -1235,7 +1234,7 @@ impl ChangeBatches {
                 at: to_micros(c.at),
             })
             .collect();
-        let handoffs: Vec<NewHandoffRow> = changes
+        let handoffs = changes
             .handoffs
             .iter()
             .map(|h| NewHandoffRow {
@@ -1252,12 +1251,51 @@ impl ChangeBatches {
                 created_at: to_micros(h.at),
             })
             .collect();
+        ChangeRows {
+            tag_log,
+            finals,
+            scores,
+            handoffs,
+        }
+    }
+
+    /// The tags the batch leaves on their leads (their last change adds them).
+    pub fn tag_adds(&self) -> Vec<&TagChangeRow<'a>> {
+        self.finals
+            .iter()
+            .map(|&i| &self.tag_log[i])
+            .filter(|r| r.added)
+            .collect()
+    }
+
+    /// The tags the batch takes off their leads.
+    pub fn tag_removes(&self) -> Vec<&TagChangeRow<'a>> {
+        self.finals
+            .iter()
+            .map(|&i| &self.tag_log[i])
+            .filter(|r| !r.added)
+            .collect()
+    }
+}
+
+/// The JSON batches of one [`Changes`]: tag log, tags added, tags removed, scores, handoffs.
+pub(crate) struct ChangeBatches {
+    pub tag_log: Option<String>,
+    pub tag_adds: Option<String>,
+    pub tag_removes: Option<String>,
+    pub scores: Option<String>,
+    pub handoffs: Option<String>,
+}
+
+impl ChangeBatches {
+    pub fn of(changes: &Changes) -> ChangeBatches {
+        let rows = ChangeRows::of(changes);
         ChangeBatches {
-            tag_log: json_batch(&rows),
-            tag_adds: json_batch(&adds),
-            tag_removes: json_batch(&removes),
-            scores: json_batch(&scores),
-            handoffs: json_batch(&handoffs),
+            tag_log: json_batch(&rows.tag_log),
+            tag_adds: json_batch(&rows.tag_adds()),
+            tag_removes: json_batch(&rows.tag_removes()),
+            scores: json_batch(&rows.scores),
+            handoffs: json_batch(&rows.handoffs),
         }
     }
 }
@@ -1346,6 +1384,57 @@ pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(text: Option<String>) ->
     }
 }
 
+/// Parses rows that SQLite aggregated into one JSON array straight into what they convert to,
+/// in a vector sized for `expected` of them. A batch's leads or enrollments are hundreds of
+/// rows of several hundred bytes: parsed into a vector of rows first, that vector grew by
+/// doubling (copying it each time, into fresh pages) and was then converted and dropped.
+pub(crate) fn json_rows_into<T, U>(
+    text: Option<String>,
+    expected: usize,
+    convert: impl FnMut(T) -> StoreResult<U>,
+) -> StoreResult<Vec<U>>
+where
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::{Deserializer as _, Error as _, SeqAccess, Visitor};
+
+    struct Rows<T, U, F> {
+        expected: usize,
+        convert: F,
+        row: std::marker::PhantomData<fn(T) -> U>,
+    }
+
+    impl<'de, T: Deserialize<'de>, U, F: FnMut(T) -> StoreResult<U>> Visitor<'de> for Rows<T, U, F> {
+        type Value = Vec<U>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of rows")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Vec<U>, A::Error> {
+            let mut out = Vec::with_capacity(self.expected);
+            while let Some(row) = seq.next_element::<T>()? {
+                out.push((self.convert)(row).map_err(A::Error::custom)?);
+            }
+            Ok(out)
+        }
+    }
+
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let mut parser = serde_json::Deserializer::from_str(&text);
+    let rows = parser
+        .deserialize_seq(Rows {
+            expected,
+            convert,
+            row: std::marker::PhantomData,
+        })
+        .and_then(|rows| parser.end().map(|()| rows))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(rows)
+}
+
 /// The ids in their first order, each once.
 pub(crate) fn distinct(ids: Vec<i64>) -> Vec<i64> {
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
@@ -1354,7 +1443,30 @@ pub(crate) fn distinct(ids: Vec<i64>) -> Vec<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{journey_moves, JourneyRow};
+    use super::{journey_moves, json_rows_into, JourneyRow, StoreError};
+
+    fn pairs(text: &str) -> Result<Vec<String>, StoreError> {
+        json_rows_into(Some(text.to_owned()), 2, |(id, name): (i64, String)| {
+            if id < 0 {
+                return Err(StoreError::Corrupt(format!("negative id {id}")));
+            }
+            Ok(format!("{id}:{name}"))
+        })
+    }
+
+    #[test]
+    fn rows_are_read_straight_into_what_they_convert_to() {
+        assert_eq!(pairs(r#"[[1,"a"],[2,"b"],[3,"c"]]"#).unwrap(), ["1:a", "2:b", "3:c"]);
+        assert_eq!(pairs("[]").unwrap(), Vec::<String>::new());
+        assert!(json_rows_into(None, 5, |row: i64| Ok(row)).unwrap().is_empty());
+        let refused = |text: &str| match pairs(text) {
+            Err(StoreError::Corrupt(why)) => why,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert!(refused(r#"[[1,"a"],[-2,"b"]]"#).contains("negative id -2"));
+        assert!(refused(r#"[[1,"a"]] trailing"#).contains("trailing characters"));
+        assert!(refused(r#"[[1,2]]"#).contains("invalid type"));
+    }
 
     fn line(enrollment_id: i64, step: &str, at: i64) -> JourneyRow {
         JourneyRow {

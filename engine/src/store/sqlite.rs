@@ -554,7 +554,11 @@ impl Tx for SqliteTx {
             .bind(json_strings(external_ids))
             .fetch_one(&mut *self.0)
             .await?;
-        leads_from(json_rows(rows)?)
+        json_rows_into(
+            rows,
+            ids.len() + emails.len() + external_ids.len(),
+            <Lead as TryFrom<LeadRow>>::try_from,
+        )
     }
 
     async fn view_leads(&mut self, ids: &[i64]) -> StoreResult<Vec<Lead>> {
@@ -618,7 +622,7 @@ impl Tx for SqliteTx {
         .bind(json_ids(lead_ids))
         .fetch_one(&mut *self.0)
         .await?;
-        enrollments_from(json_rows(rows)?)
+        json_rows_into(rows, lead_ids.len(), EnrollmentRow::into_enrollment)
     }
 
     async fn due_leads(&mut self, now: i64, paused: &[String], busy: &[i64], limit: i64) -> StoreResult<Vec<i64>> {
@@ -862,37 +866,64 @@ impl Tx for SqliteTx {
     }
 
     async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<Opened>> {
-        let batches = ChangeBatches::of(changes);
-        let statements = [
-            (
-                &batches.tag_log,
-                "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) \
-                 SELECT j.value->>'lead_id', j.value->>'tag', j.value->>'family', j.value->>'added', j.value->>'actor_kind', j.value->>'actor', j.value->>'at' \
-                 FROM jsonb_each(jsonb($1)) AS j",
-            ),
-            (
-                &batches.tag_removes,
+        // Tag and score rows are bound as values (see `write_values`), like the step writes:
+        // a W2 batch tags three leads in ten.
+        let rows = ChangeRows::of(changes);
+        write_values(
+            &mut self.0,
+            "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) ",
+            "",
+            7,
+            &rows.tag_log,
+            |b, r| {
+                b.int(r.lead_id)
+                    .name(r.tag)
+                    .name(r.family)
+                    .add(r.added)
+                    .name(r.actor_kind)
+                    .name(r.actor)
+                    .int(r.at);
+            },
+        )
+        .await?;
+        if let Some(json) = json_batch(&rows.tag_removes()) {
+            sqlx::query(
                 "DELETE FROM lead_tags WHERE (lead_id, tag) IN (SELECT j.value->>'lead_id', j.value->>'tag' FROM jsonb_each(jsonb($1)) AS j)",
-            ),
-            (
-                &batches.tag_adds,
-                "INSERT INTO lead_tags (lead_id, tag, family, added_at) \
-                 SELECT j.value->>'lead_id', j.value->>'tag', j.value->>'family', j.value->>'at' FROM jsonb_each(jsonb($1)) AS j WHERE true \
-                 ON CONFLICT (lead_id, tag) DO NOTHING",
-            ),
-            (
-                &batches.scores,
-                "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) \
-                 SELECT j.value->>'lead_id', j.value->>'delta', j.value->>'reason', j.value->>'actor_kind', j.value->>'actor', j.value->>'rule', \
-                 j.value->>'occurred_at', j.value->>'at' FROM jsonb_each(jsonb($1)) AS j",
-            ),
-        ];
-        for (batch, sql) in statements {
-            if let Some(json) = batch {
-                sqlx::query(sql).bind(json.as_str()).execute(&mut *self.0).await?;
-            }
+            )
+            .bind(json)
+            .execute(&mut *self.0)
+            .await?;
         }
-        let Some(json) = &batches.handoffs else {
+        write_values(
+            &mut self.0,
+            "INSERT INTO lead_tags (lead_id, tag, family, added_at) ",
+            " ON CONFLICT (lead_id, tag) DO NOTHING",
+            4,
+            &rows.tag_adds(),
+            |b, r| {
+                b.int(r.lead_id).name(r.tag).name(r.family).int(r.at);
+            },
+        )
+        .await?;
+        write_values(
+            &mut self.0,
+            "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) ",
+            "",
+            8,
+            &rows.scores,
+            |b, r| {
+                b.int(r.lead_id)
+                    .int(r.delta)
+                    .name(r.reason)
+                    .name(r.actor_kind)
+                    .name(r.actor)
+                    .opt_text(r.rule)
+                    .int(r.occurred_at)
+                    .int(r.at);
+            },
+        )
+        .await?;
+        let Some(json) = json_batch(&rows.handoffs) else {
             return Ok(Vec::new());
         };
         // `WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint.
@@ -902,7 +933,7 @@ impl Tx for SqliteTx {
              j.value->>'score', j.value->>'tags', j.value->>'campaign_id', j.value->>'step', j.value->>'sla_due_at', j.value->>'created_at', j.value->>'created_at' \
              FROM jsonb_each(jsonb($1)) AS j WHERE true ON CONFLICT DO NOTHING RETURNING id, lead_id, queue",
         )
-        .bind(json.as_str())
+        .bind(json)
         .fetch_all(&mut *self.0)
         .await?)
     }
