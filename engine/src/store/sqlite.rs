@@ -627,19 +627,21 @@ impl Tx for SqliteTx {
 
     async fn due_leads(&mut self, now: i64, paused: &[String], busy: &[i64], limit: i64) -> StoreResult<Vec<i64>> {
         // The earliest due enrollments by the wake-up index (no grouping: that would read every
-        // due row for each batch).
-        let leads: Vec<i64> = sqlx::query_scalar(
-            "SELECT lead_id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
+        // due row for each batch), as one JSON row (see `json_rows`): a row each through sqlx's
+        // worker channel cost about a microsecond a lead, four times the query's own work.
+        let leads: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(lead_id ORDER BY wake_at, id) FROM (\
+             SELECT lead_id, wake_at, id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
              AND campaign_id NOT IN (SELECT value FROM json_each($2)) \
-             AND lead_id NOT IN (SELECT value FROM json_each($4)) ORDER BY wake_at LIMIT $3",
+             AND lead_id NOT IN (SELECT value FROM json_each($4)) ORDER BY wake_at LIMIT $3)",
         )
         .bind(now)
         .bind(json_strings(paused))
         .bind(limit)
         .bind(json_ids(busy))
-        .fetch_all(&mut *self.0)
+        .fetch_one(&mut *self.0)
         .await?;
-        Ok(distinct(leads))
+        Ok(distinct(json_rows(leads)?))
     }
 
     async fn take_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Lead>> {
