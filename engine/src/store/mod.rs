@@ -1378,10 +1378,7 @@ impl From<&Lead> for ActivityRow {
 
 /// Parses rows that SQLite aggregated into one JSON array (see the SQLite adapter).
 pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(text: Option<String>) -> StoreResult<Vec<T>> {
-    match text {
-        None => Ok(Vec::new()),
-        Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string())),
-    }
+    json_rows_into(text, 0, Ok)
 }
 
 /// Parses rows that SQLite aggregated into one JSON array straight into what they convert to,

@@ -868,8 +868,8 @@ impl Tx for SqliteTx {
     }
 
     async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<Opened>> {
-        // Tag and score rows are bound as values (see `write_values`), like the step writes:
-        // a W2 batch tags three leads in ten.
+        // Tag and score rows are bound as values (see `write_values`), like the step writes;
+        // removals are rare and stay one JSON batch.
         let rows = ChangeRows::of(changes);
         write_values(
             &mut self.0,
