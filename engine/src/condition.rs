@@ -540,8 +540,8 @@ mod tests {
         let mut lead = Lead::new(LeadId(1), now());
         lead.score = 65;
         lead.stage = Stage::Nurturing;
-        lead.fields.insert("industry".into(), "Finance".into());
-        lead.fields.insert("company_size".into(), "200-1000".into());
+        lead.fields.insert("industry", "Finance".into());
+        lead.fields.insert("company_size", "200-1000".into());
         lead.attributes.insert("employees".into(), Value::from(250));
         Known {
             lead,

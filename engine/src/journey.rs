@@ -3,6 +3,7 @@
 //! enrollment, the effects to carry out (send, tag, score, hand off, enroll) and the journey log
 //! that explains each step. No I/O here; the runner, simulation and tests all call it.
 
+use chrono::format::{Item, Numeric, Pad};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::Digest;
@@ -170,8 +171,22 @@ pub fn explain(condition: &Condition, facts: &JourneyFacts<'_>, held: bool, now:
     }
 }
 
+/// `%Y-%m-%dT%H:%MZ`, parsed once rather than on every note.
+const TO_THE_MINUTE: [Item<'static>; 10] = [
+    Item::Numeric(Numeric::Year, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Month, Pad::Zero),
+    Item::Literal("-"),
+    Item::Numeric(Numeric::Day, Pad::Zero),
+    Item::Literal("T"),
+    Item::Numeric(Numeric::Hour, Pad::Zero),
+    Item::Literal(":"),
+    Item::Numeric(Numeric::Minute, Pad::Zero),
+    Item::Literal("Z"),
+];
+
 fn message_notes(condition: &Condition, facts: &JourneyFacts<'_>, now: DateTime<Utc>, notes: &mut Vec<String>) {
-    let by = now.format("%Y-%m-%dT%H:%MZ");
+    let by = now.format_with_items(TO_THE_MINUTE.iter());
     // The step's latest message in this enrollment.
     let message = |step: &str| facts.messages.iter().filter(|m| m.step == step).max_by_key(|m| m.id);
     let note = match condition {
@@ -391,7 +406,7 @@ pub fn advance(
                         .map(|(_, t)| t.clone())
                         .unwrap_or_else(|| template.clone())
                 };
-                let what = format!("send {}", channel.as_str());
+                let what = channel.as_str();
                 match gate {
                     Gate::Defer { until, why } => {
                         enrollment.status = Status::Waiting;
@@ -400,13 +415,13 @@ pub fn advance(
                             &mut journey,
                             &step.id,
                             "deferred",
-                            format!("{what} deferred to {}: {why}", until.to_rfc3339()),
+                            format!("send {what} deferred to {}: {why}", until.to_rfc3339()),
                         );
                         arrive(&mut journey, !waiting_here);
                         break;
                     }
                     Gate::Skip { why } => {
-                        log(&mut journey, &step.id, "skipped", format!("{what} skipped: {why}"));
+                        log(&mut journey, &step.id, "skipped", format!("send {what} skipped: {why}"));
                     }
                     Gate::Unreachable { why } => {
                         let chosen = chosen();
@@ -421,7 +436,7 @@ pub fn advance(
                             &mut journey,
                             &step.id,
                             "skipped",
-                            format!("{what}: {chosen} skipped: {why}"),
+                            format!("send {what}: {chosen} skipped: {why}"),
                         );
                     }
                     Gate::Go => {
@@ -433,7 +448,7 @@ pub fn advance(
                             seq: enrollment.transitions,
                             skipped: None,
                         });
-                        log(&mut journey, &step.id, "sent", format!("{what}: {chosen}"));
+                        log(&mut journey, &step.id, "sent", format!("send {what}: {chosen}"));
                     }
                 }
                 arrive(&mut journey, !waiting_here);
@@ -471,14 +486,13 @@ pub fn advance(
                         Wait::Until { condition, .. } if condition.eval(facts, segments, now) => {
                             Some(format!("until held: {}", explain(condition, facts, true, now)))
                         }
-                        _ if due => Some(format!(
-                            "{} passed at {}",
-                            match wait {
-                                Wait::For(span) => format!("wait {span}"),
-                                Wait::Until { timeout, .. } => format!("timeout {timeout}"),
-                            },
-                            enrollment.wake_at.unwrap_or(now).to_rfc3339()
-                        )),
+                        _ if due => {
+                            let at = enrollment.wake_at.unwrap_or(now).to_rfc3339();
+                            Some(match wait {
+                                Wait::For(span) => format!("wait {span} passed at {at}"),
+                                Wait::Until { timeout, .. } => format!("timeout {timeout} passed at {at}"),
+                            })
+                        }
                         _ => None,
                     };
                     match detail {

@@ -223,9 +223,10 @@ pub struct Lead {
     pub email: Option<String>,
     pub external_id: Option<String>,
     /// Values of [`TEXT_FIELDS`], by name; absent fields are not in the map (and show as null).
+    /// The names are the constants of [`TEXT_FIELDS`], so a lead allocates only its values.
     #[serde(flatten, serialize_with = "every_text_field")]
     #[schemars(with = "TextFields")]
-    pub fields: std::collections::BTreeMap<String, String>,
+    pub fields: std::collections::BTreeMap<&'static str, String>,
     pub attributes: Map<String, Value>,
     pub stage: Stage,
     pub owner: Option<String>,
@@ -260,7 +261,7 @@ struct TextFields {
 
 /// Serialises every named field, `null` where the lead has none, so that clients see one shape.
 fn every_text_field<S: serde::Serializer>(
-    fields: &std::collections::BTreeMap<String, String>,
+    fields: &std::collections::BTreeMap<&'static str, String>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
@@ -537,7 +538,7 @@ impl LeadInput {
                     lead.fields.remove(name);
                 }
                 Some(Some(text)) => {
-                    lead.fields.insert(name.to_owned(), text.clone());
+                    lead.fields.insert(name, text.clone());
                 }
             }
         }
@@ -648,8 +649,8 @@ mod tests {
     fn null_clears_and_absent_keeps() {
         let now = Utc::now();
         let mut lead = Lead::new(LeadId(1), now);
-        lead.fields.insert("company".into(), "Acme".into());
-        lead.fields.insert("title".into(), "CTO".into());
+        lead.fields.insert("company", "Acme".into());
+        lead.fields.insert("title", "CTO".into());
         let input: LeadInput = serde_json::from_str(r#"{"company": null, "attributes": {"a": 1}}"#).unwrap();
         input.apply(&mut lead, now);
         assert_eq!(lead.fields.get("company"), None);

@@ -414,11 +414,11 @@ mod tests {
         let pb = playbook();
         let mut s = state();
         let mut out = Changes::default();
-        s.lead.fields.insert("industry".into(), "Energy".into());
-        s.lead.fields.insert("source".into(), "Website".into());
+        s.lead.fields.insert("industry", "Energy".into());
+        s.lead.fields.insert("source", "Website".into());
         s.sync_attribute_tags(&pb.rules, t(0), &mut out);
         assert_eq!(s.tags.keys().collect::<Vec<_>>(), ["industry:energy", "source:website"]);
-        s.lead.fields.insert("industry".into(), "Smart Manufacturing".into());
+        s.lead.fields.insert("industry", "Smart Manufacturing".into());
         s.sync_attribute_tags(&pb.rules, t(1), &mut out);
         assert_eq!(
             s.tags.keys().collect::<Vec<_>>(),
@@ -445,8 +445,8 @@ mod tests {
         let pb = playbook();
         let mut s = state();
         let mut out = Changes::default();
-        s.lead.fields.insert("industry".into(), "Manufacturing".into());
-        s.lead.fields.insert("company_size".into(), "1000+".into());
+        s.lead.fields.insert("industry", "Manufacturing".into());
+        s.lead.fields.insert("company_size", "1000+".into());
         s.sync_attribute_tags(&pb.rules, t(0), &mut out);
         for day in 0..5 {
             s.apply_event(

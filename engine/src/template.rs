@@ -847,7 +847,7 @@ mod tests {
     fn lead() -> Lead {
         let mut lead = Lead::new(LeadId(7), "2026-11-20T08:00:00Z".parse().unwrap());
         lead.email = Some("li.wei@acme.example".into());
-        lead.fields.insert("company".into(), "Acme & Co".into());
+        lead.fields.insert("company", "Acme & Co".into());
         lead
     }
 
@@ -965,8 +965,8 @@ mod tests {
         let t = Templates::load_dir(&dir);
         assert!(t.issues().is_empty(), "{:?}", t.issues());
         let mut lead = lead();
-        lead.fields.insert("first_name".into(), "伟".into());
-        lead.fields.insert("industry".into(), "Manufacturing".into());
+        lead.fields.insert("first_name", "伟".into());
+        lead.fields.insert("industry", "Manufacturing".into());
         let names: Vec<String> = t.names().filter(|n| !n.contains('/')).map(str::to_owned).collect();
         assert!(names.len() >= 22, "{names:?}");
         for language in ["zh-CN", "en"] {

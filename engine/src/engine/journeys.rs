@@ -422,7 +422,8 @@ impl Engine {
             }
             let mut outbox = Vec::new();
             for effect in result.effects {
-                let actor = Actor::Rule(format!("campaign:{}/{}", campaign.id, step_of(&effect)));
+                // Only tag and score changes name who made them; a send needs no actor.
+                let actor = || Actor::Rule(format!("campaign:{}/{}", campaign.id, step_of(&effect)));
                 match effect {
                     Effect::Send {
                         step,
@@ -448,20 +449,23 @@ impl Engine {
                             created_at: to_micros(now),
                         });
                     }
-                    Effect::Tag { add, remove, .. } => {
-                        for tag in &add {
+                    Effect::Tag {
+                        ref add, ref remove, ..
+                    } => {
+                        let actor = actor();
+                        for tag in add {
                             state.add_tag(tag, TagFamily::of_rule_tag(tag), &actor, now, changes);
                         }
-                        for tag in &remove {
+                        for tag in remove {
                             state.remove_tag(tag, &actor, now, changes);
                         }
                     }
-                    Effect::Score { step, points } => state.add_score(
+                    Effect::Score { ref step, points } => state.add_score(
                         ScoreChange {
                             lead_id: state.lead.id,
                             delta: points,
                             reason: format!("campaign {} step {step}", campaign.id),
-                            actor,
+                            actor: actor(),
                             rule: None,
                             occurred_at: now,
                             at: now,

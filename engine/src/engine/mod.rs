@@ -1426,7 +1426,7 @@ impl LeadBook {
         lead.email = email.map(str::to_owned);
         lead.external_id = ext.map(str::to_owned);
         if let Some(source) = source.filter(|s| !s.trim().is_empty()) {
-            lead.fields.insert("source".into(), source.to_owned());
+            lead.fields.insert("source", source.to_owned());
         }
         Ok(self.push(lead, true))
     }

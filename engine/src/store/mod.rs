@@ -1088,7 +1088,7 @@ impl TryFrom<LeadRow> for Lead {
         let fields = TEXT_FIELDS
             .iter()
             .zip(values)
-            .filter_map(|(name, value)| value.map(|v| (name.to_string(), v)))
+            .filter_map(|(name, value)| value.map(|v| (*name, v)))
             .collect();
         Ok(Lead {
             id: LeadId(row.id),
