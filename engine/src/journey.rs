@@ -406,7 +406,7 @@ pub fn advance(
                         .map(|(_, t)| t.clone())
                         .unwrap_or_else(|| template.clone())
                 };
-                let what = channel.as_str();
+                let via = channel.as_str();
                 match gate {
                     Gate::Defer { until, why } => {
                         enrollment.status = Status::Waiting;
@@ -415,13 +415,13 @@ pub fn advance(
                             &mut journey,
                             &step.id,
                             "deferred",
-                            format!("send {what} deferred to {}: {why}", until.to_rfc3339()),
+                            format!("send {via} deferred to {}: {why}", until.to_rfc3339()),
                         );
                         arrive(&mut journey, !waiting_here);
                         break;
                     }
                     Gate::Skip { why } => {
-                        log(&mut journey, &step.id, "skipped", format!("send {what} skipped: {why}"));
+                        log(&mut journey, &step.id, "skipped", format!("send {via} skipped: {why}"));
                     }
                     Gate::Unreachable { why } => {
                         let chosen = chosen();
@@ -436,7 +436,7 @@ pub fn advance(
                             &mut journey,
                             &step.id,
                             "skipped",
-                            format!("send {what}: {chosen} skipped: {why}"),
+                            format!("send {via}: {chosen} skipped: {why}"),
                         );
                     }
                     Gate::Go => {
@@ -448,7 +448,7 @@ pub fn advance(
                             seq: enrollment.transitions,
                             skipped: None,
                         });
-                        log(&mut journey, &step.id, "sent", format!("send {what}: {chosen}"));
+                        log(&mut journey, &step.id, "sent", format!("send {via}: {chosen}"));
                     }
                 }
                 arrive(&mut journey, !waiting_here);
