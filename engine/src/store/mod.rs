@@ -796,6 +796,10 @@ impl EnrollmentRow {
     }
 }
 
+pub(crate) fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
+    rows.into_iter().map(Lead::try_from).collect()
+}
+
 pub(crate) fn enrollments_from(rows: Vec<EnrollmentRow>) -> StoreResult<Vec<Enrollment>> {
     rows.into_iter().map(EnrollmentRow::into_enrollment).collect()
 }
@@ -1259,21 +1263,13 @@ impl<'a> ChangeRows<'a> {
         }
     }
 
-    /// The tags the batch leaves on their leads (their last change adds them).
-    pub fn tag_adds(&self) -> Vec<&TagChangeRow<'a>> {
+    /// The batch's net tag changes: with `added`, the tags it leaves on their leads (their
+    /// last change adds them); without, the tags it takes off.
+    pub fn net_tags(&self, added: bool) -> Vec<&TagChangeRow<'a>> {
         self.finals
             .iter()
             .map(|&i| &self.tag_log[i])
-            .filter(|r| r.added)
-            .collect()
-    }
-
-    /// The tags the batch takes off their leads.
-    pub fn tag_removes(&self) -> Vec<&TagChangeRow<'a>> {
-        self.finals
-            .iter()
-            .map(|&i| &self.tag_log[i])
-            .filter(|r| !r.added)
+            .filter(|r| r.added == added)
             .collect()
     }
 }
@@ -1292,8 +1288,8 @@ impl ChangeBatches {
         let rows = ChangeRows::of(changes);
         ChangeBatches {
             tag_log: json_batch(&rows.tag_log),
-            tag_adds: json_batch(&rows.tag_adds()),
-            tag_removes: json_batch(&rows.tag_removes()),
+            tag_adds: json_batch(&rows.net_tags(true)),
+            tag_removes: json_batch(&rows.net_tags(false)),
             scores: json_batch(&rows.scores),
             handoffs: json_batch(&rows.handoffs),
         }

@@ -154,10 +154,6 @@ const TIMELINE: [(TimelineKind, &str); 6] = [
     ),
 ];
 
-fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
-    rows.into_iter().map(Lead::try_from).collect()
-}
-
 store_impl!(PgStore {
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
         let at: Option<i64> = sqlx::query_scalar(

@@ -359,10 +359,6 @@ fn json_strings(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-fn leads_from(rows: Vec<LeadRow>) -> StoreResult<Vec<Lead>> {
-    rows.into_iter().map(Lead::try_from).collect()
-}
-
 store_impl!(SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
@@ -888,7 +884,7 @@ impl Tx for SqliteTx {
             },
         )
         .await?;
-        if let Some(json) = json_batch(&rows.tag_removes()) {
+        if let Some(json) = json_batch(&rows.net_tags(false)) {
             sqlx::query(
                 "DELETE FROM lead_tags WHERE (lead_id, tag) IN (SELECT j.value->>'lead_id', j.value->>'tag' FROM jsonb_each(jsonb($1)) AS j)",
             )
@@ -901,7 +897,7 @@ impl Tx for SqliteTx {
             "INSERT INTO lead_tags (lead_id, tag, family, added_at) ",
             " ON CONFLICT (lead_id, tag) DO NOTHING",
             4,
-            &rows.tag_adds(),
+            &rows.net_tags(true),
             |b, r| {
                 b.int(r.lead_id).name(r.tag).name(r.family).int(r.at);
             },
