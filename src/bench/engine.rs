@@ -105,7 +105,7 @@ pub async fn run(options: Options) -> Result<()> {
     eprintln!("{n} leads created in {:.1} s", made.elapsed().as_secs_f64());
 
     // W1: first touch.
-    let phase = Phase::start();
+    let phase = Phase::start("W1");
     let shares = split(&ids, workers);
     let mut tasks = Vec::new();
     for share in shares {
@@ -144,7 +144,7 @@ pub async fn run(options: Options) -> Result<()> {
 
     // W2: the waits end; each enrollment branches and sends.
     clock.advance_to(start + Duration::days(3) + Duration::seconds(1));
-    let phase = Phase::start();
+    let phase = Phase::start("W2");
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let engine = engine.clone();
@@ -322,7 +322,9 @@ struct Phase {
 }
 
 impl Phase {
-    fn start() -> Phase {
+    /// Starts timing a phase; says so on stderr, where a profiler's driver can watch for it.
+    fn start(name: &str) -> Phase {
+        eprintln!("{name}: starting");
         Phase {
             wall: Utc::now(),
             cpu: cpu_seconds(),

@@ -160,6 +160,13 @@ impl Busy {
         let ids = mine.iter().map(|l| l.id.0).collect();
         (mine, Taken(self, ids))
     }
+
+    /// All these leads, those no other pass holds marked as this one's.
+    fn hold(&self, leads: Vec<Lead>) -> (Vec<Lead>, Taken<'_>) {
+        let mut busy = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let ids = leads.iter().map(|l| l.id.0).filter(|id| busy.insert(*id)).collect();
+        (leads, Taken(self, ids))
+    }
 }
 
 impl Drop for Taken<'_> {
@@ -274,9 +281,16 @@ impl Engine {
                 return Ok((JourneyCounts::default(), absent));
             }
             let picked = leads.len();
-            let (leads, _taken) = self.busy.take(leads);
-            // A due lead another pass holds is that pass's to move; a lead asked for by id is
-            // not dropped: the pass is decided again below, after the other has written.
+            let (mut leads, _taken) = self.busy.take(leads);
+            // A lead another pass wrote since this snapshot began shows here as it was. Taken
+            // first, then asked about: a pass that wrote it and let it go before `take` is in
+            // the store's log by then, and one still holding it kept it from this pass.
+            let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+            let stale = self.store.written_since(seq, &ids);
+            leads.retain(|l| !stale.contains(&l.id.0));
+            // A due lead another pass holds or has just moved is that pass's; a lead asked for
+            // by id is not dropped: the pass is decided again below, after the other has
+            // written.
             let whole = leads.len() == picked || matches!(pick, Pick::Due(_));
             if whole && !leads.is_empty() {
                 let plan = self.plan_pass(read.as_mut(), leads, &playbook, now, entry).await?;
@@ -291,13 +305,30 @@ impl Engine {
             tracing::debug!("A pass decided in a snapshot is decided again in the write transaction.");
         }
         let mut tx = self.store.begin().await?;
-        let (leads, absent) = self.pick(tx.as_mut(), &pick, entry, now).await?;
+        // Held here too, or passes deciding in snapshots meanwhile would take the same due
+        // leads and, finding this pass in the log when they come to write, be decided again
+        // in turn. A due lead one of them took since the pick is theirs (picked again, as
+        // they hold it now, if that left none); a lead asked for by id is moved here all the
+        // same, and a pass that took it finds it written.
+        let (leads, absent, _held) = loop {
+            let (leads, absent) = self.pick(tx.as_mut(), &pick, entry, now).await?;
+            if matches!(pick, Pick::Ids(_)) {
+                let (leads, held) = self.busy.hold(leads);
+                break (leads, absent, held);
+            }
+            let picked = leads.len();
+            let (leads, taken) = self.busy.take(leads);
+            if picked == 0 || !leads.is_empty() {
+                break (leads, absent, taken);
+            }
+        };
+        let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+        // Scoped even when empty: a pass that wrote nothing changed nothing a snapshot shows.
+        tx.scope(&ids);
         if leads.is_empty() {
             tx.commit().await?;
             return Ok((JourneyCounts::default(), absent));
         }
-        let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
-        tx.scope(&ids);
         let plan = self.plan_pass(tx.as_mut(), leads, &playbook, now, entry).await?;
         Ok((self.write_pass(tx, plan, &playbook, now).await?, absent))
     }

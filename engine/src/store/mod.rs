@@ -33,7 +33,7 @@ const ERASE: [&str; 13] = [
     "DELETE FROM score_changes WHERE lead_id = $1",
     "DELETE FROM handoff_log WHERE handoff_id IN (SELECT id FROM handoffs WHERE lead_id = $1)",
     "DELETE FROM handoffs WHERE lead_id = $1",
-    "DELETE FROM messages WHERE lead_id = $1",
+    "DELETE FROM messages WHERE enrollment_id IN (SELECT id FROM enrollments WHERE lead_id = $1)",
     "DELETE FROM journey_moves WHERE lead_id = $1",
     "DELETE FROM enrollments WHERE lead_id = $1",
     "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE lead_id = $1)",
@@ -592,6 +592,12 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// any of these leads. Then the pass is decided again in a plain write transaction.
     async fn begin_checked(&self, _seq: i64, _leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
         Ok(None)
+    }
+    /// Of `leads` (read in the snapshot numbered `seq`), those a journey pass of this process
+    /// wrote after that snapshot: the snapshot shows them as they were, and a pass that decided
+    /// them there could not write (see `begin_checked`). Empty where there are no snapshots.
+    fn written_since(&self, _seq: i64, _leads: &[i64]) -> HashSet<i64> {
+        HashSet::new()
     }
 
     async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;

@@ -52,12 +52,13 @@ macro_rules! pacing_impl {
                     let mut q = sqlx::QueryBuilder::<Db>::new(
                         "SELECT lead_id, channel, created_at FROM messages WHERE status NOT IN ('skipped', 'failed') AND created_at > ",
                     );
-                    q.push_bind(since).push(" AND lead_id IN (");
+                    // Through the leads' enrollments: messages have no index by lead.
+                    q.push_bind(since).push(" AND enrollment_id IN (SELECT id FROM enrollments WHERE lead_id IN (");
                     let mut list = q.separated(", ");
                     for id in chunk {
                         list.push_bind(*id);
                     }
-                    q.push(")");
+                    q.push("))");
                     out.extend(q.build_query_as().fetch_all(self.conn()).await.map_err(StoreError::from_sqlx)?);
                 }
                 Ok(out)

@@ -150,7 +150,7 @@ const TIMELINE: [(TimelineKind, &str); 6] = [
     (
         TimelineKind::Message,
         "SELECT id, created_at, jsonb_build_object('message', id, 'campaign', campaign_id, 'step', step, 'channel', channel, 'template', template, 'status', status, 'reason', reason, 'sent_at', sent_at)::text \
-         FROM messages WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+         FROM messages WHERE enrollment_id IN (SELECT id FROM enrollments WHERE lead_id = $1) AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
 ];
 

@@ -57,6 +57,17 @@ impl PassLog {
         self.0.push_back((seq, leads));
     }
 
+    /// Of `leads`, those the passes numbered after `seq` wrote.
+    fn written_since(&self, seq: i64, leads: &[i64]) -> HashSet<i64> {
+        let wanted: HashSet<i64> = leads.iter().copied().collect();
+        self.0
+            .iter()
+            .filter(|(s, _)| *s > seq)
+            .flat_map(|(_, theirs)| theirs.iter().copied())
+            .filter(|id| wanted.contains(id))
+            .collect()
+    }
+
     /// Whether every write transaction numbered `after + 1 .. before` was a journey pass over
     /// none of `leads` (sorted).
     fn disjoint(&self, after: i64, before: i64, leads: &[i64]) -> bool {
@@ -215,7 +226,7 @@ const TIMELINE: [(TimelineKind, &str); 6] = [
     (
         TimelineKind::Message,
         "SELECT id, created_at, json_object('message', id, 'campaign', campaign_id, 'step', step, 'channel', channel, 'template', template, 'status', status, 'reason', reason, 'sent_at', sent_at) \
-         FROM messages WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+         FROM messages WHERE enrollment_id IN (SELECT id FROM enrollments WHERE lead_id = $1) AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
 ];
 
@@ -417,6 +428,13 @@ store_impl!(SqliteStore {
             return Ok(None);
         }
         Ok(Some(Box::new(SqliteTx(tx, Some(turn), Some(pass)))))
+    }
+
+    fn written_since(&self, seq: i64, leads: &[i64]) -> HashSet<i64> {
+        self.passes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .written_since(seq, leads)
     }
 
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
@@ -976,6 +994,27 @@ mod tests {
             log.record(seq, vec![100].into());
         }
         assert!(!log.disjoint(4, 7, &[3]), "5 and 6 fell out of the log");
+    }
+
+    #[test]
+    fn the_leads_written_since_a_snapshot_are_those_of_later_passes() {
+        let mut log = PassLog::default();
+        log.record(5, vec![1, 2].into());
+        log.record(6, vec![2, 7].into());
+        log.record(7, vec![9].into());
+        let since = |seq: i64, leads: &[i64]| {
+            let mut ids: Vec<i64> = log.written_since(seq, leads).into_iter().collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(
+            since(4, &[1, 2, 3, 7]),
+            vec![1, 2, 7],
+            "5 and 6 came after the snapshot"
+        );
+        assert_eq!(since(5, &[1, 2, 3, 7]), vec![2, 7], "5 was in the snapshot");
+        assert_eq!(since(7, &[1, 2, 9]), Vec::<i64>::new(), "nothing came after 7");
+        assert_eq!(since(4, &[]), Vec::<i64>::new());
     }
 
     #[test]
