@@ -312,14 +312,13 @@ impl Engine {
         // same, and a pass that took it finds it written.
         let (leads, absent, _held) = loop {
             let (leads, absent) = self.pick(tx.as_mut(), &pick, entry, now).await?;
-            if matches!(pick, Pick::Ids(_)) {
-                let (leads, held) = self.busy.hold(leads);
-                break (leads, absent, held);
-            }
             let picked = leads.len();
-            let (leads, taken) = self.busy.take(leads);
+            let (leads, held) = match pick {
+                Pick::Due(_) => self.busy.take(leads),
+                Pick::Ids(_) => self.busy.hold(leads),
+            };
             if picked == 0 || !leads.is_empty() {
-                break (leads, absent, taken);
+                break (leads, absent, held);
             }
         };
         let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();

@@ -57,14 +57,18 @@ impl PassLog {
         self.0.push_back((seq, leads));
     }
 
-    /// Of `leads`, those the passes numbered after `seq` wrote.
+    /// Of `leads`, those the passes numbered after `seq` wrote (each pass's leads are sorted).
     fn written_since(&self, seq: i64, leads: &[i64]) -> HashSet<i64> {
-        let wanted: HashSet<i64> = leads.iter().copied().collect();
-        self.0
+        let later: Vec<&[i64]> = self
+            .0
             .iter()
             .filter(|(s, _)| *s > seq)
-            .flat_map(|(_, theirs)| theirs.iter().copied())
-            .filter(|id| wanted.contains(id))
+            .map(|(_, theirs)| &**theirs)
+            .collect();
+        leads
+            .iter()
+            .copied()
+            .filter(|id| later.iter().any(|theirs| theirs.binary_search(id).is_ok()))
             .collect()
     }
 
