@@ -5,7 +5,6 @@
 use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use sha2::Digest;
-use std::collections::HashMap;
 
 use crate::lead::LeadId;
 use crate::playbook::{FrequencyCap, OnCap, QuietHours, Rules, SendChannel, SendWindow};
@@ -55,9 +54,20 @@ pub struct Pacing<'a> {
     rules: &'a Rules,
     lead: LeadId,
     tz: Tz,
-    /// Times of sends by channel, oldest first.
-    sent: HashMap<SendChannel, Vec<DateTime<Utc>>>,
-    unreachable: HashMap<SendChannel, String>,
+    /// Times of sends by channel (see [`slot`]), oldest first.
+    sent: [Vec<DateTime<Utc>>; 3],
+    /// Why the lead cannot get a channel, by channel.
+    unreachable: [Option<String>; 3],
+}
+
+/// A channel's place in a [`Pacing`]'s arrays: one is made for every lead of every pass, and
+/// two hash maps for three channels cost more than the rest of it.
+fn slot(channel: SendChannel) -> usize {
+    match channel {
+        SendChannel::Email => 0,
+        SendChannel::Wechat => 1,
+        SendChannel::Webhook => 2,
+    }
 }
 
 impl<'a> Pacing<'a> {
@@ -66,33 +76,33 @@ impl<'a> Pacing<'a> {
             rules,
             lead,
             tz,
-            sent: HashMap::new(),
-            unreachable: HashMap::new(),
+            sent: Default::default(),
+            unreachable: Default::default(),
         }
     }
 
     /// A send made before this pass (any campaign), that counts against the caps.
     pub fn sent(&mut self, channel: SendChannel, at: DateTime<Utc>) {
-        let times = self.sent.entry(channel).or_default();
+        let times = &mut self.sent[slot(channel)];
         let index = times.partition_point(|t| *t <= at);
         times.insert(index, at);
     }
 
     /// The lead cannot get `channel`, for this reason.
     pub fn unreachable(&mut self, channel: SendChannel, why: impl Into<String>) {
-        self.unreachable.insert(channel, why.into());
+        self.unreachable[slot(channel)] = Some(why.into());
     }
 }
 
 impl Pacer for Pacing<'_> {
     fn gate(&mut self, ask: Ask<'_>, now: DateTime<Utc>) -> Gate {
-        if let Some(why) = self.unreachable.get(&ask.channel) {
+        if let Some(why) = &self.unreachable[slot(ask.channel)] {
             return Gate::Unreachable { why: why.clone() };
         }
         let mut why = Vec::new();
         let mut at = now;
         if let Some(cap) = self.rules.frequency.get(&ask.channel) {
-            let sent = self.sent.get(&ask.channel).map(Vec::as_slice).unwrap_or_default();
+            let sent = self.sent[slot(ask.channel)].as_slice();
             let free = cap_free(sent, *cap, now);
             if free > now {
                 let reached = format!(

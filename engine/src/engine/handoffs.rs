@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
-use super::{load_states, view, Engine, EngineError, EngineResult, LeadView};
+use super::{load_states, view, Engine, EngineError, EngineResult, IdMap, LeadView};
 use crate::clock::to_micros;
 use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member, Refusal};
 use crate::lead::{FieldError, Lead, LeadRef, Stage};
@@ -111,7 +111,7 @@ impl Engine {
     pub(super) async fn write_changes(
         &self,
         tx: &mut dyn Tx,
-        states: &HashMap<i64, LeadState>,
+        states: &IdMap<LeadState>,
         changes: &Changes,
         playbook: &Playbook,
         now: DateTime<Utc>,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::{Engine, EngineError, EngineResult};
+use super::{Engine, EngineError, EngineResult, IdMap};
 use crate::clock::to_micros;
 use crate::condition::EventFact;
 use crate::journey::{advance, entry_matches, may_enter, Effect, Enrollment, JourneyFacts, MessageFact, Status};
@@ -111,10 +111,10 @@ impl Engine {
     pub(super) async fn run_journeys(
         &self,
         tx: &mut dyn Tx,
-        states: &mut HashMap<i64, LeadState>,
+        states: &mut IdMap<LeadState>,
         playbook: &Playbook,
         now: DateTime<Utc>,
-        new_events: &HashMap<i64, Vec<String>>,
+        new_events: &IdMap<Vec<String>>,
         enter: &Entry,
         changes: &mut Changes,
     ) -> EngineResult<JourneyCounts> {
@@ -131,10 +131,10 @@ impl Engine {
     pub(super) async fn decide_journeys(
         &self,
         tx: &mut dyn Tx,
-        states: &mut HashMap<i64, LeadState>,
+        states: &mut IdMap<LeadState>,
         playbook: &Playbook,
         now: DateTime<Utc>,
-        new_events: &HashMap<i64, Vec<String>>,
+        new_events: &IdMap<Vec<String>>,
         enter: &Entry,
         changes: &mut Changes,
     ) -> EngineResult<JourneyMoves> {
@@ -225,12 +225,8 @@ impl Engine {
     }
 
     /// What each open enrollment's messages have seen: opens by people, clicks, responses.
-    async fn message_facts(
-        &self,
-        tx: &mut dyn Tx,
-        open: &[&Enrollment],
-    ) -> EngineResult<HashMap<i64, Vec<MessageFact>>> {
-        let mut out: HashMap<i64, Vec<MessageFact>> = HashMap::new();
+    async fn message_facts(&self, tx: &mut dyn Tx, open: &[&Enrollment]) -> EngineResult<IdMap<Vec<MessageFact>>> {
+        let mut out: IdMap<Vec<MessageFact>> = IdMap::default();
         if open.is_empty() {
             return Ok(out);
         }
@@ -313,7 +309,7 @@ impl Engine {
         tx: &mut dyn Tx,
         state: &mut LeadState,
         history: Vec<Enrollment>,
-        facts: &HashMap<i64, Vec<MessageFact>>,
+        facts: &IdMap<Vec<MessageFact>>,
         pace: &PaceFacts,
         playbook: &Playbook,
         paused: &HashSet<String>,
@@ -525,19 +521,19 @@ fn step_of(effect: &Effect) -> &str {
 /// What pacing needs of a batch of leads: their recent sends (when the playbook caps sends)
 /// and which of their addresses are suppressed.
 pub(super) struct PaceFacts {
-    sent: HashMap<i64, Vec<(SendChannel, DateTime<Utc>)>>,
+    sent: IdMap<Vec<(SendChannel, DateTime<Utc>)>>,
     /// Lead id → why its address is suppressed.
-    suppressed: HashMap<i64, String>,
+    suppressed: IdMap<String>,
 }
 
 /// Loads the pacing facts of the leads in `states`, in the caller's transaction.
 pub(super) async fn pace_facts(
     tx: &mut dyn Tx,
-    states: &HashMap<i64, LeadState>,
+    states: &IdMap<LeadState>,
     playbook: &Playbook,
     now: DateTime<Utc>,
 ) -> EngineResult<PaceFacts> {
-    let mut sent: HashMap<i64, Vec<(SendChannel, DateTime<Utc>)>> = HashMap::new();
+    let mut sent: IdMap<Vec<(SendChannel, DateTime<Utc>)>> = IdMap::default();
     if let Some(per) = playbook.rules.frequency.values().map(|c| c.per).max() {
         let ids: Vec<i64> = states.keys().copied().collect();
         for row in tx.recent_sends(&ids, to_micros(now - per.to_chrono())).await? {
@@ -561,7 +557,7 @@ pub(super) async fn pace_facts(
         }
     }
     let hashes: Vec<String> = leads_of.keys().cloned().collect();
-    let mut suppressed = HashMap::new();
+    let mut suppressed = IdMap::default();
     for s in tx.suppressions(&hashes).await? {
         for lead in leads_of.get(&s.email_hash).into_iter().flatten() {
             suppressed.insert(*lead, s.reason.clone());

@@ -128,9 +128,14 @@ enum Pick<'a> {
     Ids(&'a [i64]),
 }
 
+/// Maps keyed by ids the store assigned (leads, enrollments), which a pass builds and reads
+/// for every lead it holds: FxHash, not SipHash, whose resistance to chosen keys these keys
+/// do not need (SipHash was 2.4% of a wake-and-branch step's instructions).
+pub(crate) type IdMap<V> = HashMap<i64, V, rustc_hash::FxBuildHasher>;
+
 /// A pass decided and not yet written.
 struct PassPlan {
-    states: HashMap<i64, LeadState>,
+    states: IdMap<LeadState>,
     changes: Changes,
     moves: journeys::JourneyMoves,
 }
@@ -138,7 +143,7 @@ struct PassPlan {
 /// Leads taken by a pass of this engine that decided outside the writer's turn and has not
 /// written yet: other passes do not pick them meanwhile.
 #[derive(Default)]
-struct Busy(Mutex<HashSet<i64>>);
+struct Busy(Mutex<HashSet<i64, rustc_hash::FxBuildHasher>>);
 
 /// Leads marked busy, unmarked when dropped.
 struct Taken<'a>(&'a Busy, Vec<i64>);
@@ -248,12 +253,12 @@ impl Engine {
     async fn settle(
         &self,
         tx: &mut dyn Tx,
-        states: &mut HashMap<i64, LeadState>,
+        states: &mut IdMap<LeadState>,
         playbook: &Playbook,
         now: DateTime<Utc>,
         changes: &mut Changes,
     ) -> EngineResult<()> {
-        self.run_journeys(tx, states, playbook, now, &HashMap::new(), &Entry::Triggers, changes)
+        self.run_journeys(tx, states, playbook, now, &IdMap::default(), &Entry::Triggers, changes)
             .await?;
         for state in states.values_mut() {
             state.check_mql(playbook, now, changes);
@@ -377,7 +382,7 @@ impl Engine {
         let mut states = load_states(tx, leads, playbook, now, &[]).await?;
         let mut changes = Changes::default();
         let moves = self
-            .decide_journeys(tx, &mut states, playbook, now, &HashMap::new(), entry, &mut changes)
+            .decide_journeys(tx, &mut states, playbook, now, &IdMap::default(), entry, &mut changes)
             .await?;
         for state in states.values_mut() {
             state.check_mql(playbook, now, &mut changes);
@@ -946,7 +951,7 @@ impl Engine {
             &mut states,
             &playbook,
             now,
-            &HashMap::new(),
+            &IdMap::default(),
             &Entry::Triggers,
             &mut changes,
         )
@@ -1080,7 +1085,7 @@ impl Engine {
         let earliest = per_lead.values().flatten().map(|e| e.occurred_at).min().unwrap_or(now);
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[earliest]).await?;
         let mut changes = Changes::default();
-        let mut new_events: HashMap<i64, Vec<String>> = HashMap::new();
+        let mut new_events: IdMap<Vec<String>> = IdMap::default();
         for (id, state) in states.iter_mut() {
             if fresh_ids.contains(id) {
                 state.dirty = true;
@@ -1267,9 +1272,9 @@ async fn load_states(
     playbook: &Playbook,
     now: DateTime<Utc>,
     event_times: &[DateTime<Utc>],
-) -> Result<HashMap<i64, LeadState>, StoreError> {
+) -> Result<IdMap<LeadState>, StoreError> {
     let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
-    let mut states: HashMap<i64, LeadState> = leads.into_iter().map(|l| (l.id.0, LeadState::new(l))).collect();
+    let mut states: IdMap<LeadState> = leads.into_iter().map(|l| (l.id.0, LeadState::new(l))).collect();
     if ids.is_empty() {
         return Ok(states);
     }

@@ -939,7 +939,8 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()>;
     /// The current tags of these leads.
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>>;
-    /// Every enrollment of these leads, any status (running ones, and past ones for re-entry).
+    /// Every enrollment of these leads, any status (running ones, and past ones for re-entry);
+    /// each lead's in id order.
     async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>>;
     /// Leads with an enrollment due by `now` (waiting, wake-up time passed), outside paused
     /// campaigns and other than `busy` (taken by a pass that has not written yet), earliest
@@ -966,7 +967,7 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>>;
     /// The stored source of a deployed campaign version: (file, YAML).
     async fn campaign_source(&mut self, id: &str, version: &str) -> StoreResult<Option<(String, String)>>;
-    /// The messages these enrollments sent.
+    /// The messages these enrollments sent; each enrollment's in the order they were made.
     async fn load_messages(&mut self, enrollment_ids: &[i64]) -> StoreResult<Vec<SentMessage>>;
     /// Events of these leads of the given types since the given time (`None`: all time).
     async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)])
@@ -1322,7 +1323,7 @@ pub(crate) fn json_batch<T: Serialize>(rows: &[T]) -> Option<String> {
 
 /// Hash of a normalised e-mail, kept after erasure so the person is not contacted again.
 pub fn email_hash(email: &str) -> String {
-    crate::access::key_hash(&format!("suppression:{email}"))
+    crate::access::sha256_hex(&["suppression:", email])
 }
 
 /// Builds a timeline entry from a row: its id, time and a JSON object of its details.

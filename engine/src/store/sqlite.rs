@@ -148,22 +148,37 @@ fn sorted(leads: &[i64]) -> std::sync::Arc<[i64]> {
 /// array of its columns in [`LeadRow`]'s order (serde reads a struct from a sequence), not an
 /// object: no 27 keys to write and parse for every lead.
 static SELECT_LEADS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} FROM leads WHERE id IN (SELECT value FROM json_each($1) \
+         UNION SELECT id FROM leads WHERE email IN (SELECT value FROM json_each($2)) \
+         UNION SELECT id FROM leads WHERE external_id IN (SELECT value FROM json_each($3)))",
+        *LEADS_AS_JSON
+    )
+});
+
+/// Leads by id alone, as every pass reads them: a join over the ids (see [`id_set`]), in id
+/// order, with no `UNION` and no temporary b-tree of ids.
+static SELECT_LEADS_BY_ID: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} FROM json_each($1) AS i CROSS JOIN leads ON leads.id = i.value",
+        *LEADS_AS_JSON
+    )
+});
+
+/// The aggregate that both lead reads select, its columns qualified (the ids' `json_each` has
+/// an `id` too).
+static LEADS_AS_JSON: LazyLock<String> = LazyLock::new(|| {
     let columns: Vec<String> = LEAD_COLUMNS
         .iter()
         .map(|(c, ty)| {
             if *ty == "jsonb" {
-                format!("json({c})")
+                format!("json(leads.{c})")
             } else {
-                (*c).to_owned()
+                format!("leads.{c}")
             }
         })
         .collect();
-    format!(
-        "SELECT json_group_array(json_array({})) FROM leads WHERE id IN (SELECT value FROM json_each($1) \
-         UNION SELECT id FROM leads WHERE email IN (SELECT value FROM json_each($2)) \
-         UNION SELECT id FROM leads WHERE external_id IN (SELECT value FROM json_each($3)))",
-        columns.join(", ")
-    )
+    format!("SELECT json_group_array(json_array({}))", columns.join(", "))
 });
 
 static WRITE_LEADS: LazyLock<String> = LazyLock::new(|| {
@@ -370,6 +385,18 @@ fn json_ids(ids: &[i64]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
+/// Ids sorted and without repeats, as one JSON array, for the hot reads that join over
+/// `json_each` (`… CROSS JOIN t ON t.key = i.value`). `key IN (SELECT value FROM json_each(…))`
+/// first copies the ids into a temporary b-tree; the join reads the array as it stands and
+/// looks each id up in order. Measured on 1,000 ids against 100,000 rows: about 0.25 µs an id
+/// less by rowid, 0.06 µs by an index.
+fn id_set(ids: &[i64]) -> String {
+    let mut set = ids.to_vec();
+    set.sort_unstable();
+    set.dedup();
+    json_ids(&set)
+}
+
 fn json_strings(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
@@ -566,12 +593,19 @@ async fn reserve_ids(tx: &mut Transaction<'static, Sqlite>, table: &'static str,
 #[async_trait]
 impl Tx for SqliteTx {
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>> {
-        let rows: Option<String> = sqlx::query_scalar(AssertSqlSafe(SELECT_LEADS.as_str()))
-            .bind(json_ids(ids))
-            .bind(json_strings(emails))
-            .bind(json_strings(external_ids))
-            .fetch_one(&mut *self.0)
-            .await?;
+        let rows: Option<String> = if emails.is_empty() && external_ids.is_empty() {
+            sqlx::query_scalar(AssertSqlSafe(SELECT_LEADS_BY_ID.as_str()))
+                .bind(id_set(ids))
+                .fetch_one(&mut *self.0)
+                .await?
+        } else {
+            sqlx::query_scalar(AssertSqlSafe(SELECT_LEADS.as_str()))
+                .bind(json_ids(ids))
+                .bind(json_strings(emails))
+                .bind(json_strings(external_ids))
+                .fetch_one(&mut *self.0)
+                .await?
+        };
         json_rows_into(
             rows,
             ids.len() + emails.len() + external_ids.len(),
@@ -620,8 +654,8 @@ impl Tx for SqliteTx {
 
     async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>> {
         let rows: Option<String> =
-            sqlx::query_scalar("SELECT json_group_array(json_array(lead_id, tag, family)) FROM lead_tags WHERE lead_id IN (SELECT value FROM json_each($1))")
-                .bind(json_ids(ids))
+            sqlx::query_scalar("SELECT json_group_array(json_array(t.lead_id, t.tag, t.family)) FROM json_each($1) AS i CROSS JOIN lead_tags AS t ON t.lead_id = i.value")
+                .bind(id_set(ids))
                 .fetch_one(&mut *self.0)
                 .await?;
         let rows: Vec<(i64, String, String)> = json_rows(rows)?;
@@ -632,12 +666,13 @@ impl Tx for SqliteTx {
     }
 
     async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>> {
-        // One JSON row, not a row each through sqlx's worker channel (see `json_rows`).
+        // One JSON row, not a row each through sqlx's worker channel (see `json_rows`), by lead
+        // and then by id: the join walks the sorted leads through `enrollments_lead`.
         let rows: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT json_group_array(json_array({ENROLLMENT_COLUMNS}) ORDER BY id) FROM enrollments \
-             WHERE lead_id IN (SELECT value FROM json_each($1))"
+            "SELECT json_group_array(json_array({ENROLLMENT_COLUMNS})) \
+             FROM (SELECT value AS wanted FROM json_each($1)) AS i CROSS JOIN enrollments ON lead_id = i.wanted"
         )))
-        .bind(json_ids(lead_ids))
+        .bind(id_set(lead_ids))
         .fetch_one(&mut *self.0)
         .await?;
         json_rows_into(rows, lead_ids.len(), EnrollmentRow::into_enrollment)
@@ -646,19 +681,23 @@ impl Tx for SqliteTx {
     async fn due_leads(&mut self, now: i64, paused: &[String], busy: &[i64], limit: i64) -> StoreResult<Vec<i64>> {
         // The earliest due enrollments by the wake-up index (no grouping: that would read every
         // due row for each batch), as one JSON row (see `json_rows`): a row each through sqlx's
-        // worker channel cost about a microsecond a lead, four times the query's own work.
-        let leads: Option<String> = sqlx::query_scalar(
+        // worker channel cost about a microsecond a lead, four times the query's own work. The
+        // index holds the lead, so with no campaign paused no enrollment row is read at all.
+        let sql = if paused.is_empty() {
             "SELECT json_group_array(lead_id ORDER BY wake_at, id) FROM (\
              SELECT lead_id, wake_at, id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
-             AND campaign_id NOT IN (SELECT value FROM json_each($2)) \
-             AND lead_id NOT IN (SELECT value FROM json_each($4)) ORDER BY wake_at LIMIT $3)",
-        )
-        .bind(now)
-        .bind(json_strings(paused))
-        .bind(limit)
-        .bind(json_ids(busy))
-        .fetch_one(&mut *self.0)
-        .await?;
+             AND lead_id NOT IN (SELECT value FROM json_each($3)) ORDER BY wake_at LIMIT $2)"
+        } else {
+            "SELECT json_group_array(lead_id ORDER BY wake_at, id) FROM (\
+             SELECT lead_id, wake_at, id FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
+             AND lead_id NOT IN (SELECT value FROM json_each($3)) \
+             AND campaign_id NOT IN (SELECT value FROM json_each($4)) ORDER BY wake_at LIMIT $2)"
+        };
+        let mut query = sqlx::query_scalar(sql).bind(now).bind(limit).bind(json_ids(busy));
+        if !paused.is_empty() {
+            query = query.bind(json_strings(paused));
+        }
+        let leads: Option<String> = query.fetch_one(&mut *self.0).await?;
         Ok(distinct(json_rows(leads)?))
     }
 
@@ -797,11 +836,13 @@ impl Tx for SqliteTx {
     }
 
     async fn load_messages(&mut self, enrollment_ids: &[i64]) -> StoreResult<Vec<SentMessage>> {
+        // By enrollment and then by seq, the order they were made in: the join walks the sorted
+        // enrollments through the messages' unique (enrollment_id, seq).
         let rows: Option<String> = sqlx::query_scalar(
-            "SELECT json_group_array(json_array(enrollment_id, id, step) ORDER BY id) FROM messages \
-             WHERE enrollment_id IN (SELECT value FROM json_each($1))",
+            "SELECT json_group_array(json_array(enrollment_id, id, step)) \
+             FROM (SELECT value AS wanted FROM json_each($1)) AS i CROSS JOIN messages ON enrollment_id = i.wanted",
         )
-        .bind(json_ids(enrollment_ids))
+        .bind(id_set(enrollment_ids))
         .fetch_one(&mut *self.0)
         .await?;
         json_rows(rows)
@@ -813,11 +854,13 @@ impl Tx for SqliteTx {
         needs: &[(String, Option<i64>)],
     ) -> StoreResult<Vec<(i64, EventFact)>> {
         let rows: Option<String> = sqlx::query_scalar(
-            "SELECT json_group_array(json_array(e.lead_id, e.type, e.occurred_at, json(e.properties))) FROM events e \
-             JOIN json_each($2) n ON e.type = n.value->>'type' AND e.occurred_at >= n.value->>'since' \
-             WHERE e.lead_id IN (SELECT value FROM json_each($1))",
+            // The needs are read out of their JSON once, not for every event they are held against.
+            "WITH n(type, since) AS MATERIALIZED (SELECT value->>'type', value->>'since' FROM json_each($2)) \
+             SELECT json_group_array(json_array(e.lead_id, e.type, e.occurred_at, json(e.properties))) \
+             FROM (SELECT value AS wanted FROM json_each($1)) AS i CROSS JOIN events e ON e.lead_id = i.wanted \
+             CROSS JOIN n ON e.type = n.type AND e.occurred_at >= n.since",
         )
-        .bind(json_ids(ids))
+        .bind(id_set(ids))
         .bind(event_needs_json(needs))
         .fetch_one(&mut *self.0)
         .await?;
