@@ -132,6 +132,8 @@ enum Pick<'a> {
 /// for every lead it holds: FxHash, not SipHash, whose resistance to chosen keys these keys
 /// do not need (SipHash was 2.4% of a wake-and-branch step's instructions).
 pub(crate) type IdMap<V> = HashMap<i64, V, rustc_hash::FxBuildHasher>;
+/// A set of such ids, hashed the same way.
+type IdSet = HashSet<i64, rustc_hash::FxBuildHasher>;
 
 /// A pass decided and not yet written.
 struct PassPlan {
@@ -143,7 +145,7 @@ struct PassPlan {
 /// Leads taken by a pass of this engine that decided outside the writer's turn and has not
 /// written yet: other passes do not pick them meanwhile.
 #[derive(Default)]
-struct Busy(Mutex<HashSet<i64, rustc_hash::FxBuildHasher>>);
+struct Busy(Mutex<IdSet>);
 
 /// Leads marked busy, unmarked when dropped.
 struct Taken<'a>(&'a Busy, Vec<i64>);
