@@ -120,6 +120,7 @@ contract!(
     concurrent_batches_on_the_same_leads_all_land,
     deploys_keep_every_campaign_version,
     an_event_enters_a_campaign_and_its_wait_ends_on_time,
+    a_paused_campaign_runs_no_step_and_resumes_where_it_stopped,
     a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat,
     a_goal_reached_by_an_event_ends_enrollments_mid_wait,
     two_workers_share_due_work_and_no_step_runs_twice,
@@ -1015,6 +1016,37 @@ async fn an_event_enters_a_campaign_and_its_wait_ends_on_time(t: TestEngine) {
     // Registering again does not make a second enrollment (re-entry: never).
     ingest(&t, vec![event("new@x.example", "registered", json!({}))]).await;
     assert_eq!(messages(&t, lead.id).await.len(), 2);
+}
+
+async fn a_paused_campaign_runs_no_step_and_resumes_where_it_stopped(t: TestEngine) {
+    t.engine.deploy_current().await.unwrap();
+    ingest(&t, vec![event("pause@x.example", "registered", json!({}))]).await;
+    let lead = by_email(&t, "pause@x.example").await.lead;
+    t.engine
+        .set_campaign_status("welcome", CampaignStatus::Paused)
+        .await
+        .unwrap();
+    t.clock.advance(Duration::days(2));
+    assert_eq!(t.engine.run_due(100).await.unwrap(), 0, "paused: the wait does not end");
+    assert_eq!(
+        journey(&t, lead.id).await,
+        ["welcome/welcome:sent", "welcome/wait_2d:waiting"]
+    );
+    t.engine
+        .set_campaign_status("welcome", CampaignStatus::Active)
+        .await
+        .unwrap();
+    assert_eq!(t.engine.run_due(100).await.unwrap(), 1, "resumed: the wait ends");
+    assert_eq!(
+        journey(&t, lead.id).await,
+        [
+            "welcome/welcome:sent",
+            "welcome/wait_2d:waiting",
+            "welcome/wait_2d:waited",
+            "welcome/getting_started:sent",
+            "welcome/wait_3d:waiting"
+        ]
+    );
 }
 
 async fn a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat(t: TestEngine) {
