@@ -47,6 +47,11 @@ impl From<StoreError> for EngineError {
 
 pub type EngineResult<T> = Result<T, EngineError>;
 
+/// The most leads one journey pass takes: the runner's due batches and hand enrollment's
+/// chunks. SQLite's multi-row writes hold as many rows a statement, so a pass usually writes
+/// each table in one round trip to the database.
+const PASS_LEADS: usize = 1_000;
+
 /// What enrolling leads by hand did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct EnrollReport {
@@ -234,7 +239,7 @@ impl Engine {
                 Ok(handled) => tracing::debug!(handled, "Handoff timers ran."),
                 Err(e) => tracing::warn!(error = %e, "Running handoff timers failed; retrying."),
             }
-            match self.run_due(1_000).await {
+            match self.run_due(PASS_LEADS as i64).await {
                 Ok(0) => {}
                 Ok(moved) => {
                     tracing::debug!(moved, "Enrollments moved.");
@@ -499,7 +504,7 @@ impl Engine {
         }
         let entry = Entry::Into(campaign.to_owned());
         let mut missing = Vec::new();
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(PASS_LEADS) {
             let (entered, absent) = retrying(|| self.enter_once(&entry, chunk)).await?;
             report.enrolled += entered;
             report.skipped += (chunk.len() - absent.len()).saturating_sub(entered);
@@ -557,7 +562,7 @@ impl Engine {
             match self.next_timer().await? {
                 Some(at) if at <= target => {
                     clock.advance_to(at);
-                    let n = self.run_due(1_000).await? + self.run_timers(1_000).await?;
+                    let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
                     moved += n;
                     if n == 0 && self.next_timer().await? == Some(at) {
                         // Due but not movable (its lead is held elsewhere): do not spin.
@@ -568,7 +573,7 @@ impl Engine {
             }
         }
         clock.advance_to(target);
-        moved += self.run_due(1_000).await?;
+        moved += self.run_due(PASS_LEADS as i64).await?;
         self.run_timers(1_000).await?;
         Ok(moved)
     }

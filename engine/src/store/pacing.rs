@@ -6,6 +6,9 @@ use async_trait::async_trait;
 
 use super::StoreResult;
 
+/// The columns of a [`Suppression`], as both backends select them.
+pub(crate) const SUPPRESSION_COLUMNS: &str = "email_hash, reason, detail, created_at";
+
 /// A recent message that counts against a frequency cap.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RecentSend {
@@ -37,11 +40,15 @@ pub trait PacingTx: Send {
     async fn suppress(&mut self, rows: &[Suppression]) -> StoreResult<()>;
 }
 
-/// Writes an adapter's `impl PacingTx`; the adapter provides `Db` and `fn conn(&mut self)`.
+/// Writes an adapter's `impl PacingTx`; the adapter provides `Db`, `fn conn(&mut self)` and
+/// its own `suppressions` (SQLite joins over a JSON list, PostgreSQL binds one array: neither
+/// binds a parameter per address).
 macro_rules! pacing_impl {
-    ($tx:ty) => {
+    ($tx:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
         impl $crate::store::pacing::PacingTx for $tx {
+            $($own)*
+
             async fn recent_sends(
                 &mut self,
                 lead_ids: &[i64],
@@ -59,25 +66,6 @@ macro_rules! pacing_impl {
                         list.push_bind(*id);
                     }
                     q.push("))");
-                    out.extend(q.build_query_as().fetch_all(self.conn()).await.map_err(StoreError::from_sqlx)?);
-                }
-                Ok(out)
-            }
-
-            async fn suppressions(
-                &mut self,
-                email_hashes: &[String],
-            ) -> StoreResult<Vec<$crate::store::pacing::Suppression>> {
-                let mut out = Vec::new();
-                for chunk in email_hashes.chunks(1_000) {
-                    let mut q = sqlx::QueryBuilder::<Db>::new(
-                        "SELECT email_hash, reason, detail, created_at FROM mail_suppressions WHERE email_hash IN (",
-                    );
-                    let mut list = q.separated(", ");
-                    for hash in chunk {
-                        list.push_bind(hash.clone());
-                    }
-                    q.push(")");
                     out.extend(q.build_query_as().fetch_all(self.conn()).await.map_err(StoreError::from_sqlx)?);
                 }
                 Ok(out)

@@ -234,7 +234,17 @@ impl PgTx {
     }
 }
 
-pacing::pacing_impl!(PgTx);
+pacing::pacing_impl!(PgTx {
+    async fn suppressions(&mut self, email_hashes: &[String]) -> StoreResult<Vec<pacing::Suppression>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {} FROM mail_suppressions WHERE email_hash = ANY($1)",
+            pacing::SUPPRESSION_COLUMNS
+        )))
+        .bind(email_hashes)
+        .fetch_all(self.conn())
+        .await?)
+    }
+});
 
 handoff_impl!(PgStore, PgTx {
     async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {

@@ -31,12 +31,19 @@ const SKIP_LOCKED: &str = "";
 const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1";
 
 pub struct SqliteStore {
+    /// Connections for reads (and the few writes outside numbered transactions).
     pool: SqlitePool,
+    /// The one connection numbered write transactions run on. SQLite drops a connection's page
+    /// cache whenever another connection has written since it last read; writing from one
+    /// connection keeps the writer's cache warm from one transaction to the next. It never
+    /// checkpoints on commit: [`Checkpointer`] does that off the writer's turn.
+    write_pool: SqlitePool,
     /// SQLite has one writer. Write transactions of this process queue here, first come first
     /// served, instead of in SQLite's busy handler, whose sleeps (1, 2, 5, … 100 ms) made the
     /// tail latency of concurrent writes tens of milliseconds. Other processes on the same
     /// file still meet the busy timeout.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    checkpointer: Checkpointer,
     /// The journey passes committed lately, by write sequence number (see `begin_checked`).
     passes: std::sync::Arc<std::sync::Mutex<PassLog>>,
 }
@@ -101,11 +108,21 @@ impl SqliteStore {
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        // Kept open for the store's life: a new connection would start with a cold cache.
+        let write_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.pragma("wal_autocheckpoint", "0"))
+            .await?;
+        let writer = std::sync::Arc::<tokio::sync::Mutex<()>>::default();
         Ok(Self {
+            checkpointer: Checkpointer::spawn(pool.clone(), writer.clone()),
             pool,
-            writer: Default::default(),
+            write_pool,
+            writer,
             passes: Default::default(),
         })
     }
@@ -113,16 +130,22 @@ impl SqliteStore {
     /// A write transaction with the next write sequence number: what every write that changes
     /// what a journey pass reads (leads, their tags, events and ledger, enrollments, messages,
     /// suppressions, campaigns) runs in.
-    async fn numbered_tx(&self) -> StoreResult<(Transaction<'static, Sqlite>, i64)> {
-        let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
+    async fn numbered_tx(&self) -> StoreResult<(WriteTx, i64)> {
+        let mut tx = self.write_pool.begin_with(WRITE_BEGIN).await?;
         let seq: i64 = sqlx::query_scalar("UPDATE write_seq SET seq = seq + 1 RETURNING seq")
             .fetch_one(&mut *tx)
             .await?;
-        Ok((tx, seq))
+        Ok((
+            WriteTx {
+                tx,
+                checkpointer: self.checkpointer.clone(),
+            },
+            seq,
+        ))
     }
 
     /// A numbered write transaction (see `numbered_tx`), for writes outside the `Tx` port.
-    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+    async fn write_tx(&self) -> StoreResult<WriteTx> {
         Ok(self.numbered_tx().await?.0)
     }
 
@@ -132,7 +155,104 @@ impl SqliteStore {
             seq,
             leads: leads.map(sorted),
             log: self.passes.clone(),
+            checkpointer: self.checkpointer.clone(),
         }
+    }
+}
+
+/// A numbered write transaction on the writer connection. It derefs to the connection, as a
+/// sqlx transaction does; committing it wakes the checkpointer.
+struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    checkpointer: Checkpointer,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        self.checkpointer.wake();
+        Ok(())
+    }
+
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// Copies committed pages from the WAL into the database file (a `PASSIVE` checkpoint) after
+/// writes, on a reading connection and outside the writer's turn. SQLite's automatic
+/// checkpoint ran inside the commit that crossed 1,000 pages, with its two `fsync`s, while the
+/// next writer waited: in `bench engine` a tenth of commits took 9-13 ms instead of about one.
+/// A passive checkpoint takes no write lock, so writers go on meanwhile. Wakes that come while
+/// one runs or rests make one more, not one each; it rests a second after copying less than
+/// SQLite's own 1,000 pages (light writes pay two `fsync`s a second at most), a tenth of one
+/// after more. The task ends when the store is dropped.
+///
+/// SQLite starts the WAL over (instead of growing it) only when a writer begins after a
+/// checkpoint copied every frame. Under steady writes the frames written during a checkpoint
+/// outside the turn left it always behind, and the WAL grew to 110 MB in `bench engine`. So
+/// once the WAL holds [`Checkpointer::RESTART_FRAMES`], the checkpoint is run again inside the
+/// writer's turn, where it copies only the frames written meanwhile.
+#[derive(Clone)]
+struct Checkpointer(tokio::sync::mpsc::Sender<()>);
+
+impl Checkpointer {
+    /// The rest after a checkpoint of fewer than `BUSY_FRAMES`, and after one of more.
+    const REST: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(100)];
+    const BUSY_FRAMES: i64 = 1_000;
+    /// SQLite's own automatic checkpoint comes at 1,000 pages; this is four times that (16 MB
+    /// of 4 KiB pages).
+    const RESTART_FRAMES: i64 = 4_000;
+
+    fn spawn(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex<()>>) -> Checkpointer {
+        let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            while woken.recv().await.is_some() {
+                let log = Self::checkpoint(&pool).await.unwrap_or_default();
+                if log >= Self::RESTART_FRAMES {
+                    let _turn = writer.lock().await;
+                    Self::checkpoint(&pool).await;
+                }
+                tokio::time::sleep(Self::REST[usize::from(log >= Self::BUSY_FRAMES)]).await;
+            }
+        });
+        Checkpointer(wake)
+    }
+
+    /// Runs a passive checkpoint; returns the frames in the WAL.
+    async fn checkpoint(pool: &SqlitePool) -> Option<i64> {
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(pool)
+            .await
+        {
+            Ok((busy, log, copied)) => {
+                tracing::debug!(busy, log, copied, "WAL checkpoint");
+                Some(log)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "A WAL checkpoint failed; the next write tries again.");
+                None
+            }
+        }
+    }
+
+    fn wake(&self) {
+        // Full: a checkpoint is already due, and it will copy this write's pages too.
+        let _ = self.0.try_send(());
     }
 }
 
@@ -244,34 +364,44 @@ const TIMELINE: [(TimelineKind, &str); 6] = [
     ),
 ];
 
-/// Rows per statement of a multi-row write. The engine's step writes bind their values
-/// (`INSERT … VALUES (…), (…)`) instead of unpacking a JSON batch: measured on the journey
-/// table, 1.5 µs a row against 4.7 µs for `jsonb_each` over objects, and no JSON to build.
-/// What is left over goes in power-of-two chunks, so that a write has at most eight statement
-/// shapes and each connection's statement cache keeps them prepared.
-const VALUES_CHUNK: usize = 128;
+/// The most rows one statement of a multi-row write holds. The engine's step writes bind their
+/// values (`INSERT … VALUES (…), (…)`) instead of unpacking a JSON batch: measured on the
+/// journey table, 1.5 µs a row against 4.7 µs for `jsonb_each` over objects, and no JSON to
+/// build. A pass of 1,000 leads writes each table in one statement: every statement is a
+/// round trip to the connection's thread, and with two passes in flight on two cores each trip
+/// waited about 0.1 ms to be scheduled (`perf sched latency`), which made a pass's write, at
+/// 128 rows a statement (44 statements), half waiting.
+const VALUES_MAX: usize = 1024;
 
-/// `rows` cut into chunks of [`VALUES_CHUNK`] rows, then of decreasing powers of two.
-fn value_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let n = if rest.len() >= VALUES_CHUNK {
-            VALUES_CHUNK
-        } else {
-            1 << (usize::BITS - 1 - rest.len().leading_zeros())
-        };
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        Some(chunk)
-    })
+/// SQLite's limit on bound parameters in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const MAX_PARAMS: usize = 32_766;
+
+/// The rows of the statement that writes a chunk of `n`: the next power of four, so that a
+/// table has at most six statement shapes and the writer's statement cache keeps them all
+/// prepared. The rows past `n` are padding (see [`write_values`]).
+fn statement_rows(n: usize) -> usize {
+    let mut rows = 1;
+    while rows < n {
+        rows *= 4;
+    }
+    rows
+}
+
+/// `rows` cut into chunks of the most rows a statement of `columns` values a row may hold.
+fn value_chunks<T>(rows: &[T], columns: usize) -> std::slice::Chunks<'_, T> {
+    let mut most = VALUES_MAX;
+    while most > 1 && most * columns > MAX_PARAMS {
+        most /= 4;
+    }
+    rows.chunks(most)
 }
 
 /// `head VALUES (?, …), (?, …) tail` for every chunk of `rows`, each row `columns` values that
-/// `push` binds. An insert (`head` names the columns) or an update from a `VALUES` list (`head`
-/// ends in `FROM (`).
+/// `push` binds, the list padded with rows of NULLs up to [`statement_rows`]. `head` and
+/// `tail` drop the padding: an update joins on the first column (`… FROM (VALUES …) AS v
+/// WHERE t.id = v.column1`, and NULL matches nothing); an insert selects from the list
+/// (`INSERT INTO t (…) SELECT * FROM (VALUES …) WHERE column1 IS NOT NULL`), so the first
+/// column of a real row is never NULL.
 ///
 /// This is the hot write of every engine batch, so it binds without sqlx's `QueryBuilder`: the
 /// text has plain `?` placeholders (no number to format for each), and values are handed over
@@ -284,12 +414,17 @@ async fn write_values<T>(
     rows: &[T],
     push: impl Fn(&mut Binds, &T),
 ) -> StoreResult<()> {
+    debug_assert!(
+        head.contains("column1") || tail.contains("column1"),
+        "a padded write must drop its padding: {head} … {tail}"
+    );
     let mut binds = Binds::default();
-    for chunk in value_chunks(rows) {
-        let mut sql = String::with_capacity(head.len() + tail.len() + 8 + chunk.len() * (columns * 3 + 3));
+    for chunk in value_chunks(rows, columns) {
+        let size = statement_rows(chunk.len());
+        let mut sql = String::with_capacity(head.len() + tail.len() + 8 + size * (columns * 3 + 3));
         sql.push_str(head);
         sql.push_str("VALUES ");
-        for i in 0..chunk.len() {
+        for i in 0..size {
             sql.push_str(if i == 0 { "(" } else { ", (" });
             for c in 0..columns {
                 sql.push_str(if c == 0 { "?" } else { ", ?" });
@@ -297,19 +432,21 @@ async fn write_values<T>(
             sql.push(')');
         }
         sql.push_str(tail);
-        sqlx::Arguments::reserve(&mut binds.args, chunk.len() * columns, 0);
+        sqlx::Arguments::reserve(&mut binds.args, size * columns, 0);
         for row in chunk {
             push(&mut binds, row);
+        }
+        for _ in 0..(size - chunk.len()) * columns {
+            binds.opt_int(None);
         }
         let args = std::mem::take(&mut binds.args);
         if let Some(e) = binds.error.take() {
             return Err(StoreError::Corrupt(format!("a value could not be bound: {e}")));
         }
         let bound = sqlx::Arguments::len(&args);
-        if bound != chunk.len() * columns {
+        if bound != size * columns {
             return Err(StoreError::Corrupt(format!(
-                "{bound} values bound for {} rows of {columns} columns",
-                chunk.len()
+                "{bound} values bound for {size} rows of {columns} columns"
             )));
         }
         sqlx::query_with(AssertSqlSafe(sql), args)
@@ -424,11 +561,11 @@ store_impl!(SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let turn = self.writer.clone().lock_owned().await;
         let (tx, seq) = self.numbered_tx().await?;
-        Ok(Box::new(SqliteTx(tx, Some(turn), Some(self.pass(seq, None)))))
+        Ok(Box::new(SqliteTx(tx.tx, Some(turn), Some(self.pass(seq, None)), None)))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqliteTx(self.pool.begin().await?, None, None)))
+        Ok(Box::new(SqliteTx(self.pool.begin().await?, None, None, None)))
     }
 
     async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
@@ -436,7 +573,7 @@ store_impl!(SqliteStore {
         // The first read starts the snapshot, so the number is the snapshot's own.
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM write_seq").fetch_one(&mut *tx).await?;
         Ok(Some(Snapshot {
-            tx: Box::new(SqliteTx(tx, None, None)),
+            tx: Box::new(SqliteTx(tx, None, None, None)),
             seq,
         }))
     }
@@ -456,7 +593,7 @@ store_impl!(SqliteStore {
             tx.rollback().await?;
             return Ok(None);
         }
-        Ok(Some(Box::new(SqliteTx(tx, Some(turn), Some(pass)))))
+        Ok(Some(Box::new(SqliteTx(tx.tx, Some(turn), Some(pass), None))))
     }
 
     fn written_since(&self, seq: i64, leads: &[i64]) -> HashSet<i64> {
@@ -505,19 +642,23 @@ store_impl!(SqliteStore {
 });
 
 /// A transaction, and for a write transaction this process's turn to write (held until the
-/// transaction is dropped) and its write sequence number.
+/// transaction is dropped) and its write sequence number; then the frozen campaigns once read
+/// (a transaction sees one snapshot, and no `Tx` method changes a campaign's status, so a pass
+/// that asks twice makes one round trip).
 struct SqliteTx(
     Transaction<'static, Sqlite>,
     #[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>,
     Option<Pass>,
+    Option<Vec<String>>,
 );
 
 /// A write transaction's number, and if it is a journey pass, the leads it writes (sorted):
-/// recorded in the pass log when it commits.
+/// recorded in the pass log when it commits, which also wakes the checkpointer.
 struct Pass {
     seq: i64,
     leads: Option<std::sync::Arc<[i64]>>,
     log: std::sync::Arc<std::sync::Mutex<PassLog>>,
+    checkpointer: Checkpointer,
 }
 
 impl SqliteTx {
@@ -526,7 +667,21 @@ impl SqliteTx {
     }
 }
 
-pacing::pacing_impl!(SqliteTx);
+pacing::pacing_impl!(SqliteTx {
+    async fn suppressions(&mut self, email_hashes: &[String]) -> StoreResult<Vec<pacing::Suppression>> {
+        let mut wanted: Vec<&str> = email_hashes.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let wanted = serde_json::to_string(&wanted).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {} FROM {WANTED} CROSS JOIN mail_suppressions ON email_hash = i.wanted",
+            pacing::SUPPRESSION_COLUMNS
+        )))
+        .bind(wanted)
+        .fetch_all(&mut *self.0)
+        .await?)
+    }
+});
 
 handoff_impl!(SqliteStore, SqliteTx {
     async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
@@ -706,11 +861,14 @@ impl Tx for SqliteTx {
     }
 
     async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM campaigns WHERE status <> 'active' ORDER BY id")
-                .fetch_all(&mut *self.0)
-                .await?,
-        )
+        if let Some(frozen) = &self.3 {
+            return Ok(frozen.clone());
+        }
+        let frozen: Vec<String> = sqlx::query_scalar("SELECT id FROM campaigns WHERE status <> 'active' ORDER BY id")
+            .fetch_all(&mut *self.0)
+            .await?;
+        self.3 = Some(frozen.clone());
+        Ok(frozen)
     }
 
     async fn campaign_source(&mut self, id: &str, version: &str) -> StoreResult<Option<(String, String)>> {
@@ -731,8 +889,9 @@ impl Tx for SqliteTx {
         let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
         write_values(
             &mut self.0,
-            "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) ",
-            " ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
+            "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) \
+             SELECT * FROM (",
+            ") WHERE column1 IS NOT NULL ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
              outcome = excluded.outcome, transitions = excluded.transitions, updated_at = excluded.updated_at",
             11,
             &rows,
@@ -781,8 +940,8 @@ impl Tx for SqliteTx {
         if !rows.is_empty() {
             write_values(
                 &mut self.0,
-                "INSERT INTO journey_moves (enrollment_id, lead_id, campaign_id, at, steps) ",
-                "",
+                "INSERT INTO journey_moves (enrollment_id, lead_id, campaign_id, at, steps) SELECT * FROM (",
+                ") WHERE column1 IS NOT NULL",
                 5,
                 &journey_moves(rows)?,
                 |b, m| {
@@ -813,8 +972,9 @@ impl Tx for SqliteTx {
     async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
         write_values(
             &mut self.0,
-            "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) ",
-            " ON CONFLICT (enrollment_id, seq) DO NOTHING",
+            "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
+             SELECT * FROM (",
+            ") WHERE column1 IS NOT NULL ON CONFLICT (enrollment_id, seq) DO NOTHING",
             12,
             rows,
             |b, r| {
@@ -934,8 +1094,8 @@ impl Tx for SqliteTx {
         let rows = ChangeRows::of(changes);
         write_values(
             &mut self.0,
-            "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) ",
-            "",
+            "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) SELECT * FROM (",
+            ") WHERE column1 IS NOT NULL",
             7,
             &rows.tag_log,
             |b, r| {
@@ -959,8 +1119,8 @@ impl Tx for SqliteTx {
         }
         write_values(
             &mut self.0,
-            "INSERT INTO lead_tags (lead_id, tag, family, added_at) ",
-            " ON CONFLICT (lead_id, tag) DO NOTHING",
+            "INSERT INTO lead_tags (lead_id, tag, family, added_at) SELECT * FROM (",
+            ") WHERE column1 IS NOT NULL ON CONFLICT (lead_id, tag) DO NOTHING",
             4,
             &rows.net_tags(true),
             |b, r| {
@@ -970,8 +1130,8 @@ impl Tx for SqliteTx {
         .await?;
         write_values(
             &mut self.0,
-            "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) ",
-            "",
+            "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) SELECT * FROM (",
+            ") WHERE column1 IS NOT NULL",
             8,
             &rows.scores,
             |b, r| {
@@ -1008,15 +1168,16 @@ impl Tx for SqliteTx {
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        let SqliteTx(tx, turn, pass) = *self;
+        let SqliteTx(tx, turn, pass, _) = *self;
         tx.commit().await?;
-        if let Some(Pass {
-            seq,
-            leads: Some(leads),
-            log,
-        }) = pass
-        {
-            log.lock().unwrap_or_else(|p| p.into_inner()).record(seq, leads);
+        if let Some(pass) = pass {
+            if let Some(leads) = pass.leads {
+                pass.log
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(pass.seq, leads);
+            }
+            pass.checkpointer.wake();
         }
         // The turn goes only now, so the next checked writer finds this pass in the log.
         drop(turn);
@@ -1026,7 +1187,7 @@ impl Tx for SqliteTx {
 
 #[cfg(test)]
 mod tests {
-    use super::{value_chunks, PassLog, VALUES_CHUNK};
+    use super::{statement_rows, value_chunks, PassLog, MAX_PARAMS, VALUES_MAX};
 
     #[test]
     fn a_snapshot_stays_valid_only_across_passes_over_other_leads() {
@@ -1066,21 +1227,30 @@ mod tests {
 
     #[test]
     fn value_chunks_cover_every_row_once_in_few_shapes() {
-        for n in [0, 1, 2, 3, 127, 128, 129, 1000, 3_333] {
-            let rows: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = value_chunks(&rows).collect();
-            let joined: Vec<usize> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-            assert_eq!(joined, rows, "{n} rows");
-            for c in &chunks {
-                assert!(
-                    c.len().is_power_of_two() && c.len() <= VALUES_CHUNK,
-                    "a chunk of {} rows",
-                    c.len()
-                );
+        for columns in [1, 12, 40] {
+            for n in [0, 1, 2, 3, 127, 128, 129, 1000, 1024, 1025, 3_333] {
+                let rows: Vec<usize> = (0..n).collect();
+                let chunks: Vec<&[usize]> = value_chunks(&rows, columns).collect();
+                let joined: Vec<usize> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+                assert_eq!(joined, rows, "{n} rows");
+                for c in &chunks {
+                    let size = statement_rows(c.len());
+                    assert!(
+                        size >= c.len() && size < 4 * c.len().max(1),
+                        "{} rows in {size}",
+                        c.len()
+                    );
+                    assert!(
+                        size <= VALUES_MAX && size * columns <= MAX_PARAMS,
+                        "{size} rows of {columns}"
+                    );
+                }
+                if n <= 1000 && columns <= 12 {
+                    assert!(chunks.len() <= 1, "{n} rows of {columns} in one statement");
+                }
             }
-            // Full chunks first, then at most one chunk of each smaller power of two.
-            let small: Vec<usize> = chunks.iter().map(|c| c.len()).filter(|&l| l < VALUES_CHUNK).collect();
-            assert!(small.windows(2).all(|w| w[0] > w[1]), "{n} rows: {small:?}");
         }
+        let shapes: std::collections::BTreeSet<usize> = (1..=VALUES_MAX).map(statement_rows).collect();
+        assert_eq!(shapes.into_iter().collect::<Vec<_>>(), [1, 4, 16, 64, 256, 1024]);
     }
 }
