@@ -1002,21 +1002,21 @@ async fn an_event_enters_a_campaign_and_its_wait_ends_on_time(t: TestEngine) {
     assert_eq!(t.engine.run_due(100).await.unwrap(), 0, "a minute early, nothing moves");
     t.clock.advance(Duration::minutes(1));
     assert_eq!(t.engine.run_due(100).await.unwrap(), 1);
-    assert_eq!(
-        journey(&t, lead.id).await,
-        [
-            "welcome/welcome:sent",
-            "welcome/wait_2d:waiting",
-            "welcome/wait_2d:waited",
-            "welcome/getting_started:sent",
-            "welcome/wait_3d:waiting"
-        ]
-    );
+    assert_eq!(journey(&t, lead.id).await, WELCOME_PAST_FIRST_WAIT);
     assert_eq!(t.engine.run_due(100).await.unwrap(), 0, "nothing runs twice");
     // Registering again does not make a second enrollment (re-entry: never).
     ingest(&t, vec![event("new@x.example", "registered", json!({}))]).await;
     assert_eq!(messages(&t, lead.id).await.len(), 2);
 }
+
+/// The welcome drip's journey once its first wait has ended.
+const WELCOME_PAST_FIRST_WAIT: [&str; 5] = [
+    "welcome/welcome:sent",
+    "welcome/wait_2d:waiting",
+    "welcome/wait_2d:waited",
+    "welcome/getting_started:sent",
+    "welcome/wait_3d:waiting",
+];
 
 async fn a_paused_campaign_runs_no_step_and_resumes_where_it_stopped(t: TestEngine) {
     t.engine.deploy_current().await.unwrap();
@@ -1037,16 +1037,7 @@ async fn a_paused_campaign_runs_no_step_and_resumes_where_it_stopped(t: TestEngi
         .await
         .unwrap();
     assert_eq!(t.engine.run_due(100).await.unwrap(), 1, "resumed: the wait ends");
-    assert_eq!(
-        journey(&t, lead.id).await,
-        [
-            "welcome/welcome:sent",
-            "welcome/wait_2d:waiting",
-            "welcome/wait_2d:waited",
-            "welcome/getting_started:sent",
-            "welcome/wait_3d:waiting"
-        ]
-    );
+    assert_eq!(journey(&t, lead.id).await, WELCOME_PAST_FIRST_WAIT);
 }
 
 async fn a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat(t: TestEngine) {
