@@ -7,7 +7,9 @@ use nurture_engine::access::{key_hash, Role};
 use nurture_engine::engine::{IngestReport, LeadView, Target, Upserted};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{ConsentStatus, LeadId, LeadInput, LeadRef, Stage};
-use nurture_engine::store::{CampaignStatus, CampaignVersion, Idempotency, LeadFilter, TimelineKind};
+use nurture_engine::store::{
+    ActivityRow, CampaignStatus, CampaignVersion, Idempotency, LeadFilter, Store, StoreError, TimelineKind,
+};
 use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
 
@@ -1232,6 +1234,20 @@ async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {
     );
 }
 
+/// Whether a pass over `leads` decided in the snapshot numbered `seq` gets to write: its
+/// transaction begins and commits. A staged transaction (SQLite) finds out only when it comes
+/// to write, and then fails with `Stale`.
+async fn pass_writes(store: &Arc<dyn Store>, seq: i64, leads: &[i64]) -> bool {
+    match store.begin_checked(seq, leads).await.unwrap() {
+        None => false,
+        Some(tx) => match tx.commit().await {
+            Ok(()) => true,
+            Err(StoreError::Stale) => false,
+            Err(e) => panic!("a checked pass failed: {e}"),
+        },
+    }
+}
+
 /// SQLite: a journey pass may decide in a snapshot and write later, if everything committed
 /// meanwhile was a journey pass over other leads. PostgreSQL locks rows instead and offers no
 /// snapshot.
@@ -1239,7 +1255,7 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
     let store = &t.store.store;
     let Some(snapshot) = store.begin_snapshot().await.unwrap() else {
         assert_eq!(store.backend(), "postgres");
-        assert!(store.begin_checked(0, &[1]).await.unwrap().is_none());
+        assert!(!pass_writes(store, 0, &[1]).await);
         return;
     };
     assert_eq!(store.backend(), "sqlite");
@@ -1249,19 +1265,20 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
     pass.scope(&[2, 1]);
     pass.commit().await.unwrap();
     assert!(
-        store.begin_checked(snapshot.seq, &[1, 3]).await.unwrap().is_none(),
+        !pass_writes(store, snapshot.seq, &[1, 3]).await,
         "lead 1 was written since the snapshot"
     );
-    let other = store.begin_checked(snapshot.seq, &[3, 4]).await.unwrap();
-    assert!(other.is_some(), "a pass over other leads does not stop this one");
-    other.unwrap().commit().await.unwrap();
+    assert!(
+        pass_writes(store, snapshot.seq, &[3, 4]).await,
+        "a pass over other leads does not stop this one"
+    );
     // Any write that is not a journey pass stops every pass decided before it.
     let later = store.begin_snapshot().await.unwrap().unwrap();
     drop(later.tx);
-    assert!(store.begin_checked(later.seq, &[9]).await.unwrap().is_some());
+    assert!(pass_writes(store, later.seq, &[9]).await);
     upsert(&t, json!({"email": "changed@x.example"})).await;
     assert!(
-        store.begin_checked(later.seq, &[9]).await.unwrap().is_none(),
+        !pass_writes(store, later.seq, &[9]).await,
         "an upsert committed since the snapshot"
     );
     t.engine.deploy_current().await.unwrap();
@@ -1272,14 +1289,41 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
         .await
         .unwrap();
     assert!(
-        store.begin_checked(before_pause.seq, &[9]).await.unwrap().is_none(),
+        !pass_writes(store, before_pause.seq, &[9]).await,
         "a campaign paused since the snapshot"
     );
     // A write transaction that is dropped takes no number for good.
     let fresh = store.begin_snapshot().await.unwrap().unwrap();
     drop(fresh.tx);
     drop(store.begin().await.unwrap());
-    assert!(store.begin_checked(fresh.seq, &[9]).await.unwrap().is_some());
+    assert!(pass_writes(store, fresh.seq, &[9]).await);
+    // A pass that finds its snapshot out of date only when it comes to write writes nothing
+    // of what it staged; one that is still fresh writes all of it.
+    let Upserted::Created(view) = upsert(&t, json!({"email": "staged@x.example"})).await else {
+        panic!("a new lead")
+    };
+    let mut lead = view.lead;
+    let id = lead.id.0;
+    lead.score = 77;
+    let stale = store.begin_snapshot().await.unwrap().unwrap();
+    drop(stale.tx);
+    let mut pass = store.begin_checked(stale.seq, &[id]).await.unwrap().unwrap();
+    let mut other = store.begin().await.unwrap();
+    other.scope(&[id]);
+    other.commit().await.unwrap();
+    pass.write_lead_activity(&[ActivityRow::from(&lead)]).await.unwrap();
+    assert!(matches!(pass.commit().await, Err(StoreError::Stale)));
+    assert_eq!(
+        by_email(&t, "staged@x.example").await.lead.score,
+        0,
+        "nothing of a stale pass is written"
+    );
+    let now = store.begin_snapshot().await.unwrap().unwrap();
+    drop(now.tx);
+    let mut pass = store.begin_checked(now.seq, &[id]).await.unwrap().unwrap();
+    pass.write_lead_activity(&[ActivityRow::from(&lead)]).await.unwrap();
+    pass.commit().await.unwrap();
+    assert_eq!(by_email(&t, "staged@x.example").await.lead.score, 77);
 }
 
 /// Two runner tasks moving due waits, `batch` leads a pass, until none is due.

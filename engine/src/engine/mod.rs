@@ -309,7 +309,11 @@ impl Engine {
                 read.commit().await?;
                 let ids: Vec<i64> = plan.states.keys().copied().collect();
                 if let Some(tx) = self.store.begin_checked(seq, &ids).await? {
-                    return Ok((self.write_pass(tx, plan, &playbook, now).await?, absent));
+                    match self.write_pass(tx, plan, &playbook, now).await {
+                        // Staged, it found out only when it came to write; it wrote nothing.
+                        Err(EngineError::Store(StoreError::Stale)) => {}
+                        written => return Ok((written?, absent)),
+                    }
                 }
             }
             // Something changed since the snapshot, or another pass holds leads it took: decided

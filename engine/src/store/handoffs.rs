@@ -403,7 +403,7 @@ macro_rules! handoff_impl {
                 .bind(queue)
                 .bind(member)
                 .bind(now)
-                .fetch_optional(self.conn())
+                .fetch_optional(self.conn().await?)
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 row.map(Handoff::try_from).transpose()
@@ -423,7 +423,7 @@ macro_rules! handoff_impl {
                     list.push_bind(*id);
                 }
                 q.push(format!(") ORDER BY id{FOR_UPDATE}"));
-                let rows: Vec<HandoffRow> = q.build_query_as().fetch_all(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                let rows: Vec<HandoffRow> = q.build_query_as().fetch_all(self.conn().await?).await.map_err(StoreError::from_sqlx)?;
                 handoffs_from(rows)
             }
 
@@ -464,7 +464,7 @@ macro_rules! handoff_impl {
                          updated_at = (SELECT updated_at FROM v WHERE v.id = handoffs.id) \
                          WHERE id IN (SELECT id FROM v)",
                     );
-                    q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                    q.build().execute(self.conn().await?).await.map_err(StoreError::from_sqlx)?;
                 }
                 Ok(())
             }
@@ -479,7 +479,7 @@ macro_rules! handoff_impl {
                             .push_bind(e.detail.clone())
                             .push_bind(e.at);
                     });
-                    q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                    q.build().execute(self.conn().await?).await.map_err(StoreError::from_sqlx)?;
                 }
                 Ok(())
             }
@@ -498,7 +498,7 @@ macro_rules! handoff_impl {
                             .push_bind(now)
                             .push_bind(now);
                     });
-                    q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                    q.build().execute(self.conn().await?).await.map_err(StoreError::from_sqlx)?;
                 }
                 Ok(())
             }
@@ -510,7 +510,7 @@ macro_rules! handoff_impl {
                 )))
                 .bind(now)
                 .bind(limit)
-                .fetch_all(self.conn())
+                .fetch_all(self.conn().await?)
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 handoffs_from(rows)
@@ -523,7 +523,7 @@ macro_rules! handoff_impl {
                 )))
                 .bind(now)
                 .bind(limit)
-                .fetch_all(self.conn())
+                .fetch_all(self.conn().await?)
                 .await
                 .map_err(StoreError::from_sqlx)?)
             }
@@ -533,7 +533,7 @@ macro_rules! handoff_impl {
                     "SELECT member, available, capacity, weight, pass FROM queue_members WHERE queue = $1 ORDER BY member{FOR_UPDATE}"
                 )))
                 .bind(queue)
-                .fetch_all(self.conn())
+                .fetch_all(self.conn().await?)
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 let loads: Vec<(String, i64)> = sqlx::query_as(
@@ -542,7 +542,7 @@ macro_rules! handoff_impl {
                      GROUP BY COALESCE(claimed_by, assigned_to)",
                 )
                 .bind(queue)
-                .fetch_all(self.conn())
+                .fetch_all(self.conn().await?)
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 Ok(rows
@@ -574,13 +574,13 @@ macro_rules! handoff_impl {
                     " ON CONFLICT (queue, member) DO UPDATE SET available = excluded.available, capacity = excluded.capacity, \
                      weight = excluded.weight, pass = excluded.pass, updated_at = excluded.updated_at",
                 );
-                q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                q.build().execute(self.conn().await?).await.map_err(StoreError::from_sqlx)?;
                 Ok(())
             }
 
             async fn wanted_events(&mut self) -> StoreResult<Vec<String>> {
                 let lists: Vec<String> = sqlx::query_scalar("SELECT events FROM webhooks WHERE active")
-                    .fetch_all(self.conn())
+                    .fetch_all(self.conn().await?)
                     .await?;
                 let mut wanted: Vec<String> = lists
                     .iter()
@@ -596,7 +596,7 @@ macro_rules! handoff_impl {
                     return Ok(0);
                 }
                 let hooks: Vec<(i64, String)> = sqlx::query_as("SELECT id, events FROM webhooks WHERE active ORDER BY id")
-                    .fetch_all(self.conn())
+                    .fetch_all(self.conn().await?)
                     .await?;
                 let mut rows = Vec::new();
                 for (hook, wanted) in &hooks {
@@ -621,7 +621,7 @@ macro_rules! handoff_impl {
                             .push_bind(at)
                             .push_bind(at);
                     });
-                    q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                    q.build().execute(self.conn().await?).await.map_err(StoreError::from_sqlx)?;
                 }
                 Ok(rows.len())
             }

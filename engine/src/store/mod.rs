@@ -444,6 +444,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not as expected: {0}")]
     Corrupt(String),
+    /// A journey pass decided in a snapshot found, when it came to write, that something
+    /// committed since may have changed what it read (see `Store::begin_checked`). Nothing was
+    /// written; the pass is decided again.
+    #[error("the snapshot a pass was decided in is out of date")]
+    Stale,
 }
 
 impl StoreError {
@@ -590,6 +595,11 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// `seq`, scoped to them (see `Tx::scope`); `None` when something committed since may have
     /// changed what it read: any write that was not a journey pass of this process, or one over
     /// any of these leads. Then the pass is decided again in a plain write transaction.
+    ///
+    /// The transaction may be staged: its writes are bound as they come and run together when
+    /// it commits or first reads, and only then does it take the writer's turn and check the
+    /// snapshot. A staged transaction that finds the snapshot out of date writes nothing and
+    /// fails with [`StoreError::Stale`], and the pass is decided again all the same.
     async fn begin_checked(&self, _seq: i64, _leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
         Ok(None)
     }

@@ -66,7 +66,7 @@ macro_rules! pacing_impl {
                         list.push_bind(*id);
                     }
                     q.push("))");
-                    out.extend(q.build_query_as().fetch_all(self.conn()).await.map_err(StoreError::from_sqlx)?);
+                    out.extend(q.build_query_as().fetch_all(self.conn().await?).await.map_err(StoreError::from_sqlx)?);
                 }
                 Ok(out)
             }
@@ -82,7 +82,7 @@ macro_rules! pacing_impl {
                             .push_bind(s.created_at);
                     });
                     q.push(" ON CONFLICT (email_hash) DO NOTHING");
-                    q.build().execute(self.conn()).await.map_err(StoreError::from_sqlx)?;
+                    q.build().execute(self.conn().await?).await.map_err(StoreError::from_sqlx)?;
                 }
                 Ok(())
             }

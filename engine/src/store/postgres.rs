@@ -229,8 +229,8 @@ struct PgTx {
 }
 
 impl PgTx {
-    fn conn(&mut self) -> &mut sqlx::PgConnection {
-        &mut self.tx
+    async fn conn(&mut self) -> StoreResult<&mut sqlx::PgConnection> {
+        Ok(&mut self.tx)
     }
 }
 
@@ -241,7 +241,7 @@ pacing::pacing_impl!(PgTx {
             pacing::SUPPRESSION_COLUMNS
         )))
         .bind(email_hashes)
-        .fetch_all(self.conn())
+        .fetch_all(self.conn().await?)
         .await?)
     }
 });

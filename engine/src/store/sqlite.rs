@@ -33,16 +33,23 @@ const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1";
 pub struct SqliteStore {
     /// Connections for reads (and the few writes outside numbered transactions).
     pool: SqlitePool,
+    writer: Writer,
+}
+
+/// What a write transaction needs, shared by the store and its staged transactions (see
+/// [`Staged`]), which take their turn only when they come to write.
+#[derive(Clone)]
+struct Writer {
     /// The one connection numbered write transactions run on. SQLite drops a connection's page
     /// cache whenever another connection has written since it last read; writing from one
     /// connection keeps the writer's cache warm from one transaction to the next. It never
     /// checkpoints on commit: [`Checkpointer`] does that off the writer's turn.
-    write_pool: SqlitePool,
+    pool: SqlitePool,
     /// SQLite has one writer. Write transactions of this process queue here, first come first
     /// served, instead of in SQLite's busy handler, whose sleeps (1, 2, 5, … 100 ms) made the
     /// tail latency of concurrent writes tens of milliseconds. Other processes on the same
     /// file still meet the busy timeout.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
     checkpointer: Checkpointer,
     /// The journey passes committed lately, by write sequence number (see `begin_checked`).
     passes: std::sync::Arc<std::sync::Mutex<PassLog>>,
@@ -117,21 +124,30 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options.pragma("wal_autocheckpoint", "0"))
             .await?;
-        let writer = std::sync::Arc::<tokio::sync::Mutex<()>>::default();
+        let turn = std::sync::Arc::<tokio::sync::Mutex<()>>::default();
         Ok(Self {
-            checkpointer: Checkpointer::spawn(pool.clone(), writer.clone()),
+            writer: Writer {
+                checkpointer: Checkpointer::spawn(pool.clone(), turn.clone()),
+                pool: write_pool,
+                turn,
+                passes: Default::default(),
+            },
             pool,
-            write_pool,
-            writer,
-            passes: Default::default(),
         })
     }
 
+    /// A numbered write transaction (see `Writer::numbered_tx`), for writes outside the `Tx` port.
+    async fn write_tx(&self) -> StoreResult<WriteTx> {
+        Ok(self.writer.numbered_tx().await?.0)
+    }
+}
+
+impl Writer {
     /// A write transaction with the next write sequence number: what every write that changes
     /// what a journey pass reads (leads, their tags, events and ledger, enrollments, messages,
     /// suppressions, campaigns) runs in.
     async fn numbered_tx(&self) -> StoreResult<(WriteTx, i64)> {
-        let mut tx = self.write_pool.begin_with(WRITE_BEGIN).await?;
+        let mut tx = self.pool.begin_with(WRITE_BEGIN).await?;
         let seq: i64 = sqlx::query_scalar("UPDATE write_seq SET seq = seq + 1 RETURNING seq")
             .fetch_one(&mut *tx)
             .await?;
@@ -144,19 +160,62 @@ impl SqliteStore {
         ))
     }
 
-    /// A numbered write transaction (see `numbered_tx`), for writes outside the `Tx` port.
-    async fn write_tx(&self) -> StoreResult<WriteTx> {
-        Ok(self.numbered_tx().await?.0)
-    }
-
     /// The write transaction numbered `seq`, of the journey pass over `leads` if any.
-    fn pass(&self, seq: i64, leads: Option<&[i64]>) -> Pass {
+    fn pass(&self, seq: i64, leads: Option<std::sync::Arc<[i64]>>) -> Pass {
         Pass {
             seq,
-            leads: leads.map(sorted),
+            leads,
             log: self.passes.clone(),
             checkpointer: self.checkpointer.clone(),
         }
+    }
+
+    /// This process's turn to write and the transaction numbered after `since`, with its pass
+    /// over `leads`, if every write numbered between was a pass of this process over other
+    /// leads; `None` (the transaction rolled back) if not.
+    async fn begin_checked(
+        &self,
+        since: i64,
+        leads: std::sync::Arc<[i64]>,
+    ) -> StoreResult<Option<(tokio::sync::OwnedMutexGuard<()>, Transaction<'static, Sqlite>, Pass)>> {
+        let turn = self.turn.clone().lock_owned().await;
+        let (tx, next) = self.numbered_tx().await?;
+        // Passes of this process record themselves before they give up the writer's turn, so
+        // every pass numbered before `next` is in the log by now; any other writer is not.
+        let fresh = self
+            .passes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .disjoint(since, next, &leads);
+        if !fresh {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some((turn, tx.tx, self.pass(next, Some(leads)))))
+    }
+
+    /// `n` ids of an AUTOINCREMENT table for a staged pass, in a turn of their own (see
+    /// [`reserve_ids`]); usually one statement.
+    async fn reserve(&self, table: &'static str, n: usize) -> StoreResult<Vec<i64>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let _turn = self.turn.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        let end: Option<i64> =
+            sqlx::query_scalar("UPDATE sqlite_sequence SET seq = seq + ? WHERE name = ? RETURNING seq")
+                .bind(n as i64)
+                .bind(table)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(end) = end {
+            return Ok((end - n as i64 + 1..=end).collect());
+        }
+        // No row yet: the table has never had one.
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, WRITE_BEGIN).await?;
+        let ids = reserve_ids(&mut tx, table, n).await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 }
 
@@ -378,7 +437,7 @@ const MAX_PARAMS: usize = 32_766;
 
 /// The rows of the statement that writes a chunk of `n`: the next power of four, so that a
 /// table has at most six statement shapes and the writer's statement cache keeps them all
-/// prepared. The rows past `n` are padding (see [`write_values`]).
+/// prepared. The rows past `n` are padding (see [`values_sql`]).
 fn statement_rows(n: usize) -> usize {
     let mut rows = 1;
     while rows < n {
@@ -396,18 +455,19 @@ fn value_chunks<T>(rows: &[T], columns: usize) -> std::slice::Chunks<'_, T> {
     rows.chunks(most)
 }
 
-/// `head VALUES (?, …), (?, …) tail` for every chunk of `rows`, each row `columns` values that
-/// `push` binds, the list padded with rows of NULLs up to [`statement_rows`]. `head` and
-/// `tail` drop the padding: an update joins on the first column (`… FROM (VALUES …) AS v
-/// WHERE t.id = v.column1`, and NULL matches nothing); an insert selects from the list
-/// (`INSERT INTO t (…) SELECT * FROM (VALUES …) WHERE column1 IS NOT NULL`), so the first
-/// column of a real row is never NULL.
+/// `head VALUES (?, …), (?, …) tail;` for every chunk of `rows`, appended to `sql`, each row
+/// `columns` values that `push` binds, the list padded with rows of NULLs up to
+/// [`statement_rows`]. `head` and `tail` drop the padding: an update joins on the first column
+/// (`… FROM (VALUES …) AS v WHERE t.id = v.column1`, and NULL matches nothing); an insert
+/// selects from the list (`INSERT INTO t (…) SELECT * FROM (VALUES …) WHERE column1 IS NOT
+/// NULL`), so the first column of a real row is never NULL.
 ///
 /// This is the hot write of every engine batch, so it binds without sqlx's `QueryBuilder`: the
 /// text has plain `?` placeholders (no number to format for each), and values are handed over
 /// without copies (see [`Binds`]).
-async fn write_values<T>(
-    conn: &mut sqlx::SqliteConnection,
+fn values_sql<T>(
+    sql: &mut String,
+    binds: &mut Binds,
     head: &str,
     tail: &str,
     columns: usize,
@@ -418,10 +478,13 @@ async fn write_values<T>(
         head.contains("column1") || tail.contains("column1"),
         "a padded write must drop its padding: {head} … {tail}"
     );
-    let mut binds = Binds::default();
+    debug_assert!(
+        !head.contains('$') && !tail.contains('$'),
+        "staged statements take `?` parameters: {head} … {tail}"
+    );
     for chunk in value_chunks(rows, columns) {
         let size = statement_rows(chunk.len());
-        let mut sql = String::with_capacity(head.len() + tail.len() + 8 + size * (columns * 3 + 3));
+        sql.reserve(head.len() + tail.len() + 10 + size * (columns * 3 + 3));
         sql.push_str(head);
         sql.push_str("VALUES ");
         for i in 0..size {
@@ -432,32 +495,26 @@ async fn write_values<T>(
             sql.push(')');
         }
         sql.push_str(tail);
+        sql.push_str(";\n");
+        let before = sqlx::Arguments::len(&binds.args);
         sqlx::Arguments::reserve(&mut binds.args, size * columns, 0);
         for row in chunk {
-            push(&mut binds, row);
+            push(binds, row);
         }
         for _ in 0..(size - chunk.len()) * columns {
             binds.opt_int(None);
         }
-        let args = std::mem::take(&mut binds.args);
-        if let Some(e) = binds.error.take() {
-            return Err(StoreError::Corrupt(format!("a value could not be bound: {e}")));
-        }
-        let bound = sqlx::Arguments::len(&args);
+        let bound = sqlx::Arguments::len(&binds.args) - before;
         if bound != size * columns {
             return Err(StoreError::Corrupt(format!(
                 "{bound} values bound for {size} rows of {columns} columns"
             )));
         }
-        sqlx::query_with(AssertSqlSafe(sql), args)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::from_sqlx)?;
     }
     Ok(())
 }
 
-/// One multi-row statement's values, in order. sqlx copies a bound `&str` into a new `String`
+/// The values of one or more statements, in order. sqlx copies a bound `&str` into a new `String`
 /// in a new `Arc`; here a short string that recurs from row to row (campaign id, step, status)
 /// is one shared `Arc<str>` for the whole write, and any other string costs one allocation.
 #[derive(Default)]
@@ -501,6 +558,18 @@ impl Binds {
             }
         };
         self.add(shared)
+    }
+
+    /// Runs `sql` (one statement or several) with these values.
+    async fn execute(self, sql: String, conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+        if let Some(e) = self.error {
+            return Err(StoreError::Corrupt(format!("a value could not be bound: {e}")));
+        }
+        sqlx::query_with(AssertSqlSafe(sql), self.args)
+            .execute(conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
     }
 
     /// A string of this row alone (a detail, a reason).
@@ -559,13 +628,13 @@ store_impl!(SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let turn = self.writer.clone().lock_owned().await;
-        let (tx, seq) = self.numbered_tx().await?;
-        Ok(Box::new(SqliteTx(tx.tx, Some(turn), Some(self.pass(seq, None)), None)))
+        let turn = self.writer.turn.clone().lock_owned().await;
+        let (tx, seq) = self.writer.numbered_tx().await?;
+        Ok(Box::new(SqliteTx::new(tx.tx, Some(turn), Some(self.writer.pass(seq, None)))))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqliteTx(self.pool.begin().await?, None, None, None)))
+        Ok(Box::new(SqliteTx::new(self.pool.begin().await?, None, None)))
     }
 
     async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
@@ -573,31 +642,31 @@ store_impl!(SqliteStore {
         // The first read starts the snapshot, so the number is the snapshot's own.
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM write_seq").fetch_one(&mut *tx).await?;
         Ok(Some(Snapshot {
-            tx: Box::new(SqliteTx(tx, None, None, None)),
+            tx: Box::new(SqliteTx::new(tx, None, None)),
             seq,
         }))
     }
 
     async fn begin_checked(&self, seq: i64, leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
-        let turn = self.writer.clone().lock_owned().await;
-        let (tx, next) = self.numbered_tx().await?;
-        let pass = self.pass(next, Some(leads));
-        // Passes of this process record themselves before they give up the writer's turn, so
-        // every pass numbered before `next` is in the log by now; any other writer is not.
-        let fresh = self
-            .passes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .disjoint(seq, next, pass.leads.as_deref().unwrap_or_default());
-        if !fresh {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        Ok(Some(Box::new(SqliteTx(tx.tx, Some(turn), Some(pass), None))))
+        // Staged: the writes are bound outside the writer's turn (see `Staged`).
+        Ok(Some(Box::new(SqliteTx {
+            tx: None,
+            turn: None,
+            pass: None,
+            frozen: None,
+            staged: Some(Staged {
+                writer: self.writer.clone(),
+                since: seq,
+                leads: sorted(leads),
+                sql: String::new(),
+                binds: Binds::default(),
+            }),
+        })))
     }
 
     fn written_since(&self, seq: i64, leads: &[i64]) -> HashSet<i64> {
-        self.passes
+        self.writer
+            .passes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .written_since(seq, leads)
@@ -645,12 +714,30 @@ store_impl!(SqliteStore {
 /// transaction is dropped) and its write sequence number; then the frozen campaigns once read
 /// (a transaction sees one snapshot, and no `Tx` method changes a campaign's status, so a pass
 /// that asks twice makes one round trip).
-struct SqliteTx(
-    Transaction<'static, Sqlite>,
-    #[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>,
-    Option<Pass>,
-    Option<Vec<String>>,
-);
+struct SqliteTx {
+    /// `None` while staged, and after a staged pass found its snapshot out of date.
+    tx: Option<Transaction<'static, Sqlite>>,
+    #[allow(dead_code)]
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    pass: Option<Pass>,
+    frozen: Option<Vec<String>>,
+    staged: Option<Staged>,
+}
+
+/// The writes of a journey pass decided in a snapshot, bound before it takes the writer's turn.
+/// Binding a pass's rows (a few milliseconds for 1,000 leads) used to happen inside the turn,
+/// with every statement a round trip to the writer connection's thread; staged, the turn is
+/// `BEGIN`, the write sequence number, one multi-statement execution and `COMMIT`, while
+/// another pass binds its rows meanwhile on the other core. The statements use `?` parameters
+/// only: sqlx binds a multi-statement text's values in order, statement after statement.
+struct Staged {
+    writer: Writer,
+    /// The write sequence number of the snapshot the pass was decided in.
+    since: i64,
+    leads: std::sync::Arc<[i64]>,
+    sql: String,
+    binds: Binds,
+}
 
 /// A write transaction's number, and if it is a journey pass, the leads it writes (sorted):
 /// recorded in the pass log when it commits, which also wakes the checkpointer.
@@ -662,8 +749,80 @@ struct Pass {
 }
 
 impl SqliteTx {
-    fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.0
+    fn new(
+        tx: Transaction<'static, Sqlite>,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        pass: Option<Pass>,
+    ) -> Self {
+        SqliteTx {
+            tx: Some(tx),
+            turn,
+            pass,
+            frozen: None,
+            staged: None,
+        }
+    }
+
+    /// The transaction's connection; a staged transaction takes its turn here and runs what it
+    /// staged first.
+    async fn conn(&mut self) -> StoreResult<&mut sqlx::SqliteConnection> {
+        if let Some(staged) = self.staged.take() {
+            let Staged {
+                writer,
+                since,
+                leads,
+                sql,
+                binds,
+            } = staged;
+            let Some((turn, mut tx, pass)) = writer.begin_checked(since, leads).await? else {
+                return Err(StoreError::Stale);
+            };
+            if !sql.is_empty() {
+                binds.execute(sql, &mut tx).await?;
+            }
+            (self.tx, self.turn, self.pass) = (Some(tx), Some(turn), Some(pass));
+        }
+        match &mut self.tx {
+            Some(tx) => Ok(&mut **tx),
+            None => Err(StoreError::Stale),
+        }
+    }
+
+    /// Writes `rows` through [`values_sql`], at once or, staged, at the turn.
+    async fn write_values<T>(
+        &mut self,
+        head: &str,
+        tail: &str,
+        columns: usize,
+        rows: &[T],
+        push: impl Fn(&mut Binds, &T),
+    ) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if let Some(staged) = &mut self.staged {
+            return values_sql(&mut staged.sql, &mut staged.binds, head, tail, columns, rows, push);
+        }
+        let (mut sql, mut binds) = (String::new(), Binds::default());
+        values_sql(&mut sql, &mut binds, head, tail, columns, rows, push)?;
+        binds.execute(sql, self.conn().await?).await
+    }
+
+    /// One statement with `?` parameters that `bind` binds, at once or, staged, at the turn.
+    async fn write(&mut self, statement: &str, bind: impl FnOnce(&mut Binds)) -> StoreResult<()> {
+        debug_assert!(
+            !statement.contains('$'),
+            "staged statements take `?` parameters: {statement}"
+        );
+        if let Some(staged) = &mut self.staged {
+            staged.sql.push_str(statement);
+            staged.sql.push_str(";\n");
+            bind(&mut staged.binds);
+            return Ok(());
+        }
+        let mut binds = Binds::default();
+        bind(&mut binds);
+        binds.execute(statement.to_owned(), self.conn().await?).await
     }
 }
 
@@ -678,7 +837,7 @@ pacing::pacing_impl!(SqliteTx {
             pacing::SUPPRESSION_COLUMNS
         )))
         .bind(wanted)
-        .fetch_all(&mut *self.0)
+        .fetch_all(self.conn().await?)
         .await?)
     }
 });
@@ -700,7 +859,7 @@ handoff_impl!(SqliteStore, SqliteTx {
         .bind(json_strings(members))
         .bind(members.len() as i64)
         .bind(now)
-        .fetch_all(&mut *self.0)
+        .fetch_all(self.conn().await?)
         .await
         .map_err(StoreError::from_sqlx)?;
         let mut out: Vec<Option<Handoff>> = vec![None; members.len()];
@@ -718,26 +877,26 @@ handoff_impl!(SqliteStore, SqliteTx {
 /// Reserves `n` ids of an AUTOINCREMENT table. Inside BEGIN IMMEDIATE no other writer runs, so
 /// the ids after the sequence are ours; the sequence row is moved past them at once so later
 /// reservations in this transaction do not hand them out again.
-async fn reserve_ids(tx: &mut Transaction<'static, Sqlite>, table: &'static str, n: usize) -> StoreResult<Vec<i64>> {
+async fn reserve_ids(tx: &mut sqlx::SqliteConnection, table: &'static str, n: usize) -> StoreResult<Vec<i64>> {
     if n == 0 {
         return Ok(Vec::new());
     }
     let last: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), (SELECT MAX(id) FROM {table}), 0)"
     )))
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     let end = last + n as i64;
     let updated = sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = $2")
         .bind(end)
         .bind(table)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     if updated.rows_affected() == 0 {
         sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
             .bind(table)
             .bind(end)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     Ok((last + 1..=end).collect())
@@ -749,14 +908,14 @@ impl Tx for SqliteTx {
         let rows: Option<String> = if emails.is_empty() && external_ids.is_empty() {
             sqlx::query_scalar(AssertSqlSafe(SELECT_LEADS_BY_ID.as_str()))
                 .bind(id_set(ids))
-                .fetch_one(&mut *self.0)
+                .fetch_one(self.conn().await?)
                 .await?
         } else {
             sqlx::query_scalar(AssertSqlSafe(SELECT_LEADS.as_str()))
                 .bind(json_ids(ids))
                 .bind(json_strings(emails))
                 .bind(json_strings(external_ids))
-                .fetch_one(&mut *self.0)
+                .fetch_one(self.conn().await?)
                 .await?
         };
         json_rows_into(
@@ -772,7 +931,7 @@ impl Tx for SqliteTx {
     }
 
     async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
-        reserve_ids(&mut self.0, "leads", n).await
+        reserve_ids(self.conn().await?, "leads", n).await
     }
 
     async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()> {
@@ -780,7 +939,7 @@ impl Tx for SqliteTx {
             let rows: Vec<LeadRow> = chunk.iter().map(LeadRow::from).collect();
             sqlx::query(AssertSqlSafe(WRITE_LEADS.as_str()))
                 .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-                .execute(&mut *self.0)
+                .execute(self.conn().await?)
                 .await
                 .map_err(StoreError::from_sqlx)?;
         }
@@ -788,8 +947,7 @@ impl Tx for SqliteTx {
     }
 
     async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()> {
-        write_values(
-            &mut self.0,
+        self.write_values(
             "UPDATE leads SET score = v.column2, stage = v.column3, last_activity_at = v.column4, updated_at = v.column5 FROM (",
             ") AS v WHERE leads.id = v.column1",
             5,
@@ -809,7 +967,7 @@ impl Tx for SqliteTx {
         let rows: Option<String> =
             sqlx::query_scalar(AssertSqlSafe(format!("SELECT json_group_array(json_array(lead_id, tag, family)) FROM {WANTED} CROSS JOIN lead_tags ON lead_id = i.wanted")))
                 .bind(id_set(ids))
-                .fetch_one(&mut *self.0)
+                .fetch_one(self.conn().await?)
                 .await?;
         let rows: Vec<(i64, String, String)> = json_rows(rows)?;
         Ok(rows
@@ -826,7 +984,7 @@ impl Tx for SqliteTx {
              FROM {WANTED} CROSS JOIN enrollments ON lead_id = i.wanted"
         )))
         .bind(id_set(lead_ids))
-        .fetch_one(&mut *self.0)
+        .fetch_one(self.conn().await?)
         .await?;
         json_rows_into(rows, lead_ids.len(), EnrollmentRow::into_enrollment)
     }
@@ -852,7 +1010,7 @@ impl Tx for SqliteTx {
         if !paused.is_empty() {
             query = query.bind(json_strings(paused));
         }
-        let leads: Option<String> = query.fetch_one(&mut *self.0).await?;
+        let leads: Option<String> = query.fetch_one(self.conn().await?).await?;
         Ok(distinct(json_rows(leads)?))
     }
 
@@ -861,13 +1019,13 @@ impl Tx for SqliteTx {
     }
 
     async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>> {
-        if let Some(frozen) = &self.3 {
+        if let Some(frozen) = &self.frozen {
             return Ok(frozen.clone());
         }
         let frozen: Vec<String> = sqlx::query_scalar("SELECT id FROM campaigns WHERE status <> 'active' ORDER BY id")
-            .fetch_all(&mut *self.0)
+            .fetch_all(self.conn().await?)
             .await?;
-        self.3 = Some(frozen.clone());
+        self.frozen = Some(frozen.clone());
         Ok(frozen)
     }
 
@@ -876,19 +1034,21 @@ impl Tx for SqliteTx {
             sqlx::query_as("SELECT file, source FROM campaign_versions WHERE campaign_id = $1 AND version = $2")
                 .bind(id)
                 .bind(version)
-                .fetch_optional(&mut *self.0)
+                .fetch_optional(self.conn().await?)
                 .await?,
         )
     }
 
     async fn reserve_enrollment_ids(&mut self, n: usize) -> StoreResult<Vec<i64>> {
-        reserve_ids(&mut self.0, "enrollments", n).await
+        if let Some(staged) = &self.staged {
+            return staged.writer.reserve("enrollments", n).await;
+        }
+        reserve_ids(self.conn().await?, "enrollments", n).await
     }
 
     async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
         let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
-        write_values(
-            &mut self.0,
+        self.write_values(
             "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, wake_at, outcome, transitions, entered_at, updated_at) \
              SELECT * FROM (",
             ") WHERE column1 IS NOT NULL ON CONFLICT (id) DO UPDATE SET step = excluded.step, status = excluded.status, wake_at = excluded.wake_at, \
@@ -917,8 +1077,7 @@ impl Tx for SqliteTx {
         // indexes whose condition names it: measured on 100,000 enrollments, 1.5-2.3 µs a row
         // without it against 3-4.8 µs with it.
         let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
-        write_values(
-            &mut self.0,
+        self.write_values(
             "UPDATE enrollments SET step = v.column2, wake_at = v.column3, outcome = v.column4, \
              transitions = v.column5, updated_at = v.column6 FROM (",
             ") AS v WHERE enrollments.id = v.column1",
@@ -938,8 +1097,7 @@ impl Tx for SqliteTx {
 
     async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()> {
         if !rows.is_empty() {
-            write_values(
-                &mut self.0,
+            self.write_values(
                 "INSERT INTO journey_moves (enrollment_id, lead_id, campaign_id, at, steps) SELECT * FROM (",
                 ") WHERE column1 IS NOT NULL",
                 5,
@@ -956,22 +1114,22 @@ impl Tx for SqliteTx {
             // One writer at a time on SQLite: one shard.
             let deltas =
                 serde_json::to_string(&step_count_deltas(rows)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(
+            self.write(
                 "INSERT INTO step_counts (campaign_id, step, outcome, shard, entered, lines) \
-                 SELECT j.value->>0, j.value->>1, j.value->>2, 0, j.value->>3, j.value->>4 FROM json_each($1) AS j WHERE true \
+                 SELECT j.value->>0, j.value->>1, j.value->>2, 0, j.value->>3, j.value->>4 FROM json_each(?) AS j WHERE true \
                  ON CONFLICT (campaign_id, step, outcome, shard) DO UPDATE SET \
                  entered = step_counts.entered + excluded.entered, lines = step_counts.lines + excluded.lines",
+                |b| {
+                    b.add(deltas);
+                },
             )
-            .bind(deltas)
-            .execute(&mut *self.0)
             .await?;
         }
         Ok(())
     }
 
     async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
-        write_values(
-            &mut self.0,
+        self.write_values(
             "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
              SELECT * FROM (",
             ") WHERE column1 IS NOT NULL ON CONFLICT (enrollment_id, seq) DO NOTHING",
@@ -1003,7 +1161,7 @@ impl Tx for SqliteTx {
              FROM {WANTED} CROSS JOIN messages ON enrollment_id = i.wanted"
         )))
         .bind(id_set(enrollment_ids))
-        .fetch_one(&mut *self.0)
+        .fetch_one(self.conn().await?)
         .await?;
         json_rows(rows)
     }
@@ -1022,7 +1180,7 @@ impl Tx for SqliteTx {
         )))
         .bind(id_set(ids))
         .bind(event_needs_json(needs))
-        .fetch_one(&mut *self.0)
+        .fetch_one(self.conn().await?)
         .await?;
         let rows: Vec<(i64, String, i64, Map<String, Value>)> = json_rows(rows)?;
         Ok(rows
@@ -1053,7 +1211,7 @@ impl Tx for SqliteTx {
         .bind(json_ids(ids))
         .bind(json_strings(rules))
         .bind(since)
-        .fetch_one(&mut *self.0)
+        .fetch_one(self.conn().await?)
         .await?;
         json_rows(rows)
     }
@@ -1066,7 +1224,7 @@ impl Tx for SqliteTx {
             "SELECT email_hash FROM suppressions WHERE email_hash IN (SELECT value FROM json_each($1))",
         )
         .bind(json_strings(email_hashes))
-        .fetch_all(&mut *self.0)
+        .fetch_all(self.conn().await?)
         .await?;
         Ok(rows.into_iter().collect())
     }
@@ -1081,7 +1239,7 @@ impl Tx for SqliteTx {
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
             )
             .bind(serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            .fetch_all(&mut *self.0)
+            .fetch_all(self.conn().await?)
             .await?;
             inserted.extend(keys.into_iter().flatten());
         }
@@ -1089,11 +1247,10 @@ impl Tx for SqliteTx {
     }
 
     async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<Opened>> {
-        // Tag and score rows are bound as values (see `write_values`), like the step writes;
+        // Tag and score rows are bound as values (see `values_sql`), like the step writes;
         // removals are rare and stay one JSON batch.
         let rows = ChangeRows::of(changes);
-        write_values(
-            &mut self.0,
+        self.write_values(
             "INSERT INTO tag_changes (lead_id, tag, family, added, actor_kind, actor, at) SELECT * FROM (",
             ") WHERE column1 IS NOT NULL",
             7,
@@ -1110,15 +1267,15 @@ impl Tx for SqliteTx {
         )
         .await?;
         if let Some(json) = json_batch(&rows.net_tags(false)) {
-            sqlx::query(
-                "DELETE FROM lead_tags WHERE (lead_id, tag) IN (SELECT j.value->>'lead_id', j.value->>'tag' FROM jsonb_each(jsonb($1)) AS j)",
+            self.write(
+                "DELETE FROM lead_tags WHERE (lead_id, tag) IN (SELECT j.value->>'lead_id', j.value->>'tag' FROM jsonb_each(jsonb(?)) AS j)",
+                |b| {
+                    b.add(json);
+                },
             )
-            .bind(json)
-            .execute(&mut *self.0)
             .await?;
         }
-        write_values(
-            &mut self.0,
+        self.write_values(
             "INSERT INTO lead_tags (lead_id, tag, family, added_at) SELECT * FROM (",
             ") WHERE column1 IS NOT NULL ON CONFLICT (lead_id, tag) DO NOTHING",
             4,
@@ -1128,8 +1285,7 @@ impl Tx for SqliteTx {
             },
         )
         .await?;
-        write_values(
-            &mut self.0,
+        self.write_values(
             "INSERT INTO score_changes (lead_id, delta, reason, actor_kind, actor, rule, occurred_at, at) SELECT * FROM (",
             ") WHERE column1 IS NOT NULL",
             8,
@@ -1157,19 +1313,23 @@ impl Tx for SqliteTx {
              FROM jsonb_each(jsonb($1)) AS j WHERE true ON CONFLICT DO NOTHING RETURNING id, lead_id, queue",
         )
         .bind(json)
-        .fetch_all(&mut *self.0)
+        .fetch_all(self.conn().await?)
         .await?)
     }
 
     fn scope(&mut self, leads: &[i64]) {
-        if let Some(pass) = &mut self.2 {
+        if let Some(pass) = &mut self.pass {
             pass.leads = Some(sorted(leads));
         }
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        let SqliteTx(tx, turn, pass, _) = *self;
-        tx.commit().await?;
+        let mut this = *self;
+        if this.staged.is_some() {
+            this.conn().await?;
+        }
+        let SqliteTx { tx, turn, pass, .. } = this;
+        tx.ok_or(StoreError::Stale)?.commit().await?;
         if let Some(pass) = pass {
             if let Some(leads) = pass.leads {
                 pass.log
