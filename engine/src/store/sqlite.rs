@@ -194,24 +194,17 @@ impl Writer {
         Ok(Some((turn, tx.tx, self.pass(next, Some(leads)))))
     }
 
-    /// `n` ids of an AUTOINCREMENT table for a staged pass, in a turn of their own (see
-    /// [`reserve_ids`]); usually one statement.
+    /// `n` ids of an AUTOINCREMENT table for a staged pass, in a turn of their own: usually one
+    /// statement ([`bump_sequence`]), else a transaction of [`reserve_ids`].
     async fn reserve(&self, table: &'static str, n: usize) -> StoreResult<Vec<i64>> {
         if n == 0 {
             return Ok(Vec::new());
         }
         let _turn = self.turn.lock().await;
         let mut conn = self.pool.acquire().await?;
-        let end: Option<i64> =
-            sqlx::query_scalar("UPDATE sqlite_sequence SET seq = seq + ? WHERE name = ? RETURNING seq")
-                .bind(n as i64)
-                .bind(table)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(end) = end {
-            return Ok((end - n as i64 + 1..=end).collect());
+        if let Some(ids) = bump_sequence(&mut conn, table, n).await? {
+            return Ok(ids);
         }
-        // No row yet: the table has never had one.
         let mut tx = sqlx::Connection::begin_with(&mut *conn, WRITE_BEGIN).await?;
         let ids = reserve_ids(&mut tx, table, n).await?;
         tx.commit().await?;
@@ -883,25 +876,35 @@ async fn reserve_ids(tx: &mut sqlx::SqliteConnection, table: &'static str, n: us
     if n == 0 {
         return Ok(Vec::new());
     }
-    let last: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{table}'), (SELECT MAX(id) FROM {table}), 0)"
-    )))
-    .fetch_one(&mut *tx)
-    .await?;
+    if let Some(ids) = bump_sequence(tx, table, n).await? {
+        return Ok(ids);
+    }
+    // No sequence row yet: the table has never had one.
+    let last: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COALESCE(MAX(id), 0) FROM {table}")))
+        .fetch_one(&mut *tx)
+        .await?;
     let end = last + n as i64;
-    let updated = sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = $2")
-        .bind(end)
+    sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
         .bind(table)
+        .bind(end)
         .execute(&mut *tx)
         .await?;
-    if updated.rows_affected() == 0 {
-        sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES ($1, $2)")
-            .bind(table)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?;
-    }
     Ok((last + 1..=end).collect())
+}
+
+/// Moves a table's sequence `n` ids on in one statement (atomic by itself, even outside a
+/// transaction) and returns the ids passed over; `None` if the table has no sequence row yet.
+async fn bump_sequence(
+    conn: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    n: usize,
+) -> StoreResult<Option<Vec<i64>>> {
+    let end: Option<i64> = sqlx::query_scalar("UPDATE sqlite_sequence SET seq = seq + ? WHERE name = ? RETURNING seq")
+        .bind(n as i64)
+        .bind(table)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(end.map(|end| (end - n as i64 + 1..=end).collect()))
 }
 
 #[async_trait]
@@ -1327,9 +1330,8 @@ impl Tx for SqliteTx {
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         let mut this = *self;
-        if this.staged.is_some() {
-            this.conn().await?;
-        }
+        // A staged pass takes its turn and writes here.
+        this.conn().await?;
         let SqliteTx { tx, turn, pass, .. } = this;
         tx.ok_or(StoreError::Stale)?.commit().await?;
         if let Some(pass) = pass {
