@@ -171,7 +171,7 @@ pub fn explain(condition: &Condition, facts: &JourneyFacts<'_>, held: bool, now:
     }
 }
 
-/// `%Y-%m-%dT%H:%MZ`, parsed once rather than on every note.
+/// `%Y-%m-%dT%H:%MZ`, parsed once rather than on every note: what [`Minute`] falls back to.
 const TO_THE_MINUTE: [Item<'static>; 10] = [
     Item::Numeric(Numeric::Year, Pad::Zero),
     Item::Literal("-"),
@@ -185,8 +185,37 @@ const TO_THE_MINUTE: [Item<'static>; 10] = [
     Item::Literal("Z"),
 ];
 
+/// A time to the minute as [`TO_THE_MINUTE`] writes it, its digits written into a fixed buffer
+/// for the years of four digits: every message condition explained writes one, and chrono's
+/// item formatting (or `write!` with padded numbers) costs several times more.
+struct Minute(DateTime<Utc>);
+
+impl std::fmt::Display for Minute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::{Datelike, Timelike};
+        let t = self.0;
+        let year = match u32::try_from(t.year()) {
+            Ok(year) if year <= 9999 => year,
+            _ => return t.format_with_items(TO_THE_MINUTE.iter()).fmt(f),
+        };
+        let mut text = *b"0000-00-00T00:00Z";
+        let mut put = |at: usize, digits: usize, mut value: u32| {
+            for i in (at..at + digits).rev() {
+                text[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
+}
+
 fn message_notes(condition: &Condition, facts: &JourneyFacts<'_>, now: DateTime<Utc>, notes: &mut Vec<String>) {
-    let by = now.format_with_items(TO_THE_MINUTE.iter());
+    let by = Minute(now);
     // The step's latest message in this enrollment.
     let message = |step: &str| facts.messages.iter().filter(|m| m.step == step).max_by_key(|m| m.id);
     let note = match condition {

@@ -322,12 +322,17 @@ impl Engine {
         let no_messages: Vec<MessageFact> = Vec::new();
         // Work: running enrollments first, then entries; `enroll` steps add to it.
         let mut work: Vec<(Enrollment, Arc<Campaign>, bool)> = Vec::new();
-        for e in history
-            .iter()
-            .filter(|e| e.status.is_open() && !paused.contains(&e.campaign))
-        {
+        // Entries ask the lead's past enrollments (re-entry); the runner's pass has none, so
+        // it runs the enrollments themselves instead of copies.
+        let runs = |e: &Enrollment| e.status.is_open() && !paused.contains(&e.campaign);
+        let (running, history): (Vec<Enrollment>, Vec<Enrollment>) = if *enter == Entry::Closed {
+            (history.into_iter().filter(runs).collect(), Vec::new())
+        } else {
+            (history.iter().filter(|e| runs(e)).cloned().collect(), history)
+        };
+        for e in running {
             match self.campaign_version(tx, playbook, &e.campaign, &e.version).await? {
-                Some(campaign) => work.push((e.clone(), campaign, false)),
+                Some(campaign) => work.push((e, campaign, false)),
                 None => {
                     let mut ended = e.clone();
                     ended.status = Status::Exited;

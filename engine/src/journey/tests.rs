@@ -480,3 +480,22 @@ fn a_send_at_its_cap_is_skipped_when_the_step_says_so() {
     assert_eq!(steps, ["a:sent", "b:skipped", "done:completed"]);
     assert_eq!(effects.len(), 1, "{effects:?}");
 }
+
+#[test]
+fn a_minute_is_written_as_chrono_writes_it() {
+    use chrono::TimeZone;
+    let times = [
+        Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 59).unwrap(),
+        Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+        Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(-1, 6, 15, 12, 30, 0).unwrap(),
+    ];
+    for time in times {
+        assert_eq!(
+            super::Minute(time).to_string(),
+            time.format("%Y-%m-%dT%H:%MZ").to_string(),
+            "{time:?}"
+        );
+    }
+}
