@@ -1505,7 +1505,11 @@ mod tests {
                     lead_id: i,
                     campaign_id: format!("c{}", k % 3),
                     step: format!("s{}", k / 3),
-                    outcome: if k.is_multiple_of(2) { "sent".into() } else { "no".into() },
+                    outcome: if k.is_multiple_of(2) {
+                        "sent".into()
+                    } else {
+                        "no".into()
+                    },
                     detail: String::new(),
                     at: 0,
                     arrived: x.is_multiple_of(5),
