@@ -870,8 +870,8 @@ pub(crate) fn journey_moves(rows: &[JourneyRow]) -> StoreResult<Vec<JourneyMove<
 ///
 /// A batch has few distinct counters (a pass's lines name a handful of steps and outcomes) and
 /// thousands of lines that repeat a few sequences of keys: the sums are kept in a short list,
-/// searched from the counter after the one hit last, and sorted once at the end. A `BTreeMap` over the three
-/// strings cost 720 instructions a line in `bench engine` W2.
+/// searched from the counter after the one hit last, and sorted once at the end. A `BTreeMap`
+/// over the three strings cost 720 instructions a line in `bench engine` W2.
 pub(crate) fn step_count_deltas(rows: &[JourneyRow]) -> Vec<(String, String, String, i64, i64)> {
     type Key<'a> = (&'a str, &'a str, &'a str);
     /// Past this many counters a batch looks its keys up in a hash map instead.
