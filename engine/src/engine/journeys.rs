@@ -334,7 +334,14 @@ impl Engine {
             match self.campaign_version(tx, playbook, &e.campaign, &e.version).await? {
                 Some(campaign) => work.push((e, campaign, false)),
                 None => {
-                    let mut ended = e.clone();
+                    let line = crate::journey::JourneyEntry {
+                        step: e.step.clone(),
+                        at: now,
+                        outcome: "exited".into(),
+                        detail: format!("campaign version {} can no longer be built", e.version),
+                        arrived: false,
+                    };
+                    let mut ended = e;
                     ended.status = Status::Exited;
                     ended.outcome = Some("version_unavailable".into());
                     ended.wake_at = None;
@@ -343,13 +350,7 @@ impl Engine {
                         enrollment: ended,
                         new: false,
                         kept: false,
-                        journey: vec![crate::journey::JourneyEntry {
-                            step: e.step.clone(),
-                            at: now,
-                            outcome: "exited".into(),
-                            detail: format!("campaign version {} can no longer be built", e.version),
-                            arrived: false,
-                        }],
+                        journey: vec![line],
                         messages: Vec::new(),
                     });
                 }

@@ -868,42 +868,26 @@ pub(crate) fn journey_moves(rows: &[JourneyRow]) -> StoreResult<Vec<JourneyMove<
 /// What a batch of journey lines adds to the per-step counters: (campaign, step, outcome,
 /// entered, lines), in key order so that concurrent writers lock counter rows in one order.
 ///
-/// A batch has few distinct counters (a pass's lines name a handful of steps and outcomes) and
-/// thousands of lines that repeat a few sequences of keys: the sums are kept in a short list,
-/// searched from the counter after the one hit last, and sorted once at the end. A `BTreeMap`
-/// over the three strings cost 720 instructions a line in `bench engine` W2.
+/// A pass's moves repeat a few shapes (wait ended, branch, send), so a line's counter is most
+/// often the one after the previous line's: that guess is tried first, an FxHash map of the
+/// counters after it, and the sums are sorted once at the end. A `BTreeMap` over the three
+/// strings cost 720 instructions a line in `bench engine` W2.
 pub(crate) fn step_count_deltas(rows: &[JourneyRow]) -> Vec<(String, String, String, i64, i64)> {
     type Key<'a> = (&'a str, &'a str, &'a str);
-    /// Past this many counters a batch looks its keys up in a hash map instead.
-    const LISTED: usize = 32;
     let mut sums: Vec<(Key<'_>, i64, i64)> = Vec::new();
-    let mut index: HashMap<Key<'_>, usize> = HashMap::new();
+    // FxHash: the keys are the playbook's own names, not anything a caller sends.
+    let mut index: HashMap<Key<'_>, usize, rustc_hash::FxBuildHasher> = HashMap::default();
     let mut last = 0;
     for row in rows {
         let key = (row.campaign_id.as_str(), row.step.as_str(), row.outcome.as_str());
-        // A pass's moves repeat a few shapes (wait ended, branch, send), so the next line's
-        // counter is most often the one after the last line's.
         let next = if last + 1 < sums.len() { last + 1 } else { 0 };
-        let found = if sums.get(next).is_some_and(|s| s.0 == key) {
-            Some(next)
-        } else if sums.get(last).is_some_and(|s| s.0 == key) {
-            Some(last)
-        } else if sums.len() <= LISTED {
-            sums.iter().position(|s| s.0 == key)
-        } else {
-            index.get(&key).copied()
+        let at = match sums.get(next) {
+            Some(sum) if sum.0 == key => next,
+            _ => *index.entry(key).or_insert_with(|| {
+                sums.push((key, 0, 0));
+                sums.len() - 1
+            }),
         };
-        let at = found.unwrap_or_else(|| {
-            sums.push((key, 0, 0));
-            if sums.len() > LISTED {
-                if index.is_empty() {
-                    index.extend(sums.iter().enumerate().map(|(i, s)| (s.0, i)));
-                } else {
-                    index.insert(key, sums.len() - 1);
-                }
-            }
-            sums.len() - 1
-        });
         sums[at].1 += i64::from(row.arrived);
         sums[at].2 += 1;
         last = at;
@@ -1490,8 +1474,8 @@ mod tests {
 
     #[test]
     fn step_counts_sum_every_line_once_in_key_order() {
-        // Few counters in long runs (a pass's usual shape), and then more counters than the
-        // short list holds, interleaved, so that both lookups and the switch between them run.
+        // Few counters and many, drawn at random, so that the guess misses as often as it hits
+        // and the hash map answers the rest.
         for kinds in [3_usize, 7, 50, 200] {
             let mut rows = Vec::new();
             let mut x = 12_345_u64;
