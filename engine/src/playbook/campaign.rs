@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+type StepIndex = HashMap<String, NodeIndex, rustc_hash::FxBuildHasher>;
+
 use super::{schema, HandoffSpec, Issue, Position, Queues};
 use crate::condition::{Condition, MessageKind, MessageRef};
 use crate::duration::Span;
@@ -292,7 +294,10 @@ pub struct Campaign {
     pub priority: u8,
     pub graph: DiGraph<Step, Edge>,
     pub start: NodeIndex,
-    index: HashMap<String, NodeIndex>,
+    /// Step ids to nodes, asked for every step an enrollment takes. FxHash: the keys are the
+    /// playbook's own step ids, validated on deploy, not anything a request sends; SipHash was
+    /// 0.6% of the instructions of a W2 step in `bench engine`.
+    index: StepIndex,
     enrolls: Vec<(String, Position)>,
 }
 
@@ -534,7 +539,7 @@ impl Builder<'_> {
 
         // Nodes first, in the order written, so that edges can name any of them.
         let mut graph: DiGraph<Step, Edge> = DiGraph::new();
-        let mut index = HashMap::new();
+        let mut index = StepIndex::default();
         let mut links = Vec::new();
         let mut messages: Vec<(NodeIndex, MessageRef)> = Vec::new();
         let mut enrolls = Vec::new();
@@ -933,7 +938,7 @@ impl Builder<'_> {
     fn check_graph(
         &mut self,
         graph: &DiGraph<Step, Edge>,
-        index: &HashMap<String, NodeIndex>,
+        index: &StepIndex,
         start: NodeIndex,
         start_id: &str,
         messages: &[(NodeIndex, MessageRef)],
