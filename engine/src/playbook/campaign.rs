@@ -11,8 +11,6 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-type StepIndex = HashMap<String, NodeIndex, rustc_hash::FxBuildHasher>;
-
 use super::{schema, HandoffSpec, Issue, Position, Queues};
 use crate::condition::{Condition, MessageKind, MessageRef};
 use crate::duration::Span;
@@ -273,6 +271,9 @@ pub struct EnrollSpec {
 }
 
 // ---- Runtime types. ----
+
+/// A campaign's step ids to their nodes.
+type StepIndex = HashMap<String, NodeIndex, rustc_hash::FxBuildHasher>;
 
 /// A validated campaign: its graph of steps and what the engine needs to run it.
 #[derive(Debug, Clone)]

@@ -882,8 +882,7 @@ pub(crate) fn journey_moves(rows: &[JourneyRow]) -> StoreResult<Vec<JourneyMove<
 
 /// `s` as a JSON string, appended to `out`. Journey lines are the playbook's names and the
 /// engine's own explanations, which almost never hold a character JSON escapes: those are copied
-/// as they are, after one pass over their bytes that the compiler vectorises; the rest go through
-/// serde_json. Serialising every string through serde_json cost 4,400 instructions a W2 step
+/// as they are, after one branch-free pass over their bytes; the rest go through serde_json. Serialising every string through serde_json cost 4,400 instructions a W2 step
 /// (callgrind, `bench engine`), for about 250 bytes.
 fn json_str(out: &mut String, s: &str) -> StoreResult<()> {
     let plain = !s
