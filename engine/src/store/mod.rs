@@ -860,12 +860,10 @@ pub(crate) fn journey_moves(rows: &[JourneyRow]) -> StoreResult<Vec<JourneyMove<
                 if i > 0 {
                     steps.push(',');
                 }
-                steps.push('[');
-                json_str(&mut steps, &l.step)?;
-                steps.push(',');
-                json_str(&mut steps, &l.outcome)?;
-                steps.push(',');
-                json_str(&mut steps, &l.detail)?;
+                for (j, text) in [&l.step, &l.outcome, &l.detail].into_iter().enumerate() {
+                    steps.push(if j == 0 { '[' } else { ',' });
+                    json_str(&mut steps, text)?;
+                }
                 steps.push(']');
             }
             steps.push(']');

@@ -418,27 +418,23 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
     fn const_non_ascii_headername() {
-        let _ = HeaderName::new_from_ascii_str("🌎");
+        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("🌎")).is_err());
     }
 
     #[test]
-    #[should_panic]
     fn const_spaces_in_headername() {
-        let _ = HeaderName::new_from_ascii_str("From ");
+        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("From ")).is_err());
     }
 
     #[test]
-    #[should_panic]
     fn const_colons_in_headername() {
-        let _ = HeaderName::new_from_ascii_str("From:");
+        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("From:")).is_err());
     }
 
     #[test]
-    #[should_panic]
     fn const_empty_headername() {
-        let _ = HeaderName::new_from_ascii_str("");
+        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("")).is_err());
     }
 
     #[test]
