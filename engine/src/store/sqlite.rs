@@ -1427,4 +1427,60 @@ mod tests {
         let shapes: std::collections::BTreeSet<usize> = (1..=VALUES_MAX).map(statement_rows).collect();
         assert_eq!(shapes.into_iter().collect::<Vec<_>>(), [1, 4, 16, 64, 256, 1024]);
     }
+
+    /// The vendored sqlx-sqlite binds text and blobs without copying them (see
+    /// `vendor/sqlx-sqlite/NURTURE.md`): what is written is what was bound, when a prepared
+    /// statement runs again with other values after the last ones were dropped, and after a
+    /// statement of a multi-statement text failed half way.
+    #[tokio::test]
+    async fn values_bound_without_a_copy_are_written_as_bound() {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let text = |i: usize| format!("{i}:{}", "线索 lead ".repeat(i % 7));
+        let blob = |i: usize| vec![(i % 251) as u8; i % 300];
+        // Two statements in one text, prepared once and kept, as the staged writes run.
+        const TWO: &str = "INSERT INTO t (k, v) VALUES (?, ?); INSERT INTO t (k, v) VALUES (?, ?)";
+        for i in (0..400).step_by(2) {
+            sqlx::query(TWO)
+                .bind(text(i))
+                .bind(blob(i))
+                .bind(std::sync::Arc::<str>::from(text(i + 1)))
+                .bind(blob(i + 1))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        // The second statement breaks the primary key: the first one's row stays (no
+        // transaction), the second's does not, and the next run binds afresh.
+        let failed = sqlx::query(TWO)
+            .bind("extra")
+            .bind(vec![1u8, 2, 3])
+            .bind(text(0))
+            .bind(vec![9u8])
+            .execute(&mut conn)
+            .await;
+        assert!(failed.is_err(), "a duplicate key fails");
+        sqlx::query(TWO)
+            .bind("")
+            .bind(Vec::<u8>::new())
+            .bind("last")
+            .bind(vec![7u8; 5])
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT k, v FROM t").fetch_all(&mut conn).await.unwrap();
+        let got: std::collections::BTreeMap<String, Vec<u8>> = rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<Vec<u8>, _>(1)))
+            .collect();
+        let mut want: std::collections::BTreeMap<String, Vec<u8>> = (0..400).map(|i| (text(i), blob(i))).collect();
+        want.insert("extra".into(), vec![1, 2, 3]);
+        want.insert(String::new(), Vec::new());
+        want.insert("last".into(), vec![7; 5]);
+        assert_eq!(got, want);
+    }
 }
