@@ -1482,5 +1482,16 @@ mod tests {
         want.insert(String::new(), Vec::new());
         want.insert("last".into(), vec![7; 5]);
         assert_eq!(got, want);
+        // A bound value selected back: SQLite hands the parameter's own bytes to the row, and
+        // sqlx's row copies them (`sqlite3_value_dup`) before the arguments are dropped.
+        let echoed: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT ?, ? UNION ALL SELECT ?, ?")
+            .bind(text(6))
+            .bind(blob(299))
+            .bind(text(13))
+            .bind(blob(1))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(echoed, vec![(text(6), blob(299)), (text(13), blob(1))]);
     }
 }
