@@ -129,8 +129,8 @@ impl SqliteArgumentValue {
     /// NURTURE: text and blobs are bound without a copy (`SQLITE_STATIC`), so SQLite reads them
     /// where they are. Sound because the only caller is `ExecuteIter` (connection/execute.rs),
     /// which owns these arguments for as long as it steps the statement and, when dropped,
-    /// clears every handle's bindings before the arguments are dropped; the next execution
-    /// clears them too before it binds. Upstream copies every value (`SQLITE_TRANSIENT`).
+    /// resets the statement, which clears every handle's bindings (`VirtualStatement::reset`)
+    /// before the arguments are dropped. Upstream copies every value (`SQLITE_TRANSIENT`).
     fn bind(&self, handle: &mut StatementHandle, i: usize) -> Result<(), Error> {
         use SqliteArgumentValue::*;
 

@@ -128,9 +128,5 @@ impl Iterator for ExecuteIter<'_> {
 impl Drop for ExecuteIter<'_> {
     fn drop(&mut self) {
         self.statement.reset().ok();
-        // NURTURE: the arguments are bound without a copy (see `SqliteArgumentValue::bind`)
-        // and are dropped right after this; `reset` stops at the first handle whose last step
-        // failed, so every handle's bindings are cleared here whatever it returned.
-        self.statement.clear_bindings();
     }
 }

@@ -132,19 +132,20 @@ impl VirtualStatement {
     pub fn reset(&mut self) -> Result<(), Error> {
         self.index = None;
 
+        // NURTURE: every handle is reset and its bindings cleared, also after one reports the
+        // error of its last step (upstream stops there): values are bound without a copy (see
+        // `SqliteArgumentValue::bind`), so none may stay bound once the arguments are dropped.
+        // The first error is still the one returned.
+        let mut result = Ok(());
         for handle in self.handles.iter_mut() {
-            handle.reset()?;
+            let reset = handle.reset();
             handle.clear_bindings();
+            if result.is_ok() {
+                result = reset;
+            }
         }
 
-        Ok(())
-    }
-
-    /// NURTURE: binds NULL to every parameter of every statement (see `ExecuteIter`'s `Drop`).
-    pub(crate) fn clear_bindings(&mut self) {
-        for handle in self.handles.iter_mut() {
-            handle.clear_bindings();
-        }
+        result.map_err(Into::into)
     }
 }
 
