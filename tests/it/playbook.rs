@@ -687,3 +687,100 @@ async fn an_edited_campaign_keeps_enrollments_on_the_version_they_entered() {
         "the new version"
     );
 }
+
+#[tokio::test]
+async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
+    let app = spawn_app().await;
+    let register = |email: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                "POST",
+                "/v1/events",
+                Crm,
+                Some(json!({"lead": {"email": email}, "type": "registered"})),
+            )
+            .await;
+            app.call("GET", &format!("/v1/leads?email={email}"), Sdr, None)
+                .await
+                .body["items"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let steps = |id: String| {
+        let app = &app;
+        async move {
+            app.timeline(&id, "campaign_step")
+                .await
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}/{}:{}",
+                        e["campaign"].as_str().unwrap(),
+                        e["step"].as_str().unwrap(),
+                        e["outcome"].as_str().unwrap()
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = register("early@x.example").await;
+    let entered = app.call("GET", "/v1/campaigns/welcome", Marketer, None).await.body["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A playbook without the CXO segment: the welcome version the lead entered chose its first
+    // e-mail by that segment, so it can no longer be built against the playbook in force.
+    let cxo_welcome = "        - when: { segment: persona-cxo }\n          template: welcome-cxo\n";
+    let cxo_insight =
+        "      variants:\n        - when: { segment: persona-cxo }\n          template: industry-insight-cxo\n";
+    assert!(shipped("welcome.yaml").contains(cxo_welcome) && shipped("industry-drip.yaml").contains(cxo_insight));
+    let files: Vec<(String, String)> = shipped_files()
+        .into_iter()
+        .filter(|(name, _)| name != "segments/persona-cxo.yaml")
+        .map(|(name, text)| {
+            let text = text.replace(cxo_welcome, "").replace(cxo_insight, "");
+            (name, text)
+        })
+        .collect();
+    let (status, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook",
+        Marketer,
+        Some(("application/x-tar", tar_of(&files))),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["changed"].as_array().unwrap().contains(&json!("welcome")),
+        "{answer}"
+    );
+    let after = register("late@x.example").await;
+
+    app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2d"})))
+        .await;
+    assert_eq!(
+        steps(before.clone()).await,
+        [
+            "welcome/welcome:sent",
+            "welcome/wait_2d:waiting",
+            "welcome/wait_2d:exited"
+        ],
+        "the old version ends where it waited"
+    );
+    let ended = app.timeline(&before, "campaign_step").await.pop().unwrap();
+    assert_eq!(
+        ended["detail"],
+        json!(format!("campaign version {entered} can no longer be built")),
+        "{ended}"
+    );
+    let late = steps(after).await;
+    assert!(
+        late.contains(&"welcome/getting_started:sent".to_string()),
+        "the new version runs on: {late:?}"
+    );
+}
