@@ -40,30 +40,12 @@ fn url(text: &str, prefix: &str) -> String {
         .replace("&amp;", "&")
 }
 
-async fn register(app: &TestApp, email: &str) -> String {
-    let posted = app
-        .call(
-            "POST",
-            "/v1/events",
-            Crm,
-            Some(json!({"lead": {"email": email}, "type": "registered"})),
-        )
-        .await;
-    assert_eq!(posted.body["accepted"], 1, "{}", posted.body);
-    app.call("GET", &format!("/v1/leads?email={email}"), Sdr, None)
-        .await
-        .body["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_posted_lead_gets_the_welcome_over_smtp_and_its_open_takes_the_yes_branch() {
     let sink = SmtpSink::start(0).await;
     let app = spawn_app().await;
     let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 4).unwrap()));
-    let id = register(&app, "li.wei@acme.example").await;
+    let id = app.register("li.wei@acme.example").await;
     let report = app.engine.dispatch(&sender, 100).await.unwrap();
     assert_eq!((report.sent, report.failed), (1, 0));
     assert_eq!(
@@ -175,7 +157,7 @@ async fn get_on_the_unsubscribe_link_changes_nothing_and_post_stops_queued_mail(
     let sink = SmtpSink::start(0).await;
     let app = spawn_app().await;
     let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 2).unwrap()));
-    let id = register(&app, "zhang@beta.example").await;
+    let id = app.register("zhang@beta.example").await;
     app.engine.dispatch(&sender, 100).await.unwrap();
     let body = decoded(&sink.messages()[0]);
     let unsubscribe = url(&body, &format!("{}/u/", app.base));
@@ -224,8 +206,8 @@ async fn transient_failures_are_retried_with_backoff_and_a_bounce_fails_once() {
     sink.reject("gone@x.example");
     let app = spawn_app().await;
     let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 1).unwrap()));
-    let kept = register(&app, "kept@x.example").await;
-    let gone = register(&app, "gone@x.example").await;
+    let kept = app.register("kept@x.example").await;
+    let gone = app.register("gone@x.example").await;
     let mut rounds = 0;
     while sink.messages().is_empty() {
         rounds += 1;
@@ -316,7 +298,7 @@ async fn outgoing_mail_is_dkim_signed_and_the_signature_verifies() {
     let dkim = Arc::new(nurture_engine::mail::Dkim::new("nurture", "lumen-cloud.example", key).unwrap());
     let mailer = SmtpMailer::from_url(&sink.url(), 2).unwrap().with_dkim(Some(dkim));
     let sender = sender(&app, Arc::new(mailer));
-    register(&app, "li.wei@acme.example").await;
+    app.register("li.wei@acme.example").await;
     assert_eq!(app.engine.dispatch(&sender, 100).await.unwrap().sent, 1);
     let raw = sink.messages()[0].clone();
     let signature = raw

@@ -633,24 +633,6 @@ async fn enrolling_by_hand_respects_re_entry() {
 #[tokio::test]
 async fn an_edited_campaign_keeps_enrollments_on_the_version_they_entered() {
     let app = spawn_app().await;
-    let register = |email: &'static str| {
-        let app = &app;
-        async move {
-            app.call(
-                "POST",
-                "/v1/events",
-                Crm,
-                Some(json!({"lead": {"email": email}, "type": "registered"})),
-            )
-            .await;
-            app.call("GET", &format!("/v1/leads?email={email}"), Sdr, None)
-                .await
-                .body["items"][0]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
     let templates = |id: String| {
         let app = &app;
         async move {
@@ -661,7 +643,7 @@ async fn an_edited_campaign_keeps_enrollments_on_the_version_they_entered() {
                 .collect::<Vec<_>>()
         }
     };
-    let before = register("old@x.example").await;
+    let before = app.register("old@x.example").await;
     // The second e-mail changes; the lead already on its way keeps the version it entered.
     let edited = shipped("welcome.yaml").replace(
         "send: { channel: email, template: welcome-getting-started }",
@@ -673,7 +655,7 @@ async fn an_edited_campaign_keeps_enrollments_on_the_version_they_entered() {
         (200, json!(["welcome"])),
         "{answer}"
     );
-    let after = register("new@x.example").await;
+    let after = app.register("new@x.example").await;
     app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2d"})))
         .await;
     assert_eq!(
@@ -691,24 +673,6 @@ async fn an_edited_campaign_keeps_enrollments_on_the_version_they_entered() {
 #[tokio::test]
 async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
     let app = spawn_app().await;
-    let register = |email: &'static str| {
-        let app = &app;
-        async move {
-            app.call(
-                "POST",
-                "/v1/events",
-                Crm,
-                Some(json!({"lead": {"email": email}, "type": "registered"})),
-            )
-            .await;
-            app.call("GET", &format!("/v1/leads?email={email}"), Sdr, None)
-                .await
-                .body["items"][0]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
     let steps = |id: String| {
         let app = &app;
         async move {
@@ -726,7 +690,7 @@ async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
                 .collect::<Vec<_>>()
         }
     };
-    let before = register("early@x.example").await;
+    let before = app.register("early@x.example").await;
     let entered = app.call("GET", "/v1/campaigns/welcome", Marketer, None).await.body["version"]
         .as_str()
         .unwrap()
@@ -759,7 +723,7 @@ async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
         answer["changed"].as_array().unwrap().contains(&json!("welcome")),
         "{answer}"
     );
-    let after = register("late@x.example").await;
+    let after = app.register("late@x.example").await;
 
     app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2d"})))
         .await;

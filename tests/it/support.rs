@@ -300,6 +300,26 @@ pub struct Answer {
 }
 
 impl TestApp {
+    /// A `registered` event for a new lead with this e-mail, as a CRM posts it (the welcome
+    /// series starts); the lead's id.
+    pub async fn register(&self, email: &str) -> String {
+        let posted = self
+            .call(
+                "POST",
+                "/v1/events",
+                Role::Crm,
+                Some(serde_json::json!({"lead": {"email": email}, "type": "registered"})),
+            )
+            .await;
+        assert_eq!(posted.body["accepted"], 1, "{}", posted.body);
+        self.call("GET", &format!("/v1/leads?email={email}"), Role::Sdr, None)
+            .await
+            .body["items"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Sends a request as `role` (None: no key) with a raw body.
     pub async fn send(
         &self,
