@@ -345,10 +345,13 @@ enum BenchCommand {
         /// The shipped templates the e-mails are rendered from.
         #[arg(long, default_value = "templates")]
         templates: PathBuf,
-        /// The storage floor script (`floor.sh`), run with the same N; its figure and the ratio
-        /// are reported.
+        /// The storage floor script (`floor.sh`), run with the same N; its figures and the ratio
+        /// to their median are reported.
         #[arg(long)]
         floor: Option<PathBuf>,
+        /// How many times the floor script runs (it swings more from run to run than the engine).
+        #[arg(long, default_value_t = 3)]
+        floor_runs: usize,
     },
 }
 
@@ -531,6 +534,7 @@ async fn run(cli: Cli) -> Result<()> {
                     workers,
                     templates,
                     floor,
+                    floor_runs,
                 },
         } => {
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -541,6 +545,7 @@ async fn run(cli: Cli) -> Result<()> {
                 workers: workers.unwrap_or(cores),
                 templates,
                 floor,
+                floor_runs,
             })
             .await
         }

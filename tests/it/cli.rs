@@ -423,6 +423,59 @@ fn validate_finds_the_templates_beside_the_playbook_from_anywhere() {
     );
 }
 
+#[test]
+fn bench_engine_moves_every_lead_and_reports_the_ratio_to_the_median_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    // A stand-in for `floor.sh` with the same output (one JSON line per backend), whose SQLite
+    // figure differs on each run, so that the median is the one in the middle.
+    let floor = dir.path().join("floor.sh");
+    std::fs::write(
+        &floor,
+        r#"n=$(cat runs 2>/dev/null || echo 0); echo $((n + 1)) > runs
+figure=$(echo "400000 200000 300000" | cut -d' ' -f$((n + 1)))
+echo "{\"backend\":\"postgres\",\"n\":$1,\"seconds\":1.0,\"steps_per_s\":90000}"
+echo "{\"backend\":\"sqlite\",\"n\":$1,\"seconds\":1.0,\"steps_per_s\":$figure}"
+"#,
+    )
+    .unwrap();
+    let output = nurture(dir.path())
+        .args([
+            "bench",
+            "engine",
+            "--leads",
+            "200",
+            "--batch",
+            "50",
+            "--floor-runs",
+            "3",
+            "--templates",
+        ])
+        .arg(crate::support::repo().join("templates"))
+        .arg("--floor")
+        .arg(&floor)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(report["w1"]["enrollments"], 200, "{report}");
+    assert_eq!(report["w2"]["enrollments"], 200, "{report}");
+    // Three leads in ten open their e-mail; the openers take the yes arm.
+    assert_eq!(report["w2"]["yes"], 60, "{report}");
+    assert_eq!(report["w2"]["no"], 140, "{report}");
+    assert_eq!(report["dispatch"]["rendered"], 400, "{report}");
+    assert_eq!(report["floor_runs"], serde_json::json!([400000.0, 200000.0, 300000.0]));
+    assert_eq!(report["floor_steps_per_s"], 300000.0);
+    for workload in ["w1", "w2"] {
+        let rate = report[workload]["steps_per_s"].as_f64().unwrap();
+        let ratio = report[workload]["floor_ratio"].as_f64().unwrap();
+        assert!(
+            (ratio - (rate / 300000.0 * 1000.0).round() / 1000.0).abs() < 1e-9,
+            "{workload}: {ratio} is not {rate} / 300,000"
+        );
+    }
+}
+
 #[tokio::test]
 async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
     let sink = crate::smtp::SmtpSink::start(0).await;
