@@ -259,6 +259,21 @@ fn split(issues: &[Issue]) -> (Vec<PlaybookIssue>, Vec<PlaybookIssue>) {
     (errors, warnings)
 }
 
+/// A valid playbook's warnings: its own, then what deploying it would do to running
+/// enrollments (campaigns it retires, earlier versions it can no longer build).
+async fn warnings_of(state: &AppState, playbook: &Playbook) -> Result<Vec<PlaybookIssue>, ApiError> {
+    let mut warnings = split(&playbook.warnings).1;
+    warnings.extend(
+        state
+            .engine
+            .deploy_warnings(playbook)
+            .await?
+            .iter()
+            .map(PlaybookIssue::from),
+    );
+    Ok(warnings)
+}
+
 async fn validate(
     State(state): State<AppState>,
     caller: Caller,
@@ -273,7 +288,7 @@ async fn validate(
         Ok(playbook) => ValidationAnswer {
             valid: true,
             errors: Vec::new(),
-            warnings: split(&playbook.warnings).1,
+            warnings: warnings_of(&state, &playbook).await?,
             campaigns: playbook
                 .campaigns
                 .values()
@@ -340,7 +355,12 @@ async fn deploy(
             });
         }
     };
-    let warnings = split(&playbook.warnings).1;
+    let stranded = state.engine.deploy_warnings(&playbook).await?;
+    for warning in &stranded {
+        tracing::warn!(by = %caller.0.name, file = %warning.file, "Deploying: {}", warning.message);
+    }
+    let mut warnings = split(&playbook.warnings).1;
+    warnings.extend(stranded.iter().map(PlaybookIssue::from));
     let report = state.engine.deploy(playbook).await?;
     let fresh: Vec<String> = report.created.iter().chain(&report.changed).cloned().collect();
     if !fresh.is_empty() {

@@ -693,6 +693,43 @@ async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
             (name, text)
         })
         .collect();
+    // The marketer is told before deploying, and again in the deploy's answer.
+    let stranded = |answer: &Value| -> Vec<Value> {
+        answer["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["message"].as_str().unwrap().contains(&entered))
+            .cloned()
+            .collect()
+    };
+    let (status, checked) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some(("application/x-tar", tar_of(&files))),
+    )
+    .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["valid"], true, "{checked}");
+    let warned = stranded(&checked);
+    assert_eq!(warned.len(), 1, "{checked}");
+    // The file that version came from, as it was deployed.
+    assert!(
+        warned[0]["file"].as_str().unwrap().ends_with("welcome.yaml"),
+        "{checked}"
+    );
+    assert_eq!(warned[0]["severity"], "warning");
+    let message = warned[0]["message"].as_str().unwrap();
+    for part in [
+        "campaign \"welcome\" version",
+        ": 1 running enrollment entered it, and it ends at its next step, since that version no longer builds \
+         with this playbook (segment \"persona-cxo\" does not exist",
+        "To let it finish, keep what that version uses",
+    ] {
+        assert!(message.contains(part), "{part:?} is not in {message:?}");
+    }
     let (status, answer) = json_of(
         &app,
         "PUT",
@@ -706,6 +743,7 @@ async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
         answer["changed"].as_array().unwrap().contains(&json!("welcome")),
         "{answer}"
     );
+    assert_eq!(stranded(&answer), warned, "{answer}");
     let after = app.register("late@x.example").await;
 
     app.call("POST", "/v1/admin/clock/advance", Admin, Some(json!({"by": "2d"})))
@@ -729,4 +767,75 @@ async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
         late.contains(&"getting_started:sent".to_string()),
         "the new version runs on: {late:?}"
     );
+}
+
+#[tokio::test]
+async fn a_playbook_that_leaves_out_a_running_campaign_warns_that_its_enrollments_stop() {
+    let app = spawn_app().await;
+    app.register("one@x.example").await;
+    app.register("two@x.example").await;
+    let without: Vec<(String, String)> = shipped_files()
+        .into_iter()
+        .filter(|(name, _)| name != "welcome.yaml")
+        .collect();
+    let retiring = |answer: &Value| -> Vec<String> {
+        answer["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["message"].as_str())
+            .filter(|m| m.contains("retires"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (status, checked) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some(("application/x-tar", tar_of(&without))),
+    )
+    .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(
+        retiring(&checked),
+        [
+            "campaign \"welcome\" is not in this playbook: deploying it retires the campaign, and its 2 running \
+          enrollments stop where they are (deploying the campaign again lets them go on)"
+        ],
+        "{checked}"
+    );
+    // The shipped playbook as it stands warns of nothing of the kind.
+    let (_, unchanged) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some(("application/x-tar", tar_of(&shipped_files()))),
+    )
+    .await;
+    assert_eq!(unchanged["valid"], true, "{unchanged}");
+    assert!(retiring(&unchanged).is_empty(), "{unchanged}");
+
+    let (status, deployed) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook",
+        Marketer,
+        Some(("application/x-tar", tar_of(&without))),
+    )
+    .await;
+    assert_eq!(status, 200, "{deployed}");
+    assert_eq!(deployed["retired"], json!(["welcome"]), "{deployed}");
+    assert_eq!(retiring(&deployed), retiring(&checked));
+    // Retired: asked again, there is nothing more to warn of.
+    let (_, again) = json_of(
+        &app,
+        "POST",
+        "/v1/playbook/validate",
+        Marketer,
+        Some(("application/x-tar", tar_of(&without))),
+    )
+    .await;
+    assert!(retiring(&again).is_empty(), "{again}");
 }

@@ -130,6 +130,7 @@ contract!(
     a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed,
     runner_passes_beside_goals_reached_by_events_never_undo_an_exit,
     hand_enrollment_beside_runner_passes_enrolls_every_lead,
+    running_enrollments_are_counted_by_campaign_and_version,
 );
 
 /// Migration 0008 keeps the journey one row per move. A store that an earlier release filled
@@ -1009,6 +1010,49 @@ async fn an_event_enters_a_campaign_and_its_wait_ends_on_time(t: TestEngine) {
     // Registering again does not make a second enrollment (re-entry: never).
     ingest(&t, vec![event("new@x.example", "registered", json!({}))]).await;
     assert_eq!(messages(&t, lead.id).await.len(), 2);
+}
+
+/// What a deploy warns of reads these counts: running (active or waiting) enrollments only.
+async fn running_enrollments_are_counted_by_campaign_and_version(t: TestEngine) {
+    t.engine.deploy_current().await.unwrap();
+    let store = t.engine.store();
+    let version = t.engine.playbook().campaigns["welcome"].version.clone();
+    ingest(
+        &t,
+        ["a@x.example", "b@x.example", "c@x.example"]
+            .iter()
+            .map(|email| event(email, "registered", json!({})))
+            .collect(),
+    )
+    .await;
+    let count = |campaign: &'static str, version: Option<String>| {
+        let store = store.clone();
+        async move { store.open_enrollments(campaign, version.as_deref()).await.unwrap() }
+    };
+    assert_eq!(count("welcome", None).await, 3);
+    assert_eq!(count("welcome", Some(version.clone())).await, 3);
+    assert_eq!(count("welcome", Some("an-earlier-version".into())).await, 0);
+    assert_eq!(count("no-such-campaign", None).await, 0);
+    // Through the whole series: finished enrollments are not running.
+    for _ in 0..20 {
+        t.clock.advance(Duration::days(3));
+        while t.engine.run_due(100).await.unwrap() > 0 {}
+    }
+    let lead = by_email(&t, "a@x.example").await.lead;
+    let lines = journey(&t, lead.id).await;
+    // The welcome series hands the lead on to the industry drip, which runs to its end.
+    let last_of = |campaign: &str| lines.iter().rev().find(|l| l.starts_with(campaign)).cloned();
+    assert_eq!(
+        last_of("welcome/").as_deref(),
+        Some("welcome/to_industry_drip:enrolled")
+    );
+    assert_eq!(
+        last_of("industry-drip/").as_deref(),
+        Some("industry-drip/returned:completed")
+    );
+    assert_eq!(count("welcome", None).await, 0, "{lines:?}");
+    assert_eq!(count("welcome", Some(version)).await, 0);
+    assert_eq!(count("industry-drip", None).await, 0);
 }
 
 /// The welcome drip's journey once its first wait has ended.

@@ -11,7 +11,7 @@ use crate::condition::EventView;
 use crate::event::EventInput;
 use crate::lead::{ChannelConsent, ConsentStatus, EmailAddress, FieldError, Lead, LeadId, LeadInput, LeadRef};
 use crate::nurture::{Changes, LeadState};
-use crate::playbook::Playbook;
+use crate::playbook::{Issue, Playbook};
 use crate::store::{
     email_hash, ActivityRow, CampaignRecord, CampaignStatus, CampaignVersion, DeployReport, LeadFilter, NewEvent,
     Snapshot, Store, StoreError, TimelineCursor, TimelineEntry, Tx,
@@ -636,6 +636,77 @@ impl Engine {
         Ok(report)
     }
 
+    /// What deploying `playbook` would do to running enrollments, as warnings (asked by
+    /// validation and before a deploy): a campaign it leaves out is retired, and its running
+    /// enrollments stop where they are; an earlier version that no longer builds with it (a
+    /// segment, queue, template or campaign it names is gone) ends its enrollments at their
+    /// next step. Versions with no running enrollment are not built.
+    pub async fn deploy_warnings(&self, playbook: &Playbook) -> EngineResult<Vec<Issue>> {
+        let mut warnings = Vec::new();
+        for record in self.store.campaigns().await? {
+            let Some(campaign) = playbook.campaigns.get(&record.id) else {
+                if record.status == "retired" {
+                    continue;
+                }
+                let open = self.store.open_enrollments(&record.id, None).await?;
+                if open > 0 {
+                    let file = self.store.campaign_versions(&record.id).await?.pop().map(|v| v.file);
+                    warnings.push(
+                        Issue::new(
+                            file.as_deref().unwrap_or_default(),
+                            format!(
+                                "campaign {:?} is not in this playbook: deploying it retires the campaign, and its {} \
+                                 stop{} where {} (deploying the campaign again lets {} go on)",
+                                record.id,
+                                running(open),
+                                if open == 1 { "s" } else { "" },
+                                if open == 1 { "it is" } else { "they are" },
+                                if open == 1 { "it" } else { "them" },
+                            ),
+                        )
+                        .warning(),
+                    );
+                }
+                continue;
+            };
+            for version in self.store.campaign_versions(&record.id).await? {
+                if version.version == campaign.version {
+                    continue;
+                }
+                let open = self.store.open_enrollments(&record.id, Some(&version.version)).await?;
+                if open == 0 {
+                    continue;
+                }
+                if let Err(refused) = playbook.build_version(&version.file, &version.source) {
+                    let why = refused
+                        .errors()
+                        .next()
+                        .map(|issue| issue.message.clone())
+                        .unwrap_or_else(|| refused.to_string());
+                    warnings.push(
+                        Issue::new(
+                            &version.file,
+                            format!(
+                                "campaign {:?} version {} (deployed {}): {} entered it, and {} at {} next step, \
+                                 since that version no longer builds with this playbook ({why}). To let {} finish, \
+                                 keep what that version uses",
+                                record.id,
+                                version.version,
+                                version.deployed_at.format("%Y-%m-%d %H:%M UTC"),
+                                running(open),
+                                if open == 1 { "it ends" } else { "they end" },
+                                if open == 1 { "its" } else { "their" },
+                                if open == 1 { "it" } else { "them" },
+                            ),
+                        )
+                        .warning(),
+                    );
+                }
+            }
+        }
+        Ok(warnings)
+    }
+
     /// Records the playbook in force as deployed (at start).
     pub async fn deploy_current(&self) -> EngineResult<DeployReport> {
         self.deploy((*self.playbook()).clone()).await
@@ -1248,6 +1319,11 @@ impl Engine {
 
 /// Runs a batch again when its transaction lost a race with another writer (a lead created by
 /// both, a deadlock); everything it did was rolled back, so a retry is safe.
+/// "1 running enrollment", "2 running enrollments".
+fn running(n: i64) -> String {
+    format!("{n} running enrollment{}", if n == 1 { "" } else { "s" })
+}
+
 async fn retrying<T, F, Fut>(mut work: F) -> EngineResult<T>
 where
     F: FnMut() -> Fut,

@@ -245,6 +245,22 @@ macro_rules! store_impl {
             Ok(steps.into_values().collect())
         }
 
+        async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64> {
+            // The condition is the open-enrollment index's own, so the count reads that index.
+            let open = "SELECT COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status IN ('active', 'waiting')";
+            let count: i64 = match version {
+                Some(version) => {
+                    sqlx::query_scalar(AssertSqlSafe(format!("{open} AND version = $2")))
+                        .bind(campaign)
+                        .bind(version)
+                        .fetch_one(&self.pool)
+                        .await?
+                }
+                None => sqlx::query_scalar(open).bind(campaign).fetch_one(&self.pool).await?,
+            };
+            Ok(count)
+        }
+
         async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>> {
             let rows: Vec<(String, String, i64, String, String, String, String, String, i64)> = sqlx::query_as(
                 "SELECT campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at \
@@ -635,6 +651,9 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
     /// Every deployed version of a campaign, oldest first.
     async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
+    /// How many enrollments of a campaign are running (active or waiting), on one version or
+    /// on all of them.
+    async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64>;
     /// Takes up to `limit` pending messages due by `now` for sending: each is leased until
     /// `lease` (another dispatcher leaves it alone; a crash makes it due again then) and its
     /// attempt counted.
