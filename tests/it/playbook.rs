@@ -74,6 +74,22 @@ async fn json_of(
     )
 }
 
+/// A marketer sends these files as a tar to `path` (validate or deploy).
+async fn send_playbook(app: &TestApp, method: &str, path: &str, files: &[(String, String)]) -> (u16, Value) {
+    json_of(app, method, path, Marketer, Some(("application/x-tar", tar_of(files)))).await
+}
+
+/// The answer's warnings whose message says `needle`.
+fn warnings_saying(answer: &Value, needle: &str) -> Vec<Value> {
+    answer["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["message"].as_str().unwrap().contains(needle))
+        .cloned()
+        .collect()
+}
+
 #[tokio::test]
 async fn validating_one_file_reports_every_error_against_the_playbook_in_force() {
     let app = spawn_app().await;
@@ -694,23 +710,8 @@ async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
         })
         .collect();
     // The marketer is told before deploying, and again in the deploy's answer.
-    let stranded = |answer: &Value| -> Vec<Value> {
-        answer["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["message"].as_str().unwrap().contains(&entered))
-            .cloned()
-            .collect()
-    };
-    let (status, checked) = json_of(
-        &app,
-        "POST",
-        "/v1/playbook/validate",
-        Marketer,
-        Some(("application/x-tar", tar_of(&files))),
-    )
-    .await;
+    let stranded = |answer: &Value| warnings_saying(answer, &entered);
+    let (status, checked) = send_playbook(&app, "POST", "/v1/playbook/validate", &files).await;
     assert_eq!(status, 200, "{checked}");
     assert_eq!(checked["valid"], true, "{checked}");
     let warned = stranded(&checked);
@@ -730,14 +731,7 @@ async fn an_enrollment_whose_version_no_longer_builds_exits_with_the_reason() {
     ] {
         assert!(message.contains(part), "{part:?} is not in {message:?}");
     }
-    let (status, answer) = json_of(
-        &app,
-        "PUT",
-        "/v1/playbook",
-        Marketer,
-        Some(("application/x-tar", tar_of(&files))),
-    )
-    .await;
+    let (status, answer) = send_playbook(&app, "PUT", "/v1/playbook", &files).await;
     assert_eq!(status, 200, "{answer}");
     assert!(
         answer["changed"].as_array().unwrap().contains(&json!("welcome")),
@@ -779,23 +773,13 @@ async fn a_playbook_that_leaves_out_a_running_campaign_warns_that_its_enrollment
         .filter(|(name, _)| name != "welcome.yaml")
         .collect();
     let retiring = |answer: &Value| -> Vec<String> {
-        answer["warnings"]
-            .as_array()
-            .unwrap()
+        let warned = warnings_saying(answer, "retires");
+        warned
             .iter()
-            .filter_map(|w| w["message"].as_str())
-            .filter(|m| m.contains("retires"))
-            .map(str::to_owned)
+            .map(|w| w["message"].as_str().unwrap().to_owned())
             .collect()
     };
-    let (status, checked) = json_of(
-        &app,
-        "POST",
-        "/v1/playbook/validate",
-        Marketer,
-        Some(("application/x-tar", tar_of(&without))),
-    )
-    .await;
+    let (status, checked) = send_playbook(&app, "POST", "/v1/playbook/validate", &without).await;
     assert_eq!(status, 200, "{checked}");
     assert_eq!(
         retiring(&checked),
@@ -806,36 +790,15 @@ async fn a_playbook_that_leaves_out_a_running_campaign_warns_that_its_enrollment
         "{checked}"
     );
     // The shipped playbook as it stands warns of nothing of the kind.
-    let (_, unchanged) = json_of(
-        &app,
-        "POST",
-        "/v1/playbook/validate",
-        Marketer,
-        Some(("application/x-tar", tar_of(&shipped_files()))),
-    )
-    .await;
+    let (_, unchanged) = send_playbook(&app, "POST", "/v1/playbook/validate", &shipped_files()).await;
     assert_eq!(unchanged["valid"], true, "{unchanged}");
     assert!(retiring(&unchanged).is_empty(), "{unchanged}");
 
-    let (status, deployed) = json_of(
-        &app,
-        "PUT",
-        "/v1/playbook",
-        Marketer,
-        Some(("application/x-tar", tar_of(&without))),
-    )
-    .await;
+    let (status, deployed) = send_playbook(&app, "PUT", "/v1/playbook", &without).await;
     assert_eq!(status, 200, "{deployed}");
     assert_eq!(deployed["retired"], json!(["welcome"]), "{deployed}");
     assert_eq!(retiring(&deployed), retiring(&checked));
     // Retired: asked again, there is nothing more to warn of.
-    let (_, again) = json_of(
-        &app,
-        "POST",
-        "/v1/playbook/validate",
-        Marketer,
-        Some(("application/x-tar", tar_of(&without))),
-    )
-    .await;
+    let (_, again) = send_playbook(&app, "POST", "/v1/playbook/validate", &without).await;
     assert!(retiring(&again).is_empty(), "{again}");
 }
