@@ -651,17 +651,19 @@ impl Engine {
                 let open = self.store.open_enrollments(&record.id, None).await?;
                 if open > 0 {
                     let file = self.store.campaign_versions(&record.id).await?.pop().map(|v| v.file);
+                    let (stop, they_are, them) = if open == 1 {
+                        ("stops", "it is", "it")
+                    } else {
+                        ("stop", "they are", "them")
+                    };
                     warnings.push(
                         Issue::new(
                             file.as_deref().unwrap_or_default(),
                             format!(
                                 "campaign {:?} is not in this playbook: deploying it retires the campaign, and its {} \
-                                 stop{} where {} (deploying the campaign again lets {} go on)",
+                                 {stop} where {they_are} (deploying the campaign again lets {them} go on)",
                                 record.id,
                                 running(open),
-                                if open == 1 { "s" } else { "" },
-                                if open == 1 { "it is" } else { "they are" },
-                                if open == 1 { "it" } else { "them" },
                             ),
                         )
                         .warning(),
@@ -683,20 +685,22 @@ impl Engine {
                         .next()
                         .map(|issue| issue.message.clone())
                         .unwrap_or_else(|| refused.to_string());
+                    let (they_end, their, them) = if open == 1 {
+                        ("it ends", "its", "it")
+                    } else {
+                        ("they end", "their", "them")
+                    };
                     warnings.push(
                         Issue::new(
                             &version.file,
                             format!(
-                                "campaign {:?} version {} (deployed {}): {} entered it, and {} at {} next step, \
-                                 since that version no longer builds with this playbook ({why}). To let {} finish, \
-                                 keep what that version uses",
+                                "campaign {:?} version {} (deployed {}): {} entered it, and {they_end} at {their} next \
+                                 step, since that version no longer builds with this playbook ({why}). To let {them} \
+                                 finish, keep what that version uses",
                                 record.id,
                                 version.version,
                                 version.deployed_at.format("%Y-%m-%d %H:%M UTC"),
                                 running(open),
-                                if open == 1 { "it ends" } else { "they end" },
-                                if open == 1 { "its" } else { "their" },
-                                if open == 1 { "it" } else { "them" },
                             ),
                         )
                         .warning(),
@@ -1317,13 +1321,13 @@ impl Engine {
     }
 }
 
-/// Runs a batch again when its transaction lost a race with another writer (a lead created by
-/// both, a deadlock); everything it did was rolled back, so a retry is safe.
 /// "1 running enrollment", "2 running enrollments".
 fn running(n: i64) -> String {
     format!("{n} running enrollment{}", if n == 1 { "" } else { "s" })
 }
 
+/// Runs a batch again when its transaction lost a race with another writer (a lead created by
+/// both, a deadlock); everything it did was rolled back, so a retry is safe.
 async fn retrying<T, F, Fut>(mut work: F) -> EngineResult<T>
 where
     F: FnMut() -> Fut,
