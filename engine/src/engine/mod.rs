@@ -643,6 +643,7 @@ impl Engine {
     /// next step. Versions with no running enrollment are not built.
     pub async fn deploy_warnings(&self, playbook: &Playbook) -> EngineResult<Vec<Issue>> {
         let mut warnings = Vec::new();
+        let mut warn = |file: &str, message: String| warnings.push(Issue::new(file, message).warning());
         for record in self.store.campaigns().await? {
             let Some(campaign) = playbook.campaigns.get(&record.id) else {
                 if record.status == "retired" {
@@ -651,22 +652,17 @@ impl Engine {
                 let open = self.store.open_enrollments(&record.id, None).await?;
                 if open > 0 {
                     let file = self.store.campaign_versions(&record.id).await?.pop().map(|v| v.file);
-                    let (stop, they_are, them) = if open == 1 {
-                        ("stops", "it is", "it")
-                    } else {
-                        ("stop", "they are", "them")
-                    };
-                    warnings.push(
-                        Issue::new(
-                            file.as_deref().unwrap_or_default(),
-                            format!(
-                                "campaign {:?} is not in this playbook: deploying it retires the campaign, and its {} \
-                                 {stop} where {they_are} (deploying the campaign again lets {them} go on)",
-                                record.id,
-                                running(open),
-                            ),
-                        )
-                        .warning(),
+                    warn(
+                        file.as_deref().unwrap_or_default(),
+                        format!(
+                            "campaign {:?} is not in this playbook: deploying it retires the campaign, and its {} {} \
+                             where {} (deploying the campaign again lets {} go on)",
+                            record.id,
+                            running(open),
+                            by_count(open, "stops", "stop"),
+                            by_count(open, "it is", "they are"),
+                            by_count(open, "it", "them"),
+                        ),
                     );
                 }
                 continue;
@@ -685,25 +681,20 @@ impl Engine {
                         .next()
                         .map(|issue| issue.message.clone())
                         .unwrap_or_else(|| refused.to_string());
-                    let (they_end, their, them) = if open == 1 {
-                        ("it ends", "its", "it")
-                    } else {
-                        ("they end", "their", "them")
-                    };
-                    warnings.push(
-                        Issue::new(
-                            &version.file,
-                            format!(
-                                "campaign {:?} version {} (deployed {}): {} entered it, and {they_end} at {their} next \
-                                 step, since that version no longer builds with this playbook ({why}). To let {them} \
-                                 finish, keep what that version uses",
-                                record.id,
-                                version.version,
-                                version.deployed_at.format("%Y-%m-%d %H:%M UTC"),
-                                running(open),
-                            ),
-                        )
-                        .warning(),
+                    warn(
+                        &version.file,
+                        format!(
+                            "campaign {:?} version {} (deployed {}): {} entered it, and {} at {} next step, since that \
+                             version no longer builds with this playbook ({why}). To let {} finish, keep what that \
+                             version uses",
+                            record.id,
+                            version.version,
+                            version.deployed_at.format("%Y-%m-%d %H:%M UTC"),
+                            running(open),
+                            by_count(open, "it ends", "they end"),
+                            by_count(open, "its", "their"),
+                            by_count(open, "it", "them"),
+                        ),
                     );
                 }
             }
@@ -1323,7 +1314,16 @@ impl Engine {
 
 /// "1 running enrollment", "2 running enrollments".
 fn running(n: i64) -> String {
-    format!("{n} running enrollment{}", if n == 1 { "" } else { "s" })
+    format!("{n} running {}", by_count(n, "enrollment", "enrollments"))
+}
+
+/// The words for one thing or for several.
+fn by_count(n: i64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
 }
 
 /// Runs a batch again when its transaction lost a race with another writer (a lead created by
