@@ -149,25 +149,37 @@ struct PassPlan {
 
 /// Leads taken by a pass of this engine that decided outside the writer's turn and has not
 /// written yet: other passes do not pick them meanwhile.
-#[derive(Default)]
-struct Busy(Mutex<IdSet>);
+struct Busy {
+    held: Mutex<IdSet>,
+    /// Counts the passes that have let their leads go, for [`Engine::advance_clock`] to wait
+    /// on when a due lead it came for was held.
+    released: tokio::sync::watch::Sender<u64>,
+}
 
 /// Leads marked busy, unmarked when dropped.
 struct Taken<'a>(&'a Busy, Vec<i64>);
 
+impl Default for Busy {
+    fn default() -> Self {
+        Self {
+            held: Default::default(),
+            released: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
 impl Busy {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdSet> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn list(&self) -> Vec<i64> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        self.lock().iter().copied().collect()
     }
 
     /// Of these leads, those no other pass holds, marked as this one's.
     fn take(&self, leads: Vec<Lead>) -> (Vec<Lead>, Taken<'_>) {
-        let mut busy = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = self.lock();
         let mine: Vec<Lead> = leads.into_iter().filter(|l| busy.insert(l.id.0)).collect();
         let ids = mine.iter().map(|l| l.id.0).collect();
         (mine, Taken(self, ids))
@@ -175,7 +187,7 @@ impl Busy {
 
     /// All these leads, those no other pass holds marked as this one's.
     fn hold(&self, leads: Vec<Lead>) -> (Vec<Lead>, Taken<'_>) {
-        let mut busy = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut busy = self.lock();
         let ids = leads.iter().map(|l| l.id.0).filter(|id| busy.insert(*id)).collect();
         (leads, Taken(self, ids))
     }
@@ -183,10 +195,15 @@ impl Busy {
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        let mut busy = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if self.1.is_empty() {
+            return;
+        }
+        let mut busy = self.0.lock();
         for id in &self.1 {
             busy.remove(id);
         }
+        drop(busy);
+        self.0.released.send_modify(|n| *n += 1);
     }
 }
 
@@ -558,18 +575,23 @@ impl Engine {
     /// Moves a manual clock forward by `by`, running every step that falls due on the way, in
     /// order of due time, each at its own due time; returns once the engine is idle at the new
     /// time. `clock` must be the engine's own clock. Returns how many enrollments moved.
+    ///
+    /// A due lead another pass of this engine holds (an enrolling pass after a deploy, say) is
+    /// waited for and then moved, so that what the clock made due has moved when this returns;
+    /// one held by another process is left to it.
     pub async fn advance_clock(&self, clock: &crate::clock::ManualClock, by: chrono::Duration) -> EngineResult<usize> {
         use crate::clock::Clock;
         let target = clock.now() + by;
         let mut moved = 0;
         loop {
+            let released = self.busy.released.subscribe();
             match self.next_timer().await? {
                 Some(at) if at <= target => {
                     clock.advance_to(at);
                     let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
                     moved += n;
-                    if n == 0 && self.next_timer().await? == Some(at) {
-                        // Due but not movable (its lead is held elsewhere): do not spin.
+                    if n == 0 && self.next_timer().await? == Some(at) && !self.held_here(released).await {
+                        // Due but not movable (another process holds its lead): do not spin.
                         break;
                     }
                 }
@@ -577,9 +599,27 @@ impl Engine {
             }
         }
         clock.advance_to(target);
-        moved += self.run_due(PASS_LEADS as i64).await?;
-        self.run_timers(1_000).await?;
-        Ok(moved)
+        loop {
+            let released = self.busy.released.subscribe();
+            moved += self.run_due(PASS_LEADS as i64).await?;
+            self.run_timers(1_000).await?;
+            if !self.held_here(released).await {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// Whether a pass of this engine held leads since `released` was subscribed: if one still
+    /// holds some, once it has let them go. Then what it held may be due, and is asked again.
+    async fn held_here(&self, mut released: tokio::sync::watch::Receiver<u64>) -> bool {
+        if released.has_changed().unwrap_or(false) {
+            return true;
+        }
+        if self.busy.lock().is_empty() {
+            return false;
+        }
+        // The sender lives as long as the engine, which `self` borrows.
+        released.changed().await.is_ok()
     }
 
     /// When the next wait ends (outside paused campaigns), if any enrollment waits.
@@ -1564,21 +1604,19 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::store::sqlite::SqliteStore;
 
-    /// A lead asked for by id while another pass of this engine holds it is enrolled all the
-    /// same: the pass is decided again in the write transaction instead of leaving it out.
-    #[tokio::test]
-    async fn a_lead_enrolled_by_id_is_not_left_out_while_another_pass_holds_it() {
-        let dir = std::env::temp_dir().join(format!("nurture-busy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("busy.db");
+    /// An engine on a fresh SQLite file in `dir`, with the shipped playbook, a manual clock
+    /// on a Monday morning, and a lead for each of these e-mails.
+    async fn engine_with(dir: &std::path::Path, emails: &[&str]) -> (Engine, ManualClock, Vec<Lead>) {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("engine.db");
         let store = SqliteStore::connect(file.to_str().unwrap()).await.unwrap();
         store.migrate().await.unwrap();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let playbook = Playbook::load_dir(&root.join("campaigns"), &root.join("templates")).unwrap();
         let clock = ManualClock::new("2026-11-23T09:00:00Z".parse().unwrap());
-        let engine = Engine::new(Arc::new(store), playbook, Arc::new(clock));
+        let engine = Engine::new(Arc::new(store), playbook, Arc::new(clock.clone()));
         let mut leads = Vec::new();
-        for email in ["held@x.example", "free@x.example"] {
+        for email in emails {
             let input: LeadInput = serde_json::from_value(serde_json::json!({ "email": email })).unwrap();
             let done = engine
                 .upsert_leads(vec![(Target::Keys, input)], &Actor::User("test".into()))
@@ -1589,11 +1627,51 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+        (engine, clock, leads)
+    }
+
+    /// A lead asked for by id while another pass of this engine holds it is enrolled all the
+    /// same: the pass is decided again in the write transaction instead of leaving it out.
+    #[tokio::test]
+    async fn a_lead_enrolled_by_id_is_not_left_out_while_another_pass_holds_it() {
+        let dir = std::env::temp_dir().join(format!("nurture-busy-{}", std::process::id()));
+        let (engine, _clock, leads) = engine_with(&dir, &["held@x.example", "free@x.example"]).await;
         let held = engine.busy.take(vec![leads[0].clone()]);
         let refs: Vec<LeadRef> = leads.iter().map(|l| LeadRef::by_id(l.id.0)).collect();
         let report = engine.enroll("industry-drip", &refs).await.unwrap();
         drop(held);
         assert_eq!(report.enrolled, 2, "{report:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A wait the clock ends while another pass of this engine holds its lead (an enrolling
+    /// pass after a deploy, say) has ended when the advance returns: the advance waits for
+    /// that pass rather than leave the step to whichever pass comes next.
+    #[tokio::test]
+    async fn advancing_the_clock_waits_for_a_pass_that_holds_a_due_lead() {
+        let dir = std::env::temp_dir().join(format!("nurture-advance-{}", std::process::id()));
+        let (engine, clock, leads) = engine_with(&dir, &["held@x.example"]).await;
+        let engine = Arc::new(engine);
+        engine
+            .enroll("industry-drip", &[LeadRef::by_id(leads[0].id.0)])
+            .await
+            .unwrap();
+        let waiting = engine.next_wake().await.unwrap().expect("the lead waits 3 days");
+        let held = engine.busy.take(vec![leads[0].clone()]);
+        let mut advancing = tokio::spawn({
+            let (engine, clock) = (engine.clone(), clock.clone());
+            async move { engine.advance_clock(&clock, chrono::Duration::days(4)).await }
+        });
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut advancing).await;
+        assert!(
+            early.is_err(),
+            "the advance returned while the due lead was held: {early:?}"
+        );
+        drop(held);
+        let moved = advancing.await.unwrap().unwrap();
+        assert_eq!(moved, 1, "the held lead's wait ended");
+        let next = engine.next_wake().await.unwrap().expect("it waits at its next step");
+        assert!(next > waiting, "{next} after {waiting}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }
