@@ -112,7 +112,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("cache_size", "-16384")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // When the WAL starts over, its file is cut back to this size: a burst that grew it
+            // does not keep its disk space.
+            .pragma("journal_size_limit", Checkpointer::WAL_FILE_LIMIT.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
@@ -122,12 +125,20 @@ impl SqliteStore {
             .max_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.pragma("wal_autocheckpoint", "0"))
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+            .await?;
+        // Its own connection, whose busy timeout bounds how long a `RESTART` checkpoint waits
+        // for readers.
+        let checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.busy_timeout(Checkpointer::RESTART_WAIT))
             .await?;
         let turn = std::sync::Arc::<tokio::sync::Mutex<()>>::default();
         Ok(Self {
             writer: Writer {
-                checkpointer: Checkpointer::spawn(pool.clone(), turn.clone()),
+                checkpointer: Checkpointer::spawn(checkpoints, turn.clone()),
                 pool: write_pool,
                 turn,
                 passes: Default::default(),
@@ -246,53 +257,88 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 /// Copies committed pages from the WAL into the database file (a `PASSIVE` checkpoint) after
-/// writes, on a reading connection and outside the writer's turn. SQLite's automatic
+/// writes, on a connection of its own and outside the writer's turn. SQLite's automatic
 /// checkpoint ran inside the commit that crossed 1,000 pages, with its two `fsync`s, while the
 /// next writer waited: in `bench engine` a tenth of commits took 9-13 ms instead of about one.
 /// A passive checkpoint takes no write lock, so writers go on meanwhile. Wakes that come while
-/// one runs or rests make one more, not one each; it rests a second after copying less than
-/// SQLite's own 1,000 pages (light writes pay two `fsync`s a second at most), a tenth of one
-/// after more. The task ends when the store is dropped.
+/// one runs or rests make one more, not one each; it rests a tenth of a second after copying
+/// SQLite's own 1,000 pages or more, and after less up to a second (light writes pay two
+/// `fsync`s a second at most), cut short once [`Checkpointer::EARLY_COMMITS`] more commits
+/// came (a burst after a quiet spell would otherwise write a second's worth into the WAL
+/// first). The task ends when the store is dropped.
 ///
 /// SQLite starts the WAL over (instead of growing it) only when a writer begins after a
-/// checkpoint copied every frame. Under steady writes the frames written during a checkpoint
-/// outside the turn left it always behind, and the WAL grew to 110 MB in `bench engine`. So
-/// once the WAL holds [`Checkpointer::RESTART_FRAMES`], the checkpoint is run again inside the
-/// writer's turn, where it copies only the frames written meanwhile.
+/// checkpoint copied every frame and no reader still reads a snapshot that needs the WAL.
+/// Under steady writes neither happens by itself: the frames written during a checkpoint
+/// outside the turn leave it always behind, and with two runners taking turns there is always
+/// a reader of an older snapshot (the WAL grew to 110 MB in `bench engine`, and to 116 MB with a
+/// million leads). So once the WAL holds [`Checkpointer::RESTART_FRAMES`], the checkpoint runs
+/// again inside the writer's turn in `RESTART` mode: it copies the frames written meanwhile and
+/// waits for the readers of older snapshots to finish, so that the next write starts the WAL
+/// over. It waits [`Checkpointer::RESTART_WAIT`] at most (the checkpoint connection's busy
+/// timeout), so a long read (an export, a funnel count) costs the writers that much once, not
+/// its whole length; then the WAL grows on until the next try.
 #[derive(Clone)]
-struct Checkpointer(tokio::sync::mpsc::Sender<()>);
+struct Checkpointer {
+    wake: tokio::sync::mpsc::Sender<()>,
+    /// Commits so far.
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl Checkpointer {
-    /// The rest after a checkpoint of fewer than `BUSY_FRAMES`, and after one of more.
-    const REST: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(100)];
+    /// The rest after a checkpoint of `BUSY_FRAMES` or more.
+    const REST_BUSY: Duration = Duration::from_millis(100);
+    /// The longest rest after a checkpoint of fewer, and how often it looks at the commits.
+    const REST_LIGHT: Duration = Duration::from_secs(1);
+    const REST_POLL: Duration = Duration::from_millis(50);
     const BUSY_FRAMES: i64 = 1_000;
+    /// Commits that end a light checkpoint's rest early: a journey pass writes about 300
+    /// frames, a lead from the API a few.
+    const EARLY_COMMITS: u64 = 32;
     /// SQLite's own automatic checkpoint comes at 1,000 pages; this is four times that (16 MB
     /// of 4 KiB pages).
     const RESTART_FRAMES: i64 = 4_000;
+    /// How long a `RESTART` checkpoint waits for readers of older snapshots, holding the
+    /// writer's turn.
+    const RESTART_WAIT: Duration = Duration::from_millis(100);
+    /// `journal_size_limit`: twice what the WAL holds when it is started over, so that steady
+    /// writes reuse the file and only a burst's growth is given back.
+    const WAL_FILE_LIMIT: i64 = 32 << 20;
 
     fn spawn(pool: SqlitePool, writer: std::sync::Arc<tokio::sync::Mutex<()>>) -> Checkpointer {
+        use std::sync::atomic::Ordering::Relaxed;
         let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
+        let commits = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
+        let counted = commits.clone();
         tokio::spawn(async move {
             while woken.recv().await.is_some() {
-                let log = Self::checkpoint(&pool).await.unwrap_or_default();
+                let log = Self::checkpoint(&pool, Self::PASSIVE).await.unwrap_or_default();
                 if log >= Self::RESTART_FRAMES {
                     let _turn = writer.lock().await;
-                    Self::checkpoint(&pool).await;
+                    Self::checkpoint(&pool, Self::RESTART).await;
                 }
-                tokio::time::sleep(Self::REST[usize::from(log >= Self::BUSY_FRAMES)]).await;
+                if log >= Self::BUSY_FRAMES {
+                    tokio::time::sleep(Self::REST_BUSY).await;
+                    continue;
+                }
+                let since = counted.load(Relaxed);
+                let until = tokio::time::Instant::now() + Self::REST_LIGHT;
+                while tokio::time::Instant::now() < until && counted.load(Relaxed) - since < Self::EARLY_COMMITS {
+                    tokio::time::sleep(Self::REST_POLL).await;
+                }
             }
         });
-        Checkpointer(wake)
+        Checkpointer { wake, commits }
     }
 
-    /// Runs a passive checkpoint; returns the frames in the WAL.
-    async fn checkpoint(pool: &SqlitePool) -> Option<i64> {
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(pool)
-            .await
-        {
+    const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+    const RESTART: &str = "PRAGMA wal_checkpoint(RESTART)";
+
+    /// Runs a checkpoint (`PASSIVE` or `RESTART`); returns the frames in the WAL.
+    async fn checkpoint(pool: &SqlitePool, pragma: &'static str) -> Option<i64> {
+        match sqlx::query_as::<_, (i64, i64, i64)>(pragma).fetch_one(pool).await {
             Ok((busy, log, copied)) => {
-                tracing::debug!(busy, log, copied, "WAL checkpoint");
+                tracing::debug!(pragma, busy, log, copied, "WAL checkpoint");
                 Some(log)
             }
             Err(e) => {
@@ -302,9 +348,11 @@ impl Checkpointer {
         }
     }
 
+    /// After a commit.
     fn wake(&self) {
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Full: a checkpoint is already due, and it will copy this write's pages too.
-        let _ = self.0.try_send(());
+        let _ = self.wake.try_send(());
     }
 }
 
@@ -1493,5 +1541,82 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(echoed, vec![(text(6), blob(299)), (text(13), blob(1))]);
+    }
+
+    /// Under steady writes while two readers take turns holding older snapshots (as two
+    /// runners do), the WAL is started over once it passes `RESTART_FRAMES` instead of growing
+    /// with everything written; the writer, which starts it over, cuts the file back to
+    /// `journal_size_limit`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_steady_writes_while_readers_hold_older_snapshots() {
+        use super::{Checkpointer, SqliteStore};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        let dir = std::env::temp_dir().join(format!("nurture-wal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wal.db");
+        let store = SqliteStore::connect(file.to_str().unwrap()).await.unwrap();
+        crate::store::Store::migrate(&store).await.unwrap();
+        let store = std::sync::Arc::new(store);
+        sqlx::query("CREATE TABLE filler (v BLOB NOT NULL)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for stagger in [0, 3] {
+            let (store, stop) = (store.clone(), stop.clone());
+            readers.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(stagger)).await;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut read = store.pool.begin().await.unwrap();
+                    sqlx::query("SELECT count(*) FROM filler")
+                        .execute(&mut *read)
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    read.commit().await.unwrap();
+                }
+            }));
+        }
+        // About 17 frames a commit (a 64 KiB row replacing the last), 1,200 commits: some
+        // 20,000 frames, five times the WAL's bound.
+        let wal = dir.join("wal.db-wal");
+        let frame = 4096 + 24;
+        let (mut largest, mut written) = (0, 0);
+        for _ in 0..1_200 {
+            // In this process's turn, as journey passes write.
+            let turn = store.writer.turn.lock().await;
+            let mut tx = store.write_tx().await.unwrap();
+            sqlx::query("DELETE FROM filler").execute(&mut *tx).await.unwrap();
+            sqlx::query("INSERT INTO filler VALUES (randomblob(65536))")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            drop(turn);
+            written += 17;
+            // A pause between commits, as between a runner's passes: some 6,000 frames a
+            // second in a debug build (W2 of `bench engine` writes about 22,000).
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) / frame);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        assert!(written > 5 * Checkpointer::RESTART_FRAMES as u64);
+        // The bound: the frames that reach `RESTART_FRAMES`, what is written in one rest after
+        // a checkpoint (a tenth of a second) and while the restart waits for readers.
+        assert!(
+            largest < 3 * Checkpointer::RESTART_FRAMES as u64,
+            "the WAL grew to {largest} frames of the {written} written"
+        );
+        let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+            .fetch_one(&store.writer.pool)
+            .await
+            .unwrap();
+        assert_eq!(limit, Checkpointer::WAL_FILE_LIMIT);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
