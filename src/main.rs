@@ -242,6 +242,10 @@ enum PlaybookCommand {
         dir: PathBuf,
         #[command(flatten)]
         templates: TemplatesArgs,
+        /// Also warn about running enrollments that deploying this playbook to this database
+        /// would strand (as `POST /v1/playbook/validate` does); the database is only read.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Draw a campaign as DOT, Mermaid or SVG (drawn in-process; Graphviz is not needed).
     Graph {
@@ -420,7 +424,7 @@ async fn run(cli: Cli) -> Result<()> {
             .await?;
             import::run(&engine, &file).await
         }
-        Command::Playbook { command } => playbook_command(command),
+        Command::Playbook { command } => playbook_command(command).await,
         Command::Demo {
             leads,
             days,
@@ -552,14 +556,23 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `nurture playbook …`: validation, pictures and the editor schema. No database is needed.
-fn playbook_command(command: PlaybookCommand) -> Result<()> {
+/// `nurture playbook …`: validation, pictures and the editor schema. No database is needed,
+/// unless validation is asked to look at one.
+async fn playbook_command(command: PlaybookCommand) -> Result<()> {
     use nurture_engine::playbook::{draw, Playbook};
     match command {
-        PlaybookCommand::Validate { dir, templates } => {
+        PlaybookCommand::Validate {
+            dir,
+            templates,
+            database_url,
+        } => {
             let started = std::time::Instant::now();
             match Playbook::load_dir(&dir, &templates.dir(&dir)) {
-                Ok(playbook) => {
+                Ok(mut playbook) => {
+                    if let Some(url) = database_url {
+                        let stranded = stranded_enrollments(&url, &playbook).await?;
+                        playbook.warnings.extend(stranded);
+                    }
                     // Diagnostics go to standard error, as compilers do; the summary to standard output.
                     for warning in &playbook.warnings {
                         eprintln!("{}", report::issue(warning));
@@ -695,6 +708,34 @@ fn explain(error: &anyhow::Error) -> String {
 fn hex_key() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The warnings about running enrollments in the database at `url` that deploying `playbook`
+/// would strand. The database is read, not created or migrated.
+async fn stranded_enrollments(
+    url: &str,
+    playbook: &nurture_engine::playbook::Playbook,
+) -> Result<Vec<nurture_engine::playbook::Issue>> {
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or_default();
+        if !std::path::Path::new(path).exists() {
+            bail!("there is no database at {path}; give --database-url the database `nurture serve` uses");
+        }
+    }
+    let store = nurture_engine::store::connect(url)
+        .await
+        .with_context(|| format!("opening the database {url}"))?;
+    let engine =
+        nurture_engine::engine::Engine::new(store, Default::default(), Arc::new(nurture_engine::clock::SystemClock));
+    engine.deploy_warnings(playbook).await.with_context(|| {
+        format!(
+            "reading the deployed campaigns and their enrollments from {url} (run `nurture migrate` if it is older)"
+        )
+    })
 }
 
 async fn open_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Store>> {

@@ -789,6 +789,42 @@ async fn a_playbook_that_leaves_out_a_running_campaign_warns_that_its_enrollment
         ],
         "{checked}"
     );
+    // The CLI says the same when given the server's database, which it only reads.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in &without {
+        let path = dir.path().join("campaigns").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let validate = |database: &str| {
+        crate::cli::nurture(dir.path())
+            .args(["playbook", "validate", "campaigns", "--templates"])
+            .arg(repo().join("templates"))
+            .args(["--database-url", database])
+            .output()
+            .unwrap()
+    };
+    let cli = validate(app.database_url());
+    let (out, err) = (
+        String::from_utf8_lossy(&cli.stdout),
+        String::from_utf8_lossy(&cli.stderr),
+    );
+    assert!(cli.status.success(), "{err}");
+    let message = &retiring(&checked)[0];
+    assert_eq!(err.matches(message.as_str()).count(), 1, "{err}");
+    assert!(out.contains(", 1 warning ("), "{out}");
+    let missing = dir.path().join("nowhere.db");
+    let cli = validate(&format!("sqlite://{}", missing.display()));
+    assert!(!cli.status.success());
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains(&format!(
+            "there is no database at {}; give --database-url the database `nurture serve` uses",
+            missing.display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(!missing.exists(), "validation creates no database");
     // The shipped playbook as it stands warns of nothing of the kind.
     let (_, unchanged) = send_playbook(&app, "POST", "/v1/playbook/validate", &shipped_files()).await;
     assert_eq!(unchanged["valid"], true, "{unchanged}");

@@ -300,6 +300,11 @@ pub struct Answer {
 }
 
 impl TestApp {
+    /// The URL of the server's database, for processes a test starts beside it.
+    pub fn database_url(&self) -> &str {
+        &self._store.url
+    }
+
     /// A `registered` event for a new lead with this e-mail, as a CRM posts it (the welcome
     /// series starts); the lead's id.
     pub async fn register(&self, email: &str) -> String {
