@@ -716,15 +716,13 @@ async fn stranded_enrollments(
     url: &str,
     playbook: &nurture_engine::playbook::Playbook,
 ) -> Result<Vec<nurture_engine::playbook::Issue>> {
-    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
-        let path = path.split('?').next().unwrap_or_default();
-        if !std::path::Path::new(path).exists() {
-            bail!("there is no database at {path}; give --database-url the database `nurture serve` uses");
-        }
+    let missing =
+        nurture_engine::store::missing_file(url).with_context(|| format!("reading the database URL {url}"))?;
+    if let Some(file) = missing {
+        bail!(
+            "there is no database at {}; give --database-url the database `nurture serve` uses",
+            file.display()
+        );
     }
     let store = nurture_engine::store::connect(url)
         .await

@@ -259,19 +259,12 @@ fn split(issues: &[Issue]) -> (Vec<PlaybookIssue>, Vec<PlaybookIssue>) {
     (errors, warnings)
 }
 
-/// A valid playbook's warnings: its own, then what deploying it would do to running
+/// A valid playbook's warnings: its own, then `stranded`, what deploying it would do to running
 /// enrollments (campaigns it retires, earlier versions it can no longer build).
-async fn warnings_of(state: &AppState, playbook: &Playbook) -> Result<Vec<PlaybookIssue>, ApiError> {
+fn warnings_with(playbook: &Playbook, stranded: &[Issue]) -> Vec<PlaybookIssue> {
     let mut warnings = split(&playbook.warnings).1;
-    warnings.extend(
-        state
-            .engine
-            .deploy_warnings(playbook)
-            .await?
-            .iter()
-            .map(PlaybookIssue::from),
-    );
-    Ok(warnings)
+    warnings.extend(stranded.iter().map(PlaybookIssue::from));
+    warnings
 }
 
 async fn validate(
@@ -288,7 +281,7 @@ async fn validate(
         Ok(playbook) => ValidationAnswer {
             valid: true,
             errors: Vec::new(),
-            warnings: warnings_of(&state, &playbook).await?,
+            warnings: warnings_with(&playbook, &state.engine.deploy_warnings(&playbook).await?),
             campaigns: playbook
                 .campaigns
                 .values()
@@ -359,8 +352,7 @@ async fn deploy(
     for warning in &stranded {
         tracing::warn!(by = %caller.0.name, file = %warning.file, "Deploying: {}", warning.message);
     }
-    let mut warnings = split(&playbook.warnings).1;
-    warnings.extend(stranded.iter().map(PlaybookIssue::from));
+    let warnings = warnings_with(&playbook, &stranded);
     let report = state.engine.deploy(playbook).await?;
     let fresh: Vec<String> = report.created.iter().chain(&report.changed).cloned().collect();
     if !fresh.is_empty() {

@@ -483,9 +483,22 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The SQLite file `url` names, if it does not exist ([`connect`] would create it).
+pub fn missing_file(url: &str) -> StoreResult<Option<std::path::PathBuf>> {
+    if is_postgres(url) {
+        return Ok(None);
+    }
+    let file = sqlite::SqliteStore::file(url)?;
+    Ok((!file.exists()).then_some(file))
+}
+
 /// Opens the store a URL names: `sqlite://path` (or a bare path) or `postgres://…`.
 pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
     } else {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url).await?))

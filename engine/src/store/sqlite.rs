@@ -99,14 +99,23 @@ impl PassLog {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file a `sqlite://path` URL or a bare path names.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = if url.starts_with("sqlite:") {
+    /// The options a `sqlite://path` URL or a bare path names.
+    fn options(url: &str) -> StoreResult<SqliteConnectOptions> {
+        Ok(if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
         } else {
             SqliteConnectOptions::new().filename(url)
-        };
-        let options = options
+        })
+    }
+
+    /// The database file `url` names.
+    pub fn file(url: &str) -> StoreResult<std::path::PathBuf> {
+        Ok(Self::options(url)?.get_filename().to_path_buf())
+    }
+
+    /// Opens (creating if missing) the database file a `sqlite://path` URL or a bare path names.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = Self::options(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
