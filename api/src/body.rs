@@ -28,15 +28,87 @@ pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// Parses well-formed JSON, or says where it is not.
+/// Parses well-formed JSON, or says where it is not. An integer literal that neither a 64-bit
+/// integer nor a double holds exactly is refused (422, naming where it is), because it would
+/// be stored, and read back, as a different number.
 pub fn json_value(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::Malformed(format!(
             "malformed JSON at line {} column {}: {e}",
             e.line(),
             e.column()
         ))
-    })
+    })?;
+    if let Some(literal) = inexact_integer(bytes) {
+        let rounded: f64 = literal.parse().unwrap_or(f64::NAN);
+        let field = path_of_number(&value, rounded, "").unwrap_or_else(|| "body".to_owned());
+        return Err(ApiError::invalid(vec![FieldError::new(
+            field,
+            format!(
+                "is the integer {literal}, which has more digits than a 64-bit integer or a double \
+                 holds exactly; send it as a string, or as a decimal such as {rounded:e}"
+            ),
+        )]));
+    }
+    Ok(value)
+}
+
+/// The first integer literal (no fraction, no exponent) outside strings in well-formed JSON
+/// that does not fit an `i64` or `u64` and is not exactly a double. serde_json parses such a
+/// literal into the nearest double without saying so.
+fn inexact_integer(bytes: &[u8]) -> Option<&str> {
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                i += 1;
+            }
+            let token = std::str::from_utf8(&bytes[start..i]).unwrap_or_default();
+            let integer = !token.contains(['.', 'e', 'E']);
+            // u64::MAX has 20 digits: shorter literals always fit.
+            if integer && token.trim_start_matches('-').len() >= 20 && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                let nearest: f64 = token.parse().unwrap_or(f64::NAN);
+                if format!("{nearest:.0}") != token {
+                    return Some(token);
+                }
+            }
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Where in `value` a double equal to `number` is, as `a.b[2]`.
+fn path_of_number(value: &Value, number: f64, path: &str) -> Option<String> {
+    match value {
+        Value::Number(n) if n.is_f64() && n.as_f64() == Some(number) => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| path_of_number(v, number, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            path_of_number(v, number, &here)
+        }),
+        _ => None,
+    }
 }
 
 /// Converts a JSON value to a type, naming the field that does not fit.
@@ -71,5 +143,37 @@ pub fn one_or_many(bytes: &[u8]) -> Result<OneOrMany, ApiError> {
             Ok(OneOrMany::Many(items))
         }
         one => Ok(OneOrMany::One(one)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_field(body: &str) -> Option<String> {
+        match json_value(body.as_bytes()) {
+            Ok(_) => None,
+            Err(ApiError::Invalid { details, .. }) => Some(details[0].field.clone()),
+            Err(other) => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn integers_are_taken_only_when_they_read_back_exactly() {
+        for exact in [
+            r#"{"x": 9223372036854775807}"#,
+            r#"{"x": -9223372036854775808}"#,
+            r#"{"x": 18446744073709551615}"#,
+            r#"{"x": 18446744073709551616}"#,
+            r#"{"x": 1.2345678901234567890123e29}"#,
+            r#"{"x": "123456789012345678901234567890"}"#,
+            r#"{"x\"123456789012345678901234567890": 1}"#,
+        ] {
+            assert_eq!(refused_field(exact), None, "{exact}");
+        }
+        assert_eq!(
+            refused_field(r#"[{"a": 1}, {"p": {"x": [0, -123456789012345678901234567890]}}]"#).as_deref(),
+            Some("[1].p.x[1]")
+        );
     }
 }

@@ -136,6 +136,7 @@ impl From<EngineError> for ApiError {
                 code: "conflict",
                 message,
             },
+            EngineError::Forbidden(message) => ApiError::Forbidden(message),
             EngineError::Store(store) => ApiError::Internal(store.to_string()),
             EngineError::Failed(message) => ApiError::Internal(message),
         }

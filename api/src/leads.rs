@@ -369,12 +369,6 @@ async fn score(
         |raw| async move {
             let id = lead_id(&id)?;
             let body: ScoreBody = body::object(&raw)?;
-            if body.delta == 0 || body.delta.abs() > 1_000_000 {
-                return Err(ApiError::invalid(vec![FieldError::new(
-                    "delta",
-                    "must be a non-zero whole number of at most 1000000 points",
-                )]));
-            }
             let view = state
                 .engine
                 .score_lead(id, body.delta, &body.reason, &caller.actor())

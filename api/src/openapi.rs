@@ -288,7 +288,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "put",
         path: "/v1/queues/{queue}/members/{member}",
-        summary: "Mark a member away or back, set their capacity or round-robin weight.",
+        summary: "Mark a member away or back (an SDR: only themselves), set their capacity or round-robin weight (marketer, admin; 403 for an SDR).",
         roles: &[Role::Sdr, Role::Marketer],
         request: Some(of::<MemberBody>),
         status: 200,
@@ -315,8 +315,8 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/handoffs/{id}/accept",
-        summary: "Accept (claiming it if open): lead stage `accepted`, owner the caller. 409 when someone else claimed it.",
-        roles: &[Role::Sdr],
+        summary: "Accept (claiming it if open): lead stage `accepted`, owner the caller. 409 when another SDR holds it (claimed, or assigned while open); marketers and admins may act on anyone's.",
+        roles: &[Role::Sdr, Role::Marketer],
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),
@@ -324,8 +324,8 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/handoffs/{id}/reject",
-        summary: "Reject with a reason (422 without); `recycle` (default true) returns the lead to nurture after the queue's cool-down, else `disqualified`.",
-        roles: &[Role::Sdr],
+        summary: "Reject with a reason (422 without); `recycle` (default true) returns the lead to nurture after the queue's cool-down, else `disqualified`. 409 when another SDR holds it.",
+        roles: &[Role::Sdr, Role::Marketer],
         request: Some(of::<RejectBody>),
         status: 200,
         response: Some(of::<HandoffView>),
@@ -333,8 +333,8 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/handoffs/{id}/convert",
-        summary: "The deal closed: lead stage `customer`.",
-        roles: &[Role::Sdr, Role::Crm],
+        summary: "The deal closed: lead stage `customer`. 409 for an SDR when another SDR holds it (claimed, assigned, or accepted it); the CRM, marketers and admins record it whoever holds it.",
+        roles: &[Role::Sdr, Role::Marketer, Role::Crm],
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),
@@ -342,8 +342,8 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/handoffs/{id}/release",
-        summary: "Give a claimed handoff back to its queue.",
-        roles: &[Role::Sdr],
+        summary: "Give a claimed handoff back to its queue (409 when another SDR claimed it).",
+        roles: &[Role::Sdr, Role::Marketer],
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),

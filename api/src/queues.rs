@@ -23,7 +23,9 @@ use crate::error::ApiError;
 use crate::{body, idempotency, page, AppState};
 
 const SDRS: &[Role] = &[Role::Sdr];
-const SDRS_AND_CRMS: &[Role] = &[Role::Sdr, Role::Crm];
+/// Who decides handoffs: SDRs their own, marketers (and admins) anyone's.
+const DECIDERS: &[Role] = &[Role::Sdr, Role::Marketer];
+const DECIDERS_AND_CRMS: &[Role] = &[Role::Sdr, Role::Marketer, Role::Crm];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
 
 pub fn router() -> Router<AppState> {
@@ -313,8 +315,13 @@ async fn decide(
                     }
                 }
             };
-            let admin = caller.0.role == Role::Admin;
-            let h = state.engine.decide(id, &decision, &caller.0.name, admin).await?;
+            let oversees = match caller.0.role {
+                Role::Admin | Role::Marketer => true,
+                // The CRM is where deals close: it records a conversion whoever holds the lead.
+                Role::Crm => verb == "convert",
+                Role::Sdr => false,
+            };
+            let h = state.engine.decide(id, &decision, &caller.0.name, oversees).await?;
             Ok((StatusCode::OK, with_lead(&state, h).await?))
         },
     )
@@ -328,7 +335,7 @@ async fn accept(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, SDRS, "accept").await
+    decide(state, caller, id, headers, raw, DECIDERS, "accept").await
 }
 
 async fn reject(
@@ -338,7 +345,7 @@ async fn reject(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, SDRS, "reject").await
+    decide(state, caller, id, headers, raw, DECIDERS, "reject").await
 }
 
 async fn convert(
@@ -348,7 +355,7 @@ async fn convert(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, SDRS_AND_CRMS, "convert").await
+    decide(state, caller, id, headers, raw, DECIDERS_AND_CRMS, "convert").await
 }
 
 async fn release(
@@ -358,7 +365,7 @@ async fn release(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, SDRS, "release").await
+    decide(state, caller, id, headers, raw, DECIDERS, "release").await
 }
 
 async fn members(
@@ -412,7 +419,15 @@ async fn set_member(
     Ok(Json(
         state
             .engine
-            .set_member(&queue, &member, input.available, input.capacity, input.weight)
+            .set_member(
+                &queue,
+                &member,
+                input.available,
+                input.capacity,
+                input.weight,
+                &caller.0.name,
+                matches!(caller.0.role, Role::Admin | Role::Marketer),
+            )
             .await?,
     ))
 }

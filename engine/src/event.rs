@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::lead::{map_nul_path, text_problem, EmailAddress, FieldError, LeadRef};
+use crate::lead::{map_problem, text_problem, EmailAddress, FieldError, LeadRef};
 
 /// Largest `properties` object of one event, as compact JSON.
 pub const MAX_PROPERTIES_BYTES: usize = 64 * 1024;
@@ -93,9 +93,7 @@ impl EventInput {
                 "an email_bounced event says what kind of bounce it was: \"hard\" (the address does not exist) or \"soft\" (a full mailbox, a server down)",
             ));
         }
-        if let Some(path) = map_nul_path(&self.properties, "properties") {
-            errors.push(FieldError::new(path, "contains a NUL character"));
-        }
+        errors.extend(map_problem(&self.properties, "properties"));
         errors
     }
 }

@@ -177,11 +177,13 @@ pub enum Refusal {
 }
 
 impl Handoff {
-    /// Applies a decision made by `by`. `admin` may act on a handoff someone else claimed.
+    /// Applies a decision made by `by`. Only whoever holds a handoff decides it: the member who
+    /// claimed it, or the one it is assigned to while it is open. `oversees` (admins and
+    /// marketers; the CRM for a conversion, which it records) may act on anyone's.
     /// Accepting or rejecting an open handoff claims it in the same move.
-    pub fn decide(&mut self, decision: &Decision, by: &str, admin: bool, now: DateTime<Utc>) -> Result<(), Refusal> {
+    pub fn decide(&mut self, decision: &Decision, by: &str, oversees: bool, now: DateTime<Utc>) -> Result<(), Refusal> {
         let theirs = |h: &Handoff| {
-            h.claimed_by.as_deref().is_some_and(|c| c != by && !admin).then(|| {
+            h.claimed_by.as_deref().is_some_and(|c| c != by && !oversees).then(|| {
                 format!(
                     "handoff {} is claimed by {}",
                     h.id.0,
@@ -189,13 +191,21 @@ impl Handoff {
                 )
             })
         };
-        match decision {
-            Decision::Reject { reason, .. } if reason.trim().is_empty() => {
+        let assigned_elsewhere = |h: &Handoff| {
+            h.assigned_to
+                .as_deref()
+                .filter(|a| *a != by && !oversees && h.status == HandoffStatus::Open)
+                .map(|other| format!("handoff {} is assigned to {other}", h.id.0))
+        };
+        if let Decision::Reject { reason, .. } = decision {
+            if reason.trim().is_empty() {
                 return Err(Refusal::Invalid(
                     "a rejection needs a reason: send {\"reason\": \"…\", \"recycle\": true}".into(),
-                ))
+                ));
             }
-            _ => {}
+            if let Some(problem) = crate::lead::text_problem(reason) {
+                return Err(Refusal::Invalid(problem));
+            }
         }
         match (decision, self.status) {
             (Decision::Release, HandoffStatus::Claimed) => {
@@ -216,13 +226,8 @@ impl Handoff {
                 if let Some(conflict) = theirs(self) {
                     return Err(Refusal::Conflict(conflict));
                 }
-                if let Some(other) = self.assigned_to.as_deref().filter(|a| *a != by && !admin) {
-                    if self.status == HandoffStatus::Open {
-                        return Err(Refusal::Conflict(format!(
-                            "handoff {} is assigned to {other}",
-                            self.id.0
-                        )));
-                    }
+                if let Some(conflict) = assigned_elsewhere(self) {
+                    return Err(Refusal::Conflict(conflict));
                 }
                 if self.status == HandoffStatus::Open {
                     self.claimed_by = Some(by.to_owned());
@@ -240,6 +245,17 @@ impl Handoff {
             }
             // A deal closes whenever it closes: from the queue, in someone's hands, or accepted.
             (Decision::Convert, HandoffStatus::Open | HandoffStatus::Claimed | HandoffStatus::Accepted) => {
+                if self.status == HandoffStatus::Accepted {
+                    if let Some(owner) = self.decided_by.as_deref().filter(|d| *d != by && !oversees) {
+                        return Err(Refusal::Conflict(format!(
+                            "handoff {} was accepted by {owner}; the lead is theirs",
+                            self.id.0
+                        )));
+                    }
+                }
+                if let Some(conflict) = theirs(self).or_else(|| assigned_elsewhere(self)) {
+                    return Err(Refusal::Conflict(conflict));
+                }
                 self.status = HandoffStatus::Converted;
                 self.decided_by = Some(by.to_owned());
                 self.decided_at = Some(now);
@@ -383,6 +399,31 @@ mod tests {
         assert_eq!((h.status, h.claimed_by.clone()), (HandoffStatus::Open, None));
         let err = h.decide(&Decision::Release, "alice", false, at(9)).unwrap_err();
         assert!(matches!(err, Refusal::Conflict(m) if m.contains("only a claimed handoff")));
+    }
+
+    #[test]
+    fn only_the_holder_or_an_overseer_converts() {
+        let convert = |h: &mut Handoff, by: &str, oversees: bool| h.decide(&Decision::Convert, by, oversees, at(9));
+        let mut claimed = handoff();
+        claimed.status = HandoffStatus::Claimed;
+        claimed.claimed_by = Some("alice".into());
+        let err = convert(&mut claimed.clone(), "bob", false).unwrap_err();
+        assert_eq!(err, Refusal::Conflict("handoff 7 is claimed by alice".into()));
+        convert(&mut claimed.clone(), "crm", true).unwrap();
+        convert(&mut claimed, "alice", false).unwrap();
+        let mut assigned = handoff();
+        assigned.assigned_to = Some("alice".into());
+        let err = convert(&mut assigned.clone(), "bob", false).unwrap_err();
+        assert_eq!(err, Refusal::Conflict("handoff 7 is assigned to alice".into()));
+        let mut accepted = handoff();
+        accepted.decide(&Decision::Accept, "alice", false, at(9)).unwrap();
+        let err = convert(&mut accepted.clone(), "bob", false).unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::Conflict("handoff 7 was accepted by alice; the lead is theirs".into())
+        );
+        convert(&mut accepted, "alice", false).unwrap();
+        assert_eq!(accepted.status, HandoffStatus::Converted);
     }
 
     #[test]

@@ -580,7 +580,7 @@ pub fn advance(
                 go(&mut enrollment, next(Edge::Next));
             }
             Action::Score(points) => {
-                facts.lead.to_mut().score = facts.lead.score.saturating_add(*points);
+                facts.lead.to_mut().score = crate::lead::bounded_score(facts.lead.score, *points);
                 effects.push(Effect::Score {
                     step: step.id.clone(),
                     points: *points,

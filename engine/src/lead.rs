@@ -10,6 +10,17 @@ use std::str::FromStr;
 pub const MAX_EMAIL_LEN: usize = 320;
 /// Longest value of any other text field of a lead.
 pub const MAX_FIELD_LEN: usize = 1_024;
+/// A score stays within ±`MAX_SCORE`: changes beyond saturate there, and the ledger records
+/// the change that was made, so a lead's score is always the sum of its ledger.
+pub const MAX_SCORE: i64 = 1_000_000_000;
+/// The largest manual score change, either way.
+pub const MAX_MANUAL_DELTA: i64 = 1_000_000;
+
+/// `score` moved by `delta`, saturating at ±[`MAX_SCORE`].
+pub fn bounded_score(score: i64, delta: i64) -> i64 {
+    score.saturating_add(delta).clamp(-MAX_SCORE, MAX_SCORE)
+}
+
 /// Largest `attributes` object, measured as compact JSON.
 pub const MAX_ATTRIBUTES_BYTES: usize = 64 * 1024;
 
@@ -503,9 +514,7 @@ impl LeadInput {
                     format!("is {size} bytes as JSON; the limit is {MAX_ATTRIBUTES_BYTES}"),
                 ));
             }
-            if let Some(path) = map_nul_path(attributes, "attributes") {
-                errors.push(FieldError::new(path, "contains a NUL character"));
-            }
+            errors.extend(map_problem(attributes, "attributes"));
         }
         let email_given = matches!(&self.email, Some(Some(_)));
         if for_create && !email_given && self.external_id_key().is_none() {
@@ -583,40 +592,75 @@ pub fn text_problem(text: &str) -> Option<String> {
     }
 }
 
-/// [`json_nul_path`] for an object's entries.
-pub fn map_nul_path(map: &Map<String, Value>, path: &str) -> Option<String> {
-    if !map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+/// How deeply `attributes` and event `properties` may nest (an object in an object counts
+/// one level each).
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// The first value under a free-form object (`attributes`, `properties`) that could not be
+/// stored and read back as given on both backends, as a field error naming its path
+/// (`attributes.k[0]`): a NUL character in a string or key (PostgreSQL refuses it, so SQLite
+/// refuses it too), a negative zero (PostgreSQL's `jsonb` keeps `-0` as `0`), or nesting past
+/// [`MAX_JSON_DEPTH`]. Such input is refused rather than altered. Numbers are otherwise kept
+/// as the double or 64-bit integer serde_json parsed them into; the API refuses integer
+/// literals that do not fit one exactly (`api::body`).
+pub fn map_problem(map: &Map<String, Value>, path: &str) -> Option<FieldError> {
+    map_problem_at(map, path, 1)
+}
+
+fn map_problem_at(map: &Map<String, Value>, path: &str, depth: usize) -> Option<FieldError> {
+    if depth > MAX_JSON_DEPTH {
+        return Some(FieldError::new(
+            path,
+            format!("nests deeper than {MAX_JSON_DEPTH} levels; flatten it"),
+        ));
+    }
+    // Paths are built only on the way to a problem: the common case allocates nothing.
+    if !map.iter().any(|(k, v)| k.contains('\0') || value_needs_look(v)) {
         return None;
     }
     map.iter().find_map(|(k, v)| {
         let here = format!("{path}.{k}");
         if k.contains('\0') {
-            Some(here)
+            Some(FieldError::new(here, "has a key with a NUL character"))
         } else {
-            json_nul_path(v, &here)
+            value_problem(v, &here, depth)
         }
     })
 }
 
-fn has_nul(value: &Value) -> bool {
+fn value_needs_look(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Number(n) => is_negative_zero(n),
+        Value::Array(_) | Value::Object(_) => true,
         _ => false,
     }
 }
 
-/// The path of the first string (or key) in a JSON value that holds a NUL character; neither
-/// backend can store one faithfully, so such input is refused rather than altered.
-pub fn json_nul_path(value: &Value, path: &str) -> Option<String> {
+fn is_negative_zero(n: &serde_json::Number) -> bool {
+    n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) && n.is_f64()
+}
+
+fn value_problem(value: &Value, path: &str, depth: usize) -> Option<FieldError> {
     match value {
-        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| json_nul_path(v, &format!("{path}[{i}]"))),
-        Value::Object(map) => map_nul_path(map, path),
+        Value::String(s) if s.contains('\0') => Some(FieldError::new(path, "contains a NUL character")),
+        Value::Number(n) if is_negative_zero(n) => Some(FieldError::new(
+            path,
+            "is -0, which PostgreSQL would keep as 0; send 0",
+        )),
+        Value::Array(items) => {
+            if depth + 1 > MAX_JSON_DEPTH {
+                return Some(FieldError::new(
+                    path,
+                    format!("nests deeper than {MAX_JSON_DEPTH} levels; flatten it"),
+                ));
+            }
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| value_problem(v, &format!("{path}[{i}]"), depth + 1))
+        }
+        Value::Object(map) => map_problem_at(map, path, depth + 1),
         _ => None,
     }
 }
@@ -643,6 +687,49 @@ mod tests {
         .unwrap();
         let fields: Vec<_> = input.validate(true).into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["email", "company", "attributes.k[0]"]);
+    }
+
+    fn attribute_problem(attributes: Value) -> Option<(String, String)> {
+        let map = attributes.as_object().unwrap();
+        map_problem(map, "attributes").map(|e| (e.field, e.message))
+    }
+
+    #[test]
+    fn values_that_would_not_read_back_as_given_are_named() {
+        let check = |attributes: Value, expect: Option<(&str, &str)>| {
+            let got = attribute_problem(attributes.clone());
+            let got = got.as_ref().map(|(f, m)| (f.as_str(), m.as_str()));
+            assert_eq!(got, expect, "{attributes}");
+        };
+        check(serde_json::json!({"x": 1.7976931348623157e308, "y": 5e-324, "z": u64::MAX}), None);
+        check(serde_json::json!({"x": 0, "y": 0.0}), None);
+        check(
+            serde_json::json!({"a": {"b": [1, -0.0]}}),
+            Some(("attributes.a.b[1]", "is -0, which PostgreSQL would keep as 0; send 0")),
+        );
+        check(
+            serde_json::json!({"k\u{0}": 1}),
+            Some(("attributes.k\u{0}", "has a key with a NUL character")),
+        );
+        // The attributes object is the first level; each array inside adds one.
+        let nested = |levels: usize| (0..levels).fold(Value::from(1), |v, _| serde_json::json!([v]));
+        check(serde_json::json!({ "d": nested(MAX_JSON_DEPTH - 1) }), None);
+        let too_deep = attribute_problem(serde_json::json!({ "d": nested(MAX_JSON_DEPTH) })).unwrap();
+        assert_eq!(
+            too_deep,
+            (
+                format!("attributes.d{}", "[0]".repeat(MAX_JSON_DEPTH - 1)),
+                format!("nests deeper than {MAX_JSON_DEPTH} levels; flatten it")
+            )
+        );
+    }
+
+    #[test]
+    fn scores_saturate_at_their_bounds() {
+        assert_eq!(bounded_score(10, -3), 7);
+        assert_eq!(bounded_score(MAX_SCORE - 1, i64::MAX), MAX_SCORE);
+        assert_eq!(bounded_score(0, i64::MIN), -MAX_SCORE);
+        assert_eq!(bounded_score(i64::MIN, 0), -MAX_SCORE);
     }
 
     #[test]

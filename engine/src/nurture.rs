@@ -131,11 +131,14 @@ impl LeadState {
     }
 
     /// Changes the score and records it in the ledger.
-    pub fn add_score(&mut self, change: ScoreChange, out: &mut Changes) {
+    /// The score saturates at ±[`crate::lead::MAX_SCORE`]; the ledger records the change made.
+    pub fn add_score(&mut self, mut change: ScoreChange, out: &mut Changes) {
+        let score = crate::lead::bounded_score(self.lead.score, change.delta);
+        change.delta = score - self.lead.score;
         if change.delta == 0 {
             return;
         }
-        self.lead.score = self.lead.score.saturating_add(change.delta);
+        self.lead.score = score;
         self.lead.updated_at = change.at;
         self.dirty = true;
         if let Some(rule) = &change.rule {

@@ -855,5 +855,6 @@ async fn every_role_outside_an_operations_roles_is_refused() {
             }
         }
     }
-    assert!(checked >= 40, "{checked} refusals checked");
+    // 37 since marketers decide handoffs too (accept, reject, convert, release).
+    assert!(checked >= 37, "{checked} refusals checked");
 }

@@ -90,7 +90,6 @@ async fn fifty_sdrs_claim_thirty_handoffs_each_exactly_once(app: TestApp, _: Bac
 }
 
 async fn round_robin_skips_the_unavailable_and_the_full(app: TestApp, _: Backend) {
-    let alice = app.key_named(Role::Sdr, "alice@corp.example").await;
     let bob = app.key_named(Role::Sdr, "bob@corp.example").await;
     let away = app
         .call_as(
@@ -123,10 +122,10 @@ async fn round_robin_skips_the_unavailable_and_the_full(app: TestApp, _: Backend
     )
     .await;
     let cap = app
-        .call_as(
+        .call(
             "PUT",
             "/v1/queues/sdr/members/alice@corp.example",
-            &alice,
+            Role::Marketer,
             Some(json!({"capacity": 4})),
         )
         .await;

@@ -34,5 +34,6 @@ mod playbook;
 mod smtp;
 mod storage;
 mod support;
+mod trust;
 mod webhooks;
 mod wechat;

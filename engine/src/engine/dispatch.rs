@@ -97,7 +97,10 @@ impl Sender {
     }
 
     /// Points every `http(s)` link of the HTML at the click redirect, except our own links.
-    fn track_clicks(&self, html: &str, message: i64) -> Result<String, String> {
+    /// The token carries the link as a browser reads it: the attribute's character references
+    /// decoded (`&amp;` is `&`; Handlebars writes `=` as `&#x3D;`), else the query string of
+    /// every link a template writes through `{{href}}` would arrive mangled.
+    pub fn track_clicks(&self, html: &str, message: i64) -> Result<String, String> {
         use lol_html::{element, rewrite_str, RewriteStrSettings};
         let own = self.public_url.trim_end_matches('/').to_owned();
         let sender = self.clone();
@@ -105,10 +108,12 @@ impl Sender {
             html,
             RewriteStrSettings {
                 element_content_handlers: vec![element!("a[href]", move |el| {
-                    let href = el.get_attribute("href").unwrap_or_default();
+                    let raw = el.get_attribute("href").unwrap_or_default();
+                    let href = html_escape::decode_html_entities(raw.trim()).into_owned();
                     let web = href.starts_with("http://") || href.starts_with("https://");
                     if web && !href.starts_with(&own) {
                         let link = el.get_attribute("data-link").unwrap_or_default();
+                        let link = html_escape::decode_html_entities(&link).into_owned();
                         let token = Token::Click {
                             message,
                             url: href.clone(),

@@ -399,14 +399,14 @@ impl Engine {
             .collect())
     }
 
-    /// Accepts, rejects, converts or releases a handoff on behalf of `by` (`admin` may act on
-    /// what someone else claimed). The lead's stage follows: accepted (and its owner is `by`),
+    /// Accepts, rejects, converts or releases a handoff on behalf of `by` (`oversees`: may act
+    /// on what someone else holds, see [`Handoff::decide`]). The lead's stage follows: accepted (and its owner is `by`),
     /// recycled (resting for the queue's cool-down) or disqualified, customer.
-    pub async fn decide(&self, id: HandoffId, decision: &Decision, by: &str, admin: bool) -> EngineResult<Handoff> {
-        super::retrying(|| self.decide_once(id, decision, by, admin)).await
+    pub async fn decide(&self, id: HandoffId, decision: &Decision, by: &str, oversees: bool) -> EngineResult<Handoff> {
+        super::retrying(|| self.decide_once(id, decision, by, oversees)).await
     }
 
-    async fn decide_once(&self, id: HandoffId, decision: &Decision, by: &str, admin: bool) -> EngineResult<Handoff> {
+    async fn decide_once(&self, id: HandoffId, decision: &Decision, by: &str, oversees: bool) -> EngineResult<Handoff> {
         let now = self.now();
         let playbook = self.playbook();
         let mut tx = self.store.begin().await?;
@@ -414,7 +414,7 @@ impl Engine {
             .lock_handoff(id.0)
             .await?
             .ok_or_else(|| EngineError::Missing(format!("no handoff {}", id.0)))?;
-        h.decide(decision, by, admin, now).map_err(|refusal| match refusal {
+        h.decide(decision, by, oversees, now).map_err(|refusal| match refusal {
             Refusal::Conflict(message) => EngineError::Conflict(message),
             Refusal::Invalid(message) => EngineError::Invalid(vec![FieldError::new("reason", message)]),
         })?;
@@ -462,6 +462,9 @@ impl Engine {
         priority: Option<u8>,
         by: &str,
     ) -> EngineResult<Handoff> {
+        if let Some(problem) = crate::lead::text_problem(reason) {
+            return Err(EngineError::Invalid(vec![FieldError::new("reason", problem)]));
+        }
         let playbook = self.playbook();
         self.queue_known(&playbook, queue)?;
         let id = self.find_lead(lead).await?.lead.id;
@@ -483,6 +486,10 @@ impl Engine {
 
     /// Sets a member's availability, capacity or weight in a queue. A member who comes back
     /// takes their turn from where the others are, not from where they left.
+    ///
+    /// `by` is who asks; unless they `oversee` the queue (admins, marketers), they may set only
+    /// their own availability: capacity and weight shape everyone's share of the work.
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_member(
         &self,
         queue: &str,
@@ -490,7 +497,21 @@ impl Engine {
         available: Option<bool>,
         capacity: Option<Option<i64>>,
         weight: Option<i64>,
+        by: &str,
+        oversees: bool,
     ) -> EngineResult<Member> {
+        if !oversees {
+            if member != by {
+                return Err(EngineError::Forbidden(format!(
+                    "{by} may set only their own availability, not {member}'s; a marketer or admin sets others'"
+                )));
+            }
+            if capacity.is_some() || weight.is_some() {
+                return Err(EngineError::Forbidden(
+                    "capacity and weight are set by a marketer or admin; an SDR sets only their availability".into(),
+                ));
+            }
+        }
         let playbook = self.playbook();
         self.queue_known(&playbook, queue)?;
         let q = &playbook.queues.queues[queue];

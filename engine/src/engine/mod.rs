@@ -32,6 +32,9 @@ pub enum EngineError {
     Failed(String),
     #[error("{0}")]
     Conflict(String),
+    /// The caller's role allows the route, but not this use of it (someone else's resource).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -776,6 +779,16 @@ impl Engine {
 
     /// Finds a lead by id, e-mail or external id.
     pub async fn find_lead(&self, by: &LeadRef) -> EngineResult<LeadView> {
+        let problems: Vec<FieldError> = [("id", &by.id), ("email", &by.email), ("external_id", &by.external_id)]
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let message = crate::lead::text_problem(value.as_deref()?)?;
+                Some(FieldError::new(name, message))
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(EngineError::Invalid(problems));
+        }
         let id = match (&by.id, &by.email, &by.external_id) {
             (Some(id), _, _) => id.parse::<i64>().map_err(|_| EngineError::NotFound)?,
             (None, email, ext) => {
@@ -818,15 +831,22 @@ impl Engine {
             }
         }
         let mut tx = self.store.begin().await?;
-        let ids: Vec<i64> = items
-            .iter()
+        // Only valid items are looked up: a refused item's keys may be unstorable (a NUL).
+        let valid = || {
+            items
+                .iter()
+                .zip(&results)
+                .filter(|(_, result)| result.is_none())
+                .map(|(item, _)| item)
+        };
+        let ids: Vec<i64> = valid()
             .filter_map(|(t, _)| match t {
                 Target::Id(id) => Some(id.0),
                 Target::Keys => None,
             })
             .collect();
-        let emails: Vec<String> = items.iter().filter_map(|(_, i)| i.email_key()).collect();
-        let exts: Vec<String> = items.iter().filter_map(|(_, i)| i.external_id_key()).collect();
+        let emails: Vec<String> = valid().filter_map(|(_, i)| i.email_key()).collect();
+        let exts: Vec<String> = valid().filter_map(|(_, i)| i.external_id_key()).collect();
         let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
 
         // Pass 1: decide which lead each item writes to, creating slots for new leads.
@@ -1016,8 +1036,21 @@ impl Engine {
 
     /// Adds (or with a negative delta, removes) points by hand, recorded in the ledger.
     pub async fn score_lead(&self, id: LeadId, delta: i64, reason: &str, actor: &Actor) -> EngineResult<LeadView> {
+        let mut problems = Vec::new();
+        if delta == 0 || delta.unsigned_abs() > crate::lead::MAX_MANUAL_DELTA.unsigned_abs() {
+            problems.push(FieldError::new(
+                "delta",
+                format!(
+                    "must be a non-zero whole number of at most {} points either way",
+                    crate::lead::MAX_MANUAL_DELTA
+                ),
+            ));
+        }
         if let Some(m) = crate::lead::text_problem(reason) {
-            return Err(EngineError::Invalid(vec![FieldError::new("reason", m)]));
+            problems.push(FieldError::new("reason", m));
+        }
+        if !problems.is_empty() {
+            return Err(EngineError::Invalid(problems));
         }
         self.change_one(id, |state, now, changes| {
             state.add_score(
@@ -1271,6 +1304,9 @@ impl Engine {
         after: Option<LeadId>,
         limit: i64,
     ) -> EngineResult<(Vec<LeadView>, Option<LeadId>)> {
+        if let Some(message) = filter.q.as_deref().and_then(crate::lead::text_problem) {
+            return Err(EngineError::Invalid(vec![FieldError::new("q", message)]));
+        }
         let playbook = self.playbook();
         let condition = match segment {
             Some(id) => Some(playbook.segments.get(id).ok_or_else(|| {

@@ -1,0 +1,439 @@
+//! Defects found by probing the API as an attacker, an integrator and a careless user would
+//! (issue 29), each held on both backends: what is accepted reads back as given, what cannot
+//! be stored is refused with 422 naming the field, and an SDR acts only on their own work.
+
+use nurture_engine::access::Role::{self, Admin, Crm, Marketer, Sdr};
+use serde_json::{json, Value};
+
+use crate::support::{Backend, TestApp};
+
+both!(
+    extreme_values_read_back_as_given_everywhere,
+    values_that_would_change_in_storage_are_refused_by_name,
+    nul_characters_get_the_same_422_on_both_backends,
+    manual_score_changes_stay_within_their_bounds,
+    only_the_holder_or_an_overseer_decides_a_handoff,
+    an_sdr_sets_only_their_own_availability,
+    every_tracked_link_redirects_to_the_link_the_template_means,
+);
+
+/// Sends a raw JSON text (numbers exactly as written) as `role`.
+async fn send_text(app: &TestApp, method: &str, path: &str, role: Role, body: &str) -> crate::support::Answer {
+    app.send(method, path, Some(role), Some(body.as_bytes().to_vec()), &[])
+        .await
+}
+
+/// Extreme numbers, a long string and a deep object: JSON that both backends must give back
+/// exactly as the API first answered it.
+const EXTREMES: &[&str] = &[
+    "1.7976931348623157e308",
+    "-1.7976931348623157e308",
+    "1e-320",
+    "5e-324",
+    "0",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "0.1",
+    "123456789.123456789",
+];
+
+fn deep(levels: usize) -> Value {
+    (0..levels).fold(json!("bottom"), |inner, i| json!({ format!("l{i}"): inner }))
+}
+
+async fn extreme_values_read_back_as_given_everywhere(app: TestApp, _: Backend) {
+    let long = "长".repeat(10_000);
+    // The attributes object is one level: 31 more make the deepest value accepted.
+    let nested = deep(nurture_engine::lead::MAX_JSON_DEPTH - 1);
+    for (i, number) in EXTREMES.iter().enumerate() {
+        let email = format!("x{i}@t.example");
+        let text = format!(
+            r#"{{"email": "{email}", "attributes": {{"x": {number}, "long": "{long}", "deep": {nested}}}}}"#
+        );
+        let created = send_text(&app, "PUT", "/v1/leads", Crm, &text).await;
+        assert_eq!(created.status, 201, "{number}: {:?}", created.body);
+        let sent: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(created.body["attributes"], sent["attributes"], "{number}: as answered");
+        let id = created.body["id"].as_str().unwrap().to_owned();
+
+        let events = format!(
+            r#"[{{"lead": {{"id": "{id}"}}, "type": "page_view", "properties": {{"x": {number}, "deep": {nested}}}}}]"#
+        );
+        let posted = send_text(&app, "POST", "/v1/events", Crm, &events).await;
+        assert_eq!(
+            (posted.status, &posted.body["accepted"]),
+            (200, &json!(1)),
+            "{number}: {:?}",
+            posted.body
+        );
+
+        let read = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await;
+        assert_eq!(read.status, 200, "{number}: {:?}", read.body);
+        assert_eq!(read.body["attributes"], sent["attributes"], "{number}: read back");
+        let found = app.call("GET", &format!("/v1/leads?email={email}"), Sdr, None).await;
+        assert_eq!(found.body["items"][0]["attributes"], sent["attributes"], "{number}");
+        let timeline = app.call("GET", &format!("/v1/leads/{id}/timeline"), Sdr, None).await;
+        assert_eq!(timeline.status, 200, "{number}: {:?}", timeline.body);
+        let event = timeline.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "page_view")
+            .unwrap_or_else(|| panic!("{number}: no page view in {}", timeline.body));
+        let properties: Value = serde_json::from_str(&format!(r#"{{"x": {number}, "deep": {nested}}}"#)).unwrap();
+        assert_eq!(event["properties"], properties, "{number}: the event's properties");
+    }
+    let page = app.call("GET", "/v1/leads?limit=100", Sdr, None).await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    assert_eq!(page.body["items"].as_array().unwrap().len(), EXTREMES.len());
+}
+
+async fn values_that_would_change_in_storage_are_refused_by_name(app: TestApp, _: Backend) {
+    let refused = |body: &str| {
+        let body = body.to_owned();
+        let app = &app;
+        async move {
+            let answer = send_text(app, "PUT", "/v1/leads", Crm, &body).await;
+            assert_eq!(answer.status, 422, "{body}: {:?}", answer.body);
+            let detail = &answer.body["error"]["details"][0];
+            (
+                detail["field"].as_str().unwrap().to_owned(),
+                detail["message"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (field, message) = refused(r#"{"email": "a@t.example", "attributes": {"x": -0.0}}"#).await;
+    assert_eq!(
+        (field.as_str(), message.as_str()),
+        ("attributes.x", "is -0, which PostgreSQL would keep as 0; send 0")
+    );
+    let (field, message) =
+        refused(r#"{"email": "a@t.example", "attributes": {"ids": [1, 123456789012345678901234567890]}}"#).await;
+    assert_eq!(field, "attributes.ids[1]");
+    assert!(
+        message.starts_with("is the integer 123456789012345678901234567890, which has more digits"),
+        "{message}"
+    );
+    let too_deep = format!(
+        r#"{{"email": "a@t.example", "attributes": {{"deep": {}}}}}"#,
+        deep(nurture_engine::lead::MAX_JSON_DEPTH)
+    );
+    let (field, message) = refused(&too_deep).await;
+    assert!(field.starts_with("attributes.deep.l"), "{field}");
+    assert_eq!(message, "nests deeper than 32 levels; flatten it");
+
+    let event = send_text(
+        &app,
+        "POST",
+        "/v1/events",
+        Crm,
+        r#"{"lead": {"email": "a@t.example"}, "type": "page_view", "properties": {"n": -0.0}}"#,
+    )
+    .await;
+    assert_eq!(
+        (event.status, event.body["error"]["details"][0]["field"].as_str()),
+        (422, Some("properties.n")),
+        "{:?}",
+        event.body
+    );
+    let none = app.call("GET", "/v1/leads?email=a@t.example", Sdr, None).await;
+    assert_eq!(none.body["items"], json!([]), "nothing refused was stored");
+}
+
+async fn nul_characters_get_the_same_422_on_both_backends(app: TestApp, _: Backend) {
+    let lead = app
+        .call("PUT", "/v1/leads", Crm, Some(json!({"email": "n@t.example"})))
+        .await;
+    let id = lead.body["id"].as_str().unwrap().to_owned();
+    let cases: Vec<(&str, String, Role, Option<Value>, &str)> = vec![
+        (
+            "PUT",
+            "/v1/leads".into(),
+            Crm,
+            Some(json!({"email": "n@t.example", "external_id": "a\u{0}b"})),
+            "external_id",
+        ),
+        ("GET", "/v1/leads?q=a%00b".into(), Sdr, None, "q"),
+        ("GET", "/v1/leads?external_id=a%00b".into(), Sdr, None, "external_id"),
+        (
+            "POST",
+            "/v1/handoffs".into(),
+            Marketer,
+            Some(json!({"lead": {"id": id}, "queue": "sales", "reason": "a\u{0}b"})),
+            "reason",
+        ),
+        (
+            "POST",
+            "/v1/webhooks".into(),
+            Admin,
+            Some(json!({"url": "https://crm.example/hook", "events": ["lead.created"], "secret": "0123456789abcdef\u{0}"})),
+            "secret",
+        ),
+        (
+            "POST",
+            format!("/v1/leads/{id}/score"),
+            Sdr,
+            Some(json!({"delta": 5, "reason": "a\u{0}"})),
+            "reason",
+        ),
+    ];
+    for (method, path, role, body, field) in cases {
+        let answer = app.call(method, &path, role, body).await;
+        assert_eq!(
+            (answer.status, answer.body["error"]["details"][0]["field"].as_str()),
+            (422, Some(field)),
+            "{method} {path}: {:?}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["error"]["details"][0]["message"], "contains a NUL character",
+            "{method} {path}"
+        );
+    }
+    let opened = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Marketer,
+            Some(json!({"lead": {"id": id}, "queue": "sales", "reason": "Asked for a demo"})),
+        )
+        .await;
+    assert_eq!(opened.status, 201, "{:?}", opened.body);
+    let handoff = opened.body["id"].as_str().unwrap();
+    let reject = app
+        .call(
+            "POST",
+            &format!("/v1/handoffs/{handoff}/reject"),
+            Marketer,
+            Some(json!({"reason": "no\u{0}budget"})),
+        )
+        .await;
+    assert_eq!(
+        (reject.status, reject.body["error"]["details"][0]["field"].as_str()),
+        (422, Some("reason")),
+        "{:?}",
+        reject.body
+    );
+}
+
+async fn manual_score_changes_stay_within_their_bounds(app: TestApp, _: Backend) {
+    let lead = app
+        .call("PUT", "/v1/leads", Crm, Some(json!({"email": "s@t.example"})))
+        .await;
+    let path = format!("/v1/leads/{}/score", lead.body["id"].as_str().unwrap());
+    for delta in ["-9223372036854775808", "9223372036854775807", "1000001", "-1000001", "0"] {
+        let answer = send_text(&app, "POST", &path, Sdr, &format!(r#"{{"delta": {delta}, "reason": "x"}}"#)).await;
+        assert_eq!(
+            (answer.status, answer.body["error"]["details"][0]["field"].as_str()),
+            (422, Some("delta")),
+            "{delta}: {:?}",
+            answer.body
+        );
+    }
+    let down = app
+        .call("POST", &path, Sdr, Some(json!({"delta": -1_000_000, "reason": "x"})))
+        .await;
+    assert_eq!((down.status, &down.body["score"]), (200, &json!(-1_000_000)));
+}
+
+/// A handoff of a new lead in the `sales` queue (claim routing), claimed by `holder`.
+async fn claimed_by(app: &TestApp, holder: &str, n: usize) -> String {
+    let lead = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Crm,
+            Some(json!({"email": format!("h{n}@t.example")})),
+        )
+        .await;
+    let opened = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Marketer,
+            Some(json!({"lead": {"id": lead.body["id"]}, "queue": "sales", "reason": "Asked for a demo"})),
+        )
+        .await;
+    assert_eq!(opened.status, 201, "{:?}", opened.body);
+    let claim = app.call_as("POST", "/v1/queues/sales/claim", holder, None).await;
+    assert_eq!(claim.status, 200, "{:?}", claim.body);
+    assert_eq!(claim.body["id"], opened.body["id"]);
+    claim.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn only_the_holder_or_an_overseer_decides_a_handoff(app: TestApp, _: Backend) {
+    let alice = app.key_named(Sdr, "alice@corp.example").await;
+    let bob = app.key_named(Sdr, "bob@corp.example").await;
+    let callers = [
+        ("alice (holder)", alice.clone()),
+        ("bob (another SDR)", bob),
+        ("marketer", app.keys[&Marketer].clone()),
+        ("admin", app.keys[&Admin].clone()),
+        ("crm", app.keys[&Crm].clone()),
+    ];
+    // Expected status per verb, callers in the order above.
+    let table: [(&str, Option<Value>, [u16; 5]); 4] = [
+        ("accept", None, [200, 409, 200, 200, 403]),
+        ("reject", Some(json!({"reason": "no budget"})), [200, 409, 200, 200, 403]),
+        ("release", None, [200, 409, 200, 200, 403]),
+        ("convert", Some(json!({})), [200, 409, 200, 200, 200]),
+    ];
+    let mut n = 0;
+    let mut got = Vec::new();
+    let mut want = Vec::new();
+    for (verb, body, expected) in &table {
+        for ((who, key), status) in callers.iter().zip(expected) {
+            n += 1;
+            let id = claimed_by(&app, &alice, n).await;
+            let answer = app
+                .call_as("POST", &format!("/v1/handoffs/{id}/{verb}"), key, body.clone())
+                .await;
+            got.push(format!("{verb} by {who}: {}", answer.status));
+            want.push(format!("{verb} by {who}: {status}"));
+            let after = app.call("GET", &format!("/v1/handoffs/{id}"), Admin, None).await;
+            if after.body["status"] == "open" {
+                // Released: out of the way of the next case's claim.
+                let cleared = app
+                    .call("POST", &format!("/v1/handoffs/{id}/reject"), Admin, Some(json!({"reason": "test"})))
+                    .await;
+                assert_eq!(cleared.status, 200, "{:?}", cleared.body);
+            }
+            if answer.status == 409 {
+                let handoff = app.call("GET", &format!("/v1/handoffs/{id}"), Admin, None).await;
+                assert_eq!(handoff.body["status"], "claimed", "a refused decision changes nothing");
+                assert_eq!(
+                    answer.body["error"]["message"],
+                    format!("handoff {id} is claimed by alice@corp.example")
+                );
+            }
+        }
+    }
+    assert_eq!(got, want);
+}
+
+async fn an_sdr_sets_only_their_own_availability(app: TestApp, _: Backend) {
+    let alice = app.key_named(Sdr, "alice@corp.example").await;
+    let bob = app.key_named(Sdr, "bob@corp.example").await;
+    let callers = [
+        ("alice (herself)", alice),
+        ("bob (another SDR)", bob),
+        ("marketer", app.keys[&Marketer].clone()),
+        ("admin", app.keys[&Admin].clone()),
+        ("crm", app.keys[&Crm].clone()),
+    ];
+    let table: [(Value, [u16; 5]); 3] = [
+        (json!({"available": false}), [200, 403, 200, 200, 403]),
+        (json!({"available": false, "capacity": 0}), [403, 403, 200, 200, 403]),
+        (json!({"weight": 2}), [403, 403, 200, 200, 403]),
+    ];
+    let mut got = Vec::new();
+    let mut want = Vec::new();
+    for (body, expected) in &table {
+        for ((who, key), status) in callers.iter().zip(expected) {
+            let answer = app
+                .call_as("PUT", "/v1/queues/sdr/members/alice@corp.example", key, Some(body.clone()))
+                .await;
+            got.push(format!("{body} by {who}: {}", answer.status));
+            want.push(format!("{body} by {who}: {status}"));
+        }
+    }
+    assert_eq!(got, want);
+    let members = app.call("GET", "/v1/queues/sdr/members", Admin, None).await;
+    let alice = &members.body["items"][0];
+    assert_eq!(
+        (&alice["member"], &alice["capacity"], &alice["weight"]),
+        (&json!("alice@corp.example"), &json!(0), &json!(2)),
+        "{:?}",
+        members.body
+    );
+}
+
+/// The web links of an HTML document as a browser reads them (html5ever decodes character
+/// references), in document order, leaving out the server's own (unsubscribe, pixel).
+fn links_as_a_browser_reads_them(html: &str, own: &str) -> Vec<String> {
+    hrefs(html)
+        .into_iter()
+        .filter(|href| (href.starts_with("http://") || href.starts_with("https://")) && !href.starts_with(own))
+        .collect()
+}
+
+fn hrefs(html: &str) -> Vec<String> {
+    let document = scraper::Html::parse_document(html);
+    let anchors = scraper::Selector::parse("a[href]").unwrap();
+    document
+        .select(&anchors)
+        .filter_map(|a| a.value().attr("href"))
+        .map(|href| href.trim().to_owned())
+        .collect()
+}
+
+async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestApp, _: Backend) {
+    use nurture_engine::lead::{Lead, LeadId};
+    use nurture_engine::playbook::SendChannel;
+    use nurture_engine::template::{Links, RenderInput};
+
+    let playbook = crate::support::playbook();
+    let templates = &playbook.templates;
+    let outbox = tempfile::tempdir().unwrap();
+    let sender = nurture_engine::engine::Sender {
+        mailer: std::sync::Arc::new(nurture_engine::mail::FileMailer::new(outbox.path()).unwrap()),
+        from: "nurture <n@t.example>".into(),
+        public_url: app.base.clone(),
+        key: app.key.clone(),
+        concurrency: 1,
+        wechat: None,
+        limits: Default::default(),
+    };
+    let client = crate::support::http()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let links = Links {
+        open_pixel: format!("{}/t/o/pixel", app.base),
+        unsubscribe: format!("{}/u/token", app.base),
+    };
+    let mut names: Vec<&str> = templates
+        .names()
+        .filter(|n| !n.starts_with("en/") && templates.check(SendChannel::Email, n).is_ok())
+        .collect();
+    names.sort();
+    let mut followed = 0;
+    for language in ["zh", "en"] {
+        let mut lead = Lead::new(LeadId(1), crate::support::start());
+        lead.email = Some("li.wei@acme.example".into());
+        lead.fields.insert("first_name", "Wei".into());
+        lead.attributes.insert("language".into(), json!(language));
+        for name in &names {
+            let input = RenderInput {
+                lead: &lead,
+                tags: &[],
+                campaign: "welcome",
+                step: "first",
+                timezone: playbook.rules.default_timezone,
+            };
+            let rendered = templates.render_email(name, &input, &links).unwrap();
+            assert_eq!(rendered.template.starts_with("en/"), language == "en", "{name}: an English copy");
+            let meant = links_as_a_browser_reads_them(&rendered.html, &app.base);
+            let tracked_html = sender.track_clicks(&rendered.html, 42).unwrap();
+            let redirect = format!("{}/t/c/", app.base);
+            let tracked: Vec<String> = hrefs(&tracked_html)
+                .into_iter()
+                .filter(|href| href.starts_with(&redirect))
+                .collect();
+            assert_eq!(tracked.len(), meant.len(), "{}: every web link is tracked", rendered.template);
+            let mut arrived = Vec::new();
+            for link in &tracked {
+                assert!(link.starts_with(&format!("{}/t/c/", app.base)), "{link}");
+                let answer = client.get(link).send().await.unwrap();
+                assert_eq!(answer.status().as_u16(), 302, "{}: {link}", rendered.template);
+                arrived.push(answer.headers()["location"].to_str().unwrap().to_owned());
+                followed += 1;
+            }
+            assert_eq!(arrived, meant, "{}", rendered.template);
+        }
+    }
+    assert!(followed >= 2 * names.len(), "every shipped e-mail has a link: {followed} followed");
+}
