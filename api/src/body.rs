@@ -82,7 +82,11 @@ fn inexact_integer(bytes: &[u8]) -> Option<&str> {
             let token = std::str::from_utf8(&bytes[start..i]).unwrap_or_default();
             let integer = !token.contains(['.', 'e', 'E']);
             // u64::MAX has 20 digits: shorter literals always fit.
-            if integer && token.trim_start_matches('-').len() >= 20 && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+            if integer
+                && token.trim_start_matches('-').len() >= 20
+                && token.parse::<i64>().is_err()
+                && token.parse::<u64>().is_err()
+            {
                 let nearest: f64 = token.parse().unwrap_or(f64::NAN);
                 if format!("{nearest:.0}") != token {
                     return Some(token);
@@ -104,7 +108,11 @@ fn path_of_number(value: &Value, number: f64, path: &str) -> Option<String> {
             .enumerate()
             .find_map(|(i, v)| path_of_number(v, number, &format!("{path}[{i}]"))),
         Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
             path_of_number(v, number, &here)
         }),
         _ => None,

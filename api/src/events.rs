@@ -39,7 +39,7 @@ async fn ingest(
             match body::one_or_many(&raw)? {
                 OneOrMany::One(value) => {
                     let event: EventInput = body::typed(value).map_err(|e| ApiError::invalid(vec![e]))?;
-                    let errors = event.validate();
+                    let errors = event.validate(state.engine.now());
                     if !errors.is_empty() {
                         return Err(ApiError::invalid(errors));
                     }

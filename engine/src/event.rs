@@ -10,6 +10,8 @@ use crate::lead::{map_problem, text_problem, EmailAddress, FieldError, LeadRef};
 pub const MAX_PROPERTIES_BYTES: usize = 64 * 1024;
 /// Longest event type.
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// How far ahead of the engine's clock an event's `occurred_at` may be (clocks differ).
+pub const MAX_FUTURE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -20,7 +22,8 @@ pub struct EventInput {
     pub lead: LeadRef,
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
+    /// RFC 3339; at most a day ahead of the engine's clock.
+    #[serde(default, deserialize_with = "rfc3339")]
     pub occurred_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub properties: Map<String, Value>,
@@ -29,6 +32,19 @@ pub struct EventInput {
     /// Where the lead came from, used when the event creates the lead.
     #[serde(default)]
     pub source: Option<String>,
+}
+
+/// An RFC 3339 time, with a message that says so when it is not one (chrono's own says only
+/// "input contains invalid characters").
+fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    text.trim().parse::<DateTime<Utc>>().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an RFC 3339 time ({e}); write e.g. 2026-11-20T08:00:00Z or 2026-11-20T16:00:00+08:00"
+        ))
+    })
 }
 
 /// Event types are short snake-case names such as `whitepaper_downloaded`.
@@ -48,9 +64,21 @@ pub fn check_event_type(kind: &str) -> Result<(), String> {
 }
 
 impl EventInput {
-    /// Checks the event and returns every problem, each naming its field.
-    pub fn validate(&self) -> Vec<FieldError> {
+    /// Checks the event and returns every problem, each naming its field. `now` is the
+    /// engine's time: an event more than [`MAX_FUTURE`] after it is refused, because its time
+    /// becomes the lead's last activity and would keep the lead from ever going dormant.
+    pub fn validate(&self, now: DateTime<Utc>) -> Vec<FieldError> {
         let mut errors = Vec::new();
+        if let Some(at) = self.occurred_at.filter(|at| *at > now + MAX_FUTURE) {
+            errors.push(FieldError::new(
+                "occurred_at",
+                format!(
+                    "is {}, more than a day after now ({}); send when the event happened (RFC 3339, e.g. 2026-11-20T08:00:00Z)",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
         if let Err(message) = check_event_type(&self.kind) {
             errors.push(FieldError::new("type", message));
         }
@@ -101,6 +129,29 @@ impl EventInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc3339_and_at_most_a_day_ahead() {
+        let now: DateTime<Utc> = "2026-11-20T08:00:00Z".parse().unwrap();
+        let parse = |at: &str| {
+            serde_json::from_value::<EventInput>(serde_json::json!({
+                "lead": {"email": "a@b.example"}, "type": "page_view", "occurred_at": at
+            }))
+        };
+        let bad = parse("20/11/2026").unwrap_err().to_string();
+        assert!(
+            bad.starts_with("\"20/11/2026\" is not an RFC 3339 time (input contains invalid characters); write e.g. 2026-11-20T08:00:00Z"),
+            "{bad}"
+        );
+        assert!(parse("2026-11-21T07:59:59Z").unwrap().validate(now).is_empty());
+        let far = parse("9999-12-31T00:00:00Z").unwrap().validate(now);
+        assert_eq!(far.len(), 1);
+        assert_eq!(far[0].field, "occurred_at");
+        assert_eq!(
+            far[0].message,
+            "is 9999-12-31T00:00:00Z, more than a day after now (2026-11-20T08:00:00Z); send when the event happened (RFC 3339, e.g. 2026-11-20T08:00:00Z)"
+        );
+    }
 
     #[test]
     fn event_types() {

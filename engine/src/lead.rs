@@ -644,10 +644,9 @@ fn is_negative_zero(n: &serde_json::Number) -> bool {
 fn value_problem(value: &Value, path: &str, depth: usize) -> Option<FieldError> {
     match value {
         Value::String(s) if s.contains('\0') => Some(FieldError::new(path, "contains a NUL character")),
-        Value::Number(n) if is_negative_zero(n) => Some(FieldError::new(
-            path,
-            "is -0, which PostgreSQL would keep as 0; send 0",
-        )),
+        Value::Number(n) if is_negative_zero(n) => {
+            Some(FieldError::new(path, "is -0, which PostgreSQL would keep as 0; send 0"))
+        }
         Value::Array(items) => {
             if depth + 1 > MAX_JSON_DEPTH {
                 return Some(FieldError::new(
@@ -701,7 +700,10 @@ mod tests {
             let got = got.as_ref().map(|(f, m)| (f.as_str(), m.as_str()));
             assert_eq!(got, expect, "{attributes}");
         };
-        check(serde_json::json!({"x": 1.7976931348623157e308, "y": 5e-324, "z": u64::MAX}), None);
+        check(
+            serde_json::json!({"x": 1.7976931348623157e308, "y": 5e-324, "z": u64::MAX}),
+            None,
+        );
         check(serde_json::json!({"x": 0, "y": 0.0}), None);
         check(
             serde_json::json!({"a": {"b": [1, -0.0]}}),

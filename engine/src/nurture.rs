@@ -290,8 +290,12 @@ impl LeadState {
 
 impl TaggingRule {
     /// Whether this rule fires for the event.
+    /// Whether the rule fires for this event: its type, its `where`, and, unless the rule
+    /// includes them, not an open or click a machine made.
     pub fn matches(&self, event: &EventView<'_>) -> bool {
+        let by_machine = event.properties.get("automated").and_then(serde_json::Value::as_bool) == Some(true);
         self.event == event.kind
+            && (self.include_automated || !by_machine)
             && self
                 .properties
                 .as_ref()
@@ -348,6 +352,33 @@ mod tests {
 
     fn state() -> LeadState {
         LeadState::new(Lead::new(LeadId(7), t(0)))
+    }
+
+    #[test]
+    fn opens_and_clicks_by_machines_fire_no_rule_unless_it_includes_them() {
+        let mut pb = playbook();
+        let click = |s: &mut LeadState, pb: &Playbook, automated: bool| {
+            let mut out = Changes::default();
+            let properties = json!({"message_id": 1, "automated": automated});
+            s.apply_event(&pb.rules, event("email_clicked", 1, properties).view(), t(1), &mut out);
+            (s.lead.score, s.tags.contains_key("behaviour:clicked_email"))
+        };
+        let mut s = state();
+        assert_eq!(
+            click(&mut s, &pb, true),
+            (0, false),
+            "a link scanner's click counts for nothing"
+        );
+        assert_eq!(click(&mut s, &pb, false), (3, true), "a person's click scores");
+        for rule in &mut pb.rules.tagging {
+            rule.include_automated = true;
+        }
+        let mut s = state();
+        assert_eq!(
+            click(&mut s, &pb, true),
+            (3, true),
+            "include_automated: true counts machines"
+        );
     }
 
     #[test]

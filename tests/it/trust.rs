@@ -15,6 +15,8 @@ both!(
     only_the_holder_or_an_overseer_decides_a_handoff,
     an_sdr_sets_only_their_own_availability,
     every_tracked_link_redirects_to_the_link_the_template_means,
+    a_machines_click_scores_nothing,
+    event_times_are_checked_and_explained,
 );
 
 /// Sends a raw JSON text (numbers exactly as written) as `role`.
@@ -50,9 +52,8 @@ async fn extreme_values_read_back_as_given_everywhere(app: TestApp, _: Backend) 
     let nested = deep(nurture_engine::lead::MAX_JSON_DEPTH - 1);
     for (i, number) in EXTREMES.iter().enumerate() {
         let email = format!("x{i}@t.example");
-        let text = format!(
-            r#"{{"email": "{email}", "attributes": {{"x": {number}, "long": "{long}", "deep": {nested}}}}}"#
-        );
+        let text =
+            format!(r#"{{"email": "{email}", "attributes": {{"x": {number}, "long": "{long}", "deep": {nested}}}}}"#);
         let created = send_text(&app, "PUT", "/v1/leads", Crm, &text).await;
         assert_eq!(created.status, 201, "{number}: {:?}", created.body);
         let sent: Value = serde_json::from_str(&text).unwrap();
@@ -169,7 +170,9 @@ async fn nul_characters_get_the_same_422_on_both_backends(app: TestApp, _: Backe
             "POST",
             "/v1/webhooks".into(),
             Admin,
-            Some(json!({"url": "https://crm.example/hook", "events": ["lead.created"], "secret": "0123456789abcdef\u{0}"})),
+            Some(
+                json!({"url": "https://crm.example/hook", "events": ["lead.created"], "secret": "0123456789abcdef\u{0}"}),
+            ),
             "secret",
         ),
         (
@@ -224,8 +227,21 @@ async fn manual_score_changes_stay_within_their_bounds(app: TestApp, _: Backend)
         .call("PUT", "/v1/leads", Crm, Some(json!({"email": "s@t.example"})))
         .await;
     let path = format!("/v1/leads/{}/score", lead.body["id"].as_str().unwrap());
-    for delta in ["-9223372036854775808", "9223372036854775807", "1000001", "-1000001", "0"] {
-        let answer = send_text(&app, "POST", &path, Sdr, &format!(r#"{{"delta": {delta}, "reason": "x"}}"#)).await;
+    for delta in [
+        "-9223372036854775808",
+        "9223372036854775807",
+        "1000001",
+        "-1000001",
+        "0",
+    ] {
+        let answer = send_text(
+            &app,
+            "POST",
+            &path,
+            Sdr,
+            &format!(r#"{{"delta": {delta}, "reason": "x"}}"#),
+        )
+        .await;
         assert_eq!(
             (answer.status, answer.body["error"]["details"][0]["field"].as_str()),
             (422, Some("delta")),
@@ -277,7 +293,11 @@ async fn only_the_holder_or_an_overseer_decides_a_handoff(app: TestApp, _: Backe
     // Expected status per verb, callers in the order above.
     let table: [(&str, Option<Value>, [u16; 5]); 4] = [
         ("accept", None, [200, 409, 200, 200, 403]),
-        ("reject", Some(json!({"reason": "no budget"})), [200, 409, 200, 200, 403]),
+        (
+            "reject",
+            Some(json!({"reason": "no budget"})),
+            [200, 409, 200, 200, 403],
+        ),
         ("release", None, [200, 409, 200, 200, 403]),
         ("convert", Some(json!({})), [200, 409, 200, 200, 200]),
     ];
@@ -297,7 +317,12 @@ async fn only_the_holder_or_an_overseer_decides_a_handoff(app: TestApp, _: Backe
             if after.body["status"] == "open" {
                 // Released: out of the way of the next case's claim.
                 let cleared = app
-                    .call("POST", &format!("/v1/handoffs/{id}/reject"), Admin, Some(json!({"reason": "test"})))
+                    .call(
+                        "POST",
+                        &format!("/v1/handoffs/{id}/reject"),
+                        Admin,
+                        Some(json!({"reason": "test"})),
+                    )
                     .await;
                 assert_eq!(cleared.status, 200, "{:?}", cleared.body);
             }
@@ -334,7 +359,12 @@ async fn an_sdr_sets_only_their_own_availability(app: TestApp, _: Backend) {
     for (body, expected) in &table {
         for ((who, key), status) in callers.iter().zip(expected) {
             let answer = app
-                .call_as("PUT", "/v1/queues/sdr/members/alice@corp.example", key, Some(body.clone()))
+                .call_as(
+                    "PUT",
+                    "/v1/queues/sdr/members/alice@corp.example",
+                    key,
+                    Some(body.clone()),
+                )
                 .await;
             got.push(format!("{body} by {who}: {}", answer.status));
             want.push(format!("{body} by {who}: {status}"));
@@ -415,7 +445,11 @@ async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestAp
                 timezone: playbook.rules.default_timezone,
             };
             let rendered = templates.render_email(name, &input, &links).unwrap();
-            assert_eq!(rendered.template.starts_with("en/"), language == "en", "{name}: an English copy");
+            assert_eq!(
+                rendered.template.starts_with("en/"),
+                language == "en",
+                "{name}: an English copy"
+            );
             let meant = links_as_a_browser_reads_them(&rendered.html, &app.base);
             let tracked_html = sender.track_clicks(&rendered.html, 42).unwrap();
             let redirect = format!("{}/t/c/", app.base);
@@ -423,7 +457,12 @@ async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestAp
                 .into_iter()
                 .filter(|href| href.starts_with(&redirect))
                 .collect();
-            assert_eq!(tracked.len(), meant.len(), "{}: every web link is tracked", rendered.template);
+            assert_eq!(
+                tracked.len(),
+                meant.len(),
+                "{}: every web link is tracked",
+                rendered.template
+            );
             let mut arrived = Vec::new();
             for link in &tracked {
                 assert!(link.starts_with(&format!("{}/t/c/", app.base)), "{link}");
@@ -435,5 +474,79 @@ async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestAp
             assert_eq!(arrived, meant, "{}", rendered.template);
         }
     }
-    assert!(followed >= 2 * names.len(), "every shipped e-mail has a link: {followed} followed");
+    assert!(
+        followed >= 2 * names.len(),
+        "every shipped e-mail has a link: {followed} followed"
+    );
+}
+
+async fn a_machines_click_scores_nothing(app: TestApp, _: Backend) {
+    let lead = app
+        .call("PUT", "/v1/leads", Crm, Some(json!({"email": "m@t.example"})))
+        .await;
+    let id = lead.body["id"].as_str().unwrap().to_owned();
+    let click = |automated: bool, key: &str| {
+        json!({"lead": {"id": id}, "type": "email_clicked", "idempotency_key": key,
+               "properties": {"message_id": 1, "url": "https://x.example/", "automated": automated}})
+    };
+    let scanned = app.call("POST", "/v1/events", Crm, Some(click(true, "scan"))).await;
+    assert_eq!(scanned.body["accepted"], 1, "{:?}", scanned.body);
+    let after_scan = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await.body;
+    assert_eq!(
+        (&after_scan["score"], &after_scan["tags"]),
+        (&json!(0), &json!([])),
+        "a link scanner's click fires no rule"
+    );
+    app.call("POST", "/v1/events", Crm, Some(click(false, "person"))).await;
+    let after_person = app.call("GET", &format!("/v1/leads/{id}"), Sdr, None).await.body;
+    assert_eq!(
+        (&after_person["score"], &after_person["tags"]),
+        (&json!(3), &json!(["behaviour:clicked_email"])),
+        "a person's click does"
+    );
+}
+
+async fn event_times_are_checked_and_explained(app: TestApp, _: Backend) {
+    let event = |at: &str| json!({"lead": {"email": "f@t.example"}, "type": "page_view", "occurred_at": at});
+    let future = app
+        .call("POST", "/v1/events", Crm, Some(event("9999-12-31T00:00:00Z")))
+        .await;
+    let detail = &future.body["error"]["details"][0];
+    assert_eq!(
+        (future.status, &detail["field"]),
+        (422, &json!("occurred_at")),
+        "{:?}",
+        future.body
+    );
+    assert!(
+        detail["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("is 9999-12-31T00:00:00Z, more than a day after now"),
+        "{detail}"
+    );
+    let garbled = app.call("POST", "/v1/events", Crm, Some(event("20/11/2026"))).await;
+    let detail = &garbled.body["error"]["details"][0];
+    assert_eq!(
+        (garbled.status, &detail["field"]),
+        (422, &json!("occurred_at")),
+        "{:?}",
+        garbled.body
+    );
+    assert!(
+        detail["message"].as_str().unwrap().contains("is not an RFC 3339 time"),
+        "{detail}"
+    );
+    let lead = app.call("GET", "/v1/leads?email=f@t.example", Sdr, None).await;
+    assert_eq!(lead.body["items"], json!([]), "nothing refused was stored");
+    let batch = app
+        .call("POST", "/v1/events", Crm, Some(json!([event("9999-12-31T00:00:00Z")])))
+        .await;
+    assert_eq!(
+        (batch.status, &batch.body["accepted"]),
+        (200, &json!(0)),
+        "{:?}",
+        batch.body
+    );
+    assert_eq!(batch.body["rejected"][0]["index"], 0);
 }

@@ -1134,7 +1134,7 @@ impl Engine {
         // (index in the request, the event, its lead's e-mail normalised once)
         let mut valid: Vec<(usize, &EventInput, Option<String>)> = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
-            let errors = input.validate();
+            let errors = input.validate(now);
             if !errors.is_empty() {
                 let error = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
                 report.rejected.push(Rejected { index, error });

@@ -90,6 +90,10 @@ struct OnSpec {
     event: Spanned<String>,
     #[serde(default, rename = "where")]
     properties: Option<Map<String, Value>>,
+    /// Opens and clicks by machines (image proxies, link scanners: `automated: true` on the
+    /// event) fire the rule too. Off by default: rules count people, as conditions do.
+    #[serde(default)]
+    include_automated: bool,
 }
 
 /// `tags_from: { field: topic, prefix: "interest:topic/" }`: one tag from an event property.
@@ -219,6 +223,8 @@ pub struct TaggingRule {
     pub id: String,
     pub event: String,
     pub properties: Option<Map<String, Value>>,
+    /// Events marked `automated: true` fire the rule too (`on: {include_automated: true}`).
+    pub include_automated: bool,
     pub tags: Vec<String>,
     pub tags_from: Option<TagsFrom>,
     pub score: i64,
@@ -322,6 +328,7 @@ pub(crate) fn build_rules(
             id,
             event,
             properties: rule.on.properties,
+            include_automated: rule.on.include_automated,
             tags,
             tags_from: rule.tags_from,
             score: rule.score.unwrap_or(0),
