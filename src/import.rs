@@ -18,7 +18,10 @@ pub struct ImportReport {
     pub rejected: Vec<(u64, String)>,
 }
 
-pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
+/// Imports `file` and prints what happened to each rejected row. Any rejected row makes the
+/// command fail (after the rest was imported) unless `allow_rejects`: a partial import must
+/// not pass for a whole one in a script.
+pub async fn run(engine: &Engine, file: &Path, allow_rejects: bool) -> Result<()> {
     let report = load(engine, file, true).await?;
     println!(
         "Imported {}: {} created, {} updated, {} rejected.",
@@ -30,6 +33,14 @@ pub async fn run(engine: &Engine, file: &Path) -> Result<()> {
     for (line, reason) in &report.rejected {
         println!("  line {line}: {reason}");
     }
+    if !report.rejected.is_empty() && !allow_rejects {
+        anyhow::bail!(
+            "{} rows of {} were rejected (listed above); fix them and import the file again \
+             (rows already imported are updated, not doubled), or pass --allow-rejects to accept a partial import",
+            report.rejected.len(),
+            file.display()
+        );
+    }
     Ok(())
 }
 
@@ -39,7 +50,9 @@ pub async fn load(engine: &Engine, file: &Path, progress: bool) -> Result<Import
         .with_context(|| format!("reading {}", file.display()))?
         .len();
     let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
+        // Row lengths are checked here, after the line-break check that explains a row
+        // swallowed by an open quote better than its length does.
+        .flexible(true)
         .from_path(file)
         .with_context(|| format!("opening {}", file.display()))?;
     let headers: Vec<String> = reader
@@ -48,6 +61,7 @@ pub async fn load(engine: &Engine, file: &Path, progress: bool) -> Result<Import
         .iter()
         .map(|h| h.trim().to_owned())
         .collect();
+    check_headers(&headers)?;
     let bar = if progress {
         ProgressBar::new(size)
     } else {
@@ -70,8 +84,21 @@ pub async fn load(engine: &Engine, file: &Path, progress: bool) -> Result<Import
                 Ok(r) => r.position().map(|p| p.line()).unwrap_or(0),
                 Err(e) => e.position().map(|p| p.line()).unwrap_or(0),
             };
+            let end = records.reader().position().line();
             match record
                 .map_err(|e| csv_problem(&e))
+                .and_then(|r| one_line_fields(&headers, &r, line, end).map(|()| r))
+                .and_then(|r| {
+                    if r.len() == headers.len() {
+                        Ok(r)
+                    } else {
+                        Err(format!(
+                            "the row has {} fields; the header has {}",
+                            r.len(),
+                            headers.len()
+                        ))
+                    }
+                })
                 .and_then(|r| row_input(&headers, &r))
             {
                 Ok(input) => batch.push((line, input)),
@@ -113,6 +140,46 @@ pub async fn load(engine: &Engine, file: &Path, progress: bool) -> Result<Import
         updated,
         rejected,
     })
+}
+
+/// A header row whose columns each have a name of their own: an empty name would drop the
+/// column, a repeated one would let the last column silently win.
+fn check_headers(headers: &[String]) -> Result<()> {
+    for (i, name) in headers.iter().enumerate() {
+        if name.is_empty() {
+            anyhow::bail!(
+                "column {} of the header row has no name; name it (a lead field such as email, or an attribute) or remove the column. Nothing was imported",
+                i + 1
+            );
+        }
+        if let Some(j) = headers[..i]
+            .iter()
+            .position(|earlier| earlier.eq_ignore_ascii_case(name))
+        {
+            anyhow::bail!(
+                "the header row names {name:?} twice (columns {} and {}); each column needs a name of its own. Nothing was imported",
+                j + 1,
+                i + 1
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Lead fields are one line each. A line break in one means a quoted cell ran on across
+/// lines, most often a quote that is never closed, which reads the rows after it into one cell.
+fn one_line_fields(headers: &[String], record: &csv::StringRecord, line: u64, end: u64) -> Result<(), String> {
+    for (name, cell) in headers.iter().zip(record.iter()) {
+        let named = TEXT_FIELDS.contains(&name.as_str())
+            || matches!(name.as_str(), "email" | "external_id" | "owner" | "stage");
+        if named && cell.trim().contains(['\n', '\r']) {
+            return Err(format!(
+                "{name} runs from line {line} to line {}: a quote opened there is probably not closed, so the lines after it were read into this cell (none of them was imported); close the quote, or write a quote inside a cell as \"\"",
+                end.saturating_sub(1).max(line)
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn csv_problem(error: &csv::Error) -> String {

@@ -227,6 +227,9 @@ enum LeadsCommand {
     /// Import leads from a CSV file whose header row names lead fields.
     Import {
         file: PathBuf,
+        /// Exit successfully even when some rows were rejected (they are still listed).
+        #[arg(long)]
+        allow_rejects: bool,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -413,7 +416,13 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Leads {
-            command: LeadsCommand::Import { file, db, playbook },
+            command:
+                LeadsCommand::Import {
+                    file,
+                    allow_rejects,
+                    db,
+                    playbook,
+                },
         } => {
             let engine = build_engine(
                 &db.database_url,
@@ -422,7 +431,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Arc::new(nurture_engine::clock::SystemClock),
             )
             .await?;
-            import::run(&engine, &file).await
+            import::run(&engine, &file, allow_rejects).await
         }
         Command::Playbook { command } => playbook_command(command).await,
         Command::Demo {

@@ -261,6 +261,70 @@ fn a_malformed_rules_file_stops_serve_with_every_error_positioned() {
     );
 }
 
+/// `nurture leads import FILE` with the shipped playbook, in `dir`.
+fn import(dir: &Path, file: &str, extra: &[&str]) -> std::process::Output {
+    nurture(dir)
+        .args([
+            "leads",
+            "import",
+            file,
+            "--playbook",
+            &crate::support::repo().join("campaigns").display().to_string(),
+            "--templates",
+            &crate::support::repo().join("templates").display().to_string(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn csv_import_says_what_it_lost_and_fails_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let unterminated = "email,first_name,company\n\
+                        a@acme.example,Ann,Acme\n\
+                        b@acme.example,\"Bob,Acme\n\
+                        c@acme.example,Cy,Acme\n\
+                        d@acme.example,Di,Acme\n";
+    std::fs::write(dir.path().join("quote.csv"), unterminated).unwrap();
+    let output = import(dir.path(), "quote.csv", &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a rejected row fails the command: {stdout}");
+    assert!(stdout.contains("1 created, 0 updated, 1 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("line 3: first_name runs from line 3 to line 5: a quote opened there is probably not closed"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 rows of quote.csv were rejected"), "{stderr}");
+    assert!(stderr.contains("--allow-rejects"), "{stderr}");
+
+    for (header, message) in [
+        (
+            "email,first_name,Email\n",
+            "the header row names \"Email\" twice (columns 1 and 3)",
+        ),
+        ("email,,company\n", "column 2 of the header row has no name"),
+    ] {
+        std::fs::write(
+            dir.path().join("header.csv"),
+            format!("{header}e@acme.example,Eve,Acme\n"),
+        )
+        .unwrap();
+        let output = import(dir.path(), "header.csv", &["--allow-rejects"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{header}");
+        assert!(stderr.contains(message), "{header}: {stderr}");
+        assert!(stderr.contains("Nothing was imported"), "{stderr}");
+    }
+    let url = format!("sqlite://{}", dir.path().join("nurture.db").display());
+    let emails = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = crate::support::Db::connect(&url).await;
+        db.strings("SELECT email FROM leads ORDER BY email").await
+    });
+    assert_eq!(emails, ["a@acme.example"], "only the whole rows before the bad quote");
+}
+
 #[test]
 fn csv_import_reports_created_updated_and_rejected_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,22 +335,11 @@ fn csv_import_reports_created_updated_and_rejected_rows() {
                zhang@beta.example,\"Zhang, San\",Beta 公司,Energy,\n\
                short,row\n";
     std::fs::write(dir.path().join("leads.csv"), csv).unwrap();
-    let output = nurture(dir.path())
-        .args([
-            "leads",
-            "import",
-            "leads.csv",
-            "--playbook",
-            &crate::support::repo().join("campaigns").display().to_string(),
-            "--templates",
-            &crate::support::repo().join("templates").display().to_string(),
-        ])
-        .output()
-        .unwrap();
+    let output = import(dir.path(), "leads.csv", &["--allow-rejects"]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         output.status.success(),
-        "{stdout}{}",
+        "--allow-rejects accepts a partial import: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("2 created, 1 updated, 2 rejected"), "{stdout}");
