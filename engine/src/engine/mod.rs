@@ -123,6 +123,9 @@ pub struct Engine {
     store: Arc<dyn Store>,
     playbook: RwLock<Arc<Playbook>>,
     clock: Arc<dyn Clock>,
+    /// The time outside this server: webhook signatures carry it (`t=`), because a receiver
+    /// checks them against its own clock, whatever `clock` says (a manual clock in a demo).
+    wall: Arc<dyn Clock>,
     versions: journeys::Versions,
     claims: handoffs::Claims,
     busy: Busy,
@@ -216,6 +219,7 @@ impl Engine {
             store,
             playbook: RwLock::new(Arc::new(playbook)),
             clock,
+            wall: Arc::new(crate::clock::SystemClock),
             versions: Default::default(),
             claims: Default::default(),
             busy: Default::default(),

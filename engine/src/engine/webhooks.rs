@@ -138,7 +138,7 @@ impl Engine {
 
     async fn attempt(&self, sender: &dyn WebhookSender, d: PendingDelivery) -> DeliveryOutcome {
         let now = self.now();
-        let t = now.timestamp();
+        let t = self.wall.now().timestamp();
         let attempted = if d.url.is_empty() {
             crate::webhook::Attempted {
                 status: None,
