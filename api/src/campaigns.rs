@@ -611,16 +611,38 @@ pub enum LeadItem {
     Ref(nurture_engine::lead::LeadRef),
 }
 
+/// Enrolls leads or a segment, at most once per `Idempotency-Key`.
 async fn enroll(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<nurture_engine::engine::EnrollReport>, ApiError> {
-    caller.require(&[Role::Marketer, Role::Crm])?;
-    let bytes = body::bytes(raw)?;
-    let input: EnrollBody = body::object(&bytes)?;
-    in_force(&state, &id)?;
+) -> Response {
+    let route = format!("POST /v1/campaigns/{id}/enroll");
+    let (state, caller) = (&state, &caller);
+    crate::idempotency::write(
+        state,
+        caller,
+        &[Role::Marketer, Role::Crm],
+        &route,
+        &headers,
+        raw,
+        |bytes| async move {
+            let report = enroll_request(state, &id, &bytes).await?;
+            Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or_default()))
+        },
+    )
+    .await
+}
+
+async fn enroll_request(
+    state: &AppState,
+    id: &str,
+    bytes: &[u8],
+) -> Result<nurture_engine::engine::EnrollReport, ApiError> {
+    let input: EnrollBody = body::object(bytes)?;
+    in_force(state, id)?;
     let not_found = |e: nurture_engine::engine::EngineError| match e {
         nurture_engine::engine::EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} is deployed")),
         other => ApiError::from(other),
@@ -644,7 +666,7 @@ async fn enroll(
                     LeadItem::Ref(r) => r,
                 })
                 .collect();
-            state.engine.enroll(&id, &refs).await.map_err(not_found)?
+            state.engine.enroll(id, &refs).await.map_err(not_found)?
         }
         (None, Some(segment)) => {
             if !state.engine.playbook().segments.contains_key(&segment) {
@@ -653,7 +675,7 @@ async fn enroll(
                     format!("segment {segment:?} does not exist"),
                 )]));
             }
-            state.engine.enroll_segment(&id, &segment).await.map_err(not_found)?
+            state.engine.enroll_segment(id, &segment).await.map_err(not_found)?
         }
         _ => {
             return Err(ApiError::invalid(vec![FieldError::new(
@@ -662,5 +684,5 @@ async fn enroll(
             )]))
         }
     };
-    Ok(Json(report))
+    Ok(report)
 }

@@ -397,15 +397,39 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
     Option::<i64>::deserialize(d).map(Some)
 }
 
+/// Sets a member's availability, capacity or weight, at most once per `Idempotency-Key`.
 async fn set_member(
     State(state): State<AppState>,
     caller: Caller,
     Path((queue, member)): Path<(String, String)>,
+    headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Member>, ApiError> {
-    caller.require(&[Role::Sdr, Role::Marketer])?;
-    let bytes = body::bytes(raw)?;
-    let input: MemberBody = body::object(&bytes)?;
+) -> Response {
+    let route = format!("PUT /v1/queues/{queue}/members/{member}");
+    let (state, caller) = (&state, &caller);
+    idempotency::write(
+        state,
+        caller,
+        &[Role::Sdr, Role::Marketer],
+        &route,
+        &headers,
+        raw,
+        |bytes| async move {
+            let member = member_change(state, caller, &queue, &member, &bytes).await?;
+            Ok((StatusCode::OK, serde_json::to_value(member).unwrap_or_default()))
+        },
+    )
+    .await
+}
+
+async fn member_change(
+    state: &AppState,
+    caller: &Caller,
+    queue: &str,
+    member: &str,
+    bytes: &[u8],
+) -> Result<Member, ApiError> {
+    let input: MemberBody = body::object(bytes)?;
     let mut problems = Vec::new();
     if input.capacity.flatten().is_some_and(|c| c < 0) {
         problems.push(FieldError::new("capacity", "must be 0 or more (null for no limit)"));
@@ -416,18 +440,16 @@ async fn set_member(
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
-    Ok(Json(
-        state
-            .engine
-            .set_member(
-                &queue,
-                &member,
-                input.available,
-                input.capacity,
-                input.weight,
-                &caller.0.name,
-                matches!(caller.0.role, Role::Admin | Role::Marketer),
-            )
-            .await?,
-    ))
+    Ok(state
+        .engine
+        .set_member(
+            queue,
+            member,
+            input.available,
+            input.capacity,
+            input.weight,
+            &caller.0.name,
+            matches!(caller.0.role, Role::Admin | Role::Marketer),
+        )
+        .await?)
 }

@@ -17,6 +17,7 @@ both!(
     every_tracked_link_redirects_to_the_link_the_template_means,
     a_machines_click_scores_nothing,
     event_times_are_checked_and_explained,
+    enroll_and_member_changes_honour_idempotency_keys,
 );
 
 /// Sends a raw JSON text (numbers exactly as written) as `role`.
@@ -549,4 +550,59 @@ async fn event_times_are_checked_and_explained(app: TestApp, _: Backend) {
         batch.body
     );
     assert_eq!(batch.body["rejected"][0]["index"], 0);
+}
+
+async fn enroll_and_member_changes_honour_idempotency_keys(app: TestApp, _: Backend) {
+    let with_key = |key: &'static str, body: Value| -> (Vec<u8>, [(&'static str, &'static str); 1]) {
+        (serde_json::to_vec(&body).unwrap(), [("idempotency-key", key)])
+    };
+    let lead = app
+        .call("PUT", "/v1/leads", Crm, Some(json!({"email": "i@t.example"})))
+        .await;
+    let id = lead.body["id"].as_str().unwrap().to_owned();
+    let (body, headers) = with_key("enroll-1", json!({"leads": [id]}));
+    let first = app
+        .send(
+            "POST",
+            "/v1/campaigns/welcome/enroll",
+            Some(Crm),
+            Some(body.clone()),
+            &headers,
+        )
+        .await;
+    assert_eq!(
+        (first.status, &first.body),
+        (200, &json!({"enrolled": 1, "skipped": 0, "not_found": []}))
+    );
+    let retry = app
+        .send("POST", "/v1/campaigns/welcome/enroll", Some(Crm), Some(body), &headers)
+        .await;
+    assert_eq!(
+        (retry.status, &retry.body),
+        (200, &first.body),
+        "a retry has the effect of once and gets the first answer"
+    );
+    let (other, headers) = with_key("enroll-1", json!({"leads": [id, id]}));
+    let reused = app
+        .send("POST", "/v1/campaigns/welcome/enroll", Some(Crm), Some(other), &headers)
+        .await;
+    assert_eq!(
+        (reused.status, &reused.body["error"]["code"]),
+        (409, &json!("idempotency_key_reused"))
+    );
+
+    let path = "/v1/queues/sdr/members/alice@corp.example";
+    let (away, headers) = with_key("member-1", json!({"available": false}));
+    let first = app
+        .send("PUT", path, Some(Marketer), Some(away.clone()), &headers)
+        .await;
+    assert_eq!((first.status, &first.body["available"]), (200, &json!(false)));
+    let (back, _) = with_key("member-1", json!({"available": true}));
+    let reused = app.send("PUT", path, Some(Marketer), Some(back), &headers).await;
+    assert_eq!(
+        (reused.status, &reused.body["error"]["code"]),
+        (409, &json!("idempotency_key_reused"))
+    );
+    let retry = app.send("PUT", path, Some(Marketer), Some(away), &headers).await;
+    assert_eq!((retry.status, &retry.body), (200, &first.body));
 }
