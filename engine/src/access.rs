@@ -56,7 +56,7 @@ pub fn key_hash(key: &str) -> String {
 
 /// The SHA-256 of these parts one after the other, in lower-case hex. Hex goes through
 /// `encode_to_slice`: `hex::encode` collects the digits as `char`s, which cost twice the hash
-/// itself for every send's suppression check (callgrind, BENCHMARKS.md).
+/// itself for every send's suppression check (callgrind).
 pub(crate) fn sha256_hex(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
