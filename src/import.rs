@@ -170,9 +170,7 @@ fn check_headers(headers: &[String]) -> Result<()> {
 /// lines, most often a quote that is never closed, which reads the rows after it into one cell.
 fn one_line_fields(headers: &[String], record: &csv::StringRecord, line: u64, end: u64) -> Result<(), String> {
     for (name, cell) in headers.iter().zip(record.iter()) {
-        let named = TEXT_FIELDS.contains(&name.as_str())
-            || matches!(name.as_str(), "email" | "external_id" | "owner" | "stage");
-        if named && cell.trim().contains(['\n', '\r']) {
+        if is_lead_field(name) && cell.trim().contains(['\n', '\r']) {
             return Err(format!(
                 "{name} runs from line {line} to line {}: a quote opened there is probably not closed, so the lines after it were read into this cell (none of them was imported); close the quote, or write a quote inside a cell as \"\"",
                 end.saturating_sub(1).max(line)
@@ -192,6 +190,11 @@ fn csv_problem(error: &csv::Error) -> String {
     }
 }
 
+/// A column that names a lead field (the rest are attributes).
+fn is_lead_field(name: &str) -> bool {
+    TEXT_FIELDS.contains(&name) || matches!(name, "email" | "external_id" | "owner" | "stage")
+}
+
 /// One CSV row as an upsert: named columns are lead fields, `attributes.x` or any other column
 /// an attribute; empty cells are left out.
 fn row_input(headers: &[String], record: &csv::StringRecord) -> Result<LeadInput, String> {
@@ -202,9 +205,7 @@ fn row_input(headers: &[String], record: &csv::StringRecord) -> Result<LeadInput
         if cell.is_empty() || name.is_empty() {
             continue;
         }
-        let known = TEXT_FIELDS.contains(&name.as_str())
-            || matches!(name.as_str(), "email" | "external_id" | "owner" | "stage");
-        if known {
+        if is_lead_field(name) {
             fields.insert(name.clone(), Value::String(cell.to_owned()));
         } else {
             attributes.insert(

@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use nurture_engine::access::Role;
 use nurture_engine::engine::{queue_cursor, EngineError, LeadView};
-use nurture_engine::handoff::{Decision, Handoff, HandoffId, Member};
+use nurture_engine::handoff::{Decision, Handoff, HandoffId, Member, MemberChange};
 use nurture_engine::lead::{FieldError, LeadRef};
 use nurture_engine::playbook::Routing;
 use nurture_engine::store::handoffs::HandoffLogEntry;
@@ -315,12 +315,8 @@ async fn decide(
                     }
                 }
             };
-            let oversees = match caller.0.role {
-                Role::Admin | Role::Marketer => true,
-                // The CRM is where deals close: it records a conversion whoever holds the lead.
-                Role::Crm => verb == "convert",
-                Role::Sdr => false,
-            };
+            // The CRM is where deals close: it records a conversion whoever holds the lead.
+            let oversees = caller.0.role.oversees_queues() || (caller.0.role == Role::Crm && verb == "convert");
             let h = state.engine.decide(id, &decision, &caller.0.name, oversees).await?;
             Ok((StatusCode::OK, with_lead(&state, h).await?))
         },
@@ -445,11 +441,13 @@ async fn member_change(
         .set_member(
             queue,
             member,
-            input.available,
-            input.capacity,
-            input.weight,
+            &MemberChange {
+                available: input.available,
+                capacity: input.capacity,
+                weight: input.weight,
+            },
             &caller.0.name,
-            matches!(caller.0.role, Role::Admin | Role::Marketer),
+            caller.0.role.oversees_queues(),
         )
         .await?)
 }

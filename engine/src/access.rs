@@ -17,6 +17,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// Admins and marketers oversee the queues: they may decide anyone's handoff and set any
+    /// member's availability, capacity and weight. An SDR acts only on their own.
+    pub fn oversees_queues(self) -> bool {
+        matches!(self, Role::Admin | Role::Marketer)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",

@@ -289,6 +289,15 @@ pub struct Member {
     pub load: i64,
 }
 
+/// What a `PUT …/members/{member}` changes; `None` leaves a setting as it is
+/// (`capacity: Some(None)` removes the limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberChange {
+    pub available: Option<bool>,
+    pub capacity: Option<Option<i64>>,
+    pub weight: Option<i64>,
+}
+
 /// How far a member of weight 1 moves per handoff; weight w moves STRIDE / w.
 pub const STRIDE: i64 = 1_000_000;
 

@@ -607,12 +607,13 @@ pub fn map_problem(map: &Map<String, Value>, path: &str) -> Option<FieldError> {
     map_problem_at(map, path, 1)
 }
 
+fn too_deep(path: &str) -> FieldError {
+    FieldError::new(path, format!("nests deeper than {MAX_JSON_DEPTH} levels; flatten it"))
+}
+
 fn map_problem_at(map: &Map<String, Value>, path: &str, depth: usize) -> Option<FieldError> {
     if depth > MAX_JSON_DEPTH {
-        return Some(FieldError::new(
-            path,
-            format!("nests deeper than {MAX_JSON_DEPTH} levels; flatten it"),
-        ));
+        return Some(too_deep(path));
     }
     // Paths are built only on the way to a problem: the common case allocates nothing.
     if !map.iter().any(|(k, v)| k.contains('\0') || value_needs_look(v)) {
@@ -647,18 +648,11 @@ fn value_problem(value: &Value, path: &str, depth: usize) -> Option<FieldError> 
         Value::Number(n) if is_negative_zero(n) => {
             Some(FieldError::new(path, "is -0, which PostgreSQL would keep as 0; send 0"))
         }
-        Value::Array(items) => {
-            if depth + 1 > MAX_JSON_DEPTH {
-                return Some(FieldError::new(
-                    path,
-                    format!("nests deeper than {MAX_JSON_DEPTH} levels; flatten it"),
-                ));
-            }
-            items
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| value_problem(v, &format!("{path}[{i}]"), depth + 1))
-        }
+        Value::Array(_) if depth + 1 > MAX_JSON_DEPTH => Some(too_deep(path)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| value_problem(v, &format!("{path}[{i}]"), depth + 1)),
         Value::Object(map) => map_problem_at(map, path, depth + 1),
         _ => None,
     }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{load_states, view, Engine, EngineError, EngineResult, IdMap, LeadView};
 use crate::clock::to_micros;
-use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member, Refusal};
+use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member, MemberChange, Refusal};
 use crate::lead::{FieldError, Lead, LeadRef, Stage};
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::playbook::{Playbook, Routing};
@@ -489,17 +489,19 @@ impl Engine {
     ///
     /// `by` is who asks; unless they `oversee` the queue (admins, marketers), they may set only
     /// their own availability: capacity and weight shape everyone's share of the work.
-    #[allow(clippy::too_many_arguments)]
     pub async fn set_member(
         &self,
         queue: &str,
         member: &str,
-        available: Option<bool>,
-        capacity: Option<Option<i64>>,
-        weight: Option<i64>,
+        change: &MemberChange,
         by: &str,
         oversees: bool,
     ) -> EngineResult<Member> {
+        let MemberChange {
+            available,
+            capacity,
+            weight,
+        } = *change;
         if !oversees {
             if member != by {
                 return Err(EngineError::Forbidden(format!(

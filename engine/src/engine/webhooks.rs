@@ -67,8 +67,8 @@ impl Engine {
                 "secret",
                 "must be 16 to 256 characters (or leave it out to have one made)",
             ));
-        } else if input.secret.as_deref().is_some_and(|s| s.contains('\0')) {
-            problems.push(FieldError::new("secret", "contains a NUL character"));
+        } else if let Some(problem) = input.secret.as_deref().and_then(crate::lead::text_problem) {
+            problems.push(FieldError::new("secret", problem));
         }
         let Some(url) = url.filter(|_| problems.is_empty()) else {
             return Err(EngineError::Invalid(problems));
