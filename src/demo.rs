@@ -225,7 +225,7 @@ pub async fn run(
         for chunk in events.chunks(2_000) {
             engine.ingest_events(chunk.to_vec()).await?;
         }
-        engine.advance_clock(&clock, Duration::days(1)).await?;
+        engine.advance_clock(&clock, Duration::days(1), None).await?;
         loop {
             let report = engine.dispatch(&sender, 1_000).await?;
             if report.handled() == 0 {

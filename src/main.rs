@@ -207,6 +207,15 @@ struct ServeArgs {
     /// The Official Account API (a gateway or a test server may stand in).
     #[arg(long, env = "NURTURE_WECHAT_API_URL", default_value = nurture_engine::wechat::DEFAULT_API_URL)]
     wechat_api_url: String,
+    /// Let webhooks reach this network (CIDR, e.g. `10.20.0.0/16`, or one address), for a CRM
+    /// on your own network; repeat for more. Without it, webhooks go to public addresses only.
+    #[arg(
+        long = "webhook-allow-network",
+        env = "NURTURE_WEBHOOK_ALLOW_NETWORK",
+        value_delimiter = ',',
+        value_name = "CIDR",
+        value_parser = nurture_engine::webhook::reach::parse_network)]
+    webhook_allow_network: Vec<nurture_engine::webhook::reach::IpNet>,
 }
 
 #[derive(Subcommand)]
@@ -782,7 +791,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "manual" => true,
         other => bail!("--clock must be system or manual, not {other:?}"),
     };
-    let manual_clock = manual.then(|| nurture_engine::clock::ManualClock::new(chrono::Utc::now()));
+    // Set to where it last stood once the database is open (see `resume_manual_clock`).
+    let manual_clock = manual.then(|| nurture_engine::clock::ManualClock::new(chrono::DateTime::UNIX_EPOCH));
     let clock: Arc<dyn nurture_engine::clock::Clock> = match &manual_clock {
         Some(clock) => Arc::new(clock.clone()),
         None => Arc::new(nurture_engine::clock::SystemClock),
@@ -790,6 +800,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let explicit =
         std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
     let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook, explicit, clock).await?);
+    if let Some(clock) = &manual_clock {
+        let now = engine
+            .resume_manual_clock(clock, chrono::Utc::now())
+            .await
+            .context("reading where the manual clock stood")?;
+        tracing::info!(%now, "Manual clock: time moves only by POST /v1/admin/clock/advance.");
+    }
     let outbox = args.outbox.clone().unwrap_or_else(|| PathBuf::from("outbox"));
     let dkim = match &args.dkim_key {
         Some(path) => {
@@ -846,8 +863,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             "No WeChat Official Account configured: WeChat steps wait for one (--wechat-appid, --wechat-secret)."
         ),
     }
-    tokio::spawn(dispatch_messages(engine.clone(), sender));
-    let webhooks = nurture_engine::webhook::WebhookClient::new(nurture_engine::webhook::ATTEMPT_TIMEOUT)
+    tokio::spawn(dispatch_messages(engine.clone(), sender.clone()));
+    let reach = nurture_engine::webhook::Reach::allowing(args.webhook_allow_network.clone());
+    let webhooks = nurture_engine::webhook::WebhookClient::new(nurture_engine::webhook::ATTEMPT_TIMEOUT, reach.clone())
         .map_err(anyhow::Error::msg)?;
     tokio::spawn(deliver_webhooks(engine.clone(), webhooks));
     if !manual {
@@ -898,11 +916,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     if let Some(clock) = manual_clock {
-        app = app.with_manual_clock(clock);
+        app = app.with_manual_clock(clock).with_sender(sender);
     }
     app = app
         .with_tracking(key)
         .with_public_url(&args.public_url)
+        .with_webhook_reach(reach)
         .with_rate_limit(args.rate_limit);
     tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
     app.run_until(shutdown_signal()).await?;

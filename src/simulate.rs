@@ -113,7 +113,7 @@ pub async fn run(options: Options) -> Result<()> {
         for chunk in events.chunks(2_000) {
             let report = engine.ingest_events(chunk.to_vec()).await?;
             if let Some(first) = report.rejected.first() {
-                bail!("--event {kind}: {}", first.error);
+                bail!("--event {kind}: {}", first.error.message);
             }
         }
     }
@@ -165,7 +165,7 @@ pub async fn run(options: Options) -> Result<()> {
         for chunk in events.chunks(2_000) {
             engine.ingest_events(chunk.to_vec()).await?;
         }
-        engine.advance_clock(&clock, Duration::days(1)).await?;
+        engine.advance_clock(&clock, Duration::days(1), None).await?;
     }
 
     let funnels = crate::funnel::read(store.as_ref(), &engine.playbook()).await?;

@@ -68,7 +68,10 @@ async fn advance(
     let span: Span = input.by.parse().map_err(|e: nurture_engine::duration::SpanError| {
         ApiError::invalid(vec![FieldError::new("by", e.to_string())])
     })?;
-    let moved = state.engine.advance_clock(&clock, span.to_chrono()).await?;
+    let moved = state
+        .engine
+        .advance_clock(&clock, span.to_chrono(), state.sender.as_ref())
+        .await?;
     Ok(Json(ClockAnswer {
         now: state.engine.now(),
         mode: "manual",

@@ -209,13 +209,33 @@ fn tar_files(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     let malformed = |e: std::io::Error| ApiError::Malformed(format!("the tar archive could not be read: {e}"));
     let mut archive = tar::Archive::new(bytes);
     let mut files = Vec::new();
+    let mut refused = Vec::new();
     for entry in archive.entries().map_err(malformed)? {
         let mut entry = entry.map_err(malformed)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
         let path = entry.path().map_err(malformed)?.to_string_lossy().into_owned();
         let path = path.trim_start_matches("./").to_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            // A link would make the deployed playbook depend on what the link pointed at on
+            // the marketer's machine; it is refused, never silently left out.
+            let target = entry.link_name().ok().flatten();
+            let target = target.map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+            let what = if kind.is_symlink() {
+                format!("is a symbolic link to {target:?}")
+            } else if kind.is_hard_link() {
+                format!("is a hard link to {target:?}")
+            } else {
+                format!("is not a regular file (tar entry type {:?})", kind.as_byte() as char)
+            };
+            refused.push(FieldError::new(
+                path,
+                format!("{what}; put the file itself in the archive (tar --dereference, or tar -h)"),
+            ));
+            continue;
+        }
         if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
             continue;
         }
@@ -228,6 +248,9 @@ fn tar_files(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
         std::io::Read::read_to_string(&mut entry, &mut text)
             .map_err(|_| ApiError::Malformed(format!("{path} is not UTF-8 text; save it as UTF-8")))?;
         files.push((path, text));
+    }
+    if !refused.is_empty() {
+        return Err(ApiError::invalid(refused));
     }
     if files.is_empty() {
         return Err(ApiError::Malformed(

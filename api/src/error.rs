@@ -17,12 +17,16 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
     /// `malformed`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
-    /// `idempotency_in_flight`, `too_large`, `validation_failed`, `rate_limited` or `internal`.
+    /// `idempotency_in_flight`, `too_large`, `validation_failed`, `rate_limited`, `unavailable`
+    /// or `internal`.
     pub code: String,
     pub message: String,
     /// For `validation_failed`: each field and what is wrong with it.
     pub details: Vec<FieldError>,
 }
+
+/// Seconds a client is asked to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -53,6 +57,9 @@ pub enum ApiError {
     /// 429: this key sent more requests than its rate limit allows; retry after that many seconds.
     #[error("too many requests for this API key; retry after {0} s")]
     TooManyRequests(u64),
+    /// 503: the database did not answer; retry after that many seconds.
+    #[error("the database is unreachable; retry after {0} s (with the same Idempotency-Key for a write)")]
+    Unavailable(u64),
     /// 500: logged, never explained to the client.
     #[error("internal error")]
     Internal(String),
@@ -60,15 +67,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(details: Vec<FieldError>) -> Self {
-        let message = match details.as_slice() {
-            [one] => format!("{} {}", one.field, one.message),
-            many => format!(
-                "{} fields are invalid: {}",
-                many.len(),
-                many.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        };
-        ApiError::Invalid { message, details }
+        ApiError::Invalid {
+            message: nurture_engine::lead::summary(&details),
+            details,
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -82,6 +84,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::TooLarge(_) => ("too_large", Vec::new()),
             ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),
             ApiError::TooManyRequests(_) => ("rate_limited", Vec::new()),
+            ApiError::Unavailable(_) => ("unavailable", Vec::new()),
             ApiError::Internal(_) => ("internal", Vec::new()),
         };
         ErrorDetail {
@@ -118,7 +122,10 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "Request failed.");
         }
-        if let ApiError::TooManyRequests(seconds) = &self {
+        if let ApiError::Unavailable(_) = &self {
+            tracing::warn!("Request refused: the database is unreachable.");
+        }
+        if let ApiError::TooManyRequests(seconds) | ApiError::Unavailable(seconds) = &self {
             let retry = [(axum::http::header::RETRY_AFTER, seconds.to_string())];
             return (self.status(), retry, Json(self.body())).into_response();
         }
@@ -137,6 +144,9 @@ impl From<EngineError> for ApiError {
                 message,
             },
             EngineError::Forbidden(message) => ApiError::Forbidden(message),
+            EngineError::Store(nurture_engine::store::StoreError::Unavailable(_)) => {
+                ApiError::Unavailable(UNAVAILABLE_RETRY_AFTER)
+            }
             EngineError::Store(store) => ApiError::Internal(store.to_string()),
             EngineError::Failed(message) => ApiError::Internal(message),
         }

@@ -48,7 +48,10 @@ async fn ingest(
                         .metrics
                         .events(report.accepted, report.duplicates, report.rejected.len());
                     if let Some(rejected) = report.rejected.first() {
-                        return Err(ApiError::NotFound(rejected.error.clone()));
+                        return Err(match rejected.error.code.as_str() {
+                            "not_found" => ApiError::NotFound(rejected.error.message.clone()),
+                            _ => ApiError::invalid(rejected.error.details.clone()),
+                        });
                     }
                     Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or(Value::Null)))
                 }
@@ -62,10 +65,7 @@ async fn ingest(
                                 positions.push(index);
                                 events.push(event);
                             }
-                            Err(e) => rejected.push(Rejected {
-                                index,
-                                error: e.to_string(),
-                            }),
+                            Err(e) => rejected.push(Rejected::invalid(index, vec![e])),
                         }
                     }
                     let mut report = state.engine.ingest_events(events).await?;

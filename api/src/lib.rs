@@ -5,7 +5,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use nurture_engine::engine::Engine;
@@ -35,10 +35,15 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Set when the server runs on a manual clock (`--clock manual`).
     pub clock: Option<nurture_engine::clock::ManualClock>,
+    /// On a manual clock, what `clock/advance` hands the messages that fell due to, before it
+    /// answers (the server's mailer).
+    pub sender: Option<nurture_engine::engine::Sender>,
     /// The key that signs tracking links; without it every tracking link is 404.
     pub tracking: Option<nurture_engine::tracking::TrackingKey>,
     /// This server's own origins (`host`, `port`): a webhook may not point at them.
     pub own: Vec<(String, u16)>,
+    /// Where webhooks may point: public addresses, and the networks the operator allowed.
+    pub reach: nurture_engine::webhook::Reach,
     /// API keys looked up recently, by hash: most requests then cost no key lookup. Keys are
     /// never changed once created, so the only staleness is a minute's grace after a key is
     /// deleted from the database by hand.
@@ -90,8 +95,10 @@ impl Application {
                 engine,
                 metrics: Arc::new(metrics::Metrics::new()),
                 clock: None,
+                sender: None,
                 tracking: None,
                 own: vec![(local.ip().to_string(), local.port())],
+                reach: nurture_engine::webhook::Reach::public(),
                 limiter: rate_limiter(DEFAULT_RATE_LIMIT),
                 keys: moka::sync::Cache::builder()
                     .max_capacity(10_000)
@@ -115,6 +122,13 @@ impl Application {
         self
     }
 
+    /// Lets webhooks point into these networks as well as at public addresses
+    /// (`--webhook-allow-network`); the deliverer must be given the same `Reach`.
+    pub fn with_webhook_reach(mut self, reach: nurture_engine::webhook::Reach) -> Self {
+        self.state.reach = reach;
+        self
+    }
+
     /// Verifies tracking links with this key (the dispatcher's).
     pub fn with_tracking(mut self, key: nurture_engine::tracking::TrackingKey) -> Self {
         self.state.tracking = Some(key);
@@ -124,6 +138,13 @@ impl Application {
     /// Serves `POST /v1/admin/clock/advance` with this clock, which must be the engine's.
     pub fn with_manual_clock(mut self, clock: nurture_engine::clock::ManualClock) -> Self {
         self.state.clock = Some(clock);
+        self
+    }
+
+    /// Has `clock/advance` send the messages that fall due in its span through `sender`, each
+    /// at the time its step ran, before it answers.
+    pub fn with_sender(mut self, sender: nurture_engine::engine::Sender) -> Self {
+        self.state.sender = Some(sender);
         self
     }
 
@@ -154,22 +175,35 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "up"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.engine.store().ready().await {
-        Ok(true) => (
+/// How long `/readyz` waits for the database before it says it is unreachable.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let unreachable = |why: String| {
+        tracing::warn!(error = %why, "Readiness check failed: the database is unreachable.");
+        let retry = [(
+            axum::http::header::RETRY_AFTER,
+            error::UNAVAILABLE_RETRY_AFTER.to_string(),
+        )];
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry,
+            Json(json!({"status": "database unreachable"})),
+        )
+            .into_response()
+    };
+    match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ready()).await {
+        Ok(Ok(true)) => (
             StatusCode::OK,
             Json(json!({"status": "ready", "backend": state.engine.store().backend()})),
-        ),
-        Ok(false) => (
+        )
+            .into_response(),
+        Ok(Ok(false)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "migrations pending"})),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "Readiness check failed.");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "database unreachable"})),
-            )
-        }
+        )
+            .into_response(),
+        Ok(Err(e)) => unreachable(e.to_string()),
+        Err(_) => unreachable(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
     }
 }

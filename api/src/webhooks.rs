@@ -84,6 +84,7 @@ async fn create(
                     secret: input.secret,
                 },
                 &app.own,
+                &app.reach,
                 &by,
             )
             .await?;

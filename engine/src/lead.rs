@@ -363,6 +363,19 @@ impl FieldError {
     }
 }
 
+/// One sentence for a list of field problems: the field and its problem when there is one,
+/// else how many and which fields.
+pub fn summary(problems: &[FieldError]) -> String {
+    match problems {
+        [one] => format!("{} {}", one.field, one.message),
+        many => format!(
+            "{} fields are invalid: {}",
+            many.len(),
+            many.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.message)

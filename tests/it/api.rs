@@ -394,14 +394,12 @@ async fn events_one_or_many_with_rules_applied() {
         .map(|r| r["index"].as_i64().unwrap())
         .collect();
     assert_eq!(rejected, [1, 2, 3]);
-    assert!(many.body["rejected"][0]["error"]
-        .as_str()
-        .unwrap()
-        .starts_with("type: "));
-    assert!(many.body["rejected"][1]["error"]
-        .as_str()
-        .unwrap()
-        .starts_with("properties: "));
+    for (i, field) in [(0, "type"), (1, "properties")] {
+        let error = &many.body["rejected"][i]["error"];
+        assert_eq!(error["code"], "validation_failed", "{error}");
+        assert_eq!(error["details"][0]["field"], field, "{error}");
+        assert!(error["message"].as_str().unwrap().starts_with(field), "{error}");
+    }
     let lead = app
         .call("GET", "/v1/leads?email=li.wei@acme.example", Sdr, None)
         .await

@@ -26,10 +26,12 @@ macro_rules! both {
 
 mod api;
 mod cli;
+mod clock;
 mod crash;
 mod deliverability;
 mod email;
 mod handoff;
+mod outage;
 mod playbook;
 mod smtp;
 mod storage;

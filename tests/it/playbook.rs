@@ -13,7 +13,7 @@ fn shipped(name: &str) -> String {
 }
 
 /// A tar archive of these (path, text) files.
-fn tar_of(files: &[(String, String)]) -> Vec<u8> {
+pub(crate) fn tar_of(files: &[(String, String)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, text) in files {
         let mut header = tar::Header::new_gnu();
@@ -26,7 +26,7 @@ fn tar_of(files: &[(String, String)]) -> Vec<u8> {
 }
 
 /// The shipped playbook's files, by path inside the playbook directory.
-fn shipped_files() -> Vec<(String, String)> {
+pub(crate) fn shipped_files() -> Vec<(String, String)> {
     let root = repo().join("campaigns");
     walk(&root)
         .into_iter()

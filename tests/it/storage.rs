@@ -350,7 +350,13 @@ async fn event_for_unknown_email_creates_the_lead(t: TestEngine) {
     )
     .await;
     assert_eq!(unknown_id.accepted, 0);
-    assert_eq!(unknown_id.rejected[0].error, "lead 999999 not found");
+    assert_eq!(
+        (
+            unknown_id.rejected[0].error.code.as_str(),
+            unknown_id.rejected[0].error.message.as_str()
+        ),
+        ("not_found", "lead 999999 not found")
+    );
 }
 
 async fn tagging_rules_tag_and_score(t: TestEngine) {
@@ -695,7 +701,10 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
         .await
         .unwrap();
     // Unclaimed past the SDR queue's SLA: the SDR lead is to be e-mailed about this person.
-    t.engine.advance_clock(&t.clock, Duration::hours(5)).await.unwrap();
+    t.engine
+        .advance_clock(&t.clock, Duration::hours(5), None)
+        .await
+        .unwrap();
     let tables = [
         "events WHERE lead_id = {id}",
         "lead_tags WHERE lead_id = {id}",
@@ -1112,7 +1121,7 @@ async fn a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat(t: 
         ],
     )
     .await;
-    t.engine.advance_clock(&t.clock, Duration::days(5)).await.unwrap();
+    t.engine.advance_clock(&t.clock, Duration::days(5), None).await.unwrap();
     let steps = journey(&t, open.id).await;
     assert!(steps.contains(&"welcome/opened_any:yes".to_string()), "{steps:?}");
     assert!(steps.contains(&"welcome/tag_welcomed:tagged".to_string()), "{steps:?}");
@@ -1134,7 +1143,7 @@ async fn a_human_open_takes_the_yes_branch_and_a_missing_openid_skips_wechat(t: 
     );
     // Day 5 is a Saturday: the case study waits for Monday's send window, then goes.
     assert!(steps.contains(&"welcome/case_study:deferred".to_string()), "{steps:?}");
-    t.engine.advance_clock(&t.clock, Duration::days(2)).await.unwrap();
+    t.engine.advance_clock(&t.clock, Duration::days(2), None).await.unwrap();
     let sent = messages(&t, shut.id).await;
     assert!(
         sent.iter().any(|m| m.1 == "case_study"),

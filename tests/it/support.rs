@@ -189,42 +189,47 @@ pub async fn unmigrated_store(backend: Backend) -> Option<TestStore> {
                 schema: None,
             })
         }
-        Backend::Postgres => {
-            use sqlx::Connection;
-            let url = pg_url();
-            let mut conn = match sqlx::PgConnection::connect(&url).await {
-                Ok(conn) => conn,
-                Err(e) if std::env::var_os("CI").is_none() => {
-                    // Written to the terminal past the harness's output capture, so that a skipped
-                    // PostgreSQL case is seen, never mistaken for a pass.
-                    use std::io::Write;
-                    let line = format!(
-                        "SKIPPED: PostgreSQL at {url} is unreachable ({e}); this case did not run. CI runs it."
-                    );
-                    match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
-                        Ok(mut terminal) => {
-                            let _ = writeln!(terminal, "{line}");
-                        }
-                        Err(_) => eprintln!("{line}"),
-                    }
-                    return None;
-                }
-                Err(e) => panic!("PostgreSQL at {url} is unreachable in CI: {e}"),
-            };
-            let schema = format!("t{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let store = PgStore::connect_in_schema(&url, &schema).await.unwrap();
-            Some(TestStore {
-                store: Arc::new(store),
-                url: url.clone(),
-                _dir: None,
-                schema: Some(schema),
-            })
-        }
+        Backend::Postgres => postgres_store(None).await,
     }
+}
+
+/// A fresh PostgreSQL schema of the test database, unmigrated, that the store reaches through
+/// `through` (a proxy's URL) or directly.
+pub async fn postgres_store(through: Option<&str>) -> Option<TestStore> {
+    init_logs();
+    use sqlx::Connection;
+    let url = pg_url();
+    let mut conn = match sqlx::PgConnection::connect(&url).await {
+        Ok(conn) => conn,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            // Written to the terminal past the harness's output capture, so that a skipped
+            // PostgreSQL case is seen, never mistaken for a pass.
+            use std::io::Write;
+            let line = format!("SKIPPED: PostgreSQL at {url} is unreachable ({e}); this case did not run. CI runs it.");
+            match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
+                Ok(mut terminal) => {
+                    let _ = writeln!(terminal, "{line}");
+                }
+                Err(_) => eprintln!("{line}"),
+            }
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL at {url} is unreachable in CI: {e}"),
+    };
+    let schema = format!("t{}_{}", std::process::id(), SCHEMAS.fetch_add(1, Ordering::SeqCst));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let store = PgStore::connect_in_schema(through.unwrap_or(&url), &schema)
+        .await
+        .unwrap();
+    Some(TestStore {
+        store: Arc::new(store),
+        url: url.clone(),
+        _dir: None,
+        schema: Some(schema),
+    })
 }
 
 /// An engine over a fresh store with the shipped playbook and a manual clock.
@@ -235,10 +240,14 @@ pub struct TestEngine {
 }
 
 pub async fn engine(backend: Backend) -> Option<TestEngine> {
-    let store = store(backend).await?;
+    Some(engine_over(store(backend).await?))
+}
+
+/// An engine over `store` (migrated) with the shipped playbook and a manual clock.
+pub fn engine_over(store: TestStore) -> TestEngine {
     let clock = ManualClock::new(start());
     let engine = Arc::new(Engine::new(store.store.clone(), playbook(), Arc::new(clock.clone())));
-    Some(TestEngine { engine, clock, store })
+    TestEngine { engine, clock, store }
 }
 
 /// A real server on port 0 over SQLite, with one key per role.
@@ -259,9 +268,19 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(Backend::Sqlite).await.expect("SQLite is always there")
 }
 
+/// What the test servers' webhooks may reach besides the Internet: their receivers on this
+/// machine, as an operator with an on-premises CRM allows with `--webhook-allow-network`.
+pub fn loopback() -> nurture_engine::webhook::Reach {
+    nurture_engine::webhook::Reach::allowing(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+}
+
 /// [`spawn_app`] on either backend (`None`: PostgreSQL unreachable outside CI).
 pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
-    let TestEngine { engine, store, clock } = engine(backend).await?;
+    Some(spawn_app_over(engine(backend).await?).await)
+}
+
+/// [`spawn_app`] over a given engine.
+pub async fn spawn_app_over(TestEngine { engine, store, clock }: TestEngine) -> TestApp {
     let mut keys = HashMap::new();
     for role in [Role::Admin, Role::Marketer, Role::Sdr, Role::Crm] {
         let key = format!("test-key-{}", role.as_str());
@@ -278,10 +297,11 @@ pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
         .await
         .unwrap()
         .with_manual_clock(clock.clone())
+        .with_webhook_reach(loopback())
         .with_tracking(key.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
-    Some(TestApp {
+    TestApp {
         base,
         client: http().build().unwrap(),
         keys,
@@ -289,7 +309,7 @@ pub async fn spawn_app_on(backend: Backend) -> Option<TestApp> {
         engine,
         key,
         _store: store,
-    })
+    }
 }
 
 /// A response as tests look at it.

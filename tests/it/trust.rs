@@ -18,6 +18,8 @@ both!(
     a_machines_click_scores_nothing,
     event_times_are_checked_and_explained,
     enroll_and_member_changes_honour_idempotency_keys,
+    bulk_answers_reject_items_in_one_shape,
+    links_in_a_playbook_archive_are_refused_by_name,
 );
 
 /// Sends a raw JSON text (numbers exactly as written) as `role`.
@@ -605,4 +607,116 @@ async fn enroll_and_member_changes_honour_idempotency_keys(app: TestApp, _: Back
     );
     let retry = app.send("PUT", path, Some(Marketer), Some(away), &headers).await;
     assert_eq!((retry.status, &retry.body), (200, &first.body));
+}
+
+/// `POST /v1/events` and `POST /v1/leads/bulk` name a refused item the same way:
+/// `{"index", "error": {"code", "message", "details"}}`, the shape of every error answer.
+async fn bulk_answers_reject_items_in_one_shape(app: TestApp, _: Backend) {
+    let events = app
+        .call(
+            "POST",
+            "/v1/events",
+            Crm,
+            Some(json!([
+                {"lead": {"email": "ok@shape.example"}, "type": "page_viewed"},
+                {"lead": {"email": "ok@shape.example"}, "type": ""},
+                {"lead": {"id": "999999"}, "type": "page_viewed"},
+                {"lead": {"email": "ok@shape.example"}, "type": "page_viewed", "occurred_at": "yesterday"},
+            ])),
+        )
+        .await;
+    assert_eq!(events.status, 200, "{:?}", events.body);
+    let leads = app
+        .call(
+            "POST",
+            "/v1/leads/bulk",
+            Crm,
+            Some(json!([{"email": "fine@shape.example"}, {"email": "not an address"}])),
+        )
+        .await;
+    assert_eq!(leads.status, 200, "{:?}", leads.body);
+    let mut rejected: Vec<Value> = events.body["rejected"].as_array().unwrap().clone();
+    rejected.extend(
+        leads.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["status"] == "rejected")
+            .cloned(),
+    );
+    let shapes: Vec<(i64, &str, Option<&str>)> = rejected
+        .iter()
+        .map(|r| {
+            let error = &r["error"];
+            assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+            assert!(error["details"].is_array(), "{r}");
+            (
+                r["index"].as_i64().unwrap(),
+                error["code"].as_str().unwrap(),
+                error["details"][0]["field"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            (1, "validation_failed", Some("type")),
+            (2, "not_found", None),
+            (3, "validation_failed", Some("occurred_at")),
+            (1, "validation_failed", Some("email")),
+        ]
+    );
+}
+
+/// A symbolic or hard link in an uploaded playbook archive is refused with its name and how
+/// to send the file instead, never skipped: the campaign it stood for would silently be gone.
+async fn links_in_a_playbook_archive_are_refused_by_name(app: TestApp, _: Backend) {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, text) in crate::playbook::shipped_files() {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, text.as_bytes()).unwrap();
+    }
+    for (kind, name, target) in [
+        (
+            tar::EntryType::Symlink,
+            "campaigns/webinar.yaml",
+            "/home/mei/webinar.yaml",
+        ),
+        (
+            tar::EntryType::Link,
+            "campaigns/welcome-copy.yaml",
+            "campaigns/welcome.yaml",
+        ),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(0);
+        header.set_mode(0o777);
+        builder.append_link(&mut header, name, target).unwrap();
+    }
+    let archive = builder.into_inner().unwrap();
+    for path in ["/v1/playbook/validate", "/v1/playbook"] {
+        let method = if path.ends_with("validate") { "POST" } else { "PUT" };
+        let answer = app
+            .send(
+                method,
+                path,
+                Some(Marketer),
+                Some(archive.clone()),
+                &[("content-type", "application/x-tar")],
+            )
+            .await;
+        assert_eq!(answer.status, 422, "{path}: {:?}", answer.body);
+        assert_eq!(
+            answer.body["error"]["details"],
+            json!([
+                {"field": "campaigns/webinar.yaml", "message": "is a symbolic link to \"/home/mei/webinar.yaml\"; put the file itself in the archive (tar --dereference, or tar -h)"},
+                {"field": "campaigns/welcome-copy.yaml", "message": "is a hard link to \"campaigns/welcome.yaml\"; put the file itself in the archive (tar --dereference, or tar -h)"},
+            ]),
+            "{path}"
+        );
+    }
 }

@@ -13,11 +13,12 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::support::{repo, Backend, TestApp};
+use crate::support::{loopback, repo, Backend, TestApp};
 
 both!(
     a_receiver_that_fails_three_times_gets_everything_signed_and_in_order,
     bad_receivers_are_bounded_and_block_nobody,
+    webhooks_do_not_reach_into_the_network_unless_allowed,
 );
 
 /// One request the receiver got, and what it answered.
@@ -205,7 +206,7 @@ async fn a_receiver_that_fails_three_times_gets_everything_signed_and_in_order(a
         200
     );
 
-    let client = WebhookClient::new(std::time::Duration::from_secs(5)).unwrap();
+    let client = WebhookClient::new(std::time::Duration::from_secs(5), loopback()).unwrap();
     for _ in 0..12 {
         app.engine.deliver_webhooks(&client, 100).await.unwrap();
         app.clock.advance(Duration::minutes(3));
@@ -332,7 +333,7 @@ async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp, _: Backend) {
     subscribe(&app, &format!("{base}/hook"), events).await;
     one_lead_handed_off(&app, "wang.fang@acme.example").await;
 
-    let client = WebhookClient::new(std::time::Duration::from_millis(500)).unwrap();
+    let client = WebhookClient::new(std::time::Duration::from_millis(500), loopback()).unwrap();
     let started = std::time::Instant::now();
     assert_eq!(app.engine.deliver_webhooks(&client, 100).await.unwrap(), 3);
     assert!(
@@ -384,4 +385,114 @@ async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp, _: Backend) {
         (60..=161).contains(&tries),
         "retried every 10 minutes or so for a day: {tries}"
     );
+}
+
+/// A `crm` key may not aim webhooks at the server's own network: loopback, private, link-local
+/// (cloud metadata), CGNAT. Refused when subscribed, and again at every delivery, on the
+/// address a name resolves to then, so a subscription made while allowed (or a name that
+/// resolves inside later) reaches nothing once it is not.
+async fn webhooks_do_not_reach_into_the_network_unless_allowed(app: TestApp, _: Backend) {
+    // The same engine behind a server with the default reach: public addresses only.
+    let strict = nurture_api::Application::bind("127.0.0.1:0", app.engine.clone())
+        .await
+        .unwrap();
+    let strict_base = format!("http://127.0.0.1:{}", strict.port());
+    tokio::spawn(strict.run_until(std::future::pending()));
+    let crm = &app.keys[&Role::Crm];
+    for (url, what) in [
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254 is a link-local address",
+        ),
+        ("http://10.0.0.5/hooks", "10.0.0.5 is a private address (10.0.0.0/8)"),
+        (
+            "http://192.168.1.10:8080/",
+            "192.168.1.10 is a private address (192.168.0.0/16)",
+        ),
+        ("http://172.20.0.1/", "172.20.0.1 is a private address (172.16.0.0/12)"),
+        (
+            "http://100.100.100.200/",
+            "100.100.100.200 is a carrier-grade NAT address",
+        ),
+        ("http://127.0.0.1:6379/", "127.0.0.1 is a loopback address"),
+        ("http://[::1]:5432/", "::1 is a loopback address"),
+        (
+            "http://[::ffff:a9fe:a9fe]/",
+            "::ffff:169.254.169.254 is a link-local address",
+        ),
+        ("http://localhost:9200/", "127.0.0.1 is a loopback address"),
+        ("http://0.0.0.0:8080/", "0.0.0.0 is a \"this network\" address"),
+    ] {
+        let answer = app
+            .client
+            .post(format!("{strict_base}/v1/webhooks"))
+            .bearer_auth(crm)
+            .json(&json!({"url": url, "events": ["*"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 422, "{url}");
+        let body: Value = answer.json().await.unwrap();
+        let detail = &body["error"]["details"][0];
+        assert_eq!(detail["field"], "url", "{url}: {body}");
+        let message = detail["message"].as_str().unwrap();
+        assert!(message.starts_with(what), "{url}: {message}");
+        assert!(
+            message.contains("--webhook-allow-network"),
+            "{url}: says how to allow it: {message}"
+        );
+    }
+    let stored = app.call("GET", "/v1/webhooks", Role::Crm, None).await.body;
+    assert_eq!(stored["items"], json!([]), "nothing refused was stored");
+
+    // Subscribed while the operator allowed loopback (by address and by name) ...
+    let (r, base) = receiver().await;
+    let port = base.rsplit(':').next().unwrap();
+    let by_address = subscribe(&app, &format!("{base}/hook"), json!(["*"])).await;
+    let by_name = subscribe(&app, &format!("http://localhost:{port}/hook"), json!(["*"])).await;
+    one_lead_handed_off(&app, "zhao.lei@acme.example").await;
+    // ... then delivered by a deliverer that allows public addresses only: nothing arrives,
+    // and the log says why without a connection having been made.
+    let strict_client = WebhookClient::new(
+        std::time::Duration::from_secs(5),
+        nurture_engine::webhook::Reach::public(),
+    )
+    .unwrap();
+    assert!(app.engine.deliver_webhooks(&strict_client, 100).await.unwrap() >= 2);
+    assert!(r.got("/hook").is_empty(), "nothing reached the loopback receiver");
+    let log = |hook: &Value| {
+        let path = format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
+        let app = &app;
+        async move {
+            app.call("GET", &path, Role::Crm, None).await.body["items"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    for (hook, said) in [
+        (&by_address, "not sent: 127.0.0.1 is a loopback address"),
+        (&by_name, ", a loopback address (127.0.0.0/8)"),
+    ] {
+        let items = log(hook).await;
+        assert!(items.iter().all(|d| d["status"] == "pending"), "{items:?}");
+        let tried: Vec<&str> = items.iter().filter_map(|d| d["last_error"].as_str()).collect();
+        assert!(
+            !tried.is_empty() && tried.iter().all(|e| e.contains(said)),
+            "{said:?} in {tried:?}"
+        );
+    }
+    // Allowed again, the pending deliveries go on their next attempts.
+    let allowed = WebhookClient::new(std::time::Duration::from_secs(5), loopback()).unwrap();
+    for _ in 0..6 {
+        app.clock.advance(Duration::minutes(3));
+        app.engine.deliver_webhooks(&allowed, 100).await.unwrap();
+    }
+    let mut total = 0;
+    for hook in [&by_address, &by_name] {
+        let items = log(hook).await;
+        assert!(items.iter().all(|d| d["status"] == "delivered"), "{items:?}");
+        total += items.len();
+    }
+    assert_eq!(r.got("/hook").len(), total);
 }

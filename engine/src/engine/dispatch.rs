@@ -154,7 +154,12 @@ enum Outgoing {
 impl Engine {
     /// Sends up to `limit` due messages; returns what happened to them.
     pub async fn dispatch(&self, sender: &Sender, limit: i64) -> EngineResult<DispatchReport> {
+        let _turn = self.dispatching.lock().await;
         let now = self.now();
+        // While a manual clock is advanced, leases run from the end of its span: another
+        // process on the same database, whose own manual clock may already stand there, must
+        // not take messages in flight here for abandoned ones.
+        let lease = now.max(self.advancing_to()) + LEASE;
         let mut report = DispatchReport::default();
         // No more than the warm-up allows today, nor than the rate sends well within the lease.
         let mut limit = match self.warmup_room(sender).await? {
@@ -165,7 +170,7 @@ impl Engine {
         if let Some(budget) = sender.limits.claim_budget(60) {
             limit = limit.min(budget);
         }
-        let claimed = self.store.claim_messages(now, now + LEASE, limit).await?;
+        let claimed = self.store.claim_messages(now, lease, limit).await?;
         if claimed.is_empty() {
             return Ok(report);
         }

@@ -96,10 +96,48 @@ pub struct IngestReport {
     pub rejected: Vec<Rejected>,
 }
 
+/// An item of a batch that was refused, and why: the shape of every bulk answer's rejected
+/// items, `{"index", "error": {"code", "message", "details"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Rejected {
+    /// The item's position in the request, from 0.
     pub index: usize,
-    pub error: String,
+    pub error: RejectedError,
+}
+
+/// Why one item was refused, in the shape of the API's error body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct RejectedError {
+    /// `validation_failed` or `not_found`.
+    pub code: String,
+    pub message: String,
+    /// For `validation_failed`: each field and what is wrong with it.
+    pub details: Vec<FieldError>,
+}
+
+impl Rejected {
+    pub fn invalid(index: usize, details: Vec<FieldError>) -> Self {
+        let message = crate::lead::summary(&details);
+        Self {
+            index,
+            error: RejectedError {
+                code: "validation_failed".into(),
+                message,
+                details,
+            },
+        }
+    }
+
+    pub fn not_found(index: usize, message: String) -> Self {
+        Self {
+            index,
+            error: RejectedError {
+                code: "not_found".into(),
+                message,
+                details: Vec::new(),
+            },
+        }
+    }
 }
 
 /// Where an upsert item goes: found by its keys, or a lead addressed by id (PATCH).
@@ -129,6 +167,13 @@ pub struct Engine {
     versions: journeys::Versions,
     claims: handoffs::Claims,
     busy: Busy,
+    /// One dispatch pass at a time in this process: when [`Engine::advance_clock`] sends what
+    /// fell due, no pass of the background dispatcher is still on the wire with the time it
+    /// read before the clock moved.
+    dispatching: tokio::sync::Mutex<()>,
+    /// The furthest time a manual clock's advance was asked to reach (microseconds; 0 before
+    /// any): what leases taken meanwhile run from (see `dispatch`).
+    advancing_to: std::sync::atomic::AtomicI64,
 }
 
 /// Which leads a runner or enrolling pass takes.
@@ -223,7 +268,14 @@ impl Engine {
             versions: Default::default(),
             claims: Default::default(),
             busy: Default::default(),
+            dispatching: Default::default(),
+            advancing_to: Default::default(),
         }
+    }
+
+    /// See `advancing_to`.
+    fn advancing_to(&self) -> DateTime<Utc> {
+        crate::clock::from_micros(self.advancing_to.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -579,24 +631,81 @@ impl Engine {
         Ok((counts.entered, absent))
     }
 
+    /// Where a manual clock stood when it last moved (the `settings` row): a restarted
+    /// `serve --clock manual` resumes there instead of at the wall clock, so that times already
+    /// stored are never in its future.
+    pub const MANUAL_CLOCK_SETTING: &'static str = "manual_clock";
+
+    /// Sets a manual clock, at start, to where it stood when it last moved, or else to `fresh`;
+    /// returns the time it shows.
+    pub async fn resume_manual_clock(
+        &self,
+        clock: &crate::clock::ManualClock,
+        fresh: DateTime<Utc>,
+    ) -> EngineResult<DateTime<Utc>> {
+        let stored = self
+            .store
+            .setting(Self::MANUAL_CLOCK_SETTING, &to_micros(fresh).to_string())
+            .await?;
+        let at = stored
+            .parse::<i64>()
+            .map(crate::clock::from_micros)
+            .map_err(|e| EngineError::Failed(format!("the stored manual clock {stored:?} is not a time: {e}")))?;
+        clock.advance_to(at);
+        Ok(clock.now())
+    }
+
+    /// Moves a manual clock to `at`, recording it first (see [`Self::MANUAL_CLOCK_SETTING`]).
+    async fn move_clock(&self, clock: &crate::clock::ManualClock, at: DateTime<Utc>) -> EngineResult<()> {
+        self.store
+            .put_setting(Self::MANUAL_CLOCK_SETTING, &to_micros(at).to_string())
+            .await?;
+        clock.advance_to(at);
+        Ok(())
+    }
+
+    /// Hands every message that is due to the mailer while the clock stands still, so that each
+    /// is recorded as sent at the time its step ran. Without a sender (tests that dispatch by
+    /// hand, benchmarks), nothing is sent here.
+    async fn send_due(&self, sender: Option<&Sender>) -> EngineResult<()> {
+        let Some(sender) = sender else {
+            return Ok(());
+        };
+        // Each pass claims what is due now; what it leaves (a retry, a message over a rate
+        // limit) is due later, so the loop ends.
+        while self.dispatch(sender, 500).await?.handled() > 0 {}
+        self.send_notifications(sender, 500).await?;
+        Ok(())
+    }
+
     /// Moves a manual clock forward by `by`, running every step that falls due on the way, in
-    /// order of due time, each at its own due time; returns once the engine is idle at the new
-    /// time. `clock` must be the engine's own clock. Returns how many enrollments moved.
+    /// order of due time, each at its own due time, and (given a `sender`) handing the
+    /// messages those steps made to the mailer at that time too; returns once the engine is
+    /// idle at the new time. `clock` must be the engine's own clock. Returns how many
+    /// enrollments moved.
     ///
     /// A due lead another pass of this engine holds (an enrolling pass after a deploy, say) is
     /// waited for and then moved, so that what the clock made due has moved when this returns;
     /// one held by another process is left to it.
-    pub async fn advance_clock(&self, clock: &crate::clock::ManualClock, by: chrono::Duration) -> EngineResult<usize> {
-        use crate::clock::Clock;
+    pub async fn advance_clock(
+        &self,
+        clock: &crate::clock::ManualClock,
+        by: chrono::Duration,
+        sender: Option<&Sender>,
+    ) -> EngineResult<usize> {
         let target = clock.now() + by;
+        self.advancing_to
+            .fetch_max(to_micros(target), std::sync::atomic::Ordering::Relaxed);
         let mut moved = 0;
+        self.send_due(sender).await?;
         loop {
             let released = self.busy.released.subscribe();
             match self.next_timer().await? {
                 Some(at) if at <= target => {
-                    clock.advance_to(at);
+                    self.move_clock(clock, at).await?;
                     let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
                     moved += n;
+                    self.send_due(sender).await?;
                     if n == 0 && self.next_timer().await? == Some(at) && !self.held_here(released).await {
                         // Due but not movable (another process holds its lead): do not spin.
                         break;
@@ -605,12 +714,13 @@ impl Engine {
                 _ => break,
             }
         }
-        clock.advance_to(target);
+        self.move_clock(clock, target).await?;
         loop {
             let released = self.busy.released.subscribe();
             moved += self.run_due(PASS_LEADS as i64).await?;
             self.run_timers(1_000).await?;
             if !self.held_here(released).await {
+                self.send_due(sender).await?;
                 return Ok(moved);
             }
         }
@@ -1140,8 +1250,7 @@ impl Engine {
         for (index, input) in inputs.iter().enumerate() {
             let errors = input.validate(now);
             if !errors.is_empty() {
-                let error = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-                report.rejected.push(Rejected { index, error });
+                report.rejected.push(Rejected::invalid(index, errors));
             } else if input.idempotency_key.as_deref().is_some_and(|k| !seen_keys.insert(k)) {
                 report.duplicates += 1;
             } else {
@@ -1174,7 +1283,7 @@ impl Engine {
             match book.resolve_ref(&event.lead, email.as_deref(), event.source.as_deref()) {
                 Ok(slot) => slot_of.push(Some(slot)),
                 Err(error) => {
-                    report.rejected.push(Rejected { index: *index, error });
+                    report.rejected.push(Rejected::not_found(*index, error));
                     slot_of.push(None);
                 }
             }
@@ -1700,7 +1809,7 @@ mod tests {
         let held = engine.busy.take(vec![leads[0].clone()]);
         let mut advancing = tokio::spawn({
             let (engine, clock) = (engine.clone(), clock.clone());
-            async move { engine.advance_clock(&clock, chrono::Duration::days(4)).await }
+            async move { engine.advance_clock(&clock, chrono::Duration::days(4), None).await }
         });
         let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut advancing).await;
         assert!(

@@ -9,7 +9,7 @@ use super::{Engine, EngineError, EngineResult};
 use crate::clock::{from_micros, to_micros};
 use crate::lead::FieldError;
 use crate::store::handoffs::{Delivery, DeliveryOutcome, PendingDelivery, Webhook};
-use crate::webhook::{check_url, sign, Post, WebhookSender};
+use crate::webhook::{check_url, sign, Post, Reach, WebhookSender};
 
 /// How long a delivery is retried before it is given up.
 pub const RETRY_FOR: Duration = Duration::hours(24);
@@ -36,12 +36,28 @@ pub struct NewWebhook {
 
 impl Engine {
     /// Subscribes a URL to event types. `own` are this server's origins (`host:port`), which a
-    /// subscription may not point at. Without a secret, one is generated (and returned once).
-    pub async fn create_webhook(&self, input: NewWebhook, own: &[(String, u16)], by: &str) -> EngineResult<Webhook> {
+    /// subscription may not point at, nor at an address `reach` refuses. Without a secret, one
+    /// is generated (and returned once).
+    pub async fn create_webhook(
+        &self,
+        input: NewWebhook,
+        own: &[(String, u16)],
+        reach: &Reach,
+        by: &str,
+    ) -> EngineResult<Webhook> {
         let mut problems = Vec::new();
-        let url = check_url(&input.url, own)
+        let mut url = check_url(&input.url, own, reach)
             .map_err(|e| problems.push(FieldError::new("url", e)))
             .ok();
+        // A name that resolves only inside is refused now, to say so at once; a name that does
+        // not resolve yet is accepted (each delivery resolves it again, and checks again).
+        if let Some((host, port)) = url.as_deref().and_then(crate::webhook::origin) {
+            let lookup = tokio::time::timeout(std::time::Duration::from_secs(2), reach.resolve(&host, port)).await;
+            if let Ok(Err(why @ crate::webhook::reach::Unreachable::Resolved(..))) = lookup {
+                problems.push(FieldError::new("url", why.to_string()));
+                url = None;
+            }
+        }
         if input.events.is_empty() {
             problems.push(FieldError::new(
                 "events",

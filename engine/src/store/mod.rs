@@ -189,6 +189,15 @@ macro_rules! store_impl {
                 .await?)
         }
 
+        async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+            sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+                .bind(name)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
         async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
             let rows: Vec<(String, String, String, i64, i64, String, String, i64)> = sqlx::query_as(
                 "SELECT c.id, c.version, c.status, c.updated_at, v.number, v.name, v.campaign_type, v.deployed_at \
@@ -302,6 +311,8 @@ macro_rules! store_impl {
         }
 
         async fn ready(&self) -> StoreResult<bool> {
+            // Reachable first: an unreachable database is not one with migrations pending.
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
             let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
                 .await
@@ -455,7 +466,12 @@ pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database did not answer: unreachable, shutting down, out of connections, or no
+    /// connection free within the pool's wait. Nothing is known to have been written; the
+    /// caller may retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not as expected: {0}")]
@@ -465,6 +481,29 @@ pub enum StoreError {
     /// written; the pass is decided again.
     #[error("the snapshot a pass was decided in is out of date")]
     Stale,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if unavailable(&error) {
+            StoreError::Unavailable(error)
+        } else {
+            StoreError::Database(error)
+        }
+    }
+}
+
+/// Whether an error means the database could not be reached (rather than that it refused
+/// what was asked): I/O, TLS, pool wait and closed pool, and PostgreSQL's connection
+/// exceptions (class 08), shutdowns and "too many connections" (57P01-57P03, 53300).
+fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")),
+        _ => false,
+    }
 }
 
 impl StoreError {
@@ -477,7 +516,7 @@ impl StoreError {
                 return StoreError::Conflict(db.message().to_owned());
             }
         }
-        StoreError::Database(error)
+        StoreError::from(error)
     }
 }
 
@@ -684,6 +723,8 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     async fn emails_sent_since(&self, since: i64) -> StoreResult<i64>;
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
     async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
+    /// Sets a server-wide setting.
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
     /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
     /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.

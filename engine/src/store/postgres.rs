@@ -51,7 +51,9 @@ impl PgStore {
         sqlx::Connection::close(<sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?).await?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            // A request waits this long for a connection, then answers 503: an unreachable
+            // database is reported in seconds, not after a client has given up.
+            .acquire_timeout(std::time::Duration::from_secs(2))
             .connect_with(options)
             .await?;
         Ok(Self { pool })

@@ -8,6 +8,9 @@ use sha2::Sha256;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+pub mod reach;
+pub use reach::Reach;
+
 /// How long one attempt may take, connection included.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,19 +56,22 @@ pub trait WebhookSender: Send + Sync {
 pub struct WebhookClient {
     client: reqwest::Client,
     timeout: Duration,
+    reach: Reach,
 }
 
 impl WebhookClient {
-    pub fn new(timeout: Duration) -> Result<Self, String> {
+    /// A client that connects only to addresses `reach` allows, whatever a name resolves to.
+    pub fn new(timeout: Duration, reach: Reach) -> Result<Self, String> {
         crate::tls::install_provider();
         let client = reqwest::Client::builder()
+            .dns_resolver(reach::Resolver(reach.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("nurture-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("building the webhook HTTP client: {e}"))?;
-        Ok(Self { client, timeout })
+        Ok(Self { client, timeout, reach })
     }
 }
 
@@ -73,6 +79,15 @@ impl WebhookClient {
 impl WebhookSender for WebhookClient {
     async fn post(&self, post: Post<'_>) -> Attempted {
         let started = Instant::now();
+        // A literal address is connected to without resolving: check it here.
+        let literal = origin(post.url).and_then(|(host, _)| host.parse::<IpAddr>().ok());
+        if let Some(refused) = literal.and_then(|ip| self.reach.refuses(ip)) {
+            return Attempted {
+                status: None,
+                error: Some(format!("not sent: {refused}")),
+                duration_ms: 0,
+            };
+        }
         let sent = self
             .client
             .post(post.url)
@@ -145,9 +160,10 @@ pub fn origin(url: &str) -> Option<(String, u16)> {
     Some((host, url.port_or_known_default()?))
 }
 
-/// Checks a subscription's URL: http or https, with a host, and not this server itself
-/// (`own` holds the server's own origins as `host:port`). Returns the URL normalised.
-pub fn check_url(raw: &str, own: &[(String, u16)]) -> Result<String, String> {
+/// Checks a subscription's URL: http or https, with a host, not this server itself (`own`
+/// holds the server's own origins as `host:port`), and not an address `reach` refuses (names
+/// are resolved at each delivery). Returns the URL normalised.
+pub fn check_url(raw: &str, own: &[(String, u16)], reach: &Reach) -> Result<String, String> {
     let url = reqwest::Url::parse(raw.trim())
         .map_err(|e| format!("is not a URL ({e}); give e.g. https://crm.example/hooks/nurture"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -172,6 +188,9 @@ pub fn check_url(raw: &str, own: &[(String, u16)]) -> Result<String, String> {
             ));
         }
     }
+    if let Some(refused) = reach.refuses_host(&host) {
+        return Err(refused.to_string());
+    }
     Ok(url.to_string())
 }
 
@@ -191,6 +210,8 @@ mod tests {
     #[test]
     fn urls_must_be_http_and_not_this_server() {
         let own = vec![("127.0.0.1".to_owned(), 8080), ("nurture.example".to_owned(), 443)];
+        let loopback = Reach::allowing(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        let check_url = |url: &str, own: &[(String, u16)]| check_url(url, own, &loopback);
         assert!(check_url("ftp://crm.example/x", &own)
             .unwrap_err()
             .contains("http or https"));
@@ -207,5 +228,18 @@ mod tests {
             "http://127.0.0.1:9000/hook"
         );
         assert!(check_url("https://crm.example/hooks", &own).is_ok());
+    }
+
+    #[test]
+    fn urls_into_internal_networks_are_refused_unless_allowed() {
+        let public = Reach::public();
+        let err = super::check_url("http://169.254.169.254/latest/meta-data/", &[], &public).unwrap_err();
+        assert!(err.starts_with("169.254.169.254 is a link-local address"), "{err}");
+        assert!(err.contains("--webhook-allow-network 169.254.0.0/16"), "{err}");
+        assert!(super::check_url("http://localhost:9000/", &[], &public).is_err());
+        assert!(super::check_url("http://[fd00::1]/", &[], &public).is_err());
+        let office = Reach::allowing(vec!["192.168.10.0/24".parse().unwrap()]);
+        assert!(super::check_url("http://192.168.10.5/hooks", &[], &office).is_ok());
+        assert!(super::check_url("http://192.168.11.5/hooks", &[], &office).is_err());
     }
 }
