@@ -50,6 +50,10 @@ async fn ingest(
                     if let Some(rejected) = report.rejected.first() {
                         return Err(match rejected.error.code.as_str() {
                             "not_found" => ApiError::NotFound(rejected.error.message.clone()),
+                            "idempotency_key_reused" => ApiError::Conflict {
+                                code: "idempotency_key_reused",
+                                message: rejected.error.message.clone(),
+                            },
                             _ => ApiError::invalid(rejected.error.details.clone()),
                         });
                     }

@@ -20,6 +20,7 @@ both!(
     enroll_and_member_changes_honour_idempotency_keys,
     bulk_answers_reject_items_in_one_shape,
     links_in_a_playbook_archive_are_refused_by_name,
+    an_event_key_reused_for_another_event_is_a_conflict,
 );
 
 /// Sends a raw JSON text (numbers exactly as written) as `role`.
@@ -719,4 +720,68 @@ async fn links_in_a_playbook_archive_are_refused_by_name(app: TestApp, _: Backen
             "{path}"
         );
     }
+}
+
+/// An event's `idempotency_key` names one event: sent again as it was, it is a duplicate;
+/// sent with another payload, it is refused (409 alone, `idempotency_key_reused` in a batch)
+/// instead of being silently dropped as a duplicate.
+async fn an_event_key_reused_for_another_event_is_a_conflict(app: TestApp, _: Backend) {
+    let event = |key: &str, pages: i64| {
+        json!({"lead": {"email": "key@reuse.example"}, "type": "page_viewed",
+               "occurred_at": "2026-11-01T08:00:00Z", "properties": {"pages": pages}, "idempotency_key": key})
+    };
+    let first = app.call("POST", "/v1/events", Crm, Some(event("crm-1", 1))).await;
+    assert_eq!(
+        (first.status, &first.body["accepted"]),
+        (200, &json!(1)),
+        "{:?}",
+        first.body
+    );
+    let again = app.call("POST", "/v1/events", Crm, Some(event("crm-1", 1))).await;
+    assert_eq!(
+        (again.status, &again.body["duplicates"]),
+        (200, &json!(1)),
+        "{:?}",
+        again.body
+    );
+    let other = app.call("POST", "/v1/events", Crm, Some(event("crm-1", 2))).await;
+    assert_eq!(other.status, 409, "{:?}", other.body);
+    assert_eq!(other.body["error"]["code"], "idempotency_key_reused");
+    assert!(other.body["error"]["message"].as_str().unwrap().contains("\"crm-1\""));
+
+    let batch = app
+        .call(
+            "POST",
+            "/v1/events",
+            Crm,
+            Some(json!([
+                event("crm-1", 1),
+                event("crm-1", 3),
+                event("crm-2", 1),
+                event("crm-2", 5)
+            ])),
+        )
+        .await;
+    assert_eq!(batch.status, 200, "{:?}", batch.body);
+    assert_eq!(
+        (&batch.body["accepted"], &batch.body["duplicates"]),
+        (&json!(1), &json!(1)),
+        "{:?}",
+        batch.body
+    );
+    let rejected: Vec<(i64, &str)> = batch.body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["index"].as_i64().unwrap(), r["error"]["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rejected, [(1, "idempotency_key_reused"), (3, "idempotency_key_reused")]);
+    let lead = app.call("GET", "/v1/leads?email=key@reuse.example", Crm, None).await;
+    let id = lead.body["id"]
+        .as_str()
+        .or(lead.body["items"][0]["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let views = app.events(&id, "page_viewed").await;
+    assert_eq!(views.len(), 2, "one event per key: {views:?}");
 }

@@ -108,7 +108,7 @@ pub struct Rejected {
 /// Why one item was refused, in the shape of the API's error body.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct RejectedError {
-    /// `validation_failed` or `not_found`.
+    /// `validation_failed`, `not_found` or `idempotency_key_reused`.
     pub code: String,
     pub message: String,
     /// For `validation_failed`: each field and what is wrong with it.
@@ -128,6 +128,22 @@ impl Rejected {
         }
     }
 
+    /// An idempotency key that already names another event (`earlier` says which).
+    pub fn key_reused(index: usize, input: &EventInput, earlier: &str) -> Self {
+        let key = input.idempotency_key.as_deref().unwrap_or_default();
+        Self {
+            index,
+            error: RejectedError {
+                code: "idempotency_key_reused".into(),
+                message: format!(
+                    "idempotency_key {key:?} already names {earlier} with another lead, type, time or \
+                     properties; send a new key for a new event (a retry must repeat the event as it was)"
+                ),
+                details: vec![FieldError::new("idempotency_key", "already names another event")],
+            },
+        }
+    }
+
     pub fn not_found(index: usize, message: String) -> Self {
         Self {
             index,
@@ -138,6 +154,11 @@ impl Rejected {
             },
         }
     }
+}
+
+/// Whether two events of one batch under one idempotency key are the same event.
+fn same_event(a: &EventInput, b: &EventInput) -> bool {
+    a.lead == b.lead && a.kind == b.kind && a.occurred_at == b.occurred_at && a.properties == b.properties
 }
 
 /// Where an upsert item goes: found by its keys, or a lead addressed by id (PATCH).
@@ -1244,16 +1265,26 @@ impl Engine {
         let now = self.now();
         let playbook = self.playbook();
         let mut report = IngestReport::default();
-        let mut seen_keys = HashSet::new();
+        let mut seen_keys: HashMap<&str, &EventInput> = HashMap::new();
         // (index in the request, the event, its lead's e-mail normalised once)
         let mut valid: Vec<(usize, &EventInput, Option<String>)> = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
             let errors = input.validate(now);
+            let earlier = input.idempotency_key.as_deref().and_then(|k| seen_keys.get(k).copied());
             if !errors.is_empty() {
                 report.rejected.push(Rejected::invalid(index, errors));
-            } else if input.idempotency_key.as_deref().is_some_and(|k| !seen_keys.insert(k)) {
-                report.duplicates += 1;
+            } else if let Some(earlier) = earlier {
+                if same_event(earlier, input) {
+                    report.duplicates += 1;
+                } else {
+                    report
+                        .rejected
+                        .push(Rejected::key_reused(index, input, "an earlier event of this batch"));
+                }
             } else {
+                if let Some(key) = input.idempotency_key.as_deref() {
+                    seen_keys.insert(key, input);
+                }
                 let email = input
                     .lead
                     .email
@@ -1302,26 +1333,57 @@ impl Engine {
             }
         }
 
-        let rows: Vec<NewEvent> = valid
+        let (inputs_of, rows): (Vec<(usize, &EventInput)>, Vec<NewEvent>) = valid
             .iter()
             .zip(&slot_of)
-            .filter_map(|((_, e, _), slot)| {
-                slot.map(|s| NewEvent {
-                    lead_id: book.leads[s].id.0,
-                    kind: &e.kind,
-                    properties: &e.properties,
-                    occurred_at: to_micros(e.occurred_at.unwrap_or(now)),
-                    received_at: to_micros(now),
-                    idempotency_key: e.idempotency_key.as_deref(),
-                    source: e.source.as_deref(),
+            .filter_map(|((index, e, _), slot)| {
+                slot.map(|s| {
+                    let row = NewEvent {
+                        lead_id: book.leads[s].id.0,
+                        kind: &e.kind,
+                        properties: &e.properties,
+                        occurred_at: to_micros(e.occurred_at.unwrap_or(now)),
+                        received_at: to_micros(now),
+                        idempotency_key: e.idempotency_key.as_deref(),
+                        source: e.source.as_deref(),
+                    };
+                    ((*index, *e), row)
                 })
             })
-            .collect();
+            .unzip();
         let inserted_keys = tx.insert_events(&rows).await?;
+        // A key used before must name the same event again; another event under it is refused.
+        let reused: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.idempotency_key.filter(|k| !inserted_keys.contains(*k)))
+            .collect();
+        let stored: HashMap<String, (i64, crate::condition::EventFact)> = if reused.is_empty() {
+            HashMap::new()
+        } else {
+            tx.keyed_events(&reused)
+                .await?
+                .into_iter()
+                .map(|(key, lead, fact)| (key, (lead, fact)))
+                .collect()
+        };
         let mut per_lead: BTreeMap<i64, Vec<EventView>> = BTreeMap::new();
-        for row in &rows {
-            if row.idempotency_key.is_some_and(|k| !inserted_keys.contains(k)) {
-                report.duplicates += 1;
+        for (row, (index, input)) in rows.iter().zip(&inputs_of) {
+            if let Some(key) = row.idempotency_key.filter(|k| !inserted_keys.contains(*k)) {
+                let same = stored.get(key).is_some_and(|(lead, fact)| {
+                    *lead == row.lead_id
+                        && fact.kind == row.kind
+                        && fact.properties == *row.properties
+                        && input
+                            .occurred_at
+                            .is_none_or(|at| to_micros(at) == to_micros(fact.occurred_at))
+                });
+                if same {
+                    report.duplicates += 1;
+                } else {
+                    report
+                        .rejected
+                        .push(Rejected::key_reused(*index, input, "an event stored earlier"));
+                }
                 continue;
             }
             report.accepted += 1;

@@ -1115,6 +1115,8 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>>;
     /// Inserts events; returns the idempotency keys that were new (events without a key are always new).
     async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>>;
+    /// The stored events that carry these idempotency keys: (key, lead, event).
+    async fn keyed_events(&mut self, keys: &[&str]) -> StoreResult<Vec<(String, i64, EventFact)>>;
     /// Writes tag changes (current tags and log), score ledger entries and handoff requests;
     /// returns the handoffs opened (a request for a lead with one open is dropped).
     async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<handoffs::Opened>>;

@@ -608,6 +608,26 @@ impl Tx for PgTx {
         Ok(rows.into_iter().collect())
     }
 
+    async fn keyed_events(&mut self, keys: &[&str]) -> StoreResult<Vec<(String, i64, EventFact)>> {
+        let rows: Vec<(String, i64, String, i64, sqlx::types::Json<Map<String, Value>>)> = sqlx::query_as(
+            "SELECT idempotency_key, lead_id, type, occurred_at, properties FROM events WHERE idempotency_key = ANY($1)",
+        )
+        .bind(keys)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, lead, kind, at, properties)| {
+                let fact = EventFact {
+                    kind,
+                    occurred_at: from_micros(at),
+                    properties: properties.0,
+                };
+                (key, lead, fact)
+            })
+            .collect())
+    }
+
     async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>> {
         // Typed arrays, unnested server-side: cheaper to decode than one large jsonb document.
         let mut inserted = HashSet::new();

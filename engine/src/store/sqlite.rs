@@ -1301,6 +1301,28 @@ impl Tx for SqliteTx {
         Ok(rows.into_iter().collect())
     }
 
+    async fn keyed_events(&mut self, keys: &[&str]) -> StoreResult<Vec<(String, i64, EventFact)>> {
+        let rows: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(idempotency_key, lead_id, type, occurred_at, json(properties))) \
+             FROM events WHERE idempotency_key IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(keys).unwrap_or_default())
+        .fetch_one(self.conn().await?)
+        .await?;
+        let rows: Vec<(String, i64, String, i64, Map<String, Value>)> = json_rows(rows)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, lead, kind, at, properties)| {
+                let fact = EventFact {
+                    kind,
+                    occurred_at: from_micros(at),
+                    properties,
+                };
+                (key, lead, fact)
+            })
+            .collect())
+    }
+
     async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>> {
         let mut inserted = HashSet::new();
         for chunk in events.chunks(5_000) {
