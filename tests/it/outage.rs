@@ -28,6 +28,9 @@ enum Mode {
 /// refused, as by a stopped server) and cuts every connection through it.
 struct Proxy {
     addr: SocketAddr,
+    /// The test database's URL (`support::pg_url`), and the server it names.
+    database: reqwest::Url,
+    upstream: String,
     mode: Arc<Mutex<Mode>>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accepting: Option<JoinHandle<()>>,
@@ -36,8 +39,16 @@ struct Proxy {
 impl Proxy {
     async fn start() -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let database = reqwest::Url::parse(&crate::support::pg_url()).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            database.host_str().unwrap_or("127.0.0.1"),
+            database.port().unwrap_or(5432)
+        );
         let mut proxy = Proxy {
             addr: listener.local_addr().unwrap(),
+            database,
+            upstream,
             mode: Arc::new(Mutex::new(Mode::Up)),
             links: Arc::default(),
             accepting: None,
@@ -47,7 +58,7 @@ impl Proxy {
     }
 
     fn accept(&mut self, listener: TcpListener) {
-        let (mode, links) = (self.mode.clone(), self.links.clone());
+        let (mode, links, upstream) = (self.mode.clone(), self.links.clone(), self.upstream.clone());
         self.accepting = Some(tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((mut client, _)) = listener.accept().await {
@@ -55,8 +66,9 @@ impl Proxy {
                     held.push(client);
                     continue;
                 }
+                let upstream = upstream.clone();
                 links.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect("127.0.0.1:5432").await {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 }));
@@ -64,8 +76,12 @@ impl Proxy {
         }));
     }
 
+    /// The test database's URL, through the proxy.
     fn url(&self) -> String {
-        format!("postgres://postgres@{}/test", self.addr)
+        let mut url = self.database.clone();
+        url.set_host(Some(&self.addr.ip().to_string())).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.to_string()
     }
 
     fn cut_links(&self) {
