@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use std::path::Path;
 
-use crate::cli::{ready, serve_with, Server};
+use crate::cli::ready;
+use crate::crash::start_on as start;
 use crate::smtp::SmtpSink;
 use crate::support::{Backend, Db};
 
@@ -38,24 +39,6 @@ fn playbook(dir: &Path) {
     std::fs::write(dir.join("campaigns/clock.yaml"), CAMPAIGN).unwrap();
     std::fs::write(dir.join("templates/note.hbs"), "<p>Hello {{first_name}}.</p>").unwrap();
     std::fs::write(dir.join("templates/note.subject.hbs"), "Hello").unwrap();
-}
-
-fn start(dir: &Path, smtp: &str, database_url: &str) -> Server {
-    serve_with(
-        dir,
-        &[
-            "--clock",
-            "manual",
-            "--playbook",
-            "campaigns",
-            "--templates",
-            "templates",
-            "--smtp-url",
-            smtp,
-            "--database-url",
-            database_url,
-        ],
-    )
 }
 
 async fn call(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {

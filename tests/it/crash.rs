@@ -62,7 +62,8 @@ fn start(dir: &Path, smtp: &str) -> Server {
     start_on(dir, smtp, "sqlite://crash.db")
 }
 
-fn start_on(dir: &Path, smtp: &str, database_url: &str) -> Server {
+/// `serve` on a manual clock with `dir`'s playbook, mail to `smtp`, on `database_url`.
+pub(crate) fn start_on(dir: &Path, smtp: &str, database_url: &str) -> Server {
     serve_with(
         dir,
         &[
