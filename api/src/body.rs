@@ -6,6 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use nurture_engine::lead::FieldError;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -152,6 +153,26 @@ pub fn one_or_many(bytes: &[u8]) -> Result<OneOrMany, ApiError> {
         }
         one => Ok(OneOrMany::One(one)),
     }
+}
+
+/// A whole number, also when written with a zero fraction (`20.0`): JSON Schema calls that an
+/// integer, and a client's JSON library may write it so.
+pub fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(d)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number"))),
+    }
+}
+
+/// [`whole`], optional (`null` or absent: `None`).
+pub fn whole_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Whole(#[serde(deserialize_with = "whole")] i64);
+    Ok(Option::<Whole>::deserialize(d)?.map(|w| w.0))
 }
 
 #[cfg(test)]

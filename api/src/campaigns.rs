@@ -619,6 +619,10 @@ async fn resume(State(state): State<AppState>, caller: Caller, Path(id): Path<St
 /// `POST /v1/campaigns/{id}/enroll`: `{"leads": [ids or refs]}` or `{"segment": "icp"}`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["leads"], "properties": {"leads": {"type": "array"}}},
+    {"required": ["segment"], "properties": {"segment": {"type": "string"}}}
+]))]
 pub struct EnrollBody {
     #[serde(default)]
     pub leads: Option<Vec<LeadItem>>,

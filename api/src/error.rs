@@ -111,7 +111,7 @@ impl ApiError {
         };
         ErrorDetail {
             code: code.to_owned(),
-            message: self.to_string(),
+            message: nurture_engine::lead::without_nul(self.to_string()),
             details,
         }
     }

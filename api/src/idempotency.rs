@@ -50,16 +50,20 @@ pub async fn once<F>(
 where
     F: Future<Output = Result<(StatusCode, Value), ApiError>>,
 {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let Some(key) = key else {
+    let Some(raw) = headers.get("idempotency-key") else {
         return answer(work.await);
     };
-    if key.is_empty() || key.len() > 255 {
-        return ApiError::Malformed("Idempotency-Key must be 1 to 255 characters".into()).into_response();
-    }
+    // A key the client sent but that cannot be read is refused, never ignored: ignoring it
+    // would turn a retry into a second write.
+    let key = match raw.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => key.to_owned(),
+        _ => {
+            return ApiError::Malformed(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters, without spaces (a UUID, say)".into(),
+            )
+            .into_response()
+        }
+    };
     let scope = format!("{}|{route}", caller.0.name);
     let fingerprint = {
         use sha2::{Digest, Sha256};

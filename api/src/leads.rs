@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use crate::auth::Caller;
 use crate::body::{self, MAX_BATCH};
 use crate::error::ApiError;
+use crate::openapi::{QueryParam, CURSOR, LIMIT, PAGED};
 use crate::{idempotency, page, AppState};
 
 const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
@@ -205,29 +206,60 @@ async fn read(State(state): State<AppState>, caller: Caller, Path(id): Path<Stri
     Ok(Json(lead_json(&view)))
 }
 
+/// The query of `GET /v1/leads`.
+pub const LIST_QUERY: &[QueryParam] = &[
+    QueryParam {
+        name: "tag",
+        schema: || json!({"type": "string", "pattern": nurture_engine::tag::TAG_PATTERN}),
+        description: "Only leads with this tag, e.g. `industry:manufacturing`.",
+    },
+    QueryParam {
+        name: "stage",
+        schema: || json!({"type": "string", "enum": nurture_engine::lead::Stage::ALL}),
+        description: "Only leads in this lifecycle stage.",
+    },
+    QueryParam {
+        name: "segment",
+        schema: || json!({"type": "string"}),
+        description: "Only leads in this segment of the playbook in force (422 for a segment it does not define).",
+    },
+    QueryParam {
+        name: "q",
+        schema: || json!({"type": "string"}),
+        description: "Text in the e-mail, name or company.",
+    },
+    QueryParam {
+        name: "email",
+        schema: || json!({"type": "string"}),
+        description: "The lead with this e-mail (a page of at most one).",
+    },
+    QueryParam {
+        name: "external_id",
+        schema: || json!({"type": "string"}),
+        description: "The lead with this CRM id (a page of at most one).",
+    },
+    LIMIT,
+    CURSOR,
+];
+
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(EVERYONE)?;
-    let known = [
-        "tag",
-        "stage",
-        "segment",
-        "q",
-        "email",
-        "external_id",
-        "limit",
-        "cursor",
-    ];
-    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(ApiError::Malformed(format!(
-            "unknown query parameter {unknown:?}; known are {}",
-            known.join(", ")
-        )));
-    }
+    crate::openapi::check_query(params.keys(), LIST_QUERY)?;
     let limit = page::limit(params.get("limit").map(String::as_str))?;
+    let after = params
+        .get("cursor")
+        .map(|c| {
+            page::decode(c).and_then(|p| {
+                p.parse::<i64>()
+                    .map_err(|_| ApiError::Malformed("cursor is not valid".into()))
+            })
+        })
+        .transpose()?
+        .map(LeadId);
     if params.contains_key("email") || params.contains_key("external_id") {
         let by = LeadRef {
             id: None,
@@ -254,16 +286,6 @@ async fn list(
         .map(|t| nurture_engine::tag::normalize_tag(t))
         .transpose()
         .map_err(|m| ApiError::invalid(vec![FieldError::new("tag", m)]))?;
-    let after = params
-        .get("cursor")
-        .map(|c| {
-            page::decode(c).and_then(|p| {
-                p.parse::<i64>()
-                    .map_err(|_| ApiError::Malformed("cursor is not valid".into()))
-            })
-        })
-        .transpose()?
-        .map(LeadId);
     let filter = LeadFilter {
         tag,
         stage,
@@ -308,9 +330,16 @@ async fn erase(State(state): State<AppState>, caller: Caller, Path(id): Path<Str
 #[serde(deny_unknown_fields)]
 pub struct TagsBody {
     #[serde(default)]
+    #[schemars(schema_with = "tag_list")]
     add: Vec<String>,
     #[serde(default)]
+    #[schemars(schema_with = "tag_list")]
     remove: Vec<String>,
+}
+
+/// Tags as [`nurture_engine::tag::normalize_tag`] accepts them.
+fn tag_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "items": {"type": "string", "pattern": nurture_engine::tag::TAG_PATTERN}})
 }
 
 async fn tags(
@@ -346,6 +375,9 @@ async fn tags(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreBody {
+    /// Points to add (negative: to take away), at most 1,000,000 either way.
+    #[serde(deserialize_with = "crate::body::whole")]
+    #[schemars(range(min = -1_000_000, max = 1_000_000), extend("not" = {"const": 0}))]
     delta: i64,
     reason: String,
 }
@@ -386,6 +418,7 @@ async fn timeline(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(EVERYONE)?;
+    crate::openapi::check_query(params.keys(), PAGED)?;
     let id = lead_id(&id)?;
     let limit = page::limit(params.get("limit").map(String::as_str))?;
     let before = params

@@ -35,7 +35,67 @@ pub struct Operation {
     pub request: Option<SchemaOf>,
     pub status: u16,
     pub response: Option<SchemaOf>,
+    /// The query parameters the handler reads (it refuses others).
+    pub query: &'static [QueryParam],
+    /// Other success statuses besides `status`, e.g. 204 when there is nothing to give.
+    pub also: &'static [(u16, &'static str)],
 }
+
+/// A query parameter: its name, its JSON Schema (as JSON text) and what it does. Handlers
+/// check the parameters they are given against the same list.
+pub struct QueryParam {
+    pub name: &'static str,
+    pub schema: fn() -> Value,
+    pub description: &'static str,
+}
+
+/// `?limit=`: the page size.
+pub const LIMIT: QueryParam = QueryParam {
+    name: "limit",
+    schema: || json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+    description: "Items per page.",
+};
+
+/// `?cursor=`: where the previous page ended.
+pub const CURSOR: QueryParam = QueryParam {
+    name: "cursor",
+    schema: || json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}),
+    description: "The `next_cursor` of the previous page, as given; a cursor this server did not give out is refused.",
+};
+
+/// `?limit=&cursor=`.
+pub const PAGED: &[QueryParam] = &[LIMIT, CURSOR];
+
+/// Refuses parameters that `known` does not list, naming the ones it does.
+pub fn check_query<'a>(
+    params: impl IntoIterator<Item = &'a String>,
+    known: &[QueryParam],
+) -> Result<(), crate::error::ApiError> {
+    for name in params {
+        if !known.iter().any(|p| p.name == name) {
+            let names: Vec<&str> = known.iter().map(|p| p.name).collect();
+            return Err(crate::error::ApiError::Malformed(if names.is_empty() {
+                format!("unknown query parameter {name:?}; this operation takes none")
+            } else {
+                format!("unknown query parameter {name:?}; known are {}", names.join(", "))
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// What every entry leaves at its default unless it says otherwise.
+const PLAIN: Operation = Operation {
+    method: "",
+    path: "",
+    summary: "",
+    roles: &[],
+    request: None,
+    status: 200,
+    response: None,
+    query: &[],
+    also: &[],
+};
 
 const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
@@ -50,6 +110,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -59,6 +120,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -68,6 +130,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -77,6 +140,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "put",
@@ -86,6 +150,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<LeadInput>),
         status: 201,
         response: Some(of::<LeadView>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -95,6 +160,8 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<LeadPage>),
+        query: crate::leads::LIST_QUERY,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -104,6 +171,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<Vec<LeadInput>>),
         status: 200,
         response: Some(of::<BulkAnswer>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -113,6 +181,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<LeadView>),
+        ..PLAIN
     },
     Operation {
         method: "patch",
@@ -122,6 +191,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<LeadInput>),
         status: 200,
         response: Some(of::<LeadView>),
+        ..PLAIN
     },
     Operation {
         method: "delete",
@@ -131,6 +201,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 204,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -140,6 +211,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<TagsBody>),
         status: 200,
         response: Some(of::<LeadView>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -149,6 +221,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<ScoreBody>),
         status: 200,
         response: Some(of::<LeadView>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -158,6 +231,8 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<TimelinePage>),
+        query: PAGED,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -167,6 +242,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<OneOrManyEvents>),
         status: 200,
         response: Some(of::<IngestReport>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -176,6 +252,12 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<PlaybookUpload>),
         status: 200,
         response: Some(of::<ValidationAnswer>),
+        query: &[QueryParam {
+            name: "file",
+            schema: || json!({"type": "string"}),
+            description: "The name errors give an uploaded single file (default `request.yaml`).",
+        }],
+        ..PLAIN
     },
     Operation {
         method: "put",
@@ -185,6 +267,12 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<PlaybookUpload>),
         status: 200,
         response: Some(of::<DeployAnswer>),
+        query: &[QueryParam {
+            name: "file",
+            schema: || json!({"type": "string"}),
+            description: "The name errors give an uploaded single file (default `request.yaml`).",
+        }],
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -194,6 +282,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<CampaignList>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -203,6 +292,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<CampaignDetail>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -212,6 +302,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -221,6 +312,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -230,6 +322,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -239,6 +332,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -248,6 +342,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<EnrollBody>),
         status: 200,
         response: Some(of::<nurture_engine::engine::EnrollReport>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -257,6 +352,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<QueueList>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -266,6 +362,8 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<HandoffPage>),
+        query: PAGED,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -275,6 +373,8 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),
+        also: &[(204, "The queue has nothing this SDR may claim now.")],
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -284,6 +384,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<MemberList>),
+        ..PLAIN
     },
     Operation {
         method: "put",
@@ -293,6 +394,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<MemberBody>),
         status: 200,
         response: Some(of::<Member>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -302,6 +404,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<HandoffBody>),
         status: 201,
         response: Some(of::<HandoffView>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -311,6 +414,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -320,6 +424,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -329,6 +434,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<RejectBody>),
         status: 200,
         response: Some(of::<HandoffView>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -338,6 +444,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -347,6 +454,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<HandoffView>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -356,6 +464,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<WebhookBody>),
         status: 201,
         response: Some(of::<WebhookView>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -365,6 +474,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<WebhookList>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -374,6 +484,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<WebhookView>),
+        ..PLAIN
     },
     Operation {
         method: "delete",
@@ -383,6 +494,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 204,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -392,6 +504,8 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<DeliveryPage>),
+        query: PAGED,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -401,6 +515,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: Some(of::<ClockAnswer>),
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -410,6 +525,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(of::<AdvanceBody>),
         status: 200,
         response: Some(of::<ClockAnswer>),
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -419,6 +535,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -428,6 +545,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 302,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "get",
@@ -437,6 +555,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
     Operation {
         method: "post",
@@ -446,6 +565,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         status: 200,
         response: None,
+        ..PLAIN
     },
 ];
 
@@ -464,6 +584,76 @@ struct PlaybookUpload(String);
 enum OneOrManyEvents {
     One(EventInput),
     Many(Vec<EventInput>),
+}
+
+/// A stable operationId from the method and path: `GET /v1/leads/{id}/timeline` is
+/// `getLeadsByIdTimeline`.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_owned();
+    for segment in path
+        .trim_start_matches("/v1")
+        .split(['/', '.', '-'])
+        .filter(|s| !s.is_empty())
+    {
+        let (by, word) = match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => ("By", name),
+            None => ("", segment),
+        };
+        id.push_str(by);
+        for part in word.split('_') {
+            let mut chars = part.chars();
+            if let Some(first) = chars.next() {
+                id.extend(first.to_uppercase());
+                id.push_str(chars.as_str());
+            }
+        }
+    }
+    id
+}
+
+/// The tag an operation is grouped under: its resource (`leads`, `queues`, …).
+fn tag_of(path: &str) -> &'static str {
+    const TAGS: &[&str] = &[
+        "leads",
+        "events",
+        "playbook",
+        "campaigns",
+        "queues",
+        "handoffs",
+        "webhooks",
+        "admin",
+    ];
+    let resource = path.trim_start_matches("/v1/").split('/').next().unwrap_or_default();
+    match TAGS.iter().find(|t| **t == resource) {
+        Some(tag) => tag,
+        None if path.starts_with("/t/") || path.starts_with("/u/") => "tracking",
+        None => "operations",
+    }
+}
+
+/// Every text the API reads refuses the NUL character (PostgreSQL cannot store it): said on
+/// each string schema that does not constrain its text otherwise.
+fn refuse_nul(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let is_string = match map.get("type") {
+                Some(Value::String(t)) => t == "string",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            let constrained = ["pattern", "enum", "const", "format", "contentEncoding"]
+                .iter()
+                .any(|k| map.contains_key(*k));
+            if is_string && !constrained {
+                map.insert("pattern".into(), json!("^[^\\u0000]*$"));
+            }
+            for child in map.values_mut() {
+                refuse_nul(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(refuse_nul),
+        _ => {}
+    }
 }
 
 fn generator(serialize: bool) -> SchemaGenerator {
@@ -488,6 +678,8 @@ pub fn build() -> (Value, Vec<String>) {
     let mut paths = Map::new();
     for op in OPERATIONS {
         let mut operation = Map::new();
+        operation.insert("operationId".into(), json!(operation_id(op.method, op.path)));
+        operation.insert("tags".into(), json!([tag_of(op.path)]));
         operation.insert("summary".into(), json!(op.summary));
         if !op.roles.is_empty() {
             let roles: Vec<&str> = op.roles.iter().map(|r| r.as_str()).collect();
@@ -499,11 +691,16 @@ pub fn build() -> (Value, Vec<String>) {
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .collect();
-        if !names.is_empty() {
-            let parameters: Vec<Value> = names
-                .iter()
-                .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-                .collect();
+        let mut parameters: Vec<Value> = names
+            .iter()
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        for param in op.query {
+            let schema = (param.schema)();
+            parameters.push(json!({"name": param.name, "in": "query", "required": false,
+                                   "description": param.description, "schema": schema}));
+        }
+        if !parameters.is_empty() {
             operation.insert("parameters".into(), Value::Array(parameters));
         }
         if op.path.starts_with("/v1/playbook") {
@@ -517,11 +714,21 @@ pub fn build() -> (Value, Vec<String>) {
                 }}),
             );
         } else if let Some(schema) = op.request {
+            let mut schema = json!(schema(&mut requests));
+            if op.method == "put" && op.path == "/v1/leads" {
+                // An upsert finds its lead by one of these (a PATCH names it in the path).
+                schema = json!({"allOf": [schema], "anyOf": [
+                    {"required": ["email"], "properties": {"email": {"type": "string"}}},
+                    {"required": ["external_id"], "properties": {"external_id": {"type": "string", "pattern": "\\S"}}}
+                ]});
+            }
             operation.insert(
                 "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {"schema": schema(&mut requests)}}}),
+                json!({"required": true, "content": {"application/json": {"schema": schema}}}),
             );
-            let key = json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 255}});
+            let key = json!({"name": "Idempotency-Key", "in": "header", "required": false,
+                             "description": "Retry safely: the same key and body get the first answer again; another body, 409.",
+                             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"}});
             let mut parameters: Vec<Value> = operation
                 .get("parameters")
                 .and_then(|p| p.as_array())
@@ -538,6 +745,9 @@ pub fn build() -> (Value, Vec<String>) {
             None => json!({"description": "Success."}),
         };
         responses.insert(op.status.to_string(), ok);
+        for (status, description) in op.also {
+            responses.insert(status.to_string(), json!({"description": description}));
+        }
         if op.method == "put" && op.status == 201 {
             responses.insert("200".into(), responses["201"].clone());
         }
@@ -545,7 +755,8 @@ pub fn build() -> (Value, Vec<String>) {
         if !op.roles.is_empty() {
             errors.extend([401, 403, 429]);
         }
-        if op.path.contains('{') {
+        if op.path.contains('{') || op.request.is_some() {
+            // A body may name a lead or a queue that does not exist, too.
             errors.push(404);
         }
         if op.request.is_some() {
@@ -555,6 +766,14 @@ pub fn build() -> (Value, Vec<String>) {
         }
         for status in errors {
             responses.insert(status.to_string(), json!({"description": "See the error's code and message.", "content": {"application/json": {"schema": error}}}));
+        }
+        if !op.roles.is_empty() || op.path.starts_with("/t/") || op.path.starts_with("/u/") || op.path == "/readyz" {
+            responses.insert(
+                "503".into(),
+                json!({"description": "The database is unreachable; retry after `Retry-After` seconds.",
+                       "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                       "content": {"application/json": {"schema": if op.path == "/readyz" { json!({"type": "object"}) } else { error.clone().into() }}}}),
+            );
         }
         operation.insert("responses".into(), Value::Object(responses));
         let entry = paths.entry(op.path).or_insert_with(|| json!({}));
@@ -571,6 +790,10 @@ pub fn build() -> (Value, Vec<String>) {
             }
         }
     }
+    let mut paths = Value::Object(paths);
+    let mut schemas = Value::Object(schemas);
+    refuse_nul(&mut paths);
+    refuse_nul(&mut schemas);
     let document = json!({
         "openapi": "3.1.0",
         "info": {

@@ -121,6 +121,7 @@ async fn read(
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<HandoffPage>, ApiError> {
     caller.require(&[Role::Sdr, Role::Marketer])?;
+    crate::openapi::check_query(query.keys(), crate::openapi::PAGED)?;
     let limit = page::limit(query.get("limit").map(String::as_str))?;
     let after = match query.get("cursor") {
         None => None,
@@ -207,10 +208,12 @@ pub struct HandoffBody {
     /// `{"id": …}`, `{"email": …}` or `{"external_id": …}`.
     pub lead: LeadRef,
     pub queue: String,
+    #[schemars(regex(pattern = r"\S"))]
     pub reason: String,
     /// 0-100 (default 50); higher is claimed first.
-    #[serde(default)]
-    pub priority: Option<u8>,
+    #[serde(default, deserialize_with = "crate::body::whole_opt")]
+    #[schemars(range(min = 0, max = 100))]
+    pub priority: Option<i64>,
 }
 
 async fn create(
@@ -229,7 +232,7 @@ async fn create(
         if input.reason.trim().is_empty() {
             problems.push(FieldError::new("reason", "must say why the lead is handed off"));
         }
-        if input.priority.is_some_and(|p| p > 100) {
+        if input.priority.is_some_and(|p| !(0..=100).contains(&p)) {
             problems.push(FieldError::new("priority", "must be from 0 to 100"));
         }
         if !problems.is_empty() {
@@ -237,7 +240,13 @@ async fn create(
         }
         let h = state
             .engine
-            .hand_off(&input.lead, &input.queue, input.reason.trim(), input.priority, &by)
+            .hand_off(
+                &input.lead,
+                &input.queue,
+                input.reason.trim(),
+                input.priority.and_then(|p| u8::try_from(p).ok()),
+                &by,
+            )
             .await
             .map_err(not_found)?;
         Ok((StatusCode::CREATED, with_lead(&state, h).await?))
@@ -383,14 +392,16 @@ pub struct MemberBody {
     pub available: Option<bool>,
     /// At most this many handoffs in their hands at once; `null` removes the limit.
     #[serde(default, deserialize_with = "present")]
+    #[schemars(range(min = 0))]
     pub capacity: Option<Option<i64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::whole_opt")]
+    #[schemars(range(min = 1, max = 100))]
     pub weight: Option<i64>,
 }
 
 /// A field that is present (even as `null`) is `Some`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
+    crate::body::whole_opt(d).map(Some)
 }
 
 /// Sets a member's availability, capacity or weight, at most once per `Idempotency-Key`.

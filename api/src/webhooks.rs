@@ -27,13 +27,22 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhooks/{id}/deliveries", get(deliveries))
 }
 
+/// The schema of `events`: at least one known event type, or `*`.
+fn event_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut names: Vec<&str> = nurture_engine::engine::WEBHOOK_EVENTS.to_vec();
+    names.push("*");
+    schemars::json_schema!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": names}})
+}
+
 /// `POST /v1/webhooks`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookBody {
-    /// Where deliveries are POSTed: http or https, not this server.
+    /// Where deliveries are POSTed: http or https, not this server, not an internal address.
+    #[schemars(regex(pattern = r"^https?://[^\s/?#@]+"))]
     pub url: String,
     /// Event types, e.g. `lead.handed_off`, `handoff.sla_breached`; `*` for all.
+    #[schemars(length(min = 1), schema_with = "event_names")]
     pub events: Vec<String>,
     /// The HMAC key of `X-Nurture-Signature` (16 to 256 characters); made for you when absent.
     #[serde(default)]
@@ -130,6 +139,7 @@ async fn deliveries(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     caller.require(CRMS)?;
+    crate::openapi::check_query(query.keys(), crate::openapi::PAGED)?;
     let limit = page::limit(query.get("limit").map(String::as_str))?;
     let before = match query.get("cursor") {
         None => None,

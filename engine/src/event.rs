@@ -21,6 +21,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub struct EventInput {
     pub lead: LeadRef,
     #[serde(rename = "type")]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_.\-]*$"), length(min = 1, max = 64))]
     pub kind: String,
     /// RFC 3339; at most a day ahead of the engine's clock.
     #[serde(default, deserialize_with = "rfc3339")]

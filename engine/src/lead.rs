@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 /// Longest e-mail address accepted (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 320;
-/// Longest value of any other text field of a lead.
+/// Longest value of any other text field, in characters (as JSON Schema's `maxLength` counts).
 pub const MAX_FIELD_LEN: usize = 1_024;
 /// A score stays within ±`MAX_SCORE`: changes beyond saturate there, and the ledger records
 /// the change that was made, so a lead's score is always the sum of its ledger.
@@ -327,6 +327,11 @@ impl Lead {
 /// A lead reference in request bodies: by e-mail or by the CRM's id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    {"required": ["id"], "properties": {"id": {"type": "string"}}},
+    {"required": ["email"], "properties": {"email": {"type": "string"}}},
+    {"required": ["external_id"], "properties": {"external_id": {"type": "string"}}}
+]))]
 pub struct LeadRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -357,9 +362,19 @@ pub struct FieldError {
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            field: field.into(),
-            message: message.into(),
+            field: without_nul(field.into()),
+            message: without_nul(message.into()),
         }
+    }
+}
+
+/// `text` with any NUL character written `\0`: error answers may quote what a client sent
+/// (a field name, say), and they never carry a NUL character back.
+pub fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\\0")
+    } else {
+        text
     }
 }
 
@@ -598,8 +613,8 @@ impl LeadInput {
 pub fn text_problem(text: &str) -> Option<String> {
     if text.contains('\0') {
         Some("contains a NUL character".into())
-    } else if text.len() > MAX_FIELD_LEN {
-        Some(format!("is longer than {MAX_FIELD_LEN} bytes"))
+    } else if text.chars().count() > MAX_FIELD_LEN {
+        Some(format!("is longer than {MAX_FIELD_LEN} characters"))
     } else {
         None
     }
@@ -633,11 +648,12 @@ fn map_problem_at(map: &Map<String, Value>, path: &str, depth: usize) -> Option<
         return None;
     }
     map.iter().find_map(|(k, v)| {
-        let here = format!("{path}.{k}");
         if k.contains('\0') {
+            // Escaped: an answer never carries a NUL character back.
+            let here = format!("{path}.{}", k.escape_debug());
             Some(FieldError::new(here, "has a key with a NUL character"))
         } else {
-            value_problem(v, &here, depth)
+            value_problem(v, &format!("{path}.{k}"), depth)
         }
     })
 }
@@ -718,7 +734,7 @@ mod tests {
         );
         check(
             serde_json::json!({"k\u{0}": 1}),
-            Some(("attributes.k\u{0}", "has a key with a NUL character")),
+            Some(("attributes.k\\0", "has a key with a NUL character")),
         );
         // The attributes object is the first level; each array inside adds one.
         let nested = |levels: usize| (0..levels).fold(Value::from(1), |v, _| serde_json::json!([v]));

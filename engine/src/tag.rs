@@ -58,16 +58,27 @@ impl TagFamily {
     }
 }
 
+/// What [`normalize_tag`] accepts, as a JSON Schema pattern: whitespace at either end
+/// (trimmed), then 1 to 128 characters that are neither whitespace (`char::is_whitespace`),
+/// nor control characters (`char::is_control`), nor commas.
+pub const TAG_PATTERN: &str = concat!(
+    "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*",
+    "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000-\\u001f\\u007f-\\u009f,]{1,128}",
+    "[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+);
+
 /// Normalises a tag: trimmed and lower-cased. Refuses empty tags, whitespace inside, control
 /// characters and commas (tags travel in query strings and CSV), and over-long tags.
 pub fn normalize_tag(raw: &str) -> Result<String, String> {
-    let tag = raw.trim().to_lowercase();
-    if tag.is_empty() {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
         return Err("a tag cannot be empty".into());
     }
-    if tag.len() > MAX_TAG_LEN {
-        return Err(format!("tag {raw:?} is longer than {MAX_TAG_LEN} bytes"));
+    // Counted in characters, as JSON Schema's maxLength counts (see `TAG_SCHEMA`).
+    if trimmed.chars().count() > MAX_TAG_LEN {
+        return Err(format!("tag {raw:?} is longer than {MAX_TAG_LEN} characters"));
     }
+    let tag = trimmed.to_lowercase();
     if tag.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',') {
         return Err(format!(
             "tag {raw:?} contains whitespace, a control character or a comma; write e.g. interest:topic/iot"

@@ -798,6 +798,7 @@ async fn every_routed_operation_is_documented_and_the_document_is_valid_openapi(
             .unwrap_or_else(|| panic!("{target}"));
         assert!(schemas.contains_key(name), "{target} does not resolve");
     }
+    let mut ids = std::collections::HashSet::new();
     for (path, operations) in document["paths"].as_object().unwrap() {
         assert!(path.starts_with('/'));
         let params: Vec<&str> = path
@@ -817,8 +818,36 @@ async fn every_routed_operation_is_documented_and_the_document_is_valid_openapi(
                 });
                 assert!(declared, "{method} {path} declares its path parameter {p}");
             }
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has an operationId"));
+            assert!(ids.insert(id.to_owned()), "operationId {id} is unique");
+            assert!(op["tags"][0].is_string(), "{method} {path} has a tag");
         }
     }
+    // The query parameters the handlers read are documented, and the claim's empty answer.
+    let listed: Vec<&str> = document["paths"]["/v1/leads"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "tag",
+            "stage",
+            "segment",
+            "q",
+            "email",
+            "external_id",
+            "limit",
+            "cursor"
+        ]
+    );
+    assert!(document["paths"]["/v1/queues/{queue}/claim"]["post"]["responses"]["204"].is_object());
+    assert!(document["paths"]["/v1/leads"]["put"]["responses"]["503"].is_object());
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ both!(
     bulk_answers_reject_items_in_one_shape,
     links_in_a_playbook_archive_are_refused_by_name,
     an_event_key_reused_for_another_event_is_a_conflict,
+    inputs_are_judged_as_the_document_states,
 );
 
 /// Sends a raw JSON text (numbers exactly as written) as `role`.
@@ -784,4 +785,96 @@ async fn an_event_key_reused_for_another_event_is_a_conflict(app: TestApp, _: Ba
         .to_owned();
     let views = app.events(&id, "page_viewed").await;
     assert_eq!(views.len(), 2, "one event per key: {views:?}");
+}
+
+/// Limits the API document states hold as it states them (the API fuzzing in `.ci/fuzz`
+/// found each of these apart): lengths count characters as JSON Schema does, a whole number
+/// may be written `20.0`, an unreadable Idempotency-Key is refused rather than ignored, and
+/// no answer carries a NUL character back.
+async fn inputs_are_judged_as_the_document_states(app: TestApp, _: Backend) {
+    let lead = app
+        .call("PUT", "/v1/leads", Crm, Some(json!({"email": "limits@doc.example"})))
+        .await;
+    let id = lead.body["id"].as_str().unwrap().to_owned();
+    let tags = format!("/v1/leads/{id}/tags");
+    let long = "标".repeat(128);
+    let answer = app.call("POST", &tags, Sdr, Some(json!({"add": [long]}))).await;
+    assert_eq!(
+        answer.status, 200,
+        "128 characters (384 bytes) is a tag: {:?}",
+        answer.body
+    );
+    let answer = app
+        .call("POST", &tags, Sdr, Some(json!({"add": ["标".repeat(129)]})))
+        .await;
+    assert_eq!(answer.status, 422, "{:?}", answer.body);
+    assert!(answer.body["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("128 characters"));
+    let reason = "因".repeat(1_000);
+    let answer = app
+        .call(
+            "POST",
+            &format!("/v1/leads/{id}/score"),
+            Sdr,
+            Some(json!({"delta": 5.0, "reason": reason})),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, &answer.body["score"]),
+        (200, &json!(5)),
+        "{:?}",
+        answer.body
+    );
+    let answer = app
+        .call(
+            "POST",
+            &format!("/v1/leads/{id}/score"),
+            Sdr,
+            Some(json!({"delta": 5.5, "reason": "half"})),
+        )
+        .await;
+    assert_eq!(answer.status, 422, "{:?}", answer.body);
+    let member = app
+        .call(
+            "PUT",
+            "/v1/queues/sdr/members/alice@corp.example",
+            Marketer,
+            Some(json!({"capacity": 20.0})),
+        )
+        .await;
+    assert_eq!(
+        (member.status, &member.body["capacity"]),
+        (200, &json!(20)),
+        "{:?}",
+        member.body
+    );
+    for key in ["two words", "tab\tkey"] {
+        let answer = app
+            .send(
+                "POST",
+                &tags,
+                Some(Sdr),
+                Some(br#"{"add": ["vip"]}"#.to_vec()),
+                &[("idempotency-key", key)],
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{key:?}: {:?}", answer.body);
+    }
+    let answer = app
+        .send(
+            "POST",
+            "/v1/leads/bulk",
+            Some(Crm),
+            Some(br#"[{"email": "n@doc.example", "consent": {"email": {"k\u0000": 1}}}]"#.to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let text = answer.body.to_string();
+    assert!(
+        !text.contains("\\u0000") && text.contains("k\\\\0"),
+        "NUL written \\0: {text}"
+    );
 }
