@@ -719,7 +719,7 @@ pub fn build() -> (Value, Vec<String>) {
                 // An upsert finds its lead by one of these (a PATCH names it in the path).
                 schema = json!({"allOf": [schema], "anyOf": [
                     {"required": ["email"], "properties": {"email": {"type": "string"}}},
-                    {"required": ["external_id"], "properties": {"external_id": {"type": "string", "pattern": "\\S"}}}
+                    {"required": ["external_id"], "properties": {"external_id": {"type": "string", "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}}}
                 ]});
             }
             operation.insert(

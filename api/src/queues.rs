@@ -208,7 +208,7 @@ pub struct HandoffBody {
     /// `{"id": …}`, `{"email": …}` or `{"external_id": …}`.
     pub lead: LeadRef,
     pub queue: String,
-    #[schemars(regex(pattern = r"\S"))]
+    #[schemars(regex(pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"))]
     pub reason: String,
     /// 0-100 (default 50); higher is claimed first.
     #[serde(default, deserialize_with = "crate::body::whole_opt")]

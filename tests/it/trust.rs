@@ -877,4 +877,17 @@ async fn inputs_are_judged_as_the_document_states(app: TestApp, _: Backend) {
         !text.contains("\\u0000") && text.contains("k\\\\0"),
         "NUL written \\0: {text}"
     );
+    // Found by the fuzzer: `[]` in place of a lead named nothing and was taken for a lead not found.
+    for item in [json!([]), json!({})] {
+        let answer = app
+            .call(
+                "POST",
+                "/v1/campaigns/welcome/enroll",
+                Marketer,
+                Some(json!({"leads": [item]})),
+            )
+            .await;
+        assert_eq!(answer.status, 422, "{:?}", answer.body);
+        assert_eq!(answer.body["error"]["details"][0]["field"], "leads[0]");
+    }
 }
