@@ -88,9 +88,10 @@ async fn redirect(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) ->
     (StatusCode::FOUND, [("location", "http://elsewhere.invalid/steal")]).into_response()
 }
 
+/// Never answers: only the client's own time limit ends the attempt.
 async fn slow(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
     record(&r, "/slow", &headers, &body, 200);
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    std::future::pending::<()>().await;
     StatusCode::OK
 }
 
@@ -334,12 +335,8 @@ async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp, _: Backend) {
     one_lead_handed_off(&app, "wang.fang@acme.example").await;
 
     let client = WebhookClient::new(std::time::Duration::from_millis(500), loopback()).unwrap();
-    let started = std::time::Instant::now();
+    // The pass returns at all only because the stalled receiver is cut off.
     assert_eq!(app.engine.deliver_webhooks(&client, 100).await.unwrap(), 3);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "a stalled receiver is cut off"
-    );
     assert_eq!(r.got("/hook").len(), 1, "the good receiver got it in the same pass");
     assert_eq!(r.got("/redirect").len(), 1, "a redirect is not followed");
 

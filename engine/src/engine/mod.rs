@@ -226,6 +226,9 @@ struct Busy {
     /// Counts the passes that have let their leads go, for [`Engine::advance_clock`] to wait
     /// on when a due lead it came for was held.
     released: tokio::sync::watch::Sender<u64>,
+    /// Counts the times an advance began to wait for a held lead (what a test waits on to
+    /// know the advance is parked there, instead of timing it).
+    waits: tokio::sync::watch::Sender<u64>,
 }
 
 /// Leads marked busy, unmarked when dropped.
@@ -236,6 +239,7 @@ impl Default for Busy {
         Self {
             held: Default::default(),
             released: tokio::sync::watch::Sender::new(0),
+            waits: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -756,6 +760,7 @@ impl Engine {
         if self.busy.lock().is_empty() {
             return false;
         }
+        self.busy.waits.send_modify(|n| *n += 1);
         // The sender lives as long as the engine, which `self` borrows.
         released.changed().await.is_ok()
     }
@@ -1869,15 +1874,16 @@ mod tests {
             .unwrap();
         let waiting = engine.next_wake().await.unwrap().expect("the lead waits 3 days");
         let held = engine.busy.take(vec![leads[0].clone()]);
+        let mut waits = engine.busy.waits.subscribe();
         let mut advancing = tokio::spawn({
             let (engine, clock) = (engine.clone(), clock.clone());
             async move { engine.advance_clock(&clock, chrono::Duration::days(4), None).await }
         });
-        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut advancing).await;
-        assert!(
-            early.is_err(),
-            "the advance returned while the due lead was held: {early:?}"
-        );
+        // The advance must park waiting for the held lead, not return without it.
+        tokio::select! {
+            _ = waits.changed() => {}
+            early = &mut advancing => panic!("the advance returned while the due lead was held: {early:?}"),
+        }
         drop(held);
         let moved = advancing.await.unwrap().unwrap();
         assert_eq!(moved, 1, "the held lead's wait ended");

@@ -13,6 +13,8 @@ pub struct SmtpSink {
     pub port: u16,
     received: Arc<Mutex<Vec<String>>>,
     accepted: Arc<AtomicUsize>,
+    /// The count of accepted messages, for waiting on arrivals.
+    arrived: Arc<tokio::sync::watch::Sender<usize>>,
     /// Whether accepted messages are kept (else only counted).
     keep: bool,
     transient_failures: Arc<AtomicUsize>,
@@ -37,6 +39,7 @@ impl SmtpSink {
             port: listener.local_addr()?.port(),
             received: Arc::default(),
             accepted: Arc::default(),
+            arrived: Arc::new(tokio::sync::watch::Sender::new(0)),
             keep,
             transient_failures: Arc::new(AtomicUsize::new(transient_failures)),
             permanent_for: Arc::default(),
@@ -66,6 +69,16 @@ impl SmtpSink {
     /// How many messages were accepted so far.
     pub fn count(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` messages have arrived; after `within` without them, says how
+    /// many did (a guard against a hang, not a measure of speed).
+    pub async fn wait_for(&self, n: usize, within: std::time::Duration) -> Result<(), usize> {
+        let mut arrived = self.arrived.subscribe();
+        tokio::time::timeout(within, arrived.wait_for(|count| *count >= n))
+            .await
+            .map(|_| ())
+            .map_err(|_| self.count())
     }
 
     /// The messages kept so far, as received (headers and body).
@@ -137,7 +150,8 @@ impl SmtpSink {
                     if self.keep {
                         self.received.lock().unwrap_or_else(|p| p.into_inner()).push(message);
                     }
-                    self.accepted.fetch_add(1, Ordering::SeqCst);
+                    let now = self.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.arrived.send_modify(|n| *n = (*n).max(now));
                     b"250 2.0.0 queued\r\n"
                 }
             } else if upper.starts_with("QUIT") {
