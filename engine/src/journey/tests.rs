@@ -499,3 +499,120 @@ fn a_minute_is_written_as_chrono_writes_it() {
         );
     }
 }
+
+mod properties {
+    //! Any sequence of what can happen to a lead (opens, tags, stage changes, time passing)
+    //! over small valid campaigns: after every advance the enrollment waits or has ended, no
+    //! step sends twice, an ended enrollment does nothing more, and the log explains each move.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Small campaigns of every step kind: sends, waits (fixed and `until` with a timeout),
+    /// branches on opens, tags and scores, tagging, scoring, a handoff, exits, and a goal.
+    const SHAPES: [(&str, &str); 4] = [
+        ("", DRIP),
+        (
+            "",
+            concat!(
+                "  a: { send: { channel: email, template: hello }, next: w }\n",
+                "  w: { wait: { until: { opened: a }, timeout: 3d }, next: b }\n",
+                "  b: { branch: { if: { opened: a }, then: y, else: m } }\n",
+                "  m: { send: { channel: email, template: bye }, next: w2 }\n",
+                "  w2: { wait: { for: 2d }, next: n }\n",
+                "  y: { exit: opened }\n",
+                "  n: { exit: not_opened }\n",
+            ),
+        ),
+        (
+            "exit_when: { stage: [customer] }\n",
+            concat!(
+                "  a: { score: 30, next: b }\n",
+                "  b: { wait: { for: 1d }, next: c }\n",
+                "  c: { branch: { if: { all: [ { score: { gte: 30 } }, { tag: x } ] }, then: h, else: s } }\n",
+                "  s: { send: { channel: email, template: hello-cxo }, next: w }\n",
+                "  w: { wait: { for: 2d }, next: e }\n",
+                "  h: { handoff: { queue: sdr, reason: Hot, priority: 80 } }\n",
+                "  e: { exit: cold }\n",
+            ),
+        ),
+        (
+            "exit_when: { tag: stop }\n",
+            concat!(
+                "  a: { tag: { add: [x] }, next: s }\n",
+                "  s: { send: { channel: email, template: hello }, next: w }\n",
+                "  w: { wait: { until: { tag: go }, timeout: 5d }, next: t }\n",
+                "  t: { send: { channel: email, template: bye }, next: d }\n",
+                "  d: { exit: done }\n",
+            ),
+        ),
+    ];
+
+    /// What happens to the lead before the next advance.
+    #[derive(Debug, Clone)]
+    enum Happening {
+        Nothing,
+        Opens(&'static str),
+        Tagged(&'static str),
+        BecomesCustomer,
+    }
+
+    fn happening() -> impl Strategy<Value = Happening> {
+        prop_oneof![
+            Just(Happening::Nothing),
+            prop::sample::select(vec!["a", "m", "s"]).prop_map(Happening::Opens),
+            prop::sample::select(vec!["x", "go", "stop"]).prop_map(Happening::Tagged),
+            Just(Happening::BecomesCustomer),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_advance_ends_or_waits_sends_once_and_explains_itself(
+            shape in 0usize..SHAPES.len(),
+            story in prop::collection::vec((0i64..100, happening()), 1..20),
+        ) {
+            let (exit_when, steps) = SHAPES[shape];
+            let mut run = Run::new(playbook(exit_when, steps));
+            let mut now = t(0);
+            let mut sent_steps: Vec<String> = Vec::new();
+            for (i, (hours, happening)) in story.into_iter().enumerate() {
+                if i > 0 {
+                    now += chrono::Duration::hours(hours);
+                    match happening {
+                        Happening::Nothing => {}
+                        Happening::Opens(step) => run.opened(step),
+                        Happening::Tagged(tag) => {
+                            run.tags.insert(tag.to_owned());
+                        }
+                        Happening::BecomesCustomer => run.lead.stage = Stage::Customer,
+                    }
+                }
+                let before = run.enrollment.clone();
+                let (journey, effects) = run.at(now);
+                let after = &run.enrollment;
+                prop_assert!(after.status != Status::Active, "left active at {}: {journey:?}", after.step);
+                if after.status == Status::Waiting {
+                    prop_assert!(after.wake_at.is_some_and(|w| w > now), "waits with no wake-up ahead: {after:?}");
+                }
+                if !before.status.is_open() {
+                    prop_assert!(journey.is_empty() && effects.is_empty(), "an ended enrollment moved: {journey:?}");
+                }
+                if after.step != before.step || after.status != before.status {
+                    prop_assert!(!journey.is_empty(), "{} -> {} with nothing in the log", before.step, after.step);
+                }
+                if let Some(last) = journey.last() {
+                    prop_assert!(last.starts_with(&format!("{}:", after.step)), "the log ends at {last}, the enrollment at {}", after.step);
+                }
+                for effect in effects {
+                    if let Effect::Send { step, .. } = effect {
+                        prop_assert!(!sent_steps.contains(&step), "step {step} sent twice");
+                        sent_steps.push(step);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -242,3 +242,100 @@ fn a_window_opening_in_a_spring_gap_opens_when_the_clocks_jump_and_an_autumn_ove
     // 01:30 happens twice in New York that night; the first is EDT.
     assert_eq!(local_instant(ny, day, 5_400), at("2026-11-01T05:30:00Z"));
 }
+
+mod properties {
+    //! Any interleaving of campaigns asking to send to one lead, in a time zone with or without
+    //! daylight saving: the cap is never exceeded in any window, nothing goes out in quiet
+    //! hours or outside a campaign's window, and a deferral is always to a later moment.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const ZONES: [Tz; 5] = [
+        chrono_tz::Asia::Shanghai,
+        chrono_tz::America::New_York,
+        chrono_tz::Europe::Berlin,
+        chrono_tz::Australia::Sydney,
+        chrono_tz::America::Sao_Paulo,
+    ];
+    const QUIET: [Option<(&str, &str)>; 4] = [
+        None,
+        Some(("21:00", "08:00")),
+        Some(("01:30", "03:30")),
+        Some(("12:00", "13:00")),
+    ];
+    const PERIODS: [&str; 4] = ["1h", "1d", "2d", "7d"];
+
+    /// One campaign's wish to send: when it first asks, and whether it has a weekday window.
+    #[derive(Debug, Clone)]
+    struct Wish {
+        campaign: usize,
+        first_ask_minutes: i64,
+        windowed: bool,
+    }
+
+    fn wishes() -> impl Strategy<Value = Vec<Wish>> {
+        prop::collection::vec(
+            (0usize..4, 0i64..60 * 24 * 30, any::<bool>()).prop_map(|(campaign, first_ask_minutes, windowed)| Wish {
+                campaign,
+                first_ask_minutes,
+                windowed,
+            }),
+            1..25,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn caps_hold_and_nothing_goes_out_in_quiet_hours(
+            zone in 0usize..ZONES.len(),
+            quiet in 0usize..QUIET.len(),
+            max in 1u32..4,
+            period in 0usize..PERIODS.len(),
+            wishes in wishes(),
+        ) {
+            let tz = ZONES[zone];
+            let rules = rules(Some((max, PERIODS[period])), QUIET[quiet]);
+            let window = weekdays("09:00", "17:00");
+            let names = ["welcome", "drip", "webinar", "activation"];
+            let start = at("2026-03-01T00:00:00Z"); // across both DST changes of the year's first half
+            // (next ask, wish): asks are served in time order, a deferred one asks again then.
+            let mut queue: Vec<(DateTime<Utc>, Wish)> = wishes
+                .into_iter()
+                .map(|w| (start + Duration::minutes(w.first_ask_minutes), w))
+                .collect();
+            let mut pacing = Pacing::new(&rules, LeadId(7), tz);
+            let mut sent: Vec<DateTime<Utc>> = Vec::new();
+            let mut asks = 0;
+            while let Some(next) = (0..queue.len()).min_by_key(|i| queue[*i].0) {
+                let (now, wish) = queue.swap_remove(next);
+                asks += 1;
+                prop_assert!(asks < 10_000, "asks never settle");
+                let window = wish.windowed.then_some(&window);
+                let gate = pacing.gate(
+                    Ask { campaign: names[wish.campaign], step: "s", channel: SendChannel::Email, window, on_cap: OnCap::Defer },
+                    now,
+                );
+                match gate {
+                    Gate::Go => {
+                        prop_assert!(inside(now, tz, window, rules.quiet_hours.as_ref()), "sent at {now} ({tz}) outside its hours");
+                        sent.push(now);
+                    }
+                    Gate::Defer { until, why } => {
+                        prop_assert!(until > now, "deferred to {until}, not after {now}: {why}");
+                        queue.push((until, wish));
+                    }
+                    other => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+            sent.sort();
+            let per = rules.frequency[&SendChannel::Email].per.to_chrono();
+            for (i, first) in sent.iter().enumerate() {
+                let within = sent[i..].iter().take_while(|t| **t - *first < per).count();
+                prop_assert!(within <= max as usize, "{within} sends within {per} from {first}, cap {max}");
+            }
+        }
+    }
+}
