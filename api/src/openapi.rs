@@ -586,6 +586,35 @@ enum OneOrManyEvents {
     Many(Vec<EventInput>),
 }
 
+/// What a CRM receives (OpenAPI 3.1 `webhooks`): one POST per event type, with its headers
+/// and its payload, from the types the engine builds deliveries from.
+fn webhooks(generator: &mut SchemaGenerator) -> Value {
+    use nurture_engine::webhook::payload::{data_of, Payload};
+    let envelope = json!(generator.subschema_for::<Payload>());
+    let mut hooks = Map::new();
+    for kind in nurture_engine::engine::WEBHOOK_EVENTS {
+        let data = json!(data_of(kind)(generator));
+        let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}});
+        hooks.insert(
+            kind.to_owned(),
+            json!({"post": {
+                "operationId": operation_id("webhook", &format!("/{kind}")),
+                "summary": format!("`{kind}`, POSTed to each subscription that asked for it."),
+                "parameters": [
+                    header("X-Nurture-Event", "The event type."),
+                    header("X-Nurture-Delivery", "The delivery's id, the same on every retry: drop duplicates by it."),
+                    header("X-Nurture-Signature", "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" with the subscription's secret>`."),
+                ],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "allOf": [envelope.clone(), {"properties": {"type": {"const": kind}, "data": data}}]
+                }}}},
+                "responses": {"2XX": {"description": "Received. Any other answer, or none within 10 s, is retried with backoff for 24 hours."}}
+            }}),
+        );
+    }
+    Value::Object(hooks)
+}
+
 /// A stable operationId from the method and path: `GET /v1/leads/{id}/timeline` is
 /// `getLeadsByIdTimeline`.
 fn operation_id(method: &str, path: &str) -> String {
@@ -779,6 +808,7 @@ pub fn build() -> (Value, Vec<String>) {
         let entry = paths.entry(op.path).or_insert_with(|| json!({}));
         entry[op.method] = Value::Object(operation);
     }
+    let webhooks = webhooks(&mut answers);
     let mut schemas = answers.take_definitions(true);
     let mut conflicts = Vec::new();
     for (name, schema) in requests.take_definitions(true) {
@@ -802,6 +832,7 @@ pub fn build() -> (Value, Vec<String>) {
             "description": "B2B lead-nurturing engine: the contract with CRMs, SDR tools and scripts."
         },
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": schemas,
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "An API key from `nurture apikey create`."}}

@@ -22,6 +22,7 @@ both!(
     links_in_a_playbook_archive_are_refused_by_name,
     an_event_key_reused_for_another_event_is_a_conflict,
     inputs_are_judged_as_the_document_states,
+    every_route_admits_the_roles_it_names_and_only_those,
 );
 
 /// Sends a raw JSON text (numbers exactly as written) as `role`.
@@ -890,4 +891,53 @@ async fn inputs_are_judged_as_the_document_states(app: TestApp, _: Backend) {
         assert_eq!(answer.status, 422, "{:?}", answer.body);
         assert_eq!(answer.body["error"]["details"][0]["field"], "leads[0]");
     }
+}
+
+/// The route × role table, read from `/openapi.json`'s `x-roles` (admin always): every role
+/// outside an operation's list is refused with 403 before anything is read, and every role in
+/// it gets past authorisation (whatever the request then finds). Own versus other's resources
+/// are the tables of `only_the_holder_or_an_overseer_decides_a_handoff` and
+/// `an_sdr_sets_only_their_own_availability`.
+async fn every_route_admits_the_roles_it_names_and_only_those(app: TestApp, _: Backend) {
+    let document = app.send("GET", "/openapi.json", None, None, &[]).await.body;
+    let (mut refused, mut admitted) = (0, 0);
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let Some(allowed) = op["x-roles"].as_array() else {
+                continue;
+            };
+            let concrete = path
+                .replace("{id}", "999999")
+                .replace("{queue}", "sdr")
+                .replace("{member}", "sdr-bot");
+            for role in [Admin, Marketer, Sdr, Crm] {
+                let answer = app
+                    .send(&method.to_uppercase(), &concrete, Some(role), Some(b"{}".to_vec()), &[])
+                    .await;
+                let may = role == Admin || allowed.iter().any(|r| r == role.as_str());
+                if may {
+                    assert!(
+                        ![401, 403].contains(&answer.status),
+                        "{} may {method} {path} but got {}: {:?}",
+                        role.as_str(),
+                        answer.status,
+                        answer.body
+                    );
+                    admitted += 1;
+                } else {
+                    assert_eq!(
+                        (answer.status, answer.body["error"]["code"].as_str()),
+                        (403, Some("forbidden")),
+                        "{} may not {method} {path}",
+                        role.as_str()
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        refused >= 37 && admitted >= 80,
+        "{refused} refusals, {admitted} admissions checked"
+    );
 }

@@ -234,6 +234,35 @@ async fn a_receiver_that_fails_three_times_gets_everything_signed_and_in_order(a
     );
 
     let body: Value = serde_json::from_str(&delivered[0].body).unwrap();
+    // Every delivery is what /openapi.json's `webhooks` says its event type carries.
+    let document = app.send("GET", "/openapi.json", None, None, &[]).await.body;
+    for got in &delivered {
+        let mut root = document.clone();
+        root["$ref"] = json!(format!(
+            "#/webhooks/{}/post/requestBody/content/application~1json/schema",
+            got.event
+        ));
+        let validator = jsonschema::validator_for(&root).unwrap();
+        let payload: Value = serde_json::from_str(&got.body).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&payload)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} delivery unlike its documented schema: {errors:?}",
+            got.event
+        );
+        assert_eq!(payload["type"], got.event.as_str());
+        // And the schema is one a payload can fail: without its handoff, this one does.
+        let mut without = payload.clone();
+        without["data"] = json!({});
+        assert!(
+            !validator.is_valid(&without),
+            "{} accepts a payload without its data",
+            got.event
+        );
+    }
     assert_eq!(body["type"], "lead.handed_off");
     assert_eq!(body["lead"]["email"], "li.wei@acme.example");
     assert_eq!(body["data"]["handoff"]["id"], handoff["id"]);

@@ -3,7 +3,6 @@
 //! webhook events all of these emit into the durable outbox, in the same transaction.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
 use super::{load_states, view, Engine, EngineError, EngineResult, IdMap, LeadView};
@@ -14,6 +13,7 @@ use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::playbook::{Playbook, Routing};
 use crate::store::handoffs::{Emitted, HandoffLogEntry, NewNotification, QueueCursor};
 use crate::store::Tx;
+use crate::webhook::payload::{Breach, Data, HandoffData, Mql, Payload};
 
 /// Webhook event types nurture emits (`*` subscribes to all).
 pub const WEBHOOK_EVENTS: [&str; 12] = [
@@ -32,20 +32,25 @@ pub const WEBHOOK_EVENTS: [&str; 12] = [
 ];
 
 /// A webhook event before it is queued: the subscriptions that want it get one delivery each.
-pub(crate) fn event(kind: &str, lead: Option<&Lead>, data: Value, now: DateTime<Utc>) -> Emitted {
-    let payload = json!({
-        "id": format!("evt_{}", uuid::Uuid::now_v7().simple()),
-        "type": kind,
-        "occurred_at": now,
-        "lead": lead,
-        "data": data,
-    });
+pub(crate) fn event(kind: &str, lead: Option<&Lead>, data: Data, now: DateTime<Utc>) -> Emitted {
+    let payload = Payload {
+        id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
+        kind,
+        occurred_at: now,
+        lead,
+        data,
+    };
     Emitted {
         event: kind.to_owned(),
         lead_id: lead.map(|l| l.id.0),
-        payload: payload.to_string(),
+        payload: serde_json::to_string(&payload).expect("a payload serialises"),
         at: now,
     }
+}
+
+/// `{"handoff": …}`.
+fn about(h: &Handoff) -> Data {
+    Data::Handoff(HandoffData { handoff: h.clone() })
 }
 
 fn log(h: &Handoff, action: &str, actor: Option<&str>, detail: Option<String>, now: DateTime<Utc>) -> HandoffLogEntry {
@@ -123,7 +128,9 @@ impl Engine {
             events.push(event(
                 "lead.mql",
                 lead_of(request.lead_id.0),
-                json!({"reason": request.reason}),
+                Data::Mql(Mql {
+                    reason: request.reason.clone(),
+                }),
                 now,
             ));
         }
@@ -139,19 +146,9 @@ impl Engine {
             tx.update_handoffs(&assigned).await?;
             tx.log_handoffs(&lines).await?;
             for h in &handoffs {
-                events.push(event(
-                    "lead.handed_off",
-                    lead_of(h.lead_id.0),
-                    json!({"handoff": h}),
-                    now,
-                ));
+                events.push(event("lead.handed_off", lead_of(h.lead_id.0), about(h), now));
                 if h.assigned_to.is_some() {
-                    events.push(event(
-                        "handoff.assigned",
-                        lead_of(h.lead_id.0),
-                        json!({"handoff": h}),
-                        now,
-                    ));
+                    events.push(event("handoff.assigned", lead_of(h.lead_id.0), about(h), now));
                 }
             }
         }
@@ -377,7 +374,7 @@ impl Engine {
         {
             let events: Vec<Emitted> = got
                 .iter()
-                .map(|h| event("handoff.claimed", leads.get(&h.lead_id.0), json!({"handoff": h}), now))
+                .map(|h| event("handoff.claimed", leads.get(&h.lead_id.0), about(h), now))
                 .collect();
             tx.emit(&events).await?;
         }
@@ -446,7 +443,7 @@ impl Engine {
                 .await?;
         }
         let lead = states.get(&h.lead_id.0).map(|s| &s.lead);
-        let emitted = vec![event(decision.event(), lead, json!({"handoff": h}), now)];
+        let emitted = vec![event(decision.event(), lead, about(&h), now)];
         self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, emitted)
             .await?;
         tx.commit().await?;
@@ -601,7 +598,10 @@ impl Engine {
             events.push((
                 h.lead_id.0,
                 "handoff.sla_breached",
-                json!({"handoff": h.clone(), "sla": sla}),
+                Data::Breach(Breach {
+                    handoff: h.clone(),
+                    sla: sla.clone(),
+                }),
             ));
             let people = queue.map(|q| q.notify_on_breach.clone()).unwrap_or_default();
             if !people.is_empty() {

@@ -17,6 +17,7 @@ use crate::store::{
     Snapshot, Store, StoreError, TimelineCursor, TimelineEntry, Tx,
 };
 use crate::tag::{normalize_tag, Actor, ScoreChange, TagFamily};
+use crate::webhook::payload::{Data, Nothing, Unsubscribed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -1085,7 +1086,7 @@ impl Engine {
             };
             let kind = if created { "lead.created" } else { "lead.updated" };
             if wants(kind) {
-                events.push(handoffs::event(kind, Some(&state.lead), serde_json::json!({}), now));
+                events.push(handoffs::event(kind, Some(&state.lead), Data::Nothing(Nothing {}), now));
             }
             let newly: Vec<&str> = opted_out(&state.lead)
                 .iter()
@@ -1097,7 +1098,9 @@ impl Engine {
                 events.push(handoffs::event(
                     "lead.unsubscribed",
                     Some(&state.lead),
-                    serde_json::json!({"channels": newly}),
+                    Data::Unsubscribed(Unsubscribed {
+                        channels: newly.iter().map(|c| c.to_string()).collect(),
+                    }),
                     now,
                 ));
             }
@@ -1463,7 +1466,7 @@ impl Engine {
                 events.push(handoffs::event(
                     "lead.created",
                     Some(&state.lead),
-                    serde_json::json!({}),
+                    Data::Nothing(Nothing {}),
                     now,
                 ));
             }
