@@ -202,6 +202,9 @@ fn uploaded_files(
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::Malformed("the body is not UTF-8 text; save the YAML file as UTF-8".into()))?;
     let name = query.file.clone().unwrap_or_else(|| "request.yaml".to_owned());
+    if let Some(problem) = nurture_engine::lead::text_problem(&name) {
+        return Err(ApiError::invalid(vec![FieldError::new("file", problem)]));
+    }
     Ok(current.overlay(vec![(name, text)]))
 }
 

@@ -260,6 +260,25 @@ async fn list(
         })
         .transpose()?
         .map(LeadId);
+    // Every parameter is checked, also those a lookup by e-mail or external id leaves unused.
+    let stage = params
+        .get("stage")
+        .map(|s| s.parse::<Stage>())
+        .transpose()
+        .map_err(|m| ApiError::invalid(vec![FieldError::new("stage", m)]))?;
+    let tag = params
+        .get("tag")
+        .map(|t| nurture_engine::tag::normalize_tag(t))
+        .transpose()
+        .map_err(|m| ApiError::invalid(vec![FieldError::new("tag", m)]))?;
+    if let Some(segment) = params.get("segment") {
+        if !state.engine.playbook().segments.contains_key(segment) {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "segment",
+                format!("segment {segment:?} does not exist"),
+            )]));
+        }
+    }
     if params.contains_key("email") || params.contains_key("external_id") {
         let by = LeadRef {
             id: None,
@@ -276,16 +295,6 @@ async fn list(
             next_cursor: None
         })));
     }
-    let stage = params
-        .get("stage")
-        .map(|s| s.parse::<Stage>())
-        .transpose()
-        .map_err(|m| ApiError::invalid(vec![FieldError::new("stage", m)]))?;
-    let tag = params
-        .get("tag")
-        .map(|t| nurture_engine::tag::normalize_tag(t))
-        .transpose()
-        .map_err(|m| ApiError::invalid(vec![FieldError::new("tag", m)]))?;
     let filter = LeadFilter {
         tag,
         stage,
