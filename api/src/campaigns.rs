@@ -623,8 +623,8 @@ async fn resume(State(state): State<AppState>, caller: Caller, Path(id): Path<St
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [
-    {"required": ["leads"], "properties": {"leads": {"type": "array"}}},
-    {"required": ["segment"], "properties": {"segment": {"type": "string"}}}
+    {"type": "object", "required": ["leads"], "properties": {"leads": {"type": "array", "items": {}}}},
+    {"type": "object", "required": ["segment"], "properties": {"segment": {"type": "string"}}}
 ]))]
 pub struct EnrollBody {
     #[serde(default)]

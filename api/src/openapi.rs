@@ -660,6 +660,77 @@ fn tag_of(path: &str) -> &'static str {
     }
 }
 
+/// `true` ("any JSON") written `{}`: the same schema, which client generators that do not
+/// read boolean schemas (openapi-python-client) understand.
+fn no_boolean_schemas(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for key in ["items", "additionalProperties", "unevaluatedProperties"] {
+                if map.get(key) == Some(&Value::Bool(true)) {
+                    map.insert(key.into(), json!({}));
+                }
+            }
+            if let Some(Value::Object(properties)) = map.get_mut("properties") {
+                for schema in properties.values_mut() {
+                    if *schema == Value::Bool(true) {
+                        *schema = json!({});
+                    }
+                }
+            }
+            map.values_mut().for_each(no_boolean_schemas);
+        }
+        Value::Array(items) => items.iter_mut().for_each(no_boolean_schemas),
+        _ => {}
+    }
+}
+
+/// An enum whose variants schemars documents one by one (`oneOf` of `const` and `enum`
+/// strings) written as one `enum` of strings, the descriptions joined: the same values, in the
+/// shape client generators read (openapi-python-client matched only the first `const`).
+fn plain_enums(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let strings = map.get("oneOf").and_then(Value::as_array).and_then(|options| {
+                let mut values = Vec::new();
+                let mut notes = Vec::new();
+                for option in options {
+                    if option.get("type")? != "string" {
+                        return None;
+                    }
+                    match (option.get("const"), option.get("enum")) {
+                        (Some(Value::String(one)), None) => values.push(json!(one)),
+                        (None, Some(Value::Array(many))) => values.extend(many.iter().cloned()),
+                        _ => return None,
+                    }
+                    if let (Some(Value::String(one)), Some(Value::String(note))) =
+                        (option.get("const"), option.get("description"))
+                    {
+                        notes.push(format!("`{one}`: {note}"));
+                    }
+                }
+                Some((values, notes))
+            });
+            if let Some((values, notes)) = strings {
+                map.remove("oneOf");
+                map.insert("type".into(), json!("string"));
+                map.insert("enum".into(), Value::Array(values));
+                if !notes.is_empty() {
+                    let head = map
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let text = [head, notes.join(" ")].join(" ").trim().to_owned();
+                    map.insert("description".into(), json!(text));
+                }
+            }
+            map.values_mut().for_each(plain_enums);
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_enums),
+        _ => {}
+    }
+}
+
 /// Every text the API reads refuses the NUL character (PostgreSQL cannot store it): said on
 /// each string schema that does not constrain its text otherwise.
 fn refuse_nul(value: &mut Value) {
@@ -739,7 +810,9 @@ pub fn build() -> (Value, Vec<String>) {
                 "requestBody".into(),
                 json!({"required": true, "content": {
                     "application/yaml": {"schema": {"type": "string"}},
-                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}}
+                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+                    // Either, as bytes: the server tells a tar by its header.
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
                 }}),
             );
         } else if let Some(schema) = op.request {
@@ -747,8 +820,8 @@ pub fn build() -> (Value, Vec<String>) {
             if op.method == "put" && op.path == "/v1/leads" {
                 // An upsert finds its lead by one of these (a PATCH names it in the path).
                 schema = json!({"allOf": [schema], "anyOf": [
-                    {"required": ["email"], "properties": {"email": {"type": "string"}}},
-                    {"required": ["external_id"], "properties": {"external_id": {"type": "string", "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}}}
+                    {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}},
+                    {"type": "object", "required": ["external_id"], "properties": {"external_id": {"type": "string", "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}}}
                 ]});
             }
             operation.insert(
@@ -788,8 +861,12 @@ pub fn build() -> (Value, Vec<String>) {
             // A body may name a lead or a queue that does not exist, too.
             errors.push(404);
         }
+        if op.method != "get" && !op.roles.is_empty() {
+            // A write may find the thing in another state than it needs (a claimed handoff).
+            errors.push(409);
+        }
         if op.request.is_some() {
-            errors.extend([400, 409, 413, 422]);
+            errors.extend([400, 413, 422]);
         } else if !op.roles.is_empty() && op.method == "get" {
             errors.extend([400, 422]);
         }
@@ -824,6 +901,11 @@ pub fn build() -> (Value, Vec<String>) {
     let mut schemas = Value::Object(schemas);
     refuse_nul(&mut paths);
     refuse_nul(&mut schemas);
+    let mut webhooks = webhooks;
+    for part in [&mut paths, &mut schemas, &mut webhooks] {
+        no_boolean_schemas(part);
+        plain_enums(part);
+    }
     let document = json!({
         "openapi": "3.1.0",
         "info": {

@@ -328,9 +328,9 @@ impl Lead {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("anyOf" = [
-    {"required": ["id"], "properties": {"id": {"type": "string"}}},
-    {"required": ["email"], "properties": {"email": {"type": "string"}}},
-    {"required": ["external_id"], "properties": {"external_id": {"type": "string"}}}
+    {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+    {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}},
+    {"type": "object", "required": ["external_id"], "properties": {"external_id": {"type": "string"}}}
 ]))]
 pub struct LeadRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
