@@ -310,6 +310,26 @@ enum BenchCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// The real `serve` end to end: N leads and N events over HTTP from concurrent clients,
+    /// each event starting a drip whose first step sends an e-mail (W1), then the manual clock
+    /// advanced past its 3-day wait (W2); prints e-mails/s reaching a local SMTP server.
+    E2e {
+        #[arg(long, default_value_t = 20_000)]
+        leads: usize,
+        /// `postgres://…` (a fresh database is made on that server, and dropped), or
+        /// `sqlite://…`; defaults to a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Leads or events per request.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// The server's SMTP connections (`serve --smtp-pool`).
+        #[arg(long, default_value_t = 8)]
+        smtp_pool: u32,
+    },
     /// Send N e-mails over SMTP to a local sink through the dispatcher (render, send, record);
     /// print messages/s and CPU per message.
     Dispatch {
@@ -506,6 +526,25 @@ async fn run(cli: Cli) -> Result<()> {
                 sdrs,
                 handoffs,
                 database_url,
+            })
+            .await
+        }
+        Command::Bench {
+            command:
+                BenchCommand::E2e {
+                    leads,
+                    database_url,
+                    clients,
+                    batch,
+                    smtp_pool,
+                },
+        } => {
+            bench::e2e::run(bench::e2e::Options {
+                leads,
+                database_url,
+                clients,
+                batch,
+                smtp_pool,
             })
             .await
         }

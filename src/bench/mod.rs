@@ -14,6 +14,7 @@ use std::time::Instant;
 
 pub mod claim;
 pub mod dispatch;
+pub mod e2e;
 pub mod engine;
 pub mod wake;
 

@@ -740,3 +740,40 @@ fn simulate_refuses_a_rate_that_is_not_a_share() {
         "{stderr}"
     );
 }
+
+/// `nurture bench e2e` at a few hundred leads on each backend: the real server, HTTP in, SMTP
+/// out, every e-mail of both waves received, so that the command keeps working.
+fn bench_e2e_delivers_both_waves(database_url: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = nurture(dir.path());
+    command.args(["bench", "e2e", "--leads", "300", "--batch", "100", "--clients", "3"]);
+    if let Some(url) = &database_url {
+        command.args(["--database-url", url]);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(report["received"], 600, "{report}");
+    assert_eq!(report["leads"], 300, "{report}");
+    for wave in ["w1_emails_per_s", "w2_emails_per_s"] {
+        assert!(report[wave].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    }
+}
+
+#[test]
+fn bench_e2e_runs_on_sqlite() {
+    bench_e2e_delivers_both_waves(None);
+}
+
+#[tokio::test]
+async fn bench_e2e_runs_on_postgres() {
+    // The bench makes (and drops) a database of its own on the test server.
+    if crate::support::postgres_store(None).await.is_none() {
+        return;
+    }
+    let url = crate::support::pg_url();
+    tokio::task::spawn_blocking(move || bench_e2e_delivers_both_waves(Some(url)))
+        .await
+        .unwrap();
+}

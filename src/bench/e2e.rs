@@ -1,0 +1,284 @@
+//! `nurture bench e2e`: the server as users run it, black box. It starts the real `nurture
+//! serve` (a child process, manual clock) on a fresh database with a TCP SMTP sink, upserts N
+//! leads and posts N events over HTTP from concurrent clients (each event enters the lead in a
+//! drip whose first step sends an e-mail), then advances the clock past the drip's 3-day wait
+//! (the second e-mail). It prints e-mails/s for each wave: W1 from the first event posted to
+//! the last first e-mail at the sink, W2 from the advance to the last second e-mail.
+
+use anyhow::{bail, Context, Result};
+use nurture_engine::mail::sink::SmtpSink;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DRIP: &str = r#"
+kind: Campaign
+id: e2e-drip
+name: E2E drip
+type: drip
+entry: { trigger: event, event: e2e_signup }
+start: first
+steps:
+  first:
+    send: { channel: email, template: note }
+    next: three_days
+  three_days:
+    wait: { for: 3d }
+    next: second
+  second:
+    send: { channel: email, template: note }
+    next: done
+  done:
+    exit: completed
+"#;
+
+pub struct Options {
+    pub leads: usize,
+    /// `sqlite://…` or `postgres://…` (a fresh database is made on that server); default: a
+    /// fresh SQLite file.
+    pub database_url: Option<String>,
+    /// Concurrent HTTP clients.
+    pub clients: usize,
+    /// Leads or events per request.
+    pub batch: usize,
+    pub smtp_pool: u32,
+}
+
+/// The server under test; killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn run(options: Options) -> Result<()> {
+    let n = options.leads.max(1);
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("campaigns"))?;
+    std::fs::create_dir_all(dir.path().join("templates"))?;
+    std::fs::write(dir.path().join("campaigns/drip.yaml"), DRIP)?;
+    std::fs::write(dir.path().join("templates/note.hbs"), "<p>Hello {{first_name}}.</p>")?;
+    std::fs::write(dir.path().join("templates/note.subject.hbs"), "Hello")?;
+
+    let (url, label, dropped) = match options.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => {
+            let fresh = fresh_postgres(url).await?;
+            (fresh.clone(), "postgres".to_owned(), Some((url.to_owned(), fresh)))
+        }
+        Some(url) => (url.to_owned(), "sqlite".to_owned(), None),
+        None => (
+            format!("sqlite://{}", dir.path().join("e2e.db").display()),
+            "sqlite".to_owned(),
+            None,
+        ),
+    };
+    let result = measure(&options, n, dir.path(), &url, &label).await;
+    if let Some((admin, fresh)) = dropped {
+        drop_postgres(&admin, &fresh).await;
+    }
+    result
+}
+
+async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str) -> Result<()> {
+    let me = std::env::current_exe().context("finding the nurture binary")?;
+    let migrated = Command::new(&me).args(["migrate", "--database-url", url]).output()?;
+    if !migrated.status.success() {
+        bail!("migrate: {}", String::from_utf8_lossy(&migrated.stderr));
+    }
+    let created = Command::new(&me)
+        .args([
+            "apikey",
+            "create",
+            "--role",
+            "admin",
+            "--name",
+            "e2e",
+            "--database-url",
+            url,
+        ])
+        .output()?;
+    if !created.status.success() {
+        bail!("apikey create: {}", String::from_utf8_lossy(&created.stderr));
+    }
+    let key = String::from_utf8(created.stdout)?
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+
+    let sink = SmtpSink::counting().await?;
+    let mut child = Command::new(&me)
+        .current_dir(dir)
+        .args([
+            "serve",
+            "--clock",
+            "manual",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "0",
+        ])
+        .args([
+            "--playbook",
+            "campaigns",
+            "--templates",
+            "templates",
+            "--database-url",
+            url,
+        ])
+        .args(["--smtp-url", &sink.url(), "--smtp-pool", &options.smtp_pool.to_string()])
+        .env("RUST_LOG", "warn,nurture=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting nurture serve")?;
+    let stderr = child.stderr.take().context("the server's stderr")?;
+    let server = Serve(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().context("the server exited before listening")??;
+        if let Some(rest) = line.split("port=").nth(1) {
+            break rest.split_whitespace().next().unwrap_or_default().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let base = format!("http://127.0.0.1:{port}");
+    nurture_engine::tls::install_provider();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+
+    // Leads first (not timed), then the events that start the drip: W1 runs from the first
+    // event posted to the last first e-mail received.
+    let loaded = Instant::now();
+    post_all(
+        &http,
+        &base,
+        &key,
+        "/v1/leads/bulk",
+        n,
+        options,
+        |i| json!({"email": format!("lead{i}@company{}.example", i % 997), "first_name": "Mei"}),
+    )
+    .await?;
+    eprintln!(
+        "{n} leads upserted over HTTP in {:.1} s",
+        loaded.elapsed().as_secs_f64()
+    );
+
+    let w1_started = Instant::now();
+    post_all(&http, &base, &key, "/v1/events", n, options, |i| {
+        json!({"lead": {"email": format!("lead{i}@company{}.example", i % 997)}, "type": "e2e_signup", "idempotency_key": format!("e2e-{i}")})
+    })
+    .await?;
+    let posted = w1_started.elapsed().as_secs_f64();
+    sink.wait_for(n, Duration::from_secs(600))
+        .await
+        .map_err(|got| anyhow::anyhow!("W1: {got} of {n} e-mails arrived"))?;
+    let w1 = w1_started.elapsed().as_secs_f64();
+
+    // W2: the advance answers once the e-mails that fell due were handed to the mail server.
+    let w2_started = Instant::now();
+    let advanced = http
+        .post(format!("{base}/v1/admin/clock/advance"))
+        .bearer_auth(&key)
+        .json(&json!({"by": "3d1h"}))
+        .send()
+        .await?;
+    if !advanced.status().is_success() {
+        bail!("advance: {} {}", advanced.status(), advanced.text().await?);
+    }
+    let answered = w2_started.elapsed().as_secs_f64();
+    sink.wait_for(2 * n, Duration::from_secs(600))
+        .await
+        .map_err(|got| anyhow::anyhow!("W2: {} of {n} e-mails arrived", got - n))?;
+    let w2 = w2_started.elapsed().as_secs_f64();
+    drop(server);
+
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    println!(
+        "{}",
+        json!({
+            "bench": "e2e", "backend": label, "leads": n, "clients": options.clients,
+            "batch": options.batch, "smtp_pool": options.smtp_pool,
+            "w1_seconds": round(w1), "w1_events_posted_seconds": round(posted),
+            "w1_emails_per_s": (n as f64 / w1).round(),
+            "w2_seconds": round(w2), "w2_advance_answered_seconds": round(answered),
+            "w2_emails_per_s": (n as f64 / w2).round(),
+            "received": sink.count(),
+        })
+    );
+    Ok(())
+}
+
+/// POSTs `n` items made by `item(i)` to `path`, `batch` per request, from `clients` concurrent
+/// clients each taking every `clients`-th batch.
+async fn post_all(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    n: usize,
+    options: &Options,
+    item: impl Fn(usize) -> Value,
+) -> Result<()> {
+    let batch = options.batch.max(1);
+    let clients = options.clients.max(1);
+    let bodies: Vec<Value> = (0..n)
+        .step_by(batch)
+        .map(|first| Value::Array((first..(first + batch).min(n)).map(&item).collect()))
+        .collect();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mine: Vec<Value> = bodies.iter().skip(c).step_by(clients).cloned().collect();
+        let (http, url, key) = (http.clone(), format!("{base}{path}"), key.to_owned());
+        tasks.push(tokio::spawn(async move {
+            for body in mine {
+                let answer = http.post(&url).bearer_auth(&key).json(&body).send().await?;
+                if !answer.status().is_success() {
+                    bail!("{url}: {} {}", answer.status(), answer.text().await?);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// A fresh database on the server `url` names; its URL.
+async fn fresh_postgres(url: &str) -> Result<String> {
+    use sqlx::Connection;
+    let name = format!("nurture_e2e_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    let mut fresh = reqwest::Url::parse(url)?;
+    fresh.set_path(&format!("/{name}"));
+    Ok(fresh.to_string())
+}
+
+async fn drop_postgres(admin: &str, fresh: &str) {
+    use sqlx::Connection;
+    let Some(name) = fresh
+        .rsplit('/')
+        .next()
+        .map(|n| n.split('?').next().unwrap_or(n).to_owned())
+    else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await {
+            eprintln!("dropping the bench database {name}: {e}");
+        }
+    }
+}
