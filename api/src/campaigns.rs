@@ -696,32 +696,9 @@ async fn enroll_request(
                     LeadItem::Ref(r) => r,
                 })
                 .collect();
-            // `{}` (or `[]`, which serde reads as an empty struct) names no lead.
-            let nameless: Vec<FieldError> = refs
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.id.is_none() && r.email.is_none() && r.external_id.is_none())
-                .map(|(i, _)| {
-                    FieldError::new(
-                        format!("leads[{i}]"),
-                        "name the lead by its id (a string), or {\"email\": …} or {\"external_id\": …}",
-                    )
-                })
-                .collect();
-            if !nameless.is_empty() {
-                return Err(ApiError::invalid(nameless));
-            }
             state.engine.enroll(id, &refs).await.map_err(not_found)?
         }
-        (None, Some(segment)) => {
-            if !state.engine.playbook().segments.contains_key(&segment) {
-                return Err(ApiError::invalid(vec![FieldError::new(
-                    "segment",
-                    format!("segment {segment:?} does not exist"),
-                )]));
-            }
-            state.engine.enroll_segment(id, &segment).await.map_err(not_found)?
-        }
+        (None, Some(segment)) => state.engine.enroll_segment(id, &segment).await.map_err(not_found)?,
         _ => {
             return Err(ApiError::invalid(vec![FieldError::new(
                 "leads",

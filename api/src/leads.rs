@@ -272,12 +272,7 @@ async fn list(
         .transpose()
         .map_err(|m| ApiError::invalid(vec![FieldError::new("tag", m)]))?;
     if let Some(segment) = params.get("segment") {
-        if !state.engine.playbook().segments.contains_key(segment) {
-            return Err(ApiError::invalid(vec![FieldError::new(
-                "segment",
-                format!("segment {segment:?} does not exist"),
-            )]));
-        }
+        state.engine.check_segment(segment)?;
     }
     if params.contains_key("email") || params.contains_key("external_id") {
         let by = LeadRef {

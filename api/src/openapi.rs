@@ -660,99 +660,88 @@ fn tag_of(path: &str) -> &'static str {
     }
 }
 
-/// `true` ("any JSON") written `{}`: the same schema, which client generators that do not
-/// read boolean schemas (openapi-python-client) understand.
-fn no_boolean_schemas(value: &mut Value) {
+/// Calls `rule` on every object of `value`, a parent before its children.
+fn each_object(value: &mut Value, rule: &mut impl FnMut(&mut Map<String, Value>)) {
     match value {
         Value::Object(map) => {
-            for key in ["items", "additionalProperties", "unevaluatedProperties"] {
-                if map.get(key) == Some(&Value::Bool(true)) {
-                    map.insert(key.into(), json!({}));
-                }
-            }
-            if let Some(Value::Object(properties)) = map.get_mut("properties") {
-                for schema in properties.values_mut() {
-                    if *schema == Value::Bool(true) {
-                        *schema = json!({});
-                    }
-                }
-            }
-            map.values_mut().for_each(no_boolean_schemas);
+            rule(map);
+            map.values_mut().for_each(|child| each_object(child, rule));
         }
-        Value::Array(items) => items.iter_mut().for_each(no_boolean_schemas),
+        Value::Array(items) => items.iter_mut().for_each(|child| each_object(child, rule)),
         _ => {}
+    }
+}
+
+/// `true` ("any JSON") written `{}`: the same schema, which client generators that do not
+/// read boolean schemas (openapi-python-client) understand.
+fn no_boolean_schema(map: &mut Map<String, Value>) {
+    for key in ["items", "additionalProperties", "unevaluatedProperties"] {
+        if map.get(key) == Some(&Value::Bool(true)) {
+            map.insert(key.into(), json!({}));
+        }
+    }
+    if let Some(Value::Object(properties)) = map.get_mut("properties") {
+        for schema in properties.values_mut() {
+            if *schema == Value::Bool(true) {
+                *schema = json!({});
+            }
+        }
     }
 }
 
 /// An enum whose variants schemars documents one by one (`oneOf` of `const` and `enum`
 /// strings) written as one `enum` of strings, the descriptions joined: the same values, in the
 /// shape client generators read (openapi-python-client matched only the first `const`).
-fn plain_enums(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            let strings = map.get("oneOf").and_then(Value::as_array).and_then(|options| {
-                let mut values = Vec::new();
-                let mut notes = Vec::new();
-                for option in options {
-                    if option.get("type")? != "string" {
-                        return None;
-                    }
-                    match (option.get("const"), option.get("enum")) {
-                        (Some(Value::String(one)), None) => values.push(json!(one)),
-                        (None, Some(Value::Array(many))) => values.extend(many.iter().cloned()),
-                        _ => return None,
-                    }
-                    if let (Some(Value::String(one)), Some(Value::String(note))) =
-                        (option.get("const"), option.get("description"))
-                    {
-                        notes.push(format!("`{one}`: {note}"));
-                    }
-                }
-                Some((values, notes))
-            });
-            if let Some((values, notes)) = strings {
-                map.remove("oneOf");
-                map.insert("type".into(), json!("string"));
-                map.insert("enum".into(), Value::Array(values));
-                if !notes.is_empty() {
-                    let head = map
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
-                    let text = [head, notes.join(" ")].join(" ").trim().to_owned();
-                    map.insert("description".into(), json!(text));
-                }
+fn plain_enum(map: &mut Map<String, Value>) {
+    let strings = map.get("oneOf").and_then(Value::as_array).and_then(|options| {
+        let mut values = Vec::new();
+        let mut notes = Vec::new();
+        for option in options {
+            if option.get("type")? != "string" {
+                return None;
             }
-            map.values_mut().for_each(plain_enums);
+            match (option.get("const"), option.get("enum")) {
+                (Some(Value::String(one)), None) => values.push(json!(one)),
+                (None, Some(Value::Array(many))) => values.extend(many.iter().cloned()),
+                _ => return None,
+            }
+            if let (Some(Value::String(one)), Some(Value::String(note))) =
+                (option.get("const"), option.get("description"))
+            {
+                notes.push(format!("`{one}`: {note}"));
+            }
         }
-        Value::Array(items) => items.iter_mut().for_each(plain_enums),
-        _ => {}
+        Some((values, notes))
+    });
+    if let Some((values, notes)) = strings {
+        map.remove("oneOf");
+        map.insert("type".into(), json!("string"));
+        map.insert("enum".into(), Value::Array(values));
+        if !notes.is_empty() {
+            let head = map
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let text = [head, notes.join(" ")].join(" ").trim().to_owned();
+            map.insert("description".into(), json!(text));
+        }
     }
 }
 
 /// Every text the API reads refuses the NUL character (PostgreSQL cannot store it): said on
 /// each string schema that does not constrain its text otherwise.
-fn refuse_nul(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            let is_string = match map.get("type") {
-                Some(Value::String(t)) => t == "string",
-                Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
-                _ => false,
-            };
-            let constrained = ["pattern", "enum", "const", "format", "contentEncoding"]
-                .iter()
-                .any(|k| map.contains_key(*k));
-            if is_string && !constrained {
-                map.insert("pattern".into(), json!("^[^\\u0000]*$"));
-            }
-            for child in map.values_mut() {
-                refuse_nul(child);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(refuse_nul),
-        _ => {}
+fn refuse_nul(map: &mut Map<String, Value>) {
+    let is_string = match map.get("type") {
+        Some(Value::String(t)) => t == "string",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+        _ => false,
+    };
+    let constrained = ["pattern", "enum", "const", "format", "contentEncoding"]
+        .iter()
+        .any(|k| map.contains_key(*k));
+    if is_string && !constrained {
+        map.insert("pattern".into(), json!("^[^\\u0000]*$"));
     }
 }
 
@@ -899,12 +888,15 @@ pub fn build() -> (Value, Vec<String>) {
     }
     let mut paths = Value::Object(paths);
     let mut schemas = Value::Object(schemas);
-    refuse_nul(&mut paths);
-    refuse_nul(&mut schemas);
+    // What the server reads refuses NUL; what it sends (webhooks) is documented as it is.
+    each_object(&mut paths, &mut refuse_nul);
+    each_object(&mut schemas, &mut refuse_nul);
     let mut webhooks = webhooks;
     for part in [&mut paths, &mut schemas, &mut webhooks] {
-        no_boolean_schemas(part);
-        plain_enums(part);
+        each_object(part, &mut |map| {
+            no_boolean_schema(map);
+            plain_enum(map);
+        });
     }
     let document = json!({
         "openapi": "3.1.0",

@@ -84,7 +84,7 @@ impl EventInput {
             errors.push(FieldError::new("type", message));
         }
         let LeadRef { id, email, external_id } = &self.lead;
-        if id.is_none() && email.is_none() && external_id.is_none() {
+        if self.lead.names_nobody() {
             errors.push(FieldError::new("lead", "name the lead by email, external_id or id"));
         }
         if let Some(email) = email {

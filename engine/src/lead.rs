@@ -342,6 +342,11 @@ pub struct LeadRef {
 }
 
 impl LeadRef {
+    /// Whether it names no lead at all (`{}`, or `[]`, which serde reads as an empty struct).
+    pub fn names_nobody(&self) -> bool {
+        self.id.is_none() && self.email.is_none() && self.external_id.is_none()
+    }
+
     /// The lead with this id.
     pub fn by_id(id: i64) -> Self {
         LeadRef {

@@ -5,7 +5,6 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
-use std::path::Path;
 
 use crate::cli::ready;
 use crate::crash::start_on as start;
@@ -32,14 +31,6 @@ steps:
   done:
     exit: completed
 "#;
-
-fn playbook(dir: &Path) {
-    std::fs::create_dir_all(dir.join("campaigns")).unwrap();
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(dir.join("campaigns/clock.yaml"), CAMPAIGN).unwrap();
-    std::fs::write(dir.join("templates/note.hbs"), "<p>Hello {{first_name}}.</p>").unwrap();
-    std::fs::write(dir.join("templates/note.subject.hbs"), "Hello").unwrap();
-}
 
 async fn call(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {
     let client = crate::support::http().build().unwrap();
@@ -80,7 +71,7 @@ async fn manual_clock_sends_at_step_time_and_resumes_after_restart(backend: Back
             (None, url, db)
         }
     };
-    playbook(dir.path());
+    crate::crash::playbook_with(dir.path(), CAMPAIGN);
     let key = crate::cli::api_key(dir.path(), "admin", &url);
     let sink = SmtpSink::start(0).await;
     let server = start(dir.path(), &sink.url(), &url);

@@ -47,9 +47,14 @@ steps:
 "#;
 
 fn playbook(dir: &Path) {
+    playbook_with(dir, CAMPAIGN);
+}
+
+/// `dir/campaigns/` holding `campaign`, and `dir/templates/` the `note` e-mail it sends.
+pub(crate) fn playbook_with(dir: &Path, campaign: &str) {
     std::fs::create_dir_all(dir.join("campaigns")).unwrap();
     std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(dir.join("campaigns/crash.yaml"), CAMPAIGN).unwrap();
+    std::fs::write(dir.join("campaigns/campaign.yaml"), campaign).unwrap();
     std::fs::write(
         dir.join("templates/note.hbs"),
         "<p>Hello {{first_name}}, step {{step}}.</p>",

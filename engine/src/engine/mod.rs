@@ -157,6 +157,16 @@ impl Rejected {
     }
 }
 
+/// The condition of segment `id`, or why there is none.
+fn segment_of<'p>(playbook: &'p Playbook, id: &str) -> EngineResult<&'p crate::condition::Condition> {
+    playbook.segments.get(id).ok_or_else(|| {
+        EngineError::Invalid(vec![FieldError::new(
+            "segment",
+            format!("segment {id:?} does not exist"),
+        )])
+    })
+}
+
 /// Whether two events of one batch under one idempotency key are the same event.
 fn same_event(a: &EventInput, b: &EventInput) -> bool {
     a.lead == b.lead && a.kind == b.kind && a.occurred_at == b.occurred_at && a.properties == b.properties
@@ -529,6 +539,20 @@ impl Engine {
     /// re-entry rule is, and a lead already running in it stays where it is. Leads that cannot
     /// be found are reported by their index.
     pub async fn enroll(&self, campaign: &str, leads: &[LeadRef]) -> EngineResult<EnrollReport> {
+        let nameless: Vec<FieldError> = leads
+            .iter()
+            .enumerate()
+            .filter(|(_, by)| by.names_nobody())
+            .map(|(i, _)| {
+                FieldError::new(
+                    format!("leads[{i}]"),
+                    "name the lead by its id (a string), or {\"email\": …} or {\"external_id\": …}",
+                )
+            })
+            .collect();
+        if !nameless.is_empty() {
+            return Err(EngineError::Invalid(nameless));
+        }
         let mut report = EnrollReport::default();
         // Every reference resolved in one query, not one lookup per lead.
         let email_of = |by: &LeadRef| {
@@ -1478,6 +1502,11 @@ impl Engine {
         Ok(report)
     }
 
+    /// Refuses a segment the playbook in force does not define, as [`Self::list_leads`] does.
+    pub fn check_segment(&self, id: &str) -> EngineResult<()> {
+        segment_of(&self.playbook(), id).map(|_| ())
+    }
+
     /// Leads matching the filter and, when given, the named segment; `after` is the last id of
     /// the previous page. Segment membership is evaluated by the engine in batches.
     pub async fn list_leads(
@@ -1491,15 +1520,7 @@ impl Engine {
             return Err(EngineError::Invalid(vec![FieldError::new("q", message)]));
         }
         let playbook = self.playbook();
-        let condition = match segment {
-            Some(id) => Some(playbook.segments.get(id).ok_or_else(|| {
-                EngineError::Invalid(vec![FieldError::new(
-                    "segment",
-                    format!("segment {id:?} does not exist"),
-                )])
-            })?),
-            None => None,
-        };
+        let condition = segment.map(|id| segment_of(&playbook, id)).transpose()?;
         let now = self.now();
         let mut out = Vec::new();
         let mut cursor = after;
