@@ -2,11 +2,10 @@
 //! the server's time moves only when told, and advancing it runs every step that falls due in
 //! the span, in order, before answering.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use aide::axum::routing::{get_with, post_with};
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use nurture_engine::access::Role;
 use nurture_engine::duration::Span;
@@ -16,12 +15,33 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::body;
 use crate::error::ApiError;
+use crate::input::JsonBody;
+use crate::openapi::Doc;
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/clock", get(read))
-        .route("/v1/admin/clock/advance", post(advance))
+const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
+
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/admin/clock",
+            get_with(read, |o| {
+                o.summary("The server's time, and whether it is a manual clock.")
+                    .allow(EVERYONE)
+                    .answers::<ClockAnswer>(200)
+            }),
+        )
+        .api_route(
+            "/v1/admin/clock/advance",
+            post_with(advance, |o| {
+                o.summary(
+                    "Manual clock only (409 otherwise): move time forward, running every step that falls \
+                     due in the span, in order; answers once the engine is idle at the new time.",
+                )
+                .allow(&[Role::Admin])
+                .answers::<ClockAnswer>(200)
+            }),
+        )
 }
 
 /// `{"by": "3d"}`.
@@ -43,7 +63,7 @@ pub struct ClockAnswer {
 }
 
 async fn read(State(state): State<AppState>, caller: Caller) -> Result<Json<ClockAnswer>, ApiError> {
-    caller.require(&[Role::Marketer, Role::Sdr, Role::Crm])?;
+    caller.require(EVERYONE)?;
     Ok(Json(ClockAnswer {
         now: state.engine.now(),
         mode: if state.clock.is_some() { "manual" } else { "system" },
@@ -54,7 +74,7 @@ async fn read(State(state): State<AppState>, caller: Caller) -> Result<Json<Cloc
 async fn advance(
     State(state): State<AppState>,
     caller: Caller,
-    raw: Result<Bytes, BytesRejection>,
+    JsonBody { raw, .. }: JsonBody<AdvanceBody>,
 ) -> Result<Json<ClockAnswer>, ApiError> {
     caller.require(&[])?;
     let Some(clock) = state.clock.clone() else {

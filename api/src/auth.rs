@@ -74,3 +74,6 @@ impl FromRequestParts<AppState> for Caller {
         Ok(caller)
     }
 }
+
+/// The key is documented by each route's roles (`crate::openapi::Doc::allow`).
+impl aide::OperationInput for Caller {}

@@ -1,13 +1,14 @@
 //! The Campaigns and the playbook section of the API: validate and deploy a playbook, list
 //! campaigns, show one as a graph (JSON, SVG, DOT), pause and resume.
 
+use aide::axum::routing::{get_with, post_with, put_with};
+use aide::axum::ApiRouter;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use nurture_engine::access::Role;
 use nurture_engine::lead::FieldError;
@@ -20,6 +21,8 @@ use std::sync::Arc;
 use crate::auth::Caller;
 use crate::body;
 use crate::error::ApiError;
+use crate::input::{Id, JsonBody, Keyed, Params, PlaybookBody, QueryParam, QuerySpec};
+use crate::openapi::Doc;
 use crate::AppState;
 
 const MARKETERS: &[Role] = &[Role::Marketer];
@@ -27,17 +30,91 @@ const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
 /// The most files a playbook upload may hold.
 const MAX_FILES: usize = 1_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/playbook/validate", post(validate))
-        .route("/v1/playbook", put(deploy))
-        .route("/v1/campaigns", get(list))
-        .route("/v1/campaigns/{id}", get(read))
-        .route("/v1/campaigns/{id}/graph.svg", get(graph_svg))
-        .route("/v1/campaigns/{id}/graph.dot", get(graph_dot))
-        .route("/v1/campaigns/{id}/pause", post(pause))
-        .route("/v1/campaigns/{id}/resume", post(resume))
-        .route("/v1/campaigns/{id}/enroll", post(enroll))
+const ENROLLERS: &[Role] = &[Role::Marketer, Role::Crm];
+
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/playbook/validate",
+            post_with(validate, |o| {
+                o.summary(
+                    "Validate one playbook YAML file (checked against the playbook in force) or a tar \
+                     of the playbook directory; every error and warning with file, line and column.",
+                )
+                .allow(MARKETERS)
+                .answers::<ValidationAnswer>(200)
+            }),
+        )
+        .api_route(
+            "/v1/playbook",
+            put_with(deploy, |o| {
+                o.summary(
+                    "Validate and deploy (422 with every error, nothing deployed); a changed campaign \
+                     becomes a new version, an unchanged one is left as it is.",
+                )
+                .allow(MARKETERS)
+                .answers::<DeployAnswer>(200)
+            }),
+        )
+        .api_route(
+            "/v1/campaigns",
+            get_with(list, |o| {
+                o.summary("Deployed campaigns: id, name, type, version, status.")
+                    .allow(EVERYONE)
+                    .answers::<CampaignList>(200)
+            }),
+        )
+        .api_route(
+            "/v1/campaigns/{id}",
+            get_with(read, |o| {
+                o.summary("A campaign's graph (steps and edges) and its deployed versions.")
+                    .allow(EVERYONE)
+                    .answers::<CampaignDetail>(200)
+            }),
+        )
+        .api_route(
+            "/v1/campaigns/{id}/graph.svg",
+            get_with(graph_svg, |o| {
+                o.summary("The campaign drawn as SVG.")
+                    .allow(EVERYONE)
+                    .answers_plain(200, "An SVG image.")
+            }),
+        )
+        .api_route(
+            "/v1/campaigns/{id}/graph.dot",
+            get_with(graph_dot, |o| {
+                o.summary("The campaign as Graphviz DOT.")
+                    .allow(EVERYONE)
+                    .answers_plain(200, "A Graphviz DOT text.")
+            }),
+        )
+        .api_route(
+            "/v1/campaigns/{id}/pause",
+            post_with(pause, |o| {
+                o.summary("Pause: no step runs; waits keep counting.")
+                    .allow(MARKETERS)
+                    .answers_plain(200, "Paused.")
+            }),
+        )
+        .api_route(
+            "/v1/campaigns/{id}/resume",
+            post_with(resume, |o| {
+                o.summary("Resume a paused campaign.")
+                    .allow(MARKETERS)
+                    .answers_plain(200, "Resumed.")
+            }),
+        )
+        .api_route(
+            "/v1/campaigns/{id}/enroll",
+            post_with(enroll, |o| {
+                o.summary(
+                    "Enroll leads by hand: {\"leads\": [ids or refs]} or {\"segment\": \"icp\"}; the \
+                     campaign's re-entry rule holds.",
+                )
+                .allow(ENROLLERS)
+                .answers::<nurture_engine::engine::EnrollReport>(200)
+            }),
+        )
 }
 
 /// One problem of a playbook, positioned.
@@ -171,10 +248,14 @@ pub struct VersionView {
     pub deployed_at: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
-pub struct FileQuery {
-    /// The name of an uploaded single file, as errors should call it.
-    file: Option<String>,
+/// `?file=`: the name errors give an uploaded single file.
+pub struct FileName;
+impl QuerySpec for FileName {
+    const PARAMS: &'static [QueryParam] = &[QueryParam {
+        name: "file",
+        schema: || serde_json::json!({"type": "string"}),
+        description: "The name errors give an uploaded single file (default `request.yaml`).",
+    }];
 }
 
 /// The files of an upload: a tar of the playbook directory (the whole playbook), or one YAML
@@ -182,7 +263,7 @@ pub struct FileQuery {
 fn uploaded_files(
     headers: &HeaderMap,
     raw: Result<Bytes, BytesRejection>,
-    query: &FileQuery,
+    query: &Params<FileName>,
     current: &Playbook,
 ) -> Result<Vec<(String, String)>, ApiError> {
     let bytes = body::bytes(raw)?;
@@ -201,7 +282,7 @@ fn uploaded_files(
     }
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::Malformed("the body is not UTF-8 text; save the YAML file as UTF-8".into()))?;
-    let name = query.file.clone().unwrap_or_else(|| "request.yaml".to_owned());
+    let name = query.get("file").cloned().unwrap_or_else(|| "request.yaml".to_owned());
     if let Some(problem) = nurture_engine::lead::text_problem(&name) {
         return Err(ApiError::invalid(vec![FieldError::new("file", problem)]));
     }
@@ -297,8 +378,8 @@ async fn validate(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Query(query): Query<FileQuery>,
-    raw: Result<Bytes, BytesRejection>,
+    query: Params<FileName>,
+    PlaybookBody(raw): PlaybookBody,
 ) -> Result<Json<ValidationAnswer>, ApiError> {
     caller.require(MARKETERS)?;
     let current = state.engine.playbook();
@@ -333,8 +414,8 @@ async fn deploy(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Query(query): Query<FileQuery>,
-    raw: Result<Bytes, BytesRejection>,
+    query: Params<FileName>,
+    PlaybookBody(raw): PlaybookBody,
 ) -> Result<Json<DeployAnswer>, ApiError> {
     caller.require(MARKETERS)?;
     let current = state.engine.playbook();
@@ -451,7 +532,7 @@ fn in_force(state: &AppState, id: &str) -> Result<Arc<Campaign>, ApiError> {
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
 ) -> Result<Json<CampaignDetail>, ApiError> {
     caller.require(EVERYONE)?;
     let records = state.engine.campaigns().await?;
@@ -577,7 +658,7 @@ async fn graph(state: &AppState, caller: &Caller, id: &str, format: draw::Format
 async fn graph_svg(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
 ) -> Result<Response, ApiError> {
     let svg = graph(&state, &caller, &id, draw::Format::Svg).await?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
@@ -586,7 +667,7 @@ async fn graph_svg(
 async fn graph_dot(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
 ) -> Result<Response, ApiError> {
     let dot = graph(&state, &caller, &id, draw::Format::Dot).await?;
     Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], dot).into_response())
@@ -611,11 +692,15 @@ async fn set_status(state: &AppState, caller: &Caller, id: &str, status: Campaig
         .into_response())
 }
 
-async fn pause(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn pause(State(state): State<AppState>, caller: Caller, Path(Id { id }): Path<Id>) -> Result<Response, ApiError> {
     set_status(&state, &caller, &id, CampaignStatus::Paused).await
 }
 
-async fn resume(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Id { id }): Path<Id>,
+) -> Result<Response, ApiError> {
     set_status(&state, &caller, &id, CampaignStatus::Active).await
 }
 
@@ -645,19 +730,19 @@ pub enum LeadItem {
 async fn enroll(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    body: JsonBody<EnrollBody>,
 ) -> Response {
     let route = format!("POST /v1/campaigns/{id}/enroll");
     let (state, caller) = (&state, &caller);
     crate::idempotency::write(
         state,
         caller,
-        &[Role::Marketer, Role::Crm],
+        ENROLLERS,
         &route,
         &headers,
-        raw,
+        body.raw,
         |bytes| async move {
             let report = enroll_request(state, &id, &bytes).await?;
             Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or_default()))

@@ -158,3 +158,9 @@ impl From<nurture_engine::store::StoreError> for ApiError {
         ApiError::from(EngineError::from(e))
     }
 }
+
+/// Error answers are documented once for every operation, from what it takes (a key, a body,
+/// a path), by `crate::openapi`.
+impl aide::OperationOutput for ApiError {
+    type Inner = Self;
+}

@@ -1,13 +1,12 @@
 //! `POST /v1/events`: one behaviour event or an array of up to 10,000.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use aide::axum::routing::post_with;
+use aide::axum::ApiRouter;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use nurture_engine::access::Role;
+use nurture_engine::engine::IngestReport;
 use nurture_engine::engine::Rejected;
 use nurture_engine::event::EventInput;
 use serde_json::Value;
@@ -15,26 +14,46 @@ use serde_json::Value;
 use crate::auth::Caller;
 use crate::body::{self, OneOrMany};
 use crate::error::ApiError;
+use crate::input::{JsonBody, Keyed};
+use crate::openapi::Doc;
 use crate::{idempotency, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/events", post(ingest))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        "/v1/events",
+        post_with(ingest, |o| {
+            o.summary("One behaviour event, or an array of up to 10,000.")
+                .allow(WRITERS)
+                .answers::<IngestReport>(200)
+        }),
+    )
+}
+
+const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
+
+/// `POST /v1/events` takes one event or an array of them.
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum OneOrManyEvents {
+    One(EventInput),
+    Many(Vec<EventInput>),
 }
 
 async fn ingest(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Keyed(headers): Keyed,
+    body: JsonBody<OneOrManyEvents>,
 ) -> Response {
     let (state, caller) = (&state, &caller);
     idempotency::write(
         state,
         caller,
-        &[Role::Crm, Role::Marketer],
+        WRITERS,
         "POST /v1/events",
         &headers,
-        raw,
+        body.raw,
         |raw| async move {
             match body::one_or_many(&raw)? {
                 OneOrMany::One(value) => {

@@ -1,28 +1,29 @@
 //! The Leads section of the API.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use aide::axum::routing::{get_with, post_with, put_with};
+use aide::axum::ApiRouter;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use nurture_engine::access::Role;
 use nurture_engine::engine::{ItemError, LeadView, Target, Upserted};
 use nurture_engine::lead::{FieldError, LeadId, LeadInput, LeadRef, Stage};
 use nurture_engine::store::{LeadFilter, TimelineCursor, TimelineKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 use crate::auth::Caller;
 use crate::body::{self, MAX_BATCH};
 use crate::error::ApiError;
-use crate::openapi::{QueryParam, CURSOR, LIMIT, PAGED};
+use crate::input::{Id, JsonBody, Keyed, Paged, Params, QueryParam, QuerySpec, CURSOR, LIMIT};
+use crate::openapi::Doc;
 use crate::{idempotency, page, AppState};
 
 const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
+const TAGGERS: &[Role] = &[Role::Sdr, Role::Marketer, Role::Crm];
+const SCORERS: &[Role] = &[Role::Sdr, Role::Marketer];
 
 /// A page of leads.
 #[derive(serde::Serialize, schemars::JsonSchema)]
@@ -58,14 +59,72 @@ pub struct BulkItem {
     pub error: Option<crate::error::ErrorDetail>,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/leads", put(upsert).get(list))
-        .route("/v1/leads/bulk", post(bulk))
-        .route("/v1/leads/{id}", get(read).patch(patch).delete(erase))
-        .route("/v1/leads/{id}/tags", post(tags))
-        .route("/v1/leads/{id}/score", post(score))
-        .route("/v1/leads/{id}/timeline", get(timeline))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/leads",
+            put_with(upsert, |o| {
+                o.summary("Upsert one lead by external_id, else e-mail (201 created, 200 updated).")
+                    .allow(WRITERS)
+                    .answers::<LeadView>(201)
+                    .answers::<LeadView>(200)
+            })
+            .get_with(list, |o| {
+                o.summary("Search leads: tag, stage, segment, q, email, external_id; paginated.")
+                    .allow(EVERYONE)
+                    .answers::<LeadPage>(200)
+            }),
+        )
+        .api_route(
+            "/v1/leads/bulk",
+            post_with(bulk, |o| {
+                o.summary("Upsert up to 10,000 leads; one result per item, in order.")
+                    .allow(WRITERS)
+                    .answers::<BulkAnswer>(200)
+            }),
+        )
+        .api_route(
+            "/v1/leads/{id}",
+            get_with(read, |o| {
+                o.summary("A lead with its tags, score, stage, owner and consent.")
+                    .allow(EVERYONE)
+                    .answers::<LeadView>(200)
+            })
+            .patch_with(patch, |o| {
+                o.summary("Change fields (absent: kept, null: cleared).")
+                    .allow(WRITERS)
+                    .answers::<LeadView>(200)
+            })
+            .delete_with(erase, |o| {
+                o.summary("Erase the person; a suppression hash of the e-mail is kept.")
+                    .allow(&[Role::Admin])
+                    .answers_plain(204, "Erased.")
+            }),
+        )
+        .api_route(
+            "/v1/leads/{id}/tags",
+            post_with(tags, |o| {
+                o.summary("Add and remove manual tags, recorded with who did it.")
+                    .allow(TAGGERS)
+                    .answers::<LeadView>(200)
+            }),
+        )
+        .api_route(
+            "/v1/leads/{id}/score",
+            post_with(score, |o| {
+                o.summary("Manual scoring, recorded in the ledger.")
+                    .allow(SCORERS)
+                    .answers::<LeadView>(200)
+            }),
+        )
+        .api_route(
+            "/v1/leads/{id}/timeline",
+            get_with(timeline, |o| {
+                o.summary("Events, tag and score changes and handoffs, newest first; paginated.")
+                    .allow(EVERYONE)
+                    .answers::<TimelinePage>(200)
+            }),
+        )
 }
 
 fn lead_id(raw: &str) -> Result<LeadId, ApiError> {
@@ -91,8 +150,8 @@ fn item_error(e: ItemError) -> ApiError {
 async fn upsert(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Keyed(headers): Keyed,
+    body: JsonBody<LeadInput>,
 ) -> Response {
     let (state, caller) = (&state, &caller);
     idempotency::write(
@@ -101,7 +160,7 @@ async fn upsert(
         WRITERS,
         "PUT /v1/leads",
         &headers,
-        raw,
+        body.raw,
         |raw| async move {
             let input: LeadInput = body::object(&raw)?;
             let mut results = state
@@ -128,8 +187,8 @@ async fn upsert(
 async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Keyed(headers): Keyed,
+    body: JsonBody<Vec<LeadInput>>,
 ) -> Response {
     let (state, caller) = (&state, &caller);
     idempotency::write(
@@ -138,7 +197,7 @@ async fn bulk(
         WRITERS,
         "POST /v1/leads/bulk",
         &headers,
-        raw,
+        body.raw,
         |raw| async move {
             let items = match body::one_or_many(&raw)? {
                 body::OneOrMany::Many(items) => items,
@@ -200,55 +259,61 @@ async fn bulk(
     .await
 }
 
-async fn read(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(EVERYONE)?;
     let view = state.engine.get_lead(lead_id(&id)?).await?;
     Ok(Json(lead_json(&view)))
 }
 
 /// The query of `GET /v1/leads`.
-pub const LIST_QUERY: &[QueryParam] = &[
-    QueryParam {
-        name: "tag",
-        schema: || json!({"type": "string", "pattern": nurture_engine::tag::TAG_PATTERN}),
-        description: "Only leads with this tag, e.g. `industry:manufacturing`.",
-    },
-    QueryParam {
-        name: "stage",
-        schema: || json!({"type": "string", "enum": nurture_engine::lead::Stage::ALL}),
-        description: "Only leads in this lifecycle stage.",
-    },
-    QueryParam {
-        name: "segment",
-        schema: || json!({"type": "string"}),
-        description: "Only leads in this segment of the playbook in force (422 for a segment it does not define).",
-    },
-    QueryParam {
-        name: "q",
-        schema: || json!({"type": "string"}),
-        description: "Text in the e-mail, name or company.",
-    },
-    QueryParam {
-        name: "email",
-        schema: || json!({"type": "string"}),
-        description: "The lead with this e-mail (a page of at most one).",
-    },
-    QueryParam {
-        name: "external_id",
-        schema: || json!({"type": "string"}),
-        description: "The lead with this CRM id (a page of at most one).",
-    },
-    LIMIT,
-    CURSOR,
-];
+pub struct LeadSearch;
+impl QuerySpec for LeadSearch {
+    const PARAMS: &'static [QueryParam] = &[
+        QueryParam {
+            name: "tag",
+            schema: || json!({"type": "string", "pattern": nurture_engine::tag::TAG_PATTERN}),
+            description: "Only leads with this tag, e.g. `industry:manufacturing`.",
+        },
+        QueryParam {
+            name: "stage",
+            schema: || json!({"type": "string", "enum": nurture_engine::lead::Stage::ALL}),
+            description: "Only leads in this lifecycle stage.",
+        },
+        QueryParam {
+            name: "segment",
+            schema: || json!({"type": "string"}),
+            description: "Only leads in this segment of the playbook in force (422 for a segment it does not define).",
+        },
+        QueryParam {
+            name: "q",
+            schema: || json!({"type": "string"}),
+            description: "Text in the e-mail, name or company.",
+        },
+        QueryParam {
+            name: "email",
+            schema: || json!({"type": "string"}),
+            description: "The lead with this e-mail (a page of at most one).",
+        },
+        QueryParam {
+            name: "external_id",
+            schema: || json!({"type": "string"}),
+            description: "The lead with this CRM id (a page of at most one).",
+        },
+        LIMIT,
+        CURSOR,
+    ];
+}
 
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(params): Query<HashMap<String, String>>,
+    params: Params<LeadSearch>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(EVERYONE)?;
-    crate::openapi::check_query(params.keys(), LIST_QUERY)?;
     let limit = page::limit(params.get("limit").map(String::as_str))?;
     let after = params
         .get("cursor")
@@ -308,13 +373,13 @@ async fn list(
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    body: JsonBody<LeadInput>,
 ) -> Response {
     let route = format!("PATCH /v1/leads/{id}");
     let (state, caller) = (&state, &caller);
-    idempotency::write(state, caller, WRITERS, &route, &headers, raw, |raw| async move {
+    idempotency::write(state, caller, WRITERS, &route, &headers, body.raw, |raw| async move {
         let id = lead_id(&id)?;
         let input: LeadInput = body::object(&raw)?;
         let view = state.engine.patch_lead(id, input, &caller.actor()).await?;
@@ -323,7 +388,11 @@ async fn patch(
     .await
 }
 
-async fn erase(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn erase(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Id { id }): Path<Id>,
+) -> Result<StatusCode, ApiError> {
     caller.require(&[Role::Admin])?;
     state.engine.erase_lead(lead_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -349,29 +418,21 @@ fn tag_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 async fn tags(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    body: JsonBody<TagsBody>,
 ) -> Response {
     let route = format!("POST /v1/leads/{id}/tags");
     let (state, caller) = (&state, &caller);
-    idempotency::write(
-        state,
-        caller,
-        &[Role::Sdr, Role::Marketer, Role::Crm],
-        &route,
-        &headers,
-        raw,
-        |raw| async move {
-            let id = lead_id(&id)?;
-            let body: TagsBody = body::object(&raw)?;
-            let view = state
-                .engine
-                .tag_lead(id, &body.add, &body.remove, &caller.actor())
-                .await?;
-            Ok((StatusCode::OK, lead_json(&view)))
-        },
-    )
+    idempotency::write(state, caller, TAGGERS, &route, &headers, body.raw, |raw| async move {
+        let id = lead_id(&id)?;
+        let body: TagsBody = body::object(&raw)?;
+        let view = state
+            .engine
+            .tag_lead(id, &body.add, &body.remove, &caller.actor())
+            .await?;
+        Ok((StatusCode::OK, lead_json(&view)))
+    })
     .await
 }
 
@@ -389,40 +450,31 @@ pub struct ScoreBody {
 async fn score(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    body: JsonBody<ScoreBody>,
 ) -> Response {
     let route = format!("POST /v1/leads/{id}/score");
     let (state, caller) = (&state, &caller);
-    idempotency::write(
-        state,
-        caller,
-        &[Role::Sdr, Role::Marketer],
-        &route,
-        &headers,
-        raw,
-        |raw| async move {
-            let id = lead_id(&id)?;
-            let body: ScoreBody = body::object(&raw)?;
-            let view = state
-                .engine
-                .score_lead(id, body.delta, &body.reason, &caller.actor())
-                .await?;
-            Ok((StatusCode::OK, lead_json(&view)))
-        },
-    )
+    idempotency::write(state, caller, SCORERS, &route, &headers, body.raw, |raw| async move {
+        let id = lead_id(&id)?;
+        let body: ScoreBody = body::object(&raw)?;
+        let view = state
+            .engine
+            .score_lead(id, body.delta, &body.reason, &caller.actor())
+            .await?;
+        Ok((StatusCode::OK, lead_json(&view)))
+    })
     .await
 }
 
 async fn timeline(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Path(Id { id }): Path<Id>,
+    params: Params<Paged>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(EVERYONE)?;
-    crate::openapi::check_query(params.keys(), PAGED)?;
     let id = lead_id(&id)?;
     let limit = page::limit(params.get("limit").map(String::as_str))?;
     let before = params

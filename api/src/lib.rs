@@ -3,10 +3,11 @@
 //! Architecture invariant: handlers parse, authorise and translate; every decision about
 //! leads, tags and scores is the engine's. One [`error::ApiError`] type answers every failure.
 
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use nurture_engine::engine::Engine;
 use serde_json::json;
@@ -20,6 +21,7 @@ pub mod campaigns;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod input;
 pub mod leads;
 pub mod metrics;
 pub mod openapi;
@@ -55,13 +57,34 @@ pub struct AppState {
 /// The default rate limit: requests per second per API key (bursts of twice as many).
 pub const DEFAULT_RATE_LIMIT: u32 = 1_000;
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi::serve))
+/// Every route, each with its documentation.
+pub fn routes() -> ApiRouter<AppState> {
+    use openapi::Doc;
+    ApiRouter::new()
+        .api_route(
+            "/healthz",
+            get_with(healthz, |o| o.summary("The process is up.").answers_plain(200, "Up.")),
+        )
+        .api_route(
+            "/readyz",
+            get_with(readyz, |o| {
+                o.summary("The database answers and migrations are current (503 otherwise).")
+                    .answers_plain(200, "Ready.")
+            }),
+        )
+        .api_route(
+            "/metrics",
+            get_with(metrics::render, |o| {
+                o.summary("Prometheus metrics (text format).")
+                    .answers_plain(200, "The metrics.")
+            }),
+        )
+        .api_route(
+            "/openapi.json",
+            get_with(openapi::serve, |o| {
+                o.summary("This document.").answers_plain(200, "This document.")
+            }),
+        )
         .merge(leads::router())
         .merge(events::router())
         .merge(campaigns::router())
@@ -69,10 +92,17 @@ pub fn router(state: AppState) -> Router {
         .merge(queues::router())
         .merge(webhooks::router())
         .merge(tracking::router())
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let (router, document) = openapi::assemble(routes);
+    router
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             error::ApiError::MethodNotAllowed(format!("this endpoint does not take {method}; see /openapi.json"))
         })
+        .layer(axum::Extension(Arc::new(document)))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -171,7 +201,7 @@ fn rate_limiter(per_second: u32) -> Option<Arc<governor::DefaultKeyedRateLimiter
     )))
 }
 
-async fn healthz() -> impl IntoResponse {
+async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "up"}))
 }
 

@@ -1,589 +1,95 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document, generated from the code. Body schemas come
-//! from the very types the handlers parse and answer with (`schemars` follows their serde
-//! attributes); the paths come from [`OPERATIONS`], and a test calls every documented operation
-//! on a live server, so that a documented route that does not exist fails the build.
+//! `GET /openapi.json`: the OpenAPI 3.1 document, generated from the routes themselves. Each
+//! route is registered with aide's `api_route`, its handler and its documentation together:
+//! the path and method come from the registration, the parameters and the request body from
+//! the handler's extractors (`crate::input`), the answers and roles from the registration's
+//! [`Doc`] calls. Body schemas come from the very types the handlers parse and answer with
+//! (`schemars` follows their serde attributes). A pass over the finished document adds what
+//! every operation shares: operationIds, tags, the error answers, and the NUL rule on text.
 
+use std::cell::RefCell;
+
+use aide::axum::ApiRouter;
+use aide::openapi::{OpenApi, ReferenceOr, Response, StatusCode};
+use aide::transform::TransformOperation;
+use axum::Router;
 use nurture_engine::access::Role;
-use nurture_engine::engine::{IngestReport, LeadView};
-use nurture_engine::event::EventInput;
-use nurture_engine::lead::LeadInput;
-use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::generate::{Contract, SchemaSettings};
+use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use crate::admin::{AdvanceBody, ClockAnswer};
-use crate::campaigns::{CampaignDetail, CampaignList, DeployAnswer, EnrollBody, ValidationAnswer};
 use crate::error::ErrorBody;
-use crate::leads::{BulkAnswer, LeadPage, ScoreBody, TagsBody, TimelinePage};
-use crate::queues::{HandoffBody, HandoffPage, HandoffView, MemberBody, MemberList, QueueList, RejectBody};
-use crate::webhooks::{DeliveryPage, WebhookBody, WebhookList, WebhookView};
-use nurture_engine::handoff::Member;
 
-type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
-
-fn of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
-    generator.subschema_for::<T>()
+thread_local! {
+    /// Answers are described as the server writes them (serde's serialize side: a field
+    /// skipped when empty is not required); aide's own generator describes requests.
+    static ANSWERS: RefCell<SchemaGenerator> = RefCell::new(generator(Contract::Serialize));
 }
 
-/// One documented operation.
-pub struct Operation {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    /// Roles allowed besides admin; empty: public, no key.
-    pub roles: &'static [Role],
-    pub request: Option<SchemaOf>,
-    pub status: u16,
-    pub response: Option<SchemaOf>,
-    /// The query parameters the handler reads (it refuses others).
-    pub query: &'static [QueryParam],
-    /// Other success statuses besides `status`, e.g. 204 when there is nothing to give.
-    pub also: &'static [(u16, &'static str)],
+/// What a route's registration says beside its handler.
+pub trait Doc: Sized {
+    /// Who may call it besides admin; empty: public, no key.
+    fn allow(self, roles: &[Role]) -> Self;
+    /// A success answer whose JSON body is a `T`.
+    fn answers<T: JsonSchema>(self, status: u16) -> Self;
+    /// A success answer that is not JSON (a page, a picture, a redirect) or has no body.
+    fn answers_plain(self, status: u16, description: &str) -> Self;
 }
 
-/// A query parameter: its name, its JSON Schema (as JSON text) and what it does. Handlers
-/// check the parameters they are given against the same list.
-pub struct QueryParam {
-    pub name: &'static str,
-    pub schema: fn() -> Value,
-    pub description: &'static str,
-}
-
-/// `?limit=`: the page size.
-pub const LIMIT: QueryParam = QueryParam {
-    name: "limit",
-    schema: || json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
-    description: "Items per page.",
-};
-
-/// `?cursor=`: where the previous page ended.
-pub const CURSOR: QueryParam = QueryParam {
-    name: "cursor",
-    schema: || json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}),
-    description: "The `next_cursor` of the previous page, as given; a cursor this server did not give out is refused.",
-};
-
-/// `?limit=&cursor=`.
-pub const PAGED: &[QueryParam] = &[LIMIT, CURSOR];
-
-/// Refuses parameters that `known` does not list, naming the ones it does.
-pub fn check_query<'a>(
-    params: impl IntoIterator<Item = &'a String>,
-    known: &[QueryParam],
-) -> Result<(), crate::error::ApiError> {
-    for name in params {
-        if !known.iter().any(|p| p.name == name) {
-            let names: Vec<&str> = known.iter().map(|p| p.name).collect();
-            return Err(crate::error::ApiError::Malformed(if names.is_empty() {
-                format!("unknown query parameter {name:?}; this operation takes none")
-            } else {
-                format!("unknown query parameter {name:?}; known are {}", names.join(", "))
-            }));
+impl Doc for TransformOperation<'_> {
+    fn allow(mut self, roles: &[Role]) -> Self {
+        if !roles.is_empty() {
+            let operation = self.inner_mut();
+            operation.security = vec![[("apiKey".to_owned(), Vec::new())].into_iter().collect()];
+            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            operation.extensions.insert("x-roles".into(), json!(roles));
         }
+        self
     }
-    Ok(())
+
+    fn answers<T: JsonSchema>(self, status: u16) -> Self {
+        let schema = ANSWERS.with(|answers| answers.borrow_mut().subschema_for::<T>());
+        let answer = json!({"description": "Success.", "content": {"application/json": {"schema": schema}}});
+        respond(self, status, answer)
+    }
+
+    fn answers_plain(self, status: u16, description: &str) -> Self {
+        respond(self, status, json!({ "description": description }))
+    }
 }
 
-/// What every entry leaves at its default unless it says otherwise.
-const PLAIN: Operation = Operation {
-    method: "",
-    path: "",
-    summary: "",
-    roles: &[],
-    request: None,
-    status: 200,
-    response: None,
-    query: &[],
-    also: &[],
-};
+fn respond(mut op: TransformOperation<'_>, status: u16, answer: Value) -> TransformOperation<'_> {
+    let answer: Response = serde_json::from_value(answer).expect("an answer written here is valid");
+    op.inner_mut()
+        .responses
+        .get_or_insert_with(Default::default)
+        .responses
+        .insert(StatusCode::Code(status), ReferenceOr::Item(answer));
+    op
+}
 
-const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
-const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
+/// Builds the routes with their documentation; answers the router and the document.
+pub fn assemble<S: Clone + Send + Sync + 'static>(routes: impl FnOnce() -> ApiRouter<S>) -> (Router<S>, Value) {
+    let (router, document, conflicts) = assemble_checked(routes);
+    debug_assert!(
+        conflicts.is_empty(),
+        "schemas differ between requests and answers: {conflicts:?}"
+    );
+    (router, document)
+}
 
-/// Every operation the server offers.
-pub const OPERATIONS: &[Operation] = &[
-    Operation {
-        method: "get",
-        path: "/healthz",
-        summary: "The process is up.",
-        roles: &[],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/readyz",
-        summary: "The database answers and migrations are current (503 otherwise).",
-        roles: &[],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/metrics",
-        summary: "Prometheus metrics (text format).",
-        roles: &[],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/openapi.json",
-        summary: "This document.",
-        roles: &[],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "put",
-        path: "/v1/leads",
-        summary: "Upsert one lead by external_id, else e-mail (201 created, 200 updated).",
-        roles: WRITERS,
-        request: Some(of::<LeadInput>),
-        status: 201,
-        response: Some(of::<LeadView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/leads",
-        summary: "Search leads: tag, stage, segment, q, email, external_id; paginated.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<LeadPage>),
-        query: crate::leads::LIST_QUERY,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/leads/bulk",
-        summary: "Upsert up to 10,000 leads; one result per item, in order.",
-        roles: WRITERS,
-        request: Some(of::<Vec<LeadInput>>),
-        status: 200,
-        response: Some(of::<BulkAnswer>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/leads/{id}",
-        summary: "A lead with its tags, score, stage, owner and consent.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<LeadView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "patch",
-        path: "/v1/leads/{id}",
-        summary: "Change fields (absent: kept, null: cleared).",
-        roles: WRITERS,
-        request: Some(of::<LeadInput>),
-        status: 200,
-        response: Some(of::<LeadView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "delete",
-        path: "/v1/leads/{id}",
-        summary: "Erase the person; a suppression hash of the e-mail is kept.",
-        roles: &[Role::Admin],
-        request: None,
-        status: 204,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/leads/{id}/tags",
-        summary: "Add and remove manual tags, recorded with who did it.",
-        roles: &[Role::Sdr, Role::Marketer, Role::Crm],
-        request: Some(of::<TagsBody>),
-        status: 200,
-        response: Some(of::<LeadView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/leads/{id}/score",
-        summary: "Manual scoring, recorded in the ledger.",
-        roles: &[Role::Sdr, Role::Marketer],
-        request: Some(of::<ScoreBody>),
-        status: 200,
-        response: Some(of::<LeadView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/leads/{id}/timeline",
-        summary: "Events, tag and score changes and handoffs, newest first; paginated.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<TimelinePage>),
-        query: PAGED,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/events",
-        summary: "One behaviour event, or an array of up to 10,000.",
-        roles: WRITERS,
-        request: Some(of::<OneOrManyEvents>),
-        status: 200,
-        response: Some(of::<IngestReport>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/playbook/validate",
-        summary: "Validate one playbook YAML file (checked against the playbook in force) or a tar of the playbook directory; every error and warning with file, line and column.",
-        roles: &[Role::Marketer],
-        request: Some(of::<PlaybookUpload>),
-        status: 200,
-        response: Some(of::<ValidationAnswer>),
-        query: &[QueryParam {
-            name: "file",
-            schema: || json!({"type": "string"}),
-            description: "The name errors give an uploaded single file (default `request.yaml`).",
-        }],
-        ..PLAIN
-    },
-    Operation {
-        method: "put",
-        path: "/v1/playbook",
-        summary: "Validate and deploy (422 with every error, nothing deployed); a changed campaign becomes a new version, an unchanged one is left as it is.",
-        roles: &[Role::Marketer],
-        request: Some(of::<PlaybookUpload>),
-        status: 200,
-        response: Some(of::<DeployAnswer>),
-        query: &[QueryParam {
-            name: "file",
-            schema: || json!({"type": "string"}),
-            description: "The name errors give an uploaded single file (default `request.yaml`).",
-        }],
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/campaigns",
-        summary: "Deployed campaigns: id, name, type, version, status.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<CampaignList>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/campaigns/{id}",
-        summary: "A campaign's graph (steps and edges) and its deployed versions.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<CampaignDetail>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/campaigns/{id}/graph.svg",
-        summary: "The campaign drawn as SVG.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/campaigns/{id}/graph.dot",
-        summary: "The campaign as Graphviz DOT.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/campaigns/{id}/pause",
-        summary: "Pause: no step runs; waits keep counting.",
-        roles: &[Role::Marketer],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/campaigns/{id}/resume",
-        summary: "Resume a paused campaign.",
-        roles: &[Role::Marketer],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/campaigns/{id}/enroll",
-        summary: "Enroll leads by hand: {\"leads\": [ids or refs]} or {\"segment\": \"icp\"}; the campaign's re-entry rule holds.",
-        roles: &[Role::Marketer, Role::Crm],
-        request: Some(of::<EnrollBody>),
-        status: 200,
-        response: Some(of::<nurture_engine::engine::EnrollReport>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/queues",
-        summary: "The handoff queues of the playbook in force: SLA, routing, members, cool-down.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<QueueList>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/queues/{queue}",
-        summary: "Open handoffs, highest priority first, then oldest, with lead summary and reason; paginated.",
-        roles: &[Role::Sdr, Role::Marketer],
-        request: None,
-        status: 200,
-        response: Some(of::<HandoffPage>),
-        query: PAGED,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/queues/{queue}/claim",
-        summary: "Atomically take the next open handoff (yours by round robin, or unassigned); 204 when none. Two callers never get the same one.",
-        roles: &[Role::Sdr],
-        request: None,
-        status: 200,
-        response: Some(of::<HandoffView>),
-        also: &[(204, "The queue has nothing this SDR may claim now.")],
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/queues/{queue}/members",
-        summary: "The queue's members: availability, capacity, weight and handoffs in their hands.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<MemberList>),
-        ..PLAIN
-    },
-    Operation {
-        method: "put",
-        path: "/v1/queues/{queue}/members/{member}",
-        summary: "Mark a member away or back (an SDR: only themselves), set their capacity or round-robin weight (marketer, admin; 403 for an SDR).",
-        roles: &[Role::Sdr, Role::Marketer],
-        request: Some(of::<MemberBody>),
-        status: 200,
-        response: Some(of::<Member>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/handoffs",
-        summary: "Hand a lead to a queue (409 when the lead already has an open handoff).",
-        roles: &[Role::Sdr, Role::Marketer, Role::Crm],
-        request: Some(of::<HandoffBody>),
-        status: 201,
-        response: Some(of::<HandoffView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/handoffs/{id}",
-        summary: "A handoff, its lead and its history.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<HandoffView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/handoffs/{id}/accept",
-        summary: "Accept (claiming it if open): lead stage `accepted`, owner the caller. 409 when another SDR holds it (claimed, or assigned while open); marketers and admins may act on anyone's.",
-        roles: &[Role::Sdr, Role::Marketer],
-        request: None,
-        status: 200,
-        response: Some(of::<HandoffView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/handoffs/{id}/reject",
-        summary: "Reject with a reason (422 without); `recycle` (default true) returns the lead to nurture after the queue's cool-down, else `disqualified`. 409 when another SDR holds it.",
-        roles: &[Role::Sdr, Role::Marketer],
-        request: Some(of::<RejectBody>),
-        status: 200,
-        response: Some(of::<HandoffView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/handoffs/{id}/convert",
-        summary: "The deal closed: lead stage `customer`. 409 for an SDR when another SDR holds it (claimed, assigned, or accepted it); the CRM, marketers and admins record it whoever holds it.",
-        roles: &[Role::Sdr, Role::Marketer, Role::Crm],
-        request: None,
-        status: 200,
-        response: Some(of::<HandoffView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/handoffs/{id}/release",
-        summary: "Give a claimed handoff back to its queue (409 when another SDR claimed it).",
-        roles: &[Role::Sdr, Role::Marketer],
-        request: None,
-        status: 200,
-        response: Some(of::<HandoffView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/webhooks",
-        summary: "Subscribe a CRM URL to event types; deliveries are signed (X-Nurture-Signature) and retried for 24 h. The secret is shown in this answer only.",
-        roles: &[Role::Crm],
-        request: Some(of::<WebhookBody>),
-        status: 201,
-        response: Some(of::<WebhookView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/webhooks",
-        summary: "The active subscriptions.",
-        roles: &[Role::Crm],
-        request: None,
-        status: 200,
-        response: Some(of::<WebhookList>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/webhooks/{id}",
-        summary: "One subscription.",
-        roles: &[Role::Crm],
-        request: None,
-        status: 200,
-        response: Some(of::<WebhookView>),
-        ..PLAIN
-    },
-    Operation {
-        method: "delete",
-        path: "/v1/webhooks/{id}",
-        summary: "Unsubscribe; pending deliveries are dropped (204).",
-        roles: &[Role::Crm],
-        request: None,
-        status: 204,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/webhooks/{id}/deliveries",
-        summary: "The delivery log, newest first: each delivery with its id, status and every attempt; paginated.",
-        roles: &[Role::Crm],
-        request: None,
-        status: 200,
-        response: Some(of::<DeliveryPage>),
-        query: PAGED,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/v1/admin/clock",
-        summary: "The server's time, and whether it is a manual clock.",
-        roles: EVERYONE,
-        request: None,
-        status: 200,
-        response: Some(of::<ClockAnswer>),
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/v1/admin/clock/advance",
-        summary: "Manual clock only (409 otherwise): move time forward, running every step that falls due in the span, in order; answers once the engine is idle at the new time.",
-        roles: &[Role::Admin],
-        request: Some(of::<AdvanceBody>),
-        status: 200,
-        response: Some(of::<ClockAnswer>),
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/t/o/{token}",
-        summary: "Open pixel (1x1 GIF); records email_opened, flagged automated for proxies and HEAD requests. A forged token: 404.",
-        roles: &[],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/t/c/{token}",
-        summary: "Click redirect: 302 to the link signed into the token (never anywhere else); records email_clicked.",
-        roles: &[],
-        request: None,
-        status: 302,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "get",
-        path: "/u/{token}",
-        summary: "Unsubscribe page with a confirm button; changes nothing by itself.",
-        roles: &[],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-    Operation {
-        method: "post",
-        path: "/u/{token}",
-        summary: "Unsubscribe (the confirm button, and RFC 8058 one-click): the lead stops getting that channel at once.",
-        roles: &[],
-        request: None,
-        status: 200,
-        response: None,
-        ..PLAIN
-    },
-];
-
-/// A playbook upload: one YAML file, or a tar archive of the playbook directory.
-#[derive(JsonSchema)]
-#[allow(dead_code)]
-#[schemars(
-    description = "One playbook YAML file (application/yaml), or a tar archive of the playbook directory (application/x-tar)."
-)]
-struct PlaybookUpload(String);
-
-/// `POST /v1/events` takes one event or an array of them.
-#[derive(JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum OneOrManyEvents {
-    One(EventInput),
-    Many(Vec<EventInput>),
+/// [`assemble`], and the names of schemas that mean different things in requests and answers
+/// (none may exist: a test checks).
+pub fn assemble_checked<S: Clone + Send + Sync + 'static>(
+    routes: impl FnOnce() -> ApiRouter<S>,
+) -> (Router<S>, Value, Vec<String>) {
+    aide::generate::extract_schemas(true);
+    aide::generate::infer_responses(false);
+    aide::generate::in_context(|ctx| ctx.schema = generator(Contract::Deserialize));
+    ANSWERS.with(|answers| *answers.borrow_mut() = generator(Contract::Serialize));
+    let mut api = OpenApi::default();
+    let router = routes().finish_api(&mut api);
+    let (document, conflicts) = finish(api);
+    (router, document, conflicts)
 }
 
 /// What a CRM receives (OpenAPI 3.1 `webhooks`): one POST per event type, with its headers
@@ -745,139 +251,94 @@ fn refuse_nul(map: &mut Map<String, Value>) {
     }
 }
 
-fn generator(serialize: bool) -> SchemaGenerator {
+fn generator(contract: Contract) -> SchemaGenerator {
     SchemaSettings::draft2020_12()
-        .with(|s| s.definitions_path = "/components/schemas".into())
         .with(|s| {
-            s.contract = if serialize {
-                schemars::generate::Contract::Serialize
-            } else {
-                schemars::generate::Contract::Deserialize
-            }
+            s.definitions_path = "/components/schemas".into();
+            s.contract = contract;
         })
         .into_generator()
 }
 
-/// The document, and the names of schemas that mean different things in requests and answers
-/// (none may exist: a test checks).
-pub fn build() -> (Value, Vec<String>) {
-    let mut requests = generator(false);
-    let mut answers = generator(true);
-    let error = answers.subschema_for::<ErrorBody>();
-    let mut paths = Map::new();
-    for op in OPERATIONS {
-        let mut operation = Map::new();
-        operation.insert("operationId".into(), json!(operation_id(op.method, op.path)));
-        operation.insert("tags".into(), json!([tag_of(op.path)]));
-        operation.insert("summary".into(), json!(op.summary));
-        if !op.roles.is_empty() {
-            let roles: Vec<&str> = op.roles.iter().map(|r| r.as_str()).collect();
-            operation.insert("security".into(), json!([{"apiKey": []}]));
-            operation.insert("x-roles".into(), json!(roles));
-        }
-        let names: Vec<&str> = op
-            .path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .collect();
-        let mut parameters: Vec<Value> = names
-            .iter()
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        for param in op.query {
-            let schema = (param.schema)();
-            parameters.push(json!({"name": param.name, "in": "query", "required": false,
-                                   "description": param.description, "schema": schema}));
-        }
-        if !parameters.is_empty() {
-            operation.insert("parameters".into(), Value::Array(parameters));
-        }
-        if op.path.starts_with("/v1/playbook") {
-            // A playbook travels as YAML or as a tar of its directory, not as JSON; deploying
-            // the same playbook twice is a no-op, so no idempotency key is needed.
-            operation.insert(
-                "requestBody".into(),
-                json!({"required": true, "content": {
-                    "application/yaml": {"schema": {"type": "string"}},
-                    "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
-                    // Either, as bytes: the server tells a tar by its header.
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-                }}),
-            );
-        } else if let Some(schema) = op.request {
-            let mut schema = json!(schema(&mut requests));
-            if op.method == "put" && op.path == "/v1/leads" {
-                // An upsert finds its lead by one of these (a PATCH names it in the path).
-                schema = json!({"allOf": [schema], "anyOf": [
-                    {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}},
-                    {"type": "object", "required": ["external_id"], "properties": {"external_id": {"type": "string", "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}}}
-                ]});
-            }
-            operation.insert(
-                "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {"schema": schema}}}),
-            );
-            let key = json!({"name": "Idempotency-Key", "in": "header", "required": false,
-                             "description": "Retry safely: the same key and body get the first answer again; another body, 409.",
-                             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"}});
-            let mut parameters: Vec<Value> = operation
-                .get("parameters")
-                .and_then(|p| p.as_array())
-                .cloned()
-                .unwrap_or_default();
-            parameters.push(key);
-            operation.insert("parameters".into(), Value::Array(parameters));
-        }
-        let mut responses = Map::new();
-        let ok = match op.response {
-            Some(schema) => {
-                json!({"description": "Success.", "content": {"application/json": {"schema": schema(&mut answers)}}})
-            }
-            None => json!({"description": "Success."}),
-        };
-        responses.insert(op.status.to_string(), ok);
-        for (status, description) in op.also {
-            responses.insert(status.to_string(), json!({"description": description}));
-        }
-        if op.method == "put" && op.status == 201 {
-            responses.insert("200".into(), responses["201"].clone());
-        }
-        let mut errors = vec![];
-        if !op.roles.is_empty() {
-            errors.extend([401, 403, 429]);
-        }
-        if op.path.contains('{') || op.request.is_some() {
-            // A body may name a lead or a queue that does not exist, too.
-            errors.push(404);
-        }
-        if op.method != "get" && !op.roles.is_empty() {
-            // A write may find the thing in another state than it needs (a claimed handoff).
-            errors.push(409);
-        }
-        if op.request.is_some() {
-            errors.extend([400, 413, 422]);
-        } else if !op.roles.is_empty() && op.method == "get" {
-            errors.extend([400, 422]);
-        }
-        for status in errors {
-            responses.insert(status.to_string(), json!({"description": "See the error's code and message.", "content": {"application/json": {"schema": error}}}));
-        }
-        if !op.roles.is_empty() || op.path.starts_with("/t/") || op.path.starts_with("/u/") || op.path == "/readyz" {
-            responses.insert(
-                "503".into(),
-                json!({"description": "The database is unreachable; retry after `Retry-After` seconds.",
-                       "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                       "content": {"application/json": {"schema": if op.path == "/readyz" { json!({"type": "object"}) } else { error.clone().into() }}}}),
-            );
-        }
-        operation.insert("responses".into(), Value::Object(responses));
-        let entry = paths.entry(op.path).or_insert_with(|| json!({}));
-        entry[op.method] = Value::Object(operation);
+/// What every operation shares, added to what its registration and extractors said: its
+/// operationId and tag, and the errors it may answer.
+fn shared(path: &str, method: &str, operation: &mut Map<String, Value>, error: &Value) {
+    operation.insert("operationId".into(), json!(operation_id(method, path)));
+    operation.insert("tags".into(), json!([tag_of(path)]));
+    let keyed = operation.contains_key("security");
+    let has_body = operation.contains_key("requestBody");
+    if method == "put" && path == "/v1/leads" {
+        // An upsert finds its lead by one of these (a PATCH names it in the path).
+        let schema = &mut operation["requestBody"]["content"]["application/json"]["schema"];
+        *schema = json!({"allOf": [schema.take()], "anyOf": [
+            {"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}},
+            {"type": "object", "required": ["external_id"], "properties": {"external_id": {"type": "string", "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}}}
+        ]});
     }
-    let webhooks = webhooks(&mut answers);
-    let mut schemas = answers.take_definitions(true);
+    let Some(Value::Object(responses)) = operation.get_mut("responses") else {
+        panic!("{method} {path} documents no answer: add `.answers::<T>(status)` to its route");
+    };
+    let mut errors = vec![];
+    if keyed {
+        errors.extend([401, 403, 429]);
+    }
+    if path.contains('{') || has_body {
+        // A body may name a lead or a queue that does not exist, too.
+        errors.push(404);
+    }
+    if method != "get" && keyed {
+        // A write may find the thing in another state than it needs (a claimed handoff).
+        errors.push(409);
+    }
+    if has_body {
+        errors.extend([400, 413, 422]);
+    } else if keyed && method == "get" {
+        errors.extend([400, 422]);
+    }
+    for status in errors {
+        responses.insert(
+            status.to_string(),
+            json!({"description": "See the error's code and message.", "content": {"application/json": {"schema": error}}}),
+        );
+    }
+    if keyed || path.starts_with("/t/") || path.starts_with("/u/") || path == "/readyz" {
+        let body = if path == "/readyz" {
+            json!({"type": "object"})
+        } else {
+            error.clone()
+        };
+        responses.insert(
+            "503".into(),
+            json!({"description": "The database is unreachable; retry after `Retry-After` seconds.",
+                   "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                   "content": {"application/json": {"schema": body}}}),
+        );
+    }
+}
+
+/// The finished document: aide's paths and request schemas, with what every operation
+/// shares, the answers' schemas and the webhooks; and the names of schemas that mean
+/// different things in requests and answers.
+fn finish(api: OpenApi) -> (Value, Vec<String>) {
+    let aide = serde_json::to_value(&api).expect("an OpenAPI document is JSON");
+    let (error, webhooks, answers) = ANSWERS.with(|answers| {
+        let mut answers = answers.borrow_mut();
+        let error = json!(answers.subschema_for::<ErrorBody>());
+        let webhooks = webhooks(&mut answers);
+        (error, webhooks, answers.take_definitions(true))
+    });
+    let mut paths = aide.get("paths").cloned().unwrap_or_else(|| json!({}));
+    for (path, item) in paths.as_object_mut().into_iter().flatten() {
+        for (method, operation) in item.as_object_mut().into_iter().flatten() {
+            if let Value::Object(operation) = operation {
+                shared(path, method, operation, &error);
+            }
+        }
+    }
+    let mut schemas = answers;
     let mut conflicts = Vec::new();
-    for (name, schema) in requests.take_definitions(true) {
+    let requests = aide["components"]["schemas"].as_object().cloned().unwrap_or_default();
+    for (name, schema) in requests {
         match schemas.get(&name) {
             Some(existing) if *existing != schema => conflicts.push(name),
             Some(_) => {}
@@ -886,7 +347,6 @@ pub fn build() -> (Value, Vec<String>) {
             }
         }
     }
-    let mut paths = Value::Object(paths);
     let mut schemas = Value::Object(schemas);
     // What the server reads refuses NUL; what it sends (webhooks) is documented as it is.
     each_object(&mut paths, &mut refuse_nul);
@@ -915,15 +375,16 @@ pub fn build() -> (Value, Vec<String>) {
     (document, conflicts)
 }
 
-pub async fn serve() -> axum::Json<Value> {
-    axum::Json(build().0)
+/// `GET /openapi.json`: the document built with the router.
+pub async fn serve(document: axum::Extension<std::sync::Arc<Value>>) -> axum::Json<Value> {
+    axum::Json(Value::clone(&document))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn request_and_answer_schemas_agree_on_names() {
-        let (document, conflicts) = super::build();
+        let (_, document, conflicts) = super::assemble_checked(crate::routes);
         assert_eq!(conflicts, Vec::<String>::new());
         let schemas = document["components"]["schemas"].as_object().unwrap();
         for name in [
@@ -940,5 +401,34 @@ mod tests {
             document["components"]["schemas"]["LeadView"]["properties"]["id"]["$ref"],
             "#/components/schemas/LeadId"
         );
+        // Path parameters are documented where they are used, not as schemas of their own.
+        assert!(!schemas.contains_key("Id") && !schemas.contains_key("QueueMember"));
+    }
+
+    /// The path parameters a handler extracts are exactly those its route's path names: a
+    /// handler that read `{id}` on a route of `{queue}` would be documented with a parameter
+    /// no client can send.
+    #[test]
+    fn every_operation_documents_the_parameters_of_its_path() {
+        let (_, document, _) = super::assemble_checked(crate::routes);
+        for (path, item) in document["paths"].as_object().unwrap() {
+            let mut named: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .collect();
+            named.sort_unstable();
+            for (method, operation) in item.as_object().unwrap() {
+                let mut documented: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                documented.sort_unstable();
+                assert_eq!(documented, named, "{method} {path}");
+                assert!(operation["summary"].is_string(), "{method} {path} has no summary");
+            }
+        }
     }
 }

@@ -2,13 +2,14 @@
 //! An SDR is known by their API key's name: members of a `round_robin` queue are named in the
 //! playbook, and a key with the same name works their assignments.
 
+use aide::axum::routing::{get_with, post_with, put_with};
+use aide::axum::ApiRouter;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use nurture_engine::access::Role;
 use nurture_engine::engine::{queue_cursor, EngineError, LeadView};
 use nurture_engine::handoff::{Decision, Handoff, HandoffId, Member, MemberChange};
@@ -20,6 +21,8 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::input::{Id, JsonBody, Keyed, Paged, Params, QueueMember, QueueName, Unread};
+use crate::openapi::Doc;
 use crate::{body, idempotency, page, AppState};
 
 const SDRS: &[Role] = &[Role::Sdr];
@@ -28,19 +31,120 @@ const DECIDERS: &[Role] = &[Role::Sdr, Role::Marketer];
 const DECIDERS_AND_CRMS: &[Role] = &[Role::Sdr, Role::Marketer, Role::Crm];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/queues", get(list))
-        .route("/v1/queues/{queue}", get(read))
-        .route("/v1/queues/{queue}/claim", post(claim))
-        .route("/v1/queues/{queue}/members", get(members))
-        .route("/v1/queues/{queue}/members/{member}", put(set_member))
-        .route("/v1/handoffs", post(create))
-        .route("/v1/handoffs/{id}", get(handoff))
-        .route("/v1/handoffs/{id}/accept", post(accept))
-        .route("/v1/handoffs/{id}/reject", post(reject))
-        .route("/v1/handoffs/{id}/convert", post(convert))
-        .route("/v1/handoffs/{id}/release", post(release))
+const WORKERS: &[Role] = &[Role::Sdr, Role::Marketer];
+const HANDERS: &[Role] = &[Role::Sdr, Role::Marketer, Role::Crm];
+
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/queues",
+            get_with(list, |o| {
+                o.summary("The handoff queues of the playbook in force: SLA, routing, members, cool-down.")
+                    .allow(EVERYONE)
+                    .answers::<QueueList>(200)
+            }),
+        )
+        .api_route(
+            "/v1/queues/{queue}",
+            get_with(read, |o| {
+                o.summary(
+                    "Open handoffs, highest priority first, then oldest, with lead summary and reason; paginated.",
+                )
+                .allow(WORKERS)
+                .answers::<HandoffPage>(200)
+            }),
+        )
+        .api_route(
+            "/v1/queues/{queue}/claim",
+            post_with(claim, |o| {
+                o.summary(
+                    "Atomically take the next open handoff (yours by round robin, or unassigned); 204 \
+                     when none. Two callers never get the same one.",
+                )
+                .allow(SDRS)
+                .answers::<HandoffView>(200)
+                .answers_plain(204, "The queue has nothing this SDR may claim now.")
+            }),
+        )
+        .api_route(
+            "/v1/queues/{queue}/members",
+            get_with(members, |o| {
+                o.summary("The queue's members: availability, capacity, weight and handoffs in their hands.")
+                    .allow(EVERYONE)
+                    .answers::<MemberList>(200)
+            }),
+        )
+        .api_route(
+            "/v1/queues/{queue}/members/{member}",
+            put_with(set_member, |o| {
+                o.summary(
+                    "Mark a member away or back (an SDR: only themselves), set their capacity or \
+                     round-robin weight (marketer, admin; 403 for an SDR).",
+                )
+                .allow(WORKERS)
+                .answers::<Member>(200)
+            }),
+        )
+        .api_route(
+            "/v1/handoffs",
+            post_with(create, |o| {
+                o.summary("Hand a lead to a queue (409 when the lead already has an open handoff).")
+                    .allow(HANDERS)
+                    .answers::<HandoffView>(201)
+            }),
+        )
+        .api_route(
+            "/v1/handoffs/{id}",
+            get_with(handoff, |o| {
+                o.summary("A handoff, its lead and its history.")
+                    .allow(EVERYONE)
+                    .answers::<HandoffView>(200)
+            }),
+        )
+        .api_route(
+            "/v1/handoffs/{id}/accept",
+            post_with(accept, |o| {
+                o.summary(
+                    "Accept (claiming it if open): lead stage `accepted`, owner the caller. 409 when \
+                     another SDR holds it (claimed, or assigned while open); marketers and admins may \
+                     act on anyone's.",
+                )
+                .allow(DECIDERS)
+                .answers::<HandoffView>(200)
+            }),
+        )
+        .api_route(
+            "/v1/handoffs/{id}/reject",
+            post_with(reject, |o| {
+                o.summary(
+                    "Reject with a reason (422 without); `recycle` (default true) returns the lead to \
+                     nurture after the queue's cool-down, else `disqualified`. 409 when another SDR \
+                     holds it.",
+                )
+                .allow(DECIDERS)
+                .answers::<HandoffView>(200)
+            }),
+        )
+        .api_route(
+            "/v1/handoffs/{id}/convert",
+            post_with(convert, |o| {
+                o.summary(
+                    "The deal closed: lead stage `customer`. 409 for an SDR when another SDR holds it \
+                     (claimed, assigned, or accepted it); the CRM, marketers and admins record it \
+                     whoever holds it.",
+                )
+                .allow(DECIDERS_AND_CRMS)
+                .answers::<HandoffView>(200)
+            }),
+        )
+        .api_route(
+            "/v1/handoffs/{id}/release",
+            post_with(release, |o| {
+                o.summary("Give a claimed handoff back to its queue (409 when another SDR claimed it).")
+                    .allow(DECIDERS)
+                    .answers::<HandoffView>(200)
+            }),
+        )
 }
 
 /// A handoff with its lead (in queue listings and claims) or its history (read alone).
@@ -117,11 +221,10 @@ fn not_found(e: EngineError) -> ApiError {
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(queue): Path<String>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
+    Path(QueueName { queue }): Path<QueueName>,
+    query: Params<Paged>,
 ) -> Result<Json<HandoffPage>, ApiError> {
-    caller.require(&[Role::Sdr, Role::Marketer])?;
-    crate::openapi::check_query(query.keys(), crate::openapi::PAGED)?;
+    caller.require(WORKERS)?;
     let limit = page::limit(query.get("limit").map(String::as_str))?;
     let after = match query.get("cursor") {
         None => None,
@@ -179,9 +282,9 @@ async fn lead_of(state: &AppState, handoff: &Handoff) -> Result<Option<LeadView>
 async fn claim(
     State(state): State<AppState>,
     caller: Caller,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(QueueName { queue }): Path<QueueName>,
+    Keyed(headers): Keyed,
+    Unread(raw): Unread,
 ) -> Response {
     let route = format!("claim:{queue}");
     let member = caller.0.name.clone();
@@ -219,38 +322,45 @@ pub struct HandoffBody {
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Keyed(headers): Keyed,
+    body: JsonBody<HandoffBody>,
 ) -> Response {
     let by = caller.0.name.clone();
-    let roles = &[Role::Sdr, Role::Marketer, Role::Crm];
     let engine = state.clone();
-    idempotency::write(&state, &caller, roles, "handoffs", &headers, raw, |raw| async move {
-        let state = engine;
-        let input: HandoffBody = body::object(&raw)?;
-        let mut problems = Vec::new();
-        if input.reason.trim().is_empty() {
-            problems.push(FieldError::new("reason", "must say why the lead is handed off"));
-        }
-        if input.priority.is_some_and(|p| !(0..=100).contains(&p)) {
-            problems.push(FieldError::new("priority", "must be from 0 to 100"));
-        }
-        if !problems.is_empty() {
-            return Err(ApiError::invalid(problems));
-        }
-        let h = state
-            .engine
-            .hand_off(
-                &input.lead,
-                &input.queue,
-                input.reason.trim(),
-                input.priority.and_then(|p| u8::try_from(p).ok()),
-                &by,
-            )
-            .await
-            .map_err(not_found)?;
-        Ok((StatusCode::CREATED, with_lead(&state, h).await?))
-    })
+    idempotency::write(
+        &state,
+        &caller,
+        HANDERS,
+        "handoffs",
+        &headers,
+        body.raw,
+        |raw| async move {
+            let state = engine;
+            let input: HandoffBody = body::object(&raw)?;
+            let mut problems = Vec::new();
+            if input.reason.trim().is_empty() {
+                problems.push(FieldError::new("reason", "must say why the lead is handed off"));
+            }
+            if input.priority.is_some_and(|p| !(0..=100).contains(&p)) {
+                problems.push(FieldError::new("priority", "must be from 0 to 100"));
+            }
+            if !problems.is_empty() {
+                return Err(ApiError::invalid(problems));
+            }
+            let h = state
+                .engine
+                .hand_off(
+                    &input.lead,
+                    &input.queue,
+                    input.reason.trim(),
+                    input.priority.and_then(|p| u8::try_from(p).ok()),
+                    &by,
+                )
+                .await
+                .map_err(not_found)?;
+            Ok((StatusCode::CREATED, with_lead(&state, h).await?))
+        },
+    )
     .await
 }
 
@@ -262,7 +372,7 @@ fn handoff_id(raw: &str) -> Result<HandoffId, ApiError> {
 async fn handoff(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
 ) -> Result<Json<HandoffView>, ApiError> {
     caller.require(EVERYONE)?;
     let (handoff, log) = state.engine.handoff(handoff_id(&id)?).await?;
@@ -336,9 +446,9 @@ async fn decide(
 async fn accept(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    Unread(raw): Unread,
 ) -> Response {
     decide(state, caller, id, headers, raw, DECIDERS, "accept").await
 }
@@ -346,19 +456,19 @@ async fn accept(
 async fn reject(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    body: JsonBody<RejectBody>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, DECIDERS, "reject").await
+    decide(state, caller, id, headers, body.raw, DECIDERS, "reject").await
 }
 
 async fn convert(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    Unread(raw): Unread,
 ) -> Response {
     decide(state, caller, id, headers, raw, DECIDERS_AND_CRMS, "convert").await
 }
@@ -366,9 +476,9 @@ async fn convert(
 async fn release(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    Unread(raw): Unread,
 ) -> Response {
     decide(state, caller, id, headers, raw, DECIDERS, "release").await
 }
@@ -376,7 +486,7 @@ async fn release(
 async fn members(
     State(state): State<AppState>,
     caller: Caller,
-    Path(queue): Path<String>,
+    Path(QueueName { queue }): Path<QueueName>,
 ) -> Result<Json<MemberList>, ApiError> {
     caller.require(EVERYONE)?;
     Ok(Json(MemberList {
@@ -408,24 +518,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
 async fn set_member(
     State(state): State<AppState>,
     caller: Caller,
-    Path((queue, member)): Path<(String, String)>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Path(QueueMember { queue, member }): Path<QueueMember>,
+    Keyed(headers): Keyed,
+    body: JsonBody<MemberBody>,
 ) -> Response {
     let route = format!("PUT /v1/queues/{queue}/members/{member}");
     let (state, caller) = (&state, &caller);
-    idempotency::write(
-        state,
-        caller,
-        &[Role::Sdr, Role::Marketer],
-        &route,
-        &headers,
-        raw,
-        |bytes| async move {
-            let member = member_change(state, caller, &queue, &member, &bytes).await?;
-            Ok((StatusCode::OK, serde_json::to_value(member).unwrap_or_default()))
-        },
-    )
+    idempotency::write(state, caller, WORKERS, &route, &headers, body.raw, |bytes| async move {
+        let member = member_change(state, caller, &queue, &member, &bytes).await?;
+        Ok((StatusCode::OK, serde_json::to_value(member).unwrap_or_default()))
+    })
     .await
 }
 

@@ -2,11 +2,12 @@
 //! Every link carries a signed token; a forged or altered one gets 404 and records nothing.
 //! Opens and clicks become behaviour events, so they wake waits and take branches at once.
 
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Extension;
 use nurture_engine::event::EventInput;
 use nurture_engine::fetch::{automated, Fetch};
 use nurture_engine::lead::{ConsentInput, ConsentInputs, ConsentStatus, LeadInput, LeadRef};
@@ -17,13 +18,46 @@ use serde_json::{json, Map, Value};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::error::ApiError;
+use crate::input::LinkToken;
+use crate::openapi::Doc;
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/t/o/{token}", get(open))
-        .route("/t/c/{token}", get(click))
-        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/t/o/{token}",
+            get_with(open, |o| {
+                o.summary(
+                    "Open pixel (1x1 GIF); records email_opened, flagged automated for proxies and \
+                     HEAD requests. A forged token: 404.",
+                )
+                .answers_plain(200, "A 1x1 transparent GIF.")
+            }),
+        )
+        .api_route(
+            "/t/c/{token}",
+            get_with(click, |o| {
+                o.summary(
+                    "Click redirect: 302 to the link signed into the token (never anywhere else); \
+                     records email_clicked.",
+                )
+                .answers_plain(302, "To the link.")
+            }),
+        )
+        .api_route(
+            "/u/{token}",
+            get_with(unsubscribe_page, |o| {
+                o.summary("Unsubscribe page with a confirm button; changes nothing by itself.")
+                    .answers_plain(200, "The page (HTML).")
+            })
+            .post_with(unsubscribe, |o| {
+                o.summary(
+                    "Unsubscribe (the confirm button, and RFC 8058 one-click): the lead stops \
+                     getting that channel at once.",
+                )
+                .answers_plain(200, "Unsubscribed (HTML).")
+            }),
+        )
 }
 
 /// A 1×1 transparent GIF.
@@ -120,7 +154,7 @@ async fn open(
     method: Method,
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Path(token): Path<String>,
+    Path(LinkToken { token }): Path<LinkToken>,
 ) -> Result<Response, ApiError> {
     let Token::Open { message } = verify(&state, &token)? else {
         return Err(not_found());
@@ -139,7 +173,7 @@ async fn click(
     method: Method,
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Path(token): Path<String>,
+    Path(LinkToken { token }): Path<LinkToken>,
 ) -> Result<Response, ApiError> {
     let Token::Click { message, url, link } = verify(&state, &token)? else {
         return Err(not_found());
@@ -165,7 +199,10 @@ fn page(title: &str, body: &str) -> Html<String> {
 }
 
 /// GET only asks: scanners that follow every link must not unsubscribe anyone.
-async fn unsubscribe_page(State(state): State<AppState>, Path(token): Path<String>) -> Result<Html<String>, ApiError> {
+async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path(LinkToken { token }): Path<LinkToken>,
+) -> Result<Html<String>, ApiError> {
     let Token::Unsubscribe { .. } = verify(&state, &token)? else {
         return Err(not_found());
     };
@@ -179,7 +216,10 @@ async fn unsubscribe_page(State(state): State<AppState>, Path(token): Path<Strin
 
 /// The confirm button and RFC 8058 one-click unsubscribe: the lead stops getting that channel
 /// at once, queued messages included.
-async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Result<Html<String>, ApiError> {
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Path(LinkToken { token }): Path<LinkToken>,
+) -> Result<Html<String>, ApiError> {
     let Token::Unsubscribe { message } = verify(&state, &token)? else {
         return Err(not_found());
     };

@@ -1,30 +1,65 @@
 //! The Webhooks section of the API: subscriptions and their delivery logs.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use nurture_engine::access::Role;
 use nurture_engine::engine::NewWebhook;
 use nurture_engine::store::handoffs::{Delivery, Webhook};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::input::{Id, JsonBody, Keyed, Paged, Params};
+use crate::openapi::Doc;
 use crate::{body, idempotency, page, AppState};
 
 const CRMS: &[Role] = &[Role::Crm];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/webhooks", get(list).post(create))
-        .route("/v1/webhooks/{id}", get(read).delete(remove))
-        .route("/v1/webhooks/{id}/deliveries", get(deliveries))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/webhooks",
+            get_with(list, |o| {
+                o.summary("The active subscriptions.")
+                    .allow(CRMS)
+                    .answers::<WebhookList>(200)
+            })
+            .post_with(create, |o| {
+                o.summary(
+                    "Subscribe a CRM URL to event types; deliveries are signed (X-Nurture-Signature) \
+                     and retried for 24 h. The secret is shown in this answer only.",
+                )
+                .allow(CRMS)
+                .answers::<WebhookView>(201)
+            }),
+        )
+        .api_route(
+            "/v1/webhooks/{id}",
+            get_with(read, |o| {
+                o.summary("One subscription.").allow(CRMS).answers::<WebhookView>(200)
+            })
+            .delete_with(remove, |o| {
+                o.summary("Unsubscribe; pending deliveries are dropped (204).")
+                    .allow(CRMS)
+                    .answers_plain(204, "Unsubscribed.")
+            }),
+        )
+        .api_route(
+            "/v1/webhooks/{id}/deliveries",
+            get_with(deliveries, |o| {
+                o.summary(
+                    "The delivery log, newest first: each delivery with its id, status and every \
+                     attempt; paginated.",
+                )
+                .allow(CRMS)
+                .answers::<DeliveryPage>(200)
+            }),
+        )
 }
 
 /// The schema of `events`: at least one known event type, or `*`.
@@ -77,29 +112,37 @@ fn webhook_id(raw: &str) -> Result<i64, ApiError> {
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Keyed(headers): Keyed,
+    body: JsonBody<WebhookBody>,
 ) -> Response {
     let app = state.clone();
     let by = caller.0.name.clone();
-    idempotency::write(&state, &caller, CRMS, "webhooks", &headers, raw, |raw| async move {
-        let input: WebhookBody = body::object(&raw)?;
-        let webhook = app
-            .engine
-            .create_webhook(
-                NewWebhook {
-                    url: input.url,
-                    events: input.events,
-                    secret: input.secret,
-                },
-                &app.own,
-                &app.reach,
-                &by,
-            )
-            .await?;
-        let secret = Some(webhook.secret.clone());
-        Ok((StatusCode::CREATED, json!(WebhookView { webhook, secret })))
-    })
+    idempotency::write(
+        &state,
+        &caller,
+        CRMS,
+        "webhooks",
+        &headers,
+        body.raw,
+        |raw| async move {
+            let input: WebhookBody = body::object(&raw)?;
+            let webhook = app
+                .engine
+                .create_webhook(
+                    NewWebhook {
+                        url: input.url,
+                        events: input.events,
+                        secret: input.secret,
+                    },
+                    &app.own,
+                    &app.reach,
+                    &by,
+                )
+                .await?;
+            let secret = Some(webhook.secret.clone());
+            Ok((StatusCode::CREATED, json!(WebhookView { webhook, secret })))
+        },
+    )
     .await
 }
 
@@ -118,14 +161,18 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Webh
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(Id { id }): Path<Id>,
 ) -> Result<Json<WebhookView>, ApiError> {
     caller.require(CRMS)?;
     let webhook = state.engine.webhook(webhook_id(&id)?).await?;
     Ok(Json(WebhookView { webhook, secret: None }))
 }
 
-async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Id { id }): Path<Id>,
+) -> Result<StatusCode, ApiError> {
     caller.require(CRMS)?;
     state.engine.delete_webhook(webhook_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -135,11 +182,10 @@ async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<St
 async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Path(Id { id }): Path<Id>,
+    query: Params<Paged>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     caller.require(CRMS)?;
-    crate::openapi::check_query(query.keys(), crate::openapi::PAGED)?;
     let limit = page::limit(query.get("limit").map(String::as_str))?;
     let before = match query.get("cursor") {
         None => None,

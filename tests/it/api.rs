@@ -730,14 +730,20 @@ async fn the_openapi_document_lists_only_operations_that_exist() {
     }
 }
 
-/// `(method, path)` of every `.route("PATH", get(..).post(..))` in the API's sources.
+/// `(method, path)` of every `.api_route("PATH", get_with(..).post_with(..))` and every
+/// undocumented `.route("PATH", get(..))` in the API's sources.
 fn routed_operations() -> Vec<(String, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(crate::support::repo().join("api/src")).unwrap() {
         let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
         let mut rest = source.as_str();
-        while let Some(at) = rest.find(".route(\"") {
-            rest = &rest[at + 8..];
+        while let Some(at) = rest.find("route(") {
+            rest = &rest[at + 6..];
+            // The path may stand on the next line.
+            let Some(quoted) = rest.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            rest = quoted;
             let path = &rest[..rest.find('"').unwrap()];
             // The method router runs to the parenthesis that closes `.route(`.
             let mut depth = 1;
@@ -755,9 +761,11 @@ fn routed_operations() -> Vec<(String, String)> {
             }
             let methods = &rest[path.len() + 1..end];
             for method in ["get", "post", "put", "patch", "delete"] {
-                let called = methods
-                    .match_indices(&format!("{method}("))
-                    .any(|(i, _)| i == 0 || !methods.as_bytes()[i - 1].is_ascii_alphanumeric());
+                let called = [format!("{method}("), format!("{method}_with(")].iter().any(|call| {
+                    methods
+                        .match_indices(call.as_str())
+                        .any(|(i, _)| i == 0 || !methods.as_bytes()[i - 1].is_ascii_alphanumeric())
+                });
                 if called {
                     found.push((method.to_owned(), path.to_owned()));
                 }
@@ -777,7 +785,7 @@ async fn every_routed_operation_is_documented_and_the_document_is_valid_openapi(
     for (method, path) in &routed {
         assert!(
             document["paths"][path][method].is_object(),
-            "{method} {path} is routed but not in /openapi.json (add it to OPERATIONS)"
+            "{method} {path} is routed but not in /openapi.json (register it with `api_route`)"
         );
     }
     // OpenAPI 3.1: the version, info, and per operation responses and declared path parameters;
