@@ -683,16 +683,18 @@ async fn playbook_command(command: PlaybookCommand) -> Result<()> {
     }
 }
 
-/// The dispatcher: sends pending messages (and notifications to the team) as they come, and
-/// polls every half second when idle.
+/// The dispatcher: sends pending messages (and notifications to the team) as they come. Idle,
+/// it wakes when a transaction queues mail (in this process, or on PostgreSQL in any process
+/// on the database), and every half second for retries and deferred sends falling due.
 async fn dispatch_messages(engine: Arc<nurture_engine::engine::Engine>, sender: nurture_engine::engine::Sender) {
+    let queued = engine.store().mail_queued().await;
     loop {
         match engine.send_notifications(&sender, 50).await {
             Ok(0) => {}
             Ok(sent) => tracing::info!(sent, "Notifications sent."),
             Err(e) => tracing::warn!(error = %e, "Sending notifications failed; retrying."),
         }
-        match engine.dispatch(&sender, 200).await {
+        match engine.dispatch(&sender, nurture_engine::engine::DISPATCH_BATCH).await {
             Ok(report) if report.handled() > 0 => {
                 tracing::info!(
                     sent = report.sent,
@@ -706,7 +708,7 @@ async fn dispatch_messages(engine: Arc<nurture_engine::engine::Engine>, sender: 
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Dispatching messages failed; retrying."),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), queued.notified()).await;
     }
 }
 

@@ -131,6 +131,7 @@ contract!(
     runner_passes_beside_goals_reached_by_events_never_undo_an_exit,
     hand_enrollment_beside_runner_passes_enrolls_every_lead,
     running_enrollments_are_counted_by_campaign_and_version,
+    a_commit_that_queues_mail_wakes_the_dispatcher,
 );
 
 /// Migration 0008 keeps the journey one row per move. A store that an earlier release filled
@@ -1470,4 +1471,22 @@ async fn hand_enrollment_beside_runner_passes_enrolls_every_lead(t: TestEngine) 
             "{steps:?}"
         );
     }
+}
+
+/// The dispatcher sleeps until mail is queued: the commit of a transaction that queued a
+/// message wakes it (on PostgreSQL through `NOTIFY`, as another process's would).
+async fn a_commit_that_queues_mail_wakes_the_dispatcher(t: TestEngine) {
+    let queued = t.engine.store().mail_queued().await;
+    let within = std::time::Duration::from_secs(10);
+    // An event that starts no campaign queues nothing; the registration enters the welcome
+    // series, whose first step queues an e-mail.
+    ingest(&t, vec![event("quiet@x.example", "page_view", json!({}))]).await;
+    ingest(&t, vec![event("wake@x.example", "registered", json!({}))]).await;
+    tokio::time::timeout(within, queued.notified())
+        .await
+        .expect("the commit that queued an e-mail woke the dispatcher");
+    let lead = by_email(&t, "wake@x.example").await.lead;
+    assert_eq!(messages(&t, lead.id).await.len(), 1);
+    let quiet = by_email(&t, "quiet@x.example").await.lead;
+    assert!(messages(&t, quiet.id).await.is_empty());
 }

@@ -27,8 +27,12 @@ use crate::wechat::{TemplateMessage, WechatSender};
 
 /// After this many attempts a transiently failing message is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
+/// Messages a dispatch pass claims: enough that claiming, loading and rendering (spread over
+/// the cores) are a small share of a pass, few enough that a pass's sends end well within the
+/// lease at the pool's pace.
+pub const DISPATCH_BATCH: i64 = 1_000;
 /// How long a claimed message is held before another dispatcher may take it.
-const LEASE: Duration = Duration::minutes(5);
+pub(super) const LEASE: Duration = Duration::minutes(5);
 
 /// Where and as whom mail goes.
 #[derive(Clone)]
@@ -140,6 +144,9 @@ fn backoff(message: i64, attempts: i64) -> Duration {
     Duration::seconds(base + base * spread / 100)
 }
 
+/// A send's result, or the rate that held it back (how long to wait, and which rate).
+type Sent = Result<Result<(), SendError>, (std::time::Duration, String)>;
+
 enum Prepared {
     /// (message id, attempts so far, what goes out).
     Send(i64, i64, Outgoing),
@@ -239,11 +246,14 @@ impl Engine {
             }
         }
         let lead_of: HashMap<i64, i64> = claimed.iter().map(|m| (m.id, m.lead_id)).collect();
-        // Outcomes are recorded as sends complete, a handful at a time, not once for the whole
-        // batch: a crash can then only resend the few e-mails whose outcome was not yet written.
         self.finish(&mut report, &outcomes).await?;
+        // Sending and recording overlap: while one batch of outcomes is written, the pool keeps
+        // sending, and the next write takes every outcome that arrived meanwhile. Outcomes are
+        // still written as sends complete, not once for the whole claim: a crash can then only
+        // resend the e-mails whose outcome was not yet written.
         let pass = std::time::Instant::now();
-        let mut results = std::pin::pin!(stream::iter(jobs)
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sending = stream::iter(jobs)
             .map(|(id, attempts, outgoing)| async move {
                 let result = match &outgoing {
                     Outgoing::Email(email) => {
@@ -267,74 +277,36 @@ impl Engine {
                 (id, attempts, matches!(outgoing, Outgoing::Email(_)), result)
             })
             .buffer_unordered(sender.concurrency.max(1))
-            .ready_chunks(sender.concurrency.max(1)));
-        while let Some(done) = results.next().await {
-            let now = self.now();
-            let mut outcomes = Vec::with_capacity(done.len());
-            let mut bounces = Vec::new();
-            for (id, attempts, email, result) in done {
-                let result = match result {
-                    Ok(result) => result,
-                    Err((wait, which)) => {
-                        let wait = Duration::from_std(wait).unwrap_or(Duration::seconds(1));
-                        outcomes.push(MessageOutcome {
-                            id,
-                            status: "pending".into(),
-                            reason: Some(format!("rate limited: {which}")),
-                            next_attempt_at: Some(to_micros(now + wait)),
-                            refund: 1,
-                            ..Default::default()
-                        });
-                        continue;
-                    }
-                };
-                match (&result, email) {
-                    (Ok(()), true) => report
-                        .delivered
-                        .push((id, lead_of.get(&id).copied().unwrap_or_default())),
-                    (Ok(()), false) => report.wechat += 1,
-                    _ => {}
+            .for_each(move |done| {
+                // The receiver lives until every send is in; a send after it stopped (on a
+                // database error) has nowhere to be recorded and is resent after the lease.
+                let _ = done_tx.send(done);
+                std::future::ready(())
+            });
+        let recording = async {
+            let mut done = Vec::new();
+            while done_rx.recv_many(&mut done, usize::MAX).await > 0 {
+                let (outcomes, bounces) = self.outcomes(&mut report, &lead_of, std::mem::take(&mut done));
+                self.finish(&mut report, &outcomes).await?;
+                if !bounces.is_empty() {
+                    // As if the relay's bounce had been posted: the address is suppressed, and
+                    // the lead's journeys see the event like any other.
+                    report.bounced += bounces.len();
+                    self.ingest_events(bounces).await?;
                 }
-                outcomes.push(match result {
-                    Ok(()) => MessageOutcome {
-                        id,
-                        status: "sent".into(),
-                        reason: None,
-                        sent_at: Some(to_micros(now)),
-                        next_attempt_at: None,
-                        refund: 0,
-                    },
-                    Err(SendError::Permanent(reason)) => failed(id, reason),
-                    Err(SendError::Rejected(reason)) => {
-                        if let Some(lead) = lead_of.get(&id) {
-                            bounces.push(hard_bounce(*lead, id, &reason));
-                        }
-                        failed(id, reason)
-                    }
-                    Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
-                        failed(id, format!("gave up after {attempts} attempts: {reason}"))
-                    }
-                    Err(SendError::Transient(reason)) => {
-                        tracing::debug!(message = id, attempts, %reason, "Send failed; retrying later.");
-                        MessageOutcome {
-                            id,
-                            status: "pending".into(),
-                            reason: Some(reason),
-                            sent_at: None,
-                            next_attempt_at: Some(to_micros(now + backoff(id, attempts))),
-                            refund: 0,
-                        }
-                    }
-                });
             }
-            self.finish(&mut report, &outcomes).await?;
-            if !bounces.is_empty() {
-                // As if the relay's bounce had been posted: the address is suppressed, and the
-                // lead's journeys see the event like any other.
-                report.bounced += bounces.len();
-                self.ingest_events(bounces).await?;
-            }
-        }
+            EngineResult::Ok(())
+        };
+        // A write that fails stops the sending too: what was sent but not recorded is resent
+        // after the lease, so the fewer the better.
+        futures_util::future::try_join(
+            async {
+                sending.await;
+                EngineResult::Ok(())
+            },
+            recording,
+        )
+        .await?;
         Ok(report)
     }
 
@@ -384,6 +356,74 @@ impl Engine {
             .await;
         self.store.finish_notifications(&outcomes).await?;
         Ok(outcomes.iter().filter(|o| o.status == "sent").count())
+    }
+
+    /// What the sends that completed mean for their messages, and the hard bounces among them.
+    fn outcomes(
+        &self,
+        report: &mut DispatchReport,
+        lead_of: &HashMap<i64, i64>,
+        done: Vec<(i64, i64, bool, Sent)>,
+    ) -> (Vec<MessageOutcome>, Vec<EventInput>) {
+        let now = self.now();
+        let mut outcomes = Vec::with_capacity(done.len());
+        let mut bounces = Vec::new();
+        for (id, attempts, email, result) in done {
+            let result = match result {
+                Ok(result) => result,
+                Err((wait, which)) => {
+                    let wait = Duration::from_std(wait).unwrap_or(Duration::seconds(1));
+                    outcomes.push(MessageOutcome {
+                        id,
+                        status: "pending".into(),
+                        reason: Some(format!("rate limited: {which}")),
+                        next_attempt_at: Some(to_micros(now + wait)),
+                        refund: 1,
+                        ..Default::default()
+                    });
+                    continue;
+                }
+            };
+            match (&result, email) {
+                (Ok(()), true) => report
+                    .delivered
+                    .push((id, lead_of.get(&id).copied().unwrap_or_default())),
+                (Ok(()), false) => report.wechat += 1,
+                _ => {}
+            }
+            outcomes.push(match result {
+                Ok(()) => MessageOutcome {
+                    id,
+                    status: "sent".into(),
+                    reason: None,
+                    sent_at: Some(to_micros(now)),
+                    next_attempt_at: None,
+                    refund: 0,
+                },
+                Err(SendError::Permanent(reason)) => failed(id, reason),
+                Err(SendError::Rejected(reason)) => {
+                    if let Some(lead) = lead_of.get(&id) {
+                        bounces.push(hard_bounce(*lead, id, &reason));
+                    }
+                    failed(id, reason)
+                }
+                Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
+                    failed(id, format!("gave up after {attempts} attempts: {reason}"))
+                }
+                Err(SendError::Transient(reason)) => {
+                    tracing::debug!(message = id, attempts, %reason, "Send failed; retrying later.");
+                    MessageOutcome {
+                        id,
+                        status: "pending".into(),
+                        reason: Some(reason),
+                        sent_at: None,
+                        next_attempt_at: Some(to_micros(now + backoff(id, attempts))),
+                        refund: 0,
+                    }
+                }
+            });
+        }
+        (outcomes, bounces)
     }
 
     /// Records outcomes and counts them in the report.

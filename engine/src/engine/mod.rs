@@ -184,7 +184,11 @@ mod dispatch;
 mod handoffs;
 mod journeys;
 mod webhooks;
-pub use dispatch::{DispatchReport, Sender, MAX_ATTEMPTS};
+pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
+
+/// How long a manual clock's advance waits for sends in flight before it moves past their
+/// leases (see `Engine::await_sends_in_flight`).
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub use handoffs::{queue_cursor, unknown_events, WEBHOOK_EVENTS};
 pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
 pub use webhooks::NewWebhook;
@@ -723,7 +727,7 @@ impl Engine {
         };
         // Each pass claims what is due now; what it leaves (a retry, a message over a rate
         // limit) is due later, so the loop ends.
-        while self.dispatch(sender, 500).await?.handled() > 0 {}
+        while self.dispatch(sender, DISPATCH_BATCH).await?.handled() > 0 {}
         self.send_notifications(sender, 500).await?;
         Ok(())
     }
@@ -748,6 +752,7 @@ impl Engine {
             .fetch_max(to_micros(target), std::sync::atomic::Ordering::Relaxed);
         let mut moved = 0;
         self.send_due(sender).await?;
+        self.await_sends_in_flight().await?;
         loop {
             let released = self.busy.released.subscribe();
             match self.next_timer().await? {
@@ -774,6 +779,22 @@ impl Engine {
                 return Ok(moved);
             }
         }
+    }
+
+    /// Waits (a few seconds at most) for the sends in flight at this clock's time to be
+    /// recorded, in any process on the database. A dispatcher leases what it sends until a few
+    /// minutes past its own clock: moving this clock past that would let this engine take and
+    /// send again what another process, whose manual clock stands still, is sending. A lease
+    /// whose holder died is not waited for longer.
+    async fn await_sends_in_flight(&self) -> EngineResult<()> {
+        let waiting_until = std::time::Instant::now() + IN_FLIGHT_WAIT;
+        let now = self.now();
+        while self.store.messages_in_flight(now, now + dispatch::LEASE).await? > 0
+            && std::time::Instant::now() < waiting_until
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Whether a pass of this engine held leads since `released` was subscribed: if one still

@@ -155,6 +155,18 @@ macro_rules! store_impl {
             .map_err(StoreError::from_sqlx)?)
         }
 
+        async fn messages_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<i64> {
+            // A claim counts the attempt and leaves `reason` as it was: empty until a send fails.
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages WHERE status = 'pending' AND attempts > 0 AND reason IS NULL \
+                 AND next_attempt_at > $1 AND next_attempt_at <= $2",
+            )
+            .bind(to_micros(now))
+            .bind(to_micros(until))
+            .fetch_one(&self.pool)
+            .await?)
+        }
+
         async fn emails_sent_since(&self, since: i64) -> StoreResult<i64> {
             Ok(
                 sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE channel = 'email' AND status = 'sent' AND sent_at >= $1")
@@ -645,6 +657,11 @@ pub struct Snapshot {
 pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// Notified when a transaction that queued messages commits after the first call: in
+    /// this process, and on PostgreSQL in every process on the database (`LISTEN
+    /// nurture_mail`, on a connection of its own). A notification while nobody waits is kept
+    /// for the next wait.
+    async fn mail_queued(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// Applies pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Whether the database answers and every migration is applied.
@@ -715,6 +732,10 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
         lease: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<PendingMessage>>;
+    /// How many messages are leased (claimed, their outcome not yet recorded) until a time
+    /// after `now` and no later than `until`: the sends in flight of dispatchers whose clock
+    /// stands at `now`.
+    async fn messages_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<i64>;
     /// Records what sending did.
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
     /// The lead a message went to, and its channel.

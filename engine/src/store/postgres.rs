@@ -28,7 +28,14 @@ const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
 
 pub struct PgStore {
     pool: PgPool,
+    /// Woken by `NOTIFY nurture_mail`, which a transaction that queued messages sends as it
+    /// commits, from any process on the database.
+    mail: std::sync::Arc<tokio::sync::Notify>,
+    listening: tokio::sync::OnceCell<()>,
 }
+
+/// The channel a transaction that queued messages notifies.
+const MAIL_CHANNEL: &str = "nurture_mail";
 
 impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
@@ -56,7 +63,45 @@ impl PgStore {
             .acquire_timeout(std::time::Duration::from_secs(2))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            mail: Default::default(),
+            listening: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// A connection listening on the mail channel.
+    async fn subscribe(pool: &PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(MAIL_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// Wakes `mail` on each `NOTIFY nurture_mail`, for as long as the process runs; after a
+    /// lost connection it wakes it once anyway, as a notification may have been missed.
+    async fn listen(
+        pool: PgPool,
+        mut listener: Option<sqlx::postgres::PgListener>,
+        mail: std::sync::Arc<tokio::sync::Notify>,
+    ) {
+        loop {
+            let listening = match listener.take() {
+                Some(listener) => Ok(listener),
+                None => Self::subscribe(&pool).await,
+            };
+            let lost = match listening {
+                Ok(mut listener) => loop {
+                    match listener.recv().await {
+                        Ok(_) => mail.notify_one(),
+                        Err(e) => break e,
+                    }
+                },
+                Err(e) => e,
+            };
+            tracing::debug!(error = %lost, "Listening for queued mail failed; listening again in a second.");
+            mail.notify_one();
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 }
 
@@ -162,6 +207,23 @@ store_impl!(PgStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(at.map(crate::clock::from_micros))
+    }
+
+    async fn mail_queued(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.listening
+            .get_or_init(|| async {
+                // Listening before the first wait, so that no commit after this call is missed.
+                let listener = match Self::subscribe(&self.pool).await {
+                    Ok(listener) => Some(listener),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Listening for queued mail failed; dispatchers poll meanwhile.");
+                        None
+                    }
+                };
+                tokio::spawn(Self::listen(self.pool.clone(), listener, self.mail.clone()));
+            })
+            .await;
+        self.mail.clone()
     }
 
     fn backend(&self) -> &'static str {
@@ -520,11 +582,14 @@ impl Tx for PgTx {
         }
         let col = |f: fn(&NewMessage) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
         let text = |f: fn(&NewMessage) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
+        // The notification is delivered when the transaction commits, once however many
+        // statements sent it: the dispatchers on the database wake then.
         sqlx::query(
-            "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
+            "WITH queued AS (INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
              $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[]) \
-             ON CONFLICT (enrollment_id, seq) DO NOTHING",
+             ON CONFLICT (enrollment_id, seq) DO NOTHING RETURNING 1) \
+             SELECT pg_notify('nurture_mail', '') WHERE EXISTS (SELECT 1 FROM queued)",
         )
         .bind(col(|r| r.enrollment_id))
         .bind(col(|r| r.seq))

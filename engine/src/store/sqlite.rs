@@ -51,6 +51,8 @@ struct Writer {
     /// file still meet the busy timeout.
     turn: std::sync::Arc<tokio::sync::Mutex<()>>,
     checkpointer: Checkpointer,
+    /// Notified when a transaction that queued messages commits (the dispatcher waits on it).
+    mail: std::sync::Arc<tokio::sync::Notify>,
     /// The journey passes committed lately, by write sequence number (see `begin_checked`).
     passes: std::sync::Arc<std::sync::Mutex<PassLog>>,
 }
@@ -148,6 +150,7 @@ impl SqliteStore {
         Ok(Self {
             writer: Writer {
                 checkpointer: Checkpointer::spawn(checkpoints, turn.clone()),
+                mail: Default::default(),
                 pool: write_pool,
                 turn,
                 passes: Default::default(),
@@ -187,6 +190,7 @@ impl Writer {
             leads,
             log: self.passes.clone(),
             checkpointer: self.checkpointer.clone(),
+            mail: self.mail.clone(),
         }
     }
 
@@ -666,6 +670,11 @@ fn json_strings(items: &[String]) -> String {
 }
 
 store_impl!(SqliteStore {
+    async fn mail_queued(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        // One process writes a SQLite file's mail (others are tools: import, migrate).
+        self.writer.mail.clone()
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -721,6 +730,7 @@ store_impl!(SqliteStore {
                 sql: String::new(),
                 binds: Binds::default(),
             }),
+            queued_mail: false,
         })))
     }
 
@@ -782,6 +792,8 @@ struct SqliteTx {
     pass: Option<Pass>,
     frozen: Option<Vec<String>>,
     staged: Option<Staged>,
+    /// It queued messages: the dispatcher is woken when it commits.
+    queued_mail: bool,
 }
 
 /// The writes of a journey pass decided in a snapshot, bound before it takes the writer's turn.
@@ -808,6 +820,7 @@ struct Pass {
     leads: Option<std::sync::Arc<[i64]>>,
     log: std::sync::Arc<std::sync::Mutex<PassLog>>,
     checkpointer: Checkpointer,
+    mail: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl SqliteTx {
@@ -822,6 +835,7 @@ impl SqliteTx {
             pass,
             frozen: None,
             staged: None,
+            queued_mail: false,
         }
     }
 
@@ -1201,6 +1215,7 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()> {
+        self.queued_mail |= !rows.is_empty();
         self.write_values(
             "INSERT INTO messages (enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, reason, next_attempt_at, created_at) \
              SELECT * FROM (",
@@ -1421,7 +1436,13 @@ impl Tx for SqliteTx {
         let mut this = *self;
         // A staged pass takes its turn and writes here.
         this.conn().await?;
-        let SqliteTx { tx, turn, pass, .. } = this;
+        let SqliteTx {
+            tx,
+            turn,
+            pass,
+            queued_mail,
+            ..
+        } = this;
         tx.ok_or(StoreError::Stale)?.commit().await?;
         if let Some(pass) = pass {
             if let Some(leads) = pass.leads {
@@ -1431,6 +1452,9 @@ impl Tx for SqliteTx {
                     .record(pass.seq, leads);
             }
             pass.checkpointer.wake();
+            if queued_mail {
+                pass.mail.notify_one();
+            }
         }
         // The turn goes only now, so the next checked writer finds this pass in the log.
         drop(turn);
