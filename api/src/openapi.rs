@@ -267,6 +267,10 @@ fn shared(path: &str, method: &str, operation: &mut Map<String, Value>, error: &
     operation.insert("tags".into(), json!([tag_of(path)]));
     let keyed = operation.contains_key("security");
     let has_body = operation.contains_key("requestBody");
+    let idempotent = operation
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
     if method == "put" && path == "/v1/leads" {
         // An upsert finds its lead by one of these (a PATCH names it in the path).
         let schema = &mut operation["requestBody"]["content"]["application/json"]["schema"];
@@ -294,6 +298,10 @@ fn shared(path: &str, method: &str, operation: &mut Map<String, Value>, error: &
         errors.extend([400, 413, 422]);
     } else if keyed && method == "get" {
         errors.extend([400, 422]);
+    }
+    if idempotent && !errors.contains(&400) {
+        // A malformed key.
+        errors.push(400);
     }
     for status in errors {
         responses.insert(
