@@ -294,14 +294,16 @@ fn shared(path: &str, method: &str, operation: &mut Map<String, Value>, error: &
         // A write may find the thing in another state than it needs (a claimed handoff).
         errors.push(409);
     }
-    if has_body {
-        errors.extend([400, 413, 422]);
-    } else if keyed && method == "get" {
-        errors.extend([400, 422]);
-    }
-    if idempotent && !errors.contains(&400) {
-        // A malformed key.
+    // What the caller sent may be malformed: a body, a query, an idempotency key.
+    let queried = keyed && method == "get";
+    if has_body || queried || idempotent {
         errors.push(400);
+    }
+    if has_body {
+        errors.push(413);
+    }
+    if has_body || queried {
+        errors.push(422);
     }
     for status in errors {
         responses.insert(

@@ -33,6 +33,9 @@ pub const MAX_ATTEMPTS: i64 = 8;
 pub const DISPATCH_BATCH: i64 = 1_000;
 /// How long a claimed message is held before another dispatcher may take it.
 pub(super) const LEASE: Duration = Duration::minutes(5);
+/// How long a manual clock's advance waits for sends in flight before it moves past their
+/// leases (see `Engine::await_sends_in_flight`).
+pub(super) const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where and as whom mail goes.
 #[derive(Clone)]

@@ -185,10 +185,6 @@ mod handoffs;
 mod journeys;
 mod webhooks;
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
-
-/// How long a manual clock's advance waits for sends in flight before it moves past their
-/// leases (see `Engine::await_sends_in_flight`).
-const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub use handoffs::{queue_cursor, unknown_events, WEBHOOK_EVENTS};
 pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
 pub use webhooks::NewWebhook;
@@ -787,10 +783,9 @@ impl Engine {
     /// send again what another process, whose manual clock stands still, is sending. A lease
     /// whose holder died is not waited for longer.
     async fn await_sends_in_flight(&self) -> EngineResult<()> {
-        let waiting_until = std::time::Instant::now() + IN_FLIGHT_WAIT;
+        let waiting_until = std::time::Instant::now() + dispatch::IN_FLIGHT_WAIT;
         let now = self.now();
-        while self.store.messages_in_flight(now, now + dispatch::LEASE).await? > 0
-            && std::time::Instant::now() < waiting_until
+        while self.store.sends_in_flight(now, now + dispatch::LEASE).await? && std::time::Instant::now() < waiting_until
         {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }

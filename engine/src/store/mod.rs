@@ -155,11 +155,11 @@ macro_rules! store_impl {
             .map_err(StoreError::from_sqlx)?)
         }
 
-        async fn messages_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<i64> {
+        async fn sends_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<bool> {
             // A claim counts the attempt and leaves `reason` as it was: empty until a send fails.
             Ok(sqlx::query_scalar(
-                "SELECT COUNT(*) FROM messages WHERE status = 'pending' AND attempts > 0 AND reason IS NULL \
-                 AND next_attempt_at > $1 AND next_attempt_at <= $2",
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE status = 'pending' AND attempts > 0 AND reason IS NULL \
+                 AND next_attempt_at > $1 AND next_attempt_at <= $2)",
             )
             .bind(to_micros(now))
             .bind(to_micros(until))
@@ -732,10 +732,10 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
         lease: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<PendingMessage>>;
-    /// How many messages are leased (claimed, their outcome not yet recorded) until a time
-    /// after `now` and no later than `until`: the sends in flight of dispatchers whose clock
-    /// stands at `now`.
-    async fn messages_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<i64>;
+    /// Whether a message is leased (claimed, its outcome not yet recorded) until a time after
+    /// `now` and no later than `until`: a send in flight of a dispatcher whose clock stands at
+    /// `now`.
+    async fn sends_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<bool>;
     /// Records what sending did.
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
     /// The lead a message went to, and its channel.
