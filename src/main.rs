@@ -329,6 +329,10 @@ enum BenchCommand {
         /// The server's SMTP connections (`serve --smtp-pool`).
         #[arg(long, default_value_t = 8)]
         smtp_pool: u32,
+        /// Keep the PostgreSQL database the run made (its URL is printed), to look at its
+        /// tables and plans afterwards; drop it by hand when done.
+        #[arg(long)]
+        keep_database: bool,
     },
     /// Send N e-mails over SMTP to a local sink through the dispatcher (render, send, record);
     /// print messages/s and CPU per message.
@@ -537,6 +541,7 @@ async fn run(cli: Cli) -> Result<()> {
                     clients,
                     batch,
                     smtp_pool,
+                    keep_database,
                 },
         } => {
             bench::e2e::run(bench::e2e::Options {
@@ -545,6 +550,7 @@ async fn run(cli: Cli) -> Result<()> {
                 clients,
                 batch,
                 smtp_pool,
+                keep_database,
             })
             .await
         }

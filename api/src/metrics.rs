@@ -1,11 +1,12 @@
 //! `GET /metrics`: Prometheus text format. Request counts and latencies by route (the matched
-//! pattern, never the raw path, so that lead ids do not become labels), and what ingestion and
-//! upserts did.
+//! pattern, never the raw path, so that lead ids do not become labels), what ingestion and
+//! upserts did, and where the engine's time went.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 use std::time::Instant;
 
@@ -118,8 +119,39 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 pub async fn render(State(state): State<AppState>) -> Response {
-    match TextEncoder::new().encode_to_string(&state.metrics.registry.gather()) {
+    let mut families = state.metrics.registry.gather();
+    families.push(engine_seconds(state.engine.phases()));
+    match TextEncoder::new().encode_to_string(&families) {
         Ok(text) => ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => crate::error::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
     }
+}
+
+/// `nurture_engine_seconds_total{phase}`: the engine's time per phase of work, read from the
+/// engine when scraped.
+fn engine_seconds(phases: &nurture_engine::engine::Phases) -> MetricFamily {
+    let metrics = phases
+        .totals()
+        .into_iter()
+        .map(|(phase, spent)| {
+            let mut label = LabelPair::default();
+            label.set_name("phase".into());
+            label.set_value(phase.name().into());
+            let mut counter = Counter::default();
+            counter.set_value(spent.as_secs_f64());
+            let mut metric = Metric::from_label(vec![label]);
+            metric.set_counter(counter);
+            metric
+        })
+        .collect();
+    let mut family = MetricFamily::default();
+    family.set_name("nurture_engine_seconds_total".into());
+    family.set_help(
+        "Time the engine spent per phase of work: ingest, runner, dispatch (passes that found work), \
+         and within dispatch claim, render, send and record (record overlaps send)."
+            .into(),
+    );
+    family.set_field_type(MetricType::COUNTER);
+    family.set_metric(metrics);
+    family
 }

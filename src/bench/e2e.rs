@@ -3,7 +3,10 @@
 //! leads and posts N events over HTTP from concurrent clients (each event enters the lead in a
 //! drip whose first step sends an e-mail), then advances the clock past the drip's 3-day wait
 //! (the second e-mail). It prints e-mails/s for each wave: W1 from the first event posted to
-//! the last first e-mail at the sink, W2 from the advance to the last second e-mail.
+//! the last first e-mail at the sink, W2 from the advance to the last second e-mail. For each
+//! wave it says where the time went: the engine's time per phase (ingest, runner, dispatch and
+//! its claim, render, send and record), read from the server's `/metrics`, and the dispatcher's
+//! idle time.
 
 use anyhow::{bail, Context, Result};
 use nurture_engine::mail::sink::SmtpSink;
@@ -44,6 +47,8 @@ pub struct Options {
     /// Leads or events per request.
     pub batch: usize,
     pub smtp_pool: u32,
+    /// Keep the fresh PostgreSQL database instead of dropping it.
+    pub keep_database: bool,
 }
 
 /// The server under test; killed when dropped.
@@ -78,8 +83,10 @@ pub async fn run(options: Options) -> Result<()> {
         ),
     };
     let result = measure(&options, n, dir.path(), &url, &label).await;
-    if let Some((admin, fresh)) = dropped {
-        drop_postgres(&admin, &fresh).await;
+    match dropped {
+        Some((_, fresh)) if options.keep_database => eprintln!("The database is kept: {fresh}"),
+        Some((admin, fresh)) => drop_postgres(&admin, &fresh).await,
+        None => {}
     }
     result
 }
@@ -149,7 +156,10 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
     std::thread::spawn(move || lines.for_each(drop));
     let base = format!("http://127.0.0.1:{port}");
     nurture_engine::tls::install_provider();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    // A wave that has not ended after this long (ten minutes, or 100 e-mails a second at
+    // scale) has stalled: the run fails rather than waits.
+    let patience = Duration::from_secs(600.max(n as u64 / 100));
+    let http = reqwest::Client::builder().timeout(patience).build()?;
 
     // Leads first (not timed), then the events that start the drip: W1 runs from the first
     // event posted to the last first e-mail received.
@@ -169,16 +179,19 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
         loaded.elapsed().as_secs_f64()
     );
 
+    let before = phases(&http, &base).await?;
     let w1_started = Instant::now();
     post_all(&http, &base, &key, "/v1/events", n, options, |i| {
         json!({"lead": {"email": format!("lead{i}@company{}.example", i % 997)}, "type": "e2e_signup", "idempotency_key": format!("e2e-{i}")})
     })
     .await?;
     let posted = w1_started.elapsed().as_secs_f64();
-    sink.wait_for(n, Duration::from_secs(600))
+    sink.wait_for(n, patience)
         .await
         .map_err(|got| anyhow::anyhow!("W1: {got} of {n} e-mails arrived"))?;
     let w1 = w1_started.elapsed().as_secs_f64();
+    let after_w1 = phases(&http, &base).await?;
+    let w1_phases = spent(&before, &after_w1, w1);
 
     // W2: the advance answers once the e-mails that fell due were handed to the mail server.
     let w2_started = Instant::now();
@@ -192,11 +205,18 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
         bail!("advance: {} {}", advanced.status(), advanced.text().await?);
     }
     let answered = w2_started.elapsed().as_secs_f64();
-    sink.wait_for(2 * n, Duration::from_secs(600))
+    sink.wait_for(2 * n, patience)
         .await
         .map_err(|got| anyhow::anyhow!("W2: {} of {n} e-mails arrived", got - n))?;
     let w2 = w2_started.elapsed().as_secs_f64();
+    let w2_phases = spent(&after_w1, &phases(&http, &base).await?, w2);
     drop(server);
+    for (wave, seconds, spent) in [("W1", w1, &w1_phases), ("W2", w2, &w2_phases)] {
+        eprintln!("{wave}: {seconds:.2} s; where the time went:");
+        for (phase, s) in spent {
+            eprintln!("  {phase:<16} {s:>8.2} s  {:>5.1}%", 100.0 * s / seconds);
+        }
+    }
 
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
     println!(
@@ -209,9 +229,57 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
             "w2_seconds": round(w2), "w2_advance_answered_seconds": round(answered),
             "w2_emails_per_s": (n as f64 / w2).round(),
             "received": sink.count(),
+            "w1_phases_seconds": phase_json(&w1_phases), "w2_phases_seconds": phase_json(&w2_phases),
         })
     );
     Ok(())
+}
+
+/// The engine's time per phase so far, from the server's `/metrics`.
+async fn phases(http: &reqwest::Client, base: &str) -> Result<Vec<(String, f64)>> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let found: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("nurture_engine_seconds_total{phase=\""))
+        .filter_map(|rest| {
+            let (phase, value) = rest.split_once("\"}")?;
+            Some((phase.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect();
+    if found.is_empty() {
+        bail!("the server's /metrics has no nurture_engine_seconds_total");
+    }
+    Ok(found)
+}
+
+/// Per phase, the seconds spent between two readings, and the dispatcher's idle time: the
+/// part of the wave's `wall` seconds in no dispatch pass.
+fn spent(before: &[(String, f64)], after: &[(String, f64)], wall: f64) -> Vec<(String, f64)> {
+    let mut spent: Vec<(String, f64)> = after
+        .iter()
+        .map(|(phase, total)| {
+            let earlier = before.iter().find(|(p, _)| p == phase).map_or(0.0, |(_, v)| *v);
+            (phase.clone(), total - earlier)
+        })
+        .collect();
+    let busy = spent.iter().find(|(p, _)| p == "dispatch").map_or(0.0, |(_, v)| *v);
+    spent.push(("dispatcher idle".to_owned(), (wall - busy).max(0.0)));
+    spent
+}
+
+fn phase_json(spent: &[(String, f64)]) -> Value {
+    Value::Object(
+        spent
+            .iter()
+            .map(|(phase, s)| (phase.replace(' ', "_"), json!((s * 1000.0).round() / 1000.0)))
+            .collect(),
+    )
 }
 
 /// POSTs `n` items made by `item(i)` to `path`, `batch` per request, from `clients` concurrent

@@ -759,6 +759,23 @@ fn bench_e2e_delivers_both_waves(database_url: Option<String>) {
     for wave in ["w1_emails_per_s", "w2_emails_per_s"] {
         assert!(report[wave].as_f64().is_some_and(|r| r > 0.0), "{report}");
     }
+    // Where the time went: W1 ingests the events that send the first e-mails, W2's advance
+    // runs the waits that send the second; both waves dispatch. One dispatch pass runs at a
+    // time in the server, so its phases fit inside the dispatch time.
+    for (wave, working) in [("w1_phases_seconds", "ingest"), ("w2_phases_seconds", "runner")] {
+        let phases = &report[wave];
+        let seconds = |phase: &str| {
+            phases[phase]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{wave}.{phase}: {report}"))
+        };
+        for phase in [working, "dispatch", "claim", "render", "send", "record"] {
+            assert!(seconds(phase) > 0.0, "{wave}.{phase}: {report}");
+        }
+        assert!(seconds("dispatcher_idle") >= 0.0, "{report}");
+        let inside = seconds("claim") + seconds("render") + seconds("send");
+        assert!(inside <= seconds("dispatch") + 0.002, "{wave}: {report}");
+    }
 }
 
 #[test]

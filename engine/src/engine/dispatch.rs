@@ -13,7 +13,7 @@ use sha2::Digest;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Engine, EngineResult};
+use super::{Engine, EngineResult, Phase};
 use crate::clock::to_micros;
 use crate::event::EventInput;
 use crate::lead::{ConsentStatus, Lead, LeadRef};
@@ -180,6 +180,7 @@ impl Engine {
         if let Some(budget) = sender.limits.claim_budget(60) {
             limit = limit.min(budget);
         }
+        let started = std::time::Instant::now();
         let claimed = self.store.claim_messages(now, lease, limit).await?;
         if claimed.is_empty() {
             return Ok(report);
@@ -210,6 +211,7 @@ impl Engine {
             .map(|s| (s.email_hash, s.reason))
             .collect();
         tx.commit().await?;
+        self.phases.since(Phase::Claim, started);
 
         // Rendering is the dispatcher's CPU work: spread over the cores for a large claim.
         let prepare = |part: &[PendingMessage]| -> Vec<Prepared> {
@@ -224,6 +226,7 @@ impl Engine {
                 })
                 .collect()
         };
+        let rendering = std::time::Instant::now();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let prepared: Vec<Prepared> = if cores > 1 && claimed.len() >= 64 {
             let size = claimed.len().div_ceil(cores);
@@ -240,6 +243,7 @@ impl Engine {
         } else {
             prepare(&claimed)
         };
+        self.phases.since(Phase::Render, rendering);
         let mut outcomes = Vec::with_capacity(prepared.len());
         let mut jobs = Vec::new();
         for p in prepared {
@@ -305,11 +309,13 @@ impl Engine {
         futures_util::future::try_join(
             async {
                 sending.await;
+                self.phases.since(Phase::Send, pass);
                 EngineResult::Ok(())
             },
             recording,
         )
         .await?;
+        self.phases.since(Phase::Dispatch, started);
         Ok(report)
     }
 
@@ -443,7 +449,9 @@ impl Engine {
                 _ => report.retrying += 1,
             }
         }
+        let started = std::time::Instant::now();
         self.store.finish_messages(outcomes).await?;
+        self.phases.since(Phase::Record, started);
         Ok(())
     }
 

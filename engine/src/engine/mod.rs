@@ -183,10 +183,12 @@ mod deliverability;
 mod dispatch;
 mod handoffs;
 mod journeys;
+mod phases;
 mod webhooks;
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
 pub use handoffs::{queue_cursor, unknown_events, WEBHOOK_EVENTS};
 pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
+pub use phases::{Phase, Phases};
 pub use webhooks::NewWebhook;
 
 pub struct Engine {
@@ -206,6 +208,8 @@ pub struct Engine {
     /// The furthest time a manual clock's advance was asked to reach (microseconds; 0 before
     /// any): what leases taken meanwhile run from (see `dispatch`).
     advancing_to: std::sync::atomic::AtomicI64,
+    /// Time spent per phase of work (see `phases`).
+    phases: Phases,
 }
 
 /// Which leads a runner or enrolling pass takes.
@@ -306,7 +310,13 @@ impl Engine {
             busy: Default::default(),
             dispatching: Default::default(),
             advancing_to: Default::default(),
+            phases: Default::default(),
         }
+    }
+
+    /// Time spent per phase of work since the engine started.
+    pub fn phases(&self) -> &Phases {
+        &self.phases
     }
 
     /// See `advancing_to`.
@@ -333,7 +343,10 @@ impl Engine {
     /// worth in one transaction; returns how many enrollments moved. Workers on one PostgreSQL
     /// database share the due work: each takes the leads no other worker holds.
     pub async fn run_due(&self, limit: i64) -> EngineResult<usize> {
-        retrying(|| self.run_due_once(limit)).await
+        let started = std::time::Instant::now();
+        let moved = retrying(|| self.run_due_once(limit)).await;
+        self.phases.since(Phase::Runner, started);
+        moved
     }
 
     async fn run_due_once(&self, limit: i64) -> EngineResult<usize> {
@@ -1306,7 +1319,10 @@ impl Engine {
     /// inserted in one statement, rules evaluated in memory, changes written in batches, all in
     /// one transaction.
     pub async fn ingest_events(&self, inputs: Vec<EventInput>) -> EngineResult<IngestReport> {
-        retrying(|| self.ingest_once(&inputs)).await
+        let started = std::time::Instant::now();
+        let report = retrying(|| self.ingest_once(&inputs)).await;
+        self.phases.since(Phase::Ingest, started);
+        report
     }
 
     async fn ingest_once(&self, inputs: &[EventInput]) -> EngineResult<IngestReport> {
