@@ -249,6 +249,7 @@ store_impl!(PgStore {
         Ok(Box::new(PgTx {
             tx: self.pool.begin().await?,
             write: true,
+            step_counts: StepCountDeltas::default(),
         }))
     }
 
@@ -256,6 +257,7 @@ store_impl!(PgStore {
         Ok(Box::new(PgTx {
             tx: self.pool.begin_with("BEGIN READ ONLY").await?,
             write: false,
+            step_counts: StepCountDeltas::default(),
         }))
     }
 
@@ -287,6 +289,16 @@ store_impl!(PgStore {
 struct PgTx {
     tx: Transaction<'static, Postgres>,
     write: bool,
+    /// Step counts this transaction adds, written just before it commits (see `commit`).
+    step_counts: StepCountDeltas,
+}
+
+/// Per (campaign, step, outcome): enrollments that arrived, and lines written; and the shard
+/// they go to.
+#[derive(Default)]
+struct StepCountDeltas {
+    sums: std::collections::BTreeMap<(String, String, String), (i64, i64)>,
+    shard: i64,
 }
 
 impl PgTx {
@@ -554,25 +566,14 @@ impl Tx for PgTx {
         .bind(moves.iter().map(|m| m.steps.as_str()).collect::<Vec<&str>>())
         .execute(&mut *self.tx)
         .await?;
-        // Concurrent workers add to different shards (most of the time), so that they do not
-        // queue on one counter row until commit.
-        let deltas = step_count_deltas(rows);
-        let shard = rows[0].enrollment_id.rem_euclid(STEP_COUNT_SHARDS);
-        sqlx::query(
-            "INSERT INTO step_counts (campaign_id, step, outcome, shard, entered, lines) \
-             SELECT c, s, o, $6, e, l FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(c, s, o, e, l) \
-             ON CONFLICT (campaign_id, step, outcome, shard) DO UPDATE SET \
-             entered = step_counts.entered + excluded.entered, lines = step_counts.lines + excluded.lines",
-        )
-        .bind(deltas.iter().map(|d| d.0.clone()).collect::<Vec<_>>())
-        .bind(deltas.iter().map(|d| d.1.clone()).collect::<Vec<_>>())
-        .bind(deltas.iter().map(|d| d.2.clone()).collect::<Vec<_>>())
-        .bind(deltas.iter().map(|d| d.3).collect::<Vec<i64>>())
-        .bind(deltas.iter().map(|d| d.4).collect::<Vec<i64>>())
-        .bind(shard as i32)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        if self.step_counts.sums.is_empty() {
+            self.step_counts.shard = rows[0].enrollment_id.rem_euclid(STEP_COUNT_SHARDS);
+        }
+        for (campaign, step, outcome, entered, lines) in step_count_deltas(rows) {
+            let sum = self.step_counts.sums.entry((campaign, step, outcome)).or_default();
+            sum.0 += entered;
+            sum.1 += lines;
+        }
         Ok(())
     }
 
@@ -781,7 +782,30 @@ impl Tx for PgTx {
         .map_err(StoreError::from_sqlx)?)
     }
 
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        // The counters are rows every pass adds to: written last, a transaction holds their
+        // locks for its commit only, not for all its other statements, so that concurrent
+        // passes do not queue on them. Concurrent passes also add to different shards (most of
+        // the time), and take the rows in key order, so that two cannot deadlock.
+        let counts = std::mem::take(&mut self.step_counts);
+        if !counts.sums.is_empty() {
+            let (keys, sums): (Vec<_>, Vec<_>) = counts.sums.into_iter().unzip();
+            sqlx::query(
+                "INSERT INTO step_counts (campaign_id, step, outcome, shard, entered, lines) \
+                 SELECT c, s, o, $6, e, l FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS u(c, s, o, e, l) \
+                 ON CONFLICT (campaign_id, step, outcome, shard) DO UPDATE SET \
+                 entered = step_counts.entered + excluded.entered, lines = step_counts.lines + excluded.lines",
+            )
+            .bind(keys.iter().map(|k: &(String, String, String)| k.0.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+            .bind(sums.iter().map(|s: &(i64, i64)| s.0).collect::<Vec<i64>>())
+            .bind(sums.iter().map(|s| s.1).collect::<Vec<i64>>())
+            .bind(counts.shard as i32)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        }
         self.tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(())
     }
