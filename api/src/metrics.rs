@@ -121,10 +121,30 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 pub async fn render(State(state): State<AppState>) -> Response {
     let mut families = state.metrics.registry.gather();
     families.push(engine_seconds(state.engine.phases()));
+    families.push(dispatched(state.engine.phases()));
     match TextEncoder::new().encode_to_string(&families) {
         Ok(text) => ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => crate::error::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
     }
+}
+
+/// `nurture_dispatched_messages_total`: messages of dispatch passes that have ended.
+fn dispatched(phases: &nurture_engine::engine::Phases) -> MetricFamily {
+    let mut counter = Counter::default();
+    counter.set_value(phases.dispatched() as f64);
+    let mut metric = Metric::default();
+    metric.set_counter(counter);
+    let mut family = MetricFamily::default();
+    family.set_name("nurture_dispatched_messages_total".into());
+    family.set_help(
+        "Messages claimed by dispatch passes that have ended, whatever their outcome (sent, \
+         failed, held back, skipped); counted after the pass's time is in \
+         nurture_engine_seconds_total."
+            .into(),
+    );
+    family.set_field_type(MetricType::COUNTER);
+    family.set_metric(vec![metric]);
+    family
 }
 
 /// `nurture_engine_seconds_total{phase}`: the engine's time per phase of work, read from the

@@ -179,7 +179,7 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
         loaded.elapsed().as_secs_f64()
     );
 
-    let before = phases(&http, &base).await?;
+    let before = read_metrics(&http, &base).await?;
     let w1_started = Instant::now();
     post_all(&http, &base, &key, "/v1/events", n, options, |i| {
         json!({"lead": {"email": format!("lead{i}@company{}.example", i % 997)}, "type": "e2e_signup", "idempotency_key": format!("e2e-{i}")})
@@ -190,8 +190,8 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
         .await
         .map_err(|got| anyhow::anyhow!("W1: {got} of {n} e-mails arrived"))?;
     let w1 = w1_started.elapsed().as_secs_f64();
-    let after_w1 = phases(&http, &base).await?;
-    let w1_phases = spent(&before, &after_w1, w1);
+    let after_w1 = read_settled(&http, &base, before.dispatched + n as u64, patience).await?;
+    let w1_phases = spent(&before.phases, &after_w1.phases, w1);
 
     // W2: the advance answers once the e-mails that fell due were handed to the mail server.
     let w2_started = Instant::now();
@@ -209,7 +209,8 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
         .await
         .map_err(|got| anyhow::anyhow!("W2: {} of {n} e-mails arrived", got - n))?;
     let w2 = w2_started.elapsed().as_secs_f64();
-    let w2_phases = spent(&after_w1, &phases(&http, &base).await?, w2);
+    let after_w2 = read_settled(&http, &base, after_w1.dispatched + n as u64, patience).await?;
+    let w2_phases = spent(&after_w1.phases, &after_w2.phases, w2);
     drop(server);
     for (wave, seconds, spent) in [("W1", w1, &w1_phases), ("W2", w2, &w2_phases)] {
         eprintln!("{wave}: {seconds:.2} s; where the time went:");
@@ -235,8 +236,14 @@ async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str
     Ok(())
 }
 
-/// The engine's time per phase so far, from the server's `/metrics`.
-async fn phases(http: &reqwest::Client, base: &str) -> Result<Vec<(String, f64)>> {
+/// The engine's time per phase so far, from the server's `/metrics`, and how many messages
+/// its ended dispatch passes claimed.
+struct Reading {
+    phases: Vec<(String, f64)>,
+    dispatched: u64,
+}
+
+async fn read_metrics(http: &reqwest::Client, base: &str) -> Result<Reading> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -244,7 +251,7 @@ async fn phases(http: &reqwest::Client, base: &str) -> Result<Vec<(String, f64)>
         .error_for_status()?
         .text()
         .await?;
-    let found: Vec<(String, f64)> = text
+    let phases: Vec<(String, f64)> = text
         .lines()
         .filter_map(|line| line.strip_prefix("nurture_engine_seconds_total{phase=\""))
         .filter_map(|rest| {
@@ -252,10 +259,37 @@ async fn phases(http: &reqwest::Client, base: &str) -> Result<Vec<(String, f64)>
             Some((phase.to_owned(), value.trim().parse().ok()?))
         })
         .collect();
-    if found.is_empty() {
+    if phases.is_empty() {
         bail!("the server's /metrics has no nurture_engine_seconds_total");
     }
-    Ok(found)
+    let dispatched = text
+        .lines()
+        .find_map(|line| line.strip_prefix("nurture_dispatched_messages_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("the server's /metrics has no nurture_dispatched_messages_total"))?;
+    Ok(Reading {
+        phases,
+        dispatched: dispatched as u64,
+    })
+}
+
+/// Reads the metrics once the dispatch passes of `at_least` messages have ended: an e-mail
+/// arrives before its pass has written its outcome, and the wave's phases include that write.
+async fn read_settled(http: &reqwest::Client, base: &str, at_least: u64, patience: Duration) -> Result<Reading> {
+    let started = Instant::now();
+    loop {
+        let reading = read_metrics(http, base).await?;
+        if reading.dispatched >= at_least {
+            return Ok(reading);
+        }
+        if started.elapsed() > patience {
+            bail!(
+                "the dispatch passes of {at_least} messages had not ended after {patience:?} ({} had)",
+                reading.dispatched
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Per phase, the seconds spent between two readings, and the dispatcher's idle time: the

@@ -315,7 +315,7 @@ impl Engine {
             recording,
         )
         .await?;
-        self.phases.since(Phase::Dispatch, started);
+        self.phases.pass_ended(started, claimed.len());
         Ok(report)
     }
 

@@ -57,19 +57,36 @@ impl Phase {
     }
 }
 
-/// Nanoseconds spent per phase, added to as work finishes.
+/// Nanoseconds spent per phase, added to as work finishes, and the messages of dispatch
+/// passes that have ended.
 #[derive(Debug, Default)]
-pub struct Phases([AtomicU64; Phase::ALL.len()]);
+pub struct Phases {
+    spent: [AtomicU64; Phase::ALL.len()],
+    dispatched: AtomicU64,
+}
 
 impl Phases {
     pub fn add(&self, phase: Phase, spent: Duration) {
         let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
-        self.0[phase as usize].fetch_add(nanos, Ordering::Relaxed);
+        self.spent[phase as usize].fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Adds the time since `started` to `phase`.
     pub fn since(&self, phase: Phase, started: Instant) {
         self.add(phase, started.elapsed());
+    }
+
+    /// Ends a dispatch pass that started at `started` and claimed `messages`: its time is
+    /// added to `Dispatch` before its messages are counted, so a reader that sees them counted
+    /// sees the pass's time too.
+    pub fn pass_ended(&self, started: Instant, messages: usize) {
+        self.since(Phase::Dispatch, started);
+        self.dispatched.fetch_add(messages as u64, Ordering::Release);
+    }
+
+    /// Messages claimed by dispatch passes that have ended (whatever their outcome).
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Acquire)
     }
 
     /// Every phase with its total so far.
@@ -79,7 +96,7 @@ impl Phases {
             .map(|&phase| {
                 (
                     phase,
-                    Duration::from_nanos(self.0[phase as usize].load(Ordering::Relaxed)),
+                    Duration::from_nanos(self.spent[phase as usize].load(Ordering::Relaxed)),
                 )
             })
             .collect()
@@ -106,5 +123,16 @@ mod tests {
             };
             assert_eq!(spent, expected, "{}", phase.name());
         }
+    }
+
+    #[test]
+    fn an_ended_pass_counts_its_time_and_messages() {
+        let phases = Phases::default();
+        let started = Instant::now() - Duration::from_millis(3);
+        phases.pass_ended(started, 40);
+        phases.pass_ended(Instant::now(), 2);
+        assert_eq!(phases.dispatched(), 42);
+        let dispatch = phases.totals()[Phase::Dispatch as usize].1;
+        assert!(dispatch >= Duration::from_millis(3), "{dispatch:?}");
     }
 }
