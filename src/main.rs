@@ -915,6 +915,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let webhooks = nurture_engine::webhook::WebhookClient::new(nurture_engine::webhook::ATTEMPT_TIMEOUT, reach.clone())
         .map_err(anyhow::Error::msg)?;
     tokio::spawn(deliver_webhooks(engine.clone(), webhooks));
+    // Wall-clock upkeep, whatever the engine's clock: the planner's statistics follow the
+    // tables as they grow.
+    let keeping = engine.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            match keeping.store().refresh_statistics().await {
+                Ok(tables) if tables.is_empty() => {}
+                Ok(tables) => tracing::debug!(?tables, "Planner statistics refreshed."),
+                Err(e) => tracing::warn!(error = %e, "Refreshing planner statistics failed; it will be retried."),
+            }
+        }
+    });
     if !manual {
         let decaying = engine.clone();
         tokio::spawn(async move {

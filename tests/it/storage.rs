@@ -98,6 +98,7 @@ macro_rules! contract {
 
 contract!(
     migrated_store_is_ready,
+    planner_statistics_follow_a_growing_table,
     upsert_finds_by_email_case_insensitively,
     upsert_prefers_external_id_and_links_email,
     conflicting_external_ids_are_refused,
@@ -197,6 +198,34 @@ async fn migrated_store_is_ready(t: TestEngine) {
     assert!(t.engine.store().ready().await.unwrap());
     t.engine.store().migrate().await.unwrap();
     assert!(t.engine.store().ready().await.unwrap(), "migrating twice is harmless");
+}
+
+async fn planner_statistics_follow_a_growing_table(t: TestEngine) {
+    let store = t.engine.store();
+    // Whatever the migrations left stale is refreshed first.
+    store.refresh_statistics().await.unwrap();
+    let leads = (0..200)
+        .map(|i| (Target::Keys, input(json!({"email": format!("s{i}@x.example")}))))
+        .collect();
+    for outcome in t.engine.upsert_leads(leads, &crm()).await.unwrap() {
+        outcome.unwrap();
+    }
+    if store.backend() != "postgres" {
+        assert_eq!(store.refresh_statistics().await.unwrap(), Vec::<String>::new());
+        return;
+    }
+    // PostgreSQL's activity counters reach other sessions within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let refreshed = loop {
+        let refreshed = store.refresh_statistics().await.unwrap();
+        if refreshed.iter().any(|t| t == "leads") || std::time::Instant::now() > deadline {
+            break refreshed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(refreshed.iter().any(|t| t == "leads"), "200 new leads: {refreshed:?}");
+    let again = store.refresh_statistics().await.unwrap();
+    assert!(!again.iter().any(|t| t == "leads"), "nothing changed since: {again:?}");
 }
 
 async fn upsert_finds_by_email_case_insensitively(t: TestEngine) {

@@ -754,6 +754,12 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// Decays the scores of leads inactive for `decay.every` (one set-based pass); returns how many.
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64>;
 
+    /// Brings the query planner's statistics up to date on tables that changed a lot since
+    /// they were last gathered; returns the tables refreshed. `serve` calls it every few
+    /// seconds: a table that grew from empty to a million rows in minutes is otherwise planned
+    /// as if it were still small.
+    async fn refresh_statistics(&self) -> StoreResult<Vec<String>>;
+
     async fn idempotency_begin(
         &self,
         scope: &str,

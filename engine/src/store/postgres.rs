@@ -34,6 +34,9 @@ pub struct PgStore {
     listening: tokio::sync::OnceCell<()>,
 }
 
+/// The advisory lock the process refreshing planner statistics holds.
+const STATISTICS_LOCK: i64 = 0x6e75_7274_7374_6174;
+
 /// The channel a transaction that queued messages notifies.
 const MAIL_CHANNEL: &str = "nurture_mail";
 
@@ -259,6 +262,42 @@ store_impl!(PgStore {
             write: false,
             step_counts: StepCountDeltas::default(),
         }))
+    }
+
+    async fn refresh_statistics(&self) -> StoreResult<Vec<String>> {
+        // What autovacuum does, sooner and without it: it may be off, and it looks at a table
+        // at most once a minute. The thresholds are autovacuum's defaults (50 rows and a tenth
+        // of the table changed). One process at a time: the others skip the round.
+        let mut conn = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(STATISTICS_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(Vec::new());
+        }
+        let refreshed = async {
+            let stale: Vec<String> = sqlx::query_scalar(
+                "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+                 WHERE s.schemaname = current_schema() AND s.relname <> '_sqlx_migrations' \
+                 AND s.n_mod_since_analyze > 50 + 0.1 * GREATEST(c.reltuples, 0) ORDER BY s.relname",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            for table in &stale {
+                // The name comes from the catalogue, quoted as an identifier.
+                sqlx::query(AssertSqlSafe(format!("ANALYZE \"{}\"", table.replace('"', "\"\""))))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            StoreResult::Ok(stale)
+        }
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(STATISTICS_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        refreshed
     }
 
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {

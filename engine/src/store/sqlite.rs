@@ -753,6 +753,11 @@ store_impl!(SqliteStore {
         Ok(at.map(from_micros))
     }
 
+    async fn refresh_statistics(&self) -> StoreResult<Vec<String>> {
+        // SQLite plans these queries from their indexes, with no gathered statistics.
+        Ok(Vec::new())
+    }
+
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = to_micros(now) - decay.every.secs() * 1_000_000;
         let mut tx = self.write_tx().await?;
