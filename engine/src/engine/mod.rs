@@ -762,20 +762,13 @@ impl Engine {
         let mut moved = 0;
         self.send_due(sender).await?;
         self.await_sends_in_flight().await?;
-        loop {
-            let released = self.busy.released.subscribe();
-            match self.next_timer().await? {
-                Some(at) if at <= target => {
-                    self.move_clock(clock, at).await?;
-                    let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
-                    moved += n;
-                    self.send_due(sender).await?;
-                    if n == 0 && self.next_timer().await? == Some(at) && !self.held_here(released).await {
-                        // Due but not movable (another process holds its lead): do not spin.
-                        break;
-                    }
-                }
-                _ => break,
+        while let Some(at) = self.next_timer().await?.filter(|at| *at <= target) {
+            self.move_clock(clock, at).await?;
+            let (n, stuck) = self.run_at(at, sender).await?;
+            moved += n;
+            if stuck {
+                // Due but not movable (another process holds its lead): do not spin.
+                break;
             }
         }
         self.move_clock(clock, target).await?;
@@ -788,6 +781,57 @@ impl Engine {
                 return Ok(moved);
             }
         }
+    }
+
+    /// Moves every enrollment due at the clock's time `at`, batch by batch, and (given a
+    /// `sender`) sends their mail at that time: each batch's mail goes out while the next batch
+    /// moves, so that neither waits for the other. Returns how many moved, and whether what is
+    /// due at `at` cannot be moved here (another process holds its leads).
+    async fn run_at(&self, at: DateTime<Utc>, sender: Option<&Sender>) -> EngineResult<(usize, bool)> {
+        let moved_some = tokio::sync::Notify::new();
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        let running = async {
+            let mut moved = 0;
+            let stuck = async {
+                loop {
+                    let released = self.busy.released.subscribe();
+                    let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
+                    moved += n;
+                    moved_some.notify_one();
+                    if self.next_timer().await? != Some(at) {
+                        return EngineResult::Ok(false);
+                    }
+                    if n == 0 && !self.held_here(released).await {
+                        return Ok(true);
+                    }
+                }
+            }
+            .await;
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            moved_some.notify_one();
+            stuck.map(|stuck| (moved, stuck))
+        };
+        let sending = async {
+            let Some(sender) = sender else {
+                return EngineResult::Ok(());
+            };
+            loop {
+                // Read before the pass: once the runner has finished, a pass that finds
+                // nothing has seen all its mail.
+                let last = finished.load(std::sync::atomic::Ordering::SeqCst);
+                if self.dispatch(sender, DISPATCH_BATCH).await?.handled() > 0 {
+                    continue;
+                }
+                if last {
+                    break;
+                }
+                moved_some.notified().await;
+            }
+            self.send_notifications(sender, 500).await?;
+            Ok(())
+        };
+        let (outcome, ()) = futures_util::future::try_join(running, sending).await?;
+        Ok(outcome)
     }
 
     /// Waits (a few seconds at most) for the sends in flight at this clock's time to be
