@@ -954,17 +954,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         retired = ?deployed.retired,
         "Playbook deployed."
     );
-    let fresh: Vec<String> = deployed.created.iter().chain(&deployed.changed).cloned().collect();
-    if !fresh.is_empty() {
-        // Leads that already match a new or changed campaign enter it, in the background.
-        let entering = engine.clone();
-        tokio::spawn(async move {
-            match entering.enter_matching(&fresh).await {
-                Ok(n) => tracing::info!(entered = n, "Leads that already matched entered the new campaigns."),
-                Err(e) => tracing::warn!(error = %e, "Entering leads that already match failed."),
-            }
-        });
-    }
+    engine.enter_matching_after(&deployed);
     if !manual {
         // One runner per core: on SQLite one decides its next pass while another writes; on
         // PostgreSQL they take different leads.

@@ -461,17 +461,7 @@ async fn deploy(
     }
     let warnings = warnings_with(&playbook, &stranded);
     let report = state.engine.deploy(playbook).await?;
-    let fresh: Vec<String> = report.created.iter().chain(&report.changed).cloned().collect();
-    if !fresh.is_empty() {
-        // Leads that already match a new or changed campaign enter it; a scan of every lead,
-        // so it runs after the answer.
-        let engine = state.engine.clone();
-        tokio::spawn(async move {
-            if let Err(e) = engine.enter_matching(&fresh).await {
-                tracing::warn!(error = %e, "Entering leads that already match failed.");
-            }
-        });
-    }
+    state.engine.enter_matching_after(&report);
     tracing::info!(
         by = %caller.0.name,
         created = report.created.len(),

@@ -838,3 +838,54 @@ async fn a_playbook_that_leaves_out_a_running_campaign_warns_that_its_enrollment
     let (_, again) = send_playbook(&app, "POST", "/v1/playbook/validate", &without).await;
     assert!(retiring(&again).is_empty(), "{again}");
 }
+
+#[tokio::test]
+async fn a_deployed_campaign_takes_in_the_leads_that_already_match() {
+    let app = spawn_app().await;
+    let created = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Crm,
+            Some(json!({"email": "energy@x.example", "industry": "Energy"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let lead = created.body["id"].as_str().unwrap().to_owned();
+    let campaign = "kind: Campaign\nid: energy-hold\nname: energy-hold\ntype: custom\n\
+        entry: { trigger: segment, when: { field: { name: industry, exists: true } }, reentry: { after: 90d } }\n\
+        start: hold\nsteps:\n  hold: { wait: { for: 1d }, next: done }\n  done: { exit: done }\n";
+    let (status, answer) = json_of(
+        &app,
+        "PUT",
+        "/v1/playbook?file=campaigns/energy-hold.yaml",
+        Marketer,
+        Some((YAML, campaign.as_bytes().to_vec())),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["created"].clone()),
+        (200, json!(["energy-hold"])),
+        "{answer}"
+    );
+    // The lead changed before the campaign existed: it enters after the deploy's answer, in
+    // the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let entered = loop {
+        let steps: Vec<Value> = app
+            .timeline(&lead, "campaign_step")
+            .await
+            .into_iter()
+            .filter(|e| e["campaign"] == "energy-hold")
+            .collect();
+        if !steps.is_empty() || std::time::Instant::now() > deadline {
+            break steps;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        entered.iter().map(|e| e["step"].clone()).collect::<Vec<_>>(),
+        [json!("hold")],
+        "{entered:?}"
+    );
+}

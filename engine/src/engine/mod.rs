@@ -656,6 +656,22 @@ impl Engine {
         Ok(missing)
     }
 
+    /// After a deploy, enrolls in the background the leads that already match its new and
+    /// changed campaigns (a scan of every lead, so the deploy's caller does not wait for it).
+    pub fn enter_matching_after(self: &Arc<Self>, deployed: &DeployReport) {
+        let fresh: Vec<String> = deployed.created.iter().chain(&deployed.changed).cloned().collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            match engine.enter_matching(&fresh).await {
+                Ok(n) => tracing::info!(entered = n, "Leads that already matched entered the new campaigns."),
+                Err(e) => tracing::warn!(error = %e, "Entering leads that already match failed."),
+            }
+        });
+    }
+
     /// Enrolls the leads that match these segment-triggered campaigns now: what a deploy does
     /// for new and changed campaigns, so that leads that already match do not wait for their
     /// next change. Scans every lead in batches; returns how many entered.
