@@ -2,7 +2,7 @@
 //! keys, import leads, validate the playbook and benchmark ingestion.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -192,8 +192,8 @@ struct ServeArgs {
     #[arg(long, env = "NURTURE_WARMUP")]
     warmup: Option<nurture_engine::mail::rate::Warmup>,
     /// `system` (default) or `manual` (time moves only when told; demos and tests).
-    #[arg(long, env = "NURTURE_CLOCK", default_value = "system")]
-    clock: String,
+    #[arg(long, env = "NURTURE_CLOCK", value_enum, default_value_t = ClockKind::System)]
+    clock: ClockKind,
     /// The WeChat Official Account that sends `channel: wechat` template messages.
     #[arg(long, env = "NURTURE_WECHAT_APPID", requires = "wechat_secret")]
     wechat_appid: Option<String>,
@@ -832,12 +832,17 @@ async fn build_engine(
     Ok(nurture_engine::engine::Engine::new(store, loaded, clock))
 }
 
+/// What time `serve` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClockKind {
+    /// The system's clock.
+    System,
+    /// Time moves only by `POST /v1/admin/clock/advance`.
+    Manual,
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
-    let manual = match args.clock.as_str() {
-        "system" => false,
-        "manual" => true,
-        other => bail!("--clock must be system or manual, not {other:?}"),
-    };
+    let manual = args.clock == ClockKind::Manual;
     // Set to where it last stood once the database is open (see `resume_manual_clock`).
     let manual_clock = manual.then(|| nurture_engine::clock::ManualClock::new(chrono::DateTime::UNIX_EPOCH));
     let clock: Arc<dyn nurture_engine::clock::Clock> = match &manual_clock {

@@ -796,3 +796,19 @@ async fn bench_e2e_runs_on_postgres() {
         .await
         .unwrap();
 }
+
+#[test]
+fn serve_names_the_clocks_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = nurture(dir.path())
+        .args(["serve", "--clock", "sometimes"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid value 'sometimes' for '--clock <CLOCK>'")
+            && stderr.contains("[possible values: system, manual]"),
+        "{stderr}"
+    );
+}
