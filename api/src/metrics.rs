@@ -120,58 +120,58 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 
 pub async fn render(State(state): State<AppState>) -> Response {
     let mut families = state.metrics.registry.gather();
-    families.push(engine_seconds(state.engine.phases()));
-    families.push(dispatched(state.engine.phases()));
+    let phases = state.engine.phases();
+    // The count before the times: a pass adds its time before its messages, so times read
+    // after the count include every pass it counts.
+    let dispatched = phases.dispatched();
+    let seconds = phases
+        .totals()
+        .into_iter()
+        .map(|(phase, spent)| counter(Some(("phase", phase.name())), spent.as_secs_f64()))
+        .collect();
+    families.push(counters(
+        "nurture_engine_seconds_total",
+        "Time the engine spent per phase of work: ingest, runner, dispatch (passes that found work), \
+         and within dispatch claim, render, send and record (record overlaps send).",
+        seconds,
+    ));
+    families.push(counters(
+        "nurture_dispatched_messages_total",
+        "Messages claimed by dispatch passes that have ended, whatever their outcome (sent, \
+         failed, held back, skipped); counted after the pass's time is in \
+         nurture_engine_seconds_total.",
+        vec![counter(None, dispatched as f64)],
+    ));
     match TextEncoder::new().encode_to_string(&families) {
         Ok(text) => ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => crate::error::ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
     }
 }
 
-/// `nurture_dispatched_messages_total`: messages of dispatch passes that have ended.
-fn dispatched(phases: &nurture_engine::engine::Phases) -> MetricFamily {
+/// One value of a counter the engine keeps, read when scraped, with its label if any.
+fn counter(label: Option<(&str, &str)>, value: f64) -> Metric {
+    let labels = label
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.into());
+            pair.set_value(value.into());
+            pair
+        })
+        .into_iter()
+        .collect();
     let mut counter = Counter::default();
-    counter.set_value(phases.dispatched() as f64);
-    let mut metric = Metric::default();
+    counter.set_value(value);
+    let mut metric = Metric::from_label(labels);
     metric.set_counter(counter);
-    let mut family = MetricFamily::default();
-    family.set_name("nurture_dispatched_messages_total".into());
-    family.set_help(
-        "Messages claimed by dispatch passes that have ended, whatever their outcome (sent, \
-         failed, held back, skipped); counted after the pass's time is in \
-         nurture_engine_seconds_total."
-            .into(),
-    );
-    family.set_field_type(MetricType::COUNTER);
-    family.set_metric(vec![metric]);
-    family
+    metric
 }
 
-/// `nurture_engine_seconds_total{phase}`: the engine's time per phase of work, read from the
-/// engine when scraped.
-fn engine_seconds(phases: &nurture_engine::engine::Phases) -> MetricFamily {
-    let metrics = phases
-        .totals()
-        .into_iter()
-        .map(|(phase, spent)| {
-            let mut label = LabelPair::default();
-            label.set_name("phase".into());
-            label.set_value(phase.name().into());
-            let mut counter = Counter::default();
-            counter.set_value(spent.as_secs_f64());
-            let mut metric = Metric::from_label(vec![label]);
-            metric.set_counter(counter);
-            metric
-        })
-        .collect();
+/// A counter family of these values.
+fn counters(name: &str, help: &str, values: Vec<Metric>) -> MetricFamily {
     let mut family = MetricFamily::default();
-    family.set_name("nurture_engine_seconds_total".into());
-    family.set_help(
-        "Time the engine spent per phase of work: ingest, runner, dispatch (passes that found work), \
-         and within dispatch claim, render, send and record (record overlaps send)."
-            .into(),
-    );
+    family.set_name(name.into());
+    family.set_help(help.into());
     family.set_field_type(MetricType::COUNTER);
-    family.set_metric(metrics);
+    family.set_metric(values);
     family
 }

@@ -804,50 +804,47 @@ impl Engine {
     /// moves, so that neither waits for the other. Returns how many moved, and whether what is
     /// due at `at` cannot be moved here (another process holds its leads).
     async fn run_at(&self, at: DateTime<Utc>, sender: Option<&Sender>) -> EngineResult<(usize, bool)> {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let moved_some = tokio::sync::Notify::new();
-        let finished = std::sync::atomic::AtomicBool::new(false);
+        let finished = AtomicBool::new(false);
         let running = async {
-            let mut moved = 0;
-            let stuck = async {
-                loop {
-                    let released = self.busy.released.subscribe();
-                    let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
-                    moved += n;
-                    moved_some.notify_one();
-                    if self.next_timer().await? != Some(at) {
-                        return EngineResult::Ok(false);
-                    }
-                    if n == 0 && !self.held_here(released).await {
-                        return Ok(true);
-                    }
-                }
-            }
-            .await;
-            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            let outcome = self.run_batches_at(at, &moved_some).await;
+            finished.store(true, Ordering::SeqCst);
             moved_some.notify_one();
-            stuck.map(|stuck| (moved, stuck))
+            outcome
         };
         let sending = async {
-            let Some(sender) = sender else {
-                return EngineResult::Ok(());
-            };
             loop {
-                // Read before the pass: once the runner has finished, a pass that finds
-                // nothing has seen all its mail.
-                let last = finished.load(std::sync::atomic::Ordering::SeqCst);
-                if self.dispatch(sender, DISPATCH_BATCH).await?.handled() > 0 {
-                    continue;
-                }
+                // Read before sending: once the runner has finished, what is due after that
+                // send has all been sent.
+                let last = finished.load(Ordering::SeqCst);
+                self.send_due(sender).await?;
                 if last {
-                    break;
+                    return EngineResult::Ok(());
                 }
                 moved_some.notified().await;
             }
-            self.send_notifications(sender, 500).await?;
-            Ok(())
         };
         let (outcome, ()) = futures_util::future::try_join(running, sending).await?;
         Ok(outcome)
+    }
+
+    /// The runner's side of [`Self::run_at`]: batches of what is due at `at`, `moved_some`
+    /// told after each.
+    async fn run_batches_at(&self, at: DateTime<Utc>, moved_some: &tokio::sync::Notify) -> EngineResult<(usize, bool)> {
+        let mut moved = 0;
+        loop {
+            let released = self.busy.released.subscribe();
+            let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
+            moved += n;
+            moved_some.notify_one();
+            if self.next_timer().await? != Some(at) {
+                return Ok((moved, false));
+            }
+            if n == 0 && !self.held_here(released).await {
+                return Ok((moved, true));
+            }
+        }
     }
 
     /// Waits (a few seconds at most) for the sends in flight at this clock's time to be

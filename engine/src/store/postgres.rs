@@ -284,9 +284,10 @@ store_impl!(PgStore {
             )
             .fetch_all(&mut *conn)
             .await?;
-            for table in &stale {
-                // The name comes from the catalogue, quoted as an identifier.
-                sqlx::query(AssertSqlSafe(format!("ANALYZE \"{}\"", table.replace('"', "\"\""))))
+            if !stale.is_empty() {
+                // The names come from the catalogue, quoted as identifiers.
+                let tables: Vec<String> = stale.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect();
+                sqlx::query(AssertSqlSafe(format!("ANALYZE {}", tables.join(", "))))
                     .execute(&mut *conn)
                     .await?;
             }
