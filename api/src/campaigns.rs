@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use nurture_engine::access::Role;
+use nurture_engine::condition::Condition;
 use nurture_engine::lead::FieldError;
 use nurture_engine::playbook::{draw, Campaign, Issue, Playbook, Refused, Severity};
 use nurture_engine::store::{CampaignStatus, DeployReport};
@@ -578,7 +579,7 @@ async fn read(
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
                 event: c.entry.event.clone(),
-                when: c.entry.when.as_ref().map(draw::describe),
+                when: c.entry.when.as_ref().map(Condition::label),
             }),
             Some(c.graph[c.start].id.clone()),
             c.description.clone(),

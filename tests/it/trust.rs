@@ -408,7 +408,7 @@ fn hrefs(html: &str) -> Vec<String> {
 
 async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestApp, _: Backend) {
     use nurture_engine::lead::{Lead, LeadId};
-    use nurture_engine::playbook::SendChannel;
+    use nurture_engine::playbook::Channel;
     use nurture_engine::template::{Links, RenderInput};
 
     let playbook = crate::support::playbook();
@@ -433,7 +433,7 @@ async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestAp
     };
     let mut names: Vec<&str> = templates
         .names()
-        .filter(|n| !n.starts_with("en/") && templates.check(SendChannel::Email, n).is_ok())
+        .filter(|n| !n.starts_with("en/") && templates.check(Channel::Email, n).is_ok())
         .collect();
     names.sort();
     let mut followed = 0;

@@ -17,7 +17,7 @@ use crate::journey::{advance, entry_matches, may_enter, Effect, Enrollment, Jour
 use crate::lead::{ConsentStatus, Stage};
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::pacing::Pacing;
-use crate::playbook::{Campaign, Playbook, SendChannel};
+use crate::playbook::{Campaign, Channel, Playbook};
 use crate::store::{email_hash, JourneyRow, NewMessage, SentMessage, Tx};
 use crate::tag::{Actor, ScoreChange, TagFamily};
 
@@ -527,7 +527,7 @@ fn step_of(effect: &Effect) -> &str {
 /// What pacing needs of a batch of leads: their recent sends (when the playbook caps sends)
 /// and which of their addresses are suppressed.
 pub(super) struct PaceFacts {
-    sent: IdMap<Vec<(SendChannel, DateTime<Utc>)>>,
+    sent: IdMap<Vec<(Channel, DateTime<Utc>)>>,
     /// Lead id → why its address is suppressed.
     suppressed: IdMap<String>,
 }
@@ -539,13 +539,13 @@ pub(super) async fn pace_facts(
     playbook: &Playbook,
     now: DateTime<Utc>,
 ) -> EngineResult<PaceFacts> {
-    let mut sent: IdMap<Vec<(SendChannel, DateTime<Utc>)>> = IdMap::default();
+    let mut sent: IdMap<Vec<(Channel, DateTime<Utc>)>> = IdMap::default();
     if let Some(per) = playbook.rules.frequency.values().map(|c| c.per).max() {
         let ids: Vec<i64> = states.keys().copied().collect();
         for row in tx.recent_sends(&ids, to_micros(now - per.to_chrono())).await? {
             let channel = match row.channel.as_str() {
-                "email" => SendChannel::Email,
-                "wechat" => SendChannel::Wechat,
+                "email" => Channel::Email,
+                "wechat" => Channel::Wechat,
                 _ => continue,
             };
             sent.entry(row.lead_id)
@@ -580,9 +580,9 @@ impl PaceFacts {
         for (channel, at) in self.sent.get(&lead.id.0).into_iter().flatten() {
             pacing.sent(*channel, *at);
         }
-        for channel in [SendChannel::Email, SendChannel::Wechat] {
+        for channel in [Channel::Email, Channel::Wechat] {
             let suppressed = match channel {
-                SendChannel::Email => self.suppressed.get(&lead.id.0),
+                Channel::Email => self.suppressed.get(&lead.id.0),
                 _ => None,
             };
             if let Some(why) = why_not_send(state, channel, suppressed.map(String::as_str)) {
@@ -595,10 +595,10 @@ impl PaceFacts {
 
 /// Why a message must not go to this lead on this channel, if it must not. `suppressed`: why
 /// the lead's address is on the suppression list, if it is.
-fn why_not_send(state: &LeadState, channel: SendChannel, suppressed: Option<&str>) -> Option<String> {
+fn why_not_send(state: &LeadState, channel: Channel, suppressed: Option<&str>) -> Option<String> {
     let lead = &state.lead;
     match channel {
-        SendChannel::Email => {
+        Channel::Email => {
             if lead.email.is_none() {
                 Some("no_email".into())
             } else if lead.consent.email.status == ConsentStatus::OptedOut {
@@ -607,7 +607,7 @@ fn why_not_send(state: &LeadState, channel: SendChannel, suppressed: Option<&str
                 suppressed.map(|why| format!("suppressed: {why}"))
             }
         }
-        SendChannel::Wechat => {
+        Channel::Wechat => {
             if lead.consent.wechat.status == ConsentStatus::OptedOut {
                 Some("unsubscribed".into())
             } else if lead
@@ -621,6 +621,6 @@ fn why_not_send(state: &LeadState, channel: SendChannel, suppressed: Option<&str
                 None
             }
         }
-        SendChannel::Webhook => None,
+        Channel::Webhook => None,
     }
 }

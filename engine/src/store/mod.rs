@@ -1485,10 +1485,7 @@ pub(crate) fn json_batch<T: Serialize>(rows: &[T]) -> Option<String> {
     serde_json::to_string(rows).ok()
 }
 
-/// Hash of a normalised e-mail, kept after erasure so the person is not contacted again.
-pub fn email_hash(email: &str) -> String {
-    crate::access::sha256_hex(&["suppression:", email])
-}
+pub use crate::access::email_hash;
 
 /// Builds a timeline entry from a row: its id, time and a JSON object of its details.
 pub(crate) fn timeline_entry(kind: TimelineKind, seq: i64, at: i64, data: &str) -> StoreResult<TimelineEntry> {

@@ -8,7 +8,7 @@ use sha2::Sha256;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-pub mod payload;
+pub use nurture_core::webhook::payload;
 pub mod reach;
 pub use reach::Reach;
 

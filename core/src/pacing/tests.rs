@@ -25,7 +25,7 @@ fn rules(cap: Option<(u32, &str)>, quiet: Option<(&str, &str)>) -> Rules {
     let mut rules = Rules::default();
     if let Some((max, per)) = cap {
         rules.frequency.insert(
-            SendChannel::Email,
+            Channel::Email,
             FrequencyCap {
                 max,
                 per: per.parse().unwrap(),
@@ -44,7 +44,7 @@ fn ask<'a>(campaign: &'a str, window: Option<&'a SendWindow>, on_cap: OnCap) -> 
     Ask {
         campaign,
         step: "s",
-        channel: SendChannel::Email,
+        channel: Channel::Email,
         window,
         on_cap,
     }
@@ -87,7 +87,7 @@ fn a_cap_frees_when_the_oldest_send_leaves_the_window() {
 fn sends_count_against_the_cap_and_the_next_is_deferred_or_skipped() {
     let rules = rules(Some((2, "7d")), None);
     let mut pacing = Pacing::new(&rules, LeadId(7), chrono_tz::UTC);
-    pacing.sent(SendChannel::Email, at("2026-11-01T10:00:00Z"));
+    pacing.sent(Channel::Email, at("2026-11-01T10:00:00Z"));
     let now = at("2026-11-03T10:00:00Z");
     assert_eq!(pacing.gate(ask("a", None, OnCap::Defer), now), Gate::Go);
     let gate = pacing.gate(ask("b", None, OnCap::Defer), now);
@@ -109,7 +109,7 @@ fn sends_count_against_the_cap_and_the_next_is_deferred_or_skipped() {
     );
     // WeChat has no cap here.
     let wechat = Ask {
-        channel: SendChannel::Wechat,
+        channel: Channel::Wechat,
         ..ask("d", None, OnCap::Defer)
     };
     assert_eq!(pacing.gate(wechat, now), Gate::Go);
@@ -119,7 +119,7 @@ fn sends_count_against_the_cap_and_the_next_is_deferred_or_skipped() {
 fn unreachable_channels_are_reported_before_any_pacing() {
     let rules = rules(Some((1, "1d")), Some(("21:00", "08:00")));
     let mut pacing = Pacing::new(&rules, LeadId(7), chrono_tz::UTC);
-    pacing.unreachable(SendChannel::Email, "suppressed: hard_bounce");
+    pacing.unreachable(Channel::Email, "suppressed: hard_bounce");
     assert_eq!(
         pacing.gate(ask("a", None, OnCap::Defer), at("2026-11-03T23:00:00Z")),
         Gate::Unreachable {
@@ -200,7 +200,7 @@ fn a_cap_and_a_window_together_wait_for_the_first_moment_both_allow() {
     let window = weekdays("09:00", "18:00");
     let mut pacing = Pacing::new(&rules, LeadId(7), chrono_tz::UTC);
     // Sent Friday 17:00; the cap frees Saturday 17:00, the window opens Monday 09:00.
-    pacing.sent(SendChannel::Email, at("2026-11-06T17:00:00Z"));
+    pacing.sent(Channel::Email, at("2026-11-06T17:00:00Z"));
     let gate = pacing.gate(ask("a", Some(&window), OnCap::Defer), at("2026-11-06T17:30:00Z"));
     let until = deferred_to(&gate);
     assert!(
@@ -315,7 +315,7 @@ mod properties {
                 prop_assert!(asks < 10_000, "asks never settle");
                 let window = wish.windowed.then_some(&window);
                 let gate = pacing.gate(
-                    Ask { campaign: names[wish.campaign], step: "s", channel: SendChannel::Email, window, on_cap: OnCap::Defer },
+                    Ask { campaign: names[wish.campaign], step: "s", channel: Channel::Email, window, on_cap: OnCap::Defer },
                     now,
                 );
                 match gate {
@@ -331,7 +331,7 @@ mod properties {
                 }
             }
             sent.sort();
-            let per = rules.frequency[&SendChannel::Email].per.to_chrono();
+            let per = rules.frequency[&Channel::Email].per.to_chrono();
             for (i, first) in sent.iter().enumerate() {
                 let within = sent[i..].iter().take_while(|t| **t - *first < per).count();
                 prop_assert!(within <= max as usize, "{within} sends within {per} from {first}, cap {max}");

@@ -163,14 +163,6 @@ impl EmailAddress {
     }
 }
 
-/// The channels a lead can opt out of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Email,
-    Wechat,
-}
-
 /// Consent on one channel. Leads are opted in until they opt out (B2B legitimate interest);
 /// an opt-out keeps when and through what it happened.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -194,22 +186,6 @@ pub enum ConsentStatus {
 pub struct Consent {
     pub email: ChannelConsent,
     pub wechat: ChannelConsent,
-}
-
-impl Consent {
-    pub fn channel(&self, channel: Channel) -> &ChannelConsent {
-        match channel {
-            Channel::Email => &self.email,
-            Channel::Wechat => &self.wechat,
-        }
-    }
-
-    pub fn channel_mut(&mut self, channel: Channel) -> &mut ChannelConsent {
-        match channel {
-            Channel::Email => &mut self.email,
-            Channel::Wechat => &mut self.wechat,
-        }
-    }
 }
 
 /// The named text fields of a lead, besides e-mail and external id.
@@ -597,9 +573,11 @@ impl LeadInput {
             }
         }
         if let Some(consent) = &self.consent {
-            for (channel, input) in [(Channel::Email, &consent.email), (Channel::Wechat, &consent.wechat)] {
+            for (slot, input) in [
+                (&mut lead.consent.email, &consent.email),
+                (&mut lead.consent.wechat, &consent.wechat),
+            ] {
                 if let Some(input) = input {
-                    let slot = lead.consent.channel_mut(channel);
                     if slot.status != input.status {
                         *slot = ChannelConsent {
                             status: input.status,

@@ -12,6 +12,7 @@ use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{schema, HandoffSpec, Issue, Position, Queues};
+use crate::channel::Channel;
 use crate::condition::{Condition, MessageKind, MessageRef};
 use crate::duration::Span;
 use crate::tag::normalize_tag;
@@ -164,28 +165,10 @@ pub struct StepSpec {
     pub next: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SendChannel {
-    Email,
-    Wechat,
-    Webhook,
-}
-
-impl SendChannel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SendChannel::Email => "email",
-            SendChannel::Wechat => "wechat",
-            SendChannel::Webhook => "webhook",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendSpec {
-    pub channel: SendChannel,
+    pub channel: Channel,
     /// `templates/NAME.hbs` (+ `.subject.hbs`, optional `.txt.hbs`) for e-mail,
     /// `templates/NAME.wechat.yaml` for WeChat, `templates/NAME.json.hbs` for a webhook.
     #[schemars(with = "String")]
@@ -339,7 +322,7 @@ pub struct Step {
 #[derive(Debug, Clone)]
 pub enum Action {
     Send {
-        channel: SendChannel,
+        channel: Channel,
         template: String,
         variants: Vec<(Condition, String)>,
         on_cap: OnCap,
@@ -502,7 +485,7 @@ impl Builder<'_> {
         condition.check(self.file, self.context.segment_exists, messages, &mut self.issues);
     }
 
-    fn template(&mut self, channel: SendChannel, name: &Spanned<String>) {
+    fn template(&mut self, channel: Channel, name: &Spanned<String>) {
         if let Err(message) = self.context.templates.check(channel, &name.value) {
             self.error(&name.referenced, message);
         }
@@ -1010,7 +993,7 @@ impl Builder<'_> {
                 ));
                 continue;
             };
-            if message.question == MessageKind::Opened && channel != SendChannel::Email {
+            if message.question == MessageKind::Opened && channel != Channel::Email {
                 self.issues.push(Issue::at(
                     self.file,
                     message.position,

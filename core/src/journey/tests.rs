@@ -78,7 +78,7 @@ impl Run {
         let rules = &self.playbook.rules;
         let mut pacing = Pacing::new(rules, self.lead.id, self.lead.timezone(rules.default_timezone));
         for at in &self.sent {
-            pacing.sent(SendChannel::Email, *at);
+            pacing.sent(Channel::Email, *at);
         }
         let out = advance(
             &self.playbook.campaigns["c"],
@@ -133,7 +133,7 @@ fn a_three_day_wait_ends_at_three_days_not_before() {
         effects,
         [Effect::Send {
             step: "a".into(),
-            channel: SendChannel::Email,
+            channel: Channel::Email,
             template: "hello".into(),
             seq: 0,
             skipped: None,

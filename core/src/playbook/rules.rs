@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashMap};
 
-use super::{parse_time, schema, Issue, Position, Queues, SendChannel};
+use super::{parse_time, schema, Channel, Issue, Position, Queues};
 use crate::condition::Condition;
 use crate::duration::Span;
 use crate::event::check_event_type;
@@ -179,7 +179,7 @@ pub struct Rules {
     pub decay: Option<Decay>,
     pub mql: Option<Mql>,
     /// Caps on sends per channel, across all campaigns.
-    pub frequency: HashMap<SendChannel, FrequencyCap>,
+    pub frequency: HashMap<Channel, FrequencyCap>,
     pub quiet_hours: Option<QuietHours>,
 }
 
@@ -362,10 +362,7 @@ pub(crate) fn build_rules(
         });
     }
     if let Some(frequency) = &spec.frequency {
-        for (channel, cap) in [
-            (SendChannel::Email, &frequency.email),
-            (SendChannel::Wechat, &frequency.wechat),
-        ] {
+        for (channel, cap) in [(Channel::Email, &frequency.email), (Channel::Wechat, &frequency.wechat)] {
             let Some(cap) = cap else { continue };
             match u32::try_from(cap.max.value) {
                 Ok(max) if max > 0 => {

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::{Action, Campaign, Edge, Wait};
-use crate::condition::Condition;
 
 /// Leads that took each edge, by (from step, to step).
 pub type EdgeCounts = HashMap<(String, String), u64>;
@@ -82,9 +81,9 @@ pub fn summary(action: &Action) -> String {
         }
         Action::Wait(Wait::For(span)) => format!("wait {span}"),
         Action::Wait(Wait::Until { condition, timeout }) => {
-            format!("wait until {} (at most {timeout})", describe(condition))
+            format!("wait until {} (at most {timeout})", condition.label())
         }
-        Action::Branch(condition) => format!("{}?", describe(condition)),
+        Action::Branch(condition) => format!("{}?", condition.label()),
         Action::Split => "split".to_owned(),
         Action::Tag { add, remove } => {
             let mut parts: Vec<String> = add.iter().map(|t| format!("+{t}")).collect();
@@ -95,55 +94,6 @@ pub fn summary(action: &Action) -> String {
         Action::Handoff { queue, .. } => format!("hand off to {queue}"),
         Action::Enroll { campaign } => format!("enroll in {campaign}"),
         Action::Exit { outcome } => format!("exit: {outcome}"),
-    }
-}
-
-/// A condition in a few words, for labels.
-pub fn describe(condition: &Condition) -> String {
-    let text = match condition {
-        Condition::Tag(t) => format!("tag {}", t.value),
-        Condition::AnyTag(ts) => format!("any tag of {}", join(ts.iter().map(|t| t.value.as_str()))),
-        Condition::AllTags(ts) => format!("all tags {}", join(ts.iter().map(|t| t.value.as_str()))),
-        Condition::Score(test) => {
-            let mut parts = Vec::new();
-            for (op, v) in [
-                ("≥", test.gte),
-                ("above", test.gt),
-                ("≤", test.lte),
-                ("below", test.lt),
-                ("=", test.eq),
-            ] {
-                if let Some(v) = v {
-                    parts.push(format!("score {op} {v}"));
-                }
-            }
-            parts.join(" and ")
-        }
-        Condition::Stage(stages) => format!("stage {}", join(stages.iter().map(|s| s.as_str()))),
-        Condition::Field(test) => format!("{} matches", test.name),
-        Condition::Event(test) => match test.within {
-            Some(w) => format!("{} within {w}", test.kind.value),
-            None => test.kind.value.clone(),
-        },
-        Condition::Opened(test) => format!("opened {}", test.value.step()),
-        Condition::Clicked(test) => match test.value.link() {
-            Some(link) => format!("clicked {link} in {}", test.value.step()),
-            None => format!("clicked {}", test.value.step()),
-        },
-        Condition::Responded(step) => format!("responded to {}", step.value),
-        Condition::Segment(id) => format!("in {}", id.value),
-        Condition::Unsubscribed(true) => "unsubscribed".to_owned(),
-        Condition::Unsubscribed(false) => "subscribed".to_owned(),
-        Condition::Inactive(span) => format!("inactive {span}"),
-        Condition::All(items) => items.iter().map(describe).collect::<Vec<_>>().join(" and "),
-        Condition::Any(items) => items.iter().map(describe).collect::<Vec<_>>().join(" or "),
-        Condition::Not(inner) => format!("not ({})", describe(inner)),
-    };
-    if text.chars().count() > 60 {
-        let cut: String = text.chars().take(57).collect();
-        format!("{cut}…")
-    } else {
-        text
     }
 }
 
@@ -161,10 +111,6 @@ pub fn edges(campaign: &Campaign) -> Vec<(String, String, String)> {
             )
         })
         .collect()
-}
-
-fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    items.collect::<Vec<_>>().join(", ")
 }
 
 fn edge_label(campaign: &Campaign, edge: &petgraph::graph::EdgeReference<'_, Edge>) -> String {
@@ -232,7 +178,7 @@ fn entry_label(campaign: &Campaign) -> String {
     match (&campaign.entry.trigger, &campaign.entry.event) {
         (super::Trigger::Event, Some(event)) => format!("on {event}"),
         (super::Trigger::Segment, _) => match &campaign.entry.when {
-            Some(when) => format!("when {}", describe(when)),
+            Some(when) => format!("when {}", when.label()),
             None => "segment".to_owned(),
         },
         (super::Trigger::Manual, _) => "manual".to_owned(),

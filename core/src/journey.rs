@@ -12,8 +12,7 @@ use std::collections::BTreeSet;
 use crate::condition::{Condition, EventFact, Facts, MessageQuestion, Segments};
 use crate::lead::{Lead, LeadId};
 use crate::pacing::{Ask, Gate, Pacer};
-use crate::playbook::draw::describe;
-use crate::playbook::{Action, Campaign, Edge, Reentry, SendChannel, Wait};
+use crate::playbook::{Action, Campaign, Channel, Edge, Reentry, Wait};
 
 /// Where an enrollment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -165,7 +164,7 @@ pub fn explain(condition: &Condition, facts: &JourneyFacts<'_>, held: bool, now:
     let mut notes = Vec::new();
     message_notes(condition, facts, now, &mut notes);
     if notes.is_empty() {
-        format!("{}? {held} at {}", describe(condition), now.to_rfc3339())
+        format!("{}? {held} at {}", condition.label(), now.to_rfc3339())
     } else {
         notes.join("; ")
     }
@@ -274,7 +273,7 @@ pub enum Effect {
     /// the lead cannot get the channel; the message is recorded as skipped, with this reason.
     Send {
         step: String,
-        channel: SendChannel,
+        channel: Channel,
         template: String,
         seq: i64,
         skipped: Option<String>,
@@ -389,7 +388,7 @@ pub fn advance(
                 enrollment.status = Status::Exited;
                 enrollment.outcome = Some("goal".into());
                 enrollment.wake_at = None;
-                let detail = format!("exit_when held: {}", describe(goal));
+                let detail = format!("exit_when held: {}", goal.label());
                 log(&mut journey, &enrollment.step.clone(), "goal", detail);
                 break;
             }

@@ -6,10 +6,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
+use std::fmt;
 
+use crate::diagnostic::{Issue, Position};
 use crate::duration::Span;
-use crate::lead::{Channel, ConsentStatus, Lead, Stage};
-use crate::playbook::{Issue, Position};
+use crate::lead::{ConsentStatus, Lead, Stage};
 use crate::tag::normalize_tag;
 
 /// A condition as written in YAML. Each is a one-key map: `{ tag: … }`, `{ all: [...] }`, ….
@@ -254,9 +255,7 @@ impl Condition {
             Condition::Segment(id) => segments
                 .get(&id.value)
                 .is_some_and(|c| c.eval_at(facts, segments, now, depth + 1)),
-            Condition::Unsubscribed(wanted) => {
-                (lead.consent.channel(Channel::Email).status == ConsentStatus::OptedOut) == *wanted
-            }
+            Condition::Unsubscribed(wanted) => (lead.consent.email.status == ConsentStatus::OptedOut) == *wanted,
             Condition::Inactive(span) => now - lead.last_activity_at.unwrap_or(lead.created_at) >= span.to_chrono(),
             Condition::All(items) => items.iter().all(|c| c.eval_at(facts, segments, now, depth + 1)),
             Condition::Any(items) => items.iter().any(|c| c.eval_at(facts, segments, now, depth + 1)),
@@ -415,6 +414,70 @@ pub enum MessageKind {
     Opened,
     Clicked,
     Responded,
+}
+
+/// The condition in words ("tag industry:saas and score ≥ 40"), as graphs and the journey log
+/// say it.
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Condition::Tag(t) => format!("tag {}", t.value),
+            Condition::AnyTag(ts) => format!("any tag of {}", join(ts.iter().map(|t| t.value.as_str()))),
+            Condition::AllTags(ts) => format!("all tags {}", join(ts.iter().map(|t| t.value.as_str()))),
+            Condition::Score(test) => {
+                let mut parts = Vec::new();
+                for (op, v) in [
+                    ("≥", test.gte),
+                    ("above", test.gt),
+                    ("≤", test.lte),
+                    ("below", test.lt),
+                    ("=", test.eq),
+                ] {
+                    if let Some(v) = v {
+                        parts.push(format!("score {op} {v}"));
+                    }
+                }
+                parts.join(" and ")
+            }
+            Condition::Stage(stages) => format!("stage {}", join(stages.iter().map(|s| s.as_str()))),
+            Condition::Field(test) => format!("{} matches", test.name),
+            Condition::Event(test) => match test.within {
+                Some(w) => format!("{} within {w}", test.kind.value),
+                None => test.kind.value.clone(),
+            },
+            Condition::Opened(test) => format!("opened {}", test.value.step()),
+            Condition::Clicked(test) => match test.value.link() {
+                Some(link) => format!("clicked {link} in {}", test.value.step()),
+                None => format!("clicked {}", test.value.step()),
+            },
+            Condition::Responded(step) => format!("responded to {}", step.value),
+            Condition::Segment(id) => format!("in {}", id.value),
+            Condition::Unsubscribed(true) => "unsubscribed".to_owned(),
+            Condition::Unsubscribed(false) => "subscribed".to_owned(),
+            Condition::Inactive(span) => format!("inactive {span}"),
+            Condition::All(items) => items.iter().map(Condition::to_string).collect::<Vec<_>>().join(" and "),
+            Condition::Any(items) => items.iter().map(Condition::to_string).collect::<Vec<_>>().join(" or "),
+            Condition::Not(inner) => format!("not ({inner})"),
+        };
+        f.write_str(&text)
+    }
+}
+
+impl Condition {
+    /// [`Condition`]'s words cut to 60 characters, for graph labels and log lines.
+    pub fn label(&self) -> String {
+        let text = self.to_string();
+        if text.chars().count() > 60 {
+            let cut: String = text.chars().take(57).collect();
+            format!("{cut}…")
+        } else {
+            text
+        }
+    }
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(", ")
 }
 
 impl MessageKind {

@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 use sha2::Digest;
 
 use crate::lead::LeadId;
-use crate::playbook::{FrequencyCap, OnCap, QuietHours, Rules, SendChannel, SendWindow};
+use crate::playbook::{Channel, FrequencyCap, OnCap, QuietHours, Rules, SendWindow};
 
 /// What a pacer says to a send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub enum Gate {
 pub struct Ask<'a> {
     pub campaign: &'a str,
     pub step: &'a str,
-    pub channel: SendChannel,
+    pub channel: Channel,
     pub window: Option<&'a SendWindow>,
     pub on_cap: OnCap,
 }
@@ -62,11 +62,11 @@ pub struct Pacing<'a> {
 
 /// A channel's place in a [`Pacing`]'s arrays: one is made for every lead of every pass, and
 /// two hash maps for three channels cost more than the rest of it.
-fn slot(channel: SendChannel) -> usize {
+fn slot(channel: Channel) -> usize {
     match channel {
-        SendChannel::Email => 0,
-        SendChannel::Wechat => 1,
-        SendChannel::Webhook => 2,
+        Channel::Email => 0,
+        Channel::Wechat => 1,
+        Channel::Webhook => 2,
     }
 }
 
@@ -82,14 +82,14 @@ impl<'a> Pacing<'a> {
     }
 
     /// A send made before this pass (any campaign), that counts against the caps.
-    pub fn sent(&mut self, channel: SendChannel, at: DateTime<Utc>) {
+    pub fn sent(&mut self, channel: Channel, at: DateTime<Utc>) {
         let times = &mut self.sent[slot(channel)];
         let index = times.partition_point(|t| *t <= at);
         times.insert(index, at);
     }
 
     /// The lead cannot get `channel`, for this reason.
-    pub fn unreachable(&mut self, channel: SendChannel, why: impl Into<String>) {
+    pub fn unreachable(&mut self, channel: Channel, why: impl Into<String>) {
         self.unreachable[slot(channel)] = Some(why.into());
     }
 }

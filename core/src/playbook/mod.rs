@@ -6,14 +6,17 @@
 //! `Campaign::build` turns a `CampaignSpec` into a petgraph graph or every error found.
 
 use serde::Deserialize;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use crate::channel::Channel;
 use crate::condition::{Condition, Segments};
+pub use crate::diagnostic::{Issue, Position, Refused, Severity};
 use crate::template::Templates;
+use crate::yaml::parse;
+pub use crate::yaml::{yaml_options, MAX_FILE_BYTES};
 
 mod campaign;
 pub mod draw;
@@ -24,132 +27,6 @@ pub mod schema;
 pub use campaign::*;
 pub use queues::*;
 pub use rules::*;
-
-/// A playbook file larger than this is refused before it is parsed: the largest real campaign
-/// is a few hundred lines, and a bound keeps a stray upload from costing memory.
-pub const MAX_FILE_BYTES: usize = 1024 * 1024;
-
-/// A line and column in a playbook file, 1-based.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema)]
-pub struct Position {
-    pub line: u64,
-    pub column: u64,
-}
-
-impl Position {
-    pub fn of(location: &Location) -> Self {
-        Self {
-            line: location.line(),
-            column: location.column(),
-        }
-    }
-}
-
-/// Whether an issue refuses the playbook (`error`) or only points at a likely mistake (`warning`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Error,
-    Warning,
-}
-
-/// One problem found in a playbook.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Issue {
-    pub file: String,
-    pub position: Option<Position>,
-    pub severity: Severity,
-    pub message: String,
-}
-
-impl Issue {
-    pub fn at(file: &str, position: Position, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_owned(),
-            position: Some(position),
-            severity: Severity::Error,
-            message: message.into(),
-        }
-    }
-
-    pub fn new(file: &str, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_owned(),
-            position: None,
-            severity: Severity::Error,
-            message: message.into(),
-        }
-    }
-
-    /// The same issue, as a warning.
-    pub fn warning(mut self) -> Self {
-        self.severity = Severity::Warning;
-        self
-    }
-
-    pub fn is_error(&self) -> bool {
-        self.severity == Severity::Error
-    }
-
-    fn from_yaml(file: &str, error: &serde_saphyr::Error) -> Self {
-        let options = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
-        let rendered = error.render_with_options(options);
-        let mut message = rendered.lines().next().unwrap_or_default().trim().to_owned();
-        message = message.strip_prefix("error: ").unwrap_or(&message).to_owned();
-        // The renderer prefixes "line L column C: "; the position is carried separately.
-        if let Some(rest) = message.strip_prefix("line ") {
-            if let Some((_, text)) = rest.split_once(": ") {
-                message = text.to_owned();
-            }
-        }
-        // … and, with snippets off, suffixes " at line L, column C".
-        if let Some((text, _)) = message.rsplit_once(" at line ") {
-            message = text.to_owned();
-        }
-        // The parser's words, said for someone who writes YAML by hand.
-        if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
-            let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
-            message = format!("the key `{key}` appears twice; each key may appear once");
-        } else if message.contains("tab") {
-            message = format!("{message}; YAML is indented with spaces, not tabs");
-        }
-        match error.location() {
-            Some(location) if location.line() > 0 => Issue::at(file, Position::of(&location), message),
-            _ => Issue::new(file, message),
-        }
-    }
-}
-
-impl fmt::Display for Issue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let warning = if self.is_error() { "" } else { "warning: " };
-        match self.position {
-            Some(p) => write!(f, "{}:{}:{}: {warning}{}", self.file, p.line, p.column, self.message),
-            None => write!(f, "{}: {warning}{}", self.file, self.message),
-        }
-    }
-}
-
-/// A refused playbook: every error found, and the warnings beside them.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct Refused(pub Vec<Issue>);
-
-impl Refused {
-    pub fn errors(&self) -> impl Iterator<Item = &Issue> {
-        self.0.iter().filter(|i| i.is_error())
-    }
-}
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.errors().count();
-        writeln!(f, "the playbook has {n} error{}:", if n == 1 { "" } else { "s" })?;
-        for issue in &self.0 {
-            writeln!(f, "  {issue}")?;
-        }
-        Ok(())
-    }
-}
 
 // ---- Spec types: the YAML as written. ----
 
@@ -181,30 +58,6 @@ pub struct SegmentSpec {
     #[serde(default)]
     pub description: Option<String>,
     pub when: Condition,
-}
-
-/// The options every playbook file is parsed with: duplicate keys are errors, and the parser's
-/// budgets bound what nesting and aliases ("billion laughs") can cost.
-pub fn yaml_options() -> serde_saphyr::Options {
-    let mut options = serde_saphyr::Options::default();
-    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
-    if let Some(budget) = options.budget.as_mut() {
-        budget.max_reader_input_bytes = Some(MAX_FILE_BYTES);
-        budget.max_events = 200_000;
-        budget.max_nodes = 100_000;
-        budget.max_aliases = 1_000;
-        budget.max_anchors = 1_000;
-        budget.max_depth = 48;
-        budget.max_documents = 1;
-    }
-    options.alias_limits.max_total_replayed_events = 100_000;
-    options.alias_limits.max_replay_stack_depth = 16;
-    options
-}
-
-/// Parses one playbook document into `T` with [`yaml_options`].
-pub(crate) fn parse<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, Issue> {
-    serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| Issue::from_yaml(file, &e))
 }
 
 // ---- Runtime types: validated and ready to apply. ----

@@ -27,8 +27,9 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::channel::Channel;
+use crate::diagnostic::{Issue, Position};
 use crate::lead::{Lead, TEXT_FIELDS};
-use crate::playbook::{Issue, Position, SendChannel};
 
 /// Names a template may use besides lead fields: what the render context provides.
 const CONTEXT_NAMES: [&str; 13] = [
@@ -298,7 +299,7 @@ impl Templates {
 
     fn load_wechat(&mut self, path: &str, name: &str, text: &str, partials: &BTreeSet<String>) {
         let file = self.display(path);
-        let spec: WechatSpec = match crate::playbook::parse(&file, text) {
+        let spec: WechatSpec = match crate::yaml::parse(&file, text) {
             Ok(spec) => spec,
             Err(issue) => {
                 self.issues.push(issue);
@@ -415,7 +416,7 @@ impl Templates {
     }
 
     /// Whether a send on `channel` can use template `name`; if not, what to do about it.
-    pub fn check(&self, channel: SendChannel, name: &str) -> Result<(), String> {
+    pub fn check(&self, channel: Channel, name: &str) -> Result<(), String> {
         let where_ = match &self.dir {
             Some(dir) if !dir.exists() => format!(" (the templates directory {} does not exist)", dir.display()),
             Some(dir) => format!(" in {}", dir.display()),
@@ -428,21 +429,21 @@ impl Templates {
         }
         let parts = self.parts.get(name);
         let ok = match channel {
-            SendChannel::Email => parts.is_some_and(|p| p.html && p.subject),
-            SendChannel::Wechat => parts.is_some_and(|p| p.wechat.is_some()),
-            SendChannel::Webhook => parts.is_some_and(|p| p.json),
+            Channel::Email => parts.is_some_and(|p| p.html && p.subject),
+            Channel::Wechat => parts.is_some_and(|p| p.wechat.is_some()),
+            Channel::Webhook => parts.is_some_and(|p| p.json),
         };
         if ok {
             return Ok(());
         }
         Err(match channel {
-            SendChannel::Email => {
+            Channel::Email => {
                 format!("e-mail template {name:?} does not exist: add {name}.hbs and {name}.subject.hbs{where_}")
             }
-            SendChannel::Wechat => {
+            Channel::Wechat => {
                 format!("WeChat template {name:?} does not exist: add {name}.wechat.yaml{where_}")
             }
-            SendChannel::Webhook => {
+            Channel::Webhook => {
                 format!("webhook template {name:?} does not exist: add {name}.json.hbs{where_}")
             }
         })
@@ -951,10 +952,10 @@ mod tests {
                 "d.wechat.yaml:1:1: warning: \"nope\" is not a lead field or a template value; use a lead field (first_name, company, …), attributes.NAME, tags, score, campaign or step",
             ]
         );
-        assert!(t.check(SendChannel::Webhook, "c").is_ok());
-        assert!(t.check(SendChannel::Wechat, "d").is_ok());
+        assert!(t.check(Channel::Webhook, "c").is_ok());
+        assert!(t.check(Channel::Wechat, "d").is_ok());
         assert_eq!(
-            t.check(SendChannel::Email, "zzz"),
+            t.check(Channel::Email, "zzz"),
             Err("e-mail template \"zzz\" does not exist: add zzz.hbs and zzz.subject.hbs".into())
         );
     }
@@ -972,7 +973,7 @@ mod tests {
         for language in ["zh-CN", "en"] {
             lead.attributes.insert("language".into(), language.into());
             for name in &names {
-                if t.check(SendChannel::Email, name).is_ok() {
+                if t.check(Channel::Email, name).is_ok() {
                     let email = t
                         .render_email(name, &input(&lead), &links())
                         .unwrap_or_else(|e| panic!("{name} ({language}): {e}"));
