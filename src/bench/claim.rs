@@ -16,9 +16,16 @@ use std::time::{Duration, Instant};
 
 use super::{create_leads, open_store, ICP, QUEUES, RULES};
 
+/// SDRs claiming handoffs over HTTP: --sdrs concurrent clients pull a queue of --handoffs
+/// until it is empty; prints claims/s and p50/p99/max latency, and checks each went out once.
+#[derive(clap::Args)]
 pub struct Options {
+    #[arg(long, default_value_t = 50)]
     pub sdrs: usize,
+    #[arg(long, default_value_t = 5_000)]
     pub handoffs: usize,
+    /// Defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
     pub database_url: Option<String>,
 }
 

@@ -2,6 +2,7 @@
 //! each is rendered (templates, tracked links, MIME), sent through lettre's connection pool,
 //! and its outcome recorded. Prints messages/s and CPU per message, with the pool and rates used.
 
+use super::DispatchOptions as Options;
 use anyhow::{bail, Result};
 use nurture_engine::engine::Sender;
 use nurture_engine::lead::LeadRef;
@@ -27,17 +28,6 @@ steps:
     exit: sent
 "#;
 
-pub struct Options {
-    pub messages: usize,
-    pub database_url: Option<String>,
-    /// SMTP connections (and messages on the wire at once).
-    pub pool: u32,
-    /// Messages claimed per dispatch pass.
-    pub batch: i64,
-    /// E-mails a second in all (0: no limit).
-    pub send_rate: u32,
-    pub templates: std::path::PathBuf,
-}
 
 pub async fn run(options: Options) -> Result<()> {
     let n = options.messages.max(1);

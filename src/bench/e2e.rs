@@ -8,6 +8,7 @@
 //! its claim, render, send and record), read from the server's `/metrics`, and the dispatcher's
 //! idle time.
 
+use super::E2eOptions as Options;
 use anyhow::{bail, Context, Result};
 use nurture_engine::mail::sink::SmtpSink;
 use serde_json::{json, Value};
@@ -37,19 +38,6 @@ steps:
     exit: completed
 "#;
 
-pub struct Options {
-    pub leads: usize,
-    /// `sqlite://…` or `postgres://…` (a fresh database is made on that server); default: a
-    /// fresh SQLite file.
-    pub database_url: Option<String>,
-    /// Concurrent HTTP clients.
-    pub clients: usize,
-    /// Leads or events per request.
-    pub batch: usize,
-    pub smtp_pool: u32,
-    /// Keep the fresh PostgreSQL database instead of dropping it.
-    pub keep_database: bool,
-}
 
 /// The server under test; killed when dropped.
 struct Serve(Child);

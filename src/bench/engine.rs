@@ -57,23 +57,36 @@ steps:
     exit: completed
 "#;
 
+/// Run the campaign engine over N leads: W1 (first touch), the dispatcher's rendering, and
+/// W2 (waits end, branch on opened, next send); print steps/s, e-mails/s and peak RSS.
+#[derive(clap::Args)]
 pub struct Options {
+    #[arg(long, default_value_t = 100_000)]
     pub leads: usize,
+    /// Defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
     pub database_url: Option<String>,
     /// Leads per transaction.
+    #[arg(long, default_value_t = 1_000)]
     pub batch: usize,
-    /// Concurrent engine workers (tasks sharing the store's pool).
-    pub workers: usize,
+    /// Concurrent engine workers (tasks sharing the store's pool); defaults to one per CPU core.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// The shipped templates the e-mails are rendered from.
+    #[arg(long, default_value = "templates")]
     pub templates: std::path::PathBuf,
-    /// `floor.sh`, run with the same N for the ratio.
+    /// The storage floor script (`floor.sh`), run with the same N; its figures and the ratio
+    /// to their median are reported.
+    #[arg(long)]
     pub floor: Option<std::path::PathBuf>,
-    /// How many times `floor.sh` runs; the ratio is to the median of its figures.
+    /// How many times the floor script runs (it swings more from run to run than the engine).
+    #[arg(long, default_value_t = 3)]
     pub floor_runs: usize,
 }
 
 pub async fn run(options: Options) -> Result<()> {
     let n = options.leads.max(1);
-    let workers = options.workers.max(1);
+    let workers = options.workers.unwrap_or_else(super::cores).max(1);
     let batch = options.batch.max(1);
     let super::BenchEngine {
         engine,

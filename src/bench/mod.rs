@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod claim;
-pub mod dispatch;
-pub mod e2e;
 pub mod engine;
 pub mod wake;
 
@@ -23,8 +21,120 @@ const ICP: &str = include_str!("../../campaigns/segments/icp.yaml");
 const QUEUES: &str = include_str!("../../campaigns/queues.yaml");
 const TOPICS: [&str; 3] = ["IoT", "AI", "Energy"];
 
-pub async fn ingest(total: usize, database_url: Option<String>, batch: usize, streams: usize) -> Result<()> {
-    let streams = streams.max(1);
+/// Ingest synthetic behaviour events through the engine, rules applied, and print events/s.
+#[derive(clap::Args)]
+pub struct IngestOptions {
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Events per batch (one request, one transaction).
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: usize,
+    /// Concurrent clients, each sending batches for its own share of the leads; defaults to
+    /// one per CPU core, as a server takes requests from several CRM connections at once.
+    #[arg(long)]
+    pub streams: Option<usize>,
+}
+
+/// Validate a generated campaign of this many steps, as a deploy does, and print the time.
+#[derive(clap::Args)]
+pub struct PlaybookOptions {
+    #[arg(long, default_value_t = 500)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+}
+
+/// The real `serve` end to end: N leads and N events over HTTP from concurrent clients,
+/// each event starting a drip whose first step sends an e-mail (W1), then the manual clock
+/// advanced past its 3-day wait (W2); prints e-mails/s reaching a local SMTP server.
+#[derive(clap::Args)]
+pub struct E2eOptions {
+    #[arg(long, default_value_t = 20_000)]
+    pub leads: usize,
+    /// `postgres://…` (a fresh database is made on that server, and dropped), or
+    /// `sqlite://…`; defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Leads or events per request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// The server's SMTP connections (`serve --smtp-pool`).
+    #[arg(long, default_value_t = 8)]
+    pub smtp_pool: u32,
+    /// Keep the PostgreSQL database the run made (its URL is printed), to look at its
+    /// tables and plans afterwards; drop it by hand when done.
+    #[arg(long)]
+    pub keep_database: bool,
+}
+
+/// Send N e-mails over SMTP to a local sink through the dispatcher (render, send, record);
+/// print messages/s and CPU per message.
+#[derive(clap::Args)]
+pub struct DispatchOptions {
+    #[arg(long, default_value_t = 50_000)]
+    pub messages: usize,
+    /// Defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// SMTP connections (and messages on the wire at once).
+    #[arg(long = "smtp-pool", default_value_t = 16)]
+    pub pool: u32,
+    /// Messages claimed per dispatch pass.
+    #[arg(long, default_value_t = 2_000)]
+    pub batch: i64,
+    /// E-mails a second in all (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub send_rate: u32,
+    /// The shipped templates the e-mails are rendered from.
+    #[arg(long, default_value = "templates")]
+    pub templates: std::path::PathBuf,
+}
+
+nurture_engine::with_smtp_sink! {
+    mod dispatch;
+    mod e2e;
+
+    pub async fn e2e(options: E2eOptions) -> Result<()> {
+        e2e::run(options).await
+    }
+
+    pub async fn dispatch(options: DispatchOptions) -> Result<()> {
+        dispatch::run(options).await
+    }
+}
+
+nurture_engine::without_smtp_sink! {
+    const NO_SINK: &str = "this benchmark sends to an in-process SMTP server, which this build leaves out; \
+        build with it: cargo run --release --features smtp-sink -- bench …";
+
+    pub async fn e2e(_: E2eOptions) -> Result<()> {
+        anyhow::bail!(NO_SINK)
+    }
+
+    pub async fn dispatch(_: DispatchOptions) -> Result<()> {
+        anyhow::bail!(NO_SINK)
+    }
+}
+
+/// The CPU cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+pub async fn ingest(options: IngestOptions) -> Result<()> {
+    let IngestOptions {
+        events: total,
+        database_url,
+        batch,
+        streams,
+    } = options;
+    let streams = streams.unwrap_or_else(cores).max(1);
     let (store, label, cleanup) = open_store(database_url.as_deref()).await?;
     store.migrate().await?;
     let playbook = Playbook::from_files(
@@ -263,7 +373,8 @@ pub fn generated_campaign(steps: usize) -> String {
     yaml
 }
 
-pub fn playbook(steps: usize, runs: usize) -> Result<()> {
+pub fn playbook(options: PlaybookOptions) -> Result<()> {
+    let PlaybookOptions { steps, runs } = options;
     let campaign = generated_campaign(steps);
     let templates = Arc::new(nurture_engine::template::Templates::from_sources(
         None,

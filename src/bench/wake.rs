@@ -12,12 +12,20 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How late waits end on the system clock: leads enter at a steady rate over --spread
+/// seconds, each waits --wait seconds; prints p50/p90/p99/max lateness.
+#[derive(clap::Args)]
 pub struct Options {
+    #[arg(long, default_value_t = 20_000)]
     pub leads: usize,
+    /// Defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
     pub database_url: Option<String>,
     /// Seconds over which the leads enter.
+    #[arg(long, default_value_t = 20)]
     pub spread: u64,
     /// Seconds each lead waits.
+    #[arg(long, default_value_t = 5)]
     pub wait: u64,
 }
 

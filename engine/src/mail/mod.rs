@@ -15,7 +15,37 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod rate;
+#[cfg(feature = "smtp-sink")]
 pub mod sink;
+
+/// Expands to the items given when this crate is built with `smtp-sink` (test builds, and
+/// `--features smtp-sink` for the SMTP benchmarks), else to nothing; `without_smtp_sink!` is
+/// its complement. The binary's code that needs [`sink`] goes inside, so that it follows this
+/// crate's feature, which test builds turn on through a dev-dependency.
+#[cfg(feature = "smtp-sink")]
+#[macro_export]
+macro_rules! with_smtp_sink {
+    ($($item:item)*) => { $($item)* };
+}
+
+#[cfg(not(feature = "smtp-sink"))]
+#[macro_export]
+macro_rules! with_smtp_sink {
+    ($($item:item)*) => {};
+}
+
+/// The complement of [`with_smtp_sink!`].
+#[cfg(feature = "smtp-sink")]
+#[macro_export]
+macro_rules! without_smtp_sink {
+    ($($item:item)*) => {};
+}
+
+#[cfg(not(feature = "smtp-sink"))]
+#[macro_export]
+macro_rules! without_smtp_sink {
+    ($($item:item)*) => { $($item)* };
+}
 
 /// A finished e-mail, ready to go.
 #[derive(Debug, Clone, PartialEq, Eq)]

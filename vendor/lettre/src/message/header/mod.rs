@@ -418,23 +418,27 @@ mod tests {
     }
 
     #[test]
+    #[should_panic]
     fn const_non_ascii_headername() {
-        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("🌎")).is_err());
+        let _ = HeaderName::new_from_ascii_str("🌎");
     }
 
     #[test]
+    #[should_panic]
     fn const_spaces_in_headername() {
-        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("From ")).is_err());
+        let _ = HeaderName::new_from_ascii_str("From ");
     }
 
     #[test]
+    #[should_panic]
     fn const_colons_in_headername() {
-        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("From:")).is_err());
+        let _ = HeaderName::new_from_ascii_str("From:");
     }
 
     #[test]
+    #[should_panic]
     fn const_empty_headername() {
-        assert!(std::panic::catch_unwind(|| HeaderName::new_from_ascii_str("")).is_err());
+        let _ = HeaderName::new_from_ascii_str("");
     }
 
     #[test]

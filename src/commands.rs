@@ -1,0 +1,166 @@
+//! The subcommands that are not a module of their own: API keys and the playbook tools, and
+//! the store and engine every command opens.
+
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
+use crate::cli::{PlaybookArgs, PlaybookCommand};
+use crate::report;
+
+/// `nurture apikey create`: a new key, printed once; only its hash is stored.
+pub async fn create_api_key(role: &str, name: &str, database_url: &str) -> Result<()> {
+    let role: nurture_engine::access::Role = role.parse().map_err(anyhow::Error::msg)?;
+    if name.trim().is_empty() {
+        bail!("--name must not be empty");
+    }
+    let store = open_store(database_url).await?;
+    let key = format!("nurt_{}", hex_key());
+    store
+        .create_api_key(
+            name.trim(),
+            role,
+            &nurture_engine::access::key_hash(&key),
+            chrono::Utc::now(),
+        )
+        .await
+        .context("storing the API key")?;
+    println!(
+        "Created a {} key named {:?}. It is shown only now; store it safely:",
+        role.as_str(),
+        name.trim()
+    );
+    println!("{key}");
+    Ok(())
+}
+
+/// `nurture playbook …`: validation, pictures and the editor schema. No database is needed,
+/// unless validation is asked to look at one.
+pub async fn playbook(command: PlaybookCommand) -> Result<()> {
+    use nurture_engine::playbook::{draw, Playbook};
+    match command {
+        PlaybookCommand::Validate {
+            dir,
+            templates,
+            database_url,
+        } => {
+            let started = std::time::Instant::now();
+            match Playbook::load_dir(&dir, &templates.dir(&dir)) {
+                Ok(mut playbook) => {
+                    if let Some(url) = database_url {
+                        let stranded = stranded_enrollments(&url, &playbook).await?;
+                        playbook.warnings.extend(stranded);
+                    }
+                    // Diagnostics go to standard error, as compilers do; the summary to standard output.
+                    for warning in &playbook.warnings {
+                        eprintln!("{}", report::issue(warning));
+                    }
+                    println!("{}", report::summary(&dir, &playbook, started.elapsed()));
+                    Ok(())
+                }
+                Err(refused) => {
+                    for issue in &refused.0 {
+                        eprintln!("{}", report::issue(issue));
+                    }
+                    let errors = refused.errors().count();
+                    bail!(
+                        "the playbook in {} is refused: {errors} error{}",
+                        dir.display(),
+                        if errors == 1 { "" } else { "s" }
+                    )
+                }
+            }
+        }
+        PlaybookCommand::Graph {
+            id,
+            format,
+            output,
+            playbook,
+        } => {
+            let loaded = Playbook::load_dir(&playbook.playbook, &playbook.templates.dir(&playbook.playbook))
+                .map_err(|refused| anyhow::anyhow!("{refused}"))?;
+            let Some(campaign) = loaded.campaigns.get(&id) else {
+                let known: Vec<&str> = loaded.campaigns.keys().map(String::as_str).collect();
+                bail!(
+                    "campaign {id:?} is not in the playbook; its campaigns are: {}",
+                    known.join(", ")
+                );
+            };
+            let picture = draw::draw(campaign, format, None).map_err(anyhow::Error::msg)?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, picture).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("Wrote {}.", path.display());
+                }
+                None => print!("{picture}"),
+            }
+            Ok(())
+        }
+        PlaybookCommand::Schema => {
+            let schema = nurture_engine::playbook::schema::playbook_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(())
+        }
+    }
+}
+
+pub fn hex_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The warnings about running enrollments in the database at `url` that deploying `playbook`
+/// would strand. The database is read, not created or migrated.
+async fn stranded_enrollments(
+    url: &str,
+    playbook: &nurture_engine::playbook::Playbook,
+) -> Result<Vec<nurture_engine::playbook::Issue>> {
+    let missing =
+        nurture_engine::store::missing_file(url).with_context(|| format!("reading the database URL {url}"))?;
+    if let Some(file) = missing {
+        bail!(
+            "there is no database at {}; give --database-url the database `nurture serve` uses",
+            file.display()
+        );
+    }
+    let store = nurture_engine::store::connect(url)
+        .await
+        .with_context(|| format!("opening the database {url}"))?;
+    let engine =
+        nurture_engine::engine::Engine::new(store, Default::default(), Arc::new(nurture_engine::clock::SystemClock));
+    engine.deploy_warnings(playbook).await.with_context(|| {
+        format!(
+            "reading the deployed campaigns and their enrollments from {url} (run `nurture migrate` if it is older)"
+        )
+    })
+}
+
+pub async fn open_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Store>> {
+    let store = nurture_engine::store::connect(url)
+        .await
+        .with_context(|| format!("opening the database {url}"))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+/// Loads the playbook (refusing it whole, with every error) and opens the store.
+pub async fn build_engine(
+    url: &str,
+    args: &PlaybookArgs,
+    explicit: bool,
+    clock: Arc<dyn nurture_engine::clock::Clock>,
+) -> Result<nurture_engine::engine::Engine> {
+    let playbook = &args.playbook;
+    let loaded = if playbook.exists() || explicit {
+        let loaded = nurture_engine::playbook::Playbook::load_dir(playbook, &args.templates.dir(playbook))
+            .map_err(|refused| anyhow::anyhow!("{refused}"))?;
+        for warning in &loaded.warnings {
+            tracing::warn!(%warning, "Playbook warning.");
+        }
+        loaded
+    } else {
+        tracing::warn!(playbook = %playbook.display(), "No playbook directory; running without rules.");
+        Default::default()
+    };
+    let store = open_store(url).await?;
+    Ok(nurture_engine::engine::Engine::new(store, loaded, clock))
+}
