@@ -1,0 +1,203 @@
+//! Leads into campaigns by hand (`POST /v1/campaigns/{id}/enroll`) and after a deploy.
+
+use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::lead::{EmailAddress, FieldError, LeadRef};
+use crate::playbook::Playbook;
+use crate::store::{DeployReport, LeadFilter};
+
+/// What enrolling leads by hand did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct EnrollReport {
+    pub enrolled: usize,
+    /// Already running in the campaign, or not allowed back yet by its re-entry rule.
+    pub skipped: usize,
+    /// Indexes of the leads given that do not exist.
+    pub not_found: Vec<usize>,
+}
+
+/// The condition of segment `id`, or why there is none.
+pub(super) fn segment_of<'p>(playbook: &'p Playbook, id: &str) -> EngineResult<&'p crate::condition::Condition> {
+    playbook.segments.get(id).ok_or_else(|| {
+        EngineError::Invalid(vec![FieldError::new(
+            "segment",
+            format!("segment {id:?} does not exist"),
+        )])
+    })
+}
+
+impl Engine {
+    /// Enrolls leads into a campaign by hand (API or CLI): its trigger is not asked, its
+    /// re-entry rule is, and a lead already running in it stays where it is. Leads that cannot
+    /// be found are reported by their index.
+    pub async fn enroll(&self, campaign: &str, leads: &[LeadRef]) -> EngineResult<EnrollReport> {
+        let nameless: Vec<FieldError> = leads
+            .iter()
+            .enumerate()
+            .filter(|(_, by)| by.names_nobody())
+            .map(|(i, _)| {
+                FieldError::new(
+                    format!("leads[{i}]"),
+                    "name the lead by its id (a string), or {\"email\": …} or {\"external_id\": …}",
+                )
+            })
+            .collect();
+        if !nameless.is_empty() {
+            return Err(EngineError::Invalid(nameless));
+        }
+        let mut report = EnrollReport::default();
+        // Every reference resolved in one query, not one lookup per lead.
+        let email_of = |by: &LeadRef| {
+            by.email
+                .as_deref()
+                .and_then(|e| EmailAddress::parse(e).ok())
+                .map(|e| e.into_string())
+        };
+        let ext_of = |by: &LeadRef| by.external_id.as_deref().map(|x| x.trim().to_owned());
+        let emails: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(email_of).collect();
+        let exts: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(ext_of).collect();
+        // Ids need no lookup here: the enrolling transaction reads (and locks) those leads
+        // anyway and says which it did not find. E-mails and external ids are resolved first.
+        let (by_email, by_ext): (HashMap<String, i64>, HashMap<String, i64>) = if emails.is_empty() && exts.is_empty() {
+            Default::default()
+        } else {
+            let mut tx = self.store.begin_read().await?;
+            let found = tx.find_leads(&[], &emails, &exts).await?;
+            tx.commit().await?;
+            (
+                found
+                    .iter()
+                    .filter_map(|lead| Some((lead.email.clone()?, lead.id.0)))
+                    .collect(),
+                found
+                    .iter()
+                    .filter_map(|lead| Some((lead.external_id.clone()?, lead.id.0)))
+                    .collect(),
+            )
+        };
+        let mut ids = Vec::new();
+        let mut index_of: HashMap<i64, Vec<usize>> = HashMap::new();
+        for (index, by) in leads.iter().enumerate() {
+            let hit = match &by.id {
+                Some(id) => id.parse::<i64>().ok(),
+                None => email_of(by)
+                    .and_then(|e| by_email.get(&e).copied())
+                    .or_else(|| ext_of(by).and_then(|x| by_ext.get(&x).copied())),
+            };
+            match hit {
+                Some(id) => {
+                    ids.push(id);
+                    index_of.entry(id).or_default().push(index);
+                }
+                None => report.not_found.push(index),
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for missing in self.enroll_ids(campaign, &ids, &mut report).await? {
+            report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
+        }
+        report.not_found.sort_unstable();
+        Ok(report)
+    }
+
+    /// Enrolls every lead of a segment into a campaign by hand, in batches.
+    pub async fn enroll_segment(&self, campaign: &str, segment: &str) -> EngineResult<EnrollReport> {
+        let mut report = EnrollReport::default();
+        let mut after = None;
+        loop {
+            let (page, next) = self
+                .list_leads(&LeadFilter::default(), Some(segment), after, 500)
+                .await?;
+            let ids: Vec<i64> = page.iter().map(|v| v.lead.id.0).collect();
+            self.enroll_ids(campaign, &ids, &mut report).await?;
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(report),
+            }
+        }
+    }
+
+    /// Enrolls these leads; returns the ids that are not leads.
+    pub(super) async fn enroll_ids(
+        &self,
+        campaign: &str,
+        ids: &[i64],
+        report: &mut EnrollReport,
+    ) -> EngineResult<Vec<i64>> {
+        let playbook = self.playbook();
+        if !playbook.campaigns.contains_key(campaign) {
+            return Err(EngineError::NotFound);
+        }
+        let entry = Entry::Into(campaign.to_owned());
+        let mut missing = Vec::new();
+        for chunk in ids.chunks(PASS_LEADS) {
+            let (entered, absent) = retrying(|| self.enter_once(&entry, chunk)).await?;
+            report.enrolled += entered;
+            report.skipped += (chunk.len() - absent.len()).saturating_sub(entered);
+            missing.extend(absent);
+        }
+        Ok(missing)
+    }
+
+    /// After a deploy, enrolls in the background the leads that already match its new and
+    /// changed campaigns (a scan of every lead, so the deploy's caller does not wait for it).
+    pub fn enter_matching_after(self: &Arc<Self>, deployed: &DeployReport) {
+        let fresh: Vec<String> = deployed.created.iter().chain(&deployed.changed).cloned().collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            match engine.enter_matching(&fresh).await {
+                Ok(n) => tracing::info!(entered = n, "Leads that already matched entered the new campaigns."),
+                Err(e) => tracing::warn!(error = %e, "Entering leads that already match failed."),
+            }
+        });
+    }
+
+    /// Enrolls the leads that match these segment-triggered campaigns now: what a deploy does
+    /// for new and changed campaigns, so that leads that already match do not wait for their
+    /// next change. Scans every lead in batches; returns how many entered.
+    pub async fn enter_matching(&self, campaigns: &[String]) -> EngineResult<usize> {
+        let playbook = self.playbook();
+        let wanted: Vec<String> = campaigns
+            .iter()
+            .filter(|id| {
+                playbook
+                    .campaigns
+                    .get(*id)
+                    .is_some_and(|c| c.entry.trigger == crate::playbook::Trigger::Segment)
+            })
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let entry = Entry::Matching(wanted);
+        let mut entered = 0;
+        let mut after = None;
+        loop {
+            let leads = self.store.list_leads(&LeadFilter::default(), after, 500).await?;
+            let Some(last) = leads.last().map(|l| l.id) else {
+                return Ok(entered);
+            };
+            let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+            entered += retrying(|| self.enter_once(&entry, &ids)).await?.0;
+            after = Some(last);
+        }
+    }
+
+    /// One enrolling pass: (how many entered, the ids that are not leads).
+    pub(super) async fn enter_once(&self, entry: &Entry, ids: &[i64]) -> EngineResult<(usize, Vec<i64>)> {
+        let (counts, absent) = self.pass(Pick::Ids(ids), entry).await?;
+        Ok((counts.entered, absent))
+    }
+
+    /// Where a manual clock stood when it last moved (the `settings` row): a restarted
+    /// `serve --clock manual` resumes there instead of at the wall clock, so that times already
+    /// stored are never in its future.
+    pub const MANUAL_CLOCK_SETTING: &'static str = "manual_clock";
+}
