@@ -1,0 +1,225 @@
+//! The storage port: the `Store` and `Tx` traits the engine works through.
+
+use super::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
+use crate::access::{ApiKey, Role};
+use crate::condition::EventFact;
+use crate::journey::Enrollment;
+use crate::lead::{Lead, LeadId};
+use crate::nurture::Changes;
+use crate::playbook::Decay;
+use crate::tag::TagFamily;
+
+/// What happened when an idempotent request began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// First time: go ahead, then record the answer.
+    Proceed,
+    /// Done before: here is the first answer.
+    Replay { status: u16, body: String },
+    /// The same key is being processed by another request right now.
+    InFlight,
+    /// The same key was used for a different request.
+    Mismatch,
+}
+
+/// A read transaction from `Store::begin_snapshot` and the write sequence number it sees.
+pub struct Snapshot {
+    pub tx: Box<dyn Tx>,
+    pub seq: i64,
+}
+
+/// The storage port.
+#[async_trait]
+pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Notified when a transaction that queued messages commits after the first call: in
+    /// this process, and on PostgreSQL in every process on the database (`LISTEN
+    /// nurture_mail`, on a connection of its own). A notification while nobody waits is kept
+    /// for the next wait.
+    async fn mail_queued(&self) -> std::sync::Arc<tokio::sync::Notify>;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Whether the database answers and every migration is applied.
+    async fn ready(&self) -> StoreResult<bool>;
+    /// Starts a write transaction.
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Starts a read-only transaction (its write methods must not be called).
+    async fn begin_read(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Where transactions read a snapshot and one writer writes at a time (SQLite): a read
+    /// transaction in which a journey pass can read and decide outside the writer's turn, with
+    /// the write sequence number it sees. `None` where writers lock rows instead (PostgreSQL).
+    async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
+        Ok(None)
+    }
+    /// A write transaction for a journey pass over `leads` decided in the snapshot numbered
+    /// `seq`, scoped to them (see `Tx::scope`); `None` when something committed since may have
+    /// changed what it read: any write that was not a journey pass of this process, or one over
+    /// any of these leads. Then the pass is decided again in a plain write transaction.
+    ///
+    /// The transaction may be staged: its writes are bound as they come and run together when
+    /// it commits or first reads, and only then does it take the writer's turn and check the
+    /// snapshot. A staged transaction that finds the snapshot out of date writes nothing and
+    /// fails with [`StoreError::Stale`], and the pass is decided again all the same.
+    async fn begin_checked(&self, _seq: i64, _leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
+        Ok(None)
+    }
+    /// Of `leads` (read in the snapshot numbered `seq`), those a journey pass of this process
+    /// wrote after that snapshot: the snapshot shows them as they were, and a pass that decided
+    /// them there could not write (see `begin_checked`). Empty where there are no snapshots.
+    fn written_since(&self, _seq: i64, _leads: &[i64]) -> HashSet<i64> {
+        HashSet::new()
+    }
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>>;
+    /// Leads after `after` (by id) matching the filter, at most `limit`.
+    async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>>;
+    /// A lead's timeline entries older than the cursor, newest first, at most `limit`.
+    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64)
+        -> StoreResult<Vec<TimelineEntry>>;
+    /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Records a deploy: a campaign version not seen before is kept beside the earlier ones, the
+    /// current version moves to it, and campaigns no longer deployed are retired. Deploying
+    /// unchanged campaigns changes nothing.
+    async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport>;
+    /// Every campaign ever deployed, with its current version.
+    async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
+    /// Per step of a campaign (all versions): journey lines by outcome, arrivals at the step,
+    /// and enrollments waiting there now. Read from counters, in O(steps).
+    async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>>;
+    /// How many leads are at each stage (stages with none are left out).
+    async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Every deployed version of a campaign, oldest first.
+    async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
+    /// How many enrollments of a campaign are running (active or waiting), on one version or
+    /// on all of them.
+    async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64>;
+    /// Takes up to `limit` pending messages due by `now` for sending: each is leased until
+    /// `lease` (another dispatcher leaves it alone; a crash makes it due again then) and its
+    /// attempt counted.
+    async fn claim_messages(
+        &self,
+        now: DateTime<Utc>,
+        lease: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<PendingMessage>>;
+    /// Whether a message is leased (claimed, its outcome not yet recorded) until a time after
+    /// `now` and no later than `until`: a send in flight of a dispatcher whose clock stands at
+    /// `now`.
+    async fn sends_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records what sending did.
+    async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
+    /// The lead a message went to, and its channel.
+    async fn message_lead(&self, message_id: i64) -> StoreResult<Option<MessageTarget>>;
+    /// How many e-mails were sent since `since` (microseconds): what a warm-up counts.
+    async fn emails_sent_since(&self, since: i64) -> StoreResult<i64>;
+    /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
+    async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
+    /// Sets a server-wide setting.
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
+    async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.
+    async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Decays the scores of leads inactive for `decay.every` (one set-based pass); returns how many.
+    async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Brings the query planner's statistics up to date on tables that changed a lot since
+    /// they were last gathered; returns the tables refreshed. `serve` calls it every few
+    /// seconds: a table that grew from empty to a million rows in minutes is otherwise planned
+    /// as if it were still small.
+    async fn refresh_statistics(&self) -> StoreResult<Vec<String>>;
+
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Idempotency>;
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
+    /// Forgets a begun request that failed, so a retry can run it.
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
+}
+
+/// A write transaction: the set-based primitives the engine composes.
+#[async_trait]
+pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
+    /// Leads with any of these ids, e-mails or external ids.
+    async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>>;
+    /// These leads as they are, without the lock a write transaction's `find_leads` takes: for
+    /// answers that show a lead without changing it (a claim).
+    async fn view_leads(&mut self, ids: &[i64]) -> StoreResult<Vec<Lead>>;
+    /// Allocates `n` new lead ids.
+    async fn reserve_lead_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
+    /// Inserts or overwrites these leads (by id).
+    async fn write_leads(&mut self, leads: &[Lead]) -> StoreResult<()>;
+    /// Writes only what behaviour changes on existing leads: score, stage, activity time.
+    async fn write_lead_activity(&mut self, leads: &[ActivityRow]) -> StoreResult<()>;
+    /// The current tags of these leads.
+    async fn load_tags(&mut self, ids: &[i64]) -> StoreResult<Vec<(i64, String, TagFamily)>>;
+    /// Every enrollment of these leads, any status (running ones, and past ones for re-entry);
+    /// each lead's in id order.
+    async fn load_enrollments(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Enrollment>>;
+    /// Leads with an enrollment due by `now` (waiting, wake-up time passed), outside paused
+    /// campaigns and other than `busy` (taken by a pass that has not written yet), earliest
+    /// first, at most `limit`.
+    async fn due_leads(&mut self, now: i64, paused: &[String], busy: &[i64], limit: i64) -> StoreResult<Vec<i64>>;
+    /// Of these leads, those this transaction could lock, locked and read, in id order
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED` in one statement, so that workers share due work
+    /// without waiting on each other; SQLite: all of them, as its one writer holds the database).
+    async fn take_free_leads(&mut self, lead_ids: &[i64]) -> StoreResult<Vec<Lead>>;
+    /// Allocates `n` new enrollment ids.
+    async fn reserve_enrollment_ids(&mut self, n: usize) -> StoreResult<Vec<i64>>;
+    /// Inserts or overwrites these enrollments (by id).
+    async fn write_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()>;
+    /// Writes enrollments that exist and keep their status (a running enrollment moving from
+    /// one step to the next): only their step, wake-up time, outcome, transitions and updated
+    /// time change. SQLite then leaves the indexes that depend on the status alone.
+    async fn move_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
+        self.write_enrollments(rows).await
+    }
+    async fn write_journey(&mut self, rows: &[JourneyRow]) -> StoreResult<()>;
+    /// Inserts messages; one already made for the same (enrollment, seq) is left as it is.
+    async fn insert_messages(&mut self, rows: &[NewMessage]) -> StoreResult<()>;
+    /// Campaigns whose status is not `active` (paused or retired): their enrollments do not move.
+    async fn frozen_campaigns(&mut self) -> StoreResult<Vec<String>>;
+    /// The stored source of a deployed campaign version: (file, YAML).
+    async fn campaign_source(&mut self, id: &str, version: &str) -> StoreResult<Option<(String, String)>>;
+    /// The messages these enrollments sent; each enrollment's in the order they were made.
+    async fn load_messages(&mut self, enrollment_ids: &[i64]) -> StoreResult<Vec<SentMessage>>;
+    /// Events of these leads of the given types since the given time (`None`: all time).
+    async fn load_events(&mut self, ids: &[i64], needs: &[(String, Option<i64>)])
+        -> StoreResult<Vec<(i64, EventFact)>>;
+    /// Ledger entries of capped rules for these leads since a time: (lead, rule, event time, delta).
+    async fn load_cap_usage(
+        &mut self,
+        ids: &[i64],
+        rules: &[String],
+        since: i64,
+    ) -> StoreResult<Vec<(i64, String, i64, i64)>>;
+    /// Which of these e-mails were erased before and must stay suppressed.
+    async fn suppressed(&mut self, email_hashes: &[String]) -> StoreResult<HashSet<String>>;
+    /// Inserts events; returns the idempotency keys that were new (events without a key are always new).
+    async fn insert_events(&mut self, events: &[NewEvent<'_>]) -> StoreResult<HashSet<String>>;
+    /// The stored events that carry these idempotency keys: (key, lead, event).
+    async fn keyed_events(&mut self, keys: &[&str]) -> StoreResult<Vec<(String, i64, EventFact)>>;
+    /// Writes tag changes (current tags and log), score ledger entries and handoff requests;
+    /// returns the handoffs opened (a request for a lead with one open is dropped).
+    async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<handoffs::Opened>>;
+    /// Says that this transaction is a journey pass that writes only these leads' data, so that
+    /// passes over other leads decided in a snapshot stay valid when it commits (see
+    /// `Store::begin_checked`). Nothing to do where writers lock rows (PostgreSQL).
+    fn scope(&mut self, _leads: &[i64]) {}
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
