@@ -22,7 +22,7 @@ mod json;
 mod port;
 mod rows;
 #[macro_use]
-mod shared;
+mod portable;
 pub mod handoffs;
 pub mod pacing;
 pub mod postgres;
@@ -33,8 +33,8 @@ pub use error::*;
 pub use journey_log::*;
 pub(crate) use json::*;
 pub use port::*;
+pub(crate) use portable::*;
 pub use rows::*;
-pub(crate) use shared::*;
 pub use timeline::*;
 
 fn is_postgres(url: &str) -> bool {

@@ -1,5 +1,5 @@
-//! Erasure and the other `Store` methods whose SQL is the same on both backends, written once
-//! for both adapters by `store_impl!`.
+//! Portable SQL: erasure and the other `Store` methods whose text is the same on both backends,
+//! written once for both adapters by `store_impl!`.
 
 /// What erasing a lead deletes, in order (children before what they point at).
 pub(crate) const ERASE: [&str; 13] = [
