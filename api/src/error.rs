@@ -139,7 +139,8 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(details) => ApiError::invalid(details),
             EngineError::NotFound => ApiError::NotFound("no such lead".into()),
             EngineError::Missing(message) => ApiError::NotFound(message),
-            EngineError::Conflict(message) => ApiError::Conflict {
+            // A race lost on every retry is a conflict the client may retry too.
+            EngineError::Conflict(message) | EngineError::Raced(message) => ApiError::Conflict {
                 code: "conflict",
                 message,
             },

@@ -15,8 +15,14 @@ pub enum EngineError {
     /// A store failure passed on to callers other than the one that met it.
     #[error("{0}")]
     Failed(String),
+    /// The request conflicts with the state it found (a paused campaign, an open handoff, a
+    /// decision already made): the client must change something first. Never retried.
     #[error("{0}")]
     Conflict(String),
+    /// The transaction lost a race with another writer (a unique key taken meanwhile, a
+    /// deadlock); nothing was written and [`retrying`] runs the batch again.
+    #[error("{0}")]
+    Raced(String),
     /// The caller's role allows the route, but not this use of it (someone else's resource).
     #[error("{0}")]
     Forbidden(String),
@@ -27,7 +33,7 @@ pub enum EngineError {
 impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(message) => EngineError::Conflict(message),
+            StoreError::Conflict(message) => EngineError::Raced(message),
             other => EngineError::Store(other),
         }
     }
@@ -45,11 +51,35 @@ where
     let mut attempt = 0;
     loop {
         match work().await {
-            Err(EngineError::Conflict(message)) if attempt < 4 => {
+            Err(EngineError::Raced(message)) if attempt < 4 => {
                 attempt += 1;
                 tracing::debug!(attempt, conflict = %message, "Batch lost a race; retrying.");
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{retrying, EngineError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Runs `retrying` over work that always fails with `error` and says how often it ran.
+    async fn attempts(error: fn() -> EngineError) -> usize {
+        let runs = AtomicUsize::new(0);
+        let _ = retrying(|| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            async move { Err::<(), _>(error()) }
+        })
+        .await;
+        runs.into_inner()
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_retried_and_a_client_conflict_is_not() {
+        assert_eq!(attempts(|| EngineError::Raced("duplicate key".into())).await, 5);
+        assert_eq!(attempts(|| EngineError::Conflict("campaign is paused".into())).await, 1);
+        assert_eq!(attempts(|| EngineError::NotFound).await, 1);
     }
 }

@@ -191,7 +191,7 @@ impl Engine {
             if m.new {
                 m.enrollment.id = ids
                     .next()
-                    .ok_or_else(|| EngineError::Conflict("enrollment ids ran out".into()))?;
+                    .ok_or_else(|| EngineError::Raced("enrollment ids ran out".into()))?;
                 counts.entered += 1;
             }
             counts.moved += 1;
