@@ -347,7 +347,8 @@ impl PgTx {
     }
 }
 
-pacing::pacing_impl!(PgTx {
+#[async_trait::async_trait]
+impl pacing::PacingTx for PgTx {
     async fn suppressions(&mut self, email_hashes: &[String]) -> StoreResult<Vec<pacing::Suppression>> {
         Ok(sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {} FROM mail_suppressions WHERE email_hash = ANY($1)",
@@ -357,7 +358,15 @@ pacing::pacing_impl!(PgTx {
         .fetch_all(self.conn().await?)
         .await?)
     }
-});
+
+    async fn recent_sends(&mut self, lead_ids: &[i64], since: i64) -> StoreResult<Vec<pacing::RecentSend>> {
+        pacing::recent_sends::<Postgres>(self.conn().await?, lead_ids, since).await
+    }
+
+    async fn suppress(&mut self, rows: &[pacing::Suppression]) -> StoreResult<()> {
+        pacing::suppress::<Postgres>(self.conn().await?, rows).await
+    }
+}
 
 handoff_impl!(PgStore, PgTx {
     async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {

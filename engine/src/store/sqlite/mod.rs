@@ -229,7 +229,8 @@ store_impl!(SqliteStore {
 
 });
 
-pacing::pacing_impl!(SqliteTx {
+#[async_trait::async_trait]
+impl pacing::PacingTx for SqliteTx {
     async fn suppressions(&mut self, email_hashes: &[String]) -> StoreResult<Vec<pacing::Suppression>> {
         let mut wanted: Vec<&str> = email_hashes.iter().map(String::as_str).collect();
         wanted.sort_unstable();
@@ -243,7 +244,15 @@ pacing::pacing_impl!(SqliteTx {
         .fetch_all(self.conn().await?)
         .await?)
     }
-});
+
+    async fn recent_sends(&mut self, lead_ids: &[i64], since: i64) -> StoreResult<Vec<pacing::RecentSend>> {
+        pacing::recent_sends::<Sqlite>(self.conn().await?, lead_ids, since).await
+    }
+
+    async fn suppress(&mut self, rows: &[pacing::Suppression]) -> StoreResult<()> {
+        pacing::suppress::<Sqlite>(self.conn().await?, rows).await
+    }
+}
 
 handoff_impl!(SqliteStore, SqliteTx {
     async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
