@@ -67,6 +67,27 @@ struct Moved {
     messages: Vec<NewMessage>,
 }
 
+/// Where one lead's journey puts what it decided: tags, scores and handoffs, and its moves.
+struct Out<'a> {
+    changes: &'a mut Changes,
+    moved: &'a mut Vec<Moved>,
+}
+
+/// What one decide pass read for all its leads, which every lead's journey consults.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    /// Opens, clicks and replies of the open enrollments' messages, by enrollment.
+    facts: &'a IdMap<Vec<MessageFact>>,
+    /// What pacing needs: recent sends and suppressions of the batch's leads.
+    pace: &'a PaceFacts,
+    playbook: &'a Playbook,
+    /// Campaigns paused or retired: their enrollments stay where they are.
+    paused: &'a HashSet<String>,
+    now: DateTime<Utc>,
+    /// Which campaigns the leads may enter in this pass.
+    enter: &'a Entry,
+}
+
 impl Engine {
     /// The campaign version an enrollment runs on: the playbook's, or an earlier deployed one
     /// built from its stored source (read in the caller's transaction). `None` when it cannot
@@ -152,6 +173,14 @@ impl Engine {
         let facts = self.message_facts(tx, &open).await?;
         let pace = pace_facts(tx, states, playbook, now).await?;
 
+        let batch = Batch {
+            facts: &facts,
+            pace: &pace,
+            playbook,
+            paused: &paused,
+            now,
+            enter,
+        };
         let mut by_lead: BTreeMap<i64, Vec<Enrollment>> = BTreeMap::new();
         for e in enrollments {
             by_lead.entry(e.lead.0).or_default().push(e);
@@ -165,10 +194,11 @@ impl Engine {
             };
             let history = by_lead.remove(&lead_id).unwrap_or_default();
             let events = new_events.get(&lead_id).map(Vec::as_slice).unwrap_or_default();
-            self.journey_of_lead(
-                tx, state, history, &facts, &pace, playbook, &paused, now, events, enter, changes, &mut moved,
-            )
-            .await?;
+            let out = Out {
+                changes: &mut *changes,
+                moved: &mut moved,
+            };
+            self.journey_of_lead(tx, &batch, state, history, events, out).await?;
         }
         Ok(JourneyMoves(moved))
     }
@@ -303,22 +333,26 @@ impl Engine {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs one lead's journeys in `batch`: its open enrollments, then the campaigns it enters;
+    /// tags, scores and handoffs go to `state` and `out.changes`, the moves to `out.moved`.
     async fn journey_of_lead(
         &self,
         tx: &mut dyn Tx,
+        batch: &Batch<'_>,
         state: &mut LeadState,
         history: Vec<Enrollment>,
-        facts: &IdMap<Vec<MessageFact>>,
-        pace: &PaceFacts,
-        playbook: &Playbook,
-        paused: &HashSet<String>,
-        now: DateTime<Utc>,
         new_events: &[String],
-        enter: &Entry,
-        changes: &mut Changes,
-        moved: &mut Vec<Moved>,
+        out: Out<'_>,
     ) -> EngineResult<()> {
+        let Out { changes, moved } = out;
+        let Batch {
+            facts,
+            pace,
+            playbook,
+            paused,
+            now,
+            enter,
+        } = *batch;
         let no_messages: Vec<MessageFact> = Vec::new();
         // Work: running enrollments first, then entries; `enroll` steps add to it.
         let mut work: Vec<(Enrollment, Arc<Campaign>, bool)> = Vec::new();
