@@ -164,3 +164,9 @@ pub async fn build_engine(
     let store = open_store(url).await?;
     Ok(nurture_engine::engine::Engine::new(store, loaded, clock))
 }
+
+/// The CPU cores this process may use: `serve` runs a campaign runner on each, and the
+/// benchmarks a worker or stream.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

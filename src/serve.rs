@@ -130,8 +130,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     if !manual {
         // One runner per core: on SQLite one decides its next pass while another writes; on
         // PostgreSQL they take different leads.
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        for _ in 0..cores {
+        for _ in 0..crate::commands::cores() {
             tokio::spawn(engine.clone().run_campaigns());
         }
     }

@@ -20,11 +20,4 @@ impl Channel {
             Channel::Webhook => "webhook",
         }
     }
-
-    /// The channel named `name` as [`Channel::as_str`] writes it.
-    pub fn parse(name: &str) -> Option<Channel> {
-        [Channel::Email, Channel::Wechat, Channel::Webhook]
-            .into_iter()
-            .find(|c| c.as_str() == name)
-    }
 }

@@ -86,7 +86,7 @@ pub struct Options {
 
 pub async fn run(options: Options) -> Result<()> {
     let n = options.leads.max(1);
-    let workers = options.workers.unwrap_or_else(super::cores).max(1);
+    let workers = options.workers.unwrap_or_else(crate::commands::cores).max(1);
     let batch = options.batch.max(1);
     let super::BenchEngine {
         engine,

@@ -122,11 +122,6 @@ nurture_engine::without_smtp_sink! {
     }
 }
 
-/// The CPU cores this process may use.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
 pub async fn ingest(options: IngestOptions) -> Result<()> {
     let IngestOptions {
         events: total,
@@ -134,7 +129,7 @@ pub async fn ingest(options: IngestOptions) -> Result<()> {
         batch,
         streams,
     } = options;
-    let streams = streams.unwrap_or_else(cores).max(1);
+    let streams = streams.unwrap_or_else(crate::commands::cores).max(1);
     let (store, label, cleanup) = open_store(database_url.as_deref()).await?;
     store.migrate().await?;
     let playbook = Playbook::from_files(
