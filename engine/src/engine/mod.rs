@@ -128,6 +128,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::lead::{Lead, LeadInput, LeadRef};
     use crate::store::sqlite::SqliteStore;
+    use crate::store::AdminStore;
     use crate::tag::Actor;
 
     /// An engine on a fresh SQLite file in `dir`, with the shipped playbook, a manual clock

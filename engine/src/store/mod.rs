@@ -7,33 +7,39 @@
 
 use serde_json::{Map, Value};
 
-use crate::access::{ApiKey, Role};
 use crate::clock::from_micros;
 use crate::condition::EventFact;
 use crate::journey::Enrollment;
-use crate::lead::{Lead, LeadId};
+use crate::lead::Lead;
 use crate::nurture::Changes;
 use crate::playbook::Decay;
 use crate::tag::TagFamily;
 
+mod admin;
+mod campaigns;
 mod error;
 mod journey_log;
 mod json;
+mod leads;
+mod outbox;
 mod port;
 mod rows;
-#[macro_use]
-mod portable;
+pub(crate) mod sql;
 pub mod handoffs;
 pub mod pacing;
 pub mod postgres;
 pub mod sqlite;
 mod timeline;
 
+pub use admin::AdminStore;
+pub use campaigns::CampaignStore;
 pub use error::*;
 pub use journey_log::*;
 pub(crate) use json::*;
+pub use leads::LeadStore;
+pub use outbox::OutboxStore;
 pub use port::*;
-pub(crate) use portable::*;
+
 pub use rows::*;
 pub use timeline::*;
 

@@ -5,10 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
-use crate::access::{ApiKey, Role};
 use crate::condition::EventFact;
 use crate::journey::Enrollment;
-use crate::lead::{Lead, LeadId};
+use crate::lead::Lead;
 use crate::nurture::Changes;
 use crate::playbook::Decay;
 use crate::tag::TagFamily;
@@ -34,7 +33,8 @@ pub struct Snapshot {
 
 /// The storage port.
 #[async_trait]
-pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
+pub trait Store:
+    handoffs::HandoffStore + AdminStore + CampaignStore + LeadStore + OutboxStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Notified when a transaction that queued messages commits after the first call: in
@@ -42,10 +42,6 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// nurture_mail`, on a connection of its own). A notification while nobody waits is kept
     /// for the next wait.
     async fn mail_queued(&self) -> std::sync::Arc<tokio::sync::Notify>;
-    /// Applies pending migrations.
-    async fn migrate(&self) -> StoreResult<()>;
-    /// Whether the database answers and every migration is applied.
-    async fn ready(&self) -> StoreResult<bool>;
     /// Starts a write transaction.
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     /// Starts a read-only transaction (its write methods must not be called).
@@ -75,61 +71,12 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
         HashSet::new()
     }
 
-    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
-    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
 
-    async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>>;
-    /// Leads after `after` (by id) matching the filter, at most `limit`.
-    async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>>;
-    /// A lead's timeline entries older than the cursor, newest first, at most `limit`.
-    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64)
-        -> StoreResult<Vec<TimelineEntry>>;
-    /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
-    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool>;
 
-    /// Records a deploy: a campaign version not seen before is kept beside the earlier ones, the
-    /// current version moves to it, and campaigns no longer deployed are retired. Deploying
-    /// unchanged campaigns changes nothing.
-    async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport>;
-    /// Every campaign ever deployed, with its current version.
-    async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
-    /// Per step of a campaign (all versions): journey lines by outcome, arrivals at the step,
-    /// and enrollments waiting there now. Read from counters, in O(steps).
-    async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>>;
-    /// How many leads are at each stage (stages with none are left out).
-    async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
-    /// Every deployed version of a campaign, oldest first.
-    async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
-    /// How many enrollments of a campaign are running (active or waiting), on one version or
-    /// on all of them.
-    async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64>;
-    /// Takes up to `limit` pending messages due by `now` for sending: each is leased until
-    /// `lease` (another dispatcher leaves it alone; a crash makes it due again then) and its
-    /// attempt counted.
-    async fn claim_messages(
-        &self,
-        now: DateTime<Utc>,
-        lease: DateTime<Utc>,
-        limit: i64,
-    ) -> StoreResult<Vec<PendingMessage>>;
-    /// Whether a message is leased (claimed, its outcome not yet recorded) until a time after
-    /// `now` and no later than `until`: a send in flight of a dispatcher whose clock stands at
-    /// `now`.
-    async fn sends_in_flight(&self, now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<bool>;
     /// Records what sending did.
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
-    /// The lead a message went to, and its channel.
-    async fn message_lead(&self, message_id: i64) -> StoreResult<Option<MessageTarget>>;
-    /// How many e-mails were sent since `since` (microseconds): what a warm-up counts.
-    async fn emails_sent_since(&self, since: i64) -> StoreResult<i64>;
-    /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
-    async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
-    /// Sets a server-wide setting.
-    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
     /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
-    /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.
-    async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool>;
 
     /// Decays the scores of leads inactive for `decay.every` (one set-based pass); returns how many.
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64>;
@@ -140,16 +87,6 @@ pub trait Store: handoffs::HandoffStore + Send + Sync + 'static {
     /// as if it were still small.
     async fn refresh_statistics(&self) -> StoreResult<Vec<String>>;
 
-    async fn idempotency_begin(
-        &self,
-        scope: &str,
-        key: &str,
-        fingerprint: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Idempotency>;
-    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
-    /// Forgets a begun request that failed, so a retry can run it.
-    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
 }
 
 /// A write transaction: the set-based primitives the engine composes.

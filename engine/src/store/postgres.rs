@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -12,19 +12,11 @@ use std::sync::LazyLock;
 use super::handoffs::*;
 use super::*;
 use crate::clock::to_micros;
-use crate::handoff::{Handoff, Member};
 
-/// The sqlx database of this adapter, for the shared handoff code.
-type Db = Postgres;
-/// How a read locks the rows it takes for this transaction.
-const FOR_UPDATE: &str = " FOR UPDATE";
+
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// How the outbox claim skips rows another dispatcher holds.
-const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
-/// How erasure finds (and locks) the lead.
-const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
 
 pub struct PgStore {
     pool: PgPool,
@@ -43,11 +35,6 @@ const MAIL_CHANNEL: &str = "nurture_mail";
 impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with(PgConnectOptions::from_str(url)?).await
-    }
-
-    /// A write transaction, for writes outside the `Tx` port.
-    async fn write_tx(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
     }
 
     /// Connects with every session's `search_path` set to `schema`; tests use one schema each.
@@ -201,7 +188,8 @@ const TIMELINE: [(TimelineKind, &str); 6] = [
     ),
 ];
 
-store_impl!(PgStore {
+#[async_trait::async_trait]
+impl Store for PgStore {
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
         let at: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(wake_at) FROM enrollments WHERE status = 'waiting' AND NOT (campaign_id = ANY($1))",
@@ -324,7 +312,7 @@ store_impl!(PgStore {
         Ok(done as u64)
     }
 
-});
+}
 
 struct PgTx {
     tx: Transaction<'static, Postgres>,
@@ -368,42 +356,67 @@ impl pacing::PacingTx for PgTx {
     }
 }
 
-handoff_impl!(PgStore, PgTx {
-    async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
+impl sql::Dialect for Postgres {
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
+
+    fn claim_many_sql() -> String {
         // The n-th open handoff (in claim order, skipping those others hold) goes to the n-th
         // member, in one statement.
-        #[derive(sqlx::FromRow)]
-        struct Numbered {
-            n: i64,
-            #[sqlx(flatten)]
-            row: HandoffRow,
-        }
-        let rows: Vec<Numbered> = sqlx::query_as(AssertSqlSafe(format!(
-            "WITH asked AS (SELECT member, n FROM unnest($2::text[]) WITH ORDINALITY AS a(member, n)), \
+        format!(
+            "WITH asked AS (SELECT member, n FROM json_array_elements_text($2::json) WITH ORDINALITY AS a(member, n)), \
              cand AS (SELECT c.id AS cid, row_number() OVER (ORDER BY c.priority DESC, c.created_at, c.id) AS n FROM \
                (SELECT id, priority, created_at FROM handoffs WHERE queue = $1 AND status = 'open' AND assigned_to IS NULL \
                 ORDER BY priority DESC, created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c), \
              taken AS (UPDATE handoffs h SET status = 'claimed', claimed_by = asked.member, claimed_at = $4, updated_at = $4 \
                FROM cand JOIN asked USING (n) WHERE h.id = cand.cid AND h.status = 'open' \
                RETURNING asked.n, h.*) \
-             SELECT n, {HANDOFF_COLUMNS} FROM taken"
-        )))
-        .bind(queue)
-        .bind(members)
-        .bind(members.len() as i64)
-        .bind(now)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let mut out: Vec<Option<Handoff>> = vec![None; members.len()];
-        for Numbered { n, row } in rows {
-            if let Some(slot) = usize::try_from(n - 1).ok().filter(|i| *i < out.len()) {
-                out[slot] = Some(Handoff::try_from(row)?);
-            }
-        }
-        Ok(out)
+             SELECT {HANDOFF_COLUMNS} FROM taken ORDER BY n"
+        )
     }
-});
+
+    fn list_leads_sql() -> &'static str {
+        LIST_LEADS.as_str()
+    }
+
+    fn timeline_sql() -> &'static [(TimelineKind, &'static str)] {
+        &TIMELINE
+    }
+
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+}
+
+impl sql::SqlTx for PgTx {
+    type DB = Postgres;
+
+    async fn connection(&mut self) -> StoreResult<&mut sqlx::PgConnection> {
+        Ok(&mut self.tx)
+    }
+}
+
+impl sql::SqlStore for PgStore {
+    type DB = Postgres;
+    type WriteTx = Transaction<'static, Postgres>;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn write_tx(&self) -> StoreResult<Self::WriteTx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn commit(tx: Self::WriteTx) -> StoreResult<()> {
+        Ok(tx.commit().await?)
+    }
+}
 
 impl PgTx {
     /// Runs one of the lead lookups (`SELECT_LEADS`, with or without its lock).

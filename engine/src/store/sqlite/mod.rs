@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, Sqlite, SqlitePool};
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::handoffs::*;
 use super::*;
 use crate::clock::to_micros;
-use crate::handoff::{Handoff, Member};
+
 
 mod checkpoint;
 mod queries;
@@ -28,19 +28,11 @@ use tx::*;
 use values::*;
 use writer::*;
 
-/// The sqlx database of this adapter, for the shared handoff code.
-type Db = Sqlite;
-/// How a read locks the rows it takes for this transaction.
-const FOR_UPDATE: &str = "";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// How a write transaction starts (taking the write lock at once).
 const WRITE_BEGIN: &str = "BEGIN IMMEDIATE";
-/// How the outbox claim skips rows another dispatcher holds.
-const SKIP_LOCKED: &str = "";
-/// How erasure finds the lead.
-const ERASE_LOOKUP: &str = "SELECT email FROM leads WHERE id = $1";
 
 pub struct SqliteStore {
     /// Connections for reads (and the few writes outside numbered transactions).
@@ -113,7 +105,8 @@ impl SqliteStore {
     }
 }
 
-store_impl!(SqliteStore {
+#[async_trait::async_trait]
+impl Store for SqliteStore {
     async fn mail_queued(&self) -> std::sync::Arc<tokio::sync::Notify> {
         // One process writes a SQLite file's mail (others are tools: import, migrate).
         self.writer.mail.clone()
@@ -227,7 +220,7 @@ store_impl!(SqliteStore {
         Ok(done.rows_affected())
     }
 
-});
+}
 
 #[async_trait::async_trait]
 impl pacing::PacingTx for SqliteTx {
@@ -254,11 +247,14 @@ impl pacing::PacingTx for SqliteTx {
     }
 }
 
-handoff_impl!(SqliteStore, SqliteTx {
-    async fn claim_many(&mut self, queue: &str, members: &[String], now: i64) -> StoreResult<Vec<Option<Handoff>>> {
+impl sql::Dialect for Sqlite {
+    const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+    const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1";
+
+    fn claim_many_sql() -> String {
         // The n-th open handoff (in claim order) goes to the n-th member, in one statement.
-        // RETURNING sees only the handoff, so each comes back to its member's next slot.
-        let rows: Vec<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
+        format!(
             "WITH asked(member, n) AS (SELECT value, key + 1 FROM json_each($2)), \
              cand(cid, n) AS (SELECT id, row_number() OVER (ORDER BY priority DESC, created_at, id) FROM \
                (SELECT id, priority, created_at FROM handoffs WHERE queue = $1 AND status = 'open' AND assigned_to IS NULL \
@@ -266,22 +262,47 @@ handoff_impl!(SqliteStore, SqliteTx {
              UPDATE handoffs SET status = 'claimed', claimed_by = m.member, claimed_at = $4, updated_at = $4 \
              FROM (SELECT cand.cid, asked.member FROM cand JOIN asked USING (n)) AS m \
              WHERE handoffs.id = m.cid RETURNING {HANDOFF_COLUMNS}"
-        )))
-        .bind(queue)
-        .bind(json_strings(members))
-        .bind(members.len() as i64)
-        .bind(now)
-        .fetch_all(self.conn().await?)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let mut out: Vec<Option<Handoff>> = vec![None; members.len()];
-        for handoff in handoffs_from(rows)? {
-            let slot = (0..members.len())
-                .find(|i| out[*i].is_none() && handoff.claimed_by.as_deref() == Some(members[*i].as_str()));
-            if let Some(slot) = slot {
-                out[slot] = Some(handoff);
-            }
-        }
-        Ok(out)
+        )
     }
-});
+
+    fn list_leads_sql() -> &'static str {
+        LIST_LEADS.as_str()
+    }
+
+    fn timeline_sql() -> &'static [(TimelineKind, &'static str)] {
+        &TIMELINE
+    }
+
+    fn rows_affected(done: &Self::QueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+}
+
+impl sql::SqlTx for SqliteTx {
+    type DB = Sqlite;
+
+    async fn connection(&mut self) -> StoreResult<&mut sqlx::SqliteConnection> {
+        self.conn().await
+    }
+}
+
+impl sql::SqlStore for SqliteStore {
+    type DB = Sqlite;
+    type WriteTx = WriteTx;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn write_tx(&self) -> StoreResult<WriteTx> {
+        SqliteStore::write_tx(self).await
+    }
+
+    async fn commit(tx: WriteTx) -> StoreResult<()> {
+        Ok(tx.commit().await?)
+    }
+}

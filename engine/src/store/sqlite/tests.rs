@@ -80,7 +80,7 @@ async fn the_wal_starts_over_under_steady_writes_while_readers_hold_older_snapsh
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("wal.db");
     let store = SqliteStore::connect(file.to_str().unwrap()).await.unwrap();
-    crate::store::Store::migrate(&store).await.unwrap();
+    crate::store::AdminStore::migrate(&store).await.unwrap();
     let store = std::sync::Arc::new(store);
     sqlx::query("CREATE TABLE filler (v BLOB NOT NULL)")
         .execute(&store.pool)

@@ -142,7 +142,7 @@ impl Writer {
 
 /// A numbered write transaction on the writer connection. It derefs to the connection, as a
 /// sqlx transaction does; committing it wakes the checkpointer.
-pub(super) struct WriteTx {
+pub(crate) struct WriteTx {
     pub(super) tx: Transaction<'static, Sqlite>,
     pub(super) checkpointer: Checkpointer,
 }

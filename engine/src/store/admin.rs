@@ -1,0 +1,174 @@
+//! Migrations, readiness, API keys, server settings and idempotent requests.
+
+use async_trait::async_trait;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::*;
+use chrono::{DateTime, Utc};
+use crate::access::{ApiKey, Role};
+use crate::clock::to_micros;
+use crate::store::sql::{Dialect, SqlStore};
+
+/// Migrations, readiness, API keys, server settings and idempotent requests.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Whether the database answers and every migration is applied.
+    async fn ready(&self) -> StoreResult<bool>;
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+    /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
+    async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
+    /// Sets a server-wide setting.
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Idempotency>;
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
+    /// Forgets a begun request that failed, so a retry can run it.
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl<S, DB> AdminStore for S
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Connection: sqlx::migrate::Migrate,
+    for<'r> (i64,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, Option<i64>, Option<String>): FromRow<'r, <DB as Database>::Row>,
+{
+    async fn migrate(&self) -> StoreResult<()> {
+        <DB as Dialect>::migrator().run(self.pool()).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> StoreResult<bool> {
+        // Reachable first: an unreachable database is not one with migrations pending.
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(self.pool())
+            .await
+            .unwrap_or_default();
+        Ok(<DB as Dialect>::migrator().iter().all(|m| applied.contains(&m.version)))
+    }
+
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(hash)
+            .bind(to_micros(now))
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM api_keys WHERE key_hash = $1")
+            .bind(hash)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|(name, role)| {
+            Ok(ApiKey {
+                name,
+                role: role.parse().map_err(StoreError::Corrupt)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(fresh)
+            .execute(self.pool())
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(name)
+            .bind(value)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Idempotency> {
+        let now = to_micros(now);
+        let inserted = sqlx::query(
+            "INSERT INTO idempotent_requests (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, created_at = excluded.created_at \
+             WHERE idempotent_requests.status IS NULL AND idempotent_requests.created_at < $5",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .bind(now - IDEMPOTENCY_STALE_MICROS)
+        .execute(self.pool())
+        .await?;
+        if <DB as Dialect>::rows_affected(&inserted) == 1 {
+            return Ok(Idempotency::Proceed);
+        }
+        let (theirs, status, body): (String, Option<i64>, Option<String>) =
+            sqlx::query_as("SELECT fingerprint, status, body FROM idempotent_requests WHERE scope = $1 AND key = $2")
+                .bind(scope)
+                .bind(key)
+                .fetch_one(self.pool())
+                .await?;
+        Ok(match (theirs == fingerprint, status) {
+            (false, _) => Idempotency::Mismatch,
+            (true, None) => Idempotency::InFlight,
+            (true, Some(status)) => Idempotency::Replay {
+                status: status as u16,
+                body: body.unwrap_or_default(),
+            },
+        })
+    }
+
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE idempotent_requests SET status = $3, body = $4 WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .bind(status as i64)
+            .bind(body)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotent_requests WHERE scope = $1 AND key = $2 AND status IS NULL")
+            .bind(scope)
+            .bind(key)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

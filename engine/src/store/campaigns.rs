@@ -1,0 +1,212 @@
+//! Deployed campaigns: versions, status, and the counts per step.
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::*;
+use chrono::{DateTime, Utc};
+use crate::clock::{from_micros, to_micros};
+use crate::store::sql::{Dialect, SqlStore};
+
+/// Deployed campaigns: versions, status, and the counts per step.
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
+    /// Records a deploy: a campaign version not seen before is kept beside the earlier ones, the
+    /// current version moves to it, and campaigns no longer deployed are retired. Deploying
+    /// unchanged campaigns changes nothing.
+    async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport>;
+    /// Every campaign ever deployed, with its current version.
+    async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
+    /// Per step of a campaign (all versions): journey lines by outcome, arrivals at the step,
+    /// and enrollments waiting there now. Read from counters, in O(steps).
+    async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>>;
+    /// Every deployed version of a campaign, oldest first.
+    async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
+    /// How many enrollments of a campaign are running (active or waiting), on one version or
+    /// on all of them.
+    async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64>;
+    /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.
+    async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool>;
+}
+
+#[async_trait]
+impl<S, DB> CampaignStore for S
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, i64): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String, String): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String, i64, i64): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String, String, i64, i64, String, String, i64): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String, i64, String, String, String, String, String, i64): FromRow<'r, <DB as Database>::Row>,
+{
+    async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport> {
+        let mut tx = self.write_tx().await?;
+        let current: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, version, status FROM campaigns ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut report = DeployReport::default();
+        for campaign in deployed {
+            let before = current.iter().find(|(id, _, _)| *id == campaign.campaign_id);
+            match before {
+                Some((_, version, status)) if *version == campaign.version && status != "retired" => {
+                    report.unchanged.push(campaign.campaign_id.clone());
+                    continue;
+                }
+                Some(_) => report.changed.push(campaign.campaign_id.clone()),
+                None => report.created.push(campaign.campaign_id.clone()),
+            }
+            // A version seen before (a rollback) keeps its number and first deploy time.
+            sqlx::query(
+                "INSERT INTO campaign_versions (campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at) \
+                 SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8 FROM campaign_versions WHERE campaign_id = $1 \
+                 ON CONFLICT (campaign_id, version) DO NOTHING",
+            )
+            .bind(campaign.campaign_id.as_str())
+            .bind(campaign.version.as_str())
+            .bind(campaign.name.as_str())
+            .bind(campaign.campaign_type.as_str())
+            .bind(campaign.definition.as_str())
+            .bind(campaign.source.as_str())
+            .bind(campaign.file.as_str())
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            sqlx::query(
+                "INSERT INTO campaigns (id, version, status, updated_at) VALUES ($1, $2, 'active', $3) \
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, \
+                 status = CASE WHEN campaigns.status = 'retired' THEN 'active' ELSE campaigns.status END",
+            )
+            .bind(campaign.campaign_id.as_str())
+            .bind(campaign.version.as_str())
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        }
+        for (id, _, status) in &current {
+            if status != "retired" && !deployed.iter().any(|c| c.campaign_id == *id) {
+                sqlx::query("UPDATE campaigns SET status = 'retired', updated_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(to_micros(now))
+                    .execute(&mut *tx)
+                    .await?;
+                report.retired.push(id.clone());
+            }
+        }
+        S::commit(tx).await?;
+        Ok(report)
+    }
+
+    async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
+        let rows: Vec<(String, String, String, i64, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT c.id, c.version, c.status, c.updated_at, v.number, v.name, v.campaign_type, v.deployed_at \
+             FROM campaigns c JOIN campaign_versions v ON v.campaign_id = c.id AND v.version = c.version ORDER BY c.id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, version, status, updated_at, number, name, campaign_type, deployed_at)| CampaignRecord {
+                id,
+                version,
+                number,
+                status,
+                name,
+                campaign_type,
+                deployed_at: from_micros(deployed_at),
+                updated_at: from_micros(updated_at),
+            })
+            .collect())
+    }
+
+    async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>> {
+        let mut steps: std::collections::BTreeMap<String, StepCount> = std::collections::BTreeMap::new();
+        let counted: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT step, outcome, CAST(SUM(entered) AS BIGINT), CAST(SUM(lines) AS BIGINT) \
+             FROM step_counts WHERE campaign_id = $1 GROUP BY step, outcome",
+        )
+        .bind(campaign)
+        .fetch_all(self.pool())
+        .await?;
+        for (step, outcome, entered, lines) in counted {
+            let slot = step_slot(&mut steps, step);
+            slot.entered += entered;
+            slot.outcomes.insert(outcome, lines);
+        }
+        let waiting: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT step, COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status = 'waiting' GROUP BY step",
+        )
+        .bind(campaign)
+        .fetch_all(self.pool())
+        .await?;
+        for (step, n) in waiting {
+            step_slot(&mut steps, step).waiting = n;
+        }
+        Ok(steps.into_values().collect())
+    }
+
+    async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>> {
+        let rows: Vec<(String, String, i64, String, String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at \
+             FROM campaign_versions WHERE campaign_id = $1 ORDER BY number",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(campaign_id, version, number, name, campaign_type, definition, source, file, deployed_at)| {
+                    CampaignVersion {
+                        campaign_id,
+                        version,
+                        number,
+                        name,
+                        campaign_type,
+                        definition,
+                        source,
+                        file,
+                        deployed_at: from_micros(deployed_at),
+                    }
+                },
+            )
+            .collect())
+    }
+
+    async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64> {
+        // The condition is the open-enrollment index's own, so the count reads that index.
+        let open = "SELECT COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status IN ('active', 'waiting')";
+        let count: i64 = match version {
+            Some(version) => {
+                sqlx::query_scalar(AssertSqlSafe(format!("{open} AND version = $2")))
+                    .bind(campaign)
+                    .bind(version)
+                    .fetch_one(self.pool())
+                    .await?
+            }
+            None => sqlx::query_scalar(open).bind(campaign).fetch_one(self.pool()).await?,
+        };
+        Ok(count)
+    }
+
+    async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'retired'")
+            .bind(id)
+            .bind(status.as_str())
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await?;
+        S::commit(tx).await?;
+        Ok(<DB as Dialect>::rows_affected(&done) > 0)
+    }
+}

@@ -1,0 +1,144 @@
+//! Reading leads outside transactions (lists, tags, the timeline, counts per stage), and erasure.
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::*;
+use chrono::{DateTime, Utc};
+use crate::clock::to_micros;
+use crate::lead::{Lead, LeadId};
+use crate::tag::TagFamily;
+use crate::store::sql::{Dialect, SqlStore};
+
+/// What erasing a lead deletes, in order (children before what they point at).
+pub(crate) const ERASE: [&str; 13] = [
+    "DELETE FROM events WHERE lead_id = $1",
+    "DELETE FROM lead_tags WHERE lead_id = $1",
+    "DELETE FROM tag_changes WHERE lead_id = $1",
+    "DELETE FROM score_changes WHERE lead_id = $1",
+    "DELETE FROM handoff_log WHERE handoff_id IN (SELECT id FROM handoffs WHERE lead_id = $1)",
+    "DELETE FROM handoffs WHERE lead_id = $1",
+    "DELETE FROM messages WHERE enrollment_id IN (SELECT id FROM enrollments WHERE lead_id = $1)",
+    "DELETE FROM journey_moves WHERE lead_id = $1",
+    "DELETE FROM enrollments WHERE lead_id = $1",
+    "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE lead_id = $1)",
+    "DELETE FROM webhook_deliveries WHERE lead_id = $1",
+    "DELETE FROM notifications WHERE lead_id = $1",
+    "DELETE FROM leads WHERE id = $1",
+];
+
+/// Reading leads outside transactions (lists, tags, the timeline, counts per stage), and erasure.
+#[async_trait]
+pub trait LeadStore: Send + Sync {
+    async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>>;
+    /// Leads after `after` (by id) matching the filter, at most `limit`.
+    async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>>;
+    /// A lead's timeline entries older than the cursor, newest first, at most `limit`.
+    async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64)
+        -> StoreResult<Vec<TimelineEntry>>;
+    /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// How many leads are at each stage (stages with none are left out).
+    async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+}
+
+#[async_trait]
+impl<S, DB> LeadStore for S
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'r> (Option<String>,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, i64): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (i64, i64, String): FromRow<'r, <DB as Database>::Row>,
+    for<'r> LeadRow: FromRow<'r, <DB as Database>::Row>,
+{
+    async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT tag, family FROM lead_tags WHERE lead_id = $1 ORDER BY tag")
+                .bind(id.0)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(t, f)| TagFamily::parse(&f).map(|f| (t, f)))
+            .collect())
+    }
+
+    async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
+        let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(<DB as Dialect>::list_leads_sql()))
+            .bind(after.map(|a| a.0).unwrap_or(i64::MIN))
+            .bind(filter.stage.map(|s| s.as_str()))
+            .bind(filter.tag.as_deref())
+            .bind(filter.q.as_deref().map(like_pattern))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        leads_from(rows)
+    }
+
+    async fn timeline(
+        &self,
+        id: LeadId,
+        before: Option<TimelineCursor>,
+        limit: i64,
+    ) -> StoreResult<Vec<TimelineEntry>> {
+        let mut entries = Vec::new();
+        for (kind, sql) in <DB as Dialect>::timeline_sql().iter().copied() {
+            let (at, bound) = match before {
+                Some(c) => (c.at, c.id_bound(kind)),
+                None => (i64::MAX, i64::MAX),
+            };
+            let rows: Vec<(i64, i64, String)> = sqlx::query_as(sql)
+                .bind(id.0)
+                .bind(at)
+                .bind(bound)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
+            for (seq, at, data) in rows {
+                entries.push(timeline_entry(kind, seq, at, &data)?);
+            }
+        }
+        Ok(merge_timeline(entries, limit))
+    }
+
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let email: Option<Option<String>> = sqlx::query_scalar(<DB as Dialect>::ERASE_LOOKUP)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(email) = email else {
+            return Ok(false);
+        };
+        // Every table that names the person; per-step counters and queue members do not.
+        for sql in ERASE {
+            sqlx::query(sql).bind(id.0).execute(&mut *tx).await?;
+        }
+        if let Some(email) = email {
+            sqlx::query("INSERT INTO suppressions (email_hash, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(email_hash(&email))
+                .bind(to_micros(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        S::commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT stage, COUNT(*) FROM leads GROUP BY stage ORDER BY stage")
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+}

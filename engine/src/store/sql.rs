@@ -1,0 +1,58 @@
+//! What the SQL both adapters share needs of an adapter. Most of the storage port is the same
+//! SQL text on SQLite and PostgreSQL; that code is written once, generic over the adapter
+//! (`impl<T: SqlTx> HandoffTx for T`, …), and each adapter states here what differs: its sqlx
+//! database, how a read locks rows, the few statements written in its own dialect, and how it
+//! hands out connections and write transactions.
+
+use std::future::Future;
+use std::ops::DerefMut;
+
+use super::StoreResult;
+
+/// A backend's SQL dialect, for the statements both adapters share.
+pub(crate) trait Dialect: sqlx::Database {
+    /// Appended to a read that locks the rows it takes for its transaction. Empty on SQLite,
+    /// where the one writer holds the whole database.
+    const FOR_UPDATE: &'static str;
+    /// Appended to a claim's inner `SELECT` so that two workers never take the same row and
+    /// neither waits for the other. Empty on SQLite (one writer).
+    const SKIP_LOCKED: &'static str;
+    /// Finds a lead for erasure, locking it where rows lock. `$1`: the lead id.
+    const ERASE_LOOKUP: &'static str;
+    /// Claims open, unassigned handoffs of queue `$1` for the members of the JSON array `$2`
+    /// (the n-th handoff in claim order to the n-th member), at most `$3`, at time `$4`;
+    /// returns the claimed rows (`HANDOFF_COLUMNS`) in member order.
+    fn claim_many_sql() -> String;
+    /// Lists leads: `$1` after this id, `$2` stage, `$3` tag, `$4` LIKE pattern, `$5` limit.
+    fn list_leads_sql() -> &'static str;
+    /// Per kind of timeline entry, the query for a lead's entries: `$1` lead, `$2`/`$3` the
+    /// cursor's time and id bound, `$4` limit; rows of (seq, at, JSON data).
+    fn timeline_sql() -> &'static [(super::TimelineKind, &'static str)];
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+    /// The adapter's migrations.
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+}
+
+/// A transaction of an adapter: the connection the shared SQL runs on.
+pub(crate) trait SqlTx: Send {
+    type DB: Dialect;
+    /// The transaction's connection (on SQLite, a staged transaction takes its turn here).
+    fn connection(&mut self) -> impl Future<Output = StoreResult<&mut <Self::DB as sqlx::Database>::Connection>> + Send;
+}
+
+/// An adapter's store: its pool for reads, and its write transactions.
+pub(crate) trait SqlStore: Send + Sync + 'static {
+    type DB: Dialect;
+    /// A write transaction outside the `Tx` port; it derefs to its connection.
+    type WriteTx: DerefMut<Target = <Self::DB as sqlx::Database>::Connection> + Send;
+    /// Connections for reads, and for writes that need no write transaction of their own.
+    fn pool(&self) -> &sqlx::Pool<Self::DB>;
+    fn write_tx(&self) -> impl Future<Output = StoreResult<Self::WriteTx>> + Send;
+    fn commit(tx: Self::WriteTx) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// A list of strings as one JSON array parameter.
+pub(crate) fn json_strings(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
