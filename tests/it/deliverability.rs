@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 use crate::smtp::SmtpSink;
-use crate::support::{Backend, TestApp};
+use crate::support::TestApp;
 
-both!(
+both_backends!(crate::support::spawn_app_on;
     a_frequency_cap_lets_the_higher_priority_send_and_defers_or_skips_the_rest,
     a_send_window_waits_for_each_lead_s_local_morning_across_a_dst_change,
     bounces_and_complaints_suppress_the_address,
@@ -114,7 +114,7 @@ async fn lines(app: &TestApp, lead: &str, step: &str) -> Vec<(String, String, St
         .collect()
 }
 
-async fn a_frequency_cap_lets_the_higher_priority_send_and_defers_or_skips_the_rest(app: TestApp, _: Backend) {
+async fn a_frequency_cap_lets_the_higher_priority_send_and_defers_or_skips_the_rest(app: TestApp) {
     deploy(
         &app,
         "campaigns/rules.yaml",
@@ -180,7 +180,7 @@ async fn a_frequency_cap_lets_the_higher_priority_send_and_defers_or_skips_the_r
     assert_eq!(app.messages(&id).await.len(), 2);
 }
 
-async fn a_send_window_waits_for_each_lead_s_local_morning_across_a_dst_change(app: TestApp, _: Backend) {
+async fn a_send_window_waits_for_each_lead_s_local_morning_across_a_dst_change(app: TestApp) {
     let window = "send_window: { days: [mon, tue, wed, thu, fri], from: \"09:00\", to: \"18:00\", spread: 10m }\n";
     deploy(
         &app,
@@ -237,7 +237,7 @@ async fn a_send_window_waits_for_each_lead_s_local_morning_across_a_dst_change(a
     assert_eq!(app.messages(&ny).await.len(), 1);
 }
 
-async fn bounces_and_complaints_suppress_the_address(app: TestApp, _: Backend) {
+async fn bounces_and_complaints_suppress_the_address(app: TestApp) {
     let drip = "kind: Campaign\nid: bounce-drip\nname: Bounce drip\ntype: drip\n\
                 entry: { trigger: event, event: bounce_test }\nstart: first\nsteps:\n\
                 \x20 first: { send: { channel: email, template: welcome }, next: wait }\n\
@@ -319,7 +319,7 @@ async fn bounces_and_complaints_suppress_the_address(app: TestApp, _: Backend) {
     assert_eq!(std::fs::read_dir(outbox.path()).unwrap().count(), 0, "nothing was sent");
 }
 
-async fn a_relay_refusing_the_recipient_is_a_hard_bounce(app: TestApp, _: Backend) {
+async fn a_relay_refusing_the_recipient_is_a_hard_bounce(app: TestApp) {
     let sink = SmtpSink::start(0).await;
     sink.reject("gone@x.example");
     let sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 2).unwrap()));
@@ -344,7 +344,7 @@ async fn a_relay_refusing_the_recipient_is_a_hard_bounce(app: TestApp, _: Backen
     assert_eq!(sink.count(), 0);
 }
 
-async fn a_proxy_open_right_after_delivery_does_not_take_the_yes_branch(app: TestApp, _: Backend) {
+async fn a_proxy_open_right_after_delivery_does_not_take_the_yes_branch(app: TestApp) {
     let branch = "kind: Campaign\nid: open-test\nname: Open test\ntype: custom\n\
                   entry: { trigger: event, event: open_test }\nstart: mail\nsteps:\n\
                   \x20 mail: { send: { channel: email, template: welcome }, next: wait }\n\
@@ -423,7 +423,7 @@ async fn registered(app: &TestApp, prefix: &str, domain: &str, n: usize) -> Vec<
     ids
 }
 
-async fn a_warm_up_keeps_mail_beyond_the_day_s_allowance_for_the_next_day(app: TestApp, _: Backend) {
+async fn a_warm_up_keeps_mail_beyond_the_day_s_allowance_for_the_next_day(app: TestApp) {
     let sink = SmtpSink::start(0).await;
     let mut sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 2).unwrap()));
     let warmup: nurture_engine::mail::rate::Warmup = "3/d,2x".parse().unwrap();
@@ -443,7 +443,7 @@ async fn a_warm_up_keeps_mail_beyond_the_day_s_allowance_for_the_next_day(app: T
     assert_eq!(sink.count(), 5);
 }
 
-async fn a_slow_domain_s_mail_goes_back_to_the_outbox_without_losing_an_attempt(app: TestApp, _: Backend) {
+async fn a_slow_domain_s_mail_goes_back_to_the_outbox_without_losing_an_attempt(app: TestApp) {
     let sink = SmtpSink::start(0).await;
     let mut sender = sender(&app, Arc::new(SmtpMailer::from_url(&sink.url(), 4).unwrap()));
     sender.limits = Arc::new(nurture_engine::mail::rate::SendLimits::new(

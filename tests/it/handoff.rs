@@ -5,9 +5,9 @@ use nurture_engine::access::Role;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
-use crate::support::{Backend, TestApp};
+use crate::support::TestApp;
 
-both!(
+both_backends!(crate::support::spawn_app_on;
     fifty_sdrs_claim_thirty_handoffs_each_exactly_once,
     round_robin_skips_the_unavailable_and_the_full,
     an_unclaimed_handoff_breaches_its_sla_once_and_moves,
@@ -49,7 +49,7 @@ async fn hand_off(app: &TestApp, lead: &str, queue: &str, priority: u8) -> Value
     answer.body
 }
 
-async fn fifty_sdrs_claim_thirty_handoffs_each_exactly_once(app: TestApp, _: Backend) {
+async fn fifty_sdrs_claim_thirty_handoffs_each_exactly_once(app: TestApp) {
     let ids = leads(&app, "claim", 30, json!({})).await;
     for (i, id) in ids.iter().enumerate() {
         hand_off(&app, id, "sales", (i % 3) as u8 * 10).await;
@@ -89,7 +89,7 @@ async fn fifty_sdrs_claim_thirty_handoffs_each_exactly_once(app: TestApp, _: Bac
     assert_eq!(queue.body["items"], json!([]), "nothing is left open");
 }
 
-async fn round_robin_skips_the_unavailable_and_the_full(app: TestApp, _: Backend) {
+async fn round_robin_skips_the_unavailable_and_the_full(app: TestApp) {
     let bob = app.key_named(Role::Sdr, "bob@corp.example").await;
     let away = app
         .call_as(
@@ -177,7 +177,7 @@ async fn round_robin_skips_the_unavailable_and_the_full(app: TestApp, _: Backend
         .contains("assigned to alice"));
 }
 
-async fn an_unclaimed_handoff_breaches_its_sla_once_and_moves(app: TestApp, _: Backend) {
+async fn an_unclaimed_handoff_breaches_its_sla_once_and_moves(app: TestApp) {
     let ids = leads(&app, "sla", 2, json!({})).await;
     let late = hand_off(&app, &ids[0], "sdr", 50).await;
     let claimed = hand_off(&app, &ids[1], "sdr", 50).await;
@@ -292,7 +292,7 @@ fn sender(app: &TestApp, sink: &crate::smtp::SmtpSink) -> nurture_engine::engine
     }
 }
 
-async fn reject_and_recycle_brings_the_lead_back_after_the_cooldown(app: TestApp, _: Backend) {
+async fn reject_and_recycle_brings_the_lead_back_after_the_cooldown(app: TestApp) {
     // No industry yet: the drip (for leads with an industry) does not take it.
     let ids = leads(&app, "recycle", 1, json!({})).await;
     let lead = &ids[0];
@@ -372,7 +372,7 @@ async fn reject_and_recycle_brings_the_lead_back_after_the_cooldown(app: TestApp
     assert_eq!(again.status, 409);
 }
 
-async fn bad_requests_get_clear_errors(app: TestApp, _: Backend) {
+async fn bad_requests_get_clear_errors(app: TestApp) {
     let unknown = app.call("POST", "/v1/queues/nope/claim", Role::Sdr, None).await;
     assert_eq!(unknown.status, 404);
     assert!(

@@ -1,23 +1,21 @@
 //! The one integration-test binary: the storage contract suite (run against SQLite and
 //! PostgreSQL), the REST API against a real server on port 0, and the `nurture` binary itself.
 
-/// Runs each `async fn case(app: TestApp, backend: Backend)` against a real server on SQLite
-/// and on PostgreSQL (which fails in CI, and is reported as skipped elsewhere, when unreachable).
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
+/// Runs each case against SQLite and against PostgreSQL (which fails in CI, and is reported
+/// as skipped elsewhere, when unreachable). `setup` turns a backend into what every case takes,
+/// e.g. `support::engine` (a `TestEngine`) or `support::spawn_app_on` (a real server, `TestApp`):
+/// `both_backends!(crate::support::engine; case_a, case_b)`.
+macro_rules! both_backends {
+    ($setup:path; $($case:ident),* $(,)?) => {
+        both_backends!(@on sqlite Sqlite $setup; $($case),*);
+        both_backends!(@on postgres Postgres $setup; $($case),*);
+    };
+    (@on $module:ident $backend:ident $setup:path; $($case:ident),*) => {
+        mod $module {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Sqlite).await {
-                    super::$case(app, crate::support::Backend::Sqlite).await;
-                }
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(app) = crate::support::spawn_app_on(crate::support::Backend::Postgres).await {
-                    super::$case(app, crate::support::Backend::Postgres).await;
+                if let Some(given) = $setup(crate::support::Backend::$backend).await {
+                    super::$case(given).await;
                 }
             })*
         }

@@ -75,28 +75,7 @@ async fn ingest(t: &TestEngine, events: Vec<EventInput>) -> IngestReport {
     t.engine.ingest_events(events).await.unwrap()
 }
 
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(t) = crate::support::engine(crate::support::Backend::Sqlite).await {
-                    super::$case(t).await;
-                }
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(t) = crate::support::engine(crate::support::Backend::Postgres).await {
-                    super::$case(t).await;
-                }
-            })*
-        }
-    };
-}
-
-contract!(
+both_backends!(crate::support::engine;
     migrated_store_is_ready,
     planner_statistics_follow_a_growing_table,
     upsert_finds_by_email_case_insensitively,

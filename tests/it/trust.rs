@@ -5,9 +5,9 @@
 use nurture_engine::access::Role::{self, Admin, Crm, Marketer, Sdr};
 use serde_json::{json, Value};
 
-use crate::support::{Backend, TestApp};
+use crate::support::TestApp;
 
-both!(
+both_backends!(crate::support::spawn_app_on;
     extreme_values_read_back_as_given_everywhere,
     values_that_would_change_in_storage_are_refused_by_name,
     nul_characters_get_the_same_422_on_both_backends,
@@ -52,7 +52,7 @@ fn deep(levels: usize) -> Value {
     (0..levels).fold(json!("bottom"), |inner, i| json!({ format!("l{i}"): inner }))
 }
 
-async fn extreme_values_read_back_as_given_everywhere(app: TestApp, _: Backend) {
+async fn extreme_values_read_back_as_given_everywhere(app: TestApp) {
     let long = "长".repeat(10_000);
     // The attributes object is one level: 31 more make the deepest value accepted.
     let nested = deep(nurture_engine::lead::MAX_JSON_DEPTH - 1);
@@ -98,7 +98,7 @@ async fn extreme_values_read_back_as_given_everywhere(app: TestApp, _: Backend) 
     assert_eq!(page.body["items"].as_array().unwrap().len(), EXTREMES.len());
 }
 
-async fn values_that_would_change_in_storage_are_refused_by_name(app: TestApp, _: Backend) {
+async fn values_that_would_change_in_storage_are_refused_by_name(app: TestApp) {
     let refused = |body: &str| {
         let body = body.to_owned();
         let app = &app;
@@ -150,7 +150,7 @@ async fn values_that_would_change_in_storage_are_refused_by_name(app: TestApp, _
     assert_eq!(none.body["items"], json!([]), "nothing refused was stored");
 }
 
-async fn nul_characters_get_the_same_422_on_both_backends(app: TestApp, _: Backend) {
+async fn nul_characters_get_the_same_422_on_both_backends(app: TestApp) {
     let lead = app
         .call("PUT", "/v1/leads", Crm, Some(json!({"email": "n@t.example"})))
         .await;
@@ -228,7 +228,7 @@ async fn nul_characters_get_the_same_422_on_both_backends(app: TestApp, _: Backe
     );
 }
 
-async fn manual_score_changes_stay_within_their_bounds(app: TestApp, _: Backend) {
+async fn manual_score_changes_stay_within_their_bounds(app: TestApp) {
     let lead = app
         .call("PUT", "/v1/leads", Crm, Some(json!({"email": "s@t.example"})))
         .await;
@@ -286,7 +286,7 @@ async fn claimed_by(app: &TestApp, holder: &str, n: usize) -> String {
     claim.body["id"].as_str().unwrap().to_owned()
 }
 
-async fn only_the_holder_or_an_overseer_decides_a_handoff(app: TestApp, _: Backend) {
+async fn only_the_holder_or_an_overseer_decides_a_handoff(app: TestApp) {
     let alice = app.key_named(Sdr, "alice@corp.example").await;
     let bob = app.key_named(Sdr, "bob@corp.example").await;
     let callers = [
@@ -345,7 +345,7 @@ async fn only_the_holder_or_an_overseer_decides_a_handoff(app: TestApp, _: Backe
     assert_eq!(got, want);
 }
 
-async fn an_sdr_sets_only_their_own_availability(app: TestApp, _: Backend) {
+async fn an_sdr_sets_only_their_own_availability(app: TestApp) {
     let alice = app.key_named(Sdr, "alice@corp.example").await;
     let bob = app.key_named(Sdr, "bob@corp.example").await;
     let callers = [
@@ -406,7 +406,7 @@ fn hrefs(html: &str) -> Vec<String> {
         .collect()
 }
 
-async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestApp, _: Backend) {
+async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestApp) {
     use nurture_engine::lead::{Lead, LeadId};
     use nurture_engine::playbook::Channel;
     use nurture_engine::template::{Links, RenderInput};
@@ -486,7 +486,7 @@ async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestAp
     );
 }
 
-async fn a_machines_click_scores_nothing(app: TestApp, _: Backend) {
+async fn a_machines_click_scores_nothing(app: TestApp) {
     let lead = app
         .call("PUT", "/v1/leads", Crm, Some(json!({"email": "m@t.example"})))
         .await;
@@ -512,7 +512,7 @@ async fn a_machines_click_scores_nothing(app: TestApp, _: Backend) {
     );
 }
 
-async fn event_times_are_checked_and_explained(app: TestApp, _: Backend) {
+async fn event_times_are_checked_and_explained(app: TestApp) {
     let event = |at: &str| json!({"lead": {"email": "f@t.example"}, "type": "page_view", "occurred_at": at});
     let future = app
         .call("POST", "/v1/events", Crm, Some(event("9999-12-31T00:00:00Z")))
@@ -557,7 +557,7 @@ async fn event_times_are_checked_and_explained(app: TestApp, _: Backend) {
     assert_eq!(batch.body["rejected"][0]["index"], 0);
 }
 
-async fn enroll_and_member_changes_honour_idempotency_keys(app: TestApp, _: Backend) {
+async fn enroll_and_member_changes_honour_idempotency_keys(app: TestApp) {
     let with_key = |key: &'static str, body: Value| -> (Vec<u8>, [(&'static str, &'static str); 1]) {
         (serde_json::to_vec(&body).unwrap(), [("idempotency-key", key)])
     };
@@ -614,7 +614,7 @@ async fn enroll_and_member_changes_honour_idempotency_keys(app: TestApp, _: Back
 
 /// `POST /v1/events` and `POST /v1/leads/bulk` name a refused item the same way:
 /// `{"index", "error": {"code", "message", "details"}}`, the shape of every error answer.
-async fn bulk_answers_reject_items_in_one_shape(app: TestApp, _: Backend) {
+async fn bulk_answers_reject_items_in_one_shape(app: TestApp) {
     let events = app
         .call(
             "POST",
@@ -673,7 +673,7 @@ async fn bulk_answers_reject_items_in_one_shape(app: TestApp, _: Backend) {
 
 /// A symbolic or hard link in an uploaded playbook archive is refused with its name and how
 /// to send the file instead, never skipped: the campaign it stood for would silently be gone.
-async fn links_in_a_playbook_archive_are_refused_by_name(app: TestApp, _: Backend) {
+async fn links_in_a_playbook_archive_are_refused_by_name(app: TestApp) {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, text) in crate::playbook::shipped_files() {
         let mut header = tar::Header::new_gnu();
@@ -727,7 +727,7 @@ async fn links_in_a_playbook_archive_are_refused_by_name(app: TestApp, _: Backen
 /// An event's `idempotency_key` names one event: sent again as it was, it is a duplicate;
 /// sent with another payload, it is refused (409 alone, `idempotency_key_reused` in a batch)
 /// instead of being silently dropped as a duplicate.
-async fn an_event_key_reused_for_another_event_is_a_conflict(app: TestApp, _: Backend) {
+async fn an_event_key_reused_for_another_event_is_a_conflict(app: TestApp) {
     let event = |key: &str, pages: i64| {
         json!({"lead": {"email": "key@reuse.example"}, "type": "page_viewed",
                "occurred_at": "2026-11-01T08:00:00Z", "properties": {"pages": pages}, "idempotency_key": key})
@@ -792,7 +792,7 @@ async fn an_event_key_reused_for_another_event_is_a_conflict(app: TestApp, _: Ba
 /// found each of these apart): lengths count characters as JSON Schema does, a whole number
 /// may be written `20.0`, an unreadable Idempotency-Key is refused rather than ignored, and
 /// no answer carries a NUL character back.
-async fn inputs_are_judged_as_the_document_states(app: TestApp, _: Backend) {
+async fn inputs_are_judged_as_the_document_states(app: TestApp) {
     let lead = app
         .call("PUT", "/v1/leads", Crm, Some(json!({"email": "limits@doc.example"})))
         .await;
@@ -898,7 +898,7 @@ async fn inputs_are_judged_as_the_document_states(app: TestApp, _: Backend) {
 /// it gets past authorisation (whatever the request then finds). Own versus other's resources
 /// are the tables of `only_the_holder_or_an_overseer_decides_a_handoff` and
 /// `an_sdr_sets_only_their_own_availability`.
-async fn every_route_admits_the_roles_it_names_and_only_those(app: TestApp, _: Backend) {
+async fn every_route_admits_the_roles_it_names_and_only_those(app: TestApp) {
     let document = app.send("GET", "/openapi.json", None, None, &[]).await.body;
     let (mut refused, mut admitted) = (0, 0);
     for (path, operations) in document["paths"].as_object().unwrap() {

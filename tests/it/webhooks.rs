@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::support::{loopback, repo, Backend, TestApp};
+use crate::support::{loopback, repo, TestApp};
 
-both!(
+both_backends!(crate::support::spawn_app_on;
     a_receiver_that_fails_three_times_gets_everything_signed_and_in_order,
     bad_receivers_are_bounded_and_block_nobody,
     webhooks_do_not_reach_into_the_network_unless_allowed,
@@ -187,7 +187,7 @@ fn verified_by_readme(language: &str, got: &Got, secret: &str) -> bool {
     }
 }
 
-async fn a_receiver_that_fails_three_times_gets_everything_signed_and_in_order(app: TestApp, _: Backend) {
+async fn a_receiver_that_fails_three_times_gets_everything_signed_and_in_order(app: TestApp) {
     let (r, base) = receiver().await;
     r.fail_first.store(3, Ordering::SeqCst);
     let hook = subscribe(
@@ -311,7 +311,7 @@ async fn a_receiver_that_fails_three_times_gets_everything_signed_and_in_order(a
     );
 }
 
-async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp, _: Backend) {
+async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp) {
     let (r, base) = receiver().await;
     for (url, field) in [
         ("ftp://crm.example/hook".to_owned(), "url"),
@@ -417,7 +417,7 @@ async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp, _: Backend) {
 /// (cloud metadata), CGNAT. Refused when subscribed, and again at every delivery, on the
 /// address a name resolves to then, so a subscription made while allowed (or a name that
 /// resolves inside later) reaches nothing once it is not.
-async fn webhooks_do_not_reach_into_the_network_unless_allowed(app: TestApp, _: Backend) {
+async fn webhooks_do_not_reach_into_the_network_unless_allowed(app: TestApp) {
     // The same engine behind a server with the default reach: public addresses only.
     let strict = nurture_api::Application::bind("127.0.0.1:0", app.engine.clone())
         .await

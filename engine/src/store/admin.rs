@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
-use chrono::{DateTime, Utc};
 use crate::access::{ApiKey, Role};
 use crate::clock::to_micros;
 use crate::store::sql::{Dialect, SqlStore};
+use chrono::{DateTime, Utc};
 
 /// Migrations, readiness, API keys, server settings and idempotent requests.
 #[async_trait]

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
-use chrono::{DateTime, Utc};
 use crate::clock::{from_micros, to_micros};
 use crate::store::sql::{Dialect, SqlStore};
+use chrono::{DateTime, Utc};
 
 /// Deployed campaigns: versions, status, and the counts per step.
 #[async_trait]
@@ -115,16 +115,18 @@ where
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, version, status, updated_at, number, name, campaign_type, deployed_at)| CampaignRecord {
-                id,
-                version,
-                number,
-                status,
-                name,
-                campaign_type,
-                deployed_at: from_micros(deployed_at),
-                updated_at: from_micros(updated_at),
-            })
+            .map(
+                |(id, version, status, updated_at, number, name, campaign_type, deployed_at)| CampaignRecord {
+                    id,
+                    version,
+                    number,
+                    status,
+                    name,
+                    campaign_type,
+                    deployed_at: from_micros(deployed_at),
+                    updated_at: from_micros(updated_at),
+                },
+            )
             .collect())
     }
 
@@ -200,12 +202,13 @@ where
 
     async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'retired'")
-            .bind(id)
-            .bind(status.as_str())
-            .bind(to_micros(now))
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'retired'")
+                .bind(id)
+                .bind(status.as_str())
+                .bind(to_micros(now))
+                .execute(&mut *tx)
+                .await?;
         S::commit(tx).await?;
         Ok(<DB as Dialect>::rows_affected(&done) > 0)
     }

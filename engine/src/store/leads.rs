@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
-use chrono::{DateTime, Utc};
 use crate::clock::to_micros;
 use crate::lead::{Lead, LeadId};
-use crate::tag::TagFamily;
 use crate::store::sql::{Dialect, SqlStore};
+use crate::tag::TagFamily;
+use chrono::{DateTime, Utc};
 
 /// What erasing a lead deletes, in order (children before what they point at).
 pub(crate) const ERASE: [&str; 13] = [

@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
-use chrono::{DateTime, Utc};
 use crate::clock::{from_micros, to_micros};
 use crate::lead::LeadId;
 use crate::store::sql::{Dialect, SqlStore};
+use chrono::{DateTime, Utc};
 
 /// The outbox of messages to send: claims with a lease, and what was sent.
 #[async_trait]
@@ -46,7 +46,12 @@ where
     for<'r> (i64, String, Option<i64>): FromRow<'r, <DB as Database>::Row>,
     for<'r> PendingMessage: FromRow<'r, <DB as Database>::Row>,
 {
-    async fn claim_messages(&self, now: DateTime<Utc>, lease: DateTime<Utc>, limit: i64) -> StoreResult<Vec<PendingMessage>> {
+    async fn claim_messages(
+        &self,
+        now: DateTime<Utc>,
+        lease: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<PendingMessage>> {
         let skip_locked = <DB as Dialect>::SKIP_LOCKED;
         Ok(sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE messages SET next_attempt_at = $2, attempts = attempts + 1 WHERE id IN \
@@ -87,11 +92,11 @@ where
     }
 
     async fn emails_sent_since(&self, since: i64) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE channel = 'email' AND status = 'sent' AND sent_at >= $1")
-                .bind(since)
-                .fetch_one(self.pool())
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE channel = 'email' AND status = 'sent' AND sent_at >= $1",
         )
+        .bind(since)
+        .fetch_one(self.pool())
+        .await?)
     }
 }

@@ -34,7 +34,8 @@ pub struct Snapshot {
 /// The storage port.
 #[async_trait]
 pub trait Store:
-    handoffs::HandoffStore + AdminStore + CampaignStore + LeadStore + OutboxStore + Send + Sync + 'static {
+    handoffs::HandoffStore + AdminStore + CampaignStore + LeadStore + OutboxStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Notified when a transaction that queued messages commits after the first call: in
@@ -71,8 +72,6 @@ pub trait Store:
         HashSet::new()
     }
 
-
-
     /// Records what sending did.
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
     /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
@@ -86,7 +85,6 @@ pub trait Store:
     /// seconds: a table that grew from empty to a million rows in minutes is otherwise planned
     /// as if it were still small.
     async fn refresh_statistics(&self) -> StoreResult<Vec<String>>;
-
 }
 
 /// A write transaction: the set-based primitives the engine composes.

@@ -38,7 +38,8 @@ pub(crate) trait Dialect: sqlx::Database {
 pub(crate) trait SqlTx: Send {
     type DB: Dialect;
     /// The transaction's connection (on SQLite, a staged transaction takes its turn here).
-    fn connection(&mut self) -> impl Future<Output = StoreResult<&mut <Self::DB as sqlx::Database>::Connection>> + Send;
+    fn connection(&mut self)
+        -> impl Future<Output = StoreResult<&mut <Self::DB as sqlx::Database>::Connection>> + Send;
 }
 
 /// An adapter's store: its pool for reads, and its write transactions.

@@ -84,7 +84,11 @@ where
             list.push_bind(*id);
         }
         q.push(format!(") ORDER BY id{for_update}"));
-        let rows: Vec<HandoffRow> = q.build_query_as().fetch_all(self.connection().await?).await.map_err(StoreError::from_sqlx)?;
+        let rows: Vec<HandoffRow> = q
+            .build_query_as()
+            .fetch_all(self.connection().await?)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         handoffs_from(rows)
     }
 
@@ -125,14 +129,18 @@ where
                  updated_at = (SELECT updated_at FROM v WHERE v.id = handoffs.id) \
                  WHERE id IN (SELECT id FROM v)",
             );
-            q.build().execute(self.connection().await?).await.map_err(StoreError::from_sqlx)?;
+            q.build()
+                .execute(self.connection().await?)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         }
         Ok(())
     }
 
     async fn log_handoffs(&mut self, entries: &[HandoffLogEntry]) -> StoreResult<()> {
         for chunk in entries.chunks(1_000) {
-            let mut q = sqlx::QueryBuilder::<DB>::new("INSERT INTO handoff_log (handoff_id, action, actor, detail, at) ");
+            let mut q =
+                sqlx::QueryBuilder::<DB>::new("INSERT INTO handoff_log (handoff_id, action, actor, detail, at) ");
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(e.handoff_id)
                     .push_bind(e.action.clone())
@@ -140,7 +148,10 @@ where
                     .push_bind(e.detail.clone())
                     .push_bind(e.at);
             });
-            q.build().execute(self.connection().await?).await.map_err(StoreError::from_sqlx)?;
+            q.build()
+                .execute(self.connection().await?)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         }
         Ok(())
     }
@@ -159,7 +170,10 @@ where
                     .push_bind(now)
                     .push_bind(now);
             });
-            q.build().execute(self.connection().await?).await.map_err(StoreError::from_sqlx)?;
+            q.build()
+                .execute(self.connection().await?)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         }
         Ok(())
     }
@@ -213,7 +227,14 @@ where
             .into_iter()
             .map(|(member, available, capacity, weight, pass)| {
                 let load = loads.iter().find(|(m, _)| *m == member).map_or(0, |(_, n)| *n);
-                Member { member, available, capacity, weight, pass, load }
+                Member {
+                    member,
+                    available,
+                    capacity,
+                    weight,
+                    pass,
+                    load,
+                }
             })
             .collect())
     }
@@ -238,7 +259,10 @@ where
             " ON CONFLICT (queue, member) DO UPDATE SET available = excluded.available, capacity = excluded.capacity, \
              weight = excluded.weight, pass = excluded.pass, updated_at = excluded.updated_at",
         );
-        q.build().execute(self.connection().await?).await.map_err(StoreError::from_sqlx)?;
+        q.build()
+            .execute(self.connection().await?)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         Ok(())
     }
 
@@ -265,7 +289,10 @@ where
         let mut rows = Vec::new();
         for (hook, wanted) in &hooks {
             let wanted: Vec<String> = serde_json::from_str(wanted).unwrap_or_default();
-            for e in events.iter().filter(|e| wanted.iter().any(|w| *w == e.event || w == "*")) {
+            for e in events
+                .iter()
+                .filter(|e| wanted.iter().any(|w| *w == e.event || w == "*"))
+            {
                 rows.push((*hook, e));
             }
         }
@@ -285,7 +312,10 @@ where
                     .push_bind(at)
                     .push_bind(at);
             });
-            q.build().execute(self.connection().await?).await.map_err(StoreError::from_sqlx)?;
+            q.build()
+                .execute(self.connection().await?)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         }
         Ok(rows.len())
     }
@@ -334,18 +364,22 @@ where
     }
 
     async fn handoff(&self, id: i64) -> StoreResult<Option<Handoff>> {
-        let row: Option<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
         row.map(Handoff::try_from).transpose()
     }
 
     async fn handoff_log(&self, id: i64) -> StoreResult<Vec<HandoffLogEntry>> {
-        Ok(sqlx::query_as("SELECT handoff_id, action, actor, detail, at FROM handoff_log WHERE handoff_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(self.pool())
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT handoff_id, action, actor, detail, at FROM handoff_log WHERE handoff_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     async fn next_handoff_timer(&self) -> StoreResult<Option<i64>> {
@@ -354,16 +388,24 @@ where
         )
         .fetch_one(self.pool())
         .await?;
-        let cool: Option<i64> = sqlx::query_scalar("SELECT MIN(cooldown_until) FROM leads WHERE cooldown_until IS NOT NULL")
-            .fetch_one(self.pool())
-            .await?;
+        let cool: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(cooldown_until) FROM leads WHERE cooldown_until IS NOT NULL")
+                .fetch_one(self.pool())
+                .await?;
         Ok(match (sla, cool) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
     }
 
-    async fn create_webhook(&self, url: &str, events: &[String], secret: &str, by: &str, now: i64) -> StoreResult<Webhook> {
+    async fn create_webhook(
+        &self,
+        url: &str,
+        events: &[String],
+        secret: &str,
+        by: &str,
+        now: i64,
+    ) -> StoreResult<Webhook> {
         let events = serde_json::to_string(events).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let row: WebhookRow = sqlx::query_as(
             "INSERT INTO webhooks (url, events, secret, created_by, created_at, active) VALUES ($1, $2, $3, $4, $5, true) \
@@ -400,10 +442,11 @@ where
 
     async fn delete_webhook(&self, id: i64) -> StoreResult<bool> {
         let mut tx = self.pool().begin().await?;
-        let done: Option<i64> = sqlx::query_scalar("UPDATE webhooks SET active = false WHERE id = $1 AND active RETURNING id")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("UPDATE webhooks SET active = false WHERE id = $1 AND active RETURNING id")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query("UPDATE webhook_deliveries SET status = 'dropped', next_attempt_at = NULL WHERE webhook_id = $1 AND status = 'pending'")
             .bind(id)
             .execute(&mut *tx)
@@ -450,9 +493,8 @@ where
         }
         let mut tx = self.pool().begin().await?;
         for chunk in outcomes.chunks(500) {
-            let mut q = sqlx::QueryBuilder::<DB>::new(
-                "WITH v (id, status, status_code, error, at, next_attempt_at) AS (",
-            );
+            let mut q =
+                sqlx::QueryBuilder::<DB>::new("WITH v (id, status, status_code, error, at, next_attempt_at) AS (");
             q.push_values(chunk, |mut row, o| {
                 row.push_bind(o.id)
                     .push_bind(o.status)
@@ -552,5 +594,4 @@ where
         .await?;
         Ok(deliveries_from(rows, attempts))
     }
-
 }

@@ -13,7 +13,6 @@ use super::handoffs::*;
 use super::*;
 use crate::clock::to_micros;
 
-
 mod checkpoint;
 mod queries;
 #[cfg(test)]
@@ -27,7 +26,6 @@ use queries::*;
 use tx::*;
 use values::*;
 use writer::*;
-
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -136,7 +134,11 @@ impl Store for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let turn = self.writer.turn.clone().lock_owned().await;
         let (tx, seq) = self.writer.numbered_tx().await?;
-        Ok(Box::new(SqliteTx::new(tx.tx, Some(turn), Some(self.writer.pass(seq, None)))))
+        Ok(Box::new(SqliteTx::new(
+            tx.tx,
+            Some(turn),
+            Some(self.writer.pass(seq, None)),
+        )))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
@@ -146,7 +148,9 @@ impl Store for SqliteStore {
     async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
         let mut tx = self.pool.begin().await?;
         // The first read starts the snapshot, so the number is the snapshot's own.
-        let seq: i64 = sqlx::query_scalar("SELECT seq FROM write_seq").fetch_one(&mut *tx).await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM write_seq")
+            .fetch_one(&mut *tx)
+            .await?;
         Ok(Some(Snapshot {
             tx: Box::new(SqliteTx::new(tx, None, None)),
             seq,
@@ -219,7 +223,6 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(done.rows_affected())
     }
-
 }
 
 #[async_trait::async_trait]
