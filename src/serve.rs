@@ -46,7 +46,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let mailer = nurture_engine::mail::mailer(args.smtp_url.as_deref(), &outbox, args.smtp_pool, dkim)
         .map_err(anyhow::Error::msg)?;
     let secret = engine
-        .store()
         .setting("tracking_secret", &hex_key())
         .await
         .context("reading the tracking secret")?;
@@ -94,7 +93,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
         loop {
             every.tick().await;
-            match keeping.store().refresh_statistics().await {
+            match keeping.refresh_statistics().await {
                 Ok(tables) if tables.is_empty() => {}
                 Ok(tables) => tracing::debug!(?tables, "Planner statistics refreshed."),
                 Err(e) => tracing::warn!(error = %e, "Refreshing planner statistics failed; it will be retried."),
@@ -145,7 +144,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .with_public_url(&args.public_url)
         .with_webhook_reach(reach)
         .with_rate_limit(args.rate_limit);
-    tracing::info!(listen = %args.listen, port = app.port(), backend = engine.store().backend(), "Serving the nurture API.");
+    tracing::info!(listen = %args.listen, port = app.port(), backend = engine.backend(), "Serving the nurture API.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("Stopped.");
     Ok(())
@@ -155,7 +154,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 /// it wakes when a transaction queues mail (in this process, or on PostgreSQL in any process
 /// on the database), and every half second for retries and deferred sends falling due.
 async fn dispatch_messages(engine: Arc<nurture_engine::engine::Engine>, sender: nurture_engine::engine::Sender) {
-    let queued = engine.store().mail_queued().await;
+    let queued = engine.mail_queued().await;
     loop {
         match engine.send_notifications(&sender, 50).await {
             Ok(0) => {}

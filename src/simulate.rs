@@ -216,14 +216,13 @@ async fn lead_ids(engine: &Engine) -> Result<Vec<i64>> {
     let mut ids = Vec::new();
     let mut after = None;
     loop {
-        let page = engine
-            .store()
-            .list_leads(&nurture_engine::store::LeadFilter::default(), after, 1_000)
+        let (page, next) = engine
+            .list_leads(&nurture_engine::store::LeadFilter::default(), None, after, 1_000)
             .await?;
-        ids.extend(page.iter().map(|l| l.id.0));
-        match page.last() {
-            Some(last) if page.len() == 1_000 => after = Some(last.id),
-            _ => return Ok(ids),
+        ids.extend(page.iter().map(|v| v.lead.id.0));
+        match next {
+            Some(next) => after = Some(next),
+            None => return Ok(ids),
         }
     }
 }

@@ -56,7 +56,7 @@ impl FromRequestParts<AppState> for Caller {
         let found = match state.keys.get(&hash) {
             Some(known) => Some(known),
             None => {
-                let found = state.engine.store().find_api_key(&hash).await?;
+                let found = state.engine.api_key(&hash).await?;
                 if let Some(known) = &found {
                     state.keys.insert(hash.clone(), known.clone());
                 }

@@ -534,7 +534,6 @@ async fn read(
     let campaign = in_force(&state, &id).ok();
     let versions = state
         .engine
-        .store()
         .campaign_versions(&id)
         .await?
         .into_iter()
@@ -547,7 +546,6 @@ async fn read(
         .collect();
     let counts: std::collections::HashMap<String, nurture_engine::store::StepCount> = state
         .engine
-        .store()
         .step_counts(&id)
         .await?
         .into_iter()
@@ -639,7 +637,7 @@ fn edge_counts(campaign: &Campaign, counts: &[nurture_engine::store::StepCount])
 async fn graph(state: &AppState, caller: &Caller, id: &str, format: draw::Format) -> Result<String, ApiError> {
     caller.require(EVERYONE)?;
     let campaign = in_force(state, id)?;
-    let counts = edge_counts(&campaign, &state.engine.store().step_counts(id).await?);
+    let counts = edge_counts(&campaign, &state.engine.step_counts(id).await?);
     tokio::task::spawn_blocking(move || draw::draw(&campaign, format, Some(&counts)))
         .await
         .map_err(|e| ApiError::Internal(format!("drawing: {e}")))?

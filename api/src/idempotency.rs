@@ -69,11 +69,8 @@ where
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(body))
     };
-    let store = state.engine.store();
-    match store
-        .idempotency_begin(&scope, &key, &fingerprint, state.engine.now())
-        .await
-    {
+    let engine = &state.engine;
+    match engine.idempotency_begin(&scope, &key, &fingerprint).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(Idempotency::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -97,9 +94,9 @@ where
                 Err(e) => (e.status(), e.body()),
             };
             let recorded = if status.is_server_error() {
-                store.idempotency_abort(&scope, &key).await
+                engine.idempotency_abort(&scope, &key).await
             } else {
-                store
+                engine
                     .idempotency_finish(&scope, &key, status.as_u16(), &value.to_string())
                     .await
             };

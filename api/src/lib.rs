@@ -222,10 +222,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     };
-    match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ready()).await {
+    match tokio::time::timeout(READY_TIMEOUT, state.engine.ready()).await {
         Ok(Ok(true)) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "backend": state.engine.store().backend()})),
+            Json(json!({"status": "ready", "backend": state.engine.backend()})),
         )
             .into_response(),
         Ok(Ok(false)) => (

@@ -52,7 +52,7 @@ pub async fn run(options: Options) -> Result<()> {
         engine.enroll("bench-send", &refs).await?;
     }
     // As `serve` keeps them: the planner's statistics describe the outbox as it now is.
-    engine.store().refresh_statistics().await?;
+    engine.refresh_statistics().await?;
     eprintln!("{n} e-mails queued in {:.1} s", made.elapsed().as_secs_f64());
 
     let sink = SmtpSink::counting().await?;

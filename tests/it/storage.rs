@@ -174,13 +174,13 @@ async fn postgres_journey_lines_survive_the_move_to_one_row_per_move() {
 }
 
 async fn migrated_store_is_ready(t: TestEngine) {
-    assert!(t.engine.store().ready().await.unwrap());
-    t.engine.store().migrate().await.unwrap();
-    assert!(t.engine.store().ready().await.unwrap(), "migrating twice is harmless");
+    assert!(t.store.store.ready().await.unwrap());
+    t.store.store.migrate().await.unwrap();
+    assert!(t.store.store.ready().await.unwrap(), "migrating twice is harmless");
 }
 
 async fn planner_statistics_follow_a_growing_table(t: TestEngine) {
-    let store = t.engine.store();
+    let store = &t.store.store;
     // Whatever the migrations left stale is refreshed first.
     store.refresh_statistics().await.unwrap();
     let leads = (0..200)
@@ -382,7 +382,7 @@ async fn tagging_rules_tag_and_score(t: TestEngine) {
     assert_eq!(view.tags, ["behaviour:downloaded_whitepaper", "interest:pricing"]);
     assert_eq!(view.lead.score, 15);
     assert_eq!(view.lead.last_activity_at, Some(start()));
-    let families = t.engine.store().lead_tags(view.lead.id).await.unwrap();
+    let families = t.store.store.lead_tags(view.lead.id).await.unwrap();
     let families: Vec<&str> = families.iter().map(|(_, f)| f.as_str()).collect();
     assert_eq!(families, ["behaviour", "interest"]);
 }
@@ -686,8 +686,8 @@ async fn erasure_keeps_a_suppression(t: TestEngine) {
 
 async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
     t.engine.deploy_current().await.unwrap();
-    t.engine
-        .store()
+    t.store
+        .store
         .create_webhook(
             "http://crm.example/hook",
             &["*".to_owned()],
@@ -767,7 +767,7 @@ async fn claim_many_hands_the_nth_open_handoff_to_the_nth_caller(t: TestEngine) 
         );
     }
     let members: Vec<String> = ["ann", "bo", "ann", "cy"].map(String::from).to_vec();
-    let mut tx = t.engine.store().begin().await.unwrap();
+    let mut tx = t.store.store.begin().await.unwrap();
     let got = tx.claim_many("sales", &members, 1).await.unwrap();
     tx.commit().await.unwrap();
     let summary: Vec<Option<(i64, String)>> = got
@@ -793,7 +793,7 @@ async fn claim_many_hands_the_nth_open_handoff_to_the_nth_caller(t: TestEngine) 
 }
 
 async fn idempotent_requests_replay(t: TestEngine) {
-    let store = t.engine.store();
+    let store = &t.store.store;
     assert_eq!(
         store.idempotency_begin("k1|PUT", "abc", "f1", start()).await.unwrap(),
         Idempotency::Proceed
@@ -831,7 +831,7 @@ async fn idempotent_requests_replay(t: TestEngine) {
 }
 
 async fn api_keys_are_found_by_hash(t: TestEngine) {
-    let store = t.engine.store();
+    let store = &t.store.store;
     store
         .create_api_key("alice", Role::Sdr, &key_hash("secret"), start())
         .await
@@ -881,7 +881,7 @@ async fn concurrent_batches_on_the_same_leads_all_land(t: TestEngine) {
 }
 
 async fn deploys_keep_every_campaign_version(t: TestEngine) {
-    let store = t.engine.store();
+    let store = &t.store.store;
     let version = |id: &str, v: &str| CampaignVersion {
         campaign_id: id.into(),
         version: v.into(),
@@ -1034,7 +1034,7 @@ async fn an_event_enters_a_campaign_and_its_wait_ends_on_time(t: TestEngine) {
 /// What a deploy warns of reads these counts: running (active or waiting) enrollments only.
 async fn running_enrollments_are_counted_by_campaign_and_version(t: TestEngine) {
     t.engine.deploy_current().await.unwrap();
-    let store = t.engine.store();
+    let store = &t.store.store;
     let version = t.engine.playbook().campaigns["welcome"].version.clone();
     ingest(
         &t,
@@ -1484,7 +1484,7 @@ async fn hand_enrollment_beside_runner_passes_enrolls_every_lead(t: TestEngine) 
 /// The dispatcher sleeps until mail is queued: the commit of a transaction that queued a
 /// message wakes it (on PostgreSQL through `NOTIFY`, as another process's would).
 async fn a_commit_that_queues_mail_wakes_the_dispatcher(t: TestEngine) {
-    let queued = t.engine.store().mail_queued().await;
+    let queued = t.store.store.mail_queued().await;
     let within = std::time::Duration::from_secs(10);
     // An event that starts no campaign queues nothing; the registration enters the welcome
     // series, whose first step queues an e-mail.

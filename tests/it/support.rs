@@ -261,7 +261,8 @@ pub struct TestApp {
     pub engine: Arc<Engine>,
     /// The key that signs the server's tracking links.
     pub key: nurture_engine::tracking::TrackingKey,
-    _store: TestStore,
+    /// The store behind the engine, for tests that look at it directly.
+    pub store: TestStore,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -284,8 +285,8 @@ pub async fn spawn_app_over(TestEngine { engine, store, clock }: TestEngine) -> 
     let mut keys = HashMap::new();
     for role in [Role::Admin, Role::Marketer, Role::Sdr, Role::Crm] {
         let key = format!("test-key-{}", role.as_str());
-        engine
-            .store()
+        store
+            .store
             .create_api_key(&format!("{}-bot", role.as_str()), role, &key_hash(&key), start())
             .await
             .unwrap();
@@ -308,7 +309,7 @@ pub async fn spawn_app_over(TestEngine { engine, store, clock }: TestEngine) -> 
         clock,
         engine,
         key,
-        _store: store,
+        store,
     }
 }
 
@@ -322,7 +323,7 @@ pub struct Answer {
 impl TestApp {
     /// The URL of the server's database, for processes a test starts beside it.
     pub fn database_url(&self) -> &str {
-        &self._store.url
+        &self.store.url
     }
 
     /// A `registered` event for a new lead with this e-mail, as a CRM posts it (the welcome
@@ -463,8 +464,8 @@ impl TestApp {
     /// Creates an API key for `role` named `name` (an SDR is known by their key's name).
     pub async fn key_named(&self, role: Role, name: &str) -> String {
         let key = format!("key-{name}");
-        self.engine
-            .store()
+        self.store
+            .store
             .create_api_key(name, role, &key_hash(&key), start())
             .await
             .unwrap();

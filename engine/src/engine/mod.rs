@@ -15,6 +15,7 @@ use crate::store::Store;
 /// each table in one round trip to the database.
 const PASS_LEADS: usize = 1_000;
 
+mod admin;
 mod advance;
 mod deliverability;
 mod deploy;
@@ -94,10 +95,6 @@ impl Engine {
     /// See `advancing_to`.
     fn advancing_to(&self) -> DateTime<Utc> {
         crate::clock::from_micros(self.advancing_to.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     /// Now, to the microsecond: the precision both stores keep, so that an answer and a later

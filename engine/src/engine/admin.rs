@@ -1,0 +1,72 @@
+//! What the server and the API ask of the store through the engine: readiness, API keys,
+//! settings, idempotent requests, planner statistics and the mail wake-up.
+
+use super::*;
+use crate::access::{ApiKey, Role};
+use crate::store::{Idempotency, StepCount};
+
+impl Engine {
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Whether the database answers and every migration is applied.
+    pub async fn ready(&self) -> EngineResult<bool> {
+        Ok(self.store.ready().await?)
+    }
+
+    /// The key whose hash this is ([`crate::access::key_hash`]).
+    pub async fn api_key(&self, hash: &str) -> EngineResult<Option<ApiKey>> {
+        Ok(self.store.find_api_key(hash).await?)
+    }
+
+    /// Stores a key by its hash, created now.
+    pub async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> EngineResult<()> {
+        Ok(self.store.create_api_key(name, role, hash, self.now()).await?)
+    }
+
+    /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
+    pub async fn setting(&self, name: &str, fresh: &str) -> EngineResult<String> {
+        Ok(self.store.setting(name, fresh).await?)
+    }
+
+    /// Begins an idempotent request: go ahead, replay the first answer, or refuse.
+    pub async fn idempotency_begin(&self, scope: &str, key: &str, fingerprint: &str) -> EngineResult<Idempotency> {
+        Ok(self
+            .store
+            .idempotency_begin(scope, key, fingerprint, self.now())
+            .await?)
+    }
+
+    /// Records the answer of an idempotent request, for replays.
+    pub async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> EngineResult<()> {
+        Ok(self.store.idempotency_finish(scope, key, status, body).await?)
+    }
+
+    /// Forgets a begun request that failed, so a retry can run it.
+    pub async fn idempotency_abort(&self, scope: &str, key: &str) -> EngineResult<()> {
+        Ok(self.store.idempotency_abort(scope, key).await?)
+    }
+
+    /// Brings the planner's statistics up to date on tables that changed a lot; returns the
+    /// tables refreshed.
+    pub async fn refresh_statistics(&self) -> EngineResult<Vec<String>> {
+        Ok(self.store.refresh_statistics().await?)
+    }
+
+    /// Notified when a transaction that queued messages commits (see `Store::mail_queued`).
+    pub async fn mail_queued(&self) -> Arc<tokio::sync::Notify> {
+        self.store.mail_queued().await
+    }
+
+    /// Per step of a campaign (all versions): lines by outcome, arrivals, and waiting now.
+    pub async fn step_counts(&self, campaign: &str) -> EngineResult<Vec<StepCount>> {
+        Ok(self.store.step_counts(campaign).await?)
+    }
+
+    /// Every deployed version of a campaign, oldest first.
+    pub async fn campaign_versions(&self, campaign: &str) -> EngineResult<Vec<crate::store::CampaignVersion>> {
+        Ok(self.store.campaign_versions(campaign).await?)
+    }
+}
