@@ -597,47 +597,10 @@ async fn read(
     }))
 }
 
-/// Leads that took each edge, from the journey log: a branch's `yes`/`no`, a split's arm, a
-/// wait's `waited`, and for other steps every line that went on.
-fn edge_counts(campaign: &Campaign, counts: &[nurture_engine::store::StepCount]) -> draw::EdgeCounts {
-    let mut out = draw::EdgeCounts::new();
-    for (from, to, label) in draw::edges(campaign) {
-        let Some(step) = counts.iter().find(|c| c.step == from) else {
-            continue;
-        };
-        let n = match label.as_str() {
-            "yes" | "no" => step.outcomes.get(&label).copied().unwrap_or(0),
-            l if l.ends_with('%') => {
-                let arm = campaign
-                    .node(&from)
-                    .map(|n| {
-                        let mut targets: Vec<String> = campaign
-                            .graph
-                            .neighbors(n)
-                            .map(|m| campaign.graph[m].id.clone())
-                            .collect();
-                        targets.reverse();
-                        targets.iter().position(|t| *t == to).map(|i| i + 1).unwrap_or(0)
-                    })
-                    .unwrap_or(0);
-                step.outcomes.get(&format!("arm {arm}")).copied().unwrap_or(0)
-            }
-            _ => step
-                .outcomes
-                .iter()
-                .filter(|(o, _)| !matches!(o.as_str(), "waiting" | "goal" | "completed" | "handed_off"))
-                .map(|(_, n)| n)
-                .sum(),
-        };
-        out.insert((from, to), n as u64);
-    }
-    out
-}
-
 async fn graph(state: &AppState, caller: &Caller, id: &str, format: draw::Format) -> Result<String, ApiError> {
     caller.require(EVERYONE)?;
     let campaign = in_force(state, id)?;
-    let counts = edge_counts(&campaign, &state.engine.step_counts(id).await?);
+    let counts = state.engine.edge_counts(&campaign).await?;
     tokio::task::spawn_blocking(move || draw::draw(&campaign, format, Some(&counts)))
         .await
         .map_err(|e| ApiError::Internal(format!("drawing: {e}")))?

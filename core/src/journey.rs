@@ -6,8 +6,11 @@
 use chrono::format::{Item, Numeric, Pad};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+mod outcome;
+pub use outcome::Outcome;
 use sha2::Digest;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::condition::{Condition, EventFact, Facts, MessageQuestion, Segments};
 use crate::lead::{Lead, LeadId};
@@ -304,14 +307,47 @@ pub enum Effect {
 pub struct JourneyEntry {
     pub step: String,
     pub at: DateTime<Utc>,
-    /// `sent`, `skipped`, `deferred`, `waiting`, `waited`, `yes`, `no`, `arm 2`, `tagged`,
-    /// `scored`, `handed_off`, `enrolled`, `exited`, `completed`, `goal`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// Why, in words: `branch opened_insight: no (no human open of message 8812 by 2026-11-26T09:00Z)`.
     pub detail: String,
     /// The enrollment arrived at the step with this line (not: it left a wait, or a goal
     /// ended it there). Per-step `entered` counts these.
     pub arrived: bool,
+}
+
+/// How many enrollments took each edge of a campaign's graph, `(from, to)` by step id, from
+/// the journey lines counted per step and outcome: a branch's `yes` and `no` lines, a split's
+/// arm lines, and for a `next` edge every line that went on from the step.
+pub fn edge_counts<'a>(
+    campaign: &Campaign,
+    lines: impl IntoIterator<Item = (&'a str, Outcome, i64)>,
+) -> crate::playbook::draw::EdgeCounts {
+    let mut by_step: HashMap<&str, Vec<(Outcome, i64)>> = HashMap::new();
+    for (step, outcome, n) in lines {
+        by_step.entry(step).or_default().push((outcome, n));
+    }
+    let mut out = crate::playbook::draw::EdgeCounts::new();
+    for (from, lines) in by_step {
+        let Some(node) = campaign.node(from) else {
+            continue;
+        };
+        let count = |wanted: &dyn Fn(Outcome) -> bool| lines.iter().filter(|(o, _)| wanted(*o)).map(|(_, n)| n).sum();
+        let arms = campaign.arms(node);
+        for edge in campaign.graph.edges(node) {
+            let to = campaign.graph[petgraph::visit::EdgeRef::target(&edge)].id.clone();
+            let n: i64 = match edge.weight() {
+                Edge::Yes => count(&|o| o == Outcome::Yes),
+                Edge::No => count(&|o| o == Outcome::No),
+                Edge::Split { .. } => match arms.iter().position(|(_, t)| *t == to) {
+                    Some(i) => count(&|o| o == Outcome::Arm(i as u32 + 1)),
+                    None => 0,
+                },
+                Edge::Next => count(&|o| o.goes_on()),
+            };
+            out.insert((from.to_owned(), to), n.max(0) as u64);
+        }
+    }
+    out
 }
 
 /// The result of advancing an enrollment.
@@ -352,13 +388,13 @@ pub fn advance(
 ) -> Advance {
     let mut effects = Vec::new();
     let mut journey = Vec::new();
-    let log = |journey: &mut Vec<JourneyEntry>, step: &str, outcome: &str, detail: String| {
+    let log = |journey: &mut Vec<JourneyEntry>, step: &str, outcome: Outcome, detail: String| {
         journey.push(JourneyEntry {
             step: step.to_owned(),
             at: now,
-            outcome: outcome.to_owned(),
+            outcome,
             detail,
-            arrived: !matches!(outcome, "waited" | "goal"),
+            arrived: outcome.arrives(),
         })
     };
     // Whether the last line is an arrival: not when a deferred send goes on from its wait.
@@ -378,7 +414,7 @@ pub fn advance(
             log(
                 &mut journey,
                 &enrollment.step.clone(),
-                "completed",
+                Outcome::Completed,
                 "the step is not in this campaign version".into(),
             );
             break;
@@ -389,7 +425,7 @@ pub fn advance(
                 enrollment.outcome = Some("goal".into());
                 enrollment.wake_at = None;
                 let detail = format!("exit_when held: {}", goal.label());
-                log(&mut journey, &enrollment.step.clone(), "goal", detail);
+                log(&mut journey, &enrollment.step.clone(), Outcome::Goal, detail);
                 break;
             }
         }
@@ -442,14 +478,19 @@ pub fn advance(
                         log(
                             &mut journey,
                             &step.id,
-                            "deferred",
+                            Outcome::Deferred,
                             format!("send {via} deferred to {}: {why}", until.to_rfc3339()),
                         );
                         arrive(&mut journey, !waiting_here);
                         break;
                     }
                     Gate::Skip { why } => {
-                        log(&mut journey, &step.id, "skipped", format!("send {via} skipped: {why}"));
+                        log(
+                            &mut journey,
+                            &step.id,
+                            Outcome::Skipped,
+                            format!("send {via} skipped: {why}"),
+                        );
                     }
                     Gate::Unreachable { why } => {
                         let chosen = chosen();
@@ -463,7 +504,7 @@ pub fn advance(
                         log(
                             &mut journey,
                             &step.id,
-                            "skipped",
+                            Outcome::Skipped,
                             format!("send {via}: {chosen} skipped: {why}"),
                         );
                     }
@@ -476,7 +517,7 @@ pub fn advance(
                             seq: enrollment.transitions,
                             skipped: None,
                         });
-                        log(&mut journey, &step.id, "sent", format!("send {via}: {chosen}"));
+                        log(&mut journey, &step.id, Outcome::Sent, format!("send {via}: {chosen}"));
                     }
                 }
                 arrive(&mut journey, !waiting_here);
@@ -492,7 +533,7 @@ pub fn advance(
                         }
                     };
                     if already {
-                        log(&mut journey, &step.id, "waited", "until held on arrival".into());
+                        log(&mut journey, &step.id, Outcome::Waited, "until held on arrival".into());
                         if let Some(line) = journey.last_mut() {
                             line.arrived = true;
                         }
@@ -503,7 +544,7 @@ pub fn advance(
                         log(
                             &mut journey,
                             &step.id,
-                            "waiting",
+                            Outcome::Waiting,
                             format!("until {}", wake_at.to_rfc3339()),
                         );
                         break;
@@ -525,7 +566,7 @@ pub fn advance(
                     };
                     match detail {
                         Some(detail) => {
-                            log(&mut journey, &step.id, "waited", detail);
+                            log(&mut journey, &step.id, Outcome::Waited, detail);
                             go(&mut enrollment, next(Edge::Next));
                         }
                         None => break,
@@ -534,29 +575,18 @@ pub fn advance(
             }
             Action::Branch(condition) => {
                 let yes = condition.eval(facts, segments, now);
-                let answer = if yes { "yes" } else { "no" };
+                let answer = if yes { Outcome::Yes } else { Outcome::No };
                 let detail = format!("branch {}: {answer} ({})", step.id, explain(condition, facts, yes, now));
                 log(&mut journey, &step.id, answer, detail);
                 go(&mut enrollment, next(if yes { Edge::Yes } else { Edge::No }));
             }
             Action::Split => {
-                let arms: Vec<(u32, String)> = campaign
-                    .graph
-                    .edges(node)
-                    .filter_map(|e| match e.weight() {
-                        Edge::Split { weight } => {
-                            Some((*weight, campaign.graph[petgraph::visit::EdgeRef::target(&e)].id.clone()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                // petgraph lists a node's edges newest first; arms are in written order.
-                let arms: Vec<(u32, String)> = arms.into_iter().rev().collect();
+                let arms = campaign.arms(node);
                 let (arm, to) = pick_arm(&arms, enrollment.lead, &campaign.id, &step.id);
                 log(
                     &mut journey,
                     &step.id,
-                    &format!("arm {}", arm + 1),
+                    Outcome::Arm(arm as u32 + 1),
                     format!("split {}: arm {} of {} ({to})", step.id, arm + 1, arms.len()),
                 );
                 go(&mut enrollment, Some(to));
@@ -575,7 +605,7 @@ pub fn advance(
                 });
                 let mut words: Vec<String> = add.iter().map(|t| format!("+{t}")).collect();
                 words.extend(remove.iter().map(|t| format!("-{t}")));
-                log(&mut journey, &step.id, "tagged", words.join(" "));
+                log(&mut journey, &step.id, Outcome::Tagged, words.join(" "));
                 go(&mut enrollment, next(Edge::Next));
             }
             Action::Score(points) => {
@@ -587,7 +617,7 @@ pub fn advance(
                 log(
                     &mut journey,
                     &step.id,
-                    "scored",
+                    Outcome::Scored,
                     format!("{points:+} (now {})", facts.lead.score),
                 );
                 go(&mut enrollment, next(Edge::Next));
@@ -606,7 +636,7 @@ pub fn advance(
                 log(
                     &mut journey,
                     &step.id,
-                    "handed_off",
+                    Outcome::HandedOff,
                     format!("to queue {queue}: {reason}"),
                 );
                 enrollment.transitions += 1;
@@ -619,7 +649,7 @@ pub fn advance(
                     step: step.id.clone(),
                     campaign: other.clone(),
                 });
-                log(&mut journey, &step.id, "enrolled", format!("into {other}"));
+                log(&mut journey, &step.id, Outcome::Enrolled, format!("into {other}"));
                 let to = next(Edge::Next);
                 if to.is_none() {
                     enrollment.outcome = Some(format!("enrolled:{other}"));
@@ -627,7 +657,7 @@ pub fn advance(
                 go(&mut enrollment, to);
             }
             Action::Exit { outcome } => {
-                log(&mut journey, &step.id, "completed", format!("exit: {outcome}"));
+                log(&mut journey, &step.id, Outcome::Completed, format!("exit: {outcome}"));
                 enrollment.transitions += 1;
                 enrollment.status = Status::Completed;
                 enrollment.outcome = Some(outcome.clone());

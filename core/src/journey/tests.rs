@@ -616,3 +616,34 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn edge_counts_follow_typed_outcomes_and_split_arms_in_written_order() {
+    let steps = concat!(
+        "  a: { split: [ { weight: 3, next: b }, { weight: 1, next: w } ] }\n",
+        "  b: { branch: { if: { tag: vip }, then: x, else: w } }\n",
+        "  w: { wait: { for: 1d }, next: x }\n",
+        "  x: { exit: done }\n",
+    );
+    let pb = playbook("", steps);
+    let lines = [
+        ("a", Outcome::Arm(1), 7),
+        ("a", Outcome::Arm(2), 2),
+        ("b", Outcome::Yes, 4),
+        ("b", Outcome::No, 3),
+        ("w", Outcome::Waiting, 5),
+        ("w", Outcome::Waited, 4),
+    ];
+    let counts = edge_counts(&pb.campaigns["c"], lines);
+    let edge = |from: &str, to: &str| counts.get(&(from.to_owned(), to.to_owned())).copied();
+    assert_eq!(edge("a", "b"), Some(7), "arm 1 is the first arm written");
+    assert_eq!(edge("a", "w"), Some(2));
+    assert_eq!(edge("b", "x"), Some(4));
+    assert_eq!(edge("b", "w"), Some(3));
+    assert_eq!(
+        edge("w", "x"),
+        Some(4),
+        "a wait goes on when it is over, not when it begins"
+    );
+    assert_eq!(edge("x", "a"), None, "a step without lines has no counts");
+}

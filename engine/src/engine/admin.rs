@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::access::{ApiKey, Role};
-use crate::store::{Idempotency, StepCount};
+use crate::store::Idempotency;
 
 impl Engine {
     /// `sqlite` or `postgres`.
@@ -58,15 +58,5 @@ impl Engine {
     /// Notified when a transaction that queued messages commits (see `Store::mail_queued`).
     pub async fn mail_queued(&self) -> Arc<tokio::sync::Notify> {
         self.store.mail_queued().await
-    }
-
-    /// Per step of a campaign (all versions): lines by outcome, arrivals, and waiting now.
-    pub async fn step_counts(&self, campaign: &str) -> EngineResult<Vec<StepCount>> {
-        Ok(self.store.step_counts(campaign).await?)
-    }
-
-    /// Every deployed version of a campaign, oldest first.
-    pub async fn campaign_versions(&self, campaign: &str) -> EngineResult<Vec<crate::store::CampaignVersion>> {
-        Ok(self.store.campaign_versions(campaign).await?)
     }
 }

@@ -3,7 +3,7 @@
 use super::*;
 use std::sync::Arc;
 
-use crate::playbook::{Issue, Playbook};
+use crate::playbook::{Campaign, Issue, Playbook};
 use crate::store::{CampaignRecord, CampaignStatus, CampaignVersion, DeployReport};
 
 impl Engine {
@@ -111,6 +111,31 @@ impl Engine {
     /// Campaigns as deployed, with the graph of each when it is in the playbook in force.
     pub async fn campaigns(&self) -> EngineResult<Vec<CampaignRecord>> {
         Ok(self.store.campaigns().await?)
+    }
+
+    /// Per step of a campaign (all versions): lines by outcome, arrivals, and waiting now.
+    pub async fn step_counts(&self, campaign: &str) -> EngineResult<Vec<crate::store::StepCount>> {
+        Ok(self.store.step_counts(campaign).await?)
+    }
+
+    /// Every deployed version of a campaign, oldest first.
+    pub async fn campaign_versions(&self, campaign: &str) -> EngineResult<Vec<CampaignVersion>> {
+        Ok(self.store.campaign_versions(campaign).await?)
+    }
+
+    /// How many enrollments took each edge of a campaign's graph (all versions), for drawing.
+    pub async fn edge_counts(&self, campaign: &Campaign) -> EngineResult<crate::playbook::draw::EdgeCounts> {
+        let counts = self.store.step_counts(&campaign.id).await?;
+        let mut lines = Vec::new();
+        for count in &counts {
+            for (label, n) in &count.outcomes {
+                match label.parse() {
+                    Ok(outcome) => lines.push((count.step.as_str(), outcome, *n)),
+                    Err(e) => tracing::warn!(campaign = %campaign.id, step = %count.step, "Step counts: {e}."),
+                }
+            }
+        }
+        Ok(crate::journey::edge_counts(campaign, lines))
     }
 
     /// Pauses or resumes a campaign.

@@ -371,7 +371,7 @@ impl Engine {
                     let line = crate::journey::JourneyEntry {
                         step: e.step.clone(),
                         at: now,
-                        outcome: "exited".into(),
+                        outcome: crate::journey::Outcome::Exited,
                         detail: format!("campaign version {} can no longer be built", e.version),
                         arrived: false,
                     };

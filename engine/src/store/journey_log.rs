@@ -11,7 +11,7 @@ pub struct JourneyRow {
     pub lead_id: i64,
     pub campaign_id: String,
     pub step: String,
-    pub outcome: String,
+    pub outcome: crate::journey::Outcome,
     pub detail: String,
     pub at: i64,
     /// Counted in the step's `entered`.
@@ -34,17 +34,15 @@ pub(crate) struct JourneyMove<'a> {
 pub(crate) fn journey_moves(rows: &[JourneyRow]) -> StoreResult<Vec<JourneyMove<'_>>> {
     rows.chunk_by(|a, b| a.enrollment_id == b.enrollment_id && a.at == b.at && a.campaign_id == b.campaign_id)
         .map(|lines| {
-            let text: usize = lines
-                .iter()
-                .map(|l| l.step.len() + l.outcome.len() + l.detail.len() + 12)
-                .sum();
+            let text: usize = lines.iter().map(|l| l.step.len() + l.detail.len() + 24).sum();
             let mut steps = String::with_capacity(text + 2);
             steps.push('[');
             for (i, l) in lines.iter().enumerate() {
                 if i > 0 {
                     steps.push(',');
                 }
-                for (j, text) in [&l.step, &l.outcome, &l.detail].into_iter().enumerate() {
+                let outcome = l.outcome.label();
+                for (j, text) in [l.step.as_str(), &*outcome, l.detail.as_str()].into_iter().enumerate() {
                     steps.push(if j == 0 { '[' } else { ',' });
                     json_str(&mut steps, text)?;
                 }
@@ -89,13 +87,13 @@ fn json_str(out: &mut String, s: &str) -> StoreResult<()> {
 /// counters after it, and the sums are sorted once at the end. A `BTreeMap` over the three
 /// strings cost 720 instructions a line in `bench engine` W2.
 pub(crate) fn step_count_deltas(rows: &[JourneyRow]) -> Vec<(String, String, String, i64, i64)> {
-    type Key<'a> = (&'a str, &'a str, &'a str);
+    type Key<'a> = (&'a str, &'a str, crate::journey::Outcome);
     let mut sums: Vec<(Key<'_>, i64, i64)> = Vec::new();
     // FxHash: the keys are the playbook's own names, not anything a caller sends.
     let mut index: HashMap<Key<'_>, usize, rustc_hash::FxBuildHasher> = HashMap::default();
     let mut last = 0;
     for row in rows {
-        let key = (row.campaign_id.as_str(), row.step.as_str(), row.outcome.as_str());
+        let key = (row.campaign_id.as_str(), row.step.as_str(), row.outcome);
         let next = if last + 1 < sums.len() { last + 1 } else { 0 };
         let at = match sums.get(next) {
             Some(sum) if sum.0 == key => next,
@@ -108,8 +106,11 @@ pub(crate) fn step_count_deltas(rows: &[JourneyRow]) -> Vec<(String, String, Str
         sums[at].2 += 1;
         last = at;
     }
-    sums.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    sums.into_iter()
-        .map(|((c, s, o), entered, lines)| (c.to_owned(), s.to_owned(), o.to_owned(), entered, lines))
-        .collect()
+    let mut out: Vec<(String, String, String, i64, i64)> = sums
+        .into_iter()
+        .map(|((c, s, o), entered, lines)| (c.to_owned(), s.to_owned(), o.label().into_owned(), entered, lines))
+        .collect();
+    // In the order of the stored key, so that every writer updates counter rows in one order.
+    out.sort_unstable_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
+    out
 }

@@ -70,6 +70,7 @@ pub use crate::access::email_hash;
 #[cfg(test)]
 mod tests {
     use super::{journey_moves, json_rows_into, step_count_deltas, JourneyRow, StoreError};
+    use crate::journey::Outcome;
 
     #[test]
     fn step_counts_sum_every_line_once_in_key_order() {
@@ -89,9 +90,9 @@ mod tests {
                     campaign_id: format!("c{}", k % 3),
                     step: format!("s{}", k / 3),
                     outcome: if k.is_multiple_of(2) {
-                        "sent".into()
+                        Outcome::Sent
                     } else {
-                        "no".into()
+                        Outcome::Arm(k as u32)
                     },
                     detail: String::new(),
                     at: 0,
@@ -101,7 +102,7 @@ mod tests {
             let mut expected: std::collections::BTreeMap<(String, String, String), (i64, i64)> = Default::default();
             for r in &rows {
                 let sum = expected
-                    .entry((r.campaign_id.clone(), r.step.clone(), r.outcome.clone()))
+                    .entry((r.campaign_id.clone(), r.step.clone(), r.outcome.to_string()))
                     .or_default();
                 sum.0 += i64::from(r.arrived);
                 sum.1 += 1;
@@ -143,7 +144,7 @@ mod tests {
             lead_id: enrollment_id * 10,
             campaign_id: "drip".into(),
             step: step.into(),
-            outcome: "sent".into(),
+            outcome: Outcome::Sent,
             detail: format!("\"{step}\" 发送"),
             at,
             arrived: true,
@@ -190,13 +191,14 @@ mod tests {
         ];
         for (i, text) in texts.iter().enumerate() {
             let mut row = line(1, "step", 5);
-            row.outcome = texts[(i + 1) % texts.len()].to_string();
+            row.step = texts[(i + 1) % texts.len()].to_string();
+            row.outcome = [Outcome::Sent, Outcome::Arm(12), Outcome::HandedOff][i % 3];
             row.detail = text.to_string();
             let rows = [row.clone(), row.clone()];
             let moves = journey_moves(&rows).unwrap();
-            let lines: Vec<(&str, &str, &str)> = rows
+            let lines: Vec<(&str, String, &str)> = rows
                 .iter()
-                .map(|l| (l.step.as_str(), l.outcome.as_str(), l.detail.as_str()))
+                .map(|l| (l.step.as_str(), l.outcome.to_string(), l.detail.as_str()))
                 .collect();
             assert_eq!(moves[0].steps, serde_json::to_string(&lines).unwrap(), "{text:?}");
             let back: Vec<(String, String, String)> = serde_json::from_str(&moves[0].steps).unwrap();

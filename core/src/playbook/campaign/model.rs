@@ -186,6 +186,21 @@ impl Campaign {
         self.graph.edges(from).find(|e| *e.weight() == edge).map(|e| e.target())
     }
 
+    /// A split step's arms in written order: each one's weight and the step it leads to.
+    pub fn arms(&self, split: NodeIndex) -> Vec<(u32, String)> {
+        let mut arms: Vec<(u32, String)> = self
+            .graph
+            .edges(split)
+            .filter_map(|e| match e.weight() {
+                Edge::Split { weight } => Some((*weight, self.graph[e.target()].id.clone())),
+                _ => None,
+            })
+            .collect();
+        // petgraph lists a node's edges newest first.
+        arms.reverse();
+        arms
+    }
+
     /// Every condition the campaign evaluates: entry, goal, branches, waits and variants.
     pub fn conditions(&self) -> Vec<&Condition> {
         let mut out: Vec<&Condition> = self.entry.when.iter().chain(self.exit_when.iter()).collect();
