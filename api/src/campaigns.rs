@@ -487,7 +487,7 @@ fn head(record: &nurture_engine::store::CampaignRecord) -> CampaignHead {
         campaign_type: record.campaign_type.clone(),
         version: record.version.clone(),
         version_number: record.number,
-        status: record.status.clone(),
+        status: record.status.as_str().to_owned(),
         deployed_at: record.deployed_at,
         updated_at: record.updated_at,
     }

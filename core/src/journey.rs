@@ -18,7 +18,7 @@ use crate::pacing::{Ask, Gate, Pacer};
 use crate::playbook::{Action, Campaign, Channel, Edge, Reentry, Wait};
 
 /// Where an enrollment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Due to run its current step now.
@@ -58,6 +58,14 @@ impl Status {
     /// Whether the enrollment is still running (at most one such per campaign and lead).
     pub fn is_open(self) -> bool {
         matches!(self, Status::Active | Status::Waiting)
+    }
+}
+
+impl TryFrom<String> for Status {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Status::parse(&text).ok_or_else(|| format!("enrollment status {text:?}"))
     }
 }
 

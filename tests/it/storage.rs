@@ -957,7 +957,7 @@ async fn deploys_keep_every_campaign_version(t: TestEngine) {
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.version, c.number, c.status))
+        .map(|c| (c.version, c.number, c.status.as_str().to_owned()))
         .collect();
     assert_eq!(
         states,

@@ -178,7 +178,7 @@ impl Engine {
             .campaigns()
             .await?
             .into_iter()
-            .filter(|c| c.status != "active")
+            .filter(|c| c.status != crate::store::CampaignStatus::Active)
             .map(|c| c.id)
             .collect();
         Ok(self.store.next_wake(&paused).await?)

@@ -47,7 +47,7 @@ impl Engine {
         let mut warn = |file: &str, message: String| warnings.push(Issue::new(file, message).warning());
         for record in self.store.campaigns().await? {
             let Some(campaign) = playbook.campaigns.get(&record.id) else {
-                if record.status == "retired" {
+                if record.status == CampaignStatus::Retired {
                     continue;
                 }
                 let open = self.store.open_enrollments(&record.id, None).await?;

@@ -52,11 +52,15 @@ where
             sqlx::query_as("SELECT id, version, status FROM campaigns ORDER BY id")
                 .fetch_all(&mut *tx)
                 .await?;
+        let current = current
+            .into_iter()
+            .map(|(id, version, status)| Ok((id, version, status.parse::<CampaignStatus>()?)))
+            .collect::<StoreResult<Vec<_>>>()?;
         let mut report = DeployReport::default();
         for campaign in deployed {
             let before = current.iter().find(|(id, _, _)| *id == campaign.campaign_id);
             match before {
-                Some((_, version, status)) if *version == campaign.version && status != "retired" => {
+                Some((_, version, status)) if *version == campaign.version && *status != CampaignStatus::Retired => {
                     report.unchanged.push(campaign.campaign_id.clone());
                     continue;
                 }
@@ -93,7 +97,7 @@ where
             .map_err(StoreError::from_sqlx)?;
         }
         for (id, _, status) in &current {
-            if status != "retired" && !deployed.iter().any(|c| c.campaign_id == *id) {
+            if *status != CampaignStatus::Retired && !deployed.iter().any(|c| c.campaign_id == *id) {
                 sqlx::query("UPDATE campaigns SET status = 'retired', updated_at = $2 WHERE id = $1")
                     .bind(id)
                     .bind(to_micros(now))
@@ -113,21 +117,22 @@ where
         )
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(
-                |(id, version, status, updated_at, number, name, campaign_type, deployed_at)| CampaignRecord {
-                    id,
-                    version,
-                    number,
-                    status,
-                    name,
-                    campaign_type,
-                    deployed_at: from_micros(deployed_at),
-                    updated_at: from_micros(updated_at),
+                |(id, version, status, updated_at, number, name, campaign_type, deployed_at)| {
+                    Ok(CampaignRecord {
+                        id,
+                        version,
+                        number,
+                        status: status.parse()?,
+                        name,
+                        campaign_type,
+                        deployed_at: from_micros(deployed_at),
+                        updated_at: from_micros(updated_at),
+                    })
                 },
             )
-            .collect())
+            .collect()
     }
 
     async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>> {

@@ -84,7 +84,7 @@ pub struct CampaignRecord {
     pub id: String,
     pub version: String,
     pub number: i64,
-    pub status: String,
+    pub status: CampaignStatus,
     pub name: String,
     pub campaign_type: String,
     pub deployed_at: DateTime<Utc>,
@@ -96,6 +96,8 @@ pub struct CampaignRecord {
 pub enum CampaignStatus {
     Active,
     Paused,
+    /// Left out of the playbook by a later deploy; deploying it again makes it active.
+    Retired,
 }
 
 impl CampaignStatus {
@@ -103,7 +105,21 @@ impl CampaignStatus {
         match self {
             CampaignStatus::Active => "active",
             CampaignStatus::Paused => "paused",
+            CampaignStatus::Retired => "retired",
         }
+    }
+}
+
+impl std::str::FromStr for CampaignStatus {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> StoreResult<Self> {
+        Ok(match text {
+            "active" => CampaignStatus::Active,
+            "paused" => CampaignStatus::Paused,
+            "retired" => CampaignStatus::Retired,
+            other => return Err(StoreError::Corrupt(format!("campaign status {other:?}"))),
+        })
     }
 }
 
@@ -124,7 +140,8 @@ pub struct EnrollmentRow {
     pub version: String,
     pub lead_id: i64,
     pub step: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JourneyStatus,
     pub wake_at: Option<i64>,
     pub outcome: Option<String>,
     pub transitions: i64,
@@ -144,7 +161,7 @@ impl From<&Enrollment> for EnrollmentRow {
             version: e.version.clone(),
             lead_id: e.lead.0,
             step: e.step.clone(),
-            status: e.status.as_str().to_owned(),
+            status: e.status,
             wake_at: e.wake_at.map(to_micros),
             outcome: e.outcome.clone(),
             transitions: e.transitions,
@@ -158,8 +175,7 @@ impl EnrollmentRow {
     pub fn into_enrollment(self) -> StoreResult<Enrollment> {
         Ok(Enrollment {
             id: self.id,
-            status: JourneyStatus::parse(&self.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("enrollment status {:?}", self.status)))?,
+            status: self.status,
             campaign: self.campaign_id,
             version: self.version,
             lead: LeadId(self.lead_id),

@@ -329,7 +329,7 @@ impl Tx for SqliteTx {
                     .name(&r.version)
                     .int(r.lead_id)
                     .name(&r.step)
-                    .name(&r.status)
+                    .name(r.status.as_str())
                     .opt_int(r.wake_at)
                     .opt_text(r.outcome.as_deref())
                     .int(r.transitions)
@@ -413,7 +413,7 @@ impl Tx for SqliteTx {
                     .name(&r.step)
                     .name(&r.channel)
                     .name(&r.template)
-                    .name(&r.status)
+                    .name(r.status.as_str())
                     .opt_text(r.reason.as_deref())
                     .opt_int(r.next_attempt_at)
                     .int(r.created_at);
