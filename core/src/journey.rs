@@ -9,13 +9,15 @@ use serde::Serialize;
 
 mod outcome;
 pub use outcome::Outcome;
+use petgraph::graph::NodeIndex;
 use sha2::Digest;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
 
 use crate::condition::{Condition, EventFact, Facts, MessageQuestion, Segments};
 use crate::lead::{Lead, LeadId};
 use crate::pacing::{Ask, Gate, Pacer};
-use crate::playbook::{Action, Campaign, Channel, Edge, Reentry, Wait};
+use crate::playbook::{Action, Campaign, Channel, Edge, OnCap, Reentry, Step, Wait};
 
 /// Where an enrollment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -388,291 +390,33 @@ const MAX_STEPS_PER_ADVANCE: usize = 10_000;
 /// to `facts`, so later conditions in the same run see them.
 pub fn advance(
     campaign: &Campaign,
-    mut enrollment: Enrollment,
+    enrollment: Enrollment,
     facts: &mut JourneyFacts<'_>,
     segments: &Segments,
     pacer: &mut dyn Pacer,
     now: DateTime<Utc>,
 ) -> Advance {
-    let mut effects = Vec::new();
-    let mut journey = Vec::new();
-    let log = |journey: &mut Vec<JourneyEntry>, step: &str, outcome: Outcome, detail: String| {
-        journey.push(JourneyEntry {
-            step: step.to_owned(),
-            at: now,
-            outcome,
-            detail,
-            arrived: outcome.arrives(),
-        })
-    };
-    // Whether the last line is an arrival: not when a deferred send goes on from its wait.
-    let arrive = |journey: &mut Vec<JourneyEntry>, arrived: bool| {
-        if let Some(line) = journey.last_mut() {
-            line.arrived = arrived;
-        }
+    let mut run = Run {
+        campaign,
+        enrollment,
+        facts,
+        segments,
+        pacer,
+        now,
+        effects: Vec::new(),
+        journey: Vec::new(),
     };
     for _ in 0..MAX_STEPS_PER_ADVANCE {
-        if !enrollment.status.is_open() {
+        if run.step().is_break() {
             break;
-        }
-        let Some(node) = campaign.node(&enrollment.step) else {
-            // The version's graph lacks the step (it cannot, for a stored version): end safely.
-            enrollment.status = Status::Completed;
-            enrollment.outcome = Some("step_missing".into());
-            log(
-                &mut journey,
-                &enrollment.step.clone(),
-                Outcome::Completed,
-                "the step is not in this campaign version".into(),
-            );
-            break;
-        };
-        if let Some(goal) = &campaign.exit_when {
-            if goal.eval(facts, segments, now) {
-                enrollment.status = Status::Exited;
-                enrollment.outcome = Some("goal".into());
-                enrollment.wake_at = None;
-                let detail = format!("exit_when held: {}", goal.label());
-                log(&mut journey, &enrollment.step.clone(), Outcome::Goal, detail);
-                break;
-            }
-        }
-        let step = &campaign.graph[node];
-        let next = |edge: Edge| campaign.follow(node, edge).map(|n| campaign.graph[n].id.clone());
-        let waiting_here = enrollment.status == Status::Waiting;
-        let go = |enrollment: &mut Enrollment, to: Option<String>| {
-            enrollment.transitions += 1;
-            enrollment.status = Status::Active;
-            enrollment.wake_at = None;
-            match to {
-                Some(to) => enrollment.step = to,
-                None => {
-                    enrollment.status = Status::Completed;
-                    enrollment.outcome.get_or_insert_with(|| "completed".into());
-                }
-            }
-        };
-        match &step.action {
-            Action::Send {
-                channel,
-                template,
-                variants,
-                on_cap,
-            } => {
-                // A send deferred by pacing waits here until its time, whatever events come.
-                if waiting_here && enrollment.wake_at.is_some_and(|w| now < w) {
-                    break;
-                }
-                let ask = Ask {
-                    campaign: &campaign.id,
-                    step: &step.id,
-                    channel: *channel,
-                    window: campaign.send_window.as_ref(),
-                    on_cap: *on_cap,
-                };
-                let gate = pacer.gate(ask, now);
-                let chosen = || {
-                    variants
-                        .iter()
-                        .find(|(when, _)| when.eval(facts, segments, now))
-                        .map(|(_, t)| t.clone())
-                        .unwrap_or_else(|| template.clone())
-                };
-                let via = channel.as_str();
-                match gate {
-                    Gate::Defer { until, why } => {
-                        enrollment.status = Status::Waiting;
-                        enrollment.wake_at = Some(until);
-                        log(
-                            &mut journey,
-                            &step.id,
-                            Outcome::Deferred,
-                            format!("send {via} deferred to {}: {why}", until.to_rfc3339()),
-                        );
-                        arrive(&mut journey, !waiting_here);
-                        break;
-                    }
-                    Gate::Skip { why } => {
-                        log(
-                            &mut journey,
-                            &step.id,
-                            Outcome::Skipped,
-                            format!("send {via} skipped: {why}"),
-                        );
-                    }
-                    Gate::Unreachable { why } => {
-                        let chosen = chosen();
-                        effects.push(Effect::Send {
-                            step: step.id.clone(),
-                            channel: *channel,
-                            template: chosen.clone(),
-                            seq: enrollment.transitions,
-                            skipped: Some(why.clone()),
-                        });
-                        log(
-                            &mut journey,
-                            &step.id,
-                            Outcome::Skipped,
-                            format!("send {via}: {chosen} skipped: {why}"),
-                        );
-                    }
-                    Gate::Go => {
-                        let chosen = chosen();
-                        effects.push(Effect::Send {
-                            step: step.id.clone(),
-                            channel: *channel,
-                            template: chosen.clone(),
-                            seq: enrollment.transitions,
-                            skipped: None,
-                        });
-                        log(&mut journey, &step.id, Outcome::Sent, format!("send {via}: {chosen}"));
-                    }
-                }
-                arrive(&mut journey, !waiting_here);
-                go(&mut enrollment, next(Edge::Next));
-            }
-            Action::Wait(wait) => {
-                if !waiting_here {
-                    // Arriving: an `until` that already holds does not wait at all.
-                    let (wake_at, already) = match wait {
-                        Wait::For(span) => (now + span.to_chrono(), false),
-                        Wait::Until { condition, timeout } => {
-                            (now + timeout.to_chrono(), condition.eval(facts, segments, now))
-                        }
-                    };
-                    if already {
-                        log(&mut journey, &step.id, Outcome::Waited, "until held on arrival".into());
-                        if let Some(line) = journey.last_mut() {
-                            line.arrived = true;
-                        }
-                        go(&mut enrollment, next(Edge::Next));
-                    } else {
-                        enrollment.status = Status::Waiting;
-                        enrollment.wake_at = Some(wake_at);
-                        log(
-                            &mut journey,
-                            &step.id,
-                            Outcome::Waiting,
-                            format!("until {}", wake_at.to_rfc3339()),
-                        );
-                        break;
-                    }
-                } else {
-                    let due = enrollment.wake_at.is_none_or(|w| now >= w);
-                    let detail = match wait {
-                        Wait::Until { condition, .. } if condition.eval(facts, segments, now) => {
-                            Some(format!("until held: {}", explain(condition, facts, true, now)))
-                        }
-                        _ if due => {
-                            let at = enrollment.wake_at.unwrap_or(now).to_rfc3339();
-                            Some(match wait {
-                                Wait::For(span) => format!("wait {span} passed at {at}"),
-                                Wait::Until { timeout, .. } => format!("timeout {timeout} passed at {at}"),
-                            })
-                        }
-                        _ => None,
-                    };
-                    match detail {
-                        Some(detail) => {
-                            log(&mut journey, &step.id, Outcome::Waited, detail);
-                            go(&mut enrollment, next(Edge::Next));
-                        }
-                        None => break,
-                    }
-                }
-            }
-            Action::Branch(condition) => {
-                let yes = condition.eval(facts, segments, now);
-                let answer = if yes { Outcome::Yes } else { Outcome::No };
-                let detail = format!("branch {}: {answer} ({})", step.id, explain(condition, facts, yes, now));
-                log(&mut journey, &step.id, answer, detail);
-                go(&mut enrollment, next(if yes { Edge::Yes } else { Edge::No }));
-            }
-            Action::Split => {
-                let arms = campaign.arms(node);
-                let (arm, to) = pick_arm(&arms, enrollment.lead, &campaign.id, &step.id);
-                log(
-                    &mut journey,
-                    &step.id,
-                    Outcome::Arm(arm as u32 + 1),
-                    format!("split {}: arm {} of {} ({to})", step.id, arm + 1, arms.len()),
-                );
-                go(&mut enrollment, Some(to));
-            }
-            Action::Tag { add, remove } => {
-                for tag in add {
-                    facts.tags.insert(tag.clone());
-                }
-                for tag in remove {
-                    facts.tags.remove(tag);
-                }
-                effects.push(Effect::Tag {
-                    step: step.id.clone(),
-                    add: add.clone(),
-                    remove: remove.clone(),
-                });
-                let mut words: Vec<String> = add.iter().map(|t| format!("+{t}")).collect();
-                words.extend(remove.iter().map(|t| format!("-{t}")));
-                log(&mut journey, &step.id, Outcome::Tagged, words.join(" "));
-                go(&mut enrollment, next(Edge::Next));
-            }
-            Action::Score(points) => {
-                facts.lead.to_mut().score = crate::lead::bounded_score(facts.lead.score, *points);
-                effects.push(Effect::Score {
-                    step: step.id.clone(),
-                    points: *points,
-                });
-                log(
-                    &mut journey,
-                    &step.id,
-                    Outcome::Scored,
-                    format!("{points:+} (now {})", facts.lead.score),
-                );
-                go(&mut enrollment, next(Edge::Next));
-            }
-            Action::Handoff {
-                queue,
-                reason,
-                priority,
-            } => {
-                effects.push(Effect::Handoff {
-                    step: step.id.clone(),
-                    queue: queue.clone(),
-                    reason: reason.clone(),
-                    priority: *priority,
-                });
-                log(
-                    &mut journey,
-                    &step.id,
-                    Outcome::HandedOff,
-                    format!("to queue {queue}: {reason}"),
-                );
-                enrollment.transitions += 1;
-                enrollment.status = Status::HandedOff;
-                enrollment.outcome = Some("handed_off".into());
-                enrollment.wake_at = None;
-            }
-            Action::Enroll { campaign: other } => {
-                effects.push(Effect::Enroll {
-                    step: step.id.clone(),
-                    campaign: other.clone(),
-                });
-                log(&mut journey, &step.id, Outcome::Enrolled, format!("into {other}"));
-                let to = next(Edge::Next);
-                if to.is_none() {
-                    enrollment.outcome = Some(format!("enrolled:{other}"));
-                }
-                go(&mut enrollment, to);
-            }
-            Action::Exit { outcome } => {
-                log(&mut journey, &step.id, Outcome::Completed, format!("exit: {outcome}"));
-                enrollment.transitions += 1;
-                enrollment.status = Status::Completed;
-                enrollment.outcome = Some(outcome.clone());
-                enrollment.wake_at = None;
-            }
         }
     }
+    let Run {
+        mut enrollment,
+        effects,
+        journey,
+        ..
+    } = run;
     if !journey.is_empty() {
         enrollment.updated_at = now;
     }
@@ -680,6 +424,293 @@ pub fn advance(
         enrollment,
         effects,
         journey,
+    }
+}
+
+/// An advance in progress: the enrollment as it moves, and what it did so far.
+struct Run<'a, 'f> {
+    campaign: &'a Campaign,
+    enrollment: Enrollment,
+    facts: &'a mut JourneyFacts<'f>,
+    segments: &'a Segments,
+    pacer: &'a mut dyn Pacer,
+    now: DateTime<Utc>,
+    effects: Vec<Effect>,
+    journey: Vec<JourneyEntry>,
+}
+
+impl Run<'_, '_> {
+    fn log(&mut self, step: &str, outcome: Outcome, detail: String) {
+        self.journey.push(JourneyEntry {
+            step: step.to_owned(),
+            at: self.now,
+            outcome,
+            detail,
+            arrived: outcome.arrives(),
+        })
+    }
+
+    /// Whether the last line is an arrival: not when a deferred send goes on from its wait.
+    fn arrive(&mut self, arrived: bool) {
+        if let Some(line) = self.journey.last_mut() {
+            line.arrived = arrived;
+        }
+    }
+
+    /// The step an edge of this kind leads to from `node`.
+    fn next(&self, node: NodeIndex, edge: Edge) -> Option<String> {
+        let campaign = self.campaign;
+        campaign.follow(node, edge).map(|n| campaign.graph[n].id.clone())
+    }
+
+    /// Moves on to `to`, or completes at the end of the flow.
+    fn go(&mut self, to: Option<String>) {
+        let enrollment = &mut self.enrollment;
+        enrollment.transitions += 1;
+        enrollment.status = Status::Active;
+        enrollment.wake_at = None;
+        match to {
+            Some(to) => enrollment.step = to,
+            None => {
+                enrollment.status = Status::Completed;
+                enrollment.outcome.get_or_insert_with(|| "completed".into());
+            }
+        }
+    }
+
+    /// Ends the enrollment here with this status and outcome.
+    fn end(&mut self, status: Status, outcome: String) {
+        self.enrollment.transitions += 1;
+        self.enrollment.status = status;
+        self.enrollment.outcome = Some(outcome);
+        self.enrollment.wake_at = None;
+    }
+
+    /// Runs the enrollment's current step (after its goal); breaks when it stays where it
+    /// is (a wait) or has ended. Longer than most: one short arm per kind of step, so that
+    /// what each kind does reads in one place (sends and waits have their own methods).
+    fn step(&mut self) -> ControlFlow<()> {
+        if !self.enrollment.status.is_open() {
+            return ControlFlow::Break(());
+        }
+        let (campaign, now) = (self.campaign, self.now);
+        let Some(node) = campaign.node(&self.enrollment.step) else {
+            // The version's graph lacks the step (it cannot, for a stored version): end safely.
+            self.enrollment.status = Status::Completed;
+            self.enrollment.outcome = Some("step_missing".into());
+            let at = self.enrollment.step.clone();
+            self.log(
+                &at,
+                Outcome::Completed,
+                "the step is not in this campaign version".into(),
+            );
+            return ControlFlow::Break(());
+        };
+        if let Some(goal) = &campaign.exit_when {
+            if goal.eval(self.facts, self.segments, now) {
+                self.enrollment.status = Status::Exited;
+                self.enrollment.outcome = Some("goal".into());
+                self.enrollment.wake_at = None;
+                let at = self.enrollment.step.clone();
+                self.log(&at, Outcome::Goal, format!("exit_when held: {}", goal.label()));
+                return ControlFlow::Break(());
+            }
+        }
+        let step = &campaign.graph[node];
+        match &step.action {
+            Action::Send {
+                channel,
+                template,
+                variants,
+                on_cap,
+            } => return self.send(node, step, *channel, template, variants, *on_cap),
+            Action::Wait(wait) => return self.wait(node, step, wait),
+            Action::Branch(condition) => {
+                let yes = condition.eval(self.facts, self.segments, now);
+                let answer = if yes { Outcome::Yes } else { Outcome::No };
+                let why = explain(condition, self.facts, yes, now);
+                self.log(&step.id, answer, format!("branch {}: {answer} ({why})", step.id));
+                let to = self.next(node, if yes { Edge::Yes } else { Edge::No });
+                self.go(to);
+            }
+            Action::Split => {
+                let arms = campaign.arms(node);
+                let (arm, to) = pick_arm(&arms, self.enrollment.lead, &campaign.id, &step.id);
+                let detail = format!("split {}: arm {} of {} ({to})", step.id, arm + 1, arms.len());
+                self.log(&step.id, Outcome::Arm(arm as u32 + 1), detail);
+                self.go(Some(to));
+            }
+            Action::Tag { add, remove } => {
+                for tag in add {
+                    self.facts.tags.insert(tag.clone());
+                }
+                for tag in remove {
+                    self.facts.tags.remove(tag);
+                }
+                self.effects.push(Effect::Tag {
+                    step: step.id.clone(),
+                    add: add.clone(),
+                    remove: remove.clone(),
+                });
+                let mut words: Vec<String> = add.iter().map(|t| format!("+{t}")).collect();
+                words.extend(remove.iter().map(|t| format!("-{t}")));
+                self.log(&step.id, Outcome::Tagged, words.join(" "));
+                self.go(self.next(node, Edge::Next));
+            }
+            Action::Score(points) => {
+                let lead = self.facts.lead.to_mut();
+                lead.score = crate::lead::bounded_score(lead.score, *points);
+                self.effects.push(Effect::Score {
+                    step: step.id.clone(),
+                    points: *points,
+                });
+                let detail = format!("{points:+} (now {})", self.facts.lead.score);
+                self.log(&step.id, Outcome::Scored, detail);
+                self.go(self.next(node, Edge::Next));
+            }
+            Action::Handoff {
+                queue,
+                reason,
+                priority,
+            } => {
+                self.effects.push(Effect::Handoff {
+                    step: step.id.clone(),
+                    queue: queue.clone(),
+                    reason: reason.clone(),
+                    priority: *priority,
+                });
+                self.log(&step.id, Outcome::HandedOff, format!("to queue {queue}: {reason}"));
+                self.end(Status::HandedOff, "handed_off".into());
+            }
+            Action::Enroll { campaign: other } => {
+                self.effects.push(Effect::Enroll {
+                    step: step.id.clone(),
+                    campaign: other.clone(),
+                });
+                self.log(&step.id, Outcome::Enrolled, format!("into {other}"));
+                let to = self.next(node, Edge::Next);
+                if to.is_none() {
+                    self.enrollment.outcome = Some(format!("enrolled:{other}"));
+                }
+                self.go(to);
+            }
+            Action::Exit { outcome } => {
+                self.log(&step.id, Outcome::Completed, format!("exit: {outcome}"));
+                self.end(Status::Completed, outcome.clone());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A send step: through the pacer, then on (or waiting here when deferred).
+    fn send(
+        &mut self,
+        node: NodeIndex,
+        step: &Step,
+        channel: Channel,
+        template: &str,
+        variants: &[(Condition, String)],
+        on_cap: OnCap,
+    ) -> ControlFlow<()> {
+        let (campaign, now) = (self.campaign, self.now);
+        let waiting_here = self.enrollment.status == Status::Waiting;
+        // A send deferred by pacing waits here until its time, whatever events come.
+        if waiting_here && self.enrollment.wake_at.is_some_and(|w| now < w) {
+            return ControlFlow::Break(());
+        }
+        let ask = Ask {
+            campaign: &campaign.id,
+            step: &step.id,
+            channel,
+            window: campaign.send_window.as_ref(),
+            on_cap,
+        };
+        let gate = self.pacer.gate(ask, now);
+        let chosen = variants
+            .iter()
+            .find(|(when, _)| when.eval(self.facts, self.segments, now))
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| template.to_owned());
+        let via = channel.as_str();
+        let send = |skipped: Option<String>| Effect::Send {
+            step: step.id.clone(),
+            channel,
+            template: chosen.clone(),
+            seq: self.enrollment.transitions,
+            skipped,
+        };
+        match gate {
+            Gate::Defer { until, why } => {
+                self.enrollment.status = Status::Waiting;
+                self.enrollment.wake_at = Some(until);
+                let detail = format!("send {via} deferred to {}: {why}", until.to_rfc3339());
+                self.log(&step.id, Outcome::Deferred, detail);
+                self.arrive(!waiting_here);
+                return ControlFlow::Break(());
+            }
+            Gate::Skip { why } => {
+                self.log(&step.id, Outcome::Skipped, format!("send {via} skipped: {why}"));
+            }
+            Gate::Unreachable { why } => {
+                let effect = send(Some(why.clone()));
+                self.effects.push(effect);
+                self.log(
+                    &step.id,
+                    Outcome::Skipped,
+                    format!("send {via}: {chosen} skipped: {why}"),
+                );
+            }
+            Gate::Go => {
+                let effect = send(None);
+                self.effects.push(effect);
+                self.log(&step.id, Outcome::Sent, format!("send {via}: {chosen}"));
+            }
+        }
+        self.arrive(!waiting_here);
+        self.go(self.next(node, Edge::Next));
+        ControlFlow::Continue(())
+    }
+
+    /// A wait step: arriving starts the wait (or passes an `until` that already holds); a
+    /// waiting enrollment goes on when its time has come or its condition holds.
+    fn wait(&mut self, node: NodeIndex, step: &Step, wait: &Wait) -> ControlFlow<()> {
+        let now = self.now;
+        if self.enrollment.status != Status::Waiting {
+            let (wake_at, already) = match wait {
+                Wait::For(span) => (now + span.to_chrono(), false),
+                Wait::Until { condition, timeout } => (
+                    now + timeout.to_chrono(),
+                    condition.eval(self.facts, self.segments, now),
+                ),
+            };
+            if already {
+                self.log(&step.id, Outcome::Waited, "until held on arrival".into());
+                self.arrive(true);
+                self.go(self.next(node, Edge::Next));
+                return ControlFlow::Continue(());
+            }
+            self.enrollment.status = Status::Waiting;
+            self.enrollment.wake_at = Some(wake_at);
+            self.log(&step.id, Outcome::Waiting, format!("until {}", wake_at.to_rfc3339()));
+            return ControlFlow::Break(());
+        }
+        let due = self.enrollment.wake_at.is_none_or(|w| now >= w);
+        let detail = match wait {
+            Wait::Until { condition, .. } if condition.eval(self.facts, self.segments, now) => {
+                format!("until held: {}", explain(condition, self.facts, true, now))
+            }
+            _ if due => {
+                let at = self.enrollment.wake_at.unwrap_or(now).to_rfc3339();
+                match wait {
+                    Wait::For(span) => format!("wait {span} passed at {at}"),
+                    Wait::Until { timeout, .. } => format!("timeout {timeout} passed at {at}"),
+                }
+            }
+            _ => return ControlFlow::Break(()),
+        };
+        self.log(&step.id, Outcome::Waited, detail);
+        self.go(self.next(node, Edge::Next));
+        ControlFlow::Continue(())
     }
 }
 
