@@ -306,6 +306,12 @@ async fn tags_score_timeline_and_search() {
         .status,
         422
     );
+    // An array is not the object the route takes (serde would read `[]` as a struct of defaults).
+    let answer = app
+        .call("POST", &format!("/v1/leads/{id}/tags"), Sdr, Some(json!([])))
+        .await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(answer.body["error"]["details"][0]["field"], "body", "{}", answer.body);
     let timeline = app
         .call("GET", &format!("/v1/leads/{id}/timeline?limit=2"), Sdr, None)
         .await
