@@ -216,13 +216,11 @@ async fn lead_ids(engine: &Engine) -> Result<Vec<i64>> {
     let mut ids = Vec::new();
     let mut after = None;
     loop {
-        let (page, next) = engine
-            .list_leads(&nurture_engine::store::LeadFilter::default(), None, after, 1_000)
-            .await?;
-        ids.extend(page.iter().map(|v| v.lead.id.0));
-        match next {
-            Some(next) => after = Some(next),
-            None => return Ok(ids),
+        let page = engine.lead_page(after, 1_000).await?;
+        ids.extend(page.iter().map(|l| l.id.0));
+        match page.last() {
+            Some(last) if page.len() == 1_000 => after = Some(last.id),
+            _ => return Ok(ids),
         }
     }
 }

@@ -131,23 +131,19 @@ pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, FieldError> {
 
 /// Parses a body that is one JSON object of type `T`.
 pub fn object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value = json_value(bytes)?;
     // serde reads a struct from an array too (`[]` as every field's default): refused here.
-    if !value.is_object() {
-        let given = match value {
-            Value::Array(_) => "an array",
-            Value::String(_) => "a string",
-            Value::Number(_) => "a number",
-            Value::Bool(_) => "a boolean",
-            Value::Null => "null",
-            Value::Object(_) => "an object",
-        };
-        return Err(ApiError::invalid(vec![FieldError::new(
-            "body",
-            format!("must be one JSON object ({{\"field\": value, …}}), not {given}; nothing was changed"),
-        )]));
-    }
-    typed(value).map_err(|e| ApiError::invalid(vec![e]))
+    let given = match json_value(bytes)? {
+        object @ Value::Object(_) => return typed(object).map_err(|e| ApiError::invalid(vec![e])),
+        Value::Array(_) => "an array",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+    };
+    Err(ApiError::invalid(vec![FieldError::new(
+        "body",
+        format!("must be one JSON object ({{\"field\": value, …}}), not {given}; nothing was changed"),
+    )]))
 }
 
 /// A body that is either one item or an array of up to [`MAX_BATCH`] items.

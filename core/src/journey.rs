@@ -5,11 +5,8 @@
 
 use chrono::format::{Item, Numeric, Pad};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-
-mod outcome;
-pub use outcome::Outcome;
 use petgraph::graph::NodeIndex;
+use serde::Serialize;
 use sha2::Digest;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
@@ -18,6 +15,9 @@ use crate::condition::{Condition, EventFact, Facts, MessageQuestion, Segments};
 use crate::lead::{Lead, LeadId};
 use crate::pacing::{Ask, Gate, Pacer};
 use crate::playbook::{Action, Campaign, Channel, Edge, OnCap, Reentry, Step, Wait};
+
+mod outcome;
+pub use outcome::Outcome;
 
 /// Where an enrollment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -626,16 +626,19 @@ impl Run<'_, '_> {
             on_cap,
         };
         let gate = self.pacer.gate(ask, now);
-        let chosen = variants
-            .iter()
-            .find(|(when, _)| when.eval(self.facts, self.segments, now))
-            .map(|(_, t)| t.clone())
-            .unwrap_or_else(|| template.to_owned());
+        // The variant is chosen only for a message that is made (sent, or skipped unreachable).
+        let chosen = |run: &Self| {
+            variants
+                .iter()
+                .find(|(when, _)| when.eval(run.facts, run.segments, now))
+                .map_or(template, |(_, t)| t.as_str())
+                .to_owned()
+        };
         let via = channel.as_str();
-        let send = |skipped: Option<String>| Effect::Send {
+        let send = |chosen: &str, skipped: Option<String>| Effect::Send {
             step: step.id.clone(),
             channel,
-            template: chosen.clone(),
+            template: chosen.to_owned(),
             seq: self.enrollment.transitions,
             skipped,
         };
@@ -652,7 +655,8 @@ impl Run<'_, '_> {
                 self.log(&step.id, Outcome::Skipped, format!("send {via} skipped: {why}"));
             }
             Gate::Unreachable { why } => {
-                let effect = send(Some(why.clone()));
+                let chosen = chosen(self);
+                let effect = send(&chosen, Some(why.clone()));
                 self.effects.push(effect);
                 self.log(
                     &step.id,
@@ -661,7 +665,8 @@ impl Run<'_, '_> {
                 );
             }
             Gate::Go => {
-                let effect = send(None);
+                let chosen = chosen(self);
+                let effect = send(&chosen, None);
                 self.effects.push(effect);
                 self.log(&step.id, Outcome::Sent, format!("send {via}: {chosen}"));
             }

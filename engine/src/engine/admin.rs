@@ -2,7 +2,7 @@
 //! settings, idempotent requests, planner statistics and the mail wake-up.
 
 use super::*;
-use crate::access::{ApiKey, Role};
+use crate::access::ApiKey;
 use crate::store::Idempotency;
 
 impl Engine {
@@ -19,11 +19,6 @@ impl Engine {
     /// The key whose hash this is ([`crate::access::key_hash`]).
     pub async fn api_key(&self, hash: &str) -> EngineResult<Option<ApiKey>> {
         Ok(self.store.find_api_key(hash).await?)
-    }
-
-    /// Stores a key by its hash, created now.
-    pub async fn create_api_key(&self, name: &str, role: Role, hash: &str) -> EngineResult<()> {
-        Ok(self.store.create_api_key(name, role, hash, self.now()).await?)
     }
 
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.

@@ -400,6 +400,12 @@ impl Engine {
         Ok((answer, opened))
     }
 
+    /// Leads by id after `after`, at most `limit`, as stored (no tags, no segments): for tools
+    /// that walk every lead.
+    pub async fn lead_page(&self, after: Option<LeadId>, limit: i64) -> EngineResult<Vec<Lead>> {
+        Ok(self.store.list_leads(&LeadFilter::default(), after, limit).await?)
+    }
+
     /// Leads matching the filter and, when given, the named segment; `after` is the last id of
     /// the previous page. Segment membership is evaluated by the engine in batches.
     pub async fn list_leads(

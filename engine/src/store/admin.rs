@@ -52,7 +52,7 @@ where
     for<'r> (String, Option<i64>, Option<String>): FromRow<'r, <DB as Database>::Row>,
 {
     async fn migrate(&self) -> StoreResult<()> {
-        <DB as Dialect>::migrator().run(self.pool()).await?;
+        <DB as Dialect>::MIGRATOR.run(self.pool()).await?;
         Ok(())
     }
 
@@ -63,7 +63,7 @@ where
             .fetch_all(self.pool())
             .await
             .unwrap_or_default();
-        Ok(<DB as Dialect>::migrator().iter().all(|m| applied.contains(&m.version)))
+        Ok(<DB as Dialect>::MIGRATOR.iter().all(|m| applied.contains(&m.version)))
     }
 
     async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {

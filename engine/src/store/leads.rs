@@ -91,7 +91,7 @@ where
         limit: i64,
     ) -> StoreResult<Vec<TimelineEntry>> {
         let mut entries = Vec::new();
-        for (kind, sql) in <DB as Dialect>::timeline_sql().iter().copied() {
+        for (kind, sql) in <DB as Dialect>::TIMELINE.iter().copied() {
             let (at, bound) = match before {
                 Some(c) => (c.at, c.id_bound(kind)),
                 None => (i64::MAX, i64::MAX),

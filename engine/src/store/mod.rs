@@ -39,7 +39,6 @@ pub(crate) use json::*;
 pub use leads::LeadStore;
 pub use outbox::OutboxStore;
 pub use port::*;
-
 pub use rows::*;
 pub use timeline::*;
 

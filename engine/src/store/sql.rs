@@ -27,11 +27,11 @@ pub(crate) trait Dialect: sqlx::Database {
     fn list_leads_sql() -> &'static str;
     /// Per kind of timeline entry, the query for a lead's entries: `$1` lead, `$2`/`$3` the
     /// cursor's time and id bound, `$4` limit; rows of (seq, at, JSON data).
-    fn timeline_sql() -> &'static [(super::TimelineKind, &'static str)];
+    const TIMELINE: &'static [(super::TimelineKind, &'static str)];
+    /// The adapter's migrations.
+    const MIGRATOR: &'static sqlx::migrate::Migrator;
     /// How many rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
-    /// The adapter's migrations.
-    fn migrator() -> &'static sqlx::migrate::Migrator;
 }
 
 /// A transaction of an adapter: the connection the shared SQL runs on.

@@ -223,6 +223,8 @@ impl sql::Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
+    const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
 
     fn claim_many_sql() -> String {
         // The n-th open handoff (in claim order, skipping those others hold) goes to the n-th
@@ -243,16 +245,8 @@ impl sql::Dialect for Postgres {
         LIST_LEADS.as_str()
     }
 
-    fn timeline_sql() -> &'static [(TimelineKind, &'static str)] {
-        &TIMELINE
-    }
-
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    fn migrator() -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
     }
 }
 

@@ -30,6 +30,7 @@ impl PgTx {
             step_counts: StepCountDeltas::default(),
         }
     }
+
     async fn conn(&mut self) -> StoreResult<&mut sqlx::PgConnection> {
         Ok(&mut self.tx)
     }
@@ -60,7 +61,7 @@ impl sql::SqlTx for PgTx {
     type DB = Postgres;
 
     async fn connection(&mut self) -> StoreResult<&mut sqlx::PgConnection> {
-        Ok(&mut self.tx)
+        self.conn().await
     }
 }
 

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::handoffs::*;
+use super::sql::json_strings;
 use super::*;
 use crate::clock::to_micros;
 
@@ -254,6 +255,8 @@ impl sql::Dialect for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1";
+    const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
 
     fn claim_many_sql() -> String {
         // The n-th open handoff (in claim order) goes to the n-th member, in one statement.
@@ -272,16 +275,8 @@ impl sql::Dialect for Sqlite {
         LIST_LEADS.as_str()
     }
 
-    fn timeline_sql() -> &'static [(TimelineKind, &'static str)] {
-        &TIMELINE
-    }
-
     fn rows_affected(done: &Self::QueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    fn migrator() -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
     }
 }
 

@@ -201,7 +201,3 @@ pub(super) fn id_set(ids: &[i64]) -> String {
     set.dedup();
     json_ids(&set)
 }
-
-pub(super) fn json_strings(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
