@@ -8,7 +8,8 @@ use nurture_engine::engine::{IngestReport, LeadView, Target, Upserted};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{ConsentStatus, LeadId, LeadInput, LeadRef, Stage};
 use nurture_engine::store::{
-    ActivityRow, CampaignStatus, CampaignVersion, Idempotency, LeadFilter, Store, StoreError, TimelineKind,
+    sqlite::SqliteStore, ActivityRow, CampaignStatus, CampaignVersion, Idempotency, LeadFilter, Store, StoreError,
+    TimelineKind,
 };
 use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
@@ -107,7 +108,6 @@ both_backends!(crate::support::engine;
     a_goal_reached_by_an_event_ends_enrollments_mid_wait,
     two_workers_share_due_work_and_no_step_runs_twice,
     leads_that_already_match_enter_a_deployed_campaign,
-    a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed,
     runner_passes_beside_goals_reached_by_events_never_undo_an_exit,
     hand_enrollment_beside_runner_passes_enrolls_every_lead,
     running_enrollments_are_counted_by_campaign_and_version,
@@ -1298,35 +1298,25 @@ async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {
 }
 
 /// Whether a pass over `leads` decided in the snapshot numbered `seq` gets to write: its
-/// transaction begins and commits. A staged transaction (SQLite) finds out only when it comes
-/// to write, and then fails with `Stale`.
-async fn pass_writes(store: &Arc<dyn Store>, seq: i64, leads: &[i64]) -> bool {
-    match store.begin_checked(seq, leads).await.unwrap() {
-        None => false,
-        Some(tx) => match tx.commit().await {
-            Ok(()) => true,
-            Err(StoreError::Stale) => false,
-            Err(e) => panic!("a checked pass failed: {e}"),
-        },
+/// staged transaction commits, or finds when it comes to write that it is `Stale`.
+async fn pass_writes(store: &SqliteStore, seq: i64, leads: &[i64]) -> bool {
+    match store.begin_checked(seq, leads).commit().await {
+        Ok(()) => true,
+        Err(StoreError::Stale) => false,
+        Err(e) => panic!("a checked pass failed: {e}"),
     }
 }
 
 /// SQLite: a journey pass may decide in a snapshot and write later, if everything committed
-/// meanwhile was a journey pass over other leads. PostgreSQL locks rows instead and offers no
-/// snapshot.
-async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: TestEngine) {
-    let store = &t.store.store;
-    let Some(snapshot) = store.begin_snapshot().await.unwrap() else {
-        assert_eq!(store.backend(), "postgres");
-        assert!(!pass_writes(store, 0, &[1]).await);
-        return;
-    };
-    assert_eq!(store.backend(), "sqlite");
+/// meanwhile was a journey pass over other leads. (PostgreSQL locks rows instead.)
+#[tokio::test]
+async fn sqlite_a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed() {
+    let (t, store) = crate::support::sqlite_engine().await;
+    let store = &*store;
+    let snapshot = store.begin_snapshot().await.unwrap();
     drop(snapshot.tx);
     // A pass over leads 1 and 2 commits after the snapshot.
-    let mut pass = store.begin().await.unwrap();
-    pass.scope(&[2, 1]);
-    pass.commit().await.unwrap();
+    store.begin_pass(&[2, 1]).await.unwrap().commit().await.unwrap();
     assert!(
         !pass_writes(store, snapshot.seq, &[1, 3]).await,
         "lead 1 was written since the snapshot"
@@ -1336,7 +1326,7 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
         "a pass over other leads does not stop this one"
     );
     // Any write that is not a journey pass stops every pass decided before it.
-    let later = store.begin_snapshot().await.unwrap().unwrap();
+    let later = store.begin_snapshot().await.unwrap();
     drop(later.tx);
     assert!(pass_writes(store, later.seq, &[9]).await);
     upsert(&t, json!({"email": "changed@x.example"})).await;
@@ -1345,7 +1335,7 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
         "an upsert committed since the snapshot"
     );
     t.engine.deploy_current().await.unwrap();
-    let before_pause = store.begin_snapshot().await.unwrap().unwrap();
+    let before_pause = store.begin_snapshot().await.unwrap();
     drop(before_pause.tx);
     t.engine
         .set_campaign_status("welcome", CampaignStatus::Paused)
@@ -1356,7 +1346,7 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
         "a campaign paused since the snapshot"
     );
     // A write transaction that is dropped takes no number for good.
-    let fresh = store.begin_snapshot().await.unwrap().unwrap();
+    let fresh = store.begin_snapshot().await.unwrap();
     drop(fresh.tx);
     drop(store.begin().await.unwrap());
     assert!(pass_writes(store, fresh.seq, &[9]).await);
@@ -1368,12 +1358,10 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
     let mut lead = view.lead;
     let id = lead.id.0;
     lead.score = 77;
-    let stale = store.begin_snapshot().await.unwrap().unwrap();
+    let stale = store.begin_snapshot().await.unwrap();
     drop(stale.tx);
-    let mut pass = store.begin_checked(stale.seq, &[id]).await.unwrap().unwrap();
-    let mut other = store.begin().await.unwrap();
-    other.scope(&[id]);
-    other.commit().await.unwrap();
+    let mut pass = store.begin_checked(stale.seq, &[id]);
+    store.begin_pass(&[id]).await.unwrap().commit().await.unwrap();
     pass.write_lead_activity(&[ActivityRow::from(&lead)]).await.unwrap();
     assert!(matches!(pass.commit().await, Err(StoreError::Stale)));
     assert_eq!(
@@ -1381,9 +1369,9 @@ async fn a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_changed(t: 
         0,
         "nothing of a stale pass is written"
     );
-    let now = store.begin_snapshot().await.unwrap().unwrap();
+    let now = store.begin_snapshot().await.unwrap();
     drop(now.tx);
-    let mut pass = store.begin_checked(now.seq, &[id]).await.unwrap().unwrap();
+    let mut pass = store.begin_checked(now.seq, &[id]);
     pass.write_lead_activity(&[ActivityRow::from(&lead)]).await.unwrap();
     pass.commit().await.unwrap();
     assert_eq!(by_email(&t, "staged@x.example").await.lead.score, 77);

@@ -193,6 +193,23 @@ pub async fn unmigrated_store(backend: Backend) -> Option<TestStore> {
     }
 }
 
+/// An engine over a fresh SQLite store, and the store as its own type for what only SQLite
+/// has (journey passes decided in snapshots).
+pub async fn sqlite_engine() -> (TestEngine, Arc<SqliteStore>) {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("nurture.db").display());
+    let sqlite = Arc::new(SqliteStore::connect(&url).await.unwrap());
+    nurture_engine::store::AdminStore::migrate(&*sqlite).await.unwrap();
+    let store = TestStore {
+        store: sqlite.clone(),
+        url,
+        _dir: Some(dir),
+        schema: None,
+    };
+    (engine_over(store), sqlite)
+}
+
 /// A fresh PostgreSQL schema of the test database, unmigrated, that the store reaches through
 /// `through` (a proxy's URL) or directly.
 pub async fn postgres_store(through: Option<&str>) -> Option<TestStore> {

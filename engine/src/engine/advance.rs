@@ -80,7 +80,7 @@ impl Engine {
         }
         self.move_clock(clock, target).await?;
         loop {
-            let released = self.busy.released.subscribe();
+            let released = self.store.held().released.subscribe();
             moved += self.run_due(PASS_LEADS as i64).await?;
             self.run_timers(1_000).await?;
             if !self.held_here(released).await {
@@ -129,7 +129,7 @@ impl Engine {
     ) -> EngineResult<(usize, bool)> {
         let mut moved = 0;
         loop {
-            let released = self.busy.released.subscribe();
+            let released = self.store.held().released.subscribe();
             let n = self.run_due(PASS_LEADS as i64).await? + self.run_timers(1_000).await?;
             moved += n;
             moved_some.notify_one();
@@ -163,10 +163,10 @@ impl Engine {
         if released.has_changed().unwrap_or(false) {
             return true;
         }
-        if self.busy.lock().is_empty() {
+        if self.store.held().is_empty() {
             return false;
         }
-        self.busy.waits.send_modify(|n| *n += 1);
+        self.store.held().waits.send_modify(|n| *n += 1);
         // The sender lives as long as the engine, which `self` borrows.
         released.changed().await.is_ok()
     }

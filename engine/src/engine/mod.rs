@@ -39,7 +39,7 @@ pub use ingest::{IngestReport, Rejected, RejectedError};
 pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
 use leads::{load_states, view, LeadBook};
 pub use leads::{ItemError, LeadView, Target, Upserted};
-use pass::{Busy, Pick};
+use pass::Pick;
 pub use phases::{Phase, Phases};
 pub use webhooks::NewWebhook;
 
@@ -47,8 +47,6 @@ pub use webhooks::NewWebhook;
 /// for every lead it holds: FxHash, not SipHash, whose resistance to chosen keys these keys
 /// do not need (SipHash was 2.4% of a wake-and-branch step's instructions).
 pub(crate) type IdMap<V> = HashMap<i64, V, rustc_hash::FxBuildHasher>;
-/// A set of such ids, hashed the same way.
-pub(crate) type IdSet = HashSet<i64, rustc_hash::FxBuildHasher>;
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -59,7 +57,6 @@ pub struct Engine {
     wall: Arc<dyn Clock>,
     versions: journeys::Versions,
     claims: handoffs::Claims,
-    busy: Busy,
     /// One dispatch pass at a time in this process: when [`Engine::advance_clock`] sends what
     /// fell due, no pass of the background dispatcher is still on the wire with the time it
     /// read before the clock moved.
@@ -80,7 +77,6 @@ impl Engine {
             wall: Arc::new(crate::clock::SystemClock),
             versions: Default::default(),
             claims: Default::default(),
-            busy: Default::default(),
             dispatching: Default::default(),
             advancing_to: Default::default(),
             phases: Default::default(),
@@ -160,7 +156,7 @@ mod tests {
     async fn a_lead_enrolled_by_id_is_not_left_out_while_another_pass_holds_it() {
         let dir = std::env::temp_dir().join(format!("nurture-busy-{}", std::process::id()));
         let (engine, _clock, leads) = engine_with(&dir, &["held@x.example", "free@x.example"]).await;
-        let held = engine.busy.take(vec![leads[0].clone()]);
+        let held = engine.store.held().take(vec![leads[0].clone()]);
         let refs: Vec<LeadRef> = leads.iter().map(|l| LeadRef::by_id(l.id.0)).collect();
         let report = engine.enroll("industry-drip", &refs).await.unwrap();
         drop(held);
@@ -181,8 +177,8 @@ mod tests {
             .await
             .unwrap();
         let waiting = engine.next_wake().await.unwrap().expect("the lead waits 3 days");
-        let held = engine.busy.take(vec![leads[0].clone()]);
-        let mut waits = engine.busy.waits.subscribe();
+        let held = engine.store.held().take(vec![leads[0].clone()]);
+        let mut waits = engine.store.held().waits.subscribe();
         let mut advancing = tokio::spawn({
             let (engine, clock) = (engine.clone(), clock.clone());
             async move { engine.advance_clock(&clock, chrono::Duration::days(4), None).await }

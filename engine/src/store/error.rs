@@ -17,7 +17,7 @@ pub enum StoreError {
     #[error("stored data is not as expected: {0}")]
     Corrupt(String),
     /// A journey pass decided in a snapshot found, when it came to write, that something
-    /// committed since may have changed what it read (see `Store::begin_checked`). Nothing was
+    /// committed since may have changed what it read (see `SqliteStore::begin_checked`). Nothing was
     /// written; the pass is decided again.
     #[error("the snapshot a pass was decided in is out of date")]
     Stale,

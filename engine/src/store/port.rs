@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
 use crate::condition::EventFact;
+use crate::engine::EngineResult;
 use crate::journey::Enrollment;
 use crate::lead::Lead;
 use crate::nurture::Changes;
@@ -25,12 +26,6 @@ pub enum Idempotency {
     Mismatch,
 }
 
-/// A read transaction from `Store::begin_snapshot` and the write sequence number it sees.
-pub struct Snapshot {
-    pub tx: Box<dyn Tx>,
-    pub seq: i64,
-}
-
 /// The storage port.
 #[async_trait]
 pub trait Store:
@@ -47,30 +42,13 @@ pub trait Store:
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     /// Starts a read-only transaction (its write methods must not be called).
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>>;
-    /// Where transactions read a snapshot and one writer writes at a time (SQLite): a read
-    /// transaction in which a journey pass can read and decide outside the writer's turn, with
-    /// the write sequence number it sees. `None` where writers lock rows instead (PostgreSQL).
-    async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
-        Ok(None)
-    }
-    /// A write transaction for a journey pass over `leads` decided in the snapshot numbered
-    /// `seq`, scoped to them (see `Tx::scope`); `None` when something committed since may have
-    /// changed what it read: any write that was not a journey pass of this process, or one over
-    /// any of these leads. Then the pass is decided again in a plain write transaction.
-    ///
-    /// The transaction may be staged: its writes are bound as they come and run together when
-    /// it commits or first reads, and only then does it take the writer's turn and check the
-    /// snapshot. A staged transaction that finds the snapshot out of date writes nothing and
-    /// fails with [`StoreError::Stale`], and the pass is decided again all the same.
-    async fn begin_checked(&self, _seq: i64, _leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
-        Ok(None)
-    }
-    /// Of `leads` (read in the snapshot numbered `seq`), those a journey pass of this process
-    /// wrote after that snapshot: the snapshot shows them as they were, and a pass that decided
-    /// them there could not write (see `begin_checked`). Empty where there are no snapshots.
-    fn written_since(&self, _seq: i64, _leads: &[i64]) -> HashSet<i64> {
-        HashSet::new()
-    }
+    /// Runs a journey pass (the runner's, hand enrollment's): picks, decides and writes what
+    /// `work` says, beside other passes, and commits. Workers on one PostgreSQL database lock
+    /// the leads they take and skip those others hold; SQLite decides in a snapshot, outside
+    /// the writer's turn, and decides again in the write transaction if what it read changed.
+    async fn run_pass(&self, work: &mut dyn PassWork) -> EngineResult<()>;
+    /// The leads this process's passes hold now (what an advance of a manual clock waits on).
+    fn held(&self) -> &Held;
 
     /// Records what sending did.
     async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
@@ -152,9 +130,5 @@ pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + Send {
     /// Writes tag changes (current tags and log), score ledger entries and handoff requests;
     /// returns the handoffs opened (a request for a lead with one open is dropped).
     async fn write_changes(&mut self, changes: &Changes) -> StoreResult<Vec<handoffs::Opened>>;
-    /// Says that this transaction is a journey pass that writes only these leads' data, so that
-    /// passes over other leads decided in a snapshot stay valid when it commits (see
-    /// `Store::begin_checked`). Nothing to do where writers lock rows (PostgreSQL).
-    fn scope(&mut self, _leads: &[i64]) {}
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use super::handoffs::*;
 use super::*;
 use crate::clock::to_micros;
+use crate::engine::EngineResult;
 
 mod queries;
 mod tx;
@@ -25,6 +26,7 @@ pub struct PgStore {
     /// commits, from any process on the database.
     mail: std::sync::Arc<tokio::sync::Notify>,
     listening: tokio::sync::OnceCell<()>,
+    held: Held,
 }
 
 /// The advisory lock the process refreshing planner statistics holds.
@@ -58,6 +60,7 @@ impl PgStore {
             pool,
             mail: Default::default(),
             listening: tokio::sync::OnceCell::new(),
+            held: Held::default(),
         })
     }
 
@@ -146,6 +149,18 @@ impl Store for PgStore {
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         Ok(Box::new(PgTx::new(self.pool.begin().await?, true)))
+    }
+
+    async fn run_pass(&self, work: &mut dyn PassWork) -> EngineResult<()> {
+        // The pass locks the leads it takes (`take_free_leads`) and skips those other workers
+        // have locked, so passes on many processes share the due work without waiting.
+        let mut tx = self.begin().await?;
+        let (leads, _held) = pick_and_hold(tx.as_mut(), &self.held, work).await?;
+        decide_and_write(tx, leads, work).await
+    }
+
+    fn held(&self) -> &Held {
+        &self.held
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {

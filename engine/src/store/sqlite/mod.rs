@@ -13,8 +13,10 @@ use super::handoffs::*;
 use super::sql::json_strings;
 use super::*;
 use crate::clock::to_micros;
+use crate::engine::EngineResult;
 
 mod checkpoint;
+mod pass;
 mod queries;
 #[cfg(test)]
 mod tests;
@@ -23,6 +25,7 @@ mod values;
 mod writer;
 
 use checkpoint::*;
+pub use pass::Snapshot;
 use queries::*;
 use tx::*;
 use values::*;
@@ -37,6 +40,7 @@ pub struct SqliteStore {
     /// Connections for reads (and the few writes outside numbered transactions).
     pool: SqlitePool,
     writer: Writer,
+    held: Held,
 }
 
 impl SqliteStore {
@@ -95,7 +99,15 @@ impl SqliteStore {
                 passes: Default::default(),
             },
             pool,
+            held: Held::default(),
         })
+    }
+
+    /// A write transaction of the port, in this process's turn to write.
+    async fn begin_tx(&self) -> StoreResult<SqliteTx> {
+        let turn = self.writer.turn.clone().lock_owned().await;
+        let (tx, seq) = self.writer.numbered_tx().await?;
+        Ok(SqliteTx::new(tx.tx, Some(turn), Some(self.writer.pass(seq, None))))
     }
 
     /// A numbered write transaction (see `Writer::numbered_tx`), for writes outside the `Tx` port.
@@ -133,55 +145,19 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let turn = self.writer.turn.clone().lock_owned().await;
-        let (tx, seq) = self.writer.numbered_tx().await?;
-        Ok(Box::new(SqliteTx::new(
-            tx.tx,
-            Some(turn),
-            Some(self.writer.pass(seq, None)),
-        )))
+        Ok(Box::new(self.begin_tx().await?))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn Tx>> {
         Ok(Box::new(SqliteTx::new(self.pool.begin().await?, None, None)))
     }
 
-    async fn begin_snapshot(&self) -> StoreResult<Option<Snapshot>> {
-        let mut tx = self.pool.begin().await?;
-        // The first read starts the snapshot, so the number is the snapshot's own.
-        let seq: i64 = sqlx::query_scalar("SELECT seq FROM write_seq")
-            .fetch_one(&mut *tx)
-            .await?;
-        Ok(Some(Snapshot {
-            tx: Box::new(SqliteTx::new(tx, None, None)),
-            seq,
-        }))
+    async fn run_pass(&self, work: &mut dyn PassWork) -> EngineResult<()> {
+        self.pass(work).await
     }
 
-    async fn begin_checked(&self, seq: i64, leads: &[i64]) -> StoreResult<Option<Box<dyn Tx>>> {
-        // Staged: the writes are bound outside the writer's turn (see `Staged`).
-        Ok(Some(Box::new(SqliteTx {
-            tx: None,
-            turn: None,
-            pass: None,
-            frozen: None,
-            staged: Some(Staged {
-                writer: self.writer.clone(),
-                since: seq,
-                leads: sorted(leads),
-                sql: String::new(),
-                binds: Binds::default(),
-            }),
-            queued_mail: false,
-        })))
-    }
-
-    fn written_since(&self, seq: i64, leads: &[i64]) -> HashSet<i64> {
-        self.writer
-            .passes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .written_since(seq, leads)
+    fn held(&self) -> &Held {
+        &self.held
     }
 
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>> {

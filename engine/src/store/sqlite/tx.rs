@@ -65,6 +65,14 @@ impl SqliteTx {
         }
     }
 
+    /// Says that this transaction is a journey pass that writes only these leads' data, so
+    /// that passes over other leads decided in a snapshot stay valid when it commits.
+    pub(super) fn scope(&mut self, leads: &[i64]) {
+        if let Some(pass) = &mut self.pass {
+            pass.leads = Some(sorted(leads));
+        }
+    }
+
     /// The transaction's connection; a staged transaction takes its turn here and runs what it
     /// staged first.
     pub(super) async fn conn(&mut self) -> StoreResult<&mut sqlx::SqliteConnection> {
@@ -606,12 +614,6 @@ impl Tx for SqliteTx {
         .bind(json)
         .fetch_all(self.conn().await?)
         .await?)
-    }
-
-    fn scope(&mut self, leads: &[i64]) {
-        if let Some(pass) = &mut self.pass {
-            pass.leads = Some(sorted(leads));
-        }
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
