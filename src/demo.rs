@@ -85,6 +85,8 @@ fn event(lead: &str, kind: &str, properties: Value) -> EventInput {
     }
 }
 
+/// Long on purpose: the demo's script, read top to bottom as it runs: a fresh store, the
+/// shipped playbook, leads and their weeks of behaviour, then the funnel.
 pub async fn run(
     leads: usize,
     days: i64,
@@ -237,7 +239,7 @@ pub async fn run(
     }
 
     println!();
-    crate::funnel::print(&crate::funnel::read(store.as_ref(), &engine.playbook()).await?);
+    crate::funnel::print(&crate::funnel::read(&engine).await?);
     let stages: Vec<String> = crate::funnel::stages(store.as_ref())
         .await?
         .iter()

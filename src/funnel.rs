@@ -2,10 +2,9 @@
 //! exited), as `demo` and `simulate` print it: a table for people, JSON for scripts.
 
 use anyhow::Result;
-use nurture_engine::playbook::Playbook;
+use nurture_engine::engine::{Engine, StepFunnel};
 use nurture_engine::store::Store;
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Serialize)]
 pub struct CampaignFunnel {
@@ -15,39 +14,15 @@ pub struct CampaignFunnel {
     pub steps: Vec<StepFunnel>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct StepFunnel {
-    pub step: String,
-    pub kind: &'static str,
-    pub entered: i64,
-    pub waiting: i64,
-    /// Journey lines by outcome: `yes`, `no`, `sent`, `waited`, `handed_off`, `goal` (exited), …
-    pub outcomes: BTreeMap<String, i64>,
-}
-
-/// Every campaign of the playbook, its steps in graph order, with the counts the store keeps.
-pub async fn read(store: &dyn Store, playbook: &Playbook) -> Result<Vec<CampaignFunnel>> {
+/// Every campaign of the playbook in force, its steps in graph order, with their counts.
+pub async fn read(engine: &Engine) -> Result<Vec<CampaignFunnel>> {
     let mut out = Vec::new();
-    for campaign in playbook.campaigns.values() {
-        let counts = store.step_counts(&campaign.id).await?;
-        let steps = campaign
-            .steps()
-            .map(|step| {
-                let count = counts.iter().find(|c| c.step == step.id);
-                StepFunnel {
-                    step: step.id.clone(),
-                    kind: step.action.kind(),
-                    entered: count.map_or(0, |c| c.entered),
-                    waiting: count.map_or(0, |c| c.waiting),
-                    outcomes: count.map(|c| c.outcomes.clone()).unwrap_or_default(),
-                }
-            })
-            .collect();
+    for campaign in engine.playbook().campaigns.values() {
         out.push(CampaignFunnel {
             id: campaign.id.clone(),
             name: campaign.name.clone(),
             version: campaign.version.clone(),
-            steps,
+            steps: engine.funnel(campaign).await?,
         });
     }
     Ok(out)

@@ -55,6 +55,8 @@ fn event(lead: i64, kind: &str, properties: Value) -> EventInput {
     }
 }
 
+/// Long on purpose: the simulation's script, read top to bottom as it runs: leads drawn, days
+/// advanced, behaviour drawn at the given rates, then the funnel.
 pub async fn run(options: Options) -> Result<()> {
     for (name, rate) in [
         ("--open-rate", options.open_rate),
@@ -168,7 +170,7 @@ pub async fn run(options: Options) -> Result<()> {
         engine.advance_clock(&clock, Duration::days(1), None).await?;
     }
 
-    let funnels = crate::funnel::read(store.as_ref(), &engine.playbook()).await?;
+    let funnels = crate::funnel::read(&engine).await?;
     let stages = crate::funnel::stages(store.as_ref()).await?;
     if options.json {
         println!(

@@ -33,6 +33,8 @@ const MAX_FILES: usize = 1_000;
 
 const ENROLLERS: &[Role] = &[Role::Marketer, Role::Crm];
 
+/// Long on purpose: the route table of the Campaigns section, one entry per operation with its
+/// OpenAPI text.
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new()
         .api_route(
@@ -544,27 +546,22 @@ async fn read(
             deployed_at: v.deployed_at,
         })
         .collect();
-    let counts: std::collections::HashMap<String, nurture_engine::store::StepCount> = state
-        .engine
-        .step_counts(&id)
-        .await?
-        .into_iter()
-        .map(|c| (c.step.clone(), c))
-        .collect();
+    let funnel = match &campaign {
+        Some(c) => state.engine.funnel(c).await?,
+        None => Vec::new(),
+    };
     let (steps, edges, entry, start, description, priority) = match &campaign {
         Some(c) => (
             c.steps()
-                .map(|s| {
-                    let count = counts.get(&s.id).cloned().unwrap_or_default();
-                    StepView {
-                        id: s.id.clone(),
-                        kind: s.action.kind().to_owned(),
-                        summary: draw::summary(&s.action),
-                        description: s.description.clone(),
-                        entered: count.entered,
-                        waiting: count.waiting,
-                        outcomes: count.outcomes,
-                    }
+                .zip(funnel)
+                .map(|(s, count)| StepView {
+                    id: count.step,
+                    kind: count.kind.to_owned(),
+                    summary: draw::summary(&s.action),
+                    description: s.description.clone(),
+                    entered: count.entered,
+                    waiting: count.waiting,
+                    outcomes: count.outcomes,
                 })
                 .collect(),
             draw::edges(c)

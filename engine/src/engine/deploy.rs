@@ -113,9 +113,29 @@ impl Engine {
         Ok(self.store.campaigns().await?)
     }
 
-    /// Per step of a campaign (all versions): lines by outcome, arrivals, and waiting now.
-    pub async fn step_counts(&self, campaign: &str) -> EngineResult<Vec<crate::store::StepCount>> {
-        Ok(self.store.step_counts(campaign).await?)
+    /// A campaign's funnel: each step in graph order with its counts over all versions (zero
+    /// where no enrollment arrived yet). What `demo`, `simulate` and the campaign page show.
+    pub async fn funnel(&self, campaign: &Campaign) -> EngineResult<Vec<StepFunnel>> {
+        let mut counts: HashMap<String, crate::store::StepCount> = self
+            .store
+            .step_counts(&campaign.id)
+            .await?
+            .into_iter()
+            .map(|c| (c.step.clone(), c))
+            .collect();
+        Ok(campaign
+            .steps()
+            .map(|step| {
+                let count = counts.remove(&step.id).unwrap_or_default();
+                StepFunnel {
+                    step: step.id.clone(),
+                    kind: step.action.kind(),
+                    entered: count.entered,
+                    waiting: count.waiting,
+                    outcomes: count.outcomes,
+                }
+            })
+            .collect())
     }
 
     /// Every deployed version of a campaign, oldest first.
@@ -146,6 +166,19 @@ impl Engine {
             Err(EngineError::NotFound)
         }
     }
+}
+
+/// One step of a campaign's funnel (see [`Engine::funnel`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepFunnel {
+    pub step: String,
+    pub kind: &'static str,
+    /// Times an enrollment arrived at the step (one that loops back counts again).
+    pub entered: i64,
+    /// Enrollments waiting at the step now.
+    pub waiting: i64,
+    /// Journey lines by outcome: `yes`, `no`, `sent`, `waited`, `handed_off`, `goal` (exited), …
+    pub outcomes: std::collections::BTreeMap<String, i64>,
 }
 
 /// "1 running enrollment", "2 running enrollments".

@@ -29,6 +29,7 @@ mod leads;
 mod pass;
 mod phases;
 mod webhooks;
+pub use deploy::StepFunnel;
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
 use enroll::segment_of;
 pub use enroll::EnrollReport;
