@@ -230,20 +230,20 @@ pub struct Lead {
 }
 
 /// The shape [`every_text_field`] gives the named fields, for the API's schema.
-#[derive(schemars::JsonSchema)]
-#[allow(dead_code)]
-struct TextFields {
-    first_name: Option<String>,
-    last_name: Option<String>,
-    title: Option<String>,
-    company: Option<String>,
-    industry: Option<String>,
-    company_size: Option<String>,
-    region: Option<String>,
-    phone: Option<String>,
-    timezone: Option<String>,
-    source: Option<String>,
-    persona: Option<String>,
+struct TextFields;
+
+impl schemars::JsonSchema for TextFields {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TextFields".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let properties: Map<String, Value> = TEXT_FIELDS
+            .iter()
+            .map(|name| (name.to_string(), serde_json::json!({"type": ["string", "null"]})))
+            .collect();
+        schemars::json_schema!({"type": "object", "properties": properties})
+    }
 }
 
 /// Serialises every named field, `null` where the lead has none, so that clients see one shape.
@@ -460,20 +460,21 @@ pub struct ConsentInputs {
 }
 
 impl LeadInput {
-    fn text_fields(&self) -> [(&'static str, &Option<Option<String>>); 11] {
-        [
-            ("first_name", &self.first_name),
-            ("last_name", &self.last_name),
-            ("title", &self.title),
-            ("company", &self.company),
-            ("industry", &self.industry),
-            ("company_size", &self.company_size),
-            ("region", &self.region),
-            ("phone", &self.phone),
-            ("timezone", &self.timezone),
-            ("source", &self.source),
-            ("persona", &self.persona),
-        ]
+    /// The named text fields given, with their names ([`TEXT_FIELDS`], in order).
+    fn text_fields(&self) -> impl Iterator<Item = (&'static str, &Option<Option<String>>)> {
+        TEXT_FIELDS.into_iter().zip([
+            &self.first_name,
+            &self.last_name,
+            &self.title,
+            &self.company,
+            &self.industry,
+            &self.company_size,
+            &self.region,
+            &self.phone,
+            &self.timezone,
+            &self.source,
+            &self.persona,
+        ])
     }
 
     /// The normalised e-mail given, if any (validated by [`LeadInput::validate`]).
@@ -682,6 +683,19 @@ mod tests {
         );
         assert!(EmailAddress::parse("not-an-email").is_err());
         assert!(EmailAddress::parse(&format!("{}@x.example", "a".repeat(330))).is_err());
+    }
+
+    /// Each named field of an input is read under its own name.
+    #[test]
+    fn input_text_fields_are_named_as_sent() {
+        let sent: Map<String, Value> = TEXT_FIELDS.iter().map(|f| (f.to_string(), Value::from(*f))).collect();
+        let input: LeadInput = serde_json::from_value(Value::Object(sent)).unwrap();
+        let read: Vec<(&str, Option<&str>)> = input
+            .text_fields()
+            .map(|(name, value)| (name, value.as_ref().and_then(|v| v.as_deref())))
+            .collect();
+        let expected: Vec<(&str, Option<&str>)> = TEXT_FIELDS.iter().map(|f| (*f, Some(*f))).collect();
+        assert_eq!(read, expected);
     }
 
     #[test]

@@ -74,6 +74,23 @@ mod tests {
     use super::{journey_moves, json_rows_into, step_count_deltas, JourneyRow, StoreError};
     use crate::journey::Outcome;
 
+    /// The SQL built from `LEAD_COLUMNS` reads and writes `LeadRow` by position (SQLite's
+    /// JSON arrays): the two must name the same columns in the same order.
+    #[test]
+    fn lead_columns_are_the_lead_row_in_order() {
+        let lead = crate::lead::Lead::new(crate::lead::LeadId(1), chrono::Utc::now());
+        let row = serde_json::to_string(&super::LeadRow::from(&lead)).unwrap();
+        let positions: Vec<usize> = super::LEAD_COLUMNS
+            .iter()
+            .map(|(c, _)| {
+                row.find(&format!("\"{c}\":"))
+                    .unwrap_or_else(|| panic!("{c} not in {row}"))
+            })
+            .collect();
+        assert!(positions.is_sorted(), "{row}");
+        assert_eq!(row.matches("\":").count(), super::LEAD_COLUMNS.len(), "{row}");
+    }
+
     #[test]
     fn step_counts_sum_every_line_once_in_key_order() {
         // Few counters and many, drawn at random, so that the guess misses as often as it hits

@@ -281,36 +281,30 @@ pub struct LeadRow {
     pub cooldown_until: Option<i64>,
 }
 
-/// Columns of `leads` and their types, in [`LeadRow`] order; the adapters build their SQL from it.
-pub const LEAD_COLUMNS: [(&str, &str); 27] = [
-    ("id", "bigint"),
-    ("email", "text"),
-    ("external_id", "text"),
-    ("first_name", "text"),
-    ("last_name", "text"),
-    ("title", "text"),
-    ("company", "text"),
-    ("industry", "text"),
-    ("company_size", "text"),
-    ("region", "text"),
-    ("phone", "text"),
-    ("timezone", "text"),
-    ("source", "text"),
-    ("persona", "text"),
-    ("owner", "text"),
-    ("attributes", "jsonb"),
-    ("stage", "text"),
-    ("score", "bigint"),
-    ("email_opt_out_at", "bigint"),
-    ("email_opt_out_source", "text"),
-    ("wechat_opt_out_at", "bigint"),
-    ("wechat_opt_out_source", "text"),
-    ("created_at", "bigint"),
-    ("updated_at", "bigint"),
-    ("last_activity_at", "bigint"),
-    ("last_decay_at", "bigint"),
-    ("cooldown_until", "bigint"),
-];
+/// Columns of `leads` and their types, in [`LeadRow`] order (the text fields are
+/// [`TEXT_FIELDS`]); the adapters build their SQL from it.
+pub static LEAD_COLUMNS: std::sync::LazyLock<Vec<(&str, &str)>> = std::sync::LazyLock::new(|| {
+    let keys = [("id", "bigint"), ("email", "text"), ("external_id", "text")];
+    let rest = [
+        ("owner", "text"),
+        ("attributes", "jsonb"),
+        ("stage", "text"),
+        ("score", "bigint"),
+        ("email_opt_out_at", "bigint"),
+        ("email_opt_out_source", "text"),
+        ("wechat_opt_out_at", "bigint"),
+        ("wechat_opt_out_source", "text"),
+        ("created_at", "bigint"),
+        ("updated_at", "bigint"),
+        ("last_activity_at", "bigint"),
+        ("last_decay_at", "bigint"),
+        ("cooldown_until", "bigint"),
+    ];
+    keys.into_iter()
+        .chain(TEXT_FIELDS.map(|f| (f, "text")))
+        .chain(rest)
+        .collect()
+});
 
 /// `col, col, …` of `leads`.
 pub fn lead_column_list() -> String {
@@ -384,24 +378,25 @@ impl TryFrom<LeadRow> for Lead {
 
 impl From<&Lead> for LeadRow {
     fn from(lead: &Lead) -> LeadRow {
-        let field = |name: &str| lead.fields.get(name).cloned();
+        let [first_name, last_name, title, company, industry, company_size, region, phone, timezone, source, persona] =
+            TEXT_FIELDS.map(|name| lead.fields.get(name).cloned());
         let (email_opt_out_at, email_opt_out_source) = consent_to(&lead.consent.email);
         let (wechat_opt_out_at, wechat_opt_out_source) = consent_to(&lead.consent.wechat);
         LeadRow {
             id: lead.id.0,
             email: lead.email.clone(),
             external_id: lead.external_id.clone(),
-            first_name: field("first_name"),
-            last_name: field("last_name"),
-            title: field("title"),
-            company: field("company"),
-            industry: field("industry"),
-            company_size: field("company_size"),
-            region: field("region"),
-            phone: field("phone"),
-            timezone: field("timezone"),
-            source: field("source"),
-            persona: field("persona"),
+            first_name,
+            last_name,
+            title,
+            company,
+            industry,
+            company_size,
+            region,
+            phone,
+            timezone,
+            source,
+            persona,
             owner: lead.owner.clone(),
             attributes: sqlx::types::Json(lead.attributes.clone()),
             stage: lead.stage.as_str().to_owned(),
