@@ -45,6 +45,9 @@ pub async fn run(engine: &Engine, file: &Path, allow_rejects: bool) -> Result<()
 }
 
 /// Upserts every row of `file` in batches, with a progress bar when `progress`.
+///
+/// Long on purpose: the import loop: rows read, parsed and checked, sent in batches, progress
+/// and per-line reasons kept; the loop's state is the report.
 pub async fn load(engine: &Engine, file: &Path, progress: bool) -> Result<ImportReport> {
     let size = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use crate::cli::{ClockKind, ServeArgs};
 use crate::commands::{build_engine, hex_key};
 
+/// Long on purpose: the server's wiring in start-up order (store, playbook, clock, mail, tasks,
+/// HTTP, shutdown), each step a few lines.
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let manual = args.clock == ClockKind::Manual;
     // Set to where it last stood once the database is open (see `resume_manual_clock`).

@@ -34,6 +34,8 @@ const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
 const WORKERS: &[Role] = &[Role::Sdr, Role::Marketer];
 const HANDERS: &[Role] = &[Role::Sdr, Role::Marketer, Role::Crm];
 
+/// Long on purpose: the route table of the Queues section, one entry per operation with its
+/// OpenAPI text.
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new()
         .api_route(

@@ -181,6 +181,9 @@ impl Handoff {
     /// claimed it, or the one it is assigned to while it is open. `oversees` (admins and
     /// marketers; the CRM for a conversion, which it records) may act on anyone's.
     /// Accepting or rejecting an open handoff claims it in the same move.
+    ///
+    /// Long on purpose: the handoff state machine as one table: each decision against each
+    /// status, so that every allowed move and every refusal reads in one place.
     pub fn decide(&mut self, decision: &Decision, by: &str, oversees: bool, now: DateTime<Utc>) -> Result<(), Refusal> {
         let theirs = |h: &Handoff| {
             h.claimed_by.as_deref().is_some_and(|c| c != by && !oversees).then(|| {

@@ -29,6 +29,8 @@ pub struct Options {
     pub database_url: Option<String>,
 }
 
+/// Long on purpose: the benchmark's script (set-up, concurrent claims, latency percentiles, the
+/// report), read as the method in BENCHMARKS.md describes it.
 pub async fn run(options: Options) -> Result<()> {
     let (store, label, cleanup) = open_store(options.database_url.as_deref()).await?;
     store.migrate().await?;

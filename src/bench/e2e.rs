@@ -79,6 +79,8 @@ pub async fn run(options: Options) -> Result<()> {
     result
 }
 
+/// Long on purpose: the benchmark's script (start `serve`, W1 over HTTP, clock advance, W2,
+/// phases from `/metrics`), read as the method in BENCHMARKS.md describes it.
 async fn measure(options: &Options, n: usize, dir: &Path, url: &str, label: &str) -> Result<()> {
     let me = std::env::current_exe().context("finding the nurture binary")?;
     let migrated = Command::new(&me).args(["migrate", "--database-url", url]).output()?;

@@ -84,6 +84,8 @@ pub struct Options {
     pub floor_runs: usize,
 }
 
+/// Long on purpose: the benchmark's script (set-up, W1, W2, the floor, the report), read as the
+/// method in BENCHMARKS.md describes it.
 pub async fn run(options: Options) -> Result<()> {
     let n = options.leads.max(1);
     let workers = options.workers.unwrap_or_else(crate::commands::cores).max(1);

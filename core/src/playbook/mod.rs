@@ -89,6 +89,10 @@ impl Playbook {
     }
 
     /// Validates a playbook given as (file name, text) pairs, against `templates`.
+    ///
+    /// Long on purpose: validation in its stages (parse each file, unique ids, segments, rules
+    /// and queues, campaigns, cycles), in order, every error collected; the stages share the
+    /// ids each defines.
     pub fn from_files(files: &[(String, String)], templates: Arc<Templates>) -> Result<Playbook, Refused> {
         let mut issues: Vec<Issue> = templates.issues().to_vec();
         let mut rules_spec: Option<(String, RulesSpec)> = None;

@@ -257,6 +257,9 @@ pub struct Mql {
     pub handoff: HandoffSpec,
 }
 
+/// Long on purpose: one section per key of the rules file (tagging, attributes, decay,
+/// frequency, quiet hours, MQL), each short and checked where it is written; split, they would
+/// share the issue list and the ids seen.
 pub(crate) fn build_rules(
     file: &str,
     spec: RulesSpec,

@@ -163,6 +163,10 @@ enum Outgoing {
 
 impl Engine {
     /// Sends up to `limit` due messages; returns what happened to them.
+    ///
+    /// Long on purpose: one pass of the dispatcher in its phases (claim, read, render, send
+    /// while recording), timed phase by phase for `/metrics`; the send and record futures share
+    /// the channel between them.
     pub async fn dispatch(&self, sender: &Sender, limit: i64) -> EngineResult<DispatchReport> {
         let _turn = self.dispatching.lock().await;
         let now = self.now();
@@ -455,6 +459,9 @@ impl Engine {
         Ok(())
     }
 
+    /// Long on purpose: every reason a claimed message is not sent (consent, suppression,
+    /// missing address, render error, channel) in the order they are asked, then the message
+    /// built for its channel.
     fn prepare(
         &self,
         sender: &Sender,

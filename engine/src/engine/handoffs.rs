@@ -568,6 +568,9 @@ impl Engine {
         Ok(breached + cooled)
     }
 
+    /// Long on purpose: one SLA pass in one transaction: the breached handoffs read, each
+    /// escalated, reassigned or returned by its queue's rule, logged, notified and written
+    /// together.
     async fn breach_once(&self, limit: i64) -> EngineResult<usize> {
         let now = self.now();
         let playbook = self.playbook();

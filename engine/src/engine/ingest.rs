@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::clock::to_micros;
 use crate::condition::EventView;
 use crate::event::EventInput;
-use crate::lead::{ChannelConsent, ConsentStatus, EmailAddress, FieldError, Lead};
+use crate::lead::{EmailAddress, FieldError, Lead};
 use crate::nurture::{Changes, LeadState};
-use crate::store::{email_hash, ActivityRow, NewEvent};
+use crate::store::{email_hash, ActivityRow, NewEvent, Tx};
 use crate::webhook::payload::{Data, Nothing};
 
 /// The answer to an ingested batch of events.
@@ -97,138 +97,32 @@ impl Engine {
 
     pub(super) async fn ingest_once(&self, inputs: &[EventInput]) -> EngineResult<IngestReport> {
         let now = self.now();
-        let playbook = self.playbook();
         let mut report = IngestReport::default();
-        let mut seen_keys: HashMap<&str, &EventInput> = HashMap::new();
-        // (index in the request, the event, its lead's e-mail normalised once)
-        let mut valid: Vec<(usize, &EventInput, Option<String>)> = Vec::with_capacity(inputs.len());
-        for (index, input) in inputs.iter().enumerate() {
-            let errors = input.validate(now);
-            let earlier = input.idempotency_key.as_deref().and_then(|k| seen_keys.get(k).copied());
-            if !errors.is_empty() {
-                report.rejected.push(Rejected::invalid(index, errors));
-            } else if let Some(earlier) = earlier {
-                if same_event(earlier, input) {
-                    report.duplicates += 1;
-                } else {
-                    report
-                        .rejected
-                        .push(Rejected::key_reused(index, input, "an earlier event of this batch"));
-                }
-            } else {
-                if let Some(key) = input.idempotency_key.as_deref() {
-                    seen_keys.insert(key, input);
-                }
-                let email = input
-                    .lead
-                    .email
-                    .as_deref()
-                    .and_then(|e| EmailAddress::parse(e).ok())
-                    .map(|e| e.into_string());
-                valid.push((index, input, email));
-            }
-        }
+        let valid = screen(inputs, now, &mut report);
         if valid.is_empty() {
             return Ok(report);
         }
         let mut tx = self.store.begin().await?;
-        let ids: Vec<i64> = valid
-            .iter()
-            .filter_map(|(_, e, _)| e.lead.id.as_deref()?.parse().ok())
-            .collect();
-        let emails: Vec<String> = valid.iter().filter_map(|(_, _, email)| email.clone()).collect();
-        let exts: Vec<String> = valid
-            .iter()
-            .filter_map(|(_, e, _)| e.lead.external_id.as_deref().map(|x| x.trim().to_owned()))
-            .collect();
-        let (ids, emails, exts) = (distinct(ids), distinct(emails), distinct(exts));
-        let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
-        let mut slot_of: Vec<Option<usize>> = Vec::with_capacity(valid.len());
-        for (index, event, email) in &valid {
-            match book.resolve_ref(&event.lead, email.as_deref(), event.source.as_deref()) {
-                Ok(slot) => slot_of.push(Some(slot)),
-                Err(error) => {
-                    report.rejected.push(Rejected::not_found(*index, error));
-                    slot_of.push(None);
-                }
-            }
-        }
-        let reserved = tx.reserve_lead_ids(book.new_count()).await?;
-        book.assign_new_ids(&reserved, now);
-        let new_hashes: Vec<String> = book.new_emails().map(|e| email_hash(e)).collect();
-        let suppressed = tx.suppressed(&new_hashes).await?;
-        for (slot, lead) in book.leads.iter_mut().enumerate() {
-            if book.fresh[slot] && lead.email.as_ref().is_some_and(|e| suppressed.contains(&email_hash(e))) {
-                lead.consent.email = ChannelConsent {
-                    status: ConsentStatus::OptedOut,
-                    at: Some(now),
-                    source: Some("erased".into()),
-                };
-            }
-        }
+        let (book, slots) = resolve_leads(tx.as_mut(), &valid, now, &mut report).await?;
+        let per_lead = store_events(tx.as_mut(), &valid, &slots, &book, now, &mut report).await?;
+        self.apply_events(tx.as_mut(), book, per_lead, now).await?;
+        tx.commit().await?;
+        report.rejected.sort_by_key(|r| r.index);
+        Ok(report)
+    }
 
-        let (inputs_of, rows): (Vec<(usize, &EventInput)>, Vec<NewEvent>) = valid
-            .iter()
-            .zip(&slot_of)
-            .filter_map(|((index, e, _), slot)| {
-                slot.map(|s| {
-                    let row = NewEvent {
-                        lead_id: book.leads[s].id.0,
-                        kind: &e.kind,
-                        properties: &e.properties,
-                        occurred_at: to_micros(e.occurred_at.unwrap_or(now)),
-                        received_at: to_micros(now),
-                        idempotency_key: e.idempotency_key.as_deref(),
-                        source: e.source.as_deref(),
-                    };
-                    ((*index, *e), row)
-                })
-            })
-            .unzip();
-        let inserted_keys = tx.insert_events(&rows).await?;
-        // A key used before must name the same event again; another event under it is refused.
-        let reused: Vec<&str> = rows
-            .iter()
-            .filter_map(|r| r.idempotency_key.filter(|k| !inserted_keys.contains(*k)))
-            .collect();
-        let stored: HashMap<String, (i64, crate::condition::EventFact)> = if reused.is_empty() {
-            HashMap::new()
-        } else {
-            tx.keyed_events(&reused)
-                .await?
-                .into_iter()
-                .map(|(key, lead, fact)| (key, (lead, fact)))
-                .collect()
-        };
-        let mut per_lead: BTreeMap<i64, Vec<EventView>> = BTreeMap::new();
-        for (row, (index, input)) in rows.iter().zip(&inputs_of) {
-            if let Some(key) = row.idempotency_key.filter(|k| !inserted_keys.contains(*k)) {
-                let same = stored.get(key).is_some_and(|(lead, fact)| {
-                    *lead == row.lead_id
-                        && fact.kind == row.kind
-                        && fact.properties == *row.properties
-                        && input
-                            .occurred_at
-                            .is_none_or(|at| to_micros(at) == to_micros(fact.occurred_at))
-                });
-                if same {
-                    report.duplicates += 1;
-                } else {
-                    report
-                        .rejected
-                        .push(Rejected::key_reused(*index, input, "an event stored earlier"));
-                }
-                continue;
-            }
-            report.accepted += 1;
-            per_lead.entry(row.lead_id).or_default().push(EventView {
-                kind: row.kind,
-                occurred_at: crate::clock::from_micros(row.occurred_at),
-                properties: row.properties,
-            });
-        }
+    /// Applies stored events to their leads (new leads made by them too): bounces, rules,
+    /// journeys, MQL; writes the leads and what changed.
+    async fn apply_events(
+        &self,
+        tx: &mut dyn Tx,
+        book: LeadBook,
+        mut per_lead: BTreeMap<i64, Vec<EventView<'_>>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> EngineResult<()> {
+        let playbook = self.playbook();
         // Before the journeys run: a bounce in this batch already stops this batch's sends.
-        self.suppress_bounced(tx.as_mut(), &book.leads, &per_lead, now).await?;
+        self.suppress_bounced(tx, &book.leads, &per_lead, now).await?;
         let fresh_ids: HashSet<i64> = book
             .leads
             .iter()
@@ -242,7 +136,7 @@ impl Engine {
             .filter(|l| per_lead.contains_key(&l.id.0) || fresh_ids.contains(&l.id.0))
             .collect();
         let earliest = per_lead.values().flatten().map(|e| e.occurred_at).min().unwrap_or(now);
-        let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[earliest]).await?;
+        let mut states = load_states(tx, leads, &playbook, now, &[earliest]).await?;
         let mut changes = Changes::default();
         let mut new_events: IdMap<Vec<String>> = IdMap::default();
         for (id, state) in states.iter_mut() {
@@ -260,7 +154,7 @@ impl Engine {
             state.check_mql(&playbook, now, &mut changes);
         }
         self.run_journeys(
-            tx.as_mut(),
+            tx,
             &mut states,
             &playbook,
             now,
@@ -297,10 +191,166 @@ impl Engine {
                 ));
             }
         }
-        self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, events)
+        self.write_changes(tx, &states, &changes, &playbook, now, events)
             .await?;
-        tx.commit().await?;
-        report.rejected.sort_by_key(|r| r.index);
-        Ok(report)
+        Ok(())
     }
+}
+
+/// An event that passed validation: its index in the request, the event, and its lead's
+/// e-mail normalised once.
+type Valid<'a> = (usize, &'a EventInput, Option<String>);
+
+/// The valid events of a batch; those invalid or repeating an earlier event's idempotency key
+/// go to `report` (a repeat of the same event as a duplicate).
+fn screen<'a>(
+    inputs: &'a [EventInput],
+    now: chrono::DateTime<chrono::Utc>,
+    report: &mut IngestReport,
+) -> Vec<Valid<'a>> {
+    let mut seen_keys: HashMap<&str, &EventInput> = HashMap::new();
+    let mut valid = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.iter().enumerate() {
+        let errors = input.validate(now);
+        let earlier = input.idempotency_key.as_deref().and_then(|k| seen_keys.get(k).copied());
+        if !errors.is_empty() {
+            report.rejected.push(Rejected::invalid(index, errors));
+        } else if let Some(earlier) = earlier {
+            if same_event(earlier, input) {
+                report.duplicates += 1;
+            } else {
+                report
+                    .rejected
+                    .push(Rejected::key_reused(index, input, "an earlier event of this batch"));
+            }
+        } else {
+            if let Some(key) = input.idempotency_key.as_deref() {
+                seen_keys.insert(key, input);
+            }
+            let email = input
+                .lead
+                .email
+                .as_deref()
+                .and_then(|e| EmailAddress::parse(e).ok())
+                .map(|e| e.into_string());
+            valid.push((index, input, email));
+        }
+    }
+    valid
+}
+
+/// The leads these events name, found in one query or made (a made lead whose address was
+/// erased before stays opted out), and each event's slot among them; an event whose lead
+/// cannot be made goes to `report`.
+async fn resolve_leads(
+    tx: &mut dyn Tx,
+    valid: &[Valid<'_>],
+    now: chrono::DateTime<chrono::Utc>,
+    report: &mut IngestReport,
+) -> EngineResult<(LeadBook, Vec<Option<usize>>)> {
+    let ids: Vec<i64> = valid
+        .iter()
+        .filter_map(|(_, e, _)| e.lead.id.as_deref()?.parse().ok())
+        .collect();
+    let emails: Vec<String> = valid.iter().filter_map(|(_, _, email)| email.clone()).collect();
+    let exts: Vec<String> = valid
+        .iter()
+        .filter_map(|(_, e, _)| e.lead.external_id.as_deref().map(|x| x.trim().to_owned()))
+        .collect();
+    let (ids, emails, exts) = (distinct(ids), distinct(emails), distinct(exts));
+    let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
+    let mut slots: Vec<Option<usize>> = Vec::with_capacity(valid.len());
+    for (index, event, email) in valid {
+        match book.resolve_ref(&event.lead, email.as_deref(), event.source.as_deref()) {
+            Ok(slot) => slots.push(Some(slot)),
+            Err(error) => {
+                report.rejected.push(Rejected::not_found(*index, error));
+                slots.push(None);
+            }
+        }
+    }
+    let reserved = tx.reserve_lead_ids(book.new_count()).await?;
+    book.assign_new_ids(&reserved, now);
+    let new_hashes: Vec<String> = book.new_emails().map(|e| email_hash(e)).collect();
+    let suppressed = tx.suppressed(&new_hashes).await?;
+    for (slot, lead) in book.leads.iter_mut().enumerate() {
+        if book.fresh[slot] {
+            super::leads::opt_out_if_erased(lead, &suppressed, now);
+        }
+    }
+    Ok((book, slots))
+}
+
+/// Inserts the events of resolved leads and returns the accepted ones by lead. An event whose
+/// idempotency key names a stored event is a duplicate if it is that event again, and is
+/// refused otherwise.
+async fn store_events<'a>(
+    tx: &mut dyn Tx,
+    valid: &[Valid<'a>],
+    slots: &[Option<usize>],
+    book: &LeadBook,
+    now: chrono::DateTime<chrono::Utc>,
+    report: &mut IngestReport,
+) -> EngineResult<BTreeMap<i64, Vec<EventView<'a>>>> {
+    let (inputs_of, rows): (Vec<(usize, &EventInput)>, Vec<NewEvent>) = valid
+        .iter()
+        .zip(slots)
+        .filter_map(|((index, e, _), slot)| {
+            slot.map(|s| {
+                let row = NewEvent {
+                    lead_id: book.leads[s].id.0,
+                    kind: &e.kind,
+                    properties: &e.properties,
+                    occurred_at: to_micros(e.occurred_at.unwrap_or(now)),
+                    received_at: to_micros(now),
+                    idempotency_key: e.idempotency_key.as_deref(),
+                    source: e.source.as_deref(),
+                };
+                ((*index, *e), row)
+            })
+        })
+        .unzip();
+    let inserted_keys = tx.insert_events(&rows).await?;
+    // A key used before must name the same event again; another event under it is refused.
+    let reused: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.idempotency_key.filter(|k| !inserted_keys.contains(*k)))
+        .collect();
+    let stored: HashMap<String, (i64, crate::condition::EventFact)> = if reused.is_empty() {
+        HashMap::new()
+    } else {
+        tx.keyed_events(&reused)
+            .await?
+            .into_iter()
+            .map(|(key, lead, fact)| (key, (lead, fact)))
+            .collect()
+    };
+    let mut per_lead: BTreeMap<i64, Vec<EventView>> = BTreeMap::new();
+    for (row, (index, input)) in rows.iter().zip(&inputs_of) {
+        if let Some(key) = row.idempotency_key.filter(|k| !inserted_keys.contains(*k)) {
+            let same = stored.get(key).is_some_and(|(lead, fact)| {
+                *lead == row.lead_id
+                    && fact.kind == row.kind
+                    && fact.properties == *row.properties
+                    && input
+                        .occurred_at
+                        .is_none_or(|at| to_micros(at) == to_micros(fact.occurred_at))
+            });
+            if same {
+                report.duplicates += 1;
+            } else {
+                report
+                    .rejected
+                    .push(Rejected::key_reused(*index, input, "an event stored earlier"));
+            }
+            continue;
+        }
+        report.accepted += 1;
+        per_lead.entry(row.lead_id).or_default().push(EventView {
+            kind: row.kind,
+            occurred_at: crate::clock::from_micros(row.occurred_at),
+            properties: row.properties,
+        });
+    }
+    Ok(per_lead)
 }

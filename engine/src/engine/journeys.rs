@@ -335,6 +335,9 @@ impl Engine {
 
     /// Runs one lead's journeys in `batch`: its open enrollments, then the campaigns it enters;
     /// tags, scores and handoffs go to `state` and `out.changes`, the moves to `out.moved`.
+    ///
+    /// Long on purpose: the loop over one lead's work, which `enroll` steps add to as it runs;
+    /// the parts that stand alone are `Work`, `apply` and `version_unavailable`.
     async fn journey_of_lead(
         &self,
         tx: &mut dyn Tx,
@@ -353,9 +356,6 @@ impl Engine {
             now,
             enter,
         } = *batch;
-        let no_messages: Vec<MessageFact> = Vec::new();
-        // Work: running enrollments first, then entries; `enroll` steps add to it.
-        let mut work: Vec<(Enrollment, Arc<Campaign>, bool)> = Vec::new();
         // Entries ask the lead's past enrollments (re-entry); the runner's pass has none, so
         // it runs the enrollments themselves instead of copies.
         let runs = |e: &Enrollment| e.status.is_open() && !paused.contains(&e.campaign);
@@ -364,41 +364,18 @@ impl Engine {
         } else {
             (history.iter().filter(|e| runs(e)).cloned().collect(), history)
         };
+        let mut work = Work::new(history, state.lead.id, now);
         for e in running {
             match self.campaign_version(tx, playbook, &e.campaign, &e.version).await? {
-                Some(campaign) => work.push((e, campaign, false)),
-                None => {
-                    let line = crate::journey::JourneyEntry {
-                        step: e.step.clone(),
-                        at: now,
-                        outcome: crate::journey::Outcome::Exited,
-                        detail: format!("campaign version {} can no longer be built", e.version),
-                        arrived: false,
-                    };
-                    let mut ended = e;
-                    ended.status = Status::Exited;
-                    ended.outcome = Some("version_unavailable".into());
-                    ended.wake_at = None;
-                    ended.updated_at = now;
-                    moved.push(Moved {
-                        enrollment: ended,
-                        new: false,
-                        kept: false,
-                        journey: vec![line],
-                        messages: Vec::new(),
-                    });
-                }
+                Some(campaign) => work.items.push((e, campaign, false)),
+                None => moved.push(version_unavailable(e, now)),
             }
         }
-        let mut entered: HashSet<String> = HashSet::new();
         // A recycled lead rests through its queue's cool-down: no campaign takes it meanwhile.
         let resting = state.lead.resting(now) && !matches!(enter, Entry::Into(_));
         if *enter != Entry::Closed && !resting {
             let kinds: Vec<&str> = new_events.iter().map(String::as_str).collect();
-            for campaign in playbook.campaigns.values() {
-                if paused.contains(&campaign.id) {
-                    continue;
-                }
+            for campaign in playbook.campaigns.values().filter(|c| !paused.contains(&c.id)) {
                 let wanted = match enter {
                     Entry::Into(id) => *id == campaign.id,
                     Entry::Matching(ids) => {
@@ -406,28 +383,15 @@ impl Engine {
                     }
                     _ => entry_matches(campaign, state, &playbook.segments, &kinds, now),
                 };
-                let past: Vec<&Enrollment> = history.iter().filter(|e| e.campaign == campaign.id).collect();
-                if wanted && may_enter(campaign.entry.reentry, &past, now) {
-                    entered.insert(campaign.id.clone());
-                    work.push((
-                        Enrollment::start(0, campaign, state.lead.id, now),
-                        campaign.clone(),
-                        true,
-                    ));
+                if wanted {
+                    work.enter(campaign);
                 }
             }
         }
         let mut pacing = pace.pacing(state, playbook);
+        let no_messages: Vec<MessageFact> = Vec::new();
         let mut guard = 0;
-        // Highest campaign priority first, so that when a frequency cap leaves room for one
-        // send, the campaign that matters more gets it.
-        while let Some(index) = work
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, (_, campaign, _))| campaign.priority)
-            .map(|(i, _)| i)
-        {
-            let (enrollment, campaign, new) = work.remove(index);
+        while let Some((enrollment, campaign, new)) = work.next() {
             let before = enrollment.status;
             guard += 1;
             if guard > 1_000 {
@@ -458,82 +422,17 @@ impl Engine {
             }
             let mut outbox = Vec::new();
             for effect in result.effects {
-                // Only tag and score changes name who made them; a send needs no actor.
-                let actor = || Actor::Rule(format!("campaign:{}/{}", campaign.id, step_of(&effect)));
                 match effect {
-                    Effect::Send {
-                        step,
-                        channel,
-                        template,
-                        seq,
-                        skipped,
-                    } => {
-                        let status = if skipped.is_some() { "skipped" } else { "pending" };
-                        let reason = skipped;
-                        outbox.push(NewMessage {
-                            enrollment_id: 0,
-                            seq,
-                            lead_id: state.lead.id.0,
-                            campaign_id: campaign.id.clone(),
-                            version: campaign.version.clone(),
-                            step,
-                            channel: channel.as_str().to_owned(),
-                            template,
-                            status: status.to_owned(),
-                            reason,
-                            next_attempt_at: (status == "pending").then(|| to_micros(now)),
-                            created_at: to_micros(now),
-                        });
-                    }
-                    Effect::Tag {
-                        ref add, ref remove, ..
-                    } => {
-                        let actor = actor();
-                        for tag in add {
-                            state.add_tag(tag, TagFamily::of_rule_tag(tag), &actor, now, changes);
-                        }
-                        for tag in remove {
-                            state.remove_tag(tag, &actor, now, changes);
-                        }
-                    }
-                    Effect::Score { ref step, points } => state.add_score(
-                        ScoreChange {
-                            lead_id: state.lead.id,
-                            delta: points,
-                            reason: format!("campaign {} step {step}", campaign.id),
-                            actor: actor(),
-                            rule: None,
-                            occurred_at: now,
-                            at: now,
-                        },
-                        changes,
-                    ),
-                    Effect::Handoff {
-                        step,
-                        queue,
-                        reason,
-                        priority,
-                    } => {
-                        let origin = format!("campaign:{}/{step}", campaign.id);
-                        let mut request = HandoffRequest::new(state, playbook, &queue, &reason, origin, now);
-                        request.priority = Some(priority);
-                        request.campaign = Some(campaign.id.clone());
-                        request.step = Some(step);
-                        state.hand_off(request, now, changes);
-                    }
+                    // An `enroll` step hands the lead on whatever the target's trigger says,
+                    // but keeps its re-entry rule and never makes a second running enrollment.
                     Effect::Enroll { campaign: other, .. } => {
-                        let Some(target) = playbook.campaigns.get(&other) else {
-                            continue;
-                        };
-                        let busy = entered.contains(&other) || work.iter().any(|(e, _, _)| e.campaign == other);
-                        // An `enroll` step hands the lead on whatever the target's trigger says,
-                        // but keeps its re-entry rule and never makes a second running enrollment.
-                        let past: Vec<&Enrollment> = history.iter().filter(|e| e.campaign == other).collect();
-                        if !paused.contains(&other) && !busy && may_enter(target.entry.reentry, &past, now) {
-                            entered.insert(other.clone());
-                            work.push((Enrollment::start(0, target, state.lead.id, now), target.clone(), true));
+                        if let Some(target) = playbook.campaigns.get(&other).filter(|_| !paused.contains(&other)) {
+                            if !work.runs(&other) {
+                                work.enter(target);
+                            }
                         }
                     }
+                    effect => outbox.extend(apply(effect, state, &campaign, playbook, now, changes)),
                 }
             }
             moved.push(Moved {
@@ -546,6 +445,157 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A lead's enrollments to run in a pass: the running ones, then those it enters (`enroll`
+/// steps add to them as they run).
+struct Work {
+    items: Vec<(Enrollment, Arc<Campaign>, bool)>,
+    /// Campaigns entered in this pass.
+    entered: HashSet<String>,
+    /// The lead's enrollments, past and running, that entries ask (re-entry).
+    history: Vec<Enrollment>,
+    lead: crate::lead::LeadId,
+    now: DateTime<Utc>,
+}
+
+impl Work {
+    fn new(history: Vec<Enrollment>, lead: crate::lead::LeadId, now: DateTime<Utc>) -> Self {
+        Self {
+            items: Vec::new(),
+            entered: HashSet::new(),
+            history,
+            lead,
+            now,
+        }
+    }
+
+    /// Enters `campaign` if its re-entry rule allows.
+    fn enter(&mut self, campaign: &Arc<Campaign>) {
+        let past: Vec<&Enrollment> = self.history.iter().filter(|e| e.campaign == campaign.id).collect();
+        if may_enter(campaign.entry.reentry, &past, self.now) {
+            self.entered.insert(campaign.id.clone());
+            let start = Enrollment::start(0, campaign, self.lead, self.now);
+            self.items.push((start, campaign.clone(), true));
+        }
+    }
+
+    /// Whether the lead entered `campaign` in this pass or has it still to run.
+    fn runs(&self, campaign: &str) -> bool {
+        self.entered.contains(campaign) || self.items.iter().any(|(e, _, _)| e.campaign == campaign)
+    }
+
+    /// The next enrollment to run: highest campaign priority first, so that when a frequency
+    /// cap leaves room for one send, the campaign that matters more gets it.
+    fn next(&mut self) -> Option<(Enrollment, Arc<Campaign>, bool)> {
+        let index = self
+            .items
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (_, campaign, _))| campaign.priority)
+            .map(|(i, _)| i)?;
+        Some(self.items.remove(index))
+    }
+}
+
+/// A running enrollment whose campaign version can no longer be built, ended.
+fn version_unavailable(e: Enrollment, now: DateTime<Utc>) -> Moved {
+    let line = crate::journey::JourneyEntry {
+        step: e.step.clone(),
+        at: now,
+        outcome: crate::journey::Outcome::Exited,
+        detail: format!("campaign version {} can no longer be built", e.version),
+        arrived: false,
+    };
+    let mut ended = e;
+    ended.status = Status::Exited;
+    ended.outcome = Some("version_unavailable".into());
+    ended.wake_at = None;
+    ended.updated_at = now;
+    Moved {
+        enrollment: ended,
+        new: false,
+        kept: false,
+        journey: vec![line],
+        messages: Vec::new(),
+    }
+}
+
+/// Carries out a step's effect on the lead (tags, score, handoff into `state` and `changes`);
+/// a send is returned as the message to queue. `enroll` effects are the caller's.
+fn apply(
+    effect: Effect,
+    state: &mut LeadState,
+    campaign: &Campaign,
+    playbook: &Playbook,
+    now: DateTime<Utc>,
+    changes: &mut Changes,
+) -> Option<NewMessage> {
+    // Only tag and score changes name who made them; a send needs no actor.
+    let actor = || Actor::Rule(format!("campaign:{}/{}", campaign.id, step_of(&effect)));
+    match effect {
+        Effect::Send {
+            step,
+            channel,
+            template,
+            seq,
+            skipped,
+        } => {
+            let status = if skipped.is_some() { "skipped" } else { "pending" };
+            return Some(NewMessage {
+                enrollment_id: 0,
+                seq,
+                lead_id: state.lead.id.0,
+                campaign_id: campaign.id.clone(),
+                version: campaign.version.clone(),
+                step,
+                channel: channel.as_str().to_owned(),
+                template,
+                status: status.to_owned(),
+                reason: skipped,
+                next_attempt_at: (status == "pending").then(|| to_micros(now)),
+                created_at: to_micros(now),
+            });
+        }
+        Effect::Tag {
+            ref add, ref remove, ..
+        } => {
+            let actor = actor();
+            for tag in add {
+                state.add_tag(tag, TagFamily::of_rule_tag(tag), &actor, now, changes);
+            }
+            for tag in remove {
+                state.remove_tag(tag, &actor, now, changes);
+            }
+        }
+        Effect::Score { ref step, points } => state.add_score(
+            ScoreChange {
+                lead_id: state.lead.id,
+                delta: points,
+                reason: format!("campaign {} step {step}", campaign.id),
+                actor: actor(),
+                rule: None,
+                occurred_at: now,
+                at: now,
+            },
+            changes,
+        ),
+        Effect::Handoff {
+            step,
+            queue,
+            reason,
+            priority,
+        } => {
+            let origin = format!("campaign:{}/{step}", campaign.id);
+            let mut request = HandoffRequest::new(state, playbook, &queue, &reason, origin, now);
+            request.priority = Some(priority);
+            request.campaign = Some(campaign.id.clone());
+            request.step = Some(step);
+            state.hand_off(request, now, changes);
+        }
+        Effect::Enroll { .. } => {}
+    }
+    None
 }
 
 fn step_of(effect: &Effect) -> &str {

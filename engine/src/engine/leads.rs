@@ -110,92 +110,21 @@ impl Engine {
             }
         }
         let mut tx = self.store.begin().await?;
-        // Only valid items are looked up: a refused item's keys may be unstorable (a NUL).
-        let valid = || {
-            items
-                .iter()
-                .zip(&results)
-                .filter(|(_, result)| result.is_none())
-                .map(|(item, _)| item)
-        };
-        let ids: Vec<i64> = valid()
-            .filter_map(|(t, _)| match t {
-                Target::Id(id) => Some(id.0),
-                Target::Keys => None,
-            })
-            .collect();
-        let emails: Vec<String> = valid().filter_map(|(_, i)| i.email_key()).collect();
-        let exts: Vec<String> = valid().filter_map(|(_, i)| i.external_id_key()).collect();
-        let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
-
-        // Pass 1: decide which lead each item writes to, creating slots for new leads.
-        let mut slots: Vec<Option<(usize, bool)>> = vec![None; items.len()];
-        for (i, (target, input)) in items.iter().enumerate() {
-            if results[i].is_some() {
-                continue;
-            }
-            match book.resolve(target, input) {
-                Ok(slot) => slots[i] = Some(slot),
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        let new_slots = book.new_count();
-        let reserved = tx.reserve_lead_ids(new_slots).await?;
-        book.assign_new_ids(&reserved, now);
+        let (mut book, mut slots) = resolve_items(tx.as_mut(), items, &mut results, now).await?;
         let new_hashes: Vec<String> = book.new_emails().map(|e| email_hash(e)).collect();
         let suppressed = tx.suppressed(&new_hashes).await?;
-
-        // Pass 2: apply the inputs in order.
-        let opted_out = |l: &Lead| {
-            [
-                ("email", l.consent.email.status == ConsentStatus::OptedOut),
-                ("wechat", l.consent.wechat.status == ConsentStatus::OptedOut),
-            ]
-        };
+        // The inputs applied in order.
         let before: Vec<_> = book.leads.iter().map(opted_out).collect();
         for (i, (_, input)) in items.iter().enumerate() {
             if let Some((slot, _)) = slots[i] {
                 let lead = &mut book.leads[slot];
                 input.apply(lead, now);
                 if book.fresh[slot] {
-                    if let Some(email) = &lead.email {
-                        if suppressed.contains(&email_hash(email)) {
-                            lead.consent.email = ChannelConsent {
-                                status: ConsentStatus::OptedOut,
-                                at: Some(now),
-                                source: Some("erased".into()),
-                            };
-                        }
-                    }
+                    opt_out_if_erased(lead, &suppressed, now);
                 }
             }
         }
-        // A changed e-mail or external id may collide with a lead outside the batch.
-        let mut collision_check_emails = Vec::new();
-        let mut collision_check_exts = Vec::new();
-        for lead in &book.leads {
-            collision_check_emails.extend(lead.email.clone());
-            collision_check_exts.extend(lead.external_id.clone());
-        }
-        let others = tx
-            .find_leads(&[], &collision_check_emails, &collision_check_exts)
-            .await?;
-        let touched: HashSet<i64> = book.leads.iter().map(|l| l.id.0).collect();
-        for other in others.iter().filter(|o| !touched.contains(&o.id.0)) {
-            for (i, slot) in slots.iter_mut().enumerate() {
-                let Some((s, _)) = *slot else { continue };
-                let lead = &book.leads[s];
-                let clash = (lead.email.is_some() && lead.email == other.email)
-                    || (lead.external_id.is_some() && lead.external_id == other.external_id);
-                if clash {
-                    results[i] = Some(Err(ItemError::Conflict(format!(
-                        "the email or external_id is already used by lead {}",
-                        other.id
-                    ))));
-                    *slot = None;
-                }
-            }
-        }
+        refuse_collisions(tx.as_mut(), &book, &mut slots, &mut results).await?;
         let keep: HashSet<usize> = slots.iter().flatten().map(|(s, _)| *s).collect();
         let leads: Vec<Lead> = book
             .leads
@@ -213,58 +142,25 @@ impl Engine {
         // A changed field can make a lead start matching a segment-triggered campaign.
         self.settle(tx.as_mut(), &mut states, &playbook, now, &mut changes)
             .await?;
-        // Webhook events: a lead created or updated, and channels newly unsubscribed.
         let wanted = tx.wanted_events().await?;
-        let wants = |kind: &str| wanted.iter().any(|w| w == kind || w == "*");
-        let mut events = Vec::new();
-        let mut seen = HashSet::new();
-        for &(slot, created) in slots.iter().flatten() {
-            let Some(state) = states.get(&book.leads[slot].id.0).filter(|_| seen.insert(slot)) else {
-                continue;
-            };
-            let kind = if created { "lead.created" } else { "lead.updated" };
-            if wants(kind) {
-                events.push(handoffs::event(kind, Some(&state.lead), Data::Nothing(Nothing {}), now));
-            }
-            let newly: Vec<&str> = opted_out(&state.lead)
-                .iter()
-                .zip(before.get(slot).copied().unwrap_or_default())
-                .filter(|((_, after), (_, was))| *after && !was)
-                .map(|((channel, _), _)| *channel)
-                .collect();
-            if !newly.is_empty() && wants("lead.unsubscribed") {
-                events.push(handoffs::event(
-                    "lead.unsubscribed",
-                    Some(&state.lead),
-                    Data::Unsubscribed(Unsubscribed {
-                        channels: newly.iter().map(|c| c.to_string()).collect(),
-                    }),
-                    now,
-                ));
-            }
-        }
+        let events = lead_events(&wanted, &slots, &book, &states, &before, now);
         self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, events)
             .await?;
         tx.commit().await?;
-
-        let mut out = Vec::with_capacity(items.len());
-        for (i, result) in results.into_iter().enumerate() {
-            out.push(match (result, slots[i]) {
-                (Some(err), _) => err,
-                (None, Some((slot, created))) => {
-                    let id = book.leads[slot].id.0;
-                    let state = &states[&id];
-                    let v = view(state.lead.clone(), state.tags.keys().cloned().collect());
-                    Ok(if created {
-                        Upserted::Created(v)
-                    } else {
-                        Upserted::Updated(v)
-                    })
-                }
-                (None, None) => Err(ItemError::Conflict("not written".into())),
-            });
-        }
-        Ok(out)
+        let answers = results.into_iter().zip(slots).map(|answer| match answer {
+            (Some(err), _) => err,
+            (None, Some((slot, created))) => {
+                let state = &states[&book.leads[slot].id.0];
+                let v = view(state.lead.clone(), state.tags.keys().cloned().collect());
+                Ok(if created {
+                    Upserted::Created(v)
+                } else {
+                    Upserted::Updated(v)
+                })
+            }
+            (None, None) => Err(ItemError::Conflict("not written".into())),
+        });
+        Ok(answers.collect())
     }
 
     /// Changes one lead's fields (PATCH).
@@ -702,4 +598,140 @@ impl LeadBook {
         }
         Ok(self.push(lead, true))
     }
+}
+
+/// Whether a lead is opted out of each channel.
+fn opted_out(l: &Lead) -> [(&'static str, bool); 2] {
+    [
+        ("email", l.consent.email.status == ConsentStatus::OptedOut),
+        ("wechat", l.consent.wechat.status == ConsentStatus::OptedOut),
+    ]
+}
+
+/// Opts a new lead out of e-mail if its address was erased before (`suppressed` holds the
+/// hashes of erased addresses among the batch's).
+pub(super) fn opt_out_if_erased(lead: &mut Lead, suppressed: &HashSet<String>, now: DateTime<Utc>) {
+    if lead.email.as_ref().is_some_and(|e| suppressed.contains(&email_hash(e))) {
+        lead.consent.email = ChannelConsent {
+            status: ConsentStatus::OptedOut,
+            at: Some(now),
+            source: Some("erased".into()),
+        };
+    }
+}
+
+/// The leads the valid items of an upsert write to, found in one query or made (with ids),
+/// and each item's slot among them (and whether it creates the lead); an item that names no
+/// lead it may write gets its error in `results`.
+async fn resolve_items(
+    tx: &mut dyn Tx,
+    items: &[(Target, LeadInput)],
+    results: &mut [Option<Result<Upserted, ItemError>>],
+    now: DateTime<Utc>,
+) -> EngineResult<(LeadBook, Vec<Option<(usize, bool)>>)> {
+    // Only valid items are looked up: a refused item's keys may be unstorable (a NUL).
+    let valid: Vec<&(Target, LeadInput)> = items
+        .iter()
+        .zip(results.iter())
+        .filter(|(_, result)| result.is_none())
+        .map(|(item, _)| item)
+        .collect();
+    let ids: Vec<i64> = valid
+        .iter()
+        .filter_map(|(t, _)| match t {
+            Target::Id(id) => Some(id.0),
+            Target::Keys => None,
+        })
+        .collect();
+    let emails: Vec<String> = valid.iter().filter_map(|(_, i)| i.email_key()).collect();
+    let exts: Vec<String> = valid.iter().filter_map(|(_, i)| i.external_id_key()).collect();
+    let mut book = LeadBook::new(tx.find_leads(&ids, &emails, &exts).await?);
+    let mut slots: Vec<Option<(usize, bool)>> = vec![None; items.len()];
+    for (i, (target, input)) in items.iter().enumerate() {
+        if results[i].is_some() {
+            continue;
+        }
+        match book.resolve(target, input) {
+            Ok(slot) => slots[i] = Some(slot),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    let reserved = tx.reserve_lead_ids(book.new_count()).await?;
+    book.assign_new_ids(&reserved, now);
+    Ok((book, slots))
+}
+
+/// Refuses the items whose lead's e-mail or external id, changed, is another lead's outside
+/// the batch (409).
+async fn refuse_collisions(
+    tx: &mut dyn Tx,
+    book: &LeadBook,
+    slots: &mut [Option<(usize, bool)>],
+    results: &mut [Option<Result<Upserted, ItemError>>],
+) -> EngineResult<()> {
+    let mut emails = Vec::new();
+    let mut exts = Vec::new();
+    for lead in &book.leads {
+        emails.extend(lead.email.clone());
+        exts.extend(lead.external_id.clone());
+    }
+    let others = tx.find_leads(&[], &emails, &exts).await?;
+    let touched: HashSet<i64> = book.leads.iter().map(|l| l.id.0).collect();
+    for other in others.iter().filter(|o| !touched.contains(&o.id.0)) {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some((s, _)) = *slot else { continue };
+            let lead = &book.leads[s];
+            let clash = (lead.email.is_some() && lead.email == other.email)
+                || (lead.external_id.is_some() && lead.external_id == other.external_id);
+            if clash {
+                results[i] = Some(Err(ItemError::Conflict(format!(
+                    "the email or external_id is already used by lead {}",
+                    other.id
+                ))));
+                *slot = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The webhook events of an upsert that subscribers want: each lead created or updated, and
+/// the channels it newly opted out of (`before`: each slot's opt-outs before the upsert).
+fn lead_events(
+    wanted: &[String],
+    slots: &[Option<(usize, bool)>],
+    book: &LeadBook,
+    states: &IdMap<LeadState>,
+    before: &[[(&'static str, bool); 2]],
+    now: DateTime<Utc>,
+) -> Vec<crate::store::handoffs::Emitted> {
+    let wants = |kind: &str| wanted.iter().any(|w| w == kind || w == "*");
+    let mut events = Vec::new();
+    let mut seen = HashSet::new();
+    for &(slot, created) in slots.iter().flatten() {
+        let Some(state) = states.get(&book.leads[slot].id.0).filter(|_| seen.insert(slot)) else {
+            continue;
+        };
+        let kind = if created { "lead.created" } else { "lead.updated" };
+        if wants(kind) {
+            events.push(handoffs::event(kind, Some(&state.lead), Data::Nothing(Nothing {}), now));
+        }
+        let newly: Vec<&str> = opted_out(&state.lead)
+            .iter()
+            .zip(before.get(slot).copied().unwrap_or_default())
+            .filter(|((_, after), (_, was))| *after && !was)
+            .map(|((channel, _), _)| *channel)
+            .collect();
+        if !newly.is_empty() && wants("lead.unsubscribed") {
+            events.push(handoffs::event(
+                "lead.unsubscribed",
+                Some(&state.lead),
+                Data::Unsubscribed(Unsubscribed {
+                    channels: newly.iter().map(|c| c.to_string()).collect(),
+                }),
+                now,
+            ));
+        }
+    }
+    events
 }

@@ -63,6 +63,9 @@ impl Builder<'_> {
         out
     }
 
+    /// Long on purpose: the campaign file's sections checked in the order they are written
+    /// (name, priority, entry, goal, steps, graph), each a few lines, so that the errors come
+    /// out in the file's order.
     pub(super) fn build(mut self, mut spec: CampaignSpec, text: &str) -> Result<(Campaign, Vec<Issue>), Vec<Issue>> {
         let id_position = Position::of(&spec.id.referenced);
         if spec.name.trim().is_empty() {
@@ -272,6 +275,9 @@ impl Builder<'_> {
         })
     }
 
+    /// Long on purpose: one arm per step kind, each checking that kind's fields where the
+    /// marketer wrote them; the arms share the step's links and positions, and apart they would
+    /// pass all of it around.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn step(
         &mut self,

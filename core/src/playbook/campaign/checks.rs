@@ -14,6 +14,9 @@ use crate::playbook::Issue;
 impl Builder<'_> {
     /// Checks that need the whole graph: reachability, loops without a wait, and that each
     /// message condition names a send step that comes before it on every path.
+    ///
+    /// Long on purpose: the graph checks in turn (reachability, loops without a wait, message
+    /// conditions before their send), sharing one traversal's results.
     pub(super) fn check_graph(
         &mut self,
         graph: &DiGraph<Step, Edge>,
