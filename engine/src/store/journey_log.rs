@@ -62,8 +62,8 @@ pub(crate) fn journey_moves(rows: &[JourneyRow]) -> StoreResult<Vec<JourneyMove<
 
 /// `s` as a JSON string, appended to `out`. Journey lines are the playbook's names and the
 /// engine's own explanations, which almost never hold a character JSON escapes: those are copied
-/// as they are, after one branch-free pass over their bytes; the rest go through serde_json. Serialising every string through serde_json cost 4,400 instructions a W2 step
-/// (callgrind, `bench engine`), for about 250 bytes.
+/// as they are, after one branch-free pass over their bytes; the rest go through serde_json,
+/// whose general path costs far more than the few hundred bytes of a step's lines.
 fn json_str(out: &mut String, s: &str) -> StoreResult<()> {
     let plain = !s
         .bytes()
@@ -84,8 +84,8 @@ fn json_str(out: &mut String, s: &str) -> StoreResult<()> {
 ///
 /// A pass's moves repeat a few shapes (wait ended, branch, send), so a line's counter is most
 /// often the one after the previous line's: that guess is tried first, an FxHash map of the
-/// counters after it, and the sums are sorted once at the end. A `BTreeMap` over the three
-/// strings cost 720 instructions a line in `bench engine` W2.
+/// counters after it, and the sums are sorted once at the end (rather than a `BTreeMap` over
+/// the three strings, compared for every line).
 pub(crate) fn step_count_deltas(rows: &[JourneyRow]) -> Vec<(String, String, String, i64, i64)> {
     type Key<'a> = (&'a str, &'a str, crate::journey::Outcome);
     let mut sums: Vec<(Key<'_>, i64, i64)> = Vec::new();

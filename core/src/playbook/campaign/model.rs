@@ -38,8 +38,8 @@ pub struct Campaign {
     pub graph: DiGraph<Step, Edge>,
     pub start: NodeIndex,
     /// Step ids to nodes, asked for every step an enrollment takes. FxHash: the keys are the
-    /// playbook's own step ids, validated on deploy, not anything a request sends; SipHash was
-    /// 0.6% of the instructions of a W2 step in `bench engine`.
+    /// playbook's own step ids, validated on deploy, not anything a request sends, so SipHash's
+    /// resistance to chosen keys would be paid for on every step for nothing.
     pub(super) index: StepIndex,
     pub(super) enrolls: Vec<(String, Position)>,
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 /// Copies committed pages from the WAL into the database file (a `PASSIVE` checkpoint) after
 /// writes, on a connection of its own and outside the writer's turn. SQLite's automatic
-/// checkpoint ran inside the commit that crossed 1,000 pages, with its two `fsync`s, while the
-/// next writer waited: in `bench engine` a tenth of commits took 9-13 ms instead of about one.
+/// checkpoint runs inside the commit that crosses 1,000 pages, with its two `fsync`s, while the
+/// next writer waits.
 /// A passive checkpoint takes no write lock, so writers go on meanwhile. Wakes that come while
 /// one runs or rests make one more, not one each; it rests a tenth of a second after copying
 /// SQLite's own 1,000 pages or more, and after less up to a second (light writes pay two
@@ -18,8 +18,7 @@ use std::time::Duration;
 /// checkpoint copied every frame and no reader still reads a snapshot that needs the WAL.
 /// Under steady writes neither happens by itself: the frames written during a checkpoint
 /// outside the turn leave it always behind, and with two runners taking turns there is always
-/// a reader of an older snapshot (the WAL grew to 110 MB in `bench engine`, and to 116 MB with a
-/// million leads). So once the WAL holds [`Checkpointer::RESTART_FRAMES`], the checkpoint runs
+/// a reader of an older snapshot, and the WAL grows by the size of every write. So once the WAL holds [`Checkpointer::RESTART_FRAMES`], the checkpoint runs
 /// again inside the writer's turn in `RESTART` mode: it copies the frames written meanwhile and
 /// waits for the readers of older snapshots to finish, so that the next write starts the WAL
 /// over. It waits [`Checkpointer::RESTART_WAIT`] at most (the checkpoint connection's busy

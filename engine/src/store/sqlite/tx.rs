@@ -22,13 +22,10 @@ pub(super) struct SqliteTx {
     pub(super) queued_mail: bool,
 }
 
-/// The writes of a journey pass decided in a snapshot, bound before it takes the writer's turn.
-/// Binding a pass's rows (about 3 ms for 1,000 leads) used to happen inside the turn, with
-/// every statement a round trip to the writer connection's thread; staged, the turn is
-/// `BEGIN`, the write sequence number, one multi-statement execution and `COMMIT`: 8.2 ms a
-/// pass in `bench engine` W2 against about 11.5 ms, which is what every other writer waits
-/// behind. (The bench's steps/s did not change: it was CPU-bound on two cores already.) The
-/// statements use `?` parameters only: sqlx binds a multi-statement text's values in order,
+/// The writes of a journey pass decided in a snapshot, bound before it takes the writer's turn,
+/// so that the turn, which every other writer waits behind, is only `BEGIN`, the write sequence
+/// number, one multi-statement execution (one round trip to the writer connection's thread)
+/// and `COMMIT`. The statements use `?` parameters only: sqlx binds a multi-statement text's values in order,
 /// statement after statement, where `$1` would name the first value of the whole text.
 pub(super) struct Staged {
     pub(super) writer: Writer,
@@ -350,8 +347,7 @@ impl Tx for SqliteTx {
 
     async fn move_enrollments(&mut self, rows: &[Enrollment]) -> StoreResult<()> {
         // Setting `status`, even to the same value, makes SQLite rewrite the entries of both
-        // indexes whose condition names it: measured on 100,000 enrollments, 1.5-2.3 µs a row
-        // without it against 3-4.8 µs with it.
+        // indexes whose condition names it, which would double the cost of a move.
         let rows: Vec<EnrollmentRow> = rows.iter().map(EnrollmentRow::from).collect();
         self.write_values(
             "UPDATE enrollments SET step = v.column2, wake_at = v.column3, outcome = v.column4, \

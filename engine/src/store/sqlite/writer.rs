@@ -15,7 +15,7 @@ pub(super) struct Writer {
     /// checkpoints on commit: [`Checkpointer`] does that off the writer's turn.
     pub(super) pool: SqlitePool,
     /// SQLite has one writer. Write transactions of this process queue here, first come first
-    /// served, instead of in SQLite's busy handler, whose sleeps (1, 2, 5, … 100 ms) made the
+    /// served, instead of in SQLite's busy handler, whose sleeps (1, 2, 5, … 100 ms) make the
     /// tail latency of concurrent writes tens of milliseconds. Other processes on the same
     /// file still meet the busy timeout.
     pub(super) turn: std::sync::Arc<tokio::sync::Mutex<()>>,
