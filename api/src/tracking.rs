@@ -229,7 +229,7 @@ async fn unsubscribe(
             source: Some(format!("unsubscribe link (message {message})")),
             at: None,
         });
-        let consent = if channel == "wechat" {
+        let consent = if channel == nurture_engine::channel::Channel::Wechat {
             ConsentInputs {
                 email: None,
                 wechat: opt_out,

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Engine, EngineResult, Phase};
+use crate::channel::Channel;
 use crate::clock::to_micros;
 use crate::event::EventInput;
 use crate::lead::{ConsentStatus, Lead, LeadRef};
@@ -494,9 +495,9 @@ impl Engine {
             timezone,
         };
         // Consent is checked again at send time: an opt-out stops messages already queued.
-        match message.channel.as_str() {
-            "email" => {}
-            "wechat" => {
+        match message.channel {
+            Channel::Email => {}
+            Channel::Wechat => {
                 if lead.consent.wechat.status == ConsentStatus::OptedOut {
                     return done("skipped", "unsubscribed".into());
                 }
@@ -523,10 +524,10 @@ impl Engine {
                     Err(reason) => done("failed", reason),
                 };
             }
-            other => {
+            Channel::Webhook => {
                 return done(
                     "failed",
-                    format!("{other} messages are not sent by this version of nurture"),
+                    "webhook messages are not sent by this version of nurture".into(),
                 )
             }
         }

@@ -549,7 +549,7 @@ fn apply(
                 campaign_id: campaign.id.clone(),
                 version: campaign.version.clone(),
                 step,
-                channel: channel.as_str().to_owned(),
+                channel,
                 template,
                 status: status.to_owned(),
                 reason: skipped,
@@ -627,10 +627,9 @@ pub(super) async fn pace_facts(
     if let Some(per) = playbook.rules.frequency.values().map(|c| c.per).max() {
         let ids: Vec<i64> = states.keys().copied().collect();
         for row in tx.recent_sends(&ids, to_micros(now - per.to_chrono())).await? {
-            let channel = match row.channel.as_str() {
-                "email" => Channel::Email,
-                "wechat" => Channel::Wechat,
-                _ => continue,
+            let channel = match row.channel {
+                Channel::Email | Channel::Wechat => row.channel,
+                Channel::Webhook => continue,
             };
             sent.entry(row.lead_id)
                 .or_default()

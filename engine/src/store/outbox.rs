@@ -84,11 +84,14 @@ where
                 .bind(message_id)
                 .fetch_optional(self.pool())
                 .await?;
-        Ok(row.map(|(lead, channel, sent_at)| MessageTarget {
-            lead: LeadId(lead),
-            channel,
-            sent_at: sent_at.map(from_micros),
-        }))
+        row.map(|(lead, channel, sent_at)| {
+            Ok(MessageTarget {
+                lead: LeadId(lead),
+                channel: channel.parse().map_err(StoreError::Corrupt)?,
+                sent_at: sent_at.map(from_micros),
+            })
+        })
+        .transpose()
     }
 
     async fn emails_sent_since(&self, since: i64) -> StoreResult<i64> {

@@ -14,7 +14,8 @@ pub(crate) const SUPPRESSION_COLUMNS: &str = "email_hash, reason, detail, create
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RecentSend {
     pub lead_id: i64,
-    pub channel: String,
+    #[sqlx(try_from = "String")]
+    pub channel: crate::channel::Channel,
     /// When the message was created (when its step ran): microseconds.
     pub created_at: i64,
 }

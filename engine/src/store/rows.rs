@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::channel::Channel;
 use crate::clock::{from_micros, to_micros};
 use crate::journey::{Enrollment, Status as JourneyStatus};
 use crate::lead::{ChannelConsent, Consent, ConsentStatus, Lead, LeadId, Stage, TEXT_FIELDS};
@@ -37,7 +38,7 @@ pub struct LeadFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageTarget {
     pub lead: LeadId,
-    pub channel: String,
+    pub channel: Channel,
     pub sent_at: Option<DateTime<Utc>>,
 }
 
@@ -206,7 +207,7 @@ pub struct NewMessage {
     pub campaign_id: String,
     pub version: String,
     pub step: String,
-    pub channel: String,
+    pub channel: Channel,
     pub template: String,
     /// `pending`, or `skipped` (with the reason) when it must not be sent.
     pub status: String,
@@ -223,7 +224,8 @@ pub struct PendingMessage {
     pub lead_id: i64,
     pub campaign_id: String,
     pub step: String,
-    pub channel: String,
+    #[sqlx(try_from = "String")]
+    pub channel: Channel,
     pub template: String,
     pub attempts: i64,
 }

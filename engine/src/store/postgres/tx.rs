@@ -307,7 +307,7 @@ impl Tx for PgTx {
         .bind(text(|r| &r.campaign_id))
         .bind(text(|r| &r.version))
         .bind(text(|r| &r.step))
-        .bind(text(|r| &r.channel))
+        .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<&str>>())
         .bind(text(|r| &r.template))
         .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<&str>>())
         .bind(rows.iter().map(|r| r.reason.clone()).collect::<Vec<Option<String>>>())

@@ -415,7 +415,7 @@ impl Tx for SqliteTx {
                     .name(&r.campaign_id)
                     .name(&r.version)
                     .name(&r.step)
-                    .name(&r.channel)
+                    .name(r.channel.as_str())
                     .name(&r.template)
                     .name(r.status.as_str())
                     .opt_text(r.reason.as_deref())
