@@ -302,7 +302,7 @@ impl Condition {
     pub fn check(
         &mut self,
         file: &str,
-        segment_ids: &dyn Fn(&str) -> bool,
+        segment_ids: &crate::diagnostic::KnownIds<'_>,
         mut messages: Option<&mut Vec<MessageRef>>,
         issues: &mut Vec<Issue>,
     ) {
@@ -314,14 +314,12 @@ impl Condition {
             Condition::Tag(t) => tag(t, issues),
             Condition::AnyTag(ts) | Condition::AllTags(ts) => ts.iter_mut().for_each(|t| tag(t, issues)),
             Condition::Segment(id) => {
-                if !segment_ids(&id.value) {
+                if !segment_ids.contains(&id.value) {
+                    let hint = segment_ids.hint(&id.value, "; define it in a `kind: Segment` file");
                     issues.push(Issue::at(
                         file,
                         Position::of(&id.referenced),
-                        format!(
-                            "segment {:?} does not exist; define it in a `kind: Segment` file",
-                            id.value
-                        ),
+                        format!("segment {:?} does not exist{hint}", id.value),
                     ));
                 }
             }

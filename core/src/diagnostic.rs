@@ -125,3 +125,34 @@ impl fmt::Display for Refused {
         Ok(())
     }
 }
+
+/// The ids a reference may name (segments, campaigns, queues, steps): whether one exists, and
+/// which comes nearest to a misspelt one.
+pub struct KnownIds<'a>(Vec<&'a str>);
+
+impl<'a> KnownIds<'a> {
+    pub fn new(ids: impl IntoIterator<Item = &'a String>) -> Self {
+        Self(ids.into_iter().map(String::as_str).collect())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains(&id)
+    }
+
+    /// `; did you mean "icp"?` when a known id is close to `wanted`, else `otherwise`.
+    pub fn hint(&self, wanted: &str, otherwise: &str) -> String {
+        match did_you_mean(wanted, self.0.iter().copied()) {
+            Some(id) => format!("; did you mean {id:?}?"),
+            None => otherwise.to_owned(),
+        }
+    }
+}
+
+/// The id closest to `wanted`, if one is close enough to be a slip of the keyboard: at most
+/// two edits, or a third of the longer name.
+pub fn did_you_mean<'a>(wanted: &str, ids: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    ids.map(|id| (strsim::levenshtein(wanted, id), id))
+        .filter(|(d, id)| *d <= 2.max(id.len().max(wanted.len()) / 3))
+        .min()
+        .map(|(_, id)| id)
+}

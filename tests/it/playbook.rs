@@ -111,7 +111,7 @@ async fn validating_one_file_reports_every_error_against_the_playbook_in_force()
             "valid": false,
             "errors": [
                 {"file": "campaigns/welcome.yaml", "line": 26, "column": 28, "severity": "error",
-                 "message": "segment \"persona-marketeer\" does not exist; define it in a `kind: Segment` file"},
+                 "message": "segment \"persona-marketeer\" does not exist; did you mean \"persona-marketer\"?"},
                 {"file": "campaigns/welcome.yaml", "line": 28, "column": 11, "severity": "error",
                  "message": "`next` names step \"wait_2days\", which does not exist; did you mean \"wait_2d\"?"}
             ],

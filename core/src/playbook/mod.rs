@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 pub use crate::channel::Channel;
 use crate::condition::{Condition, Segments};
+use crate::diagnostic::KnownIds;
 pub use crate::diagnostic::{Issue, Position, Refused, Severity};
 use crate::template::Templates;
 use crate::yaml::parse;
@@ -167,7 +168,7 @@ impl Playbook {
             &mut issues,
         );
 
-        let segment_exists = |id: &str| segment_files.contains_key(id);
+        let segment_exists = KnownIds::new(segment_files.keys());
         let mut segments = Segments::new();
         let mut segment_refs = BTreeMap::new();
         for (file, mut spec) in segment_specs {
@@ -196,10 +197,10 @@ impl Playbook {
             None => Rules::default(),
         };
 
-        let campaign_exists = |id: &str| campaign_files.contains_key(id);
+        let campaign_exists = KnownIds::new(campaign_files.keys());
         let context = BuildContext {
-            segment_exists: &segment_exists,
-            campaign_exists: &campaign_exists,
+            segments: &segment_exists,
+            campaigns: &campaign_exists,
             queues: &queues,
             templates: &templates,
         };
@@ -259,11 +260,11 @@ impl Playbook {
     /// context, for enrollments that entered it.
     pub fn build_version(&self, file: &str, source: &str) -> Result<Campaign, Refused> {
         let spec: CampaignSpec = parse(file, source).map_err(|issue| Refused(vec![issue]))?;
-        let segment_exists = |id: &str| self.segments.contains_key(id);
-        let campaign_exists = |id: &str| self.campaigns.contains_key(id);
+        let segment_exists = KnownIds::new(self.segments.keys());
+        let campaign_exists = KnownIds::new(self.campaigns.keys());
         let context = BuildContext {
-            segment_exists: &segment_exists,
-            campaign_exists: &campaign_exists,
+            segments: &segment_exists,
+            campaigns: &campaign_exists,
             queues: &self.queues,
             templates: &self.templates,
         };

@@ -219,9 +219,10 @@ fn on_breach(
                 file,
                 Position::of(&to.referenced),
                 format!(
-                    "on_breach moves to queue {:?}, which does not exist; the queues are {}",
+                    "on_breach moves to queue {:?}, which does not exist{}",
                     to.value,
-                    names.join(", ")
+                    crate::diagnostic::KnownIds::new(names)
+                        .hint(&to.value, &format!("; the queues are {}", names.join(", ")))
                 ),
             ));
         } else if to.value == queue {

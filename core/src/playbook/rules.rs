@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{parse_time, schema, Channel, Issue, Position, Queues};
 use crate::condition::Condition;
+use crate::diagnostic::KnownIds;
 use crate::duration::Span;
 use crate::event::check_event_type;
 use crate::tag::normalize_tag;
@@ -157,7 +158,11 @@ impl HandoffSpec {
             issues.push(Issue::at(
                 file,
                 Position::of(&self.queue.referenced),
-                format!("queue {:?} does not exist; {}", self.queue.value, queues.known()),
+                format!(
+                    "queue {:?} does not exist{}",
+                    self.queue.value,
+                    KnownIds::new(queues.queues.keys()).hint(&self.queue.value, &format!("; {}", queues.known()))
+                ),
             ));
         }
         if self.reason.trim().is_empty() {
@@ -263,7 +268,7 @@ pub struct Mql {
 pub(crate) fn build_rules(
     file: &str,
     spec: RulesSpec,
-    exists: &dyn Fn(&str) -> bool,
+    exists: &crate::diagnostic::KnownIds<'_>,
     queues: &Queues,
     issues: &mut Vec<Issue>,
 ) -> Rules {

@@ -189,11 +189,23 @@ fn missing_templates() {
 #[test]
 fn unknown_segments_queues_and_campaigns() {
     check(
-        "  a: { branch: { if: { segment: icpp }, then: b, else: c } }\n  b: { handoff: { queue: sdrs, reason: Hot } }\n  c: { enroll: { campaign: nurture-2 } }\n",
+        "  a: { branch: { if: { segment: prospects }, then: b, else: c } }\n  b: { handoff: { queue: marketing, reason: Hot } }\n  c: { enroll: { campaign: nurture-2 } }\n",
         &[
-            "c.yaml:8:33: segment \"icpp\" does not exist; define it in a `kind: Segment` file",
-            "c.yaml:9:26: queue \"sdrs\" does not exist; the queues are sales, sdr",
+            "c.yaml:8:33: segment \"prospects\" does not exist; define it in a `kind: Segment` file",
+            "c.yaml:9:26: queue \"marketing\" does not exist; the queues are sales, sdr",
             "c.yaml:10:28: campaign \"nurture-2\" does not exist; enroll names the `id` of a `kind: Campaign` file",
+        ],
+    );
+}
+
+#[test]
+fn misspelt_segments_queues_and_campaigns_get_the_nearest_id() {
+    check(
+        "  a: { branch: { if: { segment: icpp }, then: b, else: c } }\n  b: { handoff: { queue: sdrs, reason: Hot } }\n  c: { enroll: { campaign: d } }\n",
+        &[
+            "c.yaml:8:33: segment \"icpp\" does not exist; did you mean \"icp\"?",
+            "c.yaml:9:26: queue \"sdrs\" does not exist; did you mean \"sdr\"?",
+            "c.yaml:10:28: campaign \"d\" does not exist; did you mean \"c\"?",
         ],
     );
 }
@@ -333,7 +345,7 @@ fn rules_errors_have_file_line_and_column() {
             "rules.yaml:5:12: tag \"a b\" contains whitespace, a control character or a comma; write e.g. interest:topic/iot",
             "rules.yaml:7:31: decay percent must be between 1 and 100",
             "rules.yaml:9:20: segment \"nope\" does not exist; define it in a `kind: Segment` file",
-            "rules.yaml:10:21: queue \"sdrr\" does not exist; the queues are sales, sdr",
+            "rules.yaml:10:21: queue \"sdrr\" does not exist; did you mean \"sdr\"?",
         ]
     );
 }

@@ -43,7 +43,7 @@ impl Builder<'_> {
     }
 
     pub(super) fn condition(&mut self, condition: &mut Condition, messages: Option<&mut Vec<MessageRef>>) {
-        condition.check(self.file, self.context.segment_exists, messages, &mut self.issues);
+        condition.check(self.file, self.context.segments, messages, &mut self.issues);
     }
 
     pub(super) fn template(&mut self, channel: Channel, name: &Spanned<String>) {
@@ -455,13 +455,14 @@ impl Builder<'_> {
             }
         } else if let Some(enroll) = &step.enroll {
             let target = &enroll.campaign;
-            if !(self.context.campaign_exists)(&target.value) {
+            if !self.context.campaigns.contains(&target.value) {
+                let hint = self
+                    .context
+                    .campaigns
+                    .hint(&target.value, "; enroll names the `id` of a `kind: Campaign` file");
                 self.error(
                     &target.referenced,
-                    format!(
-                        "campaign {:?} does not exist; enroll names the `id` of a `kind: Campaign` file",
-                        target.value
-                    ),
+                    format!("campaign {:?} does not exist{hint}", target.value),
                 );
             }
             enrolls.push((target.value.clone(), Position::of(&target.referenced)));
@@ -487,12 +488,8 @@ impl Builder<'_> {
 
 /// `, did you mean "wait_open"?` when an existing id is close to the one written.
 pub(super) fn suggest<'a>(wanted: &str, ids: impl Iterator<Item = &'a String>) -> String {
-    let best = ids
-        .map(|id| (strsim::levenshtein(wanted, id), id))
-        .filter(|(d, id)| *d <= 2.max(id.len().max(wanted.len()) / 3))
-        .min();
-    match best {
-        Some((_, id)) => format!("; did you mean {id:?}?"),
+    match crate::diagnostic::did_you_mean(wanted, ids.map(String::as_str)) {
+        Some(id) => format!("; did you mean {id:?}?"),
         None => String::new(),
     }
 }

@@ -142,8 +142,8 @@ pub enum Edge {
 
 /// What a campaign may refer to outside itself.
 pub struct BuildContext<'a> {
-    pub segment_exists: &'a dyn Fn(&str) -> bool,
-    pub campaign_exists: &'a dyn Fn(&str) -> bool,
+    pub segments: &'a crate::diagnostic::KnownIds<'a>,
+    pub campaigns: &'a crate::diagnostic::KnownIds<'a>,
     pub queues: &'a Queues,
     pub templates: &'a Templates,
 }
