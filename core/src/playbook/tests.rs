@@ -112,6 +112,16 @@ fn a_step_with_no_way_on() {
     );
 }
 
+/// A step that forgot its `next` is the one error: the steps after it are not also reported
+/// as never reached.
+#[test]
+fn a_missing_next_is_not_also_unreachable_steps() {
+    check(
+        "  a: { score: 5 }\n  b: { score: 1, next: c }\n  c: { exit: done }\n",
+        &["c.yaml:8:3: step \"a\" (score) has no `next`; say which step follows, or end the flow with an `exit` step"],
+    );
+}
+
 #[test]
 fn next_on_a_step_that_ends_or_branches() {
     check(
@@ -183,6 +193,31 @@ fn missing_templates() {
             "c.yaml:8:42: e-mail template \"helo\" does not exist: add helo.hbs and helo.subject.hbs",
             "c.yaml:9:43: WeChat template \"hello\" does not exist: add hello.wechat.yaml",
         ],
+    );
+}
+
+/// A template that fails to compile is reported once, where it is, not also as missing from
+/// the step that names it.
+#[test]
+fn a_template_that_does_not_compile_is_one_error() {
+    let templates = Templates::from_sources(
+        None,
+        vec![
+            ("broken.hbs".to_owned(), "<p>{{#if x}}Hi</p>".to_owned()),
+            ("broken.subject.hbs".to_owned(), "Hi".to_owned()),
+        ],
+    );
+    let files = vec![(
+        "c.yaml".to_owned(),
+        campaign("  a: { send: { channel: email, template: broken }, next: b }\n  b: { exit: done }\n"),
+    )];
+    let issues: Vec<String> = match Playbook::from_files(&files, Arc::new(templates)) {
+        Ok(_) => panic!("the playbook was accepted"),
+        Err(Refused(issues)) => issues.iter().map(|i| i.to_string()).collect(),
+    };
+    assert_eq!(
+        issues,
+        ["broken.hbs:1:19: the template does not compile: the template ends or breaks off here: is a {{#block}} missing its {{/block}}, or a {{ its }}?"]
     );
 }
 

@@ -432,6 +432,11 @@ impl Templates {
             ));
         }
         let parts = self.parts.get(name);
+        if parts.is_some_and(|p| p.broken) {
+            // Its compile error is reported at the template; "does not exist" would repeat it
+            // wrongly.
+            return Ok(());
+        }
         let ok = match channel {
             Channel::Email => parts.is_some_and(|p| p.html && p.subject),
             Channel::Wechat => parts.is_some_and(|p| p.wechat.is_some()),

@@ -17,6 +17,9 @@ pub(super) struct Builder<'a> {
     pub(super) file: &'a str,
     pub(super) context: &'a BuildContext<'a>,
     pub(super) issues: Vec<Issue>,
+    /// A step that needs a `next` has none: the steps after it are then unreachable only
+    /// because of that one error, which is reported alone.
+    pub(super) missing_next: bool,
 }
 
 /// A step's outgoing reference before it is resolved: the edge and the step id it names.
@@ -28,6 +31,12 @@ pub(super) struct Link {
 }
 
 impl Builder<'_> {
+    /// Reports a step that has no way on (see `missing_next`).
+    fn missing(&mut self, at: &serde_saphyr::Location, message: String) {
+        self.missing_next = true;
+        self.error(at, message);
+    }
+
     pub(super) fn error(&mut self, at: &serde_saphyr::Location, message: impl Into<String>) {
         self.issues.push(Issue::at(self.file, Position::of(at), message));
     }
@@ -344,7 +353,7 @@ impl Builder<'_> {
                 self.error(&next.referenced, format!("{how}; remove this `next`"));
             }
             ("branch" | "split" | "handoff" | "exit" | "enroll", None) => {}
-            (_, None) => self.error(
+            (_, None) => self.missing(
                 &id.referenced,
                 format!(
                     "step {:?} ({kind}) has no `next`; say which step follows, or end the flow with an `exit` step",

@@ -30,7 +30,10 @@ impl Builder<'_> {
         while let Some(n) = dfs.next(graph) {
             reached[n.index()] = true;
         }
-        for n in graph.node_indices().filter(|n| !reached[n.index()]) {
+        let unreached = graph
+            .node_indices()
+            .filter(|n| !reached[n.index()] && !self.missing_next);
+        for n in unreached.collect::<Vec<_>>() {
             let step = &graph[n];
             self.issues.push(Issue::at(
                 self.file,

@@ -164,6 +164,7 @@ impl Campaign {
             file,
             context,
             issues: Vec::new(),
+            missing_next: false,
         }
         .build(spec, text)
     }
