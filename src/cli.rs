@@ -90,10 +90,13 @@ pub struct DbArgs {
     pub database_url: String,
 }
 
+/// Where the playbook is when `--playbook` is not given.
+pub const DEFAULT_PLAYBOOK: &str = "campaigns/";
+
 #[derive(Args, Clone)]
 pub struct PlaybookArgs {
     /// The playbook directory (Rules, Segments, Campaigns, Queues as YAML).
-    #[arg(long, env = "NURTURE_PLAYBOOK", default_value = "campaigns/")]
+    #[arg(long, env = "NURTURE_PLAYBOOK", default_value = DEFAULT_PLAYBOOK)]
     pub playbook: PathBuf,
     #[command(flatten)]
     pub templates: TemplatesArgs,

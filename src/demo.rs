@@ -100,7 +100,13 @@ pub async fn run(
     std::fs::create_dir_all(&dir)?;
     let store = nurture_engine::store::connect(&format!("sqlite://{}", dir.join("demo.db").display())).await?;
     store.migrate().await?;
-    let playbook = Playbook::load_dir(playbook_dir, templates).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let playbook = if playbook_dir.exists() || playbook_dir != Path::new(crate::cli::DEFAULT_PLAYBOOK) {
+        Playbook::load_dir(playbook_dir, templates)
+    } else {
+        println!("No campaigns/ here: running the playbook built into nurture.");
+        crate::builtin::playbook()
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let start = Utc
         .with_ymd_and_hms(2026, 11, 2, 1, 0, 0)
         .single()

@@ -12,6 +12,7 @@ use cli::{ApikeyCommand, BenchCommand, Cli, Command, LeadsCommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod builtin;
 mod cli;
 mod commands;
 mod demo;

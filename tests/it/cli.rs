@@ -589,6 +589,30 @@ async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
     );
 }
 
+/// Outside the repository (no `campaigns/` here) the demo runs the playbook and templates
+/// built into the binary.
+#[test]
+fn demo_runs_anywhere_on_the_built_in_playbook() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = nurture(dir.path())
+        .args(["demo", "--leads", "40", "--days", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("No campaigns/ here: running the playbook built into nurture."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("欢迎系列 · Welcome series (welcome)"), "{stdout}");
+    let samples = std::fs::read_dir(dir.path().join("outbox")).unwrap().count();
+    assert!(samples > 0, "sample e-mails rendered from the built-in templates");
+}
+
 #[test]
 fn demo_runs_the_playbook_over_virtual_days_and_prints_the_funnel() {
     let dir = tempfile::tempdir().unwrap();

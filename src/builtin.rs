@@ -1,0 +1,38 @@
+//! The shipped playbook (`campaigns/`) and templates (`templates/`), built into the binary, so
+//! that `nurture demo` runs anywhere, not only in a clone of the repository.
+
+use include_dir::{include_dir, Dir};
+use nurture_engine::playbook::{Playbook, Refused};
+use nurture_engine::template::Templates;
+use std::sync::Arc;
+
+static CAMPAIGNS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/campaigns");
+static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// The shipped playbook and its templates, validated as `campaigns/` and `templates/` would be.
+pub fn playbook() -> Result<Playbook, Refused> {
+    let yaml = texts(&CAMPAIGNS, &|path| path.ends_with(".yaml") || path.ends_with(".yml"))
+        .into_iter()
+        .map(|(path, text)| (format!("campaigns/{path}"), text))
+        .collect::<Vec<_>>();
+    let templates = texts(&TEMPLATES, &|path| {
+        path.ends_with(".hbs") || path.ends_with(".wechat.yaml")
+    });
+    Playbook::from_files(&yaml, Arc::new(Templates::from_sources(None, templates)))
+}
+
+/// Every file under `dir` that `keep` accepts, as (path relative to `dir`, text).
+fn texts(dir: &Dir<'static>, keep: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = dir
+        .files()
+        .filter_map(|file| {
+            let path = file.path().to_string_lossy().replace('\\', "/");
+            let text = file.contents_utf8()?;
+            keep(&path).then(|| (path, text.to_owned()))
+        })
+        .collect();
+    for sub in dir.dirs() {
+        out.extend(texts(sub, keep));
+    }
+    out
+}
