@@ -36,3 +36,26 @@ fn texts(dir: &Dir<'static>, keep: &dyn Fn(&str) -> bool) -> Vec<(String, String
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in copy is the shipped playbook as it is on disk: the same campaigns at the
+    /// same versions (a version is a hash of the campaign's content).
+    #[test]
+    fn the_built_in_playbook_is_the_shipped_one() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let on_disk = Playbook::load_dir(&root.join("campaigns"), &root.join("templates")).unwrap();
+        let built_in = playbook().unwrap();
+        let versions = |p: &Playbook| -> Vec<(String, String)> {
+            p.campaigns
+                .values()
+                .map(|c| (c.id.clone(), c.version.clone()))
+                .collect()
+        };
+        assert_eq!(versions(&built_in), versions(&on_disk));
+        assert!(!built_in.campaigns.is_empty());
+        assert_eq!(built_in.warnings.len(), on_disk.warnings.len());
+    }
+}
