@@ -589,21 +589,24 @@ async fn serve_sends_the_welcome_over_smtp_when_a_lead_registers() {
     );
 }
 
-/// Outside the repository (no `campaigns/` here) the demo runs the playbook and templates
-/// built into the binary.
-#[test]
-fn demo_runs_anywhere_on_the_built_in_playbook() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = nurture(dir.path())
-        .args(["demo", "--leads", "40", "--days", "4"])
-        .output()
-        .unwrap();
+/// `nurture demo ARGS` run in `dir`, which must succeed; its standard output.
+fn demo(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = nurture(dir).arg("demo").args(args).output().unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         output.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// Outside the repository (no `campaigns/` here) the demo runs the playbook and templates
+/// built into the binary.
+#[test]
+fn demo_runs_anywhere_on_the_built_in_playbook() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = demo(dir.path(), &["--leads", "40", "--days", "4"]);
     assert!(
         stdout.contains("No campaigns/ here: running the playbook built into nurture."),
         "{stdout}"
@@ -616,16 +619,17 @@ fn demo_runs_anywhere_on_the_built_in_playbook() {
 #[test]
 fn demo_runs_the_playbook_over_virtual_days_and_prints_the_funnel() {
     let dir = tempfile::tempdir().unwrap();
-    let output = nurture(dir.path())
-        .args(["demo", "--leads", "80", "--days", "8", "--playbook"])
-        .arg(crate::support::repo().join("campaigns"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let campaigns = crate::support::repo().join("campaigns");
+    let stdout = demo(
+        dir.path(),
+        &[
+            "--leads",
+            "80",
+            "--days",
+            "8",
+            "--playbook",
+            campaigns.to_str().unwrap(),
+        ],
     );
     assert!(
         stdout.contains("Created 80 leads; replaying 8 days of behaviour."),
