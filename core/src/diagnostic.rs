@@ -150,7 +150,7 @@ impl<'a> KnownIds<'a> {
 
 /// The id closest to `wanted`, if one is close enough to be a slip of the keyboard: at most
 /// two edits, or a third of the longer name.
-pub fn did_you_mean<'a>(wanted: &str, ids: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+fn did_you_mean<'a>(wanted: &str, ids: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     ids.map(|id| (strsim::levenshtein(wanted, id), id))
         .filter(|(d, id)| *d <= 2.max(id.len().max(wanted.len()) / 3))
         .min()

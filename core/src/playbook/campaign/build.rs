@@ -495,12 +495,9 @@ impl Builder<'_> {
     }
 }
 
-/// `, did you mean "wait_open"?` when an existing id is close to the one written.
+/// `; did you mean "wait_open"?` when an existing step id is close to the one written.
 pub(super) fn suggest<'a>(wanted: &str, ids: impl Iterator<Item = &'a String>) -> String {
-    match crate::diagnostic::did_you_mean(wanted, ids.map(String::as_str)) {
-        Some(id) => format!("; did you mean {id:?}?"),
-        None => String::new(),
-    }
+    crate::diagnostic::KnownIds::new(ids).hint(wanted, "")
 }
 
 pub(super) fn is_step_id(id: &str) -> bool {
