@@ -2,23 +2,19 @@
 //! that `nurture demo` runs anywhere, not only in a clone of the repository.
 
 use include_dir::{include_dir, Dir};
-use nurture_engine::playbook::{Playbook, Refused};
-use nurture_engine::template::Templates;
-use std::sync::Arc;
+use nurture_engine::playbook::bundle::{Bundle, Deployable, PLAYBOOK_FOLDER};
+use nurture_engine::playbook::Refused;
 
 static CAMPAIGNS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/campaigns");
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
 /// The shipped playbook and its templates, validated as `campaigns/` and `templates/` would be.
-pub fn playbook() -> Result<Playbook, Refused> {
-    let yaml = texts(&CAMPAIGNS, &|path| path.ends_with(".yaml") || path.ends_with(".yml"))
-        .into_iter()
-        .map(|(path, text)| (format!("campaigns/{path}"), text))
-        .collect::<Vec<_>>();
+pub fn playbook() -> Result<Deployable, Refused> {
+    let yaml = texts(&CAMPAIGNS, &|path| path.ends_with(".yaml") || path.ends_with(".yml"));
     let templates = texts(&TEMPLATES, &|path| {
         path.ends_with(".hbs") || path.ends_with(".wechat.yaml")
     });
-    Playbook::from_files(&yaml, Arc::new(Templates::from_sources(None, templates)))
+    Bundle::new(yaml, templates)?.build(PLAYBOOK_FOLDER)
 }
 
 /// Every file under `dir` that `keep` accepts, as (path relative to `dir`, text).
@@ -41,21 +37,22 @@ fn texts(dir: &Dir<'static>, keep: &dyn Fn(&str) -> bool) -> Vec<(String, String
 mod tests {
     use super::*;
 
-    /// The built-in copy is the shipped playbook as it is on disk: the same campaigns at the
-    /// same versions (a version is a hash of the campaign's content).
+    /// The built-in copy is the shipped playbook as it is on disk: the same files (so the same
+    /// content hash, and the same campaigns at the same versions).
     #[test]
     fn the_built_in_playbook_is_the_shipped_one() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let on_disk = Playbook::load_dir(&root.join("campaigns"), &root.join("templates")).unwrap();
+        let on_disk = Deployable::load(&root.join("campaigns"), &root.join("templates")).unwrap();
         let built_in = playbook().unwrap();
-        let versions = |p: &Playbook| -> Vec<(String, String)> {
-            p.campaigns
+        assert_eq!(built_in.bundle.hash(), on_disk.bundle.hash());
+        let versions = |d: &Deployable| -> Vec<(String, String)> {
+            d.playbook
+                .campaigns
                 .values()
                 .map(|c| (c.id.clone(), c.version.clone()))
                 .collect()
         };
         assert_eq!(versions(&built_in), versions(&on_disk));
-        assert!(!built_in.campaigns.is_empty());
-        assert_eq!(built_in.warnings.len(), on_disk.warnings.len());
+        assert!(!built_in.playbook.campaigns.is_empty());
     }
 }

@@ -137,8 +137,14 @@ pub struct ServeArgs {
     pub listen: String,
     #[command(flatten)]
     pub db: DbArgs,
+    /// What runs is the database's latest deployment; on a database with none, the playbook
+    /// directory is deployed. Given explicitly, `--playbook` deploys that directory at start.
     #[command(flatten)]
     pub playbook: PlaybookArgs,
+    /// Deploy `--playbook` even when that retires campaigns or ends running enrollments
+    /// (without it, `serve` prints what would happen and refuses to start).
+    #[arg(long, env = "NURTURE_ACCEPT_WARNINGS")]
+    pub accept_warnings: bool,
     /// Base of tracking and unsubscribe links.
     #[arg(long, env = "NURTURE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
     pub public_url: String,
@@ -264,6 +270,18 @@ pub enum PlaybookCommand {
     },
     /// Print the JSON Schema of playbook files, for editors (see the README).
     Schema,
+    /// Write the deployed playbook and templates to DIR/campaigns/ and DIR/templates/, so that
+    /// what runs can go back into version control. Files there that the deployment does not
+    /// hold are listed and left alone.
+    Pull {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// This deployment (`GET /v1/deployments` lists them) instead of the latest.
+        #[arg(long)]
+        deployment: Option<i64>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]

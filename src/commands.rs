@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
-use crate::cli::{PlaybookArgs, PlaybookCommand};
+use crate::cli::PlaybookCommand;
 use crate::report;
 
 /// `nurture apikey create`: a new key, printed once; only its hash is stored.
@@ -100,6 +100,9 @@ pub async fn playbook(command: PlaybookCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
+        PlaybookCommand::Pull { dir, deployment, db } => {
+            crate::deployments::pull(&dir, deployment, &db.database_url).await
+        }
     }
 }
 
@@ -140,29 +143,6 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Stor
         .with_context(|| format!("opening the database {url}"))?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
-}
-
-/// Loads the playbook (refusing it whole, with every error) and opens the store.
-pub async fn build_engine(
-    url: &str,
-    args: &PlaybookArgs,
-    explicit: bool,
-    clock: Arc<dyn nurture_engine::clock::Clock>,
-) -> Result<nurture_engine::engine::Engine> {
-    let playbook = &args.playbook;
-    let loaded = if playbook.exists() || explicit {
-        let loaded = nurture_engine::playbook::Playbook::load_dir(playbook, &args.templates.dir(playbook))
-            .map_err(|refused| anyhow::anyhow!("{refused}"))?;
-        for warning in &loaded.warnings {
-            tracing::warn!(%warning, "Playbook warning.");
-        }
-        loaded
-    } else {
-        tracing::warn!(playbook = %playbook.display(), "No playbook directory; running without rules.");
-        Default::default()
-    };
-    let store = open_store(url).await?;
-    Ok(nurture_engine::engine::Engine::new(store, loaded, clock))
 }
 
 /// The CPU cores this process may use: `serve` runs a campaign runner on each, and the

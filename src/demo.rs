@@ -7,11 +7,12 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use chrono::{Duration, TimeZone, Utc};
 use nurture_engine::clock::ManualClock;
+use nurture_engine::engine::Deployer;
 use nurture_engine::engine::{Engine, Sender};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{LeadInput, LeadRef};
 use nurture_engine::mail::{FileMailer, Mailer, OutgoingEmail, SendError};
-use nurture_engine::playbook::Playbook;
+use nurture_engine::playbook::bundle::Deployable;
 use nurture_engine::tag::Actor;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -101,7 +102,7 @@ pub async fn run(
     let store = nurture_engine::store::connect(&format!("sqlite://{}", dir.join("demo.db").display())).await?;
     store.migrate().await?;
     let playbook = if playbook_dir.exists() || playbook_dir != Path::new(crate::cli::DEFAULT_PLAYBOOK) {
-        Playbook::load_dir(playbook_dir, templates)
+        Deployable::load(playbook_dir, templates)
     } else {
         println!("No campaigns/ here: running the playbook built into nurture.");
         crate::builtin::playbook()
@@ -113,7 +114,7 @@ pub async fn run(
         .context("the start date")?;
     let clock = ManualClock::new(start);
     let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(clock.clone())));
-    engine.deploy_current().await?;
+    engine.deploy_current(Deployer::cli()).await?;
     let sender = Sender {
         mailer: Arc::new(SampleMailer {
             files: FileMailer::new(outbox).with_context(|| format!("creating {}", outbox.display()))?,

@@ -16,6 +16,7 @@ mod builtin;
 mod cli;
 mod commands;
 mod demo;
+mod deployments;
 mod funnel;
 mod import;
 mod report;
@@ -61,10 +62,9 @@ async fn run(cli: Cli) -> Result<()> {
                     playbook,
                 },
         } => {
-            let engine = commands::build_engine(
+            let engine = deployments::engine(
                 &db.database_url,
                 &playbook,
-                false,
                 Arc::new(nurture_engine::clock::SystemClock),
             )
             .await?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::{ClockKind, ServeArgs};
-use crate::commands::{build_engine, hex_key};
+use crate::commands::hex_key;
 
 /// Long on purpose: the server's wiring in start-up order (store, playbook, clock, mail, tasks,
 /// HTTP, shutdown), each step a few lines.
@@ -20,7 +20,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     };
     let explicit =
         std::env::var_os("NURTURE_PLAYBOOK").is_some() || std::env::args().any(|a| a.starts_with("--playbook"));
-    let engine = Arc::new(build_engine(&args.db.database_url, &args.playbook, explicit, clock).await?);
+    let start = crate::deployments::Start {
+        url: &args.db.database_url,
+        playbook: &args.playbook,
+        explicit,
+        accept_warnings: args.accept_warnings,
+    };
+    let (engine, deployed) = crate::deployments::start(start, clock).await?;
+    let engine = Arc::new(engine);
     if let Some(clock) = &manual_clock {
         let now = engine
             .resume_manual_clock(clock, chrono::Utc::now())
@@ -116,18 +123,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    let deployed = engine
-        .deploy_current()
-        .await
-        .context("recording the deployed campaigns")?;
-    tracing::info!(
-        created = ?deployed.created,
-        changed = ?deployed.changed,
-        unchanged = deployed.unchanged.len(),
-        retired = ?deployed.retired,
-        "Playbook deployed."
-    );
-    engine.enter_matching_after(&deployed);
+    if let Some(deployed) = &deployed {
+        engine.enter_matching_after(&deployed.report);
+    }
+    tokio::spawn(follow_deployments(engine.clone()));
     if !manual {
         // One runner per core: on SQLite one decides its next pass while another writes; on
         // PostgreSQL they take different leads.
@@ -225,4 +224,18 @@ fn from_domain(from: &str) -> Option<String> {
     let address = from.rsplit('<').next()?.trim_end_matches('>').trim();
     let (_, domain) = address.rsplit_once('@')?;
     (!domain.is_empty()).then(|| domain.to_owned())
+}
+
+/// Puts in force a deployment another process on the same database made (PostgreSQL with
+/// several `serve` processes): the latest deployment's id is looked at every two seconds.
+async fn follow_deployments(engine: Arc<nurture_engine::engine::Engine>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        match engine.resume_deployment().await {
+            Ok(Some(id)) => tracing::info!(deployment = id, "Following a deployment made by another process."),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "Reading the latest deployment failed; it will be retried."),
+        }
+    }
 }

@@ -10,7 +10,7 @@ use nurture_engine::clock::ManualClock;
 use nurture_engine::engine::{Engine, Sender};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::LeadRef;
-use nurture_engine::playbook::Playbook;
+use nurture_engine::playbook::bundle::Deployable;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -70,7 +70,7 @@ pub async fn run(options: Options) -> Result<()> {
     if options.days < 1 {
         bail!("--days must be at least 1, not {}", options.days);
     }
-    let playbook = match Playbook::load_dir(&options.playbook, &options.templates) {
+    let playbook = match Deployable::load(&options.playbook, &options.templates) {
         Ok(playbook) => playbook,
         Err(refused) => {
             for issue in refused.errors() {
@@ -97,7 +97,7 @@ pub async fn run(options: Options) -> Result<()> {
         .context("the start")?;
     let clock = ManualClock::new(start);
     let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(clock.clone())));
-    engine.deploy_current().await?;
+    engine.deploy_current(nurture_engine::engine::Deployer::cli()).await?;
 
     let imported = crate::import::load(&engine, &options.leads, false).await?;
     for (line, reason) in &imported.rejected {

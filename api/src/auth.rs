@@ -19,11 +19,18 @@ impl Caller {
             Ok(())
         } else {
             let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            Err(ApiError::Forbidden(format!(
-                "the {} role may not do this; it needs {} (or admin)",
-                self.0.role.as_str(),
-                allowed.join(" or ")
-            )))
+            Err(ApiError::Forbidden(if allowed.is_empty() {
+                format!(
+                    "the {} role may not do this; it needs an admin key",
+                    self.0.role.as_str()
+                )
+            } else {
+                format!(
+                    "the {} role may not do this; it needs {} (or admin)",
+                    self.0.role.as_str(),
+                    allowed.join(" or ")
+                )
+            }))
         }
     }
 

@@ -1,35 +1,30 @@
 //! The Campaigns and the playbook section of the API: validate and deploy a playbook, list
 //! campaigns, show one as a graph (JSON, SVG, DOT), pause and resume.
 
-use aide::axum::routing::{get_with, post_with, put_with};
+use aide::axum::routing::{get_with, post_with};
 use aide::axum::ApiRouter;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use nurture_engine::access::Role;
 use nurture_engine::condition::Condition;
 use nurture_engine::lead::FieldError;
-use nurture_engine::playbook::{draw, Campaign, Issue, Playbook, Refused, Severity};
-use nurture_engine::store::{CampaignStatus, DeployReport};
-use nurture_engine::template::Templates;
+use nurture_engine::playbook::{draw, Campaign};
+use nurture_engine::store::CampaignStatus;
 use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::auth::Caller;
 use crate::body;
 use crate::error::ApiError;
-use crate::input::{Id, JsonBody, Keyed, Params, PlaybookBody, QueryParam, QuerySpec};
+use crate::input::{Id, JsonBody, Keyed};
 use crate::openapi::Doc;
 use crate::AppState;
 
 const MARKETERS: &[Role] = &[Role::Marketer];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
-/// The most files a playbook upload may hold.
-const MAX_FILES: usize = 1_000;
 
 const ENROLLERS: &[Role] = &[Role::Marketer, Role::Crm];
 
@@ -37,28 +32,6 @@ const ENROLLERS: &[Role] = &[Role::Marketer, Role::Crm];
 /// OpenAPI text.
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new()
-        .api_route(
-            "/v1/playbook/validate",
-            post_with(validate, |o| {
-                o.summary(
-                    "Validate one playbook YAML file (checked against the playbook in force) or a tar \
-                     of the playbook directory; every error and warning with file, line and column.",
-                )
-                .allow(MARKETERS)
-                .answers::<ValidationAnswer>(200)
-            }),
-        )
-        .api_route(
-            "/v1/playbook",
-            put_with(deploy, |o| {
-                o.summary(
-                    "Validate and deploy (422 with every error, nothing deployed); a changed campaign \
-                     becomes a new version, an unchanged one is left as it is.",
-                )
-                .allow(MARKETERS)
-                .answers::<DeployAnswer>(200)
-            }),
-        )
         .api_route(
             "/v1/campaigns",
             get_with(list, |o| {
@@ -118,52 +91,6 @@ pub fn router() -> ApiRouter<AppState> {
                 .answers::<nurture_engine::engine::EnrollReport>(200)
             }),
         )
-}
-
-/// One problem of a playbook, positioned.
-#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
-pub struct PlaybookIssue {
-    pub file: String,
-    pub line: Option<u64>,
-    pub column: Option<u64>,
-    pub severity: Severity,
-    pub message: String,
-}
-
-impl From<&Issue> for PlaybookIssue {
-    fn from(issue: &Issue) -> Self {
-        Self {
-            file: issue.file.clone(),
-            line: issue.position.map(|p| p.line),
-            column: issue.position.map(|p| p.column),
-            severity: issue.severity,
-            message: issue.message.clone(),
-        }
-    }
-}
-
-/// The answer to `POST /v1/playbook/validate`.
-#[derive(serde::Serialize, schemars::JsonSchema)]
-pub struct ValidationAnswer {
-    pub valid: bool,
-    pub errors: Vec<PlaybookIssue>,
-    pub warnings: Vec<PlaybookIssue>,
-    /// The campaigns of the validated playbook, with their versions (when valid).
-    pub campaigns: Vec<CampaignVersionView>,
-}
-
-#[derive(serde::Serialize, schemars::JsonSchema)]
-pub struct CampaignVersionView {
-    pub id: String,
-    pub version: String,
-}
-
-/// The answer to `PUT /v1/playbook`: what the deploy changed, by campaign id.
-#[derive(serde::Serialize, schemars::JsonSchema)]
-pub struct DeployAnswer {
-    #[serde(flatten)]
-    pub report: DeployReport,
-    pub warnings: Vec<PlaybookIssue>,
 }
 
 /// One campaign in `GET /v1/campaigns`.
@@ -249,230 +176,6 @@ pub struct VersionView {
     pub number: i64,
     pub file: String,
     pub deployed_at: DateTime<Utc>,
-}
-
-/// `?file=`: the name errors give an uploaded single file.
-pub struct FileName;
-impl QuerySpec for FileName {
-    const PARAMS: &'static [QueryParam] = &[QueryParam {
-        name: "file",
-        schema: || serde_json::json!({"type": "string"}),
-        description: "The name errors give an uploaded single file (default `request.yaml`).",
-    }];
-}
-
-/// The files of an upload: a tar of the playbook directory (the whole playbook), or one YAML
-/// file (laid over the playbook in force, replacing the file that defines the same thing).
-fn uploaded_files(
-    headers: &HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-    query: &Params<FileName>,
-    current: &Playbook,
-) -> Result<Vec<(String, String)>, ApiError> {
-    let bytes = body::bytes(raw)?;
-    if bytes.is_empty() {
-        return Err(ApiError::Malformed(
-            "the body is empty: send one playbook YAML file, or a tar of the playbook directory".into(),
-        ));
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let is_tar = content_type.contains("tar") || bytes.get(257..262) == Some(b"ustar".as_slice());
-    if is_tar {
-        return tar_files(&bytes);
-    }
-    let text = String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::Malformed("the body is not UTF-8 text; save the YAML file as UTF-8".into()))?;
-    let name = query.get("file").cloned().unwrap_or_else(|| "request.yaml".to_owned());
-    if let Some(problem) = nurture_engine::lead::text_problem(&name) {
-        return Err(ApiError::invalid(vec![FieldError::new("file", problem)]));
-    }
-    Ok(current.overlay(vec![(name, text)]))
-}
-
-fn tar_files(bytes: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
-    let malformed = |e: std::io::Error| ApiError::Malformed(format!("the tar archive could not be read: {e}"));
-    let mut archive = tar::Archive::new(bytes);
-    let mut files = Vec::new();
-    let mut refused = Vec::new();
-    for entry in archive.entries().map_err(malformed)? {
-        let mut entry = entry.map_err(malformed)?;
-        let path = entry.path().map_err(malformed)?.to_string_lossy().into_owned();
-        let path = path.trim_start_matches("./").to_owned();
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            continue;
-        }
-        if !kind.is_file() {
-            // A link would make the deployed playbook depend on what the link pointed at on
-            // the marketer's machine; it is refused, never silently left out.
-            let target = entry.link_name().ok().flatten();
-            let target = target.map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-            let what = if kind.is_symlink() {
-                format!("is a symbolic link to {target:?}")
-            } else if kind.is_hard_link() {
-                format!("is a hard link to {target:?}")
-            } else {
-                format!("is not a regular file (tar entry type {:?})", kind.as_byte() as char)
-            };
-            refused.push(FieldError::new(
-                path,
-                format!("{what}; put the file itself in the archive (tar --dereference, or tar -h)"),
-            ));
-            continue;
-        }
-        if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
-            continue;
-        }
-        if files.len() == MAX_FILES {
-            return Err(ApiError::TooLarge(format!(
-                "the archive holds more than {MAX_FILES} playbook files"
-            )));
-        }
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut entry, &mut text)
-            .map_err(|_| ApiError::Malformed(format!("{path} is not UTF-8 text; save it as UTF-8")))?;
-        files.push((path, text));
-    }
-    if !refused.is_empty() {
-        return Err(ApiError::invalid(refused));
-    }
-    if files.is_empty() {
-        return Err(ApiError::Malformed(
-            "the tar archive holds no .yaml or .yml file".into(),
-        ));
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Validates off the request path: a large playbook is CPU work.
-async fn check(files: Vec<(String, String)>, templates: Arc<Templates>) -> Result<Result<Playbook, Refused>, ApiError> {
-    tokio::task::spawn_blocking(move || Playbook::from_files(&files, templates))
-        .await
-        .map_err(|e| ApiError::Internal(format!("validating the playbook: {e}")))
-}
-
-fn split(issues: &[Issue]) -> (Vec<PlaybookIssue>, Vec<PlaybookIssue>) {
-    let errors = issues
-        .iter()
-        .filter(|i| i.is_error())
-        .map(PlaybookIssue::from)
-        .collect();
-    let warnings = issues
-        .iter()
-        .filter(|i| !i.is_error())
-        .map(PlaybookIssue::from)
-        .collect();
-    (errors, warnings)
-}
-
-/// A valid playbook's warnings: its own, then `stranded`, what deploying it would do to running
-/// enrollments (campaigns it retires, earlier versions it can no longer build).
-fn warnings_with(playbook: &Playbook, stranded: &[Issue]) -> Vec<PlaybookIssue> {
-    let mut warnings = split(&playbook.warnings).1;
-    warnings.extend(stranded.iter().map(PlaybookIssue::from));
-    warnings
-}
-
-async fn validate(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    query: Params<FileName>,
-    PlaybookBody(raw): PlaybookBody,
-) -> Result<Json<ValidationAnswer>, ApiError> {
-    caller.require(MARKETERS)?;
-    let current = state.engine.playbook();
-    let files = uploaded_files(&headers, raw, &query, &current)?;
-    Ok(Json(match check(files, current.templates.clone()).await? {
-        Ok(playbook) => ValidationAnswer {
-            valid: true,
-            errors: Vec::new(),
-            warnings: warnings_with(&playbook, &state.engine.deploy_warnings(&playbook).await?),
-            campaigns: playbook
-                .campaigns
-                .values()
-                .map(|c| CampaignVersionView {
-                    id: c.id.clone(),
-                    version: c.version.clone(),
-                })
-                .collect(),
-        },
-        Err(refused) => {
-            let (errors, warnings) = split(&refused.0);
-            ValidationAnswer {
-                valid: false,
-                errors,
-                warnings,
-                campaigns: Vec::new(),
-            }
-        }
-    }))
-}
-
-async fn deploy(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    query: Params<FileName>,
-    PlaybookBody(raw): PlaybookBody,
-) -> Result<Json<DeployAnswer>, ApiError> {
-    caller.require(MARKETERS)?;
-    let current = state.engine.playbook();
-    let files = uploaded_files(&headers, raw, &query, &current)?;
-    // Templates are read from disk again, so that edited templates go live with the deploy.
-    let templates = match current.templates.dir() {
-        Some(dir) => {
-            let dir = dir.to_path_buf();
-            Arc::new(
-                tokio::task::spawn_blocking(move || Templates::load_dir(&dir))
-                    .await
-                    .map_err(|e| ApiError::Internal(format!("loading templates: {e}")))?,
-            )
-        }
-        None => current.templates.clone(),
-    };
-    let playbook = match check(files, templates).await? {
-        Ok(playbook) => playbook,
-        Err(refused) => {
-            let details: Vec<FieldError> = refused
-                .errors()
-                .map(|issue| {
-                    let at = match issue.position {
-                        Some(p) => format!("{}:{}:{}", issue.file, p.line, p.column),
-                        None => issue.file.clone(),
-                    };
-                    FieldError::new(at, issue.message.clone())
-                })
-                .collect();
-            let n = details.len();
-            return Err(ApiError::Invalid {
-                message: format!(
-                    "the playbook has {n} error{}; nothing was deployed",
-                    if n == 1 { "" } else { "s" }
-                ),
-                details,
-            });
-        }
-    };
-    let stranded = state.engine.deploy_warnings(&playbook).await?;
-    for warning in &stranded {
-        tracing::warn!(by = %caller.0.name, file = %warning.file, "Deploying: {}", warning.message);
-    }
-    let warnings = warnings_with(&playbook, &stranded);
-    let report = state.engine.deploy(playbook).await?;
-    state.engine.enter_matching_after(&report);
-    tracing::info!(
-        by = %caller.0.name,
-        created = report.created.len(),
-        changed = report.changed.len(),
-        retired = report.retired.len(),
-        "Playbook deployed."
-    );
-    Ok(Json(DeployAnswer { report, warnings }))
 }
 
 fn summary(record: &nurture_engine::store::CampaignRecord, campaign: Option<&Campaign>) -> CampaignSummary {

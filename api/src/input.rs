@@ -187,13 +187,14 @@ impl<S: Send + Sync> FromRequest<S> for PlaybookBody {
 
 impl OperationInput for PlaybookBody {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        // A playbook travels as YAML or as a tar of its directory, not as JSON; deploying the
-        // same playbook twice is a no-op, so it takes no idempotency key.
+        // A playbook travels as YAML, a template or a tar, not as JSON; deploying the same
+        // bundle twice is a no-op, so it takes no idempotency key.
         let body: RequestBody = serde_json::from_value(json!({
             "required": true,
-            "description": "One playbook YAML file (application/yaml), or a tar archive of the playbook directory (application/x-tar).",
+            "description": "A tar archive with campaigns/ and templates/ (application/x-tar), or one playbook YAML file (application/yaml), or one template (text/plain, named by ?file=).",
             "content": {
                 "application/yaml": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}},
                 "application/x-tar": {"schema": {"type": "string", "format": "binary"}},
                 // Either, as bytes: the server tells a tar by its header.
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}

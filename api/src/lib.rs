@@ -26,6 +26,7 @@ pub mod leads;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod playbook;
 pub mod queues;
 pub mod tracking;
 pub mod webhooks;
@@ -88,6 +89,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .merge(leads::router())
         .merge(events::router())
         .merge(campaigns::router())
+        .merge(playbook::router())
         .merge(admin::router())
         .merge(queues::router())
         .merge(webhooks::router())

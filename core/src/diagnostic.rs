@@ -21,7 +21,9 @@ impl Position {
 }
 
 /// Whether an issue refuses the playbook (`error`) or only points at a likely mistake (`warning`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Error,
@@ -155,4 +157,26 @@ fn did_you_mean<'a>(wanted: &str, ids: impl Iterator<Item = &'a str>) -> Option<
         .filter(|(d, id)| *d <= 2.max(id.len().max(wanted.len()) / 3))
         .min()
         .map(|(_, id)| id)
+}
+
+/// An [`Issue`] as the API answers it and a deployment keeps it: file, line and column apart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct PlaybookIssue {
+    pub file: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl From<&Issue> for PlaybookIssue {
+    fn from(issue: &Issue) -> Self {
+        Self {
+            file: issue.file.clone(),
+            line: issue.position.map(|p| p.line),
+            column: issue.position.map(|p| p.column),
+            severity: issue.severity,
+            message: issue.message.clone(),
+        }
+    }
 }

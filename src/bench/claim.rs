@@ -8,13 +8,12 @@ use nurture_engine::access::{key_hash, Role};
 use nurture_engine::clock::SystemClock;
 use nurture_engine::engine::Engine;
 use nurture_engine::lead::LeadRef;
-use nurture_engine::playbook::Playbook;
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{create_leads, open_store, ICP, QUEUES, RULES};
+use super::{create_leads, open_store};
 
 /// SDRs claiming handoffs over HTTP: --sdrs concurrent clients pull a queue of --handoffs
 /// until it is empty; prints claims/s and p50/p99/max latency, and checks each went out once.
@@ -34,16 +33,7 @@ pub struct Options {
 pub async fn run(options: Options) -> Result<()> {
     let (store, label, cleanup) = open_store(options.database_url.as_deref()).await?;
     store.migrate().await?;
-    let playbook = Playbook::from_files(
-        &[
-            ("rules.yaml".into(), RULES.into()),
-            ("icp.yaml".into(), ICP.into()),
-            ("queues.yaml".into(), QUEUES.into()),
-        ],
-        Default::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
+    let engine = Arc::new(Engine::new(store.clone(), super::rules_only()?, Arc::new(SystemClock)));
     let ids = create_leads(
         &engine,
         options.handoffs,

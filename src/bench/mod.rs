@@ -4,9 +4,11 @@
 
 use anyhow::Result;
 use nurture_engine::clock::SystemClock;
+use nurture_engine::engine::Deployer;
 use nurture_engine::engine::Engine;
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::LeadRef;
+use nurture_engine::playbook::bundle::{Bundle, Deployable, PLAYBOOK_FOLDER};
 use nurture_engine::playbook::Playbook;
 use serde_json::json;
 use std::sync::Arc;
@@ -132,16 +134,7 @@ pub async fn ingest(options: IngestOptions) -> Result<()> {
     let streams = streams.unwrap_or_else(crate::commands::cores).max(1);
     let (store, label, cleanup) = open_store(database_url.as_deref()).await?;
     store.migrate().await?;
-    let playbook = Playbook::from_files(
-        &[
-            ("rules.yaml".into(), RULES.into()),
-            ("icp.yaml".into(), ICP.into()),
-            ("queues.yaml".into(), QUEUES.into()),
-        ],
-        Default::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Arc::new(Engine::new(store, playbook, Arc::new(SystemClock)));
+    let engine = Arc::new(Engine::new(store, rules_only()?, Arc::new(SystemClock)));
     let leads = (total / 10).max(1);
     // The events are made before the clock starts: the figure is the engine's, not the generator's.
     // Each stream is one client sending batches one after another, for its own share of the
@@ -269,9 +262,8 @@ pub async fn bench_engine(
             templates.display()
         );
     }
-    let templates = Arc::new(nurture_engine::template::Templates::load_dir(templates));
-    let playbook =
-        Playbook::from_files(&[(file.into(), campaign.into())], templates).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (templates, _) = nurture_engine::template::read_dir(templates);
+    let playbook = deployable(vec![(file.into(), campaign.into())], templates)?;
     let (store, label, cleanup) = open_store(database_url).await?;
     store.migrate().await?;
     let start = chrono::Utc
@@ -280,7 +272,7 @@ pub async fn bench_engine(
         .context("start")?;
     let clock = nurture_engine::clock::ManualClock::new(start);
     let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(clock.clone())));
-    engine.deploy_current().await?;
+    engine.deploy_current(Deployer::cli()).await?;
     Ok(BenchEngine {
         engine,
         store,
@@ -401,4 +393,23 @@ pub fn playbook(options: PlaybookOptions) -> Result<()> {
         ms(times[times.len() - 1])
     );
     Ok(())
+}
+
+/// A bench's playbook: these YAML files and templates, validated as a deploy does.
+pub fn deployable(playbook: Vec<(String, String)>, templates: Vec<(String, String)>) -> Result<Deployable> {
+    Bundle::new(playbook, templates)
+        .and_then(|bundle| bundle.build(PLAYBOOK_FOLDER))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The rules, segment and queues the ingestion and claim benchmarks run with.
+pub fn rules_only() -> Result<Deployable> {
+    deployable(
+        vec![
+            ("rules.yaml".into(), RULES.into()),
+            ("icp.yaml".into(), ICP.into()),
+            ("queues.yaml".into(), QUEUES.into()),
+        ],
+        Vec::new(),
+    )
 }

@@ -7,7 +7,6 @@ use anyhow::{bail, Context, Result};
 use nurture_engine::clock::SystemClock;
 use nurture_engine::engine::Engine;
 use nurture_engine::lead::LeadRef;
-use nurture_engine::playbook::Playbook;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,19 +55,15 @@ steps:
 
 pub async fn run(options: Options) -> Result<()> {
     let n = options.leads.max(1);
-    let templates = Arc::new(nurture_engine::template::Templates::from_sources(
-        None,
-        vec![
-            ("note.hbs".into(), "<p>Hello {{first_name}}</p>".into()),
-            ("note.subject.hbs".into(), "Hello".into()),
-        ],
-    ));
-    let playbook = Playbook::from_files(&[("bench-wake.yaml".into(), campaign(options.wait))], templates)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let templates = vec![
+        ("note.hbs".into(), "<p>Hello {{first_name}}</p>".into()),
+        ("note.subject.hbs".into(), "Hello".into()),
+    ];
+    let playbook = super::deployable(vec![("bench-wake.yaml".into(), campaign(options.wait))], templates)?;
     let (store, label, cleanup) = super::open_store(options.database_url.as_deref()).await?;
     store.migrate().await?;
     let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
-    engine.deploy_current().await?;
+    engine.deploy_current(nurture_engine::engine::Deployer::cli()).await?;
     let ids = super::create_leads(&engine, n, |i| json!({"email": format!("wake{i}@bench.example")})).await?;
 
     let runner = tokio::spawn(engine.clone().run_campaigns());

@@ -11,7 +11,7 @@ use crate::crash::start_on as start;
 use crate::smtp::SmtpSink;
 use crate::support::{Backend, Db};
 
-const CAMPAIGN: &str = r#"
+pub(crate) const CAMPAIGN: &str = r#"
 kind: Campaign
 id: clock-drip
 name: Clock drip

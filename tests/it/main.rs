@@ -27,6 +27,7 @@ mod cli;
 mod clock;
 mod crash;
 mod deliverability;
+mod deployments;
 mod email;
 mod handoff;
 mod outage;

@@ -4,7 +4,7 @@
 
 use chrono::Duration;
 use nurture_engine::access::{key_hash, Role};
-use nurture_engine::engine::{IngestReport, LeadView, Target, Upserted};
+use nurture_engine::engine::{Deployer, IngestReport, LeadView, Target, Upserted};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{ConsentStatus, LeadId, LeadInput, LeadRef, Stage};
 use nurture_engine::store::{
@@ -112,6 +112,7 @@ both_backends!(crate::support::engine;
     hand_enrollment_beside_runner_passes_enrolls_every_lead,
     running_enrollments_are_counted_by_campaign_and_version,
     a_commit_that_queues_mail_wakes_the_dispatcher,
+    a_deployment_is_kept_whole_and_another_process_follows_it,
 );
 
 /// Migration 0008 keeps the journey one row per move. A store that an earlier release filled
@@ -685,7 +686,7 @@ async fn erasure_keeps_a_suppression(t: TestEngine) {
 }
 
 async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
-    t.engine.deploy_current().await.unwrap();
+    t.engine.deploy_current(Deployer::cli()).await.unwrap();
     t.store
         .store
         .create_webhook(
@@ -753,7 +754,7 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
 }
 
 async fn claim_many_hands_the_nth_open_handoff_to_the_nth_caller(t: TestEngine) {
-    t.engine.deploy_current().await.unwrap();
+    t.engine.deploy_current(Deployer::cli()).await.unwrap();
     let mut opened = Vec::new();
     for (i, priority) in [10u8, 90, 50].into_iter().enumerate() {
         let id = id_of(&upsert(&t, json!({"email": format!("many{i}@x.example")})).await);
@@ -894,17 +895,19 @@ async fn deploys_keep_every_campaign_version(t: TestEngine) {
         deployed_at: start(),
     };
     let first = store
-        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], start())
+        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], None, start())
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(
         (first.created.clone(), first.changed.len()),
         (vec!["a".to_string(), "b".into()], 0)
     );
     let again = store
-        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], start())
+        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], None, start())
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(again.unchanged, ["a", "b"], "an unchanged deploy is a no-op");
     assert!(again.created.is_empty() && again.changed.is_empty() && again.retired.is_empty());
 
@@ -913,7 +916,11 @@ async fn deploys_keep_every_campaign_version(t: TestEngine) {
         .set_campaign_status("a", CampaignStatus::Paused, later)
         .await
         .unwrap());
-    let changed = store.deploy_campaigns(&[version("a", "v2")], later).await.unwrap();
+    let changed = store
+        .deploy_campaigns(&[version("a", "v2")], None, later)
+        .await
+        .unwrap()
+        .0;
     assert_eq!(
         (changed.changed, changed.retired),
         (vec!["a".to_string()], vec!["b".to_string()])
@@ -944,9 +951,10 @@ async fn deploys_keep_every_campaign_version(t: TestEngine) {
 
     // Back to the first version: no third version; a retired campaign that returns is active.
     let back = store
-        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], later)
+        .deploy_campaigns(&[version("a", "v1"), version("b", "v1")], None, later)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(
         (back.changed, back.created),
         (vec!["a".to_string(), "b".into()], Vec::<String>::new())
@@ -1033,7 +1041,7 @@ async fn an_event_enters_a_campaign_and_its_wait_ends_on_time(t: TestEngine) {
 
 /// What a deploy warns of reads these counts: running (active or waiting) enrollments only.
 async fn running_enrollments_are_counted_by_campaign_and_version(t: TestEngine) {
-    t.engine.deploy_current().await.unwrap();
+    t.engine.deploy_current(Deployer::cli()).await.unwrap();
     let store = &t.store.store;
     let version = t.engine.playbook().campaigns["welcome"].version.clone();
     ingest(
@@ -1084,7 +1092,7 @@ const WELCOME_PAST_FIRST_WAIT: [&str; 5] = [
 ];
 
 async fn a_paused_campaign_runs_no_step_and_resumes_where_it_stopped(t: TestEngine) {
-    t.engine.deploy_current().await.unwrap();
+    t.engine.deploy_current(Deployer::cli()).await.unwrap();
     ingest(&t, vec![event("pause@x.example", "registered", json!({}))]).await;
     let lead = by_email(&t, "pause@x.example").await.lead;
     t.engine
@@ -1262,7 +1270,7 @@ async fn two_workers_share_due_work_and_no_step_runs_twice(t: TestEngine) {
 }
 
 async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {
-    t.engine.deploy_current().await.unwrap();
+    t.engine.deploy_current(Deployer::cli()).await.unwrap();
     t.engine
         .set_campaign_status("industry-drip", nurture_engine::store::CampaignStatus::Paused)
         .await
@@ -1334,7 +1342,7 @@ async fn sqlite_a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_chan
         !pass_writes(store, later.seq, &[9]).await,
         "an upsert committed since the snapshot"
     );
-    t.engine.deploy_current().await.unwrap();
+    t.engine.deploy_current(Deployer::cli()).await.unwrap();
     let before_pause = store.begin_snapshot().await.unwrap();
     drop(before_pause.tx);
     t.engine
@@ -1485,4 +1493,61 @@ async fn a_commit_that_queues_mail_wakes_the_dispatcher(t: TestEngine) {
     assert_eq!(messages(&t, lead.id).await.len(), 1);
     let quiet = by_email(&t, "quiet@x.example").await.lead;
     assert!(messages(&t, quiet.id).await.is_empty());
+}
+
+/// A deployment keeps its files, who made it and what it changed; the same content again
+/// records nothing; an engine on the same database (another process) follows the latest.
+async fn a_deployment_is_kept_whole_and_another_process_follows_it(t: TestEngine) {
+    use nurture_engine::playbook::bundle::Bundle;
+    use nurture_engine::store::Origin;
+    let first = t.engine.deploy_current(Deployer::cli()).await.unwrap();
+    assert!(!first.unchanged);
+    let again = t.engine.deploy_current(Deployer::cli()).await.unwrap();
+    assert_eq!((again.deployment, again.unchanged), (first.deployment, true));
+
+    let other =
+        nurture_engine::engine::Engine::new(t.store.store.clone(), Default::default(), Arc::new(t.clock.clone()));
+    assert_eq!(other.resume_deployment().await.unwrap(), Some(first.deployment));
+    assert_eq!(other.bundle().hash(), t.engine.bundle().hash());
+    assert_eq!(other.playbook().campaigns.len(), t.engine.playbook().campaigns.len());
+    assert_eq!(other.resume_deployment().await.unwrap(), None, "nothing new to follow");
+
+    // A smaller playbook from the API: recorded with its actor, origin and what it retired.
+    let shipped = t.engine.bundle();
+    let kept: Vec<_> = shipped
+        .files()
+        .into_iter()
+        .filter(|f| f.path != "campaigns/activation.yaml")
+        .collect();
+    let smaller = Bundle::from_files(kept).unwrap().build("campaigns").unwrap();
+    let by = Deployer {
+        actor: "mei".into(),
+        origin: Origin::Api,
+        restored_from: None,
+    };
+    let second = t.engine.deploy(smaller, by).await.unwrap();
+    assert_eq!(second.report.retired, ["activation"]);
+    assert!(
+        second
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("retires the campaign")),
+        "{:?}",
+        second.warnings
+    );
+    let read = t.engine.deployment(Some(second.deployment)).await.unwrap().unwrap();
+    assert_eq!((read.head.actor.as_str(), read.head.origin), ("mei", Origin::Api));
+    assert_eq!(read.head.report.retired, ["activation"]);
+    assert_eq!(read.head.content_hash, second.content_hash);
+    assert_eq!(Bundle::from_files(read.files).unwrap().hash(), second.content_hash);
+
+    assert_eq!(other.resume_deployment().await.unwrap(), Some(second.deployment));
+    assert!(!other.playbook().campaigns.contains_key("activation"));
+    let heads = t.engine.deployments(None, 10).await.unwrap();
+    let ids: Vec<i64> = heads.iter().map(|h| h.id).collect();
+    assert_eq!(ids, [second.deployment, first.deployment]);
+    assert_eq!(
+        t.engine.deployments(Some(second.deployment), 10).await.unwrap().len(),
+        1
+    );
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use nurture_engine::access::{key_hash, Role};
 use nurture_engine::clock::ManualClock;
 use nurture_engine::engine::Engine;
-use nurture_engine::playbook::Playbook;
+use nurture_engine::playbook::bundle::Deployable;
 use nurture_engine::store::{postgres::PgStore, sqlite::SqliteStore, Store};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -33,8 +33,8 @@ pub fn repo() -> PathBuf {
 }
 
 /// The shipped example playbook.
-pub fn playbook() -> Playbook {
-    Playbook::load_dir(&repo().join("campaigns"), &repo().join("templates")).unwrap_or_else(|e| panic!("{e}"))
+pub fn playbook() -> Deployable {
+    Deployable::load(&repo().join("campaigns"), &repo().join("templates")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An HTTP client builder for tests, with the process's TLS provider installed (reqwest is
@@ -309,7 +309,10 @@ pub async fn spawn_app_over(TestEngine { engine, store, clock }: TestEngine) -> 
             .unwrap();
         keys.insert(role, key);
     }
-    engine.deploy_current().await.expect("the shipped playbook deploys");
+    engine
+        .deploy_current(nurture_engine::engine::Deployer::cli())
+        .await
+        .expect("the shipped playbook deploys");
     let key = nurture_engine::tracking::TrackingKey::new(b"test tracking secret");
     let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
         .await

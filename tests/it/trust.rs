@@ -411,7 +411,7 @@ async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestAp
     use nurture_engine::playbook::Channel;
     use nurture_engine::template::{Links, RenderInput};
 
-    let playbook = crate::support::playbook();
+    let playbook = crate::support::playbook().playbook;
     let templates = &playbook.templates;
     let outbox = tempfile::tempdir().unwrap();
     let sender = nurture_engine::engine::Sender {

@@ -14,11 +14,12 @@ use std::sync::Arc;
 pub use crate::channel::Channel;
 use crate::condition::{Condition, Segments};
 use crate::diagnostic::KnownIds;
-pub use crate::diagnostic::{Issue, Position, Refused, Severity};
+pub use crate::diagnostic::{Issue, PlaybookIssue, Position, Refused, Severity};
 use crate::template::Templates;
 use crate::yaml::parse;
 pub use crate::yaml::{yaml_options, MAX_FILE_BYTES};
 
+pub mod bundle;
 mod campaign;
 pub mod draw;
 mod queues;
@@ -296,8 +297,18 @@ impl Playbook {
     }
 }
 
-/// Reads the YAML files of a playbook directory, sorted by name.
+/// Reads the YAML files of a playbook directory, sorted by name, each named by its path
+/// (`dir` joined with the path under it).
 pub fn read_playbook_dir(dir: &Path) -> Result<Vec<(String, String)>, Refused> {
+    Ok(read_yaml_files(dir)?
+        .into_iter()
+        .map(|(relative, text)| (dir.join(relative).display().to_string(), text))
+        .collect())
+}
+
+/// The `*.yaml` / `*.yml` files under `dir` (recursively), as (path relative to `dir` with `/`
+/// between folders, text), sorted by path.
+pub fn read_yaml_files(dir: &Path) -> Result<Vec<(String, String)>, Refused> {
     let mut files = Vec::new();
     let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(folder) = pending.pop() {
@@ -313,9 +324,14 @@ pub fn read_playbook_dir(dir: &Path) -> Result<Vec<(String, String)>, Refused> {
                 pending.push(path);
             } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
                 let name = path.display().to_string();
+                let relative = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 match std::fs::read(&path) {
                     Ok(bytes) => match String::from_utf8(bytes) {
-                        Ok(text) => files.push((name, text)),
+                        Ok(text) => files.push((relative, text)),
                         Err(_) => {
                             return Err(Refused(vec![Issue::new(
                                 &name,

@@ -146,41 +146,49 @@ pub struct RenderInput<'a> {
     pub timezone: chrono_tz::Tz,
 }
 
+/// The template files under `dir` (`*.hbs`, `*.wechat.yaml`, recursively) as (path relative to
+/// `dir` with `/` between folders, text), sorted, and the files that could not be read. A
+/// missing directory has none.
+pub fn read_dir(dir: &Path) -> (Vec<(String, String)>, Vec<Issue>) {
+    let mut sources = Vec::new();
+    let mut issues = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            if !(relative.ends_with(".hbs") || relative.ends_with(".wechat.yaml")) {
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => sources.push((relative, text)),
+                Err(e) => issues.push(Issue::new(
+                    &path.display().to_string(),
+                    format!("cannot read the template: {e}"),
+                )),
+            }
+        }
+    }
+    sources.sort();
+    (sources, issues)
+}
+
 impl Templates {
     /// Loads every template under `dir`. A missing directory gives an empty set: campaigns
     /// that name templates are then refused with a message saying where they were looked for.
     pub fn load_dir(dir: &Path) -> Templates {
-        let mut sources = Vec::new();
-        let mut issues = Vec::new();
-        let mut pending = vec![dir.to_path_buf()];
-        while let Some(folder) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(&folder) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                let relative = path
-                    .strip_prefix(dir)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                if !(relative.ends_with(".hbs") || relative.ends_with(".wechat.yaml")) {
-                    continue;
-                }
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => sources.push((relative, text)),
-                    Err(e) => issues.push(Issue::new(
-                        &path.display().to_string(),
-                        format!("cannot read the template: {e}"),
-                    )),
-                }
-            }
-        }
-        sources.sort();
+        let (sources, issues) = read_dir(dir);
         let mut templates = Templates::from_sources(Some(dir.to_path_buf()), sources);
         templates.issues.extend(issues);
         templates.issues.sort();

@@ -3,15 +3,63 @@
 use super::*;
 use std::sync::Arc;
 
-use crate::playbook::{Campaign, Issue, Playbook};
-use crate::store::{CampaignRecord, CampaignStatus, CampaignVersion, DeployReport};
+use crate::playbook::bundle::{Bundle, Deployable};
+use crate::playbook::{Campaign, Issue, Playbook, PlaybookIssue};
+use crate::store::{
+    CampaignRecord, CampaignStatus, CampaignVersion, DeployReport, Deployment, DeploymentHead, NewDeployment, Origin,
+};
+
+/// Who deploys, and from where.
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    /// The API key's name, or the user at the command line.
+    pub actor: String,
+    pub origin: Origin,
+    /// The deployment whose content is deployed again (a restore).
+    pub restored_from: Option<i64>,
+}
+
+impl Deployer {
+    /// The person at the command line: `$USER` (or `$USERNAME`), else `nurture`.
+    pub fn cli() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("USERNAME"))
+            .ok()
+            .filter(|u| !u.trim().is_empty());
+        Deployer {
+            actor: user.unwrap_or_else(|| "nurture".to_owned()),
+            origin: Origin::Cli,
+            restored_from: None,
+        }
+    }
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// What changed, by campaign id.
+    pub report: DeployReport,
+    /// The deployment now in force: the new one, or, when the content was already deployed,
+    /// that one (`unchanged`).
+    pub deployment: i64,
+    pub content_hash: String,
+    /// The content was the latest deployment's already: nothing new was recorded.
+    pub unchanged: bool,
+    /// The playbook's own warnings, then what the deploy did to running enrollments.
+    pub warnings: Vec<PlaybookIssue>,
+}
 
 impl Engine {
-    /// Records the playbook's campaigns as deployed and puts the playbook in force. A campaign
-    /// whose content changed becomes a new version (the earlier ones are kept); an unchanged one
-    /// is left as it is; one no longer in the playbook is retired.
-    pub async fn deploy(&self, playbook: Playbook) -> EngineResult<DeployReport> {
+    /// Records `deployable` as deployed and puts it in force. A campaign whose content changed
+    /// becomes a new version (the earlier ones are kept); an unchanged one is left as it is;
+    /// one no longer in the playbook is retired. The deployment (files, who, from where, the
+    /// warnings) is recorded in the same transaction, unless its content is the latest
+    /// deployment's already.
+    pub async fn deploy(&self, deployable: Deployable, by: Deployer) -> EngineResult<Deployed> {
         let now = self.now();
+        let Deployable { playbook, bundle } = deployable;
+        let mut warnings: Vec<PlaybookIssue> = playbook.warnings.iter().map(PlaybookIssue::from).collect();
+        warnings.extend(self.deploy_warnings(&playbook).await?.iter().map(PlaybookIssue::from));
         let versions: Vec<CampaignVersion> = playbook
             .campaigns
             .values()
@@ -32,9 +80,85 @@ impl Engine {
                 deployed_at: now,
             })
             .collect();
-        let report = self.store.deploy_campaigns(&versions, now).await?;
-        *self.playbook.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(playbook);
-        Ok(report)
+        let content_hash = bundle.hash();
+        let latest = self.store.deployments(None, 1).await?.pop();
+        let unchanged = latest.as_ref().filter(|l| l.content_hash == content_hash).map(|l| l.id);
+        let record = NewDeployment {
+            actor: by.actor,
+            origin: by.origin,
+            content_hash: content_hash.clone(),
+            files: bundle.files(),
+            warnings: warnings.clone(),
+            restored_from: by.restored_from,
+        };
+        let (report, recorded) = self
+            .store
+            .deploy_campaigns(&versions, unchanged.is_none().then_some(&record), now)
+            .await?;
+        let deployment = recorded.or(unchanged).ok_or_else(|| {
+            EngineError::Failed("the deployment was neither recorded nor found already deployed".into())
+        })?;
+        self.put_in_force(playbook, bundle, Some(deployment));
+        Ok(Deployed {
+            report,
+            deployment,
+            content_hash,
+            unchanged: unchanged.is_some(),
+            warnings,
+        })
+    }
+
+    /// Records what is in force as deployed (the engine's playbook at start, in `demo`,
+    /// `simulate` and the benchmarks).
+    pub async fn deploy_current(&self, by: Deployer) -> EngineResult<Deployed> {
+        let in_force = self.in_force();
+        let deployable = Deployable {
+            playbook: (*in_force.playbook).clone(),
+            bundle: (*in_force.bundle).clone(),
+        };
+        self.deploy(deployable, by).await
+    }
+
+    /// Puts the latest recorded deployment in force, when there is one and it is not in force
+    /// already: what `serve` runs at start, and how a process follows a deploy made by another
+    /// process on the same database. Its id, when it changed what is in force.
+    pub async fn resume_deployment(&self) -> EngineResult<Option<i64>> {
+        let latest = self.store.latest_deployment_id().await?;
+        if latest.is_none() || latest == self.deployment_id() {
+            return Ok(None);
+        }
+        let Some(deployment) = self.store.deployment(latest).await? else {
+            return Ok(None);
+        };
+        let id = deployment.head.id;
+        let deployable = build_deployment(deployment).await?;
+        let Deployable { playbook, bundle } = deployable;
+        self.put_in_force(playbook, bundle, Some(id));
+        Ok(Some(id))
+    }
+
+    /// A recorded deployment, built: what a restore deploys again.
+    pub async fn deployable(&self, id: i64) -> EngineResult<Deployable> {
+        let deployment = self.store.deployment(Some(id)).await?.ok_or(EngineError::NotFound)?;
+        build_deployment(deployment).await
+    }
+
+    /// Recorded deployments, newest first: up to `limit` of those before the id `before`.
+    pub async fn deployments(&self, before: Option<i64>, limit: i64) -> EngineResult<Vec<DeploymentHead>> {
+        Ok(self.store.deployments(before, limit).await?)
+    }
+
+    /// One recorded deployment with its files; the latest when `id` is `None`.
+    pub async fn deployment(&self, id: Option<i64>) -> EngineResult<Option<Deployment>> {
+        Ok(self.store.deployment(id).await?)
+    }
+
+    fn put_in_force(&self, playbook: Playbook, bundle: Bundle, deployment: Option<i64>) {
+        *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(super::InForce {
+            playbook: Arc::new(playbook),
+            bundle: Arc::new(bundle),
+            deployment,
+        });
     }
 
     /// What deploying `playbook` would do to running enrollments, as warnings (asked by
@@ -63,6 +187,16 @@ impl Engine {
                             by_count(open, "stops", "stop"),
                             by_count(open, "it is", "they are"),
                             by_count(open, "it", "them"),
+                        ),
+                    );
+                } else {
+                    let file = self.store.campaign_versions(&record.id).await?.pop().map(|v| v.file);
+                    warn(
+                        file.as_deref().unwrap_or_default(),
+                        format!(
+                            "campaign {:?} is not in this playbook: deploying it retires the campaign (no enrollment \
+                             is running in it; deploying the campaign again brings it back)",
+                            record.id
                         ),
                     );
                 }
@@ -101,11 +235,6 @@ impl Engine {
             }
         }
         Ok(warnings)
-    }
-
-    /// Records the playbook in force as deployed (at start).
-    pub async fn deploy_current(&self) -> EngineResult<DeployReport> {
-        self.deploy((*self.playbook()).clone()).await
     }
 
     /// Campaigns as deployed, with the graph of each when it is in the playbook in force.
@@ -193,4 +322,22 @@ pub(super) fn by_count(n: i64, one: &'static str, many: &'static str) -> &'stati
     } else {
         many
     }
+}
+
+/// Validates a recorded deployment again, off the async workers (a large playbook is CPU
+/// work). One this nurture refuses (stored by a release that accepted it) is an error that
+/// says which deployment and why.
+async fn build_deployment(deployment: Deployment) -> EngineResult<Deployable> {
+    let id = deployment.head.id;
+    let built = tokio::task::spawn_blocking(move || {
+        crate::playbook::bundle::Bundle::from_files(deployment.files)
+            .and_then(|bundle| bundle.build(crate::playbook::bundle::PLAYBOOK_FOLDER))
+    })
+    .await
+    .map_err(|e| EngineError::Failed(format!("building deployment {id}: {e}")))?;
+    built.map_err(|refused| {
+        EngineError::Failed(format!(
+            "deployment {id} does not validate with this version of nurture: {refused}; deploy a corrected playbook"
+        ))
+    })
 }

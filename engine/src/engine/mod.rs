@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::clock::Clock;
+use crate::playbook::bundle::{Bundle, Deployable};
 use crate::playbook::Playbook;
 use crate::store::Store;
 
@@ -29,7 +30,7 @@ mod leads;
 mod pass;
 mod phases;
 mod webhooks;
-pub use deploy::StepFunnel;
+pub use deploy::{Deployed, Deployer, StepFunnel};
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
 use enroll::segment_of;
 pub use enroll::EnrollReport;
@@ -49,9 +50,18 @@ pub use webhooks::NewWebhook;
 /// do not need, on the hottest path of a pass.
 pub(crate) type IdMap<V> = HashMap<i64, V, rustc_hash::FxBuildHasher>;
 
+/// What the engine runs: the playbook, the bundle it was built from, and the deployment that
+/// recorded it (none before the first deploy).
+#[derive(Debug, Default)]
+struct InForce {
+    playbook: Arc<Playbook>,
+    bundle: Arc<Bundle>,
+    deployment: Option<i64>,
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
-    playbook: RwLock<Arc<Playbook>>,
+    in_force: RwLock<Arc<InForce>>,
     clock: Arc<dyn Clock>,
     /// The time outside this server: webhook signatures carry it (`t=`), because a receiver
     /// checks them against its own clock, whatever `clock` says (a manual clock in a demo).
@@ -70,10 +80,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, playbook: Playbook, clock: Arc<dyn Clock>) -> Self {
+    /// An engine that runs `deployable`, not yet recorded as deployed (see
+    /// [`Engine::deploy_current`] and [`Engine::resume_deployment`]).
+    pub fn new(store: Arc<dyn Store>, deployable: Deployable, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
-            playbook: RwLock::new(Arc::new(playbook)),
+            in_force: RwLock::new(Arc::new(InForce {
+                playbook: Arc::new(deployable.playbook),
+                bundle: Arc::new(deployable.bundle),
+                deployment: None,
+            })),
             clock,
             wall: Arc::new(crate::clock::SystemClock),
             versions: Default::default(),
@@ -102,7 +118,21 @@ impl Engine {
     }
 
     pub fn playbook(&self) -> Arc<Playbook> {
-        self.playbook.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.in_force().playbook.clone()
+    }
+
+    /// The bundle in force (the playbook's files and templates).
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.in_force().bundle.clone()
+    }
+
+    /// The deployment in force, once one is recorded.
+    pub fn deployment_id(&self) -> Option<i64> {
+        self.in_force().deployment
+    }
+
+    fn in_force(&self) -> Arc<InForce> {
+        self.in_force.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Refuses a segment the playbook in force does not define, as [`Self::list_leads`] does.
@@ -133,7 +163,7 @@ mod tests {
         let store = SqliteStore::connect(file.to_str().unwrap()).await.unwrap();
         store.migrate().await.unwrap();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let playbook = Playbook::load_dir(&root.join("campaigns"), &root.join("templates")).unwrap();
+        let playbook = Deployable::load(&root.join("campaigns"), &root.join("templates")).unwrap();
         let clock = ManualClock::new("2026-11-23T09:00:00Z".parse().unwrap());
         let engine = Engine::new(Arc::new(store), playbook, Arc::new(clock.clone()));
         let mut leads = Vec::new();

@@ -13,8 +13,21 @@ use chrono::{DateTime, Utc};
 pub trait CampaignStore: Send + Sync {
     /// Records a deploy: a campaign version not seen before is kept beside the earlier ones, the
     /// current version moves to it, and campaigns no longer deployed are retired. Deploying
-    /// unchanged campaigns changes nothing.
-    async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport>;
+    /// unchanged campaigns changes nothing. With `deployment`, the deployment is recorded in
+    /// the same transaction, with what it changed; its id is returned.
+    async fn deploy_campaigns(
+        &self,
+        deployed: &[CampaignVersion],
+        deployment: Option<&NewDeployment>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(DeployReport, Option<i64>)>;
+    /// Recorded deployments, newest first: up to `limit` of those before `before` (an id).
+    async fn deployments(&self, before: Option<i64>, limit: i64) -> StoreResult<Vec<DeploymentHead>>;
+    /// One deployment with its files; the latest when `id` is `None`.
+    async fn deployment(&self, id: Option<i64>) -> StoreResult<Option<Deployment>>;
+    /// The latest deployment's id: what other processes on the same database look at to
+    /// follow a deploy.
+    async fn latest_deployment_id(&self) -> StoreResult<Option<i64>>;
     /// Every campaign ever deployed, with its current version.
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>>;
     /// Per step of a campaign (all versions): journey lines by outcome, arrivals at the step,
@@ -39,14 +52,23 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> (i64,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (Option<i64>,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> DeploymentRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, i64, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, String, i64, i64, String, String, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, i64, String, String, String, String, String, i64): FromRow<'r, <DB as Database>::Row>,
 {
-    async fn deploy_campaigns(&self, deployed: &[CampaignVersion], now: DateTime<Utc>) -> StoreResult<DeployReport> {
+    async fn deploy_campaigns(
+        &self,
+        deployed: &[CampaignVersion],
+        deployment: Option<&NewDeployment>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(DeployReport, Option<i64>)> {
         let mut tx = self.write_tx().await?;
         let current: Vec<(String, String, String)> =
             sqlx::query_as("SELECT id, version, status FROM campaigns ORDER BY id")
@@ -106,8 +128,76 @@ where
                 report.retired.push(id.clone());
             }
         }
+        let id = match deployment {
+            Some(d) => {
+                let id: (i64,) = sqlx::query_as(
+                    "INSERT INTO deployments (deployed_at, actor, origin, content_hash, files, warnings, report, restored_from) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                )
+                .bind(to_micros(now))
+                .bind(d.actor.as_str())
+                .bind(d.origin.as_str())
+                .bind(d.content_hash.as_str())
+                .bind(to_json(&d.files))
+                .bind(to_json(&d.warnings))
+                .bind(to_json(&report))
+                .bind(d.restored_from)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                Some(id.0)
+            }
+            None => None,
+        };
         S::commit(tx).await?;
-        Ok(report)
+        Ok((report, id))
+    }
+
+    async fn deployments(&self, before: Option<i64>, limit: i64) -> StoreResult<Vec<DeploymentHead>> {
+        let rows: Vec<DeploymentRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_HEAD} FROM deployments WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        )))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(DeploymentRow::head).collect()
+    }
+
+    async fn deployment(&self, id: Option<i64>) -> StoreResult<Option<Deployment>> {
+        let row: Option<DeploymentRow> = match id {
+            Some(id) => {
+                sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT {DEPLOYMENT_HEAD} FROM deployments WHERE id = $1"
+                )))
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT {DEPLOYMENT_HEAD} FROM deployments ORDER BY id DESC LIMIT 1"
+                )))
+                .fetch_optional(self.pool())
+                .await?
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        let files: (String,) = sqlx::query_as("SELECT files FROM deployments WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(Some(Deployment {
+            head: row.head()?,
+            files: from_json(&files.0, "deployment files")?,
+        }))
+    }
+
+    async fn latest_deployment_id(&self) -> StoreResult<Option<i64>> {
+        let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM deployments")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(id)
     }
 
     async fn campaigns(&self) -> StoreResult<Vec<CampaignRecord>> {
@@ -217,4 +307,43 @@ where
         S::commit(tx).await?;
         Ok(<DB as Dialect>::rows_affected(&done) > 0)
     }
+}
+
+/// The columns of a deployment's head, in [`DeploymentRow`]'s order.
+const DEPLOYMENT_HEAD: &str = "id, deployed_at, actor, origin, content_hash, warnings, report, restored_from";
+
+/// A deployment's head as stored (JSON in text columns, on both backends).
+#[derive(sqlx::FromRow)]
+pub struct DeploymentRow {
+    id: i64,
+    deployed_at: i64,
+    actor: String,
+    origin: String,
+    content_hash: String,
+    warnings: String,
+    report: String,
+    restored_from: Option<i64>,
+}
+
+impl DeploymentRow {
+    fn head(self) -> StoreResult<DeploymentHead> {
+        Ok(DeploymentHead {
+            id: self.id,
+            deployed_at: from_micros(self.deployed_at),
+            actor: self.actor,
+            origin: self.origin.parse()?,
+            content_hash: self.content_hash,
+            restored_from: self.restored_from,
+            report: from_json(&self.report, "deployment report")?,
+            warnings: from_json(&self.warnings, "deployment warnings")?,
+        })
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

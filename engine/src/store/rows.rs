@@ -125,12 +125,84 @@ impl std::str::FromStr for CampaignStatus {
 }
 
 /// What a deploy changed, by campaign id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeployReport {
     pub created: Vec<String>,
     pub changed: Vec<String>,
     pub unchanged: Vec<String>,
     pub retired: Vec<String>,
+}
+
+/// Where a deployment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The command line: `serve` at start (`--playbook DIR`, or `campaigns/` on an empty
+    /// database), `demo`, `simulate`.
+    Cli,
+    /// `PUT /v1/playbook`.
+    Api,
+    /// `POST /v1/deployments/{id}/restore`: an earlier deployment's content again.
+    Restore,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Cli => "cli",
+            Origin::Api => "api",
+            Origin::Restore => "restore",
+        }
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> StoreResult<Self> {
+        Ok(match text {
+            "cli" => Origin::Cli,
+            "api" => Origin::Api,
+            "restore" => Origin::Restore,
+            other => return Err(StoreError::Corrupt(format!("deployment origin {other:?}"))),
+        })
+    }
+}
+
+/// A deployment to record with the campaigns it deploys.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    pub actor: String,
+    pub origin: Origin,
+    pub content_hash: String,
+    pub files: Vec<crate::playbook::bundle::BundleFile>,
+    pub warnings: Vec<crate::playbook::PlaybookIssue>,
+    pub restored_from: Option<i64>,
+}
+
+/// A recorded deployment, without its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct DeploymentHead {
+    pub id: i64,
+    pub deployed_at: DateTime<Utc>,
+    /// The API key's name, or the user at the command line.
+    pub actor: String,
+    pub origin: Origin,
+    /// SHA-256 of the files (paths and texts): equal hashes, equal content.
+    pub content_hash: String,
+    /// The deployment whose content this one restored.
+    pub restored_from: Option<i64>,
+    /// What the deployment changed, by campaign id.
+    pub report: DeployReport,
+    /// What validation and the running enrollments warned of when it was deployed.
+    pub warnings: Vec<crate::playbook::PlaybookIssue>,
+}
+
+/// A recorded deployment with its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub head: DeploymentHead,
+    pub files: Vec<crate::playbook::bundle::BundleFile>,
 }
 
 /// An enrollment as stored.
