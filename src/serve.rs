@@ -137,6 +137,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let mut app = nurture_api::Application::bind(&args.listen, engine.clone())
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
+    app = app.with_mailer(sender.clone());
     if let Some(clock) = manual_clock {
         app = app.with_manual_clock(clock).with_sender(sender);
     }

@@ -17,8 +17,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
     /// `malformed`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
-    /// `idempotency_in_flight`, `too_large`, `validation_failed`, `rate_limited`, `unavailable`
-    /// or `internal`.
+    /// `idempotency_in_flight`, `too_large`, `validation_failed`, `rate_limited`, `unavailable`,
+    /// `bad_gateway` or `internal`.
     pub code: String,
     pub message: String,
     /// For `validation_failed`: each field and what is wrong with it.
@@ -57,6 +57,9 @@ pub enum ApiError {
     /// 429: this key sent more requests than its rate limit allows; retry after that many seconds.
     #[error("too many requests for this API key; retry after {0} s")]
     TooManyRequests(u64),
+    /// 502: a server nurture relies on (the mail server) failed; the request may be retried.
+    #[error("{0}")]
+    BadGateway(String),
     /// 503: the database did not answer; retry after that many seconds.
     #[error("the database is unreachable; retry after {0} s (with the same Idempotency-Key for a write)")]
     Unavailable(u64),
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),
             ApiError::TooManyRequests(_) => ("rate_limited", Vec::new()),
             ApiError::Unavailable(_) => ("unavailable", Vec::new()),
+            ApiError::BadGateway(_) => ("bad_gateway", Vec::new()),
             ApiError::Internal(_) => ("internal", Vec::new()),
         };
         ErrorDetail {
@@ -150,6 +155,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Store(store) => ApiError::Internal(store.to_string()),
             EngineError::Failed(message) => ApiError::Internal(message),
+            EngineError::Upstream(message) => ApiError::BadGateway(message),
         }
     }
 }

@@ -108,6 +108,13 @@ pub struct Id {
     pub id: String,
 }
 
+/// The path parameter `{name}` of a template.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(inline)]
+pub struct TemplateName {
+    pub name: String,
+}
+
 /// The path parameter `{queue}`.
 #[derive(Deserialize, JsonSchema)]
 #[schemars(inline)]

@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod page;
 pub mod playbook;
 pub mod queues;
+pub mod templates;
 pub mod tracking;
 pub mod webhooks;
 
@@ -41,6 +42,9 @@ pub struct AppState {
     /// On a manual clock, what `clock/advance` hands the messages that fell due to, before it
     /// answers (the server's mailer).
     pub sender: Option<nurture_engine::engine::Sender>,
+    /// The server's mailer and link signer: previews sign their links with it, test e-mails
+    /// go through it.
+    pub mailer: Option<nurture_engine::engine::Sender>,
     /// The key that signs tracking links; without it every tracking link is 404.
     pub tracking: Option<nurture_engine::tracking::TrackingKey>,
     /// This server's own origins (`host`, `port`): a webhook may not point at them.
@@ -90,6 +94,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .merge(events::router())
         .merge(campaigns::router())
         .merge(playbook::router())
+        .merge(templates::router())
         .merge(admin::router())
         .merge(queues::router())
         .merge(webhooks::router())
@@ -128,6 +133,7 @@ impl Application {
                 metrics: Arc::new(metrics::Metrics::new()),
                 clock: None,
                 sender: None,
+                mailer: None,
                 tracking: None,
                 own: vec![(local.ip().to_string(), local.port())],
                 reach: nurture_engine::webhook::Reach::public(),
@@ -177,6 +183,12 @@ impl Application {
     /// at the time its step ran, before it answers.
     pub fn with_sender(mut self, sender: nurture_engine::engine::Sender) -> Self {
         self.state.sender = Some(sender);
+        self
+    }
+
+    /// Renders previews and sends test e-mails with the server's mailer and link signer.
+    pub fn with_mailer(mut self, mailer: nurture_engine::engine::Sender) -> Self {
+        self.state.mailer = Some(mailer);
         self
     }
 

@@ -33,6 +33,9 @@ pub trait Doc: Sized {
     fn answers<T: JsonSchema>(self, status: u16) -> Self;
     /// A success answer that is not JSON (a page, a picture, a redirect) or has no body.
     fn answers_plain(self, status: u16, description: &str) -> Self;
+    /// An error answer of this operation alone (those every operation may give are added by
+    /// the pass over the document).
+    fn fails(self, status: u16, description: &str) -> Self;
 }
 
 impl Doc for TransformOperation<'_> {
@@ -54,6 +57,12 @@ impl Doc for TransformOperation<'_> {
 
     fn answers_plain(self, status: u16, description: &str) -> Self {
         respond(self, status, json!({ "description": description }))
+    }
+
+    fn fails(self, status: u16, description: &str) -> Self {
+        let schema = ANSWERS.with(|answers| answers.borrow_mut().subschema_for::<crate::error::ErrorBody>());
+        let answer = json!({"description": description, "content": {"application/json": {"schema": schema}}});
+        respond(self, status, answer)
     }
 }
 

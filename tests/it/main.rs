@@ -35,6 +35,7 @@ mod playbook;
 mod smtp;
 mod storage;
 mod support;
+mod templates;
 mod trust;
 mod webhooks;
 mod wechat;

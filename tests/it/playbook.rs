@@ -161,7 +161,7 @@ async fn validating_a_tar_of_the_directory_and_bad_uploads() {
     .await;
     assert_eq!(
         answer["errors"],
-        json!([{"file": "rules.yaml", "line": 51, "column": 21, "severity": "error",
+        json!([{"file": "rules.yaml", "line": 52, "column": 21, "severity": "error",
                 "message": "queue \"sdr\" does not exist; define it in a `kind: Queues` file"}])
     );
 

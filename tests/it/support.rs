@@ -280,6 +280,8 @@ pub struct TestApp {
     pub key: nurture_engine::tracking::TrackingKey,
     /// The store behind the engine, for tests that look at it directly.
     pub store: TestStore,
+    /// The SMTP server the server's own mailer sends to (test e-mails).
+    pub mail: crate::smtp::SmtpSink,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -321,6 +323,18 @@ pub async fn spawn_app_over(TestEngine { engine, store, clock }: TestEngine) -> 
         .with_webhook_reach(loopback())
         .with_tracking(key.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
+    // The server's own mailer (previews, test e-mails) sends to an SMTP server of its own.
+    let mail = crate::smtp::SmtpSink::start(0).await;
+    let smtp = nurture_engine::mail::mailer(Some(&mail.url()), std::path::Path::new("unused"), 2, None).unwrap();
+    let app = app.with_mailer(nurture_engine::engine::Sender {
+        mailer: smtp,
+        from: "灵犀工业云 <news@lumen-cloud.example>".into(),
+        public_url: base.clone(),
+        key: key.clone(),
+        concurrency: 2,
+        wechat: None,
+        limits: Default::default(),
+    });
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         base,
@@ -330,6 +344,7 @@ pub async fn spawn_app_over(TestEngine { engine, store, clock }: TestEngine) -> 
         engine,
         key,
         store,
+        mail,
     }
 }
 

@@ -24,6 +24,12 @@ pub struct RulesSpec {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     default_timezone: Option<Spanned<String>>,
+    /// The language of the top-level templates (`en` or `zh`; `zh` when absent): what a lead
+    /// whose language has no copy of a template (no `en/` file for an English lead) receives,
+    /// body and unsubscribe footer alike.
+    #[serde(default)]
+    #[schemars(with = "Option<crate::template::Language>")]
+    default_language: Option<Spanned<String>>,
     #[serde(default)]
     tagging: Vec<TaggingSpec>,
     #[serde(default)]
@@ -179,6 +185,8 @@ impl HandoffSpec {
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub default_timezone: chrono_tz::Tz,
+    /// The language of the top-level templates.
+    pub default_language: crate::template::Language,
     pub tagging: Vec<TaggingRule>,
     pub attributes: Vec<AttributeRule>,
     pub decay: Option<Decay>,
@@ -192,6 +200,7 @@ impl Default for Rules {
     fn default() -> Self {
         Self {
             default_timezone: chrono_tz::UTC,
+            default_language: Default::default(),
             tagging: Vec::new(),
             attributes: Vec::new(),
             decay: None,
@@ -283,6 +292,16 @@ pub(crate) fn build_rules(
                     "unknown time zone {:?}; use an IANA name such as Asia/Shanghai",
                     tz.value
                 ),
+            )),
+        }
+    }
+    if let Some(language) = &spec.default_language {
+        match crate::template::Language::parse(&language.value) {
+            Some(parsed) if language.value.trim().len() == 2 => rules.default_language = parsed,
+            _ => issues.push(Issue::at(
+                file,
+                Position::of(&language.referenced),
+                format!("unknown language {:?}; use en or zh", language.value),
             )),
         }
     }

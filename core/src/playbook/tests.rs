@@ -371,16 +371,17 @@ fn versions_hash_content_not_formatting() {
 
 #[test]
 fn rules_errors_have_file_line_and_column() {
-    let rules = "kind: Rules\ndefault_timezone: Mars/Olympus\ntagging:\n  - on: { event: Bad Type }\n    tags: [\"a b\"]\n    score: 5\ndecay: { every: 30d, percent: 300 }\nmql:\n  when: { segment: nope }\n  handoff: { queue: sdrr, reason: r }\n";
+    let rules = "kind: Rules\ndefault_timezone: Mars/Olympus\ndefault_language: fr\ntagging:\n  - on: { event: Bad Type }\n    tags: [\"a b\"]\n    score: 5\ndecay: { every: 30d, percent: 300 }\nmql:\n  when: { segment: nope }\n  handoff: { queue: sdrr, reason: r }\n";
     assert_eq!(
         refuse(&[("rules.yaml", rules)]),
         [
             "rules.yaml:2:19: unknown time zone \"Mars/Olympus\"; use an IANA name such as Asia/Shanghai",
-            "rules.yaml:4:18: event type \"Bad Type\" is not valid: use lower-case letters, digits, '_', '.' or '-', starting with a letter, at most 64 characters (e.g. whitepaper_downloaded)",
-            "rules.yaml:5:12: tag \"a b\" contains whitespace, a control character or a comma; write e.g. interest:topic/iot",
-            "rules.yaml:7:31: decay percent must be between 1 and 100",
-            "rules.yaml:9:20: segment \"nope\" does not exist; define it in a `kind: Segment` file",
-            "rules.yaml:10:21: queue \"sdrr\" does not exist; did you mean \"sdr\"?",
+            "rules.yaml:3:19: unknown language \"fr\"; use en or zh",
+            "rules.yaml:5:18: event type \"Bad Type\" is not valid: use lower-case letters, digits, '_', '.' or '-', starting with a letter, at most 64 characters (e.g. whitepaper_downloaded)",
+            "rules.yaml:6:12: tag \"a b\" contains whitespace, a control character or a comma; write e.g. interest:topic/iot",
+            "rules.yaml:8:31: decay percent must be between 1 and 100",
+            "rules.yaml:10:20: segment \"nope\" does not exist; define it in a `kind: Segment` file",
+            "rules.yaml:11:21: queue \"sdrr\" does not exist; did you mean \"sdr\"?",
         ]
     );
 }
@@ -393,7 +394,7 @@ fn syntax_and_unknown_keys_are_positioned() {
             ("b.yaml", "kind: Segment\nid: x\nwhen: { tagg: a }\n")
         ]),
         [
-            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, tagging, attributes, decay, mql, frequency, quiet_hours",
+            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, default_language, tagging, attributes, decay, mql, frequency, quiet_hours",
             "b.yaml:3:9: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, all, any, not",
         ]
     );

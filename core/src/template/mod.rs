@@ -119,6 +119,8 @@ pub struct RenderedEmail {
     pub text: String,
     /// The template actually used, language folder included (`en/welcome`).
     pub template: String,
+    /// The language of the template used, and of the footer.
+    pub language: Language,
 }
 
 /// A rendered WeChat template message.
@@ -136,6 +138,52 @@ pub struct Links {
     pub unsubscribe: String,
 }
 
+/// A language templates and e-mail footers are written in: top-level templates are in the
+/// playbook's `default_language`, a copy in another language sits in its folder (`en/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Zh,
+    En,
+}
+
+impl Language {
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Zh => "zh",
+            Language::En => "en",
+        }
+    }
+
+    /// The other of the two.
+    pub fn other(self) -> Language {
+        match self {
+            Language::Zh => Language::En,
+            Language::En => Language::Zh,
+        }
+    }
+
+    /// `en`, `en-US`, `EN_gb` are English; `zh`, `zh-CN`, `zh-Hans` Chinese; anything else none.
+    pub fn parse(text: &str) -> Option<Language> {
+        match primary_language(text)?.as_str() {
+            "zh" => Some(Language::Zh),
+            "en" => Some(Language::En),
+            _ => None,
+        }
+    }
+}
+
+/// The primary subtag of a language tag, lower case: `en-US` → `en`.
+fn primary_language(text: &str) -> Option<String> {
+    text.trim()
+        .to_lowercase()
+        .split(['-', '_'])
+        .next()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
 /// What a template is rendered for.
 pub struct RenderInput<'a> {
     pub lead: &'a Lead,
@@ -144,6 +192,8 @@ pub struct RenderInput<'a> {
     pub step: &'a str,
     /// The lead's time zone, else the playbook's default.
     pub timezone: chrono_tz::Tz,
+    /// The language of the top-level templates (the playbook's `default_language`).
+    pub default_language: Language,
 }
 
 /// The template files under `dir` (`*.hbs`, `*.wechat.yaml`, recursively) as (path relative to
@@ -466,23 +516,33 @@ impl Templates {
         })
     }
 
-    /// The template to use for a lead: `LANG/NAME` when the lead's `language` attribute names a
-    /// language folder that has it, else `NAME`.
-    pub fn resolve(&self, name: &str, lead: &Lead) -> String {
-        let language = lead
+    /// The template to use for a lead, and the language it is in (the footer follows it, so
+    /// that body and footer agree). The copy in the lead's `language` when there is one; else
+    /// the copy in the playbook's `default`. The top level is in `default`, unless a `default`
+    /// folder holds a copy of the template, which makes the top level the other language.
+    pub fn resolve(&self, name: &str, lead: &Lead, default: Language) -> (String, Language) {
+        let default_copy = format!("{}/{name}", default.code());
+        let has_default_copy = self.parts.contains_key(&default_copy);
+        let top = if has_default_copy { default.other() } else { default };
+        let wanted = lead
             .attributes
             .get("language")
             .and_then(Value::as_str)
-            .map(|l| l.trim().to_lowercase())
-            .and_then(|l| l.split(['-', '_']).next().map(str::to_owned))
-            .filter(|l| !l.is_empty());
-        if let Some(language) = language {
-            let localized = format!("{language}/{name}");
+            .and_then(primary_language);
+        if let Some(wanted) = wanted {
+            let localized = format!("{wanted}/{name}");
             if self.parts.contains_key(&localized) {
-                return localized;
+                // A folder in a language nurture has no footer for gets the English one.
+                return (localized, Language::parse(&wanted).unwrap_or(Language::En));
+            }
+            if Language::parse(&wanted) == Some(top) {
+                return (name.to_owned(), top);
             }
         }
-        name.to_owned()
+        if has_default_copy {
+            return (default_copy, default);
+        }
+        (name.to_owned(), top)
     }
 }
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

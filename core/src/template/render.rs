@@ -54,7 +54,7 @@ impl Templates {
     /// with the open pixel and the unsubscribe link added. The error says why, for the
     /// journey log.
     pub fn render_email(&self, name: &str, input: &RenderInput<'_>, links: &Links) -> Result<RenderedEmail, String> {
-        let resolved = self.resolve(name, input.lead);
+        let (resolved, language) = self.resolve(name, input.lead, input.default_language);
         let data = self.context(&resolved, input);
         let failed = |part: &str, e: RenderError| format!("template {resolved}.{part} failed to render: {e}");
         let subject = self
@@ -65,7 +65,7 @@ impl Templates {
             .html
             .render(&registry_key(&resolved, Part::Html), &data)
             .map_err(|e| failed("hbs", e))?;
-        let english = resolved.starts_with("en/");
+        let english = language == Language::En;
         let has_text = self.parts.get(&resolved).is_some_and(|p| p.text);
         let text = if has_text {
             self.plain
@@ -80,12 +80,13 @@ impl Templates {
             html: with_footer(&html, links, english),
             text: with_text_footer(&text, links, english),
             template: resolved,
+            language,
         })
     }
 
     /// Renders WeChat template message `name` for a lead.
     pub fn render_wechat(&self, name: &str, input: &RenderInput<'_>) -> Result<RenderedWechat, String> {
-        let resolved = self.resolve(name, input.lead);
+        let (resolved, _) = self.resolve(name, input.lead, input.default_language);
         let spec = self
             .parts
             .get(&resolved)

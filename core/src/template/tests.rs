@@ -32,6 +32,7 @@ fn input(lead: &Lead) -> RenderInput<'_> {
         campaign: "welcome",
         step: "first",
         timezone: chrono_tz::Asia::Shanghai,
+        default_language: Language::Zh,
     }
 }
 
@@ -89,6 +90,75 @@ fn the_language_attribute_picks_a_translation() {
     );
     assert!(email.html.contains(">Unsubscribe</a>"));
     assert!(email.text.starts_with("Welcome, in text"));
+}
+
+/// A template with no copy in the lead's language goes out in the playbook's default language,
+/// and its footer with it: an English playbook's English lead never gets the Chinese footer.
+#[test]
+fn the_default_language_decides_a_template_without_a_copy_in_the_leads() {
+    let t = templates(&[("note.subject.hbs", "Hello"), ("note.hbs", "<p>Hello</p>")]);
+    let mut lead = lead();
+    lead.attributes.insert("language".into(), "en".into());
+    let chinese = t.render_email("note", &input(&lead), &links()).unwrap();
+    assert_eq!(
+        chinese.language,
+        Language::Zh,
+        "the top level is Chinese unless the playbook says"
+    );
+    assert!(chinese.html.contains(">退订</a>"));
+    let english = RenderInput {
+        default_language: Language::En,
+        ..input(&lead)
+    };
+    let email = t.render_email("note", &english, &links()).unwrap();
+    assert_eq!((email.template.as_str(), email.language), ("note", Language::En));
+    assert!(email.html.contains(">Unsubscribe</a>") && !email.html.contains("退订"));
+    assert!(email.text.ends_with("Unsubscribe: https://t.example/u/abc\n"));
+    // A Chinese lead of an English playbook gets the same: there is no Chinese copy.
+    lead.attributes.insert("language".into(), "zh-CN".into());
+    let input_zh = RenderInput {
+        default_language: Language::En,
+        ..input(&lead)
+    };
+    assert_eq!(
+        t.render_email("note", &input_zh, &links()).unwrap().language,
+        Language::En
+    );
+
+    // Chinese at the top level with English copies, English by default: a lead of a language
+    // with no copy gets English; a Chinese lead the top level.
+    let t = templates(&[
+        ("note.subject.hbs", "你好"),
+        ("note.hbs", "<p>你好</p>"),
+        ("en/note.subject.hbs", "Hello"),
+        ("en/note.hbs", "<p>Hello</p>"),
+    ]);
+    for (language, template, expected) in [
+        ("fr", "en/note", Language::En),
+        ("", "en/note", Language::En),
+        ("zh", "note", Language::Zh),
+        ("en", "en/note", Language::En),
+    ] {
+        lead.attributes.insert("language".into(), language.into());
+        let input = RenderInput {
+            default_language: Language::En,
+            ..input(&lead)
+        };
+        let email = t.render_email("note", &input, &links()).unwrap();
+        assert_eq!(
+            (email.template.as_str(), email.language),
+            (template, expected),
+            "{language}"
+        );
+    }
+    for (tag, language) in [
+        ("en-GB", Some(Language::En)),
+        ("ZH_hans", Some(Language::Zh)),
+        ("fr", None),
+        ("", None),
+    ] {
+        assert_eq!(Language::parse(tag), language, "{tag}");
+    }
 }
 
 #[test]

@@ -86,7 +86,7 @@ impl DispatchReport {
 }
 
 impl Sender {
-    fn link(&self, path: &str, token: &Token) -> String {
+    pub(super) fn link(&self, path: &str, token: &Token) -> String {
         format!(
             "{}/{path}/{}",
             self.public_url.trim_end_matches('/'),
@@ -95,7 +95,7 @@ impl Sender {
     }
 
     /// The host of the sender's address, for Message-IDs.
-    fn domain(&self) -> String {
+    pub(super) fn domain(&self) -> String {
         self.from
             .rsplit('@')
             .next()
@@ -493,6 +493,7 @@ impl Engine {
             campaign: &message.campaign_id,
             step: &message.step,
             timezone,
+            default_language: playbook.rules.default_language,
         };
         // Consent is checked again at send time: an opt-out stops messages already queued.
         match message.channel {

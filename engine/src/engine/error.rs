@@ -26,6 +26,9 @@ pub enum EngineError {
     /// The caller's role allows the route, but not this use of it (someone else's resource).
     #[error("{0}")]
     Forbidden(String),
+    /// A server nurture relies on (the mail server) failed; the request may be retried.
+    #[error("{0}")]
+    Upstream(String),
     #[error(transparent)]
     Store(StoreError),
 }

@@ -29,6 +29,7 @@ mod journeys;
 mod leads;
 mod pass;
 mod phases;
+mod preview;
 mod webhooks;
 pub use deploy::{Deployed, Deployer, StepFunnel};
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
@@ -43,6 +44,7 @@ use leads::{load_states, view, LeadBook};
 pub use leads::{ItemError, LeadView, Target, Upserted};
 use pass::Pick;
 pub use phases::{Phase, Phases};
+pub use preview::{Preview, PreviewLead, TestSent};
 pub use webhooks::NewWebhook;
 
 /// Maps keyed by ids the store assigned (leads, enrollments), which a pass builds and reads

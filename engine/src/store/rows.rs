@@ -133,6 +133,17 @@ pub struct DeployReport {
     pub retired: Vec<String>,
 }
 
+/// An API key as listed: never the key, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct ApiKeyRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: crate::access::Role,
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked; it works no more (within a second, on every server).
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// Where a deployment came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

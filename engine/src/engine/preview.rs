@@ -1,0 +1,178 @@
+//! Seeing an e-mail before it goes: a template rendered for a lead exactly as the dispatcher
+//! renders it (links tracked, footer in the template's language), and one test e-mail sent
+//! through the mailer. Neither is a message: no tracking is counted, no frequency cap used.
+
+use super::*;
+use crate::lead::{Lead, LeadId, LeadInput};
+use crate::mail::{OutgoingEmail, SendError};
+use crate::template::{Language, Links, RenderInput};
+use crate::tracking::Token;
+use sha2::Digest;
+
+/// The message id a preview's links carry: no message has it, so an open, click or
+/// unsubscribe through them records nothing (a click still goes where the link points).
+const NO_MESSAGE: i64 = 0;
+
+/// Whom a template is rendered for.
+#[derive(Debug, Clone)]
+pub enum PreviewLead {
+    /// A stored lead, with its tags.
+    Stored(LeadId),
+    /// A lead as given (the fields of `PUT /v1/leads`), stored nowhere.
+    Given(Box<LeadInput>),
+    /// A sample lead: "Mei Lin" at "Acme".
+    Sample,
+}
+
+/// A template rendered as it would be sent.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct Preview {
+    /// The template used, language folder included (`en/webinar-reminder`).
+    pub template: String,
+    /// The language of the template used and of its footer.
+    pub language: Language,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// A test e-mail sent.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct TestSent {
+    pub to: String,
+    pub message_id: String,
+    #[serde(flatten)]
+    pub preview: Preview,
+}
+
+impl Engine {
+    /// Renders e-mail template `name` for `lead` as the dispatcher would send it, in
+    /// `language` when given (else the lead's). `NotFound` when the lead is not stored;
+    /// `Invalid` when the template does not exist or does not render for this lead.
+    pub async fn preview(
+        &self,
+        name: &str,
+        lead: PreviewLead,
+        language: Option<Language>,
+        sender: &Sender,
+    ) -> EngineResult<Preview> {
+        let playbook = self.playbook();
+        if !playbook.templates.names().any(|n| n == name) {
+            return Err(EngineError::Missing(format!(
+                "no template {name:?} is deployed; deploy it with the playbook (PUT /v1/playbook)"
+            )));
+        }
+        if let Err(why) = playbook.templates.check(crate::channel::Channel::Email, name) {
+            return Err(EngineError::Invalid(vec![crate::lead::FieldError::new("name", why)]));
+        }
+        let (mut lead, tags) = match lead {
+            PreviewLead::Stored(id) => {
+                let view = self.get_lead(id).await?;
+                (view.lead, view.tags)
+            }
+            PreviewLead::Given(input) => {
+                let problems = input.validate(false);
+                if !problems.is_empty() {
+                    return Err(EngineError::Invalid(
+                        problems
+                            .into_iter()
+                            .map(|p| crate::lead::FieldError::new(format!("lead.{}", p.field), p.message))
+                            .collect(),
+                    ));
+                }
+                let mut lead = Lead::new(LeadId(NO_MESSAGE), self.now());
+                input.apply(&mut lead, self.now());
+                (lead, Vec::new())
+            }
+            PreviewLead::Sample => (sample_lead(self.now()), Vec::new()),
+        };
+        if let Some(language) = language {
+            lead.attributes
+                .insert("language".into(), serde_json::Value::String(language.code().into()));
+        }
+        let input = RenderInput {
+            lead: &lead,
+            tags: &tags,
+            campaign: "preview",
+            step: "preview",
+            timezone: lead.timezone(playbook.rules.default_timezone),
+            default_language: playbook.rules.default_language,
+        };
+        let links = Links {
+            open_pixel: sender.link("t/o", &Token::Open { message: NO_MESSAGE }),
+            unsubscribe: sender.link("u", &Token::Unsubscribe { message: NO_MESSAGE }),
+        };
+        let invalid = |why: String| EngineError::Invalid(vec![crate::lead::FieldError::new("name", why)]);
+        let rendered = playbook.templates.render_email(name, &input, &links).map_err(invalid)?;
+        let html = sender.track_clicks(&rendered.html, NO_MESSAGE).map_err(invalid)?;
+        Ok(Preview {
+            template: rendered.template,
+            language: rendered.language,
+            subject: rendered.subject,
+            html,
+            text: rendered.text,
+        })
+    }
+
+    /// Sends one test e-mail of template `name` to `to`, rendered as [`Engine::preview`] does,
+    /// its subject marked as a test in the template's language. Nothing is recorded: no
+    /// message, no tracking, no frequency cap or send rate used.
+    pub async fn test_send(
+        &self,
+        name: &str,
+        to: &str,
+        lead: PreviewLead,
+        language: Option<Language>,
+        sender: &Sender,
+    ) -> EngineResult<TestSent> {
+        let mut preview = self.preview(name, lead, language, sender).await?;
+        let mark = match preview.language {
+            Language::Zh => "[测试]",
+            Language::En => "[Test]",
+        };
+        preview.subject = format!("{mark} {}", preview.subject);
+        // Unique per send: the recipient, the template and the wall-clock moment.
+        let moment = self.wall.now().timestamp_nanos_opt().unwrap_or_default();
+        let stamp = sha2::Sha256::digest(format!("{to}/{name}/{moment}").as_bytes());
+        let message_id = format!("<test.{}@{}>", hex::encode(&stamp[..8]), sender.domain());
+        let email = OutgoingEmail {
+            from: sender.from.clone(),
+            to: to.to_owned(),
+            subject: preview.subject.clone(),
+            html: preview.html.clone(),
+            text: preview.text.clone(),
+            message_id: message_id.clone(),
+            unsubscribe_url: sender.link("u", &Token::Unsubscribe { message: NO_MESSAGE }),
+        };
+        match sender.mailer.send(&email).await {
+            Ok(()) => Ok(TestSent {
+                to: to.to_owned(),
+                message_id,
+                preview,
+            }),
+            Err(SendError::Rejected(why)) => Err(EngineError::Invalid(vec![crate::lead::FieldError::new(
+                "to",
+                format!("the mail server refused this address: {why}"),
+            )])),
+            Err(e) => Err(EngineError::Upstream(format!("the test e-mail was not sent: {e}"))),
+        }
+    }
+}
+
+/// The lead a template is previewed for when none is named.
+fn sample_lead(now: DateTime<Utc>) -> Lead {
+    let mut lead = Lead::new(LeadId(NO_MESSAGE), now);
+    lead.email = Some("mei.lin@acme.example".into());
+    for (field, value) in [
+        ("first_name", "Mei"),
+        ("last_name", "Lin"),
+        ("company", "Acme"),
+        ("title", "IT Director"),
+        ("industry", "manufacturing"),
+    ] {
+        if let Some(name) = crate::lead::TEXT_FIELDS.iter().find(|f| **f == field) {
+            lead.fields.insert(name, value.to_owned());
+        }
+    }
+    lead
+}
