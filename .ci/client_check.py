@@ -36,6 +36,9 @@ BODIES = {
     "put_queues_by_queue_members_by_member": {"available": True},
     "post_webhooks": {"url": "https://crm.example/hooks/nurture", "events": ["lead.handed_off"]},
     "post_admin_clock_advance": {"by": "1h"},
+    "post_admin_keys": {"name": "client-check", "role": "crm"},
+    "post_templates_by_name_preview": {"language": "en"},
+    "post_templates_by_name_test_send": {"to": "marketer@generated.example"},
 }
 PLAYBOOK = b"kind: Segment\nid: client-check\nwhen: { field: { name: email, exists: true } }\n"
 
@@ -47,7 +50,7 @@ LAST = ["delete_webhooks_by_id", "delete_leads_by_id"]
 def path_value(module: str, name: str) -> str:
     if name == "id":
         return "welcome" if "campaigns" in module else "1"
-    return {"queue": "sdr", "member": "admin-bot", "token": "not-a-token"}[name]
+    return {"queue": "sdr", "member": "admin-bot", "token": "not-a-token", "name": "welcome-cxo"}[name]
 
 
 def body_for(module: str, annotation) -> object:

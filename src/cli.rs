@@ -226,6 +226,39 @@ pub enum ApikeyCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// List every key (id, name, role, created, revoked); keys themselves are never shown.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key (by id), or every key with a name: within a second it works on no server
+    /// of the database.
+    Revoke {
+        #[command(flatten)]
+        which: WhichKey,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Replace a key with a new one of the same name and role (printed once, alone on the
+    /// last line); the old one is revoked.
+    Rotate {
+        #[command(flatten)]
+        which: WhichKey,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// A key by `--id`, or by `--name`.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct WhichKey {
+    /// The key's id (`nurture apikey list`).
+    #[arg(long)]
+    pub id: Option<i64>,
+    /// The key's name.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -4,33 +4,101 @@
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
-use crate::cli::PlaybookCommand;
+use crate::cli::{ApikeyCommand, PlaybookCommand, WhichKey};
 use crate::report;
 
-/// `nurture apikey create`: a new key, printed once; only its hash is stored.
-pub async fn create_api_key(role: &str, name: &str, database_url: &str) -> Result<()> {
-    let role: nurture_engine::access::Role = role.parse().map_err(anyhow::Error::msg)?;
-    if name.trim().is_empty() {
-        bail!("--name must not be empty");
-    }
-    let store = open_store(database_url).await?;
-    let key = format!("nurt_{}", hex_key());
-    store
-        .create_api_key(
-            name.trim(),
-            role,
-            &nurture_engine::access::key_hash(&key),
-            chrono::Utc::now(),
-        )
-        .await
-        .context("storing the API key")?;
-    println!(
-        "Created a {} key named {:?}. It is shown only now; store it safely:",
-        role.as_str(),
-        name.trim()
+/// `nurture apikey …`: create (printed once; only its hash is stored), list, revoke, rotate.
+pub async fn api_keys(command: ApikeyCommand) -> Result<()> {
+    use nurture_engine::engine::{Engine, NewApiKey};
+    let url = match &command {
+        ApikeyCommand::Create { db, .. }
+        | ApikeyCommand::List { db }
+        | ApikeyCommand::Revoke { db, .. }
+        | ApikeyCommand::Rotate { db, .. } => db.database_url.clone(),
+    };
+    let engine = Engine::new(
+        open_store(&url).await?,
+        Default::default(),
+        Arc::new(nurture_engine::clock::SystemClock),
     );
-    println!("{key}");
+    let show = |made: &NewApiKey, what: &str| {
+        println!(
+            "{what} a {} key named {:?} (id {}). It is shown only now; store it safely:",
+            made.role.as_str(),
+            made.name,
+            made.id
+        );
+        println!("{}", made.key);
+    };
+    match command {
+        ApikeyCommand::Create { role, name, .. } => {
+            let role: nurture_engine::access::Role = role.parse().map_err(anyhow::Error::msg)?;
+            if name.trim().is_empty() {
+                bail!("--name must not be empty");
+            }
+            let made = engine
+                .create_api_key(&name, role)
+                .await
+                .context("storing the API key")?;
+            show(&made, "Created");
+        }
+        ApikeyCommand::List { .. } => {
+            let keys = engine.api_keys().await?;
+            println!("{:>4}  {:<24} {:<9} {:<17} revoked", "id", "name", "role", "created");
+            for key in keys {
+                println!(
+                    "{:>4}  {:<24} {:<9} {:<17} {}",
+                    key.id,
+                    key.name,
+                    key.role.as_str(),
+                    key.created_at.format("%Y-%m-%d %H:%M"),
+                    key.revoked_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        ApikeyCommand::Revoke { which, .. } => {
+            for id in chosen(&engine, &which, false).await? {
+                engine.revoke_api_key(id).await?;
+                println!("Revoked key {id}: within a second it works on no server of this database.");
+            }
+        }
+        ApikeyCommand::Rotate { which, .. } => {
+            let id = chosen(&engine, &which, true).await?[0];
+            let made = engine.rotate_api_key(id).await?;
+            println!("Revoked key {id}.");
+            show(&made, "Made");
+        }
+    }
     Ok(())
+}
+
+/// The unrevoked keys `which` names: one by id, or every key with the name (exactly one when
+/// `one`).
+async fn chosen(engine: &nurture_engine::engine::Engine, which: &WhichKey, one: bool) -> Result<Vec<i64>> {
+    let live: Vec<_> = engine
+        .api_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.revoked_at.is_none())
+        .collect();
+    let ids: Vec<i64> = match (&which.id, &which.name) {
+        (Some(id), _) => live.iter().filter(|k| k.id == *id).map(|k| k.id).collect(),
+        (None, Some(name)) => live.iter().filter(|k| k.name == name.trim()).map(|k| k.id).collect(),
+        (None, None) => bail!("give --id or --name"),
+    };
+    let named = match (&which.id, &which.name) {
+        (Some(id), _) => format!("with id {id}"),
+        (_, name) => format!("named {:?}", name.as_deref().unwrap_or_default()),
+    };
+    if ids.is_empty() {
+        bail!("no unrevoked API key {named}; `nurture apikey list` shows them");
+    }
+    if one && ids.len() > 1 {
+        bail!("{} unrevoked keys are {named} (ids {:?}); give --id", ids.len(), ids);
+    }
+    Ok(ids)
 }
 
 /// `nurture playbook …`: validation, pictures and the editor schema. No database is needed,

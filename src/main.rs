@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::sync::Arc;
 
-use cli::{ApikeyCommand, BenchCommand, Cli, Command, LeadsCommand};
+use cli::{BenchCommand, Cli, Command, LeadsCommand};
 
 /// The process allocator. See the commit that added it for the figures.
 #[global_allocator]
@@ -50,9 +50,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("Migrations applied to {}.", db.database_url);
             Ok(())
         }
-        Command::Apikey {
-            command: ApikeyCommand::Create { role, name, db },
-        } => commands::create_api_key(&role, &name, &db.database_url).await,
+        Command::Apikey { command } => commands::api_keys(command).await,
         Command::Leads {
             command:
                 LeadsCommand::Import {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod input;
+pub mod keys;
 pub mod leads;
 pub mod metrics;
 pub mod openapi;
@@ -51,13 +52,15 @@ pub struct AppState {
     pub own: Vec<(String, u16)>,
     /// Where webhooks may point: public addresses, and the networks the operator allowed.
     pub reach: nurture_engine::webhook::Reach,
-    /// API keys looked up recently, by hash: most requests then cost no key lookup. Keys are
-    /// never changed once created, so the only staleness is a minute's grace after a key is
-    /// deleted from the database by hand.
+    /// API keys looked up recently, by hash, for a second: most requests cost no key lookup,
+    /// and a key revoked by another process stops working here within that second.
     pub keys: moka::sync::Cache<String, nurture_engine::access::ApiKey>,
     /// Requests per API key (by key hash), when limited.
     pub limiter: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
 }
+
+/// How long a server trusts a key it looked up: the bound on how long a revoked key works.
+pub const KEY_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The default rate limit: requests per second per API key (bursts of twice as many).
 pub const DEFAULT_RATE_LIMIT: u32 = 1_000;
@@ -96,6 +99,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .merge(playbook::router())
         .merge(templates::router())
         .merge(admin::router())
+        .merge(keys::router())
         .merge(queues::router())
         .merge(webhooks::router())
         .merge(tracking::router())
@@ -140,7 +144,7 @@ impl Application {
                 limiter: rate_limiter(DEFAULT_RATE_LIMIT),
                 keys: moka::sync::Cache::builder()
                     .max_capacity(10_000)
-                    .time_to_live(std::time::Duration::from_secs(60))
+                    .time_to_live(KEY_CACHE)
                     .build(),
             },
         })

@@ -51,6 +51,7 @@ impl FromStr for Role {
 /// An API key as the store knows it: its name (recorded as the actor of changes) and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
+    pub id: i64,
     pub name: String,
     pub role: Role,
 }

@@ -30,6 +30,7 @@ mod deliverability;
 mod deployments;
 mod email;
 mod handoff;
+mod keys;
 mod outage;
 mod playbook;
 mod smtp;

@@ -2,8 +2,24 @@
 //! settings, idempotent requests, planner statistics and the mail wake-up.
 
 use super::*;
-use crate::access::ApiKey;
-use crate::store::Idempotency;
+use crate::access::{ApiKey, Role};
+use crate::store::{ApiKeyRecord, Idempotency};
+
+/// A key just made: shown once, never stored.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct NewApiKey {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    /// The key itself: store it now, it is not shown again.
+    pub key: String,
+}
+
+/// A new API key: `nurt_` and 256 random bits in hex.
+pub fn new_api_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("nurt_{}", hex::encode(bytes))
+}
 
 impl Engine {
     /// `sqlite` or `postgres`.
@@ -16,9 +32,70 @@ impl Engine {
         Ok(self.store.ready().await?)
     }
 
-    /// The key whose hash this is ([`crate::access::key_hash`]).
+    /// The unrevoked key whose hash this is ([`crate::access::key_hash`]).
     pub async fn api_key(&self, hash: &str) -> EngineResult<Option<ApiKey>> {
         Ok(self.store.find_api_key(hash).await?)
+    }
+
+    /// Creates a key; the key itself is in the answer only (its hash is stored).
+    pub async fn create_api_key(&self, name: &str, role: Role) -> EngineResult<NewApiKey> {
+        let name = name.trim();
+        if name.is_empty() || crate::lead::text_problem(name).is_some() {
+            return Err(EngineError::Invalid(vec![crate::lead::FieldError::new(
+                "name",
+                "a key needs a name people recognise (the SDR's name, the CRM's): printable, not empty",
+            )]));
+        }
+        let key = new_api_key();
+        let id = self
+            .store
+            .create_api_key(name, role, &crate::access::key_hash(&key), self.now())
+            .await?;
+        Ok(NewApiKey {
+            id,
+            name: name.to_owned(),
+            role,
+            key,
+        })
+    }
+
+    /// Every key, revoked ones too, oldest first.
+    pub async fn api_keys(&self) -> EngineResult<Vec<ApiKeyRecord>> {
+        Ok(self.store.api_keys().await?)
+    }
+
+    /// Revokes a key: it stops working within a second, on every server of the database.
+    pub async fn revoke_api_key(&self, id: i64) -> EngineResult<()> {
+        if self.store.revoke_api_key(id, self.now()).await? {
+            Ok(())
+        } else {
+            Err(EngineError::Missing(format!("no unrevoked API key has id {id}")))
+        }
+    }
+
+    /// Replaces a key with a new one of the same name and role, and revokes the old one.
+    pub async fn rotate_api_key(&self, id: i64) -> EngineResult<NewApiKey> {
+        let key = new_api_key();
+        let Some(successor) = self
+            .store
+            .rotate_api_key(id, &crate::access::key_hash(&key), self.now())
+            .await?
+        else {
+            return Err(EngineError::Missing(format!("no unrevoked API key has id {id}")));
+        };
+        let record = self
+            .store
+            .api_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.id == successor)
+            .ok_or_else(|| EngineError::Failed(format!("the rotated key {successor} was not found")))?;
+        Ok(NewApiKey {
+            id: successor,
+            name: record.name,
+            role: record.role,
+            key,
+        })
     }
 
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.

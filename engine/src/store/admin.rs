@@ -16,8 +16,17 @@ pub trait AdminStore: Send + Sync {
     async fn migrate(&self) -> StoreResult<()>;
     /// Whether the database answers and every migration is applied.
     async fn ready(&self) -> StoreResult<bool>;
-    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Stores a key's hash; the new key's id.
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<i64>;
+    /// The key with this hash, unless revoked.
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+    /// Every key, revoked ones too, oldest first.
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key; false when there is no such unrevoked key.
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Revokes a key and stores its successor (same name and role) in one transaction; the
+    /// successor's id, or `None` when there is no such unrevoked key.
+    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<i64>>;
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
     async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
     /// Sets a server-wide setting.
@@ -49,6 +58,8 @@ where
     for<'r> (i64,): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String,): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (i64, String, String): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (i64, String, String, i64, Option<i64>): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, Option<i64>, Option<String>): FromRow<'r, <DB as Database>::Row>,
 {
     async fn migrate(&self) -> StoreResult<()> {
@@ -66,25 +77,82 @@ where
         Ok(<DB as Dialect>::MIGRATOR.iter().all(|m| applied.contains(&m.version)))
     }
 
-    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(name)
-            .bind(role.as_str())
-            .bind(hash)
+    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(hash)
+        .bind(to_micros(now))
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(id)
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows: Vec<(i64, String, String, i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY id")
+                .fetch_all(self.pool())
+                .await?;
+        rows.into_iter()
+            .map(|(id, name, role, created_at, revoked_at)| {
+                Ok(ApiKeyRecord {
+                    id,
+                    name,
+                    role: role.parse().map_err(StoreError::Corrupt)?,
+                    created_at: crate::clock::from_micros(created_at),
+                    revoked_at: revoked_at.map(crate::clock::from_micros),
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
             .bind(to_micros(now))
             .execute(self.pool())
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        Ok(())
+            .await?;
+        Ok(<DB as Dialect>::rows_affected(&done) > 0)
+    }
+
+    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<i64>> {
+        let mut tx = self.write_tx().await?;
+        let old: Option<(String, String)> = sqlx::query_as(
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING name, role",
+        )
+        .bind(id)
+        .bind(to_micros(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((name, role)) = old else {
+            return Ok(None);
+        };
+        let (successor,): (i64,) = sqlx::query_as(
+            "INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(role)
+        .bind(hash)
+        .bind(to_micros(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        S::commit(tx).await?;
+        Ok(Some(successor))
     }
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
-        let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM api_keys WHERE key_hash = $1")
-            .bind(hash)
-            .fetch_optional(self.pool())
-            .await?;
-        row.map(|(name, role)| {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as("SELECT id, name, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+                .bind(hash)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|(id, name, role)| {
             Ok(ApiKey {
+                id,
                 name,
                 role: role.parse().map_err(StoreError::Corrupt)?,
             })
