@@ -49,7 +49,9 @@ LAST = ["delete_webhooks_by_id", "delete_leads_by_id"]
 
 def path_value(module: str, name: str) -> str:
     if name == "id":
-        return "welcome" if "campaigns" in module else "1"
+        if "campaigns" in module:
+            return "welcome"
+        return "icp" if "segments" in module else "1"
     return {"queue": "sdr", "member": "admin-bot", "token": "not-a-token", "name": "welcome-cxo"}[name]
 
 

@@ -29,6 +29,7 @@ pub mod openapi;
 pub mod page;
 pub mod playbook;
 pub mod queues;
+pub mod segments;
 pub mod templates;
 pub mod tracking;
 pub mod webhooks;
@@ -98,6 +99,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .merge(campaigns::router())
         .merge(playbook::router())
         .merge(templates::router())
+        .merge(segments::router())
         .merge(admin::router())
         .merge(keys::router())
         .merge(queues::router())

@@ -263,6 +263,65 @@ impl Condition {
         }
     }
 
+    /// Why the condition holds for these facts, as the conditions that made it hold, each as
+    /// the playbook writes it: every part of an `all`, the parts of an `any` that hold, a
+    /// segment's own reasons under its name. Empty when it does not hold.
+    pub fn reasons(&self, facts: &dyn Facts, segments: &Segments, now: DateTime<Utc>) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.eval(facts, segments, now) {
+            self.reasons_at(facts, segments, now, 0, "", &mut out);
+        }
+        out
+    }
+
+    fn reasons_at(
+        &self,
+        facts: &dyn Facts,
+        segments: &Segments,
+        now: DateTime<Utc>,
+        depth: usize,
+        under: &str,
+        out: &mut Vec<String>,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match self {
+            Condition::All(items) => {
+                for item in items {
+                    item.reasons_at(facts, segments, now, depth + 1, under, out);
+                }
+            }
+            Condition::Any(items) => {
+                for item in items.iter().filter(|c| c.eval_at(facts, segments, now, depth + 1)) {
+                    item.reasons_at(facts, segments, now, depth + 1, under, out);
+                }
+            }
+            Condition::Segment(id) => match segments.get(&id.value) {
+                Some(inner) => {
+                    let under = format!("{under}segment {}: ", id.value);
+                    inner.reasons_at(facts, segments, now, depth + 1, &under, out);
+                }
+                None => out.push(format!("{under}{self}")),
+            },
+            // What the lead has, rather than what the condition asks for.
+            Condition::AnyTag(tags) | Condition::AllTags(tags) => {
+                let held: Vec<&str> = tags
+                    .iter()
+                    .map(|t| t.value.as_str())
+                    .filter(|t| facts.has_tag(t))
+                    .collect();
+                out.push(format!("{under}tagged {}", held.join(", ")));
+            }
+            Condition::Field(test) => match facts.lead().field(&test.name) {
+                Some(serde_json::Value::String(value)) => out.push(format!("{under}{} is {value:?}", test.name)),
+                Some(value) => out.push(format!("{under}{} is {value}", test.name)),
+                None => out.push(format!("{under}{self}")),
+            },
+            leaf => out.push(format!("{under}{leaf}")),
+        }
+    }
+
     /// The event types this condition looks at (through segments too) and the longest window
     /// for each (`None`: all time), so callers can load exactly the events it needs.
     pub fn event_needs(&self, segments: &Segments, out: &mut HashMap<String, Option<Span>>) {

@@ -33,6 +33,7 @@ mod handoff;
 mod keys;
 mod outage;
 mod playbook;
+mod segments;
 mod smtp;
 mod storage;
 mod support;

@@ -18,6 +18,28 @@ pub struct EnrollReport {
     pub not_found: Vec<usize>,
 }
 
+/// Who a segment holds now: how many, and a sample with why each matches.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct SegmentPreview {
+    pub segment: String,
+    /// The segment's condition, as the playbook writes it.
+    pub when: String,
+    /// Leads that match now.
+    pub count: usize,
+    /// Leads looked at (every lead).
+    pub scanned: usize,
+    /// The first matching leads by id, each with why it matches.
+    pub sample: Vec<SegmentMember>,
+}
+
+/// One lead of a segment preview.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct SegmentMember {
+    pub lead: LeadView,
+    /// The conditions that made it match (`segment icp: tag industry:energy`, …).
+    pub why: Vec<String>,
+}
+
 /// The condition of segment `id`, or why there is none.
 pub(super) fn segment_of<'p>(playbook: &'p Playbook, id: &str) -> EngineResult<&'p crate::condition::Condition> {
     playbook.segments.get(id).ok_or_else(|| {
@@ -101,6 +123,51 @@ impl Engine {
         }
         report.not_found.sort_unstable();
         Ok(report)
+    }
+
+    /// Who segment `id` holds now: every lead is evaluated (in batches, as a segment-filtered
+    /// list is), the first `sample` matches kept with why each matches. Nothing changes.
+    pub async fn segment_preview(&self, id: &str, sample: usize) -> EngineResult<SegmentPreview> {
+        let playbook = self.playbook();
+        let condition = playbook
+            .segments
+            .get(id)
+            .ok_or_else(|| EngineError::Missing(format!("no segment {id:?} is deployed")))?;
+        let now = self.now();
+        let mut preview = SegmentPreview {
+            segment: id.to_owned(),
+            when: condition.to_string(),
+            count: 0,
+            scanned: 0,
+            sample: Vec::new(),
+        };
+        let mut after = None;
+        loop {
+            let leads = self.store.list_leads(&LeadFilter::default(), after, 500).await?;
+            let Some(last) = leads.last() else {
+                return Ok(preview);
+            };
+            after = Some(last.id);
+            preview.scanned += leads.len();
+            let mut tx = self.store.begin_read().await?;
+            let states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
+            tx.commit().await?;
+            let mut ids: Vec<&i64> = states.keys().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let state = &states[id];
+                if !condition.eval(state, &playbook.segments, now) {
+                    continue;
+                }
+                preview.count += 1;
+                if preview.sample.len() < sample {
+                    preview.sample.push(SegmentMember {
+                        lead: view(state.lead.clone(), state.tags.keys().cloned().collect()),
+                        why: condition.reasons(state, &playbook.segments, now),
+                    });
+                }
+            }
+        }
     }
 
     /// Enrolls every lead of a segment into a campaign by hand, in batches.
