@@ -406,9 +406,26 @@ impl Condition {
                 &test.referenced,
                 issues,
             ),
-            Condition::All(items) | Condition::Any(items) => items
+            Condition::All(items) => items
                 .iter_mut()
                 .for_each(|c| c.check(file, segment_ids, messages.as_deref_mut(), issues)),
+            // The message conditions of one `any` may each name a send on its own path: they
+            // are checked as a group (`MessageRef::any_of`).
+            Condition::Any(items) => match messages {
+                Some(out) => {
+                    let first = out.len();
+                    for item in items.iter_mut() {
+                        item.check(file, segment_ids, Some(&mut *out), issues);
+                    }
+                    let mut steps: Vec<String> = out[first..].iter().map(|r| r.step.clone()).collect();
+                    steps.sort();
+                    steps.dedup();
+                    if steps.len() > 1 {
+                        out[first..].iter_mut().for_each(|r| r.any_of = steps.clone());
+                    }
+                }
+                None => items.iter_mut().for_each(|c| c.check(file, segment_ids, None, issues)),
+            },
             Condition::Not(inner) => inner.check(file, segment_ids, messages, issues),
             Condition::Event(test) => {
                 if let Err(message) = crate::event::check_event_type(&test.kind.value) {
@@ -453,6 +470,7 @@ fn note_message(
             question,
             step: step.to_owned(),
             position: Position::of(at),
+            any_of: Vec::new(),
         }),
         None => issues.push(Issue::at(
             file,
@@ -553,6 +571,9 @@ pub struct MessageRef {
     pub question: MessageKind,
     pub step: String,
     pub position: Position,
+    /// The steps the message conditions of the same `any` name (this one's included): the
+    /// condition is sound when every path passes one of them. Empty outside an `any`.
+    pub any_of: Vec<String>,
 }
 
 impl ScoreTest {

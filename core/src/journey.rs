@@ -687,6 +687,26 @@ impl Run<'_, '_> {
                     now + timeout.to_chrono(),
                     condition.eval(self.facts, self.segments, now),
                 ),
+                Wait::At(moment) => match moment.resolve(self.facts.lead(), self.pacer.timezone()) {
+                    Ok(at) if at > now => (at, false),
+                    Ok(at) => {
+                        let line = format!("until {moment}: {} had passed; going on at once", at.to_rfc3339());
+                        self.log(&step.id, Outcome::Waited, line);
+                        self.arrive(true);
+                        self.go(self.next(node, Edge::Next));
+                        return ControlFlow::Continue(());
+                    }
+                    Err(why) => {
+                        self.log(
+                            &step.id,
+                            Outcome::Waited,
+                            format!("until {moment}: {why}; going on at once"),
+                        );
+                        self.arrive(true);
+                        self.go(self.next(node, Edge::Next));
+                        return ControlFlow::Continue(());
+                    }
+                },
             };
             if already {
                 self.log(&step.id, Outcome::Waited, "until held on arrival".into());
@@ -709,6 +729,7 @@ impl Run<'_, '_> {
                 match wait {
                     Wait::For(span) => format!("wait {span} passed at {at}"),
                     Wait::Until { timeout, .. } => format!("timeout {timeout} passed at {at}"),
+                    Wait::At(moment) => format!("until {moment}: reached at {at}"),
                 }
             }
             _ => return ControlFlow::Break(()),

@@ -37,6 +37,11 @@ pub struct Ask<'a> {
 /// Asked before every send. A `Go` counts the send against the caps.
 pub trait Pacer {
     fn gate(&mut self, ask: Ask<'_>, now: DateTime<Utc>) -> Gate;
+    /// The lead's time zone (its own, else the playbook's default): what a wait until a wall
+    /// time reads it in.
+    fn timezone(&self) -> Tz {
+        Tz::UTC
+    }
 }
 
 /// Lets every send go: for callers that pace elsewhere, and tests of other things.
@@ -95,6 +100,10 @@ impl<'a> Pacing<'a> {
 }
 
 impl Pacer for Pacing<'_> {
+    fn timezone(&self) -> Tz {
+        self.tz
+    }
+
     fn gate(&mut self, ask: Ask<'_>, now: DateTime<Utc>) -> Gate {
         if let Some(why) = &self.unreachable[slot(ask.channel)] {
             return Gate::Unreachable { why: why.clone() };

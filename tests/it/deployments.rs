@@ -235,8 +235,6 @@ async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp)
     assert_eq!(list["items"][0]["id"].as_i64(), Some(fourth));
 }
 
-both_backends!(crate::support::spawn_app_on; templates_travel_with_the_bundle_and_deployments_are_kept);
-
 /// The binary on a manual clock over `url`, with `dir`'s `campaigns/` and `templates/`, mail
 /// to `smtp`; `more` flags after.
 fn serve(dir: &Path, smtp: &str, url: &str, more: &[&str]) -> crate::cli::Server {
@@ -443,3 +441,72 @@ async fn sqlite_a_rest_deploy_outlives_a_restart() {
 async fn postgres_a_rest_deploy_outlives_a_restart() {
     a_rest_deploy_outlives_a_restart(Backend::Postgres).await;
 }
+
+/// A reminder the day before the date a lead registered for, deployed over REST: it waits
+/// until that moment in the lead's time zone, and a lead whose day before has passed is
+/// reminded at once, the journey saying so.
+async fn a_wait_until_a_date_of_the_lead(app: TestApp) {
+    let campaign = "kind: Campaign\nid: webinar-reminder\nname: Webinar reminder\ntype: custom\n\
+                    entry: { trigger: manual }\nstart: reminder\nsteps:\n  \
+                    reminder: { wait: { until: { attribute: webinar_at, offset: -1d } }, next: mail }\n  \
+                    mail: { send: { channel: email, template: welcome-cxo }, next: done }\n  \
+                    done: { exit: reminded }\n";
+    let (status, deployed) = send(
+        &app,
+        "PUT",
+        "/v1/playbook?file=webinar-reminder.yaml",
+        Some(("application/yaml", campaign.as_bytes().to_vec())),
+    )
+    .await;
+    assert_eq!(status, 200, "{deployed}");
+    let mut ids = Vec::new();
+    // The shipped rules put leads in Asia/Shanghai; the test clock starts 2026-11-02 09:00 UTC.
+    for (email, date) in [("soon@x.example", "2026-11-05 09:00"), ("late@x.example", "2026-11-02")] {
+        let lead = app
+            .call(
+                "PUT",
+                "/v1/leads",
+                Marketer,
+                Some(json!({"email": email, "attributes": {"webinar_at": date}})),
+            )
+            .await;
+        ids.push(lead.body["id"].as_str().unwrap().to_owned());
+    }
+    let enrolled = app
+        .call(
+            "POST",
+            "/v1/campaigns/webinar-reminder/enroll",
+            Marketer,
+            Some(json!({"leads": ids})),
+        )
+        .await;
+    assert_eq!(enrolled.body["enrolled"], 2, "{:?}", enrolled.body);
+    assert_eq!(app.journey(&ids[0]).await, ["reminder:waiting"]);
+    let late = app.timeline(&ids[1], "campaign_step").await;
+    assert!(
+        late.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("had passed; going on at once")),
+        "{late:?}"
+    );
+    // 09:00 in Shanghai on the 4th is 01:00 UTC: 40 hours after the start.
+    let advance = |by: &'static str| {
+        app.call(
+            "POST",
+            "/v1/admin/clock/advance",
+            nurture_engine::access::Role::Admin,
+            Some(json!({"by": by})),
+        )
+    };
+    advance("39h").await;
+    assert_eq!(app.journey(&ids[0]).await, ["reminder:waiting"]);
+    advance("1h").await;
+    let journey = app.journey(&ids[0]).await;
+    assert!(journey.contains(&"mail:sent".to_owned()), "{journey:?}");
+}
+
+both_backends!(crate::support::spawn_app_on;
+    templates_travel_with_the_bundle_and_deployments_are_kept,
+    a_wait_until_a_date_of_the_lead,
+);

@@ -647,3 +647,87 @@ fn edge_counts_follow_typed_outcomes_and_split_arms_in_written_order() {
     );
     assert_eq!(edge("x", "a"), None, "a step without lines has no counts");
 }
+
+/// A webinar reminder: the day before the date the lead registered for, read in the lead's
+/// time zone; the same wait for a lead whose day before has passed goes on at once and says
+/// so, and one without the date says what is missing.
+#[test]
+fn a_wait_until_a_date_of_the_lead_ends_then_and_a_past_one_goes_on_at_once() {
+    let steps = concat!(
+        "  a: { wait: { until: { attribute: webinar_at, offset: -1d } }, next: b }\n",
+        "  b: { send: { channel: email, template: hello }, next: done }\n",
+        "  done: { exit: reminded }\n",
+    );
+    let mut run = Run::new(playbook("", steps));
+    run.lead.fields.insert("timezone", "Asia/Shanghai".into());
+    run.lead
+        .attributes
+        .insert("webinar_at".into(), "2026-11-10 09:00".into());
+    let (steps, _) = run.at(t(0));
+    assert_eq!(steps, ["a:waiting"]);
+    // 09:00 in Shanghai on the 9th is 01:00 UTC.
+    let due: DateTime<Utc> = "2026-11-09T01:00:00Z".parse().unwrap();
+    assert_eq!(run.enrollment.wake_at, Some(due));
+    assert!(run.at(due - chrono::Duration::seconds(1)).0.is_empty());
+    let (steps, _) = run.at(due);
+    assert_eq!(steps, ["a:waited", "b:sent", "done:completed"]);
+
+    let mut late = Run::new(playbook(
+        "",
+        concat!(
+            "  a: { wait: { until: { attribute: webinar_at, offset: -1d } }, next: b }\n",
+            "  b: { exit: reminded }\n",
+        ),
+    ));
+    late.lead
+        .attributes
+        .insert("webinar_at".into(), "2026-11-02T12:00:00+08:00".into());
+    let mut facts = JourneyFacts {
+        lead: std::borrow::Cow::Owned(late.lead.clone()),
+        tags: BTreeSet::new(),
+        events: &[],
+        messages: &[],
+    };
+    let out = advance(
+        &late.playbook.campaigns["c"],
+        late.enrollment.clone(),
+        &mut facts,
+        &late.playbook.segments,
+        &mut Unpaced,
+        t(0),
+    );
+    assert_eq!(
+        out.journey[0].detail,
+        "until webinar_at - 1d: 2026-11-01T04:00:00+00:00 had passed; going on at once"
+    );
+    assert_eq!(out.enrollment.status, Status::Completed);
+
+    let mut missing = Run::new(playbook("", steps_of_missing()));
+    let (steps, _) = missing.at(t(0));
+    assert_eq!(steps, ["a:waited", "b:completed"]);
+}
+
+fn steps_of_missing() -> &'static str {
+    concat!(
+        "  a: { wait: { until: { attribute: webinar_at } }, next: b }\n",
+        "  b: { exit: reminded }\n",
+    )
+}
+
+/// `until_time` with an offset is that instant; without one, the wall time in the lead's zone.
+#[test]
+fn a_wait_until_a_fixed_time_ends_then() {
+    let mut run = Run::new(playbook(
+        "",
+        "  a: { wait: { until_time: \"2026-11-03T09:00:00+08:00\" }, next: b }\n  b: { exit: done }\n",
+    ));
+    run.at(t(0));
+    assert_eq!(run.enrollment.wake_at, Some("2026-11-03T01:00:00Z".parse().unwrap()));
+    let mut local = Run::new(playbook(
+        "",
+        "  a: { wait: { until_time: \"2026-11-03 09:00\" }, next: b }\n  b: { exit: done }\n",
+    ));
+    local.lead.fields.insert("timezone", "America/New_York".into());
+    local.at(t(0));
+    assert_eq!(local.enrollment.wake_at, Some("2026-11-03T14:00:00Z".parse().unwrap()));
+}

@@ -80,6 +80,7 @@ pub fn summary(action: &Action) -> String {
             format!("send {}: {template}{more}", channel.as_str())
         }
         Action::Wait(Wait::For(span)) => format!("wait {span}"),
+        Action::Wait(Wait::At(moment)) => format!("wait until {moment}"),
         Action::Wait(Wait::Until { condition, timeout }) => {
             format!("wait until {} (at most {timeout})", condition.label())
         }
@@ -131,6 +132,7 @@ fn edge_label(campaign: &Campaign, edge: &petgraph::graph::EdgeReference<'_, Edg
         }
         Edge::Next => match &from.action {
             Action::Wait(Wait::For(span)) => format!("after {span}"),
+            Action::Wait(Wait::At(moment)) => format!("at {moment}"),
             Action::Wait(Wait::Until { timeout, .. }) => format!("when true, or after {timeout}"),
             _ => String::new(),
         },

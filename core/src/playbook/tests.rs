@@ -697,3 +697,91 @@ fn on_cap_is_defer_or_skip() {
         &["c.yaml:8:57: unknown variant `drop`, expected one of defer, skip"],
     );
 }
+
+#[test]
+fn waits_until_a_moment_are_checked_where_written() {
+    check(
+        "  a: { wait: { until_time: tomorrow }, next: b }\n  b: { exit: done }\n",
+        &["c.yaml:8:28: invalid moment \"tomorrow\"; write 2026-12-10T09:00:00+08:00, or 2026-12-10 09:00 for the lead's time zone"],
+    );
+    check(
+        "  a: { wait: { until: { attribute: webinar_at, offset: 1 day } }, next: b }\n  b: { exit: done }\n",
+        &[
+            "c.yaml:8:56: invalid duration \"1 day\": units are s, m, h, d and w; write e.g. 30s, 15m, 4h, 3d, 2w or 1d12h (with `-` before it for earlier)",
+        ],
+    );
+    check(
+        "  a: { wait: { until: { event_property: starts_at, offset: -1h } }, next: b }\n  b: { exit: done }\n",
+        &["c.yaml:8:41: `event_property` moments need the event that enrolled the lead, which this version of nurture does not keep yet; use a date attribute of the lead (`attribute: NAME`)"],
+    );
+    check(
+        "  a: { wait: { until: { attribute: a, offst: 1d } }, next: b }\n  b: { exit: done }\n",
+        &["c.yaml:8:39: unknown field `offst`, expected one of attribute, event_property, offset"],
+    );
+    // A condition in `until` reads as before, errors and all.
+    check(
+        "  a: { wait: { until: { tagg: x }, timeout: 3d }, next: b }\n  b: { exit: done }\n",
+        &["c.yaml:8:25: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, all, any, not"],
+    );
+    let playbook = load(&[(
+        "c.yaml",
+        &campaign("  a: { wait: { until: { attribute: webinar_at, offset: -1d } }, next: b }\n  b: { exit: done }\n"),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = playbook.campaigns["c"].step("a").unwrap();
+    assert_eq!(draw::summary(&a.action), "wait until webinar_at - 1d");
+}
+
+/// A webinar follow-up sends the recording to attendees and another e-mail to no-shows, then
+/// asks whether either was clicked: each path sends one of them, so the question is sound.
+#[test]
+fn any_over_messages_on_different_paths_is_sound_when_every_path_sends_one() {
+    let steps = |second: &str| {
+        format!(
+            concat!(
+                "  a: {{ branch: {{ if: {{ tag: attended }}, then: rec, else: miss }} }}\n",
+                "  rec: {{ send: {{ channel: email, template: hello }}, next: w }}\n",
+                "  miss: {{ send: {{ channel: email, template: bye }}, next: w }}\n",
+                "  w: {{ wait: {{ for: 3d }}, next: b }}\n",
+                "  b: {{ branch: {{ if: {{ any: [{{ clicked: rec }}, {{ clicked: {} }}] }}, then: h, else: x }} }}\n",
+                "  h: {{ handoff: {{ queue: sdr, reason: Clicked }} }}\n",
+                "  x: {{ exit: returned_to_pool }}\n",
+            ),
+            second
+        )
+    };
+    let playbook = load(&[("c.yaml", &campaign(&steps("miss")))]);
+    assert!(playbook.is_ok(), "{:?}", playbook.err());
+    // Asked alone, each is refused: a lead may have taken the other path.
+    check(
+        &steps("miss").replace("{ any: [{ clicked: rec }, { clicked: miss }] }", "{ clicked: rec }"),
+        &["c.yaml:12:33: `clicked: rec` in step \"b\": not every path to this step passes \"rec\" first, so its message may never have been sent; ask only about a send every path passes"],
+    );
+    // Both on one path: the other path sends neither.
+    check(
+        &steps("rec"),
+        &[
+            "c.yaml:12:41: `clicked: rec` in step \"b\": not every path to this step passes \"rec\" first, so its message may never have been sent; ask only about a send every path passes",
+            "c.yaml:12:59: `clicked: rec` in step \"b\": not every path to this step passes \"rec\" first, so its message may never have been sent; ask only about a send every path passes",
+        ],
+    );
+}
+
+#[test]
+fn any_over_messages_is_refused_when_a_path_sends_none_of_them() {
+    check(
+        concat!(
+            "  a: { split: [{ weight: 1, next: s1 }, { weight: 1, next: s2 }, { weight: 1, next: s3 }] }\n",
+            "  s1: { send: { channel: email, template: hello }, next: w }\n",
+            "  s2: { send: { channel: email, template: bye }, next: w }\n",
+            "  s3: { score: 5, next: w }\n",
+            "  w: { wait: { for: 3d }, next: b }\n",
+            "  b: { branch: { if: { any: [{ opened: s1 }, { opened: s2 }] }, then: x, else: x } }\n",
+            "  x: { exit: done }\n",
+        ),
+        &[
+            "c.yaml:13:40: `opened: s1` in step \"b\": not every path to this step passes one of \"s1\", \"s2\" first, so none of their messages may have been sent; ask only about sends every path passes one of",
+            "c.yaml:13:56: `opened: s2` in step \"b\": not every path to this step passes one of \"s1\", \"s2\" first, so none of their messages may have been sent; ask only about sends every path passes one of",
+        ],
+    );
+}

@@ -51,6 +51,91 @@ impl Builder<'_> {
         }
     }
 
+    /// A wait until a moment (`until_time`, or `until: { attribute, offset }`): `None` when
+    /// the wait is of another kind, `Some(None)` when it is a moment written wrong (reported).
+    fn moment(&mut self, id: &Spanned<String>, wait: &WaitSpec) -> Option<Option<Moment>> {
+        let moment = match (&wait.until_time, &wait.until) {
+            (Some(at), _) => {
+                if wait.wait_for.is_some() || wait.until.is_some() || wait.timeout.is_some() {
+                    self.error(
+                        &at.referenced,
+                        "a wait has one of `for`, `until` with a `timeout`, or `until_time`; not several",
+                    );
+                    return Some(None);
+                }
+                let parsed = parse_moment(&at.value);
+                if parsed.is_none() {
+                    self.error(
+                        &at.referenced,
+                        format!(
+                            "invalid moment {:?}; write 2026-12-10T09:00:00+08:00, or 2026-12-10 09:00 for the \
+                             lead's time zone",
+                            at.value
+                        ),
+                    );
+                }
+                parsed
+            }
+            (None, Some(UntilSpec::Moment(spec))) => {
+                if let Some(extra) = wait.wait_for.as_ref().or(wait.timeout.as_ref()) {
+                    self.error(
+                        &extra.referenced,
+                        "a wait until a moment takes no `for` or `timeout`: it ends at the moment",
+                    );
+                    return Some(None);
+                }
+                let offset = match &spec.offset {
+                    Some(text) => match self.signed_span(text) {
+                        Some(offset) => offset,
+                        None => return Some(None),
+                    },
+                    None => chrono::Duration::zero(),
+                };
+                match (&spec.attribute, &spec.event_property) {
+                    (Some(name), None) => Some(Moment::Attribute {
+                        name: name.value.trim().to_owned(),
+                        offset,
+                    }),
+                    (_, Some(property)) => {
+                        self.error(
+                            &property.referenced,
+                            "`event_property` moments need the event that enrolled the lead, which this version \
+                             of nurture does not keep yet; use a date attribute of the lead (`attribute: NAME`)",
+                        );
+                        None
+                    }
+                    (None, None) => {
+                        self.error(
+                            &id.referenced,
+                            "a wait until a moment needs `attribute: NAME`, a date of the lead (e.g. `{ attribute: \
+                             webinar_at, offset: -1d }`)",
+                        );
+                        None
+                    }
+                }
+            }
+            _ => return None,
+        };
+        Some(moment)
+    }
+
+    /// `-1d` (earlier), `2h` or `+2h` (later). `None` when it is not a duration (reported).
+    fn signed_span(&mut self, text: &Spanned<String>) -> Option<chrono::Duration> {
+        let raw = text.value.trim();
+        let (negative, rest) = match raw.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, raw.strip_prefix('+').unwrap_or(raw)),
+        };
+        match rest.trim().parse::<Span>() {
+            Ok(span) if negative => Some(-span.to_chrono()),
+            Ok(span) => Some(span.to_chrono()),
+            Err(e) => {
+                self.error(&text.referenced, format!("{e} (with `-` before it for earlier)"));
+                None
+            }
+        }
+    }
+
     pub(super) fn condition(&mut self, condition: &mut Condition, messages: Option<&mut Vec<MessageRef>>) {
         condition.check(self.file, self.context.segments, messages, &mut self.issues);
     }
@@ -382,7 +467,14 @@ impl Builder<'_> {
         } else if let Some(wait) = step.wait.as_mut() {
             let wait_for = wait.wait_for.clone();
             let timeout = wait.timeout.clone();
-            match (&wait_for, wait.until.as_mut(), &timeout) {
+            if let Some(moment) = self.moment(id, wait) {
+                return moment.map(|m| Action::Wait(Wait::At(m)));
+            }
+            let until = match wait.until.as_mut() {
+                Some(UntilSpec::Condition(condition)) => Some(condition),
+                _ => None,
+            };
+            match (&wait_for, until, &timeout) {
                 (Some(f), None, None) => Action::Wait(Wait::For(self.span(f)?)),
                 (None, Some(until), Some(t)) => {
                     self.condition(until, Some(messages));

@@ -113,6 +113,29 @@ impl Builder<'_> {
                 && dominators
                     .dominators(*node)
                     .is_some_and(|mut chain| chain.any(|d| d == target));
+            let group: Vec<NodeIndex> = message
+                .any_of
+                .iter()
+                .filter_map(|step| index.get(step).copied())
+                .filter(|n| n != node)
+                .collect();
+            if !precedes && group.len() > 1 && passes_one_of(graph, start, *node, &group) {
+                continue;
+            }
+            if !precedes && group.len() > 1 {
+                let names: Vec<String> = message.any_of.iter().map(|s| format!("{s:?}")).collect();
+                self.issues.push(Issue::at(
+                    self.file,
+                    message.position,
+                    format!(
+                        "`{question}: {}` in step {:?}: not every path to this step passes one of {} first, so none of their messages may have been sent; ask only about sends every path passes one of",
+                        message.step,
+                        graph[*node].id,
+                        names.join(", ")
+                    ),
+                ));
+                continue;
+            }
             if !precedes {
                 self.issues.push(Issue::at(
                     self.file,
@@ -125,6 +148,29 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// Whether every path from `start` to `node` passes one of `through`: `node` cannot be reached
+/// once they are taken out of the graph.
+fn passes_one_of(graph: &DiGraph<Step, Edge>, start: NodeIndex, node: NodeIndex, through: &[NodeIndex]) -> bool {
+    if through.contains(&start) {
+        return true;
+    }
+    let mut seen = vec![false; graph.node_count()];
+    let mut pending = vec![start];
+    seen[start.index()] = true;
+    while let Some(at) = pending.pop() {
+        if at == node {
+            return false;
+        }
+        for next in graph.neighbors(at) {
+            if !seen[next.index()] && !through.contains(&next) {
+                seen[next.index()] = true;
+                pending.push(next);
+            }
+        }
+    }
+    true
 }
 
 /// A loop through `members` starting and ending at `first`, following edges inside the set.

@@ -128,7 +128,101 @@ impl Action {
 #[derive(Debug, Clone)]
 pub enum Wait {
     For(Span),
-    Until { condition: Condition, timeout: Span },
+    Until {
+        condition: Condition,
+        timeout: Span,
+    },
+    /// Until a moment: a fixed one, or one a lead's date attribute names.
+    At(Moment),
+}
+
+/// A moment a wait ends at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moment {
+    /// With its offset (`2026-12-10T09:00:00+08:00`).
+    Fixed(chrono::DateTime<chrono::Utc>),
+    /// A wall time in the lead's time zone (`2026-12-10 09:00`).
+    Local(chrono::NaiveDateTime),
+    /// The date attribute `name` of the lead, moved by `offset` (negative: earlier).
+    Attribute { name: String, offset: chrono::Duration },
+}
+
+impl Moment {
+    /// The instant for a lead whose time zone is `tz`, or why there is none.
+    pub fn resolve(
+        &self,
+        lead: &crate::lead::Lead,
+        tz: chrono_tz::Tz,
+    ) -> Result<chrono::DateTime<chrono::Utc>, String> {
+        match self {
+            Moment::Fixed(at) => Ok(*at),
+            Moment::Local(wall) => local_instant(*wall, tz),
+            Moment::Attribute { name, offset } => {
+                let value = lead.field(name).ok_or_else(|| format!("the lead has no {name}"))?;
+                let text = value.as_str().ok_or_else(|| format!("{name} is {value}, not a date"))?;
+                let at =
+                    parse_moment(text).ok_or_else(|| format!("{name} is {text:?}, not a date or a date and time"))?;
+                let at = match at {
+                    Moment::Fixed(at) => at,
+                    Moment::Local(wall) => local_instant(wall, tz)?,
+                    Moment::Attribute { .. } => unreachable!("parse_moment gives fixed or local moments"),
+                };
+                Ok(at + *offset)
+            }
+        }
+    }
+}
+
+/// A wall time in `tz`: in a DST gap, the moment clocks jump; in an overlap, the first.
+fn local_instant(wall: chrono::NaiveDateTime, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::TimeZone;
+    match tz.from_local_datetime(&wall) {
+        chrono::LocalResult::Single(at) | chrono::LocalResult::Ambiguous(at, _) => Ok(at.with_timezone(&chrono::Utc)),
+        chrono::LocalResult::None => (1..=180)
+            .find_map(|minutes| {
+                tz.from_local_datetime(&(wall + chrono::Duration::minutes(minutes)))
+                    .earliest()
+            })
+            .map(|at| at.with_timezone(&chrono::Utc))
+            .ok_or_else(|| format!("{wall} does not exist in {tz}")),
+    }
+}
+
+/// `2026-12-10T09:00:00+08:00` (fixed); `2026-12-10 09:00`, `2026-12-10T09:00:00` or
+/// `2026-12-10` (midnight) in the lead's time zone.
+pub fn parse_moment(text: &str) -> Option<Moment> {
+    let text = text.trim();
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(Moment::Fixed(at.with_timezone(&chrono::Utc)));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(wall) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(Moment::Local(wall));
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .map(|day| Moment::Local(day.and_time(chrono::NaiveTime::MIN)))
+}
+
+impl std::fmt::Display for Moment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Moment::Fixed(at) => write!(f, "{}", at.to_rfc3339()),
+            Moment::Local(wall) => write!(f, "{} in the lead's time zone", wall.format("%Y-%m-%d %H:%M")),
+            Moment::Attribute { name, offset } if offset.is_zero() => write!(f, "{name}"),
+            Moment::Attribute { name, offset } => {
+                let span = Span::from_secs(offset.num_seconds().abs());
+                let sign = if *offset < chrono::Duration::zero() { "-" } else { "+" };
+                write!(f, "{name} {sign} {span}")
+            }
+        }
+    }
 }
 
 /// How one step leads to another.

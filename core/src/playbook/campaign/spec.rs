@@ -191,19 +191,113 @@ pub struct VariantSpec {
     pub template: Spanned<String>,
 }
 
-/// Either `for: DURATION`, or `until: CONDITION` with a `timeout`.
+/// `for: DURATION`; or `until: CONDITION` with a `timeout`; or a moment: `until_time:
+/// "2026-12-10T09:00:00+08:00"`, or `until: { attribute: webinar_at, offset: -1d }`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitSpec {
     #[serde(default, rename = "for")]
     #[schemars(with = "Option<Span>")]
     pub wait_for: Option<Spanned<String>>,
-    /// Wakes as soon as it holds.
+    /// Wakes as soon as the condition holds; or at a moment of the lead.
     #[serde(default)]
-    pub until: Option<Condition>,
+    pub until: Option<UntilSpec>,
     #[serde(default)]
     #[schemars(with = "Option<Span>")]
     pub timeout: Option<Spanned<String>>,
+    /// Wakes at this moment: RFC 3339, or a date and time without an offset, read in the
+    /// lead's time zone (`2026-12-10 09:00`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub until_time: Option<Spanned<String>>,
+}
+
+/// What a wait's `until` names: a condition, or a moment of the lead.
+#[derive(Debug, Clone, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum UntilSpec {
+    Condition(Condition),
+    Moment(MomentSpec),
+}
+
+/// `{ attribute: webinar_at, offset: -1d }`: the moment a date attribute of the lead names,
+/// moved by `offset`; or `{ event_property: starts_at, offset: -1h }`, a property of the event
+/// that enrolled the lead.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MomentSpec {
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub attribute: Option<Spanned<String>>,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub event_property: Option<Spanned<String>>,
+    /// A duration, `-` before it for earlier: `-1d`, `2h`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub offset: Option<Spanned<String>>,
+}
+
+/// The keys that make an `until` a moment rather than a condition.
+const MOMENT_KEYS: [&str; 3] = ["attribute", "event_property", "offset"];
+
+/// An `until` is read by its first key: a moment's keys make a [`MomentSpec`], anything else a
+/// [`Condition`], each with its own errors (not serde's "did not match any variant").
+impl<'de> Deserialize<'de> for UntilSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(UntilVisitor)
+    }
+}
+
+struct UntilVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UntilVisitor {
+    type Value = UntilSpec;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a condition, or a moment such as { attribute: webinar_at, offset: -1d }")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UntilSpec, A::Error> {
+        use serde::de::value::MapAccessDeserializer;
+        let Some(first) = map.next_key::<String>()? else {
+            return Err(serde::de::Error::custom(
+                "`until` is empty: give a condition, or a moment such as { attribute: webinar_at, offset: -1d }",
+            ));
+        };
+        let moment = MOMENT_KEYS.contains(&first.as_str());
+        let peeked = Peeked {
+            first: Some(first),
+            map,
+        };
+        if moment {
+            MomentSpec::deserialize(MapAccessDeserializer::new(peeked)).map(UntilSpec::Moment)
+        } else {
+            Condition::deserialize(MapAccessDeserializer::new(peeked)).map(UntilSpec::Condition)
+        }
+    }
+}
+
+/// A map whose first key was already read.
+struct Peeked<A> {
+    first: Option<String>,
+    map: A,
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for Peeked<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::IntoDeserializer;
+        match self.first.take() {
+            Some(key) => seed.deserialize(key.into_deserializer()).map(Some),
+            None => self.map.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
