@@ -249,7 +249,7 @@ fn a_malformed_rules_file_stops_serve_with_every_error_positioned() {
     let summary = String::from_utf8_lossy(&shipped.stdout);
     assert!(
         summary.starts_with(
-            "The playbook in campaigns/ is valid: 3 campaigns, 4 segments, 2 queues, 12 tagging rules, 0 warnings"
+            "The playbook in campaigns/ is valid: 4 campaigns, 4 segments, 2 queues, 12 tagging rules, 0 warnings"
         ),
         "{summary}"
     );
@@ -415,7 +415,7 @@ fn playbook_graph_draws_every_step_in_each_format() {
     assert!(!missing.status.success());
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains(
-            "campaign \"industry-dirp\" is not in the playbook; its campaigns are: activation, industry-drip, welcome"
+            "campaign \"industry-dirp\" is not in the playbook; its campaigns are: activation, industry-drip, webinar-follow-up, welcome"
         ),
         "{}",
         String::from_utf8_lossy(&missing.stderr)

@@ -15,20 +15,20 @@ use crate::support::{repo, Backend, TestApp};
 /// A webinar follow-up: a reminder now, the recording three days later.
 const WEBINAR: &str = r#"
 kind: Campaign
-id: webinar-follow-up
-name: Webinar follow-up
+id: webinar-replay
+name: Webinar replay
 type: custom
 entry: { trigger: manual }
 start: reminder
 steps:
   reminder:
-    send: { channel: email, template: webinar-reminder }
+    send: { channel: email, template: replay-reminder }
     next: three_days
   three_days:
     wait: { for: 3d }
     next: recording
   recording:
-    send: { channel: email, template: webinar-recording }
+    send: { channel: email, template: replay-recording }
     next: done
   done:
     exit: completed
@@ -37,13 +37,10 @@ steps:
 /// The webinar's templates, under `templates/`.
 fn webinar_templates() -> Vec<(String, String)> {
     [
-        (
-            "webinar-reminder.hbs",
-            "<p>{{first_name}}, the webinar is tomorrow.</p>",
-        ),
-        ("webinar-reminder.subject.hbs", "Webinar reminder"),
-        ("webinar-recording.hbs", "<p>{{first_name}}, here is the recording.</p>"),
-        ("webinar-recording.subject.hbs", "Webinar recording"),
+        ("replay-reminder.hbs", "<p>{{first_name}}, the webinar is tomorrow.</p>"),
+        ("replay-reminder.subject.hbs", "Webinar reminder"),
+        ("replay-recording.hbs", "<p>{{first_name}}, here is the recording.</p>"),
+        ("replay-recording.subject.hbs", "Webinar recording"),
     ]
     .into_iter()
     .map(|(name, text)| (format!("templates/{name}"), text.to_owned()))
@@ -89,12 +86,12 @@ async fn send(app: &TestApp, method: &str, path: &str, body: Option<(&str, Vec<u
 async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp) {
     let tar = "application/x-tar";
     // Without its templates the campaign is refused; with them in the tar, it is valid.
-    let without = shipped_bundle_with(&[("campaigns/webinar.yaml".into(), WEBINAR.into())]);
+    let without = shipped_bundle_with(&[("campaigns/webinar-replay.yaml".into(), WEBINAR.into())]);
     let (status, answer) = send(&app, "POST", "/v1/playbook/validate", Some((tar, without))).await;
     assert_eq!((status, &answer["valid"]), (200, &json!(false)), "{answer}");
     let errors = answer["errors"].to_string();
-    assert!(errors.contains("webinar-reminder"), "{answer}");
-    let mut files = vec![("campaigns/webinar.yaml".to_owned(), WEBINAR.to_owned())];
+    assert!(errors.contains("replay-reminder"), "{answer}");
+    let mut files = vec![("campaigns/webinar-replay.yaml".to_owned(), WEBINAR.to_owned())];
     files.extend(webinar_templates());
     let bundle = shipped_bundle_with(&files);
     let (status, answer) = send(&app, "POST", "/v1/playbook/validate", Some((tar, bundle.clone()))).await;
@@ -108,7 +105,7 @@ async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp)
 
     let (status, deployed) = send(&app, "PUT", "/v1/playbook", Some((tar, bundle.clone()))).await;
     assert_eq!(status, 200, "{deployed}");
-    assert_eq!(deployed["created"], json!(["webinar-follow-up"]), "{deployed}");
+    assert_eq!(deployed["created"], json!(["webinar-replay"]), "{deployed}");
     let second = deployed["deployment"]["id"].as_i64().unwrap();
     assert!(second > shipped["id"].as_i64().unwrap());
     assert_eq!(deployed["deployment"]["unchanged"], false);
@@ -132,10 +129,10 @@ async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp)
             .map(|f| f["text"].as_str().unwrap().to_owned())
     };
     assert_eq!(
-        file(&read, "templates/webinar-reminder.hbs").as_deref(),
+        file(&read, "templates/replay-reminder.hbs").as_deref(),
         Some("<p>{{first_name}}, the webinar is tomorrow.</p>")
     );
-    assert_eq!(file(&read, "campaigns/webinar.yaml").as_deref(), Some(WEBINAR));
+    assert_eq!(file(&read, "campaigns/webinar-replay.yaml").as_deref(), Some(WEBINAR));
     assert!(
         file(&read, "templates/deep-content.hbs").is_some(),
         "the shipped templates are kept with it"
@@ -146,20 +143,20 @@ async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp)
     let (status, refused) = send(
         &app,
         "PUT",
-        "/v1/playbook?file=templates/en/webinar-reminder.hbs",
+        "/v1/playbook?file=templates/en/replay-reminder.hbs",
         Some(("text/plain", english)),
     )
     .await;
     assert_eq!(status, 422, "{refused}");
     assert!(
-        refused.to_string().contains("add en/webinar-reminder.subject.hbs"),
+        refused.to_string().contains("add en/replay-reminder.subject.hbs"),
         "{refused}"
     );
     let sooner = b"<p>{{first_name}}, the webinar starts in an hour.</p>".to_vec();
     let (status, laid) = send(
         &app,
         "PUT",
-        "/v1/playbook?file=templates/webinar-reminder.hbs",
+        "/v1/playbook?file=templates/replay-reminder.hbs",
         Some(("text/plain", sooner)),
     )
     .await;
@@ -167,10 +164,10 @@ async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp)
     let third = laid["deployment"]["id"].as_i64().unwrap();
     let (_, read) = send(&app, "GET", &format!("/v1/deployments/{third}"), None).await;
     assert_eq!(
-        file(&read, "templates/webinar-reminder.hbs").as_deref(),
+        file(&read, "templates/replay-reminder.hbs").as_deref(),
         Some("<p>{{first_name}}, the webinar starts in an hour.</p>")
     );
-    assert_eq!(file(&read, "campaigns/webinar.yaml").as_deref(), Some(WEBINAR));
+    assert_eq!(file(&read, "campaigns/webinar-replay.yaml").as_deref(), Some(WEBINAR));
 
     // Back to the shipped deployment: the webinar is retired, the content is the first's.
     let (status, restored) = send(
@@ -181,7 +178,7 @@ async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp)
     )
     .await;
     assert_eq!(status, 200, "{restored}");
-    assert_eq!(restored["retired"], json!(["webinar-follow-up"]), "{restored}");
+    assert_eq!(restored["retired"], json!(["webinar-replay"]), "{restored}");
     let fourth = restored["deployment"]["id"].as_i64().unwrap();
     let (_, read) = send(&app, "GET", &format!("/v1/deployments/{fourth}"), None).await;
     assert_eq!(
@@ -189,7 +186,7 @@ async fn templates_travel_with_the_bundle_and_deployments_are_kept(app: TestApp)
         (&json!("restore"), &shipped["id"])
     );
     assert_eq!(read["content_hash"], shipped["content_hash"]);
-    assert_eq!(file(&read, "campaigns/webinar.yaml"), None);
+    assert_eq!(file(&read, "campaigns/webinar-replay.yaml"), None);
     let (_, list) = send(&app, "GET", "/v1/deployments?limit=2", None).await;
     let ids: Vec<i64> = list["items"]
         .as_array()
@@ -289,7 +286,7 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
     // Deploy the webinar with its templates over REST, beside what is on disk.
     let mut files = files_under(dir.path(), "campaigns");
     files.extend(files_under(dir.path(), "templates"));
-    files.push(("campaigns/webinar.yaml".into(), WEBINAR.into()));
+    files.push(("campaigns/webinar-replay.yaml".into(), WEBINAR.into()));
     files.extend(webinar_templates());
     let deployed = crate::support::http()
         .build()
@@ -314,7 +311,7 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
         &server.base,
         &key,
         "POST",
-        "/v1/campaigns/webinar-follow-up/enroll",
+        "/v1/campaigns/webinar-replay/enroll",
         Some(json!({"leads": [lead["id"]]})),
     )
     .await;
@@ -362,7 +359,7 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("would retire 1 campaign"), "{stderr}");
     assert!(
-        stderr.contains("webinar-follow-up") && stderr.contains("1 running enrollment"),
+        stderr.contains("webinar-replay") && stderr.contains("1 running enrollment"),
         "{stderr}"
     );
     assert!(stderr.contains("--accept-warnings"), "{stderr}");
@@ -370,7 +367,7 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
     // Restarted as it was: the deployment runs on, and the waiting lead gets the recording.
     let server = serve(dir.path(), &sink.url(), &url, &[]);
     ready(&server.base).await;
-    let campaign = call(&server.base, &key, "GET", "/v1/campaigns/webinar-follow-up", None).await;
+    let campaign = call(&server.base, &key, "GET", "/v1/campaigns/webinar-replay", None).await;
     assert_eq!(campaign["status"], "active", "{campaign}");
     call(
         &server.base,
@@ -403,11 +400,11 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
         .unwrap();
     assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
     assert_eq!(
-        std::fs::read_to_string(out.join("campaigns/webinar.yaml")).unwrap(),
+        std::fs::read_to_string(out.join("campaigns/webinar-replay.yaml")).unwrap(),
         WEBINAR
     );
     assert_eq!(
-        std::fs::read_to_string(out.join("templates/webinar-recording.subject.hbs")).unwrap(),
+        std::fs::read_to_string(out.join("templates/replay-recording.subject.hbs")).unwrap(),
         "Webinar recording"
     );
     let validated = nurture(&out)
@@ -428,7 +425,7 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
         &["--playbook", "campaigns", "--accept-warnings"],
     );
     ready(&server.base).await;
-    let campaign = call(&server.base, &key, "GET", "/v1/campaigns/webinar-follow-up", None).await;
+    let campaign = call(&server.base, &key, "GET", "/v1/campaigns/webinar-replay", None).await;
     assert_eq!(campaign["status"], "retired", "{campaign}");
 }
 
@@ -446,7 +443,7 @@ async fn postgres_a_rest_deploy_outlives_a_restart() {
 /// until that moment in the lead's time zone, and a lead whose day before has passed is
 /// reminded at once, the journey saying so.
 async fn a_wait_until_a_date_of_the_lead(app: TestApp) {
-    let campaign = "kind: Campaign\nid: webinar-reminder\nname: Webinar reminder\ntype: custom\n\
+    let campaign = "kind: Campaign\nid: replay-reminder\nname: Webinar reminder\ntype: custom\n\
                     entry: { trigger: manual }\nstart: reminder\nsteps:\n  \
                     reminder: { wait: { until: { attribute: webinar_at, offset: -1d } }, next: mail }\n  \
                     mail: { send: { channel: email, template: welcome-cxo }, next: done }\n  \
@@ -454,7 +451,7 @@ async fn a_wait_until_a_date_of_the_lead(app: TestApp) {
     let (status, deployed) = send(
         &app,
         "PUT",
-        "/v1/playbook?file=webinar-reminder.yaml",
+        "/v1/playbook?file=replay-reminder.yaml",
         Some(("application/yaml", campaign.as_bytes().to_vec())),
     )
     .await;
@@ -475,7 +472,7 @@ async fn a_wait_until_a_date_of_the_lead(app: TestApp) {
     let enrolled = app
         .call(
             "POST",
-            "/v1/campaigns/webinar-reminder/enroll",
+            "/v1/campaigns/replay-reminder/enroll",
             Marketer,
             Some(json!({"leads": ids})),
         )

@@ -130,7 +130,7 @@ async fn validating_one_file_reports_every_error_against_the_playbook_in_force()
     )
     .await;
     assert_eq!((status, &answer["valid"]), (200, &json!(true)), "{answer}");
-    assert_eq!(answer["campaigns"].as_array().unwrap().len(), 3, "{answer}");
+    assert_eq!(answer["campaigns"].as_array().unwrap().len(), 4, "{answer}");
 }
 
 #[tokio::test]
@@ -219,7 +219,10 @@ async fn deploying_keeps_every_version_and_an_unchanged_playbook_is_a_no_op() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["unchanged"], json!(["activation", "industry-drip", "welcome"]));
+    assert_eq!(
+        answer["unchanged"],
+        json!(["activation", "industry-drip", "webinar-follow-up", "welcome"])
+    );
     assert_eq!(
         (answer["created"].clone(), answer["changed"].clone()),
         (json!([]), json!([]))
@@ -238,7 +241,10 @@ async fn deploying_keeps_every_version_and_an_unchanged_playbook_is_a_no_op() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         (answer["changed"].clone(), answer["unchanged"].clone()),
-        (json!(["welcome"]), json!(["activation", "industry-drip"]))
+        (
+            json!(["welcome"]),
+            json!(["activation", "industry-drip", "webinar-follow-up"])
+        )
     );
     let second = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
     assert_ne!(first["version"], second["version"]);
@@ -300,12 +306,17 @@ async fn deploying_keeps_every_version_and_an_unchanged_playbook_is_a_no_op() {
     let after = app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body;
     assert_eq!(after["version"], first["version"]);
 
-    // Dropping a campaign from the playbook retires it; its versions stay.
+    // Dropping a campaign from the playbook retires it; its versions stay. (The webinar
+    // follow-up enrolls into activation, so it goes too.)
     let mut files = shipped_files();
-    files.retain(|(name, _)| name != "activation.yaml");
+    files.retain(|(name, _)| name != "activation.yaml" && name != "webinar-follow-up.yaml");
     let without = tar_of(&files);
     let (_, answer) = json_of(&app, "PUT", "/v1/playbook", Admin, Some(("application/x-tar", without))).await;
-    assert_eq!(answer["retired"], json!(["activation"]));
+    assert_eq!(
+        answer["retired"],
+        json!(["activation", "webinar-follow-up"]),
+        "{answer}"
+    );
     let list = app.call("GET", "/v1/campaigns", Crm, None).await.body;
     let statuses: Vec<_> = list["items"]
         .as_array()
@@ -318,6 +329,7 @@ async fn deploying_keeps_every_version_and_an_unchanged_playbook_is_a_no_op() {
         [
             (json!("activation"), json!("retired")),
             (json!("industry-drip"), json!("active")),
+            (json!("webinar-follow-up"), json!("retired")),
             (json!("welcome"), json!("active"))
         ]
     );
@@ -425,7 +437,10 @@ async fn pause_and_resume() {
         Some(("application/x-tar", playbook_tar(&[]))),
     )
     .await;
-    assert_eq!(answer["unchanged"], json!(["activation", "industry-drip", "welcome"]));
+    assert_eq!(
+        answer["unchanged"],
+        json!(["activation", "industry-drip", "webinar-follow-up", "welcome"])
+    );
     assert_eq!(
         app.call("GET", "/v1/campaigns/welcome", Sdr, None).await.body["status"],
         "paused"

@@ -1517,7 +1517,7 @@ async fn a_deployment_is_kept_whole_and_another_process_follows_it(t: TestEngine
     let kept: Vec<_> = shipped
         .files()
         .into_iter()
-        .filter(|f| f.path != "campaigns/activation.yaml")
+        .filter(|f| f.path != "campaigns/webinar-follow-up.yaml")
         .collect();
     let smaller = Bundle::from_files(kept).unwrap().build("campaigns").unwrap();
     let by = Deployer {
@@ -1526,7 +1526,7 @@ async fn a_deployment_is_kept_whole_and_another_process_follows_it(t: TestEngine
         restored_from: None,
     };
     let second = t.engine.deploy(smaller, by).await.unwrap();
-    assert_eq!(second.report.retired, ["activation"]);
+    assert_eq!(second.report.retired, ["webinar-follow-up"]);
     assert!(
         second
             .warnings
@@ -1537,12 +1537,12 @@ async fn a_deployment_is_kept_whole_and_another_process_follows_it(t: TestEngine
     );
     let read = t.engine.deployment(Some(second.deployment)).await.unwrap().unwrap();
     assert_eq!((read.head.actor.as_str(), read.head.origin), ("mei", Origin::Api));
-    assert_eq!(read.head.report.retired, ["activation"]);
+    assert_eq!(read.head.report.retired, ["webinar-follow-up"]);
     assert_eq!(read.head.content_hash, second.content_hash);
     assert_eq!(Bundle::from_files(read.files).unwrap().hash(), second.content_hash);
 
     assert_eq!(other.resume_deployment().await.unwrap(), Some(second.deployment));
-    assert!(!other.playbook().campaigns.contains_key("activation"));
+    assert!(!other.playbook().campaigns.contains_key("webinar-follow-up"));
     let heads = t.engine.deployments(None, 10).await.unwrap();
     let ids: Vec<i64> = heads.iter().map(|h| h.id).collect();
     assert_eq!(ids, [second.deployment, first.deployment]);

@@ -529,7 +529,10 @@ fn the_shipped_playbook_is_valid_without_warnings() {
     );
     assert_eq!(playbook.rules.default_timezone, chrono_tz::Asia::Shanghai);
     let campaigns: Vec<_> = playbook.campaigns.keys().map(String::as_str).collect();
-    assert_eq!(campaigns, ["activation", "industry-drip", "welcome"]);
+    assert_eq!(
+        campaigns,
+        ["activation", "industry-drip", "webinar-follow-up", "welcome"]
+    );
     assert_eq!(
         playbook.queues.queues.keys().map(String::as_str).collect::<Vec<_>>(),
         ["sales", "sdr"]
