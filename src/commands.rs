@@ -185,6 +185,18 @@ async fn stranded_enrollments(
     url: &str,
     playbook: &nurture_engine::playbook::Playbook,
 ) -> Result<Vec<nurture_engine::playbook::Issue>> {
+    let store = existing_store(url).await?;
+    let engine =
+        nurture_engine::engine::Engine::new(store, Default::default(), Arc::new(nurture_engine::clock::SystemClock));
+    engine.deploy_warnings(playbook).await.with_context(|| {
+        format!(
+            "reading the deployed campaigns and their enrollments from {url} (run `nurture migrate` if it is older)"
+        )
+    })
+}
+
+/// The database at `url` as it is: nothing is created or migrated (a tool that only reads).
+pub async fn existing_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Store>> {
     let missing =
         nurture_engine::store::missing_file(url).with_context(|| format!("reading the database URL {url}"))?;
     if let Some(file) = missing {
@@ -193,16 +205,9 @@ async fn stranded_enrollments(
             file.display()
         );
     }
-    let store = nurture_engine::store::connect(url)
+    nurture_engine::store::connect(url)
         .await
-        .with_context(|| format!("opening the database {url}"))?;
-    let engine =
-        nurture_engine::engine::Engine::new(store, Default::default(), Arc::new(nurture_engine::clock::SystemClock));
-    engine.deploy_warnings(playbook).await.with_context(|| {
-        format!(
-            "reading the deployed campaigns and their enrollments from {url} (run `nurture migrate` if it is older)"
-        )
-    })
+        .with_context(|| format!("opening the database {url}"))
 }
 
 pub async fn open_store(url: &str) -> Result<Arc<dyn nurture_engine::store::Store>> {

@@ -140,17 +140,7 @@ fn load(dir: &Path, templates: &Path) -> Result<Deployable> {
 
 /// `nurture playbook pull DIR`: a deployment's files written under DIR.
 pub async fn pull(dir: &Path, deployment: Option<i64>, url: &str) -> Result<()> {
-    if let Some(file) =
-        nurture_engine::store::missing_file(url).with_context(|| format!("reading the database URL {url}"))?
-    {
-        bail!(
-            "there is no database at {}; give --database-url the database `nurture serve` uses",
-            file.display()
-        );
-    }
-    let store = nurture_engine::store::connect(url)
-        .await
-        .with_context(|| format!("opening the database {url}"))?;
+    let store = crate::commands::existing_store(url).await?;
     let engine = Engine::new(
         store,
         Deployable::default(),

@@ -4,12 +4,12 @@
 //! wall clock behind it. On SQLite and on PostgreSQL, through the real binary.
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::cli::ready;
 use crate::crash::start_on as start;
 use crate::smtp::SmtpSink;
-use crate::support::{Backend, Db};
+use crate::support::{call_ok as call, Backend, Db};
 
 pub(crate) const CAMPAIGN: &str = r#"
 kind: Campaign
@@ -31,19 +31,6 @@ steps:
   done:
     exit: completed
 "#;
-
-async fn call(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let client = crate::support::http().build().unwrap();
-    let mut request = client
-        .request(method.parse().unwrap(), format!("{base}{path}"))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let answer = request.send().await.unwrap();
-    assert!(answer.status().is_success(), "{method} {path}: {}", answer.status());
-    answer.json().await.unwrap()
-}
 
 async fn clock_now(base: &str, key: &str) -> DateTime<Utc> {
     call(base, key, "GET", "/v1/admin/clock", None).await["now"]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{nurture, ready};
 use crate::playbook::{shipped_files, tar_of};
 use crate::smtp::SmtpSink;
-use crate::support::{repo, Backend, TestApp};
+use crate::support::{call_ok as call, repo, Backend, TestApp};
 
 /// A webinar follow-up: a reminder now, the recording three days later.
 const WEBINAR: &str = r#"
@@ -240,21 +240,6 @@ fn serve(dir: &Path, smtp: &str, url: &str, more: &[&str]) -> crate::cli::Server
     crate::cli::serve_with(dir, &args)
 }
 
-async fn call(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let client = crate::support::http().build().unwrap();
-    let mut request = client
-        .request(method.parse().unwrap(), format!("{base}{path}"))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let answer = request.send().await.unwrap();
-    let status = answer.status();
-    let body: Value = answer.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{method} {path}: {status} {body}");
-    body
-}
-
 /// How many e-mails with this subject reached the sink.
 fn subjects(sink: &SmtpSink, subject: &str) -> usize {
     sink.messages()
@@ -267,15 +252,8 @@ fn subjects(sink: &SmtpSink, subject: &str) -> usize {
 /// --playbook` that would retire it refuses to start; `playbook pull` writes it back.
 async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (_store, url) = match backend {
-        Backend::Postgres => {
-            let Some(store) = crate::support::store(backend).await else {
-                return;
-            };
-            let url = store.postgres_url().expect("a PostgreSQL store has a schema");
-            (Some(store), url)
-        }
-        Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("deploy.db").display())),
+    let Some((_store, url)) = crate::support::binary_database(backend, dir.path(), "deploy.db").await else {
+        return;
     };
     crate::crash::playbook_with(dir.path(), crate::clock::CAMPAIGN);
     let key = crate::cli::api_key(dir.path(), "admin", &url);

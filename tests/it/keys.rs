@@ -2,36 +2,16 @@
 //! line; a key revoked by another process stops working on a running server within its
 //! one-second cache. Through the real binary, on SQLite and on PostgreSQL.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 use crate::cli::{nurture, ready};
-use crate::support::Backend;
-
-async fn status(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let client = crate::support::http().build().unwrap();
-    let mut request = client
-        .request(method.parse().unwrap(), format!("{base}{path}"))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let answer = request.send().await.unwrap();
-    let code = answer.status().as_u16();
-    (code, answer.json().await.unwrap_or(Value::Null))
-}
+use crate::support::{request as status, Backend};
 
 async fn keys_are_revoked_and_rotated_everywhere(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (_store, url) = match backend {
-        Backend::Postgres => {
-            let Some(store) = crate::support::store(backend).await else {
-                return;
-            };
-            let url = store.postgres_url().expect("a PostgreSQL store has a schema");
-            (Some(store), url)
-        }
-        Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("keys.db").display())),
+    let Some((_store, url)) = crate::support::binary_database(backend, dir.path(), "keys.db").await else {
+        return;
     };
     let admin = crate::cli::api_key(dir.path(), "admin", &url);
     let server = crate::cli::serve_with(dir.path(), &["--database-url", &url, "--outbox", "outbox"]);
@@ -92,6 +72,22 @@ async fn keys_are_revoked_and_rotated_everywhere(backend: Backend) {
     let successor = rotated["key"].as_str().unwrap().to_owned();
     assert_eq!(status(&server.base, &crm, "GET", "/v1/leads", None).await.0, 401);
     assert_eq!(status(&server.base, &successor, "GET", "/v1/leads", None).await.0, 200);
+    // The old key stays listed, revoked: revoking it again changes nothing, rotating it is refused.
+    let old = format!("/v1/admin/keys/{}", made["id"]);
+    let (code, again) = status(&server.base, &admin, "POST", &format!("{old}/revoke"), None).await;
+    assert_eq!((code, again["revoked_at"].is_string()), (200, true), "{again}");
+    assert_eq!(
+        status(&server.base, &admin, "POST", &format!("{old}/rotate"), None)
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        status(&server.base, &admin, "POST", "/v1/admin/keys/999/revoke", None)
+            .await
+            .0,
+        404
+    );
 
     // Revoked by another process, the command line: the running server refuses it within
     // its key cache's second (the deadline is generous; the bound is the cache's lifetime).

@@ -537,3 +537,42 @@ impl TestApp {
         .await
     }
 }
+
+/// A database for the `nurture` binary under test: a PostgreSQL schema of its own (dropped
+/// with the returned store), or an SQLite file `file` in `dir`; `None` when PostgreSQL is
+/// unreachable outside CI.
+pub async fn binary_database(
+    backend: Backend,
+    dir: &std::path::Path,
+    file: &str,
+) -> Option<(Option<TestStore>, String)> {
+    match backend {
+        Backend::Postgres => {
+            let store = store(backend).await?;
+            let url = store.postgres_url().expect("a PostgreSQL store has a schema");
+            Some((Some(store), url))
+        }
+        Backend::Sqlite => Some((None, format!("sqlite://{}", dir.join(file).display()))),
+    }
+}
+
+/// A JSON request to a running server with `key`: its status and JSON body (`null` if none).
+pub async fn request(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = http().build().unwrap();
+    let mut request = client
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+/// [`request`] that must succeed: its JSON body.
+pub async fn call_ok(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, body) = request(base, key, method, path, body).await;
+    assert!((200..300).contains(&status), "{method} {path}: {status} {body}");
+    body
+}

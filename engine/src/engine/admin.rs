@@ -65,11 +65,15 @@ impl Engine {
     }
 
     /// Revokes a key: it stops working within a second, on every server of the database.
+    /// Revoking a revoked key changes nothing.
     pub async fn revoke_api_key(&self, id: i64) -> EngineResult<()> {
         if self.store.revoke_api_key(id, self.now()).await? {
+            return Ok(());
+        }
+        if self.store.api_keys().await?.iter().any(|k| k.id == id) {
             Ok(())
         } else {
-            Err(EngineError::Missing(format!("no unrevoked API key has id {id}")))
+            Err(EngineError::Missing(format!("no API key has id {id}")))
         }
     }
 
@@ -81,7 +85,14 @@ impl Engine {
             .rotate_api_key(id, &crate::access::key_hash(&key), self.now())
             .await?
         else {
-            return Err(EngineError::Missing(format!("no unrevoked API key has id {id}")));
+            let exists = self.store.api_keys().await?.iter().any(|k| k.id == id);
+            return Err(if exists {
+                EngineError::Conflict(format!(
+                    "API key {id} is revoked; create a new key instead (POST /v1/admin/keys)"
+                ))
+            } else {
+                EngineError::Missing(format!("no API key has id {id}"))
+            });
         };
         let record = self
             .store
