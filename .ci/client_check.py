@@ -30,6 +30,7 @@ BODIES = {
     "post_leads_by_id_score": {"delta": 5, "reason": "called back"},
     "post_events": {"lead": {"email": "client@generated.example"}, "type": "page_viewed"},
     "post_campaigns_by_id_enroll": {"leads": ["1"]},
+    "post_campaigns_by_id_exit": {"leads": ["1"], "reason": "client check"},
     "post_handoffs": {"lead": {"email": "client@generated.example"}, "queue": "sdr", "reason": "asked for pricing"},
     "post_handoffs_by_id_reject": {"reason": "no budget"},
     "post_handoffs_by_id_convert": {},

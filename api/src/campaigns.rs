@@ -91,6 +91,17 @@ pub fn router() -> ApiRouter<AppState> {
                 .answers::<nurture_engine::engine::EnrollReport>(200)
             }),
         )
+        .api_route(
+            "/v1/campaigns/{id}/exit",
+            post_with(exit, |o| {
+                o.summary(
+                    "Take leads out by hand: {\"leads\": [ids or refs], \"reason\": \"…\"}; each running \
+                     enrollment of theirs in the campaign ends at once, its journey saying who and why.",
+                )
+                .allow(MARKETERS)
+                .answers::<nurture_engine::engine::ExitReport>(200)
+            }),
+        )
 }
 
 /// One campaign in `GET /v1/campaigns`.
@@ -422,18 +433,7 @@ async fn enroll_request(
                     body::MAX_BATCH
                 )));
             }
-            let refs: Vec<nurture_engine::lead::LeadRef> = leads
-                .into_iter()
-                .map(|item| match item {
-                    LeadItem::Id(id) => nurture_engine::lead::LeadRef {
-                        id: Some(id),
-                        email: None,
-                        external_id: None,
-                    },
-                    LeadItem::Ref(r) => r,
-                })
-                .collect();
-            state.engine.enroll(id, &refs).await.map_err(not_found)?
+            state.engine.enroll(id, &lead_refs(leads)).await.map_err(not_found)?
         }
         (None, Some(segment)) => state.engine.enroll_segment(id, &segment).await.map_err(not_found)?,
         _ => {
@@ -444,4 +444,62 @@ async fn enroll_request(
         }
     };
     Ok(report)
+}
+
+/// `POST /v1/campaigns/{id}/exit`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExitBody {
+    pub leads: Vec<LeadItem>,
+    /// Why they leave: kept in each lead's journey.
+    pub reason: String,
+}
+
+/// Takes leads out of a campaign, at most once per `Idempotency-Key`.
+async fn exit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    body: JsonBody<ExitBody>,
+) -> Response {
+    let route = format!("POST /v1/campaigns/{id}/exit");
+    let (state, caller) = (&state, &caller);
+    crate::idempotency::write(
+        state,
+        caller,
+        MARKETERS,
+        &route,
+        &headers,
+        body.raw,
+        |bytes| async move {
+            let input: ExitBody = body::object(&bytes)?;
+            if input.leads.len() > body::MAX_BATCH {
+                return Err(ApiError::TooLarge(format!(
+                    "at most {} leads per request; nobody was taken out",
+                    body::MAX_BATCH
+                )));
+            }
+            let refs = lead_refs(input.leads);
+            let report = state.engine.exit(&id, &refs, &input.reason, &caller.0.name).await?;
+            tracing::info!(by = %caller.0.name, campaign = %id, exited = report.exited, "Leads taken out by hand.");
+            Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or_default()))
+        },
+    )
+    .await
+}
+
+/// Lead items as references.
+fn lead_refs(items: Vec<LeadItem>) -> Vec<nurture_engine::lead::LeadRef> {
+    items
+        .into_iter()
+        .map(|item| match item {
+            LeadItem::Id(id) => nurture_engine::lead::LeadRef {
+                id: Some(id),
+                email: None,
+                external_id: None,
+            },
+            LeadItem::Ref(r) => r,
+        })
+        .collect()
 }

@@ -1,5 +1,6 @@
-//! A segment seen before it is used: how many leads it holds now and why each matches. On
-//! SQLite and on PostgreSQL.
+//! Control before and after enrolling: a segment seen before it is used (how many leads it
+//! holds now and why each matches), and leads taken out of a campaign by hand. On SQLite and
+//! on PostgreSQL.
 
 use nurture_engine::access::Role::{Marketer, Sdr};
 use serde_json::json;
@@ -65,4 +66,67 @@ async fn a_segment_preview_counts_and_says_why(app: TestApp) {
     assert_eq!(app.call("GET", "/v1/segments/icp/preview", Sdr, None).await.status, 403);
 }
 
-both_backends!(crate::support::spawn_app_on; a_segment_preview_counts_and_says_why);
+/// Leads taken out of a campaign by hand: their running enrollments end at once, their
+/// journeys say who and why, and asking again changes nothing.
+async fn leads_are_taken_out_of_a_campaign_by_hand(app: TestApp) {
+    let mut ids = Vec::new();
+    for email in ["out1@x.example", "out2@x.example"] {
+        let lead = app
+            .call("PUT", "/v1/leads", Marketer, Some(json!({"email": email})))
+            .await;
+        ids.push(lead.body["id"].as_str().unwrap().to_owned());
+    }
+    let enrolled = app
+        .call(
+            "POST",
+            "/v1/campaigns/industry-drip/enroll",
+            Marketer,
+            Some(json!({"leads": ids})),
+        )
+        .await;
+    assert_eq!(enrolled.body["enrolled"], 2, "{:?}", enrolled.body);
+    let exit = json!({"leads": [ids[0], {"email": "out2@x.example"}, "999999"], "reason": "asked us to stop"});
+    let answer = app
+        .call("POST", "/v1/campaigns/industry-drip/exit", Marketer, Some(exit.clone()))
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body, json!({"exited": 2, "not_in": 0, "not_found": [2]}));
+    for id in &ids {
+        let steps = app.timeline(id, "campaign_step").await;
+        let exits: Vec<&serde_json::Value> = steps.iter().filter(|s| s["outcome"] == "exited").collect();
+        assert_eq!(exits.len(), 1, "{steps:?}");
+        assert_eq!(
+            exits[0]["detail"],
+            "taken out by hand by marketer-bot: asked us to stop"
+        );
+    }
+    let again = app
+        .call("POST", "/v1/campaigns/industry-drip/exit", Marketer, Some(exit))
+        .await;
+    assert_eq!(again.body, json!({"exited": 0, "not_in": 2, "not_found": [2]}));
+    let blank = json!({"leads": [ids[0]], "reason": " "});
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/industry-drip/exit", Marketer, Some(blank))
+            .await
+            .status,
+        422
+    );
+    let nowhere = json!({"leads": [ids[0]], "reason": "x"});
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/nowhere/exit", Marketer, Some(nowhere.clone()))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/industry-drip/exit", Sdr, Some(nowhere))
+            .await
+            .status,
+        403
+    );
+}
+
+both_backends!(crate::support::spawn_app_on;
+    a_segment_preview_counts_and_says_why,
+    leads_are_taken_out_of_a_campaign_by_hand,
+);

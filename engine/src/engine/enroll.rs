@@ -40,6 +40,17 @@ pub struct SegmentMember {
     pub why: Vec<String>,
 }
 
+/// What taking leads out of a campaign by hand did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct ExitReport {
+    /// Running enrollments ended.
+    pub exited: usize,
+    /// Leads found that were not running in the campaign.
+    pub not_in: usize,
+    /// Indexes of the leads given that do not exist.
+    pub not_found: Vec<usize>,
+}
+
 /// The condition of segment `id`, or why there is none.
 pub(super) fn segment_of<'p>(playbook: &'p Playbook, id: &str) -> EngineResult<&'p crate::condition::Condition> {
     playbook.segments.get(id).ok_or_else(|| {
@@ -51,10 +62,63 @@ pub(super) fn segment_of<'p>(playbook: &'p Playbook, id: &str) -> EngineResult<&
 }
 
 impl Engine {
+    /// Takes leads out of a deployed campaign by hand: each running enrollment of theirs in it
+    /// ends at once, its journey saying who and why. Leads that cannot be found are reported
+    /// by their index; leads not running in it are counted.
+    pub async fn exit(&self, campaign: &str, leads: &[LeadRef], reason: &str, by: &str) -> EngineResult<ExitReport> {
+        let reason = reason.trim();
+        if reason.is_empty() || crate::lead::text_problem(reason).is_some() {
+            return Err(EngineError::Invalid(vec![FieldError::new(
+                "reason",
+                "say why the leads leave (it is kept in their journey), in printable text",
+            )]));
+        }
+        if self.store.campaigns().await?.iter().all(|c| c.id != campaign) {
+            return Err(EngineError::Missing(format!(
+                "no campaign {campaign:?} was ever deployed"
+            )));
+        }
+        let (ids, mut index_of, mut not_found) = self.resolve(leads).await?;
+        let entry = Entry::Exit {
+            campaign: campaign.to_owned(),
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+        };
+        let mut report = ExitReport::default();
+        for chunk in ids.chunks(PASS_LEADS) {
+            let (counts, absent) = retrying(|| self.pass(Pick::Ids(chunk), &entry)).await?;
+            report.exited += counts.moved;
+            report.not_in += (chunk.len() - absent.len()).saturating_sub(counts.moved);
+            for missing in absent {
+                not_found.extend(index_of.remove(&missing).unwrap_or_default());
+            }
+        }
+        not_found.sort_unstable();
+        report.not_found = not_found;
+        Ok(report)
+    }
+
     /// Enrolls leads into a campaign by hand (API or CLI): its trigger is not asked, its
     /// re-entry rule is, and a lead already running in it stays where it is. Leads that cannot
     /// be found are reported by their index.
     pub async fn enroll(&self, campaign: &str, leads: &[LeadRef]) -> EngineResult<EnrollReport> {
+        let (ids, mut index_of, not_found) = self.resolve(leads).await?;
+        let mut report = EnrollReport {
+            not_found,
+            ..Default::default()
+        };
+        for missing in self.enroll_ids(campaign, &ids, &mut report).await? {
+            report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
+        }
+        report.not_found.sort_unstable();
+        Ok(report)
+    }
+
+    /// The leads `leads` names: their ids (sorted, once each), the indexes naming each id, and
+    /// the indexes naming no lead. E-mails and external ids are resolved in one query; ids are
+    /// left for the pass, which reads (and locks) those leads anyway and says which it did not
+    /// find.
+    async fn resolve(&self, leads: &[LeadRef]) -> EngineResult<(Vec<i64>, HashMap<i64, Vec<usize>>, Vec<usize>)> {
         let nameless: Vec<FieldError> = leads
             .iter()
             .enumerate()
@@ -69,8 +133,6 @@ impl Engine {
         if !nameless.is_empty() {
             return Err(EngineError::Invalid(nameless));
         }
-        let mut report = EnrollReport::default();
-        // Every reference resolved in one query, not one lookup per lead.
         let email_of = |by: &LeadRef| {
             by.email
                 .as_deref()
@@ -80,8 +142,6 @@ impl Engine {
         let ext_of = |by: &LeadRef| by.external_id.as_deref().map(|x| x.trim().to_owned());
         let emails: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(email_of).collect();
         let exts: Vec<String> = leads.iter().filter(|by| by.id.is_none()).filter_map(ext_of).collect();
-        // Ids need no lookup here: the enrolling transaction reads (and locks) those leads
-        // anyway and says which it did not find. E-mails and external ids are resolved first.
         let (by_email, by_ext): (HashMap<String, i64>, HashMap<String, i64>) = if emails.is_empty() && exts.is_empty() {
             Default::default()
         } else {
@@ -101,6 +161,7 @@ impl Engine {
         };
         let mut ids = Vec::new();
         let mut index_of: HashMap<i64, Vec<usize>> = HashMap::new();
+        let mut not_found = Vec::new();
         for (index, by) in leads.iter().enumerate() {
             let hit = match &by.id {
                 Some(id) => id.parse::<i64>().ok(),
@@ -113,16 +174,12 @@ impl Engine {
                     ids.push(id);
                     index_of.entry(id).or_default().push(index);
                 }
-                None => report.not_found.push(index),
+                None => not_found.push(index),
             }
         }
         ids.sort_unstable();
         ids.dedup();
-        for missing in self.enroll_ids(campaign, &ids, &mut report).await? {
-            report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
-        }
-        report.not_found.sort_unstable();
-        Ok(report)
+        Ok((ids, index_of, not_found))
     }
 
     /// Who segment `id` holds now: every lead is evaluated (in batches, as a segment-filtered

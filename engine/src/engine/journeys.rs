@@ -43,6 +43,13 @@ pub enum Entry {
     Into(String),
     /// Into these segment-triggered campaigns for leads that match them now (after a deploy).
     Matching(Vec<String>),
+    /// Out of this campaign, by hand: the leads' running enrollments in it end, whatever
+    /// step they are at (a paused campaign's too); nothing else moves.
+    Exit {
+        campaign: String,
+        reason: String,
+        by: String,
+    },
 }
 
 /// What a journey pass did, for reports and the clock.
@@ -356,6 +363,15 @@ impl Engine {
             now,
             enter,
         } = *batch;
+        if let Entry::Exit { campaign, reason, by } = enter {
+            for e in history
+                .into_iter()
+                .filter(|e| e.status.is_open() && e.campaign == *campaign)
+            {
+                moved.push(exited_by_hand(e, reason, by, now));
+            }
+            return Ok(());
+        }
         // Entries ask the lead's past enrollments (re-entry); the runner's pass has none, so
         // it runs the enrollments themselves instead of copies.
         let runs = |e: &Enrollment| e.status.is_open() && !paused.contains(&e.campaign);
@@ -499,6 +515,29 @@ impl Work {
 }
 
 /// A running enrollment whose campaign version can no longer be built, ended.
+/// An enrollment taken out of its campaign by hand, with who did it and why in its journey.
+fn exited_by_hand(e: Enrollment, reason: &str, by: &str, now: DateTime<Utc>) -> Moved {
+    let line = crate::journey::JourneyEntry {
+        step: e.step.clone(),
+        at: now,
+        outcome: crate::journey::Outcome::Exited,
+        detail: format!("taken out by hand by {by}: {reason}"),
+        arrived: false,
+    };
+    let mut ended = e;
+    ended.status = Status::Exited;
+    ended.outcome = Some("exited_by_hand".into());
+    ended.wake_at = None;
+    ended.updated_at = now;
+    Moved {
+        enrollment: ended,
+        new: false,
+        kept: false,
+        journey: vec![line],
+        messages: Vec::new(),
+    }
+}
+
 fn version_unavailable(e: Enrollment, now: DateTime<Utc>) -> Moved {
     let line = crate::journey::JourneyEntry {
         step: e.step.clone(),
