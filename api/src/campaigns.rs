@@ -88,7 +88,7 @@ pub fn router() -> ApiRouter<AppState> {
                      campaign's re-entry rule holds.",
                 )
                 .allow(ENROLLERS)
-                .answers::<nurture_engine::engine::EnrollReport>(200)
+                .answers::<EnrollAnswer>(200)
             }),
         )
         .api_route(
@@ -379,6 +379,17 @@ pub struct EnrollBody {
     pub leads: Option<Vec<LeadItem>>,
     #[serde(default)]
     pub segment: Option<String>,
+    /// Decide and report who would enter and who would not, and why; enroll nobody.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What an enroll answers: what it did, or with `dry_run`, what it would do.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum EnrollAnswer {
+    Done(nurture_engine::engine::EnrollReport),
+    DryRun(nurture_engine::engine::EnrollDryRun),
 }
 
 /// A lead by id, or by `{"email": …}` / `{"external_id": …}`.
@@ -414,17 +425,41 @@ async fn enroll(
     .await
 }
 
-async fn enroll_request(
-    state: &AppState,
-    id: &str,
-    bytes: &[u8],
-) -> Result<nurture_engine::engine::EnrollReport, ApiError> {
+async fn enroll_request(state: &AppState, id: &str, bytes: &[u8]) -> Result<EnrollAnswer, ApiError> {
     let input: EnrollBody = body::object(bytes)?;
     in_force(state, id)?;
     let not_found = |e: nurture_engine::engine::EngineError| match e {
         nurture_engine::engine::EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} is deployed")),
         other => ApiError::from(other),
     };
+    if input.dry_run {
+        let refs = input.leads.map(lead_refs).unwrap_or_default();
+        if refs.len() > body::MAX_BATCH {
+            return Err(ApiError::TooLarge(format!(
+                "at most {} leads per request",
+                body::MAX_BATCH
+            )));
+        }
+        let segment = match (refs.is_empty(), input.segment.as_deref()) {
+            (true, Some(segment)) => {
+                state.engine.check_segment(segment)?;
+                Some(segment)
+            }
+            (false, None) => None,
+            _ => {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    "leads",
+                    "give either `leads` (ids or {\"email\": …} refs) or `segment`, not both",
+                )]))
+            }
+        };
+        let report = state
+            .engine
+            .enroll_dry_run(id, &refs, segment)
+            .await
+            .map_err(not_found)?;
+        return Ok(EnrollAnswer::DryRun(report));
+    }
     let report = match (input.leads, input.segment) {
         (Some(leads), None) => {
             if leads.len() > body::MAX_BATCH {
@@ -443,7 +478,7 @@ async fn enroll_request(
             )]))
         }
     };
-    Ok(report)
+    Ok(EnrollAnswer::Done(report))
 }
 
 /// `POST /v1/campaigns/{id}/exit`.

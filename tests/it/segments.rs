@@ -129,4 +129,100 @@ async fn leads_are_taken_out_of_a_campaign_by_hand(app: TestApp) {
 both_backends!(crate::support::spawn_app_on;
     a_segment_preview_counts_and_says_why,
     leads_are_taken_out_of_a_campaign_by_hand,
+    an_enroll_dry_run_says_what_would_happen_and_changes_nothing,
 );
+
+/// An enroll's dry run says who would enter and who would not, and why, and changes nothing:
+/// the real enroll that follows does exactly what it said.
+async fn an_enroll_dry_run_says_what_would_happen_and_changes_nothing(app: TestApp) {
+    let mut ids = Vec::new();
+    for (email, opted_out) in [
+        ("dry-a@x.example", false),
+        ("dry-b@x.example", false),
+        ("dry-c@x.example", false),
+        ("dry-d@x.example", true),
+    ] {
+        let mut lead = json!({"email": email});
+        if opted_out {
+            lead["consent"] = json!({"email": {"status": "opted_out", "source": "crm"}});
+        }
+        let made = app.call("PUT", "/v1/leads", Marketer, Some(lead)).await;
+        ids.push(made.body["id"].as_str().unwrap().to_owned());
+    }
+    // b is running in the drip; c ran in it and was taken out (its re-entry rule: 90 days).
+    let enroll = |leads: Vec<&String>| json!({"leads": leads});
+    app.call(
+        "POST",
+        "/v1/campaigns/industry-drip/enroll",
+        Marketer,
+        Some(enroll(vec![&ids[1], &ids[2]])),
+    )
+    .await;
+    let out = json!({"leads": [ids[2]], "reason": "test"});
+    app.call("POST", "/v1/campaigns/industry-drip/exit", Marketer, Some(out))
+        .await;
+
+    let mut asked: Vec<serde_json::Value> = ids.iter().map(|id| json!(id)).collect();
+    asked.push(json!("999999"));
+    let dry = app
+        .call(
+            "POST",
+            "/v1/campaigns/industry-drip/enroll",
+            Marketer,
+            Some(json!({"leads": asked, "dry_run": true})),
+        )
+        .await;
+    assert_eq!(dry.status, 200, "{:?}", dry.body);
+    assert_eq!(dry.body["dry_run"], true);
+    assert_eq!(dry.body["would_enter"], 2, "{}", dry.body);
+    assert_eq!(dry.body["skipped"], json!({"already_in": 1, "reentry": 1}));
+    assert_eq!(dry.body["unreachable"], json!({"unsubscribed": 1}));
+    assert_eq!(dry.body["not_found"], json!([4]));
+    assert_eq!(dry.body["examples"]["already_in"], json!([ids[1]]));
+    assert_eq!(dry.body["examples"]["unsubscribed"], json!([ids[3]]));
+    assert!(app.journey(&ids[0]).await.is_empty(), "a dry run enrolls nobody");
+
+    // The real enroll does what the dry run said.
+    let done = app
+        .call(
+            "POST",
+            "/v1/campaigns/industry-drip/enroll",
+            Marketer,
+            Some(json!({"leads": asked})),
+        )
+        .await;
+    assert_eq!(done.body, json!({"enrolled": 2, "skipped": 2, "not_found": [4]}));
+
+    // A segment's dry run covers every lead the segment holds.
+    let preview = app
+        .call("GET", "/v1/segments/in-nurture/preview", Marketer, None)
+        .await
+        .body;
+    let dry = app
+        .call(
+            "POST",
+            "/v1/campaigns/industry-drip/enroll",
+            Marketer,
+            Some(json!({"segment": "in-nurture", "dry_run": true})),
+        )
+        .await
+        .body;
+    let skipped: i64 = dry["skipped"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        dry["would_enter"].as_i64().unwrap() + skipped,
+        preview["count"].as_i64().unwrap(),
+        "{dry}"
+    );
+    let nope = json!({"segment": "nope", "dry_run": true});
+    assert_eq!(
+        app.call("POST", "/v1/campaigns/industry-drip/enroll", Marketer, Some(nope))
+            .await
+            .status,
+        422
+    );
+}

@@ -1,7 +1,7 @@
 //! Leads into campaigns by hand (`POST /v1/campaigns/{id}/enroll`) and after a deploy.
 
 use super::*;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::lead::{EmailAddress, FieldError, LeadRef};
@@ -51,6 +51,40 @@ pub struct ExitReport {
     pub not_found: Vec<usize>,
 }
 
+/// What enrolling leads would do, decided as enrolling decides it and written nowhere
+/// (`dry_run`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct EnrollDryRun {
+    pub dry_run: bool,
+    /// Leads that would enter.
+    pub would_enter: usize,
+    /// Of those, leads no e-mail would reach, by why: `no_email`, `unsubscribed`, `suppressed`.
+    pub unreachable: BTreeMap<String, usize>,
+    /// Leads that would not enter, by why: `already_in` (running in it now), `reentry` (its
+    /// re-entry rule keeps them out).
+    pub skipped: BTreeMap<String, usize>,
+    /// Indexes of the leads given that do not exist.
+    pub not_found: Vec<usize>,
+    /// Up to ten lead ids for each reason above, to look at.
+    pub examples: BTreeMap<String, Vec<String>>,
+}
+
+impl EnrollDryRun {
+    fn count(&mut self, reason: &str, lead: i64, skipped: bool) {
+        *if skipped {
+            &mut self.skipped
+        } else {
+            &mut self.unreachable
+        }
+        .entry(reason.to_owned())
+        .or_default() += 1;
+        let examples = self.examples.entry(reason.to_owned()).or_default();
+        if examples.len() < 10 {
+            examples.push(lead.to_string());
+        }
+    }
+}
+
 /// The condition of segment `id`, or why there is none.
 pub(super) fn segment_of<'p>(playbook: &'p Playbook, id: &str) -> EngineResult<&'p crate::condition::Condition> {
     playbook.segments.get(id).ok_or_else(|| {
@@ -62,6 +96,101 @@ pub(super) fn segment_of<'p>(playbook: &'p Playbook, id: &str) -> EngineResult<&
 }
 
 impl Engine {
+    /// What enrolling these leads (or, with `segment`, that segment's leads) would do, decided
+    /// in a pass as enrolling decides it, and written nowhere.
+    pub async fn enroll_dry_run(
+        &self,
+        campaign: &str,
+        leads: &[LeadRef],
+        segment: Option<&str>,
+    ) -> EngineResult<EnrollDryRun> {
+        let playbook = self.playbook();
+        if !playbook.campaigns.contains_key(campaign) {
+            return Err(EngineError::NotFound);
+        }
+        let mut report = EnrollDryRun {
+            dry_run: true,
+            ..Default::default()
+        };
+        let entry = Entry::Into(campaign.to_owned());
+        let mut pages: Vec<Vec<i64>> = Vec::new();
+        let mut index_of = HashMap::new();
+        match segment {
+            Some(segment) => {
+                let mut after = None;
+                loop {
+                    let (page, next) = self
+                        .list_leads(&LeadFilter::default(), Some(segment), after, PASS_LEADS as i64)
+                        .await?;
+                    pages.push(page.iter().map(|v| v.lead.id.0).collect());
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+            }
+            None => {
+                let (ids, by_index, not_found) = self.resolve(leads).await?;
+                report.not_found = not_found;
+                index_of = by_index;
+                pages.extend(ids.chunks(PASS_LEADS).map(<[i64]>::to_vec));
+            }
+        }
+        for ids in pages {
+            let mut pass = super::pass::DryPass {
+                engine: self,
+                ids: &ids,
+                entry: &entry,
+                now: self.now(),
+                playbook: playbook.clone(),
+                absent: Vec::new(),
+                decided: None,
+            };
+            self.store.run_pass(&mut pass).await?;
+            for missing in std::mem::take(&mut pass.absent) {
+                report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
+            }
+            let Some(super::pass::DryDecision {
+                leads,
+                enrollments,
+                suppressed,
+                entering,
+            }) = pass.decided
+            else {
+                continue;
+            };
+            for lead in leads {
+                let id = lead.id.0;
+                let mine: Vec<&crate::journey::Enrollment> = enrollments
+                    .iter()
+                    .filter(|e| e.lead.0 == id && e.campaign == campaign)
+                    .collect();
+                if !entering.contains(&id) {
+                    let reason = if mine.iter().any(|e| e.status.is_open()) {
+                        "already_in"
+                    } else {
+                        "reentry"
+                    };
+                    report.count(reason, id, true);
+                    continue;
+                }
+                report.would_enter += 1;
+                match &lead.email {
+                    None => report.count("no_email", id, false),
+                    Some(_) if lead.consent.email.status == crate::lead::ConsentStatus::OptedOut => {
+                        report.count("unsubscribed", id, false)
+                    }
+                    Some(email) if suppressed.contains(&crate::store::email_hash(email)) => {
+                        report.count("suppressed", id, false)
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        report.not_found.sort_unstable();
+        Ok(report)
+    }
+
     /// Takes leads out of a deployed campaign by hand: each running enrollment of theirs in it
     /// ends at once, its journey saying who and why. Leads that cannot be found are reported
     /// by their index; leads not running in it are counted.

@@ -64,6 +64,17 @@ pub struct JourneyCounts {
 #[derive(Default)]
 pub(super) struct JourneyMoves(Vec<Moved>);
 
+impl JourneyMoves {
+    /// The leads that enter `campaign` in these moves.
+    pub(super) fn entering(&self, campaign: &str) -> HashSet<i64> {
+        self.0
+            .iter()
+            .filter(|m| m.new && m.enrollment.campaign == campaign)
+            .map(|m| m.enrollment.lead.0)
+            .collect()
+    }
+}
+
 /// One enrollment's result in a pass, before new enrollments have ids.
 struct Moved {
     enrollment: Enrollment,

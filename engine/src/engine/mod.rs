@@ -35,7 +35,7 @@ pub use admin::{new_api_key, NewApiKey};
 pub use deploy::{Deployed, Deployer, StepFunnel};
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
 use enroll::segment_of;
-pub use enroll::{EnrollReport, ExitReport, SegmentMember, SegmentPreview};
+pub use enroll::{EnrollDryRun, EnrollReport, ExitReport, SegmentMember, SegmentPreview};
 use error::retrying;
 pub use error::{EngineError, EngineResult};
 pub use handoffs::{queue_cursor, unknown_events, WEBHOOK_EVENTS};

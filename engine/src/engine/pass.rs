@@ -19,6 +19,73 @@ pub(super) enum Pick<'a> {
     Ids(&'a [i64]),
 }
 
+/// What a dry run decided: the leads, the enrollments they have, the suppressed e-mail hashes
+/// among them, and the leads that would enter.
+pub(super) struct DryDecision {
+    pub(super) leads: Vec<Lead>,
+    pub(super) enrollments: Vec<crate::journey::Enrollment>,
+    pub(super) suppressed: HashSet<String>,
+    pub(super) entering: HashSet<i64>,
+}
+
+/// An enrolling pass decided and never written: what `dry_run` reports.
+pub(super) struct DryPass<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) ids: &'a [i64],
+    pub(super) entry: &'a Entry,
+    pub(super) now: DateTime<Utc>,
+    pub(super) playbook: Arc<Playbook>,
+    /// The asked-for ids that are no lead.
+    pub(super) absent: Vec<i64>,
+    pub(super) decided: Option<DryDecision>,
+}
+
+#[async_trait::async_trait]
+impl PassWork for DryPass<'_> {
+    fn whole(&self) -> bool {
+        true
+    }
+
+    async fn pick(&mut self, tx: &mut dyn Tx, held: &[i64]) -> EngineResult<Vec<Lead>> {
+        let (leads, absent) = self
+            .engine
+            .pick(tx, &Pick::Ids(self.ids), self.entry, self.now, held)
+            .await?;
+        self.absent = absent;
+        Ok(leads)
+    }
+
+    async fn decide(&mut self, tx: &mut dyn Tx, leads: Vec<Lead>) -> EngineResult<()> {
+        let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+        let enrollments = tx.load_enrollments(&ids).await?;
+        let hashes: Vec<String> = leads
+            .iter()
+            .filter_map(|l| l.email.as_deref().map(crate::store::email_hash))
+            .collect();
+        let suppressed = tx.suppressed(&hashes).await?;
+        let plan = self
+            .engine
+            .plan_pass(tx, leads.clone(), &self.playbook, self.now, self.entry)
+            .await?;
+        let campaign = match self.entry {
+            Entry::Into(campaign) => campaign.as_str(),
+            _ => "",
+        };
+        self.decided = Some(DryDecision {
+            leads,
+            enrollments,
+            suppressed,
+            entering: plan.moves.entering(campaign),
+        });
+        Ok(())
+    }
+
+    /// A dry run writes nothing.
+    async fn write(&mut self, _tx: &mut dyn Tx) -> EngineResult<()> {
+        Ok(())
+    }
+}
+
 /// A pass decided and not yet written.
 pub(super) struct PassPlan {
     pub(super) states: IdMap<LeadState>,
