@@ -130,7 +130,7 @@ pub async fn engine(url: &str, playbook: &PlaybookArgs, clock: Arc<dyn Clock>) -
     Ok(Engine::new(store, load(dir, &playbook.templates.dir(dir))?, clock))
 }
 
-/// Reads and validates a playbook directory; every error printed, as `playbook validate` does.
+/// Reads and validates a playbook directory; a refused one is an error listing every issue.
 fn load(dir: &Path, templates: &Path) -> Result<Deployable> {
     match Deployable::load(dir, templates) {
         Ok(deployable) => Ok(deployable),

@@ -525,41 +525,29 @@ impl Work {
     }
 }
 
-/// A running enrollment whose campaign version can no longer be built, ended.
 /// An enrollment taken out of its campaign by hand, with who did it and why in its journey.
 fn exited_by_hand(e: Enrollment, reason: &str, by: &str, now: DateTime<Utc>) -> Moved {
-    let line = crate::journey::JourneyEntry {
-        step: e.step.clone(),
-        at: now,
-        outcome: crate::journey::Outcome::Exited,
-        detail: format!("taken out by hand by {by}: {reason}"),
-        arrived: false,
-    };
-    let mut ended = e;
-    ended.status = Status::Exited;
-    ended.outcome = Some("exited_by_hand".into());
-    ended.wake_at = None;
-    ended.updated_at = now;
-    Moved {
-        enrollment: ended,
-        new: false,
-        kept: false,
-        journey: vec![line],
-        messages: Vec::new(),
-    }
+    ended(e, "exited_by_hand", format!("taken out by hand by {by}: {reason}"), now)
 }
 
+/// A running enrollment whose campaign version can no longer be built, ended.
 fn version_unavailable(e: Enrollment, now: DateTime<Utc>) -> Moved {
+    let detail = format!("campaign version {} can no longer be built", e.version);
+    ended(e, "version_unavailable", detail, now)
+}
+
+/// An enrollment ended where it stands, with `outcome` and one journey line saying why.
+fn ended(e: Enrollment, outcome: &str, detail: String, now: DateTime<Utc>) -> Moved {
     let line = crate::journey::JourneyEntry {
         step: e.step.clone(),
         at: now,
         outcome: crate::journey::Outcome::Exited,
-        detail: format!("campaign version {} can no longer be built", e.version),
+        detail,
         arrived: false,
     };
     let mut ended = e;
     ended.status = Status::Exited;
-    ended.outcome = Some("version_unavailable".into());
+    ended.outcome = Some(outcome.into());
     ended.wake_at = None;
     ended.updated_at = now;
     Moved {
