@@ -10,10 +10,8 @@ static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 
 /// The shipped playbook and its templates, validated as `campaigns/` and `templates/` would be.
 pub fn playbook() -> Result<Deployable, Refused> {
-    let yaml = texts(&CAMPAIGNS, &|path| path.ends_with(".yaml") || path.ends_with(".yml"));
-    let templates = texts(&TEMPLATES, &|path| {
-        path.ends_with(".hbs") || path.ends_with(".wechat.yaml")
-    });
+    let yaml = texts(&CAMPAIGNS, &nurture_engine::playbook::is_playbook_file);
+    let templates = texts(&TEMPLATES, &nurture_engine::template::is_template_file);
     Bundle::new(yaml, templates)?.build(PLAYBOOK_FOLDER)
 }
 

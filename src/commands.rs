@@ -83,14 +83,16 @@ async fn chosen(engine: &nurture_engine::engine::Engine, which: &WhichKey, one: 
         .into_iter()
         .filter(|k| k.revoked_at.is_none())
         .collect();
-    let ids: Vec<i64> = match (&which.id, &which.name) {
-        (Some(id), _) => live.iter().filter(|k| k.id == *id).map(|k| k.id).collect(),
-        (None, Some(name)) => live.iter().filter(|k| k.name == name.trim()).map(|k| k.id).collect(),
+    let (ids, named): (Vec<i64>, String) = match (&which.id, &which.name) {
+        (Some(id), _) => (
+            live.iter().filter(|k| k.id == *id).map(|k| k.id).collect(),
+            format!("with id {id}"),
+        ),
+        (None, Some(name)) => (
+            live.iter().filter(|k| k.name == name.trim()).map(|k| k.id).collect(),
+            format!("named {name:?}"),
+        ),
         (None, None) => bail!("give --id or --name"),
-    };
-    let named = match (&which.id, &which.name) {
-        (Some(id), _) => format!("with id {id}"),
-        (_, name) => format!("named {:?}", name.as_deref().unwrap_or_default()),
     };
     if ids.is_empty() {
         bail!("no unrevoked API key {named}; `nurture apikey list` shows them");
@@ -172,11 +174,6 @@ pub async fn playbook(command: PlaybookCommand) -> Result<()> {
             crate::deployments::pull(&dir, deployment, &db.database_url).await
         }
     }
-}
-
-pub fn hex_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The warnings about running enrollments in the database at `url` that deploying `playbook`

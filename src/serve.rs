@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::{ClockKind, ServeArgs};
-use crate::commands::hex_key;
 
 /// Long on purpose: the server's wiring in start-up order (store, playbook, clock, mail, tasks,
 /// HTTP, shutdown), each step a few lines.
@@ -55,7 +54,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let mailer = nurture_engine::mail::mailer(args.smtp_url.as_deref(), &outbox, args.smtp_pool, dkim)
         .map_err(anyhow::Error::msg)?;
     let secret = engine
-        .setting("tracking_secret", &hex_key())
+        .setting("tracking_secret", &nurture_engine::engine::random_hex())
         .await
         .context("reading the tracking secret")?;
     let key = nurture_engine::tracking::TrackingKey::new(secret.as_bytes());

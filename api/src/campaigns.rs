@@ -432,45 +432,28 @@ async fn enroll_request(state: &AppState, id: &str, bytes: &[u8]) -> Result<Enro
         nurture_engine::engine::EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} is deployed")),
         other => ApiError::from(other),
     };
-    if input.dry_run {
-        let refs = input.leads.map(lead_refs).unwrap_or_default();
-        if refs.len() > body::MAX_BATCH {
-            return Err(ApiError::TooLarge(format!(
-                "at most {} leads per request",
-                body::MAX_BATCH
-            )));
-        }
-        let segment = match (refs.is_empty(), input.segment.as_deref()) {
-            (true, Some(segment)) => {
-                state.engine.check_segment(segment)?;
-                Some(segment)
-            }
-            (false, None) => None,
-            _ => {
-                return Err(ApiError::invalid(vec![FieldError::new(
-                    "leads",
-                    "give either `leads` (ids or {\"email\": …} refs) or `segment`, not both",
-                )]))
-            }
-        };
-        let report = state
-            .engine
-            .enroll_dry_run(id, &refs, segment)
-            .await
-            .map_err(not_found)?;
-        return Ok(EnrollAnswer::DryRun(report));
-    }
-    let report = match (input.leads, input.segment) {
+    let answer = match (input.leads, input.segment) {
         (Some(leads), None) => {
-            if leads.len() > body::MAX_BATCH {
-                return Err(ApiError::TooLarge(format!(
-                    "at most {} leads per request; nothing was enrolled",
-                    body::MAX_BATCH
-                )));
+            let refs = lead_refs(leads, "nothing was enrolled")?;
+            if input.dry_run {
+                EnrollAnswer::DryRun(state.engine.enroll_dry_run(id, &refs, None).await.map_err(not_found)?)
+            } else {
+                EnrollAnswer::Done(state.engine.enroll(id, &refs).await.map_err(not_found)?)
             }
-            state.engine.enroll(id, &lead_refs(leads)).await.map_err(not_found)?
         }
-        (None, Some(segment)) => state.engine.enroll_segment(id, &segment).await.map_err(not_found)?,
+        (None, Some(segment)) if input.dry_run => {
+            state.engine.check_segment(&segment)?;
+            EnrollAnswer::DryRun(
+                state
+                    .engine
+                    .enroll_dry_run(id, &[], Some(&segment))
+                    .await
+                    .map_err(not_found)?,
+            )
+        }
+        (None, Some(segment)) => {
+            EnrollAnswer::Done(state.engine.enroll_segment(id, &segment).await.map_err(not_found)?)
+        }
         _ => {
             return Err(ApiError::invalid(vec![FieldError::new(
                 "leads",
@@ -478,7 +461,7 @@ async fn enroll_request(state: &AppState, id: &str, bytes: &[u8]) -> Result<Enro
             )]))
         }
     };
-    Ok(EnrollAnswer::Done(report))
+    Ok(answer)
 }
 
 /// `POST /v1/campaigns/{id}/exit`.
@@ -509,13 +492,7 @@ async fn exit(
         body.raw,
         |bytes| async move {
             let input: ExitBody = body::object(&bytes)?;
-            if input.leads.len() > body::MAX_BATCH {
-                return Err(ApiError::TooLarge(format!(
-                    "at most {} leads per request; nobody was taken out",
-                    body::MAX_BATCH
-                )));
-            }
-            let refs = lead_refs(input.leads);
+            let refs = lead_refs(input.leads, "nobody was taken out")?;
             let report = state.engine.exit(&id, &refs, &input.reason, &caller.0.name).await?;
             tracing::info!(by = %caller.0.name, campaign = %id, exited = report.exited, "Leads taken out by hand.");
             Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or_default()))
@@ -524,9 +501,15 @@ async fn exit(
     .await
 }
 
-/// Lead items as references.
-fn lead_refs(items: Vec<LeadItem>) -> Vec<nurture_engine::lead::LeadRef> {
-    items
+/// Lead items as references; more than a batch is refused (`nothing` says what was not done).
+fn lead_refs(items: Vec<LeadItem>, nothing: &str) -> Result<Vec<nurture_engine::lead::LeadRef>, ApiError> {
+    if items.len() > body::MAX_BATCH {
+        return Err(ApiError::TooLarge(format!(
+            "at most {} leads per request; {nothing}",
+            body::MAX_BATCH
+        )));
+    }
+    Ok(items
         .into_iter()
         .map(|item| match item {
             LeadItem::Id(id) => nurture_engine::lead::LeadRef {
@@ -536,5 +519,5 @@ fn lead_refs(items: Vec<LeadItem>) -> Vec<nurture_engine::lead::LeadRef> {
             },
             LeadItem::Ref(r) => r,
         })
-        .collect()
+        .collect())
 }

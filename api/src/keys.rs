@@ -116,14 +116,11 @@ async fn revoke(
     caller.require(ADMINS)?;
     let id = key_id(&id)?;
     not_own(&caller, id)?;
-    state.engine.revoke_api_key(id).await?;
+    let record = state.engine.revoke_api_key(id).await?;
     // This server forgets it at once; others within their cache's second.
     state.keys.invalidate_all();
     tracing::info!(by = %caller.0.name, key = id, "API key revoked.");
-    let record = state.engine.api_keys().await?.into_iter().find(|k| k.id == id);
-    record
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no API key has id {id}")))
+    Ok(Json(record))
 }
 
 async fn rotate(

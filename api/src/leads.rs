@@ -127,7 +127,7 @@ pub fn router() -> ApiRouter<AppState> {
         )
 }
 
-fn lead_id(raw: &str) -> Result<LeadId, ApiError> {
+pub(crate) fn lead_id(raw: &str) -> Result<LeadId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::NotFound(format!("no lead has id {raw:?}")))
 }

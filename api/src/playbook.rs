@@ -13,8 +13,9 @@ use nurture_engine::access::Role;
 use nurture_engine::engine::{Deployed, Deployer};
 use nurture_engine::lead::FieldError;
 use nurture_engine::playbook::bundle::{Bundle, BundleFile, Deployable, MAX_FILES, PLAYBOOK_FOLDER};
-use nurture_engine::playbook::{Issue, Playbook, PlaybookIssue, Refused};
+use nurture_engine::playbook::{is_playbook_file, Issue, Playbook, PlaybookIssue, Refused};
 use nurture_engine::store::{DeployReport, DeploymentHead, Origin};
+use nurture_engine::template::is_template_file;
 use std::collections::BTreeMap;
 
 use crate::auth::Caller;
@@ -238,11 +239,11 @@ fn tar_bundle(bytes: &[u8]) -> Result<(Bundle, BTreeMap<String, String>), ApiErr
             continue;
         }
         let (templated, rest) = if let Some(rest) = path.strip_prefix("templates/") {
-            if !(rest.ends_with(".hbs") || rest.ends_with(".wechat.yaml")) {
+            if !is_template_file(rest) {
                 continue;
             }
             (true, rest.to_owned())
-        } else if path.ends_with(".yaml") || path.ends_with(".yml") {
+        } else if is_playbook_file(&path) {
             (false, path.strip_prefix("campaigns/").unwrap_or(&path).to_owned())
         } else {
             continue;

@@ -85,10 +85,7 @@ fn whom(lead_id: Option<String>, lead: Option<LeadInput>) -> Result<PreviewLead,
             "lead",
             "give `lead_id` (a stored lead) or `lead` (a lead as given), not both",
         )])),
-        (Some(id), None) => id
-            .parse()
-            .map(PreviewLead::Stored)
-            .map_err(|_| ApiError::NotFound(format!("no lead has id {id:?}"))),
+        (Some(id), None) => crate::leads::lead_id(&id).map(PreviewLead::Stored),
         (None, Some(lead)) => Ok(PreviewLead::Given(Box::new(lead))),
         (None, None) => Ok(PreviewLead::Sample),
     }

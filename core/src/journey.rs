@@ -689,19 +689,13 @@ impl Run<'_, '_> {
                 ),
                 Wait::At(moment) => match moment.resolve(self.facts.lead(), self.pacer.timezone()) {
                     Ok(at) if at > now => (at, false),
-                    Ok(at) => {
-                        let line = format!("until {moment}: {} had passed; going on at once", at.to_rfc3339());
+                    gone => {
+                        let why = match gone {
+                            Ok(at) => format!("{} had passed", at.to_rfc3339()),
+                            Err(why) => why,
+                        };
+                        let line = format!("until {moment}: {why}; going on at once");
                         self.log(&step.id, Outcome::Waited, line);
-                        self.arrive(true);
-                        self.go(self.next(node, Edge::Next));
-                        return ControlFlow::Continue(());
-                    }
-                    Err(why) => {
-                        self.log(
-                            &step.id,
-                            Outcome::Waited,
-                            format!("until {moment}: {why}; going on at once"),
-                        );
                         self.arrive(true);
                         self.go(self.next(node, Edge::Next));
                         return ControlFlow::Continue(());

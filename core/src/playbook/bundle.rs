@@ -11,7 +11,6 @@ use std::path::Path;
 use super::{Identity, Playbook};
 use crate::diagnostic::{Issue, Refused};
 use crate::template::Templates;
-use crate::yaml::yaml_options;
 
 /// The folder of a bundle that holds the playbook's YAML files.
 pub const PLAYBOOK_FOLDER: &str = "campaigns";
@@ -77,8 +76,8 @@ fn path_problem(part: Part, path: &str) -> Option<String> {
         return Some("the path must be relative, without `.` or `..` or empty segments".into());
     }
     let fits = match part {
-        Part::Playbook => path.ends_with(".yaml") || path.ends_with(".yml"),
-        Part::Templates => path.ends_with(".hbs") || path.ends_with(".wechat.yaml"),
+        Part::Playbook => super::is_playbook_file(path),
+        Part::Templates => crate::template::is_template_file(path),
     };
     if !fits {
         return Some(match part {
@@ -246,26 +245,21 @@ impl Bundle {
     /// else as `{id}.yaml` (`.yaml` is added to a name without it). The bundle, and the path
     /// the file took.
     pub fn with_yaml(&self, name: Option<&str>, text: String) -> Result<(Bundle, String), Refused> {
-        let identity = |text: &str| {
-            serde_saphyr::from_str_with_options::<Identity>(text, yaml_options())
-                .ok()
-                .map(|i| (i.kind, i.id.and_then(|id| id.as_str().map(str::to_owned))))
-        };
         // A name without the extension (`?file=welcome`) is kept as a YAML file.
         let name = name.map(|n| {
             let n = n.strip_prefix("campaigns/").unwrap_or(n);
-            if n.ends_with(".yaml") || n.ends_with(".yml") {
+            if super::is_playbook_file(n) {
                 n.to_owned()
             } else {
                 format!("{n}.yaml")
             }
         });
-        let mine = identity(&text);
+        let mine = Identity::of(&text);
         let replaced: Vec<String> = match &mine {
             Some(id) => self
                 .playbook
                 .iter()
-                .filter(|(_, t)| identity(t).as_ref() == Some(id))
+                .filter(|(_, t)| Identity::of(t).as_ref() == Some(id))
                 .map(|(p, _)| p.clone())
                 .collect(),
             None => Vec::new(),

@@ -47,6 +47,16 @@ struct Identity {
     id: Option<serde_json::Value>,
 }
 
+impl Identity {
+    /// The `kind` and `id` a playbook file defines (no id for `Rules` and `Queues`), when it
+    /// reads as YAML at all.
+    fn of(text: &str) -> Option<(String, Option<String>)> {
+        serde_saphyr::from_str_with_options::<Identity>(text, yaml_options())
+            .ok()
+            .map(|i| (i.kind, i.id.and_then(|id| id.as_str().map(str::to_owned))))
+    }
+}
+
 /// `kind: Segment`: a named, reusable condition.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -273,28 +283,11 @@ impl Playbook {
             .map(|(campaign, _)| campaign)
             .map_err(Refused)
     }
+}
 
-    /// The playbook's files with `files` laid over them: a file replaces the one that defines
-    /// the same thing (the same `kind` and `id`; for `Rules` and `Queues`, the same kind), so a
-    /// marketer can check one edited file against everything else that is deployed.
-    pub fn overlay(&self, files: Vec<(String, String)>) -> Vec<(String, String)> {
-        let identity = |text: &str| {
-            serde_saphyr::from_str_with_options::<Identity>(text, yaml_options())
-                .ok()
-                .map(|i| (i.kind, i.id.and_then(|id| id.as_str().map(str::to_owned))))
-        };
-        let replaced: BTreeSet<_> = files.iter().filter_map(|(_, t)| identity(t)).collect();
-        let names: BTreeSet<_> = files.iter().map(|(n, _)| n.clone()).collect();
-        let mut out: Vec<_> = self
-            .sources
-            .iter()
-            .filter(|(name, text)| !names.contains(name) && !identity(text).is_some_and(|i| replaced.contains(&i)))
-            .cloned()
-            .collect();
-        out.extend(files);
-        out.sort();
-        out
-    }
+/// Whether a file is a playbook file: `*.yaml` or `*.yml`.
+pub fn is_playbook_file(path: &str) -> bool {
+    path.ends_with(".yaml") || path.ends_with(".yml")
 }
 
 /// Reads the YAML files of a playbook directory, sorted by name, each named by its path
@@ -322,7 +315,7 @@ pub fn read_yaml_files(dir: &Path) -> Result<Vec<(String, String)>, Refused> {
             let path = entry.path();
             if path.is_dir() {
                 pending.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            } else if is_playbook_file(&path.to_string_lossy()) {
                 let name = path.display().to_string();
                 let relative = path
                     .strip_prefix(dir)

@@ -196,6 +196,11 @@ pub struct RenderInput<'a> {
     pub default_language: Language,
 }
 
+/// Whether a file is a template: `*.hbs`, or `*.wechat.yaml` for WeChat.
+pub fn is_template_file(path: &str) -> bool {
+    path.ends_with(".hbs") || path.ends_with(".wechat.yaml")
+}
+
 /// The template files under `dir` (`*.hbs`, `*.wechat.yaml`, recursively) as (path relative to
 /// `dir` with `/` between folders, text), sorted, and the files that could not be read. A
 /// missing directory has none.
@@ -218,7 +223,7 @@ pub fn read_dir(dir: &Path) -> (Vec<(String, String)>, Vec<Issue>) {
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .replace('\\', "/");
-            if !(relative.ends_with(".hbs") || relative.ends_with(".wechat.yaml")) {
+            if !is_template_file(&relative) {
                 continue;
             }
             match std::fs::read_to_string(&path) {
@@ -306,11 +311,6 @@ impl Templates {
         templates.check_languages();
         templates.issues.sort();
         templates
-    }
-
-    /// The directory the templates were loaded from, if any.
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
     }
 
     /// Problems found while loading: compile errors (errors) and unknown names (warnings).

@@ -15,10 +15,15 @@ pub struct NewApiKey {
     pub key: String,
 }
 
-/// A new API key: `nurt_` and 256 random bits in hex.
-pub fn new_api_key() -> String {
+/// 256 random bits in hex: the stuff of API keys, webhook secrets and the tracking secret.
+pub fn random_hex() -> String {
     let bytes: [u8; 32] = rand::random();
-    format!("nurt_{}", hex::encode(bytes))
+    hex::encode(bytes)
+}
+
+/// A new API key: `nurt_` and [`random_hex`].
+pub fn new_api_key() -> String {
+    format!("nurt_{}", random_hex())
 }
 
 impl Engine {
@@ -65,48 +70,30 @@ impl Engine {
     }
 
     /// Revokes a key: it stops working within a second, on every server of the database.
-    /// Revoking a revoked key changes nothing.
-    pub async fn revoke_api_key(&self, id: i64) -> EngineResult<()> {
-        if self.store.revoke_api_key(id, self.now()).await? {
-            return Ok(());
-        }
-        if self.store.api_keys().await?.iter().any(|k| k.id == id) {
-            Ok(())
-        } else {
-            Err(EngineError::Missing(format!("no API key has id {id}")))
-        }
+    /// Revoking a revoked key changes nothing. The key as it is then.
+    pub async fn revoke_api_key(&self, id: i64) -> EngineResult<ApiKeyRecord> {
+        self.store
+            .revoke_api_key(id, self.now())
+            .await?
+            .ok_or_else(|| EngineError::Missing(format!("no API key has id {id}")))
     }
 
     /// Replaces a key with a new one of the same name and role, and revokes the old one.
     pub async fn rotate_api_key(&self, id: i64) -> EngineResult<NewApiKey> {
         let key = new_api_key();
-        let Some(successor) = self
-            .store
-            .rotate_api_key(id, &crate::access::key_hash(&key), self.now())
-            .await?
-        else {
-            let exists = self.store.api_keys().await?.iter().any(|k| k.id == id);
-            return Err(if exists {
-                EngineError::Conflict(format!(
-                    "API key {id} is revoked; create a new key instead (POST /v1/admin/keys)"
-                ))
-            } else {
-                EngineError::Missing(format!("no API key has id {id}"))
-            });
-        };
-        let record = self
-            .store
-            .api_keys()
-            .await?
-            .into_iter()
-            .find(|k| k.id == successor)
-            .ok_or_else(|| EngineError::Failed(format!("the rotated key {successor} was not found")))?;
-        Ok(NewApiKey {
-            id: successor,
-            name: record.name,
-            role: record.role,
-            key,
-        })
+        let hash = crate::access::key_hash(&key);
+        match self.store.rotate_api_key(id, &hash, self.now()).await? {
+            Some(successor) => Ok(NewApiKey {
+                id: successor.id,
+                name: successor.name,
+                role: successor.role,
+                key,
+            }),
+            None if self.store.api_key(id).await?.is_some() => Err(EngineError::Conflict(format!(
+                "API key {id} is revoked; create a new key instead (POST /v1/admin/keys)"
+            ))),
+            None => Err(EngineError::Missing(format!("no API key has id {id}"))),
+        }
     }
 
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.

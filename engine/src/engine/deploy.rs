@@ -175,31 +175,25 @@ impl Engine {
                     continue;
                 }
                 let open = self.store.open_enrollments(&record.id, None).await?;
-                if open > 0 {
-                    let file = self.store.campaign_versions(&record.id).await?.pop().map(|v| v.file);
-                    warn(
-                        file.as_deref().unwrap_or_default(),
-                        format!(
-                            "campaign {:?} is not in this playbook: deploying it retires the campaign, and its {} {} \
-                             where {} (deploying the campaign again lets {} go on)",
-                            record.id,
-                            running(open),
-                            by_count(open, "stops", "stop"),
-                            by_count(open, "it is", "they are"),
-                            by_count(open, "it", "them"),
-                        ),
-                    );
+                let file = self.store.campaign_versions(&record.id).await?.pop().map(|v| v.file);
+                let message = if open > 0 {
+                    format!(
+                        "campaign {:?} is not in this playbook: deploying it retires the campaign, and its {} {} \
+                         where {} (deploying the campaign again lets {} go on)",
+                        record.id,
+                        running(open),
+                        by_count(open, "stops", "stop"),
+                        by_count(open, "it is", "they are"),
+                        by_count(open, "it", "them"),
+                    )
                 } else {
-                    let file = self.store.campaign_versions(&record.id).await?.pop().map(|v| v.file);
-                    warn(
-                        file.as_deref().unwrap_or_default(),
-                        format!(
-                            "campaign {:?} is not in this playbook: deploying it retires the campaign (no enrollment \
-                             is running in it; deploying the campaign again brings it back)",
-                            record.id
-                        ),
-                    );
-                }
+                    format!(
+                        "campaign {:?} is not in this playbook: deploying it retires the campaign (no enrollment \
+                         is running in it; deploying the campaign again brings it back)",
+                        record.id
+                    )
+                };
+                warn(file.as_deref().unwrap_or_default(), message);
                 continue;
             };
             for version in self.store.campaign_versions(&record.id).await? {

@@ -112,7 +112,6 @@ impl Engine {
             dry_run: true,
             ..Default::default()
         };
-        let entry = Entry::Into(campaign.to_owned());
         let mut pages: Vec<Vec<i64>> = Vec::new();
         let mut index_of = HashMap::new();
         match segment {
@@ -137,22 +136,14 @@ impl Engine {
             }
         }
         for ids in pages {
-            let mut pass = super::pass::DryPass {
-                engine: self,
-                ids: &ids,
-                entry: &entry,
-                now: self.now(),
-                playbook: playbook.clone(),
-                absent: Vec::new(),
-                decided: None,
-            };
+            let mut pass = super::pass::DryPass::new(self, &ids, campaign, playbook.clone());
             self.store.run_pass(&mut pass).await?;
             for missing in std::mem::take(&mut pass.absent) {
                 report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
             }
             let Some(super::pass::DryDecision {
                 leads,
-                enrollments,
+                running,
                 suppressed,
                 entering,
             }) = pass.decided
@@ -161,16 +152,8 @@ impl Engine {
             };
             for lead in leads {
                 let id = lead.id.0;
-                let mine: Vec<&crate::journey::Enrollment> = enrollments
-                    .iter()
-                    .filter(|e| e.lead.0 == id && e.campaign == campaign)
-                    .collect();
                 if !entering.contains(&id) {
-                    let reason = if mine.iter().any(|e| e.status.is_open()) {
-                        "already_in"
-                    } else {
-                        "reentry"
-                    };
+                    let reason = if running.contains(&id) { "already_in" } else { "reentry" };
                     report.count(reason, id, true);
                     continue;
                 }

@@ -31,7 +31,7 @@ mod pass;
 mod phases;
 mod preview;
 mod webhooks;
-pub use admin::{new_api_key, NewApiKey};
+pub use admin::{new_api_key, random_hex, NewApiKey};
 pub use deploy::{Deployed, Deployer, StepFunnel};
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
 use enroll::segment_of;

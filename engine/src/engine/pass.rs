@@ -19,25 +19,41 @@ pub(super) enum Pick<'a> {
     Ids(&'a [i64]),
 }
 
-/// What a dry run decided: the leads, the enrollments they have, the suppressed e-mail hashes
-/// among them, and the leads that would enter.
+/// What a dry run decided: the leads, those running in the campaign now, the suppressed
+/// e-mail hashes among them, and the leads that would enter.
 pub(super) struct DryDecision {
     pub(super) leads: Vec<Lead>,
-    pub(super) enrollments: Vec<crate::journey::Enrollment>,
+    pub(super) running: HashSet<i64>,
     pub(super) suppressed: HashSet<String>,
     pub(super) entering: HashSet<i64>,
 }
 
-/// An enrolling pass decided and never written: what `dry_run` reports.
+/// An enrolling pass into one campaign, decided and never written: what `dry_run` reports.
 pub(super) struct DryPass<'a> {
-    pub(super) engine: &'a Engine,
-    pub(super) ids: &'a [i64],
-    pub(super) entry: &'a Entry,
-    pub(super) now: DateTime<Utc>,
-    pub(super) playbook: Arc<Playbook>,
+    engine: &'a Engine,
+    ids: &'a [i64],
+    campaign: &'a str,
+    entry: Entry,
+    now: DateTime<Utc>,
+    playbook: Arc<Playbook>,
     /// The asked-for ids that are no lead.
     pub(super) absent: Vec<i64>,
     pub(super) decided: Option<DryDecision>,
+}
+
+impl<'a> DryPass<'a> {
+    pub(super) fn new(engine: &'a Engine, ids: &'a [i64], campaign: &'a str, playbook: Arc<Playbook>) -> Self {
+        Self {
+            engine,
+            ids,
+            campaign,
+            entry: Entry::Into(campaign.to_owned()),
+            now: engine.now(),
+            playbook,
+            absent: Vec::new(),
+            decided: None,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -49,7 +65,7 @@ impl PassWork for DryPass<'_> {
     async fn pick(&mut self, tx: &mut dyn Tx, held: &[i64]) -> EngineResult<Vec<Lead>> {
         let (leads, absent) = self
             .engine
-            .pick(tx, &Pick::Ids(self.ids), self.entry, self.now, held)
+            .pick(tx, &Pick::Ids(self.ids), &self.entry, self.now, held)
             .await?;
         self.absent = absent;
         Ok(leads)
@@ -57,7 +73,13 @@ impl PassWork for DryPass<'_> {
 
     async fn decide(&mut self, tx: &mut dyn Tx, leads: Vec<Lead>) -> EngineResult<()> {
         let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
-        let enrollments = tx.load_enrollments(&ids).await?;
+        let running = tx
+            .load_enrollments(&ids)
+            .await?
+            .into_iter()
+            .filter(|e| e.campaign == self.campaign && e.status.is_open())
+            .map(|e| e.lead.0)
+            .collect();
         let hashes: Vec<String> = leads
             .iter()
             .filter_map(|l| l.email.as_deref().map(crate::store::email_hash))
@@ -65,17 +87,13 @@ impl PassWork for DryPass<'_> {
         let suppressed = tx.suppressed(&hashes).await?;
         let plan = self
             .engine
-            .plan_pass(tx, leads.clone(), &self.playbook, self.now, self.entry)
+            .plan_pass(tx, leads.clone(), &self.playbook, self.now, &self.entry)
             .await?;
-        let campaign = match self.entry {
-            Entry::Into(campaign) => campaign.as_str(),
-            _ => "",
-        };
         self.decided = Some(DryDecision {
             leads,
-            enrollments,
+            running,
             suppressed,
-            entering: plan.moves.entering(campaign),
+            entering: plan.moves.entering(self.campaign),
         });
         Ok(())
     }

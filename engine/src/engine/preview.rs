@@ -7,11 +7,13 @@ use crate::lead::{Lead, LeadId, LeadInput};
 use crate::mail::{OutgoingEmail, SendError};
 use crate::template::{Language, Links, RenderInput};
 use crate::tracking::Token;
-use sha2::Digest;
 
 /// The message id a preview's links carry: no message has it, so an open, click or
 /// unsubscribe through them records nothing (a click still goes where the link points).
 const NO_MESSAGE: i64 = 0;
+
+/// The id of a lead rendered for but stored nowhere (a given or a sample lead).
+const UNSTORED: LeadId = LeadId(0);
 
 /// Whom a template is rendered for.
 #[derive(Debug, Clone)]
@@ -80,7 +82,7 @@ impl Engine {
                             .collect(),
                     ));
                 }
-                let mut lead = Lead::new(LeadId(NO_MESSAGE), self.now());
+                let mut lead = Lead::new(UNSTORED, self.now());
                 input.apply(&mut lead, self.now());
                 (lead, Vec::new())
             }
@@ -131,10 +133,7 @@ impl Engine {
             Language::En => "[Test]",
         };
         preview.subject = format!("{mark} {}", preview.subject);
-        // Unique per send: the recipient, the template and the wall-clock moment.
-        let moment = self.wall.now().timestamp_nanos_opt().unwrap_or_default();
-        let stamp = sha2::Sha256::digest(format!("{to}/{name}/{moment}").as_bytes());
-        let message_id = format!("<test.{}@{}>", hex::encode(&stamp[..8]), sender.domain());
+        let message_id = format!("<test.{}@{}>", uuid::Uuid::new_v4().simple(), sender.domain());
         let email = OutgoingEmail {
             from: sender.from.clone(),
             to: to.to_owned(),
@@ -161,7 +160,7 @@ impl Engine {
 
 /// The lead a template is previewed for when none is named.
 fn sample_lead(now: DateTime<Utc>) -> Lead {
-    let mut lead = Lead::new(LeadId(NO_MESSAGE), now);
+    let mut lead = Lead::new(UNSTORED, now);
     lead.email = Some("mei.lin@acme.example".into());
     for (field, value) in [
         ("first_name", "Mei"),

@@ -89,13 +89,7 @@ impl Engine {
         let Some(url) = url.filter(|_| problems.is_empty()) else {
             return Err(EngineError::Invalid(problems));
         };
-        let secret = input.secret.unwrap_or_else(|| {
-            format!(
-                "whsec_{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            )
-        });
+        let secret = input.secret.unwrap_or_else(|| format!("whsec_{}", super::random_hex()));
         let mut events = input.events;
         events.sort();
         events.dedup();

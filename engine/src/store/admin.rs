@@ -1,7 +1,7 @@
 //! Migrations, readiness, API keys, server settings and idempotent requests.
 
 use async_trait::async_trait;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
 use crate::access::{ApiKey, Role};
@@ -22,11 +22,14 @@ pub trait AdminStore: Send + Sync {
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
     /// Every key, revoked ones too, oldest first.
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
-    /// Revokes a key; false when there is no such unrevoked key.
-    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// One key, revoked or not.
+    async fn api_key(&self, id: i64) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Revokes a key (a revoked one keeps its first revocation); the key as it is then, or
+    /// `None` when there is no such key.
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>>;
     /// Revokes a key and stores its successor (same name and role) in one transaction; the
-    /// successor's id, or `None` when there is no such unrevoked key.
-    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<i64>>;
+    /// successor, or `None` when there is no such unrevoked key.
+    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>>;
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
     async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
     /// Sets a server-wide setting.
@@ -59,7 +62,7 @@ where
     for<'r> (String,): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> (i64, String, String): FromRow<'r, <DB as Database>::Row>,
-    for<'r> (i64, String, String, i64, Option<i64>): FromRow<'r, <DB as Database>::Row>,
+    for<'r> KeyRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, Option<i64>, Option<String>): FromRow<'r, <DB as Database>::Row>,
 {
     async fn migrate(&self) -> StoreResult<()> {
@@ -92,33 +95,35 @@ where
     }
 
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let rows: Vec<(i64, String, String, i64, Option<i64>)> =
-            sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_keys ORDER BY id")
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id")))
                 .fetch_all(self.pool())
                 .await?;
-        rows.into_iter()
-            .map(|(id, name, role, created_at, revoked_at)| {
-                Ok(ApiKeyRecord {
-                    id,
-                    name,
-                    role: role.parse().map_err(StoreError::Corrupt)?,
-                    created_at: crate::clock::from_micros(created_at),
-                    revoked_at: revoked_at.map(crate::clock::from_micros),
-                })
-            })
-            .collect()
+        rows.into_iter().map(KeyRow::record).collect()
     }
 
-    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(to_micros(now))
-            .execute(self.pool())
-            .await?;
-        Ok(<DB as Dialect>::rows_affected(&done) > 0)
+    async fn api_key(&self, id: i64) -> StoreResult<Option<ApiKeyRecord>> {
+        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(KeyRow::record).transpose()
     }
 
-    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<i64>> {
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>> {
+        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING {KEY_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(to_micros(now))
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(KeyRow::record).transpose()
+    }
+
+    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>> {
         let mut tx = self.write_tx().await?;
         let old: Option<(String, String)> = sqlx::query_as(
             "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING name, role",
@@ -130,9 +135,9 @@ where
         let Some((name, role)) = old else {
             return Ok(None);
         };
-        let (successor,): (i64,) = sqlx::query_as(
-            "INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
+        let successor: KeyRow = sqlx::query_as(AssertSqlSafe(format!(
+            "INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING {KEY_COLUMNS}"
+        )))
         .bind(name)
         .bind(role)
         .bind(hash)
@@ -141,7 +146,7 @@ where
         .await
         .map_err(StoreError::from_sqlx)?;
         S::commit(tx).await?;
-        Ok(Some(successor))
+        successor.record().map(Some)
     }
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
@@ -238,5 +243,30 @@ where
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+}
+
+/// The columns of a listed key, in [`KeyRow`]'s order.
+const KEY_COLUMNS: &str = "id, name, role, created_at, revoked_at";
+
+/// A key as listed, as stored.
+#[derive(sqlx::FromRow)]
+pub struct KeyRow {
+    id: i64,
+    name: String,
+    role: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl KeyRow {
+    fn record(self) -> StoreResult<ApiKeyRecord> {
+        Ok(ApiKeyRecord {
+            id: self.id,
+            name: self.name,
+            role: self.role.parse().map_err(StoreError::Corrupt)?,
+            created_at: crate::clock::from_micros(self.created_at),
+            revoked_at: self.revoked_at.map(crate::clock::from_micros),
+        })
     }
 }

@@ -165,31 +165,21 @@ where
     }
 
     async fn deployment(&self, id: Option<i64>) -> StoreResult<Option<Deployment>> {
-        let row: Option<DeploymentRow> = match id {
-            Some(id) => {
-                sqlx::query_as(AssertSqlSafe(format!(
-                    "SELECT {DEPLOYMENT_HEAD} FROM deployments WHERE id = $1"
-                )))
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?
-            }
-            None => {
-                sqlx::query_as(AssertSqlSafe(format!(
-                    "SELECT {DEPLOYMENT_HEAD} FROM deployments ORDER BY id DESC LIMIT 1"
-                )))
-                .fetch_optional(self.pool())
-                .await?
-            }
+        let which = match id {
+            Some(_) => "WHERE id = $1",
+            None => "ORDER BY id DESC LIMIT 1",
         };
-        let Some(row) = row else { return Ok(None) };
-        let files: (String,) = sqlx::query_as("SELECT files FROM deployments WHERE id = $1")
-            .bind(row.id)
-            .fetch_one(self.pool())
-            .await?;
+        let query = format!("SELECT {DEPLOYMENT_HEAD}, files FROM deployments {which}");
+        let mut query = sqlx::query_as(AssertSqlSafe(query));
+        if let Some(id) = id {
+            query = query.bind(id);
+        }
+        let row: Option<DeploymentRow> = query.fetch_optional(self.pool()).await?;
+        let Some(mut row) = row else { return Ok(None) };
+        let files = from_json(&row.files.take().unwrap_or_default(), "deployment files")?;
         Ok(Some(Deployment {
             head: row.head()?,
-            files: from_json(&files.0, "deployment files")?,
+            files,
         }))
     }
 
@@ -323,6 +313,9 @@ pub struct DeploymentRow {
     warnings: String,
     report: String,
     restored_from: Option<i64>,
+    /// Read only for one deployment (`files` is left out of lists).
+    #[sqlx(default)]
+    files: Option<String>,
 }
 
 impl DeploymentRow {
@@ -338,12 +331,4 @@ impl DeploymentRow {
             warnings: from_json(&self.warnings, "deployment warnings")?,
         })
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain data serializes")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

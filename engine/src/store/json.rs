@@ -97,3 +97,13 @@ pub(crate) fn distinct(ids: Vec<i64>) -> Vec<i64> {
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     ids.into_iter().filter(|id| seen.insert(*id)).collect()
 }
+
+/// A value kept as JSON in a text column (the same on both backends).
+pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serializes")
+}
+
+/// A value read back from a JSON text column; `what` names it when it does not parse.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

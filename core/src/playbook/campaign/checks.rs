@@ -119,10 +119,10 @@ impl Builder<'_> {
                 .filter_map(|step| index.get(step).copied())
                 .filter(|n| n != node)
                 .collect();
-            if !precedes && group.len() > 1 && passes_one_of(graph, start, *node, &group) {
-                continue;
-            }
             if !precedes && group.len() > 1 {
+                if passes_one_of(graph, start, *node, &group) {
+                    continue;
+                }
                 let names: Vec<String> = message.any_of.iter().map(|s| format!("{s:?}")).collect();
                 self.issues.push(Issue::at(
                     self.file,

@@ -148,43 +148,30 @@ pub enum Moment {
 }
 
 impl Moment {
-    /// The instant for a lead whose time zone is `tz`, or why there is none.
+    /// The instant for a lead whose time zone is `tz`, or why there is none. A wall time in a
+    /// DST gap is the moment clocks jump; in an overlap, the first (as send windows read it).
     pub fn resolve(
         &self,
         lead: &crate::lead::Lead,
         tz: chrono_tz::Tz,
     ) -> Result<chrono::DateTime<chrono::Utc>, String> {
+        use chrono::Timelike;
         match self {
             Moment::Fixed(at) => Ok(*at),
-            Moment::Local(wall) => local_instant(*wall, tz),
+            Moment::Local(wall) => Ok(crate::pacing::local_instant(
+                tz,
+                wall.date(),
+                wall.time().num_seconds_from_midnight(),
+            )),
             Moment::Attribute { name, offset } => {
                 let value = lead.field(name).ok_or_else(|| format!("the lead has no {name}"))?;
                 let text = value.as_str().ok_or_else(|| format!("{name} is {value}, not a date"))?;
-                let at =
-                    parse_moment(text).ok_or_else(|| format!("{name} is {text:?}, not a date or a date and time"))?;
-                let at = match at {
-                    Moment::Fixed(at) => at,
-                    Moment::Local(wall) => local_instant(wall, tz)?,
-                    Moment::Attribute { .. } => unreachable!("parse_moment gives fixed or local moments"),
-                };
+                let at = parse_moment(text)
+                    .ok_or_else(|| format!("{name} is {text:?}, not a date or a date and time"))?
+                    .resolve(lead, tz)?;
                 Ok(at + *offset)
             }
         }
-    }
-}
-
-/// A wall time in `tz`: in a DST gap, the moment clocks jump; in an overlap, the first.
-fn local_instant(wall: chrono::NaiveDateTime, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    use chrono::TimeZone;
-    match tz.from_local_datetime(&wall) {
-        chrono::LocalResult::Single(at) | chrono::LocalResult::Ambiguous(at, _) => Ok(at.with_timezone(&chrono::Utc)),
-        chrono::LocalResult::None => (1..=180)
-            .find_map(|minutes| {
-                tz.from_local_datetime(&(wall + chrono::Duration::minutes(minutes)))
-                    .earliest()
-            })
-            .map(|at| at.with_timezone(&chrono::Utc))
-            .ok_or_else(|| format!("{wall} does not exist in {tz}")),
     }
 }
 
