@@ -2,6 +2,7 @@
 //! the store and engine every command opens.
 
 use anyhow::{bail, Context, Result};
+use nurture_engine::audit::By;
 use std::sync::Arc;
 
 use crate::cli::{ApikeyCommand, PlaybookCommand, WhichKey};
@@ -37,7 +38,7 @@ pub async fn api_keys(command: ApikeyCommand) -> Result<()> {
                 bail!("--name must not be empty");
             }
             let made = engine
-                .create_api_key(&name, role)
+                .create_api_key(&name, role, &By::cli())
                 .await
                 .context("storing the API key")?;
             show(&made, "Created");
@@ -60,13 +61,13 @@ pub async fn api_keys(command: ApikeyCommand) -> Result<()> {
         }
         ApikeyCommand::Revoke { which, .. } => {
             for id in chosen(&engine, &which, false).await? {
-                engine.revoke_api_key(id).await?;
+                engine.revoke_api_key(id, &By::cli()).await?;
                 println!("Revoked key {id}: within a second it works on no server of this database.");
             }
         }
         ApikeyCommand::Rotate { which, .. } => {
             let id = chosen(&engine, &which, true).await?[0];
-            let made = engine.rotate_api_key(id).await?;
+            let made = engine.rotate_api_key(id, &By::cli()).await?;
             println!("Revoked key {id}.");
             show(&made, "Made");
         }

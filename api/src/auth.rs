@@ -38,6 +38,11 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         Actor::User(self.0.name.clone())
     }
+
+    /// Who the audit trail records for a change made with this key.
+    pub fn by(&self) -> nurture_engine::audit::By {
+        nurture_engine::audit::By::api(&self.0.name)
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {

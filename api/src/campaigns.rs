@@ -340,7 +340,7 @@ async fn set_status(state: &AppState, caller: &Caller, id: &str, status: Campaig
     caller.require(MARKETERS)?;
     state
         .engine
-        .set_campaign_status(id, status)
+        .set_campaign_status(id, status, &caller.by())
         .await
         .map_err(|e| match e {
             nurture_engine::engine::EngineError::NotFound => {
@@ -418,14 +418,14 @@ async fn enroll(
         &headers,
         body.raw,
         |bytes| async move {
-            let report = enroll_request(state, &id, &bytes).await?;
+            let report = enroll_request(state, caller, &id, &bytes).await?;
             Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or_default()))
         },
     )
     .await
 }
 
-async fn enroll_request(state: &AppState, id: &str, bytes: &[u8]) -> Result<EnrollAnswer, ApiError> {
+async fn enroll_request(state: &AppState, caller: &Caller, id: &str, bytes: &[u8]) -> Result<EnrollAnswer, ApiError> {
     let input: EnrollBody = body::object(bytes)?;
     in_force(state, id)?;
     let not_found = |e: nurture_engine::engine::EngineError| match e {
@@ -438,7 +438,7 @@ async fn enroll_request(state: &AppState, id: &str, bytes: &[u8]) -> Result<Enro
             if input.dry_run {
                 EnrollAnswer::DryRun(state.engine.enroll_dry_run(id, &refs, None).await.map_err(not_found)?)
             } else {
-                EnrollAnswer::Done(state.engine.enroll(id, &refs).await.map_err(not_found)?)
+                EnrollAnswer::Done(state.engine.enroll(id, &refs, &caller.by()).await.map_err(not_found)?)
             }
         }
         (None, Some(segment)) if input.dry_run => {
@@ -451,9 +451,13 @@ async fn enroll_request(state: &AppState, id: &str, bytes: &[u8]) -> Result<Enro
                     .map_err(not_found)?,
             )
         }
-        (None, Some(segment)) => {
-            EnrollAnswer::Done(state.engine.enroll_segment(id, &segment).await.map_err(not_found)?)
-        }
+        (None, Some(segment)) => EnrollAnswer::Done(
+            state
+                .engine
+                .enroll_segment(id, &segment, &caller.by())
+                .await
+                .map_err(not_found)?,
+        ),
         _ => {
             return Err(ApiError::invalid(vec![FieldError::new(
                 "leads",
@@ -493,7 +497,7 @@ async fn exit(
         |bytes| async move {
             let input: ExitBody = body::object(&bytes)?;
             let refs = lead_refs(input.leads, "nobody was taken out")?;
-            let report = state.engine.exit(&id, &refs, &input.reason, &caller.0.name).await?;
+            let report = state.engine.exit(&id, &refs, &input.reason, &caller.by()).await?;
             tracing::info!(by = %caller.0.name, campaign = %id, exited = report.exited, "Leads taken out by hand.");
             Ok((StatusCode::OK, serde_json::to_value(report).unwrap_or_default()))
         },

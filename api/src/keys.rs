@@ -102,7 +102,10 @@ async fn create(
 ) -> Result<(axum::http::StatusCode, Json<NewApiKey>), ApiError> {
     caller.require(ADMINS)?;
     let asked: NewKeyBody = body::object(&body::bytes(raw)?)?;
-    let made = state.engine.create_api_key(&asked.name, asked.role).await?;
+    let made = state
+        .engine
+        .create_api_key(&asked.name, asked.role, &caller.by())
+        .await?;
     tracing::info!(by = %caller.0.name, key = made.id, name = %made.name, role = made.role.as_str(), "API key created.");
     Ok((axum::http::StatusCode::CREATED, Json(made)))
 }
@@ -116,7 +119,7 @@ async fn revoke(
     caller.require(ADMINS)?;
     let id = key_id(&id)?;
     not_own(&caller, id)?;
-    let record = state.engine.revoke_api_key(id).await?;
+    let record = state.engine.revoke_api_key(id, &caller.by()).await?;
     // This server forgets it at once; others within their cache's second.
     state.keys.invalidate_all();
     tracing::info!(by = %caller.0.name, key = id, "API key revoked.");
@@ -132,7 +135,7 @@ async fn rotate(
     caller.require(ADMINS)?;
     let id = key_id(&id)?;
     not_own(&caller, id)?;
-    let made = state.engine.rotate_api_key(id).await?;
+    let made = state.engine.rotate_api_key(id, &caller.by()).await?;
     state.keys.invalidate_all();
     tracing::info!(by = %caller.0.name, old = %id, key = made.id, "API key rotated.");
     Ok(Json(made))

@@ -394,7 +394,7 @@ async fn erase(
     Path(Id { id }): Path<Id>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(&[Role::Admin])?;
-    state.engine.erase_lead(lead_id(&id)?).await?;
+    state.engine.erase_lead(lead_id(&id)?, &caller.by()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -427,10 +427,7 @@ async fn tags(
     idempotency::write(state, caller, TAGGERS, &route, &headers, body.raw, |raw| async move {
         let id = lead_id(&id)?;
         let body: TagsBody = body::object(&raw)?;
-        let view = state
-            .engine
-            .tag_lead(id, &body.add, &body.remove, &caller.actor())
-            .await?;
+        let view = state.engine.tag_lead(id, &body.add, &body.remove, &caller.by()).await?;
         Ok((StatusCode::OK, lead_json(&view)))
     })
     .await
@@ -461,7 +458,7 @@ async fn score(
         let body: ScoreBody = body::object(&raw)?;
         let view = state
             .engine
-            .score_lead(id, body.delta, &body.reason, &caller.actor())
+            .score_lead(id, body.delta, &body.reason, &caller.by())
             .await?;
         Ok((StatusCode::OK, lead_json(&view)))
     })

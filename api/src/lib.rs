@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod campaigns;
@@ -101,6 +102,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .merge(templates::router())
         .merge(segments::router())
         .merge(admin::router())
+        .merge(audit::router())
         .merge(keys::router())
         .merge(queues::router())
         .merge(webhooks::router())

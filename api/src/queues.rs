@@ -438,7 +438,7 @@ async fn decide(
             };
             // The CRM is where deals close: it records a conversion whoever holds the lead.
             let oversees = caller.0.role.oversees_queues() || (caller.0.role == Role::Crm && verb == "convert");
-            let h = state.engine.decide(id, &decision, &caller.0.name, oversees).await?;
+            let h = state.engine.decide(id, &decision, &caller.by(), oversees).await?;
             Ok((StatusCode::OK, with_lead(&state, h).await?))
         },
     )
@@ -561,7 +561,7 @@ async fn member_change(
                 capacity: input.capacity,
                 weight: input.weight,
             },
-            &caller.0.name,
+            &caller.by(),
             caller.0.role.oversees_queues(),
         )
         .await?)

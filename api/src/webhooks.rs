@@ -116,7 +116,7 @@ async fn create(
     body: JsonBody<WebhookBody>,
 ) -> Response {
     let app = state.clone();
-    let by = caller.0.name.clone();
+    let by = caller.by();
     idempotency::write(
         &state,
         &caller,
@@ -174,7 +174,7 @@ async fn remove(
     Path(Id { id }): Path<Id>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(CRMS)?;
-    state.engine.delete_webhook(webhook_id(&id)?).await?;
+    state.engine.delete_webhook(webhook_id(&id)?, &caller.by()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

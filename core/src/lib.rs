@@ -8,6 +8,7 @@
 //! `nurture-engine`.
 
 pub mod access;
+pub mod audit;
 pub mod bounce;
 pub mod channel;
 pub mod clock;

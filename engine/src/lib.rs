@@ -6,8 +6,8 @@
 //! is `nurture_core::lead`.
 
 pub use nurture_core::{
-    access, bounce, channel, clock, condition, diagnostic, duration, event, fetch, handoff, journey, lead, nurture,
-    pacing, playbook, tag, template, tracking, yaml,
+    access, audit, bounce, channel, clock, condition, diagnostic, duration, event, fetch, handoff, journey, lead,
+    nurture, pacing, playbook, tag, template, tracking, yaml,
 };
 
 pub mod engine;

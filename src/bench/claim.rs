@@ -60,6 +60,11 @@ pub async fn run(options: Options) -> Result<()> {
                 Role::Sdr,
                 &key_hash(&key),
                 engine.now(),
+                &nurture_engine::audit::By::cli().did(
+                    nurture_engine::audit::AuditKind::KeyCreated,
+                    "",
+                    serde_json::json!({}),
+                ),
             )
             .await?;
         keys.push(key);

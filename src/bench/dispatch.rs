@@ -49,7 +49,7 @@ pub async fn run(options: Options) -> Result<()> {
     .await?;
     for chunk in ids.chunks(1_000) {
         let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();
-        engine.enroll("bench-send", &refs).await?;
+        engine.enroll("bench-send", &refs, &nurture_engine::audit::By::cli()).await?;
     }
     // As `serve` keeps them: the planner's statistics describe the outbox as it now is.
     engine.refresh_statistics().await?;

@@ -131,7 +131,10 @@ pub async fn run(options: Options) -> Result<()> {
             let mut entered = 0;
             for chunk in share.chunks(batch) {
                 let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();
-                entered += engine.enroll("bench-drip", &refs).await?.enrolled;
+                entered += engine
+                    .enroll("bench-drip", &refs, &nurture_engine::audit::By::cli())
+                    .await?
+                    .enrolled;
             }
             anyhow::Ok(entered)
         }));

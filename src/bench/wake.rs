@@ -77,7 +77,9 @@ pub async fn run(options: Options) -> Result<()> {
             tokio::time::sleep(rest).await;
         }
         let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();
-        engine.enroll("bench-wake", &refs).await?;
+        engine
+            .enroll("bench-wake", &refs, &nurture_engine::audit::By::cli())
+            .await?;
     }
     // Every wait is over by now, give or take the runner.
     let deadline = Instant::now() + Duration::from_secs(options.wait + 60);

@@ -23,6 +23,7 @@ macro_rules! both_backends {
 }
 
 mod api;
+mod audit;
 mod cli;
 mod clock;
 mod crash;

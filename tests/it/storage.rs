@@ -4,6 +4,7 @@
 
 use chrono::Duration;
 use nurture_engine::access::{key_hash, Role};
+use nurture_engine::audit::{AuditKind, By};
 use nurture_engine::engine::{Deployer, IngestReport, LeadView, Target, Upserted};
 use nurture_engine::event::EventInput;
 use nurture_engine::lead::{ConsentStatus, LeadId, LeadInput, LeadRef, Stage};
@@ -14,7 +15,7 @@ use nurture_engine::store::{
 use nurture_engine::tag::Actor;
 use serde_json::{json, Value};
 
-use crate::support::{start, Backend, Db, TestEngine};
+use crate::support::{key_audit, start, Backend, Db, TestEngine};
 use std::sync::Arc;
 
 fn input(v: Value) -> LeadInput {
@@ -93,6 +94,7 @@ both_backends!(crate::support::engine;
     decay_is_set_based_and_in_the_ledger,
     mql_moves_the_stage_and_requests_a_handoff,
     manual_tags_and_scores_record_who,
+    an_audit_entry_is_kept_only_with_its_transaction,
     lists_filter_and_paginate,
     timeline_is_newest_first_and_pages,
     erasure_keeps_a_suppression,
@@ -534,9 +536,69 @@ async fn mql_moves_the_stage_and_requests_a_handoff(t: TestEngine) {
     assert_eq!(small.lead.stage, Stage::Mql);
 }
 
+/// An audit entry written in a transaction that does not commit is not kept; one that commits
+/// is listed, newest first, by actor, kind and time.
+async fn an_audit_entry_is_kept_only_with_its_transaction(t: TestEngine) {
+    use nurture_engine::audit::AuditFilter;
+    let store = &t.store.store;
+    let at = nurture_engine::clock::to_micros(start());
+    let change = |actor: &str, kind: AuditKind| By::api(actor).did(kind, "c", json!({"n": 1}));
+    let mut tx = store.begin().await.unwrap();
+    tx.write_audit(&[change("ann", AuditKind::CampaignPaused)], at)
+        .await
+        .unwrap();
+    drop(tx);
+    let none = AuditFilter::default();
+    assert!(store.audit_log(&none, None, 10).await.unwrap().is_empty());
+    let mut tx = store.begin().await.unwrap();
+    let written = [
+        change("ann", AuditKind::CampaignPaused),
+        change("bob", AuditKind::CampaignResumed),
+        change("ann", AuditKind::LeadTagged),
+    ];
+    tx.write_audit(&written, at).await.unwrap();
+    tx.write_audit(&[change("ann", AuditKind::KeyCreated)], at + 1_000_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let all = store.audit_log(&none, None, 10).await.unwrap();
+    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["key.created", "lead.tagged", "campaign.resumed", "campaign.paused"]
+    );
+    assert_eq!(all[1].detail, json!({"n": 1}));
+    assert_eq!((all[1].actor.as_str(), all[1].subject.as_str()), ("ann", "c"));
+    let page = store.audit_log(&none, Some(all[1].id), 1).await.unwrap();
+    assert_eq!(page[0].kind, AuditKind::CampaignResumed);
+    let filter = AuditFilter {
+        actor: Some("ann".into()),
+        kinds: Some(vec![AuditKind::CampaignPaused, AuditKind::LeadTagged]),
+        since: None,
+    };
+    let kinds: Vec<AuditKind> = store
+        .audit_log(&filter, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [AuditKind::LeadTagged, AuditKind::CampaignPaused]);
+    let later = AuditFilter {
+        since: Some(at + 1),
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.audit_log(&later, None, 10).await.unwrap().len(), 1);
+    let nothing = AuditFilter {
+        kinds: Some(Vec::new()),
+        ..AuditFilter::default()
+    };
+    assert!(store.audit_log(&nothing, None, 10).await.unwrap().is_empty());
+}
+
 async fn manual_tags_and_scores_record_who(t: TestEngine) {
     let id = id_of(&upsert(&t, json!({"email": "a@x.example"})).await);
-    let sdr = Actor::User("alice".into());
+    let sdr = By::api("alice");
     let view = t
         .engine
         .tag_lead(id, &["VIP".into(), "persona:cxo".into()], &[], &sdr)
@@ -659,13 +721,13 @@ async fn timeline_is_newest_first_and_pages(t: TestEngine) {
 async fn erasure_keeps_a_suppression(t: TestEngine) {
     let id = id_of(&upsert(&t, json!({"email": "gone@x.example", "first_name": "Gone"})).await);
     ingest(&t, vec![event("gone@x.example", "whitepaper_downloaded", json!({}))]).await;
-    t.engine.erase_lead(id).await.unwrap();
+    t.engine.erase_lead(id, &By::api("ops")).await.unwrap();
     assert!(matches!(
         t.engine.get_lead(id).await,
         Err(nurture_engine::engine::EngineError::NotFound)
     ));
     assert!(matches!(
-        t.engine.erase_lead(id).await,
+        t.engine.erase_lead(id, &By::api("ops")).await,
         Err(nurture_engine::engine::EngineError::NotFound)
     ));
     let Upserted::Created(again) = upsert(&t, json!({"email": "GONE@x.example"})).await else {
@@ -693,8 +755,8 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
             "http://crm.example/hook",
             &["*".to_owned()],
             "whsec_0123456789abcdef",
-            "crm",
             0,
+            &By::api("crm").did(AuditKind::WebhookCreated, "", json!({})),
         )
         .await
         .unwrap();
@@ -742,7 +804,7 @@ async fn erasure_reaches_every_table_that_names_the_person(t: TestEngine) {
     for table in tables {
         assert!(count(table).await > 0, "the fixture fills {table}");
     }
-    t.engine.erase_lead(id).await.unwrap();
+    t.engine.erase_lead(id, &By::api("ops")).await.unwrap();
     for table in tables {
         assert_eq!(count(table).await, 0, "erased from {table}");
     }
@@ -834,14 +896,14 @@ async fn idempotent_requests_replay(t: TestEngine) {
 async fn api_keys_are_found_by_hash(t: TestEngine) {
     let store = &t.store.store;
     store
-        .create_api_key("alice", Role::Sdr, &key_hash("secret"), start())
+        .create_api_key("alice", Role::Sdr, &key_hash("secret"), start(), &key_audit("alice"))
         .await
         .unwrap();
     let found = store.find_api_key(&key_hash("secret")).await.unwrap().unwrap();
     assert_eq!((found.name.as_str(), found.role), ("alice", Role::Sdr));
     assert_eq!(store.find_api_key(&key_hash("other")).await.unwrap(), None);
     assert!(store
-        .create_api_key("again", Role::Admin, &key_hash("secret"), start())
+        .create_api_key("again", Role::Admin, &key_hash("secret"), start(), &key_audit("again"))
         .await
         .is_err());
 }
@@ -913,7 +975,7 @@ async fn deploys_keep_every_campaign_version(t: TestEngine) {
 
     let later = start() + Duration::hours(1);
     assert!(store
-        .set_campaign_status("a", CampaignStatus::Paused, later)
+        .set_campaign_status("a", CampaignStatus::Paused, later, &pause_audit("a"))
         .await
         .unwrap());
     let changed = store
@@ -943,7 +1005,7 @@ async fn deploys_keep_every_campaign_version(t: TestEngine) {
     );
     assert!(
         !store
-            .set_campaign_status("b", CampaignStatus::Active, later)
+            .set_campaign_status("b", CampaignStatus::Active, later, &pause_audit("b"))
             .await
             .unwrap(),
         "retired stays retired"
@@ -1096,7 +1158,7 @@ async fn a_paused_campaign_runs_no_step_and_resumes_where_it_stopped(t: TestEngi
     ingest(&t, vec![event("pause@x.example", "registered", json!({}))]).await;
     let lead = by_email(&t, "pause@x.example").await.lead;
     t.engine
-        .set_campaign_status("welcome", CampaignStatus::Paused)
+        .set_campaign_status("welcome", CampaignStatus::Paused, &By::api("marketer"))
         .await
         .unwrap();
     t.clock.advance(Duration::days(2));
@@ -1106,7 +1168,7 @@ async fn a_paused_campaign_runs_no_step_and_resumes_where_it_stopped(t: TestEngi
         ["welcome/welcome:sent", "welcome/wait_2d:waiting"]
     );
     t.engine
-        .set_campaign_status("welcome", CampaignStatus::Active)
+        .set_campaign_status("welcome", CampaignStatus::Active, &By::api("marketer"))
         .await
         .unwrap();
     assert_eq!(t.engine.run_due(100).await.unwrap(), 1, "resumed: the wait ends");
@@ -1272,7 +1334,11 @@ async fn two_workers_share_due_work_and_no_step_runs_twice(t: TestEngine) {
 async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {
     t.engine.deploy_current(Deployer::cli()).await.unwrap();
     t.engine
-        .set_campaign_status("industry-drip", nurture_engine::store::CampaignStatus::Paused)
+        .set_campaign_status(
+            "industry-drip",
+            nurture_engine::store::CampaignStatus::Paused,
+            &By::api("marketer"),
+        )
         .await
         .unwrap();
     for i in 0..3 {
@@ -1282,7 +1348,11 @@ async fn leads_that_already_match_enter_a_deployed_campaign(t: TestEngine) {
     let lead = by_email(&t, "m0@x.example").await.lead;
     assert!(journey(&t, lead.id).await.is_empty(), "paused: nobody enters");
     t.engine
-        .set_campaign_status("industry-drip", nurture_engine::store::CampaignStatus::Active)
+        .set_campaign_status(
+            "industry-drip",
+            nurture_engine::store::CampaignStatus::Active,
+            &By::api("marketer"),
+        )
         .await
         .unwrap();
     let entered = t
@@ -1346,7 +1416,7 @@ async fn sqlite_a_pass_decided_in_a_snapshot_writes_only_if_nothing_it_read_chan
     let before_pause = store.begin_snapshot().await.unwrap();
     drop(before_pause.tx);
     t.engine
-        .set_campaign_status("welcome", CampaignStatus::Paused)
+        .set_campaign_status("welcome", CampaignStatus::Paused, &By::api("marketer"))
         .await
         .unwrap();
     assert!(
@@ -1457,7 +1527,7 @@ async fn hand_enrollment_beside_runner_passes_enrolls_every_lead(t: TestEngine) 
     let mut enrolled = 0;
     for chunk in ids.chunks(3) {
         let refs: Vec<LeadRef> = chunk.iter().map(|id| LeadRef::by_id(*id)).collect();
-        let report = t.engine.enroll("industry-drip", &refs).await.unwrap();
+        let report = t.engine.enroll("industry-drip", &refs, &By::cli()).await.unwrap();
         assert!(report.not_found.is_empty(), "{report:?}");
         enrolled += report.enrolled;
     }
@@ -1550,4 +1620,9 @@ async fn a_deployment_is_kept_whole_and_another_process_follows_it(t: TestEngine
         t.engine.deployments(Some(second.deployment), 10).await.unwrap().len(),
         1
     );
+}
+
+/// The audit entry of pausing campaign `id` by hand, for calls to the store.
+fn pause_audit(id: &str) -> nurture_engine::audit::Change {
+    By::api("marketer").did(AuditKind::CampaignPaused, id, json!({}))
 }

@@ -24,6 +24,15 @@ pub fn pg_url() -> String {
     std::env::var("NURTURE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into())
 }
 
+/// The audit entry of a key the tests' set-up stores, as `nurture apikey create` would.
+pub fn key_audit(name: &str) -> nurture_engine::audit::Change {
+    nurture_engine::audit::By::cli().did(
+        nurture_engine::audit::AuditKind::KeyCreated,
+        "",
+        serde_json::json!({ "name": name }),
+    )
+}
+
 pub fn start() -> DateTime<Utc> {
     "2026-11-02T09:00:00Z".parse().unwrap()
 }
@@ -306,7 +315,13 @@ pub async fn spawn_app_over(TestEngine { engine, store, clock }: TestEngine) -> 
         let key = format!("test-key-{}", role.as_str());
         store
             .store
-            .create_api_key(&format!("{}-bot", role.as_str()), role, &key_hash(&key), start())
+            .create_api_key(
+                &format!("{}-bot", role.as_str()),
+                role,
+                &key_hash(&key),
+                start(),
+                &key_audit(role.as_str()),
+            )
             .await
             .unwrap();
         keys.insert(role, key);
@@ -501,7 +516,7 @@ impl TestApp {
         let key = format!("key-{name}");
         self.store
             .store
-            .create_api_key(name, role, &key_hash(&key), start())
+            .create_api_key(name, role, &key_hash(&key), start(), &key_audit(name))
             .await
             .unwrap();
         key

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::access::{ApiKey, Role};
+use crate::audit::{AuditKind, By};
 use crate::store::{ApiKeyRecord, Idempotency};
 
 /// A key just made: shown once, never stored.
@@ -43,7 +44,7 @@ impl Engine {
     }
 
     /// Creates a key; the key itself is in the answer only (its hash is stored).
-    pub async fn create_api_key(&self, name: &str, role: Role) -> EngineResult<NewApiKey> {
+    pub async fn create_api_key(&self, name: &str, role: Role, by: &By) -> EngineResult<NewApiKey> {
         let name = name.trim();
         if name.is_empty() || crate::lead::text_problem(name).is_some() {
             return Err(EngineError::Invalid(vec![crate::lead::FieldError::new(
@@ -52,9 +53,14 @@ impl Engine {
             )]));
         }
         let key = new_api_key();
+        let audit = by.did(
+            AuditKind::KeyCreated,
+            "",
+            serde_json::json!({"name": name, "role": role.as_str()}),
+        );
         let id = self
             .store
-            .create_api_key(name, role, &crate::access::key_hash(&key), self.now())
+            .create_api_key(name, role, &crate::access::key_hash(&key), self.now(), &audit)
             .await?;
         Ok(NewApiKey {
             id,
@@ -71,18 +77,20 @@ impl Engine {
 
     /// Revokes a key: it stops working within a second, on every server of the database.
     /// Revoking a revoked key changes nothing. The key as it is then.
-    pub async fn revoke_api_key(&self, id: i64) -> EngineResult<ApiKeyRecord> {
+    pub async fn revoke_api_key(&self, id: i64, by: &By) -> EngineResult<ApiKeyRecord> {
+        let audit = by.did(AuditKind::KeyRevoked, id, self.key_detail(id).await?);
         self.store
-            .revoke_api_key(id, self.now())
+            .revoke_api_key(id, self.now(), &audit)
             .await?
             .ok_or_else(|| EngineError::Missing(format!("no API key has id {id}")))
     }
 
     /// Replaces a key with a new one of the same name and role, and revokes the old one.
-    pub async fn rotate_api_key(&self, id: i64) -> EngineResult<NewApiKey> {
+    pub async fn rotate_api_key(&self, id: i64, by: &By) -> EngineResult<NewApiKey> {
         let key = new_api_key();
         let hash = crate::access::key_hash(&key);
-        match self.store.rotate_api_key(id, &hash, self.now()).await? {
+        let audit = by.did(AuditKind::KeyRotated, id, self.key_detail(id).await?);
+        match self.store.rotate_api_key(id, &hash, self.now(), &audit).await? {
             Some(successor) => Ok(NewApiKey {
                 id: successor.id,
                 name: successor.name,
@@ -94,6 +102,24 @@ impl Engine {
             ))),
             None => Err(EngineError::Missing(format!("no API key has id {id}"))),
         }
+    }
+
+    /// Recorded changes that pass `filter`, newest first: up to `limit` before `before` (an id).
+    pub async fn audit_log(
+        &self,
+        filter: &crate::audit::AuditFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> EngineResult<Vec<crate::audit::AuditEntry>> {
+        Ok(self.store.audit_log(filter, before, limit).await?)
+    }
+
+    /// A key's name and role, as its audit entries show them (empty when there is no such key).
+    async fn key_detail(&self, id: i64) -> EngineResult<serde_json::Value> {
+        Ok(match self.store.api_key(id).await? {
+            Some(key) => serde_json::json!({"name": key.name, "role": key.role.as_str()}),
+            None => serde_json::json!({}),
+        })
     }
 
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.

@@ -3,6 +3,7 @@
 use super::*;
 use std::sync::Arc;
 
+use crate::audit::{AuditKind, By};
 use crate::playbook::bundle::{Bundle, Deployable};
 use crate::playbook::{Campaign, Issue, Playbook, PlaybookIssue};
 use crate::store::{
@@ -22,12 +23,8 @@ pub struct Deployer {
 impl Deployer {
     /// The person at the command line: `$USER` (or `$USERNAME`), else `nurture`.
     pub fn cli() -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("USERNAME"))
-            .ok()
-            .filter(|u| !u.trim().is_empty());
         Deployer {
-            actor: user.unwrap_or_else(|| "nurture".to_owned()),
+            actor: By::cli().actor,
             origin: Origin::Cli,
             restored_from: None,
         }
@@ -282,8 +279,13 @@ impl Engine {
     }
 
     /// Pauses or resumes a campaign.
-    pub async fn set_campaign_status(&self, id: &str, status: CampaignStatus) -> EngineResult<()> {
-        if self.store.set_campaign_status(id, status, self.now()).await? {
+    pub async fn set_campaign_status(&self, id: &str, status: CampaignStatus, by: &By) -> EngineResult<()> {
+        let kind = match status {
+            CampaignStatus::Paused => AuditKind::CampaignPaused,
+            _ => AuditKind::CampaignResumed,
+        };
+        let audit = by.did(kind, id, serde_json::json!({}));
+        if self.store.set_campaign_status(id, status, self.now(), &audit).await? {
             Ok(())
         } else {
             Err(EngineError::NotFound)

@@ -4,6 +4,7 @@ use super::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::audit::{AuditKind, By, Change};
 use crate::lead::{EmailAddress, FieldError, LeadRef};
 use crate::playbook::Playbook;
 use crate::store::{DeployReport, LeadFilter};
@@ -177,7 +178,7 @@ impl Engine {
     /// Takes leads out of a deployed campaign by hand: each running enrollment of theirs in it
     /// ends at once, its journey saying who and why. Leads that cannot be found are reported
     /// by their index; leads not running in it are counted.
-    pub async fn exit(&self, campaign: &str, leads: &[LeadRef], reason: &str, by: &str) -> EngineResult<ExitReport> {
+    pub async fn exit(&self, campaign: &str, leads: &[LeadRef], reason: &str, by: &By) -> EngineResult<ExitReport> {
         let reason = reason.trim();
         if reason.is_empty() || crate::lead::text_problem(reason).is_some() {
             return Err(EngineError::Invalid(vec![FieldError::new(
@@ -194,11 +195,16 @@ impl Engine {
         let entry = Entry::Exit {
             campaign: campaign.to_owned(),
             reason: reason.to_owned(),
-            by: by.to_owned(),
+            by: by.actor.clone(),
         };
+        let audit = by.did(
+            AuditKind::CampaignExited,
+            campaign,
+            serde_json::json!({"reason": reason}),
+        );
         let mut report = ExitReport::default();
         for chunk in ids.chunks(PASS_LEADS) {
-            let (counts, absent) = retrying(|| self.pass(Pick::Ids(chunk), &entry)).await?;
+            let (counts, absent) = retrying(|| self.pass(Pick::Ids(chunk), &entry, Some(&audit))).await?;
             report.exited += counts.moved;
             report.not_in += (chunk.len() - absent.len()).saturating_sub(counts.moved);
             for missing in absent {
@@ -213,13 +219,14 @@ impl Engine {
     /// Enrolls leads into a campaign by hand (API or CLI): its trigger is not asked, its
     /// re-entry rule is, and a lead already running in it stays where it is. Leads that cannot
     /// be found are reported by their index.
-    pub async fn enroll(&self, campaign: &str, leads: &[LeadRef]) -> EngineResult<EnrollReport> {
+    pub async fn enroll(&self, campaign: &str, leads: &[LeadRef], by: &By) -> EngineResult<EnrollReport> {
         let (ids, mut index_of, not_found) = self.resolve(leads).await?;
         let mut report = EnrollReport {
             not_found,
             ..Default::default()
         };
-        for missing in self.enroll_ids(campaign, &ids, &mut report).await? {
+        let audit = by.did(AuditKind::CampaignEnrolled, campaign, serde_json::json!({}));
+        for missing in self.enroll_ids(campaign, &ids, &audit, &mut report).await? {
             report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
         }
         report.not_found.sort_unstable();
@@ -340,15 +347,20 @@ impl Engine {
     }
 
     /// Enrolls every lead of a segment into a campaign by hand, in batches.
-    pub async fn enroll_segment(&self, campaign: &str, segment: &str) -> EngineResult<EnrollReport> {
+    pub async fn enroll_segment(&self, campaign: &str, segment: &str, by: &By) -> EngineResult<EnrollReport> {
         let mut report = EnrollReport::default();
+        let audit = by.did(
+            AuditKind::CampaignEnrolled,
+            campaign,
+            serde_json::json!({"segment": segment}),
+        );
         let mut after = None;
         loop {
             let (page, next) = self
                 .list_leads(&LeadFilter::default(), Some(segment), after, 500)
                 .await?;
             let ids: Vec<i64> = page.iter().map(|v| v.lead.id.0).collect();
-            self.enroll_ids(campaign, &ids, &mut report).await?;
+            self.enroll_ids(campaign, &ids, &audit, &mut report).await?;
             match next {
                 Some(next) => after = Some(next),
                 None => return Ok(report),
@@ -361,6 +373,7 @@ impl Engine {
         &self,
         campaign: &str,
         ids: &[i64],
+        audit: &Change,
         report: &mut EnrollReport,
     ) -> EngineResult<Vec<i64>> {
         let playbook = self.playbook();
@@ -370,7 +383,7 @@ impl Engine {
         let entry = Entry::Into(campaign.to_owned());
         let mut missing = Vec::new();
         for chunk in ids.chunks(PASS_LEADS) {
-            let (entered, absent) = retrying(|| self.enter_once(&entry, chunk)).await?;
+            let (entered, absent) = retrying(|| self.enter_once(&entry, chunk, Some(audit))).await?;
             report.enrolled += entered;
             report.skipped += (chunk.len() - absent.len()).saturating_sub(entered);
             missing.extend(absent);
@@ -421,14 +434,19 @@ impl Engine {
                 return Ok(entered);
             };
             let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
-            entered += retrying(|| self.enter_once(&entry, &ids)).await?.0;
+            entered += retrying(|| self.enter_once(&entry, &ids, None)).await?.0;
             after = Some(last);
         }
     }
 
     /// One enrolling pass: (how many entered, the ids that are not leads).
-    pub(super) async fn enter_once(&self, entry: &Entry, ids: &[i64]) -> EngineResult<(usize, Vec<i64>)> {
-        let (counts, absent) = self.pass(Pick::Ids(ids), entry).await?;
+    pub(super) async fn enter_once(
+        &self,
+        entry: &Entry,
+        ids: &[i64],
+        audit: Option<&Change>,
+    ) -> EngineResult<(usize, Vec<i64>)> {
+        let (counts, absent) = self.pass(Pick::Ids(ids), entry, audit).await?;
         Ok((counts.entered, absent))
     }
 

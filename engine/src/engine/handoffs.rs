@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
 use super::{load_states, view, Engine, EngineError, EngineResult, IdMap, LeadView};
+use crate::audit::{AuditKind, By, Change};
 use crate::clock::to_micros;
 use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member, MemberChange, Refusal};
 use crate::lead::{FieldError, Lead, LeadRef, Stage};
@@ -102,6 +103,22 @@ struct ClaimRequest {
     queue: String,
     member: String,
     answer: tokio::sync::oneshot::Sender<EngineResult<Option<Claimed>>>,
+}
+
+/// The audit entry of a handoff decision.
+fn decision_audit(by: &By, h: &Handoff, decision: &Decision) -> Change {
+    let (kind, detail) = match decision {
+        Decision::Accept => (AuditKind::HandoffAccepted, serde_json::json!({})),
+        Decision::Reject { reason, recycle } => (
+            AuditKind::HandoffRejected,
+            serde_json::json!({"reason": reason, "recycle": recycle}),
+        ),
+        Decision::Convert => (AuditKind::HandoffConverted, serde_json::json!({})),
+        Decision::Release => (AuditKind::HandoffReleased, serde_json::json!({})),
+    };
+    by.did(kind, h.id.0, detail)
+        .with("lead", h.lead_id.0.to_string())
+        .with("queue", h.queue.clone())
 }
 
 /// An open handoff's page cursor.
@@ -399,11 +416,12 @@ impl Engine {
     /// Accepts, rejects, converts or releases a handoff on behalf of `by` (`oversees`: may act
     /// on what someone else holds, see [`Handoff::decide`]). The lead's stage follows: accepted (and its owner is `by`),
     /// recycled (resting for the queue's cool-down) or disqualified, customer.
-    pub async fn decide(&self, id: HandoffId, decision: &Decision, by: &str, oversees: bool) -> EngineResult<Handoff> {
+    pub async fn decide(&self, id: HandoffId, decision: &Decision, by: &By, oversees: bool) -> EngineResult<Handoff> {
         super::retrying(|| self.decide_once(id, decision, by, oversees)).await
     }
 
-    async fn decide_once(&self, id: HandoffId, decision: &Decision, by: &str, oversees: bool) -> EngineResult<Handoff> {
+    async fn decide_once(&self, id: HandoffId, decision: &Decision, who: &By, oversees: bool) -> EngineResult<Handoff> {
+        let by = who.actor.as_str();
         let now = self.now();
         let playbook = self.playbook();
         let mut tx = self.store.begin().await?;
@@ -446,6 +464,8 @@ impl Engine {
         let emitted = vec![event(decision.event(), lead, about(&h), now)];
         self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, emitted)
             .await?;
+        tx.write_audit(&[decision_audit(who, &h, decision)], to_micros(now))
+            .await?;
         tx.commit().await?;
         Ok(h)
     }
@@ -467,7 +487,7 @@ impl Engine {
         let id = self.find_lead(lead).await?.lead.id;
         let origin = format!("api:{by}");
         let (_, opened) = self
-            .change_one_with(id, |state, now, changes| {
+            .change_one_with(id, None, |state, now, changes| {
                 let mut request = HandoffRequest::new(state, &playbook, queue, reason, origin.clone(), now);
                 request.priority = priority;
                 state.hand_off(request, now, changes);
@@ -491,9 +511,10 @@ impl Engine {
         queue: &str,
         member: &str,
         change: &MemberChange,
-        by: &str,
+        who: &By,
         oversees: bool,
     ) -> EngineResult<Member> {
+        let by = who.actor.as_str();
         let MemberChange {
             available,
             capacity,
@@ -543,6 +564,17 @@ impl Engine {
             catch_up(&mut members, index);
         }
         tx.write_members(queue, &members, to_micros(now)).await?;
+        let audit = who.did(
+            AuditKind::QueueMemberChanged,
+            queue,
+            serde_json::json!({
+                "member": member,
+                "available": available,
+                "capacity": capacity,
+                "weight": weight,
+            }),
+        );
+        tx.write_audit(&[audit], to_micros(now)).await?;
         tx.commit().await?;
         Ok(members.swap_remove(index))
     }

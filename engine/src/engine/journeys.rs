@@ -73,6 +73,15 @@ impl JourneyMoves {
             .map(|m| m.enrollment.lead.0)
             .collect()
     }
+
+    /// The leads whose running enrollment in `campaign` these moves end.
+    pub(super) fn ending(&self, campaign: &str) -> HashSet<i64> {
+        self.0
+            .iter()
+            .filter(|m| !m.new && m.enrollment.campaign == campaign && !m.enrollment.status.is_open())
+            .map(|m| m.enrollment.lead.0)
+            .collect()
+    }
 }
 
 /// One enrollment's result in a pass, before new enrollments have ids.

@@ -4,6 +4,7 @@ use super::*;
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
+use crate::audit::{AuditKind, By, Change};
 use crate::clock::to_micros;
 use crate::lead::{ChannelConsent, ConsentStatus, EmailAddress, FieldError, Lead, LeadId, LeadInput, LeadRef};
 use crate::nurture::{Changes, LeadState};
@@ -175,13 +176,7 @@ impl Engine {
     }
 
     /// Adds and removes manual tags, recorded with who did it.
-    pub async fn tag_lead(
-        &self,
-        id: LeadId,
-        add: &[String],
-        remove: &[String],
-        actor: &Actor,
-    ) -> EngineResult<LeadView> {
+    pub async fn tag_lead(&self, id: LeadId, add: &[String], remove: &[String], by: &By) -> EngineResult<LeadView> {
         let mut errors = Vec::new();
         let mut normal = |list: &[String], name: &str| -> Vec<String> {
             list.iter()
@@ -200,19 +195,25 @@ impl Engine {
         if !errors.is_empty() {
             return Err(EngineError::Invalid(errors));
         }
-        self.change_one(id, |state, now, changes| {
+        let actor = Actor::User(by.actor.clone());
+        let audit = by.did(
+            AuditKind::LeadTagged,
+            id.0,
+            serde_json::json!({"added": add, "removed": remove}),
+        );
+        self.change_one(id, Some(audit), |state, now, changes| {
             for tag in &remove {
-                state.remove_tag(tag, actor, now, changes);
+                state.remove_tag(tag, &actor, now, changes);
             }
             for tag in &add {
-                state.add_tag(tag, TagFamily::Manual, actor, now, changes);
+                state.add_tag(tag, TagFamily::Manual, &actor, now, changes);
             }
         })
         .await
     }
 
     /// Adds (or with a negative delta, removes) points by hand, recorded in the ledger.
-    pub async fn score_lead(&self, id: LeadId, delta: i64, reason: &str, actor: &Actor) -> EngineResult<LeadView> {
+    pub async fn score_lead(&self, id: LeadId, delta: i64, reason: &str, by: &By) -> EngineResult<LeadView> {
         let mut problems = Vec::new();
         if delta == 0 || delta.unsigned_abs() > crate::lead::MAX_MANUAL_DELTA.unsigned_abs() {
             problems.push(FieldError::new(
@@ -229,13 +230,19 @@ impl Engine {
         if !problems.is_empty() {
             return Err(EngineError::Invalid(problems));
         }
-        self.change_one(id, |state, now, changes| {
+        let actor = Actor::User(by.actor.clone());
+        let audit = by.did(
+            AuditKind::LeadScored,
+            id.0,
+            serde_json::json!({"delta": delta, "reason": reason}),
+        );
+        self.change_one(id, Some(audit), |state, now, changes| {
             state.add_score(
                 ScoreChange {
                     lead_id: id,
                     delta,
                     reason: reason.to_owned(),
-                    actor: actor.clone(),
+                    actor,
                     rule: None,
                     occurred_at: now,
                     at: now,
@@ -246,18 +253,21 @@ impl Engine {
         .await
     }
 
+    /// Changes one lead in one transaction, with `audit` recorded in it.
     pub(super) async fn change_one(
         &self,
         id: LeadId,
+        audit: Option<Change>,
         change: impl FnOnce(&mut LeadState, DateTime<Utc>, &mut Changes),
     ) -> EngineResult<LeadView> {
-        Ok(self.change_one_with(id, change).await?.0)
+        Ok(self.change_one_with(id, audit, change).await?.0)
     }
 
     /// [`Engine::change_one`], also returning the handoffs the change opened.
     pub(super) async fn change_one_with(
         &self,
         id: LeadId,
+        audit: Option<Change>,
         change: impl FnOnce(&mut LeadState, DateTime<Utc>, &mut Changes),
     ) -> EngineResult<(LeadView, Vec<crate::handoff::Handoff>)> {
         let now = self.now();
@@ -292,6 +302,9 @@ impl Engine {
         let opened = self
             .write_changes(tx.as_mut(), &states, &changes, &playbook, now, Vec::new())
             .await?;
+        if let Some(audit) = audit {
+            tx.write_audit(&[audit], to_micros(now)).await?;
+        }
         tx.commit().await?;
         Ok((answer, opened))
     }
@@ -370,8 +383,9 @@ impl Engine {
     }
 
     /// Erases a person: lead, events, tags, ledger, handoffs; keeps a suppression hash.
-    pub async fn erase_lead(&self, id: LeadId) -> EngineResult<()> {
-        if self.store.erase_lead(id, self.now()).await? {
+    pub async fn erase_lead(&self, id: LeadId, by: &By) -> EngineResult<()> {
+        let audit = by.did(AuditKind::LeadErased, id.0, serde_json::json!({}));
+        if self.store.erase_lead(id, self.now(), &audit).await? {
             Ok(())
         } else {
             Err(EngineError::NotFound)

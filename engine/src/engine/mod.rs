@@ -192,7 +192,10 @@ mod tests {
         let (engine, _clock, leads) = engine_with(&dir, &["held@x.example", "free@x.example"]).await;
         let held = engine.store.held().take(vec![leads[0].clone()]);
         let refs: Vec<LeadRef> = leads.iter().map(|l| LeadRef::by_id(l.id.0)).collect();
-        let report = engine.enroll("industry-drip", &refs).await.unwrap();
+        let report = engine
+            .enroll("industry-drip", &refs, &crate::audit::By::cli())
+            .await
+            .unwrap();
         drop(held);
         assert_eq!(report.enrolled, 2, "{report:?}");
         std::fs::remove_dir_all(&dir).ok();
@@ -207,7 +210,11 @@ mod tests {
         let (engine, clock, leads) = engine_with(&dir, &["held@x.example"]).await;
         let engine = Arc::new(engine);
         engine
-            .enroll("industry-drip", &[LeadRef::by_id(leads[0].id.0)])
+            .enroll(
+                "industry-drip",
+                &[LeadRef::by_id(leads[0].id.0)],
+                &crate::audit::By::cli(),
+            )
             .await
             .unwrap();
         let waiting = engine.next_wake().await.unwrap().expect("the lead waits 3 days");

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::audit::Change;
 use crate::clock::to_micros;
 use crate::lead::Lead;
 use crate::nurture::{Changes, LeadState};
@@ -116,6 +117,8 @@ struct JourneyPass<'a> {
     engine: &'a Engine,
     pick: Pick<'a>,
     entry: &'a Entry,
+    /// Recorded, naming the leads, when the pass enrolls or exits leads by hand.
+    audit: Option<&'a Change>,
     now: DateTime<Utc>,
     playbook: Arc<Playbook>,
     plan: Option<PassPlan>,
@@ -147,7 +150,19 @@ impl PassWork for JourneyPass<'_> {
 
     async fn write(&mut self, tx: &mut dyn Tx) -> EngineResult<()> {
         let plan = self.plan.take().expect("a pass writes what it decided");
+        let by_hand = match (self.audit, self.entry) {
+            (Some(audit), Entry::Into(campaign)) => Some((audit, plan.moves.entering(campaign))),
+            (Some(audit), Entry::Exit { campaign, .. }) => Some((audit, plan.moves.ending(campaign))),
+            _ => None,
+        };
         self.counts = self.engine.write_pass(tx, plan, &self.playbook, self.now).await?;
+        if let Some((audit, leads)) = by_hand.filter(|(_, leads)| !leads.is_empty()) {
+            let mut leads: Vec<i64> = leads.into_iter().collect();
+            leads.sort_unstable();
+            let leads: Vec<String> = leads.iter().map(i64::to_string).collect();
+            let audit = audit.clone().with("count", leads.len()).with("leads", leads);
+            tx.write_audit(&[audit], to_micros(self.now)).await?;
+        }
         Ok(())
     }
 }
@@ -164,7 +179,7 @@ impl Engine {
     }
 
     pub(super) async fn run_due_once(&self, limit: i64) -> EngineResult<usize> {
-        Ok(self.pass(Pick::Due(limit), &Entry::Closed).await?.0.moved)
+        Ok(self.pass(Pick::Due(limit), &Entry::Closed, None).await?.0.moved)
     }
 
     /// The runner `serve` runs with the system clock: moves due enrollments in batches and,
@@ -217,11 +232,17 @@ impl Engine {
     /// A journey pass over the leads `pick` takes (leads that receive no events: the runner's
     /// and hand enrollment's), written and committed; returns what moved and the picked ids
     /// that are no lead.
-    pub(super) async fn pass(&self, pick: Pick<'_>, entry: &Entry) -> EngineResult<(JourneyCounts, Vec<i64>)> {
+    pub(super) async fn pass(
+        &self,
+        pick: Pick<'_>,
+        entry: &Entry,
+        audit: Option<&Change>,
+    ) -> EngineResult<(JourneyCounts, Vec<i64>)> {
         let mut work = JourneyPass {
             engine: self,
             pick,
             entry,
+            audit,
             now: self.now(),
             playbook: self.playbook(),
             plan: None,

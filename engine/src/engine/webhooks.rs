@@ -6,6 +6,7 @@ use futures_util::stream::{self, StreamExt};
 use sha2::Digest;
 
 use super::{Engine, EngineError, EngineResult};
+use crate::audit::{AuditKind, By};
 use crate::clock::{from_micros, to_micros};
 use crate::lead::FieldError;
 use crate::store::handoffs::{Delivery, DeliveryOutcome, PendingDelivery, Webhook};
@@ -43,7 +44,7 @@ impl Engine {
         input: NewWebhook,
         own: &[(String, u16)],
         reach: &Reach,
-        by: &str,
+        by: &By,
     ) -> EngineResult<Webhook> {
         let mut problems = Vec::new();
         let mut url = check_url(&input.url, own, reach)
@@ -93,9 +94,14 @@ impl Engine {
         let mut events = input.events;
         events.sort();
         events.dedup();
+        let audit = by.did(
+            AuditKind::WebhookCreated,
+            "",
+            serde_json::json!({"url": url, "events": events}),
+        );
         Ok(self
             .store
-            .create_webhook(&url, &events, &secret, by, to_micros(self.now()))
+            .create_webhook(&url, &events, &secret, to_micros(self.now()), &audit)
             .await?)
     }
 
@@ -110,8 +116,13 @@ impl Engine {
             .ok_or_else(|| EngineError::Missing(format!("no webhook {id}")))
     }
 
-    pub async fn delete_webhook(&self, id: i64) -> EngineResult<()> {
-        if self.store.delete_webhook(id).await? {
+    pub async fn delete_webhook(&self, id: i64, by: &By) -> EngineResult<()> {
+        let detail = match self.store.webhook(id).await? {
+            Some(w) => serde_json::json!({"url": w.url, "events": w.events}),
+            None => serde_json::json!({}),
+        };
+        let audit = by.did(AuditKind::WebhookDeleted, id, detail);
+        if self.store.delete_webhook(id, to_micros(self.now()), &audit).await? {
             Ok(())
         } else {
             Err(EngineError::Missing(format!("no webhook {id}")))

@@ -5,6 +5,7 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Ty
 
 use super::*;
 use crate::access::{ApiKey, Role};
+use crate::audit::Change;
 use crate::clock::to_micros;
 use crate::store::sql::{Dialect, SqlStore};
 use chrono::{DateTime, Utc};
@@ -16,20 +17,33 @@ pub trait AdminStore: Send + Sync {
     async fn migrate(&self) -> StoreResult<()>;
     /// Whether the database answers and every migration is applied.
     async fn ready(&self) -> StoreResult<bool>;
-    /// Stores a key's hash; the new key's id.
-    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<i64>;
+    /// Stores a key's hash, with `audit` about the new key's id; the new key's id.
+    async fn create_api_key(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        now: DateTime<Utc>,
+        audit: &Change,
+    ) -> StoreResult<i64>;
     /// The key with this hash, unless revoked.
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
     /// Every key, revoked ones too, oldest first.
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
     /// One key, revoked or not.
     async fn api_key(&self, id: i64) -> StoreResult<Option<ApiKeyRecord>>;
-    /// Revokes a key (a revoked one keeps its first revocation); the key as it is then, or
-    /// `None` when there is no such key.
-    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>>;
-    /// Revokes a key and stores its successor (same name and role) in one transaction; the
-    /// successor, or `None` when there is no such unrevoked key.
-    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Revokes a key (a revoked one keeps its first revocation, and records nothing again);
+    /// the key as it is then, or `None` when there is no such key.
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>, audit: &Change) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Revokes a key and stores its successor (same name and role) in one transaction, with
+    /// `audit` naming the successor; the successor, or `None` when there is no such unrevoked key.
+    async fn rotate_api_key(
+        &self,
+        id: i64,
+        hash: &str,
+        now: DateTime<Utc>,
+        audit: &Change,
+    ) -> StoreResult<Option<ApiKeyRecord>>;
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.
     async fn setting(&self, name: &str, fresh: &str) -> StoreResult<String>;
     /// Sets a server-wide setting.
@@ -80,7 +94,15 @@ where
         Ok(<DB as Dialect>::MIGRATOR.iter().all(|m| applied.contains(&m.version)))
     }
 
-    async fn create_api_key(&self, name: &str, role: Role, hash: &str, now: DateTime<Utc>) -> StoreResult<i64> {
+    async fn create_api_key(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        now: DateTime<Utc>,
+        audit: &Change,
+    ) -> StoreResult<i64> {
+        let mut tx = self.write_tx().await?;
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
@@ -88,9 +110,11 @@ where
         .bind(role.as_str())
         .bind(hash)
         .bind(to_micros(now))
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
+        audit::insert::<DB>(&mut *tx, &[audit.about(id)], to_micros(now)).await?;
+        S::commit(tx).await?;
         Ok(id)
     }
 
@@ -112,18 +136,40 @@ where
         row.map(KeyRow::record).transpose()
     }
 
-    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>> {
-        let row: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>, audit: &Change) -> StoreResult<Option<ApiKeyRecord>> {
+        let mut tx = self.write_tx().await?;
+        let revoked: Option<KeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
         )))
         .bind(id)
         .bind(to_micros(now))
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
+        let row = match revoked {
+            Some(row) => {
+                audit::insert::<DB>(&mut *tx, std::slice::from_ref(audit), to_micros(now)).await?;
+                Some(row)
+            }
+            None => {
+                sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"
+                )))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
+        S::commit(tx).await?;
         row.map(KeyRow::record).transpose()
     }
 
-    async fn rotate_api_key(&self, id: i64, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRecord>> {
+    async fn rotate_api_key(
+        &self,
+        id: i64,
+        hash: &str,
+        now: DateTime<Utc>,
+        audit: &Change,
+    ) -> StoreResult<Option<ApiKeyRecord>> {
         let mut tx = self.write_tx().await?;
         let old: Option<(String, String)> = sqlx::query_as(
             "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING name, role",
@@ -145,6 +191,8 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
+        let audit = audit.clone().with("successor", successor.id.to_string());
+        audit::insert::<DB>(&mut *tx, &[audit], to_micros(now)).await?;
         S::commit(tx).await?;
         successor.record().map(Some)
     }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
+use crate::audit::Change;
 use crate::clock::{from_micros, to_micros};
 use crate::store::sql::{Dialect, SqlStore};
 use chrono::{DateTime, Utc};
@@ -38,8 +39,15 @@ pub trait CampaignStore: Send + Sync {
     /// How many enrollments of a campaign are running (active or waiting), on one version or
     /// on all of them.
     async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64>;
-    /// Pauses or resumes a deployed campaign; false when there is no such (unretired) campaign.
-    async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Pauses or resumes a deployed campaign, recording `audit` (with the status it had) when
+    /// that changes it; false when there is no such (unretired) campaign.
+    async fn set_campaign_status(
+        &self,
+        id: &str,
+        status: CampaignStatus,
+        now: DateTime<Utc>,
+        audit: &Change,
+    ) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -145,6 +153,7 @@ where
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
+                audit::insert::<DB>(&mut *tx, &[d.audit(id.0, &report)], to_micros(now)).await?;
                 Some(id.0)
             }
             None => None,
@@ -285,17 +294,36 @@ where
         Ok(count)
     }
 
-    async fn set_campaign_status(&self, id: &str, status: CampaignStatus, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn set_campaign_status(
+        &self,
+        id: &str,
+        status: CampaignStatus,
+        now: DateTime<Utc>,
+        audit: &Change,
+    ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let done =
-            sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'retired'")
+        let was: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT status FROM campaigns WHERE id = $1 AND status <> 'retired'{}",
+            <DB as Dialect>::FOR_UPDATE
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((was,)) = was else {
+            return Ok(false);
+        };
+        if was != status.as_str() {
+            sqlx::query("UPDATE campaigns SET status = $2, updated_at = $3 WHERE id = $1")
                 .bind(id)
                 .bind(status.as_str())
                 .bind(to_micros(now))
                 .execute(&mut *tx)
                 .await?;
+            let audit = audit.clone().with("was", was);
+            audit::insert::<DB>(&mut *tx, &[audit], to_micros(now)).await?;
+        }
         S::commit(tx).await?;
-        Ok(<DB as Dialect>::rows_affected(&done) > 0)
+        Ok(true)
     }
 }
 

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
+use crate::audit::Change;
 use crate::clock::to_micros;
 use crate::lead::{Lead, LeadId};
 use crate::store::sql::{Dialect, SqlStore};
@@ -37,7 +38,7 @@ pub trait LeadStore: Send + Sync {
     async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64)
         -> StoreResult<Vec<TimelineEntry>>;
     /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
-    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>, audit: &Change) -> StoreResult<bool>;
     /// How many leads are at each stage (stages with none are left out).
     async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
 }
@@ -110,7 +111,7 @@ where
         Ok(merge_timeline(entries, limit))
     }
 
-    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>, audit: &Change) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
         let email: Option<Option<String>> = sqlx::query_scalar(<DB as Dialect>::ERASE_LOOKUP)
             .bind(id.0)
@@ -130,6 +131,15 @@ where
                 .execute(&mut *tx)
                 .await?;
         }
+        // The trail keeps who changed the lead and when; the words written about the person go.
+        sqlx::query(
+            "UPDATE audit_log SET detail = '{\"erased\":true}' \
+             WHERE subject = $1 AND kind IN ('lead.tagged', 'lead.scored', 'lead.handed_off')",
+        )
+        .bind(id.0.to_string())
+        .execute(&mut *tx)
+        .await?;
+        audit::insert::<DB>(&mut *tx, std::slice::from_ref(audit), to_micros(now)).await?;
         S::commit(tx).await?;
         Ok(true)
     }

@@ -16,6 +16,7 @@ use crate::playbook::Decay;
 use crate::tag::TagFamily;
 
 mod admin;
+pub mod audit;
 mod campaigns;
 mod error;
 pub mod handoffs;
@@ -33,6 +34,7 @@ pub mod sqlite;
 mod timeline;
 
 pub use admin::AdminStore;
+pub use audit::{AuditStore, AuditTx};
 pub use campaigns::CampaignStore;
 pub use error::*;
 pub use journey_log::*;

@@ -191,6 +191,32 @@ pub struct NewDeployment {
     pub restored_from: Option<i64>,
 }
 
+impl NewDeployment {
+    /// The audit entry of this deployment, recorded as `id`, which did `report`.
+    pub fn audit(&self, id: i64, report: &DeployReport) -> crate::audit::Change {
+        let via = match self.origin {
+            Origin::Cli => crate::audit::Via::Cli,
+            Origin::Api | Origin::Restore => crate::audit::Via::Api,
+        };
+        let by = crate::audit::By {
+            actor: self.actor.clone(),
+            via,
+        };
+        by.did(
+            crate::audit::AuditKind::PlaybookDeployed,
+            id,
+            serde_json::json!({
+                "origin": self.origin,
+                "content_hash": self.content_hash,
+                "restored_from": self.restored_from,
+                "created": report.created,
+                "changed": report.changed,
+                "retired": report.retired,
+            }),
+        )
+    }
+}
+
 /// A recorded deployment, without its files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeploymentHead {

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{StoreError, StoreResult};
+use crate::audit::Change;
 use crate::clock::{from_micros, to_micros};
 use crate::handoff::{Handoff, HandoffId, Member};
 use crate::lead::LeadId;
@@ -356,18 +357,20 @@ pub trait HandoffStore: Send + Sync {
     async fn handoff_log(&self, id: i64) -> StoreResult<Vec<HandoffLogEntry>>;
     /// The earliest SLA deadline of an open handoff not yet reported, or cool-down end.
     async fn next_handoff_timer(&self) -> StoreResult<Option<i64>>;
+    /// Subscribes `url` to `events`, created by `audit`'s actor and recorded with `audit` about
+    /// the new subscription's id.
     async fn create_webhook(
         &self,
         url: &str,
         events: &[String],
         secret: &str,
-        by: &str,
         now: i64,
+        audit: &Change,
     ) -> StoreResult<Webhook>;
     async fn webhooks(&self) -> StoreResult<Vec<Webhook>>;
     async fn webhook(&self, id: i64) -> StoreResult<Option<Webhook>>;
     /// Deactivates a subscription; its pending deliveries are dropped. False when there is none.
-    async fn delete_webhook(&self, id: i64) -> StoreResult<bool>;
+    async fn delete_webhook(&self, id: i64, now: i64, audit: &Change) -> StoreResult<bool>;
     /// Takes due deliveries, leasing each until `lease` and counting the attempt. A delivery
     /// waits while an earlier one of the same subscription and lead is pending, so a receiver
     /// gets a lead's events in order.

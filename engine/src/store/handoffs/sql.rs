@@ -403,10 +403,11 @@ where
         url: &str,
         events: &[String],
         secret: &str,
-        by: &str,
         now: i64,
+        audit: &Change,
     ) -> StoreResult<Webhook> {
         let events = serde_json::to_string(events).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.write_tx().await?;
         let row: WebhookRow = sqlx::query_as(
             "INSERT INTO webhooks (url, events, secret, created_by, created_at, active) VALUES ($1, $2, $3, $4, $5, true) \
              RETURNING id, url, events, secret, created_by, created_at, active",
@@ -414,10 +415,12 @@ where
         .bind(url)
         .bind(events)
         .bind(secret)
-        .bind(by)
+        .bind(audit.by.actor.as_str())
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        crate::store::audit::insert::<DB>(&mut *tx, &[audit.about(row.id)], now).await?;
+        S::commit(tx).await?;
         Webhook::try_from(row)
     }
 
@@ -440,8 +443,8 @@ where
         row.map(Webhook::try_from).transpose()
     }
 
-    async fn delete_webhook(&self, id: i64) -> StoreResult<bool> {
-        let mut tx = self.pool().begin().await?;
+    async fn delete_webhook(&self, id: i64, now: i64, audit: &Change) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
         let done: Option<i64> =
             sqlx::query_scalar("UPDATE webhooks SET active = false WHERE id = $1 AND active RETURNING id")
                 .bind(id)
@@ -451,7 +454,10 @@ where
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        if done.is_some() {
+            crate::store::audit::insert::<DB>(&mut *tx, std::slice::from_ref(audit), now).await?;
+        }
+        S::commit(tx).await?;
         Ok(done.is_some())
     }
 
