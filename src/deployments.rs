@@ -95,6 +95,23 @@ pub async fn start(start: Start<'_>, clock: Arc<dyn Clock>) -> Result<(Engine, O
             if stranded.len() == 1 { "" } else { "s" },
         );
     }
+    if start.explicit && !start.accept_warnings {
+        let enrolling = resumed.enrolling_at_once(&deployable.playbook).await?;
+        let total: usize = enrolling.values().sum();
+        let over = deployable.playbook.rules.deploy_confirm_over;
+        if total as u64 > over {
+            for (campaign, n) in enrolling.iter().filter(|(_, n)| **n > 0) {
+                let who = if *n == 1 { "lead matches" } else { "leads match" };
+                eprintln!("campaign {campaign}: {n} {who} its segment now and would enter it at once");
+            }
+            bail!(
+                "not starting: deploying {} would enroll {total} lead{} at once (more than {over}, the Rules' \
+                 deploy_confirm_over). Start with --accept-warnings to deploy it anyway",
+                dir.display(),
+                if total == 1 { "" } else { "s" }
+            );
+        }
+    }
     let engine = Engine::new(store, deployable, clock);
     let deployed = engine
         .deploy_current(Deployer::cli())

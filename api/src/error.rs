@@ -17,11 +17,12 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
     /// `malformed`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `idempotency_key_reused`,
-    /// `idempotency_in_flight`, `too_large`, `validation_failed`, `rate_limited`, `unavailable`,
-    /// `bad_gateway` or `internal`.
+    /// `idempotency_in_flight`, `confirmation_required`, `too_large`, `validation_failed`,
+    /// `rate_limited`, `unavailable`, `bad_gateway` or `internal`.
     pub code: String,
     pub message: String,
-    /// For `validation_failed`: each field and what is wrong with it.
+    /// For `validation_failed`: each field and what is wrong with it. For
+    /// `confirmation_required`: each campaign (`enrolling.<id>`) and how many leads it would enroll.
     pub details: Vec<FieldError>,
 }
 
@@ -48,6 +49,10 @@ pub enum ApiError {
     /// 409: a conflicting write, or an idempotency key in use.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 409: a deploy that would enroll many leads at once waits for `?confirm=true`; the
+    /// details say how many, per campaign.
+    #[error("{message}")]
+    Unconfirmed { message: String, details: Vec<FieldError> },
     /// 413: the body or the batch is too large; nothing was stored.
     #[error("{0}")]
     TooLarge(String),
@@ -83,7 +88,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::Unconfirmed { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -107,6 +112,7 @@ impl ApiError {
             ApiError::NotFound(_) => ("not_found", Vec::new()),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", Vec::new()),
             ApiError::Conflict { code, .. } => (*code, Vec::new()),
+            ApiError::Unconfirmed { details, .. } => ("confirmation_required", details.clone()),
             ApiError::TooLarge(_) => ("too_large", Vec::new()),
             ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),
             ApiError::TooManyRequests(_) => ("rate_limited", Vec::new()),

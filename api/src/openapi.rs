@@ -276,6 +276,10 @@ fn shared(path: &str, method: &str, operation: &mut Map<String, Value>, error: &
     operation.insert("tags".into(), json!([tag_of(path)]));
     let keyed = operation.contains_key("security");
     let has_body = operation.contains_key("requestBody");
+    let takes_query = operation
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
     let idempotent = operation
         .get("parameters")
         .and_then(Value::as_array)
@@ -304,7 +308,7 @@ fn shared(path: &str, method: &str, operation: &mut Map<String, Value>, error: &
         errors.push(409);
     }
     // What the caller sent may be malformed: a body, a query, an idempotency key.
-    let queried = keyed && method == "get";
+    let queried = keyed && (method == "get" || takes_query);
     if has_body || queried || idempotent {
         errors.push(400);
     }

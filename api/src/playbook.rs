@@ -108,6 +108,9 @@ pub struct DeployAnswer {
     #[serde(flatten)]
     pub report: DeployReport,
     pub warnings: Vec<PlaybookIssue>,
+    /// Per new or changed segment-triggered campaign, the leads that match it now and enter
+    /// it at once (in the background, right after the deploy).
+    pub enrolling: BTreeMap<String, usize>,
     pub deployment: DeploymentRef,
 }
 
@@ -141,13 +144,76 @@ pub struct DeploymentView {
 /// `?file=`: the name of an uploaded single file.
 pub struct FileName;
 impl QuerySpec for FileName {
-    const PARAMS: &'static [QueryParam] = &[QueryParam {
-        name: "file",
-        schema: || serde_json::json!({"type": "string"}),
-        description: "The name of an uploaded single file: a template when it ends in `.hbs` or starts with \
-                      `templates/` (its path under templates/), else a playbook YAML file (by default it takes \
-                      the path of the file it replaces).",
-    }];
+    const PARAMS: &'static [QueryParam] = &[
+        QueryParam {
+            name: "file",
+            schema: || serde_json::json!({"type": "string"}),
+            description: "The name of an uploaded single file: a template when it ends in `.hbs` or starts with \
+                          `templates/` (its path under templates/), else a playbook YAML file (by default it takes \
+                          the path of the file it replaces).",
+        },
+        CONFIRM,
+    ];
+}
+
+/// `?confirm=true`: the marketer has seen how many leads the deploy enrolls at once.
+const CONFIRM: QueryParam = QueryParam {
+    name: "confirm",
+    schema: || serde_json::json!({"type": "boolean", "default": false}),
+    description: "Deploy even though the new or changed segment-triggered campaigns would enroll more leads \
+                  at once than the Rules' `deploy_confirm_over` (100 unless set): without it, such a deploy \
+                  answers 409 `confirmation_required` with the counts, and nothing is deployed.",
+};
+
+/// `?confirm=` alone (a restore).
+pub struct Confirm;
+impl QuerySpec for Confirm {
+    const PARAMS: &'static [QueryParam] = &[CONFIRM];
+}
+
+/// Whether `?confirm=true` was given; anything but `true` or `false` is refused.
+fn confirmed(value: Option<&String>) -> Result<bool, ApiError> {
+    match value.map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::Malformed(format!("confirm is true or false, not {other:?}"))),
+    }
+}
+
+/// The leads `deployable` would enroll at once, by campaign; a 409 naming them when they are
+/// more than the Rules allow without `confirm`.
+async fn enrolling(
+    state: &AppState,
+    deployable: &Deployable,
+    confirm: bool,
+) -> Result<BTreeMap<String, usize>, ApiError> {
+    let counts = state.engine.enrolling_at_once(&deployable.playbook).await?;
+    let total: usize = counts.values().sum();
+    let over = deployable.playbook.rules.deploy_confirm_over;
+    if confirm || total as u64 <= over {
+        return Ok(counts);
+    }
+    let details = counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(campaign, n)| {
+            FieldError::new(
+                format!("enrolling.{campaign}"),
+                format!(
+                    "{n} {} its segment now and would enter it at once",
+                    if *n == 1 { "lead matches" } else { "leads match" }
+                ),
+            )
+        })
+        .collect();
+    Err(ApiError::Unconfirmed {
+        message: format!(
+            "this deploy would enroll {total} lead{} at once (more than {over}, the Rules' deploy_confirm_over); \
+             nothing was deployed: check the segment, then send it again with ?confirm=true",
+            if total == 1 { "" } else { "s" }
+        ),
+        details,
+    })
 }
 
 /// The bundle an upload makes, and the names its playbook files were uploaded under (what
@@ -384,16 +450,22 @@ async fn deploy(
     caller.require(MARKETERS)?;
     let bundle = uploaded_bundle(&headers, raw, &query, &state.engine.bundle())?;
     let deployable = check(bundle).await?.map_err(|refused| refused_playbook(&refused))?;
+    let enrolling = enrolling(&state, &deployable, confirmed(query.get("confirm"))?).await?;
     let by = Deployer {
         actor: caller.0.name.clone(),
         origin: Origin::Api,
         restored_from: None,
     };
-    Ok(Json(put_in_force(&state, deployable, by).await?))
+    Ok(Json(put_in_force(&state, deployable, by, enrolling).await?))
 }
 
 /// Deploys, starts the scan for leads that already match new campaigns, and logs it.
-async fn put_in_force(state: &AppState, deployable: Deployable, by: Deployer) -> Result<DeployAnswer, ApiError> {
+async fn put_in_force(
+    state: &AppState,
+    deployable: Deployable,
+    by: Deployer,
+    enrolling: BTreeMap<String, usize>,
+) -> Result<DeployAnswer, ApiError> {
     let actor = by.actor.clone();
     let Deployed {
         report,
@@ -418,6 +490,7 @@ async fn put_in_force(state: &AppState, deployable: Deployable, by: Deployer) ->
     Ok(DeployAnswer {
         report,
         warnings,
+        enrolling,
         deployment: DeploymentRef {
             id: deployment,
             content_hash,
@@ -479,6 +552,7 @@ async fn restore(
     State(state): State<AppState>,
     caller: Caller,
     Path(Id { id }): Path<Id>,
+    query: Params<Confirm>,
 ) -> Result<Json<DeployAnswer>, ApiError> {
     caller.require(MARKETERS)?;
     let number = deployment_id(&id)?;
@@ -500,5 +574,6 @@ async fn restore(
         origin: Origin::Restore,
         restored_from: Some(number),
     };
-    Ok(Json(put_in_force(&state, deployable, by).await?))
+    let enrolling = enrolling(&state, &deployable, confirmed(query.get("confirm"))?).await?;
+    Ok(Json(put_in_force(&state, deployable, by, enrolling).await?))
 }

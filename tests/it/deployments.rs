@@ -395,6 +395,40 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
         String::from_utf8_lossy(&validated.stderr)
     );
 
+    // A campaign that would enroll more leads at once than the rules allow (none, here) keeps
+    // the server from starting until accepted.
+    std::fs::write(
+        out.join("campaigns/rules.yaml"),
+        "kind: Rules\ndeploy_confirm_over: 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("campaigns/everyone.yaml"),
+        "kind: Campaign\nid: everyone\nname: Everyone\ntype: custom\n\
+         entry: { trigger: segment, when: { score: { gte: 0 } } }\nstart: done\nsteps:\n  done: { exit: seen }\n",
+    )
+    .unwrap();
+    let refused = nurture(&out)
+        .args([
+            "serve",
+            "--clock",
+            "manual",
+            "--smtp-url",
+            &sink.url(),
+            "--database-url",
+            &url,
+        ])
+        .args(["--playbook", "campaigns", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("campaign everyone: 1 lead matches its segment now and would enter it at once"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("would enroll 1 lead at once"), "{stderr}");
+
     // Accepted explicitly, the directory deploys and the webinar is retired.
     let server = serve(
         dir.path(),

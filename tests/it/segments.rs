@@ -126,7 +126,88 @@ async fn leads_are_taken_out_of_a_campaign_by_hand(app: TestApp) {
     );
 }
 
+/// A deploy whose new segment-triggered campaign would enroll more leads at once than the
+/// Rules allow (100 unless set) deploys nothing and says how many, per campaign, until the
+/// marketer confirms; a small one deploys at once, its answer saying how many enter.
+async fn a_deploy_that_enrolls_many_at_once_waits_for_confirmation(app: TestApp) {
+    let mut leads: Vec<serde_json::Value> = (0..101)
+        .map(|i| json!({"email": format!("f{i}@x.example"), "industry": "finance"}))
+        .collect();
+    leads.push(json!({"email": "e@x.example", "industry": "energy"}));
+    let bulk = app.call("POST", "/v1/leads/bulk", Marketer, Some(json!(leads))).await;
+    assert_eq!(bulk.status, 200, "{:?}", bulk.body);
+    let campaign = |industry: &str| {
+        format!(
+            "kind: Campaign\nid: industry-push\nname: Industry push\ntype: custom\n\
+             entry: {{ trigger: segment, when: {{ field: {{ name: industry, in: [{industry}] }} }} }}\n\
+             start: mail\nsteps:\n  mail: {{ send: {{ channel: email, template: welcome-cxo }}, next: done }}\n  \
+             done: {{ exit: pushed }}\n"
+        )
+    };
+    let put = |query: &'static str, yaml: String| {
+        let app = &app;
+        async move {
+            let (status, _, text) = app
+                .raw(
+                    "PUT",
+                    &format!("/v1/playbook?file=industry-push.yaml{query}"),
+                    Marketer,
+                    Some(("application/yaml", yaml.into_bytes())),
+                )
+                .await;
+            (status, serde_json::from_str::<serde_json::Value>(&text).unwrap())
+        }
+    };
+    let (status, refused) = put("", campaign("finance")).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "confirmation_required");
+    assert_eq!(
+        refused["error"]["details"],
+        json!([{"field": "enrolling.industry-push", "message": "101 leads match its segment now and would enter it at once"}])
+    );
+    assert!(
+        refused["error"]["message"].as_str().unwrap().contains("?confirm=true"),
+        "{refused}"
+    );
+    let listed = app.call("GET", "/v1/campaigns", Marketer, None).await.body.to_string();
+    assert!(!listed.contains("industry-push"), "nothing was deployed: {listed}");
+    let (status, _) = put("&confirm=maybe", campaign("finance")).await;
+    assert_eq!(status, 400);
+
+    let (status, deployed) = put("&confirm=true", campaign("finance")).await;
+    assert_eq!(status, 200, "{deployed}");
+    assert_eq!(deployed["enrolling"], json!({"industry-push": 101}));
+    assert_eq!(deployed["created"], json!(["industry-push"]));
+    // The leads enter in the background, right after the deploy: as many as it said.
+    let mut waiting = 0;
+    for _ in 0..200 {
+        let campaign = app
+            .call("GET", "/v1/campaigns/industry-push", Marketer, None)
+            .await
+            .body;
+        waiting = campaign["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["entered"].as_i64().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        if waiting == 101 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, 101);
+
+    // A new version for the energy lead: one enters, below the bar, so no confirmation.
+    let (status, small) = put("", campaign("energy")).await;
+    assert_eq!(status, 200, "{small}");
+    assert_eq!(small["enrolling"], json!({"industry-push": 1}));
+    assert_eq!(small["changed"], json!(["industry-push"]));
+}
+
 both_backends!(crate::support::spawn_app_on;
+    a_deploy_that_enrolls_many_at_once_waits_for_confirmation,
     a_segment_preview_counts_and_says_why,
     leads_are_taken_out_of_a_campaign_by_hand,
     an_enroll_dry_run_says_what_would_happen_and_changes_nothing,

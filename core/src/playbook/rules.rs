@@ -45,6 +45,10 @@ pub struct RulesSpec {
     /// `quiet_hours: { from: "21:00", to: "08:00" }` (may span midnight).
     #[serde(default)]
     quiet_hours: Option<QuietHoursSpec>,
+    /// A deploy whose new or changed segment-triggered campaigns would enroll more leads than
+    /// this at once waits for the marketer's `?confirm=true` (100 when absent; 0: always ask).
+    #[serde(default)]
+    deploy_confirm_over: Option<u64>,
 }
 
 /// `frequency: { email: { max: 3, per: 7d }, wechat: { max: 1, per: 1d } }`.
@@ -194,7 +198,12 @@ pub struct Rules {
     /// Caps on sends per channel, across all campaigns.
     pub frequency: HashMap<Channel, FrequencyCap>,
     pub quiet_hours: Option<QuietHours>,
+    /// How many leads a deploy may enroll at once without `?confirm=true`.
+    pub deploy_confirm_over: u64,
 }
+
+/// [`Rules::deploy_confirm_over`] when the rules do not say.
+pub const DEPLOY_CONFIRM_OVER: u64 = 100;
 
 impl Default for Rules {
     fn default() -> Self {
@@ -207,6 +216,7 @@ impl Default for Rules {
             mql: None,
             frequency: HashMap::new(),
             quiet_hours: None,
+            deploy_confirm_over: DEPLOY_CONFIRM_OVER,
         }
     }
 }
@@ -304,6 +314,9 @@ pub(crate) fn build_rules(
                 format!("unknown language {:?}; use en or zh", language.value),
             )),
         }
+    }
+    if let Some(over) = spec.deploy_confirm_over {
+        rules.deploy_confirm_over = over;
     }
     let mut seen_ids: BTreeMap<String, usize> = BTreeMap::new();
     for rule in spec.tagging {

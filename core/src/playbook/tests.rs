@@ -394,7 +394,7 @@ fn syntax_and_unknown_keys_are_positioned() {
             ("b.yaml", "kind: Segment\nid: x\nwhen: { tagg: a }\n")
         ]),
         [
-            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, default_language, tagging, attributes, decay, mql, frequency, quiet_hours",
+            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, default_language, tagging, attributes, decay, mql, frequency, quiet_hours, deploy_confirm_over",
             "b.yaml:3:9: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, all, any, not",
         ]
     );

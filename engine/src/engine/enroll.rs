@@ -137,7 +137,8 @@ impl Engine {
             }
         }
         for ids in pages {
-            let mut pass = super::pass::DryPass::new(self, &ids, campaign, playbook.clone());
+            let entry = Entry::Into(campaign.to_owned());
+            let mut pass = super::pass::DryPass::new(self, &ids, entry, playbook.clone());
             self.store.run_pass(&mut pass).await?;
             for missing in std::mem::take(&mut pass.absent) {
                 report.not_found.extend(index_of.remove(&missing).unwrap_or_default());
@@ -146,11 +147,12 @@ impl Engine {
                 leads,
                 running,
                 suppressed,
-                entering,
+                mut entering,
             }) = pass.decided
             else {
                 continue;
             };
+            let entering = entering.remove(campaign).unwrap_or_default();
             for lead in leads {
                 let id = lead.id.0;
                 if !entering.contains(&id) {
@@ -435,6 +437,51 @@ impl Engine {
             };
             let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
             entered += retrying(|| self.enter_once(&entry, &ids, None)).await?.0;
+            after = Some(last);
+        }
+    }
+
+    /// How many leads deploying `playbook` would enroll at once, per new or changed
+    /// segment-triggered campaign: the leads that match it now and may enter, decided as the
+    /// scan after a deploy decides it ([`Engine::enter_matching`]), with nothing written.
+    /// Scans every lead, and only when the deploy has such campaigns.
+    pub async fn enrolling_at_once(&self, playbook: &Playbook) -> EngineResult<BTreeMap<String, usize>> {
+        let records = self.store.campaigns().await?;
+        let fresh: Vec<String> = playbook
+            .campaigns
+            .values()
+            .filter(|c| c.entry.trigger == crate::playbook::Trigger::Segment)
+            .filter(|c| {
+                records
+                    .iter()
+                    .find(|r| r.id == c.id)
+                    .is_none_or(|r| r.version != c.version || r.status == crate::store::CampaignStatus::Retired)
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        let mut counts: BTreeMap<String, usize> = fresh.iter().map(|id| (id.clone(), 0)).collect();
+        if fresh.is_empty() {
+            return Ok(counts);
+        }
+        let playbook = Arc::new(playbook.clone());
+        let mut after = None;
+        loop {
+            let leads = self
+                .store
+                .list_leads(&LeadFilter::default(), after, PASS_LEADS as i64)
+                .await?;
+            let Some(last) = leads.last().map(|l| l.id) else {
+                return Ok(counts);
+            };
+            let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+            let entry = Entry::Matching(fresh.clone());
+            let mut pass = super::pass::DryPass::new(self, &ids, entry, playbook.clone());
+            self.store.run_pass(&mut pass).await?;
+            for (campaign, entering) in pass.decided.map(|d| d.entering).unwrap_or_default() {
+                if let Some(n) = counts.get_mut(&campaign) {
+                    *n += entering.len();
+                }
+            }
             after = Some(last);
         }
     }

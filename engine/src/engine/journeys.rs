@@ -74,6 +74,18 @@ impl JourneyMoves {
             .collect()
     }
 
+    /// The leads that enter a campaign in these moves, by campaign.
+    pub(super) fn entered(&self) -> HashMap<String, HashSet<i64>> {
+        let mut by_campaign: HashMap<String, HashSet<i64>> = HashMap::new();
+        for m in self.0.iter().filter(|m| m.new) {
+            by_campaign
+                .entry(m.enrollment.campaign.clone())
+                .or_default()
+                .insert(m.enrollment.lead.0);
+        }
+        by_campaign
+    }
+
     /// The leads whose running enrollment in `campaign` these moves end.
     pub(super) fn ending(&self, campaign: &str) -> HashSet<i64> {
         self.0

@@ -2,7 +2,7 @@
 
 use super::*;
 use chrono::{DateTime, Utc};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::audit::Change;
@@ -20,20 +20,20 @@ pub(super) enum Pick<'a> {
     Ids(&'a [i64]),
 }
 
-/// What a dry run decided: the leads, those running in the campaign now, the suppressed
-/// e-mail hashes among them, and the leads that would enter.
+/// What a dry run decided: the leads, those running in the campaign entered by hand now, the
+/// suppressed e-mail hashes among them, and the leads that would enter, by campaign.
 pub(super) struct DryDecision {
     pub(super) leads: Vec<Lead>,
     pub(super) running: HashSet<i64>,
     pub(super) suppressed: HashSet<String>,
-    pub(super) entering: HashSet<i64>,
+    pub(super) entering: HashMap<String, HashSet<i64>>,
 }
 
-/// An enrolling pass into one campaign, decided and never written: what `dry_run` reports.
+/// An enrolling pass, decided and never written: what `dry_run` reports (`Entry::Into`), and
+/// what a deploy would enroll at once (`Entry::Matching`, with the playbook to deploy).
 pub(super) struct DryPass<'a> {
     engine: &'a Engine,
     ids: &'a [i64],
-    campaign: &'a str,
     entry: Entry,
     now: DateTime<Utc>,
     playbook: Arc<Playbook>,
@@ -43,12 +43,11 @@ pub(super) struct DryPass<'a> {
 }
 
 impl<'a> DryPass<'a> {
-    pub(super) fn new(engine: &'a Engine, ids: &'a [i64], campaign: &'a str, playbook: Arc<Playbook>) -> Self {
+    pub(super) fn new(engine: &'a Engine, ids: &'a [i64], entry: Entry, playbook: Arc<Playbook>) -> Self {
         Self {
             engine,
             ids,
-            campaign,
-            entry: Entry::Into(campaign.to_owned()),
+            entry,
             now: engine.now(),
             playbook,
             absent: Vec::new(),
@@ -73,14 +72,18 @@ impl PassWork for DryPass<'_> {
     }
 
     async fn decide(&mut self, tx: &mut dyn Tx, leads: Vec<Lead>) -> EngineResult<()> {
-        let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
-        let running = tx
-            .load_enrollments(&ids)
-            .await?
-            .into_iter()
-            .filter(|e| e.campaign == self.campaign && e.status.is_open())
-            .map(|e| e.lead.0)
-            .collect();
+        let running = match &self.entry {
+            Entry::Into(campaign) => {
+                let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+                tx.load_enrollments(&ids)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.campaign == *campaign && e.status.is_open())
+                    .map(|e| e.lead.0)
+                    .collect()
+            }
+            _ => HashSet::new(),
+        };
         let hashes: Vec<String> = leads
             .iter()
             .filter_map(|l| l.email.as_deref().map(crate::store::email_hash))
@@ -94,7 +97,7 @@ impl PassWork for DryPass<'_> {
             leads,
             running,
             suppressed,
-            entering: plan.moves.entering(self.campaign),
+            entering: plan.moves.entered(),
         });
         Ok(())
     }
