@@ -6,7 +6,7 @@ use aide::axum::ApiRouter;
 use axum::extract::{Path, State};
 use axum::Json;
 use nurture_engine::access::Role;
-use nurture_engine::engine::{Preview, PreviewLead, Sender, TestSent};
+use nurture_engine::engine::{Preview, PreviewFor, PreviewLead, Sender, TestSent};
 use nurture_engine::lead::{EmailAddress, FieldError, LeadInput};
 use nurture_engine::template::Language;
 use serde::Deserialize;
@@ -62,6 +62,10 @@ pub struct PreviewBody {
     /// The copy to render (`en`, `zh`), over the lead's `language`.
     #[serde(default)]
     pub language: Option<Language>,
+    /// Properties of the event that enrolls the lead (`{"title": …, "join_url": …}`), for the
+    /// template's `{{event.…}}`; empty text without it.
+    #[serde(default)]
+    pub event: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `POST /v1/templates/{name}/test-send`.
@@ -76,6 +80,8 @@ pub struct TestSendBody {
     pub lead: Option<LeadInput>,
     #[serde(default)]
     pub language: Option<Language>,
+    #[serde(default)]
+    pub event: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Whom to render for: a stored lead, a given one, or the sample lead; not both.
@@ -107,11 +113,12 @@ async fn preview(
 ) -> Result<Json<Preview>, ApiError> {
     caller.require(MARKETERS)?;
     let asked: PreviewBody = body::object(&body::bytes(raw)?)?;
-    let lead = whom(asked.lead_id, asked.lead)?;
-    let preview = state
-        .engine
-        .preview(&name, lead, asked.language, sender(&state)?)
-        .await?;
+    let of = PreviewFor {
+        lead: whom(asked.lead_id, asked.lead)?,
+        language: asked.language,
+        event: asked.event,
+    };
+    let preview = state.engine.preview(&name, of, sender(&state)?).await?;
     Ok(Json(preview))
 }
 
@@ -126,11 +133,12 @@ async fn test_send(
     let to = EmailAddress::parse(&asked.to)
         .map_err(|why| ApiError::invalid(vec![FieldError::new("to", why)]))?
         .into_string();
-    let lead = whom(asked.lead_id, asked.lead)?;
-    let sent = state
-        .engine
-        .test_send(&name, &to, lead, asked.language, sender(&state)?)
-        .await?;
+    let of = PreviewFor {
+        lead: whom(asked.lead_id, asked.lead)?,
+        language: asked.language,
+        event: asked.event,
+    };
+    let sent = state.engine.test_send(&name, &to, of, sender(&state)?).await?;
     tracing::info!(by = %caller.0.name, template = %name, to = %sent.to, "Test e-mail sent.");
     Ok(Json(sent))
 }

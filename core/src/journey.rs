@@ -136,6 +136,8 @@ pub struct JourneyFacts<'a> {
     pub tags: BTreeSet<String>,
     pub events: &'a [EventFact],
     pub messages: &'a [MessageFact],
+    /// The event that enrolled the lead into this enrollment's campaign, where one did.
+    pub enrolling_event: Option<&'a EventFact>,
 }
 
 impl Facts for JourneyFacts<'_> {
@@ -687,20 +689,22 @@ impl Run<'_, '_> {
                     now + timeout.to_chrono(),
                     condition.eval(self.facts, self.segments, now),
                 ),
-                Wait::At(moment) => match moment.resolve(self.facts.lead(), self.pacer.timezone()) {
-                    Ok(at) if at > now => (at, false),
-                    gone => {
-                        let why = match gone {
-                            Ok(at) => format!("{} had passed", at.to_rfc3339()),
-                            Err(why) => why,
-                        };
-                        let line = format!("until {moment}: {why}; going on at once");
-                        self.log(&step.id, Outcome::Waited, line);
-                        self.arrive(true);
-                        self.go(self.next(node, Edge::Next));
-                        return ControlFlow::Continue(());
+                Wait::At(moment) => {
+                    match moment.resolve(self.facts.lead(), self.facts.enrolling_event, self.pacer.timezone()) {
+                        Ok(at) if at > now => (at, false),
+                        gone => {
+                            let why = match gone {
+                                Ok(at) => format!("{} had passed", at.to_rfc3339()),
+                                Err(why) => why,
+                            };
+                            let line = format!("until {moment}: {why}; going on at once");
+                            self.log(&step.id, Outcome::Waited, line);
+                            self.arrive(true);
+                            self.go(self.next(node, Edge::Next));
+                            return ControlFlow::Continue(());
+                        }
                     }
-                },
+                }
             };
             if already {
                 self.log(&step.id, Outcome::Waited, "until held on arrival".into());

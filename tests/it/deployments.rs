@@ -515,7 +515,115 @@ async fn a_wait_until_a_date_of_the_lead(app: TestApp) {
     assert!(journey.contains(&"mail:sent".to_owned()), "{journey:?}");
 }
 
+/// An event-triggered campaign reads the event that enrolled the lead: its templates show the
+/// webinar's title and join link, and it waits until the day before the webinar's start, a
+/// property of that event, also when it reaches the wait in a later pass.
+async fn templates_and_waits_read_the_event_that_enrolled_the_lead(app: TestApp) {
+    let campaign = "kind: Campaign\nid: live\nname: Live webinar\ntype: custom\n\
+                    entry: { trigger: event, event: live_registered }\nstart: join\nsteps:\n  \
+                    join: { send: { channel: email, template: live-join }, next: pause }\n  \
+                    pause: { wait: { for: 1h }, next: eve }\n  \
+                    eve: { wait: { until: { event_property: starts_at, offset: -1d } }, next: soon }\n  \
+                    soon: { send: { channel: email, template: live-soon }, next: done }\n  \
+                    done: { exit: reminded }\n";
+    let files: Vec<(String, String)> = [
+        ("campaigns/live.yaml", campaign),
+        ("templates/live-join.hbs", "<p>See you at {{event.title}}.</p>"),
+        ("templates/live-join.subject.hbs", "Joining {{event.title}}"),
+        (
+            "templates/live-soon.hbs",
+            "<p><a href=\"{{event.join_url}}\">Join</a></p>",
+        ),
+        ("templates/live-soon.subject.hbs", "Tomorrow: {{event.title}}"),
+    ]
+    .into_iter()
+    .map(|(path, text)| (path.to_owned(), text.to_owned()))
+    .collect();
+    let tar = shipped_bundle_with(&files);
+    let (status, deployed) = send(&app, "PUT", "/v1/playbook", Some(("application/x-tar", tar))).await;
+    assert_eq!(status, 200, "{deployed}");
+    let register = |email: &'static str, properties: serde_json::Value| {
+        let app = &app;
+        async move {
+            let answer = app
+                .call(
+                    "POST",
+                    "/v1/events",
+                    Marketer,
+                    Some(json!({"lead": {"email": email}, "type": "live_registered", "properties": properties})),
+                )
+                .await;
+            assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
+            app.call("GET", &format!("/v1/leads?email={email}"), Marketer, None)
+                .await
+                .body["items"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    // The test clock starts 2026-11-02 09:00 UTC; the webinar is on the 5th at 09:00 UTC.
+    let mei = register(
+        "mei@x.example",
+        json!({"title": "IoT Live", "join_url": "https://live.example/j/42", "starts_at": "2026-11-05T09:00:00Z"}),
+    )
+    .await;
+    let tom = register("tom@x.example", json!({"title": "IoT Live"})).await;
+    let mailer = nurture_engine::mail::mailer(Some(&app.mail.url()), std::path::Path::new("unused"), 2, None).unwrap();
+    let sender = nurture_engine::engine::Sender {
+        mailer,
+        from: "Lumen <news@lumen-cloud.example>".into(),
+        public_url: app.base.clone(),
+        key: app.key.clone(),
+        concurrency: 2,
+        wechat: None,
+        limits: Default::default(),
+    };
+    app.engine.dispatch(&sender, 100).await.unwrap();
+    assert_eq!(subjects(&app.mail, "Joining IoT Live"), 2);
+    let advance = |by: &'static str| {
+        app.call(
+            "POST",
+            "/v1/admin/clock/advance",
+            nurture_engine::access::Role::Admin,
+            Some(json!({"by": by})),
+        )
+    };
+    // After the pause, in a later pass: the wait reads the stored event.
+    advance("1h").await;
+    assert_eq!(
+        app.journey(&mei).await,
+        ["join:sent", "pause:waiting", "pause:waited", "eve:waiting"]
+    );
+    let waiting = app.timeline(&mei, "campaign_step").await;
+    assert!(
+        waiting.iter().any(|e| e["detail"] == "until 2026-11-04T09:00:00+00:00"),
+        "{waiting:?}"
+    );
+    // Tom's registration has no start time: he goes on at once, and the journey says why.
+    let tom_steps = app.timeline(&tom, "campaign_step").await;
+    assert!(
+        tom_steps.iter().any(|e| e["detail"]
+            == "until event.starts_at - 1d: the live_registered event has no starts_at; going on at once"),
+        "{tom_steps:?}"
+    );
+    advance("46h").await;
+    assert_eq!(app.journey(&mei).await.last().unwrap(), "eve:waiting");
+    advance("1h").await;
+    assert!(app.journey(&mei).await.contains(&"soon:sent".to_owned()));
+    app.engine.dispatch(&sender, 100).await.unwrap();
+    let soon: Vec<String> = app
+        .mail
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains("Subject: Tomorrow: IoT Live"))
+        .collect();
+    assert_eq!(soon.len(), 2, "Mei's, and Tom's at once");
+    assert!(soon.iter().any(|m| m.contains("https://live.example/j/42")), "{soon:?}");
+}
+
 both_backends!(crate::support::spawn_app_on;
     templates_travel_with_the_bundle_and_deployments_are_kept,
     a_wait_until_a_date_of_the_lead,
+    templates_and_waits_read_the_event_that_enrolled_the_lead,
 );

@@ -450,6 +450,7 @@ async fn every_tracked_link_redirects_to_the_link_the_template_means(app: TestAp
                 step: "first",
                 timezone: playbook.rules.default_timezone,
                 default_language: playbook.rules.default_language,
+                event: None,
             };
             let rendered = templates.render_email(name, &input, &links).unwrap();
             assert_eq!(

@@ -74,6 +74,7 @@ impl Run {
             tags: self.tags.clone(),
             events: &self.events,
             messages: &self.messages,
+            enrolling_event: None,
         };
         let rules = &self.playbook.rules;
         let mut pacing = Pacing::new(rules, self.lead.id, self.lead.timezone(rules.default_timezone));
@@ -180,6 +181,7 @@ fn the_journey_log_says_why() {
         tags: BTreeSet::new(),
         events: &[],
         messages: &[],
+        enrolling_event: None,
     };
     let out = advance(
         &run.playbook.campaigns["c"],
@@ -211,6 +213,7 @@ fn the_journey_log_says_why() {
             tags: BTreeSet::new(),
             events: &[],
             messages: &messages,
+            enrolling_event: None,
         };
         let out = advance(
             &run.playbook.campaigns["c"],
@@ -237,6 +240,7 @@ fn conditions_without_messages_say_what_was_asked_and_when() {
         tags: BTreeSet::new(),
         events: &[],
         messages: &[],
+        enrolling_event: None,
     };
     let out = advance(
         &run.playbook.campaigns["c"],
@@ -351,6 +355,7 @@ fn splits_are_deterministic_per_lead_and_follow_the_weights() {
                 tags: BTreeSet::new(),
                 events: &[],
                 messages: &[],
+                enrolling_event: None,
             };
             let e = Enrollment::start(1, &pb.campaigns["c"], LeadId(lead), t(0));
             advance(&pb.campaigns["c"], e, &mut facts, &pb.segments, &mut Unpaced, now)
@@ -434,6 +439,7 @@ fn a_deferred_send_counts_once_as_an_arrival() {
         tags: BTreeSet::new(),
         events: &[],
         messages: &[],
+        enrolling_event: None,
     };
     let campaign = &run.playbook.campaigns["c"];
     let mut pacing = Pacing::new(&run.playbook.rules, run.lead.id, chrono_tz::UTC);
@@ -687,6 +693,7 @@ fn a_wait_until_a_date_of_the_lead_ends_then_and_a_past_one_goes_on_at_once() {
         tags: BTreeSet::new(),
         events: &[],
         messages: &[],
+        enrolling_event: None,
     };
     let out = advance(
         &late.playbook.campaigns["c"],

@@ -715,7 +715,7 @@ fn waits_until_a_moment_are_checked_where_written() {
     );
     check(
         "  a: { wait: { until: { event_property: starts_at, offset: -1h } }, next: b }\n  b: { exit: done }\n",
-        &["c.yaml:8:41: `event_property` moments need the event that enrolled the lead, which this version of nurture does not keep yet; use a date attribute of the lead (`attribute: NAME`)"],
+        &["c.yaml:8:3: step \"a\" waits until `event_property: starts_at`, but no event enrolls leads into this campaign: use `entry: { trigger: event, event: … }`, or a date attribute of the lead (`attribute: starts_at`)"],
     );
     check(
         "  a: { wait: { until: { attribute: a, offst: 1d } }, next: b }\n  b: { exit: done }\n",

@@ -11,7 +11,8 @@
 //!   `language` attribute; the top level is the default language.
 //!
 //! Templates see every lead field by name (`{{first_name}}`), `attributes.*`, `tags`, `score`,
-//! `stage`, `timezone`, and `campaign`/`step`. A field the lead lacks renders as empty text; a
+//! `stage`, `timezone`, `campaign`/`step`, and `event.*`: the properties of the event that
+//! enrolled the lead into an event-triggered campaign (empty text elsewhere). A field the lead lacks renders as empty text; a
 //! name that is no lead field at all is a warning at load, so typos are caught before deploy.
 //! The unsubscribe link and the tracking pixel are added here, never written by hand.
 
@@ -36,7 +37,7 @@ use helpers::*;
 use names::*;
 
 /// Names a template may use besides lead fields: what the render context provides.
-const CONTEXT_NAMES: [&str; 13] = [
+const CONTEXT_NAMES: [&str; 14] = [
     "id",
     "email",
     "external_id",
@@ -45,6 +46,7 @@ const CONTEXT_NAMES: [&str; 13] = [
     "score",
     "tags",
     "attributes",
+    "event",
     "consent",
     "campaign",
     "step",
@@ -66,7 +68,8 @@ struct Parts {
     text: bool,
     json: bool,
     wechat: Option<WechatSpec>,
-    /// `attributes.KEY` names the template uses, so that strict mode sees them present.
+    /// `attributes.KEY` and `event.KEY` names the template uses, so that strict mode sees
+    /// them present.
     attributes: BTreeSet<String>,
     /// A part did not compile (already reported).
     broken: bool,
@@ -194,6 +197,9 @@ pub struct RenderInput<'a> {
     pub timezone: chrono_tz::Tz,
     /// The language of the top-level templates (the playbook's `default_language`).
     pub default_language: Language,
+    /// The event that enrolled the lead into the campaign sending, where one did: its
+    /// properties are `{{event.NAME}}`.
+    pub event: Option<&'a crate::condition::EventFact>,
 }
 
 /// Whether a file is a template: `*.hbs`, or `*.wechat.yaml` for WeChat.
@@ -513,6 +519,15 @@ impl Templates {
             Channel::Webhook => {
                 format!("webhook template {name:?} does not exist: add {name}.json.hbs{where_}")
             }
+        })
+    }
+
+    /// Whether template `name`, in any language, reads the event that enrolled the lead
+    /// (`{{event.NAME}}`): the dispatcher then loads that event to render it.
+    pub fn reads_event(&self, name: &str) -> bool {
+        self.parts.iter().any(|(key, parts)| {
+            (key == name || key.split_once('/').is_some_and(|(_, rest)| rest == name))
+                && parts.attributes.iter().any(|read| read.starts_with("event."))
         })
     }
 

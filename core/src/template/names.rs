@@ -109,9 +109,9 @@ pub(super) fn path_use(
     let Some(root) = names.first() else {
         return;
     };
-    if *root == "attributes" {
+    if *root == "attributes" || *root == "event" {
         if let Some(key) = names.get(1) {
-            attributes.insert((*key).to_owned());
+            attributes.insert(format!("{root}.{key}"));
         }
     }
     found.push((Use::Variable((*root).to_owned()), at));

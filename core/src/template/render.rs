@@ -41,12 +41,23 @@ impl Templates {
             Value::String(lead.last_activity_at.map(|t| t.to_rfc3339()).unwrap_or_default()),
         );
         let mut attributes = lead.attributes.clone();
+        let mut event = input.event.map(|e| e.properties.clone()).unwrap_or_default();
         if let Some(parts) = self.parts.get(name) {
-            for key in &parts.attributes {
-                attributes.entry(key.clone()).or_insert(Value::String(String::new()));
+            for read in &parts.attributes {
+                let blank = || Value::String(String::new());
+                match read.split_once('.') {
+                    Some(("attributes", key)) => {
+                        attributes.entry(key.to_owned()).or_insert_with(blank);
+                    }
+                    Some(("event", key)) => {
+                        event.entry(key.to_owned()).or_insert_with(blank);
+                    }
+                    _ => {}
+                }
             }
         }
         root.insert("attributes".into(), Value::Object(attributes));
+        root.insert("event".into(), Value::Object(event));
         Value::Object(root)
     }
 

@@ -33,6 +33,7 @@ fn input(lead: &Lead) -> RenderInput<'_> {
         step: "first",
         timezone: chrono_tz::Asia::Shanghai,
         default_language: Language::Zh,
+        event: None,
     }
 }
 
@@ -108,6 +109,7 @@ fn the_default_language_decides_a_template_without_a_copy_in_the_leads() {
     assert!(chinese.html.contains(">退订</a>"));
     let english = RenderInput {
         default_language: Language::En,
+        event: None,
         ..input(&lead)
     };
     let email = t.render_email("note", &english, &links()).unwrap();
@@ -118,6 +120,7 @@ fn the_default_language_decides_a_template_without_a_copy_in_the_leads() {
     lead.attributes.insert("language".into(), "zh-CN".into());
     let input_zh = RenderInput {
         default_language: Language::En,
+        event: None,
         ..input(&lead)
     };
     assert_eq!(
@@ -142,6 +145,7 @@ fn the_default_language_decides_a_template_without_a_copy_in_the_leads() {
         lead.attributes.insert("language".into(), language.into());
         let input = RenderInput {
             default_language: Language::En,
+            event: None,
             ..input(&lead)
         };
         let email = t.render_email("note", &input, &links()).unwrap();
@@ -259,4 +263,42 @@ fn wechat_and_json_render() {
     assert_eq!(w.data["first"], "您好");
     let j = t.render_json("c", &input(&lead)).unwrap();
     assert_eq!(j, json!({"company": "Acme & Co", "quote": "say \"hi\""}));
+}
+
+#[test]
+fn the_enrolling_event_is_read_as_event_and_is_empty_without_one() {
+    let t = templates(&[
+        ("reminder.subject.hbs", "明天：{{event.title}}"),
+        (
+            "reminder.hbs",
+            "<p><a href=\"{{event.join_url}}\">入会</a>{{attributes.plan}}</p>",
+        ),
+        ("plain.subject.hbs", "Hi"),
+        ("plain.hbs", "<p>{{company}}</p>"),
+    ]);
+    assert!(t.issues().is_empty(), "{:?}", t.issues());
+    assert!(t.reads_event("reminder"));
+    assert!(!t.reads_event("plain"));
+    let lead = lead();
+    let event = crate::condition::EventFact {
+        kind: "registered".into(),
+        occurred_at: lead.created_at,
+        properties: json!({"title": "工业物联网直播", "join_url": "https://live.example/j/42"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let with = RenderInput {
+        event: Some(&event),
+        ..input(&lead)
+    };
+    let email = t.render_email("reminder", &with, &links()).unwrap();
+    assert_eq!(email.subject, "明天：工业物联网直播");
+    assert!(
+        email.html.contains("href=\"https://live.example/j/42\""),
+        "{}",
+        email.html
+    );
+    let without = t.render_email("reminder", &input(&lead), &links()).unwrap();
+    assert_eq!(without.subject, "明天：");
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::{Engine, EngineResult, Phase};
 use crate::channel::Channel;
 use crate::clock::to_micros;
+use crate::condition::EventFact;
 use crate::event::EventInput;
 use crate::lead::{ConsentStatus, Lead, LeadRef};
 use crate::mail::rate::SendLimits;
@@ -215,6 +216,23 @@ impl Engine {
             .into_iter()
             .map(|s| (s.email_hash, s.reason))
             .collect();
+        // Only messages whose template reads `{{event.…}}` need the event that enrolled the lead.
+        let playbook = self.playbook();
+        let mut reads: HashMap<&str, bool> = HashMap::new();
+        let reading: Vec<i64> = claimed
+            .iter()
+            .filter(|m| {
+                *reads
+                    .entry(m.template.as_str())
+                    .or_insert_with(|| playbook.templates.reads_event(&m.template))
+            })
+            .map(|m| m.enrollment_id)
+            .collect();
+        let events: HashMap<i64, EventFact> = if reading.is_empty() {
+            HashMap::new()
+        } else {
+            tx.enrolling_events(&reading).await?.into_iter().collect()
+        };
         tx.commit().await?;
         self.phases.since(Phase::Claim, started);
 
@@ -227,7 +245,17 @@ impl Engine {
                         .and_then(|l| l.email.as_deref())
                         .and_then(|e| suppressed.get(&email_hash(e)))
                         .map(String::as_str);
-                    self.prepare(sender, m, lead, tags.get(&m.lead_id), suppressed)
+                    let event = events.get(&m.enrollment_id);
+                    self.prepare(
+                        sender,
+                        m,
+                        Recipient {
+                            lead,
+                            tags: tags.get(&m.lead_id),
+                            suppressed,
+                            event,
+                        },
+                    )
                 })
                 .collect()
         };
@@ -463,14 +491,13 @@ impl Engine {
     /// Long on purpose: every reason a claimed message is not sent (consent, suppression,
     /// missing address, render error, channel) in the order they are asked, then the message
     /// built for its channel.
-    fn prepare(
-        &self,
-        sender: &Sender,
-        message: &PendingMessage,
-        lead: Option<&Lead>,
-        tags: Option<&Vec<String>>,
-        suppressed: Option<&str>,
-    ) -> Prepared {
+    fn prepare(&self, sender: &Sender, message: &PendingMessage, to: Recipient<'_>) -> Prepared {
+        let Recipient {
+            lead,
+            tags,
+            suppressed,
+            event,
+        } = to;
         let done = |status: &str, reason: String| {
             Prepared::Done(MessageOutcome {
                 id: message.id,
@@ -494,6 +521,7 @@ impl Engine {
             step: &message.step,
             timezone,
             default_language: playbook.rules.default_language,
+            event,
         };
         // Consent is checked again at send time: an opt-out stops messages already queued.
         match message.channel {
@@ -623,6 +651,15 @@ fn failed(id: i64, reason: String) -> MessageOutcome {
         next_attempt_at: None,
         refund: 0,
     }
+}
+
+/// What `prepare` knows of a message's recipient: the lead (`None`: erased), its tags, why its
+/// address is suppressed, and the event that enrolled it, where a template reads one.
+struct Recipient<'a> {
+    lead: Option<&'a Lead>,
+    tags: Option<&'a Vec<String>>,
+    suppressed: Option<&'a str>,
+    event: Option<&'a EventFact>,
 }
 
 #[cfg(test)]

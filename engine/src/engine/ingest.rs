@@ -138,7 +138,7 @@ impl Engine {
         let earliest = per_lead.values().flatten().map(|e| e.occurred_at).min().unwrap_or(now);
         let mut states = load_states(tx, leads, &playbook, now, &[earliest]).await?;
         let mut changes = Changes::default();
-        let mut new_events: IdMap<Vec<String>> = IdMap::default();
+        let mut new_events: IdMap<Vec<EventView<'_>>> = IdMap::default();
         for (id, state) in states.iter_mut() {
             if fresh_ids.contains(id) {
                 state.dirty = true;
@@ -149,7 +149,7 @@ impl Engine {
                 for event in events.iter() {
                     state.apply_event(&playbook.rules, *event, now, &mut changes);
                 }
-                new_events.insert(*id, events.iter().map(|e| e.kind.to_owned()).collect());
+                new_events.insert(*id, events.clone());
             }
             state.check_mql(&playbook, now, &mut changes);
         }

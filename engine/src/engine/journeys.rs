@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Engine, EngineError, EngineResult, IdMap};
 use crate::clock::to_micros;
-use crate::condition::EventFact;
+use crate::condition::{EventFact, EventView};
 use crate::journey::{advance, entry_matches, may_enter, Effect, Enrollment, JourneyFacts, MessageFact, Status};
 use crate::lead::{ConsentStatus, Stage};
 use crate::nurture::{Changes, HandoffRequest, LeadState};
@@ -104,6 +104,8 @@ struct Moved {
     kept: bool,
     journey: Vec<crate::journey::JourneyEntry>,
     messages: Vec<NewMessage>,
+    /// For a new enrollment, the event that enrolled the lead (kept with it).
+    enrolling_event: Option<EventFact>,
 }
 
 /// Where one lead's journey puts what it decided: tags, scores and handoffs, and its moves.
@@ -125,6 +127,8 @@ struct Batch<'a> {
     now: DateTime<Utc>,
     /// Which campaigns the leads may enter in this pass.
     enter: &'a Entry,
+    /// The events that enrolled the open enrollments of campaigns that read them, by enrollment.
+    enrolling: &'a IdMap<EventFact>,
 }
 
 impl Engine {
@@ -164,7 +168,7 @@ impl Engine {
     }
 
     /// The journey pass over a batch of leads whose state is loaded and locked in `tx`.
-    /// `new_events` are the event types each lead received in this batch. With `enter`, leads
+    /// `new_events` are the events each lead received in this batch. With `enter`, leads
     /// may enter campaigns (segment and event triggers); without it (the runner's pass) only
     /// running enrollments move: waits whose time has come, and `enroll` steps.
     #[allow(clippy::too_many_arguments)] // One transaction's state, passed through; a struct would only rename it.
@@ -174,7 +178,7 @@ impl Engine {
         states: &mut IdMap<LeadState>,
         playbook: &Playbook,
         now: DateTime<Utc>,
-        new_events: &IdMap<Vec<String>>,
+        new_events: &IdMap<Vec<EventView<'_>>>,
         enter: &Entry,
         changes: &mut Changes,
     ) -> EngineResult<JourneyCounts> {
@@ -194,7 +198,7 @@ impl Engine {
         states: &mut IdMap<LeadState>,
         playbook: &Playbook,
         now: DateTime<Utc>,
-        new_events: &IdMap<Vec<String>>,
+        new_events: &IdMap<Vec<EventView<'_>>>,
         enter: &Entry,
         changes: &mut Changes,
     ) -> EngineResult<JourneyMoves> {
@@ -211,8 +215,19 @@ impl Engine {
         let open: Vec<&Enrollment> = enrollments.iter().filter(|e| e.status.is_open()).collect();
         let facts = self.message_facts(tx, &open).await?;
         let pace = pace_facts(tx, states, playbook, now).await?;
+        let reading: Vec<i64> = open
+            .iter()
+            .filter(|e| playbook.campaigns.get(&e.campaign).is_some_and(|c| c.reads_event))
+            .map(|e| e.id)
+            .collect();
+        let enrolling: IdMap<EventFact> = if reading.is_empty() {
+            IdMap::default()
+        } else {
+            tx.enrolling_events(&reading).await?.into_iter().collect()
+        };
 
         let batch = Batch {
+            enrolling: &enrolling,
             facts: &facts,
             pace: &pace,
             playbook,
@@ -253,6 +268,7 @@ impl Engine {
         let fresh = moved.iter().filter(|m| m.new).count();
         let mut ids = tx.reserve_enrollment_ids(fresh).await?.into_iter();
         let mut enrollments = Vec::with_capacity(moved.len());
+        let mut enrolling = Vec::new();
         let mut kept = Vec::with_capacity(moved.len());
         let mut journey = Vec::with_capacity(moved.iter().map(|m| m.journey.len()).sum());
         let mut messages = Vec::with_capacity(moved.iter().map(|m| m.messages.len()).sum());
@@ -265,6 +281,9 @@ impl Engine {
             }
             counts.moved += 1;
             let id = m.enrollment.id;
+            if let Some(event) = m.enrolling_event.take() {
+                enrolling.push((id, m.enrollment.lead.0, event));
+            }
             journey.extend(m.journey.into_iter().map(|j| JourneyRow {
                 enrollment_id: id,
                 lead_id: m.enrollment.lead.0,
@@ -290,6 +309,7 @@ impl Engine {
         tx.move_enrollments(&kept).await?;
         tx.write_journey(&journey).await?;
         tx.insert_messages(&messages).await?;
+        tx.write_enrolling_events(&enrolling).await?;
         Ok(counts)
     }
 
@@ -383,7 +403,7 @@ impl Engine {
         batch: &Batch<'_>,
         state: &mut LeadState,
         history: Vec<Enrollment>,
-        new_events: &[String],
+        new_events: &[EventView<'_>],
         out: Out<'_>,
     ) -> EngineResult<()> {
         let Out { changes, moved } = out;
@@ -394,6 +414,7 @@ impl Engine {
             paused,
             now,
             enter,
+            enrolling,
         } = *batch;
         if let Entry::Exit { campaign, reason, by } = enter {
             for e in history
@@ -422,7 +443,7 @@ impl Engine {
         // A recycled lead rests through its queue's cool-down: no campaign takes it meanwhile.
         let resting = state.lead.resting(now) && !matches!(enter, Entry::Into(_));
         if *enter != Entry::Closed && !resting {
-            let kinds: Vec<&str> = new_events.iter().map(String::as_str).collect();
+            let kinds: Vec<&str> = new_events.iter().map(|e| e.kind).collect();
             for campaign in playbook.campaigns.values().filter(|c| !paused.contains(&c.id)) {
                 let wanted = match enter {
                     Entry::Into(id) => *id == campaign.id,
@@ -432,7 +453,15 @@ impl Engine {
                     _ => entry_matches(campaign, state, &playbook.segments, &kinds, now),
                 };
                 if wanted {
-                    work.enter(campaign);
+                    // The latest event of the trigger's type in the batch enrolled the lead.
+                    let event = campaign.entry.event.as_deref().and_then(|kind| {
+                        new_events.iter().rev().find(|e| e.kind == kind).map(|e| EventFact {
+                            kind: e.kind.to_owned(),
+                            occurred_at: e.occurred_at,
+                            properties: e.properties.clone(),
+                        })
+                    });
+                    work.enter(campaign, event);
                 }
             }
         }
@@ -446,11 +475,13 @@ impl Engine {
                 break;
             }
             let messages = facts.get(&enrollment.id).filter(|_| !new).unwrap_or(&no_messages);
+            let enrolling_event = if new { work.events.remove(&campaign.id) } else { None };
             let mut journey_facts = JourneyFacts {
                 lead: std::borrow::Cow::Borrowed(&state.lead),
                 tags: state.tags.keys().cloned().collect(),
                 events: &state.events,
                 messages,
+                enrolling_event: enrolling_event.as_ref().or_else(|| enrolling.get(&enrollment.id)),
             };
             let result = advance(
                 &campaign,
@@ -476,7 +507,7 @@ impl Engine {
                     Effect::Enroll { campaign: other, .. } => {
                         if let Some(target) = playbook.campaigns.get(&other).filter(|_| !paused.contains(&other)) {
                             if !work.runs(&other) {
-                                work.enter(target);
+                                work.enter(target, None);
                             }
                         }
                     }
@@ -489,6 +520,7 @@ impl Engine {
                 new,
                 journey: result.journey,
                 messages: outbox,
+                enrolling_event,
             });
         }
         Ok(())
@@ -501,6 +533,8 @@ struct Work {
     items: Vec<(Enrollment, Arc<Campaign>, bool)>,
     /// Campaigns entered in this pass.
     entered: HashSet<String>,
+    /// The events that enrolled the lead into campaigns entered in this pass, by campaign.
+    events: HashMap<String, EventFact>,
     /// The lead's enrollments, past and running, that entries ask (re-entry).
     history: Vec<Enrollment>,
     lead: crate::lead::LeadId,
@@ -512,17 +546,21 @@ impl Work {
         Self {
             items: Vec::new(),
             entered: HashSet::new(),
+            events: HashMap::new(),
             history,
             lead,
             now,
         }
     }
 
-    /// Enters `campaign` if its re-entry rule allows.
-    fn enter(&mut self, campaign: &Arc<Campaign>) {
+    /// Enters `campaign` if its re-entry rule allows, enrolled by `event` if one did.
+    fn enter(&mut self, campaign: &Arc<Campaign>, event: Option<EventFact>) {
         let past: Vec<&Enrollment> = self.history.iter().filter(|e| e.campaign == campaign.id).collect();
         if may_enter(campaign.entry.reentry, &past, self.now) {
             self.entered.insert(campaign.id.clone());
+            if let Some(event) = event {
+                self.events.insert(campaign.id.clone(), event);
+            }
             let start = Enrollment::start(0, campaign, self.lead, self.now);
             self.items.push((start, campaign.clone(), true));
         }
@@ -577,6 +615,7 @@ fn ended(e: Enrollment, outcome: &str, detail: String, now: DateTime<Utc>) -> Mo
         kept: false,
         journey: vec![line],
         messages: Vec::new(),
+        enrolling_event: None,
     }
 }
 

@@ -45,7 +45,7 @@ use leads::{load_states, view, LeadBook};
 pub use leads::{ItemError, LeadView, Target, Upserted};
 use pass::Pick;
 pub use phases::{Phase, Phases};
-pub use preview::{Preview, PreviewLead, TestSent};
+pub use preview::{Preview, PreviewFor, PreviewLead, TestSent};
 pub use webhooks::NewWebhook;
 
 /// Maps keyed by ids the store assigned (leads, enrollments), which a pass builds and reads

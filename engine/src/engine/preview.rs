@@ -47,17 +47,26 @@ pub struct TestSent {
     pub preview: Preview,
 }
 
+/// What a preview renders for: a lead, in `language` when given (else the lead's), with the
+/// properties of an enrolling event for `{{event.…}}` when given.
+#[derive(Debug, Clone)]
+pub struct PreviewFor {
+    pub lead: PreviewLead,
+    pub language: Option<Language>,
+    pub event: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 impl Engine {
-    /// Renders e-mail template `name` for `lead` as the dispatcher would send it, in
-    /// `language` when given (else the lead's). `NotFound` when the lead is not stored;
-    /// `Invalid` when the template does not exist or does not render for this lead.
-    pub async fn preview(
-        &self,
-        name: &str,
-        lead: PreviewLead,
-        language: Option<Language>,
-        sender: &Sender,
-    ) -> EngineResult<Preview> {
+    /// Renders e-mail template `name` as the dispatcher would send it, for what `of` says.
+    /// `NotFound` when the lead is not stored; `Invalid` when the template does not exist or
+    /// does not render for this lead.
+    pub async fn preview(&self, name: &str, of: PreviewFor, sender: &Sender) -> EngineResult<Preview> {
+        let PreviewFor { lead, language, event } = of;
+        let event = event.map(|properties| crate::condition::EventFact {
+            kind: "preview".into(),
+            occurred_at: self.now(),
+            properties,
+        });
         let playbook = self.playbook();
         if !playbook.templates.names().any(|n| n == name) {
             return Err(EngineError::Missing(format!(
@@ -99,6 +108,7 @@ impl Engine {
             step: "preview",
             timezone: lead.timezone(playbook.rules.default_timezone),
             default_language: playbook.rules.default_language,
+            event: event.as_ref(),
         };
         let links = Links {
             open_pixel: sender.link("t/o", &Token::Open { message: NO_MESSAGE }),
@@ -119,15 +129,8 @@ impl Engine {
     /// Sends one test e-mail of template `name` to `to`, rendered as [`Engine::preview`] does,
     /// its subject marked as a test in the template's language. Nothing is recorded: no
     /// message, no tracking, no frequency cap or send rate used.
-    pub async fn test_send(
-        &self,
-        name: &str,
-        to: &str,
-        lead: PreviewLead,
-        language: Option<Language>,
-        sender: &Sender,
-    ) -> EngineResult<TestSent> {
-        let mut preview = self.preview(name, lead, language, sender).await?;
+    pub async fn test_send(&self, name: &str, to: &str, of: PreviewFor, sender: &Sender) -> EngineResult<TestSent> {
+        let mut preview = self.preview(name, of, sender).await?;
         let mark = match preview.language {
             Language::Zh => "[测试]",
             Language::En => "[Test]",

@@ -12,8 +12,9 @@ use crate::tag::TagFamily;
 use chrono::{DateTime, Utc};
 
 /// What erasing a lead deletes, in order (children before what they point at).
-pub(crate) const ERASE: [&str; 13] = [
+pub(crate) const ERASE: [&str; 14] = [
     "DELETE FROM events WHERE lead_id = $1",
+    "DELETE FROM enrolling_events WHERE lead_id = $1",
     "DELETE FROM lead_tags WHERE lead_id = $1",
     "DELETE FROM tag_changes WHERE lead_id = $1",
     "DELETE FROM score_changes WHERE lead_id = $1",

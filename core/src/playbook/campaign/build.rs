@@ -96,11 +96,15 @@ impl Builder<'_> {
                         name: name.value.trim().to_owned(),
                         offset,
                     }),
-                    (_, Some(property)) => {
+                    (None, Some(property)) => Some(Moment::EventProperty {
+                        name: property.value.trim().to_owned(),
+                        offset,
+                    }),
+                    (Some(_), Some(property)) => {
                         self.error(
                             &property.referenced,
-                            "`event_property` moments need the event that enrolled the lead, which this version \
-                             of nurture does not keep yet; use a date attribute of the lead (`attribute: NAME`)",
+                            "a moment is either `attribute` (of the lead) or `event_property` (of the event that \
+                             enrolled it), not both",
                         );
                         None
                     }
@@ -253,6 +257,25 @@ impl Builder<'_> {
         if let (Some(start), true, true) = (start, resolved, complete) {
             self.check_graph(&graph, &index, start, &spec.start.value, &messages);
         }
+        let reads_event = graph
+            .node_weights()
+            .any(|s| matches!(&s.action, Action::Wait(Wait::At(Moment::EventProperty { .. }))));
+        if reads_event && entry.trigger != Trigger::Event {
+            for step in graph.node_weights() {
+                if let Action::Wait(Wait::At(Moment::EventProperty { name, .. })) = &step.action {
+                    self.issues.push(Issue::at(
+                        self.file,
+                        step.position,
+                        format!(
+                            "step {:?} waits until `event_property: {name}`, but no event enrolls leads into this \
+                             campaign: use `entry: {{ trigger: event, event: … }}`, or a date attribute of the lead \
+                             (`attribute: {name}`)",
+                            step.id
+                        ),
+                    ));
+                }
+            }
+        }
 
         if self.issues.iter().any(Issue::is_error) {
             return Err(self.issues);
@@ -276,6 +299,7 @@ impl Builder<'_> {
             start: start.unwrap_or_default(),
             index,
             enrolls,
+            reads_event,
         };
         Ok((campaign, self.issues))
     }

@@ -42,6 +42,9 @@ pub struct Campaign {
     /// resistance to chosen keys would be paid for on every step for nothing.
     pub(super) index: StepIndex,
     pub(super) enrolls: Vec<(String, Position)>,
+    /// A step reads the event that enrolled the lead (a wait until one of its properties):
+    /// the engine loads that event for the campaign's running enrollments.
+    pub reads_event: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +148,8 @@ pub enum Moment {
     Local(chrono::NaiveDateTime),
     /// The date attribute `name` of the lead, moved by `offset` (negative: earlier).
     Attribute { name: String, offset: chrono::Duration },
+    /// The date property `name` of the event that enrolled the lead, moved by `offset`.
+    EventProperty { name: String, offset: chrono::Duration },
 }
 
 impl Moment {
@@ -153,6 +158,7 @@ impl Moment {
     pub fn resolve(
         &self,
         lead: &crate::lead::Lead,
+        event: Option<&crate::condition::EventFact>,
         tz: chrono_tz::Tz,
     ) -> Result<chrono::DateTime<chrono::Utc>, String> {
         use chrono::Timelike;
@@ -168,7 +174,21 @@ impl Moment {
                 let text = value.as_str().ok_or_else(|| format!("{name} is {value}, not a date"))?;
                 let at = parse_moment(text)
                     .ok_or_else(|| format!("{name} is {text:?}, not a date or a date and time"))?
-                    .resolve(lead, tz)?;
+                    .resolve(lead, None, tz)?;
+                Ok(at + *offset)
+            }
+            Moment::EventProperty { name, offset } => {
+                let event = event.ok_or("no event enrolled the lead")?;
+                let value = event
+                    .properties
+                    .get(name)
+                    .ok_or_else(|| format!("the {} event has no {name}", event.kind))?;
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| format!("event.{name} is {value}, not a date"))?;
+                let at = parse_moment(text)
+                    .ok_or_else(|| format!("event.{name} is {text:?}, not a date or a date and time"))?
+                    .resolve(lead, None, tz)?;
                 Ok(at + *offset)
             }
         }
@@ -202,14 +222,20 @@ impl std::fmt::Display for Moment {
         match self {
             Moment::Fixed(at) => write!(f, "{}", at.to_rfc3339()),
             Moment::Local(wall) => write!(f, "{} in the lead's time zone", wall.format("%Y-%m-%d %H:%M")),
-            Moment::Attribute { name, offset } if offset.is_zero() => write!(f, "{name}"),
-            Moment::Attribute { name, offset } => {
-                let span = Span::from_secs(offset.num_seconds().abs());
-                let sign = if *offset < chrono::Duration::zero() { "-" } else { "+" };
-                write!(f, "{name} {sign} {span}")
-            }
+            Moment::Attribute { name, offset } => write_offset(f, name, *offset),
+            Moment::EventProperty { name, offset } => write_offset(f, &format!("event.{name}"), *offset),
         }
     }
+}
+
+/// `name`, or `name - 1d`.
+fn write_offset(f: &mut std::fmt::Formatter<'_>, name: &str, offset: chrono::Duration) -> std::fmt::Result {
+    if offset.is_zero() {
+        return write!(f, "{name}");
+    }
+    let span = Span::from_secs(offset.num_seconds().abs());
+    let sign = if offset < chrono::Duration::zero() { "-" } else { "+" };
+    write!(f, "{name} {sign} {span}")
 }
 
 /// How one step leads to another.
