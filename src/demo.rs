@@ -184,8 +184,8 @@ pub async fn run(
 
     let mut registered = vec![false; leads];
     // The webinar of the shipped webinar follow-up: on day 10, 14:00 in Shanghai. Leads
-    // register in the first week (the CRM sets the date, title and link on the lead, then
-    // sends `webinar_registered`); nearly half of them attend, reported the day after.
+    // register in the first week (the CRM sends `webinar_registered` with the webinar's time,
+    // title and link); nearly half of them attend, reported the day after.
     let webinar_day = 10;
     let webinar_at = start + Duration::days(webinar_day) + Duration::hours(5);
     let mut for_webinar = vec![false; leads];
@@ -193,20 +193,19 @@ pub async fn run(
     let mut sent = 0;
     for day in 0..days {
         let mut events = Vec::new();
-        let mut webinar_leads = Vec::new();
         for (i, email) in emails.iter().enumerate() {
             if (1..=7).contains(&day) && !for_webinar[i] && rng.random_bool(0.05) {
                 for_webinar[i] = true;
-                let input: LeadInput = serde_json::from_value(json!({
-                    "email": email,
-                    "attributes": {
-                        "webinar_at": webinar_at.to_rfc3339(),
-                        "webinar_title": "预测性维护：从试点到全厂 · Predictive maintenance, from pilot to plant",
-                        "webinar_join_url": "https://www.lumen-cloud.example/live/pdm-2026",
-                    },
-                }))?;
-                webinar_leads.push((nurture_engine::engine::Target::Keys, input));
-                events.push(event(email, "webinar_registered", json!({"webinar": "pdm-2026"})));
+                events.push(event(
+                    email,
+                    "webinar_registered",
+                    json!({
+                        "webinar": "pdm-2026",
+                        "starts_at": webinar_at.to_rfc3339(),
+                        "title": "预测性维护：从试点到全厂 · Predictive maintenance, from pilot to plant",
+                        "join_url": "https://www.lumen-cloud.example/live/pdm-2026",
+                    }),
+                ));
             }
             if day == webinar_day + 1 && for_webinar[i] && rng.random_bool(0.45) {
                 let mut attended = event(
@@ -259,11 +258,6 @@ pub async fn run(
                     }
                 }
             }
-        }
-        for chunk in webinar_leads.chunks(500) {
-            engine
-                .upsert_leads(chunk.to_vec(), &Actor::System("demo".into()))
-                .await?;
         }
         for chunk in events.chunks(2_000) {
             engine.ingest_events(chunk.to_vec()).await?;

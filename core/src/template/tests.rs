@@ -302,3 +302,42 @@ fn the_enrolling_event_is_read_as_event_and_is_empty_without_one() {
     let without = t.render_email("reminder", &input(&lead), &links()).unwrap();
     assert_eq!(without.subject, "明天：");
 }
+
+#[test]
+fn the_shipped_webinar_reminder_reads_its_event() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
+    let t = Templates::load_dir(&dir);
+    let event = crate::condition::EventFact {
+        kind: "webinar_registered".into(),
+        occurred_at: "2026-12-01T08:00:00Z".parse().unwrap(),
+        properties: json!({
+            "title": "Predictive maintenance",
+            "starts_at": "2026-12-10T06:00:00Z",
+            "join_url": "https://live.example/pdm"
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
+    };
+    let mut lead = lead();
+    for (language, subject) in [
+        ("zh-CN", "明天见：Predictive maintenance"),
+        ("en", "Predictive maintenance"),
+    ] {
+        lead.attributes.insert("language".into(), language.into());
+        let with = RenderInput {
+            event: Some(&event),
+            ..input(&lead)
+        };
+        let email = t.render_email("webinar-reminder", &with, &links()).unwrap();
+        assert!(email.subject.contains(subject), "{language}: {}", email.subject);
+        assert!(
+            email.html.contains("https://live.example/pdm"),
+            "{language}: {}",
+            email.html
+        );
+        // 06:00 UTC is 14:00 in Shanghai, the lead's time zone here.
+        assert!(email.html.contains("14:00"), "{language}: {}", email.html);
+    }
+    assert!(t.reads_event("webinar-reminder"));
+}

@@ -215,11 +215,14 @@ impl Engine {
         let open: Vec<&Enrollment> = enrollments.iter().filter(|e| e.status.is_open()).collect();
         let facts = self.message_facts(tx, &open).await?;
         let pace = pace_facts(tx, states, playbook, now).await?;
-        let reading: Vec<i64> = open
-            .iter()
-            .filter(|e| playbook.campaigns.get(&e.campaign).is_some_and(|c| c.reads_event))
-            .map(|e| e.id)
-            .collect();
+        // The versions the enrollments run (an earlier one may read the event, the current not).
+        let mut reading: Vec<i64> = Vec::new();
+        for e in &open {
+            let version = self.campaign_version(tx, playbook, &e.campaign, &e.version).await?;
+            if version.is_some_and(|c| c.reads_event) {
+                reading.push(e.id);
+            }
+        }
         let enrolling: IdMap<EventFact> = if reading.is_empty() {
             IdMap::default()
         } else {
