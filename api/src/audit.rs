@@ -69,13 +69,7 @@ async fn list(
     query: Params<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     caller.require(MARKETERS)?;
-    let limit = page::limit(query.get("limit").map(String::as_str))?;
-    let before = match query.get("cursor") {
-        None => None,
-        Some(c) => Some(page::decode(c)?.parse::<i64>().map_err(|_| {
-            ApiError::Malformed("cursor is not one this server gave out; start again without it".into())
-        })?),
-    };
+    let (limit, before) = page::by_id(query.get("limit"), query.get("cursor"))?;
     let actor = match query.get("actor").map(|a| a.trim()) {
         Some("") => {
             return Err(ApiError::Malformed(
@@ -92,11 +86,7 @@ async fn list(
     let since = query.get("since").map(|s| since(s, state.engine.now())).transpose()?;
     let filter = AuditFilter { actor, kinds, since };
     let mut items = state.engine.audit_log(&filter, before, limit + 1).await?;
-    let more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| items.last().map(|e| page::encode(&e.id.to_string())))
-        .flatten();
+    let next_cursor = page::cut_by_id(&mut items, limit, |e| e.id);
     Ok(Json(AuditPage { items, next_cursor }))
 }
 

@@ -32,3 +32,25 @@ pub fn decode(cursor: &str) -> Result<String, ApiError> {
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| ApiError::Malformed("cursor is not one this server gave out; start again without it".into()))
 }
+
+/// `?limit=` and `?cursor=` of a list paged by a descending id: the page size, and the id the
+/// page starts below.
+pub fn by_id(limit: Option<&String>, cursor: Option<&String>) -> Result<(i64, Option<i64>), ApiError> {
+    let limit = self::limit(limit.map(String::as_str))?;
+    let before = match cursor {
+        None => None,
+        Some(c) => Some(decode(c)?.parse::<i64>().map_err(|_| {
+            ApiError::Malformed("cursor is not one this server gave out; start again without it".into())
+        })?),
+    };
+    Ok((limit, before))
+}
+
+/// Cuts `items` (asked for `limit + 1`) to `limit`; the cursor of the next page, when there is
+/// one, is the last item's id.
+pub fn cut_by_id<T>(items: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Option<String> {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    more.then(|| items.last().map(|item| encode(&id(item).to_string())))
+        .flatten()
+}

@@ -513,19 +513,9 @@ async fn list(
     query: Params<Paged>,
 ) -> Result<Json<DeploymentPage>, ApiError> {
     caller.require(MARKETERS)?;
-    let limit = page::limit(query.get("limit").map(String::as_str))?;
-    let before = match query.get("cursor") {
-        None => None,
-        Some(c) => Some(page::decode(c)?.parse::<i64>().map_err(|_| {
-            ApiError::Malformed("cursor is not one this server gave out; start again without it".into())
-        })?),
-    };
+    let (limit, before) = page::by_id(query.get("limit"), query.get("cursor"))?;
     let mut items = state.engine.deployments(before, limit + 1).await?;
-    let more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| items.last().map(|d| page::encode(&d.id.to_string())))
-        .flatten();
+    let next_cursor = page::cut_by_id(&mut items, limit, |d| d.id);
     Ok(Json(DeploymentPage { items, next_cursor }))
 }
 

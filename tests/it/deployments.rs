@@ -248,6 +248,33 @@ fn subjects(sink: &SmtpSink, subject: &str) -> usize {
         .count()
 }
 
+/// Runs `serve --playbook campaigns` in `dir`, which must refuse to start (within a minute);
+/// what it printed.
+async fn refused_to_start(dir: &std::path::Path, smtp: &str, url: &str) -> String {
+    let mut refused = nurture(dir)
+        .args(["serve", "--clock", "manual", "--smtp-url", smtp, "--database-url", url])
+        .args(["--playbook", "campaigns", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            refused.kill().unwrap();
+            panic!("serve --playbook started although it should have refused");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(refused.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    stderr
+}
+
 /// A campaign deployed over REST outlives restarts: its waiting enrollment goes on; `serve
 /// --playbook` that would retire it refuses to start; `playbook pull` writes it back.
 async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
@@ -306,35 +333,7 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
 
     // Restarted with the directory that lacks the webinar: refused, with what it would do.
     drop(server);
-    let mut refused = nurture(dir.path())
-        .args([
-            "serve",
-            "--clock",
-            "manual",
-            "--smtp-url",
-            &sink.url(),
-            "--database-url",
-            &url,
-        ])
-        .args(["--playbook", "campaigns", "--listen", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = refused.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            refused.kill().unwrap();
-            panic!("serve --playbook started although it would retire a running campaign");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(refused.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "{stderr}");
+    let stderr = refused_to_start(dir.path(), &sink.url(), &url).await;
     assert!(stderr.contains("would retire 1 campaign"), "{stderr}");
     assert!(
         stderr.contains("webinar-replay") && stderr.contains("1 running enrollment"),
@@ -408,21 +407,7 @@ async fn a_rest_deploy_outlives_a_restart(backend: Backend) {
          entry: { trigger: segment, when: { score: { gte: 0 } } }\nstart: done\nsteps:\n  done: { exit: seen }\n",
     )
     .unwrap();
-    let refused = nurture(&out)
-        .args([
-            "serve",
-            "--clock",
-            "manual",
-            "--smtp-url",
-            &sink.url(),
-            "--database-url",
-            &url,
-        ])
-        .args(["--playbook", "campaigns", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
+    let stderr = refused_to_start(&out, &sink.url(), &url).await;
     assert!(
         stderr.contains("campaign everyone: 1 lead matches its segment now and would enter it at once"),
         "{stderr}"
