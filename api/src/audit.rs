@@ -76,7 +76,11 @@ async fn list(
                 "actor is empty; name an API key or leave it out".into(),
             ))
         }
-        other => other.map(str::to_owned),
+        Some(actor) => match nurture_engine::lead::text_problem(actor) {
+            Some(problem) => return Err(ApiError::Malformed(format!("actor {problem}"))),
+            None => Some(actor.to_owned()),
+        },
+        None => None,
     };
     let kinds = query
         .get("kind")

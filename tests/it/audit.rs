@@ -377,6 +377,8 @@ async fn every_change_by_hand_is_recorded_with_who_and_what(app: TestApp) {
     );
     let bad = app.call("GET", "/v1/audit?since=yesterday", Marketer, None).await;
     assert_eq!(bad.status, 400, "{:?}", bad.body);
+    let bad = app.call("GET", "/v1/audit?actor=a%00b", Marketer, None).await;
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
     assert_eq!(app.call("GET", "/v1/audit", Sdr, None).await.status, 403);
     assert_eq!(app.call("GET", "/v1/audit", Crm, None).await.status, 403);
     assert_eq!(app.call("GET", "/v1/audit", Admin, None).await.status, 200);
