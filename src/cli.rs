@@ -23,6 +23,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Manage the people who sign in to the console (admins, marketers, SDRs).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Work with leads.
     Leads {
         #[command(subcommand)]
@@ -247,6 +252,50 @@ pub enum ApikeyCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Invite a person: prints a one-time link (valid 72 hours) where they set their password.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// admin, marketer or sdr.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        link: LinkArgs,
+    },
+    /// List every user (e-mail, role, whether a password is set, deactivated).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// A new set-password link for a user who forgot theirs (the old password works until it
+    /// is used).
+    Reset {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        link: LinkArgs,
+    },
+    /// Deactivate a user: they cannot sign in, and their sessions end at once.
+    Deactivate {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// The database, and the server's public URL the set-password link starts with.
+#[derive(Args, Clone)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The console's address as people reach it (`serve --public-url`).
+    #[arg(long, env = "NURTURE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: String,
 }
 
 /// A key by `--id`, or by `--name`.

@@ -22,6 +22,7 @@ mod import;
 mod report;
 mod serve;
 mod simulate;
+mod users;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -51,6 +52,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Apikey { command } => commands::api_keys(command).await,
+        Command::User { command } => users::users(command).await,
         Command::Leads {
             command:
                 LeadsCommand::Import {

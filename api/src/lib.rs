@@ -19,6 +19,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod campaigns;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -59,6 +60,10 @@ pub struct AppState {
     pub keys: moka::sync::Cache<String, nurture_engine::access::ApiKey>,
     /// Requests per API key (by key hash), when limited.
     pub limiter: Option<Arc<governor::DefaultKeyedRateLimiter<String>>>,
+    /// Console sign-in attempts, per account and per address.
+    pub sign_ins: Arc<governor::DefaultKeyedRateLimiter<String>>,
+    /// Console cookies are `Secure`: the public URL is `https`.
+    pub secure_cookies: bool,
 }
 
 /// How long a server trusts a key it looked up: the bound on how long a revoked key works.
@@ -113,6 +118,7 @@ pub fn routes() -> ApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (router, document) = openapi::assemble(routes);
     router
+        .merge(console::router())
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             error::ApiError::MethodNotAllowed(format!("this endpoint does not take {method}; see /openapi.json"))
@@ -146,6 +152,8 @@ impl Application {
                 own: vec![(local.ip().to_string(), local.port())],
                 reach: nurture_engine::webhook::Reach::public(),
                 limiter: rate_limiter(DEFAULT_RATE_LIMIT),
+                sign_ins: console::sign_in_limiter(),
+                secure_cookies: false,
                 keys: moka::sync::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(KEY_CACHE)
@@ -165,6 +173,7 @@ impl Application {
         if let Some(origin) = nurture_engine::webhook::origin(url) {
             self.state.own.push(origin);
         }
+        self.state.secure_cookies = url.trim().to_ascii_lowercase().starts_with("https://");
         self
     }
 

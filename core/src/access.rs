@@ -96,3 +96,19 @@ mod tests {
         assert_eq!(email_hash("li.na@example.cn"), key_hash("suppression:li.na@example.cn"));
     }
 }
+
+/// A person who signs in to the console: an admin, a marketer or an SDR (the CRM stays a
+/// machine, with an API key). Their e-mail is their name in the audit trail and in the queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub role: Role,
+    /// `zh` or `en`: the console's language for them; else their browser's.
+    pub language: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When they were deactivated: they can no longer sign in, and their sessions ended.
+    pub deactivated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether a password is set (the set-password link was used).
+    pub has_password: bool,
+}

@@ -119,10 +119,16 @@ pub enum AuditKind {
     KeyRevoked,
     #[serde(rename = "key.rotated")]
     KeyRotated,
+    #[serde(rename = "user.created")]
+    UserCreated,
+    #[serde(rename = "user.reset")]
+    UserReset,
+    #[serde(rename = "user.deactivated")]
+    UserDeactivated,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 22] = [
         AuditKind::PlaybookDeployed,
         AuditKind::CampaignPaused,
         AuditKind::CampaignResumed,
@@ -142,6 +148,9 @@ impl AuditKind {
         AuditKind::KeyCreated,
         AuditKind::KeyRevoked,
         AuditKind::KeyRotated,
+        AuditKind::UserCreated,
+        AuditKind::UserReset,
+        AuditKind::UserDeactivated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +174,9 @@ impl AuditKind {
             AuditKind::KeyCreated => "key.created",
             AuditKind::KeyRevoked => "key.revoked",
             AuditKind::KeyRotated => "key.rotated",
+            AuditKind::UserCreated => "user.created",
+            AuditKind::UserReset => "user.reset",
+            AuditKind::UserDeactivated => "user.deactivated",
         }
     }
 }
@@ -192,6 +204,9 @@ impl AuditKind {
             AuditKind::KeyCreated => &["api_key", "apikey"],
             AuditKind::KeyRevoked => &["api_key", "apikey", "revoke", "revoked"],
             AuditKind::KeyRotated => &["api_key", "apikey", "rotate", "rotated"],
+            AuditKind::UserCreated => &["invite", "invited"],
+            AuditKind::UserReset => &["reset"],
+            AuditKind::UserDeactivated => &["deactivate", "deactivated"],
         }
     }
 }
@@ -321,7 +336,7 @@ mod tests {
         assert_eq!(kinds_named("decision").unwrap().len(), 4);
         let err = kinds_named("campain").unwrap_err();
         assert!(
-            err.contains("playbook, campaign, lead, handoff, queue, webhook, key"),
+            err.contains("playbook, campaign, lead, handoff, queue, webhook, key, user"),
             "{err}"
         );
     }

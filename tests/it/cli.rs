@@ -152,6 +152,70 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not()
     );
 }
 
+/// `nurture user create` prints a one-time link that a real server takes; the CRM is refused
+/// as a person; `user list` shows who has set a password.
+#[tokio::test]
+async fn a_user_is_invited_at_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = |args: &[&str]| nurture(dir.path()).arg("user").args(args).output().unwrap();
+    let created = user(&[
+        "create",
+        "--email",
+        "Li.Wei@corp.example",
+        "--role",
+        "sdr",
+        "--public-url",
+        "https://nurture.corp.example/",
+    ]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    assert!(
+        stdout.contains("li.wei@corp.example (sdr) sets their password"),
+        "{stdout}"
+    );
+    let link = stdout.lines().last().unwrap().trim().to_owned();
+    let token = link
+        .strip_prefix("https://nurture.corp.example/set-password/")
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_owned();
+    assert_eq!(token.len(), 64, "{link}");
+    let crm = user(&["create", "--email", "crm@corp.example", "--role", "crm"]);
+    assert!(!crm.status.success());
+    assert!(
+        String::from_utf8_lossy(&crm.stderr).contains("the CRM is a machine"),
+        "{crm:?}"
+    );
+    let again = user(&["create", "--email", "li.wei@corp.example", "--role", "marketer"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is a user already"),
+        "{again:?}"
+    );
+
+    // The link works on the server of the same database.
+    let server = serve(dir.path());
+    ready(&server.base).await;
+    let client = crate::support::http().build().unwrap();
+    let page = client
+        .get(format!("{}/set-password/{token}", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("设置密码"), "{page}");
+    let listed = String::from_utf8(user(&["list"]).stdout).unwrap();
+    assert!(
+        listed.contains("li.wei@corp.example") && listed.contains("not yet"),
+        "{listed}"
+    );
+    let gone = user(&["deactivate", "--email", "li.wei@corp.example"]);
+    assert!(
+        String::from_utf8_lossy(&gone.stdout).contains("Deactivated li.wei@corp.example"),
+        "{gone:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_api_key_is_printed_once_and_works() {
     let dir = tempfile::tempdir().unwrap();

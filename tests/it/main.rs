@@ -24,8 +24,10 @@ macro_rules! both_backends {
 
 mod api;
 mod audit;
+mod browser;
 mod cli;
 mod clock;
+mod console;
 mod crash;
 mod deliverability;
 mod deployments;

@@ -30,6 +30,7 @@ mod leads;
 mod pass;
 mod phases;
 mod preview;
+mod users;
 mod webhooks;
 pub use admin::{new_api_key, random_hex, NewApiKey};
 pub use deploy::{Deployed, Deployer, StepFunnel};
@@ -46,6 +47,7 @@ pub use leads::{ItemError, LeadView, Target, Upserted};
 use pass::Pick;
 pub use phases::{Phase, Phases};
 pub use preview::{Preview, PreviewFor, PreviewLead, TestSent};
+pub use users::{Invited, SignedIn, MIN_PASSWORD, SESSION, SETUP_LINK};
 pub use webhooks::NewWebhook;
 
 /// Maps keyed by ids the store assigned (leads, enrollments), which a pass builds and reads

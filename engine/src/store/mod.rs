@@ -33,6 +33,7 @@ mod rows;
 pub(crate) mod sql;
 pub mod sqlite;
 mod timeline;
+pub mod users;
 
 pub use admin::AdminStore;
 pub use audit::{AuditStore, AuditTx};
@@ -48,6 +49,7 @@ pub use pass::{Held, PassWork, Taken};
 pub use port::*;
 pub use rows::*;
 pub use timeline::*;
+pub use users::{NewUser, UserStore};
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

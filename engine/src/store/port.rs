@@ -29,7 +29,16 @@ pub enum Idempotency {
 /// The storage port.
 #[async_trait]
 pub trait Store:
-    handoffs::HandoffStore + AdminStore + AuditStore + CampaignStore + LeadStore + OutboxStore + Send + Sync + 'static
+    handoffs::HandoffStore
+    + AdminStore
+    + AuditStore
+    + UserStore
+    + CampaignStore
+    + LeadStore
+    + OutboxStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

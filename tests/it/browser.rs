@@ -1,0 +1,258 @@
+//! The console in a real browser: headless Chromium driven over WebDriver (Debian's `chromium`
+//! and `chromium-driver`). Where they are not installed the tests say so and pass, except in
+//! CI (`CI=true`), where `.ci/run` installs them and a missing browser fails. Every page a test
+//! visits is saved as a screenshot under `target/console-screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use nurture_engine::access::Role;
+use nurture_engine::audit::By;
+use serde_json::json;
+
+use crate::support::{Backend, TestApp};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A headless Chromium and the chromedriver that drives it (killed when dropped).
+struct Browser {
+    client: Client,
+    driver: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    /// A browser whose language is `lang` (`en`, `zh-CN`); `None` when Chromium is not
+    /// installed outside CI.
+    async fn start(lang: &str) -> Option<Browser> {
+        let installed = std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists();
+        if !installed {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI runs the browser tests: install Debian's chromium and chromium-driver"
+            );
+            eprintln!("skipped: no {CHROMIUM} and {CHROMEDRIVER} here (apt-get install chromium chromium-driver)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,860", format!("--lang={lang}")],
+                "prefs": {"intl.accept_languages": lang},
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) if Instant::now() > deadline => panic!("chromedriver did not answer: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        Some(Browser { client, driver })
+    }
+
+    /// Opens `url` and saves what it shows as `name.png`.
+    async fn visit(&self, url: &str, name: &str) {
+        self.client.goto(url).await.unwrap();
+        self.shot(name).await;
+    }
+
+    /// Saves the page as it is now.
+    async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = screenshots();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self.client.find(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn submit(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Waits (up to ten seconds) until the page shows `wanted` at `path`: a click returns
+    /// before the page it leads to has loaded.
+    async fn until(&self, path: &str, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text().await;
+            if self.path().await == path && text.contains(wanted) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited for {wanted:?} at {path}; the page at {} shows: {text}",
+                    self.path().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn text(&self) -> String {
+        self.client
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+}
+
+/// `target/console-screenshots/`.
+fn screenshots() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::support::repo().join("target"));
+    target.join("console-screenshots")
+}
+
+/// An SDR invited by link sets a password, signs in, sees the handoff waiting for them with
+/// its SLA, and signs out: in English, then the same pages in Chinese.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
+    let Some(app) = crate::support::spawn_app_on(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(en) = Browser::start("en").await else {
+        return;
+    };
+    let invited = app
+        .engine
+        .create_user("alice@corp.example", Role::Sdr, &By::cli())
+        .await
+        .unwrap();
+    handed_off(&app, "li.wei@acme.example").await;
+
+    let link = format!("/set-password/{}", invited.token);
+    en.visit(&format!("{}{link}", app.base), "set-password-en").await;
+    en.until(&link, "Set your password").await;
+    en.fill("#password", "correct horse battery").await;
+    en.fill("#confirm", "correct horse battery").await;
+    en.submit("button[type=submit]").await;
+    en.until("/login", "Your password is set; sign in.").await;
+    en.shot("login-after-set-password-en").await;
+
+    en.fill("#email", "alice@corp.example").await;
+    en.fill("#password", "not the password").await;
+    en.submit("button[type=submit]").await;
+    en.until("/login", "The e-mail or the password is wrong.").await;
+    en.shot("login-wrong-password-en").await;
+    en.fill("#password", "correct horse battery").await;
+    en.submit("button[type=submit]").await;
+    let home = en.until("/", "My queues").await;
+    en.shot("home-sdr-en").await;
+    assert!(home.contains("alice@corp.example · SDR"), "{home}");
+    assert!(home.contains("li.wei@acme.example"), "{home}");
+    assert!(
+        home.contains("due in 3 h 59 min") || home.contains("due in 4 h 0 min"),
+        "{home}"
+    );
+
+    en.submit("header form[action='/logout'] button").await;
+    en.until("/login", "You are signed out.").await;
+    en.visit(&format!("{}/", app.base), "home-signed-out-en").await;
+    en.until("/login", "Sign in").await;
+
+    // A Chinese browser gets the same pages in Chinese.
+    let Some(zh) = Browser::start("zh-CN").await else {
+        return;
+    };
+    zh.visit(&format!("{}/login", app.base), "login-zh").await;
+    zh.until("/login", "登录").await;
+    zh.fill("#email", "alice@corp.example").await;
+    zh.fill("#password", "correct horse battery").await;
+    zh.submit("button[type=submit]").await;
+    let home = zh.until("/", "我的队列").await;
+    zh.shot("home-sdr-zh").await;
+    assert!(home.contains("剩余 4 小时 0 分钟") && home.contains("待领取"), "{home}");
+
+    // A marketer's start page lists the campaigns with their status.
+    let marketer = app
+        .engine
+        .create_user("mia@corp.example", Role::Marketer, &By::cli())
+        .await
+        .unwrap();
+    app.engine
+        .set_password(&marketer.token, "a long enough password")
+        .await
+        .unwrap();
+    zh.submit("header form[action='/logout'] button").await;
+    zh.until("/login", "您已退出登录。").await;
+    zh.fill("#email", "mia@corp.example").await;
+    zh.fill("#password", "a long enough password").await;
+    zh.submit("button[type=submit]").await;
+    let home = zh.until("/", "营销活动").await;
+    zh.shot("home-marketer-zh").await;
+    assert!(
+        home.contains("运行中") && home.contains("(webinar-follow-up)"),
+        "{home}"
+    );
+}
+
+/// A lead handed to the SDR queue, where round robin gives it to alice or bob.
+async fn handed_off(app: &TestApp, email: &str) {
+    let lead = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Role::Marketer,
+            Some(json!({"email": email, "company": "Acme"})),
+        )
+        .await;
+    assert_eq!(lead.status, 201, "{:?}", lead.body);
+    let handoff = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Role::Marketer,
+            Some(json!({"lead": {"email": email}, "queue": "sdr", "reason": "Asked for a demo"})),
+        )
+        .await;
+    assert_eq!(handoff.status, 201, "{:?}", handoff.body);
+}

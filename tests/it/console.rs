@@ -1,0 +1,347 @@
+//! The console's sign-in through a real server, as a browser does it (cookies, forms, redirects):
+//! a person invited with a one-time link sets a password, signs in, sees their queues, signs
+//! out here or everywhere; forms without their CSRF token are refused; attempts are limited.
+//! On SQLite and on PostgreSQL.
+
+use nurture_engine::access::Role;
+use nurture_engine::audit::By;
+use serde_json::json;
+
+use crate::support::TestApp;
+
+/// A browser: keeps cookies, does not follow redirects (the tests read them).
+fn browser() -> reqwest::Client {
+    crate::support::http()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of the hidden `csrf` input of a page.
+fn csrf_of(html: &str) -> String {
+    let doc = scraper::Html::parse_document(html);
+    let input = scraper::Selector::parse("input[name=csrf]").unwrap();
+    doc.select(&input)
+        .next()
+        .and_then(|i| i.value().attr("value"))
+        .unwrap_or_else(|| panic!("no csrf input in {html}"))
+        .to_owned()
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Option<String>) {
+    let answer = client
+        .get(url)
+        .header("accept-language", "en-US,en;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let location = answer.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+    (status, answer.text().await.unwrap(), location)
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> (u16, String, Option<String>, Vec<String>) {
+    let answer = client.post(url).form(form).send().await.unwrap();
+    let status = answer.status().as_u16();
+    let location = answer.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+    let cookies = answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .collect();
+    (status, answer.text().await.unwrap(), location, cookies)
+}
+
+/// Signs `email` in on a new browser; the browser and the home page's CSRF token.
+async fn signed_in(app: &TestApp, email: &str, password: &str) -> (reqwest::Client, String) {
+    let client = browser();
+    let (_, login, _) = get(&client, &format!("{}/login", app.base)).await;
+    let form = [
+        ("email", email),
+        ("password", password),
+        ("csrf", &csrf_of(&login)),
+        ("lang", "en"),
+    ];
+    let (status, body, location, _) = post(&client, &format!("{}/login", app.base), &form).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/")), "{body}");
+    let (status, home, _) = get(&client, &format!("{}/", app.base)).await;
+    assert_eq!(status, 200, "{home}");
+    (client, csrf_of(&home))
+}
+
+async fn a_person_is_invited_sets_a_password_and_signs_in_and_out(app: TestApp) {
+    let base = app.base.clone();
+    let invited = app
+        .engine
+        .create_user("alice@corp.example", Role::Sdr, &By::cli())
+        .await
+        .unwrap();
+    let client = browser();
+    let (status, _, location) = get(&client, &format!("{base}/")).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/login")));
+
+    // The link's page, in the browser's language; the password is set once.
+    let link = format!("{base}/set-password/{}", invited.token);
+    let (status, page, _) = get(&client, &link).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Set your password"), "{page}");
+    let csrf = csrf_of(&page);
+    let set = |password: &'static str, confirm: &'static str, csrf: String| {
+        let (client, link) = (&client, &link);
+        async move {
+            post(
+                client,
+                link,
+                &[
+                    ("password", password),
+                    ("confirm", confirm),
+                    ("csrf", &csrf),
+                    ("lang", "en"),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body, _, _) = set("correct horse battery", "correct horse batter", csrf.clone()).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("The two passwords differ."), "{body}");
+    let (status, body, _, _) = set("short", "short", csrf.clone()).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("At least 10 characters"), "{body}");
+    let (status, body, _, _) = set("correct horse battery", "correct horse battery", "forged".into()).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, location, _) = set("correct horse battery", "correct horse battery", csrf.clone()).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/login?set=1&lang=en")));
+    let (status, body, _, _) = set("another good one", "another good one", csrf.clone()).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("used already or has expired"), "{body}");
+
+    // The sign-in page speaks Chinese unless the browser prefers English.
+    let plain = browser();
+    let zh = plain
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(zh.contains("<html lang=\"zh\">") && zh.contains("登录"), "{zh}");
+
+    // A wrong password, a form without its token, then the right password.
+    let (_, login, _) = get(&client, &format!("{base}/login")).await;
+    let token = csrf_of(&login);
+    let attempt = |password: &'static str, csrf: String| {
+        let (client, base) = (&client, &base);
+        async move {
+            post(
+                client,
+                &format!("{base}/login"),
+                &[
+                    ("email", "Alice@corp.example"),
+                    ("password", password),
+                    ("csrf", &csrf),
+                    ("lang", "en"),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body, _, _) = attempt("wrong password!", token.clone()).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("The e-mail or the password is wrong."), "{body}");
+    assert!(
+        body.contains("value=\"Alice@corp.example\""),
+        "the e-mail stays in the form"
+    );
+    let (status, _, _, _) = attempt("correct horse battery", String::new()).await;
+    assert_eq!(status, 403);
+    let (status, _, location, cookies) = attempt("correct horse battery", token).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/")));
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("nurture_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(
+        !session.contains("Secure"),
+        "no Secure flag behind plain http: {session}"
+    );
+
+    // The start page: who is signed in, and the queues alice works.
+    let (status, home, _) = get(&client, &format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert!(home.contains("alice@corp.example · SDR"), "{home}");
+    assert!(home.contains("My queues") && home.contains("<h2>sdr</h2>"), "{home}");
+    assert!(!home.contains("<h2>sales</h2>"), "alice is no member of sales: {home}");
+    let csrf = csrf_of(&home);
+
+    // Signing out needs the session's token; then the session is gone.
+    let (status, _, _, _) = post(&client, &format!("{base}/logout"), &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    let (status, _, location, _) = post(&client, &format!("{base}/logout"), &[("csrf", &csrf)]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/login?out=1")));
+    let (status, _, location) = get(&client, &format!("{base}/")).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/login")));
+
+    // Signed in on two browsers, out everywhere from one: the other is out too.
+    let (laptop, csrf) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
+    let (phone, _) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
+    let (status, _, _, _) = post(&laptop, &format!("{base}/logout-everywhere"), &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    let (status, _, _) = get(&phone, &format!("{base}/")).await;
+    assert_eq!(status, 303, "the phone's session ended");
+
+    // A deactivated user's session ends at once, and they cannot sign in again.
+    let (phone, _) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
+    app.engine
+        .deactivate_user("alice@corp.example", &By::api("admin-bot"))
+        .await
+        .unwrap();
+    let (status, _, _) = get(&phone, &format!("{base}/")).await;
+    assert_eq!(status, 303);
+    assert!(app
+        .engine
+        .sign_in("alice@corp.example", "correct horse battery")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Invitations and deactivations are in the audit trail.
+    let audit = app.call("GET", "/v1/audit?kind=user", Role::Admin, None).await.body;
+    let kinds: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["user.deactivated", "user.created"]);
+    assert_eq!(
+        audit["items"][1]["detail"],
+        json!({"email": "alice@corp.example", "role": "sdr"})
+    );
+}
+
+/// A marketer's start page lists the campaigns, in the language they asked for.
+async fn a_marketer_sees_the_campaigns(app: TestApp) {
+    let invited = app
+        .engine
+        .create_user("mia@corp.example", Role::Marketer, &By::cli())
+        .await
+        .unwrap();
+    app.engine
+        .set_password(&invited.token, "a long enough password")
+        .await
+        .unwrap();
+    let (client, _) = signed_in(&app, "mia@corp.example", "a long enough password").await;
+    let home = client
+        .get(format!("{}/?lang=zh", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("营销活动"), "{home}");
+    assert!(
+        home.contains("(industry-drip)") && home.contains("(webinar-follow-up)"),
+        "{home}"
+    );
+    assert!(home.contains("mia@corp.example · 市场"), "{home}");
+}
+
+/// After ten attempts in a minute from one address (or at one account) the next is refused,
+/// even with the right password; an unknown account is answered as a wrong password.
+async fn sign_in_attempts_are_limited_per_account(app: TestApp) {
+    let invited = app
+        .engine
+        .create_user("bob@corp.example", Role::Sdr, &By::cli())
+        .await
+        .unwrap();
+    app.engine
+        .set_password(&invited.token, "bob's good password")
+        .await
+        .unwrap();
+    let client = browser();
+    let (_, login, _) = get(&client, &format!("{}/login", app.base)).await;
+    let csrf = csrf_of(&login);
+    let attempt = |email: &'static str, password: &'static str| {
+        let (client, base, csrf) = (&client, &app.base, &csrf);
+        async move {
+            post(
+                client,
+                &format!("{base}/login"),
+                &[
+                    ("email", email),
+                    ("password", password),
+                    ("csrf", csrf.as_str()),
+                    ("lang", "en"),
+                ],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(attempt("nobody@corp.example", "whatever it is").await, 401);
+    for _ in 0..9 {
+        assert_eq!(attempt("bob@corp.example", "not his password").await, 401);
+    }
+    // Ten attempts from this address this minute: the eleventh is refused, right or wrong.
+    assert_eq!(attempt("bob@corp.example", "bob's good password").await, 429);
+}
+
+/// A set-password link works for 72 hours, a session for 14 days (on the server's clock).
+async fn links_and_sessions_expire(app: TestApp) {
+    let late = app
+        .engine
+        .create_user("late@corp.example", Role::Sdr, &By::cli())
+        .await
+        .unwrap();
+    let on_time = app
+        .engine
+        .create_user("soon@corp.example", Role::Sdr, &By::cli())
+        .await
+        .unwrap();
+    app.clock.advance(chrono::Duration::hours(71));
+    app.engine
+        .set_password(&on_time.token, "set in good time")
+        .await
+        .unwrap();
+    app.clock.advance(chrono::Duration::hours(2));
+    let expired = app.engine.set_password(&late.token, "set too late now").await;
+    assert!(
+        matches!(expired, Err(nurture_engine::engine::EngineError::Missing(_))),
+        "{expired:?}"
+    );
+    let (client, _) = signed_in(&app, "soon@corp.example", "set in good time").await;
+    app.clock.advance(chrono::Duration::days(13));
+    let (status, _, _) = get(&client, &format!("{}/", app.base)).await;
+    assert_eq!(status, 200, "13 days on, still signed in");
+    app.clock
+        .advance(chrono::Duration::days(1) + chrono::Duration::minutes(1));
+    let (status, _, location) = get(&client, &format!("{}/", app.base)).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/login")));
+    // A new link for the late one works, and their new password signs them in.
+    let again = app.engine.reset_user("late@corp.example", &By::cli()).await.unwrap();
+    app.engine
+        .set_password(&again.token, "set in good time too")
+        .await
+        .unwrap();
+    signed_in(&app, "late@corp.example", "set in good time too").await;
+}
+
+both_backends!(crate::support::spawn_app_on;
+    links_and_sessions_expire,
+    a_person_is_invited_sets_a_password_and_signs_in_and_out,
+    a_marketer_sees_the_campaigns,
+    sign_in_attempts_are_limited_per_account
+);
