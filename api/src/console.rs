@@ -18,7 +18,7 @@ use axum::Router;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use nurture_engine::access::{Role, User};
 use nurture_engine::engine::{EngineError, MIN_PASSWORD, SESSION};
-use nurture_engine::handoff::HandoffStatus;
+use nurture_engine::handoff::{Decision, HandoffId, HandoffStatus};
 use nurture_engine::store::CampaignStatus;
 use serde::Deserialize;
 
@@ -45,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/logout-everywhere", post(logout_everywhere))
         .route("/set-password/{token}", get(set_password_page).post(set_password))
+        .route("/queues/{queue}/claim", post(claim))
+        .route("/handoffs/{id}/{verb}", post(decide))
 }
 
 /// Every word a console page shows, in one language.
@@ -83,6 +85,22 @@ pub struct Text {
     pub overdue: &'static str,
     pub hours: &'static str,
     pub minutes: &'static str,
+    pub claim_next: &'static str,
+    pub claimed: &'static str,
+    pub nothing_to_claim: &'static str,
+    pub accept: &'static str,
+    pub convert: &'static str,
+    pub release: &'static str,
+    pub reject: &'static str,
+    pub reject_reason: &'static str,
+    pub recycle: &'static str,
+    pub decided: &'static str,
+    pub changed_meanwhile: &'static str,
+    pub not_yours: &'static str,
+    pub say_why: &'static str,
+    pub actions: &'static str,
+    pub my_handoffs: &'static str,
+    pub queue: &'static str,
 }
 
 pub const ZH: Text = Text {
@@ -120,6 +138,22 @@ pub const ZH: Text = Text {
     overdue: "已超时",
     hours: "小时",
     minutes: "分钟",
+    claim_next: "领取下一条",
+    claimed: "已领取一条线索。",
+    nothing_to_claim: "队列中没有可领取的线索。",
+    accept: "接受",
+    convert: "成交",
+    release: "放回队列",
+    reject: "退回",
+    reject_reason: "退回原因",
+    recycle: "冷却后回到培育",
+    decided: "已记录。",
+    changed_meanwhile: "这条线索刚被其他人处理过，请刷新后再试。",
+    not_yours: "这条线索不归您处理。",
+    say_why: "退回时请写明原因。",
+    actions: "操作",
+    my_handoffs: "我领取的线索",
+    queue: "队列",
 };
 
 pub const EN: Text = Text {
@@ -157,6 +191,22 @@ pub const EN: Text = Text {
     overdue: "overdue by",
     hours: "h",
     minutes: "min",
+    claim_next: "Claim next",
+    claimed: "You claimed a lead.",
+    nothing_to_claim: "Nothing in this queue can be claimed now.",
+    accept: "Accept",
+    convert: "Convert",
+    release: "Release",
+    reject: "Reject",
+    reject_reason: "Why reject",
+    recycle: "Back to nurture after the cool-down",
+    decided: "Done.",
+    changed_meanwhile: "Someone acted on this lead meanwhile; reload and try again.",
+    not_yours: "This lead is not yours to decide.",
+    say_why: "Say why you reject it.",
+    actions: "Actions",
+    my_handoffs: "My claimed leads",
+    queue: "Queue",
 };
 
 /// The language of a page: asked for (`?lang=`, a form's `lang`), else the user's, else the
@@ -213,15 +263,23 @@ struct HomePage<'a> {
     /// "My queues" for an SDR, "Queues" for those who oversee them all.
     queues_title: &'static str,
     queues: Vec<QueueRows>,
+    /// What the user has claimed and is to decide.
+    mine: Vec<HandoffRow>,
     campaigns: Vec<CampaignRow>,
+    notice: Option<&'static str>,
+    error: Option<&'static str>,
 }
 
 struct QueueRows {
     name: String,
+    /// The signed-in user may claim from it (a member, or an admin).
+    claimable: bool,
     handoffs: Vec<HandoffRow>,
 }
 
 struct HandoffRow {
+    id: i64,
+    queue: String,
     lead: String,
     reason: String,
     status: String,
@@ -312,6 +370,8 @@ struct Lang {
     lang: Option<String>,
     set: Option<String>,
     out: Option<String>,
+    notice: Option<String>,
+    error: Option<String>,
 }
 
 async fn login_page(
@@ -509,6 +569,31 @@ fn role_name(t: &Text, role: Role) -> &'static str {
     }
 }
 
+/// A handoff as a row of the start page.
+fn handoff_row(
+    t: &Text,
+    user: &User,
+    h: nurture_engine::handoff::Handoff,
+    lead: Option<nurture_engine::engine::LeadView>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> HandoffRow {
+    HandoffRow {
+        id: h.id.0,
+        queue: h.queue.clone(),
+        lead: lead
+            .map(|l| l.lead.email.unwrap_or_else(|| l.lead.id.to_string()))
+            .unwrap_or_default(),
+        reason: h.reason.clone(),
+        status: handoff_status(t, h.status).to_owned(),
+        mine: h.claimed_by.as_deref() == Some(user.email.as_str())
+            || h.assigned_to.as_deref() == Some(user.email.as_str()),
+        sla: match h.status {
+            HandoffStatus::Open => h.sla_due_at.map(|due| countdown(t, due, now)).unwrap_or_default(),
+            _ => String::new(),
+        },
+    }
+}
+
 /// A handoff's status in the page's language.
 fn handoff_status(t: &Text, status: HandoffStatus) -> &'static str {
     let zh = t.lang == "zh";
@@ -625,22 +710,21 @@ async fn home(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap,
         };
         let rows = handoffs
             .into_iter()
-            .map(|(h, lead)| HandoffRow {
-                lead: lead
-                    .map(|l| l.lead.email.unwrap_or_else(|| l.lead.id.to_string()))
-                    .unwrap_or_default(),
-                reason: h.reason.clone(),
-                status: handoff_status(t, h.status).to_owned(),
-                mine: h.claimed_by.as_deref() == Some(user.email.as_str())
-                    || h.assigned_to.as_deref() == Some(user.email.as_str()),
-                sla: h.sla_due_at.map(|due| countdown(t, due, now)).unwrap_or_default(),
-            })
+            .map(|(h, lead)| handoff_row(t, &user, h, lead, now))
             .collect();
         queues.push(QueueRows {
+            claimable: member || user.role == Role::Admin,
             name: name.clone(),
             handoffs: rows,
         });
     }
+    let mine = match state.engine.claimed_by(&user.email, 100).await {
+        Ok(claimed) => claimed
+            .into_iter()
+            .map(|(h, lead)| handoff_row(t, &user, h, lead, now))
+            .collect(),
+        Err(e) => return failed(e),
+    };
     let mut campaigns = Vec::new();
     if user.role != Role::Sdr {
         match state.engine.campaigns().await {
@@ -660,8 +744,110 @@ async fn home(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap,
         csrf: &csrf,
         queues_title: if user.role == Role::Sdr { t.my_queues } else { t.queues },
         queues,
+        mine,
         campaigns,
+        notice: match q.notice.as_deref() {
+            Some("claimed") => Some(t.claimed),
+            Some("empty") => Some(t.nothing_to_claim),
+            Some("decided") => Some(t.decided),
+            _ => None,
+        },
+        error: match q.error.as_deref() {
+            Some("changed") => Some(t.changed_meanwhile),
+            Some("not_yours") => Some(t.not_yours),
+            Some("say_why") => Some(t.say_why),
+            _ => None,
+        },
     }
     .render();
     page(StatusCode::OK, body)
+}
+
+/// `POST /queues/{queue}/claim`: the next handoff of a queue for the signed-in user.
+async fn claim(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(queue): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let (user, _, csrf) = match signed_in(&state, &jar).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return failed(e),
+    };
+    if !csrf_holds(&csrf, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this form had expired; go back, reload and try again",
+        )
+            .into_response();
+    }
+    if !matches!(user.role, Role::Sdr | Role::Admin) {
+        return Redirect::to("/?error=not_yours").into_response();
+    }
+    match state.engine.claim(&queue, &user.email).await {
+        Ok(Some((handoff, _))) => {
+            tracing::info!(user = %user.email, handoff = handoff.id.0, "Claimed in the console.");
+            Redirect::to("/?notice=claimed").into_response()
+        }
+        Ok(None) => Redirect::to("/?notice=empty").into_response(),
+        Err(EngineError::Missing(_) | EngineError::NotFound) => Redirect::to("/?notice=empty").into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    recycle: Option<String>,
+}
+
+/// `POST /handoffs/{id}/{accept|reject|convert|release}`: a decision of the signed-in user,
+/// recorded under their e-mail.
+async fn decide(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path((id, verb)): Path<(String, String)>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    let (user, _, csrf) = match signed_in(&state, &jar).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return failed(e),
+    };
+    if !csrf_holds(&csrf, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this form had expired; go back, reload and try again",
+        )
+            .into_response();
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return (StatusCode::NOT_FOUND, "no such handoff").into_response();
+    };
+    let decision = match verb.as_str() {
+        "accept" => Decision::Accept,
+        "convert" => Decision::Convert,
+        "release" => Decision::Release,
+        "reject" => Decision::Reject {
+            reason: form.reason.trim().to_owned(),
+            recycle: form.recycle.is_some(),
+        },
+        _ => return (StatusCode::NOT_FOUND, "no such decision").into_response(),
+    };
+    let by = nurture_engine::audit::By::console(&user.email);
+    match state
+        .engine
+        .decide(HandoffId(id), &decision, &by, user.role.oversees_queues())
+        .await
+    {
+        Ok(_) => Redirect::to("/?notice=decided").into_response(),
+        Err(EngineError::Invalid(_)) => Redirect::to("/?error=say_why").into_response(),
+        Err(EngineError::Forbidden(_)) => Redirect::to("/?error=not_yours").into_response(),
+        Err(EngineError::Conflict(_) | EngineError::Missing(_)) => Redirect::to("/?error=changed").into_response(),
+        Err(e) => failed(e),
+    }
 }

@@ -16,6 +16,8 @@ pub enum Via {
     Api,
     /// The command line (`nurture apikey …`, `serve --playbook`, …).
     Cli,
+    /// The web console, by a signed-in user.
+    Console,
 }
 
 impl Via {
@@ -23,6 +25,7 @@ impl Via {
         match self {
             Via::Api => "api",
             Via::Cli => "cli",
+            Via::Console => "console",
         }
     }
 }
@@ -34,6 +37,7 @@ impl std::str::FromStr for Via {
         match text {
             "api" => Ok(Via::Api),
             "cli" => Ok(Via::Cli),
+            "console" => Ok(Via::Console),
             other => Err(format!("audit origin {other:?}")),
         }
     }
@@ -52,6 +56,14 @@ impl By {
         By {
             actor: name.to_owned(),
             via: Via::Api,
+        }
+    }
+
+    /// A change made in the console by the user with this e-mail.
+    pub fn console(email: &str) -> Self {
+        By {
+            actor: email.to_owned(),
+            via: Via::Console,
         }
     }
 

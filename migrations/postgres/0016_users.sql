@@ -20,3 +20,5 @@ CREATE TABLE sessions (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX sessions_by_user ON sessions (user_id);
+-- A person's claimed handoffs, for their start page.
+CREATE INDEX handoffs_claimed_by ON handoffs (claimed_by, claimed_at) WHERE status = 'claimed';

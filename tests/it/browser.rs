@@ -194,12 +194,22 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
         "{home}"
     );
 
+    // Claim the next lead of the queue, then accept it.
+    en.submit("form[action='/queues/sdr/claim'] button").await;
+    let home = en.until("/", "You claimed a lead.").await;
+    en.shot("home-sdr-claimed-en").await;
+    assert!(home.contains("My claimed leads"), "{home}");
+    en.submit("form[action$='/accept'] button").await;
+    en.until("/", "Done.").await;
+    en.shot("home-sdr-decided-en").await;
+
     en.submit("header form[action='/logout'] button").await;
     en.until("/login", "You are signed out.").await;
     en.visit(&format!("{}/", app.base), "home-signed-out-en").await;
     en.until("/login", "Sign in").await;
 
-    // A Chinese browser gets the same pages in Chinese.
+    // A Chinese browser gets the same pages in Chinese; a new lead waits in the queue.
+    handed_off(&app, "mei@acme.example").await;
     let Some(zh) = Browser::start("zh-CN").await else {
         return;
     };

@@ -339,7 +339,115 @@ async fn links_and_sessions_expire(app: TestApp) {
     signed_in(&app, "late@corp.example", "set in good time too").await;
 }
 
+/// An SDR works their queue in the console: claims the next handoff, rejects without a reason
+/// (refused, said so), then accepts; the decision is theirs in the handoff and in the audit.
+async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
+    let invited = app
+        .engine
+        .create_user("alice@corp.example", Role::Sdr, &By::cli())
+        .await
+        .unwrap();
+    app.engine
+        .set_password(&invited.token, "correct horse battery")
+        .await
+        .unwrap();
+    let lead = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Role::Marketer,
+            Some(json!({"email": "li.wei@acme.example"})),
+        )
+        .await;
+    let handoff = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Role::Marketer,
+            Some(json!({"lead": {"id": lead.body["id"]}, "queue": "sales", "reason": "Asked for a demo"})),
+        )
+        .await;
+    assert_eq!(handoff.status, 201, "{:?}", handoff.body);
+    let id = handoff.body["id"].as_str().unwrap().to_owned();
+    let (client, csrf) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
+    let base = &app.base;
+    // Alice works the sdr queue only: she cannot take from sales.
+    let (status, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/?notice=empty")));
+    let (_, home, _) = get(&client, &format!("{base}/?notice=empty")).await;
+    assert!(home.contains("Nothing in this queue can be claimed now."), "{home}");
+    // Handed to the sdr queue instead, it is hers to claim.
+    let moved = app
+        .call("POST", &format!("/v1/handoffs/{id}/release"), Role::Admin, None)
+        .await;
+    assert_eq!(moved.status, 409, "an open handoff is not released: {:?}", moved.body);
+    let lead2 = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Role::Marketer,
+            Some(json!({"email": "mei@acme.example"})),
+        )
+        .await;
+    let to_sdr = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Role::Marketer,
+            Some(json!({"lead": {"id": lead2.body["id"]}, "queue": "sdr", "reason": "Pricing page twice"})),
+        )
+        .await;
+    let sdr_id = to_sdr.body["id"].as_str().unwrap().to_owned();
+    let (status, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/?notice=claimed")));
+    let (status, _, _, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", "forged")]).await;
+    assert_eq!(status, 403);
+    let (_, home, _) = get(&client, &format!("{base}/?notice=claimed")).await;
+    assert!(
+        home.contains("You claimed a lead.") && home.contains(&format!("/handoffs/{sdr_id}/accept")),
+        "{home}"
+    );
+    let reject = format!("{base}/handoffs/{sdr_id}/reject");
+    let (status, _, location, _) = post(&client, &reject, &[("csrf", &csrf), ("reason", " ")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/?error=say_why")));
+    let (status, _, location, _) = post(&client, &format!("{base}/handoffs/{sdr_id}/accept"), &[("csrf", &csrf)]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/?notice=decided")));
+    let decided = app
+        .call("GET", &format!("/v1/handoffs/{sdr_id}"), Role::Admin, None)
+        .await
+        .body;
+    assert_eq!(
+        (&decided["status"], &decided["decided_by"]),
+        (&json!("accepted"), &json!("alice@corp.example")),
+        "{decided}"
+    );
+    let audit = app.call("GET", "/v1/audit?kind=handoff", Role::Admin, None).await.body;
+    assert_eq!(
+        (
+            &audit["items"][0]["actor"],
+            &audit["items"][0]["via"],
+            &audit["items"][0]["subject"]
+        ),
+        (&json!("alice@corp.example"), &json!("console"), &json!(sdr_id))
+    );
+    // Deciding again: the handoff changed meanwhile.
+    let (_, _, location, _) = post(
+        &client,
+        &format!("{base}/handoffs/{sdr_id}/convert"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        location.as_deref(),
+        Some("/?notice=decided"),
+        "an accepted lead converts"
+    );
+    let (_, _, location, _) = post(&client, &format!("{base}/handoffs/{sdr_id}/accept"), &[("csrf", &csrf)]).await;
+    assert_eq!(location.as_deref(), Some("/?error=changed"));
+}
+
 both_backends!(crate::support::spawn_app_on;
+    an_sdr_claims_and_decides_in_the_console,
     links_and_sessions_expire,
     a_person_is_invited_sets_a_password_and_signs_in_and_out,
     a_marketer_sees_the_campaigns,

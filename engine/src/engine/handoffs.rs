@@ -245,6 +245,18 @@ impl Engine {
     ) -> EngineResult<Vec<(Handoff, Option<LeadView>)>> {
         self.queue_known(&self.playbook(), queue)?;
         let handoffs = self.store.queue_handoffs(queue, after, limit).await?;
+        self.with_leads(handoffs).await
+    }
+
+    /// The handoffs `member` has claimed and not yet decided, oldest claim first, with their
+    /// leads.
+    pub async fn claimed_by(&self, member: &str, limit: i64) -> EngineResult<Vec<(Handoff, Option<LeadView>)>> {
+        let handoffs = self.store.claimed_by(member, limit).await?;
+        self.with_leads(handoffs).await
+    }
+
+    /// Handoffs with their leads (and the leads' tags), read in one transaction.
+    async fn with_leads(&self, handoffs: Vec<Handoff>) -> EngineResult<Vec<(Handoff, Option<LeadView>)>> {
         let ids: Vec<i64> = handoffs.iter().map(|h| h.lead_id.0).collect();
         let mut tx = self.store.begin_read().await?;
         let leads = tx.find_leads(&ids, &[], &[]).await?;

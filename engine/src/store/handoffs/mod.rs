@@ -353,6 +353,8 @@ pub trait HandoffTx: Send {
 pub trait HandoffStore: Send + Sync {
     /// Open handoffs of a queue after the cursor: highest priority first, then oldest.
     async fn queue_handoffs(&self, queue: &str, after: Option<QueueCursor>, limit: i64) -> StoreResult<Vec<Handoff>>;
+    /// The handoffs `member` has claimed and not yet decided, oldest claim first.
+    async fn claimed_by(&self, member: &str, limit: i64) -> StoreResult<Vec<Handoff>>;
     async fn handoff(&self, id: i64) -> StoreResult<Option<Handoff>>;
     async fn handoff_log(&self, id: i64) -> StoreResult<Vec<HandoffLogEntry>>;
     /// The earliest SLA deadline of an open handoff not yet reported, or cool-down end.

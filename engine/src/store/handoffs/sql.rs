@@ -363,6 +363,18 @@ where
         handoffs_from(rows)
     }
 
+    async fn claimed_by(&self, member: &str, limit: i64) -> StoreResult<Vec<Handoff>> {
+        let rows: Vec<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE claimed_by = $1 AND status = 'claimed' \
+             ORDER BY claimed_at, id LIMIT $2"
+        )))
+        .bind(member)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        handoffs_from(rows)
+    }
+
     async fn handoff(&self, id: i64) -> StoreResult<Option<Handoff>> {
         let row: Option<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1"
