@@ -266,7 +266,7 @@ struct HomePage<'a> {
     /// What the user has claimed and is to decide.
     mine: Vec<HandoffRow>,
     campaigns: Vec<CampaignRow>,
-    notice: Option<&'static str>,
+    notice: Option<String>,
     error: Option<&'static str>,
 }
 
@@ -372,6 +372,8 @@ struct Lang {
     out: Option<String>,
     notice: Option<String>,
     error: Option<String>,
+    /// A queue where a claim just found nothing: the page says why.
+    empty: Option<String>,
 }
 
 async fn login_page(
@@ -594,6 +596,39 @@ fn handoff_row(
     }
 }
 
+/// Why a claim of `queue` found nothing, in the page's language: "2 open in sdr, all assigned to
+/// bob@corp.example (2)".
+fn explain_empty(t: &Text, queue: &str, why: &nurture_engine::engine::NothingToClaim) -> String {
+    let zh = t.lang == "zh";
+    if why.open == 0 {
+        return if zh {
+            format!("{queue} 队列中没有待领取的线索。")
+        } else {
+            format!("Nothing is open in {queue}.")
+        };
+    }
+    let others: Vec<String> = why.others.iter().map(|(m, n)| format!("{m} ({n})")).collect();
+    let assigned: usize = why.others.values().sum();
+    match (zh, assigned == why.open) {
+        (true, true) => format!(
+            "{queue} 队列有 {} 条待领取，均已分配给：{}。",
+            why.open,
+            others.join("、")
+        ),
+        (false, true) => format!("{} open in {queue}, all assigned to {}.", why.open, others.join(", ")),
+        (true, false) => format!(
+            "{queue} 队列有 {} 条待领取，其中 {assigned} 条已分配给：{}；请稍后再试。",
+            why.open,
+            others.join("、")
+        ),
+        (false, false) => format!(
+            "{} open in {queue}, {assigned} of them assigned to {}; try again in a moment.",
+            why.open,
+            others.join(", ")
+        ),
+    }
+}
+
 /// A handoff's status in the page's language.
 fn handoff_status(t: &Text, status: HandoffStatus) -> &'static str {
     let zh = t.lang == "zh";
@@ -718,6 +753,15 @@ async fn home(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap,
             handoffs: rows,
         });
     }
+    // A claim that found nothing says why: nothing open, or all of it someone else's.
+    let why_empty = match q.empty.as_deref() {
+        Some(queue) => match state.engine.nothing_to_claim(queue, &user.email).await {
+            Ok(why) => Some(explain_empty(t, queue, &why)),
+            Err(EngineError::Missing(_)) => None,
+            Err(e) => return failed(e),
+        },
+        None => None,
+    };
     let mine = match state.engine.claimed_by(&user.email, 100).await {
         Ok(claimed) => claimed
             .into_iter()
@@ -747,10 +791,10 @@ async fn home(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap,
         mine,
         campaigns,
         notice: match q.notice.as_deref() {
-            Some("claimed") => Some(t.claimed),
-            Some("empty") => Some(t.nothing_to_claim),
-            Some("decided") => Some(t.decided),
-            _ => None,
+            Some("claimed") => Some(t.claimed.to_owned()),
+            Some("empty") => Some(t.nothing_to_claim.to_owned()),
+            Some("decided") => Some(t.decided.to_owned()),
+            _ => why_empty,
         },
         error: match q.error.as_deref() {
             Some("changed") => Some(t.changed_meanwhile),
@@ -790,7 +834,10 @@ async fn claim(
             tracing::info!(user = %user.email, handoff = handoff.id.0, "Claimed in the console.");
             Redirect::to("/?notice=claimed").into_response()
         }
-        Ok(None) => Redirect::to("/?notice=empty").into_response(),
+        Ok(None) => {
+            let query = serde_urlencoded::to_string([("empty", queue.as_str())]).unwrap_or_default();
+            Redirect::to(&format!("/?{query}")).into_response()
+        }
         Err(EngineError::Missing(_) | EngineError::NotFound) => Redirect::to("/?notice=empty").into_response(),
         Err(e) => failed(e),
     }

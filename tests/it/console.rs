@@ -373,14 +373,56 @@ async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
     let base = &app.base;
     // Alice works the sdr queue only: she cannot take from sales.
     let (status, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;
-    assert_eq!((status, location.as_deref()), (303, Some("/?notice=empty")));
-    let (_, home, _) = get(&client, &format!("{base}/?notice=empty")).await;
-    assert!(home.contains("Nothing in this queue can be claimed now."), "{home}");
+    assert_eq!((status, location.as_deref()), (303, Some("/?empty=sdr")));
+    let (_, home, _) = get(&client, &format!("{base}/?empty=sdr")).await;
+    assert!(home.contains("Nothing is open in sdr."), "{home}");
     // Handed to the sdr queue instead, it is hers to claim.
     let moved = app
         .call("POST", &format!("/v1/handoffs/{id}/release"), Role::Admin, None)
         .await;
     assert_eq!(moved.status, 409, "an open handoff is not released: {:?}", moved.body);
+    // With alice away, round robin gives bob the next lead: alice's claim says it is his.
+    let away = |member: &'static str, available: bool| {
+        let app = &app;
+        async move {
+            let answer = app
+                .call(
+                    "PUT",
+                    &format!("/v1/queues/sdr/members/{member}"),
+                    Role::Marketer,
+                    Some(json!({"available": available})),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{:?}", answer.body);
+        }
+    };
+    away("alice@corp.example", false).await;
+    let lead3 = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Role::Marketer,
+            Some(json!({"email": "tom@acme.example"})),
+        )
+        .await;
+    let to_bob = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Role::Marketer,
+            Some(json!({"lead": {"id": lead3.body["id"]}, "queue": "sdr", "reason": "Webinar"})),
+        )
+        .await;
+    assert_eq!(to_bob.body["assigned_to"], "bob@corp.example", "{:?}", to_bob.body);
+    let (_, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;
+    let (_, home, _) = get(&client, &format!("{base}{}", location.unwrap())).await;
+    assert!(
+        home.contains("1 open in sdr, all assigned to bob@corp.example (1)."),
+        "{home}"
+    );
+    // Back, with bob away: the next lead is alice's.
+    away("alice@corp.example", true).await;
+    away("bob@corp.example", false).await;
     let lead2 = app
         .call(
             "PUT",

@@ -121,6 +121,15 @@ fn decision_audit(by: &By, h: &Handoff, decision: &Decision) -> Change {
         .with("queue", h.queue.clone())
 }
 
+/// Why a claim found nothing (see [`Engine::nothing_to_claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NothingToClaim {
+    /// Open handoffs in the queue.
+    pub open: usize,
+    /// Of those, how many are assigned to each other member.
+    pub others: std::collections::BTreeMap<String, usize>,
+}
+
 /// An open handoff's page cursor.
 pub fn queue_cursor(h: &Handoff) -> QueueCursor {
     (h.priority, to_micros(h.created_at), h.id.0)
@@ -246,6 +255,24 @@ impl Engine {
         self.queue_known(&self.playbook(), queue)?;
         let handoffs = self.store.queue_handoffs(queue, after, limit).await?;
         self.with_leads(handoffs).await
+    }
+
+    /// Why a claim of `queue` by `member` found nothing: how many handoffs are open there, and
+    /// how many of those round robin gave to each other member (a claim takes only unassigned
+    /// ones and the member's own). Reads at most the first 1,000 open handoffs.
+    pub async fn nothing_to_claim(&self, queue: &str, member: &str) -> EngineResult<NothingToClaim> {
+        self.queue_known(&self.playbook(), queue)?;
+        let open = self.store.queue_handoffs(queue, None, 1_000).await?;
+        let mut others: std::collections::BTreeMap<String, usize> = Default::default();
+        for h in &open {
+            if let Some(to) = h.assigned_to.as_deref().filter(|to| *to != member) {
+                *others.entry(to.to_owned()).or_default() += 1;
+            }
+        }
+        Ok(NothingToClaim {
+            open: open.len(),
+            others,
+        })
     }
 
     /// The handoffs `member` has claimed and not yet decided, oldest claim first, with their
