@@ -64,6 +64,8 @@ pub struct AppState {
     pub sign_ins: Arc<governor::DefaultKeyedRateLimiter<String>>,
     /// Console cookies are `Secure`: the public URL is `https`.
     pub secure_cookies: bool,
+    /// Where people reach this server (`--public-url`): the base of set-password links.
+    pub public_url: String,
 }
 
 /// How long a server trusts a key it looked up: the bound on how long a revoked key works.
@@ -150,6 +152,7 @@ impl Application {
                 mailer: None,
                 tracking: None,
                 own: vec![(local.ip().to_string(), local.port())],
+                public_url: format!("http://{local}"),
                 reach: nurture_engine::webhook::Reach::public(),
                 limiter: rate_limiter(DEFAULT_RATE_LIMIT),
                 sign_ins: console::sign_in_limiter(),
@@ -174,6 +177,7 @@ impl Application {
             self.state.own.push(origin);
         }
         self.state.secure_cookies = url.trim().to_ascii_lowercase().starts_with("https://");
+        self.state.public_url = url.trim().trim_end_matches('/').to_owned();
         self
     }
 

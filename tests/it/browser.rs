@@ -115,8 +115,18 @@ impl Browser {
     async fn until(&self, path: &str, wanted: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let text = self.text().await;
-            if self.path().await == path && text.contains(wanted) {
+            // The page may be replaced between finding its body and reading it: read again.
+            let text = match self.client.find(Locator::Css("body")).await {
+                Ok(body) => body.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let at = self
+                .client
+                .current_url()
+                .await
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default();
+            if at == path && text.contains(wanted) {
                 return text;
             }
             if Instant::now() > deadline {
@@ -127,16 +137,6 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    async fn text(&self) -> String {
-        self.client
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
     }
 
     async fn path(&self) -> String {
@@ -242,6 +242,32 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     assert!(
         home.contains("运行中") && home.contains("(webinar-follow-up)"),
         "{home}"
+    );
+    // An admin invites a person from the users page; the link is shown once.
+    let root = app
+        .engine
+        .create_user("root@corp.example", Role::Admin, &By::cli())
+        .await
+        .unwrap();
+    app.engine
+        .set_password(&root.token, "the admin's password")
+        .await
+        .unwrap();
+    zh.submit("header form[action='/logout'] button").await;
+    zh.until("/login", "您已退出登录。").await;
+    zh.fill("#email", "root@corp.example").await;
+    zh.fill("#password", "the admin's password").await;
+    zh.submit("button[type=submit]").await;
+    zh.until("/", "营销活动").await;
+    zh.visit(&format!("{}/users", app.base), "users-zh").await;
+    zh.until("/users", "邀请").await;
+    zh.fill("#email", "newcomer@corp.example").await;
+    zh.submit("form[action='/users'] button").await;
+    let page = zh.until("/users", "它只显示这一次").await;
+    zh.shot("users-invited-zh").await;
+    assert!(
+        page.contains("/set-password/") && page.contains("newcomer@corp.example"),
+        "{page}"
     );
 }
 

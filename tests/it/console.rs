@@ -46,7 +46,13 @@ async fn post(
     url: &str,
     form: &[(&str, &str)],
 ) -> (u16, String, Option<String>, Vec<String>) {
-    let answer = client.post(url).form(form).send().await.unwrap();
+    let answer = client
+        .post(url)
+        .header("accept-language", "en-US,en;q=0.8")
+        .form(form)
+        .send()
+        .await
+        .unwrap();
     let status = answer.status().as_u16();
     let location = answer.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
     let cookies = answer
@@ -488,7 +494,93 @@ async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
     assert_eq!(location.as_deref(), Some("/?error=changed"));
 }
 
+/// An admin manages users in the browser: invites one (the link is shown once and works),
+/// makes a new link, deactivates; other roles are refused the page.
+async fn an_admin_manages_users_in_the_console(app: TestApp) {
+    for (email, role) in [("root@corp.example", Role::Admin), ("sam@corp.example", Role::Sdr)] {
+        let invited = app.engine.create_user(email, role, &By::cli()).await.unwrap();
+        app.engine
+            .set_password(&invited.token, "a long enough password")
+            .await
+            .unwrap();
+    }
+    let (sdr, _) = signed_in(&app, "sam@corp.example", "a long enough password").await;
+    let (status, body, _) = get(&sdr, &format!("{}/users", app.base)).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("Only admins manage users."), "{body}");
+
+    let (admin, csrf) = signed_in(&app, "root@corp.example", "a long enough password").await;
+    let (status, page, _) = get(&admin, &format!("{}/users", app.base)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("sam@corp.example") && page.contains("Invite"), "{page}");
+    let users = format!("{}/users", app.base);
+    let (status, page, _, _) = post(
+        &admin,
+        &users,
+        &[("csrf", &csrf), ("email", "new@corp.example"), ("role", "marketer")],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let doc = scraper::Html::parse_document(&page);
+    let link = doc
+        .select(&scraper::Selector::parse("#link").unwrap())
+        .next()
+        .map(|e| e.text().collect::<String>())
+        .unwrap_or_else(|| panic!("{page}"));
+    let token = link
+        .strip_prefix(&format!("{}/set-password/", app.base))
+        .unwrap_or_else(|| panic!("{link}"));
+    app.engine.set_password(token, "the newcomer's password").await.unwrap();
+    signed_in(&app, "new@corp.example", "the newcomer's password").await;
+    let (status, page, _, _) = post(
+        &admin,
+        &users,
+        &[("csrf", &csrf), ("email", "new@corp.example"), ("role", "marketer")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("That e-mail is a user already"), "{page}");
+    let (status, page, _, _) = post(
+        &admin,
+        &users,
+        &[("csrf", &csrf), ("email", "not an e-mail"), ("role", "sdr")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("Give a valid e-mail address."), "{page}");
+    let (status, page, _, _) = post(
+        &admin,
+        &format!("{users}/deactivate"),
+        &[("csrf", &csrf), ("email", "sam@corp.example")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("deactivated"), "{page}");
+    let (status, _, _) = get(&sdr, &format!("{}/", app.base)).await;
+    assert_eq!(status, 303, "sam's session ended");
+    let (status, _, _, _) = post(
+        &admin,
+        &users,
+        &[("csrf", "forged"), ("email", "x@corp.example"), ("role", "sdr")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let audit = app
+        .call("GET", "/v1/audit?kind=user&actor=root@corp.example", Role::Admin, None)
+        .await
+        .body;
+    let kinds: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["user.deactivated", "user.created"]);
+    assert_eq!(audit["items"][0]["via"], "console");
+}
+
 both_backends!(crate::support::spawn_app_on;
+    an_admin_manages_users_in_the_console,
     an_sdr_claims_and_decides_in_the_console,
     links_and_sessions_expire,
     a_person_is_invited_sets_a_password_and_signs_in_and_out,

@@ -1,0 +1,129 @@
+//! The console: the web app for the people who use nurture, served by `nurture serve`.
+//! Server-rendered pages (askama templates in `api/console/`, escaped) in Chinese and English
+//! (`text`). A person signs in with the e-mail and password of their user (`sign_in`), and
+//! holds a session cookie (HttpOnly, SameSite=Lax, Secure behind an `https` public URL). Every
+//! form carries a CSRF token: the session's, or, before there is one, a token in a cookie of
+//! its own that the form must repeat. Sign-in attempts are limited per account and per address.
+//! The start page (`home`) holds the queues and the campaigns; `users` is the admins' page.
+//!
+//! The pages call the same `Engine` methods as the API; they decide nothing about leads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use nurture_engine::access::{Role, User};
+use nurture_engine::engine::{EngineError, MIN_PASSWORD, SESSION};
+use nurture_engine::handoff::{Decision, HandoffId, HandoffStatus};
+use nurture_engine::store::CampaignStatus;
+use serde::Deserialize;
+
+use crate::AppState;
+
+mod home;
+mod sign_in;
+mod text;
+mod users;
+
+use text::*;
+pub use text::{text, Text, EN, ZH};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "nurture_session";
+
+/// The cookie holding the CSRF token of the forms shown before a session exists.
+pub const FORM_COOKIE: &str = "nurture_form";
+
+/// Sign-in attempts allowed per account and per address, each minute (bursts of as many).
+pub const SIGN_INS_PER_MINUTE: u32 = 10;
+
+/// The limiter of sign-in attempts, keyed `account:EMAIL` and `address:IP`.
+pub fn sign_in_limiter() -> Arc<governor::DefaultKeyedRateLimiter<String>> {
+    let rate = std::num::NonZeroU32::new(SIGN_INS_PER_MINUTE).expect("a non-zero constant");
+    Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(rate)))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home::home))
+        .route("/login", get(sign_in::login_page).post(sign_in::login))
+        .route("/logout", post(sign_in::logout))
+        .route("/logout-everywhere", post(sign_in::logout_everywhere))
+        .route(
+            "/set-password/{token}",
+            get(sign_in::set_password_page).post(sign_in::set_password),
+        )
+        .route("/queues/{queue}/claim", post(home::claim))
+        .route("/handoffs/{id}/{verb}", post(home::decide))
+        .route("/users", get(users::users_page).post(users::invite))
+        .route("/users/reset", post(users::reset))
+        .route("/users/deactivate", post(users::deactivate))
+}
+
+/// A page, or a plain 500 that says nothing of why (logged) when a template fails.
+pub(super) fn page(status: StatusCode, rendered: askama::Result<String>) -> Response {
+    match rendered {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "A console page failed to render.");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render").into_response()
+        }
+    }
+}
+
+/// A failure of the engine, as a page: 503 when the database is unreachable.
+pub(super) fn failed(e: EngineError) -> Response {
+    let status = match e {
+        EngineError::Store(nurture_engine::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => {
+            tracing::error!(error = %e, "A console request failed.");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    (status, "the console could not answer; try again").into_response()
+}
+
+/// Whether a form's CSRF token is the one expected, compared in constant time.
+pub(super) fn csrf_holds(expected: &str, given: &str) -> bool {
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(expected), sha2::Sha256::digest(given));
+    !expected.is_empty() && a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The signed-in user of the request, with the session's token and CSRF token.
+pub(super) async fn signed_in(
+    state: &AppState,
+    jar: &CookieJar,
+) -> Result<Option<(User, String, String)>, EngineError> {
+    let Some(token) = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
+        return Ok(None);
+    };
+    Ok(state
+        .engine
+        .session(&token)
+        .await?
+        .map(|(user, csrf)| (user, token, csrf)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Lang {
+    lang: Option<String>,
+    set: Option<String>,
+    out: Option<String>,
+    notice: Option<String>,
+    error: Option<String>,
+    /// A queue where a claim just found nothing: the page says why.
+    empty: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}

@@ -1,0 +1,366 @@
+//! Every word the console shows, in Chinese and in English, and the words made of data
+//! (roles, statuses, countdowns, why a claim found nothing).
+
+use super::*;
+
+/// Every word a console page shows, in one language.
+pub struct Text {
+    pub lang: &'static str,
+    pub other_lang: &'static str,
+    pub other_lang_name: &'static str,
+    pub sign_in: &'static str,
+    pub email: &'static str,
+    pub password: &'static str,
+    pub wrong: &'static str,
+    pub too_many: &'static str,
+    pub expired_form: &'static str,
+    pub password_set: &'static str,
+    pub signed_out: &'static str,
+    pub set_password: &'static str,
+    pub new_password: &'static str,
+    pub confirm_password: &'static str,
+    pub password_rule: &'static str,
+    pub mismatch: &'static str,
+    pub home: &'static str,
+    pub sign_out: &'static str,
+    pub sign_out_everywhere: &'static str,
+    pub my_queues: &'static str,
+    pub queues: &'static str,
+    pub queue_empty: &'static str,
+    pub lead: &'static str,
+    pub reason: &'static str,
+    pub status: &'static str,
+    pub sla: &'static str,
+    pub yours: &'static str,
+    pub campaigns: &'static str,
+    pub campaign: &'static str,
+    pub version: &'static str,
+    pub due_in: &'static str,
+    pub overdue: &'static str,
+    pub hours: &'static str,
+    pub minutes: &'static str,
+    pub claim_next: &'static str,
+    pub claimed: &'static str,
+    pub nothing_to_claim: &'static str,
+    pub accept: &'static str,
+    pub convert: &'static str,
+    pub release: &'static str,
+    pub reject: &'static str,
+    pub reject_reason: &'static str,
+    pub recycle: &'static str,
+    pub decided: &'static str,
+    pub changed_meanwhile: &'static str,
+    pub not_yours: &'static str,
+    pub say_why: &'static str,
+    pub actions: &'static str,
+    pub my_handoffs: &'static str,
+    pub queue: &'static str,
+    pub users: &'static str,
+    pub invite: &'static str,
+    pub role: &'static str,
+    pub password_state: &'static str,
+    pub set: &'static str,
+    pub not_yet: &'static str,
+    pub deactivated: &'static str,
+    pub deactivate: &'static str,
+    pub new_link: &'static str,
+    pub link_once: &'static str,
+    pub admins_only: &'static str,
+    pub already_user: &'static str,
+    pub bad_email: &'static str,
+}
+
+pub const ZH: Text = Text {
+    lang: "zh",
+    other_lang: "en",
+    other_lang_name: "English",
+    sign_in: "登录",
+    email: "邮箱",
+    password: "密码",
+    wrong: "邮箱或密码不正确。",
+    too_many: "尝试次数过多，请一分钟后再试。",
+    expired_form: "页面已过期，请重新提交。",
+    password_set: "密码已设置，请登录。",
+    signed_out: "您已退出登录。",
+    set_password: "设置密码",
+    new_password: "新密码",
+    confirm_password: "再次输入新密码",
+    password_rule: "至少 10 个字符；几个词连在一起就是好密码。",
+    mismatch: "两次输入的密码不一致。",
+    home: "首页",
+    sign_out: "退出",
+    sign_out_everywhere: "在所有设备上退出",
+    my_queues: "我的队列",
+    queues: "队列",
+    queue_empty: "队列中没有待处理的线索。",
+    lead: "线索",
+    reason: "原因",
+    status: "状态",
+    sla: "SLA",
+    yours: "归您",
+    campaigns: "营销活动",
+    campaign: "活动",
+    version: "版本",
+    due_in: "剩余",
+    overdue: "已超时",
+    hours: "小时",
+    minutes: "分钟",
+    claim_next: "领取下一条",
+    claimed: "已领取一条线索。",
+    nothing_to_claim: "队列中没有可领取的线索。",
+    accept: "接受",
+    convert: "成交",
+    release: "放回队列",
+    reject: "退回",
+    reject_reason: "退回原因",
+    recycle: "冷却后回到培育",
+    decided: "已记录。",
+    changed_meanwhile: "这条线索刚被其他人处理过，请刷新后再试。",
+    not_yours: "这条线索不归您处理。",
+    say_why: "退回时请写明原因。",
+    actions: "操作",
+    my_handoffs: "我领取的线索",
+    queue: "队列",
+    users: "用户",
+    invite: "邀请",
+    role: "角色",
+    password_state: "密码",
+    set: "已设置",
+    not_yet: "未设置",
+    deactivated: "已停用",
+    deactivate: "停用",
+    new_link: "新链接",
+    link_once: "请把这个链接发给对方；它只显示这一次，72 小时内有效：",
+    admins_only: "只有管理员可以管理用户。",
+    already_user: "这个邮箱已经是用户了；可以为其生成新链接。",
+    bad_email: "请填写有效的邮箱地址。",
+};
+
+pub const EN: Text = Text {
+    lang: "en",
+    other_lang: "zh",
+    other_lang_name: "中文",
+    sign_in: "Sign in",
+    email: "E-mail",
+    password: "Password",
+    wrong: "The e-mail or the password is wrong.",
+    too_many: "Too many attempts; try again in a minute.",
+    expired_form: "This page had expired; please send it again.",
+    password_set: "Your password is set; sign in.",
+    signed_out: "You are signed out.",
+    set_password: "Set your password",
+    new_password: "New password",
+    confirm_password: "The new password again",
+    password_rule: "At least 10 characters; a few words together make a good one.",
+    mismatch: "The two passwords differ.",
+    home: "Home",
+    sign_out: "Sign out",
+    sign_out_everywhere: "Sign out everywhere",
+    my_queues: "My queues",
+    queues: "Queues",
+    queue_empty: "Nothing waits in this queue.",
+    lead: "Lead",
+    reason: "Reason",
+    status: "Status",
+    sla: "SLA",
+    yours: "yours",
+    campaigns: "Campaigns",
+    campaign: "Campaign",
+    version: "Version",
+    due_in: "due in",
+    overdue: "overdue by",
+    hours: "h",
+    minutes: "min",
+    claim_next: "Claim next",
+    claimed: "You claimed a lead.",
+    nothing_to_claim: "Nothing in this queue can be claimed now.",
+    accept: "Accept",
+    convert: "Convert",
+    release: "Release",
+    reject: "Reject",
+    reject_reason: "Why reject",
+    recycle: "Back to nurture after the cool-down",
+    decided: "Done.",
+    changed_meanwhile: "Someone acted on this lead meanwhile; reload and try again.",
+    not_yours: "This lead is not yours to decide.",
+    say_why: "Say why you reject it.",
+    actions: "Actions",
+    my_handoffs: "My claimed leads",
+    queue: "Queue",
+    users: "Users",
+    invite: "Invite",
+    role: "Role",
+    password_state: "Password",
+    set: "set",
+    not_yet: "not yet",
+    deactivated: "deactivated",
+    deactivate: "Deactivate",
+    new_link: "New link",
+    link_once: "Send this link to them; it is shown only now and works for 72 hours:",
+    admins_only: "Only admins manage users.",
+    already_user: "That e-mail is a user already; make them a new link instead.",
+    bad_email: "Give a valid e-mail address.",
+};
+
+/// The language of a page: asked for (`?lang=`, a form's `lang`), else the user's, else the
+/// browser's first choice; Chinese unless English is preferred.
+pub fn text(asked: Option<&str>, user: Option<&User>, headers: &HeaderMap) -> &'static Text {
+    let pick = |code: &str| {
+        if code.starts_with("en") {
+            Some(&EN)
+        } else if code.starts_with("zh") {
+            Some(&ZH)
+        } else {
+            None
+        }
+    };
+    asked
+        .and_then(pick)
+        .or_else(|| user.and_then(|u| u.language.as_deref()).and_then(pick))
+        .or_else(|| {
+            let accept = headers.get(header::ACCEPT_LANGUAGE)?.to_str().ok()?;
+            accept
+                .split(',')
+                .map(|part| part.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+                .find_map(|code| pick(&code))
+        })
+        .unwrap_or(&ZH)
+}
+
+pub(super) fn role_name(t: &Text, role: Role) -> &'static str {
+    match (t.lang, role) {
+        ("zh", Role::Admin) => "管理员",
+        ("zh", Role::Marketer) => "市场",
+        ("zh", Role::Sdr) => "SDR",
+        (_, Role::Admin) => "admin",
+        (_, Role::Marketer) => "marketer",
+        (_, Role::Sdr) => "SDR",
+        (_, Role::Crm) => "CRM",
+    }
+}
+
+/// Why a claim of `queue` found nothing, in the page's language: "2 open in sdr, all assigned to
+/// bob@corp.example (2)".
+pub(super) fn explain_empty(t: &Text, queue: &str, why: &nurture_engine::engine::NothingToClaim) -> String {
+    let zh = t.lang == "zh";
+    if why.open == 0 {
+        return if zh {
+            format!("{queue} 队列中没有待领取的线索。")
+        } else {
+            format!("Nothing is open in {queue}.")
+        };
+    }
+    let others: Vec<String> = why.others.iter().map(|(m, n)| format!("{m} ({n})")).collect();
+    let assigned: usize = why.others.values().sum();
+    match (zh, assigned == why.open) {
+        (true, true) => format!(
+            "{queue} 队列有 {} 条待领取，均已分配给：{}。",
+            why.open,
+            others.join("、")
+        ),
+        (false, true) => format!("{} open in {queue}, all assigned to {}.", why.open, others.join(", ")),
+        (true, false) => format!(
+            "{queue} 队列有 {} 条待领取，其中 {assigned} 条已分配给：{}；请稍后再试。",
+            why.open,
+            others.join("、")
+        ),
+        (false, false) => format!(
+            "{} open in {queue}, {assigned} of them assigned to {}; try again in a moment.",
+            why.open,
+            others.join(", ")
+        ),
+    }
+}
+
+/// A handoff's status in the page's language.
+pub(super) fn handoff_status(t: &Text, status: HandoffStatus) -> &'static str {
+    let zh = t.lang == "zh";
+    match status {
+        HandoffStatus::Open => {
+            if zh {
+                "待领取"
+            } else {
+                "open"
+            }
+        }
+        HandoffStatus::Claimed => {
+            if zh {
+                "已领取"
+            } else {
+                "claimed"
+            }
+        }
+        HandoffStatus::Accepted => {
+            if zh {
+                "已接受"
+            } else {
+                "accepted"
+            }
+        }
+        HandoffStatus::Rejected => {
+            if zh {
+                "已退回"
+            } else {
+                "rejected"
+            }
+        }
+        HandoffStatus::Converted => {
+            if zh {
+                "已成交"
+            } else {
+                "converted"
+            }
+        }
+        HandoffStatus::Superseded => {
+            if zh {
+                "已被取代"
+            } else {
+                "superseded"
+            }
+        }
+    }
+}
+
+/// A campaign's status in the page's language.
+pub(super) fn campaign_status(t: &Text, status: CampaignStatus) -> &'static str {
+    let zh = t.lang == "zh";
+    match status {
+        CampaignStatus::Active => {
+            if zh {
+                "运行中"
+            } else {
+                "active"
+            }
+        }
+        CampaignStatus::Paused => {
+            if zh {
+                "已暂停"
+            } else {
+                "paused"
+            }
+        }
+        CampaignStatus::Retired => {
+            if zh {
+                "已下线"
+            } else {
+                "retired"
+            }
+        }
+    }
+}
+
+/// "due in 3 h 20 min" / "overdue by 15 min".
+pub(super) fn countdown(t: &Text, due: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let left = due - now;
+    let minutes = left.num_minutes().abs();
+    let span = if minutes >= 60 {
+        format!("{} {} {} {}", minutes / 60, t.hours, minutes % 60, t.minutes)
+    } else {
+        format!("{minutes} {}", t.minutes)
+    };
+    if left >= chrono::Duration::zero() {
+        format!("{} {span}", t.due_in)
+    } else {
+        format!("{} {span}", t.overdue)
+    }
+}
