@@ -192,8 +192,9 @@ async fn a_person_is_invited_sets_a_password_and_signs_in_and_out(app: TestApp) 
     let csrf = csrf_of(&home);
 
     // Signing out needs the session's token; then the session is gone.
-    let (status, _, _, _) = post(&client, &format!("{base}/logout"), &[("csrf", "forged")]).await;
+    let (status, body, _, _) = post(&client, &format!("{base}/logout"), &[("csrf", "forged")]).await;
     assert_eq!(status, 403);
+    assert!(body.contains("This page had expired; please send it again."), "{body}");
     let (status, _, location, _) = post(&client, &format!("{base}/logout"), &[("csrf", &csrf)]).await;
     assert_eq!((status, location.as_deref()), (303, Some("/login?out=1")));
     let (status, _, location) = get(&client, &format!("{base}/")).await;

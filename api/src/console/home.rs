@@ -165,21 +165,14 @@ pub(super) async fn home(
 pub(super) async fn claim(
     State(state): State<AppState>,
     jar: CookieJar,
+    headers: HeaderMap,
     Path(queue): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let (user, _, csrf) = match signed_in(&state, &jar).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return failed(e),
+    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    if !csrf_holds(&csrf, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "this form had expired; go back, reload and try again",
-        )
-            .into_response();
-    }
     if !matches!(user.role, Role::Sdr | Role::Admin) {
         return Redirect::to("/?error=not_yours").into_response();
     }
@@ -211,21 +204,14 @@ pub(super) struct DecisionForm {
 pub(super) async fn decide(
     State(state): State<AppState>,
     jar: CookieJar,
+    headers: HeaderMap,
     Path((id, verb)): Path<(String, String)>,
     Form(form): Form<DecisionForm>,
 ) -> Response {
-    let (user, _, csrf) = match signed_in(&state, &jar).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return failed(e),
+    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    if !csrf_holds(&csrf, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "this form had expired; go back, reload and try again",
-        )
-            .into_response();
-    }
     let Ok(id) = id.parse::<i64>() else {
         return (StatusCode::NOT_FOUND, "no such handoff").into_response();
     };

@@ -111,6 +111,35 @@ pub(super) async fn signed_in(
         .map(|(user, csrf)| (user, token, csrf)))
 }
 
+/// A short page that says one thing, with the way home.
+pub(super) fn message(status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        Html(format!("<!doctype html><p>{text}</p><p><a href=\"/\">nurture</a></p>")),
+    )
+        .into_response()
+}
+
+/// The signed-in user of a form post and their session's token, once the form's CSRF token
+/// (`given`) is the session's; else the answer to give (sign in; a 403 that says the form had
+/// expired, in the user's language).
+pub(super) async fn posted(
+    state: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    given: &str,
+) -> Result<(User, String, String), Response> {
+    match signed_in(state, jar).await {
+        Ok(Some((user, token, csrf))) if csrf_holds(&csrf, given) => Ok((user, token, csrf)),
+        Ok(Some((user, _, _))) => Err(message(
+            StatusCode::FORBIDDEN,
+            text(None, Some(&user), headers).expired_form,
+        )),
+        Ok(None) => Err(Redirect::to("/login").into_response()),
+        Err(e) => Err(failed(e)),
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct Lang {
     lang: Option<String>,

@@ -129,31 +129,35 @@ pub(super) async fn login(
     }
 }
 
-pub(super) async fn logout(State(state): State<AppState>, jar: CookieJar, Form(form): Form<CsrfForm>) -> Response {
-    sign_out(state, jar, form, false).await
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    sign_out(state, jar, headers, form, false).await
 }
 
 pub(super) async fn logout_everywhere(
     State(state): State<AppState>,
     jar: CookieJar,
+    headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    sign_out(state, jar, form, true).await
+    sign_out(state, jar, headers, form, true).await
 }
 
-pub(super) async fn sign_out(state: AppState, jar: CookieJar, form: CsrfForm, everywhere: bool) -> Response {
-    let (user, token, csrf) = match signed_in(&state, &jar).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return failed(e),
+pub(super) async fn sign_out(
+    state: AppState,
+    jar: CookieJar,
+    headers: HeaderMap,
+    form: CsrfForm,
+    everywhere: bool,
+) -> Response {
+    let (user, token, _) = match posted(&state, &jar, &headers, &form.csrf).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    if !csrf_holds(&csrf, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "this form had expired; go back, reload and try again",
-        )
-            .into_response();
-    }
     let ended = if everywhere {
         state.engine.sign_out_everywhere(&user).await.map(|_| ())
     } else {

@@ -25,14 +25,10 @@ pub(super) struct UserRow {
 pub(super) async fn admin(state: &AppState, jar: &CookieJar, headers: &HeaderMap) -> Result<(User, String), Response> {
     match signed_in(state, jar).await {
         Ok(Some((user, _, csrf))) if user.role == Role::Admin => Ok((user, csrf)),
-        Ok(Some((user, _, _))) => {
-            let t = text(None, Some(&user), headers);
-            Err((
-                StatusCode::FORBIDDEN,
-                Html(format!("<p>{}</p><p><a href=\"/\">nurture</a></p>", t.admins_only)),
-            )
-                .into_response())
-        }
+        Ok(Some((user, _, _))) => Err(message(
+            StatusCode::FORBIDDEN,
+            text(None, Some(&user), headers).admins_only,
+        )),
         Ok(None) => Err(Redirect::to("/login").into_response()),
         Err(e) => Err(failed(e)),
     }
@@ -145,11 +141,7 @@ pub(super) async fn user_change(
         Err(answer) => return answer,
     };
     if !csrf_holds(&csrf, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "this form had expired; go back, reload and try again",
-        )
-            .into_response();
+        return message(StatusCode::FORBIDDEN, text(None, Some(&user), &headers).expired_form);
     }
     let t = text(None, Some(&user), &headers);
     let by = nurture_engine::audit::By::console(&user.email);
