@@ -43,6 +43,9 @@ pub const FORM_COOKIE: &str = "nurture_form";
 /// Sign-in attempts allowed per account and per address, each minute (bursts of as many).
 pub const SIGN_INS_PER_MINUTE: u32 = 10;
 
+/// How many accounts and addresses the sign-in limiter keeps before it forgets the idle ones.
+pub const SIGN_IN_KEYS: usize = 10_000;
+
 /// The limiter of sign-in attempts, keyed `account:EMAIL` and `address:IP`.
 pub fn sign_in_limiter() -> Arc<governor::DefaultKeyedRateLimiter<String>> {
     let rate = std::num::NonZeroU32::new(SIGN_INS_PER_MINUTE).expect("a non-zero constant");

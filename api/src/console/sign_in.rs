@@ -111,6 +111,11 @@ pub(super) async fn login(
         return again(StatusCode::FORBIDDEN, t.expired_form, jar);
     }
     let email = form.email.trim().to_lowercase();
+    // Keys of addresses and accounts that have not tried for a minute are forgotten, so that
+    // a flood of made-up e-mails cannot grow the limiter without bound.
+    if state.sign_ins.len() > SIGN_IN_KEYS {
+        state.sign_ins.retain_recent();
+    }
     let limited = [format!("account:{email}"), format!("address:{}", peer.ip())]
         .iter()
         .any(|key| state.sign_ins.check_key(key).is_err());
