@@ -199,6 +199,22 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     let home = en.until("/", "You claimed a lead.").await;
     en.shot("home-sdr-claimed-en").await;
     assert!(home.contains("My claimed leads"), "{home}");
+    // The lead's card, from the claimed lead's link.
+    let link = en
+        .client
+        .find(Locator::Css("section[aria-labelledby=mine] a"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    en.submit("section[aria-labelledby=mine] a").await;
+    let card = en.until(&link, "Why this lead").await;
+    en.shot("lead-card-en").await;
+    assert!(card.contains("handoff") && card.contains("Asked for a demo"), "{card}");
+    en.visit(&format!("{}/", app.base), "home-sdr-back-en").await;
+    en.until("/", "My claimed leads").await;
     en.submit("form[action$='/accept'] button").await;
     en.until("/", "Done.").await;
     en.shot("home-sdr-decided-en").await;
@@ -221,6 +237,19 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     let home = zh.until("/", "我的队列").await;
     zh.shot("home-sdr-zh").await;
     assert!(home.contains("剩余 4 小时 0 分钟") && home.contains("待领取"), "{home}");
+    let link = zh
+        .client
+        .find(Locator::Css("section[aria-labelledby=queues] a"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    zh.submit("section[aria-labelledby=queues] a").await;
+    let card = zh.until(&link, "为什么是这条线索").await;
+    zh.shot("lead-card-zh").await;
+    assert!(card.contains("公司") && card.contains("已转交"), "{card}");
 
     // A marketer's start page lists the campaigns with their status.
     let marketer = app

@@ -580,7 +580,99 @@ async fn an_admin_manages_users_in_the_console(app: TestApp) {
     assert_eq!(audit["items"][0]["via"], "console");
 }
 
+/// The lead card says who the lead is, where each point of their score came from (per rule,
+/// per person), their tags and what happened to them, newest first.
+async fn the_lead_card_says_why(app: TestApp) {
+    let invited = app
+        .engine
+        .create_user("sam@corp.example", Role::Sdr, &By::cli())
+        .await
+        .unwrap();
+    app.engine
+        .set_password(&invited.token, "a long enough password")
+        .await
+        .unwrap();
+    let lead = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Role::Marketer,
+            Some(json!({"email": "li.wei@acme.example", "first_name": "伟", "last_name": "李", "company": "Acme"})),
+        )
+        .await;
+    let id = lead.body["id"].as_str().unwrap().to_owned();
+    for (kind, properties) in [
+        ("whitepaper_downloaded", json!({"title": "IoT"})),
+        ("page_view", json!({"path": "/pricing"})),
+        ("page_view", json!({"path": "/pricing/plans"})),
+    ] {
+        let answer = app
+            .call(
+                "POST",
+                "/v1/events",
+                Role::Crm,
+                Some(json!({"lead": {"id": id}, "type": kind, "properties": properties})),
+            )
+            .await;
+        assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
+    }
+    let scored = app
+        .call(
+            "POST",
+            &format!("/v1/leads/{id}/score"),
+            Role::Sdr,
+            Some(json!({"delta": 7, "reason": "good call"})),
+        )
+        .await;
+    assert_eq!(scored.status, 200, "{:?}", scored.body);
+    let (client, _) = signed_in(&app, "sam@corp.example", "a long enough password").await;
+    let (status, card, _) = get(&client, &format!("{}/leads/{id}", app.base)).await;
+    assert_eq!(status, 200, "{card}");
+    let doc = scraper::Html::parse_document(&card);
+    let rows = |css: &str| -> Vec<String> {
+        doc.select(&scraper::Selector::parse(css).unwrap())
+            .map(|row| row.text().collect::<Vec<_>>().join("|"))
+            .collect()
+    };
+    assert!(card.contains("<h1 id=\"lead\">李 伟</h1>"), "{card}");
+    assert!(card.contains("Score: <strong>27</strong>"), "{card}");
+    assert_eq!(
+        rows("section[aria-labelledby=why] tbody tr"),
+        [
+            "rule page_view|10|2",
+            "rule whitepaper_downloaded|10|1",
+            "by hand: sdr-bot|7|1"
+        ]
+    );
+    assert!(
+        card.contains("interest:pricing") && card.contains("behaviour:downloaded_whitepaper"),
+        "{card}"
+    );
+    let timeline = rows("section[aria-labelledby=timeline] tbody tr");
+    assert!(
+        timeline.iter().any(|r| r.contains("score|+7 good call · sdr-bot")),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|r| r.contains("behaviour|whitepaper_downloaded {\"title\":\"IoT\"}")),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline.iter().any(|r| r.contains("tag|interest:pricing added")),
+        "{timeline:?}"
+    );
+
+    let (status, body, _) = get(&client, &format!("{}/leads/424242", app.base)).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("There is no such lead."), "{body}");
+    let (status, _, location) = get(&browser(), &format!("{}/leads/{id}", app.base)).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/login")));
+}
+
 both_backends!(crate::support::spawn_app_on;
+    the_lead_card_says_why,
     an_admin_manages_users_in_the_console,
     an_sdr_claims_and_decides_in_the_console,
     links_and_sessions_expire,

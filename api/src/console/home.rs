@@ -30,6 +30,7 @@ pub(super) struct QueueRows {
 
 pub(super) struct HandoffRow {
     id: i64,
+    lead_id: i64,
     queue: String,
     lead: String,
     reason: String,
@@ -55,6 +56,7 @@ pub(super) fn handoff_row(
 ) -> HandoffRow {
     HandoffRow {
         id: h.id.0,
+        lead_id: h.lead_id.0,
         queue: h.queue.clone(),
         lead: lead
             .map(|l| l.lead.email.unwrap_or_else(|| l.lead.id.to_string()))

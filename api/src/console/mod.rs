@@ -27,6 +27,7 @@ use serde::Deserialize;
 use crate::AppState;
 
 mod home;
+mod lead;
 mod sign_in;
 mod text;
 mod users;
@@ -64,6 +65,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/queues/{queue}/claim", post(home::claim))
         .route("/handoffs/{id}/{verb}", post(home::decide))
+        .route("/leads/{id}", get(lead::lead_card))
         .route("/users", get(users::users_page).post(users::invite))
         .route("/users/reset", post(users::reset))
         .route("/users/deactivate", post(users::deactivate))

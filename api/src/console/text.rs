@@ -68,6 +68,30 @@ pub struct Text {
     pub admins_only: &'static str,
     pub already_user: &'static str,
     pub bad_email: &'static str,
+    pub no_lead: &'static str,
+    pub why: &'static str,
+    pub score: &'static str,
+    pub no_points: &'static str,
+    pub source: &'static str,
+    pub points: &'static str,
+    pub times: &'static str,
+    pub tags: &'static str,
+    pub timeline: &'static str,
+    pub when: &'static str,
+    pub what: &'static str,
+    pub detail: &'static str,
+    pub stage: &'static str,
+    pub owner: &'static str,
+    pub rule: &'static str,
+    pub by_hand: &'static str,
+    pub added: &'static str,
+    pub removed: &'static str,
+    pub kind_event: &'static str,
+    pub kind_tag: &'static str,
+    pub kind_score: &'static str,
+    pub kind_handoff: &'static str,
+    pub kind_step: &'static str,
+    pub kind_message: &'static str,
 }
 
 pub const ZH: Text = Text {
@@ -134,6 +158,30 @@ pub const ZH: Text = Text {
     admins_only: "只有管理员可以管理用户。",
     already_user: "这个邮箱已经是用户了；可以为其生成新链接。",
     bad_email: "请填写有效的邮箱地址。",
+    no_lead: "没有这条线索。",
+    why: "为什么是这条线索",
+    score: "评分",
+    no_points: "还没有得分记录。",
+    source: "来源",
+    points: "分数",
+    times: "次数",
+    tags: "标签",
+    timeline: "时间线",
+    when: "时间",
+    what: "类型",
+    detail: "内容",
+    stage: "阶段",
+    owner: "负责人",
+    rule: "规则",
+    by_hand: "手动",
+    added: "添加",
+    removed: "移除",
+    kind_event: "行为",
+    kind_tag: "标签",
+    kind_score: "评分",
+    kind_handoff: "转交",
+    kind_step: "营销步骤",
+    kind_message: "消息",
 };
 
 pub const EN: Text = Text {
@@ -200,6 +248,30 @@ pub const EN: Text = Text {
     admins_only: "Only admins manage users.",
     already_user: "That e-mail is a user already; make them a new link instead.",
     bad_email: "Give a valid e-mail address.",
+    no_lead: "There is no such lead.",
+    why: "Why this lead",
+    score: "Score",
+    no_points: "No points yet.",
+    source: "Source",
+    points: "Points",
+    times: "Times",
+    tags: "Tags",
+    timeline: "Timeline",
+    when: "When",
+    what: "What",
+    detail: "Detail",
+    stage: "Stage",
+    owner: "Owner",
+    rule: "rule",
+    by_hand: "by hand:",
+    added: "added",
+    removed: "removed",
+    kind_event: "behaviour",
+    kind_tag: "tag",
+    kind_score: "score",
+    kind_handoff: "handoff",
+    kind_step: "campaign step",
+    kind_message: "message",
 };
 
 /// The language of a page: asked for (`?lang=`, a form's `lang`), else the user's, else the
@@ -362,5 +434,48 @@ pub(super) fn countdown(t: &Text, due: chrono::DateTime<chrono::Utc>, now: chron
         format!("{} {span}", t.due_in)
     } else {
         format!("{} {span}", t.overdue)
+    }
+}
+
+/// A lead field's label in the page's language.
+pub(super) fn field_label(t: &Text, field: &'static str) -> &'static str {
+    let (zh, en) = match field {
+        "first_name" => ("名", "First name"),
+        "last_name" => ("姓", "Last name"),
+        "title" => ("职位", "Title"),
+        "company" => ("公司", "Company"),
+        "industry" => ("行业", "Industry"),
+        "company_size" => ("公司规模", "Company size"),
+        "region" => ("地区", "Region"),
+        "phone" => ("电话", "Phone"),
+        "timezone" => ("时区", "Time zone"),
+        "source" => ("来源渠道", "Source"),
+        "persona" => ("角色画像", "Persona"),
+        other => (other, other),
+    };
+    if t.lang == "zh" {
+        zh
+    } else {
+        en
+    }
+}
+
+/// A lifecycle stage in the page's language.
+pub(super) fn stage_name(t: &Text, stage: nurture_engine::lead::Stage) -> &'static str {
+    use nurture_engine::lead::Stage;
+    let (zh, en) = match stage {
+        Stage::New => ("新线索", "new"),
+        Stage::Nurturing => ("培育中", "nurturing"),
+        Stage::Mql => ("市场合格线索", "MQL"),
+        Stage::HandedOff => ("已转交", "handed off"),
+        Stage::Accepted => ("已接受", "accepted"),
+        Stage::Customer => ("客户", "customer"),
+        Stage::Recycled => ("回收培育", "recycled"),
+        Stage::Disqualified => ("不合格", "disqualified"),
+    };
+    if t.lang == "zh" {
+        zh
+    } else {
+        en
     }
 }

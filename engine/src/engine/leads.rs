@@ -382,6 +382,11 @@ impl Engine {
         Ok((entries, next))
     }
 
+    /// Where a lead's score came from, per rule and per person, most points first.
+    pub async fn score_sources(&self, id: LeadId) -> EngineResult<Vec<crate::store::ScoreSource>> {
+        Ok(self.store.score_sources(id).await?)
+    }
+
     /// Erases a person: lead, events, tags, ledger, handoffs; keeps a suppression hash.
     pub async fn erase_lead(&self, id: LeadId, by: &By) -> EngineResult<()> {
         let audit = by.did(AuditKind::LeadErased, id.0, serde_json::json!({}));

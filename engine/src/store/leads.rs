@@ -40,6 +40,9 @@ pub trait LeadStore: Send + Sync {
         -> StoreResult<Vec<TimelineEntry>>;
     /// Erases a lead and everything recorded about them; keeps the e-mail's hash as suppression.
     async fn erase_lead(&self, id: LeadId, now: DateTime<Utc>, audit: &Change) -> StoreResult<bool>;
+    /// Where a lead's score came from: per rule, per person (changes by hand) and per system
+    /// change (decay), the points and how many changes, most points first.
+    async fn score_sources(&self, id: LeadId) -> StoreResult<Vec<ScoreSource>>;
     /// How many leads are at each stage (stages with none are left out).
     async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
 }
@@ -61,6 +64,7 @@ where
     for<'r> (String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> (i64, i64, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> LeadRow: FromRow<'r, <DB as Database>::Row>,
+    for<'r> ScoreSource: FromRow<'r, <DB as Database>::Row>,
 {
     async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
         let rows: Vec<(String, String)> =
@@ -145,6 +149,17 @@ where
         Ok(true)
     }
 
+    async fn score_sources(&self, id: LeadId) -> StoreResult<Vec<ScoreSource>> {
+        Ok(sqlx::query_as(
+            "SELECT actor_kind AS kind, actor AS name, CAST(SUM(delta) AS BIGINT) AS points, COUNT(*) AS changes \
+             FROM score_changes WHERE lead_id = $1 \
+             GROUP BY actor_kind, actor ORDER BY points DESC, changes DESC, name",
+        )
+        .bind(id.0)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>> {
         Ok(
             sqlx::query_as("SELECT stage, COUNT(*) FROM leads GROUP BY stage ORDER BY stage")
@@ -152,4 +167,15 @@ where
                 .await?,
         )
     }
+}
+
+/// Points a lead got from one source (see [`LeadStore::score_sources`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct ScoreSource {
+    /// `rule`, `user` (by hand) or `system`, as the ledger's actor says.
+    pub kind: String,
+    /// The rule's id, the person's name, or the system's part.
+    pub name: String,
+    pub points: i64,
+    pub changes: i64,
 }

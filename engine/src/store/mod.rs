@@ -42,7 +42,7 @@ pub use enrolling::EnrollingTx;
 pub use error::*;
 pub use journey_log::*;
 pub(crate) use json::*;
-pub use leads::LeadStore;
+pub use leads::{LeadStore, ScoreSource};
 pub use outbox::OutboxStore;
 pub(crate) use pass::{decide_and_write, pick_and_hold};
 pub use pass::{Held, PassWork, Taken};
