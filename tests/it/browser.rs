@@ -80,14 +80,36 @@ impl Browser {
         Some(Browser { client, driver })
     }
 
-    /// Opens `url` and saves what it shows as `name.png`.
+    /// Opens `url`, saves what it shows as `name.png` and checks it with axe-core.
     async fn visit(&self, url: &str, name: &str) {
         self.client.goto(url).await.unwrap();
         self.shot(name).await;
     }
 
-    /// Saves the page as it is now.
+    /// Runs axe-core on the page: no serious or critical accessibility violation.
+    async fn accessible(&self, name: &str) {
+        static AXE: &str = include_str!("../vendor/axe-core/axe.min.js");
+        self.client.execute(AXE, Vec::new()).await.unwrap();
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {resultTypes: ['violations']})
+                   .then(r => done(r.violations
+                     .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                 nodes: v.nodes.map(n => n.target.join(' '))}))))
+                   .catch(e => done([{id: 'axe failed', help: String(e)}]));",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]), "{name}: accessibility violations");
+    }
+
+    /// Saves the page as it is now, and checks it with axe-core.
     async fn shot(&self, name: &str) {
+        self.accessible(name).await;
         let png = self.client.screenshot().await.unwrap();
         let dir = screenshots();
         std::fs::create_dir_all(&dir).unwrap();
