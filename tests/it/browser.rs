@@ -161,6 +161,19 @@ impl Browser {
         }
     }
 
+    /// Fills the sign-in form and sends it.
+    async fn sign_in(&self, email: &str, password: &str) {
+        self.fill("#email", email).await;
+        self.fill("#password", password).await;
+        self.submit("button[type=submit]").await;
+    }
+
+    /// Signs out from the page's header, and waits for the sign-in page that says so.
+    async fn sign_out(&self, said: &str) {
+        self.submit("header form[action='/logout'] button").await;
+        self.until("/login", said).await;
+    }
+
     async fn path(&self) -> String {
         self.client.current_url().await.unwrap().path().to_owned()
     }
@@ -200,9 +213,7 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     en.until("/login", "Your password is set; sign in.").await;
     en.shot("login-after-set-password-en").await;
 
-    en.fill("#email", "alice@corp.example").await;
-    en.fill("#password", "not the password").await;
-    en.submit("button[type=submit]").await;
+    en.sign_in("alice@corp.example", "not the password").await;
     en.until("/login", "The e-mail or the password is wrong.").await;
     en.shot("login-wrong-password-en").await;
     en.fill("#password", "correct horse battery").await;
@@ -241,8 +252,7 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     en.until("/", "Done.").await;
     en.shot("home-sdr-decided-en").await;
 
-    en.submit("header form[action='/logout'] button").await;
-    en.until("/login", "You are signed out.").await;
+    en.sign_out("You are signed out.").await;
     en.visit(&format!("{}/", app.base), "home-signed-out-en").await;
     en.until("/login", "Sign in").await;
 
@@ -253,9 +263,7 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     };
     zh.visit(&format!("{}/login", app.base), "login-zh").await;
     zh.until("/login", "登录").await;
-    zh.fill("#email", "alice@corp.example").await;
-    zh.fill("#password", "correct horse battery").await;
-    zh.submit("button[type=submit]").await;
+    zh.sign_in("alice@corp.example", "correct horse battery").await;
     let home = zh.until("/", "我的队列").await;
     zh.shot("home-sdr-zh").await;
     assert!(home.contains("剩余 4 小时 0 分钟") && home.contains("待领取"), "{home}");
@@ -274,20 +282,9 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     assert!(card.contains("公司") && card.contains("已转交"), "{card}");
 
     // A marketer's start page lists the campaigns with their status.
-    let marketer = app
-        .engine
-        .create_user("mia@corp.example", Role::Marketer, &By::cli())
-        .await
-        .unwrap();
-    app.engine
-        .set_password(&marketer.token, "a long enough password")
-        .await
-        .unwrap();
-    zh.submit("header form[action='/logout'] button").await;
-    zh.until("/login", "您已退出登录。").await;
-    zh.fill("#email", "mia@corp.example").await;
-    zh.fill("#password", "a long enough password").await;
-    zh.submit("button[type=submit]").await;
+    crate::console::person(&app, "mia@corp.example", Role::Marketer, "a long enough password").await;
+    zh.sign_out("您已退出登录。").await;
+    zh.sign_in("mia@corp.example", "a long enough password").await;
     let home = zh.until("/", "营销活动").await;
     zh.shot("home-marketer-zh").await;
     assert!(
@@ -295,20 +292,9 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
         "{home}"
     );
     // An admin invites a person from the users page; the link is shown once.
-    let root = app
-        .engine
-        .create_user("root@corp.example", Role::Admin, &By::cli())
-        .await
-        .unwrap();
-    app.engine
-        .set_password(&root.token, "the admin's password")
-        .await
-        .unwrap();
-    zh.submit("header form[action='/logout'] button").await;
-    zh.until("/login", "您已退出登录。").await;
-    zh.fill("#email", "root@corp.example").await;
-    zh.fill("#password", "the admin's password").await;
-    zh.submit("button[type=submit]").await;
+    crate::console::person(&app, "root@corp.example", Role::Admin, "the admin's password").await;
+    zh.sign_out("您已退出登录。").await;
+    zh.sign_in("root@corp.example", "the admin's password").await;
     zh.until("/", "营销活动").await;
     zh.visit(&format!("{}/users", app.base), "users-zh").await;
     zh.until("/users", "邀请").await;

@@ -64,6 +64,12 @@ async fn post(
     (status, answer.text().await.unwrap(), location, cookies)
 }
 
+/// A user who has set their password.
+pub(crate) async fn person(app: &TestApp, email: &str, role: Role, password: &str) {
+    let invited = app.engine.create_user(email, role, &By::cli()).await.unwrap();
+    app.engine.set_password(&invited.token, password).await.unwrap();
+}
+
 /// Signs `email` in on a new browser; the browser and the home page's CSRF token.
 async fn signed_in(app: &TestApp, email: &str, password: &str) -> (reqwest::Client, String) {
     let client = browser();
@@ -240,15 +246,7 @@ async fn a_person_is_invited_sets_a_password_and_signs_in_and_out(app: TestApp) 
 
 /// A marketer's start page lists the campaigns, in the language they asked for.
 async fn a_marketer_sees_the_campaigns(app: TestApp) {
-    let invited = app
-        .engine
-        .create_user("mia@corp.example", Role::Marketer, &By::cli())
-        .await
-        .unwrap();
-    app.engine
-        .set_password(&invited.token, "a long enough password")
-        .await
-        .unwrap();
+    person(&app, "mia@corp.example", Role::Marketer, "a long enough password").await;
     let (client, _) = signed_in(&app, "mia@corp.example", "a long enough password").await;
     let home = client
         .get(format!("{}/?lang=zh", app.base))
@@ -269,15 +267,7 @@ async fn a_marketer_sees_the_campaigns(app: TestApp) {
 /// After ten attempts in a minute from one address (or at one account) the next is refused,
 /// even with the right password; an unknown account is answered as a wrong password.
 async fn sign_in_attempts_are_limited_per_account(app: TestApp) {
-    let invited = app
-        .engine
-        .create_user("bob@corp.example", Role::Sdr, &By::cli())
-        .await
-        .unwrap();
-    app.engine
-        .set_password(&invited.token, "bob's good password")
-        .await
-        .unwrap();
+    person(&app, "bob@corp.example", Role::Sdr, "bob's good password").await;
     let client = browser();
     let (_, login, _) = get(&client, &format!("{}/login", app.base)).await;
     let csrf = csrf_of(&login);
@@ -349,15 +339,7 @@ async fn links_and_sessions_expire(app: TestApp) {
 /// An SDR works their queue in the console: claims the next handoff, rejects without a reason
 /// (refused, said so), then accepts; the decision is theirs in the handoff and in the audit.
 async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
-    let invited = app
-        .engine
-        .create_user("alice@corp.example", Role::Sdr, &By::cli())
-        .await
-        .unwrap();
-    app.engine
-        .set_password(&invited.token, "correct horse battery")
-        .await
-        .unwrap();
+    person(&app, "alice@corp.example", Role::Sdr, "correct horse battery").await;
     let lead = app
         .call(
             "PUT",
@@ -499,11 +481,7 @@ async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
 /// makes a new link, deactivates; other roles are refused the page.
 async fn an_admin_manages_users_in_the_console(app: TestApp) {
     for (email, role) in [("root@corp.example", Role::Admin), ("sam@corp.example", Role::Sdr)] {
-        let invited = app.engine.create_user(email, role, &By::cli()).await.unwrap();
-        app.engine
-            .set_password(&invited.token, "a long enough password")
-            .await
-            .unwrap();
+        person(&app, email, role, "a long enough password").await;
     }
     let (sdr, _) = signed_in(&app, "sam@corp.example", "a long enough password").await;
     let (status, body, _) = get(&sdr, &format!("{}/users", app.base)).await;
@@ -583,15 +561,7 @@ async fn an_admin_manages_users_in_the_console(app: TestApp) {
 /// The lead card says who the lead is, where each point of their score came from (per rule,
 /// per person), their tags and what happened to them, newest first.
 async fn the_lead_card_says_why(app: TestApp) {
-    let invited = app
-        .engine
-        .create_user("sam@corp.example", Role::Sdr, &By::cli())
-        .await
-        .unwrap();
-    app.engine
-        .set_password(&invited.token, "a long enough password")
-        .await
-        .unwrap();
+    person(&app, "sam@corp.example", Role::Sdr, "a long enough password").await;
     let lead = app
         .call(
             "PUT",

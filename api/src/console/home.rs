@@ -80,10 +80,9 @@ pub(super) async fn home(
     headers: HeaderMap,
     Query(q): Query<Lang>,
 ) -> Response {
-    let (user, _, csrf) = match signed_in(&state, &jar).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return failed(e),
+    let (user, _, csrf) = match viewer(&state, &jar).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let playbook = state.engine.playbook();

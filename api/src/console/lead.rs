@@ -45,10 +45,9 @@ pub(super) async fn lead_card(
     Path(id): Path<String>,
     Query(q): Query<Lang>,
 ) -> Response {
-    let (user, _, csrf) = match signed_in(&state, &jar).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return failed(e),
+    let (user, _, csrf) = match viewer(&state, &jar).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let Some(id) = id.parse::<i64>().ok().map(LeadId) else {

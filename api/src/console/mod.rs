@@ -134,12 +134,21 @@ pub(super) async fn posted(
     headers: &HeaderMap,
     given: &str,
 ) -> Result<(User, String, String), Response> {
-    match signed_in(state, jar).await {
-        Ok(Some((user, token, csrf))) if csrf_holds(&csrf, given) => Ok((user, token, csrf)),
-        Ok(Some((user, _, _))) => Err(message(
+    let (user, token, csrf) = viewer(state, jar).await?;
+    if !csrf_holds(&csrf, given) {
+        return Err(message(
             StatusCode::FORBIDDEN,
             text(None, Some(&user), headers).expired_form,
-        )),
+        ));
+    }
+    Ok((user, token, csrf))
+}
+
+/// The signed-in user of a page, their session's token and its CSRF token; else the answer
+/// to give (sign in first).
+pub(super) async fn viewer(state: &AppState, jar: &CookieJar) -> Result<(User, String, String), Response> {
+    match signed_in(state, jar).await {
+        Ok(Some(found)) => Ok(found),
         Ok(None) => Err(Redirect::to("/login").into_response()),
         Err(e) => Err(failed(e)),
     }

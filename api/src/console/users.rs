@@ -23,15 +23,14 @@ pub(super) struct UserRow {
 
 /// The signed-in admin, or the answer to give instead (sign in; not an admin).
 pub(super) async fn admin(state: &AppState, jar: &CookieJar, headers: &HeaderMap) -> Result<(User, String), Response> {
-    match signed_in(state, jar).await {
-        Ok(Some((user, _, csrf))) if user.role == Role::Admin => Ok((user, csrf)),
-        Ok(Some((user, _, _))) => Err(message(
+    let (user, _, csrf) = viewer(state, jar).await?;
+    if user.role != Role::Admin {
+        return Err(message(
             StatusCode::FORBIDDEN,
             text(None, Some(&user), headers).admins_only,
-        )),
-        Ok(None) => Err(Redirect::to("/login").into_response()),
-        Err(e) => Err(failed(e)),
+        ));
     }
+    Ok((user, csrf))
 }
 
 /// The users page, with the link just made (shown once) or what went wrong.

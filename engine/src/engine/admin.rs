@@ -78,7 +78,7 @@ impl Engine {
     /// Revokes a key: it stops working within a second, on every server of the database.
     /// Revoking a revoked key changes nothing. The key as it is then.
     pub async fn revoke_api_key(&self, id: i64, by: &By) -> EngineResult<ApiKeyRecord> {
-        let audit = by.did(AuditKind::KeyRevoked, id, self.key_detail(id).await?);
+        let audit = by.did(AuditKind::KeyRevoked, id, serde_json::json!({}));
         self.store
             .revoke_api_key(id, self.now(), &audit)
             .await?
@@ -89,7 +89,7 @@ impl Engine {
     pub async fn rotate_api_key(&self, id: i64, by: &By) -> EngineResult<NewApiKey> {
         let key = new_api_key();
         let hash = crate::access::key_hash(&key);
-        let audit = by.did(AuditKind::KeyRotated, id, self.key_detail(id).await?);
+        let audit = by.did(AuditKind::KeyRotated, id, serde_json::json!({}));
         match self.store.rotate_api_key(id, &hash, self.now(), &audit).await? {
             Some(successor) => Ok(NewApiKey {
                 id: successor.id,
@@ -112,14 +112,6 @@ impl Engine {
         limit: i64,
     ) -> EngineResult<Vec<crate::audit::AuditEntry>> {
         Ok(self.store.audit_log(filter, before, limit).await?)
-    }
-
-    /// A key's name and role, as its audit entries show them (empty when there is no such key).
-    async fn key_detail(&self, id: i64) -> EngineResult<serde_json::Value> {
-        Ok(match self.store.api_key(id).await? {
-            Some(key) => serde_json::json!({"name": key.name, "role": key.role.as_str()}),
-            None => serde_json::json!({}),
-        })
     }
 
     /// A setting generated once: `fresh` is stored if none is, and the stored value returned.

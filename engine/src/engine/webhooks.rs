@@ -117,11 +117,7 @@ impl Engine {
     }
 
     pub async fn delete_webhook(&self, id: i64, by: &By) -> EngineResult<()> {
-        let detail = match self.store.webhook(id).await? {
-            Some(w) => serde_json::json!({"url": w.url, "events": w.events}),
-            None => serde_json::json!({}),
-        };
-        let audit = by.did(AuditKind::WebhookDeleted, id, detail);
+        let audit = by.did(AuditKind::WebhookDeleted, id, serde_json::json!({}));
         if self.store.delete_webhook(id, to_micros(self.now()), &audit).await? {
             Ok(())
         } else {

@@ -32,11 +32,12 @@ pub trait AdminStore: Send + Sync {
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
     /// One key, revoked or not.
     async fn api_key(&self, id: i64) -> StoreResult<Option<ApiKeyRecord>>;
-    /// Revokes a key (a revoked one keeps its first revocation, and records nothing again);
+    /// Revokes a key (a revoked one keeps its first revocation, and records nothing again),
+    /// recording `audit` with the key's name and role;
     /// the key as it is then, or `None` when there is no such key.
     async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>, audit: &Change) -> StoreResult<Option<ApiKeyRecord>>;
     /// Revokes a key and stores its successor (same name and role) in one transaction, with
-    /// `audit` naming the successor; the successor, or `None` when there is no such unrevoked key.
+    /// `audit` naming the key and its successor; the successor, or `None` when there is no such unrevoked key.
     async fn rotate_api_key(
         &self,
         id: i64,
@@ -147,7 +148,11 @@ where
         .await?;
         let row = match revoked {
             Some(row) => {
-                audit::insert::<DB>(&mut *tx, std::slice::from_ref(audit), to_micros(now)).await?;
+                let audit = audit
+                    .clone()
+                    .with("name", row.name.clone())
+                    .with("role", row.role.clone());
+                audit::insert::<DB>(&mut *tx, &[audit], to_micros(now)).await?;
                 Some(row)
             }
             None => {
@@ -191,7 +196,11 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
-        let audit = audit.clone().with("successor", successor.id.to_string());
+        let audit = audit
+            .clone()
+            .with("name", successor.name.clone())
+            .with("role", successor.role.clone())
+            .with("successor", successor.id.to_string());
         audit::insert::<DB>(&mut *tx, &[audit], to_micros(now)).await?;
         S::commit(tx).await?;
         successor.record().map(Some)

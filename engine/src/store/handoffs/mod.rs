@@ -372,6 +372,7 @@ pub trait HandoffStore: Send + Sync {
     async fn webhooks(&self) -> StoreResult<Vec<Webhook>>;
     async fn webhook(&self, id: i64) -> StoreResult<Option<Webhook>>;
     /// Deactivates a subscription; its pending deliveries are dropped. False when there is none.
+    /// Records `audit` with the subscription's URL and events.
     async fn delete_webhook(&self, id: i64, now: i64, audit: &Change) -> StoreResult<bool>;
     /// Takes due deliveries, leasing each until `lease` and counting the attempt. A delivery
     /// waits while an earlier one of the same subscription and lead is pending, so a receiver

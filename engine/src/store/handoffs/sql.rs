@@ -337,6 +337,7 @@ where
     for<'r> HandoffRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> (i64,): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> (Option<i64>,): FromRow<'r, <DB as Database>::Row>,
     for<'r> (i64, String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> HandoffLogEntry: FromRow<'r, <DB as Database>::Row>,
@@ -457,8 +458,8 @@ where
 
     async fn delete_webhook(&self, id: i64, now: i64, audit: &Change) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let done: Option<i64> =
-            sqlx::query_scalar("UPDATE webhooks SET active = false WHERE id = $1 AND active RETURNING id")
+        let done: Option<(String, String)> =
+            sqlx::query_as("UPDATE webhooks SET active = false WHERE id = $1 AND active RETURNING url, events")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -466,8 +467,11 @@ where
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        if done.is_some() {
-            crate::store::audit::insert::<DB>(&mut *tx, std::slice::from_ref(audit), now).await?;
+        if let Some((url, events)) = &done {
+            let events: serde_json::Value =
+                serde_json::from_str(events).map_err(|e| StoreError::Corrupt(format!("webhook {id} events: {e}")))?;
+            let audit = audit.clone().with("url", url.clone()).with("events", events);
+            crate::store::audit::insert::<DB>(&mut *tx, &[audit], now).await?;
         }
         S::commit(tx).await?;
         Ok(done.is_some())
