@@ -157,14 +157,42 @@ impl<T, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 impl<T: JsonSchema> OperationInput for JsonBody<T> {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        let schema = ctx.schema.subschema_for::<T>();
-        let body: RequestBody = serde_json::from_value(json!({
-            "required": true,
-            "content": {"application/json": {"schema": schema}}
-        }))
-        .expect("a JSON request body is valid");
-        set_body(ctx, operation, body);
+        document_body::<T>(ctx, operation, true);
     }
+}
+
+/// A JSON body of type `T` that may also be left out (an action whose body only adds to it,
+/// like a decision's note), kept raw like [`JsonBody`].
+pub struct OptionalBody<T> {
+    pub raw: Result<Bytes, BytesRejection>,
+    of: PhantomData<fn() -> T>,
+}
+
+impl<T, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(OptionalBody {
+            raw: Bytes::from_request(request, state).await,
+            of: PhantomData,
+        })
+    }
+}
+
+impl<T: JsonSchema> OperationInput for OptionalBody<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        document_body::<T>(ctx, operation, false);
+    }
+}
+
+fn document_body<T: JsonSchema>(ctx: &mut GenContext, operation: &mut Operation, required: bool) {
+    let schema = ctx.schema.subschema_for::<T>();
+    let body: RequestBody = serde_json::from_value(json!({
+        "required": required,
+        "content": {"application/json": {"schema": schema}}
+    }))
+    .expect("a JSON request body is valid");
+    set_body(ctx, operation, body);
 }
 
 /// A body the operation does not read (an action named by its path); taken so that an

@@ -24,6 +24,15 @@ const WRITERS: &[Role] = &[Role::Crm, Role::Marketer];
 const EVERYONE: &[Role] = &[Role::Admin, Role::Marketer, Role::Sdr, Role::Crm];
 const TAGGERS: &[Role] = &[Role::Sdr, Role::Marketer, Role::Crm];
 const SCORERS: &[Role] = &[Role::Sdr, Role::Marketer];
+/// Who writes notes: the people who work leads, and the CRM (a call logged there).
+const NOTERS: &[Role] = &[Role::Sdr, Role::Marketer, Role::Crm];
+
+/// A page of a lead's notes, newest first.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct NotePage {
+    pub items: Vec<nurture_engine::note::Note>,
+    pub next_cursor: Option<String>,
+}
 
 /// A page of leads.
 #[derive(serde::Serialize, schemars::JsonSchema)]
@@ -115,6 +124,23 @@ pub fn router() -> ApiRouter<AppState> {
                 o.summary("Manual scoring, recorded in the ledger.")
                     .allow(SCORERS)
                     .answers::<LeadView>(200)
+            }),
+        )
+        .api_route(
+            "/v1/leads/{id}/notes",
+            post_with(add_note, |o| {
+                o.summary(
+                    "Write a note, a call's outcome (reached, voicemail, wrong_number, not_interested, \
+                     meeting_booked) with the next follow-up day, or both: shown in the timeline and \
+                     sent as `lead.note_added`.",
+                )
+                .allow(NOTERS)
+                .answers::<nurture_engine::note::Note>(201)
+            })
+            .get_with(notes, |o| {
+                o.summary("A lead's notes and call outcomes, newest first; paginated.")
+                    .allow(EVERYONE)
+                    .answers::<NotePage>(200)
             }),
         )
         .api_route(
@@ -463,6 +489,38 @@ async fn score(
         Ok((StatusCode::OK, lead_json(&view)))
     })
     .await
+}
+
+async fn add_note(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Id { id }): Path<Id>,
+    Keyed(headers): Keyed,
+    body: JsonBody<nurture_engine::note::NoteInput>,
+) -> Response {
+    let route = format!("POST /v1/leads/{id}/notes");
+    let (state, caller) = (&state, &caller);
+    idempotency::write(state, caller, NOTERS, &route, &headers, body.raw, |raw| async move {
+        let id = lead_id(&id)?;
+        let input: nurture_engine::note::NoteInput = body::object(&raw)?;
+        let note = state.engine.add_note(id, input, &caller.by()).await?;
+        Ok((StatusCode::CREATED, json!(note)))
+    })
+    .await
+}
+
+async fn notes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(Id { id }): Path<Id>,
+    params: Params<Paged>,
+) -> Result<Json<NotePage>, ApiError> {
+    caller.require(EVERYONE)?;
+    let id = lead_id(&id)?;
+    let (limit, before) = page::by_id(params.get("limit"), params.get("cursor"))?;
+    let mut items = state.engine.notes(id, before, limit + 1).await?;
+    let next_cursor = page::cut_by_id(&mut items, limit, |n| n.id);
+    Ok(Json(NotePage { items, next_cursor }))
 }
 
 async fn timeline(

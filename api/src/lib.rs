@@ -66,6 +66,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Where people reach this server (`--public-url`): the base of set-password links.
     pub public_url: String,
+    /// Queue changes pushed to open consoles.
+    pub live: console::Live,
 }
 
 /// How long a server trusts a key it looked up: the bound on how long a revoked key works.
@@ -156,6 +158,7 @@ impl Application {
                 reach: nurture_engine::webhook::Reach::public(),
                 limiter: rate_limiter(DEFAULT_RATE_LIMIT),
                 sign_ins: console::sign_in_limiter(),
+                live: console::Live::default(),
                 secure_cookies: false,
                 keys: moka::sync::Cache::builder()
                     .max_capacity(10_000)

@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::Json;
 use nurture_engine::access::Role;
 use nurture_engine::engine::{queue_cursor, EngineError, LeadView};
-use nurture_engine::handoff::{Decision, Handoff, HandoffId, Member, MemberChange};
+use nurture_engine::handoff::{Amount, Decision, Handoff, HandoffId, Member, MemberChange};
 use nurture_engine::lead::{FieldError, LeadRef};
 use nurture_engine::playbook::Routing;
 use nurture_engine::store::handoffs::HandoffLogEntry;
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::input::{Id, JsonBody, Keyed, Paged, Params, QueueMember, QueueName, Unread};
+use crate::input::{Id, JsonBody, Keyed, OptionalBody, Paged, Params, QueueMember, QueueName, Unread};
 use crate::openapi::Doc;
 use crate::{body, idempotency, page, AppState};
 
@@ -131,7 +131,8 @@ pub fn router() -> ApiRouter<AppState> {
             "/v1/handoffs/{id}/convert",
             post_with(convert, |o| {
                 o.summary(
-                    "The deal closed: lead stage `customer`. 409 for an SDR when another SDR holds it \
+                    "The deal closed: lead stage `customer`; `{\"amount\": 12000, \"note\": \"…\"}` (both \
+                     optional) records its value and a note. 409 for an SDR when another SDR holds it \
                      (claimed, assigned, or accepted it); the CRM, marketers and admins record it \
                      whoever holds it.",
                 )
@@ -386,7 +387,7 @@ async fn handoff(
     }))
 }
 
-/// `{"reason": "…", "recycle": true}`.
+/// `{"reason": "…", "recycle": true, "note": "…"}`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
@@ -396,6 +397,78 @@ pub struct RejectBody {
     /// `disqualified`. Default true.
     #[serde(default)]
     pub recycle: Option<bool>,
+    /// What the SDR has to say: kept as a note on the lead and sent with the webhook events.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `{"amount": 12000, "note": "…"}`: both optional.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConvertBody {
+    /// The deal's value in the company's currency, at most two decimals.
+    #[serde(default)]
+    pub amount: Option<f64>,
+    /// Kept as a note on the lead and sent with the webhook events.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `{"note": "…"}`, optional: kept as a note on the lead and sent with the webhook events.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The body of a decision: an object, or nothing at all.
+fn optional<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> Result<T, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        body::object(raw)
+    }
+}
+
+/// The decision a request asks for, and the note that comes with it.
+fn decision_of(verb: &str, raw: &[u8]) -> Result<(Decision, Option<String>), ApiError> {
+    Ok(match verb {
+        "accept" | "release" => {
+            let input: NoteBody = optional(raw)?;
+            let decision = if verb == "accept" {
+                Decision::Accept
+            } else {
+                Decision::Release
+            };
+            (decision, input.note)
+        }
+        "convert" => {
+            let input: ConvertBody = optional(raw)?;
+            let amount = input
+                .amount
+                .map(Amount::from_decimal)
+                .transpose()
+                .map_err(|m| ApiError::invalid(vec![FieldError::new("amount", m)]))?;
+            (Decision::Convert { amount }, input.note)
+        }
+        _ => {
+            let input: RejectBody = if raw.iter().all(u8::is_ascii_whitespace) {
+                RejectBody {
+                    reason: None,
+                    recycle: None,
+                    note: None,
+                }
+            } else {
+                body::object(raw)?
+            };
+            let decision = Decision::Reject {
+                reason: input.reason.unwrap_or_default(),
+                recycle: input.recycle.unwrap_or(true),
+            };
+            (decision, input.note)
+        }
+    })
 }
 
 async fn decide(
@@ -417,28 +490,13 @@ async fn decide(
         raw,
         |raw| async move {
             let id = handoff_id(&id)?;
-            let decision = match verb {
-                "accept" => Decision::Accept,
-                "convert" => Decision::Convert,
-                "release" => Decision::Release,
-                _ => {
-                    let input: RejectBody = if raw.iter().all(u8::is_ascii_whitespace) {
-                        RejectBody {
-                            reason: None,
-                            recycle: None,
-                        }
-                    } else {
-                        body::object(&raw)?
-                    };
-                    Decision::Reject {
-                        reason: input.reason.unwrap_or_default(),
-                        recycle: input.recycle.unwrap_or(true),
-                    }
-                }
-            };
+            let (decision, note) = decision_of(verb, &raw)?;
             // The CRM is where deals close: it records a conversion whoever holds the lead.
             let oversees = caller.0.role.oversees_queues() || (caller.0.role == Role::Crm && verb == "convert");
-            let h = state.engine.decide(id, &decision, &caller.by(), oversees).await?;
+            let h = state
+                .engine
+                .decide(id, &decision, note.as_deref(), &caller.by(), oversees)
+                .await?;
             Ok((StatusCode::OK, with_lead(&state, h).await?))
         },
     )
@@ -450,9 +508,9 @@ async fn accept(
     caller: Caller,
     Path(Id { id }): Path<Id>,
     Keyed(headers): Keyed,
-    Unread(raw): Unread,
+    body: OptionalBody<NoteBody>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, DECIDERS, "accept").await
+    decide(state, caller, id, headers, body.raw, DECIDERS, "accept").await
 }
 
 async fn reject(
@@ -470,9 +528,9 @@ async fn convert(
     caller: Caller,
     Path(Id { id }): Path<Id>,
     Keyed(headers): Keyed,
-    Unread(raw): Unread,
+    body: OptionalBody<ConvertBody>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, DECIDERS_AND_CRMS, "convert").await
+    decide(state, caller, id, headers, body.raw, DECIDERS_AND_CRMS, "convert").await
 }
 
 async fn release(
@@ -480,9 +538,9 @@ async fn release(
     caller: Caller,
     Path(Id { id }): Path<Id>,
     Keyed(headers): Keyed,
-    Unread(raw): Unread,
+    body: OptionalBody<NoteBody>,
 ) -> Response {
-    decide(state, caller, id, headers, raw, DECIDERS, "release").await
+    decide(state, caller, id, headers, body.raw, DECIDERS, "release").await
 }
 
 async fn members(

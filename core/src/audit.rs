@@ -111,6 +111,8 @@ pub enum AuditKind {
     LeadHandedOff,
     #[serde(rename = "lead.erased")]
     LeadErased,
+    #[serde(rename = "lead.note_added")]
+    LeadNoteAdded,
     #[serde(rename = "handoff.accepted")]
     HandoffAccepted,
     #[serde(rename = "handoff.rejected")]
@@ -140,7 +142,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 23] = [
         AuditKind::PlaybookDeployed,
         AuditKind::CampaignPaused,
         AuditKind::CampaignResumed,
@@ -150,6 +152,7 @@ impl AuditKind {
         AuditKind::LeadScored,
         AuditKind::LeadHandedOff,
         AuditKind::LeadErased,
+        AuditKind::LeadNoteAdded,
         AuditKind::HandoffAccepted,
         AuditKind::HandoffRejected,
         AuditKind::HandoffConverted,
@@ -176,6 +179,7 @@ impl AuditKind {
             AuditKind::LeadScored => "lead.scored",
             AuditKind::LeadHandedOff => "lead.handed_off",
             AuditKind::LeadErased => "lead.erased",
+            AuditKind::LeadNoteAdded => "lead.note_added",
             AuditKind::HandoffAccepted => "handoff.accepted",
             AuditKind::HandoffRejected => "handoff.rejected",
             AuditKind::HandoffConverted => "handoff.converted",
@@ -206,6 +210,7 @@ impl AuditKind {
             AuditKind::LeadScored => &["score", "scored"],
             AuditKind::LeadHandedOff => &["hand_off", "handed_off"],
             AuditKind::LeadErased => &["erase", "erased", "erasure"],
+            AuditKind::LeadNoteAdded => &["note", "note_added", "call"],
             AuditKind::HandoffAccepted => &["accept", "accepted", "decision", "decided"],
             AuditKind::HandoffRejected => &["reject", "rejected", "decision", "decided"],
             AuditKind::HandoffConverted => &["convert", "converted", "decision", "decided"],

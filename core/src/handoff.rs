@@ -114,6 +114,8 @@ pub struct Handoff {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub reject_reason: Option<String>,
+    /// The deal's value, when a conversion gave one.
+    pub amount: Option<Amount>,
     /// Unclaimed past this, the queue's SLA is breached.
     pub sla_due_at: Option<DateTime<Utc>>,
     pub sla_breached_at: Option<DateTime<Utc>>,
@@ -123,12 +125,89 @@ pub struct Handoff {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A sum of money in hundredths of its unit (cents, 分): exact, written as a decimal number
+/// (`12000.5`). The currency is the company's own; nurture does not convert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Amount(pub i64);
+
+impl Amount {
+    /// The largest amount taken: ten trillion units, well inside an `f64`'s exact integers.
+    pub const MAX: f64 = 1e13;
+
+    /// Reads a decimal amount: not negative, at most two decimals.
+    pub fn from_decimal(value: f64) -> Result<Amount, String> {
+        if !value.is_finite() || !(0.0..=Self::MAX).contains(&value) {
+            return Err(format!("amount must be a number from 0 to {}, not {value}", Self::MAX));
+        }
+        let hundredths = value * 100.0;
+        let rounded = hundredths.round();
+        if (hundredths - rounded).abs() > 1e-6 * rounded.abs().max(1.0) {
+            return Err(format!("amount {value} has more than two decimals"));
+        }
+        Ok(Amount(rounded as i64))
+    }
+
+    /// The amount as a decimal number.
+    pub fn as_decimal(self) -> f64 {
+        self.0 as f64 / 100.0
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (units, hundredths) = (self.0 / 100, self.0 % 100);
+        let digits = units.to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        if hundredths == 0 {
+            f.write_str(&grouped)
+        } else {
+            write!(f, "{grouped}.{hundredths:02}")
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 100 == 0 {
+            s.serialize_i64(self.0 / 100)
+        } else {
+            s.serialize_f64(self.as_decimal())
+        }
+    }
+}
+
+impl schemars::JsonSchema for Amount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "number",
+            "minimum": 0,
+            "maximum": Amount::MAX,
+            "description": "A sum of money in the company's currency, at most two decimals."
+        })
+    }
+}
+
 /// What someone does with a handoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Accept,
-    Reject { reason: String, recycle: bool },
-    Convert,
+    Reject {
+        reason: String,
+        recycle: bool,
+    },
+    /// The deal closed, perhaps for this much.
+    Convert {
+        amount: Option<Amount>,
+    },
     Release,
 }
 
@@ -138,7 +217,7 @@ impl Decision {
         match self {
             Decision::Accept => "accepted",
             Decision::Reject { .. } => "rejected",
-            Decision::Convert => "converted",
+            Decision::Convert { .. } => "converted",
             Decision::Release => "released",
         }
     }
@@ -149,7 +228,7 @@ impl Decision {
             Decision::Accept => Some(Stage::Accepted),
             Decision::Reject { recycle: true, .. } => Some(Stage::Recycled),
             Decision::Reject { recycle: false, .. } => Some(Stage::Disqualified),
-            Decision::Convert => Some(Stage::Customer),
+            Decision::Convert { .. } => Some(Stage::Customer),
             Decision::Release => None,
         }
     }
@@ -159,7 +238,7 @@ impl Decision {
         match self {
             Decision::Accept => "handoff.accepted",
             Decision::Reject { .. } => "handoff.rejected",
-            Decision::Convert => "handoff.converted",
+            Decision::Convert { .. } => "handoff.converted",
             Decision::Release => "handoff.released",
         }
     }
@@ -247,7 +326,7 @@ impl Handoff {
                 self.decided_at = Some(now);
             }
             // A deal closes whenever it closes: from the queue, in someone's hands, or accepted.
-            (Decision::Convert, HandoffStatus::Open | HandoffStatus::Claimed | HandoffStatus::Accepted) => {
+            (Decision::Convert { amount }, HandoffStatus::Open | HandoffStatus::Claimed | HandoffStatus::Accepted) => {
                 if self.status == HandoffStatus::Accepted {
                     if let Some(owner) = self.decided_by.as_deref().filter(|d| *d != by && !oversees) {
                         return Err(Refusal::Conflict(format!(
@@ -260,6 +339,7 @@ impl Handoff {
                     return Err(Refusal::Conflict(conflict));
                 }
                 self.status = HandoffStatus::Converted;
+                self.amount = *amount;
                 self.decided_by = Some(by.to_owned());
                 self.decided_at = Some(now);
             }
@@ -379,6 +459,7 @@ mod tests {
             decided_by: None,
             decided_at: None,
             reject_reason: None,
+            amount: None,
             sla_due_at: None,
             sla_breached_at: None,
             moved_from: None,
@@ -415,7 +496,9 @@ mod tests {
 
     #[test]
     fn only_the_holder_or_an_overseer_converts() {
-        let convert = |h: &mut Handoff, by: &str, oversees: bool| h.decide(&Decision::Convert, by, oversees, at(9));
+        let convert = |h: &mut Handoff, by: &str, oversees: bool| {
+            h.decide(&Decision::Convert { amount: None }, by, oversees, at(9))
+        };
         let mut claimed = handoff();
         claimed.status = HandoffStatus::Claimed;
         claimed.claimed_by = Some("alice".into());
@@ -476,5 +559,18 @@ mod tests {
         catch_up(&mut members, 2);
         assert_eq!(members[2].pass, members[0].pass.min(members[1].pass));
         assert_eq!(pick_member(&mut members), Some(2));
+    }
+
+    #[test]
+    fn amounts_are_exact_hundredths() {
+        assert_eq!(Amount::from_decimal(12000.5), Ok(Amount(1_200_050)));
+        assert_eq!(Amount::from_decimal(0.1 + 0.2), Ok(Amount(30)));
+        assert_eq!(Amount(1_200_050).to_string(), "12,000.50");
+        assert_eq!(Amount(100_000_000).to_string(), "1,000,000");
+        assert_eq!(serde_json::to_string(&Amount(1_200_000)).unwrap(), "12000");
+        assert_eq!(serde_json::to_string(&Amount(1_200_050)).unwrap(), "12000.5");
+        assert!(Amount::from_decimal(-1.0).is_err());
+        assert!(Amount::from_decimal(f64::NAN).is_err());
+        assert!(Amount::from_decimal(1.005).unwrap_err().contains("two decimals"));
     }
 }

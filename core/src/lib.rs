@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod handoff;
 pub mod journey;
 pub mod lead;
+pub mod note;
 pub mod nurture;
 pub mod pacing;
 pub mod playbook;

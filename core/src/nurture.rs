@@ -272,7 +272,9 @@ impl LeadState {
         if !self.lead.stage.can_become_mql() || !mql.when.eval(self, &playbook.segments, now) {
             return;
         }
-        self.lead.stage = Stage::Mql;
+        // The MQL's handoff opens in the same move, so the lead waits in its queue in the
+        // stage of every lead handed off (`lead.mql` says why it qualified).
+        self.lead.stage = Stage::HandedOff;
         self.lead.updated_at = now;
         self.dirty = true;
         let mut request = HandoffRequest::new(
@@ -499,7 +501,11 @@ mod tests {
             &mut out,
         );
         s.check_mql(&pb, t(5), &mut out);
-        assert_eq!(s.lead.stage, Stage::Mql);
+        assert_eq!(
+            s.lead.stage,
+            Stage::HandedOff,
+            "an MQL waits in its queue like a lead a campaign handed off"
+        );
         assert_eq!(out.handoffs.len(), 1);
         assert_eq!(out.handoffs[0].queue, "sdr");
         s.check_mql(&pb, t(6), &mut out);

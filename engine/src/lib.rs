@@ -6,7 +6,7 @@
 //! is `nurture_core::lead`.
 
 pub use nurture_core::{
-    access, audit, bounce, channel, clock, condition, diagnostic, duration, event, fetch, handoff, journey, lead,
+    access, audit, bounce, channel, clock, condition, diagnostic, duration, event, fetch, handoff, journey, lead, note,
     nurture, pacing, playbook, tag, template, tracking, yaml,
 };
 

@@ -245,7 +245,7 @@ async fn every_change_by_hand_is_recorded_with_who_and_what(app: TestApp) {
         "handoff.accepted",
         "carol@corp.example",
         handoff_id,
-        json!({"lead": a, "queue": "sales"}),
+        json!({"lead": a, "queue": "sales", "noted": false}),
     );
     expect(
         "queue.member_changed",

@@ -607,7 +607,7 @@ async fn the_lead_card_says_why(app: TestApp) {
     assert!(card.contains("<h1 id=\"lead\">李 伟</h1>"), "{card}");
     assert!(card.contains("Score: <strong>27</strong>"), "{card}");
     assert_eq!(
-        rows("section[aria-labelledby=why] tbody tr"),
+        rows("section[aria-labelledby=why] table:first-of-type tbody tr"),
         [
             "rule page_view|10|2",
             "rule whitepaper_downloaded|10|1",
@@ -641,7 +641,165 @@ async fn the_lead_card_says_why(app: TestApp) {
     assert_eq!((status, location.as_deref()), (303, Some("/login")));
 }
 
+/// An SDR works a lead from its card: the survey's answers, contact details kept up to date,
+/// a call logged with its follow-up day, the deal converted with its value and a note; a
+/// marketer reads the same card without the forms.
+async fn an_sdr_works_a_lead_from_its_card(app: TestApp) {
+    person(&app, "alice@corp.example", Role::Sdr, "correct horse battery").await;
+    person(&app, "mark@corp.example", Role::Marketer, "correct horse battery").await;
+    let lead = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Role::Marketer,
+            Some(json!({"email": "li.wei@acme.example", "company": "Acme", "phone": "010 1234"})),
+        )
+        .await;
+    let id = lead.body["id"].as_str().unwrap().to_owned();
+    let survey = json!({"budget": "50-100万", "needs": ["MES", "IoT"], "timeline": "this quarter"});
+    let answer = app
+        .call(
+            "POST",
+            "/v1/events",
+            Role::Crm,
+            Some(json!({"lead": {"id": id}, "type": "survey_submitted", "properties": survey})),
+        )
+        .await;
+    assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
+    let handoff = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Role::Marketer,
+            Some(json!({"lead": {"id": id}, "queue": "sdr", "reason": "Asked for a demo"})),
+        )
+        .await;
+    let handoff_id = handoff.body["id"].as_str().unwrap().to_owned();
+    let (client, csrf) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
+    let base = &app.base;
+    let (_, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;
+    assert_eq!(location.as_deref(), Some("/?notice=claimed"));
+    let card_url = format!("{base}/leads/{id}");
+    let back = format!("/leads/{id}");
+    let (_, card, _) = get(&client, &card_url).await;
+    let texts = |html: &str, css: &str| -> Vec<String> {
+        let doc = scraper::Html::parse_document(html);
+        doc.select(&scraper::Selector::parse(css).unwrap())
+            .map(|row| row.text().collect::<Vec<_>>().join("|"))
+            .collect()
+    };
+    assert_eq!(
+        texts(&card, "section[aria-labelledby=survey] dd"),
+        ["50-100万", "MES, IoT", "this quarter"]
+    );
+    assert!(card.contains(&format!("/handoffs/{handoff_id}/convert")), "{card}");
+    assert!(
+        card.contains(&format!("/handoffs/{handoff_id}/release")),
+        "claimed: {card}"
+    );
+
+    // Contact details as the SDR learned them; an emptied field is cleared.
+    let contact = format!("{base}/leads/{id}/contact");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("phone", "+86 138 0000 0000"),
+        ("title", "Plant manager"),
+        ("company", ""),
+    ];
+    let (_, _, location, _) = post(&client, &contact, &form).await;
+    assert_eq!(location.as_deref(), Some(format!("{back}?notice=contact").as_str()));
+    let read = app
+        .call("GET", &format!("/v1/leads/{id}"), Role::Admin, None)
+        .await
+        .body;
+    assert_eq!(
+        (&read["phone"], &read["title"], &read["company"]),
+        (&json!("+86 138 0000 0000"), &json!("Plant manager"), &json!(null)),
+        "{read}"
+    );
+
+    // A note says something; then a call with its follow-up day.
+    let notes = format!("{base}/leads/{id}/notes");
+    let (_, _, location, _) = post(&client, &notes, &[("csrf", &csrf), ("text", " "), ("outcome", "")]).await;
+    assert_eq!(location.as_deref(), Some(format!("{back}?error=empty_note").as_str()));
+    let call = [
+        ("csrf", csrf.as_str()),
+        ("outcome", "voicemail"),
+        ("follow_up_on", "2026-03-10"),
+        ("text", "Left a message"),
+    ];
+    let (_, _, location, _) = post(&client, &notes, &call).await;
+    assert_eq!(location.as_deref(), Some(format!("{back}?notice=noted").as_str()));
+
+    // The deal: a typo in the amount loses nothing, then it converts with its value and note.
+    let convert = format!("{base}/handoffs/{handoff_id}/convert");
+    let typo = [("csrf", csrf.as_str()), ("amount", "12k"), ("back", back.as_str())];
+    let (_, _, location, _) = post(&client, &convert, &typo).await;
+    assert_eq!(location.as_deref(), Some(format!("{back}?error=amount").as_str()));
+    let deal = [
+        ("csrf", csrf.as_str()),
+        ("amount", "12,000.50"),
+        ("note", "Signed the annual plan"),
+        ("back", back.as_str()),
+    ];
+    let (_, _, location, _) = post(&client, &convert, &deal).await;
+    assert_eq!(location.as_deref(), Some(format!("{back}?notice=decided").as_str()));
+    let decided = app
+        .call("GET", &format!("/v1/handoffs/{handoff_id}"), Role::Admin, None)
+        .await
+        .body;
+    assert_eq!(
+        (&decided["status"], &decided["amount"]),
+        (&json!("converted"), &json!(12000.5))
+    );
+
+    let (_, card, _) = get(&client, &format!("{card_url}?notice=decided")).await;
+    assert!(card.contains("Done."), "{card}");
+    assert_eq!(texts(&card, "section[aria-labelledby=handoffs] tbody tr").len(), 1);
+    let handoffs = texts(&card, "section[aria-labelledby=handoffs] tbody tr td");
+    assert_eq!(
+        handoffs[1..],
+        [
+            "sdr",
+            "Asked for a demo",
+            "converted",
+            "alice@corp.example",
+            "Deal amount 12,000.50"
+        ]
+    );
+    let timeline = texts(&card, "section[aria-labelledby=timeline] tbody tr");
+    assert!(
+        timeline
+            .iter()
+            .any(|r| r.contains("call|voicemail · follow up 2026-03-10 · Left a message · alice@corp.example")),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|r| r.contains("note|converted · Signed the annual plan · alice@corp.example")),
+        "{timeline:?}"
+    );
+    assert!(
+        card.lines().all(|l| !l.contains("/handoffs/")),
+        "nothing left to decide: {card}"
+    );
+
+    // A form that says where to go back to goes back only to a lead card.
+    let (_, _, location, _) = post(&client, &convert, &[("csrf", &csrf), ("back", "https://evil.example/")]).await;
+    assert_eq!(location.as_deref(), Some("/?error=changed"));
+
+    // The marketer reads the same card, without the SDR's forms.
+    let (marketer, marketer_csrf) = signed_in(&app, "mark@corp.example", "correct horse battery").await;
+    let (_, card, _) = get(&marketer, &card_url).await;
+    assert!(card.contains("Left a message") && card.contains("50-100万"), "{card}");
+    assert!(!card.contains("/notes\"") && !card.contains("/contact\""), "{card}");
+    let (_, _, location, _) = post(&marketer, &notes, &[("csrf", &marketer_csrf), ("text", "hi")]).await;
+    assert_eq!(location.as_deref(), Some(format!("{back}?error=not_yours").as_str()));
+}
+
 both_backends!(crate::support::spawn_app_on;
+    an_sdr_works_a_lead_from_its_card,
     the_lead_card_says_why,
     an_admin_manages_users_in_the_console,
     an_sdr_claims_and_decides_in_the_console,

@@ -513,7 +513,11 @@ async fn mql_moves_the_stage_and_requests_a_handoff(t: TestEngine) {
     ingest(&t, [many("icp@x.example"), many("small@x.example")].concat()).await;
     let icp = by_email(&t, "icp@x.example").await.lead;
     let small = by_email(&t, "small@x.example").await.lead;
-    assert_eq!((icp.score, icp.stage), (60, Stage::Mql));
+    assert_eq!(
+        (icp.score, icp.stage),
+        (60, Stage::HandedOff),
+        "an MQL waits in its queue in the stage of every lead handed off"
+    );
     assert_eq!(
         (small.score, small.stage),
         (60, Stage::Nurturing),
@@ -533,7 +537,7 @@ async fn mql_moves_the_stage_and_requests_a_handoff(t: TestEngine) {
         .patch_lead(small.id, input(json!({"company_size": "200-1000"})), &crm())
         .await
         .unwrap();
-    assert_eq!(small.lead.stage, Stage::Mql);
+    assert_eq!(small.lead.stage, Stage::HandedOff);
 }
 
 /// An audit entry written in a transaction that does not commit is not kept; one that commits
@@ -1253,7 +1257,7 @@ async fn a_goal_reached_by_an_event_ends_enrollments_mid_wait(t: TestEngine) {
             .collect(),
     )
     .await;
-    assert_eq!(by_email(&t, "goal@x.example").await.lead.stage, Stage::Mql);
+    assert_eq!(by_email(&t, "goal@x.example").await.lead.stage, Stage::HandedOff);
     let steps = journey(&t, lead.id).await;
     assert!(steps.contains(&"welcome/wait_2d:goal".to_string()), "{steps:?}");
     assert!(
@@ -1499,7 +1503,7 @@ async fn runner_passes_beside_goals_reached_by_events_never_undo_an_exit(t: Test
     );
     for email in &emails {
         let lead = by_email(&t, email).await.lead;
-        assert_eq!(lead.stage, Stage::Mql, "{email}");
+        assert_eq!(lead.stage, Stage::HandedOff, "{email}");
         let steps = journey(&t, lead.id).await;
         let welcome: Vec<&String> = steps.iter().filter(|s| s.starts_with("welcome/")).collect();
         let goal = welcome.iter().position(|s| s.ends_with(":goal"));

@@ -19,6 +19,7 @@ both_backends!(crate::support::spawn_app_on;
     a_receiver_that_fails_three_times_gets_everything_signed_and_in_order,
     bad_receivers_are_bounded_and_block_nobody,
     webhooks_do_not_reach_into_the_network_unless_allowed,
+    notes_calls_and_decisions_reach_the_crm,
 );
 
 /// One request the receiver got, and what it answered.
@@ -137,6 +138,38 @@ async fn one_lead_handed_off(app: &TestApp, email: &str) -> Value {
     answer.body
 }
 
+/// Checks every delivery is what /openapi.json's `webhooks` says its event type carries, and
+/// that the schema is one a payload can fail (without its `data`).
+async fn as_documented(app: &TestApp, delivered: &[&Got]) {
+    let document = app.send("GET", "/openapi.json", None, None, &[]).await.body;
+    for got in delivered {
+        let mut root = document.clone();
+        root["$ref"] = json!(format!(
+            "#/webhooks/{}/post/requestBody/content/application~1json/schema",
+            got.event
+        ));
+        let validator = jsonschema::validator_for(&root).unwrap();
+        let payload: Value = serde_json::from_str(&got.body).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&payload)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} delivery unlike its documented schema: {errors:?}",
+            got.event
+        );
+        assert_eq!(payload["type"], got.event.as_str());
+        let mut without = payload.clone();
+        without["data"] = json!({});
+        assert!(
+            !validator.is_valid(&without),
+            "{} accepts a payload without its data",
+            got.event
+        );
+    }
+}
+
 /// A code block of the README's webhook section, by language.
 fn readme_snippet(language: &str) -> String {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
@@ -234,35 +267,7 @@ async fn a_receiver_that_fails_three_times_gets_everything_signed_and_in_order(a
     );
 
     let body: Value = serde_json::from_str(&delivered[0].body).unwrap();
-    // Every delivery is what /openapi.json's `webhooks` says its event type carries.
-    let document = app.send("GET", "/openapi.json", None, None, &[]).await.body;
-    for got in &delivered {
-        let mut root = document.clone();
-        root["$ref"] = json!(format!(
-            "#/webhooks/{}/post/requestBody/content/application~1json/schema",
-            got.event
-        ));
-        let validator = jsonschema::validator_for(&root).unwrap();
-        let payload: Value = serde_json::from_str(&got.body).unwrap();
-        let errors: Vec<String> = validator
-            .iter_errors(&payload)
-            .map(|e| format!("{e} at {}", e.instance_path()))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "{} delivery unlike its documented schema: {errors:?}",
-            got.event
-        );
-        assert_eq!(payload["type"], got.event.as_str());
-        // And the schema is one a payload can fail: without its handoff, this one does.
-        let mut without = payload.clone();
-        without["data"] = json!({});
-        assert!(
-            !validator.is_valid(&without),
-            "{} accepts a payload without its data",
-            got.event
-        );
-    }
+    as_documented(&app, &delivered).await;
     assert_eq!(body["type"], "lead.handed_off");
     assert_eq!(body["lead"]["email"], "li.wei@acme.example");
     assert_eq!(body["data"]["handoff"]["id"], handoff["id"]);
@@ -521,4 +526,142 @@ async fn webhooks_do_not_reach_into_the_network_unless_allowed(app: TestApp) {
         total += items.len();
     }
     assert_eq!(r.got("/hook").len(), total);
+}
+
+async fn notes_calls_and_decisions_reach_the_crm(app: TestApp) {
+    let (r, base) = receiver().await;
+    subscribe(
+        &app,
+        &format!("{base}/hook"),
+        json!(["lead.note_added", "handoff.converted", "handoff.decided"]),
+    )
+    .await;
+    let handoff = one_lead_handed_off(&app, "li.wei@acme.example").await;
+    let lead = handoff["lead_id"].as_str().unwrap().to_owned();
+    let sdr = app.key_named(Role::Sdr, "carol").await;
+    assert_eq!(
+        app.call_as("POST", "/v1/queues/sales/claim", &sdr, None).await.status,
+        200
+    );
+    let notes = format!("/v1/leads/{lead}/notes");
+
+    // What a note must be: something said, an outcome known, a day that exists, not too long.
+    for (body, field) in [
+        (json!({}), "text"),
+        (json!({"text": "   "}), "text"),
+        (json!({"call": {"outcome": "busy"}}), "call.outcome"),
+        (
+            json!({"call": {"outcome": "reached", "follow_up_on": "2026-02-30"}}),
+            "call.follow_up_on",
+        ),
+        (json!({"text": "x".repeat(10_001)}), "text"),
+        (json!({"text": "hi", "mood": "good"}), "mood"),
+    ] {
+        let answer = app.call_as("POST", &notes, &sdr, Some(body.clone())).await;
+        assert_eq!(answer.status, 422, "{body}: {:?}", answer.body);
+        let said = answer.body.to_string();
+        assert!(said.contains(field), "{body} names {field}: {said}");
+    }
+    assert_eq!(
+        app.call_as("POST", "/v1/leads/999999/notes", &sdr, Some(json!({"text": "hi"})))
+            .await
+            .status,
+        404
+    );
+
+    let call = app
+        .call_as(
+            "POST",
+            &notes,
+            &sdr,
+            Some(json!({"text": "  Wants a demo for the plant managers  ",
+                        "call": {"outcome": "meeting_booked", "follow_up_on": "2026-03-10"}})),
+        )
+        .await;
+    assert_eq!(call.status, 201, "{:?}", call.body);
+    assert_eq!(call.body["text"], "Wants a demo for the plant managers");
+    assert_eq!(
+        call.body["call"],
+        json!({"outcome": "meeting_booked", "follow_up_on": "2026-03-10"})
+    );
+    assert_eq!(call.body["by"], "carol");
+    assert_eq!(call.body["lead_id"], lead.as_str());
+
+    let id = handoff["id"].as_str().unwrap();
+    let convert = format!("/v1/handoffs/{id}/convert");
+    for amount in [json!(-5), json!(1.005), json!("a lot")] {
+        let answer = app
+            .call_as("POST", &convert, &sdr, Some(json!({"amount": amount})))
+            .await;
+        assert_eq!(answer.status, 422, "{amount}: {:?}", answer.body);
+        assert!(answer.body.to_string().contains("amount"), "{:?}", answer.body);
+    }
+    let converted = app
+        .call_as(
+            "POST",
+            &convert,
+            &sdr,
+            Some(json!({"amount": 12000.5, "note": "Signed the annual plan"})),
+        )
+        .await;
+    assert_eq!(converted.status, 200, "{:?}", converted.body);
+    assert_eq!(converted.body["status"], "converted");
+    assert_eq!(converted.body["amount"], json!(12000.5));
+
+    // Both notes are kept, newest first, and stand in the timeline.
+    let listed = app.call_as("GET", &notes, &sdr, None).await;
+    assert_eq!(listed.status, 200);
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0]["text"], "Signed the annual plan");
+    assert_eq!(items[0]["decision"], "converted");
+    assert_eq!(items[0]["handoff_id"], id);
+    let page = app.call_as("GET", &format!("{notes}?limit=1"), &sdr, None).await;
+    let next = page.body["next_cursor"].as_str().unwrap();
+    let rest = app
+        .call_as("GET", &format!("{notes}?limit=1&cursor={next}"), &sdr, None)
+        .await;
+    assert_eq!(rest.body["items"][0]["id"], call.body["id"]);
+    let timeline = app.timeline(&lead, "note").await;
+    assert_eq!(timeline.len(), 2, "{timeline:?}");
+    assert!(timeline
+        .iter()
+        .any(|e| e["call"]["outcome"] == "meeting_booked" && e["by"] == "carol"));
+
+    let client = WebhookClient::new(std::time::Duration::from_secs(5), loopback()).unwrap();
+    // One of a lead's deliveries at a time per subscription, in order: a pass each.
+    for _ in 0..4 {
+        app.engine.deliver_webhooks(&client, 100).await.unwrap();
+    }
+    let got = r.got("/hook");
+    let delivered: Vec<&Got> = got.iter().filter(|g| g.answered == 200).collect();
+    let events: Vec<&str> = delivered.iter().map(|g| g.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "lead.note_added",
+            "handoff.converted",
+            "handoff.decided",
+            "lead.note_added"
+        ],
+        "{got:?}"
+    );
+    as_documented(&app, &delivered).await;
+    let body = |i: usize| serde_json::from_str::<Value>(&delivered[i].body).unwrap();
+    assert_eq!(body(0)["data"]["note"]["call"]["outcome"], "meeting_booked");
+    for i in [1, 2] {
+        assert_eq!(body(i)["data"]["note"], "Signed the annual plan");
+        assert_eq!(body(i)["data"]["decision"], "converted");
+        assert_eq!(body(i)["data"]["handoff"]["amount"], json!(12000.5));
+        assert_eq!(body(i)["lead"]["stage"], "customer");
+    }
+    assert_eq!(body(3)["data"]["note"]["decision"], "converted");
+
+    // Who wrote what is in the audit trail, without the words.
+    let audit = app.call("GET", "/v1/audit?kind=note", Role::Admin, None).await;
+    let entries = audit.body["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["actor"], "carol");
+    assert_eq!(entries[0]["detail"]["call"], "meeting_booked");
+    assert!(!entries[0].to_string().contains("plant managers"));
 }

@@ -198,10 +198,27 @@ pub(super) struct DecisionForm {
     #[serde(default)]
     reason: String,
     recycle: Option<String>,
+    /// A conversion's value, as typed (`12,000.50`).
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    note: String,
+    /// The page to return to: the lead card it was decided on, else the start page.
+    #[serde(default)]
+    back: String,
+}
+
+/// Where a form returns: `back` when it is a lead card, else the start page; with `query`.
+pub(super) fn back_to(back: &str, query: &str) -> Redirect {
+    let card = back
+        .strip_prefix("/leads/")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    let path = if card { back } else { "/" };
+    Redirect::to(&format!("{path}?{query}"))
 }
 
 /// `POST /handoffs/{id}/{accept|reject|convert|release}`: a decision of the signed-in user,
-/// recorded under their e-mail.
+/// recorded under their e-mail, with their note (and a conversion's value).
 pub(super) async fn decide(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -218,7 +235,10 @@ pub(super) async fn decide(
     };
     let decision = match verb.as_str() {
         "accept" => Decision::Accept,
-        "convert" => Decision::Convert,
+        "convert" => match read_amount(&form.amount) {
+            Ok(amount) => Decision::Convert { amount },
+            Err(()) => return back_to(&form.back, "error=amount").into_response(),
+        },
         "release" => Decision::Release,
         "reject" => Decision::Reject {
             reason: form.reason.trim().to_owned(),
@@ -227,15 +247,28 @@ pub(super) async fn decide(
         _ => return (StatusCode::NOT_FOUND, "no such decision").into_response(),
     };
     let by = nurture_engine::audit::By::console(&user.email);
-    match state
+    let note = Some(form.note.as_str()).filter(|n| !n.trim().is_empty());
+    let outcome = match state
         .engine
-        .decide(HandoffId(id), &decision, &by, user.role.oversees_queues())
+        .decide(HandoffId(id), &decision, note, &by, user.role.oversees_queues())
         .await
     {
-        Ok(_) => Redirect::to("/?notice=decided").into_response(),
-        Err(EngineError::Invalid(_)) => Redirect::to("/?error=say_why").into_response(),
-        Err(EngineError::Forbidden(_)) => Redirect::to("/?error=not_yours").into_response(),
-        Err(EngineError::Conflict(_) | EngineError::Missing(_)) => Redirect::to("/?error=changed").into_response(),
-        Err(e) => failed(e),
+        Ok(_) => "notice=decided",
+        Err(EngineError::Invalid(_)) => "error=say_why",
+        Err(EngineError::Forbidden(_)) => "error=not_yours",
+        Err(EngineError::Conflict(_) | EngineError::Missing(_)) => "error=changed",
+        Err(e) => return failed(e),
+    };
+    back_to(&form.back, outcome).into_response()
+}
+
+/// An amount as a person types it: empty for none; digits with `,` or spaces between
+/// thousands, and at most two decimals.
+pub(super) fn read_amount(typed: &str) -> Result<Option<Amount>, ()> {
+    let digits: String = typed.chars().filter(|c| !matches!(c, ',' | ' ' | '，')).collect();
+    if digits.is_empty() {
+        return Ok(None);
     }
+    let value: f64 = digits.parse().map_err(|_| ())?;
+    Amount::from_decimal(value).map(Some).map_err(|_| ())
 }

@@ -1,10 +1,17 @@
-//! The lead card (read-only for now): who the lead is, why they are here (the score by rule
-//! and by person, the tags) and what happened to them, in the timeline's own words.
+//! The lead card: who the lead is (contact details an SDR keeps up to date), why they are here
+//! (the score by rule and by person, the behaviours that counted, survey answers, tags), their
+//! handoffs and what came of them, and what happened to them in the timeline's own words. An
+//! SDR (or an admin) decides the current handoff here, writes notes and logs calls; marketers
+//! read the same card.
 
 use super::*;
 
-use nurture_engine::lead::{LeadId, TEXT_FIELDS};
+use chrono::NaiveDate;
+use nurture_engine::handoff::Handoff;
+use nurture_engine::lead::{LeadId, LeadInput, TEXT_FIELDS};
+use nurture_engine::note::{CallInput, CallOutcome, NoteInput};
 use nurture_engine::store::{TimelineEntry, TimelineKind};
+use nurture_engine::tag::Actor;
 use serde_json::Value;
 
 #[derive(Template)]
@@ -14,12 +21,50 @@ pub(super) struct LeadPage<'a> {
     user: &'a User,
     role: &'static str,
     csrf: &'a str,
+    id: i64,
     title: String,
     facts: Vec<(&'static str, String)>,
+    /// The SDR's or admin's forms: contact details, decisions, notes and calls.
+    works: bool,
+    contact: Vec<ContactField>,
+    current: Option<CurrentHandoff>,
+    outcomes: Vec<(&'static str, &'static str)>,
+    today: String,
     score: i64,
     sources: Vec<SourceRow>,
+    counted: Vec<EntryRow>,
+    survey: Option<(String, Vec<(String, String)>)>,
     tags: Vec<String>,
+    handoffs: Vec<HandoffLine>,
     entries: Vec<EntryRow>,
+    notice: Option<&'static str>,
+    error: Option<String>,
+}
+
+pub(super) struct ContactField {
+    name: &'static str,
+    label: &'static str,
+    value: String,
+    kind: &'static str,
+}
+
+pub(super) struct CurrentHandoff {
+    id: i64,
+    queue: String,
+    reason: String,
+    status: &'static str,
+    /// Open or claimed: accept, reject, release (claimed only) as well as convert.
+    undecided: bool,
+    claimed: bool,
+}
+
+pub(super) struct HandoffLine {
+    at: String,
+    queue: String,
+    reason: String,
+    status: &'static str,
+    by: String,
+    outcome: String,
 }
 
 pub(super) struct SourceRow {
@@ -36,6 +81,12 @@ pub(super) struct EntryRow {
 
 /// How many timeline entries the card shows, newest first.
 const ENTRIES: i64 = 100;
+/// How many of the rules' points, and how many handoffs, the card lists.
+const LISTED: i64 = 20;
+/// The event whose properties are the survey's answers.
+const SURVEY: &str = "survey_submitted";
+/// The contact details an SDR keeps up to date on the card.
+const CONTACT: [(&str, &str); 3] = [("phone", "tel"), ("title", "text"), ("company", "text")];
 
 /// `GET /leads/{id}`: the lead card, for any signed-in user.
 pub(super) async fn lead_card(
@@ -50,6 +101,7 @@ pub(super) async fn lead_card(
         Err(answer) => return answer,
     };
     let t = text(q.lang.as_deref(), Some(&user), &headers);
+    let tz = zone(&state, &jar);
     let Some(id) = id.parse::<i64>().ok().map(LeadId) else {
         return message(StatusCode::NOT_FOUND, t.no_lead);
     };
@@ -58,12 +110,17 @@ pub(super) async fn lead_card(
         Err(EngineError::NotFound) => return message(StatusCode::NOT_FOUND, t.no_lead),
         Err(e) => return failed(e),
     };
-    let sources = match state.engine.score_sources(id).await {
-        Ok(sources) => sources,
-        Err(e) => return failed(e),
+    let engine = &state.engine;
+    let read = async {
+        let sources = engine.score_sources(id).await?;
+        let entries = engine.timeline(id, None, ENTRIES).await?.0;
+        let points = engine.rule_points(id, LISTED).await?;
+        let survey = engine.latest_event(id, SURVEY).await?;
+        let handoffs = engine.lead_handoffs(id, LISTED).await?;
+        Ok::<_, EngineError>((sources, entries, points, survey, handoffs))
     };
-    let entries = match state.engine.timeline(id, None, ENTRIES).await {
-        Ok((entries, _)) => entries,
+    let (sources, entries, points, survey, handoffs) = match read.await {
+        Ok(read) => read,
         Err(e) => return failed(e),
     };
     let lead = &view.lead;
@@ -76,12 +133,14 @@ pub(super) async fn lead_card(
         (true, Some(email)) => email.clone(),
         (true, None) => format!("#{}", lead.id.0),
     };
+    let works = matches!(user.role, Role::Sdr | Role::Admin);
     let mut facts: Vec<(&'static str, String)> = Vec::new();
     if let Some(email) = &lead.email {
         facts.push((t.email, email.clone()));
     }
     for field in TEXT_FIELDS {
-        if let Some(value) = lead.fields.get(field).filter(|v| !v.is_empty()) {
+        let editable = works && CONTACT.iter().any(|(c, _)| *c == field);
+        if let Some(value) = lead.fields.get(field).filter(|v| !v.is_empty() && !editable) {
             facts.push((field_label(t, field), value.clone()));
         }
     }
@@ -89,13 +148,67 @@ pub(super) async fn lead_card(
     if let Some(owner) = &lead.owner {
         facts.push((t.owner, owner.clone()));
     }
+    let contact = CONTACT
+        .iter()
+        .filter(|_| works)
+        .map(|(name, kind)| ContactField {
+            name,
+            label: field_label(t, name),
+            value: lead.fields.get(name).cloned().unwrap_or_default(),
+            kind,
+        })
+        .collect();
+    let current = handoffs
+        .iter()
+        .find(|h| {
+            matches!(
+                h.status,
+                HandoffStatus::Open | HandoffStatus::Claimed | HandoffStatus::Accepted
+            )
+        })
+        .filter(|_| works)
+        .map(|h| CurrentHandoff {
+            id: h.id.0,
+            queue: h.queue.clone(),
+            reason: h.reason.clone(),
+            status: handoff_status(t, h.status),
+            undecided: h.status != HandoffStatus::Accepted,
+            claimed: h.status == HandoffStatus::Claimed,
+        });
+    let survey = survey.filter(|(_, answers)| !answers.is_empty()).map(|(at, answers)| {
+        let answers = answers
+            .into_iter()
+            .map(|(question, answer)| {
+                let answer = match answer {
+                    Value::String(s) => s,
+                    Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    other => other.to_string(),
+                };
+                (question, answer)
+            })
+            .collect();
+        (local(at, tz), answers)
+    });
     let body = LeadPage {
         t,
         role: role_name(t, user.role),
         user: &user,
         csrf: &csrf,
+        id: id.0,
         title,
         facts,
+        works,
+        contact,
+        current,
+        outcomes: CallOutcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), outcome_name(t, *o)))
+            .collect(),
+        today: state.engine.now().with_timezone(&tz).date_naive().to_string(),
         score: lead.score,
         sources: sources
             .into_iter()
@@ -109,11 +222,59 @@ pub(super) async fn lead_card(
                 changes: s.changes,
             })
             .collect(),
+        counted: points
+            .into_iter()
+            .map(|p| EntryRow {
+                at: local(nurture_engine::clock::from_micros(p.at), tz),
+                kind: t.rule,
+                text: format!("{:+} {} ({})", p.delta, p.reason, p.rule),
+            })
+            .collect(),
+        survey,
         tags: view.tags.clone(),
-        entries: entries.iter().map(|e| entry_row(t, e)).collect(),
+        handoffs: handoffs.iter().map(|h| handoff_line(t, h, tz)).collect(),
+        entries: entries.iter().map(|e| entry_row(t, e, tz)).collect(),
+        notice: match q.notice.as_deref() {
+            Some("decided") => Some(t.decided),
+            Some("noted") => Some(t.note_saved),
+            Some("contact") => Some(t.contact_saved),
+            _ => None,
+        },
+        error: match q.error.as_deref() {
+            Some("changed") => Some(t.changed_meanwhile.to_owned()),
+            Some("not_yours") => Some(t.not_yours.to_owned()),
+            Some("say_why") => Some(t.say_why.to_owned()),
+            Some("amount") => Some(t.amount_bad.to_owned()),
+            Some("empty_note") => Some(t.empty_note.to_owned()),
+            Some(other) if other.starts_with("contact:") => {
+                Some(format!("{}{}", t.contact_bad, &other["contact:".len()..]))
+            }
+            _ => None,
+        },
     }
     .render();
     page(StatusCode::OK, body)
+}
+
+/// An earlier (or the current) handoff and what came of it.
+fn handoff_line(t: &Text, h: &Handoff, tz: chrono_tz::Tz) -> HandoffLine {
+    let outcome = match (&h.reject_reason, h.amount) {
+        (Some(reason), _) => reason.clone(),
+        (None, Some(amount)) => format!("{} {amount}", t.amount),
+        (None, None) => String::new(),
+    };
+    HandoffLine {
+        at: local(h.created_at, tz),
+        queue: h.queue.clone(),
+        reason: h.reason.clone(),
+        status: handoff_status(t, h.status),
+        by: h
+            .decided_by
+            .clone()
+            .or_else(|| h.claimed_by.clone())
+            .unwrap_or_default(),
+        outcome,
+    }
 }
 
 fn field(data: &serde_json::Map<String, Value>, name: &str) -> String {
@@ -125,13 +286,13 @@ fn field(data: &serde_json::Map<String, Value>, name: &str) -> String {
 }
 
 /// One timeline entry in words.
-fn entry_row(t: &Text, e: &TimelineEntry) -> EntryRow {
+fn entry_row(t: &Text, e: &TimelineEntry, tz: chrono_tz::Tz) -> EntryRow {
     let d = &e.data;
-    let by = d
-        .get("by")
-        .and_then(|b| b.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let by = match d.get("by") {
+        Some(Value::String(name)) => name.as_str(),
+        Some(by) => by.get("name").and_then(Value::as_str).unwrap_or_default(),
+        None => "",
+    };
     let (kind, text) = match e.kind {
         TimelineKind::Event => {
             let properties = d
@@ -183,10 +344,149 @@ fn entry_row(t: &Text, e: &TimelineEntry) -> EntryRow {
                 field(d, "status")
             ),
         ),
+        TimelineKind::Note => note_words(t, d, by),
     };
     EntryRow {
-        at: e.at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        at: local(e.at, tz),
         kind,
         text,
+    }
+}
+
+/// A note in words: the call's outcome and follow-up day, the decision it came with, the text.
+fn note_words(t: &Text, d: &serde_json::Map<String, Value>, by: &str) -> (&'static str, String) {
+    let mut parts = Vec::new();
+    let call = d.get("call").filter(|c| !c.is_null());
+    if let Some(call) = call {
+        if let Some(outcome) = call
+            .get("outcome")
+            .and_then(Value::as_str)
+            .and_then(|o| o.parse::<CallOutcome>().ok())
+        {
+            parts.push(outcome_name(t, outcome).to_owned());
+        }
+        if let Some(day) = call.get("follow_up_on").and_then(Value::as_str) {
+            parts.push(format!("{} {day}", t.follow_up));
+        }
+    }
+    if let Some(decision) = d.get("decision").and_then(Value::as_str) {
+        parts.push(decision.to_owned());
+    }
+    let text = field(d, "text");
+    if !text.is_empty() {
+        parts.push(text);
+    }
+    parts.push(by.to_owned());
+    let kind = if call.is_some() { t.kind_call } else { t.kind_note };
+    (kind, parts.join(" · "))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NoteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    follow_up_on: String,
+}
+
+/// `POST /leads/{id}/notes`: a note or a call, written by the signed-in SDR or admin.
+pub(super) async fn add_note(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<NoteForm>,
+) -> Response {
+    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return (StatusCode::NOT_FOUND, "no such lead").into_response();
+    };
+    let back = format!("/leads/{id}");
+    if !matches!(user.role, Role::Sdr | Role::Admin) {
+        return home::back_to(&back, "error=not_yours").into_response();
+    }
+    let call = match form.outcome.parse::<CallOutcome>() {
+        Ok(outcome) => Some(CallInput {
+            outcome,
+            follow_up_on: form.follow_up_on.parse::<NaiveDate>().ok(),
+        }),
+        Err(_) => None,
+    };
+    let input = NoteInput {
+        text: Some(form.text),
+        call,
+    };
+    let by = nurture_engine::audit::By::console(&user.email);
+    match state.engine.add_note(LeadId(id), input, &by).await {
+        Ok(_) => home::back_to(&back, "notice=noted").into_response(),
+        Err(EngineError::Invalid(_)) => home::back_to(&back, "error=empty_note").into_response(),
+        Err(EngineError::NotFound) => (StatusCode::NOT_FOUND, "no such lead").into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ContactForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    company: String,
+}
+
+/// `POST /leads/{id}/contact`: the phone, title and company as the SDR knows them now (an
+/// emptied field is cleared).
+pub(super) async fn save_contact(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ContactForm>,
+) -> Response {
+    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return (StatusCode::NOT_FOUND, "no such lead").into_response();
+    };
+    let back = format!("/leads/{id}");
+    if !matches!(user.role, Role::Sdr | Role::Admin) {
+        return home::back_to(&back, "error=not_yours").into_response();
+    }
+    let given = |v: String| {
+        let v = v.trim().to_owned();
+        Some((!v.is_empty()).then_some(v))
+    };
+    let input = LeadInput {
+        phone: given(form.phone),
+        title: given(form.title),
+        company: given(form.company),
+        ..LeadInput::default()
+    };
+    match state
+        .engine
+        .patch_lead(LeadId(id), input, &Actor::User(user.email.clone()))
+        .await
+    {
+        Ok(_) => home::back_to(&back, "notice=contact").into_response(),
+        Err(EngineError::Invalid(errors)) => {
+            let said: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+            let query =
+                serde_urlencoded::to_string([("error", format!("contact:{}", said.join("; ")))]).unwrap_or_default();
+            home::back_to(&back, &query).into_response()
+        }
+        Err(EngineError::NotFound) => (StatusCode::NOT_FOUND, "no such lead").into_response(),
+        Err(e) => failed(e),
     }
 }

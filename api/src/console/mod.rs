@@ -20,7 +20,7 @@ use axum::Router;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use nurture_engine::access::{Role, User};
 use nurture_engine::engine::{EngineError, MIN_PASSWORD, SESSION};
-use nurture_engine::handoff::{Decision, HandoffId, HandoffStatus};
+use nurture_engine::handoff::{Amount, Decision, HandoffId, HandoffStatus};
 use nurture_engine::store::CampaignStatus;
 use serde::Deserialize;
 
@@ -28,10 +28,12 @@ use crate::AppState;
 
 mod home;
 mod lead;
+mod live;
 mod sign_in;
 mod text;
 mod users;
 
+pub use live::Live;
 use text::*;
 pub use text::{text, Text, EN, ZH};
 
@@ -56,6 +58,8 @@ pub fn sign_in_limiter() -> Arc<governor::DefaultKeyedRateLimiter<String>> {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home::home))
+        .route("/live", get(live::live))
+        .route("/console.js", get(script))
         .route("/login", get(sign_in::login_page).post(sign_in::login))
         .route("/logout", post(sign_in::logout))
         .route("/logout-everywhere", post(sign_in::logout_everywhere))
@@ -66,9 +70,42 @@ pub fn router() -> Router<AppState> {
         .route("/queues/{queue}/claim", post(home::claim))
         .route("/handoffs/{id}/{verb}", post(home::decide))
         .route("/leads/{id}", get(lead::lead_card))
+        .route("/leads/{id}/notes", post(lead::add_note))
+        .route("/leads/{id}/contact", post(lead::save_contact))
         .route("/users", get(users::users_page).post(users::invite))
         .route("/users/reset", post(users::reset))
         .route("/users/deactivate", post(users::deactivate))
+}
+
+/// The cookie holding the IANA time zone of the person's browser (set by `console.js`).
+pub const ZONE_COOKIE: &str = "nurture_tz";
+
+/// The time zone a person reads times in: their browser's, else the playbook's default.
+pub(super) fn zone(state: &AppState, jar: &CookieJar) -> chrono_tz::Tz {
+    jar.get(ZONE_COOKIE)
+        .and_then(|c| c.value().parse::<chrono_tz::Tz>().ok())
+        .unwrap_or_else(|| state.engine.playbook().rules.default_timezone)
+}
+
+/// A time as a person reads it: in their time zone, to the minute, with the zone's name.
+pub(super) fn local(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
+    at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+}
+
+/// The console's script (shortcuts, the live inbox, the browser's time zone): small, ours,
+/// built into the binary.
+const SCRIPT: &str = include_str!("../../console/console.js");
+
+/// `GET /console.js`.
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
 }
 
 /// A page, or a plain 500 that says nothing of why (logged) when a template fails.

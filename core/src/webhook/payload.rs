@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::handoff::Handoff;
 use crate::lead::Lead;
+use crate::note::Note;
 
 /// One delivery's body.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -29,8 +30,10 @@ pub enum Data {
     Nothing(Nothing),
     Mql(Mql),
     Unsubscribed(Unsubscribed),
+    Decided(Decided),
     Handoff(HandoffData),
     Breach(Breach),
+    NoteAdded(NoteAdded),
 }
 
 /// `lead.created`, `lead.updated`: the lead itself says it all.
@@ -56,6 +59,24 @@ pub struct HandoffData {
     pub handoff: Handoff,
 }
 
+/// `handoff.decided`, and each decision's own event (`handoff.accepted`, `handoff.rejected`,
+/// `handoff.converted`, `handoff.released`): the handoff as it stands after the decision, the
+/// decision, and the note that came with it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Decided {
+    pub handoff: Handoff,
+    /// `accepted`, `rejected`, `converted` or `released`.
+    pub decision: String,
+    /// What the person who decided wrote (null when they wrote nothing).
+    pub note: Option<String>,
+}
+
+/// `lead.note_added`: a note or a call outcome written about the lead.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct NoteAdded {
+    pub note: Note,
+}
+
 /// `handoff.sla_breached`: the handoff, and the SLA it went unclaimed past.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Breach {
@@ -74,6 +95,10 @@ pub fn data_of(kind: &str) -> fn(&mut schemars::SchemaGenerator) -> schemars::Sc
         "lead.mql" => of::<Mql>,
         "lead.unsubscribed" => of::<Unsubscribed>,
         "handoff.sla_breached" => of::<Breach>,
+        "lead.note_added" => of::<NoteAdded>,
+        "handoff.decided" | "handoff.accepted" | "handoff.rejected" | "handoff.converted" | "handoff.released" => {
+            of::<Decided>
+        }
         _ => of::<HandoffData>,
     }
 }

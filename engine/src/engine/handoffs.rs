@@ -10,25 +10,29 @@ use crate::audit::{AuditKind, By, Change};
 use crate::clock::to_micros;
 use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member, MemberChange, Refusal};
 use crate::lead::{FieldError, Lead, LeadRef, Stage};
+use crate::note::NoteInput;
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::playbook::{Playbook, Routing};
 use crate::store::handoffs::{Emitted, HandoffLogEntry, NewNotification, QueueCursor};
+use crate::store::NewNote;
 use crate::store::Tx;
-use crate::webhook::payload::{Breach, Data, HandoffData, Mql, Payload};
+use crate::webhook::payload::{Breach, Data, Decided, HandoffData, Mql, NoteAdded, Payload};
 
 /// Webhook event types nurture emits (`*` subscribes to all).
-pub const WEBHOOK_EVENTS: [&str; 12] = [
+pub const WEBHOOK_EVENTS: [&str; 14] = [
     "lead.created",
     "lead.updated",
     "lead.mql",
     "lead.handed_off",
     "lead.unsubscribed",
+    "lead.note_added",
     "handoff.assigned",
     "handoff.claimed",
     "handoff.released",
     "handoff.accepted",
     "handoff.rejected",
     "handoff.converted",
+    "handoff.decided",
     "handoff.sla_breached",
 ];
 
@@ -105,20 +109,24 @@ struct ClaimRequest {
     answer: tokio::sync::oneshot::Sender<EngineResult<Option<Claimed>>>,
 }
 
-/// The audit entry of a handoff decision.
-fn decision_audit(by: &By, h: &Handoff, decision: &Decision) -> Change {
+/// The audit entry of a handoff decision (the note's words stay in the note).
+fn decision_audit(by: &By, h: &Handoff, decision: &Decision, noted: bool) -> Change {
     let (kind, detail) = match decision {
         Decision::Accept => (AuditKind::HandoffAccepted, serde_json::json!({})),
         Decision::Reject { reason, recycle } => (
             AuditKind::HandoffRejected,
             serde_json::json!({"reason": reason, "recycle": recycle}),
         ),
-        Decision::Convert => (AuditKind::HandoffConverted, serde_json::json!({})),
+        Decision::Convert { amount } => (
+            AuditKind::HandoffConverted,
+            serde_json::json!({"amount": amount.map(|a| a.as_decimal())}),
+        ),
         Decision::Release => (AuditKind::HandoffReleased, serde_json::json!({})),
     };
     by.did(kind, h.id.0, detail)
         .with("lead", h.lead_id.0.to_string())
         .with("queue", h.queue.clone())
+        .with("noted", noted)
 }
 
 /// Why a claim found nothing (see [`Engine::nothing_to_claim`]).
@@ -304,6 +312,16 @@ impl Engine {
             .collect())
     }
 
+    /// What changed in the queues after line `after` of the handoffs' history (`None`: where
+    /// the history ends now, and nothing): the position to ask from next, and the changes.
+    pub async fn handoff_moves(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> EngineResult<(i64, Vec<crate::store::handoffs::HandoffMove>)> {
+        Ok(self.store.handoff_moves(after, limit).await?)
+    }
+
     /// One handoff and its history.
     pub async fn handoff(&self, id: HandoffId) -> EngineResult<(Handoff, Vec<HandoffLogEntry>)> {
         let h = self
@@ -455,11 +473,35 @@ impl Engine {
     /// Accepts, rejects, converts or releases a handoff on behalf of `by` (`oversees`: may act
     /// on what someone else holds, see [`Handoff::decide`]). The lead's stage follows: accepted (and its owner is `by`),
     /// recycled (resting for the queue's cool-down) or disqualified, customer.
-    pub async fn decide(&self, id: HandoffId, decision: &Decision, by: &By, oversees: bool) -> EngineResult<Handoff> {
-        super::retrying(|| self.decide_once(id, decision, by, oversees)).await
+    ///
+    /// `note` is what the person who decided wrote: kept as a note on the lead (with the
+    /// decision), and sent with the decision's webhook events and as `lead.note_added`.
+    pub async fn decide(
+        &self,
+        id: HandoffId,
+        decision: &Decision,
+        note: Option<&str>,
+        by: &By,
+        oversees: bool,
+    ) -> EngineResult<Handoff> {
+        let note = match note.map(str::trim).filter(|n| !n.is_empty()) {
+            None => None,
+            Some(text) => match crate::note::note_text_problem(text) {
+                Some(problem) => return Err(EngineError::Invalid(vec![FieldError::new("note", problem)])),
+                None => Some(text.to_owned()),
+            },
+        };
+        super::retrying(|| self.decide_once(id, decision, note.as_deref(), by, oversees)).await
     }
 
-    async fn decide_once(&self, id: HandoffId, decision: &Decision, who: &By, oversees: bool) -> EngineResult<Handoff> {
+    async fn decide_once(
+        &self,
+        id: HandoffId,
+        decision: &Decision,
+        note: Option<&str>,
+        who: &By,
+        oversees: bool,
+    ) -> EngineResult<Handoff> {
         let by = who.actor.as_str();
         let now = self.now();
         let playbook = self.playbook();
@@ -500,10 +542,41 @@ impl Engine {
                 .await?;
         }
         let lead = states.get(&h.lead_id.0).map(|s| &s.lead);
-        let emitted = vec![event(decision.event(), lead, about(&h), now)];
+        let decided = || {
+            Data::Decided(Decided {
+                handoff: h.clone(),
+                decision: decision.verb().to_owned(),
+                note: note.map(str::to_owned),
+            })
+        };
+        let mut emitted = vec![
+            event(decision.event(), lead, decided(), now),
+            event("handoff.decided", lead, decided(), now),
+        ];
+        if let Some(text) = note {
+            let written = tx
+                .write_note(&NewNote {
+                    lead_id: h.lead_id,
+                    handoff_id: Some(h.id),
+                    decision: Some(decision.verb().to_owned()),
+                    input: NoteInput {
+                        text: Some(text.to_owned()),
+                        call: None,
+                    },
+                    by: by.to_owned(),
+                    at: now,
+                })
+                .await?;
+            emitted.push(event(
+                "lead.note_added",
+                lead,
+                Data::NoteAdded(NoteAdded { note: written }),
+                now,
+            ));
+        }
         self.write_changes(tx.as_mut(), &states, &changes, &playbook, now, emitted)
             .await?;
-        tx.write_audit(&[decision_audit(who, &h, decision)], to_micros(now))
+        tx.write_audit(&[decision_audit(who, &h, decision, note.is_some())], to_micros(now))
             .await?;
         tx.commit().await?;
         Ok(h)

@@ -387,6 +387,31 @@ impl Engine {
         Ok(self.store.score_sources(id).await?)
     }
 
+    /// The behaviours that counted: the points rules gave a lead, newest first.
+    pub async fn rule_points(&self, id: LeadId, limit: i64) -> EngineResult<Vec<crate::store::RulePoints>> {
+        Ok(self.store.rule_points(id, limit).await?)
+    }
+
+    /// A lead's latest event of one type (its survey answers, say): when, and its properties.
+    pub async fn latest_event(
+        &self,
+        id: LeadId,
+        kind: &str,
+    ) -> EngineResult<Option<(DateTime<Utc>, serde_json::Map<String, serde_json::Value>)>> {
+        let Some((at, properties)) = self.store.latest_event(id, kind).await? else {
+            return Ok(None);
+        };
+        let properties = serde_json::from_str(&properties)
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("event properties of lead {}: {e}", id.0)))?;
+        Ok(Some((crate::clock::from_micros(at), properties)))
+    }
+
+    /// A lead's handoffs, newest first: the one open now and the earlier ones with their
+    /// outcomes.
+    pub async fn lead_handoffs(&self, id: LeadId, limit: i64) -> EngineResult<Vec<crate::handoff::Handoff>> {
+        Ok(self.store.lead_handoffs(id.0, limit).await?)
+    }
+
     /// Erases a person: lead, events, tags, ledger, handoffs; keeps a suppression hash.
     pub async fn erase_lead(&self, id: LeadId, by: &By) -> EngineResult<()> {
         let audit = by.did(AuditKind::LeadErased, id.0, serde_json::json!({}));

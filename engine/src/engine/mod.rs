@@ -27,6 +27,7 @@ mod handoffs;
 mod ingest;
 mod journeys;
 mod leads;
+mod notes;
 mod pass;
 mod phases;
 mod preview;

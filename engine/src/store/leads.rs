@@ -12,12 +12,13 @@ use crate::tag::TagFamily;
 use chrono::{DateTime, Utc};
 
 /// What erasing a lead deletes, in order (children before what they point at).
-pub(crate) const ERASE: [&str; 14] = [
+pub(crate) const ERASE: [&str; 15] = [
     "DELETE FROM events WHERE lead_id = $1",
     "DELETE FROM enrolling_events WHERE lead_id = $1",
     "DELETE FROM lead_tags WHERE lead_id = $1",
     "DELETE FROM tag_changes WHERE lead_id = $1",
     "DELETE FROM score_changes WHERE lead_id = $1",
+    "DELETE FROM lead_notes WHERE lead_id = $1",
     "DELETE FROM handoff_log WHERE handoff_id IN (SELECT id FROM handoffs WHERE lead_id = $1)",
     "DELETE FROM handoffs WHERE lead_id = $1",
     "DELETE FROM messages WHERE enrollment_id IN (SELECT id FROM enrollments WHERE lead_id = $1)",
@@ -45,6 +46,10 @@ pub trait LeadStore: Send + Sync {
     async fn score_sources(&self, id: LeadId) -> StoreResult<Vec<ScoreSource>>;
     /// How many leads are at each stage (stages with none are left out).
     async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// A lead's latest event of type `kind`: when it happened and its properties (JSON text).
+    async fn latest_event(&self, id: LeadId, kind: &str) -> StoreResult<Option<(i64, String)>>;
+    /// The points rules gave a lead, newest first, at most `limit`: the behaviours that counted.
+    async fn rule_points(&self, id: LeadId, limit: i64) -> StoreResult<Vec<RulePoints>>;
 }
 
 #[async_trait]
@@ -65,6 +70,8 @@ where
     for<'r> (i64, i64, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> LeadRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> ScoreSource: FromRow<'r, <DB as Database>::Row>,
+    for<'r> RulePoints: FromRow<'r, <DB as Database>::Row>,
+    for<'r> (i64, String): FromRow<'r, <DB as Database>::Row>,
 {
     async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>> {
         let rows: Vec<(String, String)> =
@@ -139,7 +146,7 @@ where
         // The trail keeps who changed the lead and when; the words written about the person go.
         sqlx::query(
             "UPDATE audit_log SET detail = '{\"erased\":true}' \
-             WHERE subject = $1 AND kind IN ('lead.tagged', 'lead.scored', 'lead.handed_off')",
+             WHERE subject = $1 AND kind IN ('lead.tagged', 'lead.scored', 'lead.handed_off', 'lead.note_added')",
         )
         .bind(id.0.to_string())
         .execute(&mut *tx)
@@ -160,6 +167,28 @@ where
         .await?)
     }
 
+    async fn latest_event(&self, id: LeadId, kind: &str) -> StoreResult<Option<(i64, String)>> {
+        Ok(sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT occurred_at, {} FROM events WHERE lead_id = $1 AND type = $2 ORDER BY occurred_at DESC, id DESC LIMIT 1",
+            <DB as Dialect>::JSON_TEXT_PROPERTIES
+        )))
+        .bind(id.0)
+        .bind(kind)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    async fn rule_points(&self, id: LeadId, limit: i64) -> StoreResult<Vec<RulePoints>> {
+        Ok(sqlx::query_as(
+            "SELECT at, delta, reason, actor AS rule FROM score_changes \
+             WHERE lead_id = $1 AND actor_kind = 'rule' ORDER BY at DESC, id DESC LIMIT $2",
+        )
+        .bind(id.0)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     async fn stage_counts(&self) -> StoreResult<Vec<(String, i64)>> {
         Ok(
             sqlx::query_as("SELECT stage, COUNT(*) FROM leads GROUP BY stage ORDER BY stage")
@@ -167,6 +196,16 @@ where
                 .await?,
         )
     }
+}
+
+/// Points a rule gave a lead (see [`LeadStore::rule_points`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RulePoints {
+    /// Microseconds since the epoch.
+    pub at: i64,
+    pub delta: i64,
+    pub reason: String,
+    pub rule: String,
 }
 
 /// Points a lead got from one source (see [`LeadStore::score_sources`]).

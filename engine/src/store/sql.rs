@@ -17,6 +17,8 @@ pub(crate) trait Dialect: sqlx::Database {
     /// Appended to a claim's inner `SELECT` so that two workers never take the same row and
     /// neither waits for the other. Empty on SQLite (one writer).
     const SKIP_LOCKED: &'static str;
+    /// An event's `properties` as JSON text (a column of JSON on PostgreSQL, of text on SQLite).
+    const JSON_TEXT_PROPERTIES: &'static str;
     /// Finds a lead for erasure, locking it where rows lock. `$1`: the lead id.
     const ERASE_LOOKUP: &'static str;
     /// Claims open, unassigned handoffs of queue `$1` for the members of the JSON array `$2`

@@ -29,16 +29,19 @@ pub enum TimelineKind {
     /// A step an enrollment took, from the journey log.
     CampaignStep = 4,
     Message = 5,
+    /// A note or call outcome someone wrote.
+    Note = 6,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 6] = [
+    pub const ALL: [TimelineKind; 7] = [
         Self::Event,
         Self::TagChange,
         Self::ScoreChange,
         Self::Handoff,
         Self::CampaignStep,
         Self::Message,
+        Self::Note,
     ];
 }
 

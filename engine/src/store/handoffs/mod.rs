@@ -10,13 +10,13 @@ use serde::Serialize;
 use super::{StoreError, StoreResult};
 use crate::audit::Change;
 use crate::clock::{from_micros, to_micros};
-use crate::handoff::{Handoff, HandoffId, Member};
+use crate::handoff::{Amount, Handoff, HandoffId, Member};
 use crate::lead::LeadId;
 
 /// Columns of `handoffs` in [`HandoffRow`] order.
 pub(crate) const HANDOFF_COLUMNS: &str =
     "id, lead_id, queue, reason, CAST(priority AS BIGINT) AS priority, origin, status, \
-     score, tags, campaign_id, step, assigned_to, claimed_by, claimed_at, decided_by, decided_at, reject_reason, \
+     score, tags, campaign_id, step, assigned_to, claimed_by, claimed_at, decided_by, decided_at, reject_reason, amount_cents, \
      sla_due_at, sla_breached_at, moved_from, created_at, COALESCE(updated_at, created_at) AS updated_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -38,6 +38,7 @@ pub(crate) struct HandoffRow {
     decided_by: Option<String>,
     decided_at: Option<i64>,
     reject_reason: Option<String>,
+    amount_cents: Option<i64>,
     sla_due_at: Option<i64>,
     sla_breached_at: Option<i64>,
     moved_from: Option<String>,
@@ -70,6 +71,7 @@ impl TryFrom<HandoffRow> for Handoff {
             decided_by: r.decided_by,
             decided_at: r.decided_at.map(from_micros),
             reject_reason: r.reject_reason,
+            amount: r.amount_cents.map(Amount),
             sla_due_at: r.sla_due_at.map(from_micros),
             sla_breached_at: r.sla_breached_at.map(from_micros),
             moved_from: r.moved_from,
@@ -108,6 +110,18 @@ pub struct HandoffLogEntry {
 
 fn micros_as_time<S: serde::Serializer>(at: &i64, s: S) -> Result<S::Ok, S::Error> {
     from_micros(*at).serialize(s)
+}
+
+/// A line of a handoff's history with where the handoff stands (see
+/// [`HandoffStore::handoff_moves`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HandoffMove {
+    pub id: i64,
+    pub handoff_id: i64,
+    pub action: String,
+    pub actor: Option<String>,
+    pub queue: String,
+    pub assigned_to: Option<String>,
 }
 
 /// Where a page of a queue's open handoffs ends: (priority, created_at, id) of its last.
@@ -355,8 +369,13 @@ pub trait HandoffStore: Send + Sync {
     async fn queue_handoffs(&self, queue: &str, after: Option<QueueCursor>, limit: i64) -> StoreResult<Vec<Handoff>>;
     /// The handoffs `member` has claimed and not yet decided, oldest claim first.
     async fn claimed_by(&self, member: &str, limit: i64) -> StoreResult<Vec<Handoff>>;
+    /// A lead's handoffs, newest first, at most `limit`.
+    async fn lead_handoffs(&self, lead: i64, limit: i64) -> StoreResult<Vec<Handoff>>;
     async fn handoff(&self, id: i64) -> StoreResult<Option<Handoff>>;
     async fn handoff_log(&self, id: i64) -> StoreResult<Vec<HandoffLogEntry>>;
+    /// Lines of every handoff's history after line `after` (an id; `None`: the last line's id
+    /// and nothing else), at most `limit`, oldest first: what changed in the queues since.
+    async fn handoff_moves(&self, after: Option<i64>, limit: i64) -> StoreResult<(i64, Vec<HandoffMove>)>;
     /// The earliest SLA deadline of an open handoff not yet reported, or cool-down end.
     async fn next_handoff_timer(&self) -> StoreResult<Option<i64>>;
     /// Subscribes `url` to `events`, created by `audit`'s actor and recorded with `audit` about

@@ -96,7 +96,7 @@ where
         for chunk in handoffs.chunks(500) {
             let mut q = sqlx::QueryBuilder::<DB>::new(
                 "WITH v (id, queue, status, assigned_to, claimed_by, claimed_at, decided_by, decided_at, reject_reason, \
-                 sla_due_at, sla_breached_at, moved_from, updated_at) AS (",
+                 amount_cents, sla_due_at, sla_breached_at, moved_from, updated_at) AS (",
             );
             q.push_values(chunk, |mut row, h| {
                 row.push_bind(h.id.0)
@@ -108,6 +108,7 @@ where
                     .push_bind(h.decided_by.clone())
                     .push_bind(opt_micros(h.decided_at))
                     .push_bind(h.reject_reason.clone())
+                    .push_bind(h.amount.map(|a| a.0))
                     .push_bind(opt_micros(h.sla_due_at))
                     .push_bind(opt_micros(h.sla_breached_at))
                     .push_bind(h.moved_from.clone())
@@ -123,6 +124,7 @@ where
                  decided_by = (SELECT decided_by FROM v WHERE v.id = handoffs.id), \
                  decided_at = (SELECT decided_at FROM v WHERE v.id = handoffs.id), \
                  reject_reason = (SELECT reject_reason FROM v WHERE v.id = handoffs.id), \
+                 amount_cents = (SELECT amount_cents FROM v WHERE v.id = handoffs.id), \
                  sla_due_at = (SELECT sla_due_at FROM v WHERE v.id = handoffs.id), \
                  sla_breached_at = (SELECT sla_breached_at FROM v WHERE v.id = handoffs.id), \
                  moved_from = (SELECT moved_from FROM v WHERE v.id = handoffs.id), \
@@ -341,6 +343,7 @@ where
     for<'r> (Option<i64>,): FromRow<'r, <DB as Database>::Row>,
     for<'r> (i64, String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> HandoffLogEntry: FromRow<'r, <DB as Database>::Row>,
+    for<'r> HandoffMove: FromRow<'r, <DB as Database>::Row>,
     for<'r> WebhookRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> PendingDelivery: FromRow<'r, <DB as Database>::Row>,
     for<'r> PendingNotification: FromRow<'r, <DB as Database>::Row>,
@@ -376,6 +379,17 @@ where
         handoffs_from(rows)
     }
 
+    async fn lead_handoffs(&self, lead: i64, limit: i64) -> StoreResult<Vec<Handoff>> {
+        let rows: Vec<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE lead_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        )))
+        .bind(lead)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        handoffs_from(rows)
+    }
+
     async fn handoff(&self, id: i64) -> StoreResult<Option<Handoff>> {
         let row: Option<HandoffRow> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1"
@@ -393,6 +407,25 @@ where
         .bind(id)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    async fn handoff_moves(&self, after: Option<i64>, limit: i64) -> StoreResult<(i64, Vec<HandoffMove>)> {
+        let Some(after) = after else {
+            let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM handoff_log")
+                .fetch_one(self.pool())
+                .await?;
+            return Ok((last.unwrap_or(0), Vec::new()));
+        };
+        let moves: Vec<HandoffMove> = sqlx::query_as(
+            "SELECT l.id, l.handoff_id, l.action, l.actor, h.queue, h.assigned_to \
+             FROM handoff_log l JOIN handoffs h ON h.id = l.handoff_id \
+             WHERE l.id > $1 ORDER BY l.id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok((moves.last().map_or(after, |m| m.id), moves))
     }
 
     async fn next_handoff_timer(&self) -> StoreResult<Option<i64>> {

@@ -237,6 +237,7 @@ impl Store for PgStore {
 impl sql::Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const JSON_TEXT_PROPERTIES: &'static str = "properties::text";
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
     const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;
     const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;

@@ -66,7 +66,7 @@ pub(super) static LIST_LEADS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub(super) const TIMELINE: [(TimelineKind, &str); 6] = [
+pub(super) const TIMELINE: [(TimelineKind, &str); 7] = [
     (
         TimelineKind::Event,
         "SELECT id, occurred_at, jsonb_build_object('type', type, 'properties', properties, 'source', source, 'received_at', received_at)::text \
@@ -96,5 +96,10 @@ pub(super) const TIMELINE: [(TimelineKind, &str); 6] = [
         TimelineKind::Message,
         "SELECT id, created_at, jsonb_build_object('message', id, 'campaign', campaign_id, 'step', step, 'channel', channel, 'template', template, 'status', status, 'reason', reason, 'sent_at', sent_at)::text \
          FROM messages WHERE enrollment_id IN (SELECT id FROM enrollments WHERE lead_id = $1) AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::Note,
+        "SELECT id, created_at, jsonb_build_object('note', id::text, 'text', text, 'decision', decision, 'handoff_id', handoff_id::text, 'call', CASE WHEN call_outcome IS NULL THEN NULL ELSE jsonb_build_object('outcome', call_outcome, 'follow_up_on', follow_up_on) END, 'by', author)::text \
+         FROM lead_notes WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
 ];

@@ -230,6 +230,7 @@ impl pacing::PacingTx for SqliteTx {
 impl sql::Dialect for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const JSON_TEXT_PROPERTIES: &'static str = "properties";
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1";
     const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;
     const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;

@@ -71,7 +71,7 @@ pub(super) static LIST_LEADS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub(super) const TIMELINE: [(TimelineKind, &str); 6] = [
+pub(super) const TIMELINE: [(TimelineKind, &str); 7] = [
     (
         TimelineKind::Event,
         "SELECT id, occurred_at, json_object('type', type, 'properties', json(properties), 'source', source, 'received_at', received_at) \
@@ -101,5 +101,10 @@ pub(super) const TIMELINE: [(TimelineKind, &str); 6] = [
         TimelineKind::Message,
         "SELECT id, created_at, json_object('message', id, 'campaign', campaign_id, 'step', step, 'channel', channel, 'template', template, 'status', status, 'reason', reason, 'sent_at', sent_at) \
          FROM messages WHERE enrollment_id IN (SELECT id FROM enrollments WHERE lead_id = $1) AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
+    ),
+    (
+        TimelineKind::Note,
+        "SELECT id, created_at, json_object('note', CAST(id AS TEXT), 'text', text, 'decision', decision, 'handoff_id', CAST(handoff_id AS TEXT), 'call', CASE WHEN call_outcome IS NULL THEN NULL ELSE json_object('outcome', call_outcome, 'follow_up_on', follow_up_on) END, 'by', author) \
+         FROM lead_notes WHERE lead_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) ORDER BY created_at DESC, id DESC LIMIT $4",
     ),
 ];
