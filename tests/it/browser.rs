@@ -34,6 +34,11 @@ impl Browser {
     /// A browser whose language is `lang` (`en`, `zh-CN`); `None` when Chromium is not
     /// installed outside CI.
     async fn start(lang: &str) -> Option<Browser> {
+        Browser::start_in(lang, None).await
+    }
+
+    /// A browser whose language is `lang`, in the time zone `zone` (the machine's if `None`).
+    async fn start_in(lang: &str, zone: Option<&str>) -> Option<Browser> {
         let installed = std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists();
         if !installed {
             assert!(
@@ -48,7 +53,11 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
-        let driver = Command::new(CHROMEDRIVER)
+        let mut driver = Command::new(CHROMEDRIVER);
+        if let Some(zone) = zone {
+            driver.env("TZ", zone);
+        }
+        let driver = driver
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -172,6 +181,12 @@ impl Browser {
     async fn sign_out(&self, said: &str) {
         self.submit("header form[action='/logout'] button").await;
         self.until("/login", said).await;
+    }
+
+    /// Presses `keys` on the page, as a person does with nothing focused but the page.
+    async fn press(&self, keys: &str) {
+        let focused = self.client.active_element().await.unwrap();
+        focused.send_keys(keys).await.unwrap();
     }
 
     async fn path(&self) -> String {
@@ -328,4 +343,135 @@ async fn handed_off(app: &TestApp, email: &str) {
         )
         .await;
     assert_eq!(handoff.status, 201, "{:?}", handoff.body);
+}
+
+/// An SDR's day in the browser: a lead assigned to her appears in her open inbox without a
+/// reload; she claims with a key, opens the card with the keyboard, reads why the lead is
+/// here, logs a call, converts the deal with its value and a note, and the CRM gets the
+/// webhooks. Times are in her browser's zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdrs_day_in_a_real_browser() {
+    let Some(app) = crate::support::spawn_app_on(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(en) = Browser::start_in("en", Some("Asia/Shanghai")).await else {
+        return;
+    };
+    let (crm, base) = crate::webhooks::receiver().await;
+    crate::webhooks::subscribe(
+        &app,
+        &format!("{base}/hook"),
+        json!(["lead.note_added", "handoff.converted"]),
+    )
+    .await;
+    crate::console::person(&app, "alice@corp.example", Role::Sdr, "correct horse battery").await;
+    let bob_away = app
+        .call(
+            "PUT",
+            "/v1/queues/sdr/members/bob@corp.example",
+            Role::Marketer,
+            Some(json!({"available": false})),
+        )
+        .await;
+    assert_eq!(bob_away.status, 200, "{:?}", bob_away.body);
+    en.visit(&format!("{}/login", app.base), "day-login-en").await;
+    en.sign_in("alice@corp.example", "correct horse battery").await;
+    en.until("/", "My queues").await;
+    en.until("/", "Nothing waits in this queue.").await;
+
+    // A lead qualifies while her inbox is open: it appears there, no reload.
+    let lead = app
+        .call(
+            "PUT",
+            "/v1/leads",
+            Role::Crm,
+            Some(json!({"email": "li.wei@acme.example", "first_name": "Wei", "last_name": "Li", "company": "Acme"})),
+        )
+        .await;
+    let id = lead.body["id"].as_str().unwrap().to_owned();
+    for (kind, properties) in [
+        ("whitepaper_downloaded", json!({"title": "IoT"})),
+        (
+            "survey_submitted",
+            json!({"budget": "500k-1M", "timeline": "this quarter"}),
+        ),
+    ] {
+        let answer = app
+            .call(
+                "POST",
+                "/v1/events",
+                Role::Crm,
+                Some(json!({"lead": {"id": id}, "type": kind, "properties": properties})),
+            )
+            .await;
+        assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
+    }
+    let handoff = app
+        .call(
+            "POST",
+            "/v1/handoffs",
+            Role::Marketer,
+            Some(json!({"lead": {"id": id}, "queue": "sdr", "reason": "Asked for a demo"})),
+        )
+        .await;
+    assert_eq!(handoff.body["assigned_to"], "alice@corp.example", "{:?}", handoff.body);
+    en.until("/", "li.wei@acme.example").await;
+    en.until("/", "The queues have changed.").await;
+    en.shot("day-inbox-live-en").await;
+
+    // ? shows the shortcuts; c claims the next lead; j and Enter open it.
+    en.press("?").await;
+    let help = en.client.find(Locator::Css("dialog#keys")).await.unwrap();
+    assert_eq!(help.attr("open").await.unwrap().as_deref(), Some("true"));
+    en.shot("day-shortcuts-en").await;
+    en.press(&fantoccini::key::Key::Escape.to_string()).await;
+    assert_eq!(help.attr("open").await.unwrap(), None);
+    en.press("c").await;
+    en.until("/", "You claimed a lead.").await;
+    en.press("j").await;
+    en.press(&fantoccini::key::Key::Enter.to_string()).await;
+    let card = en.until(&format!("/leads/{id}"), "Why this lead").await;
+    en.shot("day-lead-card-en").await;
+    assert!(card.contains("rule whitepaper_downloaded"), "the why: {card}");
+    assert!(
+        card.contains("500k-1M") && card.contains("this quarter"),
+        "the survey: {card}"
+    );
+    assert!(card.contains(" CST"), "times in her zone (Asia/Shanghai): {card}");
+
+    // A call, with the day to follow up.
+    let select = en.client.find(Locator::Css("#note-outcome")).await.unwrap();
+    select.select_by_value("meeting_booked").await.unwrap();
+    en.fill("#note-text", "Demo with the plant managers").await;
+    en.submit("form[action$='/notes'] button").await;
+    let card = en.until(&format!("/leads/{id}"), "Saved.").await;
+    assert!(
+        card.contains("meeting booked · Demo with the plant managers · alice@corp.example"),
+        "{card}"
+    );
+    // The deal, with its value and a note.
+    en.fill("#convert-amount", "120,000").await;
+    en.fill("#convert-note", "Signed the annual plan").await;
+    en.submit("form[action$='/convert'] button").await;
+    let card = en.until(&format!("/leads/{id}"), "Done.").await;
+    en.shot("day-converted-en").await;
+    assert!(card.contains("Deal amount 120,000"), "{card}");
+
+    // The CRM hears of both.
+    let client =
+        nurture_engine::webhook::WebhookClient::new(Duration::from_secs(5), crate::support::loopback()).unwrap();
+    for _ in 0..4 {
+        app.engine.deliver_webhooks(&client, 100).await.unwrap();
+    }
+    let got = crm.got("/hook");
+    let events: Vec<&str> = got.iter().map(|g| g.event.as_str()).collect();
+    assert_eq!(
+        events,
+        ["lead.note_added", "handoff.converted", "lead.note_added"],
+        "{got:?}"
+    );
+    let converted: serde_json::Value = serde_json::from_str(&got[1].body).unwrap();
+    assert_eq!(converted["data"]["handoff"]["amount"], json!(120000));
+    assert_eq!(converted["data"]["note"], "Signed the annual plan");
+    assert_eq!(converted["lead"]["stage"], "customer");
 }

@@ -24,24 +24,24 @@ both_backends!(crate::support::spawn_app_on;
 
 /// One request the receiver got, and what it answered.
 #[derive(Debug, Clone)]
-struct Got {
+pub(crate) struct Got {
     path: String,
-    event: String,
+    pub(crate) event: String,
     delivery: String,
     signature: String,
-    body: String,
+    pub(crate) body: String,
     answered: u16,
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
     /// Requests to `/hook` answered 500 before it starts answering 200.
     fail_first: Arc<AtomicUsize>,
 }
 
 impl Receiver {
-    fn got(&self, path: &str) -> Vec<Got> {
+    pub(crate) fn got(&self, path: &str) -> Vec<Got> {
         self.got
             .lock()
             .unwrap()
@@ -96,7 +96,8 @@ async fn slow(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
     StatusCode::OK
 }
 
-async fn receiver() -> (Receiver, String) {
+/// A CRM's webhook receiver on a local port (`/hook` answers 200 after `fail_first` 500s).
+pub(crate) async fn receiver() -> (Receiver, String) {
     let r = Receiver::default();
     let app = axum::Router::new()
         .route("/hook", post(hook))
@@ -109,7 +110,7 @@ async fn receiver() -> (Receiver, String) {
     (r, base)
 }
 
-async fn subscribe(app: &TestApp, url: &str, events: Value) -> Value {
+pub(crate) async fn subscribe(app: &TestApp, url: &str, events: Value) -> Value {
     let answer = app
         .call(
             "POST",
