@@ -28,6 +28,7 @@ BODIES = {
     "patch_leads_by_id": {"company": "Acme"},
     "post_leads_by_id_tags": {"add": ["vip"]},
     "post_leads_by_id_score": {"delta": 5, "reason": "called back"},
+    "post_leads_by_id_notes": {"text": "left a message", "call": {"outcome": "voicemail", "follow_up_on": "2026-12-10"}},
     "post_events": {"lead": {"email": "client@generated.example"}, "type": "page_viewed"},
     "post_campaigns_by_id_enroll": {"leads": ["1"]},
     "post_campaigns_by_id_exit": {"leads": ["1"], "reason": "client check"},
