@@ -138,13 +138,18 @@ pub struct LinkToken {
 }
 
 /// A JSON body of type `T`, kept raw: the idempotency layer hashes the bytes before the
-/// handler parses them (with the positions and field paths of `crate::body`).
-pub struct JsonBody<T> {
+/// handler parses them (with the positions and field paths of `crate::body`). Documented as
+/// required unless `REQUIRED` is false ([`OptionalBody`]).
+pub struct JsonBody<T, const REQUIRED: bool = true> {
     pub raw: Result<Bytes, BytesRejection>,
     of: PhantomData<fn() -> T>,
 }
 
-impl<T, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+/// A JSON body that may also be left out (an action whose body only adds to it, like a
+/// decision's note).
+pub type OptionalBody<T> = JsonBody<T, false>;
+
+impl<T, S: Send + Sync, const REQUIRED: bool> FromRequest<S> for JsonBody<T, REQUIRED> {
     type Rejection = std::convert::Infallible;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -155,33 +160,9 @@ impl<T, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-impl<T: JsonSchema> OperationInput for JsonBody<T> {
+impl<T: JsonSchema, const REQUIRED: bool> OperationInput for JsonBody<T, REQUIRED> {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        document_body::<T>(ctx, operation, true);
-    }
-}
-
-/// A JSON body of type `T` that may also be left out (an action whose body only adds to it,
-/// like a decision's note), kept raw like [`JsonBody`].
-pub struct OptionalBody<T> {
-    pub raw: Result<Bytes, BytesRejection>,
-    of: PhantomData<fn() -> T>,
-}
-
-impl<T, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(OptionalBody {
-            raw: Bytes::from_request(request, state).await,
-            of: PhantomData,
-        })
-    }
-}
-
-impl<T: JsonSchema> OperationInput for OptionalBody<T> {
-    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        document_body::<T>(ctx, operation, false);
+        document_body::<T>(ctx, operation, REQUIRED);
     }
 }
 

@@ -544,7 +544,7 @@ async fn timeline(
 }
 
 fn parse_timeline_cursor(text: &str) -> Result<TimelineCursor, ApiError> {
-    let bad = || ApiError::Malformed("cursor is not one this server gave out; start again without it".into());
+    let bad = page::foreign;
     let mut parts = text.split('.');
     let at = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let kind: u8 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;

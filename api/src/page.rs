@@ -30,7 +30,12 @@ pub fn decode(cursor: &str) -> Result<String, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::Malformed("cursor is not one this server gave out; start again without it".into()))
+        .ok_or_else(foreign)
+}
+
+/// The answer to a cursor this server did not give out.
+pub fn foreign() -> ApiError {
+    ApiError::Malformed("cursor is not one this server gave out; start again without it".into())
 }
 
 /// `?limit=` and `?cursor=` of a list paged by a descending id: the page size, and the id the
@@ -39,9 +44,7 @@ pub fn by_id(limit: Option<&String>, cursor: Option<&String>) -> Result<(i64, Op
     let limit = self::limit(limit.map(String::as_str))?;
     let before = match cursor {
         None => None,
-        Some(c) => Some(decode(c)?.parse::<i64>().map_err(|_| {
-            ApiError::Malformed("cursor is not one this server gave out; start again without it".into())
-        })?),
+        Some(c) => Some(decode(c)?.parse::<i64>().map_err(|_| foreign())?),
     };
     Ok((limit, before))
 }

@@ -236,11 +236,7 @@ async fn read(
             let parts: Vec<i64> = text.split(':').filter_map(|p| p.parse().ok()).collect();
             match parts.as_slice() {
                 [p, c, i] => Some((*p, *c, *i)),
-                _ => {
-                    return Err(ApiError::Malformed(
-                        "cursor is not one this server gave out; start again without it".into(),
-                    ))
-                }
+                _ => return Err(page::foreign()),
             }
         }
     };
@@ -388,7 +384,7 @@ async fn handoff(
 }
 
 /// `{"reason": "…", "recycle": true, "note": "…"}`.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     #[serde(default)]
@@ -434,15 +430,8 @@ fn optional<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> Result<T, A
 /// The decision a request asks for, and the note that comes with it.
 fn decision_of(verb: &str, raw: &[u8]) -> Result<(Decision, Option<String>), ApiError> {
     Ok(match verb {
-        "accept" | "release" => {
-            let input: NoteBody = optional(raw)?;
-            let decision = if verb == "accept" {
-                Decision::Accept
-            } else {
-                Decision::Release
-            };
-            (decision, input.note)
-        }
+        "accept" => (Decision::Accept, optional::<NoteBody>(raw)?.note),
+        "release" => (Decision::Release, optional::<NoteBody>(raw)?.note),
         "convert" => {
             let input: ConvertBody = optional(raw)?;
             let amount = input
@@ -453,15 +442,7 @@ fn decision_of(verb: &str, raw: &[u8]) -> Result<(Decision, Option<String>), Api
             (Decision::Convert { amount }, input.note)
         }
         _ => {
-            let input: RejectBody = if raw.iter().all(u8::is_ascii_whitespace) {
-                RejectBody {
-                    reason: None,
-                    recycle: None,
-                    note: None,
-                }
-            } else {
-                body::object(raw)?
-            };
+            let input: RejectBody = optional(raw)?;
             let decision = Decision::Reject {
                 reason: input.reason.unwrap_or_default(),
                 recycle: input.recycle.unwrap_or(true),

@@ -23,6 +23,12 @@ impl Role {
         matches!(self, Role::Admin | Role::Marketer)
     }
 
+    /// SDRs and admins work leads in the console: claim, decide, write notes and calls, keep
+    /// contact details; marketers read the same pages.
+    pub fn works_leads(self) -> bool {
+        matches!(self, Role::Sdr | Role::Admin)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",

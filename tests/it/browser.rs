@@ -183,6 +183,14 @@ impl Browser {
         self.until("/login", said).await;
     }
 
+    /// Follows the first link `css` finds; where it leads.
+    async fn follow(&self, css: &str) -> String {
+        let link = self.client.find(Locator::Css(css)).await.unwrap();
+        let href = link.attr("href").await.unwrap().expect("a link has an href");
+        link.click().await.unwrap();
+        href
+    }
+
     /// Presses `keys` on the page, as a person does with nothing focused but the page.
     async fn press(&self, keys: &str) {
         let focused = self.client.active_element().await.unwrap();
@@ -248,16 +256,7 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     en.shot("home-sdr-claimed-en").await;
     assert!(home.contains("My claimed leads"), "{home}");
     // The lead's card, from the claimed lead's link.
-    let link = en
-        .client
-        .find(Locator::Css("section[aria-labelledby=mine] a"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
-    en.submit("section[aria-labelledby=mine] a").await;
+    let link = en.follow("section[aria-labelledby=mine] a").await;
     let card = en.until(&link, "Why this lead").await;
     en.shot("lead-card-en").await;
     assert!(card.contains("handoff") && card.contains("Asked for a demo"), "{card}");
@@ -282,16 +281,7 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
     let home = zh.until("/", "我的队列").await;
     zh.shot("home-sdr-zh").await;
     assert!(home.contains("剩余 4 小时 0 分钟") && home.contains("待领取"), "{home}");
-    let link = zh
-        .client
-        .find(Locator::Css("section[aria-labelledby=queues] a"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
-    zh.submit("section[aria-labelledby=queues] a").await;
+    let link = zh.follow("section[aria-labelledby=queues] a").await;
     let card = zh.until(&link, "为什么是这条线索").await;
     zh.shot("lead-card-zh").await;
     assert!(card.contains("公司") && card.contains("已转交"), "{card}");
@@ -325,24 +315,8 @@ async fn an_sdr_signs_in_and_sees_their_queue_in_a_real_browser() {
 
 /// A lead handed to the SDR queue, where round robin gives it to alice or bob.
 async fn handed_off(app: &TestApp, email: &str) {
-    let lead = app
-        .call(
-            "PUT",
-            "/v1/leads",
-            Role::Marketer,
-            Some(json!({"email": email, "company": "Acme"})),
-        )
-        .await;
-    assert_eq!(lead.status, 201, "{:?}", lead.body);
-    let handoff = app
-        .call(
-            "POST",
-            "/v1/handoffs",
-            Role::Marketer,
-            Some(json!({"lead": {"email": email}, "queue": "sdr", "reason": "Asked for a demo"})),
-        )
-        .await;
-    assert_eq!(handoff.status, 201, "{:?}", handoff.body);
+    let lead = app.lead(json!({"email": email, "company": "Acme"})).await;
+    app.hand_off(&lead, "sdr", "Asked for a demo").await;
 }
 
 /// An SDR's day in the browser: a lead assigned to her appears in her open inbox without a
@@ -380,41 +354,20 @@ async fn an_sdrs_day_in_a_real_browser() {
     en.until("/", "Nothing waits in this queue.").await;
 
     // A lead qualifies while her inbox is open: it appears there, no reload.
-    let lead = app
-        .call(
-            "PUT",
-            "/v1/leads",
-            Role::Crm,
-            Some(json!({"email": "li.wei@acme.example", "first_name": "Wei", "last_name": "Li", "company": "Acme"})),
-        )
+    let id = app
+        .lead(json!({"email": "li.wei@acme.example", "first_name": "Wei", "last_name": "Li", "company": "Acme"}))
         .await;
-    let id = lead.body["id"].as_str().unwrap().to_owned();
-    for (kind, properties) in [
-        ("whitepaper_downloaded", json!({"title": "IoT"})),
-        (
-            "survey_submitted",
-            json!({"budget": "500k-1M", "timeline": "this quarter"}),
-        ),
-    ] {
-        let answer = app
-            .call(
-                "POST",
-                "/v1/events",
-                Role::Crm,
-                Some(json!({"lead": {"id": id}, "type": kind, "properties": properties})),
-            )
-            .await;
-        assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
-    }
-    let handoff = app
-        .call(
-            "POST",
-            "/v1/handoffs",
-            Role::Marketer,
-            Some(json!({"lead": {"id": id}, "queue": "sdr", "reason": "Asked for a demo"})),
-        )
-        .await;
-    assert_eq!(handoff.body["assigned_to"], "alice@corp.example", "{:?}", handoff.body);
+    let survey = json!({"budget": "500k-1M", "timeline": "this quarter"});
+    app.send_events(
+        &id,
+        &[
+            ("whitepaper_downloaded", json!({"title": "IoT"})),
+            ("survey_submitted", survey),
+        ],
+    )
+    .await;
+    let handoff = app.hand_off(&id, "sdr", "Asked for a demo").await;
+    assert_eq!(handoff["assigned_to"], "alice@corp.example", "{handoff}");
     en.until("/", "li.wei@acme.example").await;
     en.until("/", "The queues have changed.").await;
     en.shot("day-inbox-live-en").await;

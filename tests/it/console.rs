@@ -340,24 +340,9 @@ async fn links_and_sessions_expire(app: TestApp) {
 /// (refused, said so), then accepts; the decision is theirs in the handoff and in the audit.
 async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
     person(&app, "alice@corp.example", Role::Sdr, "correct horse battery").await;
-    let lead = app
-        .call(
-            "PUT",
-            "/v1/leads",
-            Role::Marketer,
-            Some(json!({"email": "li.wei@acme.example"})),
-        )
-        .await;
-    let handoff = app
-        .call(
-            "POST",
-            "/v1/handoffs",
-            Role::Marketer,
-            Some(json!({"lead": {"id": lead.body["id"]}, "queue": "sales", "reason": "Asked for a demo"})),
-        )
-        .await;
-    assert_eq!(handoff.status, 201, "{:?}", handoff.body);
-    let id = handoff.body["id"].as_str().unwrap().to_owned();
+    let lead = app.lead(json!({"email": "li.wei@acme.example"})).await;
+    let handoff = app.hand_off(&lead, "sales", "Asked for a demo").await;
+    let id = handoff["id"].as_str().unwrap().to_owned();
     let (client, csrf) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
     let base = &app.base;
     // Alice works the sdr queue only: she cannot take from sales.
@@ -386,23 +371,9 @@ async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
         }
     };
     away("alice@corp.example", false).await;
-    let lead3 = app
-        .call(
-            "PUT",
-            "/v1/leads",
-            Role::Marketer,
-            Some(json!({"email": "tom@acme.example"})),
-        )
-        .await;
-    let to_bob = app
-        .call(
-            "POST",
-            "/v1/handoffs",
-            Role::Marketer,
-            Some(json!({"lead": {"id": lead3.body["id"]}, "queue": "sdr", "reason": "Webinar"})),
-        )
-        .await;
-    assert_eq!(to_bob.body["assigned_to"], "bob@corp.example", "{:?}", to_bob.body);
+    let lead3 = app.lead(json!({"email": "tom@acme.example"})).await;
+    let to_bob = app.hand_off(&lead3, "sdr", "Webinar").await;
+    assert_eq!(to_bob["assigned_to"], "bob@corp.example", "{to_bob}");
     let (_, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;
     let (_, home, _) = get(&client, &format!("{base}{}", location.unwrap())).await;
     assert!(
@@ -412,23 +383,9 @@ async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
     // Back, with bob away: the next lead is alice's.
     away("alice@corp.example", true).await;
     away("bob@corp.example", false).await;
-    let lead2 = app
-        .call(
-            "PUT",
-            "/v1/leads",
-            Role::Marketer,
-            Some(json!({"email": "mei@acme.example"})),
-        )
-        .await;
-    let to_sdr = app
-        .call(
-            "POST",
-            "/v1/handoffs",
-            Role::Marketer,
-            Some(json!({"lead": {"id": lead2.body["id"]}, "queue": "sdr", "reason": "Pricing page twice"})),
-        )
-        .await;
-    let sdr_id = to_sdr.body["id"].as_str().unwrap().to_owned();
+    let lead2 = app.lead(json!({"email": "mei@acme.example"})).await;
+    let to_sdr = app.hand_off(&lead2, "sdr", "Pricing page twice").await;
+    let sdr_id = to_sdr["id"].as_str().unwrap().to_owned();
     let (status, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;
     assert_eq!((status, location.as_deref()), (303, Some("/?notice=claimed")));
     let (status, _, _, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", "forged")]).await;
@@ -562,30 +519,18 @@ async fn an_admin_manages_users_in_the_console(app: TestApp) {
 /// per person), their tags and what happened to them, newest first.
 async fn the_lead_card_says_why(app: TestApp) {
     person(&app, "sam@corp.example", Role::Sdr, "a long enough password").await;
-    let lead = app
-        .call(
-            "PUT",
-            "/v1/leads",
-            Role::Marketer,
-            Some(json!({"email": "li.wei@acme.example", "first_name": "伟", "last_name": "李", "company": "Acme"})),
-        )
+    let id = app
+        .lead(json!({"email": "li.wei@acme.example", "first_name": "伟", "last_name": "李", "company": "Acme"}))
         .await;
-    let id = lead.body["id"].as_str().unwrap().to_owned();
-    for (kind, properties) in [
-        ("whitepaper_downloaded", json!({"title": "IoT"})),
-        ("page_view", json!({"path": "/pricing"})),
-        ("page_view", json!({"path": "/pricing/plans"})),
-    ] {
-        let answer = app
-            .call(
-                "POST",
-                "/v1/events",
-                Role::Crm,
-                Some(json!({"lead": {"id": id}, "type": kind, "properties": properties})),
-            )
-            .await;
-        assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
-    }
+    app.send_events(
+        &id,
+        &[
+            ("whitepaper_downloaded", json!({"title": "IoT"})),
+            ("page_view", json!({"path": "/pricing"})),
+            ("page_view", json!({"path": "/pricing/plans"})),
+        ],
+    )
+    .await;
     let scored = app
         .call(
             "POST",
@@ -647,34 +592,13 @@ async fn the_lead_card_says_why(app: TestApp) {
 async fn an_sdr_works_a_lead_from_its_card(app: TestApp) {
     person(&app, "alice@corp.example", Role::Sdr, "correct horse battery").await;
     person(&app, "mark@corp.example", Role::Marketer, "correct horse battery").await;
-    let lead = app
-        .call(
-            "PUT",
-            "/v1/leads",
-            Role::Marketer,
-            Some(json!({"email": "li.wei@acme.example", "company": "Acme", "phone": "010 1234"})),
-        )
+    let id = app
+        .lead(json!({"email": "li.wei@acme.example", "company": "Acme", "phone": "010 1234"}))
         .await;
-    let id = lead.body["id"].as_str().unwrap().to_owned();
     let survey = json!({"budget": "50-100万", "needs": ["MES", "IoT"], "timeline": "this quarter"});
-    let answer = app
-        .call(
-            "POST",
-            "/v1/events",
-            Role::Crm,
-            Some(json!({"lead": {"id": id}, "type": "survey_submitted", "properties": survey})),
-        )
-        .await;
-    assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
-    let handoff = app
-        .call(
-            "POST",
-            "/v1/handoffs",
-            Role::Marketer,
-            Some(json!({"lead": {"id": id}, "queue": "sdr", "reason": "Asked for a demo"})),
-        )
-        .await;
-    let handoff_id = handoff.body["id"].as_str().unwrap().to_owned();
+    app.send_events(&id, &[("survey_submitted", survey)]).await;
+    let handoff = app.hand_off(&id, "sdr", "Asked for a demo").await;
+    let handoff_id = handoff["id"].as_str().unwrap().to_owned();
     let (client, csrf) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
     let base = &app.base;
     let (_, _, location, _) = post(&client, &format!("{base}/queues/sdr/claim"), &[("csrf", &csrf)]).await;

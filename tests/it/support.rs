@@ -396,6 +396,30 @@ impl TestApp {
             .to_owned()
     }
 
+    /// A new lead, created by a marketer (201); its id.
+    pub async fn lead(&self, body: serde_json::Value) -> String {
+        let answer = self.call("PUT", "/v1/leads", Role::Marketer, Some(body)).await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+        answer.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Behaviour events about a lead, as a CRM posts them, each accepted.
+    pub async fn send_events(&self, lead: &str, events: &[(&str, serde_json::Value)]) {
+        for (kind, properties) in events {
+            let body = serde_json::json!({"lead": {"id": lead}, "type": kind, "properties": properties});
+            let answer = self.call("POST", "/v1/events", Role::Crm, Some(body)).await;
+            assert_eq!(answer.body["accepted"], 1, "{:?}", answer.body);
+        }
+    }
+
+    /// A lead handed to `queue` by a marketer; the handoff as answered (201).
+    pub async fn hand_off(&self, lead: &str, queue: &str, reason: &str) -> serde_json::Value {
+        let body = serde_json::json!({"lead": {"id": lead}, "queue": queue, "reason": reason});
+        let answer = self.call("POST", "/v1/handoffs", Role::Marketer, Some(body)).await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+        answer.body
+    }
+
     /// Sends a request as `role` (None: no key) with a raw body.
     pub async fn send(
         &self,

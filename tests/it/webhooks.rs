@@ -124,19 +124,8 @@ pub(crate) async fn subscribe(app: &TestApp, url: &str, events: Value) -> Value 
 }
 
 async fn one_lead_handed_off(app: &TestApp, email: &str) -> Value {
-    let lead = app
-        .call("PUT", "/v1/leads", Role::Crm, Some(json!({"email": email})))
-        .await;
-    let answer = app
-        .call(
-            "POST",
-            "/v1/handoffs",
-            Role::Marketer,
-            Some(json!({"lead": {"id": lead.body["id"]}, "queue": "sales", "reason": "Asked for pricing"})),
-        )
-        .await;
-    assert_eq!(answer.status, 201, "{:?}", answer.body);
-    answer.body
+    let lead = app.lead(json!({"email": email})).await;
+    app.hand_off(&lead, "sales", "Asked for pricing").await
 }
 
 /// Checks every delivery is what /openapi.json's `webhooks` says its event type carries, and

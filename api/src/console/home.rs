@@ -79,11 +79,8 @@ pub(super) async fn home(
     jar: CookieJar,
     headers: HeaderMap,
     Query(q): Query<Lang>,
-) -> Response {
-    let (user, _, csrf) = match viewer(&state, &jar).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Answer {
+    let (user, _, csrf) = viewer(&state, &jar).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let playbook = state.engine.playbook();
     let now = state.engine.now();
@@ -93,10 +90,7 @@ pub(super) async fn home(
         if !member && user.role == Role::Sdr {
             continue;
         }
-        let handoffs = match state.engine.queue(name, None, 50).await {
-            Ok(handoffs) => handoffs,
-            Err(e) => return failed(e),
-        };
+        let handoffs = state.engine.queue(name, None, 50).await.map_err(failed)?;
         let rows = handoffs
             .into_iter()
             .map(|(h, lead)| handoff_row(t, &user, h, lead, now))
@@ -112,28 +106,27 @@ pub(super) async fn home(
         Some(queue) => match state.engine.nothing_to_claim(queue, &user.email).await {
             Ok(why) => Some(explain_empty(t, queue, &why)),
             Err(EngineError::Missing(_)) => None,
-            Err(e) => return failed(e),
+            Err(e) => return Err(failed(e)),
         },
         None => None,
     };
-    let mine = match state.engine.claimed_by(&user.email, 100).await {
-        Ok(claimed) => claimed
-            .into_iter()
-            .map(|(h, lead)| handoff_row(t, &user, h, lead, now))
-            .collect(),
-        Err(e) => return failed(e),
-    };
+    let mine = state
+        .engine
+        .claimed_by(&user.email, 100)
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .map(|(h, lead)| handoff_row(t, &user, h, lead, now))
+        .collect();
     let mut campaigns = Vec::new();
     if user.role != Role::Sdr {
-        match state.engine.campaigns().await {
-            Ok(records) => campaigns.extend(records.into_iter().map(|c| CampaignRow {
-                id: c.id,
-                name: c.name,
-                status: campaign_status(t, c.status).to_owned(),
-                version: c.version.chars().take(12).collect(),
-            })),
-            Err(e) => return failed(e),
-        }
+        let records = state.engine.campaigns().await.map_err(failed)?;
+        campaigns.extend(records.into_iter().map(|c| CampaignRow {
+            id: c.id,
+            name: c.name,
+            status: campaign_status(t, c.status).to_owned(),
+            version: c.version.chars().take(12).collect(),
+        }));
     }
     let body = HomePage {
         t,
@@ -159,7 +152,7 @@ pub(super) async fn home(
         },
     }
     .render();
-    page(StatusCode::OK, body)
+    Ok(page(StatusCode::OK, body))
 }
 
 /// `POST /queues/{queue}/claim`: the next handoff of a queue for the signed-in user.
@@ -169,15 +162,12 @@ pub(super) async fn claim(
     headers: HeaderMap,
     Path(queue): Path<String>,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    if !matches!(user.role, Role::Sdr | Role::Admin) {
-        return Redirect::to("/?error=not_yours").into_response();
+) -> Answer {
+    let (user, _, _) = posted(&state, &jar, &headers, &form.csrf).await?;
+    if !user.role.works_leads() {
+        return Ok(Redirect::to("/?error=not_yours").into_response());
     }
-    match state.engine.claim(&queue, &user.email).await {
+    Ok(match state.engine.claim(&queue, &user.email).await {
         Ok(Some((handoff, _))) => {
             tracing::info!(user = %user.email, handoff = handoff.id.0, "Claimed in the console.");
             Redirect::to("/?notice=claimed").into_response()
@@ -187,8 +177,8 @@ pub(super) async fn claim(
             Redirect::to(&format!("/?{query}")).into_response()
         }
         Err(EngineError::Missing(_) | EngineError::NotFound) => Redirect::to("/?notice=empty").into_response(),
-        Err(e) => failed(e),
-    }
+        Err(e) => return Err(failed(e)),
+    })
 }
 
 #[derive(Deserialize)]
@@ -225,26 +215,23 @@ pub(super) async fn decide(
     headers: HeaderMap,
     Path((id, verb)): Path<(String, String)>,
     Form(form): Form<DecisionForm>,
-) -> Response {
-    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Answer {
+    let (user, _, _) = posted(&state, &jar, &headers, &form.csrf).await?;
     let Ok(id) = id.parse::<i64>() else {
-        return (StatusCode::NOT_FOUND, "no such handoff").into_response();
+        return Ok((StatusCode::NOT_FOUND, "no such handoff").into_response());
     };
     let decision = match verb.as_str() {
         "accept" => Decision::Accept,
         "convert" => match read_amount(&form.amount) {
             Ok(amount) => Decision::Convert { amount },
-            Err(()) => return back_to(&form.back, "error=amount").into_response(),
+            Err(()) => return Ok(back_to(&form.back, "error=amount").into_response()),
         },
         "release" => Decision::Release,
         "reject" => Decision::Reject {
             reason: form.reason.trim().to_owned(),
             recycle: form.recycle.is_some(),
         },
-        _ => return (StatusCode::NOT_FOUND, "no such decision").into_response(),
+        _ => return Ok((StatusCode::NOT_FOUND, "no such decision").into_response()),
     };
     let by = nurture_engine::audit::By::console(&user.email);
     let note = Some(form.note.as_str()).filter(|n| !n.trim().is_empty());
@@ -257,9 +244,9 @@ pub(super) async fn decide(
         Err(EngineError::Invalid(_)) => "error=say_why",
         Err(EngineError::Forbidden(_)) => "error=not_yours",
         Err(EngineError::Conflict(_) | EngineError::Missing(_)) => "error=changed",
-        Err(e) => return failed(e),
+        Err(e) => return Err(failed(e)),
     };
-    back_to(&form.back, outcome).into_response()
+    Ok(back_to(&form.back, outcome).into_response())
 }
 
 /// An amount as a person types it: empty for none; digits with `,` or spaces between

@@ -95,20 +95,17 @@ pub(super) async fn lead_card(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<Lang>,
-) -> Response {
-    let (user, _, csrf) = match viewer(&state, &jar).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Answer {
+    let (user, _, csrf) = viewer(&state, &jar).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
     let Some(id) = id.parse::<i64>().ok().map(LeadId) else {
-        return message(StatusCode::NOT_FOUND, t.no_lead);
+        return Err(message(StatusCode::NOT_FOUND, t.no_lead));
     };
     let view = match state.engine.get_lead(id).await {
         Ok(view) => view,
-        Err(EngineError::NotFound) => return message(StatusCode::NOT_FOUND, t.no_lead),
-        Err(e) => return failed(e),
+        Err(EngineError::NotFound) => return Err(message(StatusCode::NOT_FOUND, t.no_lead)),
+        Err(e) => return Err(failed(e)),
     };
     let engine = &state.engine;
     let read = async {
@@ -119,10 +116,7 @@ pub(super) async fn lead_card(
         let handoffs = engine.lead_handoffs(id, LISTED).await?;
         Ok::<_, EngineError>((sources, entries, points, survey, handoffs))
     };
-    let (sources, entries, points, survey, handoffs) = match read.await {
-        Ok(read) => read,
-        Err(e) => return failed(e),
-    };
+    let (sources, entries, points, survey, handoffs) = read.await.map_err(failed)?;
     let lead = &view.lead;
     let name: Vec<&str> = ["last_name", "first_name"]
         .iter()
@@ -133,7 +127,7 @@ pub(super) async fn lead_card(
         (true, Some(email)) => email.clone(),
         (true, None) => format!("#{}", lead.id.0),
     };
-    let works = matches!(user.role, Role::Sdr | Role::Admin);
+    let works = user.role.works_leads();
     let mut facts: Vec<(&'static str, String)> = Vec::new();
     if let Some(email) = &lead.email {
         facts.push((t.email, email.clone()));
@@ -253,7 +247,7 @@ pub(super) async fn lead_card(
         },
     }
     .render();
-    page(StatusCode::OK, body)
+    Ok(page(StatusCode::OK, body))
 }
 
 /// An earlier (or the current) handoff and what came of it.
@@ -393,6 +387,27 @@ pub(super) struct NoteForm {
     follow_up_on: String,
 }
 
+/// The signed-in SDR or admin of a form posted on a lead's card, the lead, and the card to go
+/// back to; else what to answer instead (sign in; a stale form; no such lead; a marketer,
+/// who reads the card but does not work the lead).
+async fn working_on(
+    state: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    csrf: &str,
+    id: &str,
+) -> Result<(User, LeadId, String), Response> {
+    let (user, _, _) = posted(state, jar, headers, csrf).await?;
+    let Ok(id) = id.parse::<i64>() else {
+        return Err((StatusCode::NOT_FOUND, "no such lead").into_response());
+    };
+    let back = format!("/leads/{id}");
+    if !user.role.works_leads() {
+        return Err(home::back_to(&back, "error=not_yours").into_response());
+    }
+    Ok((user, LeadId(id), back))
+}
+
 /// `POST /leads/{id}/notes`: a note or a call, written by the signed-in SDR or admin.
 pub(super) async fn add_note(
     State(state): State<AppState>,
@@ -400,18 +415,8 @@ pub(super) async fn add_note(
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<NoteForm>,
-) -> Response {
-    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let Ok(id) = id.parse::<i64>() else {
-        return (StatusCode::NOT_FOUND, "no such lead").into_response();
-    };
-    let back = format!("/leads/{id}");
-    if !matches!(user.role, Role::Sdr | Role::Admin) {
-        return home::back_to(&back, "error=not_yours").into_response();
-    }
+) -> Answer {
+    let (user, id, back) = working_on(&state, &jar, &headers, &form.csrf, &id).await?;
     let call = match form.outcome.parse::<CallOutcome>() {
         Ok(outcome) => Some(CallInput {
             outcome,
@@ -424,12 +429,12 @@ pub(super) async fn add_note(
         call,
     };
     let by = nurture_engine::audit::By::console(&user.email);
-    match state.engine.add_note(LeadId(id), input, &by).await {
+    Ok(match state.engine.add_note(id, input, &by).await {
         Ok(_) => home::back_to(&back, "notice=noted").into_response(),
         Err(EngineError::Invalid(_)) => home::back_to(&back, "error=empty_note").into_response(),
         Err(EngineError::NotFound) => (StatusCode::NOT_FOUND, "no such lead").into_response(),
-        Err(e) => failed(e),
-    }
+        Err(e) => return Err(failed(e)),
+    })
 }
 
 #[derive(Deserialize)]
@@ -452,18 +457,8 @@ pub(super) async fn save_contact(
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<ContactForm>,
-) -> Response {
-    let (user, _, _) = match posted(&state, &jar, &headers, &form.csrf).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
-    let Ok(id) = id.parse::<i64>() else {
-        return (StatusCode::NOT_FOUND, "no such lead").into_response();
-    };
-    let back = format!("/leads/{id}");
-    if !matches!(user.role, Role::Sdr | Role::Admin) {
-        return home::back_to(&back, "error=not_yours").into_response();
-    }
+) -> Answer {
+    let (user, id, back) = working_on(&state, &jar, &headers, &form.csrf, &id).await?;
     let given = |v: String| {
         let v = v.trim().to_owned();
         Some((!v.is_empty()).then_some(v))
@@ -474,19 +469,21 @@ pub(super) async fn save_contact(
         company: given(form.company),
         ..LeadInput::default()
     };
-    match state
-        .engine
-        .patch_lead(LeadId(id), input, &Actor::User(user.email.clone()))
-        .await
-    {
-        Ok(_) => home::back_to(&back, "notice=contact").into_response(),
-        Err(EngineError::Invalid(errors)) => {
-            let said: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
-            let query =
-                serde_urlencoded::to_string([("error", format!("contact:{}", said.join("; ")))]).unwrap_or_default();
-            home::back_to(&back, &query).into_response()
-        }
-        Err(EngineError::NotFound) => (StatusCode::NOT_FOUND, "no such lead").into_response(),
-        Err(e) => failed(e),
-    }
+    Ok(
+        match state
+            .engine
+            .patch_lead(id, input, &Actor::User(user.email.clone()))
+            .await
+        {
+            Ok(_) => home::back_to(&back, "notice=contact").into_response(),
+            Err(EngineError::Invalid(errors)) => {
+                let said: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+                let query = serde_urlencoded::to_string([("error", format!("contact:{}", said.join("; ")))])
+                    .unwrap_or_default();
+                home::back_to(&back, &query).into_response()
+            }
+            Err(EngineError::NotFound) => (StatusCode::NOT_FOUND, "no such lead").into_response(),
+            Err(e) => return Err(failed(e)),
+        },
+    )
 }

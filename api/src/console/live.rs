@@ -74,11 +74,8 @@ async fn watch(engine: Arc<Engine>, moves: broadcast::Sender<Arc<HandoffMove>>) 
 
 /// `GET /live`: the queue changes the signed-in person cares about, as `handoff` events (the
 /// queue and what happened), until the stream's time is up.
-pub(super) async fn live(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let (user, _, _) = match viewer(&state, &jar).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+pub(super) async fn live(State(state): State<AppState>, jar: CookieJar) -> Answer {
+    let (user, _, _) = viewer(&state, &jar).await?;
     let playbook = state.engine.playbook();
     let queues: Vec<String> = playbook
         .queues
@@ -116,5 +113,5 @@ pub(super) async fn live(State(state): State<AppState>, jar: CookieJar) -> Respo
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }

@@ -108,6 +108,10 @@ async fn script() -> Response {
         .into_response()
 }
 
+/// What a console handler answers: the page, or what to answer instead (sign in first, a
+/// refused form, a failure), so that `?` stops a handler at the first of those.
+pub(super) type Answer = Result<Response, Response>;
+
 /// A page, or a plain 500 that says nothing of why (logged) when a template fails.
 pub(super) fn page(status: StatusCode, rendered: askama::Result<String>) -> Response {
     match rendered {
@@ -131,11 +135,13 @@ pub(super) fn failed(e: EngineError) -> Response {
     (status, "the console could not answer; try again").into_response()
 }
 
-/// Whether a form's CSRF token is the one expected, compared in constant time.
+/// Whether a form's CSRF token is the one expected, compared in constant time (of equal
+/// length, as digests, so that the length does not show either).
 pub(super) fn csrf_holds(expected: &str, given: &str) -> bool {
     use sha2::Digest;
+    use subtle::ConstantTimeEq;
     let (a, b) = (sha2::Sha256::digest(expected), sha2::Sha256::digest(given));
-    !expected.is_empty() && a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    !expected.is_empty() && bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 /// The signed-in user of the request, with the session's token and CSRF token.

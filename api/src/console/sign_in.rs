@@ -139,7 +139,7 @@ pub(super) async fn logout(
     jar: CookieJar,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
-) -> Response {
+) -> Answer {
     sign_out(state, jar, headers, form, false).await
 }
 
@@ -148,7 +148,7 @@ pub(super) async fn logout_everywhere(
     jar: CookieJar,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
-) -> Response {
+) -> Answer {
     sign_out(state, jar, headers, form, true).await
 }
 
@@ -158,21 +158,16 @@ pub(super) async fn sign_out(
     headers: HeaderMap,
     form: CsrfForm,
     everywhere: bool,
-) -> Response {
-    let (user, token, _) = match posted(&state, &jar, &headers, &form.csrf).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Answer {
+    let (user, token, _) = posted(&state, &jar, &headers, &form.csrf).await?;
     let ended = if everywhere {
         state.engine.sign_out_everywhere(&user).await.map(|_| ())
     } else {
         state.engine.sign_out(&token).await
     };
-    if let Err(e) = ended {
-        return failed(e);
-    }
+    ended.map_err(failed)?;
     let jar = jar.remove(session_cookie(&state, String::new(), time::Duration::ZERO));
-    (jar, Redirect::to("/login?out=1")).into_response()
+    Ok((jar, Redirect::to("/login?out=1")).into_response())
 }
 
 pub(super) async fn set_password_page(

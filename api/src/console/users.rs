@@ -41,11 +41,8 @@ pub(super) async fn render_users(
     t: &'static Text,
     link: Option<String>,
     error: Option<&'static str>,
-) -> Response {
-    let users = match state.engine.users().await {
-        Ok(users) => users,
-        Err(e) => return failed(e),
-    };
+) -> Answer {
+    let users = state.engine.users().await.map_err(failed)?;
     let rows = users
         .into_iter()
         .map(|u| UserRow {
@@ -70,7 +67,7 @@ pub(super) async fn render_users(
         error,
     }
     .render();
-    page(status, body)
+    Ok(page(status, body))
 }
 
 /// `GET /users` (admins): every user, and the forms to invite, reset and deactivate.
@@ -79,11 +76,8 @@ pub(super) async fn users_page(
     jar: CookieJar,
     headers: HeaderMap,
     Query(q): Query<Lang>,
-) -> Response {
-    let (user, csrf) = match admin(&state, &jar, &headers).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Answer {
+    let (user, csrf) = admin(&state, &jar, &headers).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     render_users(&state, &user, &csrf, t, None, None).await
 }
@@ -104,7 +98,7 @@ pub(super) async fn invite(
     jar: CookieJar,
     headers: HeaderMap,
     Form(form): Form<UserForm>,
-) -> Response {
+) -> Answer {
     user_change(state, jar, headers, form, "invite").await
 }
 
@@ -114,7 +108,7 @@ pub(super) async fn reset(
     jar: CookieJar,
     headers: HeaderMap,
     Form(form): Form<UserForm>,
-) -> Response {
+) -> Answer {
     user_change(state, jar, headers, form, "reset").await
 }
 
@@ -124,7 +118,7 @@ pub(super) async fn deactivate(
     jar: CookieJar,
     headers: HeaderMap,
     Form(form): Form<UserForm>,
-) -> Response {
+) -> Answer {
     user_change(state, jar, headers, form, "deactivate").await
 }
 
@@ -134,13 +128,13 @@ pub(super) async fn user_change(
     headers: HeaderMap,
     form: UserForm,
     what: &str,
-) -> Response {
-    let (user, csrf) = match admin(&state, &jar, &headers).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Answer {
+    let (user, csrf) = admin(&state, &jar, &headers).await?;
     if !csrf_holds(&csrf, &form.csrf) {
-        return message(StatusCode::FORBIDDEN, text(None, Some(&user), &headers).expired_form);
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            text(None, Some(&user), &headers).expired_form,
+        ));
     }
     let t = text(None, Some(&user), &headers);
     let by = nurture_engine::audit::By::console(&user.email);
@@ -166,6 +160,6 @@ pub(super) async fn user_change(
         Err(EngineError::Invalid(_)) => render_users(&state, &user, &csrf, t, None, Some(t.bad_email)).await,
         Err(EngineError::Conflict(_)) => render_users(&state, &user, &csrf, t, None, Some(t.already_user)).await,
         Err(EngineError::Missing(_)) => render_users(&state, &user, &csrf, t, None, Some(t.bad_email)).await,
-        Err(e) => failed(e),
+        Err(e) => Err(failed(e)),
     }
 }

@@ -143,14 +143,12 @@ where
                 .execute(&mut *tx)
                 .await?;
         }
-        // The trail keeps who changed the lead and when; the words written about the person go.
-        sqlx::query(
-            "UPDATE audit_log SET detail = '{\"erased\":true}' \
-             WHERE subject = $1 AND kind IN ('lead.tagged', 'lead.scored', 'lead.handed_off', 'lead.note_added')",
-        )
-        .bind(id.0.to_string())
-        .execute(&mut *tx)
-        .await?;
+        // The trail keeps who changed the lead and when; the words written about the person (the
+        // details of every `lead.*` entry) go.
+        sqlx::query("UPDATE audit_log SET detail = '{\"erased\":true}' WHERE subject = $1 AND kind LIKE 'lead.%'")
+            .bind(id.0.to_string())
+            .execute(&mut *tx)
+            .await?;
         audit::insert::<DB>(&mut *tx, std::slice::from_ref(audit), to_micros(now)).await?;
         S::commit(tx).await?;
         Ok(true)

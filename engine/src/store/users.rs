@@ -14,6 +14,9 @@ use crate::store::sql::SqlStore;
 /// The columns of a [`UserRow`], in its order.
 const USER_COLUMNS: &str = "id, email, role, password_hash, language, created_at, deactivated_at";
 
+/// Ends every session of user `$1` (a new password, a deactivation, "sign out everywhere").
+const END_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1";
+
 /// A user as stored.
 #[derive(sqlx::FromRow)]
 pub struct UserRow {
@@ -197,10 +200,7 @@ where
         };
         let (user, _) = row.user()?;
         // A new password signs the user out everywhere.
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(END_SESSIONS).bind(user.id).execute(&mut *tx).await?;
         S::commit(tx).await?;
         Ok(Some(user))
     }
@@ -217,10 +217,7 @@ where
         .await?;
         let row = match deactivated {
             Some(row) => {
-                sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(END_SESSIONS).bind(row.id).execute(&mut *tx).await?;
                 audit::insert::<DB>(&mut *tx, &[change.about(row.id)], now).await?;
                 Some(row)
             }
@@ -281,10 +278,7 @@ where
     }
 
     async fn end_sessions(&self, user_id: i64) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
+        let done = sqlx::query(END_SESSIONS).bind(user_id).execute(self.pool()).await?;
         Ok(<DB as super::sql::Dialect>::rows_affected(&done))
     }
 }

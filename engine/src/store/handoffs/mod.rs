@@ -119,7 +119,6 @@ pub struct HandoffMove {
     pub id: i64,
     pub handoff_id: i64,
     pub action: String,
-    pub actor: Option<String>,
     pub queue: String,
     pub assigned_to: Option<String>,
 }

@@ -417,7 +417,7 @@ where
             return Ok((last.unwrap_or(0), Vec::new()));
         };
         let moves: Vec<HandoffMove> = sqlx::query_as(
-            "SELECT l.id, l.handoff_id, l.action, l.actor, h.queue, h.assigned_to \
+            "SELECT l.id, l.handoff_id, l.action, h.queue, h.assigned_to \
              FROM handoff_log l JOIN handoffs h ON h.id = l.handoff_id \
              WHERE l.id > $1 ORDER BY l.id LIMIT $2",
         )
