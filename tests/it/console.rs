@@ -133,6 +133,16 @@ async fn a_person_is_invited_sets_a_password_and_signs_in_and_out(app: TestApp) 
     let (status, body, _, _) = set("another good one", "another good one", csrf.clone()).await;
     assert_eq!(status, 404);
     assert!(body.contains("used already or has expired"), "{body}");
+    // And in Chinese for a Chinese page.
+    let used = [
+        ("password", "another good one"),
+        ("confirm", "another good one"),
+        ("csrf", csrf.as_str()),
+        ("lang", "zh"),
+    ];
+    let (status, body, _, _) = post(&client, &link, &used).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("这个链接已用过或已过期"), "{body}");
 
     // The sign-in page speaks Chinese unless the browser prefers English.
     let plain = browser();
@@ -432,6 +442,12 @@ async fn an_sdr_claims_and_decides_in_the_console(app: TestApp) {
     );
     let (_, _, location, _) = post(&client, &format!("{base}/handoffs/{sdr_id}/accept"), &[("csrf", &csrf)]).await;
     assert_eq!(location.as_deref(), Some("/?error=changed"));
+    // A handoff or a decision that does not exist is a page that says so.
+    for path in ["handoffs/not-a-number/accept", &format!("handoffs/{sdr_id}/approve")] {
+        let (status, body, _, _) = post(&client, &format!("{base}/{path}"), &[("csrf", &csrf)]).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(body.contains("There is no such handoff."), "{path}: {body}");
+    }
 }
 
 /// An admin manages users in the browser: invites one (the link is shown once and works),

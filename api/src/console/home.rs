@@ -217,8 +217,9 @@ pub(super) async fn decide(
     Form(form): Form<DecisionForm>,
 ) -> Answer {
     let (user, _, _) = posted(&state, &jar, &headers, &form.csrf).await?;
+    let no_handoff = || message(StatusCode::NOT_FOUND, text(None, Some(&user), &headers).no_handoff);
     let Ok(id) = id.parse::<i64>() else {
-        return Ok((StatusCode::NOT_FOUND, "no such handoff").into_response());
+        return Err(no_handoff());
     };
     let decision = match verb.as_str() {
         "accept" => Decision::Accept,
@@ -231,7 +232,7 @@ pub(super) async fn decide(
             reason: form.reason.trim().to_owned(),
             recycle: form.recycle.is_some(),
         },
-        _ => return Ok((StatusCode::NOT_FOUND, "no such decision").into_response()),
+        _ => return Err(no_handoff()),
     };
     let by = nurture_engine::audit::By::console(&user.email);
     let note = Some(form.note.as_str()).filter(|n| !n.trim().is_empty());

@@ -387,6 +387,11 @@ pub(super) struct NoteForm {
     follow_up_on: String,
 }
 
+/// The page that says there is no such lead, in the user's language.
+fn no_lead(user: &User, headers: &HeaderMap) -> Response {
+    message(StatusCode::NOT_FOUND, text(None, Some(user), headers).no_lead)
+}
+
 /// The signed-in SDR or admin of a form posted on a lead's card, the lead, and the card to go
 /// back to; else what to answer instead (sign in; a stale form; no such lead; a marketer,
 /// who reads the card but does not work the lead).
@@ -399,7 +404,7 @@ async fn working_on(
 ) -> Result<(User, LeadId, String), Response> {
     let (user, _, _) = posted(state, jar, headers, csrf).await?;
     let Ok(id) = id.parse::<i64>() else {
-        return Err((StatusCode::NOT_FOUND, "no such lead").into_response());
+        return Err(no_lead(&user, headers));
     };
     let back = format!("/leads/{id}");
     if !user.role.works_leads() {
@@ -432,7 +437,7 @@ pub(super) async fn add_note(
     Ok(match state.engine.add_note(id, input, &by).await {
         Ok(_) => home::back_to(&back, "notice=noted").into_response(),
         Err(EngineError::Invalid(_)) => home::back_to(&back, "error=empty_note").into_response(),
-        Err(EngineError::NotFound) => (StatusCode::NOT_FOUND, "no such lead").into_response(),
+        Err(EngineError::NotFound) => return Err(no_lead(&user, &headers)),
         Err(e) => return Err(failed(e)),
     })
 }
@@ -482,7 +487,7 @@ pub(super) async fn save_contact(
                     .unwrap_or_default();
                 home::back_to(&back, &query).into_response()
             }
-            Err(EngineError::NotFound) => (StatusCode::NOT_FOUND, "no such lead").into_response(),
+            Err(EngineError::NotFound) => return Err(no_lead(&user, &headers)),
             Err(e) => return Err(failed(e)),
         },
     )

@@ -208,7 +208,7 @@ pub(super) async fn set_password(
 ) -> Response {
     let t = text(form.lang.as_deref(), None, &headers);
     let (jar, csrf) = form_token(&state, jar);
-    let again = |status: StatusCode, error: &str, jar: CookieJar| {
+    let again = |status: StatusCode, error: &'static str, jar: CookieJar| {
         let body = SetPasswordPage {
             t,
             csrf: &csrf,
@@ -230,7 +230,7 @@ pub(super) async fn set_password(
             (jar, Redirect::to(&format!("/login?set=1&lang={}", t.lang))).into_response()
         }
         Err(EngineError::Invalid(_)) => again(StatusCode::UNPROCESSABLE_ENTITY, t.password_rule, jar),
-        Err(EngineError::Missing(why)) => again(StatusCode::NOT_FOUND, &why, jar),
+        Err(EngineError::Missing(_)) => again(StatusCode::NOT_FOUND, t.link_expired, jar),
         Err(e) => failed(e),
     }
 }

@@ -131,6 +131,8 @@ pub struct Text {
     pub key_help: &'static str,
     pub updated: &'static str,
     pub close: &'static str,
+    pub no_handoff: &'static str,
+    pub link_expired: &'static str,
 }
 
 pub const ZH: Text = Text {
@@ -260,6 +262,8 @@ pub const ZH: Text = Text {
     key_help: "显示或隐藏本帮助",
     updated: "队列有更新。",
     close: "关闭",
+    no_handoff: "没有这条转交。",
+    link_expired: "这个链接已用过或已过期，请向管理员要一个新链接。",
 };
 
 pub const EN: Text = Text {
@@ -389,6 +393,8 @@ pub const EN: Text = Text {
     key_help: "show or hide this help",
     updated: "The queues have changed.",
     close: "Close",
+    no_handoff: "There is no such handoff.",
+    link_expired: "This link was used already or has expired; ask an admin for a new one.",
 };
 
 /// The language of a page: asked for (`?lang=`, a form's `lang`), else the user's, else the
