@@ -28,7 +28,9 @@
       .then(function (html) {
         if (!html) return;
         var next = new DOMParser().parseFromString(html, "text/html").getElementById("inbox");
-        if (!next) return;
+        // An update that changes nothing (the reader's own claim, say) leaves the page, and
+        // the reader's place in it, alone.
+        if (!next || next.innerHTML === inbox.innerHTML) return;
         inbox.innerHTML = next.innerHTML;
         if (status) status.textContent = status.getAttribute("data-text");
         document.dispatchEvent(new CustomEvent("nurture:refreshed"));

@@ -132,13 +132,7 @@ impl Browser {
     }
 
     async fn submit(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        self.click(css).await;
     }
 
     /// Waits (up to ten seconds) until the page shows `wanted` at `path`: a click returns
@@ -185,10 +179,26 @@ impl Browser {
 
     /// Follows the first link `css` finds; where it leads.
     async fn follow(&self, css: &str) -> String {
-        let link = self.client.find(Locator::Css(css)).await.unwrap();
-        let href = link.attr("href").await.unwrap().expect("a link has an href");
-        link.click().await.unwrap();
-        href
+        self.click(css).await.expect("a link has an href")
+    }
+
+    /// Clicks the first element `css` finds; its `href`, if it has one. The live inbox may
+    /// swap the element for a fresh one between finding and clicking it: then it is found
+    /// again (for up to ten seconds).
+    async fn click(&self, css: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let element = self.client.find(Locator::Css(css)).await.unwrap();
+            let clicked = match element.attr("href").await {
+                Ok(href) => element.click().await.map(|_| href),
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(href) => return href,
+                Err(e) if Instant::now() > deadline => panic!("could not click {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Presses `keys` on the page, as a person does with nothing focused but the page.
