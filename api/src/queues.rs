@@ -580,28 +580,17 @@ async fn member_change(
     bytes: &[u8],
 ) -> Result<Member, ApiError> {
     let input: MemberBody = body::object(bytes)?;
-    let mut problems = Vec::new();
-    if input.capacity.flatten().is_some_and(|c| c < 0) {
-        problems.push(FieldError::new("capacity", "must be 0 or more (null for no limit)"));
-    }
-    if input.weight.is_some_and(|w| !(1..=100).contains(&w)) {
-        problems.push(FieldError::new("weight", "must be from 1 to 100"));
-    }
+    let change = MemberChange {
+        available: input.available,
+        capacity: input.capacity,
+        weight: input.weight,
+    };
+    let problems = change.problems();
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
     Ok(state
         .engine
-        .set_member(
-            queue,
-            member,
-            &MemberChange {
-                available: input.available,
-                capacity: input.capacity,
-                weight: input.weight,
-            },
-            &caller.by(),
-            caller.0.role.oversees_queues(),
-        )
+        .set_member(queue, member, &change, &caller.by(), caller.0.role.oversees_queues())
         .await?)
 }

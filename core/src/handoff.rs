@@ -13,7 +13,7 @@ use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::lead::{LeadId, Stage};
+use crate::lead::{FieldError, LeadId, Stage};
 
 /// Where a handoff is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
@@ -379,6 +379,25 @@ pub struct MemberChange {
     pub available: Option<bool>,
     pub capacity: Option<Option<i64>>,
     pub weight: Option<i64>,
+}
+
+/// The weights a member may have: a member of weight 100 gets a hundred times the handoffs of
+/// one of weight 1.
+pub const WEIGHTS: std::ops::RangeInclusive<i64> = 1..=100;
+
+impl MemberChange {
+    /// What is wrong with the change, field by field: a negative capacity, a weight outside
+    /// [`WEIGHTS`].
+    pub fn problems(&self) -> Vec<FieldError> {
+        let mut problems = Vec::new();
+        if self.capacity.flatten().is_some_and(|c| c < 0) {
+            problems.push(FieldError::new("capacity", "must be 0 or more (null for no limit)"));
+        }
+        if self.weight.is_some_and(|w| !WEIGHTS.contains(&w)) {
+            problems.push(FieldError::new("weight", "must be from 1 to 100"));
+        }
+        problems
+    }
 }
 
 /// How far a member of weight 1 moves per handoff; weight w moves STRIDE / w.

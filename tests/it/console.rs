@@ -738,7 +738,162 @@ async fn an_sdr_works_a_lead_from_its_card(app: TestApp) {
     assert_eq!(location.as_deref(), Some(format!("{back}?error=not_yours").as_str()));
 }
 
+/// A queue's figures on the board: open, claimed, past SLA, breaches in 7 days, and the
+/// chart's count for each of the seven days (from its description).
+fn board_figures(html: &str, queue: &str) -> (Vec<i64>, Vec<i64>) {
+    let doc = scraper::Html::parse_document(html);
+    let section = scraper::Selector::parse(&format!("section[aria-labelledby=queue-{queue}]")).unwrap();
+    let section = doc
+        .select(&section)
+        .next()
+        .unwrap_or_else(|| panic!("no board for {queue}: {html}"));
+    let numbers = scraper::Selector::parse(".stats span.n").unwrap();
+    let figures = section
+        .select(&numbers)
+        .map(|n| n.text().collect::<String>().parse().unwrap())
+        .collect();
+    let chart = scraper::Selector::parse("svg.bars").unwrap();
+    let said = section
+        .select(&chart)
+        .next()
+        .unwrap()
+        .value()
+        .attr("aria-label")
+        .unwrap();
+    let days = said
+        .split_once(": ")
+        .unwrap()
+        .1
+        .split(", ")
+        .map(|day| day.rsplit(": ").next().unwrap().parse().unwrap())
+        .collect();
+    (figures, days)
+}
+
+/// A marketer reads the queue board (what waits, is worked, is past its SLA; the breaches of
+/// the last seven days by day in the playbook's time zone) and changes a member there, as
+/// the API would; an SDR may not open it.
+async fn a_marketer_runs_the_queue_board(app: TestApp) {
+    person(&app, "alice@corp.example", Role::Sdr, "correct horse battery").await;
+    person(&app, "mia@corp.example", Role::Marketer, "a long enough password").await;
+    let mut handoffs = Vec::new();
+    for email in ["a@acme.example", "b@acme.example", "c@acme.example"] {
+        let lead = app.lead(json!({"email": email})).await;
+        handoffs.push(app.hand_off(&lead, "sdr", "Asked for a demo").await);
+    }
+    let (sdr, sdr_csrf) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
+    let base = &app.base;
+    let (_, _, location, _) = post(&sdr, &format!("{base}/queues/sdr/claim"), &[("csrf", &sdr_csrf)]).await;
+    assert_eq!(location.as_deref(), Some("/?notice=claimed"));
+    let (status, page, _) = get(&sdr, &format!("{base}/queues")).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("Only marketers and admins"), "{page}");
+
+    let advance = |by: &'static str| {
+        let app = &app;
+        async move {
+            let answer = app
+                .call("POST", "/v1/admin/clock/advance", Role::Admin, Some(json!({"by": by})))
+                .await;
+            assert_eq!(answer.status, 200, "{:?}", answer.body);
+        }
+    };
+    // 2026-11-02 17:00 in Shanghai: the two unclaimed breach the 4 h SLA at 21:00 and move to
+    // sales, whose 24 h SLA they breach on 11-03. A lead handed off on 11-04 at 21:00 breaches
+    // sdr's at 01:00 on 11-05 (still 11-04 in UTC).
+    advance("5h").await;
+    advance("2d").await;
+    let lead = app.lead(json!({"email": "d@acme.example"})).await;
+    app.hand_off(&lead, "sdr", "Pricing page twice").await;
+    advance("4h1m").await;
+
+    let (marketer, csrf) = signed_in(&app, "mia@corp.example", "a long enough password").await;
+    let (status, board, _) = get(&marketer, &format!("{base}/queues")).await;
+    assert_eq!(status, 200, "{board}");
+    // Open, claimed, past SLA, breaches in 7 days; breaches by day, 10-30 to 11-05.
+    assert_eq!(
+        board_figures(&board, "sdr"),
+        (vec![0, 1, 0, 3], vec![0, 0, 0, 2, 0, 0, 1])
+    );
+    assert_eq!(
+        board_figures(&board, "sales"),
+        (vec![3, 0, 2, 2], vec![0, 0, 0, 0, 2, 0, 0])
+    );
+    assert!(board.contains("11-05: 1</title>"), "{board}");
+    assert!(board.contains("on breach moves to sales"), "{board}");
+    // Alice holds the lead she claimed; bob nothing.
+    let doc = scraper::Html::parse_document(&board);
+    let rows = scraper::Selector::parse("section[aria-labelledby=queue-sdr] table.members tbody tr").unwrap();
+    let cell = scraper::Selector::parse("th, td").unwrap();
+    let rows: Vec<Vec<String>> = doc
+        .select(&rows)
+        .map(|r| {
+            r.select(&cell)
+                .map(|c| c.text().collect::<String>().trim().to_owned())
+                .collect()
+        })
+        .collect();
+    // Member, available, capacity, weight, in hand, save.
+    let held: Vec<(&str, &str)> = rows.iter().map(|r| (r[0].as_str(), r[4].as_str())).collect();
+    assert_eq!(
+        held,
+        [("alice@corp.example", "1"), ("bob@corp.example", "0")],
+        "{rows:?}"
+    );
+
+    // Bob away, at most 5 at once, twice alice's share: saved and recorded as mia's.
+    let bob = format!("{base}/queues/sdr/members/bob@corp.example");
+    let (status, _, location, _) = post(&marketer, &bob, &[("csrf", &csrf), ("capacity", "5"), ("weight", "2")]).await;
+    assert_eq!((status, location.as_deref()), (303, Some("/queues?notice=saved")));
+    let members = app.engine.members("sdr").await.unwrap();
+    let bob_now = members.iter().find(|m| m.member == "bob@corp.example").unwrap();
+    assert_eq!(
+        (bob_now.available, bob_now.capacity, bob_now.weight),
+        (false, Some(5), 2)
+    );
+    let (_, board, _) = get(&marketer, &format!("{base}/queues?notice=saved")).await;
+    assert!(board.contains("settings are saved."), "{board}");
+    assert!(board.contains("value=\"5\"") && board.contains("0 / 5"), "{board}");
+    let audit = app
+        .call("GET", "/v1/audit?kind=queue.member_changed", Role::Admin, None)
+        .await;
+    let entry = &audit.body["items"][0];
+    assert_eq!(
+        (&entry["actor"], &entry["via"]),
+        (&json!("mia@corp.example"), &json!("console"))
+    );
+    // A weight of 0 or a capacity that is not a number changes nothing.
+    for form in [
+        [("weight", "0"), ("capacity", "")],
+        [("weight", "1"), ("capacity", "many")],
+    ] {
+        let mut form = form.to_vec();
+        form.push(("csrf", &csrf));
+        form.push(("available", "1"));
+        let (_, _, location, _) = post(&marketer, &bob, &form).await;
+        assert_eq!(location.as_deref(), Some("/queues?error=member"));
+    }
+    assert_eq!(app.engine.members("sdr").await.unwrap(), members);
+    let (_, board, _) = get(&marketer, &format!("{base}/queues?error=member")).await;
+    assert!(board.contains("Not saved: capacity is a whole number"), "{board}");
+    // Someone not in the queue, or a form without its token, is refused.
+    let (status, _, _, _) = post(
+        &marketer,
+        &format!("{base}/queues/sdr/members/eve@corp.example"),
+        &[("csrf", &csrf), ("weight", "1")],
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, _, _) = post(&marketer, &bob, &[("csrf", "forged"), ("weight", "1")]).await;
+    assert_eq!(status, 403);
+    // With bob away, the next lead goes to alice.
+    let lead = app.lead(json!({"email": "e@acme.example"})).await;
+    let next = app.hand_off(&lead, "sdr", "Webinar").await;
+    assert_eq!(next["assigned_to"], "alice@corp.example", "{next}");
+}
+
 both_backends!(crate::support::spawn_app_on;
+    a_marketer_runs_the_queue_board,
     an_sdr_works_a_lead_from_its_card,
     the_lead_card_says_why,
     an_admin_manages_users_in_the_console,

@@ -7,10 +7,8 @@ use super::*;
 #[template(path = "home.html")]
 pub(super) struct HomePage<'a> {
     t: &'static Text,
-    user: &'a User,
-    role: &'static str,
+    nav: Nav,
     csrf: &'a str,
-    is_admin: bool,
     /// "My queues" for an SDR, "Queues" for those who oversee them all.
     queues_title: &'static str,
     queues: Vec<QueueRows>,
@@ -130,10 +128,8 @@ pub(super) async fn home(
     }
     let body = HomePage {
         t,
-        role: role_name(t, user.role),
-        user: &user,
+        nav: Nav::new(t, &user, &csrf, "home"),
         csrf: &csrf,
-        is_admin: user.role == Role::Admin,
         queues_title: if user.role == Role::Sdr { t.my_queues } else { t.queues },
         queues,
         mine,

@@ -18,8 +18,7 @@ use serde_json::Value;
 #[template(path = "lead.html")]
 pub(super) struct LeadPage<'a> {
     t: &'static Text,
-    user: &'a User,
-    role: &'static str,
+    nav: Nav,
     csrf: &'a str,
     id: i64,
     title: String,
@@ -189,8 +188,7 @@ pub(super) async fn lead_card(
     });
     let body = LeadPage {
         t,
-        role: role_name(t, user.role),
-        user: &user,
+        nav: Nav::new(t, &user, &csrf, ""),
         csrf: &csrf,
         id: id.0,
         title,

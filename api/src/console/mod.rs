@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 
+mod board;
 mod home;
 mod lead;
 mod live;
@@ -67,6 +68,8 @@ pub fn router() -> Router<AppState> {
             "/set-password/{token}",
             get(sign_in::set_password_page).post(sign_in::set_password),
         )
+        .route("/queues", get(board::board))
+        .route("/queues/{queue}/members/{member}", post(board::set_member))
         .route("/queues/{queue}/claim", post(home::claim))
         .route("/handoffs/{id}/{verb}", post(home::decide))
         .route("/leads/{id}", get(lead::lead_card))
@@ -75,6 +78,31 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(users::users_page).post(users::invite))
         .route("/users/reset", post(users::reset))
         .route("/users/deactivate", post(users::deactivate))
+}
+
+/// The header of a signed-in page: the sections the person may open, who is signed in, and
+/// the ways out.
+pub(super) struct Nav {
+    email: String,
+    role: &'static str,
+    csrf: String,
+    oversees: bool,
+    admin: bool,
+    /// The section shown (`home`, `queues`, `users`), marked `aria-current`.
+    at: &'static str,
+}
+
+impl Nav {
+    pub(super) fn new(t: &Text, user: &User, csrf: &str, at: &'static str) -> Self {
+        Self {
+            email: user.email.clone(),
+            role: role_name(t, user.role),
+            csrf: csrf.to_owned(),
+            oversees: user.role.oversees_queues(),
+            admin: user.role == Role::Admin,
+            at,
+        }
+    }
 }
 
 /// The cookie holding the IANA time zone of the person's browser (set by `console.js`).

@@ -6,8 +6,7 @@ use super::*;
 #[template(path = "users.html")]
 pub(super) struct UsersPage<'a> {
     t: &'static Text,
-    user: &'a User,
-    role: &'static str,
+    nav: Nav,
     csrf: &'a str,
     users: Vec<UserRow>,
     link: Option<String>,
@@ -59,8 +58,7 @@ pub(super) async fn render_users(
     };
     let body = UsersPage {
         t,
-        role: role_name(t, user.role),
-        user,
+        nav: Nav::new(t, user, csrf, "users"),
         csrf,
         users: rows,
         link,

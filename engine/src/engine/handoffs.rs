@@ -12,8 +12,8 @@ use crate::handoff::{catch_up, pick_member, Decision, Handoff, HandoffId, Member
 use crate::lead::{FieldError, Lead, LeadRef, Stage};
 use crate::note::NoteInput;
 use crate::nurture::{Changes, HandoffRequest, LeadState};
-use crate::playbook::{Playbook, Routing};
-use crate::store::handoffs::{Emitted, HandoffLogEntry, NewNotification, QueueCursor};
+use crate::playbook::{Playbook, Queue, Routing};
+use crate::store::handoffs::{Emitted, HandoffLogEntry, NewNotification, QueueCounts, QueueCursor};
 use crate::store::NewNote;
 use crate::store::Tx;
 use crate::webhook::payload::{Breach, Data, Decided, HandoffData, Mql, NoteAdded, Payload};
@@ -65,6 +65,7 @@ fn log(h: &Handoff, action: &str, actor: Option<&str>, detail: Option<String>, n
         actor: actor.map(str::to_owned),
         detail,
         at: to_micros(now),
+        queue: Some(h.queue.clone()),
     }
 }
 
@@ -136,6 +137,18 @@ pub struct NothingToClaim {
     pub open: usize,
     /// Of those, how many are assigned to each other member.
     pub others: std::collections::BTreeMap<String, usize>,
+}
+
+/// A queue as its board shows it (see [`Engine::queue_board`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueBoard {
+    pub queue: Queue,
+    /// What waits and is worked now.
+    pub counts: QueueCounts,
+    /// Members in the playbook's order, with availability, capacity, weight and load.
+    pub members: Vec<Member>,
+    /// SLA breaches of this queue on each of the last seven days, oldest first, today last.
+    pub breaches: [i64; 7],
 }
 
 /// An open handoff's page cursor.
@@ -281,6 +294,44 @@ impl Engine {
             open: open.len(),
             others,
         })
+    }
+
+    /// Every queue of the playbook, in name order: what waits and is worked, the members, and
+    /// the SLA breaches of the last seven days, days counted in `tz` (by its offset now: a day
+    /// that changes the clock is counted an hour off).
+    pub async fn queue_board(&self, tz: chrono_tz::Tz) -> EngineResult<Vec<QueueBoard>> {
+        use chrono::Offset;
+        const DAY: i64 = 86_400_000_000;
+        let playbook = self.playbook();
+        let now = to_micros(self.now());
+        let offset = self.now().with_timezone(&tz).offset().fix().local_minus_utc() as i64 * 1_000_000;
+        let today = (now + offset).div_euclid(DAY);
+        let since = (today - 6) * DAY - offset;
+        let counts = self.store.queue_counts(now).await?;
+        let breaches = self.store.sla_breaches(since, offset).await?;
+        let mut boards = Vec::with_capacity(playbook.queues.queues.len());
+        for (name, queue) in &playbook.queues.queues {
+            let mut days = [0; 7];
+            for (_, day, count) in breaches.iter().filter(|(q, _, _)| q == name) {
+                if let Some(slot) = usize::try_from(day - (today - 6)).ok().and_then(|i| days.get_mut(i)) {
+                    *slot += count;
+                }
+            }
+            boards.push(QueueBoard {
+                queue: queue.clone(),
+                counts: counts
+                    .iter()
+                    .find(|c| &c.queue == name)
+                    .cloned()
+                    .unwrap_or_else(|| QueueCounts {
+                        queue: name.clone(),
+                        ..QueueCounts::default()
+                    }),
+                members: self.members(name).await?,
+                breaches: days,
+            });
+        }
+        Ok(boards)
     }
 
     /// The handoffs `member` has claimed and not yet decided, oldest claim first, with their

@@ -40,7 +40,7 @@ use enroll::segment_of;
 pub use enroll::{EnrollDryRun, EnrollReport, ExitReport, SegmentMember, SegmentPreview};
 use error::retrying;
 pub use error::{EngineError, EngineResult};
-pub use handoffs::{queue_cursor, unknown_events, NothingToClaim, WEBHOOK_EVENTS};
+pub use handoffs::{queue_cursor, unknown_events, NothingToClaim, QueueBoard, WEBHOOK_EVENTS};
 pub use ingest::{IngestReport, Rejected, RejectedError};
 pub use journeys::{Entry, JourneyCounts, MESSAGE_EVENTS};
 use leads::{load_states, view, LeadBook};

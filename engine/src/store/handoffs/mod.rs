@@ -106,6 +106,10 @@ pub struct HandoffLogEntry {
     #[serde(serialize_with = "micros_as_time")]
     #[schemars(with = "DateTime<Utc>")]
     pub at: i64,
+    /// The queue the handoff was in when the line was written.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub queue: Option<String>,
 }
 
 fn micros_as_time<S: serde::Serializer>(at: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -121,6 +125,19 @@ pub struct HandoffMove {
     pub action: String,
     pub queue: String,
     pub assigned_to: Option<String>,
+}
+
+/// How many handoffs of a queue wait and are worked now (see [`HandoffStore::queue_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueueCounts {
+    pub queue: String,
+    /// Open: waiting for a claim (assigned or not).
+    pub open: i64,
+    /// Open and given to a member by round robin.
+    pub assigned: i64,
+    pub claimed: i64,
+    /// Open past the queue's SLA.
+    pub overdue: i64,
 }
 
 /// Where a page of a queue's open handoffs ends: (priority, created_at, id) of its last.
@@ -376,6 +393,11 @@ pub trait HandoffStore: Send + Sync {
     /// and nothing else), at most `limit`, oldest first: what changed in the queues since.
     async fn handoff_moves(&self, after: Option<i64>, limit: i64) -> StoreResult<(i64, Vec<HandoffMove>)>;
     /// The earliest SLA deadline of an open handoff not yet reported, or cool-down end.
+    /// Every queue with an open or claimed handoff, and how many there are of each.
+    async fn queue_counts(&self, now: i64) -> StoreResult<Vec<QueueCounts>>;
+    /// SLA breaches since `since`, per queue breached and per day: `(queue, day, count)`, the day
+    /// numbered from the Unix epoch after adding `offset` (a time zone's offset, micros).
+    async fn sla_breaches(&self, since: i64, offset: i64) -> StoreResult<Vec<(String, i64, i64)>>;
     async fn next_handoff_timer(&self) -> StoreResult<Option<i64>>;
     /// Subscribes `url` to `events`, created by `audit`'s actor and recorded with `audit` about
     /// the new subscription's id.

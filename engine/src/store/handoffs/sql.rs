@@ -141,14 +141,16 @@ where
 
     async fn log_handoffs(&mut self, entries: &[HandoffLogEntry]) -> StoreResult<()> {
         for chunk in entries.chunks(1_000) {
-            let mut q =
-                sqlx::QueryBuilder::<DB>::new("INSERT INTO handoff_log (handoff_id, action, actor, detail, at) ");
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "INSERT INTO handoff_log (handoff_id, action, actor, detail, at, queue) ",
+            );
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(e.handoff_id)
                     .push_bind(e.action.clone())
                     .push_bind(e.actor.clone())
                     .push_bind(e.detail.clone())
-                    .push_bind(e.at);
+                    .push_bind(e.at)
+                    .push_bind(e.queue.clone());
             });
             q.build()
                 .execute(self.connection().await?)
@@ -344,6 +346,8 @@ where
     for<'r> (i64, String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> HandoffLogEntry: FromRow<'r, <DB as Database>::Row>,
     for<'r> HandoffMove: FromRow<'r, <DB as Database>::Row>,
+    for<'r> QueueCounts: FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, i64, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> WebhookRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> PendingDelivery: FromRow<'r, <DB as Database>::Row>,
     for<'r> PendingNotification: FromRow<'r, <DB as Database>::Row>,
@@ -402,7 +406,7 @@ where
 
     async fn handoff_log(&self, id: i64) -> StoreResult<Vec<HandoffLogEntry>> {
         Ok(sqlx::query_as(
-            "SELECT handoff_id, action, actor, detail, at FROM handoff_log WHERE handoff_id = $1 ORDER BY id",
+            "SELECT handoff_id, action, actor, detail, at, queue FROM handoff_log WHERE handoff_id = $1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(self.pool())
@@ -426,6 +430,33 @@ where
         .fetch_all(self.pool())
         .await?;
         Ok((moves.last().map_or(after, |m| m.id), moves))
+    }
+
+    async fn queue_counts(&self, now: i64) -> StoreResult<Vec<QueueCounts>> {
+        // Open and claimed handoffs are one per lead at most, read from the index that says so.
+        Ok(sqlx::query_as(
+            "SELECT queue, \
+                    SUM(CASE WHEN status = 'open' THEN 1 ELSE 0 END) AS open, \
+                    SUM(CASE WHEN status = 'open' AND assigned_to IS NOT NULL THEN 1 ELSE 0 END) AS assigned, \
+                    SUM(CASE WHEN status = 'claimed' THEN 1 ELSE 0 END) AS claimed, \
+                    SUM(CASE WHEN status = 'open' AND sla_due_at <= $1 THEN 1 ELSE 0 END) AS overdue \
+             FROM handoffs WHERE status IN ('open', 'claimed') GROUP BY queue ORDER BY queue",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn sla_breaches(&self, since: i64, offset: i64) -> StoreResult<Vec<(String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT COALESCE(queue, ''), (at + $2) / 86400000000 AS day, COUNT(*) \
+             FROM handoff_log WHERE action = 'sla_breached' AND at >= $1 \
+             GROUP BY COALESCE(queue, ''), (at + $2) / 86400000000 ORDER BY 1, 2",
+        )
+        .bind(since)
+        .bind(offset)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     async fn next_handoff_timer(&self) -> StoreResult<Option<i64>> {
