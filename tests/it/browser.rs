@@ -438,3 +438,81 @@ async fn an_sdrs_day_in_a_real_browser() {
     assert_eq!(converted["data"]["note"], "Signed the annual plan");
     assert_eq!(converted["lead"]["stage"], "customer");
 }
+
+/// A marketer opens the queue board from the navigation, reads a queue past its SLA, marks a
+/// member away with a capacity there, and reads the same board in Chinese.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marketer_runs_the_queue_board_in_a_real_browser() {
+    let Some(app) = crate::support::spawn_app_on(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(en) = Browser::start("en").await else {
+        return;
+    };
+    crate::console::person(&app, "mia@corp.example", Role::Marketer, "a long enough password").await;
+    for email in ["li.wei@acme.example", "mei@acme.example", "tom@acme.example"] {
+        handed_off(&app, email).await;
+    }
+    // Past the SDR queue's 4-hour SLA, then one more lead.
+    let late = app
+        .call(
+            "POST",
+            "/v1/admin/clock/advance",
+            Role::Admin,
+            Some(json!({"by": "5h"})),
+        )
+        .await;
+    assert_eq!(late.status, 200, "{:?}", late.body);
+    handed_off(&app, "ann@acme.example").await;
+
+    en.visit(&format!("{}/login", app.base), "board-login-en").await;
+    en.sign_in("mia@corp.example", "a long enough password").await;
+    en.until("/", "Campaigns").await;
+    let link = en.follow("nav a[href='/queues']").await;
+    let board = en.until(&link, "Queue board").await;
+    en.shot("board-en").await;
+    assert!(board.contains("Past SLA"), "{board}");
+    let chart = en
+        .client
+        .find(Locator::Css("section[aria-labelledby=queue-sdr] svg.bars"))
+        .await
+        .unwrap();
+    let said = chart.attr("aria-label").await.unwrap().unwrap();
+    assert!(said.starts_with("SLA breaches on each of the last 7 days: "), "{said}");
+    assert!(said.ends_with(": 3"), "the three leads breached today: {said}");
+
+    let bob = "form[action='/queues/sdr/members/bob@corp.example']";
+    let away = en
+        .client
+        .find(Locator::Css("input[aria-label='Available: bob@corp.example']"))
+        .await
+        .unwrap();
+    away.click().await.unwrap();
+    en.fill("input[aria-label='Capacity: bob@corp.example']", "5").await;
+    en.submit(&format!("{bob} button")).await;
+    en.until("/queues", "settings are saved.").await;
+    let row = en
+        .client
+        .find(Locator::XPath("//tr[th='bob@corp.example']"))
+        .await
+        .unwrap();
+    row.click().await.unwrap();
+    en.shot("board-saved-en").await;
+    let members = app.engine.members("sdr").await.unwrap();
+    let bob_now = members.iter().find(|m| m.member == "bob@corp.example").unwrap();
+    assert_eq!((bob_now.available, bob_now.capacity), (false, Some(5)));
+    let said = row.text().await.unwrap();
+    let load = format!("{} / 5", bob_now.load);
+    assert!(said.contains(&load), "bob's load out of his capacity, {load}: {said}");
+
+    let Some(zh) = Browser::start("zh-CN").await else {
+        return;
+    };
+    zh.visit(&format!("{}/login", app.base), "board-login-zh").await;
+    zh.sign_in("mia@corp.example", "a long enough password").await;
+    zh.until("/", "营销活动").await;
+    zh.visit(&format!("{}/queues", app.base), "board-zh").await;
+    let board = zh.until("/queues", "队列看板").await;
+    zh.shot("board-zh").await;
+    assert!(board.contains("成员"), "{board}");
+}

@@ -140,7 +140,7 @@ fn bars(t: &Text, counts: &[i64; 7], days: &[String]) -> String {
         };
         svg.push_str(&format!(
             "<g><title>{day}: {count}</title><rect x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h}\" rx=\"2\"/>\
-             <text x=\"{}\" y=\"{}\" class=\"n\">{count}</text><text x=\"{}\" y=\"{}\">{day}</text></g>",
+             <text x=\"{}\" y=\"{}\" class=\"count\">{count}</text><text x=\"{}\" y=\"{}\">{day}</text></g>",
             base - h,
             x + bar / 2,
             base - h - 4,

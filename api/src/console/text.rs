@@ -299,7 +299,7 @@ pub const ZH: Text = Text {
     breaches_7d: "近 7 天 SLA 超时",
     breaches_chart: "近 7 天每天的 SLA 超时次数",
     members: "成员",
-    no_members: "这个队列没有成员；只能手动领取。成员在 Queues 文件里列出。",
+    no_members: "这个队列没有成员；只能手动领取。成员在 playbook 的 queues.yaml 里列出。",
     member: "成员",
     available: "在岗",
     capacity: "上限",
@@ -457,7 +457,8 @@ pub const EN: Text = Text {
     breaches_7d: "SLA breaches, last 7 days",
     breaches_chart: "SLA breaches on each of the last 7 days",
     members: "Members",
-    no_members: "This queue has no members; leads are only claimed by hand. Members are listed in the Queues file.",
+    no_members:
+        "This queue has no members; leads are only claimed by hand. Members are listed in the playbook's queues.yaml.",
     member: "Member",
     available: "Available",
     capacity: "Capacity",
