@@ -111,6 +111,8 @@ pub struct CampaignSummary {
     pub head: CampaignHead,
     /// How many steps its graph has.
     pub steps: usize,
+    /// Its figures; null for a retired campaign.
+    pub counts: Option<nurture_engine::engine::CampaignCounts>,
 }
 
 /// What the list and the detail of a campaign share.
@@ -171,6 +173,10 @@ pub struct StepView {
     pub entered: i64,
     pub waiting: i64,
     pub outcomes: std::collections::BTreeMap<String, i64>,
+    /// Of the messages a send step sent, those a person opened at least once, and those a
+    /// person clicked in (0 for other steps).
+    pub opened: i64,
+    pub clicked: i64,
 }
 
 #[derive(serde::Serialize, schemars::JsonSchema)]
@@ -189,11 +195,20 @@ pub struct VersionView {
     pub deployed_at: DateTime<Utc>,
 }
 
-fn summary(record: &nurture_engine::store::CampaignRecord, campaign: Option<&Campaign>) -> CampaignSummary {
-    CampaignSummary {
+async fn summary(
+    state: &AppState,
+    record: &nurture_engine::store::CampaignRecord,
+    campaign: Option<&Campaign>,
+) -> Result<CampaignSummary, ApiError> {
+    let counts = match campaign {
+        Some(c) => Some(state.engine.campaign_counts(c).await?),
+        None => None,
+    };
+    Ok(CampaignSummary {
         head: head(record),
         steps: campaign.map(|c| c.graph.node_count()).unwrap_or(0),
-    }
+        counts,
+    })
 }
 
 fn head(record: &nurture_engine::store::CampaignRecord) -> CampaignHead {
@@ -212,13 +227,11 @@ fn head(record: &nurture_engine::store::CampaignRecord) -> CampaignHead {
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<CampaignList>, ApiError> {
     caller.require(EVERYONE)?;
     let playbook = state.engine.playbook();
-    let items = state
-        .engine
-        .campaigns()
-        .await?
-        .iter()
-        .map(|r| summary(r, playbook.campaigns.get(&r.id).map(|c| c.as_ref())))
-        .collect();
+    let mut items = Vec::new();
+    for record in state.engine.campaigns().await? {
+        let campaign = playbook.campaigns.get(&record.id).map(|c| c.as_ref());
+        items.push(summary(&state, &record, campaign).await?);
+    }
     Ok(Json(CampaignList {
         items,
         next_cursor: None,
@@ -276,6 +289,8 @@ async fn read(
                     entered: count.entered,
                     waiting: count.waiting,
                     outcomes: count.outcomes,
+                    opened: count.opened,
+                    clicked: count.clicked,
                 })
                 .collect(),
             draw::edges(c)

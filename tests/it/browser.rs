@@ -516,3 +516,75 @@ async fn a_marketer_runs_the_queue_board_in_a_real_browser() {
     zh.shot("board-zh").await;
     assert!(board.contains("成员"), "{board}");
 }
+
+/// A marketer opens the campaigns from the navigation, reads a campaign's figures and graph,
+/// follows a step of the graph to the leads waiting there, and reads the same pages in Chinese.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marketer_reads_a_campaign_in_a_real_browser() {
+    let Some(app) = crate::support::spawn_app_on(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(en) = Browser::start("en").await else {
+        return;
+    };
+    crate::console::person(&app, "mia@corp.example", Role::Marketer, "a long enough password").await;
+    for email in ["li.wei@acme.example", "mei@acme.example"] {
+        app.register(email).await;
+    }
+    let moved = app
+        .call(
+            "POST",
+            "/v1/admin/clock/advance",
+            Role::Admin,
+            Some(json!({"by": "1m"})),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+
+    en.visit(&format!("{}/login", app.base), "campaigns-login-en").await;
+    en.sign_in("mia@corp.example", "a long enough password").await;
+    en.until("/", "Campaigns").await;
+    let link = en.follow("nav a[href='/campaigns']").await;
+    let list = en.until(&link, "Welcome series").await;
+    en.shot("campaigns-en").await;
+    assert!(list.contains("Left early"), "{list}");
+    let link = en.follow("a[href='/campaigns/welcome']").await;
+    let page = en.until(&link, "Graph").await;
+    en.shot("campaign-en").await;
+    assert!(page.contains("Enroll a segment"), "{page}");
+    en.client
+        .execute("document.getElementById('graph').scrollIntoView()", Vec::new())
+        .await
+        .unwrap();
+    en.shot("campaign-graph-en").await;
+    // The graph's wait_2d step is a link to the two leads waiting there.
+    let link = en.follow("svg a.step[href='/campaigns/welcome/steps/wait_2d']").await;
+    let at = en.until(&link, "li.wei@acme.example").await;
+    en.shot("campaign-step-en").await;
+    assert!(at.contains("mei@acme.example"), "{at}");
+    en.visit(
+        &format!("{}/campaigns/activation?segment=in-nurture#enroll", app.base),
+        "campaign-dry-run-en",
+    )
+    .await;
+    let page = en
+        .until("/campaigns/activation", "Dry run: nothing has changed yet")
+        .await;
+    en.shot("campaign-dry-run-en").await;
+    assert!(page.contains("Enroll them (2)"), "{page}");
+
+    let Some(zh) = Browser::start("zh-CN").await else {
+        return;
+    };
+    zh.visit(&format!("{}/login", app.base), "campaigns-login-zh").await;
+    zh.sign_in("mia@corp.example", "a long enough password").await;
+    zh.until("/", "营销活动").await;
+    zh.visit(&format!("{}/campaigns", app.base), "campaigns-zh").await;
+    zh.until("/campaigns", "提前退出").await;
+    zh.shot("campaigns-zh").await;
+    zh.visit(&format!("{}/campaigns/welcome", app.base), "campaign-zh")
+        .await;
+    let page = zh.until("/campaigns/welcome", "流程图").await;
+    zh.shot("campaign-zh").await;
+    assert!(page.contains("将一个分群加入本活动"), "{page}");
+}

@@ -19,7 +19,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// The value of the hidden `csrf` input of a page.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let doc = scraper::Html::parse_document(html);
     let input = scraper::Selector::parse("input[name=csrf]").unwrap();
     doc.select(&input)
@@ -29,7 +29,7 @@ fn csrf_of(html: &str) -> String {
         .to_owned()
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Option<String>) {
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Option<String>) {
     let answer = client
         .get(url)
         .header("accept-language", "en-US,en;q=0.8")
@@ -41,7 +41,7 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Option<String
     (status, answer.text().await.unwrap(), location)
 }
 
-async fn post(
+pub(crate) async fn post(
     client: &reqwest::Client,
     url: &str,
     form: &[(&str, &str)],
@@ -71,7 +71,7 @@ pub(crate) async fn person(app: &TestApp, email: &str, role: Role, password: &st
 }
 
 /// Signs `email` in on a new browser; the browser and the home page's CSRF token.
-async fn signed_in(app: &TestApp, email: &str, password: &str) -> (reqwest::Client, String) {
+pub(crate) async fn signed_in(app: &TestApp, email: &str, password: &str) -> (reqwest::Client, String) {
     let client = browser();
     let (_, login, _) = get(&client, &format!("{}/login", app.base)).await;
     let form = [

@@ -25,6 +25,7 @@ macro_rules! both_backends {
 mod api;
 mod audit;
 mod browser;
+mod campaign_pages;
 mod cli;
 mod clock;
 mod console;

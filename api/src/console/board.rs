@@ -45,18 +45,6 @@ pub(super) struct MemberRow {
     load: i64,
 }
 
-/// The signed-in marketer or admin, or the answer to give instead.
-async fn overseer(state: &AppState, jar: &CookieJar, headers: &HeaderMap) -> Result<(User, String), Response> {
-    let (user, _, csrf) = viewer(state, jar).await?;
-    if !user.role.oversees_queues() {
-        return Err(message(
-            StatusCode::FORBIDDEN,
-            text(None, Some(&user), headers).overseers_only,
-        ));
-    }
-    Ok((user, csrf))
-}
-
 /// `GET /queues`: the board.
 pub(super) async fn board(
     State(state): State<AppState>,
@@ -176,7 +164,7 @@ pub(super) async fn set_member(
     if !user.role.oversees_queues() {
         return Err(message(
             StatusCode::FORBIDDEN,
-            text(None, Some(&user), &headers).overseers_only,
+            text(None, Some(&user), &headers).marketers_only,
         ));
     }
     let capacity = match form.capacity.trim() {

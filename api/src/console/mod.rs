@@ -27,6 +27,7 @@ use serde::Deserialize;
 use crate::AppState;
 
 mod board;
+mod campaigns;
 mod home;
 mod lead;
 mod live;
@@ -68,6 +69,11 @@ pub fn router() -> Router<AppState> {
             "/set-password/{token}",
             get(sign_in::set_password_page).post(sign_in::set_password),
         )
+        .route("/campaigns", get(campaigns::list))
+        .route("/campaigns/{id}", get(campaigns::campaign))
+        .route("/campaigns/{id}/steps/{step}", get(campaigns::at_step))
+        .route("/campaigns/{id}/status", post(campaigns::set_status))
+        .route("/campaigns/{id}/enroll", post(campaigns::enroll))
         .route("/queues", get(board::board))
         .route("/queues/{queue}/members/{member}", post(board::set_member))
         .route("/queues/{queue}/claim", post(home::claim))
@@ -223,6 +229,22 @@ pub(super) async fn viewer(state: &AppState, jar: &CookieJar) -> Result<(User, S
         Ok(None) => Err(Redirect::to("/login").into_response()),
         Err(e) => Err(failed(e)),
     }
+}
+
+/// The signed-in marketer or admin, or the answer to give instead.
+pub(super) async fn overseer(
+    state: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+) -> Result<(User, String), Response> {
+    let (user, _, csrf) = viewer(state, jar).await?;
+    if !user.role.oversees_queues() {
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            text(None, Some(&user), headers).marketers_only,
+        ));
+    }
+    Ok((user, csrf))
 }
 
 #[derive(Deserialize)]

@@ -35,7 +35,7 @@ impl std::str::FromStr for Format {
 /// Draws the campaign in `format`.
 pub fn draw(campaign: &Campaign, format: Format, counts: Option<&EdgeCounts>) -> Result<String, String> {
     match format {
-        Format::Dot => Ok(dot(campaign, counts, Flavour::Graphviz)),
+        Format::Dot => Ok(dot(campaign, counts, None, Flavour::Graphviz)),
         Format::Mermaid => Ok(mermaid(campaign, counts)),
         Format::Svg => svg(campaign, counts),
     }
@@ -188,7 +188,8 @@ fn entry_label(campaign: &Campaign) -> String {
     }
 }
 
-fn dot(campaign: &Campaign, counts: Option<&EdgeCounts>, flavour: Flavour) -> String {
+/// `notes`: a line more under a step's label (its figures), by step id.
+fn dot(campaign: &Campaign, counts: Option<&EdgeCounts>, notes: Option<&StepNotes>, flavour: Flavour) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", quote(&campaign.id));
     let _ = writeln!(
@@ -218,6 +219,10 @@ fn dot(campaign: &Campaign, counts: Option<&EdgeCounts>, flavour: Flavour) -> St
             "filled"
         };
         let mut label = format!("{}\n{}", step.id, summary(&step.action));
+        if let Some(note) = notes.and_then(|n| n.get(&step.id)) {
+            label.push('\n');
+            label.push_str(note);
+        }
         if shape == "Mrecord" {
             // Record labels give these characters a meaning of their own.
             label = label
@@ -292,12 +297,38 @@ fn mermaid(campaign: &Campaign, counts: Option<&EdgeCounts>) -> String {
 
 /// SVG drawn by layout-rs from the DOT text.
 fn svg(campaign: &Campaign, counts: Option<&EdgeCounts>) -> Result<String, String> {
+    svg_drawn(campaign, counts, None, None)
+}
+
+/// A link laid over each step of a drawing: where it goes and what it says.
+pub type StepLink<'a> = &'a (dyn Fn(&str) -> (String, String) + Sync);
+
+/// A line of figures under each step's label, by step id.
+pub type StepNotes = HashMap<String, String>;
+
+/// The campaign as SVG with each step a link: `link(step)` gives its address and its title
+/// (what a pointer's tooltip and a screen reader say); `notes` a line under a step's label.
+pub fn svg_linked(
+    campaign: &Campaign,
+    counts: Option<&EdgeCounts>,
+    notes: &StepNotes,
+    link: StepLink<'_>,
+) -> Result<String, String> {
+    svg_drawn(campaign, counts, Some(notes), Some(link))
+}
+
+fn svg_drawn(
+    campaign: &Campaign,
+    counts: Option<&EdgeCounts>,
+    notes: Option<&StepNotes>,
+    link: Option<StepLink<'_>>,
+) -> Result<String, String> {
     use layout::backends::svg::SVGWriter;
     use layout::gv::{DotParser, GraphBuilder};
-    let source = dot(campaign, counts, Flavour::Layout);
+    let source = dot(campaign, counts, notes, Flavour::Layout);
     // layout-rs is trusted with text we generated ourselves; should it still fail, the
     // caller gets an error, not a crashed server.
-    std::panic::catch_unwind(move || {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let mut parser = DotParser::new(&source);
         let graph = parser
             .process()
@@ -307,7 +338,65 @@ fn svg(campaign: &Campaign, counts: Option<&EdgeCounts>) -> Result<String, Strin
         let mut visual = builder.get();
         let mut writer = SVGWriter::new();
         visual.do_it(false, false, false, &mut writer);
-        Ok(writer.finalize())
-    })
+        let mut svg = writer.finalize();
+        if let Some(link) = link {
+            let links = step_links(campaign, &visual, link);
+            if let Some(end) = svg.rfind("</svg>") {
+                svg.insert_str(end, &links);
+            }
+        }
+        Ok(svg)
+    }))
     .map_err(|_| "drawing the campaign failed; use --format dot or mermaid instead".to_owned())?
+}
+
+/// A transparent link over each laid-out step (found by the step id its label starts with).
+fn step_links(campaign: &Campaign, visual: &layout::topo::layout::VisualGraph, link: StepLink<'_>) -> String {
+    use layout::std_shapes::shapes::{RecordDef, ShapeKind};
+    fn first_text(record: &RecordDef) -> Option<&str> {
+        match record {
+            RecordDef::Text(text, _) => Some(text),
+            RecordDef::Array(items) => items.first().and_then(first_text),
+        }
+    }
+    let steps: std::collections::HashSet<&str> = campaign.graph.node_weights().map(|s| s.id.as_str()).collect();
+    let mut out = String::new();
+    for node in visual.iter_nodes() {
+        let element = visual.element(node);
+        let label = match &element.shape {
+            ShapeKind::Box(text) | ShapeKind::Circle(text) | ShapeKind::DoubleCircle(text) => Some(text.as_str()),
+            ShapeKind::Record(record) => first_text(record),
+            _ => None,
+        };
+        let Some(step) = label.and_then(|l| l.lines().next()).map(str::trim) else {
+            continue;
+        };
+        if !steps.contains(step) {
+            continue;
+        }
+        let (href, title) = link(step);
+        let (top_left, _) = element.pos.bbox(false);
+        let size = element.pos.size(false);
+        let _ = write!(
+            out,
+            "<a class=\"step\" href=\"{}\" aria-label=\"{}\"><title>{}</title>\
+             <rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"transparent\"/></a>",
+            attribute(&href),
+            attribute(&title),
+            attribute(&title),
+            top_left.x,
+            top_left.y,
+            size.x,
+            size.y
+        );
+    }
+    out
+}
+
+/// Text made safe inside an XML attribute or element.
+fn attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -788,3 +788,24 @@ fn any_over_messages_is_refused_when_a_path_sends_none_of_them() {
         ],
     );
 }
+
+/// The console's drawing: every step, whatever its shape, is a link with its title, and the
+/// drawing is still one SVG document.
+#[test]
+fn a_drawing_links_every_step() {
+    let steps = "  a: { send: { channel: email, template: hello }, next: w }\n  w: { wait: { for: 3d }, next: b }\n  b: { branch: { if: { opened: a }, then: h, else: x } }\n  h: { handoff: { queue: sdr, reason: Engaged } }\n  x: { exit: returned_to_pool }\n";
+    let playbook = load(&[("c.yaml", &campaign(steps))]).unwrap_or_else(|e| panic!("{e}"));
+    let link = |step: &str| (format!("/s/{step}"), format!("{step} & \"more\""));
+    let notes = [("w".to_owned(), "3 here".to_owned())].into_iter().collect();
+    let svg = draw::svg_linked(&playbook.campaigns["c"], None, &notes, &link).unwrap();
+    assert!(svg.contains("3 here"), "{svg}");
+    for step in ["a", "w", "b", "h", "x"] {
+        assert!(svg.contains(&format!("href=\"/s/{step}\"")), "{step}: {svg}");
+        assert!(
+            svg.contains(&format!("<title>{step} &amp; &quot;more&quot;</title>")),
+            "{svg}"
+        );
+    }
+    assert_eq!(svg.matches("<a class=\"step\"").count(), 5, "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+}

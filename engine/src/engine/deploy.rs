@@ -1,6 +1,7 @@
 //! Deploying a playbook: the campaigns recorded, and the warnings of what it would stop.
 
 use super::*;
+use crate::lead::Lead;
 use std::sync::Arc;
 
 use crate::audit::{AuditKind, By};
@@ -243,19 +244,80 @@ impl Engine {
             .into_iter()
             .map(|c| (c.step.clone(), c))
             .collect();
+        let mut engaged: HashMap<String, crate::store::StepEngagement> = self
+            .store
+            .engagement(&campaign.id)
+            .await?
+            .into_iter()
+            .map(|e| (e.step.clone(), e))
+            .collect();
         Ok(campaign
             .steps()
             .map(|step| {
                 let count = counts.remove(&step.id).unwrap_or_default();
+                let engaged = engaged.remove(&step.id).unwrap_or_default();
                 StepFunnel {
                     step: step.id.clone(),
                     kind: step.action.kind(),
                     entered: count.entered,
                     waiting: count.waiting,
                     outcomes: count.outcomes,
+                    opened: engaged.opened,
+                    clicked: engaged.clicked,
                 }
             })
             .collect())
+    }
+
+    /// A campaign's figures as the console's list shows them: running and waiting now, and
+    /// since its first deploy messages sent, their unique human opens and clicks, handoffs,
+    /// and enrollments that left early (taken out, retired, or `exit_when` reached).
+    pub async fn campaign_counts(&self, campaign: &Campaign) -> EngineResult<CampaignCounts> {
+        let funnel = self.funnel(campaign).await?;
+        let lines = |outcome: &str| -> i64 { funnel.iter().filter_map(|s| s.outcomes.get(outcome)).sum() };
+        Ok(CampaignCounts {
+            running: self.store.open_enrollments(&campaign.id, None).await?,
+            waiting: funnel.iter().map(|s| s.waiting).sum(),
+            sent: lines("sent"),
+            opened: funnel.iter().map(|s| s.opened).sum(),
+            clicked: funnel.iter().map(|s| s.clicked).sum(),
+            handed_off: lines("handed_off"),
+            exited: lines("exited") + lines("goal"),
+        })
+    }
+
+    /// The leads at one step of a campaign now, by id: up to `limit` after lead `after`, each
+    /// with when it wakes (if it waits) and since when it is there. `None` when the campaign
+    /// or the step is not in the playbook in force.
+    pub async fn at_step(
+        &self,
+        campaign: &str,
+        step: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> EngineResult<Option<Vec<(crate::store::AtStep, Option<Lead>)>>> {
+        let known = self
+            .playbook()
+            .campaigns
+            .get(campaign)
+            .is_some_and(|c| c.step(step).is_some());
+        if !known {
+            return Ok(None);
+        }
+        let at = self.store.at_step(campaign, step, after, limit).await?;
+        let ids: Vec<i64> = at.iter().map(|a| a.lead.0).collect();
+        let mut tx = self.store.begin_read().await?;
+        let leads = tx.find_leads(&ids, &[], &[]).await?;
+        tx.commit().await?;
+        let mut by_id: HashMap<i64, Lead> = leads.into_iter().map(|l| (l.id.0, l)).collect();
+        Ok(Some(
+            at.into_iter()
+                .map(|a| {
+                    let lead = by_id.remove(&a.lead.0);
+                    (a, lead)
+                })
+                .collect(),
+        ))
     }
 
     /// Every deployed version of a campaign, oldest first.
@@ -304,6 +366,29 @@ pub struct StepFunnel {
     pub waiting: i64,
     /// Journey lines by outcome: `yes`, `no`, `sent`, `waited`, `handed_off`, `goal` (exited), …
     pub outcomes: std::collections::BTreeMap<String, i64>,
+    /// Of the messages the step sent, those a person opened, and those a person clicked in.
+    pub opened: i64,
+    pub clicked: i64,
+}
+
+/// A campaign's figures (see [`Engine::campaign_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct CampaignCounts {
+    /// Enrollments running now (at a step or waiting).
+    pub running: i64,
+    /// Of those, waiting now (a wait, a deferred send).
+    pub waiting: i64,
+    /// Since the first deploy: messages its steps sent, …
+    pub sent: i64,
+    /// … of those, opened by a person at least once (mail proxies do not count), …
+    pub opened: i64,
+    /// … and clicked in by a person at least once (link scanners do not count).
+    pub clicked: i64,
+    /// Handoffs its steps made.
+    pub handed_off: i64,
+    /// Enrollments that left before the end: taken out by hand, their version retired, or
+    /// its `exit_when` goal reached.
+    pub exited: i64,
 }
 
 /// "1 running enrollment", "2 running enrollments".

@@ -8,7 +8,7 @@ use crate::condition::EventView;
 use crate::event::EventInput;
 use crate::lead::{EmailAddress, FieldError, Lead};
 use crate::nurture::{Changes, LeadState};
-use crate::store::{email_hash, ActivityRow, NewEvent, Tx};
+use crate::store::{email_hash, ActivityRow, Engagement, NewEvent, Tx};
 use crate::webhook::payload::{Data, Nothing};
 
 /// The answer to an ingested batch of events.
@@ -123,6 +123,7 @@ impl Engine {
         let playbook = self.playbook();
         // Before the journeys run: a bounce in this batch already stops this batch's sends.
         self.suppress_bounced(tx, &book.leads, &per_lead, now).await?;
+        count_engagement(tx, &per_lead).await?;
         let fresh_ids: HashSet<i64> = book
             .leads
             .iter()
@@ -353,4 +354,38 @@ async fn store_events<'a>(
         });
     }
     Ok(per_lead)
+}
+
+/// Counts this batch's human opens and clicks on the messages they name (`message_id`): a
+/// message's first of each, per campaign step. Opens and clicks the fetch flagged `automated`
+/// (mail proxies, link scanners) are not counted.
+async fn count_engagement(tx: &mut dyn Tx, events: &BTreeMap<i64, Vec<EventView<'_>>>) -> EngineResult<()> {
+    let mut opened: Vec<(i64, chrono::DateTime<chrono::Utc>)> = Vec::new();
+    let mut clicked = Vec::new();
+    for view in events.values().flatten() {
+        let into = match view.kind {
+            "email_opened" => &mut opened,
+            "email_clicked" => &mut clicked,
+            _ => continue,
+        };
+        if view.properties.get("automated").and_then(|v| v.as_bool()) == Some(true) {
+            continue;
+        }
+        let message = match view.properties.get("message_id") {
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        if let Some(message) = message {
+            into.push((message, view.occurred_at));
+        }
+    }
+    for (what, mut seen) in [(Engagement::Opened, opened), (Engagement::Clicked, clicked)] {
+        // Earliest first: a message's first engagement is kept with its own time.
+        seen.sort_by_key(|(_, at)| *at);
+        for (message, at) in seen {
+            tx.engaged(what, message, at).await?;
+        }
+    }
+    Ok(())
 }

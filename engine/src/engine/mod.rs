@@ -34,7 +34,7 @@ mod preview;
 mod users;
 mod webhooks;
 pub use admin::{new_api_key, random_hex, NewApiKey};
-pub use deploy::{Deployed, Deployer, StepFunnel};
+pub use deploy::{CampaignCounts, Deployed, Deployer, StepFunnel};
 pub use dispatch::{DispatchReport, Sender, DISPATCH_BATCH, MAX_ATTEMPTS};
 use enroll::segment_of;
 pub use enroll::{EnrollDryRun, EnrollReport, ExitReport, SegmentMember, SegmentPreview};

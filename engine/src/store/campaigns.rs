@@ -39,6 +39,9 @@ pub trait CampaignStore: Send + Sync {
     /// How many enrollments of a campaign are running (active or waiting), on one version or
     /// on all of them.
     async fn open_enrollments(&self, campaign: &str, version: Option<&str>) -> StoreResult<i64>;
+    /// The running enrollments of a campaign at one step, by lead: up to `limit` of those with
+    /// a lead id above `after`.
+    async fn at_step(&self, campaign: &str, step: &str, after: Option<i64>, limit: i64) -> StoreResult<Vec<AtStep>>;
     /// Pauses or resumes a deployed campaign, recording `audit` (with the status it had) when
     /// that changes it; false when there is no such (unretired) campaign.
     async fn set_campaign_status(
@@ -66,6 +69,7 @@ where
     for<'r> (String,): FromRow<'r, <DB as Database>::Row>,
     for<'r> DeploymentRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, i64): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (i64, Option<i64>, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, i64, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, String, i64, i64, String, String, i64): FromRow<'r, <DB as Database>::Row>,
@@ -275,6 +279,28 @@ where
                     }
                 },
             )
+            .collect())
+    }
+
+    async fn at_step(&self, campaign: &str, step: &str, after: Option<i64>, limit: i64) -> StoreResult<Vec<AtStep>> {
+        let rows: Vec<(i64, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT lead_id, wake_at, updated_at FROM enrollments \
+             WHERE campaign_id = $1 AND status IN ('active', 'waiting') AND step = $2 AND lead_id > $3 \
+             ORDER BY lead_id LIMIT $4",
+        )
+        .bind(campaign)
+        .bind(step)
+        .bind(after.unwrap_or(i64::MIN))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(lead, wake_at, since)| AtStep {
+                lead: crate::lead::LeadId(lead),
+                wakes_at: wake_at.map(from_micros),
+                since: from_micros(since),
+            })
             .collect())
     }
 

@@ -34,6 +34,7 @@ pub trait Store:
     + AuditStore
     + UserStore
     + CampaignStore
+    + EngagementStore
     + LeadStore
     + NoteStore
     + OutboxStore
@@ -77,7 +78,7 @@ pub trait Store:
 
 /// A write transaction: the set-based primitives the engine composes.
 #[async_trait]
-pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + AuditTx + EnrollingTx + NoteTx + Send {
+pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + AuditTx + EnrollingTx + EngagementTx + NoteTx + Send {
     /// Leads with any of these ids, e-mails or external ids.
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>>;
     /// These leads as they are, without the lock a write transaction's `find_leads` takes: for

@@ -34,6 +34,15 @@ pub struct LeadFilter {
     pub q: Option<String>,
 }
 
+/// A running enrollment at a step: its lead, when it wakes (if it waits), and since when it is
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtStep {
+    pub lead: LeadId,
+    pub wakes_at: Option<DateTime<Utc>>,
+    pub since: DateTime<Utc>,
+}
+
 /// Who a message went to, on which channel, and when it left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageTarget {
