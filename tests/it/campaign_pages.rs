@@ -124,6 +124,17 @@ async fn a_marketer_runs_a_campaign_from_the_console(app: TestApp) {
         .unwrap();
     assert_eq!(clicked.status(), 302);
 
+    // A CRM reports tom's open twice in one batch (its id once as text): one open more. An
+    // open it flags as a machine's is not counted.
+    let tom = &leads[2];
+    let batch = json!([
+        {"lead": {"id": tom}, "type": "email_opened", "properties": {"message_id": messages[2]}},
+        {"lead": {"id": tom}, "type": "email_opened", "properties": {"message_id": messages[2].to_string()}},
+        {"lead": {"id": tom}, "type": "email_clicked", "properties": {"message_id": messages[2], "automated": true}},
+    ]);
+    let posted = app.call("POST", "/v1/events", Role::Crm, Some(batch)).await;
+    assert_eq!(posted.body["accepted"], 3, "{:?}", posted.body);
+
     let base = &app.base;
     let (sdr, _) = signed_in(&app, "alice@corp.example", "correct horse battery").await;
     for page in ["/campaigns", "/campaigns/welcome", "/campaigns/welcome/steps/wait_2d"] {
@@ -131,12 +142,15 @@ async fn a_marketer_runs_a_campaign_from_the_console(app: TestApp) {
         assert_eq!(status, 403, "{page}: {body}");
     }
 
-    // The list: 3 running, all waiting; 3 sent, 1 opened by a person, 1 clicked.
+    // The list: 3 running, all waiting; 3 sent, 2 opened by a person, 1 clicked.
     let (marketer, csrf) = signed_in(&app, "mia@corp.example", "a long enough password").await;
     let (status, list, _) = get(&marketer, &format!("{base}/campaigns")).await;
     assert_eq!(status, 200, "{list}");
-    assert_eq!(listed(&list, "welcome"), [3, 3, 3, 1, 1, 0, 0], "{list}");
-    assert!(list.contains("33.3%"), "the open and click rates: {list}");
+    assert_eq!(listed(&list, "welcome"), [3, 3, 3, 2, 1, 0, 0], "{list}");
+    assert!(
+        list.contains("66.7%") && list.contains("33.3%"),
+        "the open and click rates: {list}"
+    );
     let api = app.call("GET", "/v1/campaigns", Role::Marketer, None).await;
     let welcome = api.body["items"]
         .as_array()
@@ -147,7 +161,7 @@ async fn a_marketer_runs_a_campaign_from_the_console(app: TestApp) {
         .clone();
     assert_eq!(
         welcome["counts"],
-        json!({"running": 3, "waiting": 3, "sent": 3, "opened": 1, "clicked": 1, "handed_off": 0, "exited": 0})
+        json!({"running": 3, "waiting": 3, "sent": 3, "opened": 2, "clicked": 1, "handed_off": 0, "exited": 0})
     );
 
     // The campaign: each step of the graph links to the leads at it; the steps' figures.
@@ -174,7 +188,7 @@ async fn a_marketer_runs_a_campaign_from_the_console(app: TestApp) {
     let step_rows = rows(&page, "section[aria-labelledby=steps] table");
     let (_, welcome_step) = step_rows.iter().find(|(h, _)| h.starts_with("welcome ")).unwrap();
     // Does, entered, there now, sent, opened, clicked.
-    assert_eq!(welcome_step[1..], ["3", "0", "3", "1", "1"], "{step_rows:?}");
+    assert_eq!(welcome_step[1..], ["3", "0", "3", "2", "1"], "{step_rows:?}");
     let (_, waiting) = step_rows.iter().find(|(h, _)| h.starts_with("wait_2d ")).unwrap();
     assert_eq!(waiting[1..3], ["3", "3"], "{step_rows:?}");
     assert!(page.contains("v1 · "), "its version: {page}");

@@ -380,12 +380,8 @@ async fn count_engagement(tx: &mut dyn Tx, events: &BTreeMap<i64, Vec<EventView<
             into.push((message, view.occurred_at));
         }
     }
-    for (what, mut seen) in [(Engagement::Opened, opened), (Engagement::Clicked, clicked)] {
-        // Earliest first: a message's first engagement is kept with its own time.
-        seen.sort_by_key(|(_, at)| *at);
-        for (message, at) in seen {
-            tx.engaged(what, message, at).await?;
-        }
+    for (what, seen) in [(Engagement::Opened, opened), (Engagement::Clicked, clicked)] {
+        tx.engaged(what, &seen).await?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Ty
 
 use super::*;
 use crate::clock::to_micros;
-use crate::store::sql::{SqlStore, SqlTx};
+use crate::store::sql::{Dialect, SqlStore, SqlTx};
 
 /// Shards of a step's engagement counters: concurrent writers add to different rows.
 const SHARDS: i64 = 8;
@@ -46,10 +46,10 @@ pub struct StepEngagement {
 /// The engagement part of a write transaction.
 #[async_trait]
 pub trait EngagementTx: Send {
-    /// Records that a person opened or clicked in a message at `at`: a message's first of each
-    /// is kept and counted on its campaign step; later ones and unknown messages change
-    /// nothing. True when it was the first.
-    async fn engaged(&mut self, what: Engagement, message: i64, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records that a person opened or clicked in messages, each at its time: a message's
+    /// first of each is kept and counted on its campaign step; later ones and unknown
+    /// messages change nothing. Returns how many were firsts.
+    async fn engaged(&mut self, what: Engagement, messages: &[(i64, DateTime<Utc>)]) -> StoreResult<usize>;
 }
 
 /// Reading engagement.
@@ -63,39 +63,58 @@ pub trait EngagementStore: Send + Sync {
 impl<T, DB> EngagementTx for T
 where
     T: SqlTx<DB = DB>,
-    DB: Database,
+    DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'r> (String, String): FromRow<'r, DB::Row>,
+    for<'r> (String, String, i64): FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    async fn engaged(&mut self, what: Engagement, message: i64, at: DateTime<Utc>) -> StoreResult<bool> {
+    async fn engaged(&mut self, what: Engagement, messages: &[(i64, DateTime<Utc>)]) -> StoreResult<usize> {
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        // A message named twice keeps its earliest time.
+        let mut earliest: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for (id, at) in messages {
+            let at = to_micros(*at);
+            earliest.entry(*id).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+        }
+        let pairs: Vec<[i64; 2]> = earliest.into_iter().map(|(id, at)| [id, at]).collect();
         let column = what.column();
-        let first: Option<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE messages SET {column} = $2 WHERE id = $1 AND {column} IS NULL RETURNING campaign_id, step"
+        let firsts: Vec<(String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "WITH given AS ({pairs}) \
+             UPDATE messages SET {column} = (SELECT at FROM given WHERE given.id = messages.id) \
+             WHERE id IN (SELECT id FROM given) AND {column} IS NULL RETURNING campaign_id, step, id",
+            pairs = DB::ID_TIME_PAIRS
         )))
-        .bind(message)
-        .bind(to_micros(at))
-        .fetch_optional(self.connection().await?)
+        .bind(serde_json::to_string(&pairs).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .fetch_all(self.connection().await?)
         .await
         .map_err(StoreError::from_sqlx)?;
-        let Some((campaign, step)) = first else {
-            return Ok(false);
-        };
-        sqlx::query(
-            "INSERT INTO engagement_counts (campaign_id, step, kind, shard, n) VALUES ($1, $2, $3, $4, 1) \
-             ON CONFLICT (campaign_id, step, kind, shard) DO UPDATE SET n = engagement_counts.n + 1",
-        )
-        .bind(campaign)
-        .bind(step)
-        .bind(what.kind())
-        .bind(message.rem_euclid(SHARDS))
-        .execute(self.connection().await?)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        Ok(true)
+        let mut counts: std::collections::BTreeMap<(String, String, i64), i64> = Default::default();
+        for (campaign, step, id) in &firsts {
+            *counts
+                .entry((campaign.clone(), step.clone(), id.rem_euclid(SHARDS)))
+                .or_default() += 1;
+        }
+        // One row per step and shard the batch touched.
+        for ((campaign, step, shard), n) in counts {
+            sqlx::query(
+                "INSERT INTO engagement_counts (campaign_id, step, kind, shard, n) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (campaign_id, step, kind, shard) DO UPDATE SET n = engagement_counts.n + excluded.n",
+            )
+            .bind(campaign)
+            .bind(step)
+            .bind(what.kind())
+            .bind(shard)
+            .bind(n)
+            .execute(self.connection().await?)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(firsts.len())
     }
 }
 

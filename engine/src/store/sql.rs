@@ -21,6 +21,8 @@ pub(crate) trait Dialect: sqlx::Database {
     const JSON_TEXT_PROPERTIES: &'static str;
     /// Finds a lead for erasure, locking it where rows lock. `$1`: the lead id.
     const ERASE_LOOKUP: &'static str;
+    /// Rows `(id, at)` of the JSON array of `[id, at]` pairs bound as `$1`.
+    const ID_TIME_PAIRS: &'static str;
     /// Claims open, unassigned handoffs of queue `$1` for the members of the JSON array `$2`
     /// (the n-th handoff in claim order to the n-th member), at most `$3`, at time `$4`;
     /// returns the claimed rows (`HANDOFF_COLUMNS`) in member order.
