@@ -588,3 +588,58 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
     zh.shot("campaign-zh").await;
     assert!(page.contains("将一个分群加入本活动"), "{page}");
 }
+
+/// An admin searches the leads by the start of a company's name, opens one, and erases it after
+/// typing its e-mail; the search page in Chinese.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_finds_and_erases_a_lead_in_a_real_browser() {
+    let Some(app) = crate::support::spawn_app_on(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(en) = Browser::start("en").await else {
+        return;
+    };
+    crate::console::person(&app, "root@corp.example", Role::Admin, "the admin's password").await;
+    let lead = app
+        .lead(
+            json!({"email": "li.wei@acme.example", "first_name": "Wei", "last_name": "Li", "company": "Acme Robotics"}),
+        )
+        .await;
+    app.lead(json!({"email": "fang@delta.example", "first_name": "芳", "last_name": "王", "company": "德尔塔能源"}))
+        .await;
+
+    en.visit(&format!("{}/login", app.base), "leads-login-en").await;
+    en.sign_in("root@corp.example", "the admin's password").await;
+    en.until("/", "Campaigns").await;
+    let link = en.follow("nav a[href='/leads']").await;
+    en.until(&link, "E-mail, name or company starts with").await;
+    en.fill("#q", "acme").await;
+    en.submit("form.search button").await;
+    let page = en.until("/leads", "li.wei@acme.example").await;
+    en.shot("leads-search-en").await;
+    assert!(!page.contains("fang@delta.example"), "{page}");
+    let link = en.follow(&format!("a[href='/leads/{lead}']")).await;
+    en.until(&link, "Erase this person").await;
+    let link = en.follow(&format!("a[href='/leads/{lead}/erase']")).await;
+    en.until(&link, "only a hash of the e-mail is kept").await;
+    en.shot("lead-erase-en").await;
+    en.fill("#confirm", "li.wei@acme.example").await;
+    en.submit("form[action$='/erase'] button").await;
+    en.until("/leads", "Erased.").await;
+    let gone = app
+        .call("GET", &format!("/v1/leads/{lead}"), Role::Marketer, None)
+        .await;
+    assert_eq!(gone.status, 404);
+
+    let Some(zh) = Browser::start("zh-CN").await else {
+        return;
+    };
+    zh.visit(&format!("{}/login", app.base), "leads-login-zh").await;
+    zh.sign_in("root@corp.example", "the admin's password").await;
+    zh.until("/", "营销活动").await;
+    zh.visit(&format!("{}/leads?q=%E7%8E%8B", app.base), "leads-search-zh")
+        .await;
+    let page = zh.until("/leads", "fang@delta.example").await;
+    zh.shot("leads-search-zh").await;
+    assert!(page.contains("邮箱、姓名或公司开头是"), "{page}");
+}

@@ -35,6 +35,7 @@ mod deployments;
 mod email;
 mod handoff;
 mod keys;
+mod lead_search;
 mod outage;
 mod playbook;
 mod segments;

@@ -30,6 +30,7 @@ mod board;
 mod campaigns;
 mod home;
 mod lead;
+mod leads;
 mod live;
 mod sign_in;
 mod text;
@@ -78,7 +79,9 @@ pub fn router() -> Router<AppState> {
         .route("/queues/{queue}/members/{member}", post(board::set_member))
         .route("/queues/{queue}/claim", post(home::claim))
         .route("/handoffs/{id}/{verb}", post(home::decide))
+        .route("/leads", get(leads::search))
         .route("/leads/{id}", get(lead::lead_card))
+        .route("/leads/{id}/erase", get(leads::erase_page).post(leads::erase))
         .route("/leads/{id}/notes", post(lead::add_note))
         .route("/leads/{id}/contact", post(lead::save_contact))
         .route("/users", get(users::users_page).post(users::invite))

@@ -356,6 +356,41 @@ impl Engine {
         }
     }
 
+    /// The console's lead search (see [`crate::store::LeadStore::search_leads`]): up to `limit`
+    /// leads with their tags, and where the next page starts (none for a prefix search, which
+    /// answers its first matches only).
+    pub async fn search_leads(
+        &self,
+        search: &crate::store::LeadSearch,
+        after: Option<LeadId>,
+        limit: i64,
+    ) -> EngineResult<(Vec<LeadView>, Option<LeadId>)> {
+        if let Some(message) = search.prefix.as_deref().and_then(crate::lead::text_problem) {
+            return Err(EngineError::Invalid(vec![FieldError::new("q", message)]));
+        }
+        let mut leads = self.store.search_leads(search, after, limit + 1).await?;
+        let more = leads.len() as i64 > limit;
+        leads.truncate(limit.max(0) as usize);
+        let next = (more && search.prefix.is_none())
+            .then(|| leads.last().map(|l| l.id))
+            .flatten();
+        let ids: Vec<i64> = leads.iter().map(|l| l.id.0).collect();
+        let mut tx = self.store.begin_read().await?;
+        let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
+        for (id, tag, _) in tx.load_tags(&ids).await? {
+            tags.entry(id).or_default().push(tag);
+        }
+        tx.commit().await?;
+        let views = leads
+            .into_iter()
+            .map(|l| {
+                let tags = tags.remove(&l.id.0).unwrap_or_default();
+                view(l, tags)
+            })
+            .collect();
+        Ok((views, next))
+    }
+
     /// A lead's timeline, newest first.
     pub async fn timeline(
         &self,

@@ -36,6 +36,10 @@ pub trait LeadStore: Send + Sync {
     async fn lead_tags(&self, id: LeadId) -> StoreResult<Vec<(String, TagFamily)>>;
     /// Leads after `after` (by id) matching the filter, at most `limit`.
     async fn list_leads(&self, filter: &LeadFilter, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>>;
+    /// The console's lead search, by id. Without a prefix: the leads after `after` matching the
+    /// rest, at most `limit`. With one: the first `limit` matches of each searched column (read
+    /// in its index), together and by id, at most `limit` of them; `after` is not used.
+    async fn search_leads(&self, search: &LeadSearch, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>>;
     /// A lead's timeline entries older than the cursor, newest first, at most `limit`.
     async fn timeline(&self, id: LeadId, before: Option<TimelineCursor>, limit: i64)
         -> StoreResult<Vec<TimelineEntry>>;
@@ -64,6 +68,7 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> (Option<String>,): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String): FromRow<'r, <DB as Database>::Row>,
@@ -95,6 +100,57 @@ where
             .fetch_all(self.pool())
             .await?;
         leads_from(rows)
+    }
+
+    async fn search_leads(&self, search: &LeadSearch, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
+        // The filters every search applies, `$1`…`$4`, typed so that both backends read a NULL.
+        let filters = "(CAST($1 AS TEXT) IS NULL OR stage = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR id IN (SELECT lead_id FROM lead_tags WHERE tag = $2)) \
+             AND (CAST($3 AS BIGINT) IS NULL OR score >= $3) AND (CAST($4 AS BIGINT) IS NULL OR score <= $4)";
+        let stage = search.stage.map(|s| s.as_str());
+        let Some(prefix) = search
+            .prefix
+            .as_deref()
+            .map(str::to_lowercase)
+            .filter(|p| !p.is_empty())
+        else {
+            let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {} FROM leads WHERE {filters} AND id > $5 ORDER BY id LIMIT $6",
+                lead_column_list()
+            )))
+            .bind(stage)
+            .bind(search.tag.as_deref())
+            .bind(search.score_min)
+            .bind(search.score_max)
+            .bind(after.map(|a| a.0).unwrap_or(i64::MIN))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+            return leads_from(rows);
+        };
+        let end = prefix_end(&prefix).unwrap_or_else(|| format!("{prefix}{}", char::MAX));
+        let ((ge, lt), order) = (DB::PREFIX_RANGE, DB::PREFIX_ORDER);
+        let mut found: std::collections::BTreeMap<i64, Lead> = std::collections::BTreeMap::new();
+        for indexed in SEARCHED {
+            let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {} FROM leads WHERE {indexed} {ge} $5 AND {indexed} {lt} $6 AND {filters} \
+                 ORDER BY {indexed}{order} LIMIT $7",
+                lead_column_list()
+            )))
+            .bind(stage)
+            .bind(search.tag.as_deref())
+            .bind(search.score_min)
+            .bind(search.score_max)
+            .bind(prefix.as_str())
+            .bind(end.as_str())
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+            for lead in leads_from(rows)? {
+                found.insert(lead.id.0, lead);
+            }
+        }
+        Ok(found.into_values().take(limit.max(0) as usize).collect())
     }
 
     async fn timeline(

@@ -34,6 +34,39 @@ pub struct LeadFilter {
     pub q: Option<String>,
 }
 
+/// What the console's lead search asks: leads whose e-mail, first name, last name or company
+/// starts with `prefix` (any case), with a tag, in a stage, with a score in a range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeadSearch {
+    pub prefix: Option<String>,
+    pub tag: Option<String>,
+    pub stage: Option<Stage>,
+    pub score_min: Option<i64>,
+    pub score_max: Option<i64>,
+}
+
+/// The columns a prefix search reads (e-mail, first and last name, company), each as its
+/// index holds it (e-mails are stored lower-case).
+pub(crate) const SEARCHED: [&str; 4] = ["email", "lower(first_name)", "lower(last_name)", "lower(company)"];
+
+/// The first text after every text that starts with `prefix`, in byte-wise order (the prefix
+/// with its last character's code point one up); `None` when there is none.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        // Skip the surrogate range, which no `char` holds.
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// A running enrollment at a step: its lead, when it wakes (if it waits), and since when it is
 /// there.
 #[derive(Debug, Clone, PartialEq, Eq)]

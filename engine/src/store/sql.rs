@@ -21,6 +21,11 @@ pub(crate) trait Dialect: sqlx::Database {
     const JSON_TEXT_PROPERTIES: &'static str;
     /// Finds a lead for erasure, locking it where rows lock. `$1`: the lead id.
     const ERASE_LOOKUP: &'static str;
+    /// The comparisons that read a prefix search's range (`$1` ≤ text < `$2`) in its index,
+    /// byte-wise as the index orders it, and the `ORDER BY` that reads the range in that
+    /// order (so that a limit stops the scan, with no sort).
+    const PREFIX_RANGE: (&'static str, &'static str);
+    const PREFIX_ORDER: &'static str;
     /// Rows `(id, at)` of the JSON array of `[id, at]` pairs bound as `$1`.
     const ID_TIME_PAIRS: &'static str;
     /// Claims open, unassigned handoffs of queue `$1` for the members of the JSON array `$2`

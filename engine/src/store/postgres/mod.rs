@@ -239,6 +239,8 @@ impl sql::Dialect for Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const JSON_TEXT_PROPERTIES: &'static str = "properties::text";
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
+    const PREFIX_RANGE: (&'static str, &'static str) = ("~>=~", "~<~");
+    const PREFIX_ORDER: &'static str = " USING ~<~";
     const ID_TIME_PAIRS: &'static str =
         "SELECT (e->>0)::bigint AS id, (e->>1)::bigint AS at FROM jsonb_array_elements($1::jsonb) AS e";
     const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;

@@ -232,6 +232,8 @@ impl sql::Dialect for Sqlite {
     const SKIP_LOCKED: &'static str = "";
     const JSON_TEXT_PROPERTIES: &'static str = "properties";
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1";
+    const PREFIX_RANGE: (&'static str, &'static str) = (">=", "<");
+    const PREFIX_ORDER: &'static str = " ASC, id";
     const ID_TIME_PAIRS: &'static str =
         "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at FROM json_each($1)";
     const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;
