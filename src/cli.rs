@@ -371,6 +371,7 @@ pub enum BenchCommand {
     Playbook(bench::PlaybookOptions),
     Ingest(bench::IngestOptions),
     Claim(bench::claim::Options),
+    Console(bench::console::Options),
     E2e(bench::E2eOptions),
     Dispatch(bench::DispatchOptions),
     Wake(bench::wake::Options),

@@ -111,6 +111,7 @@ async fn run(cli: Cli) -> Result<()> {
             BenchCommand::Playbook(options) => bench::playbook(options),
             BenchCommand::Ingest(options) => bench::ingest(options).await,
             BenchCommand::Claim(options) => bench::claim::run(options).await,
+            BenchCommand::Console(options) => bench::console::run(options).await,
             BenchCommand::E2e(options) => bench::e2e(options).await,
             BenchCommand::Dispatch(options) => bench::dispatch(options).await,
             BenchCommand::Wake(options) => bench::wake::run(options).await,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod claim;
+pub mod console;
 pub mod engine;
 pub mod wake;
 
@@ -171,7 +172,7 @@ pub async fn ingest(options: IngestOptions) -> Result<()> {
 }
 
 /// Event `i`: a mix of page views (half on pricing pages), whitepaper downloads and webinars.
-fn synthetic(i: usize, leads: usize) -> EventInput {
+pub(super) fn synthetic(i: usize, leads: usize) -> EventInput {
     let lead = i % leads;
     let (kind, properties) = match i % 4 {
         0 => ("page_view", json!({"path": "/pricing/enterprise"})),

@@ -160,13 +160,7 @@ pub(super) async fn set_member(
     Path((queue, member)): Path<(String, String)>,
     Form(form): Form<MemberForm>,
 ) -> Answer {
-    let (user, _, _) = posted(&state, &jar, &headers, &form.csrf).await?;
-    if !user.role.oversees_queues() {
-        return Err(message(
-            StatusCode::FORBIDDEN,
-            text(None, Some(&user), &headers).marketers_only,
-        ));
-    }
+    let user = overseer_posting(&state, &jar, &headers, &form.csrf).await?;
     let capacity = match form.capacity.trim() {
         "" => Some(None),
         typed => match typed.parse::<i64>() {

@@ -426,23 +426,6 @@ pub(super) struct StatusForm {
     to: String,
 }
 
-/// The signed-in marketer or admin behind a form, or the answer to give instead.
-async fn overseer_posting(
-    state: &AppState,
-    jar: &CookieJar,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<User, Response> {
-    let (user, _, _) = posted(state, jar, headers, csrf).await?;
-    if !user.role.oversees_queues() {
-        return Err(message(
-            StatusCode::FORBIDDEN,
-            text(None, Some(&user), headers).marketers_only,
-        ));
-    }
-    Ok(user)
-}
-
 /// The refusal of a campaign that is not in the playbook in force (so that only a campaign's
 /// own id, a checked identifier, goes into the address answered).
 fn not_in_force(state: &AppState, user: &User, headers: &HeaderMap, id: &str) -> Option<Response> {

@@ -250,6 +250,23 @@ pub(super) async fn overseer(
     Ok((user, csrf))
 }
 
+/// The signed-in marketer or admin behind a form, or the answer to give instead.
+pub(super) async fn overseer_posting(
+    state: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<User, Response> {
+    let (user, _, _) = posted(state, jar, headers, csrf).await?;
+    if !user.role.oversees_queues() {
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            text(None, Some(&user), headers).marketers_only,
+        ));
+    }
+    Ok(user)
+}
+
 #[derive(Deserialize)]
 pub(super) struct Lang {
     lang: Option<String>,

@@ -1,0 +1,201 @@
+//! `nurture bench console`: the console's pages as people load them, from a real server on a
+//! local port, over a store of `--leads` leads with `--events-per-lead` behaviour events each
+//! (made through the engine, as the API makes them), a queue of handoffs an SDR works, and a
+//! campaign a share of the leads runs in. Each page is loaded `--samples` times one after
+//! another; reports p50, p99 and max of each, as the browser waits for them (loopback HTTP).
+
+use anyhow::{bail, Context, Result};
+use nurture_engine::access::Role;
+use nurture_engine::audit::By;
+use nurture_engine::clock::SystemClock;
+use nurture_engine::engine::{Deployer, Engine};
+use nurture_engine::lead::LeadRef;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{create_leads, open_store};
+
+/// The console's pages over a large store: p50/p99/max per page (inbox, lead card, lead
+/// search, campaigns, a campaign, a step's leads).
+#[derive(clap::Args)]
+pub struct Options {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub leads: usize,
+    #[arg(long, default_value_t = 10)]
+    pub events_per_lead: usize,
+    /// Loads of each page.
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+    /// Defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+const FIRST: [&str; 8] = ["Wei", "Fang", "Min", "Jun", "Anna", "Tom", "Maria", "芳"];
+const LAST: [&str; 8] = ["Li", "Wang", "Zhang", "Liu", "Chen", "Smith", "Müller", "王"];
+const SECTORS: [&str; 6] = ["Robotics", "Energy", "Logistics", "Foods", "Motors", "制造"];
+
+/// Lead `i`: an e-mail, a name and one of 50,000 companies.
+fn lead(i: usize) -> serde_json::Value {
+    json!({
+        "email": format!("lead{i}@bench.example"),
+        "first_name": FIRST[i % FIRST.len()],
+        "last_name": LAST[(i / FIRST.len()) % LAST.len()],
+        "company": format!("{}{} {}", ["Acme", "Lumen", "Delta", "Orion", "Kite"][i % 5], i % 10_000, SECTORS[i % SECTORS.len()]),
+    })
+}
+
+/// Long on purpose: the benchmark's script (the store filled, the people signed in, each page
+/// timed), read as the method in BENCHMARKS.md describes it.
+pub async fn run(options: Options) -> Result<()> {
+    let (store, label, cleanup) = open_store(options.database_url.as_deref()).await?;
+    store.migrate().await?;
+    let playbook = crate::builtin::playbook().map_err(|e| anyhow::anyhow!("the shipped playbook: {e}"))?;
+    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
+    engine.deploy_current(Deployer::cli()).await?;
+    let filled = Instant::now();
+    let ids = create_leads(&engine, options.leads, lead).await?;
+    let total = options.leads * options.events_per_lead;
+    let streams = crate::commands::cores().max(1);
+    let mut tasks = Vec::new();
+    for stream in 0..streams {
+        let engine = engine.clone();
+        let leads = options.leads;
+        tasks.push(tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(5_000);
+            for i in (stream..total).step_by(streams) {
+                batch.push(super::synthetic(i, leads));
+                if batch.len() == 5_000 {
+                    engine.ingest_events(std::mem::take(&mut batch)).await?;
+                }
+            }
+            if !batch.is_empty() {
+                engine.ingest_events(batch).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    // An SDR's queue: 200 handoffs, 20 of them claimed by her; a campaign 10,000 leads run in.
+    let sdr = "alice@corp.example";
+    for (i, id) in ids.iter().take(200).enumerate() {
+        engine
+            .hand_off(&LeadRef::by_id(*id), "sdr", "bench", Some((i % 5 * 20) as u8), "bench")
+            .await?;
+    }
+    let enrolled: Vec<LeadRef> = ids
+        .iter()
+        .skip(1_000)
+        .take(10_000)
+        .map(|id| LeadRef::by_id(*id))
+        .collect();
+    engine.enroll("welcome", &enrolled, &By::cli()).await?;
+    let mut people = Vec::new();
+    for (email, role) in [(sdr, Role::Sdr), ("mia@corp.example", Role::Marketer)] {
+        let invited = engine.create_user(email, role, &By::cli()).await?;
+        engine.set_password(&invited.token, "a bench password").await?;
+        let signed = engine
+            .sign_in(email, "a bench password")
+            .await?
+            .context("signing the bench's people in")?;
+        people.push(signed.token);
+    }
+    for _ in 0..20 {
+        engine.claim("sdr", sdr).await?;
+    }
+    let seconds_to_fill = filled.elapsed().as_secs_f64();
+
+    let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
+        .await?
+        .with_rate_limit(0);
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    nurture_engine::tls::install_provider();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let (sdr_cookie, marketer_cookie) = (
+        format!("{}={}", nurture_api::console::SESSION_COOKIE, people[0]),
+        format!("{}={}", nurture_api::console::SESSION_COOKIE, people[1]),
+    );
+    let samples = options.samples.max(1);
+    let pick = |k: usize| ids[(k * 7_919) % ids.len()];
+    let prefixes = [
+        "wa", "li", "acme1", "lumen52", "orion", "zh", "王", "m", "delta9", "lead12",
+    ];
+    let pages: Vec<(&str, &str, Path<'_>)> = vec![
+        ("inbox", &sdr_cookie, Box::new(|_| "/".to_owned())),
+        (
+            "lead card",
+            &sdr_cookie,
+            Box::new(move |k| format!("/leads/{}", pick(k))),
+        ),
+        (
+            "lead search (prefix)",
+            &marketer_cookie,
+            Box::new(move |k| format!("/leads?q={}", urlencode(prefixes[k % prefixes.len()]))),
+        ),
+        (
+            "lead search (stage, score)",
+            &marketer_cookie,
+            Box::new(|k| format!("/leads?stage=nurturing&score_min={}", k % 40)),
+        ),
+        ("campaigns", &marketer_cookie, Box::new(|_| "/campaigns".to_owned())),
+        (
+            "campaign",
+            &marketer_cookie,
+            Box::new(|_| "/campaigns/welcome".to_owned()),
+        ),
+        (
+            "a step's leads",
+            &marketer_cookie,
+            Box::new(|_| "/campaigns/welcome/steps/wait_2d".to_owned()),
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (name, cookie, path) in &pages {
+        let mut took: Vec<Duration> = Vec::with_capacity(samples);
+        for k in 0..samples {
+            let url = format!("{base}{}", path(k));
+            let started = Instant::now();
+            let answer = client.get(&url).header("cookie", *cookie).send().await?;
+            let status = answer.status();
+            answer.bytes().await?;
+            took.push(started.elapsed());
+            if !status.is_success() {
+                bail!("{name}: {url} answered {status}");
+            }
+        }
+        took.sort();
+        let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+        let ms = |v: f64| (v * 100.0).round() / 100.0;
+        figures.push(json!({"page": name, "p50_ms": ms(at(0.5)), "p99_ms": ms(at(0.99)), "max_ms": ms(at(1.0))}));
+    }
+    println!(
+        "{}",
+        json!({
+            "bench": "console",
+            "backend": label,
+            "leads": options.leads,
+            "events": total,
+            "samples": samples,
+            "seconds_to_fill": seconds_to_fill.round(),
+            "pages": figures,
+        })
+    );
+    cleanup.run().await;
+    Ok(())
+}
+
+/// A page's address for its `k`-th load.
+type Path<'a> = Box<dyn Fn(usize) -> String + 'a>;
+
+/// `text` as a query string's value.
+fn urlencode(text: &str) -> String {
+    let mut url = reqwest::Url::parse("http://localhost/").expect("a constant URL");
+    url.query_pairs_mut().append_pair("q", text);
+    url.query().unwrap_or_default().trim_start_matches("q=").to_owned()
+}
