@@ -158,13 +158,18 @@ pub async fn run(options: Options) -> Result<()> {
     let mut figures = Vec::new();
     for (name, cookie, path) in &pages {
         let mut took: Vec<Duration> = Vec::with_capacity(samples);
+        let mut slowest = (Duration::ZERO, String::new());
         for k in 0..samples {
             let url = format!("{base}{}", path(k));
             let started = Instant::now();
             let answer = client.get(&url).header("cookie", *cookie).send().await?;
             let status = answer.status();
             answer.bytes().await?;
-            took.push(started.elapsed());
+            let elapsed = started.elapsed();
+            if elapsed > slowest.0 {
+                slowest = (elapsed, path(k));
+            }
+            took.push(elapsed);
             if !status.is_success() {
                 bail!("{name}: {url} answered {status}");
             }
@@ -172,7 +177,7 @@ pub async fn run(options: Options) -> Result<()> {
         took.sort();
         let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
         let ms = |v: f64| (v * 100.0).round() / 100.0;
-        figures.push(json!({"page": name, "p50_ms": ms(at(0.5)), "p99_ms": ms(at(0.99)), "max_ms": ms(at(1.0))}));
+        figures.push(json!({"page": name, "p50_ms": ms(at(0.5)), "p99_ms": ms(at(0.99)), "max_ms": ms(at(1.0)), "slowest": slowest.1}));
     }
     println!(
         "{}",

@@ -103,49 +103,74 @@ where
     }
 
     async fn search_leads(&self, search: &LeadSearch, after: Option<LeadId>, limit: i64) -> StoreResult<Vec<Lead>> {
-        // The filters every search applies, `$1`…`$4`, typed so that both backends read a NULL.
-        let filters = "(CAST($1 AS TEXT) IS NULL OR stage = $1) \
-             AND (CAST($2 AS TEXT) IS NULL OR id IN (SELECT lead_id FROM lead_tags WHERE tag = $2)) \
-             AND (CAST($3 AS BIGINT) IS NULL OR score >= $3) AND (CAST($4 AS BIGINT) IS NULL OR score <= $4)";
-        let stage = search.stage.map(|s| s.as_str());
-        let Some(prefix) = search
+        // Only the filters given are written, each with its own placeholder: a query of one
+        // shape has one plan, and a stage is read in its index (a `$n IS NULL OR …` filter
+        // cannot be, once PostgreSQL plans the statement for any value).
+        let mut filters: Vec<String> = Vec::new();
+        let mut binds: Vec<Bound> = Vec::new();
+        let mut filter = |clause: &dyn Fn(usize) -> String, value: Bound| {
+            binds.push(value);
+            filters.push(clause(binds.len()));
+        };
+        if let Some(stage) = search.stage {
+            filter(&|n| format!("stage = ${n}"), Bound::Text(stage.as_str().to_owned()));
+        }
+        if let Some(tag) = &search.tag {
+            filter(
+                &|n| format!("id IN (SELECT lead_id FROM lead_tags WHERE tag = ${n})"),
+                Bound::Text(tag.clone()),
+            );
+        }
+        if let Some(min) = search.score_min {
+            filter(&|n| format!("score >= ${n}"), Bound::Int(min));
+        }
+        if let Some(max) = search.score_max {
+            filter(&|n| format!("score <= ${n}"), Bound::Int(max));
+        }
+        let prefix = search
             .prefix
             .as_deref()
             .map(str::to_lowercase)
-            .filter(|p| !p.is_empty())
-        else {
-            let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-                "SELECT {} FROM leads WHERE {filters} AND id > $5 ORDER BY id LIMIT $6",
-                lead_column_list()
-            )))
-            .bind(stage)
-            .bind(search.tag.as_deref())
-            .bind(search.score_min)
-            .bind(search.score_max)
-            .bind(after.map(|a| a.0).unwrap_or(i64::MIN))
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+            .filter(|p| !p.is_empty());
+        let Some(prefix) = prefix else {
+            filter(
+                &|n| format!("id > ${n}"),
+                Bound::Int(after.map(|a| a.0).unwrap_or(i64::MIN)),
+            );
+            let sql = format!(
+                "SELECT {} FROM leads WHERE {} ORDER BY id LIMIT ${}",
+                lead_column_list(),
+                filters.join(" AND "),
+                binds.len() + 1
+            );
+            let rows: Vec<LeadRow> = bind_all(sqlx::query_as(AssertSqlSafe(sql)), &binds)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
             return leads_from(rows);
         };
         let end = prefix_end(&prefix).unwrap_or_else(|| format!("{prefix}{}", char::MAX));
         let ((ge, lt), order) = (DB::PREFIX_RANGE, DB::PREFIX_ORDER);
+        let n = binds.len();
         let mut found: std::collections::BTreeMap<i64, Lead> = std::collections::BTreeMap::new();
         for indexed in SEARCHED {
-            let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-                "SELECT {} FROM leads WHERE {indexed} {ge} $5 AND {indexed} {lt} $6 AND {filters} \
-                 ORDER BY {indexed}{order} LIMIT $7",
-                lead_column_list()
-            )))
-            .bind(stage)
-            .bind(search.tag.as_deref())
-            .bind(search.score_min)
-            .bind(search.score_max)
-            .bind(prefix.as_str())
-            .bind(end.as_str())
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+            let mut clauses = vec![
+                format!("{indexed} {ge} ${}", n + 1),
+                format!("{indexed} {lt} ${}", n + 2),
+            ];
+            clauses.extend(filters.iter().cloned());
+            let sql = format!(
+                "SELECT {} FROM leads WHERE {} ORDER BY {indexed}{order} LIMIT ${}",
+                lead_column_list(),
+                clauses.join(" AND "),
+                n + 3
+            );
+            let rows: Vec<LeadRow> = bind_all(sqlx::query_as(AssertSqlSafe(sql)), &binds)
+                .bind(prefix.as_str())
+                .bind(end.as_str())
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
             for lead in leads_from(rows)? {
                 found.insert(lead.id.0, lead);
             }
@@ -271,4 +296,29 @@ pub struct ScoreSource {
     pub name: String,
     pub points: i64,
     pub changes: i64,
+}
+
+/// A value a search binds, in the order its placeholders were written.
+enum Bound {
+    Text(String),
+    Int(i64),
+}
+
+/// `query` with `binds` bound, in order.
+fn bind_all<'q, DB, O>(
+    mut query: sqlx::query::QueryAs<'q, DB, O, <DB as Database>::Arguments>,
+    binds: &'q [Bound],
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as Database>::Arguments>
+where
+    DB: Database,
+    for<'b> i64: Encode<'b, DB> + Type<DB>,
+    for<'b> &'b str: Encode<'b, DB> + Type<DB>,
+{
+    for bound in binds {
+        query = match bound {
+            Bound::Text(text) => query.bind(text.as_str()),
+            Bound::Int(n) => query.bind(*n),
+        };
+    }
+    query
 }
