@@ -188,8 +188,8 @@ pub(super) async fn campaign(
         return Err(message(StatusCode::NOT_FOUND, t.no_campaign));
     };
     let funnel = state.engine.funnel(&campaign).await.map_err(failed)?;
-    let counts = state.engine.campaign_counts(&campaign).await.map_err(failed)?;
-    let graph = graph(&state, t, &campaign, &funnel).await?;
+    let counts = state.engine.counts_of(&campaign, &funnel).await.map_err(failed)?;
+    let graph = graph(&state, t, &campaign, &funnel).await;
     let steps = campaign
         .steps()
         .zip(&funnel)
@@ -284,8 +284,8 @@ async fn graph(
     t: &'static Text,
     campaign: &Arc<nurture_engine::playbook::Campaign>,
     funnel: &[nurture_engine::engine::StepFunnel],
-) -> Result<String, Response> {
-    let edges = state.engine.edge_counts(campaign).await.map_err(failed)?;
+) -> String {
+    let edges = state.engine.edges_of(campaign, funnel);
     let figures: HashMap<String, (i64, i64)> = funnel
         .iter()
         .map(|s| (s.step.clone(), (s.entered, s.waiting)))
@@ -314,17 +314,17 @@ async fn graph(
     .await;
     match drawn {
         // Inline in HTML, the drawing's XML declaration has no place.
-        Ok(Ok(svg)) => Ok(svg
+        Ok(Ok(svg)) => svg
             .strip_prefix(r#"<?xml version="1.0" encoding="UTF-8" standalone="no"?>"#)
             .map(str::to_owned)
-            .unwrap_or(svg)),
+            .unwrap_or(svg),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "A campaign graph could not be drawn.");
-            Ok(String::new())
+            String::new()
         }
         Err(e) => {
             tracing::error!(error = %e, "Drawing a campaign graph panicked.");
-            Ok(String::new())
+            String::new()
         }
     }
 }

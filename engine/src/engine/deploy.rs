@@ -274,6 +274,11 @@ impl Engine {
     /// and enrollments that left early (taken out, retired, or `exit_when` reached).
     pub async fn campaign_counts(&self, campaign: &Campaign) -> EngineResult<CampaignCounts> {
         let funnel = self.funnel(campaign).await?;
+        self.counts_of(campaign, &funnel).await
+    }
+
+    /// [`Engine::campaign_counts`] from a funnel already read (see [`Engine::funnel`]).
+    pub async fn counts_of(&self, campaign: &Campaign, funnel: &[StepFunnel]) -> EngineResult<CampaignCounts> {
         let lines = |outcome: &str| -> i64 { funnel.iter().filter_map(|s| s.outcomes.get(outcome)).sum() };
         Ok(CampaignCounts {
             running: self.store.open_enrollments(&campaign.id, None).await?,
@@ -328,16 +333,12 @@ impl Engine {
     /// How many enrollments took each edge of a campaign's graph (all versions), for drawing.
     pub async fn edge_counts(&self, campaign: &Campaign) -> EngineResult<crate::playbook::draw::EdgeCounts> {
         let counts = self.store.step_counts(&campaign.id).await?;
-        let mut lines = Vec::new();
-        for count in &counts {
-            for (label, n) in &count.outcomes {
-                match label.parse() {
-                    Ok(outcome) => lines.push((count.step.as_str(), outcome, *n)),
-                    Err(e) => tracing::warn!(campaign = %campaign.id, step = %count.step, "Step counts: {e}."),
-                }
-            }
-        }
-        Ok(crate::journey::edge_counts(campaign, lines))
+        Ok(edges(campaign, counts.iter().map(|c| (c.step.as_str(), &c.outcomes))))
+    }
+
+    /// [`Engine::edge_counts`] from a funnel already read (see [`Engine::funnel`]).
+    pub fn edges_of(&self, campaign: &Campaign, funnel: &[StepFunnel]) -> crate::playbook::draw::EdgeCounts {
+        edges(campaign, funnel.iter().map(|s| (s.step.as_str(), &s.outcomes)))
     }
 
     /// Pauses or resumes a campaign.
@@ -389,6 +390,23 @@ pub struct CampaignCounts {
     /// Enrollments that left before the end: taken out by hand, their version retired, or
     /// its `exit_when` goal reached.
     pub exited: i64,
+}
+
+/// How many enrollments took each edge, from each step's journey lines by outcome.
+fn edges<'a>(
+    campaign: &Campaign,
+    steps: impl Iterator<Item = (&'a str, &'a std::collections::BTreeMap<String, i64>)>,
+) -> crate::playbook::draw::EdgeCounts {
+    let mut lines = Vec::new();
+    for (step, outcomes) in steps {
+        for (label, n) in outcomes {
+            match label.parse() {
+                Ok(outcome) => lines.push((step, outcome, *n)),
+                Err(e) => tracing::warn!(campaign = %campaign.id, step = %step, "Step counts: {e}."),
+            }
+        }
+    }
+    crate::journey::edge_counts(campaign, lines)
 }
 
 /// "1 running enrollment", "2 running enrollments".
