@@ -1,5 +1,6 @@
 // The console's script: the browser's time zone for the times the server writes, the live
-// inbox (server-sent events from /live), and keyboard shortcuts. No dependencies.
+// inbox (server-sent events from /live), keyboard shortcuts, and the playbook editor's checks
+// as the person types. No dependencies.
 (function () {
   "use strict";
 
@@ -71,4 +72,73 @@
     e.preventDefault();
     if (/^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)) target.focus(); else target.click();
   });
+  // The playbook editor: the text is checked as it is typed (after a pause, the latest
+  // answer wins), the lines with errors and warnings are marked in the gutter, and "go to
+  // line" puts the caret where the error is. A review shown is stale once the text changes.
+  var editor = document.getElementById("text");
+  var check = document.getElementById("check");
+  if (editor && check && editor.getAttribute("data-check")) {
+    var gutter = document.getElementById("gutter");
+    var timer = null, asked = 0, inflight = null;
+    var numbered = function () {
+      var n = editor.value.split("\n").length;
+      if (gutter.childElementCount === n) return;
+      var html = "";
+      for (var i = 1; i <= n; i++) html += '<span data-n="' + i + '">' + i + "</span>\n";
+      gutter.innerHTML = html;
+    };
+    var mark = function () {
+      var marks = {};
+      Array.prototype.forEach.call(check.querySelectorAll("li[data-line]"), function (li) {
+        var line = li.getAttribute("data-line");
+        if (marks[line] !== "bad") marks[line] = li.hasAttribute("data-warning") ? "warn" : "bad";
+      });
+      Array.prototype.forEach.call(gutter.children, function (span) {
+        span.className = marks[span.getAttribute("data-n")] || "";
+      });
+    };
+    var run = function () {
+      if (inflight) inflight.abort();
+      inflight = window.AbortController ? new AbortController() : null;
+      var mine = ++asked;
+      fetch(editor.getAttribute("data-check"), {
+        method: "POST",
+        body: new URLSearchParams(new FormData(editor.form)),
+        headers: { "X-Nurture-Fragment": "1" },
+        credentials: "same-origin",
+        signal: inflight ? inflight.signal : undefined
+      })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (html === null || mine !== asked) return;
+          check.innerHTML = html;
+          mark();
+        })
+        .catch(function () { /* aborted by a newer check, or offline: the next one tells */ });
+    };
+    var changed = function () {
+      numbered();
+      var review = document.querySelector(".review");
+      if (review) review.hidden = true;
+      clearTimeout(timer);
+      timer = setTimeout(run, 350);
+    };
+    editor.addEventListener("input", changed);
+    var lead = document.getElementById("lead");
+    if (lead) lead.addEventListener("input", changed);
+    editor.addEventListener("scroll", function () { gutter.scrollTop = editor.scrollTop; });
+    check.addEventListener("click", function (e) {
+      var button = e.target.closest && e.target.closest("button.goto");
+      if (!button) return;
+      var line = +button.getAttribute("data-line"), column = +button.getAttribute("data-column");
+      var lines = editor.value.split("\n"), at = 0;
+      for (var i = 0; i < line - 1 && i < lines.length; i++) at += lines[i].length + 1;
+      at += Math.max(0, Math.min(column - 1, (lines[line - 1] || "").length));
+      editor.focus();
+      editor.setSelectionRange(at, at);
+      var height = parseFloat(getComputedStyle(editor).lineHeight) || 20;
+      editor.scrollTop = Math.max(0, (line - 4) * height);
+    });
+    mark();
+  }
 })();

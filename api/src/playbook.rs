@@ -182,7 +182,7 @@ fn confirmed(value: Option<&String>) -> Result<bool, ApiError> {
 
 /// The leads `deployable` would enroll at once, by campaign; a 409 naming them when they are
 /// more than the Rules allow without `confirm`.
-async fn enrolling(
+pub(crate) async fn enrolling(
     state: &AppState,
     deployable: &Deployable,
     confirm: bool,
@@ -218,9 +218,9 @@ async fn enrolling(
 
 /// The bundle an upload makes, and the names its playbook files were uploaded under (what
 /// diagnostics call them; a file the upload left as deployed is `campaigns/…`).
-struct Upload {
-    bundle: Bundle,
-    shown: BTreeMap<String, String>,
+pub(crate) struct Upload {
+    pub(crate) bundle: Bundle,
+    pub(crate) shown: BTreeMap<String, String>,
 }
 
 /// The bundle an upload makes: a tar replaces the parts it holds (`campaigns/`, `templates/`;
@@ -353,7 +353,7 @@ fn refused_files(refused: &Refused) -> ApiError {
 }
 
 /// Validates off the request path: a large playbook is CPU work.
-async fn check(upload: Upload) -> Result<Result<Deployable, Refused>, ApiError> {
+pub(crate) async fn check(upload: Upload) -> Result<Result<Deployable, Refused>, ApiError> {
     let Upload { bundle, shown } = upload;
     tokio::task::spawn_blocking(move || {
         bundle.build_shown(&|path| {
@@ -434,7 +434,7 @@ async fn validate(
 
 /// A valid playbook's warnings: its own, then `stranded`, what deploying it would do to running
 /// enrollments (campaigns it retires, earlier versions it can no longer build).
-fn warnings_with(playbook: &Playbook, stranded: &[Issue]) -> Vec<PlaybookIssue> {
+pub(crate) fn warnings_with(playbook: &Playbook, stranded: &[Issue]) -> Vec<PlaybookIssue> {
     let mut warnings = split(&playbook.warnings).1;
     warnings.extend(stranded.iter().map(PlaybookIssue::from));
     warnings
@@ -460,7 +460,7 @@ async fn deploy(
 }
 
 /// Deploys, starts the scan for leads that already match new campaigns, and logs it.
-async fn put_in_force(
+pub(crate) async fn put_in_force(
     state: &AppState,
     deployable: Deployable,
     by: Deployer,

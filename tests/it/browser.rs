@@ -643,3 +643,144 @@ async fn an_admin_finds_and_erases_a_lead_in_a_real_browser() {
     zh.shot("leads-search-zh").await;
     assert!(page.contains("邮箱、姓名或公司开头是"), "{page}");
 }
+
+/// The entered count of step `step` on the campaign page the browser shows.
+async fn entered_on_page(browser: &Browser, step: &str) -> String {
+    let cell = browser
+        .client
+        .execute(
+            "const row = Array.from(document.querySelectorAll('table.figures tbody tr'))
+               .find(r => r.querySelector('th').textContent.trim().startsWith(arguments[0]));
+             return row ? row.querySelectorAll('td')[1].textContent.trim() : null;",
+            vec![json!(step)],
+        )
+        .await
+        .unwrap();
+    cell.as_str().unwrap_or_else(|| panic!("no step {step}")).to_owned()
+}
+
+/// Selects `from` in the editor's text (its first occurrence) and types `to` over it, as a
+/// person does.
+async fn type_over(browser: &Browser, from: &str, to: &str) {
+    let found = browser
+        .client
+        .execute(
+            "const t = document.getElementById('text'); const i = t.value.indexOf(arguments[0]);
+             if (i < 0) return false; t.focus(); t.setSelectionRange(i, i + arguments[0].length); return true;",
+            vec![json!(from)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, json!(true), "{from:?} is in the editor");
+    let text = browser.client.find(Locator::Id("text")).await.unwrap();
+    text.send_keys(to).await.unwrap();
+}
+
+/// A marketer edits the welcome series in the browser with an error, sees it at its line as
+/// they type, goes to it, fixes it, reviews and deploys the change, and sees the campaign's
+/// counts move on the manual clock; the editor and a template's preview in Chinese.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marketer_edits_and_deploys_a_campaign_in_a_real_browser() {
+    let Some(app) = crate::support::spawn_app_on(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(en) = Browser::start("en").await else {
+        return;
+    };
+    crate::console::person(&app, "mia@corp.example", Role::Marketer, "a long enough password").await;
+    en.visit(&format!("{}/login", app.base), "playbook-login-en").await;
+    en.sign_in("mia@corp.example", "a long enough password").await;
+    en.until("/", "Playbook").await;
+    let link = en.follow("nav a[href='/playbook']").await;
+    en.until(&link, "Deployments").await;
+    en.shot("playbook-en").await;
+    en.follow("ul.files a[href$='welcome.yaml']").await;
+    en.until("/playbook/edit", "Valid: ready to deploy").await;
+    en.shot("editor-en").await;
+
+    // As typed: the error appears at its line, marked in the gutter; "go to line" goes there.
+    type_over(&en, "{ for: 2d }", "{ for: 2x }").await;
+    let shown = en.until("/playbook/edit", "campaigns/welcome.yaml:30:").await;
+    assert!(shown.contains("Errors: this cannot deploy"), "{shown}");
+    en.shot("editor-error-en").await;
+    let marked = en
+        .client
+        .execute(
+            "return document.querySelector('#gutter span.bad').textContent",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(marked, json!("30"));
+    en.click("#check button.goto").await;
+    let caret = en
+        .client
+        .execute(
+            "const t = document.getElementById('text');
+             return [document.activeElement === t, t.value.slice(0, t.selectionStart).split('\\n').length];",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(caret, json!([true, 30]), "the caret is on line 30");
+
+    // Fixed: valid again; the deploy is reviewed, then deployed.
+    type_over(&en, "{ for: 2x }", "{ for: 1d }").await;
+    en.until("/playbook/edit", "Valid: ready to deploy").await;
+    en.click("#review-deploy").await;
+    let review = en.until("/playbook/deploy", "Review before deploying").await;
+    assert!(review.contains("wait: { for: 1d }"), "{review}");
+    let changed = en
+        .client
+        .execute(
+            "return document.querySelectorAll('table.diff tr.del, table.diff tr.ins').length",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, json!(2), "one line out, one in: {review}");
+    en.shot("editor-review-en").await;
+    en.click("#deploy-now").await;
+    en.until("/playbook/deploy", "Deployed as deployment #").await;
+    en.shot("editor-deployed-en").await;
+
+    // The new version runs: the lead registered now moves on after one day, not two.
+    app.register("li.wei@acme.example").await;
+    let advance = |by: &'static str| {
+        let app = &app;
+        async move {
+            let moved = app
+                .call("POST", "/v1/admin/clock/advance", Role::Admin, Some(json!({"by": by})))
+                .await;
+            assert_eq!(moved.status, 200, "{:?}", moved.body);
+        }
+    };
+    advance("1h").await;
+    en.follow("a[href='/campaigns/welcome']").await;
+    en.until("/campaigns/welcome", "Graph").await;
+    assert_eq!(entered_on_page(&en, "wait_2d").await, "1");
+    assert_eq!(entered_on_page(&en, "getting_started").await, "0");
+    advance("1d").await;
+    en.client.refresh().await.unwrap();
+    en.until("/campaigns/welcome", "Graph").await;
+    assert_eq!(entered_on_page(&en, "getting_started").await, "1");
+    en.shot("editor-counts-moved-en").await;
+
+    let Some(zh) = Browser::start("zh-CN").await else {
+        return;
+    };
+    zh.visit(&format!("{}/login", app.base), "playbook-login-zh").await;
+    zh.sign_in("mia@corp.example", "a long enough password").await;
+    zh.until("/", "剧本").await;
+    zh.visit(&format!("{}/playbook", app.base), "playbook-zh").await;
+    zh.until("/playbook", "部署记录").await;
+    zh.shot("playbook-zh").await;
+    zh.visit(
+        &format!("{}/playbook/edit?file=templates/welcome.hbs", app.base),
+        "editor-template-zh",
+    )
+    .await;
+    let page = zh.until("/playbook/edit", "English").await;
+    assert!(page.contains("中文"), "{page}");
+    zh.shot("editor-template-zh").await;
+}

@@ -38,6 +38,7 @@ mod keys;
 mod lead_search;
 mod outage;
 mod playbook;
+mod playbook_editor;
 mod segments;
 mod smtp;
 mod storage;

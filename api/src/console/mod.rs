@@ -32,6 +32,7 @@ mod home;
 mod lead;
 mod leads;
 mod live;
+mod playbook;
 mod sign_in;
 mod text;
 mod users;
@@ -75,6 +76,10 @@ pub fn router() -> Router<AppState> {
         .route("/campaigns/{id}/steps/{step}", get(campaigns::at_step))
         .route("/campaigns/{id}/status", post(campaigns::set_status))
         .route("/campaigns/{id}/enroll", post(campaigns::enroll))
+        .route("/playbook", get(playbook::files))
+        .route("/playbook/edit", get(playbook::edit))
+        .route("/playbook/check", post(playbook::check_text))
+        .route("/playbook/deploy", post(playbook::deploy))
         .route("/queues", get(board::board))
         .route("/queues/{queue}/members/{member}", post(board::set_member))
         .route("/queues/{queue}/claim", post(home::claim))

@@ -207,6 +207,25 @@ pub fn is_template_file(path: &str) -> bool {
     path.ends_with(".hbs") || path.ends_with(".wechat.yaml")
 }
 
+/// The e-mail a template file is part of (its body, subject or text part), by the name sends
+/// and previews use: `en/welcome.subject.hbs` is part of `welcome`. None for partials, WeChat
+/// and webhook templates.
+pub fn email_of(path: &str) -> Option<String> {
+    let path = path.strip_prefix("templates/").unwrap_or(path);
+    if path.starts_with("partials/") || !path.ends_with(".hbs") {
+        return None;
+    }
+    let (name, part) = split_name(path);
+    if !matches!(part, Part::Html | Part::Subject | Part::Text) {
+        return None;
+    }
+    let name = match name.split_once('/') {
+        Some((folder, rest)) if Language::parse(folder).is_some() => rest.to_owned(),
+        _ => name,
+    };
+    Some(name)
+}
+
 /// The template files under `dir` (`*.hbs`, `*.wechat.yaml`, recursively) as (path relative to
 /// `dir` with `/` between folders, text), sorted, and the files that could not be read. A
 /// missing directory has none.

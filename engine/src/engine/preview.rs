@@ -61,13 +61,24 @@ impl Engine {
     /// `NotFound` when the lead is not stored; `Invalid` when the template does not exist or
     /// does not render for this lead.
     pub async fn preview(&self, name: &str, of: PreviewFor, sender: &Sender) -> EngineResult<Preview> {
+        self.preview_in(&self.playbook(), name, of, sender).await
+    }
+
+    /// Renders e-mail template `name` of `playbook` (one not yet deployed: the console's
+    /// editor shows a change before it goes out) as [`Engine::preview`] does.
+    pub async fn preview_in(
+        &self,
+        playbook: &Playbook,
+        name: &str,
+        of: PreviewFor,
+        sender: &Sender,
+    ) -> EngineResult<Preview> {
         let PreviewFor { lead, language, event } = of;
         let event = event.map(|properties| crate::condition::EventFact {
             kind: "preview".into(),
             occurred_at: self.now(),
             properties,
         });
-        let playbook = self.playbook();
         if !playbook.templates.names().any(|n| n == name) {
             return Err(EngineError::Missing(format!(
                 "no template {name:?} is deployed; deploy it with the playbook (PUT /v1/playbook)"

@@ -197,6 +197,8 @@ pub enum Origin {
     Api,
     /// `POST /v1/deployments/{id}/restore`: an earlier deployment's content again.
     Restore,
+    /// The console's playbook editor.
+    Console,
 }
 
 impl Origin {
@@ -205,6 +207,7 @@ impl Origin {
             Origin::Cli => "cli",
             Origin::Api => "api",
             Origin::Restore => "restore",
+            Origin::Console => "console",
         }
     }
 }
@@ -217,6 +220,7 @@ impl std::str::FromStr for Origin {
             "cli" => Origin::Cli,
             "api" => Origin::Api,
             "restore" => Origin::Restore,
+            "console" => Origin::Console,
             other => return Err(StoreError::Corrupt(format!("deployment origin {other:?}"))),
         })
     }
@@ -239,6 +243,7 @@ impl NewDeployment {
         let via = match self.origin {
             Origin::Cli => crate::audit::Via::Cli,
             Origin::Api | Origin::Restore => crate::audit::Via::Api,
+            Origin::Console => crate::audit::Via::Console,
         };
         let by = crate::audit::By {
             actor: self.actor.clone(),
