@@ -71,6 +71,20 @@ fn attr(html: &str, css: &str, attr: &str) -> Option<String> {
     doc.select(&selector).next()?.value().attr(attr).map(str::to_owned)
 }
 
+/// What the editor's script gets back as the person types `text` into `file` (in English).
+async fn as_typed(client: &reqwest::Client, base: &str, csrf: &str, file: &str, text: &str, lead: &str) -> String {
+    let answer = client
+        .post(format!("{base}/playbook/check"))
+        .header("x-nurture-fragment", "1")
+        .header("accept-language", "en")
+        .form(&[("csrf", csrf), ("file", file), ("text", text), ("lead", lead)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.text().await.unwrap()
+}
+
 async fn deployments(app: &TestApp) -> Vec<serde_json::Value> {
     let listed = app.call("GET", "/v1/deployments", Role::Marketer, None).await;
     assert_eq!(listed.status, 200, "{:?}", listed.body);
@@ -155,19 +169,7 @@ async fn a_marketer_edits_reviews_and_deploys_a_campaign(app: TestApp) {
     let cli = cli_says(&broken);
     assert_eq!(cli.len(), 1, "{cli:?}");
     assert!(cli[0].starts_with("campaigns/welcome.yaml:30:"), "{cli:?}");
-    let fragment = client
-        .post(format!("{base}/playbook/check"))
-        .header("x-nurture-fragment", "1")
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("file", "campaigns/welcome.yaml"),
-            ("text", &broken),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(fragment.status(), 200);
-    let fragment = fragment.text().await.unwrap();
+    let fragment = as_typed(&client, base, &csrf, "campaigns/welcome.yaml", &broken, "").await;
     assert!(!fragment.contains("<html"), "only the check's part: {fragment}");
     assert_eq!(texts(&fragment, "ol.errors li code"), cli, "{fragment}");
     assert_eq!(attr(&fragment, "ol.errors li", "data-line").as_deref(), Some("30"));
@@ -322,21 +324,15 @@ async fn a_marketer_previews_an_edited_template_in_both_languages(app: TestApp) 
         vec!["中文", "English"]
     );
     let edited = "<p>改过的欢迎 {{first_name}}</p>";
-    let fragment = client
-        .post(format!("{base}/playbook/check"))
-        .header("x-nurture-fragment", "1")
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("file", "templates/welcome.hbs"),
-            ("text", edited),
-            ("lead", "li.wei@acme.example"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fragment = as_typed(
+        &client,
+        base,
+        &csrf,
+        "templates/welcome.hbs",
+        edited,
+        "li.wei@acme.example",
+    )
+    .await;
     let doc = scraper::Html::parse_fragment(&fragment);
     let frames: Vec<String> = doc
         .select(&scraper::Selector::parse("iframe").unwrap())
@@ -359,27 +355,37 @@ async fn a_marketer_previews_an_edited_template_in_both_languages(app: TestApp) 
         Some(""),
         "no script runs"
     );
+    // A template that breaks off: the error at its line, named as the editor names the file.
+    let broken = as_typed(
+        &client,
+        base,
+        &csrf,
+        "templates/welcome.hbs",
+        "<p>Hi</p>\n<p>{{#if first_name}}{{first_name}}</p>\n",
+        "",
+    )
+    .await;
+    let errors = texts(&broken, "ol.errors li code");
+    assert_eq!(errors.len(), 1, "{broken}");
+    assert!(
+        errors[0].starts_with("templates/welcome.hbs:") && errors[0].contains("the template does not compile"),
+        "{errors:?}"
+    );
+    assert!(attr(&broken, "ol.errors li", "data-line").is_some(), "{broken}");
     let deployed = app.engine.bundle();
     assert!(
         !deployed.files().iter().any(|f| f.text == edited),
         "a preview deploys nothing"
     );
-    let unknown = client
-        .post(format!("{base}/playbook/check"))
-        .header("x-nurture-fragment", "1")
-        .header("accept-language", "en")
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("file", "templates/welcome.hbs"),
-            ("text", edited),
-            ("lead", "nobody@acme.example"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let unknown = as_typed(
+        &client,
+        base,
+        &csrf,
+        "templates/welcome.hbs",
+        edited,
+        "nobody@acme.example",
+    )
+    .await;
     assert_eq!(
         texts(&unknown, "p.error"),
         vec!["No preview: no lead \"nobody@acme.example\""],

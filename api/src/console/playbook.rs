@@ -14,7 +14,7 @@ use super::*;
 
 use nurture_engine::engine::{Deployer, PreviewFor, PreviewLead};
 use nurture_engine::lead::LeadRef;
-use nurture_engine::playbook::bundle::{split_path, Bundle, Deployable, Part};
+use nurture_engine::playbook::bundle::{split_path, Bundle, Deployable, Part, TEMPLATES_FOLDER};
 use nurture_engine::playbook::{is_playbook_file, Issue, Playbook};
 use nurture_engine::store::Origin;
 use nurture_engine::template::{email_of, is_template_file, Language};
@@ -360,8 +360,19 @@ fn issue_view(issue: &Issue, file: &str) -> IssueView {
     let rest = file.split_once('/').map(|(_, r)| r).unwrap_or(file);
     let here = issue.file == file || issue.file == rest || issue.file.ends_with(&format!("/{rest}"));
     let position = issue.position.filter(|_| here);
+    // Templates validated in a bundle are named by their path under templates/; the editor
+    // names every file by its path in the bundle, as the command line does from the repository.
+    let said = if split_path(&issue.file).is_none() && is_template_file(&issue.file) {
+        Issue {
+            file: format!("{TEMPLATES_FOLDER}/{}", issue.file),
+            ..issue.clone()
+        }
+        .to_string()
+    } else {
+        issue.to_string()
+    };
     IssueView {
-        said: issue.to_string(),
+        said,
         line: position.map(|p| p.line),
         column: position.map(|p| p.column).unwrap_or(1),
     }
@@ -420,6 +431,37 @@ async fn previews(state: &AppState, playbook: &Playbook, email: &str, lead: &str
     Ok(out)
 }
 
+/// An edit as posted: who posted it, in which language, and the text checked.
+struct Posted {
+    user: User,
+    t: &'static Text,
+    deployable: Option<Deployable>,
+    check: CheckView,
+    /// Whether the file edited is in force (else it is new).
+    exists: bool,
+}
+
+/// The edit a form posts, checked; else what to answer (sign in, a refused token).
+async fn posted_edit(
+    state: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    lang: Option<&str>,
+    form: &mut EditForm,
+) -> Result<Posted, Response> {
+    form.text = lines_of_the_file(&form.text);
+    let user = overseer_posting(state, jar, headers, &form.csrf).await?;
+    let t = text(lang, Some(&user), headers);
+    let (deployable, check) = checked(state, t, &form.file, &form.text, &form.lead).await?;
+    Ok(Posted {
+        user,
+        t,
+        deployable,
+        check,
+        exists: in_force(state, &form.file),
+    })
+}
+
 /// `POST /playbook/check`: the edited text checked. With `X-Nurture-Fragment` (the editor's
 /// script, as the person types) only the check's part of the page; else the whole editor.
 pub(super) async fn check_text(
@@ -429,16 +471,14 @@ pub(super) async fn check_text(
     Query(q): Query<Lang>,
     Form(mut form): Form<EditForm>,
 ) -> Answer {
-    form.text = lines_of_the_file(&form.text);
-    let user = overseer_posting(&state, &jar, &headers, &form.csrf).await?;
-    let t = text(q.lang.as_deref(), Some(&user), &headers);
-    let (_, check) = checked(&state, t, &form.file, &form.text, &form.lead).await?;
+    let Posted {
+        user, t, check, exists, ..
+    } = posted_edit(&state, &jar, &headers, q.lang.as_deref(), &mut form).await?;
     if headers.contains_key("x-nurture-fragment") {
         return Ok(page(StatusCode::OK, check.render()));
     }
-    let (exists, csrf) = (in_force(&state, &form.file), form.csrf.clone());
     let body = editor(
-        t, &user, &csrf, form.file, exists, form.text, form.lead, check, None, None,
+        t, &user, &form.csrf, form.file, exists, form.text, form.lead, check, None, None,
     );
     Ok(page(StatusCode::OK, body))
 }
@@ -457,11 +497,13 @@ pub(super) async fn deploy(
     Query(q): Query<Lang>,
     Form(mut form): Form<EditForm>,
 ) -> Answer {
-    form.text = lines_of_the_file(&form.text);
-    let user = overseer_posting(&state, &jar, &headers, &form.csrf).await?;
-    let t = text(q.lang.as_deref(), Some(&user), &headers);
-    let (deployable, check) = checked(&state, t, &form.file, &form.text, &form.lead).await?;
-    let exists = in_force(&state, &form.file);
+    let Posted {
+        user,
+        t,
+        deployable,
+        check,
+        exists,
+    } = posted_edit(&state, &jar, &headers, q.lang.as_deref(), &mut form).await?;
     let csrf = form.csrf.clone();
     let Some(deployable) = deployable else {
         let body = editor(
