@@ -24,6 +24,7 @@ macro_rules! both_backends {
 
 mod api;
 mod audit;
+mod backlog;
 mod browser;
 mod campaign_pages;
 mod cli;

@@ -137,6 +137,12 @@ impl Engine {
         Ok(self.store.idempotency_abort(scope, key).await?)
     }
 
+    /// What waits for the engine now (`/metrics`): enrollments waiting, due wake-ups and
+    /// messages not yet taken, webhook deliveries, open handoffs per queue.
+    pub async fn backlog(&self) -> EngineResult<crate::store::Backlog> {
+        Ok(self.store.backlog(self.now()).await?)
+    }
+
     /// Brings the planner's statistics up to date on tables that changed a lot; returns the
     /// tables refreshed.
     pub async fn refresh_statistics(&self) -> EngineResult<Vec<String>> {

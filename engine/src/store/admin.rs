@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Ty
 use super::*;
 use crate::access::{ApiKey, Role};
 use crate::audit::Change;
-use crate::clock::to_micros;
+use crate::clock::{from_micros, to_micros};
 use crate::store::sql::{Dialect, SqlStore};
 use chrono::{DateTime, Utc};
 
@@ -59,6 +59,9 @@ pub trait AdminStore: Send + Sync {
     async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
     /// Forgets a begun request that failed, so a retry can run it.
     async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
+    /// What waits for the engine at `now`; each figure read through a partial index of the
+    /// rows that wait.
+    async fn backlog(&self, now: DateTime<Utc>) -> StoreResult<Backlog>;
 }
 
 #[async_trait]
@@ -79,6 +82,8 @@ where
     for<'r> (i64, String, String): FromRow<'r, <DB as Database>::Row>,
     for<'r> KeyRow: FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, Option<i64>, Option<String>): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (Option<i64>,): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, i64, i64): FromRow<'r, <DB as Database>::Row>,
 {
     async fn migrate(&self) -> StoreResult<()> {
         <DB as Dialect>::MIGRATOR.run(self.pool()).await?;
@@ -300,6 +305,36 @@ where
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    async fn backlog(&self, now: DateTime<Utc>) -> StoreResult<Backlog> {
+        let now = to_micros(now);
+        let count = |sql: &'static str| async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(self.pool()).await?;
+            StoreResult::Ok(n)
+        };
+        let oldest = |sql: &'static str| async move {
+            let (at,): (Option<i64>,) = sqlx::query_as(sql).bind(now).fetch_one(self.pool()).await?;
+            StoreResult::Ok(at.map(from_micros))
+        };
+        let queues: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT queue, COUNT(*), CAST(SUM(CASE WHEN sla_breached_at IS NULL THEN 0 ELSE 1 END) AS BIGINT) \
+             FROM handoffs WHERE status = 'open' GROUP BY queue ORDER BY queue",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(Backlog {
+            waiting: count("SELECT COUNT(*) FROM enrollments WHERE status = 'waiting'").await?,
+            oldest_due_wake: oldest("SELECT MIN(wake_at) FROM enrollments WHERE status = 'waiting' AND wake_at <= $1")
+                .await?,
+            outbox: count("SELECT COUNT(*) FROM messages WHERE status = 'pending'").await?,
+            oldest_due_message: oldest(
+                "SELECT MIN(next_attempt_at) FROM messages WHERE status = 'pending' AND next_attempt_at <= $1",
+            )
+            .await?,
+            webhooks_pending: count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'").await?,
+            queues,
+        })
     }
 }
 

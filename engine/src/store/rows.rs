@@ -166,6 +166,21 @@ impl std::str::FromStr for CampaignStatus {
     }
 }
 
+/// What waits for the engine now, as `/metrics` shows it: enrollments waiting and the oldest
+/// wake-up already due (the runner's lag), messages waiting to be sent and the oldest already
+/// due (the dispatcher's), webhook deliveries not yet made, and per queue its open handoffs
+/// and those of them past their SLA.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub waiting: i64,
+    pub oldest_due_wake: Option<DateTime<Utc>>,
+    pub outbox: i64,
+    pub oldest_due_message: Option<DateTime<Utc>>,
+    pub webhooks_pending: i64,
+    /// (queue, open, of those past their SLA), by queue name.
+    pub queues: Vec<(String, i64, i64)>,
+}
+
 /// What a deploy changed, by campaign id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeployReport {
