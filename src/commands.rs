@@ -156,7 +156,7 @@ pub async fn playbook(command: PlaybookCommand) -> Result<()> {
                     known.join(", ")
                 );
             };
-            let picture = draw::draw(campaign, format, None).map_err(anyhow::Error::msg)?;
+            let picture = draw::draw(campaign, format, None, None).map_err(anyhow::Error::msg)?;
             match output {
                 Some(path) => {
                     std::fs::write(&path, picture).with_context(|| format!("writing {}", path.display()))?;

@@ -51,15 +51,18 @@ pub fn router() -> ApiRouter<AppState> {
         .api_route(
             "/v1/campaigns/{id}/graph.svg",
             get_with(graph_svg, |o| {
-                o.summary("The campaign drawn as SVG.")
-                    .allow(EVERYONE)
-                    .answers_plain(200, "An SVG image.")
+                o.summary(
+                    "The campaign drawn as SVG: counts on the edges; under each step how many wait there \
+                     now, and under a send what it sent and the share people opened and clicked.",
+                )
+                .allow(EVERYONE)
+                .answers_plain(200, "An SVG image.")
             }),
         )
         .api_route(
             "/v1/campaigns/{id}/graph.dot",
             get_with(graph_dot, |o| {
-                o.summary("The campaign as Graphviz DOT.")
+                o.summary("The campaign as Graphviz DOT, with the same counts and figures as graph.svg.")
                     .allow(EVERYONE)
                     .answers_plain(200, "A Graphviz DOT text.")
             }),
@@ -326,11 +329,40 @@ async fn read(
 async fn graph(state: &AppState, caller: &Caller, id: &str, format: draw::Format) -> Result<String, ApiError> {
     caller.require(EVERYONE)?;
     let campaign = in_force(state, id)?;
-    let counts = state.engine.edge_counts(&campaign).await?;
-    tokio::task::spawn_blocking(move || draw::draw(&campaign, format, Some(&counts)))
+    let funnel = state.engine.funnel(&campaign).await?;
+    let counts = state.engine.edges_of(&campaign, &funnel);
+    let notes = step_notes(&funnel);
+    tokio::task::spawn_blocking(move || draw::draw(&campaign, format, Some(&counts), Some(&notes)))
         .await
         .map_err(|e| ApiError::Internal(format!("drawing: {e}")))?
         .map_err(ApiError::Internal)
+}
+
+/// The line under each step of a drawing: how many wait there now, and for a send step how
+/// many it sent and the share of those a person opened and clicked in.
+fn step_notes(funnel: &[nurture_engine::engine::StepFunnel]) -> draw::StepNotes {
+    let rate = |part: i64, whole: i64| {
+        if whole > 0 {
+            format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+        } else {
+            "–".to_owned()
+        }
+    };
+    funnel
+        .iter()
+        .map(|s| {
+            let mut note = format!("{} waiting", s.waiting);
+            if s.kind == "send" {
+                let sent = s.outcomes.get("sent").copied().unwrap_or(0);
+                note.push_str(&format!(
+                    " · sent {sent} · opened {} · clicked {}",
+                    rate(s.opened, sent),
+                    rate(s.clicked, sent)
+                ));
+            }
+            (s.step.clone(), note)
+        })
+        .collect()
 }
 
 async fn graph_svg(

@@ -563,6 +563,13 @@ async fn the_manual_clock_runs_what_falls_due_in_order() {
         dot.contains(r#""opened_any" -> "tag_welcomed" [label="yes (0)"];"#),
         "{dot}"
     );
+    // Under each step, how many wait there now; under a send, what it sent and the share of it
+    // people opened and clicked.
+    let steps = welcome["steps"].as_array().unwrap().len();
+    assert_eq!(dot.matches("0 waiting").count(), steps, "{dot}");
+    assert!(dot.contains("0 waiting · sent 1 · opened 0.0% · clicked 0.0%"), "{dot}");
+    let (_, _, svg) = app.raw("GET", "/v1/campaigns/industry-drip/graph.svg", Sdr, None).await;
+    assert_eq!(svg.matches("1 waiting").count(), 1, "the lead waits at one step: {svg}");
 }
 
 #[tokio::test]

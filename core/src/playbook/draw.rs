@@ -32,12 +32,18 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Draws the campaign in `format`.
-pub fn draw(campaign: &Campaign, format: Format, counts: Option<&EdgeCounts>) -> Result<String, String> {
+/// Draws the campaign in `format`, with counts on the edges and a line of figures under each
+/// step's label when given (DOT and SVG; Mermaid draws the edges' counts only).
+pub fn draw(
+    campaign: &Campaign,
+    format: Format,
+    counts: Option<&EdgeCounts>,
+    notes: Option<&StepNotes>,
+) -> Result<String, String> {
     match format {
-        Format::Dot => Ok(dot(campaign, counts, None, Flavour::Graphviz)),
+        Format::Dot => Ok(dot(campaign, counts, notes, Flavour::Graphviz)),
         Format::Mermaid => Ok(mermaid(campaign, counts)),
-        Format::Svg => svg(campaign, counts),
+        Format::Svg => svg_drawn(campaign, counts, notes, None),
     }
 }
 
@@ -293,11 +299,6 @@ fn mermaid(campaign: &Campaign, counts: Option<&EdgeCounts>) -> String {
         }
     }
     out
-}
-
-/// SVG drawn by layout-rs from the DOT text.
-fn svg(campaign: &Campaign, counts: Option<&EdgeCounts>) -> Result<String, String> {
-    svg_drawn(campaign, counts, None, None)
 }
 
 /// A link laid over each step of a drawing: where it goes and what it says.
