@@ -80,4 +80,24 @@ async fn metrics_show_what_waits_for_the_engine(app: TestApp) {
     ] {
         assert_eq!(value(&text, series), Some(expected), "{series}: {text}");
     }
+
+    // Paused, the welcome series holds mei's wake-up (due two days after she registered) on
+    // purpose: no lag. Resumed, the wake-up is due and waits for the runner, which the test
+    // server only runs when the clock moves.
+    let paused = app
+        .call("POST", "/v1/campaigns/welcome/pause", Role::Marketer, None)
+        .await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    advance(&app, "1d").await;
+    let text = app.metrics().await;
+    assert_eq!(value(&text, "nurture_enrollments_waiting"), Some(1.0), "{text}");
+    assert_eq!(value(&text, "nurture_runner_lag_seconds"), Some(0.0), "{text}");
+    let resumed = app
+        .call("POST", "/v1/campaigns/welcome/resume", Role::Marketer, None)
+        .await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    let text = app.metrics().await;
+    // Registered at 0, due at 2 d; now 1 m + 25 h + 1 d.
+    let late = 60.0 + 49.0 * 3600.0 - 48.0 * 3600.0;
+    assert_eq!(value(&text, "nurture_runner_lag_seconds"), Some(late), "{text}");
 }

@@ -325,8 +325,12 @@ where
         .await?;
         Ok(Backlog {
             waiting: count("SELECT COUNT(*) FROM enrollments WHERE status = 'waiting'").await?,
-            oldest_due_wake: oldest("SELECT MIN(wake_at) FROM enrollments WHERE status = 'waiting' AND wake_at <= $1")
-                .await?,
+            // A paused campaign holds its due wake-ups on purpose: they are no lag of the runner.
+            oldest_due_wake: oldest(
+                "SELECT MIN(wake_at) FROM enrollments WHERE status = 'waiting' AND wake_at <= $1 \
+                 AND campaign_id NOT IN (SELECT id FROM campaigns WHERE status = 'paused')",
+            )
+            .await?,
             outbox: count("SELECT COUNT(*) FROM messages WHERE status = 'pending'").await?,
             oldest_due_message: oldest(
                 "SELECT MIN(next_attempt_at) FROM messages WHERE status = 'pending' AND next_attempt_at <= $1",

@@ -167,7 +167,7 @@ impl std::str::FromStr for CampaignStatus {
 }
 
 /// What waits for the engine now, as `/metrics` shows it: enrollments waiting and the oldest
-/// wake-up already due (the runner's lag), messages waiting to be sent and the oldest already
+/// wake-up already due outside paused campaigns (the runner's lag), messages waiting to be sent and the oldest already
 /// due (the dispatcher's), webhook deliveries not yet made, and per queue its open handoffs
 /// and those of them past their SLA.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
