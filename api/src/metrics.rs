@@ -199,6 +199,11 @@ fn backlog_families(b: &nurture_engine::store::Backlog, now: chrono::DateTime<ch
             "Webhook deliveries not yet made (due now or retried later).",
             one(b.webhooks_pending as f64),
         ),
+        counters(
+            "nurture_webhook_deliveries_failed_total",
+            "Webhook deliveries given up after a day of failed attempts.",
+            vec![counter(None, b.webhooks_failed as f64)],
+        ),
         gauges(
             "nurture_queue_open",
             "Open (unclaimed) handoffs, by queue.",

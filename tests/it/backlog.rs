@@ -33,6 +33,7 @@ async fn metrics_show_what_waits_for_the_engine(app: TestApp) {
         ("nurture_outbox_pending", 0.0),
         ("nurture_outbox_lag_seconds", 0.0),
         ("nurture_webhooks_pending", 0.0),
+        ("nurture_webhook_deliveries_failed_total", 0.0),
     ] {
         assert_eq!(value(&text, series), Some(expected), "{series}: {text}");
     }

@@ -401,6 +401,11 @@ async fn bad_receivers_are_bounded_and_block_nobody(app: TestApp) {
         .await
         .body;
     assert_eq!(answer["items"][0]["status"], "failed", "{}", answer["items"][0]);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("\nnurture_webhook_deliveries_failed_total 1\n"),
+        "the one given up is counted: {metrics}"
+    );
     let tries = r.got("/redirect").len();
     assert!(
         (60..=161).contains(&tries),

@@ -337,6 +337,7 @@ where
             )
             .await?,
             webhooks_pending: count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'").await?,
+            webhooks_failed: count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'failed'").await?,
             queues,
         })
     }

@@ -168,7 +168,7 @@ impl std::str::FromStr for CampaignStatus {
 
 /// What waits for the engine now, as `/metrics` shows it: enrollments waiting and the oldest
 /// wake-up already due outside paused campaigns (the runner's lag), messages waiting to be sent and the oldest already
-/// due (the dispatcher's), webhook deliveries not yet made, and per queue its open handoffs
+/// due (the dispatcher's), webhook deliveries not yet made and given up, and per queue its open handoffs
 /// and those of them past their SLA.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -177,6 +177,8 @@ pub struct Backlog {
     pub outbox: i64,
     pub oldest_due_message: Option<DateTime<Utc>>,
     pub webhooks_pending: i64,
+    /// Webhook deliveries given up after a day of failures, ever.
+    pub webhooks_failed: i64,
     /// (queue, open, of those past their SLA), by queue name.
     pub queues: Vec<(String, i64, i64)>,
 }
