@@ -1,8 +1,9 @@
 //! `nurture bench console`: the console's pages as people load them, from a real server on a
 //! local port, over a store of `--leads` leads with `--events-per-lead` behaviour events each
 //! (made through the engine, as the API makes them), a queue of handoffs an SDR works, and a
-//! campaign a share of the leads runs in. Each page is loaded `--samples` times one after
-//! another; reports p50, p99 and max of each, as the browser waits for them (loopback HTTP).
+//! campaign a share of the leads runs in (and a `/metrics` scrape beside the pages). Each page
+//! is loaded `--samples` times one after another; reports p50, p99 and max of each, as the
+//! browser waits for them (loopback HTTP).
 
 use anyhow::{bail, Context, Result};
 use nurture_engine::access::Role;
@@ -161,6 +162,8 @@ pub async fn run(options: Options) -> Result<()> {
             &marketer_cookie,
             Box::new(|_| "/campaigns/welcome/steps/wait_2d".to_owned()),
         ),
+        // Not a page: what Prometheus reads, the backlog's counts among it.
+        ("metrics scrape", &marketer_cookie, Box::new(|_| "/metrics".to_owned())),
     ];
     let mut figures = Vec::new();
     for (name, cookie, path) in &pages {
