@@ -338,16 +338,18 @@ async fn graph(state: &AppState, caller: &Caller, id: &str, format: draw::Format
         .map_err(ApiError::Internal)
 }
 
+/// `part` of `whole` as a percentage, or a dash when there is no whole.
+pub(crate) fn rate(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        "–".to_owned()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
 /// The line under each step of a drawing: how many wait there now, and for a send step how
 /// many it sent and the share of those a person opened and clicked in.
 fn step_notes(funnel: &[nurture_engine::engine::StepFunnel]) -> draw::StepNotes {
-    let rate = |part: i64, whole: i64| {
-        if whole > 0 {
-            format!("{:.1}%", part as f64 * 100.0 / whole as f64)
-        } else {
-            "–".to_owned()
-        }
-    };
     funnel
         .iter()
         .map(|s| {

@@ -228,12 +228,7 @@ fn gauge(label: Option<(&str, &str)>, value: f64) -> Metric {
 
 /// A gauge family of these values.
 fn gauges(name: &str, help: &str, values: Vec<Metric>) -> MetricFamily {
-    let mut family = MetricFamily::default();
-    family.set_name(name.into());
-    family.set_help(help.into());
-    family.set_field_type(MetricType::GAUGE);
-    family.set_metric(values);
-    family
+    family(name, help, MetricType::GAUGE, values)
 }
 
 fn labels(label: Option<(&str, &str)>) -> Vec<LabelPair> {
@@ -259,10 +254,14 @@ fn counter(label: Option<(&str, &str)>, value: f64) -> Metric {
 
 /// A counter family of these values.
 fn counters(name: &str, help: &str, values: Vec<Metric>) -> MetricFamily {
+    family(name, help, MetricType::COUNTER, values)
+}
+
+fn family(name: &str, help: &str, kind: MetricType, values: Vec<Metric>) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(name.into());
     family.set_help(help.into());
-    family.set_field_type(MetricType::COUNTER);
+    family.set_field_type(kind);
     family.set_metric(values);
     family
 }

@@ -367,14 +367,6 @@ pub(crate) async fn check(upload: Upload) -> Result<Result<Deployable, Refused>,
     .map_err(|e| ApiError::Internal(format!("validating the playbook: {e}")))
 }
 
-fn split(issues: &[Issue]) -> (Vec<PlaybookIssue>, Vec<PlaybookIssue>) {
-    let (errors, warnings): (Vec<&Issue>, Vec<&Issue>) = issues.iter().partition(|i| i.is_error());
-    (
-        errors.into_iter().map(PlaybookIssue::from).collect(),
-        warnings.into_iter().map(PlaybookIssue::from).collect(),
-    )
-}
-
 /// A refused playbook as a 422: every error at `file:line:column`.
 fn refused_playbook(refused: &Refused) -> ApiError {
     let details: Vec<FieldError> = refused
@@ -420,24 +412,24 @@ async fn validate(
                 })
                 .collect(),
         },
-        Err(refused) => {
-            let (errors, warnings) = split(&refused.0);
-            ValidationAnswer {
-                valid: false,
-                errors,
-                warnings,
-                campaigns: Vec::new(),
-            }
-        }
+        Err(refused) => ValidationAnswer {
+            valid: false,
+            errors: refused.errors().map(PlaybookIssue::from).collect(),
+            warnings: refused.warnings().map(PlaybookIssue::from).collect(),
+            campaigns: Vec::new(),
+        },
     }))
 }
 
 /// A valid playbook's warnings: its own, then `stranded`, what deploying it would do to running
 /// enrollments (campaigns it retires, earlier versions it can no longer build).
-pub(crate) fn warnings_with(playbook: &Playbook, stranded: &[Issue]) -> Vec<PlaybookIssue> {
-    let mut warnings = split(&playbook.warnings).1;
-    warnings.extend(stranded.iter().map(PlaybookIssue::from));
-    warnings
+fn warnings_with(playbook: &Playbook, stranded: &[Issue]) -> Vec<PlaybookIssue> {
+    warnings_of(playbook, stranded).map(PlaybookIssue::from).collect()
+}
+
+/// A valid playbook's warnings as issues: its own, then `stranded`.
+pub(crate) fn warnings_of<'a>(playbook: &'a Playbook, stranded: &'a [Issue]) -> impl Iterator<Item = &'a Issue> {
+    playbook.warnings.iter().filter(|i| !i.is_error()).chain(stranded)
 }
 
 async fn deploy(

@@ -115,6 +115,10 @@ impl Refused {
     pub fn errors(&self) -> impl Iterator<Item = &Issue> {
         self.0.iter().filter(|i| i.is_error())
     }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Issue> {
+        self.0.iter().filter(|i| !i.is_error())
+    }
 }
 
 impl fmt::Display for Refused {

@@ -173,17 +173,18 @@ pub async fn run(options: Options) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         let mut first_loads = Duration::ZERO;
         for k in 0..samples {
-            let url = format!("{base}{}", path(k));
+            let address = path(k);
+            let url = format!("{base}{address}");
             let started = Instant::now();
             let answer = client.get(&url).header("cookie", *cookie).send().await?;
             let status = answer.status();
             answer.bytes().await?;
             let elapsed = started.elapsed();
-            if elapsed > slowest.0 {
-                slowest = (elapsed, path(k));
-            }
-            if seen.insert(path(k)) {
+            if seen.insert(address.clone()) {
                 first_loads = first_loads.max(elapsed);
+            }
+            if elapsed > slowest.0 {
+                slowest = (elapsed, address);
             }
             took.push(elapsed);
             if !status.is_success() {

@@ -10,6 +10,8 @@ use nurture_engine::audit::By;
 use nurture_engine::engine::{CampaignCounts, EnrollDryRun};
 use nurture_engine::playbook::draw;
 
+use crate::campaigns::rate;
+
 /// Leads listed per page at a step.
 const AT_STEP_PAGE: i64 = 50;
 
@@ -30,15 +32,6 @@ pub(super) struct ListRow {
     counts: Option<CampaignCounts>,
     opened_rate: String,
     clicked_rate: String,
-}
-
-/// `part` of `whole` as a percentage, or a dash when there is no whole.
-fn rate(part: i64, whole: i64) -> String {
-    if whole <= 0 {
-        "–".to_owned()
-    } else {
-        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
-    }
 }
 
 /// `GET /campaigns`: every deployed campaign with its figures.

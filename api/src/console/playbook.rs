@@ -16,10 +16,10 @@ use nurture_engine::engine::{Deployer, PreviewFor, PreviewLead};
 use nurture_engine::lead::LeadRef;
 use nurture_engine::playbook::bundle::{split_path, Bundle, Deployable, Part, TEMPLATES_FOLDER};
 use nurture_engine::playbook::{is_playbook_file, Issue, Playbook};
-use nurture_engine::store::Origin;
+use nurture_engine::store::{DeployReport, Origin};
 use nurture_engine::template::{email_of, is_template_file, Language};
 
-use crate::playbook::{check, enrolling, put_in_force, Upload};
+use crate::playbook::{check, enrolling, put_in_force, warnings_of, Upload};
 
 /// Deployments listed on the playbook page.
 const RECENT_DEPLOYMENTS: i64 = 10;
@@ -84,7 +84,7 @@ pub(super) async fn files(
             at: local(d.deployed_at, tz),
             actor: d.actor,
             origin: origin_name(t, d.origin),
-            changed: report_line(t, &d.report.created, &d.report.changed, &d.report.retired),
+            changed: report_line(t, &d.report),
             in_force: in_force == Some(d.id),
         })
         .collect();
@@ -111,11 +111,11 @@ fn origin_name(t: &Text, origin: Origin) -> &'static str {
 }
 
 /// "created: a · changed: b · retired: c", the parts there are; "no campaign changed" else.
-fn report_line(t: &Text, created: &[String], changed: &[String], retired: &[String]) -> String {
+fn report_line(t: &Text, report: &DeployReport) -> String {
     let parts: Vec<String> = [
-        (t.report_created, created),
-        (t.report_changed, changed),
-        (t.report_retired, retired),
+        (t.report_created, &report.created),
+        (t.report_changed, &report.changed),
+        (t.report_retired, &report.retired),
     ]
     .into_iter()
     .filter(|(_, ids)| !ids.is_empty())
@@ -245,9 +245,9 @@ pub(super) async fn edit(
         return Ok(Redirect::to("/playbook?error=file").into_response());
     }
     let file = q.file.unwrap_or_default().trim().to_owned();
-    let in_force = state.engine.bundle().files().into_iter().find(|f| f.path == file);
+    let in_force = state.engine.bundle().text_of(&file).map(str::to_owned);
     let exists = in_force.is_some();
-    let text = in_force.map(|f| f.text).unwrap_or_default();
+    let text = in_force.unwrap_or_default();
     let check = checked(&state, t, &file, &text, "").await?.1;
     let body = editor(t, &user, &csrf, file, exists, text, String::new(), check, None, None);
     Ok(page(StatusCode::OK, body))
@@ -330,9 +330,8 @@ async fn checked(
     let deployable = match built {
         Ok(deployable) => deployable,
         Err(refused) => {
-            let (errors, warnings): (Vec<&Issue>, Vec<&Issue>) = refused.0.iter().partition(|i| i.is_error());
-            view.errors = errors.into_iter().map(|i| issue_view(i, file)).collect();
-            view.warnings = warnings.into_iter().map(|i| issue_view(i, file)).collect();
+            view.errors = refused.errors().map(|i| issue_view(i, file)).collect();
+            view.warnings = refused.warnings().map(|i| issue_view(i, file)).collect();
             return Ok((None, view));
         }
     };
@@ -340,12 +339,7 @@ async fn checked(
     view.valid = true;
     view.campaigns = playbook.campaigns.len();
     let stranded = state.engine.deploy_warnings(playbook).await.map_err(failed)?;
-    view.warnings = playbook
-        .warnings
-        .iter()
-        .chain(stranded.iter())
-        .map(|i| issue_view(i, file))
-        .collect();
+    view.warnings = warnings_of(playbook, &stranded).map(|i| issue_view(i, file)).collect();
     if let Some(email) = email_of(file) {
         match previews(state, playbook, &email, lead).await {
             Ok(previews) => view.previews = previews,
@@ -484,7 +478,7 @@ pub(super) async fn check_text(
 }
 
 fn in_force(state: &AppState, file: &str) -> bool {
-    state.engine.bundle().files().iter().any(|f| f.path == file)
+    state.engine.bundle().text_of(file).is_some()
 }
 
 /// `POST /playbook/deploy`: a valid text is first reviewed (its changed lines, its warnings,
@@ -518,17 +512,11 @@ pub(super) async fn deploy(
     let enrolling_total: usize = counts.values().sum();
     let digest = digest(&form.text);
     if form.reviewed != digest {
-        let before = state
-            .engine
-            .bundle()
-            .files()
-            .into_iter()
-            .find(|f| f.path == form.file)
-            .map(|f| f.text)
-            .unwrap_or_default();
+        let bundle = state.engine.bundle();
+        let before = bundle.text_of(&form.file).unwrap_or_default();
         let review = ReviewView {
             digest,
-            diff: diff(&before, &form.text),
+            diff: diff(before, &form.text),
             enrolling: counts.into_iter().filter(|(_, n)| *n > 0).collect(),
             enrolling_total,
         };
@@ -559,7 +547,7 @@ pub(super) async fn deploy(
     let deployed = DeployedView {
         id: answer.deployment.id,
         unchanged: answer.deployment.unchanged,
-        report: report_line(t, &report.created, &report.changed, &report.retired),
+        report: report_line(t, report),
         campaigns: report.created.iter().chain(&report.changed).cloned().collect(),
         enrolling_total,
     };

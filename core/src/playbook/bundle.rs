@@ -174,6 +174,16 @@ impl Bundle {
         self.len() == 0
     }
 
+    /// The text of the file at bundle path `path` (`campaigns/…`, `templates/…`), if it holds one.
+    pub fn text_of(&self, path: &str) -> Option<&str> {
+        let (part, rest) = split_path(path)?;
+        let files = match part {
+            Part::Playbook => &self.playbook,
+            Part::Templates => &self.templates,
+        };
+        files.get(rest).map(String::as_str)
+    }
+
     /// Every file by its bundle path, playbook first, each part sorted.
     pub fn files(&self) -> Vec<BundleFile> {
         let part = |part: Part, files: &BTreeMap<String, String>| {

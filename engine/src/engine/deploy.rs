@@ -330,15 +330,19 @@ impl Engine {
         Ok(self.store.campaign_versions(campaign).await?)
     }
 
-    /// How many enrollments took each edge of a campaign's graph (all versions), for drawing.
-    pub async fn edge_counts(&self, campaign: &Campaign) -> EngineResult<crate::playbook::draw::EdgeCounts> {
-        let counts = self.store.step_counts(&campaign.id).await?;
-        Ok(edges(campaign, counts.iter().map(|c| (c.step.as_str(), &c.outcomes))))
-    }
-
-    /// [`Engine::edge_counts`] from a funnel already read (see [`Engine::funnel`]).
+    /// How many enrollments took each edge of a campaign's graph (all versions), for drawing,
+    /// from its funnel (see [`Engine::funnel`]).
     pub fn edges_of(&self, campaign: &Campaign, funnel: &[StepFunnel]) -> crate::playbook::draw::EdgeCounts {
-        edges(campaign, funnel.iter().map(|s| (s.step.as_str(), &s.outcomes)))
+        let mut lines = Vec::new();
+        for step in funnel {
+            for (label, n) in &step.outcomes {
+                match label.parse() {
+                    Ok(outcome) => lines.push((step.step.as_str(), outcome, *n)),
+                    Err(e) => tracing::warn!(campaign = %campaign.id, step = %step.step, "Step counts: {e}."),
+                }
+            }
+        }
+        crate::journey::edge_counts(campaign, lines)
     }
 
     /// Pauses or resumes a campaign.
@@ -390,23 +394,6 @@ pub struct CampaignCounts {
     /// Enrollments that left before the end: taken out by hand, their version retired, or
     /// its `exit_when` goal reached.
     pub exited: i64,
-}
-
-/// How many enrollments took each edge, from each step's journey lines by outcome.
-fn edges<'a>(
-    campaign: &Campaign,
-    steps: impl Iterator<Item = (&'a str, &'a std::collections::BTreeMap<String, i64>)>,
-) -> crate::playbook::draw::EdgeCounts {
-    let mut lines = Vec::new();
-    for (step, outcomes) in steps {
-        for (label, n) in outcomes {
-            match label.parse() {
-                Ok(outcome) => lines.push((step, outcome, *n)),
-                Err(e) => tracing::warn!(campaign = %campaign.id, step = %step, "Step counts: {e}."),
-            }
-        }
-    }
-    crate::journey::edge_counts(campaign, lines)
 }
 
 /// "1 running enrollment", "2 running enrollments".
