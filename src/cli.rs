@@ -33,6 +33,12 @@ pub enum Command {
         #[command(subcommand)]
         command: LeadsCommand,
     },
+    /// What campaigns and messages did: sent, delivered, opens, clicks, bounces, unsubscribes
+    /// and rates, by step and by day (tables, or CSV with --csv).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Work with the playbook.
     Playbook {
         #[command(subcommand)]
@@ -323,6 +329,51 @@ pub enum LeadsCommand {
         #[command(flatten)]
         playbook: PlaybookArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// A campaign's messages by step and by day, and its flow (`nurture report campaign
+    /// industry-drip --since 30d`).
+    Campaign {
+        /// The campaign's id.
+        id: String,
+        #[command(flatten)]
+        window: ReportWindowArgs,
+    },
+    /// One template's messages, in every campaign step that sends it, by day.
+    Message {
+        /// The template's name (`welcome`).
+        template: String,
+        #[command(flatten)]
+        window: ReportWindowArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct ReportWindowArgs {
+    /// Whole days back from --to: `30d`, `12w` (default 30 days).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// The first day (2026-11-01), instead of --since.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The last day, included (default: today).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// `day` or `week`.
+    #[arg(long, default_value = "day")]
+    pub by: String,
+    /// The IANA time zone days are counted in (default: the Rules' time zone).
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// Print CSV (a line per day, step, version, template, channel and language) instead of tables.
+    #[arg(long)]
+    pub csv: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub playbook: PlaybookArgs,
 }
 
 #[derive(Subcommand)]

@@ -275,6 +275,17 @@ pub async fn run(
 
     println!();
     crate::funnel::print(&crate::funnel::read(&engine).await?);
+    let window = engine
+        .report_window(nurture_engine::engine::WindowAsked {
+            since: Some(&format!("{}d", days + 1)),
+            ..Default::default()
+        })
+        .map_err(anyhow::Error::msg)?;
+    let mut reports = Vec::new();
+    for id in engine.playbook().campaigns.keys() {
+        reports.push(engine.campaign_report(id, window).await?);
+    }
+    crate::reports::print_messages(&reports);
     let stages: Vec<String> = crate::funnel::stages(store.as_ref())
         .await?
         .iter()

@@ -20,6 +20,7 @@ mod deployments;
 mod funnel;
 mod import;
 mod report;
+mod reports;
 mod serve;
 mod simulate;
 mod users;
@@ -53,6 +54,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Apikey { command } => commands::api_keys(command).await,
         Command::User { command } => users::users(command).await,
+        Command::Report { command } => reports::run(command).await,
         Command::Leads {
             command:
                 LeadsCommand::Import {

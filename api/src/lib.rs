@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod page;
 pub mod playbook;
 pub mod queues;
+pub mod reports;
 pub mod segments;
 pub mod templates;
 pub mod tracking;
@@ -112,6 +113,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .merge(segments::router())
         .merge(admin::router())
         .merge(audit::router())
+        .merge(reports::router())
         .merge(keys::router())
         .merge(queues::router())
         .merge(webhooks::router())

@@ -249,7 +249,26 @@ async fn unsubscribe(
             .patch_lead(lead, input, &Actor::System("unsubscribe".into()))
             .await
         {
-            Ok(_) | Err(nurture_engine::engine::EngineError::NotFound) => {}
+            Ok(_) => {
+                // The behaviour, for rules and the message's report; once per message.
+                let event = EventInput {
+                    lead: LeadRef {
+                        id: Some(lead.to_string()),
+                        email: None,
+                        external_id: None,
+                    },
+                    kind: "unsubscribed".into(),
+                    occurred_at: None,
+                    properties: json!({"message_id": message, "channel": channel.as_str()})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    idempotency_key: Some(format!("unsubscribe:{message}")),
+                    source: Some("tracking".into()),
+                };
+                state.engine.ingest_events(vec![event]).await?;
+            }
+            Err(nurture_engine::engine::EngineError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
     }

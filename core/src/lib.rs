@@ -24,6 +24,7 @@ pub mod note;
 pub mod nurture;
 pub mod pacing;
 pub mod playbook;
+pub mod report;
 pub mod tag;
 pub mod template;
 pub mod tracking;

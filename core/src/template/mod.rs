@@ -550,6 +550,11 @@ impl Templates {
         })
     }
 
+    /// The language `name` is written in for `lead`: the one `resolve` picks.
+    pub fn language_of(&self, name: &str, lead: &Lead, default: Language) -> Language {
+        self.resolve(name, lead, default).1
+    }
+
     /// The template to use for a lead, and the language it is in (the footer follows it, so
     /// that body and footer agree). The copy in the lead's `language` when there is one; else
     /// the copy in the playbook's `default`. The top level is in `default`, unless a `default`

@@ -361,7 +361,7 @@ impl Engine {
 }
 
 /// One step of a campaign's funnel (see [`Engine::funnel`]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct StepFunnel {
     pub step: String,
     pub kind: &'static str,

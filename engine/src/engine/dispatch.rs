@@ -21,8 +21,9 @@ use crate::event::EventInput;
 use crate::lead::{ConsentStatus, Lead, LeadRef};
 use crate::mail::rate::SendLimits;
 use crate::mail::{Mailer, OutgoingEmail, SendError};
+use crate::report::{CountKey, MessageFigures};
 use crate::store::handoffs::NotificationOutcome;
-use crate::store::{email_hash, MessageOutcome, MessageTarget, PendingMessage};
+use crate::store::{email_hash, CountDelta, MessageOutcome, MessageTarget, PendingMessage};
 use crate::template::{Links, RenderInput};
 use crate::tracking::{Token, TrackingKey};
 use crate::wechat::{TemplateMessage, WechatSender};
@@ -152,6 +153,12 @@ fn backoff(message: i64, attempts: i64) -> Duration {
 /// A send's result, or the rate that held it back (how long to wait, and which rate).
 type Sent = Result<Result<(), SendError>, (std::time::Duration, String)>;
 
+/// A claimed message and the language it is written in, for its counters.
+struct Counted<'a> {
+    message: &'a PendingMessage,
+    language: &'static str,
+}
+
 enum Prepared {
     /// (message id, attempts so far, what goes out).
     Send(i64, i64, Outgoing),
@@ -237,7 +244,7 @@ impl Engine {
         self.phases.since(Phase::Claim, started);
 
         // Rendering is the dispatcher's CPU work: spread over the cores for a large claim.
-        let prepare = |part: &[PendingMessage]| -> Vec<Prepared> {
+        let prepare = |part: &[PendingMessage]| -> Vec<(Prepared, &'static str)> {
             part.iter()
                 .map(|m| {
                     let lead = leads.get(&m.lead_id);
@@ -261,7 +268,7 @@ impl Engine {
         };
         let rendering = std::time::Instant::now();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let prepared: Vec<Prepared> = if cores > 1 && claimed.len() >= 64 {
+        let prepared: Vec<(Prepared, &'static str)> = if cores > 1 && claimed.len() >= 64 {
             let size = claimed.len().div_ceil(cores);
             std::thread::scope(|scope| {
                 let parts: Vec<_> = claimed
@@ -279,14 +286,16 @@ impl Engine {
         self.phases.since(Phase::Render, rendering);
         let mut outcomes = Vec::with_capacity(prepared.len());
         let mut jobs = Vec::new();
-        for p in prepared {
+        let mut about: HashMap<i64, Counted<'_>> = HashMap::with_capacity(claimed.len());
+        for (m, (p, language)) in claimed.iter().zip(prepared) {
+            about.insert(m.id, Counted { message: m, language });
             match p {
                 Prepared::Done(outcome) => outcomes.push(outcome),
                 Prepared::Send(id, attempts, outgoing) => jobs.push((id, attempts, outgoing)),
             }
         }
         let lead_of: HashMap<i64, i64> = claimed.iter().map(|m| (m.id, m.lead_id)).collect();
-        self.finish(&mut report, &outcomes).await?;
+        self.finish(&mut report, outcomes, &about).await?;
         // Sending and recording overlap: while one batch of outcomes is written, the pool keeps
         // sending, and the next write takes every outcome that arrived meanwhile. Outcomes are
         // still written as sends complete, not once for the whole claim: a crash can then only
@@ -327,7 +336,7 @@ impl Engine {
             let mut done = Vec::new();
             while done_rx.recv_many(&mut done, usize::MAX).await > 0 {
                 let (outcomes, bounces) = self.outcomes(&mut report, &lead_of, std::mem::take(&mut done));
-                self.finish(&mut report, &outcomes).await?;
+                self.finish(&mut report, outcomes, &about).await?;
                 if !bounces.is_empty() {
                     // As if the relay's bounce had been posted: the address is suppressed, and
                     // the lead's journeys see the event like any other.
@@ -441,13 +450,17 @@ impl Engine {
                     sent_at: Some(to_micros(now)),
                     next_attempt_at: None,
                     refund: 0,
+                    ..Default::default()
                 },
                 Err(SendError::Permanent(reason)) => failed(id, reason),
                 Err(SendError::Rejected(reason)) => {
                     if let Some(lead) = lead_of.get(&id) {
                         bounces.push(hard_bounce(*lead, id, &reason));
                     }
-                    failed(id, reason)
+                    MessageOutcome {
+                        refused: true,
+                        ..failed(id, reason)
+                    }
                 }
                 Err(SendError::Transient(reason)) if attempts >= MAX_ATTEMPTS => {
                     failed(id, format!("gave up after {attempts} attempts: {reason}"))
@@ -461,6 +474,7 @@ impl Engine {
                         sent_at: None,
                         next_attempt_at: Some(to_micros(now + backoff(id, attempts))),
                         refund: 0,
+                        ..Default::default()
                     }
                 }
             });
@@ -468,12 +482,20 @@ impl Engine {
         (outcomes, bounces)
     }
 
-    /// Records outcomes and counts them in the report.
-    async fn finish(&self, report: &mut DispatchReport, outcomes: &[MessageOutcome]) -> EngineResult<()> {
+    /// Records outcomes, with what they add to the report counters, and counts them in the
+    /// pass's report.
+    async fn finish(
+        &self,
+        report: &mut DispatchReport,
+        mut outcomes: Vec<MessageOutcome>,
+        about: &HashMap<i64, Counted<'_>>,
+    ) -> EngineResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
-        for outcome in outcomes {
+        let hour = crate::report::hour_of(to_micros(self.now()));
+        let mut deltas = Vec::new();
+        for outcome in &mut outcomes {
             match outcome.status.as_str() {
                 _ if outcome.refund > 0 => report.held += 1,
                 "sent" => report.sent += 1,
@@ -481,9 +503,40 @@ impl Engine {
                 "skipped" => report.skipped += 1,
                 _ => report.retrying += 1,
             }
+            let Some(counted) = about.get(&outcome.id) else {
+                continue;
+            };
+            outcome.language = Some(counted.language.to_owned());
+            let mut figures = MessageFigures::default();
+            match outcome.status.as_str() {
+                "sent" => figures.sent = 1,
+                "failed" if outcome.refused => {
+                    figures.sent = 1;
+                    figures.bounced_hard = 1;
+                }
+                "failed" => figures.failed = 1,
+                "skipped" => figures.skipped = 1,
+                _ => continue,
+            }
+            let m = counted.message;
+            deltas.push(CountDelta {
+                key: CountKey {
+                    campaign: m.campaign_id.clone(),
+                    step: m.step.clone(),
+                    version: m.version.clone(),
+                    template: m.template.clone(),
+                    channel: m.channel.as_str().to_owned(),
+                    language: counted.language.to_owned(),
+                },
+                hour: outcome.sent_at.map_or(hour, crate::report::hour_of),
+                shard: m.id,
+                figures,
+            });
         }
         let started = std::time::Instant::now();
-        self.store.finish_messages(outcomes).await?;
+        self.store
+            .finish_messages(&outcomes, &crate::store::reports::merge_deltas(deltas))
+            .await?;
         self.phases.since(Phase::Record, started);
         Ok(())
     }
@@ -491,7 +544,16 @@ impl Engine {
     /// Long on purpose: every reason a claimed message is not sent (consent, suppression,
     /// missing address, render error, channel) in the order they are asked, then the message
     /// built for its channel.
-    fn prepare(&self, sender: &Sender, message: &PendingMessage, to: Recipient<'_>) -> Prepared {
+    fn prepare(&self, sender: &Sender, message: &PendingMessage, to: Recipient<'_>) -> (Prepared, &'static str) {
+        let playbook = self.playbook();
+        let default = playbook.rules.default_language;
+        let language = to.lead.map_or(default, |lead| {
+            playbook.templates.language_of(&message.template, lead, default)
+        });
+        (self.prepare_in(sender, message, to), language.code())
+    }
+
+    fn prepare_in(&self, sender: &Sender, message: &PendingMessage, to: Recipient<'_>) -> Prepared {
         let Recipient {
             lead,
             tags,
@@ -506,6 +568,7 @@ impl Engine {
                 sent_at: None,
                 next_attempt_at: None,
                 refund: 0,
+                ..Default::default()
             })
         };
         let Some(lead) = lead else {
@@ -650,6 +713,7 @@ fn failed(id: i64, reason: String) -> MessageOutcome {
         sent_at: None,
         next_attempt_at: None,
         refund: 0,
+        ..Default::default()
     }
 }
 

@@ -3,12 +3,15 @@
 use super::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::bounce::Bounce;
 use crate::clock::to_micros;
 use crate::condition::EventView;
 use crate::event::EventInput;
 use crate::lead::{EmailAddress, FieldError, Lead};
 use crate::nurture::{Changes, LeadState};
-use crate::store::{email_hash, ActivityRow, Engagement, NewEvent, Tx};
+use crate::report::MessageFigures;
+use crate::store::reports::merge_deltas;
+use crate::store::{email_hash, ActivityRow, CountDelta, CountedMessage, Engagement, NewEvent, Tx};
 use crate::webhook::payload::{Data, Nothing};
 
 /// The answer to an ingested batch of events.
@@ -356,32 +359,87 @@ async fn store_events<'a>(
     Ok(per_lead)
 }
 
-/// Counts this batch's human opens and clicks on the messages they name (`message_id`): a
-/// message's first of each, per campaign step. Opens and clicks the fetch flagged `automated`
-/// (mail proxies, link scanners) are not counted.
+/// Counts what this batch's events say of the messages they name (`message_id`): opens and
+/// clicks (people's and machines' apart; a message's first human one of each is also kept on
+/// the message and counted per campaign step), bounces, complaints and unsubscribes, on the
+/// report counters of the hour the message was sent. Events about messages never sent (a
+/// relay's refusal, counted when it was recorded) or unknown change no counter.
 async fn count_engagement(tx: &mut dyn Tx, events: &BTreeMap<i64, Vec<EventView<'_>>>) -> EngineResult<()> {
     let mut opened: Vec<(i64, chrono::DateTime<chrono::Utc>)> = Vec::new();
     let mut clicked = Vec::new();
+    let mut said: Vec<(i64, MessageFigures)> = Vec::new();
     for view in events.values().flatten() {
-        let into = match view.kind {
-            "email_opened" => &mut opened,
-            "email_clicked" => &mut clicked,
-            _ => continue,
-        };
-        if view.properties.get("automated").and_then(|v| v.as_bool()) == Some(true) {
-            continue;
-        }
-        let message = match view.properties.get("message_id") {
+        let Some(message) = (match view.properties.get("message_id") {
             Some(serde_json::Value::Number(n)) => n.as_i64(),
-            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
             _ => None,
+        }) else {
+            continue;
         };
-        if let Some(message) = message {
-            into.push((message, view.occurred_at));
+        let automated = view.properties.get("automated").and_then(|v| v.as_bool()) == Some(true);
+        let mut figures = MessageFigures::default();
+        match (view.kind, automated) {
+            ("email_opened", false) => {
+                opened.push((message, view.occurred_at));
+                figures.opens = 1;
+            }
+            ("email_clicked", false) => {
+                clicked.push((message, view.occurred_at));
+                figures.clicks = 1;
+            }
+            ("email_opened", true) => figures.opens_automated = 1,
+            ("email_clicked", true) => figures.clicks_automated = 1,
+            ("unsubscribed", _) => figures.unsubscribed = 1,
+            (kind, _) => match Bounce::of(kind, view.properties) {
+                Some(Bounce::Hard) => figures.bounced_hard = 1,
+                Some(Bounce::Soft) => figures.bounced_soft = 1,
+                Some(Bounce::Complaint) => figures.complained = 1,
+                None => continue,
+            },
         }
+        said.push((message, figures));
     }
-    for (what, seen) in [(Engagement::Opened, opened), (Engagement::Clicked, clicked)] {
-        tx.engaged(what, &seen).await?;
+    if said.is_empty() {
+        return Ok(());
     }
+    let mut ids: Vec<i64> = said.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let known: HashMap<i64, CountedMessage> = tx
+        .counted_messages(&ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+    let opened: Vec<_> = opened.into_iter().filter(|(id, _)| known.contains_key(id)).collect();
+    let clicked: Vec<_> = clicked.into_iter().filter(|(id, _)| known.contains_key(id)).collect();
+    for id in tx.engaged(Engagement::Opened, &opened).await? {
+        said.push((
+            id,
+            MessageFigures {
+                opened: 1,
+                ..Default::default()
+            },
+        ));
+    }
+    for id in tx.engaged(Engagement::Clicked, &clicked).await? {
+        said.push((
+            id,
+            MessageFigures {
+                clicked: 1,
+                ..Default::default()
+            },
+        ));
+    }
+    let deltas = said.into_iter().filter_map(|(id, figures)| {
+        let m = known.get(&id)?;
+        Some(CountDelta {
+            key: m.key.clone(),
+            hour: m.hour,
+            shard: id,
+            figures,
+        })
+    });
+    tx.count_messages(&merge_deltas(deltas)).await?;
     Ok(())
 }

@@ -18,7 +18,9 @@ use crate::lead::{ConsentStatus, Stage};
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::pacing::Pacing;
 use crate::playbook::{Campaign, Channel, Playbook};
-use crate::store::{email_hash, JourneyRow, NewMessage, SentMessage, Tx};
+use crate::report::{CountKey, MessageFigures};
+use crate::store::reports::merge_deltas;
+use crate::store::{email_hash, CountDelta, JourneyRow, NewMessage, SentMessage, Tx};
 use crate::tag::{Actor, ScoreChange, TagFamily};
 
 /// Event types that report on a message; their `message_id` property names it.
@@ -94,6 +96,30 @@ impl JourneyMoves {
             .map(|m| m.enrollment.lead.0)
             .collect()
     }
+}
+
+/// What the messages skipped at their step (unreachable: unsubscribed, suppressed, no
+/// address) add to the report counters; they never reach the dispatcher.
+fn skipped_counts(messages: &[NewMessage]) -> Vec<CountDelta> {
+    merge_deltas(messages.iter().filter_map(|m| {
+        let language = m.language?;
+        Some(CountDelta {
+            key: CountKey {
+                campaign: m.campaign_id.clone(),
+                step: m.step.clone(),
+                version: m.version.clone(),
+                template: m.template.clone(),
+                channel: m.channel.as_str().to_owned(),
+                language: language.to_owned(),
+            },
+            hour: crate::report::hour_of(m.created_at),
+            shard: m.enrollment_id,
+            figures: MessageFigures {
+                skipped: 1,
+                ..Default::default()
+            },
+        })
+    }))
 }
 
 /// One enrollment's result in a pass, before new enrollments have ids.
@@ -312,6 +338,7 @@ impl Engine {
         tx.move_enrollments(&kept).await?;
         tx.write_journey(&journey).await?;
         tx.insert_messages(&messages).await?;
+        tx.count_messages(&skipped_counts(&messages)).await?;
         tx.write_enrolling_events(&enrolling).await?;
         Ok(counts)
     }
@@ -643,6 +670,10 @@ fn apply(
             skipped,
         } => {
             let status = if skipped.is_some() { "skipped" } else { "pending" };
+            let default = playbook.rules.default_language;
+            let language = skipped
+                .is_some()
+                .then(|| playbook.templates.language_of(&template, &state.lead, default).code());
             return Some(NewMessage {
                 enrollment_id: 0,
                 seq,
@@ -656,6 +687,7 @@ fn apply(
                 reason: skipped,
                 next_attempt_at: (status == "pending").then(|| to_micros(now)),
                 created_at: to_micros(now),
+                language,
             });
         }
         Effect::Tag {

@@ -31,6 +31,7 @@ mod notes;
 mod pass;
 mod phases;
 mod preview;
+mod reports;
 mod users;
 mod webhooks;
 pub use admin::{new_api_key, random_hex, NewApiKey};
@@ -48,6 +49,7 @@ pub use leads::{ItemError, LeadView, Target, Upserted};
 use pass::Pick;
 pub use phases::{Phase, Phases};
 pub use preview::{Preview, PreviewFor, PreviewLead, TestSent};
+pub use reports::{Report, ReportWindow, WindowAsked, DEFAULT_REPORT_DAYS, MAX_REPORT_DAYS};
 pub use users::{Invited, SignedIn, MIN_PASSWORD, SESSION, SETUP_LINK};
 pub use webhooks::NewWebhook;
 

@@ -48,8 +48,8 @@ pub struct StepEngagement {
 pub trait EngagementTx: Send {
     /// Records that a person opened or clicked in messages, each at its time: a message's
     /// first of each is kept and counted on its campaign step; later ones and unknown
-    /// messages change nothing. Returns how many were firsts.
-    async fn engaged(&mut self, what: Engagement, messages: &[(i64, DateTime<Utc>)]) -> StoreResult<usize>;
+    /// messages change nothing. Returns the messages whose first it was.
+    async fn engaged(&mut self, what: Engagement, messages: &[(i64, DateTime<Utc>)]) -> StoreResult<Vec<i64>>;
 }
 
 /// Reading engagement.
@@ -71,9 +71,9 @@ where
     for<'r> (String, String, i64): FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    async fn engaged(&mut self, what: Engagement, messages: &[(i64, DateTime<Utc>)]) -> StoreResult<usize> {
+    async fn engaged(&mut self, what: Engagement, messages: &[(i64, DateTime<Utc>)]) -> StoreResult<Vec<i64>> {
         if messages.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         // A message named twice keeps its earliest time.
         let mut earliest: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
@@ -114,7 +114,7 @@ where
             .await
             .map_err(StoreError::from_sqlx)?;
         }
-        Ok(firsts.len())
+        Ok(firsts.into_iter().map(|(_, _, id)| id).collect())
     }
 }
 

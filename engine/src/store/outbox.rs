@@ -56,7 +56,7 @@ where
         Ok(sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE messages SET next_attempt_at = $2, attempts = attempts + 1 WHERE id IN \
              (SELECT id FROM messages WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $3{skip_locked}) \
-             RETURNING id, enrollment_id, lead_id, campaign_id, step, channel, template, attempts"
+             RETURNING id, enrollment_id, lead_id, campaign_id, version, step, channel, template, attempts"
         )))
         .bind(to_micros(now))
         .bind(to_micros(lease))

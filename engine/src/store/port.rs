@@ -38,6 +38,7 @@ pub trait Store:
     + LeadStore
     + NoteStore
     + OutboxStore
+    + reports::ReportStore
     + Send
     + Sync
     + 'static
@@ -61,8 +62,8 @@ pub trait Store:
     /// The leads this process's passes hold now (what an advance of a manual clock waits on).
     fn held(&self) -> &Held;
 
-    /// Records what sending did.
-    async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()>;
+    /// Records what sending did, and adds it to the report counters in the same transaction.
+    async fn finish_messages(&self, outcomes: &[MessageOutcome], counts: &[reports::CountDelta]) -> StoreResult<()>;
     /// The earliest wake-up time of a waiting enrollment outside paused campaigns.
     async fn next_wake(&self, paused: &[String]) -> StoreResult<Option<DateTime<Utc>>>;
 
@@ -78,7 +79,9 @@ pub trait Store:
 
 /// A write transaction: the set-based primitives the engine composes.
 #[async_trait]
-pub trait Tx: handoffs::HandoffTx + pacing::PacingTx + AuditTx + EnrollingTx + EngagementTx + NoteTx + Send {
+pub trait Tx:
+    handoffs::HandoffTx + pacing::PacingTx + AuditTx + EnrollingTx + EngagementTx + reports::ReportTx + NoteTx + Send
+{
     /// Leads with any of these ids, e-mails or external ids.
     async fn find_leads(&mut self, ids: &[i64], emails: &[String], external_ids: &[String]) -> StoreResult<Vec<Lead>>;
     /// These leads as they are, without the lock a write transaction's `find_leads` takes: for

@@ -387,6 +387,10 @@ pub struct NewMessage {
     pub reason: Option<String>,
     pub next_attempt_at: Option<i64>,
     pub created_at: i64,
+    /// A skipped message's language, for its report counter (a pending one's is known when
+    /// it is sent).
+    #[serde(skip)]
+    pub language: Option<&'static str>,
 }
 
 /// A message taken for sending.
@@ -396,6 +400,7 @@ pub struct PendingMessage {
     pub enrollment_id: i64,
     pub lead_id: i64,
     pub campaign_id: String,
+    pub version: String,
     pub step: String,
     #[sqlx(try_from = "String")]
     pub channel: Channel,
@@ -414,6 +419,11 @@ pub struct MessageOutcome {
     pub next_attempt_at: Option<i64>,
     /// 1 when the claim's attempt does not count (held back by a rate, not tried).
     pub refund: i64,
+    /// The language the message was (or would have been) written in: `zh`, `en`.
+    pub language: Option<String>,
+    /// The relay refused the recipient: counted as sent and hard-bounced.
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 /// A message an enrollment sent: which step, and its id (events about it carry the id).

@@ -28,6 +28,11 @@ pub(crate) trait Dialect: sqlx::Database {
     const PREFIX_ORDER: &'static str;
     /// Rows `(id, at)` of the JSON array of `[id, at]` pairs bound as `$1`.
     const ID_TIME_PAIRS: &'static str;
+    /// Rows of the JSON array of arrays bound as `$1`: each array's first `texts` elements as
+    /// text columns, the next `ints` as integers.
+    fn json_array_rows(texts: usize, ints: usize) -> String;
+    /// Shards of the report counters (`message_counts`): as many as writers that add at once.
+    const COUNTER_SHARDS: i64;
     /// Claims open, unassigned handoffs of queue `$1` for the members of the JSON array `$2`
     /// (the n-th handoff in claim order to the n-th member), at most `$3`, at time `$4`;
     /// returns the claimed rows (`HANDOFF_COLUMNS`) in member order.

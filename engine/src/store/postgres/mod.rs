@@ -132,17 +132,20 @@ impl Store for PgStore {
         "postgres"
     }
 
-    async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()> {
+    async fn finish_messages(&self, outcomes: &[MessageOutcome], counts: &[CountDelta]) -> StoreResult<()> {
         if let Some(json) = json_batch(outcomes) {
+            let mut tx = self.pool.begin().await?;
             sqlx::query(
                 "UPDATE messages m SET status = j.status, reason = j.reason, sent_at = j.sent_at, next_attempt_at = j.next_attempt_at, \
-                 attempts = m.attempts - j.refund \
-                 FROM jsonb_to_recordset($1::jsonb) AS j(id BIGINT, status TEXT, reason TEXT, sent_at BIGINT, next_attempt_at BIGINT, refund BIGINT) \
+                 attempts = m.attempts - j.refund, language = COALESCE(j.language, m.language) \
+                 FROM jsonb_to_recordset($1::jsonb) AS j(id BIGINT, status TEXT, reason TEXT, sent_at BIGINT, next_attempt_at BIGINT, refund BIGINT, language TEXT) \
                  WHERE m.id = j.id",
             )
             .bind(json)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            crate::store::reports::count_on(&mut *tx, counts).await?;
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -241,6 +244,19 @@ impl sql::Dialect for Postgres {
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1 FOR UPDATE";
     const PREFIX_RANGE: (&'static str, &'static str) = ("~>=~", "~<~");
     const PREFIX_ORDER: &'static str = " USING ~<~";
+    const COUNTER_SHARDS: i64 = 4;
+    fn json_array_rows(texts: usize, ints: usize) -> String {
+        let columns: Vec<String> = (0..texts + ints)
+            .map(|i| match i < texts {
+                true => format!("e->>{i} AS c{i}"),
+                false => format!("(e->>{i})::bigint AS c{i}"),
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM jsonb_array_elements($1::jsonb) AS e",
+            columns.join(", ")
+        )
+    }
     const ID_TIME_PAIRS: &'static str =
         "SELECT (e->>0)::bigint AS id, (e->>1)::bigint AS at FROM jsonb_array_elements($1::jsonb) AS e";
     const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;

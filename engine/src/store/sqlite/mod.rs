@@ -127,18 +127,19 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn finish_messages(&self, outcomes: &[MessageOutcome]) -> StoreResult<()> {
+    async fn finish_messages(&self, outcomes: &[MessageOutcome], counts: &[CountDelta]) -> StoreResult<()> {
         if let Some(json) = json_batch(outcomes) {
             let mut tx = self.write_tx().await?;
             sqlx::query(
                 "UPDATE messages SET status = j.value->>'status', reason = j.value->>'reason', \
                  sent_at = j.value->>'sent_at', next_attempt_at = j.value->>'next_attempt_at', \
-                 attempts = attempts - j.value->>'refund' \
+                 attempts = attempts - j.value->>'refund', language = COALESCE(j.value->>'language', language) \
                  FROM jsonb_each(jsonb($1)) AS j WHERE messages.id = j.value->>'id'",
             )
             .bind(json)
             .execute(&mut *tx)
             .await?;
+            crate::store::reports::count_on(&mut *tx, counts).await?;
             tx.commit().await?;
         }
         Ok(())
@@ -234,6 +235,14 @@ impl sql::Dialect for Sqlite {
     const ERASE_LOOKUP: &'static str = "SELECT email FROM leads WHERE id = $1";
     const PREFIX_RANGE: (&'static str, &'static str) = (">=", "<");
     const PREFIX_ORDER: &'static str = " ASC, id";
+    // One writer at a time: one shard.
+    const COUNTER_SHARDS: i64 = 1;
+    fn json_array_rows(texts: usize, ints: usize) -> String {
+        let columns: Vec<String> = (0..texts + ints)
+            .map(|i| format!("json_extract(value, '$[{i}]') AS c{i}"))
+            .collect();
+        format!("SELECT {} FROM json_each($1)", columns.join(", "))
+    }
     const ID_TIME_PAIRS: &'static str =
         "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at FROM json_each($1)";
     const TIMELINE: &'static [(TimelineKind, &'static str)] = &TIMELINE;

@@ -1,0 +1,166 @@
+//! The Reports section: what a campaign's messages, or a template's, did over a span of days,
+//! as JSON or (with `Accept: text/csv`) as CSV, one line per day, step, version, template,
+//! channel and language.
+
+use aide::axum::routing::get_with;
+use aide::axum::ApiRouter;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nurture_engine::access::Role;
+use nurture_engine::engine::{EngineError, Report, WindowAsked};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::input::{Id, Params, QueryParam, QuerySpec, TemplateName};
+use crate::openapi::Doc;
+use crate::AppState;
+
+/// Marketers read reports; a CRM or BI tool pulls them with its key.
+const READERS: &[Role] = &[Role::Marketer, Role::Crm];
+
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/reports/campaigns/{id}",
+            get_with(campaign, |o| {
+                o.summary(
+                    "What a campaign's messages did, by day or week: sent, delivered, bounced (hard, soft), \
+                     human opens and clicks (unique and total), machines' apart, unsubscribes, complaints, \
+                     rates over delivered; per step, version, template, channel and language; and the \
+                     campaign's flow (arrivals, waiting, moves, exits). `Accept: text/csv` for CSV.",
+                )
+                .allow(READERS)
+                .answers::<Report>(200)
+            }),
+        )
+        .api_route(
+            "/v1/reports/messages/{name}",
+            get_with(message, |o| {
+                o.summary(
+                    "What the messages of one template did, in every campaign step that sends it, by day \
+                     or week. `Accept: text/csv` for CSV.",
+                )
+                .allow(READERS)
+                .answers::<Report>(200)
+            }),
+        )
+}
+
+/// `?from=&to=&since=&by=&tz=`.
+pub struct WindowQuery;
+impl QuerySpec for WindowQuery {
+    const PARAMS: &'static [QueryParam] = &[
+        QueryParam {
+            name: "from",
+            schema: || json!({"type": "string", "format": "date"}),
+            description: "The first day (2026-11-01), in `tz`. Default: 30 days before `to`.",
+        },
+        QueryParam {
+            name: "to",
+            schema: || json!({"type": "string", "format": "date"}),
+            description: "The last day, included. Default: today in `tz`.",
+        },
+        QueryParam {
+            name: "since",
+            schema: || json!({"type": "string", "minLength": 1}),
+            description: "Instead of `from`: whole days back from `to` (`30d`, `12w`).",
+        },
+        QueryParam {
+            name: "by",
+            schema: || json!({"type": "string", "enum": ["day", "week"]}),
+            description: "Periods: `day` (default) or `week` (ISO weeks, named by their Monday).",
+        },
+        QueryParam {
+            name: "tz",
+            schema: || json!({"type": "string", "minLength": 1}),
+            description: "The IANA time zone days are counted in (`Asia/Shanghai`). Default: the Rules' time zone.",
+        },
+    ];
+}
+
+async fn campaign(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(Id { id }): Path<Id>,
+    query: Params<WindowQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
+    let window = window(&state, &query)?;
+    let report = state.engine.campaign_report(&id, window).await.map_err(|e| match e {
+        EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} was ever deployed")),
+        e => e.into(),
+    })?;
+    Ok(answer(&headers, report, &id))
+}
+
+async fn message(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(TemplateName { name }): Path<TemplateName>,
+    query: Params<WindowQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
+    let window = window(&state, &query)?;
+    let report = state.engine.message_report(&name, window).await.map_err(|e| match e {
+        EngineError::NotFound => ApiError::NotFound(format!(
+            "no template {name:?} in the playbook in force, and none by that name sent anything then"
+        )),
+        e => e.into(),
+    })?;
+    Ok(answer(&headers, report, &name))
+}
+
+fn window(state: &AppState, query: &Params<WindowQuery>) -> Result<nurture_engine::engine::ReportWindow, ApiError> {
+    let get = |name: &str| query.get(name).map(String::as_str);
+    state
+        .engine
+        .report_window(WindowAsked {
+            from: get("from"),
+            to: get("to"),
+            since: get("since"),
+            by: get("by"),
+            tz: get("tz"),
+        })
+        .map_err(ApiError::Malformed)
+}
+
+/// JSON, or CSV when the caller asks for it before JSON.
+fn answer(headers: &HeaderMap, report: Report, subject: &str) -> Response {
+    if wants_csv(headers) {
+        let file = format!(
+            "attachment; filename=\"{}-{}-{}.csv\"",
+            subject.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_"),
+            report.from,
+            report.to
+        );
+        (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (header::CONTENT_DISPOSITION, file),
+            ],
+            report.csv(),
+        )
+            .into_response()
+    } else {
+        Json(report).into_response()
+    }
+}
+
+/// Whether `Accept` names CSV ahead of JSON (or without it).
+fn wants_csv(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match (accept.find("text/csv"), accept.find("application/json")) {
+        (Some(csv), Some(json)) => csv < json,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,618 @@
+//! Reports: what the messages of a campaign did, per step, version, template, channel and
+//! language, by day or week in a time zone. Pure: the store keeps counters per hour of sending
+//! (`MessageFigures` per `CountKey` and hour); this module adds them up into periods, derives
+//! delivered and the rates, and compares two arms of a split.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// Microseconds in an hour: counters are kept per hour since the Unix epoch (UTC).
+pub const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// The hour bucket of a time given in microseconds since the epoch.
+pub fn hour_of(micros: i64) -> i64 {
+    micros.div_euclid(HOUR_MICROS)
+}
+
+/// What a set of messages did. Every count is of the messages sent (or decided) in the period
+/// the figures cover, wherever their opens and clicks fell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MessageFigures {
+    /// Handed to the relay or WeChat (a relay's refusal counts here and as a hard bounce).
+    pub sent: i64,
+    /// Not sent: a render error, a channel that cannot send, retries given up.
+    pub failed: i64,
+    /// Not sent at send time: unsubscribed, suppressed, no address, the lead erased.
+    pub skipped: i64,
+    /// Hard bounces (the address does not exist; the relay refused it).
+    pub bounced_hard: i64,
+    /// Soft bounces (a full mailbox, a server down).
+    pub bounced_soft: i64,
+    /// Marked as spam by the reader.
+    pub complained: i64,
+    /// Unsubscribed through the message's link.
+    pub unsubscribed: i64,
+    /// Messages a person opened (unique human opens).
+    pub opened: i64,
+    /// Every human open.
+    pub opens: i64,
+    /// Messages a person clicked in (unique human clicks).
+    pub clicked: i64,
+    /// Every human click.
+    pub clicks: i64,
+    /// Opens by mail proxies and scanners, apart.
+    pub opens_automated: i64,
+    /// Clicks by link scanners, apart.
+    pub clicks_automated: i64,
+}
+
+impl MessageFigures {
+    pub const COUNT: usize = 13;
+    /// The counters' names, as the store's columns and the CSV's headers name them.
+    pub const NAMES: [&'static str; Self::COUNT] = [
+        "sent",
+        "failed",
+        "skipped",
+        "bounced_hard",
+        "bounced_soft",
+        "complained",
+        "unsubscribed",
+        "opened",
+        "opens",
+        "clicked",
+        "clicks",
+        "opens_automated",
+        "clicks_automated",
+    ];
+
+    /// The counters in `NAMES` order.
+    pub fn to_array(&self) -> [i64; Self::COUNT] {
+        [
+            self.sent,
+            self.failed,
+            self.skipped,
+            self.bounced_hard,
+            self.bounced_soft,
+            self.complained,
+            self.unsubscribed,
+            self.opened,
+            self.opens,
+            self.clicked,
+            self.clicks,
+            self.opens_automated,
+            self.clicks_automated,
+        ]
+    }
+
+    /// Counters in `NAMES` order.
+    pub fn from_array(values: [i64; Self::COUNT]) -> Self {
+        let [sent, failed, skipped, bounced_hard, bounced_soft, complained, unsubscribed, opened, opens, clicked, clicks, opens_automated, clicks_automated] =
+            values;
+        MessageFigures {
+            sent,
+            failed,
+            skipped,
+            bounced_hard,
+            bounced_soft,
+            complained,
+            unsubscribed,
+            opened,
+            opens,
+            clicked,
+            clicks,
+            opens_automated,
+            clicks_automated,
+        }
+    }
+
+    /// Adds `other` into these figures.
+    pub fn add(&mut self, other: &MessageFigures) {
+        let mut mine = self.to_array();
+        for (a, b) in mine.iter_mut().zip(other.to_array()) {
+            *a += b;
+        }
+        *self = MessageFigures::from_array(mine);
+    }
+
+    /// Sent and not bounced.
+    pub fn delivered(&self) -> i64 {
+        (self.sent - self.bounced_hard - self.bounced_soft).max(0)
+    }
+
+    /// Whether every counter is zero.
+    pub fn is_empty(&self) -> bool {
+        self.to_array().iter().all(|n| *n == 0)
+    }
+
+    /// The figures with delivered and the rates, as reports answer them.
+    pub fn summary(&self) -> Summary {
+        let delivered = self.delivered();
+        Summary {
+            figures: *self,
+            delivered,
+            open_rate: rate(self.opened, delivered),
+            click_rate: rate(self.clicked, delivered),
+            click_to_open_rate: rate(self.clicked, self.opened),
+            bounce_rate: rate(self.bounced_hard + self.bounced_soft, self.sent),
+            unsubscribe_rate: rate(self.unsubscribed, delivered),
+            complaint_rate: rate(self.complained, delivered),
+        }
+    }
+}
+
+/// `part / whole` rounded to four places (a tenth of a percent point and then some); `None`
+/// when `whole` is zero.
+pub fn rate(part: i64, whole: i64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0)
+}
+
+/// Figures with what is derived from them: delivered, and the rates over delivered (the bounce
+/// rate over sent, click-to-open over unique opens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub figures: MessageFigures,
+    pub delivered: i64,
+    pub open_rate: Option<f64>,
+    pub click_rate: Option<f64>,
+    pub click_to_open_rate: Option<f64>,
+    pub bounce_rate: Option<f64>,
+    pub unsubscribe_rate: Option<f64>,
+    pub complaint_rate: Option<f64>,
+}
+
+/// What one counter row is about: a campaign step's messages of one version, template,
+/// channel and language.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CountKey {
+    pub campaign: String,
+    pub step: String,
+    pub version: String,
+    pub template: String,
+    pub channel: String,
+    pub language: String,
+}
+
+/// How a report groups time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Grouping {
+    #[default]
+    Day,
+    /// ISO weeks, Monday first.
+    Week,
+}
+
+impl Grouping {
+    /// The first day of the period `date` falls in.
+    pub fn period_of(self, date: NaiveDate) -> NaiveDate {
+        match self {
+            Grouping::Day => date,
+            Grouping::Week => date - Duration::days(i64::from(date.weekday().num_days_from_monday())),
+        }
+    }
+}
+
+/// The days a report covers, in a time zone: `from` to `to`, both included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub tz: Tz,
+}
+
+impl Span {
+    /// The hour buckets that cover the span: from the hour holding its first local midnight to
+    /// the hour holding the midnight after its last day (excluded). In zones whose offset is
+    /// not whole hours, a day's first and last half hour fall with the hour they start in.
+    pub fn hours(&self) -> (i64, i64) {
+        let start = local_midnight(self.from, self.tz);
+        let end = local_midnight(self.to + Duration::days(1), self.tz);
+        (
+            hour_of(start.timestamp_micros()),
+            hour_of(end.timestamp_micros() + HOUR_MICROS - 1),
+        )
+    }
+
+    /// The local day an hour bucket starts in.
+    pub fn day_of(&self, hour: i64) -> NaiveDate {
+        let at = DateTime::<Utc>::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
+        at.with_timezone(&self.tz).date_naive()
+    }
+
+    /// Every period of the span, in order.
+    pub fn periods(&self, by: Grouping) -> Vec<NaiveDate> {
+        let mut out = Vec::new();
+        let mut day = by.period_of(self.from);
+        while day <= self.to {
+            out.push(day);
+            day = match by {
+                Grouping::Day => day + Duration::days(1),
+                Grouping::Week => day + Duration::days(7),
+            };
+        }
+        out
+    }
+}
+
+/// The first instant of a local day (a day that starts in a DST gap starts when clocks jump).
+fn local_midnight(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
+    match tz.from_local_datetime(&midnight) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        chrono::LocalResult::None => tz
+            .from_local_datetime(&(midnight + Duration::hours(1)))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| midnight.and_utc()),
+    }
+}
+
+/// A counter row as stored: a key's figures for one hour of sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountRow {
+    pub key: CountKey,
+    pub hour: i64,
+    pub figures: MessageFigures,
+}
+
+/// One part of a breakdown: its name and its figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Part {
+    pub name: String,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// A send step's figures (or a template's in one campaign step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StepPart {
+    pub campaign: String,
+    pub step: String,
+    pub template: String,
+    pub channel: String,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// A period's figures: the day (or the Monday of the week) it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PeriodPart {
+    pub period: NaiveDate,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// The finest grain a report has: a period, a key, its figures. What the CSV holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub period: NaiveDate,
+    pub key: CountKey,
+    pub figures: MessageFigures,
+}
+
+/// Counter rows added up for a report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub totals: MessageFigures,
+    /// Per campaign step, in the order of `order` (steps it does not name after, by name).
+    pub steps: Vec<StepPart>,
+    pub versions: Vec<Part>,
+    pub templates: Vec<Part>,
+    pub channels: Vec<Part>,
+    pub languages: Vec<Part>,
+    /// Every period of the span, empty ones included.
+    pub periods: Vec<PeriodPart>,
+    pub lines: Vec<Line>,
+}
+
+/// Adds up `rows` (hours within `span`) into the span's periods and breakdowns. `order` ranks
+/// campaign steps (their graph order).
+pub fn tally(rows: &[CountRow], span: &Span, by: Grouping, order: &dyn Fn(&str, &str) -> usize) -> Tally {
+    use std::collections::BTreeMap;
+    let mut totals = MessageFigures::default();
+    let mut steps: BTreeMap<(usize, String, String, String, String), MessageFigures> = BTreeMap::new();
+    let mut versions: BTreeMap<String, MessageFigures> = BTreeMap::new();
+    let mut templates: BTreeMap<String, MessageFigures> = BTreeMap::new();
+    let mut channels: BTreeMap<String, MessageFigures> = BTreeMap::new();
+    let mut languages: BTreeMap<String, MessageFigures> = BTreeMap::new();
+    let mut periods: BTreeMap<NaiveDate, MessageFigures> = span
+        .periods(by)
+        .into_iter()
+        .map(|p| (p, MessageFigures::default()))
+        .collect();
+    let mut lines: BTreeMap<(NaiveDate, CountKey), MessageFigures> = BTreeMap::new();
+    let mut days: std::collections::HashMap<i64, NaiveDate> = std::collections::HashMap::new();
+    for row in rows {
+        let day = *days.entry(row.hour).or_insert_with(|| span.day_of(row.hour));
+        if day < span.from || day > span.to {
+            continue;
+        }
+        let period = by.period_of(day);
+        let k = &row.key;
+        let f = &row.figures;
+        totals.add(f);
+        steps
+            .entry((
+                order(&k.campaign, &k.step),
+                k.campaign.clone(),
+                k.step.clone(),
+                k.template.clone(),
+                k.channel.clone(),
+            ))
+            .or_default()
+            .add(f);
+        versions.entry(k.version.clone()).or_default().add(f);
+        templates.entry(k.template.clone()).or_default().add(f);
+        channels.entry(k.channel.clone()).or_default().add(f);
+        languages.entry(k.language.clone()).or_default().add(f);
+        periods.entry(period).or_default().add(f);
+        lines.entry((period, k.clone())).or_default().add(f);
+    }
+    let parts = |map: BTreeMap<String, MessageFigures>| -> Vec<Part> {
+        map.into_iter()
+            .map(|(name, f)| Part {
+                name,
+                summary: f.summary(),
+            })
+            .collect()
+    };
+    Tally {
+        totals,
+        steps: steps
+            .into_iter()
+            .map(|((_, campaign, step, template, channel), f)| {
+                let mut summary = f.summary();
+                if channel != "email" {
+                    // Only e-mail carries an open pixel and tracked links.
+                    summary.open_rate = None;
+                    summary.click_rate = None;
+                    summary.click_to_open_rate = None;
+                }
+                StepPart {
+                    campaign,
+                    step,
+                    template,
+                    channel,
+                    summary,
+                }
+            })
+            .collect(),
+        versions: parts(versions),
+        templates: parts(templates),
+        channels: parts(channels),
+        languages: parts(languages),
+        periods: periods
+            .into_iter()
+            .map(|(period, f)| PeriodPart {
+                period,
+                summary: f.summary(),
+            })
+            .collect(),
+        lines: lines
+            .into_iter()
+            .map(|((period, key), figures)| Line { period, key, figures })
+            .collect(),
+    }
+}
+
+/// Two arms of a split compared on one rate: the difference B − A and its 95% interval
+/// (a Wald interval for the difference of two proportions).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Comparison {
+    pub rate_a: Option<f64>,
+    pub rate_b: Option<f64>,
+    pub difference: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    /// Whether the interval excludes zero: the arms differ at 95%.
+    pub significant: bool,
+    /// Why nothing can be told yet, when the samples are too small: each arm needs at least
+    /// ten successes and ten failures for the interval to hold.
+    pub too_small: bool,
+}
+
+/// Compares `a_hits` of `a_total` with `b_hits` of `b_total`.
+pub fn compare(a_hits: i64, a_total: i64, b_hits: i64, b_total: i64) -> Comparison {
+    let p = |hits: i64, total: i64| (total > 0).then(|| hits as f64 / total as f64);
+    let (pa, pb) = (p(a_hits, a_total), p(b_hits, b_total));
+    let enough = |hits: i64, total: i64| hits >= 10 && total - hits >= 10;
+    let too_small = !(enough(a_hits, a_total) && enough(b_hits, b_total));
+    let round = |x: f64| (x * 10_000.0).round() / 10_000.0;
+    match (pa, pb) {
+        (Some(pa), Some(pb)) => {
+            let difference = pb - pa;
+            let se = (pa * (1.0 - pa) / a_total as f64 + pb * (1.0 - pb) / b_total as f64).sqrt();
+            let (low, high) = (difference - 1.96 * se, difference + 1.96 * se);
+            Comparison {
+                rate_a: Some(round(pa)),
+                rate_b: Some(round(pb)),
+                difference: Some(round(difference)),
+                low: Some(round(low)),
+                high: Some(round(high)),
+                significant: !too_small && (low > 0.0 || high < 0.0),
+                too_small,
+            }
+        }
+        _ => Comparison {
+            rate_a: pa.map(round),
+            rate_b: pb.map(round),
+            difference: None,
+            low: None,
+            high: None,
+            significant: false,
+            too_small: true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rates_are_over_delivered_and_absent_without_any() {
+        let f = MessageFigures {
+            sent: 10,
+            bounced_hard: 1,
+            bounced_soft: 1,
+            opened: 4,
+            clicked: 1,
+            ..Default::default()
+        };
+        let s = f.summary();
+        assert_eq!(s.delivered, 8);
+        assert_eq!(s.open_rate, Some(0.5));
+        assert_eq!(s.click_rate, Some(0.125));
+        assert_eq!(s.click_to_open_rate, Some(0.25));
+        assert_eq!(s.bounce_rate, Some(0.2));
+        assert_eq!(MessageFigures::default().summary().open_rate, None);
+    }
+
+    #[test]
+    fn figures_round_trip_through_their_array() {
+        let f = MessageFigures {
+            sent: 1,
+            clicks_automated: 13,
+            ..Default::default()
+        };
+        assert_eq!(MessageFigures::from_array(f.to_array()), f);
+        assert_eq!(MessageFigures::NAMES.len(), MessageFigures::COUNT);
+        assert_eq!(MessageFigures::NAMES[12], "clicks_automated");
+    }
+
+    #[test]
+    fn a_span_covers_its_local_days_in_whole_hours() {
+        let shanghai = Span {
+            from: day("2026-12-01"),
+            to: day("2026-12-01"),
+            tz: chrono_tz::Asia::Shanghai,
+        };
+        let (start, end) = shanghai.hours();
+        // Midnight in Shanghai is 16:00 UTC the day before.
+        let expected = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap().timestamp_micros();
+        assert_eq!(start, hour_of(expected));
+        assert_eq!(end - start, 24);
+        assert_eq!(shanghai.day_of(start), day("2026-12-01"));
+        assert_eq!(shanghai.day_of(start - 1), day("2026-11-30"));
+    }
+
+    #[test]
+    fn a_day_with_a_dst_change_has_its_own_length() {
+        let berlin = Span {
+            from: day("2026-03-29"),
+            to: day("2026-03-29"),
+            tz: chrono_tz::Europe::Berlin,
+        };
+        let (start, end) = berlin.hours();
+        assert_eq!(end - start, 23);
+    }
+
+    #[test]
+    fn weeks_start_on_monday() {
+        let span = Span {
+            from: day("2026-12-02"),
+            to: day("2026-12-15"),
+            tz: chrono_tz::UTC,
+        };
+        assert_eq!(
+            span.periods(Grouping::Week),
+            vec![day("2026-11-30"), day("2026-12-07"), day("2026-12-14")]
+        );
+        assert_eq!(span.periods(Grouping::Day).len(), 14);
+    }
+
+    #[test]
+    fn a_tally_puts_each_hour_in_its_local_day() {
+        let span = Span {
+            from: day("2026-12-01"),
+            to: day("2026-12-02"),
+            tz: chrono_tz::Asia::Shanghai,
+        };
+        let key = |step: &str, language: &str| CountKey {
+            campaign: "c".into(),
+            step: step.into(),
+            version: "v1".into(),
+            template: "t".into(),
+            channel: "email".into(),
+            language: language.into(),
+        };
+        let (start, _) = span.hours();
+        let rows = vec![
+            CountRow {
+                key: key("b", "zh"),
+                hour: start,
+                figures: MessageFigures {
+                    sent: 2,
+                    opened: 1,
+                    ..Default::default()
+                },
+            },
+            CountRow {
+                key: key("a", "en"),
+                hour: start + 23,
+                figures: MessageFigures {
+                    sent: 1,
+                    ..Default::default()
+                },
+            },
+            CountRow {
+                key: key("a", "en"),
+                hour: start + 24,
+                figures: MessageFigures {
+                    sent: 4,
+                    ..Default::default()
+                },
+            },
+            // The hour before the span starts is left out.
+            CountRow {
+                key: key("a", "en"),
+                hour: start - 1,
+                figures: MessageFigures {
+                    sent: 100,
+                    ..Default::default()
+                },
+            },
+        ];
+        let order = |_: &str, step: &str| if step == "b" { 0 } else { 1 };
+        let t = tally(&rows, &span, Grouping::Day, &order);
+        assert_eq!(t.totals.sent, 7);
+        assert_eq!(
+            t.periods.iter().map(|p| p.summary.figures.sent).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(
+            t.steps.iter().map(|s| s.step.as_str()).collect::<Vec<_>>(),
+            vec!["b", "a"]
+        );
+        assert_eq!(
+            t.languages
+                .iter()
+                .map(|p| (p.name.as_str(), p.summary.figures.sent))
+                .collect::<Vec<_>>(),
+            vec![("en", 5), ("zh", 2)]
+        );
+        assert_eq!(t.lines.len(), 3);
+        assert_eq!(t.steps[0].summary.open_rate, Some(0.5));
+    }
+
+    #[test]
+    fn a_split_says_when_it_cannot_tell() {
+        let small = compare(3, 20, 5, 20);
+        assert!(small.too_small);
+        assert!(!small.significant);
+        // 20% against 30% of 1,000 each: the difference is 0.1 with a standard error of
+        // sqrt(0.2*0.8/1000 + 0.3*0.7/1000) = 0.019235, so the interval is 0.1 ± 0.0377.
+        let large = compare(200, 1000, 300, 1000);
+        assert!(!large.too_small);
+        assert!(large.significant);
+        assert_eq!(large.difference, Some(0.1));
+        assert_eq!(large.low, Some(0.0623));
+        assert_eq!(large.high, Some(0.1377));
+    }
+}

@@ -1,0 +1,259 @@
+//! Reports: what a campaign's messages, or one template's, did over a span of days, read from
+//! the counters the engine keeps as it sends and ingests (`store::reports`), never from the
+//! journey or the events.
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use super::{Engine, EngineError, EngineResult, StepFunnel};
+use crate::report::{self, Grouping, Line, Part, PeriodPart, Span, StepPart, Summary};
+use crate::store::CountScope;
+
+/// The days a report covers and how it groups them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportWindow {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub by: Grouping,
+    pub tz: Tz,
+}
+
+/// The longest span a report covers, in days: a year and a day, by day or week.
+pub const MAX_REPORT_DAYS: i64 = 366;
+
+/// What a campaign's or a template's messages did in a window.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Report {
+    /// The campaign reported on (a campaign report).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// Its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The template reported on (a message report): every campaign step that sends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The first and last day covered (both included), in `tz`.
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub by: Grouping,
+    pub tz: String,
+    /// The messages sent (or decided) in the window and what became of them, whenever their
+    /// opens and clicks came; rates over delivered.
+    pub totals: Summary,
+    /// Per send step (campaign step, template, channel), in the campaign's graph order.
+    pub steps: Vec<StepPart>,
+    /// Per campaign version, template, channel and language.
+    pub versions: Vec<Part>,
+    pub templates: Vec<Part>,
+    pub channels: Vec<Part>,
+    pub languages: Vec<Part>,
+    /// Per day (or week, named by its Monday), every one of the window.
+    pub periods: Vec<PeriodPart>,
+    /// A campaign's flow since it was first deployed (not limited to the window): per step,
+    /// arrivals, enrollments waiting now, and the journey's outcomes (moves along each edge:
+    /// `yes`, `no`, `sent`, `waited`; exits by reason: `goal`, `exited`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Vec<StepFunnel>>,
+    /// The finest grain (period × step × version × template × channel × language): the CSV.
+    #[serde(skip)]
+    pub lines: Vec<Line>,
+}
+
+/// A report's window as asked for in words (a query string, command-line flags).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowAsked<'a> {
+    /// The first day, `2026-11-01`.
+    pub from: Option<&'a str>,
+    /// The last day (included); today when left out.
+    pub to: Option<&'a str>,
+    /// Instead of `from`: a span back from `to`, `30d`, `12w` (whole days).
+    pub since: Option<&'a str>,
+    /// `day` or `week`.
+    pub by: Option<&'a str>,
+    /// An IANA time zone, `Asia/Shanghai`; the Rules' time zone when left out.
+    pub tz: Option<&'a str>,
+}
+
+/// Days a report covers when neither `from` nor `since` says.
+pub const DEFAULT_REPORT_DAYS: i64 = 30;
+
+impl Engine {
+    /// The window `asked` names, or what is wrong with it (which parameter, and what it takes).
+    pub fn report_window(&self, asked: WindowAsked<'_>) -> Result<ReportWindow, String> {
+        let tz = match asked.tz.map(str::trim) {
+            None | Some("") => self.report_timezone(),
+            Some(name) => name
+                .parse::<Tz>()
+                .map_err(|_| format!("tz {name:?} is not an IANA time zone (Asia/Shanghai, Europe/Berlin, UTC)"))?,
+        };
+        let by = match asked.by.map(str::trim) {
+            None | Some("") | Some("day") => Grouping::Day,
+            Some("week") => Grouping::Week,
+            Some(other) => return Err(format!("by {other:?} is neither day nor week")),
+        };
+        let day = |name: &str, text: &str| {
+            NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+                .map_err(|_| format!("{name} {text:?} is not a date (2026-11-01)"))
+        };
+        let to = match asked.to {
+            Some(text) => day("to", text)?,
+            None => self.now().with_timezone(&tz).date_naive(),
+        };
+        let from = match (asked.from, asked.since) {
+            (Some(_), Some(_)) => return Err("give from or since, not both".into()),
+            (Some(text), None) => day("from", text)?,
+            (None, Some(text)) => {
+                let span = text
+                    .trim()
+                    .parse::<crate::duration::Span>()
+                    .map_err(|_| format!("since {text:?} is not a span of days (30d, 12w)"))?;
+                let days = span.to_chrono().num_days();
+                if days < 1 {
+                    return Err(format!(
+                        "since {text:?} is shorter than a day; reports count whole days"
+                    ));
+                }
+                to - chrono::Duration::days(days - 1)
+            }
+            (None, None) => to - chrono::Duration::days(DEFAULT_REPORT_DAYS - 1),
+        };
+        if from > to {
+            return Err(format!("from {from} is after to {to}"));
+        }
+        if (to - from).num_days() + 1 > MAX_REPORT_DAYS {
+            return Err(format!(
+                "{from} to {to} is more than {MAX_REPORT_DAYS} days; ask for a shorter span, by week if long"
+            ));
+        }
+        Ok(ReportWindow { from, to, by, tz })
+    }
+
+    /// The Rules' time zone, the one reports use when none is asked for.
+    pub fn report_timezone(&self) -> Tz {
+        self.playbook().rules.default_timezone
+    }
+
+    /// What campaign `id`'s messages did in `window`, and its flow. A campaign ever deployed
+    /// has a report (a retired one too); any other id is `NotFound`.
+    pub async fn campaign_report(&self, id: &str, window: ReportWindow) -> EngineResult<Report> {
+        let playbook = self.playbook();
+        let campaign = playbook.campaigns.get(id);
+        let name = match campaign {
+            Some(c) => c.name.clone(),
+            None => self
+                .store
+                .campaigns()
+                .await?
+                .into_iter()
+                .find(|c| c.id == id)
+                .map(|c| c.name)
+                .ok_or(EngineError::NotFound)?,
+        };
+        let order: Vec<String> = campaign
+            .map(|c| c.steps().map(|s| s.id.clone()).collect())
+            .unwrap_or_default();
+        let rank = |_: &str, step: &str| order.iter().position(|s| s == step).unwrap_or(order.len());
+        let mut report = self.tally(CountScope::Campaign(id), window, &rank).await?;
+        report.campaign = Some(id.to_owned());
+        report.name = Some(name);
+        report.flow = match campaign {
+            Some(c) => Some(self.funnel(c).await?),
+            None => None,
+        };
+        Ok(report)
+    }
+
+    /// What the messages of template `name` did in `window`, in every campaign step that sent
+    /// it. A template of the playbook in force, or one that sent anything in the window, has
+    /// a report; any other name is `NotFound`.
+    pub async fn message_report(&self, name: &str, window: ReportWindow) -> EngineResult<Report> {
+        let playbook = self.playbook();
+        let order: Vec<(String, String)> = playbook
+            .campaigns
+            .values()
+            .flat_map(|c| c.steps().map(|s| (c.id.clone(), s.id.clone())))
+            .collect();
+        let rank = |campaign: &str, step: &str| {
+            order
+                .iter()
+                .position(|(c, s)| c == campaign && s == step)
+                .unwrap_or(order.len())
+        };
+        let report = self.tally(CountScope::Template(name), window, &rank).await?;
+        let known = playbook.templates.names().any(|t| t == name);
+        if !known && report.totals.figures.is_empty() {
+            return Err(EngineError::NotFound);
+        }
+        Ok(Report {
+            template: Some(name.to_owned()),
+            ..report
+        })
+    }
+
+    async fn tally(
+        &self,
+        scope: CountScope<'_>,
+        window: ReportWindow,
+        rank: &(dyn Fn(&str, &str) -> usize + Sync),
+    ) -> EngineResult<Report> {
+        let span = Span {
+            from: window.from,
+            to: window.to,
+            tz: window.tz,
+        };
+        let (start, end) = span.hours();
+        let rows = self.store.message_counts(scope, start, end).await?;
+        let t = report::tally(&rows, &span, window.by, rank);
+        Ok(Report {
+            campaign: None,
+            name: None,
+            template: None,
+            from: window.from,
+            to: window.to,
+            by: window.by,
+            tz: window.tz.name().to_owned(),
+            totals: t.totals.summary(),
+            steps: t.steps,
+            versions: t.versions,
+            templates: t.templates,
+            channels: t.channels,
+            languages: t.languages,
+            periods: t.periods,
+            flow: None,
+            lines: t.lines,
+        })
+    }
+}
+
+impl Report {
+    /// The finest grain as CSV: a header line, then a line per period, campaign step, version,
+    /// template, channel and language, with every counter and delivered.
+    pub fn csv(&self) -> String {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let mut header: Vec<&str> = vec![
+            "period", "campaign", "step", "version", "template", "channel", "language",
+        ];
+        header.extend(crate::report::MessageFigures::NAMES);
+        header.push("delivered");
+        // Writing to a Vec cannot fail.
+        let _ = out.write_record(&header);
+        for line in &self.lines {
+            let k = &line.key;
+            let mut record = vec![
+                line.period.to_string(),
+                k.campaign.clone(),
+                k.step.clone(),
+                k.version.clone(),
+                k.template.clone(),
+                k.channel.clone(),
+                k.language.clone(),
+            ];
+            record.extend(line.figures.to_array().iter().map(i64::to_string));
+            record.push(line.figures.delivered().to_string());
+            let _ = out.write_record(&record);
+        }
+        String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+}

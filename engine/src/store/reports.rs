@@ -1,0 +1,286 @@
+//! The counters reports read: what each campaign step's messages did, per hour of sending
+//! (`message_counts`), added to in the transactions that record sends and ingest the events
+//! about messages.
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::*;
+use crate::report::{CountKey, CountRow, MessageFigures};
+use crate::store::sql::{Dialect, SqlStore, SqlTx};
+
+/// An addition to one counter row: a step's messages of one version, template, channel and
+/// language, sent in hour `hour` (hours since the epoch), on shard `shard`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountDelta {
+    pub key: CountKey,
+    pub hour: i64,
+    pub shard: i64,
+    pub figures: MessageFigures,
+}
+
+/// A message as its counters know it: what it is about and the hour it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedMessage {
+    pub id: i64,
+    pub key: CountKey,
+    pub hour: i64,
+}
+
+/// Which counters a report reads.
+#[derive(Debug, Clone, Copy)]
+pub enum CountScope<'a> {
+    Campaign(&'a str),
+    Template(&'a str),
+}
+
+/// Adds batches of deltas, merged per row; the rows written in key order, so that two writers
+/// never wait on each other's rows crosswise.
+pub fn merge_deltas(deltas: impl IntoIterator<Item = CountDelta>) -> Vec<CountDelta> {
+    let mut merged: std::collections::BTreeMap<(CountKey, i64, i64), MessageFigures> = Default::default();
+    for d in deltas {
+        merged.entry((d.key, d.hour, d.shard)).or_default().add(&d.figures);
+    }
+    merged
+        .into_iter()
+        .filter(|(_, f)| !f.is_empty())
+        .map(|((key, hour, shard), figures)| CountDelta {
+            key,
+            hour,
+            shard,
+            figures,
+        })
+        .collect()
+}
+
+/// The counter part of a write transaction.
+#[async_trait]
+pub trait ReportTx: Send {
+    /// Adds to the counters (deltas merged with `merge_deltas`).
+    async fn count_messages(&mut self, deltas: &[CountDelta]) -> StoreResult<()>;
+    /// The sent messages among `ids`, with what their counters are keyed by.
+    async fn counted_messages(&mut self, ids: &[i64]) -> StoreResult<Vec<CountedMessage>>;
+}
+
+/// Reading the counters.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// The counters of a campaign or a template for hours `from` ≤ hour < `to`, summed per
+    /// key and hour.
+    async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>>;
+}
+
+/// The counters' upsert: one statement for a batch, bound as one JSON array of arrays.
+pub(crate) fn count_sql<DB: Dialect>() -> String {
+    let names = MessageFigures::NAMES;
+    let columns = names.join(", ");
+    let adds: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n} = message_counts.{n} + excluded.{n}"))
+        .collect();
+    format!(
+        "INSERT INTO message_counts (campaign_id, step, version, template, channel, language, hour, shard, {columns}) \
+         SELECT * FROM ({rows}) AS r WHERE true \
+         ON CONFLICT (campaign_id, hour, step, version, template, channel, language, shard) DO UPDATE SET {adds}",
+        rows = DB::json_array_rows(6, 2 + names.len()),
+        adds = adds.join(", "),
+    )
+}
+
+/// The JSON the upsert binds.
+pub(crate) fn count_json(deltas: &[CountDelta]) -> StoreResult<String> {
+    let rows: Vec<serde_json::Value> = deltas
+        .iter()
+        .map(|d| {
+            let k = &d.key;
+            let mut row = vec![
+                k.campaign.as_str().into(),
+                k.step.as_str().into(),
+                k.version.as_str().into(),
+                k.template.as_str().into(),
+                k.channel.as_str().into(),
+                k.language.as_str().into(),
+                d.hour.into(),
+                d.shard.into(),
+            ];
+            row.extend(d.figures.to_array().map(serde_json::Value::from));
+            serde_json::Value::Array(row)
+        })
+        .collect();
+    serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Adds deltas on a connection (inside the caller's transaction).
+pub(crate) async fn count_on<'c, DB, E>(conn: E, deltas: &[CountDelta]) -> StoreResult<()>
+where
+    DB: Dialect,
+    E: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    // Shards only part writers that run at once: as many as the backend has of those.
+    let deltas = merge_deltas(deltas.iter().map(|d| CountDelta {
+        shard: d.shard.rem_euclid(DB::COUNTER_SHARDS),
+        ..d.clone()
+    }));
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(AssertSqlSafe(count_sql::<DB>()))
+        .bind(count_json(&deltas)?)
+        .execute(conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    Ok(())
+}
+
+/// A counter row as the read returns it.
+#[derive(sqlx::FromRow)]
+pub struct ReadRow {
+    step: String,
+    version: String,
+    template: String,
+    channel: String,
+    language: String,
+    campaign_id: String,
+    hour: i64,
+    sent: i64,
+    failed: i64,
+    skipped: i64,
+    bounced_hard: i64,
+    bounced_soft: i64,
+    complained: i64,
+    unsubscribed: i64,
+    opened: i64,
+    opens: i64,
+    clicked: i64,
+    clicks: i64,
+    opens_automated: i64,
+    clicks_automated: i64,
+}
+
+/// A message's counter key as read.
+#[derive(sqlx::FromRow)]
+pub struct MessageKeyRow {
+    id: i64,
+    campaign_id: String,
+    step: String,
+    version: String,
+    template: String,
+    channel: String,
+    language: Option<String>,
+    sent_at: i64,
+}
+
+#[async_trait]
+impl<T, DB> ReportTx for T
+where
+    T: SqlTx<DB = DB>,
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'r> MessageKeyRow: FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    async fn count_messages(&mut self, deltas: &[CountDelta]) -> StoreResult<()> {
+        // Asking for the connection takes a staged SQLite transaction's turn: only with work.
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        count_on(self.connection().await?, deltas).await
+    }
+
+    async fn counted_messages(&mut self, ids: &[i64]) -> StoreResult<Vec<CountedMessage>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<[i64; 2]> = ids.iter().map(|id| [*id, 0]).collect();
+        let rows: Vec<MessageKeyRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id, campaign_id, step, version, template, channel, language, sent_at FROM messages \
+             WHERE id IN (SELECT id FROM ({pairs}) AS given) AND sent_at IS NOT NULL",
+            pairs = DB::ID_TIME_PAIRS
+        )))
+        .bind(serde_json::to_string(&pairs).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .fetch_all(self.connection().await?)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CountedMessage {
+                id: r.id,
+                hour: crate::report::hour_of(r.sent_at),
+                key: CountKey {
+                    campaign: r.campaign_id,
+                    step: r.step,
+                    version: r.version,
+                    template: r.template,
+                    channel: r.channel,
+                    language: r.language.unwrap_or_else(|| "zh".into()),
+                },
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl<S, DB> ReportStore for S
+where
+    S: SqlStore<DB = DB>,
+    DB: Database,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> ReadRow: FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>> {
+        let (column, value) = match scope {
+            CountScope::Campaign(id) => ("campaign_id", id),
+            CountScope::Template(name) => ("template", name),
+        };
+        let sums: Vec<String> = MessageFigures::NAMES
+            .iter()
+            .map(|n| format!("CAST(SUM({n}) AS BIGINT) AS {n}"))
+            .collect();
+        let rows: Vec<ReadRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT campaign_id, step, version, template, channel, language, hour, {sums} FROM message_counts \
+             WHERE {column} = $1 AND hour >= $2 AND hour < $3 \
+             GROUP BY campaign_id, hour, step, version, template, channel, language",
+            sums = sums.join(", ")
+        )))
+        .bind(value)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CountRow {
+                hour: r.hour,
+                key: CountKey {
+                    campaign: r.campaign_id,
+                    step: r.step,
+                    version: r.version,
+                    template: r.template,
+                    channel: r.channel,
+                    language: r.language,
+                },
+                figures: MessageFigures {
+                    sent: r.sent,
+                    failed: r.failed,
+                    skipped: r.skipped,
+                    bounced_hard: r.bounced_hard,
+                    bounced_soft: r.bounced_soft,
+                    complained: r.complained,
+                    unsubscribed: r.unsubscribed,
+                    opened: r.opened,
+                    opens: r.opens,
+                    clicked: r.clicked,
+                    clicks: r.clicks,
+                    opens_automated: r.opens_automated,
+                    clicks_automated: r.clicks_automated,
+                },
+            })
+            .collect())
+    }
+}

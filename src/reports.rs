@@ -1,0 +1,168 @@
+//! `nurture report campaign|message`: what the engine's counters say, as tables for people or
+//! CSV for spreadsheets; the same `Engine` methods the API's `/v1/reports` answers with. The
+//! tables are also what `demo` prints after its run.
+
+use anyhow::{Context, Result};
+use nurture_engine::engine::{Engine, Report, WindowAsked};
+use nurture_engine::report::Summary;
+use std::sync::Arc;
+
+use crate::cli::{ReportCommand, ReportWindowArgs};
+
+pub async fn run(command: ReportCommand) -> Result<()> {
+    let (args, campaign, template) = match &command {
+        ReportCommand::Campaign { id, window } => (window, Some(id.as_str()), None),
+        ReportCommand::Message { template, window } => (window, None, Some(template.as_str())),
+    };
+    let engine = crate::deployments::engine(
+        &args.db.database_url,
+        &args.playbook,
+        Arc::new(nurture_engine::clock::SystemClock),
+    )
+    .await?;
+    let window = window(&engine, args).map_err(anyhow::Error::msg)?;
+    let report = match (campaign, template) {
+        (Some(id), _) => engine
+            .campaign_report(id, window)
+            .await
+            .with_context(|| format!("reading the report of campaign {id:?}"))?,
+        (_, Some(name)) => engine
+            .message_report(name, window)
+            .await
+            .with_context(|| format!("reading the report of template {name:?}"))?,
+        _ => unreachable!("a report names a campaign or a template"),
+    };
+    if args.csv {
+        print!("{}", report.csv());
+    } else {
+        print(&report);
+    }
+    Ok(())
+}
+
+fn window(engine: &Engine, args: &ReportWindowArgs) -> Result<nurture_engine::engine::ReportWindow, String> {
+    engine.report_window(WindowAsked {
+        from: args.from.as_deref(),
+        to: args.to.as_deref(),
+        since: args.since.as_deref(),
+        by: Some(&args.by),
+        tz: args.tz.as_deref(),
+    })
+}
+
+/// A rate as a percentage with one decimal, `-` when there is nothing to divide by.
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+const HEAD: &str = "    sent  delivered  bounced  opened   open%  clicked  click%  unsub  spam";
+
+fn figures(s: &Summary) -> String {
+    let f = &s.figures;
+    format!(
+        "{:>8} {:>10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>6} {:>5}",
+        f.sent,
+        s.delivered,
+        f.bounced_hard + f.bounced_soft,
+        f.opened,
+        percent(s.open_rate),
+        f.clicked,
+        percent(s.click_rate),
+        f.unsubscribed,
+        f.complained
+    )
+}
+
+/// The report as tables: the title, messages per step with the total, per day (or week), per
+/// language, and a campaign's flow.
+pub fn print(report: &Report) {
+    let title = match (&report.campaign, &report.name, &report.template) {
+        (Some(id), Some(name), _) => format!("{name} ({id})"),
+        (_, _, Some(template)) => format!("Template {template}"),
+        _ => String::new(),
+    };
+    println!(
+        "{title} · {} to {} ({}), by {}",
+        report.from,
+        report.to,
+        report.tz,
+        match report.by {
+            nurture_engine::report::Grouping::Day => "day",
+            nurture_engine::report::Grouping::Week => "week",
+        }
+    );
+    println!("Messages sent in the window, and what became of them (people only; rates over delivered)");
+    let names: Vec<String> = report
+        .steps
+        .iter()
+        .map(|step| match report.template {
+            Some(_) => format!("{} / {}", step.campaign, step.step),
+            None => format!("{} ({})", step.step, step.template),
+        })
+        .collect();
+    let w = names.iter().map(String::len).max().unwrap_or(0).max(16) + 2;
+    println!("  {:<w$}{HEAD}", "step (template)");
+    for (name, step) in names.iter().zip(&report.steps) {
+        println!("  {name:<w$}{}", figures(&step.summary));
+    }
+    println!("  {:<w$}{}", "total", figures(&report.totals));
+    let machines = report.totals.figures.opens_automated + report.totals.figures.clicks_automated;
+    if machines > 0 {
+        println!(
+            "  Apart: {} opens and {} clicks by mail proxies and link scanners.",
+            report.totals.figures.opens_automated, report.totals.figures.clicks_automated
+        );
+    }
+    println!();
+    println!("  {:<w$}{HEAD}", "period");
+    for period in report.periods.iter().filter(|p| !p.summary.figures.is_empty()) {
+        println!("  {:<w$}{}", period.period.to_string(), figures(&period.summary));
+    }
+    if report.languages.len() > 1 {
+        println!();
+        println!("  {:<w$}{HEAD}", "language");
+        for part in &report.languages {
+            println!("  {:<w$}{}", part.name, figures(&part.summary));
+        }
+    }
+    if let Some(flow) = &report.flow {
+        println!();
+        println!("Flow since first deployed");
+        println!("  {:<w$} {:>8} {:>8}  outcomes", "step", "entered", "waiting");
+        for step in flow.iter().filter(|s| s.entered > 0 || s.waiting > 0) {
+            let outcomes: Vec<String> = step.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+            println!(
+                "  {:<w$} {:>8} {:>8}  {}",
+                step.step,
+                step.entered,
+                step.waiting,
+                outcomes.join(", ")
+            );
+        }
+    }
+    println!();
+}
+
+/// Every send step of these campaign reports in one table: the per-message engagement table
+/// `demo` ends with.
+pub fn print_messages(reports: &[Report]) {
+    let Some(first) = reports.first() else {
+        return;
+    };
+    println!(
+        "Messages, {} to {} ({}): people only, rates over delivered",
+        first.from, first.to, first.tz
+    );
+    let rows: Vec<(String, &Summary)> = reports
+        .iter()
+        .flat_map(|r| &r.steps)
+        .filter(|s| !s.summary.figures.is_empty())
+        .map(|s| (format!("{} / {} ({})", s.campaign, s.step, s.template), &s.summary))
+        .collect();
+    let w = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(26) + 2;
+    println!("  {:<w$}{HEAD}", "campaign / step (template)");
+    for (name, summary) in rows {
+        println!("  {name:<w$}{}", figures(summary));
+    }
+    println!();
+}

@@ -1,0 +1,575 @@
+//! Reports add up: eight people go through the welcome series on the manual clock, their
+//! e-mails sent over SMTP to a local server, and each does something known with them (opens
+//! and clicks as a person and as a scanner, an unsubscribe, a soft bounce, a complaint, a
+//! refusal by the relay, a time zone that moves the send to another day); every figure of the
+//! campaign report, the message report and the CSV is checked exactly, on both backends.
+
+use nurture_engine::access::Role;
+use serde_json::{json, Value};
+
+use crate::support::TestApp;
+
+both_backends!(crate::support::spawn_app_on;
+    every_figure_of_a_campaign_report_adds_up,
+);
+
+const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15";
+
+/// Moves the manual clock as `clock/advance` does on a server with a mailer: what falls due is
+/// sent at each stop, over SMTP to the test server's own SMTP server.
+async fn advance(app: &TestApp, by: chrono::Duration) {
+    let sender = nurture_engine::engine::Sender {
+        mailer: nurture_engine::mail::mailer(Some(&app.mail.url()), std::path::Path::new("unused"), 2, None).unwrap(),
+        from: "灵犀工业云 <news@lumen-cloud.example>".into(),
+        public_url: app.base.clone(),
+        key: app.key.clone(),
+        concurrency: 2,
+        wechat: None,
+        limits: Default::default(),
+    };
+    app.engine.advance_clock(&app.clock, by, Some(&sender)).await.unwrap();
+}
+
+/// The first e-mail the server's SMTP server received for `to`, its quoted-printable decoded.
+fn mail_to(app: &TestApp, to: &str) -> String {
+    let raw = app
+        .mail
+        .messages()
+        .into_iter()
+        .find(|m| m.contains(&format!("To: {to}")))
+        .unwrap_or_else(|| panic!("no e-mail to {to}"));
+    String::from_utf8_lossy(&quoted_printable::decode(raw.as_bytes(), quoted_printable::ParseMode::Robust).unwrap())
+        .into_owned()
+}
+
+/// The first URL in `text` that starts with `prefix`.
+fn url(text: &str, prefix: &str) -> String {
+    let start = text.find(prefix).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
+    text[start..]
+        .split(['"', '>', ' ', '\r', '\n'])
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+/// The message id in an e-mail's `Message-ID: <mID.…>`.
+fn message_id(mail: &str) -> i64 {
+    let at = mail.find("Message-ID: <m").expect("a Message-ID") + "Message-ID: <m".len();
+    mail[at..].split('.').next().unwrap().parse().unwrap()
+}
+
+/// The counters and rates of a figures object, as `name=value` in a fixed order.
+fn figures(v: &Value) -> String {
+    [
+        "sent",
+        "delivered",
+        "failed",
+        "skipped",
+        "bounced_hard",
+        "bounced_soft",
+        "complained",
+        "unsubscribed",
+        "opened",
+        "opens",
+        "clicked",
+        "clicks",
+        "opens_automated",
+        "clicks_automated",
+        "open_rate",
+        "click_rate",
+        "click_to_open_rate",
+        "bounce_rate",
+        "unsubscribe_rate",
+        "complaint_rate",
+    ]
+    .iter()
+    .map(|k| format!("{k}={}", v[k]))
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+async fn every_figure_of_a_campaign_report_adds_up(app: TestApp) {
+    // Monday 2 November 2026, 09:00 UTC: 17:00 in Shanghai, the Rules' time zone, inside the
+    // welcome series' send window. Eight people register.
+    let mut leads = Vec::new();
+    for (name, extra) in [
+        ("a", json!({})),
+        ("b", json!({})),
+        ("c", json!({"attributes": {"language": "en"}})),
+        ("d", json!({})),
+        ("e", json!({})),
+        ("f", json!({})),
+        ("g", json!({})),
+        // 01:00 in Los Angeles: the send waits for 09:00 there, 17:00 UTC, which is already
+        // Tuesday in Shanghai.
+        (
+            "h",
+            json!({"timezone": "America/Los_Angeles", "attributes": {"language": "en"}}),
+        ),
+    ] {
+        let email = format!("{name}@acme.example");
+        let mut body = json!({"email": email});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let id = app.lead(body).await;
+        app.send_events(&id, &[("registered", json!({}))]).await;
+        leads.push((email, id));
+    }
+    // The relay refuses g's address for good.
+    app.mail.reject("g@acme.example");
+    advance(&app, chrono::Duration::minutes(1)).await;
+    assert_eq!(
+        app.mail.messages().len(),
+        6,
+        "a to f; the relay refused g; h waits for its morning"
+    );
+
+    let mail = |n: usize| mail_to(&app, &leads[n].0);
+    let client = crate::support::http()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let answer = client.get(&url).header("user-agent", BROWSER).send().await.unwrap();
+            assert!(
+                answer.status().is_success() || answer.status().is_redirection(),
+                "{url}"
+            );
+        }
+    };
+    // Machines first, right after delivery: a proxy fetches b's pixel, a scanner c's link.
+    let head = client
+        .head(url(&mail(1), &format!("{}/t/o/", app.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let head = client
+        .head(url(&mail(2), &format!("{}/t/c/", app.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 302);
+
+    // An hour on, people: a opens twice and clicks twice, b and c open once.
+    advance(&app, chrono::Duration::hours(1)).await;
+    let a = mail(0);
+    for _ in 0..2 {
+        get(url(&a, &format!("{}/t/o/", app.base))).await;
+        get(url(&a, &format!("{}/t/c/", app.base))).await;
+    }
+    get(url(&mail(1), &format!("{}/t/o/", app.base))).await;
+    get(url(&mail(2), &format!("{}/t/o/", app.base))).await;
+    // d unsubscribes (twice: it counts once); e's mailbox is full; f marks it as spam.
+    for _ in 0..2 {
+        let unsubscribe = client
+            .post(url(&mail(3), &format!("{}/u/", app.base)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unsubscribe.status(), 200);
+    }
+    app.send_events(
+        &leads[4].1,
+        &[(
+            "email_bounced",
+            json!({"kind": "soft", "message_id": message_id(&mail(4))}),
+        )],
+    )
+    .await;
+    app.send_events(
+        &leads[5].1,
+        &[("email_complained", json!({"message_id": message_id(&mail(5))}))],
+    )
+    .await;
+
+    // Two days and a bit: h's welcome went at 17:00 UTC on Monday; the second e-mail goes to
+    // a, b, c and e on Wednesday at 17:00 in Shanghai, and to h on Wednesday morning in Los
+    // Angeles (Thursday in Shanghai); f and g are suppressed, d left the series.
+    advance(&app, chrono::Duration::hours(57)).await;
+    assert_eq!(app.mail.messages().len(), 6 + 1 + 5);
+
+    let report = app
+        .call(
+            "GET",
+            "/v1/reports/campaigns/welcome?from=2026-11-01&to=2026-11-05",
+            Role::Marketer,
+            None,
+        )
+        .await;
+    assert_eq!(report.status, 200, "{:?}", report.body);
+    let r = &report.body;
+    assert_eq!(r["campaign"], "welcome");
+    assert_eq!(r["tz"], "Asia/Shanghai");
+    assert_eq!(r["by"], "day");
+    let steps = r["steps"].as_array().unwrap();
+    let names: Vec<(&str, &str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap(),
+                s["template"].as_str().unwrap(),
+                s["channel"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("welcome", "welcome", "email"),
+            ("getting_started", "welcome-getting-started", "email")
+        ]
+    );
+    // The welcome: 8 sent (g's refused by the relay: sent and hard-bounced), 6 delivered.
+    assert_eq!(
+        figures(&steps[0]),
+        "sent=8 delivered=6 failed=0 skipped=0 bounced_hard=1 bounced_soft=1 complained=1 unsubscribed=1 \
+         opened=3 opens=4 clicked=1 clicks=2 opens_automated=1 clicks_automated=1 \
+         open_rate=0.5 click_rate=0.1667 click_to_open_rate=0.3333 bounce_rate=0.25 \
+         unsubscribe_rate=0.1667 complaint_rate=0.1667"
+    );
+    assert_eq!(
+        figures(&steps[1]),
+        "sent=5 delivered=5 failed=0 skipped=2 bounced_hard=0 bounced_soft=0 complained=0 unsubscribed=0 \
+         opened=0 opens=0 clicked=0 clicks=0 opens_automated=0 clicks_automated=0 \
+         open_rate=0.0 click_rate=0.0 click_to_open_rate=null bounce_rate=0.0 \
+         unsubscribe_rate=0.0 complaint_rate=0.0"
+    );
+    assert_eq!(
+        figures(&r["totals"]),
+        "sent=13 delivered=11 failed=0 skipped=2 bounced_hard=1 bounced_soft=1 complained=1 unsubscribed=1 \
+         opened=3 opens=4 clicked=1 clicks=2 opens_automated=1 clicks_automated=1 \
+         open_rate=0.2727 click_rate=0.0909 click_to_open_rate=0.3333 bounce_rate=0.1538 \
+         unsubscribe_rate=0.0909 complaint_rate=0.0909"
+    );
+    // By day in Shanghai: h's e-mails fall a day after the others'.
+    let days: Vec<(String, i64, i64, i64)> = r["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["period"].as_str().unwrap().to_owned(),
+                p["sent"].as_i64().unwrap(),
+                p["skipped"].as_i64().unwrap(),
+                p["opened"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2026-11-01".into(), 0, 0, 0),
+            ("2026-11-02".into(), 7, 0, 3),
+            ("2026-11-03".into(), 1, 0, 0),
+            ("2026-11-04".into(), 4, 2, 0),
+            ("2026-11-05".into(), 1, 0, 0),
+        ]
+    );
+    let parts = |key: &str| -> Vec<(String, i64, i64)> {
+        r[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["sent"].as_i64().unwrap(),
+                    p["opened"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(parts("languages"), [("en".into(), 4, 1), ("zh".into(), 9, 2)]);
+    assert_eq!(parts("channels"), [("email".into(), 13, 3)]);
+    assert_eq!(parts("versions").len(), 1);
+    assert_eq!(parts("versions")[0].1, 13);
+    // The flow since the campaign was deployed.
+    let flow = r["flow"].as_array().unwrap();
+    let step = |id: &str| flow.iter().find(|s| s["step"] == id).unwrap().clone();
+    assert_eq!(step("welcome")["entered"], 8);
+    assert_eq!(step("getting_started")["entered"], 7);
+    assert_eq!(step("getting_started")["outcomes"]["sent"], 5);
+    assert_eq!(step("getting_started")["outcomes"]["skipped"], 2);
+    assert_eq!(step("wait_3d")["waiting"], 7);
+
+    // In UTC every e-mail of a send step falls on one day; by week, Monday first.
+    let utc = app
+        .call(
+            "GET",
+            "/v1/reports/campaigns/welcome?from=2026-11-01&to=2026-11-05&tz=UTC",
+            Role::Marketer,
+            None,
+        )
+        .await;
+    let sent: Vec<i64> = utc.body["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sent"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sent, [0, 8, 0, 5, 0]);
+    let weekly = app
+        .call(
+            "GET",
+            "/v1/reports/campaigns/welcome?from=2026-11-01&to=2026-11-05&by=week",
+            Role::Crm,
+            None,
+        )
+        .await;
+    let weeks: Vec<(&str, i64)> = weekly.body["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["period"].as_str().unwrap(), p["sent"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(weeks, [("2026-10-26", 0), ("2026-11-02", 13)]);
+    // A window that starts after the welcome e-mails holds only the second ones.
+    let later = app
+        .call(
+            "GET",
+            "/v1/reports/campaigns/welcome?from=2026-11-04&to=2026-11-05",
+            Role::Marketer,
+            None,
+        )
+        .await;
+    assert_eq!(later.body["totals"]["sent"], 5);
+    assert_eq!(later.body["totals"]["skipped"], 2);
+
+    // The template's report: the same welcome e-mails, from every campaign that sends them.
+    let message = app
+        .call(
+            "GET",
+            "/v1/reports/messages/welcome?from=2026-11-01&to=2026-11-05",
+            Role::Marketer,
+            None,
+        )
+        .await;
+    assert_eq!(message.status, 200, "{:?}", message.body);
+    assert_eq!(message.body["template"], "welcome");
+    assert_eq!(figures(&message.body["totals"]), figures(&steps[0]));
+    assert!(message.body.get("flow").is_none(), "{:?}", message.body);
+
+    // As CSV: a line per day, step, version, template, channel and language.
+    let csv = app
+        .client
+        .get(format!(
+            "{}/v1/reports/campaigns/welcome?from=2026-11-01&to=2026-11-05",
+            app.base
+        ))
+        .bearer_auth(&app.keys[&Role::Marketer])
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "period,campaign,step,version,template,channel,language,sent,failed,skipped,bounced_hard,\
+         bounced_soft,complained,unsubscribed,opened,opens,clicked,clicks,opens_automated,\
+         clicks_automated,delivered"
+    );
+    let version = r["versions"][0]["name"].as_str().unwrap();
+    assert_eq!(
+        lines[1..],
+        [
+            format!("2026-11-02,welcome,welcome,{version},welcome,email,en,1,0,0,0,0,0,0,1,1,0,0,0,1,1"),
+            format!("2026-11-02,welcome,welcome,{version},welcome,email,zh,6,0,0,1,1,1,1,2,3,1,2,1,0,4"),
+            format!("2026-11-03,welcome,welcome,{version},welcome,email,en,1,0,0,0,0,0,0,0,0,0,0,0,0,1"),
+            format!(
+                "2026-11-04,welcome,getting_started,{version},welcome-getting-started,email,en,1,0,0,0,0,0,0,0,0,0,0,0,0,1"
+            ),
+            format!(
+                "2026-11-04,welcome,getting_started,{version},welcome-getting-started,email,zh,3,0,2,0,0,0,0,0,0,0,0,0,0,3"
+            ),
+            format!(
+                "2026-11-05,welcome,getting_started,{version},welcome-getting-started,email,en,1,0,0,0,0,0,0,0,0,0,0,0,0,1"
+            ),
+        ]
+    );
+
+    // What a report refuses, and why.
+    for (query, says) in [
+        ("?tz=Mars/Olympus", "tz \"Mars/Olympus\" is not an IANA time zone"),
+        ("?by=month", "by \"month\" is neither day nor week"),
+        (
+            "?from=2026-11-05&to=2026-11-01",
+            "from 2026-11-05 is after to 2026-11-01",
+        ),
+        ("?from=yesterday", "from \"yesterday\" is not a date (2026-11-01)"),
+        ("?from=2025-01-01&to=2026-11-05", "more than 366 days"),
+        ("?since=1h", "shorter than a day"),
+    ] {
+        let refused = app
+            .call(
+                "GET",
+                &format!("/v1/reports/campaigns/welcome{query}"),
+                Role::Marketer,
+                None,
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{query}: {:?}", refused.body);
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{query}: {message}");
+    }
+    let unknown = app
+        .call("GET", "/v1/reports/campaigns/nope", Role::Marketer, None)
+        .await;
+    assert_eq!(unknown.status, 404);
+    let sdr = app.call("GET", "/v1/reports/campaigns/welcome", Role::Sdr, None).await;
+    assert_eq!(sdr.status, 403);
+}
+
+/// The counters' migration fills them from what an earlier release stored: messages with their
+/// outcomes and first human opens and clicks, and the events that name them.
+async fn the_counters_are_backfilled_from_messages_and_events(backend: crate::support::Backend) {
+    use crate::support::{Backend, Db};
+    use nurture_engine::report::{CountKey, MessageFigures};
+    use nurture_engine::store::CountScope;
+    let Some(t) = crate::support::unmigrated_store(backend).await else {
+        return;
+    };
+    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
+    let (dir, before) = match backend {
+        Backend::Sqlite => ("migrations/sqlite", 22),
+        Backend::Postgres => ("migrations/postgres", 21),
+    };
+    db.migrate_to(&crate::support::repo().join(dir), before).await;
+    // Hours 490000 and 490001 since the epoch; h0 + 600 s is in the first.
+    let h0: i64 = 490_000 * 3_600_000_000;
+    let h1 = h0 + 3_600_000_000;
+    db.execute(
+        "INSERT INTO leads (id, email, attributes, created_at, updated_at) VALUES \
+         (1, 'a@x.example', '{}', 0, 0), (2, 'b@x.example', '{\"language\": \"en-GB\"}', 0, 0)",
+    )
+    .await;
+    let m =
+        |id: i64, lead: i64, step: &str, status: &str, created: i64, sent: Option<i64>, opened: bool, clicked: bool| {
+            let or_null = |v: Option<i64>| v.map_or("NULL".to_owned(), |v| v.to_string());
+            format!(
+            "({id}, {id}, 1, {lead}, 'welcome', 'v1', '{step}', 'email', '{step}', '{status}', {created}, {}, {}, {})",
+            or_null(sent),
+            or_null(opened.then_some(h0 + 3_000_000_000)),
+            or_null(clicked.then_some(h0 + 3_000_000_000)),
+        )
+        };
+    db.execute(&format!(
+        "INSERT INTO messages (id, enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, status, \
+         created_at, sent_at, opened_at, clicked_at) VALUES {}",
+        [
+            m(1, 1, "welcome", "sent", h0, Some(h0), true, true),
+            m(2, 2, "welcome", "sent", h0, Some(h0 + 600_000_000), true, false),
+            // Refused by the relay (its bounce event says so), skipped, pending, failed.
+            m(3, 1, "guide", "failed", h1, None, false, false),
+            m(4, 1, "guide", "skipped", h1, None, false, false),
+            m(5, 2, "guide", "pending", h1, None, false, false),
+            m(6, 1, "guide", "failed", h1, None, false, false),
+        ]
+        .join(", ")
+    ))
+    .await;
+    let events = [
+        (1, "email_opened", r#"{"message_id": 1}"#, None),
+        (1, "email_opened", r#"{"message_id": 1, "automated": false}"#, None),
+        (1, "email_opened", r#"{"message_id": 1, "automated": true}"#, None),
+        (1, "email_clicked", r#"{"message_id": "1"}"#, None),
+        (1, "email_complained", r#"{"message_id": 1}"#, None),
+        (2, "email_opened", r#"{"message_id": 2}"#, None),
+        (2, "email_bounced", r#"{"kind": "soft", "message_id": 2}"#, None),
+        (
+            1,
+            "email_bounced",
+            r#"{"kind": "hard", "message_id": 3}"#,
+            Some("bounce:3"),
+        ),
+        (1, "email_opened", r#"{"message_id": 999}"#, None),
+        (1, "email_opened", r#"{"message_id": "not a number"}"#, None),
+        (1, "email_opened", r#"{}"#, None),
+    ];
+    for (lead, kind, properties, key) in events {
+        let key = key.map_or("NULL".to_owned(), |k| format!("'{k}'"));
+        db.execute(&format!(
+            "INSERT INTO events (lead_id, type, properties, occurred_at, received_at, idempotency_key) \
+             VALUES ({lead}, '{kind}', '{properties}', {h1}, {h1}, {key})"
+        ))
+        .await;
+    }
+    t.store.migrate().await.unwrap();
+
+    let mut rows = t
+        .store
+        .message_counts(CountScope::Campaign("welcome"), 0, i64::MAX)
+        .await
+        .unwrap();
+    rows.sort_by(|a, b| (&a.key, a.hour).cmp(&(&b.key, b.hour)));
+    let key = |step: &str, language: &str| CountKey {
+        campaign: "welcome".into(),
+        step: step.into(),
+        version: "v1".into(),
+        template: step.into(),
+        channel: "email".into(),
+        language: language.into(),
+    };
+    let got: Vec<(CountKey, i64, MessageFigures)> = rows.into_iter().map(|r| (r.key, r.hour, r.figures)).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                key("guide", "zh"),
+                490_001,
+                MessageFigures {
+                    sent: 1,
+                    bounced_hard: 1,
+                    skipped: 1,
+                    failed: 1,
+                    ..Default::default()
+                }
+            ),
+            (
+                key("welcome", "en"),
+                490_000,
+                MessageFigures {
+                    sent: 1,
+                    bounced_soft: 1,
+                    opened: 1,
+                    opens: 1,
+                    ..Default::default()
+                }
+            ),
+            (
+                key("welcome", "zh"),
+                490_000,
+                MessageFigures {
+                    sent: 1,
+                    complained: 1,
+                    opened: 1,
+                    opens: 2,
+                    clicked: 1,
+                    clicks: 1,
+                    opens_automated: 1,
+                    ..Default::default()
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        db.strings("SELECT COALESCE(language, '-') FROM messages ORDER BY id")
+            .await,
+        ["zh", "en", "zh", "zh", "-", "zh"],
+        "a message's language is kept once it was decided"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_counters_are_backfilled_from_messages_and_events() {
+    the_counters_are_backfilled_from_messages_and_events(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_counters_are_backfilled_from_messages_and_events() {
+    the_counters_are_backfilled_from_messages_and_events(crate::support::Backend::Postgres).await;
+}
