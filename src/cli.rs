@@ -427,6 +427,8 @@ pub enum BenchCommand {
     Dispatch(bench::DispatchOptions),
     Wake(bench::wake::Options),
     Engine(bench::engine::Options),
+    /// The reports of `/v1/reports` over 90 days of counters (p50/p99 per report).
+    Report(bench::report::Options),
 }
 
 /// What time `serve` runs on.

@@ -118,6 +118,7 @@ async fn run(cli: Cli) -> Result<()> {
             BenchCommand::Dispatch(options) => bench::dispatch(options).await,
             BenchCommand::Wake(options) => bench::wake::run(options).await,
             BenchCommand::Engine(options) => bench::engine::run(options).await,
+            BenchCommand::Report(options) => bench::report::run(options).await,
         },
     }
 }

@@ -11,6 +11,8 @@ use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 use std::time::Instant;
 
+use nurture_engine::report::MessageFigures;
+
 use crate::AppState;
 
 /// The server's metrics, in a registry of its own (one per server, so tests do not share).
@@ -143,6 +145,28 @@ pub async fn render(State(state): State<AppState>) -> Response {
          nurture_engine_seconds_total.",
         vec![counter(None, dispatched as f64)],
     ));
+    let messages: Vec<Metric> = state
+        .engine
+        .message_totals()
+        .iter()
+        .flat_map(|(campaign, figures)| {
+            MessageFigures::NAMES
+                .iter()
+                .zip(figures.to_array())
+                .map(move |(outcome, n)| counter_of(&[("campaign", campaign), ("outcome", outcome)], n as f64))
+        })
+        .collect();
+    if !messages.is_empty() {
+        families.push(counters(
+            "nurture_messages_total",
+            "What this process recorded of campaign messages, per campaign and outcome: sent, failed, \
+             skipped, bounced_hard, bounced_soft, complained, unsubscribed, opened and clicked (a message's \
+             first human open or click), opens and clicks (every human one), opens_automated and \
+             clicks_automated (mail proxies, link scanners). Each process counts its own; the reports \
+             (/v1/reports) read everyone's.",
+            messages,
+        ));
+    }
     // What waits, read from the store when scraped; a scrape while the database is away still
     // answers the process's own series.
     match state.engine.backlog().await {
@@ -221,7 +245,7 @@ fn backlog_families(b: &nurture_engine::store::Backlog, now: chrono::DateTime<ch
 fn gauge(label: Option<(&str, &str)>, value: f64) -> Metric {
     let mut gauge = prometheus::proto::Gauge::default();
     gauge.set_value(value);
-    let mut metric = Metric::from_label(labels(label));
+    let mut metric = Metric::from_label(labels(label.as_slice()));
     metric.set_gauge(gauge);
     metric
 }
@@ -231,23 +255,28 @@ fn gauges(name: &str, help: &str, values: Vec<Metric>) -> MetricFamily {
     family(name, help, MetricType::GAUGE, values)
 }
 
-fn labels(label: Option<(&str, &str)>) -> Vec<LabelPair> {
-    label
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
         .map(|(name, value)| {
             let mut pair = LabelPair::default();
-            pair.set_name(name.into());
-            pair.set_value(value.into());
+            pair.set_name((*name).into());
+            pair.set_value((*value).into());
             pair
         })
-        .into_iter()
         .collect()
 }
 
 /// One value of a counter the engine keeps, read when scraped, with its label if any.
 fn counter(label: Option<(&str, &str)>, value: f64) -> Metric {
+    counter_of(label.as_slice(), value)
+}
+
+/// One value of a counter, with its labels.
+fn counter_of(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut counter = Counter::default();
     counter.set_value(value);
-    let mut metric = Metric::from_label(labels(label));
+    let mut metric = Metric::from_label(labels(pairs));
     metric.set_counter(counter);
     metric
 }

@@ -5,7 +5,7 @@
 //! is loaded `--samples` times one after another; reports p50, p99 and max of each, as the
 //! browser waits for them (loopback HTTP).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use nurture_engine::access::Role;
 use nurture_engine::audit::By;
 use nurture_engine::clock::SystemClock;
@@ -13,9 +13,9 @@ use nurture_engine::engine::{Deployer, Engine};
 use nurture_engine::lead::LeadRef;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{create_leads, open_store};
+use super::{create_leads, open_store, Load};
 
 /// The console's pages over a large store: p50/p99/max per page (inbox, lead card, lead
 /// search, campaigns, a campaign, a step's leads).
@@ -134,69 +134,26 @@ pub async fn run(options: Options) -> Result<()> {
     let prefixes = [
         "wa", "li", "acme1", "lumen52", "orion", "zh", "王", "m", "delta9", "lead12",
     ];
-    let pages: Vec<(&str, &str, Path<'_>)> = vec![
-        ("inbox", &sdr_cookie, Box::new(|_| "/".to_owned())),
-        (
-            "lead card",
-            &sdr_cookie,
-            Box::new(move |k| format!("/leads/{}", pick(k))),
-        ),
-        (
-            "lead search (prefix)",
-            &marketer_cookie,
-            Box::new(move |k| format!("/leads?q={}", urlencode(prefixes[k % prefixes.len()]))),
-        ),
-        (
-            "lead search (stage, score)",
-            &marketer_cookie,
-            Box::new(|k| format!("/leads?stage=nurturing&score_min={}", k % 40)),
-        ),
-        ("campaigns", &marketer_cookie, Box::new(|_| "/campaigns".to_owned())),
-        (
-            "campaign",
-            &marketer_cookie,
-            Box::new(|_| "/campaigns/welcome".to_owned()),
-        ),
-        (
-            "a step's leads",
-            &marketer_cookie,
-            Box::new(|_| "/campaigns/welcome/steps/wait_2d".to_owned()),
-        ),
+    let sdr = ("cookie", sdr_cookie.clone());
+    let marketer = ("cookie", marketer_cookie.clone());
+    let loads = vec![
+        Load::new("inbox", &sdr, |_| "/".to_owned()),
+        Load::new("lead card", &sdr, move |k| format!("/leads/{}", pick(k))),
+        Load::new("lead search (prefix)", &marketer, move |k| {
+            format!("/leads?q={}", urlencode(prefixes[k % prefixes.len()]))
+        }),
+        Load::new("lead search (stage, score)", &marketer, |k| {
+            format!("/leads?stage=nurturing&score_min={}", k % 40)
+        }),
+        Load::new("campaigns", &marketer, |_| "/campaigns".to_owned()),
+        Load::new("campaign", &marketer, |_| "/campaigns/welcome".to_owned()),
+        Load::new("a step's leads", &marketer, |_| {
+            "/campaigns/welcome/steps/wait_2d".to_owned()
+        }),
         // Not a page: what Prometheus reads, the backlog's counts among it.
-        ("metrics scrape", &marketer_cookie, Box::new(|_| "/metrics".to_owned())),
+        Load::new("metrics scrape", &marketer, |_| "/metrics".to_owned()),
     ];
-    let mut figures = Vec::new();
-    for (name, cookie, path) in &pages {
-        let mut took: Vec<Duration> = Vec::with_capacity(samples);
-        let mut slowest = (Duration::ZERO, String::new());
-        // The first load of each address reads what no load before it brought into memory.
-        let mut seen = std::collections::HashSet::new();
-        let mut first_loads = Duration::ZERO;
-        for k in 0..samples {
-            let address = path(k);
-            let url = format!("{base}{address}");
-            let started = Instant::now();
-            let answer = client.get(&url).header("cookie", *cookie).send().await?;
-            let status = answer.status();
-            answer.bytes().await?;
-            let elapsed = started.elapsed();
-            if seen.insert(address.clone()) {
-                first_loads = first_loads.max(elapsed);
-            }
-            if elapsed > slowest.0 {
-                slowest = (elapsed, address);
-            }
-            took.push(elapsed);
-            if !status.is_success() {
-                bail!("{name}: {url} answered {status}");
-            }
-        }
-        took.sort();
-        let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
-        let ms = |v: f64| (v * 100.0).round() / 100.0;
-        figures.push(json!({"page": name, "p50_ms": ms(at(0.5)), "p99_ms": ms(at(0.99)), "max_ms": ms(at(1.0)), "slowest": slowest.1,
-            "first_load_max_ms": ms(first_loads.as_secs_f64() * 1000.0), "addresses": seen.len()}));
-    }
+    let figures = super::time_loads(&client, &base, &loads, samples).await?;
     println!(
         "{}",
         json!({
@@ -216,9 +173,6 @@ pub async fn run(options: Options) -> Result<()> {
     }
     Ok(())
 }
-
-/// A page's address for its `k`-th load.
-type Path<'a> = Box<dyn Fn(usize) -> String + 'a>;
 
 /// `text` as a query string's value.
 fn urlencode(text: &str) -> String {

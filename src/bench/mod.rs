@@ -17,6 +17,7 @@ use std::time::Instant;
 pub mod claim;
 pub mod console;
 pub mod engine;
+pub mod report;
 pub mod wake;
 
 const RULES: &str = include_str!("../../campaigns/rules.yaml");
@@ -413,4 +414,67 @@ pub fn rules_only() -> Result<Deployable> {
         ],
         Vec::new(),
     )
+}
+
+/// One address a bench loads over HTTP, as a browser or a client would: its name in the
+/// figures, the header that says who asks (a session cookie, a bearer key), and the address
+/// of its `k`-th load.
+pub struct Load<'a> {
+    pub name: &'a str,
+    pub header: (&'static str, String),
+    pub address: Box<dyn Fn(usize) -> String + 'a>,
+}
+
+impl<'a> Load<'a> {
+    pub fn new(name: &'a str, header: &(&'static str, String), address: impl Fn(usize) -> String + 'a) -> Self {
+        Load {
+            name,
+            header: header.clone(),
+            address: Box::new(address),
+        }
+    }
+}
+
+/// Loads each address `samples` times, one after another, each load to its last byte; per
+/// load p50, p99 and max in ms, the slowest address, and the slowest first load of an address
+/// (which reads what no load before it brought into memory). A load that does not succeed
+/// stops the bench.
+pub async fn time_loads(
+    client: &reqwest::Client,
+    base: &str,
+    loads: &[Load<'_>],
+    samples: usize,
+) -> Result<Vec<serde_json::Value>> {
+    let mut figures = Vec::new();
+    for load in loads {
+        let mut took: Vec<std::time::Duration> = Vec::with_capacity(samples);
+        let mut slowest = (std::time::Duration::ZERO, String::new());
+        let mut seen = std::collections::HashSet::new();
+        let mut first_loads = std::time::Duration::ZERO;
+        for k in 0..samples {
+            let address = (load.address)(k);
+            let url = format!("{base}{address}");
+            let started = Instant::now();
+            let answer = client.get(&url).header(load.header.0, &load.header.1).send().await?;
+            let status = answer.status();
+            answer.bytes().await?;
+            let elapsed = started.elapsed();
+            if seen.insert(address.clone()) {
+                first_loads = first_loads.max(elapsed);
+            }
+            if elapsed > slowest.0 {
+                slowest = (elapsed, address);
+            }
+            took.push(elapsed);
+            if !status.is_success() {
+                anyhow::bail!("{}: {url} answered {status}", load.name);
+            }
+        }
+        took.sort();
+        let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
+        let ms = |v: f64| (v * 100.0).round() / 100.0;
+        figures.push(json!({"page": load.name, "p50_ms": ms(at(0.5)), "p99_ms": ms(at(0.99)), "max_ms": ms(at(1.0)),
+            "slowest": slowest.1, "first_load_max_ms": ms(first_loads.as_secs_f64() * 1000.0), "addresses": seen.len()}));
+    }
+    Ok(figures)
 }

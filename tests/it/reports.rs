@@ -392,6 +392,26 @@ async fn every_figure_of_a_campaign_report_adds_up(app: TestApp) {
         ]
     );
 
+    // The process's own totals on /metrics: the same figures, as counters.
+    let metrics = app.metrics().await;
+    for (outcome, n) in [
+        ("sent", 13),
+        ("skipped", 2),
+        ("bounced_hard", 1),
+        ("bounced_soft", 1),
+        ("complained", 1),
+        ("unsubscribed", 1),
+        ("opened", 3),
+        ("opens", 4),
+        ("clicked", 1),
+        ("clicks", 2),
+        ("opens_automated", 1),
+        ("clicks_automated", 1),
+    ] {
+        let series = format!("nurture_messages_total{{campaign=\"welcome\",outcome=\"{outcome}\"}} {n}\n");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+
     // What a report refuses, and why.
     for (query, says) in [
         ("?tz=Mars/Olympus", "tz \"Mars/Olympus\" is not an IANA time zone"),

@@ -534,9 +534,9 @@ impl Engine {
             });
         }
         let started = std::time::Instant::now();
-        self.store
-            .finish_messages(&outcomes, &crate::store::reports::merge_deltas(deltas))
-            .await?;
+        let deltas = crate::store::reports::merge_deltas(deltas);
+        self.store.finish_messages(&outcomes, &deltas).await?;
+        self.totals.add(&deltas);
         self.phases.since(Phase::Record, started);
         Ok(())
     }

@@ -108,25 +108,27 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let (book, slots) = resolve_leads(tx.as_mut(), &valid, now, &mut report).await?;
         let per_lead = store_events(tx.as_mut(), &valid, &slots, &book, now, &mut report).await?;
-        self.apply_events(tx.as_mut(), book, per_lead, now).await?;
+        let counted = self.apply_events(tx.as_mut(), book, per_lead, now).await?;
         tx.commit().await?;
+        self.totals.add(&counted);
         report.rejected.sort_by_key(|r| r.index);
         Ok(report)
     }
 
     /// Applies stored events to their leads (new leads made by them too): bounces, rules,
-    /// journeys, MQL; writes the leads and what changed.
+    /// journeys, MQL; writes the leads and what changed. Returns what it added to the report
+    /// counters.
     async fn apply_events(
         &self,
         tx: &mut dyn Tx,
         book: LeadBook,
         mut per_lead: BTreeMap<i64, Vec<EventView<'_>>>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> EngineResult<()> {
+    ) -> EngineResult<Vec<CountDelta>> {
         let playbook = self.playbook();
         // Before the journeys run: a bounce in this batch already stops this batch's sends.
         self.suppress_bounced(tx, &book.leads, &per_lead, now).await?;
-        count_engagement(tx, &per_lead).await?;
+        let mut counted = count_engagement(tx, &per_lead).await?;
         let fresh_ids: HashSet<i64> = book
             .leads
             .iter()
@@ -157,16 +159,18 @@ impl Engine {
             }
             state.check_mql(&playbook, now, &mut changes);
         }
-        self.run_journeys(
-            tx,
-            &mut states,
-            &playbook,
-            now,
-            &new_events,
-            &Entry::Triggers,
-            &mut changes,
-        )
-        .await?;
+        let journeys = self
+            .run_journeys(
+                tx,
+                &mut states,
+                &playbook,
+                now,
+                &new_events,
+                &Entry::Triggers,
+                &mut changes,
+            )
+            .await?;
+        counted.extend(journeys.counted);
         for state in states.values_mut() {
             state.check_mql(&playbook, now, &mut changes);
         }
@@ -197,7 +201,7 @@ impl Engine {
         }
         self.write_changes(tx, &states, &changes, &playbook, now, events)
             .await?;
-        Ok(())
+        Ok(counted)
     }
 }
 
@@ -364,7 +368,10 @@ async fn store_events<'a>(
 /// the message and counted per campaign step), bounces, complaints and unsubscribes, on the
 /// report counters of the hour the message was sent. Events about messages never sent (a
 /// relay's refusal, counted when it was recorded) or unknown change no counter.
-async fn count_engagement(tx: &mut dyn Tx, events: &BTreeMap<i64, Vec<EventView<'_>>>) -> EngineResult<()> {
+async fn count_engagement(
+    tx: &mut dyn Tx,
+    events: &BTreeMap<i64, Vec<EventView<'_>>>,
+) -> EngineResult<Vec<CountDelta>> {
     let mut opened: Vec<(i64, chrono::DateTime<chrono::Utc>)> = Vec::new();
     let mut clicked = Vec::new();
     let mut said: Vec<(i64, MessageFigures)> = Vec::new();
@@ -400,7 +407,7 @@ async fn count_engagement(tx: &mut dyn Tx, events: &BTreeMap<i64, Vec<EventView<
         said.push((message, figures));
     }
     if said.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut ids: Vec<i64> = said.iter().map(|(id, _)| *id).collect();
     ids.sort_unstable();
@@ -440,6 +447,7 @@ async fn count_engagement(tx: &mut dyn Tx, events: &BTreeMap<i64, Vec<EventView<
             figures,
         })
     });
-    tx.count_messages(&merge_deltas(deltas)).await?;
-    Ok(())
+    let deltas = merge_deltas(deltas);
+    tx.count_messages(&deltas).await?;
+    Ok(deltas)
 }

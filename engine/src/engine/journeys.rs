@@ -55,11 +55,14 @@ pub enum Entry {
 }
 
 /// What a journey pass did, for reports and the clock.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct JourneyCounts {
     pub entered: usize,
     pub moved: usize,
     pub messages: usize,
+    /// What it added to the report counters (sends skipped at their step), for the process's
+    /// own totals once the pass is committed.
+    pub counted: Vec<CountDelta>,
 }
 
 /// What a journey pass decided and has yet to write.
@@ -338,7 +341,8 @@ impl Engine {
         tx.move_enrollments(&kept).await?;
         tx.write_journey(&journey).await?;
         tx.insert_messages(&messages).await?;
-        tx.count_messages(&skipped_counts(&messages)).await?;
+        counts.counted = skipped_counts(&messages);
+        tx.count_messages(&counts.counted).await?;
         tx.write_enrolling_events(&enrolling).await?;
         Ok(counts)
     }

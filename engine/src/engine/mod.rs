@@ -49,7 +49,7 @@ pub use leads::{ItemError, LeadView, Target, Upserted};
 use pass::Pick;
 pub use phases::{Phase, Phases};
 pub use preview::{Preview, PreviewFor, PreviewLead, TestSent};
-pub use reports::{Report, ReportWindow, WindowAsked, DEFAULT_REPORT_DAYS, MAX_REPORT_DAYS};
+pub use reports::{MessageTotals, Report, ReportWindow, WindowAsked, DEFAULT_REPORT_DAYS, MAX_REPORT_DAYS};
 pub use users::{Invited, SignedIn, MIN_PASSWORD, SESSION, SETUP_LINK};
 pub use webhooks::NewWebhook;
 
@@ -85,6 +85,8 @@ pub struct Engine {
     advancing_to: std::sync::atomic::AtomicI64,
     /// Time spent per phase of work (see `phases`).
     phases: Phases,
+    /// What this process's work added to the report counters (see `reports`).
+    totals: MessageTotals,
 }
 
 impl Engine {
@@ -105,7 +107,13 @@ impl Engine {
             dispatching: Default::default(),
             advancing_to: Default::default(),
             phases: Default::default(),
+            totals: Default::default(),
         }
+    }
+
+    /// What this process's committed work added to the report counters, per campaign.
+    pub fn message_totals(&self) -> Vec<(String, crate::report::MessageFigures)> {
+        self.totals.read()
     }
 
     /// Time spent per phase of work since the engine started.

@@ -253,6 +253,7 @@ impl Engine {
             absent: Vec::new(),
         };
         self.store.run_pass(&mut work).await?;
+        self.totals.add(&work.counts.counted);
         Ok((work.counts, work.absent))
     }
 

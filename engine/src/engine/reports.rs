@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::{Engine, EngineError, EngineResult, StepFunnel};
-use crate::report::{self, Grouping, Line, Part, PeriodPart, Span, StepPart, Summary};
+use crate::report::{self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, StepPart, Summary};
 use crate::store::CountScope;
 
 /// The days a report covers and how it groups them.
@@ -227,6 +227,31 @@ impl Engine {
     }
 }
 
+/// What this process's committed work added to the report counters, per campaign since it
+/// started: `/metrics`' `nurture_messages_total{campaign, outcome}`. Each process counts its
+/// own (the counters in the database are everyone's).
+#[derive(Debug, Default)]
+pub struct MessageTotals(std::sync::Mutex<std::collections::BTreeMap<String, MessageFigures>>);
+
+impl MessageTotals {
+    /// Adds what a committed transaction counted.
+    pub(super) fn add(&self, deltas: &[crate::store::CountDelta]) {
+        if deltas.is_empty() {
+            return;
+        }
+        let mut totals = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for d in deltas {
+            totals.entry(d.key.campaign.clone()).or_default().add(&d.figures);
+        }
+    }
+
+    /// The totals per campaign, by campaign id.
+    pub fn read(&self) -> Vec<(String, MessageFigures)> {
+        let totals = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        totals.iter().map(|(c, f)| (c.clone(), *f)).collect()
+    }
+}
+
 impl Report {
     /// The finest grain as CSV: a header line, then a line per period, campaign step, version,
     /// template, channel and language, with every counter and delivered.
@@ -235,7 +260,7 @@ impl Report {
         let mut header: Vec<&str> = vec![
             "period", "campaign", "step", "version", "template", "channel", "language",
         ];
-        header.extend(crate::report::MessageFigures::NAMES);
+        header.extend(MessageFigures::NAMES);
         header.push("delivered");
         // Writing to a Vec cannot fail.
         let _ = out.write_record(&header);

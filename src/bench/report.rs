@@ -1,0 +1,247 @@
+//! `nurture bench report`: the reports of `/v1/reports` over 90 days of counters, from a real
+//! server on a local port. The counters are written as the engine writes them (the store's
+//! `Tx::count_messages`, in transactions of a few thousand events' additions), for the
+//! messages `--leads` leads get over `--days` days from the shipped playbook's send steps and
+//! `--events` events about them (opens and clicks by people and by machines, bounces,
+//! unsubscribes, complaints); each report is then loaded `--samples` times. Reports read the
+//! counters alone, never leads, messages or events, so nothing else is filled.
+
+use anyhow::Result;
+use nurture_engine::access::Role;
+use nurture_engine::audit::By;
+use nurture_engine::clock::SystemClock;
+use nurture_engine::engine::{Deployer, Engine};
+use nurture_engine::playbook::Action;
+use nurture_engine::report::{hour_of, CountKey, MessageFigures};
+use nurture_engine::store::reports::merge_deltas;
+use nurture_engine::store::CountDelta;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{open_store, time_loads, Load};
+
+#[derive(clap::Args)]
+pub struct Options {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub leads: usize,
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: usize,
+    #[arg(long, default_value_t = 90)]
+    pub days: i64,
+    /// Loads of each report.
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+    /// Defaults to a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// A send step of the shipped playbook, one of its templates.
+struct Send {
+    campaign: String,
+    step: String,
+    template: String,
+    channel: String,
+    version: String,
+}
+
+/// Long on purpose: the benchmark's script (the counters written, a server started, each
+/// report timed), read as the method in BENCHMARKS.md describes it.
+pub async fn run(options: Options) -> Result<()> {
+    let (store, label, cleanup) = open_store(options.database_url.as_deref()).await?;
+    store.migrate().await?;
+    let playbook = crate::builtin::playbook().map_err(|e| anyhow::anyhow!("the shipped playbook: {e}"))?;
+    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
+    engine.deploy_current(Deployer::cli()).await?;
+    let sends: Vec<Send> = engine
+        .playbook()
+        .campaigns
+        .values()
+        .flat_map(|c| {
+            c.steps().flat_map(move |s| match &s.action {
+                Action::Send {
+                    channel,
+                    template,
+                    variants,
+                    ..
+                } => std::iter::once(template)
+                    .chain(variants.iter().map(|(_, t)| t))
+                    .map(|t| Send {
+                        campaign: c.id.clone(),
+                        step: s.id.clone(),
+                        template: t.clone(),
+                        channel: channel.as_str().to_owned(),
+                        version: c.version.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+        })
+        .collect();
+
+    // Each lead gets three messages over the days; each event names one of them.
+    let filled = Instant::now();
+    let messages = options.leads * 3;
+    let now_hour = hour_of(engine.now().timestamp_micros());
+    let first_hour = now_hour - options.days * 24;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let message = |m: usize, rng: &mut rand::rngs::StdRng| {
+        let lead = m % options.leads.max(1);
+        let send = &sends[(m / 7) % sends.len()];
+        // Sent in the send windows of Shanghai (01:00-10:00 UTC) or, for a lead in seven, of
+        // Los Angeles (17:00-02:00 UTC), on any of the days.
+        let day = rng.random_range(0..options.days);
+        let hour = if lead.is_multiple_of(7) {
+            (17 + rng.random_range(0..9)) % 24
+        } else {
+            1 + rng.random_range(0..9)
+        };
+        let key = CountKey {
+            campaign: send.campaign.clone(),
+            step: send.step.clone(),
+            version: send.version.clone(),
+            template: send.template.clone(),
+            channel: send.channel.clone(),
+            language: if lead.is_multiple_of(5) { "en" } else { "zh" }.into(),
+        };
+        (key, (first_hour + day * 24 + hour).min(now_hour))
+    };
+    let mut written = 0usize;
+    let mut batch: Vec<CountDelta> = Vec::new();
+    let mut first_open = vec![false; messages];
+    let mut first_click = vec![false; messages];
+    let flush = |batch: Vec<CountDelta>| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await?;
+            tx.count_messages(&merge_deltas(batch)).await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        }
+    };
+    // The sends, then the events.
+    for m in 0..messages + options.events {
+        let (id, figures) = if m < messages {
+            (
+                m,
+                MessageFigures {
+                    sent: 1,
+                    ..Default::default()
+                },
+            )
+        } else {
+            let id = rng.random_range(0..messages);
+            let mut f = MessageFigures::default();
+            match rng.random_range(0..100) {
+                0..45 => {
+                    f.opens = 1;
+                    f.opened = i64::from(!std::mem::replace(&mut first_open[id], true));
+                }
+                45..60 => f.opens_automated = 1,
+                60..80 => {
+                    f.clicks = 1;
+                    f.clicked = i64::from(!std::mem::replace(&mut first_click[id], true));
+                }
+                80..90 => f.clicks_automated = 1,
+                90..94 => f.bounced_soft = 1,
+                94..96 => f.bounced_hard = 1,
+                96..98 => f.unsubscribed = 1,
+                _ => f.complained = 1,
+            }
+            (id, f)
+        };
+        // The same message draws the same key and hour each time.
+        let mut keyed = rand::rngs::StdRng::seed_from_u64(id as u64);
+        let (key, hour) = message(id, &mut keyed);
+        batch.push(CountDelta {
+            key,
+            hour,
+            shard: id as i64,
+            figures,
+        });
+        if batch.len() == 5_000 {
+            flush(std::mem::take(&mut batch)).await?;
+            written += 5_000;
+        }
+    }
+    written += batch.len();
+    flush(batch).await?;
+    let seconds_to_fill = filled.elapsed().as_secs_f64();
+    engine.refresh_statistics().await?;
+
+    let key = engine
+        .create_api_key("report-bench", Role::Marketer, &By::cli())
+        .await?;
+    let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
+        .await?
+        .with_rate_limit(0);
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    nurture_engine::tls::install_provider();
+    let client = reqwest::Client::builder().build()?;
+    let bearer = ("authorization", format!("Bearer {}", key.key));
+    let campaigns: Vec<String> = engine.playbook().campaigns.keys().cloned().collect();
+    let since = format!("since={}d", options.days);
+    let template = sends[0].template.clone();
+    let loads = vec![
+        Load::new("campaign, by day", &bearer, |k| {
+            format!("/v1/reports/campaigns/{}?{since}", campaigns[k % campaigns.len()])
+        }),
+        Load::new("campaign, by week", &bearer, |k| {
+            format!(
+                "/v1/reports/campaigns/{}?{since}&by=week",
+                campaigns[k % campaigns.len()]
+            )
+        }),
+        Load::new("campaign, other zone", &bearer, |k| {
+            format!(
+                "/v1/reports/campaigns/{}?{since}&tz=America/Los_Angeles",
+                campaigns[k % campaigns.len()]
+            )
+        }),
+        Load::new("message, by day", &bearer, |_| {
+            format!("/v1/reports/messages/{template}?{since}")
+        }),
+    ];
+    let mut figures = time_loads(&client, &base, &loads, options.samples.max(1)).await?;
+    // CSV: the same reports, another answer.
+    let csv = client
+        .get(format!("{base}/v1/reports/campaigns/{}?{since}", campaigns[0]))
+        .header("authorization", &bearer.1)
+        .header("accept", "text/csv");
+    let started = Instant::now();
+    let lines = csv.send().await?.text().await?.lines().count();
+    figures.push(json!({"page": "campaign as CSV (one load)", "ms": (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0, "lines": lines}));
+    println!(
+        "{}",
+        json!({
+            "bench": "report",
+            "backend": label,
+            "leads": options.leads,
+            "messages": messages,
+            "events": options.events,
+            "days": options.days,
+            "counter_additions": written,
+            "counter_key_hours": key_hours(store.as_ref(), &engine).await?,
+            "seconds_to_fill": seconds_to_fill.round(),
+            "samples": options.samples,
+            "reports": figures,
+        })
+    );
+    cleanup.run().await;
+    Ok(())
+}
+
+/// How many counter rows (shards summed) the reports read from, all campaigns and days.
+async fn key_hours(store: &dyn nurture_engine::store::Store, engine: &Engine) -> Result<usize> {
+    let mut rows = 0;
+    for id in engine.playbook().campaigns.keys() {
+        rows += store
+            .message_counts(nurture_engine::store::CountScope::Campaign(id), 0, i64::MAX)
+            .await?
+            .len();
+    }
+    Ok(rows)
+}
