@@ -370,6 +370,9 @@ pub struct ReportWindowArgs {
     /// Print CSV (a line per day, step, version, template, channel and language) instead of tables.
     #[arg(long)]
     pub csv: bool,
+    /// What a campaign's split arms are compared on: open, click or handoff.
+    #[arg(long, default_value = "open")]
+    pub rate: String,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]

@@ -283,7 +283,7 @@ pub async fn run(
         .map_err(anyhow::Error::msg)?;
     let mut reports = Vec::new();
     for id in engine.playbook().campaigns.keys() {
-        reports.push(engine.campaign_report(id, window).await?);
+        reports.push(engine.campaign_report(id, window, Default::default()).await?);
     }
     crate::reports::print_messages(&reports);
     let stages: Vec<String> = crate::funnel::stages(store.as_ref())

@@ -23,7 +23,7 @@ pub async fn run(command: ReportCommand) -> Result<()> {
     let window = window(&engine, args).map_err(anyhow::Error::msg)?;
     let report = match (campaign, template) {
         (Some(id), _) => engine
-            .campaign_report(id, window)
+            .campaign_report(id, window, rate(args)?)
             .await
             .with_context(|| format!("reading the report of campaign {id:?}"))?,
         (_, Some(name)) => engine
@@ -38,6 +38,11 @@ pub async fn run(command: ReportCommand) -> Result<()> {
         print(&report);
     }
     Ok(())
+}
+
+fn rate(args: &ReportWindowArgs) -> Result<nurture_engine::report::SplitRate> {
+    nurture_engine::report::SplitRate::parse(&args.rate)
+        .ok_or_else(|| anyhow::anyhow!("--rate {:?} is none of open, click, handoff", args.rate))
 }
 
 fn window(engine: &Engine, args: &ReportWindowArgs) -> Result<nurture_engine::engine::ReportWindow, String> {
@@ -123,6 +128,41 @@ pub fn print(report: &Report) {
         println!("  {:<w$}{HEAD}", "language");
         for part in &report.languages {
             println!("  {:<w$}{}", part.name, figures(&part.summary));
+        }
+    }
+    for split in report.splits.iter().flatten() {
+        println!();
+        println!(
+            "Split {} (compared on {:?} rate, each arm against arm 1)",
+            split.step, split.rate
+        );
+        for arm in &split.arms {
+            println!(
+                "  arm {} → {:<24} weight {:>3}  entered {:>7}  handed off {:>6}  {}",
+                arm.arm,
+                arm.first_step,
+                arm.weight,
+                arm.entered,
+                arm.handed_off,
+                figures(&arm.messages)
+            );
+        }
+        for c in &split.comparisons {
+            let c2 = &c.comparison;
+            let verdict = if c2.too_small {
+                "too few to tell".to_owned()
+            } else if c2.significant {
+                "differs at 95%".to_owned()
+            } else {
+                "no difference at 95%".to_owned()
+            };
+            println!(
+                "  arm {} − arm 1: {} [{} … {}]: {verdict}",
+                c.arm,
+                percent(c2.difference),
+                percent(c2.low),
+                percent(c2.high)
+            );
         }
     }
     if let Some(flow) = &report.flow {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nurture_engine::access::Role;
 use nurture_engine::engine::{EngineError, Report, WindowAsked};
+use nurture_engine::report::SplitRate;
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -49,34 +50,52 @@ pub fn router() -> ApiRouter<AppState> {
         )
 }
 
+const FROM: QueryParam = QueryParam {
+    name: "from",
+    schema: || json!({"type": "string", "format": "date"}),
+    description: "The first day (2026-11-01), in `tz`. Default: 30 days before `to`.",
+};
+const TO: QueryParam = QueryParam {
+    name: "to",
+    schema: || json!({"type": "string", "format": "date"}),
+    description: "The last day, included. Default: today in `tz`.",
+};
+const SINCE: QueryParam = QueryParam {
+    name: "since",
+    schema: || json!({"type": "string", "minLength": 1}),
+    description: "Instead of `from`: whole days back from `to` (`30d`, `12w`).",
+};
+const BY: QueryParam = QueryParam {
+    name: "by",
+    schema: || json!({"type": "string", "enum": ["day", "week"]}),
+    description: "Periods: `day` (default) or `week` (ISO weeks, named by their Monday).",
+};
+const TZ: QueryParam = QueryParam {
+    name: "tz",
+    schema: || json!({"type": "string", "minLength": 1}),
+    description: "The IANA time zone days are counted in (`Asia/Shanghai`). Default: the Rules' time zone.",
+};
+
 /// `?from=&to=&since=&by=&tz=`.
 pub struct WindowQuery;
 impl QuerySpec for WindowQuery {
+    const PARAMS: &'static [QueryParam] = &[FROM, TO, SINCE, BY, TZ];
+}
+
+/// A campaign report's window, and `?rate=`.
+pub struct CampaignQuery;
+impl QuerySpec for CampaignQuery {
     const PARAMS: &'static [QueryParam] = &[
+        FROM,
+        TO,
+        SINCE,
+        BY,
+        TZ,
         QueryParam {
-            name: "from",
-            schema: || json!({"type": "string", "format": "date"}),
-            description: "The first day (2026-11-01), in `tz`. Default: 30 days before `to`.",
-        },
-        QueryParam {
-            name: "to",
-            schema: || json!({"type": "string", "format": "date"}),
-            description: "The last day, included. Default: today in `tz`.",
-        },
-        QueryParam {
-            name: "since",
-            schema: || json!({"type": "string", "minLength": 1}),
-            description: "Instead of `from`: whole days back from `to` (`30d`, `12w`).",
-        },
-        QueryParam {
-            name: "by",
-            schema: || json!({"type": "string", "enum": ["day", "week"]}),
-            description: "Periods: `day` (default) or `week` (ISO weeks, named by their Monday).",
-        },
-        QueryParam {
-            name: "tz",
-            schema: || json!({"type": "string", "minLength": 1}),
-            description: "The IANA time zone days are counted in (`Asia/Shanghai`). Default: the Rules' time zone.",
+            name: "rate",
+            schema: || json!({"type": "string", "enum": ["open", "click", "handoff"]}),
+            description: "What a split's arms are compared on: unique human opens (default) or clicks over \
+                          delivered, or handoffs over leads that took the arm.",
         },
     ];
 }
@@ -86,14 +105,23 @@ async fn campaign(
     caller: Caller,
     headers: HeaderMap,
     Path(Id { id }): Path<Id>,
-    query: Params<WindowQuery>,
+    query: Params<CampaignQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(READERS)?;
-    let window = window(&state, &query)?;
-    let report = state.engine.campaign_report(&id, window).await.map_err(|e| match e {
-        EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} was ever deployed")),
-        e => e.into(),
-    })?;
+    let window = window(&state, &query.0)?;
+    let rate = match query.get("rate") {
+        None => SplitRate::default(),
+        Some(text) => SplitRate::parse(text)
+            .ok_or_else(|| ApiError::Malformed(format!("rate {text:?} is none of open, click, handoff")))?,
+    };
+    let report = state
+        .engine
+        .campaign_report(&id, window, rate)
+        .await
+        .map_err(|e| match e {
+            EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} was ever deployed")),
+            e => e.into(),
+        })?;
     Ok(answer(&headers, report, &id))
 }
 
@@ -105,7 +133,7 @@ async fn message(
     query: Params<WindowQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(READERS)?;
-    let window = window(&state, &query)?;
+    let window = window(&state, &query.0)?;
     let report = state.engine.message_report(&name, window).await.map_err(|e| match e {
         EngineError::NotFound => ApiError::NotFound(format!(
             "no template {name:?} in the playbook in force, and none by that name sent anything then"
@@ -115,7 +143,10 @@ async fn message(
     Ok(answer(&headers, report, &name))
 }
 
-fn window(state: &AppState, query: &Params<WindowQuery>) -> Result<nurture_engine::engine::ReportWindow, ApiError> {
+fn window(
+    state: &AppState,
+    query: &std::collections::HashMap<String, String>,
+) -> Result<nurture_engine::engine::ReportWindow, ApiError> {
     let get = |name: &str| query.get(name).map(String::as_str);
     state
         .engine

@@ -447,6 +447,124 @@ pub fn compare(a_hits: i64, a_total: i64, b_hits: i64, b_total: i64) -> Comparis
     }
 }
 
+/// The rate a split's arms are compared on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitRate {
+    /// Unique human opens over delivered, of the arm's messages in the window.
+    #[default]
+    Open,
+    /// Unique human clicks over delivered, of the arm's messages in the window.
+    Click,
+    /// Leads handed off in the arm over leads that entered it, since the campaign started.
+    Handoff,
+}
+
+impl SplitRate {
+    pub fn parse(text: &str) -> Option<SplitRate> {
+        match text.trim() {
+            "open" => Some(SplitRate::Open),
+            "click" => Some(SplitRate::Click),
+            "handoff" => Some(SplitRate::Handoff),
+            _ => None,
+        }
+    }
+}
+
+/// One arm of a split in a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ArmReport {
+    /// 1 for the first arm written.
+    pub arm: u32,
+    pub weight: u32,
+    /// The step the arm leads to.
+    pub first_step: String,
+    /// Leads that took the arm, and of them those handed off in it (since the campaign started).
+    pub entered: i64,
+    pub handed_off: i64,
+    /// The messages of the steps only this arm reaches, in the window.
+    pub messages: Summary,
+}
+
+/// A split's arms side by side, each compared with the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SplitReport {
+    /// The split step.
+    pub step: String,
+    pub rate: SplitRate,
+    pub arms: Vec<ArmReport>,
+    /// Each later arm against arm 1: B − A on `rate` with its 95% interval.
+    pub comparisons: Vec<ArmComparison>,
+}
+
+/// An arm compared with the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ArmComparison {
+    pub arm: u32,
+    #[serde(flatten)]
+    pub comparison: Comparison,
+}
+
+/// A campaign's splits as a report shows them: `arms` from `Campaign::split_arms`, the
+/// window's message figures per step, and per step the leads that entered it and those it
+/// handed off (all time).
+pub fn splits(
+    arms: &[(String, Vec<crate::playbook::SplitArm>)],
+    messages: &std::collections::HashMap<String, MessageFigures>,
+    flow: &std::collections::HashMap<String, (i64, i64)>,
+    rate: SplitRate,
+) -> Vec<SplitReport> {
+    arms.iter()
+        .map(|(split, arms)| {
+            let reports: Vec<ArmReport> = arms
+                .iter()
+                .map(|arm| {
+                    let mut figures = MessageFigures::default();
+                    let mut handed_off = 0;
+                    for step in &arm.steps {
+                        if let Some(f) = messages.get(step) {
+                            figures.add(f);
+                        }
+                        handed_off += flow.get(step).map_or(0, |(_, h)| *h);
+                    }
+                    ArmReport {
+                        arm: arm.number,
+                        weight: arm.weight,
+                        first_step: arm.first.clone(),
+                        entered: flow.get(&arm.first).map_or(0, |(e, _)| *e),
+                        handed_off,
+                        messages: figures.summary(),
+                    }
+                })
+                .collect();
+            let hits = |a: &ArmReport| match rate {
+                SplitRate::Open => (a.messages.figures.opened, a.messages.delivered),
+                SplitRate::Click => (a.messages.figures.clicked, a.messages.delivered),
+                SplitRate::Handoff => (a.handed_off, a.entered),
+            };
+            let comparisons = match reports.first() {
+                Some(first) => reports[1..]
+                    .iter()
+                    .map(|b| {
+                        let ((ah, at), (bh, bt)) = (hits(first), hits(b));
+                        ArmComparison {
+                            arm: b.arm,
+                            comparison: compare(ah, at, bh, bt),
+                        }
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            SplitReport {
+                step: split.clone(),
+                rate,
+                arms: reports,
+                comparisons,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

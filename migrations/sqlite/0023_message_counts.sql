@@ -36,7 +36,8 @@ CREATE INDEX message_counts_template ON message_counts (template, hour);
 
 -- Backfill. A message's language is its lead's `language` attribute (English when it starts
 -- with "en", else Chinese, the shipped default); a message never sent is counted at the hour
--- it was queued; one refused by the relay is known by its bounce event (`bounce:ID`).
+-- it was queued; one refused by the relay is known by its bounce event (`bounce:ID`). An
+-- event counts for a message of its own lead only.
 UPDATE messages SET language = CASE WHEN lower(l.attributes->>'$.language') LIKE 'en%' THEN 'en' ELSE 'zh' END
 FROM leads l WHERE l.id = messages.lead_id AND messages.status <> 'pending';
 INSERT INTO message_counts (campaign_id, hour, step, version, template, channel, language, shard,
@@ -73,11 +74,11 @@ FROM (
         CASE WHEN e.type = 'email_clicked' AND NOT e.automated THEN 1 ELSE 0 END,
         CASE WHEN e.type = 'email_opened' AND e.automated THEN 1 ELSE 0 END,
         CASE WHEN e.type = 'email_clicked' AND e.automated THEN 1 ELSE 0 END
-    FROM (SELECT type, properties, COALESCE(properties->>'$.automated', 0) IN (1, 'true') AS automated,
+    FROM (SELECT lead_id, type, properties, COALESCE(properties->>'$.automated', 0) IN (1, 'true') AS automated,
               CAST(properties->>'$.message_id' AS INTEGER) AS message_id
           FROM events
           WHERE type IN ('email_opened', 'email_clicked', 'email_bounced', 'email_complained')) e
-    JOIN messages m ON m.id = e.message_id
+    JOIN messages m ON m.id = e.message_id AND m.lead_id = e.lead_id
     WHERE m.sent_at IS NOT NULL
 ) x
 GROUP BY campaign_id, hour, step, version, template, channel, language;

@@ -11,6 +11,7 @@ use crate::support::TestApp;
 
 both_backends!(crate::support::spawn_app_on;
     every_figure_of_a_campaign_report_adds_up,
+    a_split_compares_its_arms_with_an_interval,
 );
 
 const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15";
@@ -509,6 +510,8 @@ async fn the_counters_are_backfilled_from_messages_and_events(backend: crate::su
         (1, "email_opened", r#"{"message_id": 999}"#, None),
         (1, "email_opened", r#"{"message_id": "not a number"}"#, None),
         (1, "email_opened", r#"{}"#, None),
+        // Another lead's message: not this lead's open.
+        (2, "email_opened", r#"{"message_id": 1}"#, None),
     ];
     for (lead, kind, properties, key) in events {
         let key = key.map_or("NULL".to_owned(), |k| format!("'{k}'"));
@@ -592,4 +595,144 @@ async fn sqlite_the_counters_are_backfilled_from_messages_and_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_the_counters_are_backfilled_from_messages_and_events() {
     the_counters_are_backfilled_from_messages_and_events(crate::support::Backend::Postgres).await;
+}
+
+const SUBJECT_TEST: &str = "kind: Campaign
+id: subject-test
+name: Subject test
+type: custom
+entry: { trigger: event, event: subject_test, reentry: never }
+start: pick
+steps:
+  pick:
+    split:
+      - { weight: 50, next: plain }
+      - { weight: 50, next: story }
+  plain: { send: { channel: email, template: welcome }, next: plain_done }
+  plain_done: { exit: done }
+  story: { send: { channel: email, template: welcome-case-study }, next: call }
+  call: { handoff: { queue: sdr, reason: Read the story } }
+";
+
+async fn a_split_compares_its_arms_with_an_interval(app: TestApp) {
+    let deployed = app
+        .client
+        .put(format!("{}/v1/playbook?file=subject-test.yaml", app.base))
+        .bearer_auth(&app.keys[&Role::Marketer])
+        .header("content-type", "application/yaml")
+        .body(SUBJECT_TEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+    let events: Vec<Value> = (0..160)
+        .map(|i| json!({"lead": {"email": format!("p{i}@acme.example")}, "type": "subject_test"}))
+        .collect();
+    let posted = app.call("POST", "/v1/events", Role::Crm, Some(json!(events))).await;
+    assert_eq!(posted.body["accepted"], 160, "{:?}", posted.body);
+    advance(&app, chrono::Duration::minutes(1)).await;
+
+    // Each arm's messages, from the store: people open 60% of the plain ones and 25% of the
+    // stories.
+    let ids = |step: &str| {
+        let store = &app.store;
+        let sql = format!(
+            "SELECT CAST(id AS TEXT) || ' ' || CAST(lead_id AS TEXT) FROM messages \
+             WHERE campaign_id = 'subject-test' AND step = '{step}' ORDER BY id"
+        );
+        async move {
+            crate::support::Db::connect(&store.postgres_url().unwrap_or_else(|| store.url.clone()))
+                .await
+                .strings(&sql)
+                .await
+        }
+    };
+    let (plain, story) = (ids("plain").await, ids("story").await);
+    let (n1, n2) = (plain.len() as i64, story.len() as i64);
+    assert_eq!(n1 + n2, 160);
+    assert!(n1 >= 40 && n2 >= 40, "a 50/50 split of 160: {n1} and {n2}");
+    let (o1, o2) = (n1 * 6 / 10, n2 / 4);
+    let opens: Vec<Value> = plain[..o1 as usize]
+        .iter()
+        .chain(&story[..o2 as usize])
+        .map(|row| {
+            let (id, lead) = row.split_once(' ').unwrap();
+            json!({"lead": {"id": lead}, "type": "email_opened", "properties": {"message_id": id.parse::<i64>().unwrap()}})
+        })
+        .collect();
+    let posted = app.call("POST", "/v1/events", Role::Crm, Some(json!(opens))).await;
+    assert_eq!(posted.body["accepted"], o1 + o2, "{:?}", posted.body);
+
+    let answer = app
+        .call(
+            "GET",
+            "/v1/reports/campaigns/subject-test?since=7d",
+            Role::Marketer,
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let split = &answer.body["splits"][0];
+    assert_eq!(split["step"], "pick");
+    assert_eq!(split["rate"], "open");
+    let arm = |i: usize, key: &str| split["arms"][i][key].clone();
+    assert_eq!(
+        (arm(0, "arm"), arm(0, "first_step"), arm(0, "weight"), arm(0, "entered")),
+        (json!(1), json!("plain"), json!(50), json!(n1))
+    );
+    assert_eq!(
+        (
+            arm(1, "arm"),
+            arm(1, "first_step"),
+            arm(1, "entered"),
+            arm(1, "handed_off")
+        ),
+        (json!(2), json!("story"), json!(n2), json!(n2))
+    );
+    assert_eq!(arm(0, "handed_off"), 0);
+    assert_eq!(arm(0, "messages")["opened"], o1);
+    assert_eq!(arm(1, "messages")["delivered"], n2);
+    // The difference story − plain and its 95% Wald interval, worked out here from the counts.
+    let (p1, p2) = (o1 as f64 / n1 as f64, o2 as f64 / n2 as f64);
+    let se = (p1 * (1.0 - p1) / n1 as f64 + p2 * (1.0 - p2) / n2 as f64).sqrt();
+    let round = |x: f64| (x * 10_000.0).round() / 10_000.0;
+    let c = &split["comparisons"][0];
+    assert_eq!(c["arm"], 2);
+    assert_eq!(c["difference"].as_f64(), Some(round(p2 - p1)));
+    assert_eq!(c["low"].as_f64(), Some(round(p2 - p1 - 1.96 * se)));
+    assert_eq!(c["high"].as_f64(), Some(round(p2 - p1 + 1.96 * se)));
+    assert_eq!(
+        (c["significant"].clone(), c["too_small"].clone()),
+        (json!(true), json!(false))
+    );
+
+    // On handoffs every story reader was handed off and no plain one: the difference is 1,
+    // but no arm has ten leads each way, so it cannot be told.
+    let answer = app
+        .call(
+            "GET",
+            "/v1/reports/campaigns/subject-test?since=7d&rate=handoff",
+            Role::Marketer,
+            None,
+        )
+        .await;
+    let c = &answer.body["splits"][0]["comparisons"][0];
+    assert_eq!(c["difference"].as_f64(), Some(1.0));
+    assert_eq!(
+        (c["significant"].clone(), c["too_small"].clone()),
+        (json!(false), json!(true))
+    );
+    let refused = app
+        .call(
+            "GET",
+            "/v1/reports/campaigns/subject-test?rate=reply",
+            Role::Marketer,
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate \"reply\" is none of open, click, handoff"));
 }

@@ -372,10 +372,13 @@ async fn count_engagement(
     tx: &mut dyn Tx,
     events: &BTreeMap<i64, Vec<EventView<'_>>>,
 ) -> EngineResult<Vec<CountDelta>> {
-    let mut opened: Vec<(i64, chrono::DateTime<chrono::Utc>)> = Vec::new();
+    let mut opened: Vec<(i64, i64, chrono::DateTime<chrono::Utc>)> = Vec::new();
     let mut clicked = Vec::new();
-    let mut said: Vec<(i64, MessageFigures)> = Vec::new();
-    for view in events.values().flatten() {
+    let mut said: Vec<(i64, i64, MessageFigures)> = Vec::new();
+    for (lead, view) in events
+        .iter()
+        .flat_map(|(lead, views)| views.iter().map(move |v| (*lead, v)))
+    {
         let Some(message) = (match view.properties.get("message_id") {
             Some(serde_json::Value::Number(n)) => n.as_i64(),
             Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
@@ -387,11 +390,11 @@ async fn count_engagement(
         let mut figures = MessageFigures::default();
         match (view.kind, automated) {
             ("email_opened", false) => {
-                opened.push((message, view.occurred_at));
+                opened.push((lead, message, view.occurred_at));
                 figures.opens = 1;
             }
             ("email_clicked", false) => {
-                clicked.push((message, view.occurred_at));
+                clicked.push((lead, message, view.occurred_at));
                 figures.clicks = 1;
             }
             ("email_opened", true) => figures.opens_automated = 1,
@@ -404,12 +407,12 @@ async fn count_engagement(
                 None => continue,
             },
         }
-        said.push((message, figures));
+        said.push((lead, message, figures));
     }
     if said.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids: Vec<i64> = said.iter().map(|(id, _)| *id).collect();
+    let mut ids: Vec<i64> = said.iter().map(|(_, id, _)| *id).collect();
     ids.sort_unstable();
     ids.dedup();
     let known: HashMap<i64, CountedMessage> = tx
@@ -418,28 +421,28 @@ async fn count_engagement(
         .into_iter()
         .map(|m| (m.id, m))
         .collect();
-    let opened: Vec<_> = opened.into_iter().filter(|(id, _)| known.contains_key(id)).collect();
-    let clicked: Vec<_> = clicked.into_iter().filter(|(id, _)| known.contains_key(id)).collect();
+    // An event counts for a message of its own lead only.
+    let theirs = |lead: i64, id: i64| known.get(&id).is_some_and(|m| m.lead == lead);
+    let firsts = |seen: Vec<(i64, i64, chrono::DateTime<chrono::Utc>)>| -> Vec<(i64, chrono::DateTime<chrono::Utc>)> {
+        seen.into_iter()
+            .filter(|(lead, id, _)| theirs(*lead, *id))
+            .map(|(_, id, at)| (id, at))
+            .collect()
+    };
+    let (opened, clicked) = (firsts(opened), firsts(clicked));
+    let unique = |opened: i64, clicked: i64| MessageFigures {
+        opened,
+        clicked,
+        ..Default::default()
+    };
     for id in tx.engaged(Engagement::Opened, &opened).await? {
-        said.push((
-            id,
-            MessageFigures {
-                opened: 1,
-                ..Default::default()
-            },
-        ));
+        said.push((known[&id].lead, id, unique(1, 0)));
     }
     for id in tx.engaged(Engagement::Clicked, &clicked).await? {
-        said.push((
-            id,
-            MessageFigures {
-                clicked: 1,
-                ..Default::default()
-            },
-        ));
+        said.push((known[&id].lead, id, unique(0, 1)));
     }
-    let deltas = said.into_iter().filter_map(|(id, figures)| {
-        let m = known.get(&id)?;
+    let deltas = said.into_iter().filter_map(|(lead, id, figures)| {
+        let m = known.get(&id).filter(|m| m.lead == lead)?;
         Some(CountDelta {
             key: m.key.clone(),
             hour: m.hour,

@@ -7,7 +7,9 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::{Engine, EngineError, EngineResult, StepFunnel};
-use crate::report::{self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, StepPart, Summary};
+use crate::report::{
+    self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, SplitRate, SplitReport, StepPart, Summary,
+};
 use crate::store::CountScope;
 
 /// The days a report covers and how it groups them.
@@ -51,6 +53,10 @@ pub struct Report {
     pub languages: Vec<Part>,
     /// Per day (or week, named by its Monday), every one of the window.
     pub periods: Vec<PeriodPart>,
+    /// A campaign's splits: each arm's leads and messages side by side, later arms compared
+    /// with the first on the rate asked for (`?rate=open|click|handoff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub splits: Option<Vec<SplitReport>>,
     /// A campaign's flow since it was first deployed (not limited to the window): per step,
     /// arrivals, enrollments waiting now, and the journey's outcomes (moves along each edge:
     /// `yes`, `no`, `sent`, `waited`; exits by reason: `goal`, `exited`, …).
@@ -137,7 +143,7 @@ impl Engine {
 
     /// What campaign `id`'s messages did in `window`, and its flow. A campaign ever deployed
     /// has a report (a retired one too); any other id is `NotFound`.
-    pub async fn campaign_report(&self, id: &str, window: ReportWindow) -> EngineResult<Report> {
+    pub async fn campaign_report(&self, id: &str, window: ReportWindow, rate: SplitRate) -> EngineResult<Report> {
         let playbook = self.playbook();
         let campaign = playbook.campaigns.get(id);
         let name = match campaign {
@@ -158,10 +164,25 @@ impl Engine {
         let mut report = self.tally(CountScope::Campaign(id), window, &rank).await?;
         report.campaign = Some(id.to_owned());
         report.name = Some(name);
-        report.flow = match campaign {
-            Some(c) => Some(self.funnel(c).await?),
-            None => None,
-        };
+        if let Some(c) = campaign {
+            let flow = self.funnel(c).await?;
+            let mut messages: std::collections::HashMap<String, MessageFigures> = Default::default();
+            for step in &report.steps {
+                messages
+                    .entry(step.step.clone())
+                    .or_default()
+                    .add(&step.summary.figures);
+            }
+            let entered: std::collections::HashMap<String, (i64, i64)> = flow
+                .iter()
+                .map(|s| {
+                    let handed_off = s.outcomes.get("handed_off").copied().unwrap_or(0);
+                    (s.step.clone(), (s.entered, handed_off))
+                })
+                .collect();
+            report.splits = Some(report::splits(&c.split_arms(), &messages, &entered, rate));
+            report.flow = Some(flow);
+        }
         Ok(report)
     }
 
@@ -221,6 +242,7 @@ impl Engine {
             channels: t.channels,
             languages: t.languages,
             periods: t.periods,
+            splits: None,
             flow: None,
             lines: t.lines,
         })

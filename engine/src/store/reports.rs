@@ -23,6 +23,8 @@ pub struct CountDelta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountedMessage {
     pub id: i64,
+    /// The lead it went to: only events about that lead count for it.
+    pub lead: i64,
     pub key: CountKey,
     pub hour: i64,
 }
@@ -163,6 +165,7 @@ pub struct ReadRow {
 #[derive(sqlx::FromRow)]
 pub struct MessageKeyRow {
     id: i64,
+    lead_id: i64,
     campaign_id: String,
     step: String,
     version: String,
@@ -196,7 +199,7 @@ where
         }
         let pairs: Vec<[i64; 2]> = ids.iter().map(|id| [*id, 0]).collect();
         let rows: Vec<MessageKeyRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT id, campaign_id, step, version, template, channel, language, sent_at FROM messages \
+            "SELECT id, lead_id, campaign_id, step, version, template, channel, language, sent_at FROM messages \
              WHERE id IN (SELECT id FROM ({pairs}) AS given) AND sent_at IS NOT NULL",
             pairs = DB::ID_TIME_PAIRS
         )))
@@ -208,6 +211,7 @@ where
             .into_iter()
             .map(|r| CountedMessage {
                 id: r.id,
+                lead: r.lead_id,
                 hour: crate::report::hour_of(r.sent_at),
                 key: CountKey {
                     campaign: r.campaign_id,

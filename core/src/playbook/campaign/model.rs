@@ -247,6 +247,18 @@ pub enum Edge {
     Split { weight: u32 },
 }
 
+/// One arm of a split step (see [`Campaign::split_arms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitArm {
+    /// 1 for the first arm written; the journey logs `arm N`.
+    pub number: u32,
+    pub weight: u32,
+    /// The step the arm leads to.
+    pub first: String,
+    /// The steps only this arm's leads reach (the first among them), in no order.
+    pub steps: Vec<String>,
+}
+
 /// What a campaign may refer to outside itself.
 pub struct BuildContext<'a> {
     pub segments: &'a crate::diagnostic::KnownIds<'a>,
@@ -307,6 +319,52 @@ impl Campaign {
         // petgraph lists a node's edges newest first.
         arms.reverse();
         arms
+    }
+
+    /// Each split step's arms (its step id, then the arms in written order), each arm with the
+    /// steps that only its leads reach: what a report compares arm by arm.
+    pub fn split_arms(&self) -> Vec<(String, Vec<SplitArm>)> {
+        let reach = |from: NodeIndex| {
+            let mut seen = BTreeSet::new();
+            let mut dfs = petgraph::visit::Dfs::new(&self.graph, from);
+            while let Some(n) = dfs.next(&self.graph) {
+                seen.insert(n);
+            }
+            seen
+        };
+        self.graph
+            .node_indices()
+            .filter(|n| matches!(self.graph[*n].action, Action::Split))
+            .map(|split| {
+                let arms = self.arms(split);
+                let reached: Vec<BTreeSet<NodeIndex>> = arms
+                    .iter()
+                    .map(|(_, first)| self.node(first).map(&reach).unwrap_or_default())
+                    .collect();
+                let arms = arms
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (weight, first))| {
+                        let others: BTreeSet<NodeIndex> = reached
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j != i)
+                            .flat_map(|(_, r)| r.iter().copied())
+                            .collect();
+                        SplitArm {
+                            number: i as u32 + 1,
+                            weight,
+                            first,
+                            steps: reached[i]
+                                .difference(&others)
+                                .map(|n| self.graph[*n].id.clone())
+                                .collect(),
+                        }
+                    })
+                    .collect();
+                (self.graph[split].id.clone(), arms)
+            })
+            .collect()
     }
 
     /// Every condition the campaign evaluates: entry, goal, branches, waits and variants.
