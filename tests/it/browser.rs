@@ -572,6 +572,24 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
         .await;
     en.shot("campaign-dry-run-en").await;
     assert!(page.contains("Enroll them (2)"), "{page}");
+    // The welcome e-mails go out; the campaign's report counts them.
+    crate::reports::advance(&app, chrono::Duration::minutes(1)).await;
+    en.visit(&format!("{}/campaigns/welcome", app.base), "campaign-en-again")
+        .await;
+    let link = en.follow("a[href='/campaigns/welcome/report']").await;
+    let report = en.until(&link, "Sent, opened and clicked per period").await;
+    en.shot("campaign-report-en").await;
+    assert!(report.contains("welcome · email"), "{report}");
+    assert!(report.contains("Last 30 days"), "{report}");
+    let sent = en
+        .client
+        .execute(
+            "return document.querySelector('table.figures tbody tr td').textContent.trim();",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent, json!("2"), "both welcome e-mails: {report}");
 
     let Some(zh) = Browser::start("zh-CN").await else {
         return;
@@ -587,6 +605,14 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
     let page = zh.until("/campaigns/welcome", "流程图").await;
     zh.shot("campaign-zh").await;
     assert!(page.contains("将一个分群加入本活动"), "{page}");
+    zh.visit(
+        &format!("{}/campaigns/welcome/report?days=7&by=week", app.base),
+        "campaign-report-zh",
+    )
+    .await;
+    let report = zh.until("/campaigns/welcome/report", "每期的发送、打开与点击").await;
+    zh.shot("campaign-report-zh").await;
+    assert!(report.contains("最近 7 天"), "{report}");
 }
 
 /// An admin searches the leads by the start of a company's name, opens one, and erases it after

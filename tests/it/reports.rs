@@ -18,7 +18,7 @@ const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/
 
 /// Moves the manual clock as `clock/advance` does on a server with a mailer: what falls due is
 /// sent at each stop, over SMTP to the test server's own SMTP server.
-async fn advance(app: &TestApp, by: chrono::Duration) {
+pub async fn advance(app: &TestApp, by: chrono::Duration) {
     let sender = nurture_engine::engine::Sender {
         mailer: nurture_engine::mail::mailer(Some(&app.mail.url()), std::path::Path::new("unused"), 2, None).unwrap(),
         from: "灵犀工业云 <news@lumen-cloud.example>".into(),
@@ -422,8 +422,11 @@ async fn every_figure_of_a_campaign_report_adds_up(app: TestApp) {
             "from 2026-11-05 is after to 2026-11-01",
         ),
         ("?from=yesterday", "from \"yesterday\" is not a date (2026-11-01)"),
+        ("?from=1969-12-31", "between 1970 and 9999"),
         ("?from=2025-01-01&to=2026-11-05", "more than 366 days"),
         ("?since=1h", "shorter than a day"),
+        ("?since=99999999w", "more than 366 days"),
+        ("?to=+262143-12-31", "is not a date (2026-11-01) between 1970 and 9999"),
     ] {
         let refused = app
             .call(

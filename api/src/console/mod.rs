@@ -33,6 +33,7 @@ mod lead;
 mod leads;
 mod live;
 mod playbook;
+mod report;
 mod sign_in;
 mod text;
 mod users;
@@ -76,6 +77,8 @@ pub fn router() -> Router<AppState> {
         .route("/campaigns/{id}/steps/{step}", get(campaigns::at_step))
         .route("/campaigns/{id}/status", post(campaigns::set_status))
         .route("/campaigns/{id}/enroll", post(campaigns::enroll))
+        .route("/campaigns/{id}/report", get(report::report))
+        .route("/campaigns/{id}/report.csv", get(report::report_csv))
         .route("/playbook", get(playbook::files))
         .route("/playbook/edit", get(playbook::edit))
         .route("/playbook/check", post(playbook::check_text))

@@ -2,7 +2,7 @@
 //! the counters the engine keeps as it sends and ingests (`store::reports`), never from the
 //! journey or the events.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use serde::Serialize;
 
@@ -99,9 +99,12 @@ impl Engine {
             Some("week") => Grouping::Week,
             Some(other) => return Err(format!("by {other:?} is neither day nor week")),
         };
+        // Years past 9999 are no date a report covers, and their next day may not exist.
         let day = |name: &str, text: &str| {
             NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-                .map_err(|_| format!("{name} {text:?} is not a date (2026-11-01)"))
+                .ok()
+                .filter(|d| (1970..=9999).contains(&d.year()))
+                .ok_or_else(|| format!("{name} {text:?} is not a date (2026-11-01) between 1970 and 9999"))
         };
         let to = match asked.to {
             Some(text) => day("to", text)?,
@@ -119,6 +122,11 @@ impl Engine {
                 if days < 1 {
                     return Err(format!(
                         "since {text:?} is shorter than a day; reports count whole days"
+                    ));
+                }
+                if days > MAX_REPORT_DAYS {
+                    return Err(format!(
+                        "since {text:?} is more than {MAX_REPORT_DAYS} days; ask for a shorter span, by week if long"
                     ));
                 }
                 to - chrono::Duration::days(days - 1)

@@ -1,0 +1,321 @@
+//! A campaign's report page (marketers, admins): what its messages did over the last 7, 30 or
+//! 90 days, by day or week in the viewer's time zone: totals, a bar chart per period (SVG made
+//! here), each send step, each language, each split's arms compared, and the CSV.
+
+use super::*;
+
+use nurture_engine::engine::{Report, WindowAsked};
+use nurture_engine::report::{SplitRate, Summary};
+
+#[derive(Template)]
+#[template(path = "report.html")]
+pub(super) struct ReportPage {
+    t: &'static Text,
+    nav: Nav,
+    id: String,
+    name: String,
+    days: i64,
+    weekly: bool,
+    from: String,
+    to: String,
+    tz: String,
+    totals: Figures,
+    chart: String,
+    steps: Vec<Row>,
+    languages: Vec<Row>,
+    splits: Vec<SplitView>,
+    csv: String,
+}
+
+/// A row of figures as the page writes them.
+pub(super) struct Row {
+    name: String,
+    detail: String,
+    f: Figures,
+}
+
+pub(super) struct Figures {
+    sent: i64,
+    delivered: i64,
+    skipped: i64,
+    bounced: i64,
+    opened: i64,
+    open_rate: String,
+    clicked: i64,
+    click_rate: String,
+    unsubscribed: i64,
+    complained: i64,
+    machine_opens: i64,
+    machine_clicks: i64,
+}
+
+pub(super) struct SplitView {
+    step: String,
+    rate: &'static str,
+    arms: Vec<ArmView>,
+}
+
+pub(super) struct ArmView {
+    arm: u32,
+    first_step: String,
+    weight: u32,
+    entered: i64,
+    handed_off: i64,
+    f: Figures,
+    /// Against arm 1; empty for arm 1.
+    difference: String,
+    verdict: &'static str,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReportQuery {
+    lang: Option<String>,
+    days: Option<i64>,
+    by: Option<String>,
+    rate: Option<String>,
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "–".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn figures(s: &Summary) -> Figures {
+    let f = &s.figures;
+    Figures {
+        sent: f.sent,
+        delivered: s.delivered,
+        skipped: f.skipped,
+        bounced: f.bounced_hard + f.bounced_soft,
+        opened: f.opened,
+        open_rate: percent(s.open_rate),
+        clicked: f.clicked,
+        click_rate: percent(s.click_rate),
+        unsubscribed: f.unsubscribed,
+        complained: f.complained,
+        machine_opens: f.opens_automated,
+        machine_clicks: f.clicks_automated,
+    }
+}
+
+/// The window the page shows: 7, 30 or 90 days to today in the viewer's zone.
+fn window_of(
+    state: &AppState,
+    q: &ReportQuery,
+    tz: chrono_tz::Tz,
+) -> (i64, bool, Result<nurture_engine::engine::ReportWindow, String>) {
+    let days = q.days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(30);
+    let weekly = q.by.as_deref() == Some("week");
+    let since = format!("{days}d");
+    let window = state.engine.report_window(WindowAsked {
+        since: Some(&since),
+        by: Some(if weekly { "week" } else { "day" }),
+        tz: Some(tz.name()),
+        ..Default::default()
+    });
+    (days, weekly, window)
+}
+
+/// `GET /campaigns/{id}/report`.
+pub(super) async fn report(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Answer {
+    let (user, csrf) = overseer(&state, &jar, &headers).await?;
+    let t = text(q.lang.as_deref(), Some(&user), &headers);
+    let tz = zone(&state, &jar);
+    let (days, weekly, window) = window_of(&state, &q, tz);
+    let window = window.map_err(|e| message(StatusCode::BAD_REQUEST, &e))?;
+    let rate = q.rate.as_deref().and_then(SplitRate::parse).unwrap_or_default();
+    let report = match state.engine.campaign_report(&id, window, rate).await {
+        Ok(report) => report,
+        Err(EngineError::NotFound) => return Err(message(StatusCode::NOT_FOUND, t.no_campaign)),
+        Err(e) => return Err(failed(e)),
+    };
+    let body = ReportPage {
+        t,
+        nav: Nav::new(t, &user, &csrf, "campaigns"),
+        name: report.name.clone().unwrap_or_else(|| id.clone()),
+        days,
+        weekly,
+        from: report.from.to_string(),
+        to: report.to.to_string(),
+        tz: report.tz.clone(),
+        totals: figures(&report.totals),
+        chart: chart(t, &report),
+        steps: report
+            .steps
+            .iter()
+            .map(|s| Row {
+                name: s.step.clone(),
+                detail: format!("{} · {}", s.template, s.channel),
+                f: figures(&s.summary),
+            })
+            .collect(),
+        languages: report
+            .languages
+            .iter()
+            .map(|p| Row {
+                name: p.name.clone(),
+                detail: String::new(),
+                f: figures(&p.summary),
+            })
+            .collect(),
+        splits: splits(t, &report),
+        csv: format!(
+            "/campaigns/{id}/report.csv?days={days}&by={}",
+            if weekly { "week" } else { "day" }
+        ),
+        id,
+    }
+    .render();
+    Ok(page(StatusCode::OK, body))
+}
+
+/// `GET /campaigns/{id}/report.csv`: the page's window as CSV.
+pub(super) async fn report_csv(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Answer {
+    let (user, _) = overseer(&state, &jar, &headers).await?;
+    let t = text(q.lang.as_deref(), Some(&user), &headers);
+    let tz = zone(&state, &jar);
+    let (_, _, window) = window_of(&state, &q, tz);
+    let window = window.map_err(|e| message(StatusCode::BAD_REQUEST, &e))?;
+    let report = match state.engine.campaign_report(&id, window, SplitRate::default()).await {
+        Ok(report) => report,
+        Err(EngineError::NotFound) => return Err(message(StatusCode::NOT_FOUND, t.no_campaign)),
+        Err(e) => return Err(failed(e)),
+    };
+    let file = format!("attachment; filename=\"{id}-{}-{}.csv\"", report.from, report.to);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, file),
+        ],
+        report.csv(),
+    )
+        .into_response())
+}
+
+fn splits(t: &Text, report: &Report) -> Vec<SplitView> {
+    report
+        .splits
+        .iter()
+        .flatten()
+        .map(|split| SplitView {
+            step: split.step.clone(),
+            rate: match split.rate {
+                SplitRate::Open => t.open_rate,
+                SplitRate::Click => t.click_rate,
+                SplitRate::Handoff => t.handed_off,
+            },
+            arms: split
+                .arms
+                .iter()
+                .map(|arm| {
+                    let against = split.comparisons.iter().find(|c| c.arm == arm.arm);
+                    let (difference, verdict) = match against {
+                        Some(c) => {
+                            let c = &c.comparison;
+                            let verdict = if c.too_small {
+                                t.too_few
+                            } else if c.significant {
+                                t.differs
+                            } else {
+                                t.no_difference
+                            };
+                            (
+                                format!("{} ({} … {})", percent(c.difference), percent(c.low), percent(c.high)),
+                                verdict,
+                            )
+                        }
+                        None => (String::new(), ""),
+                    };
+                    ArmView {
+                        arm: arm.arm,
+                        first_step: arm.first_step.clone(),
+                        weight: arm.weight,
+                        entered: arm.entered,
+                        handed_off: arm.handed_off,
+                        f: figures(&arm.messages),
+                        difference,
+                        verdict,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Sent, opened and clicked per period as grouped bars, each bar titled with its period and
+/// count, the whole described for screen readers; it scales to the page's width.
+fn chart(t: &Text, report: &Report) -> String {
+    let periods = &report.periods;
+    // Wide bars for a few weeks, narrow ones for 90 days (the chart then scrolls sideways).
+    let n = periods.len().max(1) as i64;
+    let group = (900 / n).clamp(24, 120);
+    let group_gap = (group / 4).max(6);
+    let bar = (group - group_gap) / 3;
+    let (height, base) = (150_i64, 120_i64);
+    let width = n * group;
+    let most = periods.iter().map(|p| p.summary.figures.sent).max().unwrap_or(0).max(1);
+    let said: Vec<String> = periods
+        .iter()
+        .filter(|p| !p.summary.figures.is_empty())
+        .map(|p| {
+            let f = &p.summary.figures;
+            format!(
+                "{}: {} {}, {} {}, {} {}",
+                p.period, t.sent, f.sent, t.opened, f.opened, t.clicked, f.clicked
+            )
+        })
+        .collect();
+    let mut svg = format!(
+        "<svg class=\"report-chart\" role=\"img\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" \
+         aria-label=\"{}: {}\">",
+        t.per_period_chart,
+        if said.is_empty() {
+            t.nothing_sent.to_owned()
+        } else {
+            said.join("; ")
+        }
+    );
+    // A label every 60 px or more.
+    let label_every = ((60 + group - 1) / group).max(1) as usize;
+    for (i, p) in periods.iter().enumerate() {
+        let f = &p.summary.figures;
+        let x0 = i as i64 * group + group_gap / 2;
+        for (k, (class, word, n)) in [
+            ("sent", t.sent, f.sent),
+            ("opened", t.opened, f.opened),
+            ("clicked", t.clicked, f.clicked),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let h = if n == 0 { 0 } else { (n * (base - 8) / most).max(2) };
+            svg.push_str(&format!(
+                "<rect class=\"{class}\" x=\"{}\" y=\"{}\" width=\"{bar}\" height=\"{h}\"><title>{}: {word} {n}</title></rect>",
+                x0 + k as i64 * bar,
+                base - h,
+                p.period
+            ));
+        }
+        if i % label_every == 0 {
+            let label = p.period.format("%m-%d");
+            svg.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\">{label}</text>",
+                x0 + group / 2 - group_gap / 2,
+                height - 12
+            ));
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
