@@ -3,7 +3,7 @@
 //! (`MessageFigures` per `CountKey` and hour); this module adds them up into periods, derives
 //! delivered and the rates, and compares two arms of a split.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +215,30 @@ impl Span {
         )
     }
 
+    /// The span's hours cut where the zone's offset changes (a DST change): each piece's
+    /// hours `from` ≤ hour < `to` and its offset in minutes, so that the local day of an hour
+    /// `h` in it is `(h * 60 + offset) / 1440` days after 1970-01-01 (`day_number`).
+    pub fn pieces(&self) -> Vec<Piece> {
+        let (start, end) = self.hours();
+        let offset = |hour: i64| {
+            let at = DateTime::<Utc>::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
+            i64::from(at.with_timezone(&self.tz).offset().fix().local_minus_utc()) / 60
+        };
+        let mut pieces: Vec<Piece> = Vec::new();
+        for hour in start..end {
+            let minutes = offset(hour);
+            match pieces.last_mut() {
+                Some(p) if p.offset == minutes => p.to = hour + 1,
+                _ => pieces.push(Piece {
+                    from: hour,
+                    to: hour + 1,
+                    offset: minutes,
+                }),
+            }
+        }
+        pieces
+    }
+
     /// The local day an hour bucket starts in.
     pub fn day_of(&self, hour: i64) -> NaiveDate {
         let at = DateTime::<Utc>::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
@@ -236,6 +260,20 @@ impl Span {
     }
 }
 
+/// Hours of a span with one UTC offset (see [`Span::pieces`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub from: i64,
+    pub to: i64,
+    /// Minutes ahead of UTC.
+    pub offset: i64,
+}
+
+/// The date `days` days after 1970-01-01.
+pub fn day_number(days: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default() + Duration::days(days)
+}
+
 /// The first instant of a local day (a day that starts in a DST gap starts when clocks jump).
 fn local_midnight(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
     let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
@@ -254,6 +292,14 @@ fn local_midnight(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
 pub struct CountRow {
     pub key: CountKey,
     pub hour: i64,
+    pub figures: MessageFigures,
+}
+
+/// A key's figures for one local day of sending (the counters summed over its hours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayRow {
+    pub key: CountKey,
+    pub day: NaiveDate,
     pub figures: MessageFigures,
 }
 
@@ -307,9 +353,9 @@ pub struct Tally {
     pub lines: Vec<Line>,
 }
 
-/// Adds up `rows` (hours within `span`) into the span's periods and breakdowns. `order` ranks
+/// Adds up `rows` (days of `span`) into the span's periods and breakdowns. `order` ranks
 /// campaign steps (their graph order).
-pub fn tally(rows: &[CountRow], span: &Span, by: Grouping, order: &dyn Fn(&str, &str) -> usize) -> Tally {
+pub fn tally(rows: &[DayRow], span: &Span, by: Grouping, order: &dyn Fn(&str, &str) -> usize) -> Tally {
     use std::collections::BTreeMap;
     let mut totals = MessageFigures::default();
     let mut steps: BTreeMap<(usize, String, String, String, String), MessageFigures> = BTreeMap::new();
@@ -323,9 +369,8 @@ pub fn tally(rows: &[CountRow], span: &Span, by: Grouping, order: &dyn Fn(&str, 
         .map(|p| (p, MessageFigures::default()))
         .collect();
     let mut lines: BTreeMap<(NaiveDate, CountKey), MessageFigures> = BTreeMap::new();
-    let mut days: std::collections::HashMap<i64, NaiveDate> = std::collections::HashMap::new();
     for row in rows {
-        let day = *days.entry(row.hour).or_insert_with(|| span.day_of(row.hour));
+        let day = row.day;
         if day < span.from || day > span.to {
             continue;
         }
@@ -652,6 +697,21 @@ mod tests {
             to: day("2026-12-02"),
             tz: chrono_tz::Asia::Shanghai,
         };
+        let (start, end) = span.hours();
+        assert_eq!(
+            span.pieces(),
+            [Piece {
+                from: start,
+                to: end,
+                offset: 480
+            }]
+        );
+        // As the store groups an hour: its local day number.
+        let local = |hour: i64| day_number((hour * 60 + 480).div_euclid(1440));
+        assert_eq!(local(start), day("2026-12-01"));
+        assert_eq!(local(start + 23), day("2026-12-01"));
+        assert_eq!(local(start + 24), day("2026-12-02"));
+        assert_eq!(local(start - 1), day("2026-11-30"));
         let key = |step: &str, language: &str| CountKey {
             campaign: "c".into(),
             step: step.into(),
@@ -660,42 +720,21 @@ mod tests {
             channel: "email".into(),
             language: language.into(),
         };
-        let (start, _) = span.hours();
+        let row = |step: &str, language: &str, hour: i64, sent: i64, opened: i64| DayRow {
+            key: key(step, language),
+            day: local(hour),
+            figures: MessageFigures {
+                sent,
+                opened,
+                ..Default::default()
+            },
+        };
         let rows = vec![
-            CountRow {
-                key: key("b", "zh"),
-                hour: start,
-                figures: MessageFigures {
-                    sent: 2,
-                    opened: 1,
-                    ..Default::default()
-                },
-            },
-            CountRow {
-                key: key("a", "en"),
-                hour: start + 23,
-                figures: MessageFigures {
-                    sent: 1,
-                    ..Default::default()
-                },
-            },
-            CountRow {
-                key: key("a", "en"),
-                hour: start + 24,
-                figures: MessageFigures {
-                    sent: 4,
-                    ..Default::default()
-                },
-            },
-            // The hour before the span starts is left out.
-            CountRow {
-                key: key("a", "en"),
-                hour: start - 1,
-                figures: MessageFigures {
-                    sent: 100,
-                    ..Default::default()
-                },
-            },
+            row("b", "zh", start, 2, 1),
+            row("a", "en", start + 23, 1, 0),
+            row("a", "en", start + 24, 4, 0),
+            // The day before the span is left out.
+            row("a", "en", start - 1, 100, 0),
         ];
         let order = |_: &str, step: &str| if step == "b" { 0 } else { 1 };
         let t = tally(&rows, &span, Grouping::Day, &order);
@@ -717,6 +756,31 @@ mod tests {
         );
         assert_eq!(t.lines.len(), 3);
         assert_eq!(t.steps[0].summary.open_rate, Some(0.5));
+    }
+
+    #[test]
+    fn a_span_over_a_dst_change_is_cut_where_the_offset_changes() {
+        let berlin = Span {
+            from: day("2026-10-24"),
+            to: day("2026-10-26"),
+            tz: chrono_tz::Europe::Berlin,
+        };
+        let (start, end) = berlin.hours();
+        let pieces = berlin.pieces();
+        assert_eq!(pieces.len(), 2, "{pieces:?}");
+        assert_eq!((pieces[0].from, pieces[0].offset), (start, 120));
+        assert_eq!((pieces[1].to, pieces[1].offset), (end, 60));
+        assert_eq!(pieces[0].to, pieces[1].from);
+        // Three days, one of them 25 hours long.
+        assert_eq!(end - start, 73);
+        for piece in &pieces {
+            for hour in piece.from..piece.to {
+                assert_eq!(
+                    day_number((hour * 60 + piece.offset).div_euclid(1440)),
+                    berlin.day_of(hour)
+                );
+            }
+        }
     }
 
     #[test]

@@ -25,13 +25,13 @@ fn sender(app: &TestApp, mailer: Arc<dyn nurture_engine::mail::Mailer>) -> Sende
 }
 
 /// The raw message with quoted-printable bodies decoded, so that URLs read whole.
-fn decoded(raw: &str) -> String {
+pub(crate) fn decoded(raw: &str) -> String {
     String::from_utf8_lossy(&quoted_printable::decode(raw.as_bytes(), quoted_printable::ParseMode::Robust).unwrap())
         .into_owned()
 }
 
 /// The first URL in `text` that starts with `prefix`.
-fn url(text: &str, prefix: &str) -> String {
+pub(crate) fn url(text: &str, prefix: &str) -> String {
     let start = text.find(prefix).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
     text[start..]
         .split(['"', '>', ' ', '\r', '\n'])

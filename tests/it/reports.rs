@@ -7,6 +7,7 @@
 use nurture_engine::access::Role;
 use serde_json::{json, Value};
 
+use crate::email::url;
 use crate::support::TestApp;
 
 both_backends!(crate::support::spawn_app_on;
@@ -39,18 +40,7 @@ fn mail_to(app: &TestApp, to: &str) -> String {
         .into_iter()
         .find(|m| m.contains(&format!("To: {to}")))
         .unwrap_or_else(|| panic!("no e-mail to {to}"));
-    String::from_utf8_lossy(&quoted_printable::decode(raw.as_bytes(), quoted_printable::ParseMode::Robust).unwrap())
-        .into_owned()
-}
-
-/// The first URL in `text` that starts with `prefix`.
-fn url(text: &str, prefix: &str) -> String {
-    let start = text.find(prefix).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
-    text[start..]
-        .split(['"', '>', ' ', '\r', '\n'])
-        .next()
-        .unwrap()
-        .replace("&amp;", "&")
+    crate::email::decoded(&raw)
 }
 
 /// The message id in an e-mail's `Message-ID: <mID.…>`.

@@ -115,6 +115,25 @@ fn window_of(
     (days, weekly, window)
 }
 
+/// The report the page's query asks for: its days, whether weekly, and the report; a page
+/// saying why when there is none.
+async fn load(
+    state: &AppState,
+    id: &str,
+    q: &ReportQuery,
+    tz: chrono_tz::Tz,
+    t: &Text,
+) -> Result<(i64, bool, Report), Response> {
+    let (days, weekly, window) = window_of(state, q, tz);
+    let window = window.map_err(|e| message(StatusCode::BAD_REQUEST, &e))?;
+    let rate = q.rate.as_deref().and_then(SplitRate::parse).unwrap_or_default();
+    match state.engine.campaign_report(id, window, rate).await {
+        Ok(report) => Ok((days, weekly, report)),
+        Err(EngineError::NotFound) => Err(message(StatusCode::NOT_FOUND, t.no_campaign)),
+        Err(e) => Err(failed(e)),
+    }
+}
+
 /// `GET /campaigns/{id}/report`.
 pub(super) async fn report(
     State(state): State<AppState>,
@@ -126,14 +145,7 @@ pub(super) async fn report(
     let (user, csrf) = overseer(&state, &jar, &headers).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
-    let (days, weekly, window) = window_of(&state, &q, tz);
-    let window = window.map_err(|e| message(StatusCode::BAD_REQUEST, &e))?;
-    let rate = q.rate.as_deref().and_then(SplitRate::parse).unwrap_or_default();
-    let report = match state.engine.campaign_report(&id, window, rate).await {
-        Ok(report) => report,
-        Err(EngineError::NotFound) => return Err(message(StatusCode::NOT_FOUND, t.no_campaign)),
-        Err(e) => return Err(failed(e)),
-    };
+    let (days, weekly, report) = load(&state, &id, &q, tz, t).await?;
     let body = ReportPage {
         t,
         nav: Nav::new(t, &user, &csrf, "campaigns"),
@@ -185,13 +197,7 @@ pub(super) async fn report_csv(
     let (user, _) = overseer(&state, &jar, &headers).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
-    let (_, _, window) = window_of(&state, &q, tz);
-    let window = window.map_err(|e| message(StatusCode::BAD_REQUEST, &e))?;
-    let report = match state.engine.campaign_report(&id, window, SplitRate::default()).await {
-        Ok(report) => report,
-        Err(EngineError::NotFound) => return Err(message(StatusCode::NOT_FOUND, t.no_campaign)),
-        Err(e) => return Err(failed(e)),
-    };
+    let (_, _, report) = load(&state, &id, &q, tz, t).await?;
     let file = format!("attachment; filename=\"{id}-{}-{}.csv\"", report.from, report.to);
     Ok((
         [

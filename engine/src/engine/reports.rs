@@ -232,8 +232,7 @@ impl Engine {
             to: window.to,
             tz: window.tz,
         };
-        let (start, end) = span.hours();
-        let rows = self.store.message_counts(scope, start, end).await?;
+        let rows = self.store.message_counts_by_day(scope, &span.pieces()).await?;
         let t = report::tally(&rows, &span, window.by, rank);
         Ok(Report {
             campaign: None,

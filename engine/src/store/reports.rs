@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
-use crate::report::{CountKey, CountRow, MessageFigures};
+use crate::report::{day_number, CountKey, CountRow, DayRow, MessageFigures, Piece};
 use crate::store::sql::{Dialect, SqlStore, SqlTx};
 
 /// An addition to one counter row: a step's messages of one version, template, channel and
@@ -70,6 +70,10 @@ pub trait ReportStore: Send + Sync {
     /// The counters of a campaign or a template for hours `from` ≤ hour < `to`, summed per
     /// key and hour.
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>>;
+    /// The counters of a campaign or a template summed per key and local day, over the
+    /// pieces of a span (`Span::pieces`: hours with one UTC offset each). Grouped in the
+    /// database: a report reads a row per key and day, not per hour and shard.
+    async fn message_counts_by_day(&self, scope: CountScope<'_>, pieces: &[Piece]) -> StoreResult<Vec<DayRow>>;
 }
 
 /// The counters' upsert: one statement for a batch, bound as one JSON array of arrays.
@@ -145,7 +149,7 @@ pub struct ReadRow {
     channel: String,
     language: String,
     campaign_id: String,
-    hour: i64,
+    bucket: i64,
     sent: i64,
     failed: i64,
     skipped: i64,
@@ -238,53 +242,92 @@ where
     DB::Arguments: IntoArguments<DB>,
 {
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>> {
-        let (column, value) = match scope {
-            CountScope::Campaign(id) => ("campaign_id", id),
-            CountScope::Template(name) => ("template", name),
-        };
-        let sums: Vec<String> = MessageFigures::NAMES
-            .iter()
-            .map(|n| format!("CAST(SUM({n}) AS BIGINT) AS {n}"))
-            .collect();
-        let rows: Vec<ReadRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT campaign_id, step, version, template, channel, language, hour, {sums} FROM message_counts \
-             WHERE {column} = $1 AND hour >= $2 AND hour < $3 \
-             GROUP BY campaign_id, hour, step, version, template, channel, language",
-            sums = sums.join(", ")
-        )))
-        .bind(value)
-        .bind(from)
-        .bind(to)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = read_counts(self, scope, "hour + $4", (from, to, 0)).await?;
         Ok(rows
             .into_iter()
-            .map(|r| CountRow {
-                hour: r.hour,
-                key: CountKey {
-                    campaign: r.campaign_id,
-                    step: r.step,
-                    version: r.version,
-                    template: r.template,
-                    channel: r.channel,
-                    language: r.language,
-                },
-                figures: MessageFigures {
-                    sent: r.sent,
-                    failed: r.failed,
-                    skipped: r.skipped,
-                    bounced_hard: r.bounced_hard,
-                    bounced_soft: r.bounced_soft,
-                    complained: r.complained,
-                    unsubscribed: r.unsubscribed,
-                    opened: r.opened,
-                    opens: r.opens,
-                    clicked: r.clicked,
-                    clicks: r.clicks,
-                    opens_automated: r.opens_automated,
-                    clicks_automated: r.clicks_automated,
-                },
-            })
+            .map(|(key, hour, figures)| CountRow { key, hour, figures })
             .collect())
     }
+
+    async fn message_counts_by_day(&self, scope: CountScope<'_>, pieces: &[Piece]) -> StoreResult<Vec<DayRow>> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            // Hours are after 1970, so the division rounds down on both backends.
+            let rows = read_counts(self, scope, "(hour * 60 + $4) / 1440", (piece.from, piece.to, piece.offset)).await?;
+            out.extend(rows.into_iter().map(|(key, day, figures)| DayRow {
+                key,
+                day: day_number(day),
+                figures,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// The counters of `scope` for hours `$2` ≤ hour < `$3`, summed per key and `bucket` (an
+/// expression of `hour` and `$4`).
+async fn read_counts<S, DB>(
+    store: &S,
+    scope: CountScope<'_>,
+    bucket: &str,
+    (from, to, offset): (i64, i64, i64),
+) -> StoreResult<Vec<(CountKey, i64, MessageFigures)>>
+where
+    S: SqlStore<DB = DB>,
+    DB: Database,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> ReadRow: FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let (column, value) = match scope {
+        CountScope::Campaign(id) => ("campaign_id", id),
+        CountScope::Template(name) => ("template", name),
+    };
+    let sums: Vec<String> = MessageFigures::NAMES
+        .iter()
+        .map(|n| format!("CAST(SUM({n}) AS BIGINT) AS {n}"))
+        .collect();
+    let rows: Vec<ReadRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT campaign_id, step, version, template, channel, language, CAST({bucket} AS BIGINT) AS bucket, {sums} \
+         FROM message_counts WHERE {column} = $1 AND hour >= $2 AND hour < $3 \
+         GROUP BY campaign_id, step, version, template, channel, language, CAST({bucket} AS BIGINT)",
+        sums = sums.join(", ")
+    )))
+    .bind(value)
+    .bind(from)
+    .bind(to)
+    .bind(offset)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let key = CountKey {
+                campaign: r.campaign_id,
+                step: r.step,
+                version: r.version,
+                template: r.template,
+                channel: r.channel,
+                language: r.language,
+            };
+            let figures = MessageFigures {
+                sent: r.sent,
+                failed: r.failed,
+                skipped: r.skipped,
+                bounced_hard: r.bounced_hard,
+                bounced_soft: r.bounced_soft,
+                complained: r.complained,
+                unsubscribed: r.unsubscribed,
+                opened: r.opened,
+                opens: r.opens,
+                clicked: r.clicked,
+                clicks: r.clicks,
+                opens_automated: r.opens_automated,
+                clicks_automated: r.clicks_automated,
+            };
+            (key, r.bucket, figures)
+        })
+        .collect())
 }
