@@ -253,7 +253,13 @@ where
         let mut out = Vec::new();
         for piece in pieces {
             // Hours are after 1970, so the division rounds down on both backends.
-            let rows = read_counts(self, scope, "(hour * 60 + $4) / 1440", (piece.from, piece.to, piece.offset)).await?;
+            let rows = read_counts(
+                self,
+                scope,
+                "(hour * 60 + $4) / 1440",
+                (piece.from, piece.to, piece.offset),
+            )
+            .await?;
             out.extend(rows.into_iter().map(|(key, day, figures)| DayRow {
                 key,
                 day: day_number(day),
