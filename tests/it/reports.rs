@@ -407,6 +407,8 @@ async fn every_figure_of_a_campaign_report_adds_up(app: TestApp) {
     for (query, says) in [
         ("?tz=Mars/Olympus", "tz \"Mars/Olympus\" is not an IANA time zone"),
         ("?by=month", "by \"month\" is neither day nor week"),
+        ("?by=", "by \"\" is neither day nor week"),
+        ("?tz=", "tz is empty"),
         (
             "?from=2026-11-05&to=2026-11-01",
             "from 2026-11-05 is after to 2026-11-01",

@@ -89,13 +89,14 @@ impl Engine {
     /// The window `asked` names, or what is wrong with it (which parameter, and what it takes).
     pub fn report_window(&self, asked: WindowAsked<'_>) -> Result<ReportWindow, String> {
         let tz = match asked.tz.map(str::trim) {
-            None | Some("") => self.report_timezone(),
+            None => self.report_timezone(),
+            Some("") => return Err("tz is empty; name an IANA time zone (Asia/Shanghai) or leave it out".into()),
             Some(name) => name
                 .parse::<Tz>()
                 .map_err(|_| format!("tz {name:?} is not an IANA time zone (Asia/Shanghai, Europe/Berlin, UTC)"))?,
         };
         let by = match asked.by.map(str::trim) {
-            None | Some("") | Some("day") => Grouping::Day,
+            None | Some("day") => Grouping::Day,
             Some("week") => Grouping::Week,
             Some(other) => return Err(format!("by {other:?} is neither day nor week")),
         };
