@@ -826,7 +826,7 @@ async fn a_playbook_that_leaves_out_a_running_campaign_warns_that_its_enrollment
             .output()
             .unwrap()
     };
-    let cli = validate(app.database_url());
+    let cli = validate(&app.database_url());
     let (out, err) = (
         String::from_utf8_lossy(&cli.stdout),
         String::from_utf8_lossy(&cli.stderr),

@@ -383,6 +383,40 @@ async fn every_figure_of_a_campaign_report_adds_up(app: TestApp) {
         ]
     );
 
+    // The command line reads the same counters: the same CSV, and tables for people.
+    let report = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nurture"))
+            .args([
+                "report",
+                "campaign",
+                "welcome",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-05",
+            ])
+            .args(extra)
+            .args(["--database-url", &app.database_url()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(report(&["--csv"]), text);
+    let table = report(&[]);
+    assert!(
+        table.starts_with("欢迎系列 · Welcome series (welcome) · 2026-11-01 to 2026-11-05 (Asia/Shanghai), by day"),
+        "{table}"
+    );
+    let total = table.lines().find(|l| l.trim_start().starts_with("total")).unwrap();
+    let total: Vec<&str> = total.split_whitespace().collect();
+    // sent, delivered, bounced, opened, open%, clicked, click%, unsubscribed, complaints.
+    assert_eq!(
+        total[1..],
+        ["13", "11", "2", "3", "27.3%", "1", "9.1%", "1", "1"],
+        "{table}"
+    );
+
     // The process's own totals on /metrics: the same figures, as counters.
     let metrics = app.metrics().await;
     for (outcome, n) in [

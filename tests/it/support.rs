@@ -371,9 +371,10 @@ pub struct Answer {
 }
 
 impl TestApp {
-    /// The URL of the server's database, for processes a test starts beside it.
-    pub fn database_url(&self) -> &str {
-        &self.store.url
+    /// The URL of the server's database (on PostgreSQL, its schema), for processes a test
+    /// starts beside it.
+    pub fn database_url(&self) -> String {
+        self.store.postgres_url().unwrap_or_else(|| self.store.url.clone())
     }
 
     /// A `registered` event for a new lead with this e-mail, as a CRM posts it (the welcome
