@@ -17,6 +17,11 @@ use crate::support::{Backend, TestApp};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// How long a page may take to show what a test waits for. Generous: CI runs every test at
+/// once on two cores, each browser test with its own Chromium, and a sign-in hashes a password
+/// with argon2; a page that shows it sooner ends the wait at once.
+const PATIENCE: Duration = Duration::from_secs(30);
+
 /// A headless Chromium and the chromedriver that drives it (killed when dropped).
 struct Browser {
     client: Client,
@@ -135,10 +140,10 @@ impl Browser {
         self.click(css).await;
     }
 
-    /// Waits (up to ten seconds) until the page shows `wanted` at `path`: a click returns
+    /// Waits (up to `PATIENCE`) until the page shows `wanted` at `path`: a click returns
     /// before the page it leads to has loaded.
     async fn until(&self, path: &str, wanted: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             // The page may be replaced between finding its body and reading it: read again.
             let text = match self.client.find(Locator::Css("body")).await {
@@ -184,9 +189,9 @@ impl Browser {
 
     /// Clicks the first element `css` finds; its `href`, if it has one. The live inbox may
     /// swap the element for a fresh one between finding and clicking it: then it is found
-    /// again (for up to ten seconds).
+    /// again (for up to `PATIENCE`).
     async fn click(&self, css: &str) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + PATIENCE;
         loop {
             let element = self.client.find(Locator::Css(css)).await.unwrap();
             let clicked = match element.attr("href").await {
