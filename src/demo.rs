@@ -275,12 +275,7 @@ pub async fn run(
 
     println!();
     crate::funnel::print(&crate::funnel::read(&engine).await?);
-    let window = engine
-        .report_window(nurture_engine::engine::WindowAsked {
-            since: Some(&format!("{}d", days + 1)),
-            ..Default::default()
-        })
-        .map_err(anyhow::Error::msg)?;
+    let window = engine.last_days(days + 1, Default::default(), None);
     let mut reports = Vec::new();
     for id in engine.playbook().campaigns.keys() {
         reports.push(engine.campaign_report(id, window, Default::default()).await?);

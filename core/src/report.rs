@@ -239,12 +239,6 @@ impl Span {
         pieces
     }
 
-    /// The local day an hour bucket starts in.
-    pub fn day_of(&self, hour: i64) -> NaiveDate {
-        let at = DateTime::<Utc>::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
-        at.with_timezone(&self.tz).date_naive()
-    }
-
     /// Every period of the span, in order.
     pub fn periods(&self, by: Grouping) -> Vec<NaiveDate> {
         let mut out = Vec::new();
@@ -618,6 +612,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The local day an hour bucket starts in, worked out from the zone itself: what the
+    /// pieces' day numbers must agree with.
+    fn day_of(span: &Span, hour: i64) -> NaiveDate {
+        let at = DateTime::<Utc>::from_timestamp_micros(hour * HOUR_MICROS).unwrap();
+        at.with_timezone(&span.tz).date_naive()
+    }
+
     #[test]
     fn rates_are_over_delivered_and_absent_without_any() {
         let f = MessageFigures {
@@ -661,8 +662,8 @@ mod tests {
         let expected = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap().timestamp_micros();
         assert_eq!(start, hour_of(expected));
         assert_eq!(end - start, 24);
-        assert_eq!(shanghai.day_of(start), day("2026-12-01"));
-        assert_eq!(shanghai.day_of(start - 1), day("2026-11-30"));
+        assert_eq!(day_of(&shanghai, start), day("2026-12-01"));
+        assert_eq!(day_of(&shanghai, start - 1), day("2026-11-30"));
     }
 
     #[test]
@@ -777,7 +778,7 @@ mod tests {
             for hour in piece.from..piece.to {
                 assert_eq!(
                     day_number((hour * 60 + piece.offset).div_euclid(1440)),
-                    berlin.day_of(hour)
+                    day_of(&berlin, hour)
                 );
             }
         }

@@ -4,8 +4,8 @@
 
 use super::*;
 
-use nurture_engine::engine::{Report, WindowAsked};
-use nurture_engine::report::{SplitRate, Summary};
+use nurture_engine::engine::{Report, ReportWindow};
+use nurture_engine::report::{Grouping, SplitRate, Summary};
 
 #[derive(Template)]
 #[template(path = "report.html")]
@@ -98,21 +98,11 @@ fn figures(s: &Summary) -> Figures {
 }
 
 /// The window the page shows: 7, 30 or 90 days to today in the viewer's zone.
-fn window_of(
-    state: &AppState,
-    q: &ReportQuery,
-    tz: chrono_tz::Tz,
-) -> (i64, bool, Result<nurture_engine::engine::ReportWindow, String>) {
+fn window_of(state: &AppState, q: &ReportQuery, tz: chrono_tz::Tz) -> (i64, bool, ReportWindow) {
     let days = q.days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(30);
     let weekly = q.by.as_deref() == Some("week");
-    let since = format!("{days}d");
-    let window = state.engine.report_window(WindowAsked {
-        since: Some(&since),
-        by: Some(if weekly { "week" } else { "day" }),
-        tz: Some(tz.name()),
-        ..Default::default()
-    });
-    (days, weekly, window)
+    let by = if weekly { Grouping::Week } else { Grouping::Day };
+    (days, weekly, state.engine.last_days(days, by, Some(tz)))
 }
 
 /// The report the page's query asks for: its days, whether weekly, and the report; a page
@@ -125,7 +115,6 @@ async fn load(
     t: &Text,
 ) -> Result<(i64, bool, Report), Response> {
     let (days, weekly, window) = window_of(state, q, tz);
-    let window = window.map_err(|e| message(StatusCode::BAD_REQUEST, &e))?;
     let rate = q.rate.as_deref().and_then(SplitRate::parse).unwrap_or_default();
     match state.engine.campaign_report(id, window, rate).await {
         Ok(report) => Ok((days, weekly, report)),

@@ -86,6 +86,19 @@ pub struct WindowAsked<'a> {
 pub const DEFAULT_REPORT_DAYS: i64 = 30;
 
 impl Engine {
+    /// The last `days` days up to today in `tz` (the Rules' time zone when `None`), at most
+    /// `MAX_REPORT_DAYS`: the window a page or the demo asks for with no words to check.
+    pub fn last_days(&self, days: i64, by: Grouping, tz: Option<Tz>) -> ReportWindow {
+        let tz = tz.unwrap_or_else(|| self.report_timezone());
+        let to = self.now().with_timezone(&tz).date_naive();
+        ReportWindow {
+            from: to - chrono::Duration::days(days.clamp(1, MAX_REPORT_DAYS) - 1),
+            to,
+            by,
+            tz,
+        }
+    }
+
     /// The window `asked` names, or what is wrong with it (which parameter, and what it takes).
     pub fn report_window(&self, asked: WindowAsked<'_>) -> Result<ReportWindow, String> {
         let tz = match asked.tz.map(str::trim) {
