@@ -348,6 +348,14 @@ pub enum ReportCommand {
         #[command(flatten)]
         window: ReportWindowArgs,
     },
+    /// What became of a queue's handoffs by day, per member, and the reasons for rejections
+    /// (`nurture report queue sdr --since 30d`).
+    Queue {
+        /// The queue's name (`sdr`).
+        queue: String,
+        #[command(flatten)]
+        window: ReportWindowArgs,
+    },
 }
 
 #[derive(Args, Clone)]

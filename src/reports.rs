@@ -13,6 +13,7 @@ pub async fn run(command: ReportCommand) -> Result<()> {
     let (args, campaign, template) = match &command {
         ReportCommand::Campaign { id, window } => (window, Some(id.as_str()), None),
         ReportCommand::Message { template, window } => (window, None, Some(template.as_str())),
+        ReportCommand::Queue { queue, window } => return run_queue(queue, window).await,
     };
     let engine = crate::deployments::engine(
         &args.db.database_url,
@@ -36,6 +37,26 @@ pub async fn run(command: ReportCommand) -> Result<()> {
         print!("{}", report.csv());
     } else {
         print(&report);
+    }
+    Ok(())
+}
+
+async fn run_queue(queue: &str, args: &ReportWindowArgs) -> Result<()> {
+    let engine = crate::deployments::engine(
+        &args.db.database_url,
+        &args.playbook,
+        Arc::new(nurture_engine::clock::SystemClock),
+    )
+    .await?;
+    let window = window(&engine, args).map_err(anyhow::Error::msg)?;
+    let report = engine
+        .queue_report(queue, window)
+        .await
+        .with_context(|| format!("reading the report of queue {queue:?}"))?;
+    if args.csv {
+        print!("{}", report.csv());
+    } else {
+        print_queue(&report);
     }
     Ok(())
 }
@@ -203,6 +224,98 @@ pub fn print_messages(reports: &[Report]) {
     println!("  {:<w$}{HEAD}", "campaign / step (template)");
     for (name, summary) in rows {
         println!("  {name:<w$}{}", figures(summary));
+    }
+    println!();
+}
+
+/// A number of seconds as the largest two units (`2h 8m`), `-` when there is none.
+fn duration(seconds: Option<i64>) -> String {
+    let Some(s) = seconds else {
+        return "-".into();
+    };
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m {}s", s % 60),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+const QUEUE_HEAD: &str =
+    " arrived  claimed  claim p50  claim p90  released  accepted  rejected  converted  accept%  breached";
+
+fn handoff_figures(s: &nurture_engine::report::queue::HandoffSummary) -> String {
+    let f = &s.figures;
+    format!(
+        "{:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9}",
+        s.arrived,
+        f.claimed,
+        duration(s.claim_p50_seconds),
+        duration(s.claim_p90_seconds),
+        f.released,
+        f.accepted,
+        f.rejected,
+        f.converted,
+        percent(s.accept_rate),
+        f.breached
+    )
+}
+
+/// A queue report as tables: now, per period with the total, per member, and the reasons.
+pub fn print_queue(report: &nurture_engine::engine::QueueReport) {
+    println!(
+        "Queue {} · {} to {} ({}), by {}{}",
+        report.queue,
+        report.from,
+        report.to,
+        report.tz,
+        match report.by {
+            nurture_engine::report::Grouping::Day => "day",
+            nurture_engine::report::Grouping::Week => "week",
+        },
+        report.sla.as_ref().map(|s| format!(", SLA {s}")).unwrap_or_default()
+    );
+    let now = &report.now;
+    println!(
+        "Now: {} open ({} assigned), {} claimed, {} past the SLA",
+        now.open, now.assigned, now.claimed, now.overdue
+    );
+    println!("Handoffs, counted when each thing happened (claim times are within 12.5%)");
+    let w = report
+        .members
+        .iter()
+        .map(|m| m.member.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12)
+        + 2;
+    println!("  {:<w$}{QUEUE_HEAD}", "period");
+    for period in report
+        .periods
+        .iter()
+        .filter(|p| p.summary.figures != Default::default())
+    {
+        println!(
+            "  {:<w$}{}",
+            period.period.to_string(),
+            handoff_figures(&period.summary)
+        );
+    }
+    println!("  {:<w$}{}", "total", handoff_figures(&report.totals));
+    if !report.members.is_empty() {
+        println!();
+        println!("  {:<w$}{QUEUE_HEAD}", "member");
+        for member in &report.members {
+            println!("  {:<w$}{}", member.member, handoff_figures(&member.summary));
+        }
+    }
+    if !report.reasons.is_empty() {
+        println!();
+        println!("Rejected, by reason");
+        for r in &report.reasons {
+            println!("  {:>6}  {}", r.rejected, r.reason);
+        }
     }
     println!();
 }

@@ -1,6 +1,6 @@
 //! The Reports section: what a campaign's messages, or a template's, did over a span of days,
-//! as JSON or (with `Accept: text/csv`) as CSV, one line per day, step, version, template,
-//! channel and language.
+//! and what became of a queue's handoffs, as JSON or (with `Accept: text/csv`) as CSV: one
+//! line per day, step, version, template, channel and language; or per day and member.
 
 use aide::axum::routing::get_with;
 use aide::axum::ApiRouter;
@@ -9,13 +9,13 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nurture_engine::access::Role;
-use nurture_engine::engine::{EngineError, Report, WindowAsked};
+use nurture_engine::engine::{EngineError, QueueReport, Report, WindowAsked};
 use nurture_engine::report::SplitRate;
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::input::{Id, Params, QueryParam, QuerySpec, TemplateName};
+use crate::input::{Id, Params, QueryParam, QuerySpec, QueueName, TemplateName};
 use crate::openapi::Doc;
 use crate::AppState;
 
@@ -35,6 +35,19 @@ pub fn router() -> ApiRouter<AppState> {
                 )
                 .allow(READERS)
                 .answers::<Report>(200)
+            }),
+        )
+        .api_route(
+            "/v1/reports/queues/{queue}",
+            get_with(queue, |o| {
+                o.summary(
+                    "What became of a queue's handoffs, by day or week: arrived (opened or moved in), \
+                     claimed and the time to claim (p50, p90), released, accepted, rejected (by reason), \
+                     converted, SLA breaches, moved out; per member; and what waits now. `Accept: text/csv` \
+                     for CSV.",
+                )
+                .allow(READERS)
+                .answers::<QueueReport>(200)
             }),
         )
         .api_route(
@@ -122,7 +135,8 @@ async fn campaign(
             EngineError::NotFound => ApiError::NotFound(format!("no campaign {id:?} was ever deployed")),
             e => e.into(),
         })?;
-    Ok(answer(&headers, report, &id))
+    let file = file_name(&id, report.from, report.to);
+    Ok(answer(&headers, report, Report::csv, &file))
 }
 
 async fn message(
@@ -140,7 +154,27 @@ async fn message(
         )),
         e => e.into(),
     })?;
-    Ok(answer(&headers, report, &name))
+    let file = file_name(&name, report.from, report.to);
+    Ok(answer(&headers, report, Report::csv, &file))
+}
+
+async fn queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(QueueName { queue }): Path<QueueName>,
+    query: Params<WindowQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READERS)?;
+    let window = window(&state, &query.0)?;
+    let report = state.engine.queue_report(&queue, window).await.map_err(|e| match e {
+        EngineError::NotFound => ApiError::NotFound(format!(
+            "no queue {queue:?} in the playbook in force, and none by that name counted anything then"
+        )),
+        e => e.into(),
+    })?;
+    let file = file_name(&format!("queue-{queue}"), report.from, report.to);
+    Ok(answer(&headers, report, QueueReport::csv, &file))
 }
 
 fn window(
@@ -160,21 +194,23 @@ fn window(
         .map_err(ApiError::Malformed)
 }
 
+/// A CSV download's file name: the subject (made safe) and the window.
+fn file_name(subject: &str, from: chrono::NaiveDate, to: chrono::NaiveDate) -> String {
+    format!(
+        "{}-{from}-{to}.csv",
+        subject.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")
+    )
+}
+
 /// JSON, or CSV when the caller asks for it before JSON.
-fn answer(headers: &HeaderMap, report: Report, subject: &str) -> Response {
+fn answer<R: serde::Serialize>(headers: &HeaderMap, report: R, csv: fn(&R) -> String, file: &str) -> Response {
     if wants_csv(headers) {
-        let file = format!(
-            "attachment; filename=\"{}-{}-{}.csv\"",
-            subject.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_"),
-            report.from,
-            report.to
-        );
         (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-                (header::CONTENT_DISPOSITION, file),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
             ],
-            report.csv(),
+            csv(&report),
         )
             .into_response()
     } else {

@@ -4,7 +4,8 @@
 //! messages `--leads` leads get over `--days` days from the shipped playbook's send steps and
 //! `--events` events about them (opens and clicks by people and by machines, bounces,
 //! unsubscribes, complaints); each report is then loaded `--samples` times. Reports read the
-//! counters alone, never leads, messages or events, so nothing else is filled.
+//! counters alone, never leads, messages or events, so nothing else is filled. The queue
+//! counters are filled likewise for one lead in twenty handed off (`fill_queues`).
 
 use anyhow::Result;
 use nurture_engine::access::Role;
@@ -168,6 +169,7 @@ pub async fn run(options: Options) -> Result<()> {
     }
     written += batch.len();
     flush(batch).await?;
+    let handoffs = fill_queues(store.as_ref(), options.leads, first_hour, now_hour).await?;
     let seconds_to_fill = filled.elapsed().as_secs_f64();
     engine.refresh_statistics().await?;
 
@@ -204,6 +206,9 @@ pub async fn run(options: Options) -> Result<()> {
         Load::new("message, by day", &bearer, |_| {
             format!("/v1/reports/messages/{template}?{since}")
         }),
+        Load::new("queue, by day", &bearer, |k| {
+            format!("/v1/reports/queues/{}?{since}", QUEUES[k % QUEUES.len()])
+        }),
     ];
     let mut figures = time_loads(&client, &base, &loads, options.samples.max(1)).await?;
     // CSV: the same reports, another answer.
@@ -224,6 +229,7 @@ pub async fn run(options: Options) -> Result<()> {
             "events": options.events,
             "days": options.days,
             "counter_additions": written,
+            "handoffs": handoffs,
             "counter_key_hours": key_hours(store.as_ref(), &engine).await?,
             "seconds_to_fill": seconds_to_fill.round(),
             "samples": options.samples,
@@ -232,6 +238,81 @@ pub async fn run(options: Options) -> Result<()> {
     );
     cleanup.run().await;
     Ok(())
+}
+
+/// The queues handoffs go to, as in the shipped playbook.
+const QUEUES: [&str; 2] = ["sdr", "sales"];
+
+/// Fills the queue counters as the engine would for one lead in twenty handed off over the
+/// hours: opened, claimed by one of ten members after up to a day, then accepted (six in ten,
+/// a third of those converted), rejected for one of five reasons (three in ten) or released;
+/// one in ten breaches its SLA and moves on. Returns the handoffs counted.
+async fn fill_queues(
+    store: &dyn nurture_engine::store::Store,
+    leads: usize,
+    first_hour: i64,
+    now_hour: i64,
+) -> Result<usize> {
+    use nurture_engine::report::queue::{wait_bucket, HandoffFact};
+    use nurture_engine::store::HandoffCount;
+    const REASONS: [&str; 5] = [
+        "No budget this year",
+        "Student",
+        "Competitor",
+        "Wrong contact",
+        "No project",
+    ];
+    let handoffs = leads / 20;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut batch = Vec::new();
+    for h in 0..handoffs {
+        let queue = QUEUES[h % QUEUES.len()];
+        let member = format!("sdr-{}@corp.example", rng.random_range(0..10));
+        let hour = rng.random_range(first_hour..=now_hour);
+        let count = |fact, member: &str, detail: String, hour: i64| HandoffCount {
+            queue: queue.to_owned(),
+            hour: hour.min(now_hour),
+            member: member.to_owned(),
+            fact,
+            detail,
+            shard: h as i64,
+            n: 1,
+        };
+        batch.push(count(HandoffFact::Opened, "", String::new(), hour));
+        let waited = rng.random_range(60..86_400);
+        let claimed = hour + waited / 3_600;
+        if rng.random_range(0..10) == 0 {
+            batch.push(count(HandoffFact::Breached, &member, String::new(), hour + 4));
+        }
+        batch.push(count(HandoffFact::Claimed, &member, String::new(), claimed));
+        batch.push(count(
+            HandoffFact::ClaimWait,
+            &member,
+            wait_bucket(waited).to_string(),
+            claimed,
+        ));
+        let decided = claimed + rng.random_range(0..48);
+        match rng.random_range(0..10) {
+            0..6 => {
+                batch.push(count(HandoffFact::Accepted, &member, String::new(), decided));
+                if rng.random_range(0..3) == 0 {
+                    let won = decided + rng.random_range(0..24 * 30);
+                    batch.push(count(HandoffFact::Converted, &member, String::new(), won));
+                }
+            }
+            6..9 => {
+                let reason = REASONS[rng.random_range(0..REASONS.len())].to_owned();
+                batch.push(count(HandoffFact::Rejected, &member, reason, decided));
+            }
+            _ => batch.push(count(HandoffFact::Released, &member, String::new(), decided)),
+        }
+        if batch.len() >= 5_000 || h + 1 == handoffs {
+            let mut tx = store.begin().await?;
+            tx.count_handoffs(&std::mem::take(&mut batch)).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(handoffs)
 }
 
 /// How many counter rows (shards summed) the reports read from, all campaigns and days.

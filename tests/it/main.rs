@@ -40,6 +40,7 @@ mod lead_search;
 mod outage;
 mod playbook;
 mod playbook_editor;
+mod queue_reports;
 mod reports;
 mod segments;
 mod smtp;

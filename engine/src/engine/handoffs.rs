@@ -13,9 +13,10 @@ use crate::lead::{FieldError, Lead, LeadRef, Stage};
 use crate::note::NoteInput;
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::playbook::{Playbook, Queue, Routing};
+use crate::report::queue::{reason_key, wait_bucket, HandoffFact};
 use crate::store::handoffs::{Emitted, HandoffLogEntry, NewNotification, QueueCounts, QueueCursor};
-use crate::store::NewNote;
 use crate::store::Tx;
+use crate::store::{HandoffCount, NewNote};
 use crate::webhook::payload::{Breach, Data, Decided, HandoffData, Mql, NoteAdded, Payload};
 
 /// Webhook event types nurture emits (`*` subscribes to all).
@@ -67,6 +68,31 @@ fn log(h: &Handoff, action: &str, actor: Option<&str>, detail: Option<String>, n
         at: to_micros(now),
         queue: Some(h.queue.clone()),
     }
+}
+
+/// One handoff counted in `queue` (for `member`, empty when no member is concerned) at `now`.
+fn count(h: &Handoff, queue: &str, member: Option<&str>, fact: HandoffFact, now: DateTime<Utc>) -> HandoffCount {
+    HandoffCount {
+        queue: queue.to_owned(),
+        hour: crate::report::hour_of(to_micros(now)),
+        member: member.unwrap_or_default().to_owned(),
+        fact,
+        detail: String::new(),
+        shard: h.id.0,
+        n: 1,
+    }
+}
+
+/// A claim by `member` of `h` at `now`, and how long `h` had waited since it was opened.
+fn claim_counts(h: &Handoff, member: &str, now: DateTime<Utc>) -> [HandoffCount; 2] {
+    let waited = (now - h.created_at).num_seconds();
+    [
+        count(h, &h.queue, Some(member), HandoffFact::Claimed, now),
+        HandoffCount {
+            detail: wait_bucket(waited).to_string(),
+            ..count(h, &h.queue, Some(member), HandoffFact::ClaimWait, now)
+        },
+    ]
 }
 
 /// A queue's members in the playbook's order, with their stored state (a member never stored
@@ -128,6 +154,38 @@ fn decision_audit(by: &By, h: &Handoff, decision: &Decision, noted: bool) -> Cha
         .with("lead", h.lead_id.0.to_string())
         .with("queue", h.queue.clone())
         .with("noted", noted)
+}
+
+/// What a decision on `h` (made by `by`; `was_open`: before anyone had claimed it) adds to
+/// its queue's counters: the decision, for whoever held the handoff, and the claim an accept
+/// or a reject of an open handoff makes as it decides.
+fn decision_counts(
+    h: &Handoff,
+    decision: &Decision,
+    by: &str,
+    was_open: bool,
+    now: DateTime<Utc>,
+) -> Vec<HandoffCount> {
+    let member = h.claimed_by.as_deref().unwrap_or(by);
+    let mut counts = Vec::new();
+    let fact = match decision {
+        Decision::Accept => HandoffFact::Accepted,
+        Decision::Reject { .. } => HandoffFact::Rejected,
+        Decision::Convert { .. } => HandoffFact::Converted,
+        Decision::Release => HandoffFact::Released,
+    };
+    if was_open && matches!(fact, HandoffFact::Accepted | HandoffFact::Rejected) {
+        counts.extend(claim_counts(h, member, now));
+    }
+    let detail = match decision {
+        Decision::Reject { reason, .. } => reason_key(reason),
+        _ => String::new(),
+    };
+    counts.push(HandoffCount {
+        detail,
+        ..count(h, &h.queue, Some(member), fact, now)
+    });
+    counts
 }
 
 /// Why a claim found nothing (see [`Engine::nothing_to_claim`]).
@@ -192,6 +250,11 @@ impl Engine {
             let assigned = self.route(tx, playbook, &mut handoffs, now, &mut lines).await?;
             tx.update_handoffs(&assigned).await?;
             tx.log_handoffs(&lines).await?;
+            let counts: Vec<HandoffCount> = handoffs
+                .iter()
+                .map(|h| count(h, &h.queue, None, HandoffFact::Opened, now))
+                .collect();
+            tx.count_handoffs(&counts).await?;
             for h in &handoffs {
                 events.push(event("lead.handed_off", lead_of(h.lead_id.0), about(h), now));
                 if h.assigned_to.is_some() {
@@ -488,6 +551,11 @@ impl Engine {
             .map(|h| log(h, "claimed", h.claimed_by.as_deref(), None, now))
             .collect();
         tx.log_handoffs(&lines).await?;
+        let counts: Vec<HandoffCount> = got
+            .iter()
+            .flat_map(|h| claim_counts(h, h.claimed_by.as_deref().unwrap_or_default(), now))
+            .collect();
+        tx.count_handoffs(&counts).await?;
         let ids: Vec<i64> = got.iter().map(|h| h.lead_id.0).collect();
         // Shown, not changed: read without locking the leads.
         let mut leads: HashMap<i64, Lead> = tx.view_leads(&ids).await?.into_iter().map(|l| (l.id.0, l)).collect();
@@ -561,6 +629,7 @@ impl Engine {
             .lock_handoff(id.0)
             .await?
             .ok_or_else(|| EngineError::Missing(format!("no handoff {}", id.0)))?;
+        let was_open = h.status == crate::handoff::HandoffStatus::Open;
         h.decide(decision, by, oversees, now).map_err(|refusal| match refusal {
             Refusal::Conflict(message) => EngineError::Conflict(message),
             Refusal::Invalid(message) => EngineError::Invalid(vec![FieldError::new("reason", message)]),
@@ -571,6 +640,8 @@ impl Engine {
         };
         tx.update_handoffs(std::slice::from_ref(&h)).await?;
         tx.log_handoffs(&[log(&h, decision.verb(), Some(by), detail, now)])
+            .await?;
+        tx.count_handoffs(&decision_counts(&h, decision, by, was_open, now))
             .await?;
         let leads = tx.find_leads(&[h.lead_id.0], &[], &[]).await?;
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
@@ -780,7 +851,9 @@ impl Engine {
         let mut moved: Vec<Handoff> = Vec::new();
         // (handoff, the queue it breached, whom it was assigned to there, who to tell)
         let mut notify: Vec<(i64, String, Option<String>, Vec<String>)> = Vec::new();
+        let mut counts = Vec::new();
         for h in &mut due {
+            counts.push(count(h, &h.queue, h.assigned_to.as_deref(), HandoffFact::Breached, now));
             h.sla_breached_at = Some(now);
             h.updated_at = now;
             let queue = playbook.queues.queues.get(&h.queue);
@@ -811,6 +884,8 @@ impl Engine {
                 .filter(|t| playbook.queues.queues.contains_key(t));
             if let Some(target) = target {
                 lines.push(log(h, "moved", None, Some(format!("{} → {target}", h.queue)), now));
+                counts.push(count(h, &h.queue, None, HandoffFact::MovedOut, now));
+                counts.push(count(h, &target, None, HandoffFact::MovedIn, now));
                 h.moved_from = Some(std::mem::replace(&mut h.queue, target.clone()));
                 h.assigned_to = None;
                 // The new queue's own SLA starts now.
@@ -827,6 +902,7 @@ impl Engine {
         }
         tx.update_handoffs(&due).await?;
         tx.log_handoffs(&lines).await?;
+        tx.count_handoffs(&counts).await?;
         let wanted = tx.wanted_events().await?;
         let emit = wanted.iter().any(|w| w == "handoff.sla_breached" || w == "*");
         if emit || !notify.is_empty() {

@@ -49,7 +49,9 @@ pub use leads::{ItemError, LeadView, Target, Upserted};
 use pass::Pick;
 pub use phases::{Phase, Phases};
 pub use preview::{Preview, PreviewFor, PreviewLead, TestSent};
-pub use reports::{MessageTotals, Report, ReportWindow, WindowAsked, DEFAULT_REPORT_DAYS, MAX_REPORT_DAYS};
+pub use reports::{
+    MessageTotals, QueueNow, QueueReport, Report, ReportWindow, WindowAsked, DEFAULT_REPORT_DAYS, MAX_REPORT_DAYS,
+};
 pub use users::{Invited, SignedIn, MIN_PASSWORD, SESSION, SETUP_LINK};
 pub use webhooks::NewWebhook;
 

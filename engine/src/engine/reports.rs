@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::{Engine, EngineError, EngineResult, StepFunnel};
+use crate::report::queue::{HandoffLine, HandoffPeriod, HandoffSummary, MemberPart, ReasonPart};
 use crate::report::{
     self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, SplitRate, SplitReport, StepPart, Summary,
 };
@@ -267,6 +268,138 @@ impl Engine {
             flow: None,
             lines: t.lines,
         })
+    }
+}
+
+/// What became of a queue's handoffs in a window: arrivals, claims and how long they took,
+/// decisions and their reasons, SLA breaches; per period and per member.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct QueueReport {
+    pub queue: String,
+    /// The queue's SLA as the playbook says it (`4h`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sla: Option<String>,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub by: Grouping,
+    pub tz: String,
+    /// What waits and is worked now (not limited to the window).
+    pub now: QueueNow,
+    /// Everything counted in the window. A handoff is counted where each thing happened to it:
+    /// opened one day, claimed the next, converted in another month.
+    pub totals: HandoffSummary,
+    /// Per day (or week, named by its Monday), every one of the window.
+    pub periods: Vec<HandoffPeriod>,
+    /// Per member: claims and times to claim, decisions, and breaches of what was assigned
+    /// to them.
+    pub members: Vec<MemberPart>,
+    /// Rejection reasons, most given first.
+    pub reasons: Vec<ReasonPart>,
+    /// Period × member (and the whole queue): the CSV.
+    #[serde(skip)]
+    pub lines: Vec<HandoffLine>,
+}
+
+/// A queue's handoffs now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct QueueNow {
+    /// Waiting for a claim, of which `assigned` given to a member by round robin.
+    pub open: i64,
+    pub assigned: i64,
+    pub claimed: i64,
+    /// Open past the queue's SLA.
+    pub overdue: i64,
+}
+
+impl Engine {
+    /// What became of queue `queue`'s handoffs in `window`. A queue of the playbook in force,
+    /// or one counted in the window, has a report; any other name is `NotFound`.
+    pub async fn queue_report(&self, queue: &str, window: ReportWindow) -> EngineResult<QueueReport> {
+        let playbook = self.playbook();
+        let span = Span {
+            from: window.from,
+            to: window.to,
+            tz: window.tz,
+        };
+        let rows = self.store.handoff_counts_by_day(queue, &span.pieces()).await?;
+        let known = playbook.queues.queues.get(queue);
+        if known.is_none() && rows.is_empty() {
+            return Err(EngineError::NotFound);
+        }
+        let t = report::queue::handoff_tally(&rows, &span, window.by);
+        let now = self
+            .store
+            .queue_counts(crate::clock::to_micros(self.now()))
+            .await?
+            .into_iter()
+            .find(|c| c.queue == queue)
+            .map(|c| QueueNow {
+                open: c.open,
+                assigned: c.assigned,
+                claimed: c.claimed,
+                overdue: c.overdue,
+            })
+            .unwrap_or_default();
+        Ok(QueueReport {
+            queue: queue.to_owned(),
+            sla: known.and_then(|q| q.sla).map(|s| s.to_string()),
+            from: window.from,
+            to: window.to,
+            by: window.by,
+            tz: window.tz.name().to_owned(),
+            now,
+            totals: t.totals,
+            periods: t.periods,
+            members: t.members,
+            reasons: t.reasons,
+            lines: t.lines,
+        })
+    }
+}
+
+impl QueueReport {
+    /// A header line, then a line per period for the whole queue (member empty) and for each
+    /// member with something counted that period.
+    pub fn csv(&self) -> String {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let _ = out.write_record([
+            "period",
+            "member",
+            "arrived",
+            "opened",
+            "moved_in",
+            "moved_out",
+            "breached",
+            "claimed",
+            "released",
+            "accepted",
+            "rejected",
+            "converted",
+            "claim_p50_seconds",
+            "claim_p90_seconds",
+        ]);
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        for line in &self.lines {
+            let s = &line.summary;
+            let f = &s.figures;
+            let _ = out.write_record([
+                line.period.to_string(),
+                line.member.clone(),
+                s.arrived.to_string(),
+                f.opened.to_string(),
+                f.moved_in.to_string(),
+                f.moved_out.to_string(),
+                f.breached.to_string(),
+                f.claimed.to_string(),
+                f.released.to_string(),
+                f.accepted.to_string(),
+                f.rejected.to_string(),
+                f.converted.to_string(),
+                opt(s.claim_p50_seconds),
+                opt(s.claim_p90_seconds),
+            ]);
+        }
+        String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
     }
 }
 

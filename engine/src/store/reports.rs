@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
+use crate::report::queue::{HandoffDayRow, HandoffFact};
 use crate::report::{day_number, CountKey, CountRow, DayRow, MessageFigures, Piece};
 use crate::store::sql::{Dialect, SqlStore, SqlTx};
 
@@ -27,6 +28,20 @@ pub struct CountedMessage {
     pub lead: i64,
     pub key: CountKey,
     pub hour: i64,
+}
+
+/// An addition to a queue's handoff counter (`handoff_counts`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HandoffCount {
+    pub queue: String,
+    pub hour: i64,
+    /// Who it concerns; empty when no member does.
+    pub member: String,
+    pub fact: HandoffFact,
+    /// A rejection's reason, a claim wait's bucket; else empty.
+    pub detail: String,
+    pub shard: i64,
+    pub n: i64,
 }
 
 /// Which counters a report reads.
@@ -60,6 +75,8 @@ pub fn merge_deltas(deltas: impl IntoIterator<Item = CountDelta>) -> Vec<CountDe
 pub trait ReportTx: Send {
     /// Adds to the counters (deltas merged with `merge_deltas`).
     async fn count_messages(&mut self, deltas: &[CountDelta]) -> StoreResult<()>;
+    /// Adds to the queues' handoff counters.
+    async fn count_handoffs(&mut self, counts: &[HandoffCount]) -> StoreResult<()>;
     /// The sent messages among `ids`, with what their counters are keyed by.
     async fn counted_messages(&mut self, ids: &[i64]) -> StoreResult<Vec<CountedMessage>>;
 }
@@ -74,6 +91,9 @@ pub trait ReportStore: Send + Sync {
     /// pieces of a span (`Span::pieces`: hours with one UTC offset each). Grouped in the
     /// database: a report reads a row per key and day, not per hour and shard.
     async fn message_counts_by_day(&self, scope: CountScope<'_>, pieces: &[Piece]) -> StoreResult<Vec<DayRow>>;
+    /// A queue's handoff counters summed per member, fact, detail and local day over the
+    /// pieces of a span.
+    async fn handoff_counts_by_day(&self, queue: &str, pieces: &[Piece]) -> StoreResult<Vec<HandoffDayRow>>;
 }
 
 /// The counters' upsert: one statement for a batch, bound as one JSON array of arrays.
@@ -140,6 +160,61 @@ where
     Ok(())
 }
 
+/// Adds to the handoff counters on a connection (inside the caller's transaction): merged per
+/// row, in key order, one statement.
+pub(crate) async fn count_handoffs_on<'c, DB, E>(conn: E, counts: &[HandoffCount]) -> StoreResult<()>
+where
+    DB: Dialect,
+    E: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut merged: std::collections::BTreeMap<(String, i64, String, HandoffFact, String, i64), i64> =
+        Default::default();
+    for c in counts {
+        let key = (
+            c.queue.clone(),
+            c.hour,
+            c.member.clone(),
+            c.fact,
+            c.detail.clone(),
+            c.shard.rem_euclid(DB::COUNTER_SHARDS),
+        );
+        *merged.entry(key).or_default() += c.n;
+    }
+    merged.retain(|_, n| *n != 0);
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = merged
+        .into_iter()
+        .map(|((queue, hour, member, fact, detail, shard), n)| {
+            serde_json::json!([queue, member, fact.as_str(), detail, hour, shard, n])
+        })
+        .collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO handoff_counts (queue, member, fact, detail, hour, shard, n) \
+         SELECT * FROM ({rows}) AS r WHERE true \
+         ON CONFLICT (queue, hour, member, fact, detail, shard) DO UPDATE SET n = handoff_counts.n + excluded.n",
+        rows = DB::json_array_rows(4, 3)
+    )))
+    .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    .execute(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok(())
+}
+
+/// A handoff counter row as the read returns it.
+#[derive(sqlx::FromRow)]
+pub struct HandoffReadRow {
+    member: String,
+    fact: String,
+    detail: String,
+    bucket: i64,
+    n: i64,
+}
+
 /// A counter row as the read returns it.
 #[derive(sqlx::FromRow)]
 pub struct ReadRow {
@@ -197,6 +272,13 @@ where
         count_on(self.connection().await?, deltas).await
     }
 
+    async fn count_handoffs(&mut self, counts: &[HandoffCount]) -> StoreResult<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        count_handoffs_on(self.connection().await?, counts).await
+    }
+
     async fn counted_messages(&mut self, ids: &[i64]) -> StoreResult<Vec<CountedMessage>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -239,6 +321,7 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'r> ReadRow: FromRow<'r, DB::Row>,
+    for<'r> HandoffReadRow: FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>> {
@@ -264,6 +347,34 @@ where
                 key,
                 day: day_number(day),
                 figures,
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn handoff_counts_by_day(&self, queue: &str, pieces: &[Piece]) -> StoreResult<Vec<HandoffDayRow>> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            let rows: Vec<HandoffReadRow> = sqlx::query_as(
+                "SELECT member, fact, detail, CAST((hour * 60 + $4) / 1440 AS BIGINT) AS bucket, \
+                 CAST(SUM(n) AS BIGINT) AS n FROM handoff_counts \
+                 WHERE queue = $1 AND hour >= $2 AND hour < $3 \
+                 GROUP BY member, fact, detail, CAST((hour * 60 + $4) / 1440 AS BIGINT)",
+            )
+            .bind(queue)
+            .bind(piece.from)
+            .bind(piece.to)
+            .bind(piece.offset)
+            .fetch_all(self.pool())
+            .await?;
+            out.extend(rows.into_iter().filter_map(|r| {
+                Some(HandoffDayRow {
+                    day: day_number(r.bucket),
+                    member: r.member,
+                    fact: HandoffFact::parse(&r.fact)?,
+                    detail: r.detail,
+                    n: r.n,
+                })
             }));
         }
         Ok(out)

@@ -799,3 +799,5 @@ mod tests {
         assert_eq!(large.high, Some(0.1377));
     }
 }
+
+pub mod queue;
