@@ -108,6 +108,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
         }
     });
+    // Finished hours' report counters folded into one row per key and hour (PostgreSQL).
+    let folding = engine.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            every.tick().await;
+            match folding.fold_counters().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "Report counters folded."),
+                Err(e) => tracing::warn!(error = %e, "Folding the report counters failed; it will be retried."),
+            }
+        }
+    });
     if !manual {
         let decaying = engine.clone();
         tokio::spawn(async move {

@@ -37,6 +37,9 @@ pub struct Options {
     /// Defaults to a fresh SQLite file in a temporary directory.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Leave the counters' shards unfolded, as they are before a server's first fold.
+    #[arg(long)]
+    pub unfolded: bool,
 }
 
 /// A send step of the shipped playbook, one of its templates.
@@ -171,6 +174,14 @@ pub async fn run(options: Options) -> Result<()> {
     flush(batch).await?;
     let handoffs = fill_queues(store.as_ref(), options.leads, first_hour, now_hour).await?;
     let seconds_to_fill = filled.elapsed().as_secs_f64();
+    // What `serve` does every five minutes over the days, done once.
+    let folding = Instant::now();
+    let folded = if options.unfolded {
+        0
+    } else {
+        engine.fold_counters().await?
+    };
+    let seconds_to_fold = folding.elapsed().as_secs_f64();
     engine.refresh_statistics().await?;
 
     let key = engine
@@ -232,6 +243,8 @@ pub async fn run(options: Options) -> Result<()> {
             "handoffs": handoffs,
             "counter_key_hours": key_hours(store.as_ref(), &engine).await?,
             "seconds_to_fill": seconds_to_fill.round(),
+            "folded_key_hours": folded,
+            "seconds_to_fold": seconds_to_fold.round(),
             "samples": options.samples,
             "reports": figures,
         })

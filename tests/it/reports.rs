@@ -765,3 +765,106 @@ async fn a_split_compares_its_arms_with_an_interval(app: TestApp) {
         .unwrap()
         .contains("rate \"reply\" is none of open, click, handoff"));
 }
+
+/// Folding finished hours' shards changes no figure, leaves one row per key and hour, and
+/// leaves the hours not yet finished alone; writers adding after a fold add to what is there.
+async fn folding_the_counters_keeps_every_figure(backend: crate::support::Backend) {
+    use nurture_engine::report::{CountKey, MessageFigures};
+    use nurture_engine::store::{CountDelta, CountScope};
+    let Some(t) = crate::support::store(backend).await else {
+        return;
+    };
+    let key = |step: &str| CountKey {
+        campaign: "welcome".into(),
+        step: step.into(),
+        version: "v1".into(),
+        template: step.into(),
+        channel: "email".into(),
+        language: "zh".into(),
+    };
+    let figures = |sent, opened| MessageFigures {
+        sent,
+        opened,
+        ..Default::default()
+    };
+    let add = |deltas: Vec<CountDelta>| {
+        let store = t.store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.count_messages(&deltas).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let (old, now) = (490_000, 490_100);
+    let mut deltas = Vec::new();
+    for shard in 0..8 {
+        deltas.push(CountDelta {
+            key: key("welcome"),
+            hour: old,
+            shard,
+            figures: figures(1, shard % 2),
+        });
+        deltas.push(CountDelta {
+            key: key("guide"),
+            hour: now,
+            shard,
+            figures: figures(2, 1),
+        });
+    }
+    add(deltas).await;
+    let read = || async {
+        let mut rows = t
+            .store
+            .message_counts(CountScope::Campaign("welcome"), 0, i64::MAX)
+            .await
+            .unwrap();
+        rows.sort_by_key(|r| r.hour);
+        rows.into_iter()
+            .map(|r| (r.key.step, r.hour, r.figures.sent, r.figures.opened))
+            .collect::<Vec<_>>()
+    };
+    let before = read().await;
+    assert_eq!(before, [("welcome".into(), old, 8, 4), ("guide".into(), now, 16, 8)]);
+    let folded = t.store.fold_counters(now).await.unwrap();
+    assert_eq!(read().await, before, "no figure changes");
+    let rows = |hour: i64| {
+        let t = &t;
+        async move {
+            t.count(&format!("SELECT COUNT(*) FROM message_counts WHERE hour = {hour}"))
+                .await
+        }
+    };
+    match backend {
+        crate::support::Backend::Postgres => {
+            assert_eq!(folded, 1, "the old hour's one key folded");
+            assert_eq!(rows(old).await, 1, "one row for the finished hour");
+            assert_eq!(rows(now).await, 4, "the hour not finished keeps its shards");
+        }
+        crate::support::Backend::Sqlite => {
+            assert_eq!(folded, 0, "one shard: nothing to fold");
+            assert_eq!((rows(old).await, rows(now).await), (1, 1));
+        }
+    }
+    // A late open of an old message adds to the folded row (or a shard of its own).
+    add(vec![CountDelta {
+        key: key("welcome"),
+        hour: old,
+        shard: 3,
+        figures: figures(0, 1),
+    }])
+    .await;
+    assert_eq!(read().await[0], ("welcome".into(), old, 8, 5));
+    t.store.fold_counters(now).await.unwrap();
+    assert_eq!(read().await[0], ("welcome".into(), old, 8, 5));
+    assert_eq!(rows(old).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_folding_the_counters_keeps_every_figure() {
+    folding_the_counters_keeps_every_figure(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_folding_the_counters_keeps_every_figure() {
+    folding_the_counters_keeps_every_figure(crate::support::Backend::Postgres).await;
+}

@@ -149,6 +149,13 @@ impl Engine {
         Ok(self.store.refresh_statistics().await?)
     }
 
+    /// Folds the report counters of hours that ended more than an hour ago (see
+    /// `Store::fold_counters`); returns the key-hours folded into.
+    pub async fn fold_counters(&self) -> EngineResult<u64> {
+        let hour = crate::report::hour_of(crate::clock::to_micros(self.now()));
+        Ok(self.store.fold_counters(hour - 1).await?)
+    }
+
     /// Notified when a transaction that queued messages commits (see `Store::mail_queued`).
     pub async fn mail_queued(&self) -> Arc<tokio::sync::Notify> {
         self.store.mail_queued().await

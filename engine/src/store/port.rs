@@ -75,6 +75,13 @@ pub trait Store:
     /// seconds: a table that grew from empty to a million rows in minutes is otherwise planned
     /// as if it were still small.
     async fn refresh_statistics(&self) -> StoreResult<Vec<String>>;
+
+    /// Folds the report counters' shards of hours before `before` (hours since the epoch)
+    /// into one row per key and hour, so that reports read a quarter of the rows; returns the
+    /// key-hours folded into. Shards only part writers that add to the same hour at once: once an
+    /// hour is over, few do (events about its messages). A backend with one shard has
+    /// nothing to fold.
+    async fn fold_counters(&self, before: i64) -> StoreResult<u64>;
 }
 
 /// A write transaction: the set-based primitives the engine composes.

@@ -173,6 +173,51 @@ impl Store for PgStore {
         )))
     }
 
+    async fn fold_counters(&self, before: i64) -> StoreResult<u64> {
+        // A day of hours a statement, oldest first, each its own transaction: a writer adding
+        // to a folded hour waits for one day's rows at most. A writer that added to a shard
+        // row being folded adds again after the fold (its upsert finds the row gone and
+        // inserts it); two that lock rows crosswise are a deadlock PostgreSQL breaks, and the
+        // loser's batch is retried, as any lost race is.
+        let names = crate::report::MessageFigures::NAMES;
+        let key = "campaign_id, hour, step, version, template, channel, language";
+        let sums: Vec<String> = names.iter().map(|n| format!("SUM({n})")).collect();
+        let adds: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n} = message_counts.{n} + excluded.{n}"))
+            .collect();
+        let fold = format!(
+            "WITH gone AS (DELETE FROM message_counts WHERE shard <> 0 AND hour >= $1 AND hour < $2 RETURNING *) \
+             INSERT INTO message_counts ({key}, shard, {columns}) \
+             SELECT {key}, 0, {sums} FROM gone GROUP BY {key} \
+             ON CONFLICT ({key}, shard) DO UPDATE SET {adds}",
+            columns = names.join(", "),
+            sums = sums.join(", "),
+            adds = adds.join(", "),
+        );
+        let (mut folded, mut floor) = (0, i64::MIN);
+        loop {
+            let oldest: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(hour) FROM message_counts WHERE shard <> 0 AND hour >= $1 AND hour < $2",
+            )
+            .bind(floor)
+            .bind(before)
+            .fetch_one(&self.pool)
+            .await?;
+            let Some(from) = oldest else {
+                return Ok(folded);
+            };
+            floor = (from + 24).min(before);
+            let gone = sqlx::query(AssertSqlSafe(fold.clone()))
+                .bind(from)
+                .bind(floor)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            folded += gone.rows_affected();
+        }
+    }
+
     async fn refresh_statistics(&self) -> StoreResult<Vec<String>> {
         // What autovacuum does, sooner and without it: it may be off, and it looks at a table
         // at most once a minute. The thresholds are autovacuum's defaults (50 rows and a tenth

@@ -177,6 +177,11 @@ impl Store for SqliteStore {
         Ok(Vec::new())
     }
 
+    async fn fold_counters(&self, _before: i64) -> StoreResult<u64> {
+        // One writer at a time, one shard (`COUNTER_SHARDS`): nothing to fold.
+        Ok(0)
+    }
+
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = to_micros(now) - decay.every.secs() * 1_000_000;
         let mut tx = self.write_tx().await?;
