@@ -201,6 +201,20 @@ pub fn print(report: &Report) {
             );
         }
     }
+    if let Some(waits) = report.waits.as_ref().filter(|w| !w.is_empty()) {
+        println!();
+        println!("Time spent waiting, by those that went on in the window (within 12.5% above)");
+        println!("  {:<w$} {:>8} {:>10} {:>10}", "step", "went on", "p50", "p90");
+        for wait in waits {
+            println!(
+                "  {:<w$} {:>8} {:>10} {:>10}",
+                wait.step,
+                wait.went_on,
+                duration(wait.p50_seconds),
+                duration(wait.p90_seconds)
+            );
+        }
+    }
     println!();
 }
 

@@ -325,6 +325,10 @@ pub struct JourneyEntry {
     /// The enrollment arrived at the step with this line (not: it left a wait, or a goal
     /// ended it there). Per-step `entered` counts these.
     pub arrived: bool,
+    /// On the line that leaves a wait step the enrollment had been waiting at: how long it
+    /// waited there, in seconds (for the report's time spent waiting).
+    #[serde(skip)]
+    pub waited: Option<i64>,
 }
 
 /// How many enrollments took each edge of a campaign's graph, `(from, to)` by step id, from
@@ -449,6 +453,7 @@ impl Run<'_, '_> {
             outcome,
             detail,
             arrived: outcome.arrives(),
+            waited: None,
         })
     }
 
@@ -733,6 +738,11 @@ impl Run<'_, '_> {
             _ => return ControlFlow::Break(()),
         };
         self.log(&step.id, Outcome::Waited, detail);
+        // It has waited here since its last move.
+        let waited = (now - self.enrollment.updated_at).num_seconds().max(0);
+        if let Some(line) = self.journey.last_mut() {
+            line.waited = Some(waited);
+        }
         self.go(self.next(node, Edge::Next));
         ControlFlow::Continue(())
     }

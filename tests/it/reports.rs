@@ -13,6 +13,7 @@ use crate::support::TestApp;
 both_backends!(crate::support::spawn_app_on;
     every_figure_of_a_campaign_report_adds_up,
     a_split_compares_its_arms_with_an_interval,
+    time_spent_waiting_is_reported_per_wait_step,
 );
 
 const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15";
@@ -867,4 +868,152 @@ async fn sqlite_folding_the_counters_keeps_every_figure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_folding_the_counters_keeps_every_figure() {
     folding_the_counters_keeps_every_figure(crate::support::Backend::Postgres).await;
+}
+
+const WAIT_TEST: &str = "kind: Campaign
+id: wait-test
+name: Wait test
+type: custom
+entry: { trigger: event, event: wait_test, reentry: never }
+start: pause
+steps:
+  pause: { wait: { for: 2d }, next: listen }
+  listen: { wait: { until: { event: { type: signal } }, timeout: 5d }, next: done }
+  done: { exit: done }
+";
+
+/// Ten leads wait two days at `pause`, then at `listen` until they signal (six, after an
+/// hour and a half) or five days pass (four): the report's times, per step and version.
+async fn time_spent_waiting_is_reported_per_wait_step(app: TestApp) {
+    use nurture_engine::report::queue::{bucket_ceiling, wait_bucket};
+    let deployed = app
+        .client
+        .put(format!("{}/v1/playbook?file=wait-test.yaml", app.base))
+        .bearer_auth(&app.keys[&Role::Marketer])
+        .header("content-type", "application/yaml")
+        .body(WAIT_TEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+    let events: Vec<Value> = (0..10)
+        .map(|i| json!({"lead": {"email": format!("w{i}@acme.example")}, "type": "wait_test"}))
+        .collect();
+    let posted = app.call("POST", "/v1/events", Role::Crm, Some(json!(events))).await;
+    assert_eq!(posted.body["accepted"], 10, "{:?}", posted.body);
+    advance(&app, chrono::Duration::minutes(1)).await;
+    advance(&app, chrono::Duration::days(2)).await;
+    advance(&app, chrono::Duration::minutes(90)).await;
+    let signals: Vec<Value> = (0..6)
+        .map(|i| json!({"lead": {"email": format!("w{i}@acme.example")}, "type": "signal"}))
+        .collect();
+    let posted = app.call("POST", "/v1/events", Role::Crm, Some(json!(signals))).await;
+    assert_eq!(posted.body["accepted"], 6, "{:?}", posted.body);
+    advance(&app, chrono::Duration::days(5)).await;
+
+    let answer = app
+        .call("GET", "/v1/reports/campaigns/wait-test?since=30d", Role::Marketer, None)
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let flow_version = app
+        .call("GET", "/v1/campaigns/wait-test", Role::Marketer, None)
+        .await
+        .body["version"]
+        .clone();
+    // Two days, an hour and a half, five days: each within its bucket, whatever minute the
+    // runner took them on.
+    let (two_days, ninety_minutes, five_days) = (
+        bucket_ceiling(wait_bucket(2 * 86_400)),
+        bucket_ceiling(wait_bucket(90 * 60)),
+        bucket_ceiling(wait_bucket(5 * 86_400)),
+    );
+    assert_eq!((two_days, ninety_minutes, five_days), (180_223, 5_631, 458_751));
+    let times = |p50: i64, p90: i64| json!({"went_on": 10, "p50_seconds": p50, "p90_seconds": p90});
+    let mut expected = vec![
+        json!({"step": "pause", "versions": [json!({"version": flow_version})]}),
+        json!({"step": "listen", "versions": [json!({"version": flow_version})]}),
+    ];
+    for (part, (p50, p90)) in expected
+        .iter_mut()
+        .zip([(two_days, two_days), (ninety_minutes, five_days)])
+    {
+        let t = times(p50, p90);
+        for (k, v) in t.as_object().unwrap() {
+            part[k] = v.clone();
+            part["versions"][0][k] = v.clone();
+        }
+    }
+    assert_eq!(answer.body["waits"], json!(expected));
+}
+
+/// The migration fills the wait counters from the journey: a `waited` line right after a
+/// `waiting` line at the same step.
+async fn the_wait_counters_are_backfilled_from_the_journey(backend: crate::support::Backend) {
+    use crate::support::{Backend, Db};
+    use nurture_engine::report::queue::wait_bucket;
+    use nurture_engine::report::HOUR_MICROS;
+    use nurture_engine::store::WaitRow;
+    let Some(t) = crate::support::unmigrated_store(backend).await else {
+        return;
+    };
+    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
+    let dir = match backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    };
+    db.migrate_to(&crate::support::repo().join(dir), 24).await;
+    let h0: i64 = 490_000 * HOUR_MICROS;
+    let at = |seconds: i64| h0 + seconds * 1_000_000;
+    db.execute(&format!(
+        "INSERT INTO enrollments (id, campaign_id, version, lead_id, step, status, transitions, entered_at, updated_at) \
+         VALUES (1, 'drip', 'v2', 1, 'done', 'completed', 4, {h0}, {h0}), \
+                (2, 'drip', 'v1', 2, 'pause', 'waiting', 1, {h0}, {h0})",
+    ))
+    .await;
+    let moves = [
+        (1, 1, at(0), r#"[["start","sent",""],["pause","waiting","until …"]]"#),
+        // Two hours later it goes on, and waits again at the next step.
+        (
+            2,
+            1,
+            at(7_200),
+            r#"[["pause","waited","wait 2h passed"],["listen","waiting","until …"]]"#,
+        ),
+        (
+            3,
+            1,
+            at(7_500),
+            r#"[["listen","waited","until held"],["done","completed",""]]"#,
+        ),
+        // Still waiting: nothing counted; an `until` that held on arrival: no wait.
+        (4, 2, at(0), r#"[["pause","waiting","until …"]]"#),
+        (5, 2, at(10), r#"[["other","waited","until held on arrival"]]"#),
+    ];
+    for (id, enrollment, at, steps) in moves {
+        db.execute(&format!(
+            "INSERT INTO journey_moves (id, enrollment_id, lead_id, campaign_id, at, steps) \
+             VALUES ({id}, {enrollment}, {enrollment}, 'drip', {at}, '{steps}')"
+        ))
+        .await;
+    }
+    t.store.migrate().await.unwrap();
+    let mut rows = t.store.wait_counts("drip", 0, i64::MAX).await.unwrap();
+    rows.sort_by(|a, b| a.step.cmp(&b.step));
+    let row = |step: &str, seconds: i64| WaitRow {
+        step: step.into(),
+        version: "v2".into(),
+        bucket: wait_bucket(seconds),
+        n: 1,
+    };
+    assert_eq!(rows, vec![row("listen", 300), row("pause", 7_200)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_wait_counters_are_backfilled_from_the_journey() {
+    the_wait_counters_are_backfilled_from_the_journey(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_wait_counters_are_backfilled_from_the_journey() {
+    the_wait_counters_are_backfilled_from_the_journey(crate::support::Backend::Postgres).await;
 }

@@ -801,3 +801,57 @@ mod tests {
 }
 
 pub mod queue;
+
+/// How long enrollments waited at a wait step before going on, of those that went on in a
+/// span (within 12.5% above: histogram ceilings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WaitPart {
+    pub step: String,
+    pub went_on: i64,
+    pub p50_seconds: Option<i64>,
+    pub p90_seconds: Option<i64>,
+    /// The same per campaign version, in version order.
+    pub versions: Vec<WaitVersion>,
+}
+
+/// A wait step's times in one campaign version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WaitVersion {
+    pub version: String,
+    pub went_on: i64,
+    pub p50_seconds: Option<i64>,
+    pub p90_seconds: Option<i64>,
+}
+
+/// Wait counters (step, version, `queue::wait_bucket`, how many) added up per step, steps
+/// ranked by `order` (their graph order).
+pub fn wait_parts<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a str, i64, i64)>,
+    order: &dyn Fn(&str) -> usize,
+) -> Vec<WaitPart> {
+    use std::collections::BTreeMap;
+    let mut steps: BTreeMap<(usize, String), (queue::Waits, BTreeMap<String, queue::Waits>)> = BTreeMap::new();
+    for (step, version, bucket, n) in rows {
+        let (all, versions) = steps.entry((order(step), step.to_owned())).or_default();
+        all.add(bucket, n);
+        versions.entry(version.to_owned()).or_default().add(bucket, n);
+    }
+    steps
+        .into_iter()
+        .map(|((_, step), (all, versions))| WaitPart {
+            step,
+            went_on: all.count(),
+            p50_seconds: all.within(0.5),
+            p90_seconds: all.within(0.9),
+            versions: versions
+                .into_iter()
+                .map(|(version, w)| WaitVersion {
+                    version,
+                    went_on: w.count(),
+                    p50_seconds: w.within(0.5),
+                    p90_seconds: w.within(0.9),
+                })
+                .collect(),
+        })
+        .collect()
+}

@@ -20,7 +20,7 @@ use crate::pacing::Pacing;
 use crate::playbook::{Campaign, Channel, Playbook};
 use crate::report::{CountKey, MessageFigures};
 use crate::store::reports::merge_deltas;
-use crate::store::{email_hash, CountDelta, JourneyRow, NewMessage, SentMessage, Tx};
+use crate::store::{email_hash, CountDelta, JourneyRow, NewMessage, SentMessage, Tx, WaitCount};
 use crate::tag::{Actor, ScoreChange, TagFamily};
 
 /// Event types that report on a message; their `message_id` property names it.
@@ -304,6 +304,7 @@ impl Engine {
         let mut kept = Vec::with_capacity(moved.len());
         let mut journey = Vec::with_capacity(moved.iter().map(|m| m.journey.len()).sum());
         let mut messages = Vec::with_capacity(moved.iter().map(|m| m.messages.len()).sum());
+        let mut waits = Vec::new();
         for mut m in moved {
             if m.new {
                 m.enrollment.id = ids
@@ -316,6 +317,17 @@ impl Engine {
             if let Some(event) = m.enrolling_event.take() {
                 enrolling.push((id, m.enrollment.lead.0, event));
             }
+            waits.extend(m.journey.iter().filter_map(|j| {
+                Some(WaitCount {
+                    campaign: m.enrollment.campaign.clone(),
+                    step: j.step.clone(),
+                    version: m.enrollment.version.clone(),
+                    hour: crate::report::hour_of(to_micros(j.at)),
+                    bucket: crate::report::queue::wait_bucket(j.waited?),
+                    shard: id,
+                    n: 1,
+                })
+            }));
             journey.extend(m.journey.into_iter().map(|j| JourneyRow {
                 enrollment_id: id,
                 lead_id: m.enrollment.lead.0,
@@ -343,6 +355,7 @@ impl Engine {
         tx.insert_messages(&messages).await?;
         counts.counted = skipped_counts(&messages);
         tx.count_messages(&counts.counted).await?;
+        tx.count_waits(&waits).await?;
         tx.write_enrolling_events(&enrolling).await?;
         Ok(counts)
     }
@@ -637,6 +650,7 @@ fn ended(e: Enrollment, outcome: &str, detail: String, now: DateTime<Utc>) -> Mo
         outcome: crate::journey::Outcome::Exited,
         detail,
         arrived: false,
+        waited: None,
     };
     let mut ended = e;
     ended.status = Status::Exited;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{Engine, EngineError, EngineResult, StepFunnel};
 use crate::report::queue::{HandoffLine, HandoffPeriod, HandoffSummary, MemberPart, ReasonPart};
 use crate::report::{
-    self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, SplitRate, SplitReport, StepPart, Summary,
+    self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, SplitRate, SplitReport, StepPart, Summary, WaitPart,
 };
 use crate::store::CountScope;
 
@@ -63,6 +63,10 @@ pub struct Report {
     /// `yes`, `no`, `sent`, `waited`; exits by reason: `goal`, `exited`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<Vec<StepFunnel>>,
+    /// A campaign's wait steps: how long the enrollments that went on from each in the window
+    /// had waited there (p50, p90; within 12.5% above), per step and version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits: Option<Vec<WaitPart>>,
     /// The finest grain (period × step × version × template × channel × language): the CSV.
     #[serde(skip)]
     pub lines: Vec<Line>,
@@ -205,6 +209,20 @@ impl Engine {
                 .collect();
             report.splits = Some(report::splits(&c.split_arms(), &messages, &entered, rate));
             report.flow = Some(flow);
+            let (from, to) = Span {
+                from: window.from,
+                to: window.to,
+                tz: window.tz,
+            }
+            .hours();
+            let waits = self.store.wait_counts(id, from, to).await?;
+            let rank = |step: &str| order.iter().position(|s| s == step).unwrap_or(order.len());
+            report.waits = Some(report::wait_parts(
+                waits
+                    .iter()
+                    .map(|w| (w.step.as_str(), w.version.as_str(), w.bucket, w.n)),
+                &rank,
+            ));
         }
         Ok(report)
     }
@@ -266,6 +284,7 @@ impl Engine {
             periods: t.periods,
             splits: None,
             flow: None,
+            waits: None,
             lines: t.lines,
         })
     }

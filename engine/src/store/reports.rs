@@ -44,6 +44,30 @@ pub struct HandoffCount {
     pub n: i64,
 }
 
+/// An addition to the time-spent-waiting counters (`wait_counts`): enrollments of a campaign
+/// version that left wait step `step` in hour `hour` having waited a duration in `bucket`
+/// (`report::queue::wait_bucket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitCount {
+    pub campaign: String,
+    pub step: String,
+    pub version: String,
+    pub hour: i64,
+    pub bucket: i64,
+    pub shard: i64,
+    pub n: i64,
+}
+
+/// Waits counted for a campaign's step and version in a span: how many left it having waited
+/// a duration in `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WaitRow {
+    pub step: String,
+    pub version: String,
+    pub bucket: i64,
+    pub n: i64,
+}
+
 /// Which counters a report reads.
 #[derive(Debug, Clone, Copy)]
 pub enum CountScope<'a> {
@@ -75,6 +99,8 @@ pub fn merge_deltas(deltas: impl IntoIterator<Item = CountDelta>) -> Vec<CountDe
 pub trait ReportTx: Send {
     /// Adds to the counters (deltas merged with `merge_deltas`).
     async fn count_messages(&mut self, deltas: &[CountDelta]) -> StoreResult<()>;
+    /// Adds to the time-spent-waiting counters.
+    async fn count_waits(&mut self, counts: &[WaitCount]) -> StoreResult<()>;
     /// Adds to the queues' handoff counters.
     async fn count_handoffs(&mut self, counts: &[HandoffCount]) -> StoreResult<()>;
     /// The sent messages among `ids`, with what their counters are keyed by.
@@ -91,6 +117,9 @@ pub trait ReportStore: Send + Sync {
     /// pieces of a span (`Span::pieces`: hours with one UTC offset each). Grouped in the
     /// database: a report reads a row per key and day, not per hour and shard.
     async fn message_counts_by_day(&self, scope: CountScope<'_>, pieces: &[Piece]) -> StoreResult<Vec<DayRow>>;
+    /// A campaign's waits that ended in hours `from` ≤ hour < `to`, summed per step, version
+    /// and bucket.
+    async fn wait_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<WaitRow>>;
     /// A queue's handoff counters summed per member, fact, detail and local day over the
     /// pieces of a span.
     async fn handoff_counts_by_day(&self, queue: &str, pieces: &[Piece]) -> StoreResult<Vec<HandoffDayRow>>;
@@ -205,6 +234,50 @@ where
     Ok(())
 }
 
+/// Adds to the wait counters on a connection (inside the caller's transaction): merged per
+/// row, in key order, one statement.
+pub(crate) async fn count_waits_on<'c, DB, E>(conn: E, counts: &[WaitCount]) -> StoreResult<()>
+where
+    DB: Dialect,
+    E: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut merged: std::collections::BTreeMap<(&str, i64, &str, &str, i64, i64), i64> = Default::default();
+    for c in counts {
+        let key = (
+            c.campaign.as_str(),
+            c.hour,
+            c.step.as_str(),
+            c.version.as_str(),
+            c.bucket,
+            c.shard.rem_euclid(DB::COUNTER_SHARDS),
+        );
+        *merged.entry(key).or_default() += c.n;
+    }
+    merged.retain(|_, n| *n != 0);
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = merged
+        .into_iter()
+        .map(|((campaign, hour, step, version, bucket, shard), n)| {
+            serde_json::json!([campaign, step, version, hour, bucket, shard, n])
+        })
+        .collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO wait_counts (campaign_id, step, version, hour, bucket, shard, n) \
+         SELECT * FROM ({rows}) AS r WHERE true \
+         ON CONFLICT (campaign_id, hour, step, version, bucket, shard) DO UPDATE SET n = wait_counts.n + excluded.n",
+        rows = DB::json_array_rows(3, 4)
+    )))
+    .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    .execute(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok(())
+}
+
 /// A handoff counter row as the read returns it.
 #[derive(sqlx::FromRow)]
 pub struct HandoffReadRow {
@@ -272,6 +345,13 @@ where
         count_on(self.connection().await?, deltas).await
     }
 
+    async fn count_waits(&mut self, counts: &[WaitCount]) -> StoreResult<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        count_waits_on(self.connection().await?, counts).await
+    }
+
     async fn count_handoffs(&mut self, counts: &[HandoffCount]) -> StoreResult<()> {
         if counts.is_empty() {
             return Ok(());
@@ -322,8 +402,21 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'r> ReadRow: FromRow<'r, DB::Row>,
     for<'r> HandoffReadRow: FromRow<'r, DB::Row>,
+    for<'r> WaitRow: FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
+    async fn wait_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<WaitRow>> {
+        Ok(sqlx::query_as(
+            "SELECT step, version, bucket, CAST(SUM(n) AS BIGINT) AS n FROM wait_counts \
+             WHERE campaign_id = $1 AND hour >= $2 AND hour < $3 GROUP BY step, version, bucket",
+        )
+        .bind(campaign)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>> {
         let rows = read_counts(self, scope, "hour + $4", (from, to, 0)).await?;
         Ok(rows
