@@ -381,6 +381,10 @@ pub struct ReportWindowArgs {
     /// What a campaign's split arms are compared on: open, click or handoff.
     #[arg(long, default_value = "open")]
     pub rate: String,
+    /// A campaign's conversions: outcomes credited within this many whole days of a step
+    /// reaching the lead (`30d` by default, at most `90d`).
+    #[arg(long)]
+    pub window: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]

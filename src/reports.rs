@@ -73,6 +73,7 @@ fn window(engine: &Engine, args: &ReportWindowArgs) -> Result<nurture_engine::en
         since: args.since.as_deref(),
         by: Some(&args.by),
         tz: args.tz.as_deref(),
+        window: args.window.as_deref(),
     })
 }
 
@@ -199,6 +200,28 @@ pub fn print(report: &Report) {
                 step.waiting,
                 outcomes.join(", ")
             );
+        }
+    }
+    if let Some(c) = &report.conversions {
+        println!();
+        println!(
+            "Went on to, within {} days of the campaign reaching them (credited to every campaign that did, and to the last step)",
+            c.window_days
+        );
+        let cw = w + 10;
+        println!(
+            "  {:<cw$} {:>8} {:>8} {:>8} {:>9}",
+            "credit", "goal", "handoff", "accepted", "converted"
+        );
+        let line = |name: &str, f: &nurture_engine::report::attribution::ConversionFigures| {
+            println!(
+                "  {name:<cw$} {:>8} {:>8} {:>8} {:>9}",
+                f.goal, f.handoff, f.accepted, f.converted
+            );
+        };
+        line("every campaign", &c.campaign);
+        for step in &c.last_step {
+            line(&format!("last step {}", step.step), &step.figures);
         }
     }
     if let Some(waits) = report.waits.as_ref().filter(|w| !w.is_empty()) {

@@ -167,6 +167,20 @@ pub async fn render(State(state): State<AppState>) -> Response {
             messages,
         ));
     }
+    let breaches: Vec<Metric> = state
+        .engine
+        .breach_totals()
+        .iter()
+        .map(|(queue, n)| counter_of(&[("queue", queue)], *n as f64))
+        .collect();
+    if !breaches.is_empty() {
+        families.push(counters(
+            "nurture_sla_breaches_total",
+            "Handoffs left unclaimed past their queue's SLA, per queue, as this process's timers \
+             recorded them (each breach once, by whichever process found it).",
+            breaches,
+        ));
+    }
     // What waits, read from the store when scraped; a scrape while the database is away still
     // answers the process's own series.
     match state.engine.backlog().await {

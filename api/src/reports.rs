@@ -30,8 +30,10 @@ pub fn router() -> ApiRouter<AppState> {
                 o.summary(
                     "What a campaign's messages did, by day or week: sent, delivered, bounced (hard, soft), \
                      human opens and clicks (unique and total), machines' apart, unsubscribes, complaints, \
-                     rates over delivered; per step, version, template, channel and language; and the \
-                     campaign's flow (arrivals, waiting, moves, exits). `Accept: text/csv` for CSV.",
+                     rates over delivered; per step, version, template, channel and language; the \
+                     campaign's flow (arrivals, waiting, moves, exits), time spent at its wait steps, and \
+                     its conversions (goal, handoff, accepted, converted) credited to the last step and to \
+                     every campaign that reached the lead. `Accept: text/csv` for CSV.",
                 )
                 .allow(READERS)
                 .answers::<Report>(200)
@@ -104,6 +106,13 @@ impl QuerySpec for CampaignQuery {
         SINCE,
         BY,
         TZ,
+        QueryParam {
+            name: "window",
+            schema: || json!({"type": "string", "minLength": 1}),
+            description: "Conversions: outcomes (goal, handoff, accepted, converted) credited to a campaign \
+                          step within this many whole days of it reaching the lead (`30d`, default; at most \
+                          `90d`).",
+        },
         QueryParam {
             name: "rate",
             schema: || json!({"type": "string", "enum": ["open", "click", "handoff"]}),
@@ -190,6 +199,7 @@ fn window(
             since: get("since"),
             by: get("by"),
             tz: get("tz"),
+            window: get("window"),
         })
         .map_err(ApiError::Malformed)
 }

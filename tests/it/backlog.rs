@@ -38,7 +38,7 @@ async fn metrics_show_what_waits_for_the_engine(app: TestApp) {
         assert_eq!(value(&text, series), Some(expected), "{series}: {text}");
     }
     assert!(
-        !text.contains("nurture_queue_open{"),
+        !text.contains("nurture_queue_open{") && !text.contains("nurture_sla_breaches_total"),
         "no queue has a handoff yet: {text}"
     );
 
@@ -78,6 +78,7 @@ async fn metrics_show_what_waits_for_the_engine(app: TestApp) {
         ("nurture_outbox_lag_seconds", 60.0 + 25.0 * 3600.0),
         (r#"nurture_queue_open{queue="sales"}"#, 1.0),
         (r#"nurture_queue_past_sla{queue="sales"}"#, 1.0),
+        (r#"nurture_sla_breaches_total{queue="sales"}"#, 1.0),
     ] {
         assert_eq!(value(&text, series), Some(expected), "{series}: {text}");
     }

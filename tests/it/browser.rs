@@ -510,6 +510,18 @@ async fn a_marketer_runs_the_queue_board_in_a_real_browser() {
     let load = format!("{} / 5", bob_now.load);
     assert!(said.contains(&load), "bob's load out of his capacity, {load}: {said}");
 
+    // The queue's report, from its card: four arrived today, three breached.
+    let link = en.follow("a[href='/queues/sdr/report']").await;
+    let report = en.until(&link, "Arrived, claimed and breached per period").await;
+    en.shot("queue-report-en").await;
+    assert!(report.contains("Half claimed"), "{report}");
+    let chart = en.client.find(Locator::Css("svg.report-chart")).await.unwrap();
+    let said = chart.attr("aria-label").await.unwrap().unwrap();
+    assert!(
+        said.ends_with(": Arrived 4, Claimed 0, SLA breaches 3"),
+        "one day with everything: {said}"
+    );
+
     let Some(zh) = Browser::start("zh-CN").await else {
         return;
     };
@@ -520,6 +532,11 @@ async fn a_marketer_runs_the_queue_board_in_a_real_browser() {
     let board = zh.until("/queues", "队列看板").await;
     zh.shot("board-zh").await;
     assert!(board.contains("成员"), "{board}");
+    zh.visit(&format!("{}/queues/sdr/report?days=7", app.base), "queue-report-zh")
+        .await;
+    let report = zh.until("/queues/sdr/report", "每期进入、认领与超时").await;
+    zh.shot("queue-report-zh").await;
+    assert!(report.contains("最近 7 天"), "{report}");
 }
 
 /// A marketer opens the campaigns from the navigation, reads a campaign's figures and graph,

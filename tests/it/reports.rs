@@ -14,6 +14,7 @@ both_backends!(crate::support::spawn_app_on;
     every_figure_of_a_campaign_report_adds_up,
     a_split_compares_its_arms_with_an_interval,
     time_spent_waiting_is_reported_per_wait_step,
+    conversions_are_credited_to_the_last_step_and_every_campaign,
 );
 
 const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15";
@@ -1016,4 +1017,283 @@ async fn sqlite_the_wait_counters_are_backfilled_from_the_journey() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_the_wait_counters_are_backfilled_from_the_journey() {
     the_wait_counters_are_backfilled_from_the_journey(crate::support::Backend::Postgres).await;
+}
+
+const CONVERSION_TEST: &str = "kind: Campaign
+id: conv-a
+name: Conversion A
+type: custom
+entry: { trigger: event, event: conv_a, reentry: never }
+exit_when: { event: { type: bought } }
+start: mail
+steps:
+  mail: { send: { channel: email, template: welcome }, next: rest }
+  rest: { wait: { for: 60d }, next: done }
+  done: { exit: done }
+---
+kind: Campaign
+id: conv-b
+name: Conversion B
+type: custom
+entry: { trigger: event, event: conv_b, reentry: never }
+start: mail
+steps:
+  mail: { send: { channel: email, template: welcome-case-study }, next: rest }
+  rest: { wait: { for: 60d }, next: done }
+  done: { exit: done }
+";
+
+/// Three leads: all reached by campaign A, two of them five days later by B. Ten days in,
+/// one of those two is handed off, accepted and converted (credited to B's step as the last,
+/// to A and B as campaigns), the other reaches A's goal (A's alone), and the third, reached
+/// by A only, is handed off. Within 30 days everything counts; within 7, only B's.
+async fn conversions_are_credited_to_the_last_step_and_every_campaign(app: TestApp) {
+    for (file, text) in CONVERSION_TEST.split("---\n").enumerate() {
+        let deployed = app
+            .client
+            .put(format!("{}/v1/playbook?file=conv-{file}.yaml", app.base))
+            .bearer_auth(&app.keys[&Role::Marketer])
+            .header("content-type", "application/yaml")
+            .body(text.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+    }
+    let post = |events: Vec<Value>| {
+        let app = &app;
+        async move {
+            let n = events.len();
+            let posted = app.call("POST", "/v1/events", Role::Crm, Some(json!(events))).await;
+            assert_eq!(posted.body["accepted"], n, "{:?}", posted.body);
+        }
+    };
+    let event = |who: &str, kind: &str| json!({"lead": {"email": format!("{who}@acme.example")}, "type": kind});
+    let people: Vec<Value> = ["l1", "l2", "l3"]
+        .iter()
+        .map(|who| json!({"email": format!("{who}@acme.example"), "company": "Acme"}))
+        .collect();
+    let created = app.call("POST", "/v1/leads/bulk", Role::Crm, Some(json!(people))).await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    let ids: Vec<String> = created.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    post(vec![
+        event("l1", "conv_a"),
+        event("l2", "conv_a"),
+        event("l3", "conv_a"),
+    ])
+    .await;
+    advance(&app, chrono::Duration::minutes(1)).await;
+    advance(&app, chrono::Duration::days(5)).await;
+    post(vec![event("l1", "conv_b"), event("l2", "conv_b")]).await;
+    advance(&app, chrono::Duration::minutes(1)).await;
+    advance(&app, chrono::Duration::days(5)).await;
+
+    let hand_off = |id: String| {
+        let app = &app;
+        async move {
+            let answer = app
+                .call(
+                    "POST",
+                    "/v1/handoffs",
+                    Role::Marketer,
+                    Some(json!({"lead": {"id": id}, "queue": "sales", "reason": "Asked for a quote"})),
+                )
+                .await;
+            assert_eq!(answer.status, 201, "{:?}", answer.body);
+            answer.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let h1 = hand_off(ids[0].clone()).await;
+    hand_off(ids[2].clone()).await;
+    let accepted = app
+        .call("POST", &format!("/v1/handoffs/{h1}/accept"), Role::Marketer, None)
+        .await;
+    assert_eq!(accepted.status, 200, "{:?}", accepted.body);
+    let converted = app
+        .call(
+            "POST",
+            &format!("/v1/handoffs/{h1}/convert"),
+            Role::Crm,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(converted.status, 200, "{:?}", converted.body);
+    post(vec![event("l2", "bought")]).await;
+
+    let report = |campaign: &str, window: &str| {
+        let app = &app;
+        let path = format!("/v1/reports/campaigns/{campaign}?since=30d{window}");
+        async move {
+            let answer = app.call("GET", &path, Role::Marketer, None).await;
+            assert_eq!(answer.status, 200, "{:?}", answer.body);
+            answer.body["conversions"].clone()
+        }
+    };
+    let figures = |goal: i64, handoff: i64, accepted: i64, converted: i64| json!({"goal": goal, "handoff": handoff, "accepted": accepted, "converted": converted});
+    let step = |goal, handoff, accepted, converted| {
+        let mut f = figures(goal, handoff, accepted, converted);
+        f["step"] = json!("mail");
+        f
+    };
+    // Campaign A: l1 and l3 handed off, l1 accepted and converted, l2's goal; as the last step
+    // only l3's handoff (B reached l1 later) and l2's goal (a goal is A's alone).
+    assert_eq!(
+        report("conv-a", "").await,
+        json!({"window_days": 30, "campaign": figures(1, 2, 1, 1), "last_step": [step(1, 1, 0, 0)]})
+    );
+    assert_eq!(
+        report("conv-b", "").await,
+        json!({"window_days": 30, "campaign": figures(0, 1, 1, 1), "last_step": [step(0, 1, 1, 1)]})
+    );
+    // A reached them ten days (and a few minutes) before: eleven days, rounded up.
+    assert_eq!(
+        report("conv-a", "&window=10d").await,
+        json!({"window_days": 10, "campaign": figures(0, 0, 0, 0), "last_step": []})
+    );
+    assert_eq!(
+        report("conv-a", "&window=11d").await,
+        json!({"window_days": 11, "campaign": figures(1, 2, 1, 1), "last_step": [step(1, 1, 0, 0)]})
+    );
+    assert_eq!(
+        report("conv-b", "&window=1w").await,
+        json!({"window_days": 7, "campaign": figures(0, 1, 1, 1), "last_step": [step(0, 1, 1, 1)]})
+    );
+    for bad in ["0d", "91d", "12h", "soon"] {
+        let answer = app
+            .call(
+                "GET",
+                &format!("/v1/reports/campaigns/conv-a?window={bad}"),
+                Role::Marketer,
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{bad}: {:?}", answer.body);
+        assert!(
+            answer.body["error"]["message"].as_str().unwrap().contains("window"),
+            "{:?}",
+            answer.body
+        );
+    }
+}
+
+/// The migration credits the outcomes already recorded (handoffs opened, accepted and
+/// converted in the handoff log, goals in the journey) as the engine would have.
+async fn the_conversion_counters_are_backfilled(backend: crate::support::Backend) {
+    use crate::support::{Backend, Db};
+    use nurture_engine::report::attribution::{Conversion, Credit};
+    use nurture_engine::store::ConversionRow;
+    let Some(t) = crate::support::unmigrated_store(backend).await else {
+        return;
+    };
+    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
+    let dir = match backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    };
+    db.migrate_to(&crate::support::repo().join(dir), 25).await;
+    const DAY: i64 = 86_400_000_000;
+    let t0: i64 = 20_000 * DAY;
+    // Lead 1: A's mail on day 0, B's on day 5; handed off on day 10, accepted, converted on
+    // day 12. Lead 2: A's mail on day 0, A's goal on day 3. An A mail 100 days before: too old.
+    let m = |id: i64, lead: i64, campaign: &str, sent: i64| {
+        format!("({id}, {id}, 1, {lead}, '{campaign}', 'v1', 'mail', 'email', 'welcome', 'sent', {sent}, {sent})")
+    };
+    db.execute(&format!(
+        "INSERT INTO messages (id, enrollment_id, seq, lead_id, campaign_id, version, step, channel, template, \
+         status, created_at, sent_at) VALUES {}",
+        [
+            m(1, 1, "conv-a", t0),
+            m(2, 1, "conv-b", t0 + 5 * DAY),
+            m(3, 2, "conv-a", t0),
+            m(4, 2, "conv-old", t0 - 100 * DAY),
+        ]
+        .join(", ")
+    ))
+    .await;
+    db.execute(&format!(
+        "INSERT INTO handoffs (id, lead_id, queue, reason, origin, status, created_at) \
+         VALUES (1, 1, 'sales', 'r', 'api', 'converted', {})",
+        t0 + 10 * DAY
+    ))
+    .await;
+    for (action, at) in [
+        ("opened", t0 + 10 * DAY),
+        ("accepted", t0 + 10 * DAY),
+        ("converted", t0 + 12 * DAY),
+    ] {
+        db.execute(&format!(
+            "INSERT INTO handoff_log (handoff_id, action, actor, at, queue) VALUES (1, '{action}', 'x', {at}, 'sales')"
+        ))
+        .await;
+    }
+    db.execute(&format!(
+        "INSERT INTO journey_moves (id, enrollment_id, lead_id, campaign_id, at, steps) \
+         VALUES (1, 3, 2, 'conv-a', {}, '[[\"rest\",\"goal\",\"exit_when held\"]]')",
+        t0 + 3 * DAY
+    ))
+    .await;
+    t.store.migrate().await.unwrap();
+
+    let read = |campaign: &'static str, window: i64| {
+        let store = t.store.clone();
+        async move {
+            let mut rows = store.conversion_counts(campaign, 0, i64::MAX, window).await.unwrap();
+            rows.sort_by_key(|r| (r.credit, r.outcome));
+            rows
+        }
+    };
+    let row = |credit, outcome, step: &str| ConversionRow {
+        step: step.into(),
+        credit,
+        outcome,
+        n: 1,
+    };
+    assert_eq!(
+        read("conv-a", 90).await,
+        vec![
+            row(Credit::LastStep, Conversion::Goal, "mail"),
+            row(Credit::Campaign, Conversion::Goal, ""),
+            row(Credit::Campaign, Conversion::Handoff, ""),
+            row(Credit::Campaign, Conversion::Accepted, ""),
+            row(Credit::Campaign, Conversion::Converted, ""),
+        ]
+    );
+    // A reached lead 1 ten and twelve days before; the goal came three days after.
+    assert_eq!(
+        read("conv-a", 9).await,
+        vec![
+            row(Credit::LastStep, Conversion::Goal, "mail"),
+            row(Credit::Campaign, Conversion::Goal, ""),
+        ]
+    );
+    assert_eq!(
+        read("conv-b", 90).await,
+        vec![
+            row(Credit::LastStep, Conversion::Handoff, "mail"),
+            row(Credit::LastStep, Conversion::Accepted, "mail"),
+            row(Credit::LastStep, Conversion::Converted, "mail"),
+            row(Credit::Campaign, Conversion::Handoff, ""),
+            row(Credit::Campaign, Conversion::Accepted, ""),
+            row(Credit::Campaign, Conversion::Converted, ""),
+        ]
+    );
+    assert!(
+        read("conv-old", 90).await.is_empty(),
+        "a touch 100 days before gets nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_conversion_counters_are_backfilled() {
+    the_conversion_counters_are_backfilled(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_conversion_counters_are_backfilled() {
+    the_conversion_counters_are_backfilled(crate::support::Backend::Postgres).await;
 }

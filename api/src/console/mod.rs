@@ -33,6 +33,7 @@ mod lead;
 mod leads;
 mod live;
 mod playbook;
+mod queue_report;
 mod report;
 mod sign_in;
 mod text;
@@ -85,6 +86,8 @@ pub fn router() -> Router<AppState> {
         .route("/playbook/deploy", post(playbook::deploy))
         .route("/queues", get(board::board))
         .route("/queues/{queue}/members/{member}", post(board::set_member))
+        .route("/queues/{queue}/report", get(queue_report::queue_report))
+        .route("/queues/{queue}/report.csv", get(queue_report::queue_report_csv))
         .route("/queues/{queue}/claim", post(home::claim))
         .route("/handoffs/{id}/{verb}", post(home::decide))
         .route("/leads", get(leads::search))

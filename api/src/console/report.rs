@@ -24,7 +24,20 @@ pub(super) struct ReportPage {
     steps: Vec<Row>,
     languages: Vec<Row>,
     splits: Vec<SplitView>,
+    waits: Vec<WaitRow>,
+    /// "Went on to, within 30 days": the heading, then (credit, goal, handoff, accepted,
+    /// converted) rows.
+    went_on_to: String,
+    conversions: Vec<(String, [i64; 4])>,
     csv: String,
+}
+
+/// A wait step's times as the page writes them.
+pub(super) struct WaitRow {
+    step: String,
+    went_on: i64,
+    p50: String,
+    p90: String,
 }
 
 /// A row of figures as the page writes them.
@@ -75,7 +88,7 @@ pub(super) struct ReportQuery {
     rate: Option<String>,
 }
 
-fn percent(rate: Option<f64>) -> String {
+pub(super) fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "–".into(), |r| format!("{:.1}%", r * 100.0))
 }
 
@@ -145,7 +158,22 @@ pub(super) async fn report(
         to: report.to.to_string(),
         tz: report.tz.clone(),
         totals: figures(&report.totals),
-        chart: chart(t, &report),
+        chart: chart(
+            t.per_period_chart,
+            t.nothing_sent,
+            &report
+                .periods
+                .iter()
+                .map(|p| Bars {
+                    period: p.period,
+                    values: vec![
+                        ("sent", t.sent, p.summary.figures.sent),
+                        ("opened", t.opened, p.summary.figures.opened),
+                        ("clicked", t.clicked, p.summary.figures.clicked),
+                    ],
+                })
+                .collect::<Vec<_>>(),
+        ),
         steps: report
             .steps
             .iter()
@@ -165,6 +193,36 @@ pub(super) async fn report(
             })
             .collect(),
         splits: splits(t, &report),
+        went_on_to: report
+            .conversions
+            .as_ref()
+            .map(|c| t.went_on_to.replace("{}", &c.window_days.to_string()))
+            .unwrap_or_default(),
+        conversions: report
+            .conversions
+            .iter()
+            .flat_map(|c| {
+                let row = |name: String, f: &nurture_engine::report::attribution::ConversionFigures| {
+                    (name, [f.goal, f.handoff, f.accepted, f.converted])
+                };
+                std::iter::once(row(t.credit_campaign.to_owned(), &c.campaign)).chain(
+                    c.last_step
+                        .iter()
+                        .map(move |s| row(format!("{}{}", t.credit_last_step, s.step), &s.figures)),
+                )
+            })
+            .collect(),
+        waits: report
+            .waits
+            .iter()
+            .flatten()
+            .map(|w| WaitRow {
+                step: w.step.clone(),
+                went_on: w.went_on,
+                p50: super::queue_report::within(t, w.p50_seconds),
+                p90: super::queue_report::within(t, w.p90_seconds),
+            })
+            .collect(),
         csv: format!(
             "/campaigns/{id}/report.csv?days={days}&by={}",
             if weekly { "week" } else { "day" }
@@ -187,15 +245,21 @@ pub(super) async fn report_csv(
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
     let (_, _, report) = load(&state, &id, &q, tz, t).await?;
-    let file = format!("attachment; filename=\"{id}-{}-{}.csv\"", report.from, report.to);
-    Ok((
+    Ok(csv_file(&id, report.from, report.to, report.csv()))
+}
+
+/// A CSV download named after its subject and days.
+pub(super) fn csv_file(subject: &str, from: chrono::NaiveDate, to: chrono::NaiveDate, csv: String) -> Response {
+    let subject = subject.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_");
+    let file = format!("attachment; filename=\"{subject}-{from}-{to}.csv\"");
+    (
         [
             (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
             (axum::http::header::CONTENT_DISPOSITION, file),
         ],
-        report.csv(),
+        csv,
     )
-        .into_response())
+        .into_response()
 }
 
 fn splits(t: &Text, report: &Report) -> Vec<SplitView> {
@@ -248,35 +312,43 @@ fn splits(t: &Text, report: &Report) -> Vec<SplitView> {
         .collect()
 }
 
-/// Sent, opened and clicked per period as grouped bars, each bar titled with its period and
-/// count, the whole described for screen readers; it scales to the page's width.
-fn chart(t: &Text, report: &Report) -> String {
-    let periods = &report.periods;
+/// One period's bars: (CSS class, word, count) each.
+pub(super) struct Bars {
+    pub(super) period: chrono::NaiveDate,
+    pub(super) values: Vec<(&'static str, &'static str, i64)>,
+}
+
+/// Grouped bars per period, each bar titled with its period and count, the whole described
+/// for screen readers as `title` (or `empty` when every bar is zero); it scales to the page's
+/// width. The first series sets the scale.
+pub(super) fn chart(title: &str, empty: &str, periods: &[Bars]) -> String {
     // Wide bars for a few weeks, narrow ones for 90 days (the chart then scrolls sideways).
     let n = periods.len().max(1) as i64;
+    let series = periods.first().map_or(1, |p| p.values.len().max(1)) as i64;
     let group = (900 / n).clamp(24, 120);
     let group_gap = (group / 4).max(6);
-    let bar = (group - group_gap) / 3;
+    let bar = (group - group_gap) / series;
     let (height, base) = (150_i64, 120_i64);
     let width = n * group;
-    let most = periods.iter().map(|p| p.summary.figures.sent).max().unwrap_or(0).max(1);
+    let most = periods
+        .iter()
+        .flat_map(|p| p.values.iter().map(|v| v.2))
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let said: Vec<String> = periods
         .iter()
-        .filter(|p| !p.summary.figures.is_empty())
+        .filter(|p| p.values.iter().any(|v| v.2 != 0))
         .map(|p| {
-            let f = &p.summary.figures;
-            format!(
-                "{}: {} {}, {} {}, {} {}",
-                p.period, t.sent, f.sent, t.opened, f.opened, t.clicked, f.clicked
-            )
+            let values: Vec<String> = p.values.iter().map(|(_, word, n)| format!("{word} {n}")).collect();
+            format!("{}: {}", p.period, values.join(", "))
         })
         .collect();
     let mut svg = format!(
         "<svg class=\"report-chart\" role=\"img\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" \
-         aria-label=\"{}: {}\">",
-        t.per_period_chart,
+         aria-label=\"{title}: {}\">",
         if said.is_empty() {
-            t.nothing_sent.to_owned()
+            empty.to_owned()
         } else {
             said.join("; ")
         }
@@ -284,17 +356,9 @@ fn chart(t: &Text, report: &Report) -> String {
     // A label every 60 px or more.
     let label_every = ((60 + group - 1) / group).max(1) as usize;
     for (i, p) in periods.iter().enumerate() {
-        let f = &p.summary.figures;
         let x0 = i as i64 * group + group_gap / 2;
-        for (k, (class, word, n)) in [
-            ("sent", t.sent, f.sent),
-            ("opened", t.opened, f.opened),
-            ("clicked", t.clicked, f.clicked),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let h = if n == 0 { 0 } else { (n * (base - 8) / most).max(2) };
+        for (k, (class, word, n)) in p.values.iter().enumerate() {
+            let h = if *n == 0 { 0 } else { (n * (base - 8) / most).max(2) };
             svg.push_str(&format!(
                 "<rect class=\"{class}\" x=\"{}\" y=\"{}\" width=\"{bar}\" height=\"{h}\"><title>{}: {word} {n}</title></rect>",
                 x0 + k as i64 * bar,

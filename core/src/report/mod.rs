@@ -800,6 +800,7 @@ mod tests {
     }
 }
 
+pub mod attribution;
 pub mod queue;
 
 /// How long enrollments waited at a wait step before going on, of those that went on in a

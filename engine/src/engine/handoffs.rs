@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
+use super::attribution::{attribute, Reached};
 use super::{load_states, view, Engine, EngineError, EngineResult, IdMap, LeadView};
 use crate::audit::{AuditKind, By, Change};
 use crate::clock::to_micros;
@@ -13,6 +14,7 @@ use crate::lead::{FieldError, Lead, LeadRef, Stage};
 use crate::note::NoteInput;
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::playbook::{Playbook, Queue, Routing};
+use crate::report::attribution::Conversion;
 use crate::report::queue::{reason_key, wait_bucket, HandoffFact};
 use crate::store::handoffs::{Emitted, HandoffLogEntry, NewNotification, QueueCounts, QueueCursor};
 use crate::store::Tx;
@@ -255,6 +257,16 @@ impl Engine {
                 .map(|h| count(h, &h.queue, None, HandoffFact::Opened, now))
                 .collect();
             tx.count_handoffs(&counts).await?;
+            let reached: Vec<Reached> = handoffs
+                .iter()
+                .map(|h| Reached {
+                    lead: h.lead_id.0,
+                    outcome: Conversion::Handoff,
+                    campaign: None,
+                    at: to_micros(now),
+                })
+                .collect();
+            attribute(tx, &reached).await?;
             for h in &handoffs {
                 events.push(event("lead.handed_off", lead_of(h.lead_id.0), about(h), now));
                 if h.assigned_to.is_some() {
@@ -643,6 +655,20 @@ impl Engine {
             .await?;
         tx.count_handoffs(&decision_counts(&h, decision, by, was_open, now))
             .await?;
+        let outcome = match decision {
+            Decision::Accept => Some(Conversion::Accepted),
+            Decision::Convert { .. } => Some(Conversion::Converted),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            let reached = Reached {
+                lead: h.lead_id.0,
+                outcome,
+                campaign: None,
+                at: to_micros(now),
+            };
+            attribute(tx.as_mut(), &[reached]).await?;
+        }
         let leads = tx.find_leads(&[h.lead_id.0], &[], &[]).await?;
         let mut states = load_states(tx.as_mut(), leads, &playbook, now, &[]).await?;
         let mut changes = Changes::default();
@@ -931,6 +957,7 @@ impl Engine {
             tx.queue_notifications(&mails, to_micros(now)).await?;
             if !emit {
                 tx.commit().await?;
+                self.add_breaches(&counts);
                 return Ok(due.len());
             }
             let emitted: Vec<Emitted> = events
@@ -940,7 +967,16 @@ impl Engine {
             tx.emit(&emitted).await?;
         }
         tx.commit().await?;
+        self.add_breaches(&counts);
         Ok(due.len())
+    }
+
+    /// Adds a committed SLA pass's breaches to this process's totals.
+    fn add_breaches(&self, counts: &[HandoffCount]) {
+        let mut totals = self.breaches.lock().unwrap_or_else(|p| p.into_inner());
+        for c in counts.iter().filter(|c| c.fact == HandoffFact::Breached) {
+            *totals.entry(c.queue.clone()).or_default() += c.n as u64;
+        }
     }
 
     async fn cool_once(&self, limit: i64) -> EngineResult<usize> {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use super::attribution::{attribute, Reached};
 use super::{Engine, EngineError, EngineResult, IdMap};
 use crate::clock::to_micros;
 use crate::condition::{EventFact, EventView};
@@ -18,6 +19,7 @@ use crate::lead::{ConsentStatus, Stage};
 use crate::nurture::{Changes, HandoffRequest, LeadState};
 use crate::pacing::Pacing;
 use crate::playbook::{Campaign, Channel, Playbook};
+use crate::report::attribution::Conversion;
 use crate::report::{CountKey, MessageFigures};
 use crate::store::reports::merge_deltas;
 use crate::store::{email_hash, CountDelta, JourneyRow, NewMessage, SentMessage, Tx, WaitCount};
@@ -305,6 +307,7 @@ impl Engine {
         let mut journey = Vec::with_capacity(moved.iter().map(|m| m.journey.len()).sum());
         let mut messages = Vec::with_capacity(moved.iter().map(|m| m.messages.len()).sum());
         let mut waits = Vec::new();
+        let mut goals = Vec::new();
         for mut m in moved {
             if m.new {
                 m.enrollment.id = ids
@@ -328,6 +331,17 @@ impl Engine {
                     n: 1,
                 })
             }));
+            goals.extend(
+                m.journey
+                    .iter()
+                    .filter(|j| j.outcome == crate::journey::Outcome::Goal)
+                    .map(|j| Reached {
+                        lead: m.enrollment.lead.0,
+                        outcome: Conversion::Goal,
+                        campaign: Some(m.enrollment.campaign.clone()),
+                        at: to_micros(j.at),
+                    }),
+            );
             journey.extend(m.journey.into_iter().map(|j| JourneyRow {
                 enrollment_id: id,
                 lead_id: m.enrollment.lead.0,
@@ -356,6 +370,7 @@ impl Engine {
         counts.counted = skipped_counts(&messages);
         tx.count_messages(&counts.counted).await?;
         tx.count_waits(&waits).await?;
+        attribute(tx, &goals).await?;
         tx.write_enrolling_events(&enrolling).await?;
         Ok(counts)
     }

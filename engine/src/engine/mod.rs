@@ -18,6 +18,7 @@ const PASS_LEADS: usize = 1_000;
 
 mod admin;
 mod advance;
+mod attribution;
 mod deliverability;
 mod deploy;
 mod dispatch;
@@ -89,6 +90,8 @@ pub struct Engine {
     phases: Phases,
     /// What this process's work added to the report counters (see `reports`).
     totals: MessageTotals,
+    /// SLA breaches this process's timers recorded, per queue.
+    breaches: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Engine {
@@ -110,7 +113,14 @@ impl Engine {
             advancing_to: Default::default(),
             phases: Default::default(),
             totals: Default::default(),
+            breaches: Default::default(),
         }
+    }
+
+    /// SLA breaches this process's timers recorded (committed), per queue, since it started.
+    pub fn breach_totals(&self) -> Vec<(String, u64)> {
+        let breaches = self.breaches.lock().unwrap_or_else(|p| p.into_inner());
+        breaches.iter().map(|(q, n)| (q.clone(), *n)).collect()
     }
 
     /// What this process's committed work added to the report counters, per campaign.

@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::{Engine, EngineError, EngineResult, StepFunnel};
+use crate::report::attribution::{ConversionFigures, Conversions, Credit, StepConversions};
 use crate::report::queue::{HandoffLine, HandoffPeriod, HandoffSummary, MemberPart, ReasonPart};
 use crate::report::{
     self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, SplitRate, SplitReport, StepPart, Summary, WaitPart,
@@ -20,7 +21,13 @@ pub struct ReportWindow {
     pub to: NaiveDate,
     pub by: Grouping,
     pub tz: Tz,
+    /// How many days after a campaign step reached a lead an outcome is credited to it
+    /// (a campaign report's conversions), 1 to `ATTRIBUTION_DAYS`.
+    pub attribution_days: i64,
 }
+
+/// The attribution window when none is asked for.
+pub const DEFAULT_ATTRIBUTION_DAYS: i64 = 30;
 
 /// The longest span a report covers, in days: a year and a day, by day or week.
 pub const MAX_REPORT_DAYS: i64 = 366;
@@ -67,6 +74,11 @@ pub struct Report {
     /// had waited there (p50, p90; within 12.5% above), per step and version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waits: Option<Vec<WaitPart>>,
+    /// A campaign's conversions in the window: leads that reached its goal, were handed off,
+    /// accepted or converted within `window_days` of the campaign reaching them, credited to
+    /// every campaign that reached them and to the last send step that did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversions: Option<Conversions>,
     /// The finest grain (period × step × version × template × channel × language): the CSV.
     #[serde(skip)]
     pub lines: Vec<Line>,
@@ -85,6 +97,8 @@ pub struct WindowAsked<'a> {
     pub by: Option<&'a str>,
     /// An IANA time zone, `Asia/Shanghai`; the Rules' time zone when left out.
     pub tz: Option<&'a str>,
+    /// The attribution window of conversions, whole days (`30d`); 30 days when left out.
+    pub window: Option<&'a str>,
 }
 
 /// Days a report covers when neither `from` nor `since` says.
@@ -101,6 +115,7 @@ impl Engine {
             to,
             by,
             tz,
+            attribution_days: DEFAULT_ATTRIBUTION_DAYS,
         }
     }
 
@@ -160,7 +175,27 @@ impl Engine {
                 "{from} to {to} is more than {MAX_REPORT_DAYS} days; ask for a shorter span, by week if long"
             ));
         }
-        Ok(ReportWindow { from, to, by, tz })
+        let attribution_days = match asked.window.map(str::trim) {
+            None => DEFAULT_ATTRIBUTION_DAYS,
+            Some(text) => {
+                let limit = crate::report::attribution::ATTRIBUTION_DAYS;
+                let problem = || format!("window {text:?} is not a span of whole days from 1d to {limit}d (30d, 12w)");
+                let span = text.parse::<crate::duration::Span>().map_err(|_| problem())?;
+                let chrono = span.to_chrono();
+                let days = chrono.num_days();
+                if chrono != chrono::Duration::days(days) || !(1..=limit).contains(&days) {
+                    return Err(problem());
+                }
+                days
+            }
+        };
+        Ok(ReportWindow {
+            from,
+            to,
+            by,
+            tz,
+            attribution_days,
+        })
     }
 
     /// The Rules' time zone, the one reports use when none is asked for.
@@ -215,6 +250,10 @@ impl Engine {
                 tz: window.tz,
             }
             .hours();
+            report.conversions = Some(
+                self.conversions(id, (from, to), window.attribution_days, &order)
+                    .await?,
+            );
             let waits = self.store.wait_counts(id, from, to).await?;
             let rank = |step: &str| order.iter().position(|s| s == step).unwrap_or(order.len());
             report.waits = Some(report::wait_parts(
@@ -254,6 +293,36 @@ impl Engine {
         })
     }
 
+    /// Campaign `id`'s conversion counters for outcomes in hours `from` ≤ hour < `to`.
+    async fn conversions(
+        &self,
+        id: &str,
+        (from, to): (i64, i64),
+        window_days: i64,
+        order: &[String],
+    ) -> EngineResult<Conversions> {
+        let rows = self.store.conversion_counts(id, from, to, window_days).await?;
+        let mut campaign = ConversionFigures::default();
+        let mut steps: std::collections::BTreeMap<(usize, String), ConversionFigures> = Default::default();
+        for row in rows {
+            match row.credit {
+                Credit::Campaign => campaign.add(row.outcome, row.n),
+                Credit::LastStep => {
+                    let rank = order.iter().position(|s| *s == row.step).unwrap_or(order.len());
+                    steps.entry((rank, row.step)).or_default().add(row.outcome, row.n);
+                }
+            }
+        }
+        Ok(Conversions {
+            window_days,
+            campaign,
+            last_step: steps
+                .into_iter()
+                .map(|((_, step), figures)| StepConversions { step, figures })
+                .collect(),
+        })
+    }
+
     async fn tally(
         &self,
         scope: CountScope<'_>,
@@ -285,6 +354,7 @@ impl Engine {
             splits: None,
             flow: None,
             waits: None,
+            conversions: None,
             lines: t.lines,
         })
     }

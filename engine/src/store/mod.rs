@@ -52,7 +52,10 @@ pub use outbox::OutboxStore;
 pub(crate) use pass::{decide_and_write, pick_and_hold};
 pub use pass::{Held, PassWork, Taken};
 pub use port::*;
-pub use reports::{CountDelta, CountScope, CountedMessage, HandoffCount, ReportStore, ReportTx, WaitCount, WaitRow};
+pub use reports::{
+    ConversionCount, ConversionRow, CountDelta, CountScope, CountedMessage, HandoffCount, ReportStore, ReportTx,
+    WaitCount, WaitRow,
+};
 pub use rows::*;
 pub use timeline::*;
 pub use users::{NewUser, UserStore};

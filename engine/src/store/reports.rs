@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::*;
+use crate::report::attribution::{Conversion, Credit, Touch};
 use crate::report::queue::{HandoffDayRow, HandoffFact};
 use crate::report::{day_number, CountKey, CountRow, DayRow, MessageFigures, Piece};
 use crate::store::sql::{Dialect, SqlStore, SqlTx};
@@ -68,6 +69,29 @@ pub struct WaitRow {
     pub n: i64,
 }
 
+/// An addition to the conversion counters (`conversion_counts`): outcomes of one kind in hour
+/// `hour`, credited one way to a campaign step, `lag_days` after it reached the lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionCount {
+    pub campaign: String,
+    pub step: String,
+    pub credit: Credit,
+    pub outcome: Conversion,
+    pub hour: i64,
+    pub lag_days: i64,
+    pub shard: i64,
+    pub n: i64,
+}
+
+/// Conversion counters of a campaign in a span, summed per step, credit and outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionRow {
+    pub step: String,
+    pub credit: Credit,
+    pub outcome: Conversion,
+    pub n: i64,
+}
+
 /// Which counters a report reads.
 #[derive(Debug, Clone, Copy)]
 pub enum CountScope<'a> {
@@ -99,6 +123,11 @@ pub fn merge_deltas(deltas: impl IntoIterator<Item = CountDelta>) -> Vec<CountDe
 pub trait ReportTx: Send {
     /// Adds to the counters (deltas merged with `merge_deltas`).
     async fn count_messages(&mut self, deltas: &[CountDelta]) -> StoreResult<()>;
+    /// Adds to the conversion counters.
+    async fn count_conversions(&mut self, counts: &[ConversionCount]) -> StoreResult<()>;
+    /// Each campaign step's latest message sent to each of `leads` since `since`
+    /// (microseconds), as (lead, touch).
+    async fn touches(&mut self, leads: &[i64], since: i64) -> StoreResult<Vec<(i64, Touch)>>;
     /// Adds to the time-spent-waiting counters.
     async fn count_waits(&mut self, counts: &[WaitCount]) -> StoreResult<()>;
     /// Adds to the queues' handoff counters.
@@ -117,6 +146,15 @@ pub trait ReportStore: Send + Sync {
     /// pieces of a span (`Span::pieces`: hours with one UTC offset each). Grouped in the
     /// database: a report reads a row per key and day, not per hour and shard.
     async fn message_counts_by_day(&self, scope: CountScope<'_>, pieces: &[Piece]) -> StoreResult<Vec<DayRow>>;
+    /// A campaign's conversion counters for outcomes in hours `from` ≤ hour < `to`, at most
+    /// `window_days` after the touch credited, summed per step, credit and outcome.
+    async fn conversion_counts(
+        &self,
+        campaign: &str,
+        from: i64,
+        to: i64,
+        window_days: i64,
+    ) -> StoreResult<Vec<ConversionRow>>;
     /// A campaign's waits that ended in hours `from` ≤ hour < `to`, summed per step, version
     /// and bucket.
     async fn wait_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<WaitRow>>;
@@ -278,6 +316,70 @@ where
     Ok(())
 }
 
+/// Adds to the conversion counters on a connection (inside the caller's transaction).
+pub(crate) async fn count_conversions_on<'c, DB, E>(conn: E, counts: &[ConversionCount]) -> StoreResult<()>
+where
+    DB: Dialect,
+    E: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    type Key<'a> = (&'a str, i64, &'a str, Credit, Conversion, i64, i64);
+    let mut merged: std::collections::BTreeMap<Key<'_>, i64> = Default::default();
+    for c in counts {
+        let key = (
+            c.campaign.as_str(),
+            c.hour,
+            c.step.as_str(),
+            c.credit,
+            c.outcome,
+            c.lag_days,
+            c.shard.rem_euclid(DB::COUNTER_SHARDS),
+        );
+        *merged.entry(key).or_default() += c.n;
+    }
+    merged.retain(|_, n| *n != 0);
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = merged
+        .into_iter()
+        .map(|((campaign, hour, step, credit, outcome, lag, shard), n)| {
+            serde_json::json!([campaign, step, credit.as_str(), outcome.as_str(), hour, lag, shard, n])
+        })
+        .collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO conversion_counts (campaign_id, step, credit, outcome, hour, lag_days, shard, n) \
+         SELECT * FROM ({rows}) AS r WHERE true \
+         ON CONFLICT (campaign_id, hour, step, credit, outcome, lag_days, shard) \
+         DO UPDATE SET n = conversion_counts.n + excluded.n",
+        rows = DB::json_array_rows(4, 4)
+    )))
+    .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    .execute(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok(())
+}
+
+/// A campaign step's latest message to a lead, as read.
+#[derive(sqlx::FromRow)]
+pub struct TouchRow {
+    lead_id: i64,
+    campaign_id: String,
+    step: String,
+    sent_at: i64,
+}
+
+/// A conversion counter row as the read returns it.
+#[derive(sqlx::FromRow)]
+pub struct ConversionReadRow {
+    step: String,
+    credit: String,
+    outcome: String,
+    n: i64,
+}
+
 /// A handoff counter row as the read returns it.
 #[derive(sqlx::FromRow)]
 pub struct HandoffReadRow {
@@ -335,6 +437,8 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'r> MessageKeyRow: FromRow<'r, DB::Row>,
+    for<'r> TouchRow: FromRow<'r, DB::Row>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
     async fn count_messages(&mut self, deltas: &[CountDelta]) -> StoreResult<()> {
@@ -343,6 +447,47 @@ where
             return Ok(());
         }
         count_on(self.connection().await?, deltas).await
+    }
+
+    async fn count_conversions(&mut self, counts: &[ConversionCount]) -> StoreResult<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        count_conversions_on(self.connection().await?, counts).await
+    }
+
+    async fn touches(&mut self, leads: &[i64], since: i64) -> StoreResult<Vec<(i64, Touch)>> {
+        if leads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<[i64; 2]> = leads.iter().map(|id| [*id, 0]).collect();
+        // A message is created before it is sent, at most a few days before (held by a send
+        // window or the rates): reading from a week earlier finds it by the lead's index.
+        let rows: Vec<TouchRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT lead_id, campaign_id, step, CAST(MAX(sent_at) AS BIGINT) AS sent_at FROM messages \
+             WHERE lead_id IN (SELECT id FROM ({pairs}) AS given) AND created_at >= $2 AND sent_at >= $3 \
+             GROUP BY lead_id, campaign_id, step",
+            pairs = DB::ID_TIME_PAIRS
+        )))
+        .bind(serde_json::to_string(&pairs).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .bind(since - 7 * 86_400_000_000)
+        .bind(since)
+        .fetch_all(self.connection().await?)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.lead_id,
+                    Touch {
+                        campaign: r.campaign_id,
+                        step: r.step,
+                        sent_at: r.sent_at,
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn count_waits(&mut self, counts: &[WaitCount]) -> StoreResult<()> {
@@ -403,8 +548,40 @@ where
     for<'r> ReadRow: FromRow<'r, DB::Row>,
     for<'r> HandoffReadRow: FromRow<'r, DB::Row>,
     for<'r> WaitRow: FromRow<'r, DB::Row>,
+    for<'r> ConversionReadRow: FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
+    async fn conversion_counts(
+        &self,
+        campaign: &str,
+        from: i64,
+        to: i64,
+        window_days: i64,
+    ) -> StoreResult<Vec<ConversionRow>> {
+        let rows: Vec<ConversionReadRow> = sqlx::query_as(
+            "SELECT step, credit, outcome, CAST(SUM(n) AS BIGINT) AS n FROM conversion_counts \
+             WHERE campaign_id = $1 AND hour >= $2 AND hour < $3 AND lag_days <= $4 \
+             GROUP BY step, credit, outcome",
+        )
+        .bind(campaign)
+        .bind(from)
+        .bind(to)
+        .bind(window_days)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(ConversionRow {
+                    step: r.step,
+                    credit: Credit::parse(&r.credit)?,
+                    outcome: Conversion::parse(&r.outcome)?,
+                    n: r.n,
+                })
+            })
+            .collect())
+    }
+
     async fn wait_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<WaitRow>> {
         Ok(sqlx::query_as(
             "SELECT step, version, bucket, CAST(SUM(n) AS BIGINT) AS n FROM wait_counts \
