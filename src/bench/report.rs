@@ -5,7 +5,8 @@
 //! `--events` events about them (opens and clicks by people and by machines, bounces,
 //! unsubscribes, complaints); each report is then loaded `--samples` times. Reports read the
 //! counters alone, never leads, messages or events, so nothing else is filled. The queue
-//! counters are filled likewise for one lead in twenty handed off (`fill_queues`).
+//! counters are filled likewise for one lead in twenty handed off (`fill_queues`), and the
+//! wait and conversion counters a campaign report reads (`fill_outcomes`).
 
 use anyhow::Result;
 use nurture_engine::access::Role;
@@ -173,6 +174,7 @@ pub async fn run(options: Options) -> Result<()> {
     written += batch.len();
     flush(batch).await?;
     let handoffs = fill_queues(store.as_ref(), options.leads, first_hour, now_hour).await?;
+    let outcomes = fill_outcomes(store.as_ref(), &engine, options.leads, first_hour, now_hour).await?;
     let seconds_to_fill = filled.elapsed().as_secs_f64();
     // What `serve` does every five minutes over the days, done once.
     let folding = Instant::now();
@@ -241,6 +243,7 @@ pub async fn run(options: Options) -> Result<()> {
             "days": options.days,
             "counter_additions": written,
             "handoffs": handoffs,
+            "conversion_outcomes": outcomes,
             "counter_key_hours": key_hours(store.as_ref(), &engine).await?,
             "seconds_to_fill": seconds_to_fill.round(),
             "folded_key_hours": folded,
@@ -326,6 +329,102 @@ async fn fill_queues(
         }
     }
     Ok(handoffs)
+}
+
+/// Fills the wait and conversion counters a campaign report also reads: every lead goes on
+/// from each wait step of the campaigns once (waits drawn around the step's span), and one in
+/// ten reaches a goal, a handoff (with its accept and conversion, as `fill_queues` draws them)
+/// credited to one to three campaigns, the last step one of their send steps, up to 90 days
+/// after the touch. Returns the outcomes credited.
+async fn fill_outcomes(
+    store: &dyn nurture_engine::store::Store,
+    engine: &Engine,
+    leads: usize,
+    first_hour: i64,
+    now_hour: i64,
+) -> Result<usize> {
+    use nurture_engine::report::attribution::{Conversion, Credit};
+    use nurture_engine::report::queue::wait_bucket;
+    use nurture_engine::store::{ConversionCount, WaitCount};
+    let playbook = engine.playbook();
+    let campaigns: Vec<&nurture_engine::playbook::Campaign> = playbook.campaigns.values().map(|c| c.as_ref()).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut waits = Vec::new();
+    let mut credits = Vec::new();
+    let mut outcomes = 0;
+    let flush = |waits: Vec<WaitCount>, credits: Vec<ConversionCount>| async move {
+        let mut tx = store.begin().await?;
+        tx.count_waits(&waits).await?;
+        tx.count_conversions(&credits).await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    };
+    for lead in 0..leads {
+        let c = campaigns[lead % campaigns.len()];
+        for step in c.steps().filter(|s| matches!(s.action, Action::Wait(_))) {
+            waits.push(WaitCount {
+                campaign: c.id.clone(),
+                step: step.id.clone(),
+                version: c.version.clone(),
+                hour: rng.random_range(first_hour..=now_hour),
+                bucket: wait_bucket(rng.random_range(3_600..7 * 86_400)),
+                shard: lead as i64,
+                n: 1,
+            });
+        }
+        if lead % 10 == 0 {
+            let hour = rng.random_range(first_hour..=now_hour);
+            let mut reached = vec![Conversion::Handoff];
+            if lead % 20 == 0 {
+                reached = vec![Conversion::Goal];
+            } else if rng.random_range(0..10) < 6 {
+                reached.push(Conversion::Accepted);
+                if rng.random_range(0..3) == 0 {
+                    reached.push(Conversion::Converted);
+                }
+            }
+            let touched: Vec<&nurture_engine::playbook::Campaign> = (0..rng.random_range(1..=3))
+                .map(|k| campaigns[(lead + k) % campaigns.len()])
+                .collect();
+            let sends: Vec<String> = touched[0]
+                .steps()
+                .filter(|s| matches!(s.action, Action::Send { .. }))
+                .map(|s| s.id.clone())
+                .collect();
+            for outcome in reached {
+                outcomes += 1;
+                let lag = rng.random_range(0..=90);
+                if let Some(step) = sends.get(rng.random_range(0..sends.len().max(1))) {
+                    credits.push(ConversionCount {
+                        campaign: touched[0].id.clone(),
+                        step: step.clone(),
+                        credit: Credit::LastStep,
+                        outcome,
+                        hour,
+                        lag_days: lag,
+                        shard: lead as i64,
+                        n: 1,
+                    });
+                }
+                for (k, t) in touched.iter().enumerate() {
+                    credits.push(ConversionCount {
+                        campaign: t.id.clone(),
+                        step: String::new(),
+                        credit: Credit::Campaign,
+                        outcome,
+                        hour,
+                        lag_days: (lag + 7 * k as i64).min(90),
+                        shard: lead as i64,
+                        n: 1,
+                    });
+                }
+            }
+        }
+        if waits.len() >= 5_000 || lead + 1 == leads {
+            flush(std::mem::take(&mut waits), std::mem::take(&mut credits)).await?;
+        }
+    }
+    Ok(outcomes)
 }
 
 /// How many counter rows (shards summed) the reports read from, all campaigns and days.
