@@ -265,18 +265,24 @@ pub fn print_messages(reports: &[Report]) {
     println!();
 }
 
-/// A number of seconds as the largest two units (`2h 8m`), `-` when there is none.
+/// A bound in seconds as its largest two units, rounded up so as never to say less (`2h 8m`
+/// for 7,679 s), `-` when there is none.
 fn duration(seconds: Option<i64>) -> String {
     let Some(s) = seconds else {
         return "-".into();
     };
-    let (d, h, m) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, m) => format!("{m}m {}s", s % 60),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, h, _) => format!("{d}d {h}h"),
+    if s < 3_600 {
+        return match s / 60 {
+            0 => format!("{s}s"),
+            m => format!("{m}m {}s", s % 60),
+        };
     }
+    let m = (s + 59) / 60;
+    if m < 24 * 60 {
+        return format!("{}h {}m", m / 60, m % 60);
+    }
+    let h = (s + 3_599) / 3_600;
+    format!("{}d {}h", h / 24, h % 24)
 }
 
 const QUEUE_HEAD: &str =

@@ -13,7 +13,7 @@ use nurture_engine::access::Role;
 use nurture_engine::audit::By;
 use nurture_engine::clock::SystemClock;
 use nurture_engine::engine::{Deployer, Engine};
-use nurture_engine::playbook::Action;
+use nurture_engine::playbook::{Action, Wait};
 use nurture_engine::report::{hour_of, CountKey, MessageFigures};
 use nurture_engine::store::reports::merge_deltas;
 use nurture_engine::store::CountDelta;
@@ -332,7 +332,8 @@ async fn fill_queues(
 }
 
 /// Fills the wait and conversion counters a campaign report also reads: every lead goes on
-/// from each wait step of the campaigns once (waits drawn around the step's span), and one in
+/// from each wait step of its campaign once (as long as the step says, an `until` early for
+/// three in ten), and one in
 /// ten reaches a goal, a handoff (with its accept and conversion, as `fill_queues` draws them)
 /// credited to one to three campaigns, the last step one of their send steps, up to 90 days
 /// after the touch. Returns the outcomes credited.
@@ -361,13 +362,32 @@ async fn fill_outcomes(
     };
     for lead in 0..leads {
         let c = campaigns[lead % campaigns.len()];
-        for step in c.steps().filter(|s| matches!(s.action, Action::Wait(_))) {
+        for step in c.steps() {
+            let Action::Wait(wait) = &step.action else {
+                continue;
+            };
+            // A timed wait lasts its span and the runner's lateness (up to a minute); an
+            // `until` holds early for three leads in ten, any time before its timeout; a
+            // wait for a moment lasts anything up to a week.
+            let lateness = rng.random_range(0..60);
+            let seconds = match wait {
+                Wait::For(span) => span.to_chrono().num_seconds() + lateness,
+                Wait::Until { timeout, .. } => {
+                    let timeout = timeout.to_chrono().num_seconds();
+                    if rng.random_range(0..10) < 3 {
+                        rng.random_range(60..timeout.max(61))
+                    } else {
+                        timeout + lateness
+                    }
+                }
+                Wait::At(_) => rng.random_range(60..7 * 86_400),
+            };
             waits.push(WaitCount {
                 campaign: c.id.clone(),
                 step: step.id.clone(),
                 version: c.version.clone(),
                 hour: rng.random_range(first_hour..=now_hour),
-                bucket: wait_bucket(rng.random_range(3_600..7 * 86_400)),
+                bucket: wait_bucket(seconds),
                 shard: lead as i64,
                 n: 1,
             });

@@ -246,7 +246,7 @@ async fn every_figure_of_a_queue_report_adds_up(app: TestApp) {
         .collect();
     assert_eq!(
         total[1..],
-        ["6", "4", "10m", "39s", "2h", "7m", "0", "2", "2", "1", "50.0%", "2"],
+        ["6", "4", "10m", "39s", "2h", "8m", "0", "2", "2", "1", "50.0%", "2"],
         "{table}"
     );
     assert!(table.contains("       2  No budget this year"), "{table}");

@@ -175,14 +175,34 @@ pub(super) fn within(t: &Text, seconds: Option<i64>) -> String {
     let Some(s) = seconds else {
         return "–".into();
     };
-    // Up to the next whole minute: "within" must not say less than the bound.
-    let up = if s < 60 { s } else { (s + 59) / 60 * 60 };
-    let (d, h, m) = (up / 86_400, up % 86_400 / 3_600, up % 3_600 / 60);
-    let span = match (d, h, m) {
-        (0, 0, 0) => format!("{up} {}", t.seconds),
-        (0, 0, m) => format!("{m} {}", t.minutes),
-        (0, h, m) => format!("{h} {} {m} {}", t.hours, t.minutes),
-        (d, h, _) => format!("{d} {} {h} {}", t.days, t.hours),
+    // Rounded up: "within" must not say less than the bound.
+    let minutes = (s + 59) / 60;
+    let span = if s < 60 {
+        format!("{s} {}", t.seconds)
+    } else if minutes < 60 {
+        format!("{minutes} {}", t.minutes)
+    } else if minutes < 24 * 60 {
+        format!("{} {} {} {}", minutes / 60, t.hours, minutes % 60, t.minutes)
+    } else {
+        let hours = (s + 3_599) / 3_600;
+        format!("{} {} {} {}", hours / 24, t.days, hours % 24, t.hours)
     };
     t.within.replace("{}", &span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_is_written_rounded_up() {
+        let en = &text::EN;
+        assert_eq!(within(en, None), "–");
+        assert_eq!(within(en, Some(45)), "within 45 s");
+        assert_eq!(within(en, Some(639)), "within 11 min");
+        assert_eq!(within(en, Some(7_679)), "within 2 h 8 min");
+        assert_eq!(within(en, Some(86_399)), "within 1 d 0 h");
+        assert_eq!(within(en, Some(180_223)), "within 2 d 3 h");
+        assert_eq!(within(&text::ZH, Some(639)), "11 分钟内");
+    }
 }
