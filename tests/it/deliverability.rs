@@ -3,7 +3,7 @@
 //! that suppress addresses (from events and from the relay itself), and opens by machines
 //! that do not take a branch.
 
-use nurture_engine::access::Role::{Admin, Crm, Marketer};
+use nurture_engine::access::Role::{Admin, Crm};
 use nurture_engine::engine::Sender;
 use nurture_engine::mail::SmtpMailer;
 use nurture_engine::tracking::Token;
@@ -33,23 +33,6 @@ fn sender(app: &TestApp, mailer: Arc<dyn nurture_engine::mail::Mailer>) -> Sende
         wechat: None,
         limits: Default::default(),
     }
-}
-
-/// Deploys one playbook file over the one in force.
-async fn deploy(app: &TestApp, file: &str, yaml: &str) {
-    let url = format!("{}/v1/playbook?file={file}", app.base);
-    let answer = app
-        .client
-        .put(url)
-        .bearer_auth(&app.keys[&Marketer])
-        .header("content-type", "application/yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status();
-    let body = answer.text().await.unwrap();
-    assert_eq!(status, 200, "{body}");
 }
 
 /// The shipped rules with these lines added.
@@ -115,26 +98,22 @@ async fn lines(app: &TestApp, lead: &str, step: &str) -> Vec<(String, String, St
 }
 
 async fn a_frequency_cap_lets_the_higher_priority_send_and_defers_or_skips_the_rest(app: TestApp) {
-    deploy(
-        &app,
+    app.deploy_file(
         "campaigns/rules.yaml",
         &rules_with("frequency: { email: { max: 1, per: 1d } }"),
     )
     .await;
-    deploy(
-        &app,
+    app.deploy_file(
         "campaigns/cap-low.yaml",
         &one_send("cap-low", "cap_test", 10, "low", ""),
     )
     .await;
-    deploy(
-        &app,
+    app.deploy_file(
         "campaigns/cap-high.yaml",
         &one_send("cap-high", "cap_test", 90, "high", ""),
     )
     .await;
-    deploy(
-        &app,
+    app.deploy_file(
         "campaigns/cap-skip.yaml",
         &one_send("cap-skip", "cap_test", 50, "skip_me", ""),
     )
@@ -182,8 +161,7 @@ async fn a_frequency_cap_lets_the_higher_priority_send_and_defers_or_skips_the_r
 
 async fn a_send_window_waits_for_each_lead_s_local_morning_across_a_dst_change(app: TestApp) {
     let window = "send_window: { days: [mon, tue, wed, thu, fri], from: \"09:00\", to: \"18:00\", spread: 10m }\n";
-    deploy(
-        &app,
+    app.deploy_file(
         "campaigns/window.yaml",
         &one_send("window", "window_test", 50, "hello", window),
     )
@@ -244,7 +222,7 @@ async fn bounces_and_complaints_suppress_the_address(app: TestApp) {
                 \x20 wait: { wait: { for: 1d }, next: second }\n\
                 \x20 second: { send: { channel: email, template: welcome-getting-started }, next: done }\n\
                 \x20 done: { exit: done }\n";
-    deploy(&app, "campaigns/bounce-drip.yaml", drip).await;
+    app.deploy_file("campaigns/bounce-drip.yaml", drip).await;
     let hard = lead(&app, "hard@acme.example", json!({})).await;
     let soft = lead(&app, "soft@acme.example", json!({})).await;
     let spam = lead(&app, "spam@acme.example", json!({})).await;
@@ -352,7 +330,7 @@ async fn a_proxy_open_right_after_delivery_does_not_take_the_yes_branch(app: Tes
                   \x20 opened: { branch: { if: { opened: mail }, then: yes, else: no } }\n\
                   \x20 yes: { exit: opened }\n\
                   \x20 no: { exit: unopened }\n";
-    deploy(&app, "campaigns/open-test.yaml", branch).await;
+    app.deploy_file("campaigns/open-test.yaml", branch).await;
     let outbox = tempfile::tempdir().unwrap();
     let sender = sender(
         &app,

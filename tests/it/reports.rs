@@ -646,16 +646,7 @@ steps:
 ";
 
 async fn a_split_compares_its_arms_with_an_interval(app: TestApp) {
-    let deployed = app
-        .client
-        .put(format!("{}/v1/playbook?file=subject-test.yaml", app.base))
-        .bearer_auth(&app.keys[&Role::Marketer])
-        .header("content-type", "application/yaml")
-        .body(SUBJECT_TEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+    app.deploy_file("subject-test.yaml", SUBJECT_TEST).await;
     let events: Vec<Value> = (0..160)
         .map(|i| json!({"lead": {"email": format!("p{i}@acme.example")}, "type": "subject_test"}))
         .collect();
@@ -887,16 +878,7 @@ steps:
 /// hour and a half) or five days pass (four): the report's times, per step and version.
 async fn time_spent_waiting_is_reported_per_wait_step(app: TestApp) {
     use nurture_engine::report::queue::{bucket_ceiling, wait_bucket};
-    let deployed = app
-        .client
-        .put(format!("{}/v1/playbook?file=wait-test.yaml", app.base))
-        .bearer_auth(&app.keys[&Role::Marketer])
-        .header("content-type", "application/yaml")
-        .body(WAIT_TEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+    app.deploy_file("wait-test.yaml", WAIT_TEST).await;
     let events: Vec<Value> = (0..10)
         .map(|i| json!({"lead": {"email": format!("w{i}@acme.example")}, "type": "wait_test"}))
         .collect();
@@ -1049,16 +1031,7 @@ steps:
 /// by A only, is handed off. Within 30 days everything counts; within 7, only B's.
 async fn conversions_are_credited_to_the_last_step_and_every_campaign(app: TestApp) {
     for (file, text) in CONVERSION_TEST.split("---\n").enumerate() {
-        let deployed = app
-            .client
-            .put(format!("{}/v1/playbook?file=conv-{file}.yaml", app.base))
-            .bearer_auth(&app.keys[&Role::Marketer])
-            .header("content-type", "application/yaml")
-            .body(text.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+        app.deploy_file(&format!("conv-{file}.yaml"), text).await;
     }
     let post = |events: Vec<Value>| {
         let app = &app;

@@ -548,6 +548,22 @@ impl TestApp {
     }
 
     /// Sends a JSON request with a given key.
+    /// Deploys one playbook file over the one in force, as a marketer.
+    pub async fn deploy_file(&self, file: &str, yaml: &str) {
+        let answer = self
+            .client
+            .put(format!("{}/v1/playbook?file={file}", self.base))
+            .bearer_auth(&self.keys[&Role::Marketer])
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+
     pub async fn call_as(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self

@@ -16,6 +16,8 @@ pub(super) struct QueueReportPage {
     nav: Nav,
     queue: String,
     sla: String,
+    /// The page's own path, where its window form goes.
+    here: String,
     days: i64,
     weekly: bool,
     from: String,
@@ -124,6 +126,7 @@ pub(super) async fn queue_report(
         t,
         nav: Nav::new(t, &user, &csrf, "queues"),
         sla: report.sla.clone().unwrap_or_else(|| "–".into()),
+        here: format!("/queues/{queue}/report"),
         days,
         weekly,
         from: report.from.to_string(),

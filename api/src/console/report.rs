@@ -14,6 +14,8 @@ pub(super) struct ReportPage {
     nav: Nav,
     id: String,
     name: String,
+    /// The page's own path, where its window form goes.
+    here: String,
     days: i64,
     weekly: bool,
     from: String,
@@ -152,6 +154,7 @@ pub(super) async fn report(
         t,
         nav: Nav::new(t, &user, &csrf, "campaigns"),
         name: report.name.clone().unwrap_or_else(|| id.clone()),
+        here: format!("/campaigns/{id}/report"),
         days,
         weekly,
         from: report.from.to_string(),

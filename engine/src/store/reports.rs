@@ -227,27 +227,28 @@ where
     Ok(())
 }
 
-/// Adds to the handoff counters on a connection (inside the caller's transaction): merged per
-/// row, in key order, one statement.
-pub(crate) async fn count_handoffs_on<'c, DB, E>(conn: E, counts: &[HandoffCount]) -> StoreResult<()>
+/// Additions to a one-number counter table: per row its text key columns, its integer key
+/// columns (the shard last, already within `Dialect::COUNTER_SHARDS`) and how many to add.
+type CounterAdds = Vec<(Vec<String>, Vec<i64>, i64)>;
+
+/// Adds to counter table `table` (key columns `texts` then `ints`, the count in `n`) on a
+/// connection, inside the caller's transaction: merged per row and written in key order, so
+/// that two writers never wait on each other's rows crosswise, in one statement.
+async fn add_counters<'c, DB, E>(
+    conn: E,
+    table: &str,
+    (texts, ints): (&[&str], &[&str]),
+    adds: CounterAdds,
+) -> StoreResult<()>
 where
     DB: Dialect,
     E: Executor<'c, Database = DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let mut merged: std::collections::BTreeMap<(String, i64, String, HandoffFact, String, i64), i64> =
-        Default::default();
-    for c in counts {
-        let key = (
-            c.queue.clone(),
-            c.hour,
-            c.member.clone(),
-            c.fact,
-            c.detail.clone(),
-            c.shard.rem_euclid(DB::COUNTER_SHARDS),
-        );
-        *merged.entry(key).or_default() += c.n;
+    let mut merged: std::collections::BTreeMap<(Vec<String>, Vec<i64>), i64> = Default::default();
+    for (t, i, n) in adds {
+        *merged.entry((t, i)).or_default() += n;
     }
     merged.retain(|_, n| *n != 0);
     if merged.is_empty() {
@@ -255,15 +256,18 @@ where
     }
     let rows: Vec<serde_json::Value> = merged
         .into_iter()
-        .map(|((queue, hour, member, fact, detail, shard), n)| {
-            serde_json::json!([queue, member, fact.as_str(), detail, hour, shard, n])
+        .map(|((t, i), n)| {
+            let mut row: Vec<serde_json::Value> = t.into_iter().map(serde_json::Value::from).collect();
+            row.extend(i.into_iter().map(serde_json::Value::from));
+            row.push(n.into());
+            serde_json::Value::Array(row)
         })
         .collect();
+    let key = [texts, ints].concat().join(", ");
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO handoff_counts (queue, member, fact, detail, hour, shard, n) \
-         SELECT * FROM ({rows}) AS r WHERE true \
-         ON CONFLICT (queue, hour, member, fact, detail, shard) DO UPDATE SET n = handoff_counts.n + excluded.n",
-        rows = DB::json_array_rows(4, 3)
+        "INSERT INTO {table} ({key}, n) SELECT * FROM ({rows}) AS r WHERE true \
+         ON CONFLICT ({key}) DO UPDATE SET n = {table}.n + excluded.n",
+        rows = DB::json_array_rows(texts.len(), ints.len() + 1)
     )))
     .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
     .execute(conn)
@@ -272,8 +276,34 @@ where
     Ok(())
 }
 
-/// Adds to the wait counters on a connection (inside the caller's transaction): merged per
-/// row, in key order, one statement.
+/// Adds to the handoff counters on a connection (inside the caller's transaction).
+pub(crate) async fn count_handoffs_on<'c, DB, E>(conn: E, counts: &[HandoffCount]) -> StoreResult<()>
+where
+    DB: Dialect,
+    E: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let adds = counts
+        .iter()
+        .map(|c| {
+            (
+                vec![
+                    c.queue.clone(),
+                    c.member.clone(),
+                    c.fact.as_str().to_owned(),
+                    c.detail.clone(),
+                ],
+                vec![c.hour, c.shard.rem_euclid(DB::COUNTER_SHARDS)],
+                c.n,
+            )
+        })
+        .collect();
+    let key = (&["queue", "member", "fact", "detail"][..], &["hour", "shard"][..]);
+    add_counters(conn, "handoff_counts", key, adds).await
+}
+
+/// Adds to the wait counters on a connection (inside the caller's transaction).
 pub(crate) async fn count_waits_on<'c, DB, E>(conn: E, counts: &[WaitCount]) -> StoreResult<()>
 where
     DB: Dialect,
@@ -281,39 +311,21 @@ where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let mut merged: std::collections::BTreeMap<(&str, i64, &str, &str, i64, i64), i64> = Default::default();
-    for c in counts {
-        let key = (
-            c.campaign.as_str(),
-            c.hour,
-            c.step.as_str(),
-            c.version.as_str(),
-            c.bucket,
-            c.shard.rem_euclid(DB::COUNTER_SHARDS),
-        );
-        *merged.entry(key).or_default() += c.n;
-    }
-    merged.retain(|_, n| *n != 0);
-    if merged.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<serde_json::Value> = merged
-        .into_iter()
-        .map(|((campaign, hour, step, version, bucket, shard), n)| {
-            serde_json::json!([campaign, step, version, hour, bucket, shard, n])
+    let adds = counts
+        .iter()
+        .map(|c| {
+            (
+                vec![c.campaign.clone(), c.step.clone(), c.version.clone()],
+                vec![c.hour, c.bucket, c.shard.rem_euclid(DB::COUNTER_SHARDS)],
+                c.n,
+            )
         })
         .collect();
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO wait_counts (campaign_id, step, version, hour, bucket, shard, n) \
-         SELECT * FROM ({rows}) AS r WHERE true \
-         ON CONFLICT (campaign_id, hour, step, version, bucket, shard) DO UPDATE SET n = wait_counts.n + excluded.n",
-        rows = DB::json_array_rows(3, 4)
-    )))
-    .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-    .execute(conn)
-    .await
-    .map_err(StoreError::from_sqlx)?;
-    Ok(())
+    let key = (
+        &["campaign_id", "step", "version"][..],
+        &["hour", "bucket", "shard"][..],
+    );
+    add_counters(conn, "wait_counts", key, adds).await
 }
 
 /// Adds to the conversion counters on a connection (inside the caller's transaction).
@@ -324,42 +336,26 @@ where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    type Key<'a> = (&'a str, i64, &'a str, Credit, Conversion, i64, i64);
-    let mut merged: std::collections::BTreeMap<Key<'_>, i64> = Default::default();
-    for c in counts {
-        let key = (
-            c.campaign.as_str(),
-            c.hour,
-            c.step.as_str(),
-            c.credit,
-            c.outcome,
-            c.lag_days,
-            c.shard.rem_euclid(DB::COUNTER_SHARDS),
-        );
-        *merged.entry(key).or_default() += c.n;
-    }
-    merged.retain(|_, n| *n != 0);
-    if merged.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<serde_json::Value> = merged
-        .into_iter()
-        .map(|((campaign, hour, step, credit, outcome, lag, shard), n)| {
-            serde_json::json!([campaign, step, credit.as_str(), outcome.as_str(), hour, lag, shard, n])
+    let adds = counts
+        .iter()
+        .map(|c| {
+            (
+                vec![
+                    c.campaign.clone(),
+                    c.step.clone(),
+                    c.credit.as_str().to_owned(),
+                    c.outcome.as_str().to_owned(),
+                ],
+                vec![c.hour, c.lag_days, c.shard.rem_euclid(DB::COUNTER_SHARDS)],
+                c.n,
+            )
         })
         .collect();
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO conversion_counts (campaign_id, step, credit, outcome, hour, lag_days, shard, n) \
-         SELECT * FROM ({rows}) AS r WHERE true \
-         ON CONFLICT (campaign_id, hour, step, credit, outcome, lag_days, shard) \
-         DO UPDATE SET n = conversion_counts.n + excluded.n",
-        rows = DB::json_array_rows(4, 4)
-    )))
-    .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-    .execute(conn)
-    .await
-    .map_err(StoreError::from_sqlx)?;
-    Ok(())
+    let key = (
+        &["campaign_id", "step", "credit", "outcome"][..],
+        &["hour", "lag_days", "shard"][..],
+    );
+    add_counters(conn, "conversion_counts", key, adds).await
 }
 
 /// A campaign step's latest message to a lead, as read.
