@@ -612,6 +612,15 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(sent, json!("2"), "both welcome e-mails: {report}");
+    assert!(
+        report.contains("Went on to, within 30 days of being reached"),
+        "{report}"
+    );
+    en.client
+        .execute("document.getElementById('conversions').scrollIntoView()", Vec::new())
+        .await
+        .unwrap();
+    en.shot("campaign-report-conversions-en").await;
 
     let Some(zh) = Browser::start("zh-CN").await else {
         return;
@@ -635,6 +644,11 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
     let report = zh.until("/campaigns/welcome/report", "每期的发送、打开与点击").await;
     zh.shot("campaign-report-zh").await;
     assert!(report.contains("最近 7 天"), "{report}");
+    zh.client
+        .execute("document.getElementById('conversions').scrollIntoView()", Vec::new())
+        .await
+        .unwrap();
+    zh.shot("campaign-report-conversions-zh").await;
 }
 
 /// An admin searches the leads by the start of a company's name, opens one, and erases it after
