@@ -259,11 +259,18 @@ impl Handoff {
     /// Applies a decision made by `by`. Only whoever holds a handoff decides it: the member who
     /// claimed it, or the one it is assigned to while it is open. `oversees` (admins and
     /// marketers; the CRM for a conversion, which it records) may act on anyone's.
-    /// Accepting or rejecting an open handoff claims it in the same move.
+    /// Accepting or rejecting an open handoff claims it in the same move: then it answers
+    /// `true`.
     ///
     /// Long on purpose: the handoff state machine as one table: each decision against each
     /// status, so that every allowed move and every refusal reads in one place.
-    pub fn decide(&mut self, decision: &Decision, by: &str, oversees: bool, now: DateTime<Utc>) -> Result<(), Refusal> {
+    pub fn decide(
+        &mut self,
+        decision: &Decision,
+        by: &str,
+        oversees: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Refusal> {
         let theirs = |h: &Handoff| {
             h.claimed_by.as_deref().is_some_and(|c| c != by && !oversees).then(|| {
                 format!(
@@ -289,6 +296,7 @@ impl Handoff {
                 return Err(Refusal::Invalid(problem));
             }
         }
+        let mut claimed = false;
         match (decision, self.status) {
             (Decision::Release, HandoffStatus::Claimed) => {
                 if let Some(conflict) = theirs(self) {
@@ -314,6 +322,7 @@ impl Handoff {
                 if self.status == HandoffStatus::Open {
                     self.claimed_by = Some(by.to_owned());
                     self.claimed_at = Some(now);
+                    claimed = true;
                 }
                 self.status = match decision {
                     Decision::Accept => HandoffStatus::Accepted,
@@ -352,7 +361,7 @@ impl Handoff {
             }
         }
         self.updated_at = now;
-        Ok(())
+        Ok(claimed)
     }
 }
 

@@ -266,18 +266,11 @@ async fn every_figure_of_a_queue_report_adds_up(app: TestApp) {
 
 /// The migration fills the queue counters from the handoff log as the engine would have.
 async fn the_queue_counters_are_backfilled_from_the_handoff_log(backend: crate::support::Backend) {
-    use crate::support::{Backend, Db};
     use nurture_engine::report::queue::{HandoffDayRow, HandoffFact};
     use nurture_engine::report::{Piece, HOUR_MICROS};
-    let Some(t) = crate::support::unmigrated_store(backend).await else {
+    let Some((t, db)) = crate::support::store_migrated_to(backend, 23, 22).await else {
         return;
     };
-    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
-    let (dir, before) = match backend {
-        Backend::Sqlite => ("migrations/sqlite", 23),
-        Backend::Postgres => ("migrations/postgres", 22),
-    };
-    db.migrate_to(&crate::support::repo().join(dir), before).await;
     // Hour 490000 since the epoch: 16:00 UTC on day 20416, which ends at hour 490008.
     let h0: i64 = 490_000 * HOUR_MICROS;
     db.execute(&format!(

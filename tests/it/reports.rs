@@ -479,18 +479,11 @@ async fn every_figure_of_a_campaign_report_adds_up(app: TestApp) {
 /// The counters' migration fills them from what an earlier release stored: messages with their
 /// outcomes and first human opens and clicks, and the events that name them.
 async fn the_counters_are_backfilled_from_messages_and_events(backend: crate::support::Backend) {
-    use crate::support::{Backend, Db};
     use nurture_engine::report::{CountKey, MessageFigures};
     use nurture_engine::store::CountScope;
-    let Some(t) = crate::support::unmigrated_store(backend).await else {
+    let Some((t, db)) = crate::support::store_migrated_to(backend, 22, 21).await else {
         return;
     };
-    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
-    let (dir, before) = match backend {
-        Backend::Sqlite => ("migrations/sqlite", 22),
-        Backend::Postgres => ("migrations/postgres", 21),
-    };
-    db.migrate_to(&crate::support::repo().join(dir), before).await;
     // Hours 490000 and 490001 since the epoch; h0 + 600 s is in the first.
     let h0: i64 = 490_000 * 3_600_000_000;
     let h1 = h0 + 3_600_000_000;
@@ -932,19 +925,12 @@ async fn time_spent_waiting_is_reported_per_wait_step(app: TestApp) {
 /// The migration fills the wait counters from the journey: a `waited` line right after a
 /// `waiting` line at the same step.
 async fn the_wait_counters_are_backfilled_from_the_journey(backend: crate::support::Backend) {
-    use crate::support::{Backend, Db};
     use nurture_engine::report::queue::wait_bucket;
     use nurture_engine::report::HOUR_MICROS;
     use nurture_engine::store::WaitRow;
-    let Some(t) = crate::support::unmigrated_store(backend).await else {
+    let Some((t, db)) = crate::support::store_migrated_to(backend, 24, 24).await else {
         return;
     };
-    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
-    let dir = match backend {
-        Backend::Sqlite => "migrations/sqlite",
-        Backend::Postgres => "migrations/postgres",
-    };
-    db.migrate_to(&crate::support::repo().join(dir), 24).await;
     let h0: i64 = 490_000 * HOUR_MICROS;
     let at = |seconds: i64| h0 + seconds * 1_000_000;
     db.execute(&format!(
@@ -1157,18 +1143,11 @@ async fn conversions_are_credited_to_the_last_step_and_every_campaign(app: TestA
 /// The migration credits the outcomes already recorded (handoffs opened, accepted and
 /// converted in the handoff log, goals in the journey) as the engine would have.
 async fn the_conversion_counters_are_backfilled(backend: crate::support::Backend) {
-    use crate::support::{Backend, Db};
     use nurture_engine::report::attribution::{Conversion, Credit};
     use nurture_engine::store::ConversionRow;
-    let Some(t) = crate::support::unmigrated_store(backend).await else {
+    let Some((t, db)) = crate::support::store_migrated_to(backend, 25, 25).await else {
         return;
     };
-    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
-    let dir = match backend {
-        Backend::Sqlite => "migrations/sqlite",
-        Backend::Postgres => "migrations/postgres",
-    };
-    db.migrate_to(&crate::support::repo().join(dir), 25).await;
     const DAY: i64 = 86_400_000_000;
     let t0: i64 = 20_000 * DAY;
     // Lead 1: A's mail on day 0, B's on day 5; handed off on day 10, accepted, converted on

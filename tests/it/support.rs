@@ -202,6 +202,19 @@ pub async fn unmigrated_store(backend: Backend) -> Option<TestStore> {
     }
 }
 
+/// A fresh store on `backend` with its migrations applied up to `sqlite` or `postgres` (the
+/// numbering differs), and a connection of the test's own to fill it before the rest run.
+pub async fn store_migrated_to(backend: Backend, sqlite: i64, postgres: i64) -> Option<(TestStore, Db)> {
+    let t = unmigrated_store(backend).await?;
+    let db = Db::connect(&t.postgres_url().unwrap_or_else(|| t.url.clone())).await;
+    let (dir, last) = match backend {
+        Backend::Sqlite => ("migrations/sqlite", sqlite),
+        Backend::Postgres => ("migrations/postgres", postgres),
+    };
+    db.migrate_to(&repo().join(dir), last).await;
+    Some((t, db))
+}
+
 /// An engine over a fresh SQLite store, and the store as its own type for what only SQLite
 /// has (journey passes decided in snapshots).
 pub async fn sqlite_engine() -> (TestEngine, Arc<SqliteStore>) {

@@ -7,7 +7,6 @@ use super::*;
 
 use nurture_engine::engine::QueueReport;
 use nurture_engine::report::queue::HandoffSummary;
-use nurture_engine::report::Grouping;
 
 #[derive(Template)]
 #[template(path = "queue_report.html")]
@@ -78,21 +77,18 @@ fn row(t: &Text, name: String, s: &HandoffSummary) -> HandoffRow {
     }
 }
 
-/// The report the page's query asks for: its days, whether weekly, and the report; a page
-/// saying why when there is none.
+/// The report the page's query asks for, and its window; a page saying why when there is
+/// none.
 async fn load(
     state: &AppState,
     queue: &str,
     q: &QueueReportQuery,
     tz: chrono_tz::Tz,
     t: &Text,
-) -> Result<(i64, bool, QueueReport), Response> {
-    let days = q.days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(30);
-    let weekly = q.by.as_deref() == Some("week");
-    let by = if weekly { Grouping::Week } else { Grouping::Day };
-    let window = state.engine.last_days(days, by, Some(tz));
-    match state.engine.queue_report(queue, window).await {
-        Ok(report) => Ok((days, weekly, report)),
+) -> Result<(report::PageWindow, QueueReport), Response> {
+    let asked = report::PageWindow::asked(state, q.days, q.by.as_deref(), tz);
+    match state.engine.queue_report(queue, asked.window).await {
+        Ok(report) => Ok((asked, report)),
         Err(EngineError::NotFound) => Err(message(StatusCode::NOT_FOUND, t.no_queue)),
         Err(e) => Err(failed(e)),
     }
@@ -109,7 +105,8 @@ pub(super) async fn queue_report(
     let (user, csrf) = overseer(&state, &jar, &headers).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
-    let (days, weekly, report) = load(&state, &queue, &q, tz, t).await?;
+    let (asked, report) = load(&state, &queue, &q, tz, t).await?;
+    let here = format!("/queues/{queue}/report");
     let bars: Vec<report::Bars> = report
         .periods
         .iter()
@@ -126,9 +123,10 @@ pub(super) async fn queue_report(
         t,
         nav: Nav::new(t, &user, &csrf, "queues"),
         sla: report.sla.clone().unwrap_or_else(|| "–".into()),
-        here: format!("/queues/{queue}/report"),
-        days,
-        weekly,
+        csv: asked.csv(&here),
+        here,
+        days: asked.days,
+        weekly: asked.weekly,
         from: report.from.to_string(),
         to: report.to.to_string(),
         tz: report.tz.clone(),
@@ -143,10 +141,6 @@ pub(super) async fn queue_report(
             .map(|m| row(t, m.member.clone(), &m.summary))
             .collect(),
         reasons: report.reasons.iter().map(|r| (r.reason.clone(), r.rejected)).collect(),
-        csv: format!(
-            "/queues/{queue}/report.csv?days={days}&by={}",
-            if weekly { "week" } else { "day" }
-        ),
         queue,
     }
     .render();
@@ -164,48 +158,11 @@ pub(super) async fn queue_report_csv(
     let (user, _) = overseer(&state, &jar, &headers).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
-    let (_, _, report) = load(&state, &queue, &q, tz, t).await?;
+    let (_, report) = load(&state, &queue, &q, tz, t).await?;
     Ok(report::csv_file(
         &format!("queue-{queue}"),
         report.from,
         report.to,
         report.csv(),
     ))
-}
-
-/// A duration from a histogram ceiling, "within 2 h 8 min" / "2 小时 8 分钟内"; "–" when none.
-pub(super) fn within(t: &Text, seconds: Option<i64>) -> String {
-    let Some(s) = seconds else {
-        return "–".into();
-    };
-    // Rounded up: "within" must not say less than the bound.
-    let minutes = (s + 59) / 60;
-    let span = if s < 60 {
-        format!("{s} {}", t.seconds)
-    } else if minutes < 60 {
-        format!("{minutes} {}", t.minutes)
-    } else if minutes < 24 * 60 {
-        format!("{} {} {} {}", minutes / 60, t.hours, minutes % 60, t.minutes)
-    } else {
-        let hours = (s + 3_599) / 3_600;
-        format!("{} {} {} {}", hours / 24, t.days, hours % 24, t.hours)
-    };
-    t.within.replace("{}", &span)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bound_is_written_rounded_up() {
-        let en = &text::EN;
-        assert_eq!(within(en, None), "–");
-        assert_eq!(within(en, Some(45)), "within 45 s");
-        assert_eq!(within(en, Some(639)), "within 11 min");
-        assert_eq!(within(en, Some(7_679)), "within 2 h 8 min");
-        assert_eq!(within(en, Some(86_399)), "within 1 d 0 h");
-        assert_eq!(within(en, Some(180_223)), "within 2 d 3 h");
-        assert_eq!(within(&text::ZH, Some(639)), "11 分钟内");
-    }
 }

@@ -112,27 +112,49 @@ fn figures(s: &Summary) -> Figures {
     }
 }
 
-/// The window the page shows: 7, 30 or 90 days to today in the viewer's zone.
-fn window_of(state: &AppState, q: &ReportQuery, tz: chrono_tz::Tz) -> (i64, bool, ReportWindow) {
-    let days = q.days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(30);
-    let weekly = q.by.as_deref() == Some("week");
-    let by = if weekly { Grouping::Week } else { Grouping::Day };
-    (days, weekly, state.engine.last_days(days, by, Some(tz)))
+/// The window a report page shows: the last 7, 30 or 90 days (30 unless asked) to today in
+/// the viewer's zone, by day or by week.
+pub(super) struct PageWindow {
+    pub(super) days: i64,
+    pub(super) weekly: bool,
+    pub(super) window: ReportWindow,
 }
 
-/// The report the page's query asks for: its days, whether weekly, and the report; a page
-/// saying why when there is none.
+impl PageWindow {
+    pub(super) fn asked(state: &AppState, days: Option<i64>, by: Option<&str>, tz: chrono_tz::Tz) -> Self {
+        let days = days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(30);
+        let weekly = by == Some("week");
+        let grouping = if weekly { Grouping::Week } else { Grouping::Day };
+        PageWindow {
+            days,
+            weekly,
+            window: state.engine.last_days(days, grouping, Some(tz)),
+        }
+    }
+
+    /// The same window as CSV, from the page at `here`.
+    pub(super) fn csv(&self, here: &str) -> String {
+        format!(
+            "{here}.csv?days={}&by={}",
+            self.days,
+            if self.weekly { "week" } else { "day" }
+        )
+    }
+}
+
+/// The report the page's query asks for, and its window; a page saying why when there is
+/// none.
 async fn load(
     state: &AppState,
     id: &str,
     q: &ReportQuery,
     tz: chrono_tz::Tz,
     t: &Text,
-) -> Result<(i64, bool, Report), Response> {
-    let (days, weekly, window) = window_of(state, q, tz);
+) -> Result<(PageWindow, Report), Response> {
+    let asked = PageWindow::asked(state, q.days, q.by.as_deref(), tz);
     let rate = q.rate.as_deref().and_then(SplitRate::parse).unwrap_or_default();
-    match state.engine.campaign_report(id, window, rate).await {
-        Ok(report) => Ok((days, weekly, report)),
+    match state.engine.campaign_report(id, asked.window, rate).await {
+        Ok(report) => Ok((asked, report)),
         Err(EngineError::NotFound) => Err(message(StatusCode::NOT_FOUND, t.no_campaign)),
         Err(e) => Err(failed(e)),
     }
@@ -149,14 +171,16 @@ pub(super) async fn report(
     let (user, csrf) = overseer(&state, &jar, &headers).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
-    let (days, weekly, report) = load(&state, &id, &q, tz, t).await?;
+    let (asked, report) = load(&state, &id, &q, tz, t).await?;
+    let here = format!("/campaigns/{id}/report");
     let body = ReportPage {
         t,
         nav: Nav::new(t, &user, &csrf, "campaigns"),
         name: report.name.clone().unwrap_or_else(|| id.clone()),
-        here: format!("/campaigns/{id}/report"),
-        days,
-        weekly,
+        csv: asked.csv(&here),
+        here,
+        days: asked.days,
+        weekly: asked.weekly,
         from: report.from.to_string(),
         to: report.to.to_string(),
         tz: report.tz.clone(),
@@ -222,14 +246,10 @@ pub(super) async fn report(
             .map(|w| WaitRow {
                 step: w.step.clone(),
                 went_on: w.went_on,
-                p50: super::queue_report::within(t, w.p50_seconds),
-                p90: super::queue_report::within(t, w.p90_seconds),
+                p50: within(t, w.p50_seconds),
+                p90: within(t, w.p90_seconds),
             })
             .collect(),
-        csv: format!(
-            "/campaigns/{id}/report.csv?days={days}&by={}",
-            if weekly { "week" } else { "day" }
-        ),
         id,
     }
     .render();
@@ -247,7 +267,7 @@ pub(super) async fn report_csv(
     let (user, _) = overseer(&state, &jar, &headers).await?;
     let t = text(q.lang.as_deref(), Some(&user), &headers);
     let tz = zone(&state, &jar);
-    let (_, _, report) = load(&state, &id, &q, tz, t).await?;
+    let (_, report) = load(&state, &id, &q, tz, t).await?;
     Ok(csv_file(&id, report.from, report.to, report.csv()))
 }
 

@@ -1201,6 +1201,26 @@ pub(super) fn countdown(t: &Text, due: chrono::DateTime<chrono::Utc>, now: chron
     }
 }
 
+/// A duration from a histogram ceiling, "within 2 h 8 min" / "2 小时 8 分钟内"; "–" when none.
+pub(super) fn within(t: &Text, seconds: Option<i64>) -> String {
+    let Some(s) = seconds else {
+        return "–".into();
+    };
+    // Rounded up: "within" must not say less than the bound.
+    let minutes = (s + 59) / 60;
+    let span = if s < 60 {
+        format!("{s} {}", t.seconds)
+    } else if minutes < 60 {
+        format!("{minutes} {}", t.minutes)
+    } else if minutes < 24 * 60 {
+        format!("{} {} {} {}", minutes / 60, t.hours, minutes % 60, t.minutes)
+    } else {
+        let hours = (s + 3_599) / 3_600;
+        format!("{} {} {} {}", hours / 24, t.days, hours % 24, t.hours)
+    };
+    t.within.replace("{}", &span)
+}
+
 /// A lead field's label in the page's language.
 pub(super) fn field_label(t: &Text, field: &'static str) -> &'static str {
     let (zh, en) = match field {
@@ -1253,5 +1273,22 @@ pub(super) fn outcome_name(t: &Text, outcome: nurture_engine::note::CallOutcome)
         CallOutcome::WrongNumber => t.outcome_wrong_number,
         CallOutcome::NotInterested => t.outcome_not_interested,
         CallOutcome::MeetingBooked => t.outcome_meeting_booked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_is_written_rounded_up() {
+        let en = &EN;
+        assert_eq!(within(en, None), "–");
+        assert_eq!(within(en, Some(45)), "within 45 s");
+        assert_eq!(within(en, Some(639)), "within 11 min");
+        assert_eq!(within(en, Some(7_679)), "within 2 h 8 min");
+        assert_eq!(within(en, Some(86_399)), "within 1 d 0 h");
+        assert_eq!(within(en, Some(180_223)), "within 2 d 3 h");
+        assert_eq!(within(&ZH, Some(639)), "11 分钟内");
     }
 }

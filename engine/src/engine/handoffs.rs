@@ -158,31 +158,20 @@ fn decision_audit(by: &By, h: &Handoff, decision: &Decision, noted: bool) -> Cha
         .with("noted", noted)
 }
 
-/// What a decision on `h` (made by `by`; `was_open`: before anyone had claimed it) adds to
-/// its queue's counters: the decision, for whoever held the handoff, and the claim an accept
-/// or a reject of an open handoff makes as it decides.
-fn decision_counts(
-    h: &Handoff,
-    decision: &Decision,
-    by: &str,
-    was_open: bool,
-    now: DateTime<Utc>,
-) -> Vec<HandoffCount> {
+/// What a decision on `h` (made by `by`; `claimed`: it claimed the handoff as it was made)
+/// adds to its queue's counters: the decision, for whoever held the handoff, and that claim.
+fn decision_counts(h: &Handoff, decision: &Decision, by: &str, claimed: bool, now: DateTime<Utc>) -> Vec<HandoffCount> {
     let member = h.claimed_by.as_deref().unwrap_or(by);
-    let mut counts = Vec::new();
-    let fact = match decision {
-        Decision::Accept => HandoffFact::Accepted,
-        Decision::Reject { .. } => HandoffFact::Rejected,
-        Decision::Convert { .. } => HandoffFact::Converted,
-        Decision::Release => HandoffFact::Released,
+    let (fact, detail) = match decision {
+        Decision::Accept => (HandoffFact::Accepted, String::new()),
+        Decision::Reject { reason, .. } => (HandoffFact::Rejected, reason_key(reason)),
+        Decision::Convert { .. } => (HandoffFact::Converted, String::new()),
+        Decision::Release => (HandoffFact::Released, String::new()),
     };
-    if was_open && matches!(fact, HandoffFact::Accepted | HandoffFact::Rejected) {
+    let mut counts = Vec::new();
+    if claimed {
         counts.extend(claim_counts(h, member, now));
     }
-    let detail = match decision {
-        Decision::Reject { reason, .. } => reason_key(reason),
-        _ => String::new(),
-    };
     counts.push(HandoffCount {
         detail,
         ..count(h, &h.queue, Some(member), fact, now)
@@ -641,8 +630,7 @@ impl Engine {
             .lock_handoff(id.0)
             .await?
             .ok_or_else(|| EngineError::Missing(format!("no handoff {}", id.0)))?;
-        let was_open = h.status == crate::handoff::HandoffStatus::Open;
-        h.decide(decision, by, oversees, now).map_err(|refusal| match refusal {
+        let claimed = h.decide(decision, by, oversees, now).map_err(|refusal| match refusal {
             Refusal::Conflict(message) => EngineError::Conflict(message),
             Refusal::Invalid(message) => EngineError::Invalid(vec![FieldError::new("reason", message)]),
         })?;
@@ -653,7 +641,7 @@ impl Engine {
         tx.update_handoffs(std::slice::from_ref(&h)).await?;
         tx.log_handoffs(&[log(&h, decision.verb(), Some(by), detail, now)])
             .await?;
-        tx.count_handoffs(&decision_counts(&h, decision, by, was_open, now))
+        tx.count_handoffs(&decision_counts(&h, decision, by, claimed, now))
             .await?;
         let outcome = match decision {
             Decision::Accept => Some(Conversion::Accepted),

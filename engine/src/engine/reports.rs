@@ -26,6 +26,17 @@ pub struct ReportWindow {
     pub attribution_days: i64,
 }
 
+impl ReportWindow {
+    /// The days the window covers, in its zone.
+    pub fn span(&self) -> Span {
+        Span {
+            from: self.from,
+            to: self.to,
+            tz: self.tz,
+        }
+    }
+}
+
 /// The attribution window when none is asked for.
 pub const DEFAULT_ATTRIBUTION_DAYS: i64 = 30;
 
@@ -222,7 +233,8 @@ impl Engine {
         let order: Vec<String> = campaign
             .map(|c| c.steps().map(|s| s.id.clone()).collect())
             .unwrap_or_default();
-        let rank = |_: &str, step: &str| order.iter().position(|s| s == step).unwrap_or(order.len());
+        let step_rank = |step: &str| order.iter().position(|s| s == step).unwrap_or(order.len());
+        let rank = |_: &str, step: &str| step_rank(step);
         let mut report = self.tally(CountScope::Campaign(id), window, &rank).await?;
         report.campaign = Some(id.to_owned());
         report.name = Some(name);
@@ -244,23 +256,17 @@ impl Engine {
                 .collect();
             report.splits = Some(report::splits(&c.split_arms(), &messages, &entered, rate));
             report.flow = Some(flow);
-            let (from, to) = Span {
-                from: window.from,
-                to: window.to,
-                tz: window.tz,
-            }
-            .hours();
+            let (from, to) = window.span().hours();
             report.conversions = Some(
-                self.conversions(id, (from, to), window.attribution_days, &order)
+                self.conversions(id, (from, to), window.attribution_days, &step_rank)
                     .await?,
             );
             let waits = self.store.wait_counts(id, from, to).await?;
-            let rank = |step: &str| order.iter().position(|s| s == step).unwrap_or(order.len());
             report.waits = Some(report::wait_parts(
                 waits
                     .iter()
                     .map(|w| (w.step.as_str(), w.version.as_str(), w.bucket, w.n)),
-                &rank,
+                &step_rank,
             ));
         }
         Ok(report)
@@ -299,7 +305,7 @@ impl Engine {
         id: &str,
         (from, to): (i64, i64),
         window_days: i64,
-        order: &[String],
+        rank: &(dyn Fn(&str) -> usize + Sync),
     ) -> EngineResult<Conversions> {
         let rows = self.store.conversion_counts(id, from, to, window_days).await?;
         let mut campaign = ConversionFigures::default();
@@ -307,10 +313,10 @@ impl Engine {
         for row in rows {
             match row.credit {
                 Credit::Campaign => campaign.add(row.outcome, row.n),
-                Credit::LastStep => {
-                    let rank = order.iter().position(|s| *s == row.step).unwrap_or(order.len());
-                    steps.entry((rank, row.step)).or_default().add(row.outcome, row.n);
-                }
+                Credit::LastStep => steps
+                    .entry((rank(&row.step), row.step))
+                    .or_default()
+                    .add(row.outcome, row.n),
             }
         }
         Ok(Conversions {
@@ -329,11 +335,7 @@ impl Engine {
         window: ReportWindow,
         rank: &(dyn Fn(&str, &str) -> usize + Sync),
     ) -> EngineResult<Report> {
-        let span = Span {
-            from: window.from,
-            to: window.to,
-            tz: window.tz,
-        };
+        let span = window.span();
         let rows = self.store.message_counts_by_day(scope, &span.pieces()).await?;
         let t = report::tally(&rows, &span, window.by, rank);
         Ok(Report {
@@ -405,11 +407,7 @@ impl Engine {
     /// or one counted in the window, has a report; any other name is `NotFound`.
     pub async fn queue_report(&self, queue: &str, window: ReportWindow) -> EngineResult<QueueReport> {
         let playbook = self.playbook();
-        let span = Span {
-            from: window.from,
-            to: window.to,
-            tz: window.tz,
-        };
+        let span = window.span();
         let rows = self.store.handoff_counts_by_day(queue, &span.pieces()).await?;
         let known = playbook.queues.queues.get(queue);
         if known.is_none() && rows.is_empty() {

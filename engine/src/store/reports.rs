@@ -166,18 +166,25 @@ pub trait ReportStore: Send + Sync {
 /// The counters' upsert: one statement for a batch, bound as one JSON array of arrays.
 pub(crate) fn count_sql<DB: Dialect>() -> String {
     let names = MessageFigures::NAMES;
-    let columns = names.join(", ");
-    let adds: Vec<String> = names
+    format!(
+        "INSERT INTO message_counts (campaign_id, step, version, template, channel, language, hour, shard, {columns}) \
+         SELECT * FROM ({rows}) AS r WHERE true {on_conflict}",
+        columns = names.join(", "),
+        rows = DB::json_array_rows(6, 2 + names.len()),
+        on_conflict = add_on_conflict(),
+    )
+}
+
+/// The message counters' key, but for the shard.
+pub(crate) const MESSAGE_KEY: &str = "campaign_id, hour, step, version, template, channel, language";
+
+/// An insert's tail that adds each counter given to the row already there.
+pub(crate) fn add_on_conflict() -> String {
+    let adds: Vec<String> = MessageFigures::NAMES
         .iter()
         .map(|n| format!("{n} = message_counts.{n} + excluded.{n}"))
         .collect();
-    format!(
-        "INSERT INTO message_counts (campaign_id, step, version, template, channel, language, hour, shard, {columns}) \
-         SELECT * FROM ({rows}) AS r WHERE true \
-         ON CONFLICT (campaign_id, hour, step, version, template, channel, language, shard) DO UPDATE SET {adds}",
-        rows = DB::json_array_rows(6, 2 + names.len()),
-        adds = adds.join(", "),
-    )
+    format!("ON CONFLICT ({MESSAGE_KEY}, shard) DO UPDATE SET {}", adds.join(", "))
 }
 
 /// The JSON the upsert binds.
@@ -227,28 +234,75 @@ where
     Ok(())
 }
 
-/// Additions to a one-number counter table: per row its text key columns, its integer key
-/// columns (the shard last, already within `Dialect::COUNTER_SHARDS`) and how many to add.
-type CounterAdds = Vec<(Vec<String>, Vec<i64>, i64)>;
+/// An addition to a one-number counter table (`n`), keyed by text columns then integer
+/// columns, the last of them the shard.
+pub(crate) trait Counted {
+    const TABLE: &'static str;
+    const TEXTS: &'static [&'static str];
+    /// The integer key columns, `shard` last.
+    const INTS: &'static [&'static str];
+    /// The row's text key, its integer key (the shard as given), and how many to add.
+    fn key(&self) -> (Vec<String>, Vec<i64>, i64);
+}
 
-/// Adds to counter table `table` (key columns `texts` then `ints`, the count in `n`) on a
-/// connection, inside the caller's transaction: merged per row and written in key order, so
-/// that two writers never wait on each other's rows crosswise, in one statement.
-async fn add_counters<'c, DB, E>(
-    conn: E,
-    table: &str,
-    (texts, ints): (&[&str], &[&str]),
-    adds: CounterAdds,
-) -> StoreResult<()>
+impl Counted for HandoffCount {
+    const TABLE: &'static str = "handoff_counts";
+    const TEXTS: &'static [&'static str] = &["queue", "member", "fact", "detail"];
+    const INTS: &'static [&'static str] = &["hour", "shard"];
+    fn key(&self) -> (Vec<String>, Vec<i64>, i64) {
+        let texts = vec![
+            self.queue.clone(),
+            self.member.clone(),
+            self.fact.as_str().to_owned(),
+            self.detail.clone(),
+        ];
+        (texts, vec![self.hour, self.shard], self.n)
+    }
+}
+
+impl Counted for WaitCount {
+    const TABLE: &'static str = "wait_counts";
+    const TEXTS: &'static [&'static str] = &["campaign_id", "step", "version"];
+    const INTS: &'static [&'static str] = &["hour", "bucket", "shard"];
+    fn key(&self) -> (Vec<String>, Vec<i64>, i64) {
+        let texts = vec![self.campaign.clone(), self.step.clone(), self.version.clone()];
+        (texts, vec![self.hour, self.bucket, self.shard], self.n)
+    }
+}
+
+impl Counted for ConversionCount {
+    const TABLE: &'static str = "conversion_counts";
+    const TEXTS: &'static [&'static str] = &["campaign_id", "step", "credit", "outcome"];
+    const INTS: &'static [&'static str] = &["hour", "lag_days", "shard"];
+    fn key(&self) -> (Vec<String>, Vec<i64>, i64) {
+        let texts = vec![
+            self.campaign.clone(),
+            self.step.clone(),
+            self.credit.as_str().to_owned(),
+            self.outcome.as_str().to_owned(),
+        ];
+        (texts, vec![self.hour, self.lag_days, self.shard], self.n)
+    }
+}
+
+/// Adds `counts` to their counter table on a connection, inside the caller's transaction:
+/// shards taken within `Dialect::COUNTER_SHARDS`, merged per row and written in key order (so
+/// that two writers never wait on each other's rows crosswise), in one statement.
+async fn add_counted<'c, DB, E, C>(conn: E, counts: &[C]) -> StoreResult<()>
 where
     DB: Dialect,
     E: Executor<'c, Database = DB>,
+    C: Counted,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
     let mut merged: std::collections::BTreeMap<(Vec<String>, Vec<i64>), i64> = Default::default();
-    for (t, i, n) in adds {
-        *merged.entry((t, i)).or_default() += n;
+    for c in counts {
+        let (texts, mut ints, n) = c.key();
+        if let Some(shard) = ints.last_mut() {
+            *shard = shard.rem_euclid(DB::COUNTER_SHARDS);
+        }
+        *merged.entry((texts, ints)).or_default() += n;
     }
     merged.retain(|_, n| *n != 0);
     if merged.is_empty() {
@@ -263,11 +317,12 @@ where
             serde_json::Value::Array(row)
         })
         .collect();
-    let key = [texts, ints].concat().join(", ");
+    let table = C::TABLE;
+    let key = [C::TEXTS, C::INTS].concat().join(", ");
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {table} ({key}, n) SELECT * FROM ({rows}) AS r WHERE true \
          ON CONFLICT ({key}) DO UPDATE SET n = {table}.n + excluded.n",
-        rows = DB::json_array_rows(texts.len(), ints.len() + 1)
+        rows = DB::json_array_rows(C::TEXTS.len(), C::INTS.len() + 1)
     )))
     .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
     .execute(conn)
@@ -276,86 +331,21 @@ where
     Ok(())
 }
 
-/// Adds to the handoff counters on a connection (inside the caller's transaction).
-pub(crate) async fn count_handoffs_on<'c, DB, E>(conn: E, counts: &[HandoffCount]) -> StoreResult<()>
+/// `add_counted` in a write transaction; asking for the connection takes a staged SQLite
+/// transaction's turn, so only with work.
+async fn add_in<T, DB, C>(tx: &mut T, counts: &[C]) -> StoreResult<()>
 where
+    T: SqlTx<DB = DB>,
     DB: Dialect,
-    E: Executor<'c, Database = DB>,
+    C: Counted + Sync,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let adds = counts
-        .iter()
-        .map(|c| {
-            (
-                vec![
-                    c.queue.clone(),
-                    c.member.clone(),
-                    c.fact.as_str().to_owned(),
-                    c.detail.clone(),
-                ],
-                vec![c.hour, c.shard.rem_euclid(DB::COUNTER_SHARDS)],
-                c.n,
-            )
-        })
-        .collect();
-    let key = (&["queue", "member", "fact", "detail"][..], &["hour", "shard"][..]);
-    add_counters(conn, "handoff_counts", key, adds).await
-}
-
-/// Adds to the wait counters on a connection (inside the caller's transaction).
-pub(crate) async fn count_waits_on<'c, DB, E>(conn: E, counts: &[WaitCount]) -> StoreResult<()>
-where
-    DB: Dialect,
-    E: Executor<'c, Database = DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    DB::Arguments: IntoArguments<DB>,
-{
-    let adds = counts
-        .iter()
-        .map(|c| {
-            (
-                vec![c.campaign.clone(), c.step.clone(), c.version.clone()],
-                vec![c.hour, c.bucket, c.shard.rem_euclid(DB::COUNTER_SHARDS)],
-                c.n,
-            )
-        })
-        .collect();
-    let key = (
-        &["campaign_id", "step", "version"][..],
-        &["hour", "bucket", "shard"][..],
-    );
-    add_counters(conn, "wait_counts", key, adds).await
-}
-
-/// Adds to the conversion counters on a connection (inside the caller's transaction).
-pub(crate) async fn count_conversions_on<'c, DB, E>(conn: E, counts: &[ConversionCount]) -> StoreResult<()>
-where
-    DB: Dialect,
-    E: Executor<'c, Database = DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    DB::Arguments: IntoArguments<DB>,
-{
-    let adds = counts
-        .iter()
-        .map(|c| {
-            (
-                vec![
-                    c.campaign.clone(),
-                    c.step.clone(),
-                    c.credit.as_str().to_owned(),
-                    c.outcome.as_str().to_owned(),
-                ],
-                vec![c.hour, c.lag_days, c.shard.rem_euclid(DB::COUNTER_SHARDS)],
-                c.n,
-            )
-        })
-        .collect();
-    let key = (
-        &["campaign_id", "step", "credit", "outcome"][..],
-        &["hour", "lag_days", "shard"][..],
-    );
-    add_counters(conn, "conversion_counts", key, adds).await
+    if counts.is_empty() {
+        return Ok(());
+    }
+    add_counted(tx.connection().await?, counts).await
 }
 
 /// A campaign step's latest message to a lead, as read.
@@ -446,10 +436,7 @@ where
     }
 
     async fn count_conversions(&mut self, counts: &[ConversionCount]) -> StoreResult<()> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        count_conversions_on(self.connection().await?, counts).await
+        add_in(self, counts).await
     }
 
     async fn touches(&mut self, leads: &[i64], since: i64) -> StoreResult<Vec<(i64, Touch)>> {
@@ -487,17 +474,11 @@ where
     }
 
     async fn count_waits(&mut self, counts: &[WaitCount]) -> StoreResult<()> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        count_waits_on(self.connection().await?, counts).await
+        add_in(self, counts).await
     }
 
     async fn count_handoffs(&mut self, counts: &[HandoffCount]) -> StoreResult<()> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        count_handoffs_on(self.connection().await?, counts).await
+        add_in(self, counts).await
     }
 
     async fn counted_messages(&mut self, ids: &[i64]) -> StoreResult<Vec<CountedMessage>> {

@@ -180,20 +180,15 @@ impl Store for PgStore {
         // inserts it); two that lock rows crosswise are a deadlock PostgreSQL breaks, and the
         // loser's batch is retried, as any lost race is.
         let names = crate::report::MessageFigures::NAMES;
-        let key = "campaign_id, hour, step, version, template, channel, language";
+        let key = crate::store::reports::MESSAGE_KEY;
         let sums: Vec<String> = names.iter().map(|n| format!("SUM({n})")).collect();
-        let adds: Vec<String> = names
-            .iter()
-            .map(|n| format!("{n} = message_counts.{n} + excluded.{n}"))
-            .collect();
         let fold = format!(
             "WITH gone AS (DELETE FROM message_counts WHERE shard <> 0 AND hour >= $1 AND hour < $2 RETURNING *) \
              INSERT INTO message_counts ({key}, shard, {columns}) \
-             SELECT {key}, 0, {sums} FROM gone GROUP BY {key} \
-             ON CONFLICT ({key}, shard) DO UPDATE SET {adds}",
+             SELECT {key}, 0, {sums} FROM gone GROUP BY {key} {on_conflict}",
             columns = names.join(", "),
             sums = sums.join(", "),
-            adds = adds.join(", "),
+            on_conflict = crate::store::reports::add_on_conflict(),
         );
         let (mut folded, mut floor) = (0, i64::MIN);
         loop {
