@@ -381,8 +381,8 @@ pub struct ReportWindowArgs {
     /// What a campaign's split arms are compared on: open, click or handoff.
     #[arg(long, default_value = "open")]
     pub rate: String,
-    /// A campaign's conversions: outcomes credited within this many whole days of a step
-    /// reaching the lead (`30d` by default, at most `90d`).
+    /// A campaign's conversions: outcomes credited within this many days of a step reaching
+    /// the lead: 1d, 3d, 7d, 14d, 30d (the default), 60d or 90d.
     #[arg(long)]
     pub window: Option<String>,
     #[command(flatten)]

@@ -108,10 +108,10 @@ impl QuerySpec for CampaignQuery {
         TZ,
         QueryParam {
             name: "window",
-            schema: || json!({"type": "string", "minLength": 1}),
+            schema: || json!({"type": "string", "enum": ["1d", "3d", "7d", "1w", "14d", "2w", "30d", "60d", "90d"]}),
             description: "Conversions: outcomes (goal, handoff, accepted, converted) credited to a campaign \
-                          step within this many whole days of it reaching the lead (`30d`, default; at most \
-                          `90d`).",
+                          step within this many days of it reaching the lead: `1d`, `3d`, `7d`, `14d`, `30d` \
+                          (default), `60d` or `90d`.",
         },
         QueryParam {
             name: "rate",

@@ -344,7 +344,7 @@ async fn fill_outcomes(
     first_hour: i64,
     now_hour: i64,
 ) -> Result<usize> {
-    use nurture_engine::report::attribution::{Conversion, Credit};
+    use nurture_engine::report::attribution::{window_of, Conversion, Credit};
     use nurture_engine::report::queue::wait_bucket;
     use nurture_engine::store::{ConversionCount, WaitCount};
     let playbook = engine.playbook();
@@ -421,7 +421,7 @@ async fn fill_outcomes(
                         credit: Credit::LastStep,
                         outcome,
                         hour,
-                        lag_days: lag,
+                        within_days: window_of(lag),
                         shard: lead as i64,
                         n: 1,
                     });
@@ -433,7 +433,7 @@ async fn fill_outcomes(
                         credit: Credit::Campaign,
                         outcome,
                         hour,
-                        lag_days: (lag + 7 * k as i64).min(90),
+                        within_days: window_of((lag + 7 * k as i64).min(90)),
                         shard: lead as i64,
                         n: 1,
                     });

@@ -15,6 +15,7 @@ both_backends!(crate::support::spawn_app_on;
     a_split_compares_its_arms_with_an_interval,
     time_spent_waiting_is_reported_per_wait_step,
     conversions_are_credited_to_the_last_step_and_every_campaign,
+    flow_is_reported_per_version_in_the_window,
 );
 
 const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15";
@@ -922,6 +923,128 @@ async fn time_spent_waiting_is_reported_per_wait_step(app: TestApp) {
     assert_eq!(answer.body["waits"], json!(expected));
 }
 
+const FLOW_TEST: &str = "kind: Campaign
+id: flow-test
+name: Flow test
+type: custom
+entry: { trigger: event, event: flow_test, reentry: never }
+start: pause
+steps:
+  pause: { wait: { for: 2d }, next: done }
+  done: { exit: done }
+";
+
+/// Four leads enter version 1 (a two-day wait), three a minute later enter version 2 (one
+/// day): the flow in a window counts each version's arrivals and moves in that window only,
+/// and says the same once the days are rolled up.
+async fn flow_is_reported_per_version_in_the_window(app: TestApp) {
+    let enter = |from: usize, to: usize| {
+        let app = &app;
+        async move {
+            let events: Vec<Value> = (from..to)
+                .map(|i| json!({"lead": {"email": format!("f{i}@acme.example")}, "type": "flow_test"}))
+                .collect();
+            let posted = app.call("POST", "/v1/events", Role::Crm, Some(json!(events))).await;
+            assert_eq!(posted.body["accepted"], to - from, "{:?}", posted.body);
+        }
+    };
+    let version = || async {
+        app.call("GET", "/v1/campaigns/flow-test", Role::Marketer, None)
+            .await
+            .body["version"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    app.deploy_file("flow-test.yaml", FLOW_TEST).await;
+    let v1 = version().await;
+    enter(0, 4).await;
+    advance(&app, chrono::Duration::minutes(1)).await;
+    app.deploy_file("flow-test.yaml", &FLOW_TEST.replace("for: 2d", "for: 1d"))
+        .await;
+    let v2 = version().await;
+    assert_ne!(v1, v2);
+    enter(4, 7).await;
+    advance(&app, chrono::Duration::minutes(1)).await;
+    advance(&app, chrono::Duration::days(1)).await;
+    advance(&app, chrono::Duration::days(1)).await;
+    let last_day = nurture_engine::clock::Clock::now(&app.clock).date_naive();
+
+    let report = |query: String| {
+        let app = &app;
+        async move {
+            let answer = app
+                .call(
+                    "GET",
+                    &format!("/v1/reports/campaigns/flow-test?{query}"),
+                    Role::Marketer,
+                    None,
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{:?}", answer.body);
+            answer.body
+        }
+    };
+    let outcomes = |pairs: &[(&str, i64)]| -> Value { pairs.iter().map(|(o, n)| (o.to_string(), json!(n))).collect() };
+    let part = |version: &str, entered: i64, pairs: &[(&str, i64)]| json!({"version": version, "entered": entered, "waiting": 0, "outcomes": outcomes(pairs)});
+    let step = |name: &str, entered: i64, pairs: &[(&str, i64)], versions: Vec<Value>| json!({"step": name, "entered": entered, "waiting": 0, "outcomes": outcomes(pairs), "versions": versions});
+    let all = report("since=30d&tz=UTC".into()).await;
+    assert_eq!(
+        all["flow_in_window"],
+        json!([
+            step(
+                "pause",
+                7,
+                &[("waited", 7), ("waiting", 7)],
+                vec![
+                    part(&v1, 4, &[("waited", 4), ("waiting", 4)]),
+                    part(&v2, 3, &[("waited", 3), ("waiting", 3)])
+                ]
+            ),
+            step(
+                "done",
+                7,
+                &[("completed", 7)],
+                vec![part(&v1, 4, &[("completed", 4)]), part(&v2, 3, &[("completed", 3)])]
+            ),
+        ]),
+        "{:#}",
+        all["flow_in_window"]
+    );
+    // The last day: only version 1's leads went on, a day after version 2's.
+    let last = report(format!("from={last_day}&to={last_day}&tz=UTC")).await;
+    assert_eq!(
+        last["flow_in_window"],
+        json!([
+            step("pause", 0, &[("waited", 4)], vec![part(&v1, 0, &[("waited", 4)])]),
+            step("done", 4, &[("completed", 4)], vec![part(&v1, 4, &[("completed", 4)])]),
+        ]),
+        "{:#}",
+        last["flow_in_window"]
+    );
+    // Rolled up once the days are over, every report says the same: whole UTC days, and
+    // days of another zone that cut UTC days in two.
+    let queries = [
+        "since=30d&tz=UTC".to_owned(),
+        format!("from={last_day}&to={last_day}&tz=UTC"),
+        "since=30d&tz=Asia/Shanghai".to_owned(),
+        format!("from={last_day}&to={last_day}&tz=Asia/Kolkata"),
+    ];
+    let mut before = Vec::new();
+    for q in &queries {
+        before.push(report(q.clone()).await);
+    }
+    advance(&app, chrono::Duration::days(2)).await;
+    assert!(app.engine.fold_counters().await.unwrap() > 0, "days rolled up");
+    for (q, was) in queries.iter().zip(before) {
+        let now = report(q.clone()).await;
+        for part in ["flow_in_window", "waits", "conversions"] {
+            assert_eq!(now[part], was[part], "{q}: {part}");
+        }
+    }
+    assert_eq!(app.engine.fold_counters().await.unwrap(), 0, "nothing more to roll up");
+}
+
 /// The migration fills the wait counters from the journey: a `waited` line right after a
 /// `waiting` line at the same step.
 async fn the_wait_counters_are_backfilled_from_the_journey(backend: crate::support::Backend) {
@@ -1109,20 +1232,22 @@ async fn conversions_are_credited_to_the_last_step_and_every_campaign(app: TestA
         report("conv-b", "").await,
         json!({"window_days": 30, "campaign": figures(0, 1, 1, 1), "last_step": [step(0, 1, 1, 1)]})
     );
-    // A reached them ten days (and a few minutes) before: eleven days, rounded up.
+    // A reached them ten days (and a few minutes) before: eleven days, rounded up, so within
+    // the 14-day window and not the 7-day one.
     assert_eq!(
-        report("conv-a", "&window=10d").await,
-        json!({"window_days": 10, "campaign": figures(0, 0, 0, 0), "last_step": []})
+        report("conv-a", "&window=7d").await,
+        json!({"window_days": 7, "campaign": figures(0, 0, 0, 0), "last_step": []})
     );
     assert_eq!(
-        report("conv-a", "&window=11d").await,
-        json!({"window_days": 11, "campaign": figures(1, 2, 1, 1), "last_step": [step(1, 1, 0, 0)]})
+        report("conv-a", "&window=2w").await,
+        json!({"window_days": 14, "campaign": figures(1, 2, 1, 1), "last_step": [step(1, 1, 0, 0)]})
     );
     assert_eq!(
         report("conv-b", "&window=1w").await,
         json!({"window_days": 7, "campaign": figures(0, 1, 1, 1), "last_step": [step(0, 1, 1, 1)]})
     );
-    for bad in ["0d", "91d", "12h", "soon"] {
+    // Windows are the few the counters keep.
+    for bad in ["0d", "10d", "11d", "91d", "12h", "soon"] {
         let answer = app
             .call(
                 "GET",
@@ -1137,6 +1262,19 @@ async fn conversions_are_credited_to_the_last_step_and_every_campaign(app: TestA
             "{:?}",
             answer.body
         );
+    }
+    // Rolled up once the days are over, the credits are the same.
+    let mut before = Vec::new();
+    for (campaign, window) in [("conv-a", ""), ("conv-a", "&window=7d"), ("conv-b", "&window=1w")] {
+        before.push(report(campaign, window).await);
+    }
+    advance(&app, chrono::Duration::days(2)).await;
+    assert!(app.engine.fold_counters().await.unwrap() > 0, "days rolled up");
+    for ((campaign, window), was) in [("conv-a", ""), ("conv-a", "&window=7d"), ("conv-b", "&window=1w")]
+        .into_iter()
+        .zip(before)
+    {
+        assert_eq!(report(campaign, window).await, was, "{campaign}{window}");
     }
 }
 
@@ -1217,7 +1355,7 @@ async fn the_conversion_counters_are_backfilled(backend: crate::support::Backend
     );
     // A reached lead 1 ten and twelve days before; the goal came three days after.
     assert_eq!(
-        read("conv-a", 9).await,
+        read("conv-a", 7).await,
         vec![
             row(Credit::LastStep, Conversion::Goal, "mail"),
             row(Credit::Campaign, Conversion::Goal, ""),

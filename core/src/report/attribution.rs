@@ -2,14 +2,25 @@
 //! handoff is accepted or converted, the campaign steps that sent it something in the
 //! `ATTRIBUTION_DAYS` before get the credit, two ways, each named as such: the **last step**
 //! (the one send step that reached the lead last) and **every campaign** (each campaign that
-//! reached it, once). A credit keeps how many whole days (rounded up) lay between that touch
-//! and the outcome, so a report counts those within any window of whole days up to the limit.
+//! reached it, once). A credit keeps within which of the `WINDOWS` the outcome came after that
+//! touch (whole days, rounded up), so a report counts those within any of them.
 
 use serde::{Deserialize, Serialize};
 
 /// How far back a touch may lie and still get credit.
 pub const ATTRIBUTION_DAYS: i64 = 90;
 const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The attribution windows a report may ask for, in days. A credit is counted by the shortest
+/// that holds it: a few classes rather than every day keeps the counters small enough to read
+/// 90 days of a million leads in milliseconds.
+pub const WINDOWS: [i64; 7] = [1, 3, 7, 14, 30, 60, ATTRIBUTION_DAYS];
+
+/// The shortest of the `WINDOWS` that holds `lag_days` (a same-instant touch, 0, is within a
+/// day).
+pub fn window_of(lag_days: i64) -> i64 {
+    WINDOWS.into_iter().find(|w| lag_days <= *w).unwrap_or(ATTRIBUTION_DAYS)
+}
 
 /// What a lead went on to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -218,5 +229,14 @@ mod tests {
         assert_eq!(credits(20 * DAY, None, &touches)[0].lag_days, 0);
         assert_eq!(credits(90 * DAY, Some("welcome"), &touches)[0].lag_days, 90);
         assert!(credits(90 * DAY + 1, Some("welcome"), &touches).is_empty());
+    }
+
+    #[test]
+    fn a_lag_is_counted_by_the_shortest_window_that_holds_it() {
+        let classes: Vec<i64> = [0, 1, 2, 3, 4, 7, 8, 14, 15, 30, 31, 60, 61, 90]
+            .into_iter()
+            .map(window_of)
+            .collect();
+        assert_eq!(classes, [1, 1, 3, 3, 7, 7, 14, 14, 30, 30, 60, 60, 90, 90]);
     }
 }

@@ -608,6 +608,54 @@ pub fn splits(
 mod tests {
     use super::*;
 
+    #[test]
+    fn flow_adds_up_per_step_and_version_in_graph_order() {
+        let order = |step: &str| {
+            ["welcome", "pause", "branch"]
+                .iter()
+                .position(|s| *s == step)
+                .unwrap_or(3)
+        };
+        let rows = [
+            ("branch", "v2", "yes", 3, 3),
+            ("branch", "v1", "no", 2, 2),
+            ("pause", "v1", "waiting", 5, 5),
+            ("pause", "v1", "waited", 0, 4),
+            ("welcome", "v1", "sent", 5, 5),
+            ("pause", "v2", "waiting", 2, 2),
+        ];
+        // v2 was deployed before v1 (names are content hashes, in no order of their own).
+        let deployed = |v: &str| usize::from(v == "v1");
+        let flow = flow_parts(rows, [("pause", "v2", 2), ("pause", "v1", 1)], &order, &deployed);
+        let steps: Vec<&str> = flow.iter().map(|f| f.step.as_str()).collect();
+        assert_eq!(steps, ["welcome", "pause", "branch"]);
+        let pause = &flow[1];
+        assert_eq!((pause.entered, pause.waiting), (7, 3));
+        assert_eq!(
+            pause.outcomes,
+            [("waited".to_owned(), 4), ("waiting".to_owned(), 7)].into()
+        );
+        assert_eq!(
+            pause.versions,
+            vec![
+                FlowVersion {
+                    version: "v2".into(),
+                    entered: 2,
+                    waiting: 2,
+                    outcomes: [("waiting".to_owned(), 2)].into(),
+                },
+                FlowVersion {
+                    version: "v1".into(),
+                    entered: 5,
+                    waiting: 1,
+                    outcomes: [("waited".to_owned(), 4), ("waiting".to_owned(), 5)].into(),
+                },
+            ]
+        );
+        assert_eq!(flow[2].entered, 5);
+        assert_eq!(flow[2].outcomes, [("no".to_owned(), 2), ("yes".to_owned(), 3)].into());
+    }
+
     fn day(s: &str) -> NaiveDate {
         s.parse().unwrap()
     }
@@ -803,6 +851,81 @@ mod tests {
 pub mod attribution;
 pub mod queue;
 
+/// A campaign step's flow in a span: arrivals, the journey's lines by outcome (moves along
+/// each edge: `yes`, `no`, `sent`, `waited`, `arm 1`; exits by reason: `goal`, `exited`, …),
+/// and the enrollments waiting there now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FlowPart {
+    pub step: String,
+    pub entered: i64,
+    /// Waiting at the step now (whatever the span).
+    pub waiting: i64,
+    pub outcomes: std::collections::BTreeMap<String, i64>,
+    /// The same per campaign version, in version order.
+    pub versions: Vec<FlowVersion>,
+}
+
+/// A step's flow in one campaign version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FlowVersion {
+    pub version: String,
+    pub entered: i64,
+    pub waiting: i64,
+    pub outcomes: std::collections::BTreeMap<String, i64>,
+}
+
+impl FlowVersion {
+    fn add(&mut self, outcome: &str, entered: i64, lines: i64) {
+        self.entered += entered;
+        if lines != 0 {
+            *self.outcomes.entry(outcome.to_owned()).or_default() += lines;
+        }
+    }
+}
+
+/// Flow counters (step, version, outcome, arrivals, lines) and the enrollments waiting now
+/// (step, version, how many) added up per step and version, steps ranked by `order` (their
+/// graph order), versions by `versions` (the order they were deployed in).
+pub fn flow_parts<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str, i64, i64)>,
+    waiting: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
+    order: &dyn Fn(&str) -> usize,
+    versions: &dyn Fn(&str) -> usize,
+) -> Vec<FlowPart> {
+    use std::collections::BTreeMap;
+    type Versions = BTreeMap<(usize, String), FlowVersion>;
+    let mut steps: BTreeMap<(usize, String), (FlowVersion, Versions)> = BTreeMap::new();
+    for (step, version, outcome, entered, lines) in rows {
+        let (all, by_version) = steps.entry((order(step), step.to_owned())).or_default();
+        all.add(outcome, entered, lines);
+        by_version
+            .entry((versions(version), version.to_owned()))
+            .or_default()
+            .add(outcome, entered, lines);
+    }
+    for (step, version, n) in waiting {
+        let (all, by_version) = steps.entry((order(step), step.to_owned())).or_default();
+        all.waiting += n;
+        by_version
+            .entry((versions(version), version.to_owned()))
+            .or_default()
+            .waiting += n;
+    }
+    steps
+        .into_iter()
+        .map(|((_, step), (all, versions))| FlowPart {
+            step,
+            entered: all.entered,
+            waiting: all.waiting,
+            outcomes: all.outcomes,
+            versions: versions
+                .into_iter()
+                .map(|((_, version), v)| FlowVersion { version, ..v })
+                .collect(),
+        })
+        .collect()
+}
+
 /// How long enrollments waited at a wait step before going on, of those that went on in a
 /// span (within 12.5% above: histogram ceilings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -824,18 +947,24 @@ pub struct WaitVersion {
     pub p90_seconds: Option<i64>,
 }
 
-/// Wait counters (step, version, `queue::wait_bucket`, how many) added up per step, steps
-/// ranked by `order` (their graph order).
+/// Wait counters (step, version, `queue::wait_bucket`, how many) added up per step and
+/// version, steps ranked by `order` (their graph order), versions by `versions` (the order
+/// they were deployed in).
 pub fn wait_parts<'a>(
     rows: impl IntoIterator<Item = (&'a str, &'a str, i64, i64)>,
     order: &dyn Fn(&str) -> usize,
+    versions: &dyn Fn(&str) -> usize,
 ) -> Vec<WaitPart> {
     use std::collections::BTreeMap;
-    let mut steps: BTreeMap<(usize, String), (queue::Waits, BTreeMap<String, queue::Waits>)> = BTreeMap::new();
+    type Versions = BTreeMap<(usize, String), queue::Waits>;
+    let mut steps: BTreeMap<(usize, String), (queue::Waits, Versions)> = BTreeMap::new();
     for (step, version, bucket, n) in rows {
-        let (all, versions) = steps.entry((order(step), step.to_owned())).or_default();
+        let (all, by_version) = steps.entry((order(step), step.to_owned())).or_default();
         all.add(bucket, n);
-        versions.entry(version.to_owned()).or_default().add(bucket, n);
+        by_version
+            .entry((versions(version), version.to_owned()))
+            .or_default()
+            .add(bucket, n);
     }
     steps
         .into_iter()
@@ -846,7 +975,7 @@ pub fn wait_parts<'a>(
             p90_seconds: all.within(0.9),
             versions: versions
                 .into_iter()
-                .map(|(version, w)| WaitVersion {
+                .map(|((_, version), w)| WaitVersion {
                     version,
                     went_on: w.count(),
                     p50_seconds: w.within(0.5),

@@ -150,10 +150,14 @@ impl Engine {
     }
 
     /// Folds the report counters of hours that ended more than an hour ago (see
-    /// `Store::fold_counters`); returns the key-hours folded into.
+    /// `Store::fold_counters`), and rolls up the UTC days that did (see
+    /// `ReportStore::roll_up_counters`); returns the key-hours folded into and day rows written.
     pub async fn fold_counters(&self) -> EngineResult<u64> {
         let hour = crate::report::hour_of(crate::clock::to_micros(self.now()));
-        Ok(self.store.fold_counters(hour - 1).await?)
+        let folded = self.store.fold_counters(hour - 1).await?;
+        // A transaction that took its time before midnight commits after it: an hour's margin.
+        let rolled = self.store.roll_up_counters((hour - 1).div_euclid(24)).await?;
+        Ok(folded + rolled)
     }
 
     /// Notified when a transaction that queued messages commits (see `Store::mail_queued`).

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::report::attribution::{credits, Conversion, Touch, ATTRIBUTION_DAYS};
+use crate::report::attribution::{credits, window_of, Conversion, Touch, ATTRIBUTION_DAYS};
 use crate::store::{ConversionCount, StoreResult, Tx};
 
 /// An outcome to credit: a lead went on to `outcome` at `at` (microseconds); a goal names its
@@ -42,7 +42,7 @@ pub(crate) async fn attribute(tx: &mut dyn Tx, reached: &[Reached]) -> StoreResu
                     credit: c.credit,
                     outcome: r.outcome,
                     hour: crate::report::hour_of(r.at),
-                    lag_days: c.lag_days,
+                    within_days: window_of(c.lag_days),
                     shard: r.lead,
                     n: 1,
                 })

@@ -22,7 +22,7 @@ use crate::playbook::{Campaign, Channel, Playbook};
 use crate::report::attribution::Conversion;
 use crate::report::{CountKey, MessageFigures};
 use crate::store::reports::merge_deltas;
-use crate::store::{email_hash, CountDelta, JourneyRow, NewMessage, SentMessage, Tx, WaitCount};
+use crate::store::{email_hash, CountDelta, FlowCount, JourneyRow, NewMessage, SentMessage, Tx, WaitCount};
 use crate::tag::{Actor, ScoreChange, TagFamily};
 
 /// Event types that report on a message; their `message_id` property names it.
@@ -125,6 +125,41 @@ fn skipped_counts(messages: &[NewMessage]) -> Vec<CountDelta> {
             },
         })
     }))
+}
+
+/// What journey lines add to the flow counters: per campaign, version, step, outcome and
+/// hour, the lines and the arrivals among them. Summed over borrowed keys first, so a pass
+/// allocates per counter row, not per line; `versions[line_versions[i]]` is line i's version.
+fn flow_counts(journey: &[JourneyRow], line_versions: &[usize], versions: &[String]) -> Vec<FlowCount> {
+    type Key<'a> = (&'a str, &'a str, &'a str, crate::journey::Outcome, i64);
+    // FxHash: the keys are the playbook's own names, not anything a caller sends.
+    let mut sums: HashMap<Key<'_>, (i64, i64, i64), rustc_hash::FxBuildHasher> = HashMap::default();
+    for (row, v) in journey.iter().zip(line_versions) {
+        let key = (
+            row.campaign_id.as_str(),
+            versions[*v].as_str(),
+            row.step.as_str(),
+            row.outcome,
+            crate::report::hour_of(row.at),
+        );
+        let sum = sums.entry(key).or_insert((row.enrollment_id, 0, 0));
+        sum.1 += i64::from(row.arrived);
+        sum.2 += 1;
+    }
+    sums.into_iter()
+        .map(
+            |((campaign, version, step, outcome, hour), (shard, entered, lines))| FlowCount {
+                campaign: campaign.to_owned(),
+                step: step.to_owned(),
+                version: version.to_owned(),
+                outcome: outcome.label().into_owned(),
+                hour,
+                shard,
+                entered,
+                lines,
+            },
+        )
+        .collect()
 }
 
 /// One enrollment's result in a pass, before new enrollments have ids.
@@ -308,6 +343,9 @@ impl Engine {
         let mut messages = Vec::with_capacity(moved.iter().map(|m| m.messages.len()).sum());
         let mut waits = Vec::new();
         let mut goals = Vec::new();
+        // Each journey line's campaign version, as an index into `versions`.
+        let mut versions: Vec<String> = Vec::with_capacity(moved.len());
+        let mut line_versions: Vec<usize> = Vec::with_capacity(journey.capacity());
         for mut m in moved {
             if m.new {
                 m.enrollment.id = ids
@@ -342,6 +380,10 @@ impl Engine {
                         at: to_micros(j.at),
                     }),
             );
+            if versions.last() != Some(&m.enrollment.version) {
+                versions.push(m.enrollment.version.clone());
+            }
+            line_versions.extend(std::iter::repeat_n(versions.len() - 1, m.journey.len()));
             journey.extend(m.journey.into_iter().map(|j| JourneyRow {
                 enrollment_id: id,
                 lead_id: m.enrollment.lead.0,
@@ -365,11 +407,13 @@ impl Engine {
         counts.messages = messages.len();
         tx.write_enrollments(&enrollments).await?;
         tx.move_enrollments(&kept).await?;
+        let flows = flow_counts(&journey, &line_versions, &versions);
         tx.write_journey(&journey).await?;
         tx.insert_messages(&messages).await?;
         counts.counted = skipped_counts(&messages);
         tx.count_messages(&counts.counted).await?;
         tx.count_waits(&waits).await?;
+        tx.count_flows(&flows).await?;
         attribute(tx, &goals).await?;
         tx.write_enrolling_events(&enrolling).await?;
         Ok(counts)

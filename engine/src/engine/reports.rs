@@ -10,7 +10,8 @@ use super::{Engine, EngineError, EngineResult, StepFunnel};
 use crate::report::attribution::{ConversionFigures, Conversions, Credit, StepConversions};
 use crate::report::queue::{HandoffLine, HandoffPeriod, HandoffSummary, MemberPart, ReasonPart};
 use crate::report::{
-    self, Grouping, Line, MessageFigures, Part, PeriodPart, Span, SplitRate, SplitReport, StepPart, Summary, WaitPart,
+    self, FlowPart, Grouping, Line, MessageFigures, Part, PeriodPart, Span, SplitRate, SplitReport, StepPart, Summary,
+    WaitPart,
 };
 use crate::store::CountScope;
 
@@ -22,7 +23,7 @@ pub struct ReportWindow {
     pub by: Grouping,
     pub tz: Tz,
     /// How many days after a campaign step reached a lead an outcome is credited to it
-    /// (a campaign report's conversions), 1 to `ATTRIBUTION_DAYS`.
+    /// (a campaign report's conversions), one of `attribution::WINDOWS`.
     pub attribution_days: i64,
 }
 
@@ -81,6 +82,10 @@ pub struct Report {
     /// `yes`, `no`, `sent`, `waited`; exits by reason: `goal`, `exited`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<Vec<StepFunnel>>,
+    /// A campaign's flow in the window, per step and version: arrivals and the journey's
+    /// outcomes in the window, and the enrollments waiting at the step now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_in_window: Option<Vec<FlowPart>>,
     /// A campaign's wait steps: how long the enrollments that went on from each in the window
     /// had waited there (p50, p90; within 12.5% above), per step and version.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,12 +194,15 @@ impl Engine {
         let attribution_days = match asked.window.map(str::trim) {
             None => DEFAULT_ATTRIBUTION_DAYS,
             Some(text) => {
-                let limit = crate::report::attribution::ATTRIBUTION_DAYS;
-                let problem = || format!("window {text:?} is not a span of whole days from 1d to {limit}d (30d, 12w)");
+                let windows = crate::report::attribution::WINDOWS;
+                let problem = || {
+                    let named: Vec<String> = windows.iter().map(|d| format!("{d}d")).collect();
+                    format!("window {text:?} is not one of {} (or 1w, 2w)", named.join(", "))
+                };
                 let span = text.parse::<crate::duration::Span>().map_err(|_| problem())?;
                 let chrono = span.to_chrono();
                 let days = chrono.num_days();
-                if chrono != chrono::Duration::days(days) || !(1..=limit).contains(&days) {
+                if chrono != chrono::Duration::days(days) || !windows.contains(&days) {
                     return Err(problem());
                 }
                 days
@@ -261,12 +269,37 @@ impl Engine {
                 self.conversions(id, (from, to), window.attribution_days, &step_rank)
                     .await?,
             );
+            let deployed: Vec<String> = self
+                .store
+                .campaign_versions(id)
+                .await?
+                .into_iter()
+                .map(|v| v.version)
+                .collect();
+            let version_rank = |v: &str| deployed.iter().position(|d| d == v).unwrap_or(deployed.len());
+            let flows = self.store.flow_counts(id, from, to).await?;
+            let waiting = self.store.waiting_by_version(id).await?;
+            report.flow_in_window = Some(report::flow_parts(
+                flows.iter().map(|f| {
+                    (
+                        f.step.as_str(),
+                        f.version.as_str(),
+                        f.outcome.as_str(),
+                        f.entered,
+                        f.lines,
+                    )
+                }),
+                waiting.iter().map(|(s, v, n)| (s.as_str(), v.as_str(), *n)),
+                &step_rank,
+                &version_rank,
+            ));
             let waits = self.store.wait_counts(id, from, to).await?;
             report.waits = Some(report::wait_parts(
                 waits
                     .iter()
                     .map(|w| (w.step.as_str(), w.version.as_str(), w.bucket, w.n)),
                 &step_rank,
+                &version_rank,
             ));
         }
         Ok(report)
@@ -355,6 +388,7 @@ impl Engine {
             periods: t.periods,
             splits: None,
             flow: None,
+            flow_in_window: None,
             waits: None,
             conversions: None,
             lines: t.lines,

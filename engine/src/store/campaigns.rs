@@ -34,6 +34,8 @@ pub trait CampaignStore: Send + Sync {
     /// Per step of a campaign (all versions): journey lines by outcome, arrivals at the step,
     /// and enrollments waiting there now. Read from counters, in O(steps).
     async fn step_counts(&self, campaign: &str) -> StoreResult<Vec<StepCount>>;
+    /// Enrollments of a campaign waiting now, per step and version.
+    async fn waiting_by_version(&self, campaign: &str) -> StoreResult<Vec<(String, String, i64)>>;
     /// Every deployed version of a campaign, oldest first.
     async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>>;
     /// How many enrollments of a campaign are running (active or waiting), on one version or
@@ -71,6 +73,7 @@ where
     for<'r> (String, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (i64, Option<i64>, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, String): FromRow<'r, <DB as Database>::Row>,
+    for<'r> (String, String, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, i64, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, String, i64, i64, String, String, i64): FromRow<'r, <DB as Database>::Row>,
     for<'r> (String, String, i64, String, String, String, String, String, i64): FromRow<'r, <DB as Database>::Row>,
@@ -252,6 +255,16 @@ where
             step_slot(&mut steps, step).waiting = n;
         }
         Ok(steps.into_values().collect())
+    }
+
+    async fn waiting_by_version(&self, campaign: &str) -> StoreResult<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT step, version, COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status = 'waiting' \
+             GROUP BY step, version",
+        )
+        .bind(campaign)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     async fn campaign_versions(&self, id: &str) -> StoreResult<Vec<CampaignVersion>> {

@@ -53,8 +53,8 @@ pub(crate) use pass::{decide_and_write, pick_and_hold};
 pub use pass::{Held, PassWork, Taken};
 pub use port::*;
 pub use reports::{
-    ConversionCount, ConversionRow, CountDelta, CountScope, CountedMessage, HandoffCount, ReportStore, ReportTx,
-    WaitCount, WaitRow,
+    ConversionCount, ConversionRow, CountDelta, CountScope, CountedMessage, FlowCount, FlowRow, HandoffCount,
+    ReportStore, ReportTx, WaitCount, WaitRow,
 };
 pub use rows::*;
 pub use timeline::*;

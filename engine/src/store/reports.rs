@@ -59,6 +59,30 @@ pub struct WaitCount {
     pub n: i64,
 }
 
+/// An addition to the flow counters (`flow_counts`): journey lines of a campaign version at
+/// step `step` with outcome `outcome` in hour `hour`, and of those the arrivals at the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowCount {
+    pub campaign: String,
+    pub step: String,
+    pub version: String,
+    pub outcome: String,
+    pub hour: i64,
+    pub shard: i64,
+    pub entered: i64,
+    pub lines: i64,
+}
+
+/// Flow counted for a campaign's step and version in a span.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FlowRow {
+    pub step: String,
+    pub version: String,
+    pub outcome: String,
+    pub entered: i64,
+    pub lines: i64,
+}
+
 /// Waits counted for a campaign's step and version in a span: how many left it having waited
 /// a duration in `bucket`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -70,7 +94,8 @@ pub struct WaitRow {
 }
 
 /// An addition to the conversion counters (`conversion_counts`): outcomes of one kind in hour
-/// `hour`, credited one way to a campaign step, `lag_days` after it reached the lead.
+/// `hour`, credited one way to a campaign step, within `within_days` (one of
+/// `attribution::WINDOWS`, the shortest that holds it) after it reached the lead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversionCount {
     pub campaign: String,
@@ -78,7 +103,7 @@ pub struct ConversionCount {
     pub credit: Credit,
     pub outcome: Conversion,
     pub hour: i64,
-    pub lag_days: i64,
+    pub within_days: i64,
     pub shard: i64,
     pub n: i64,
 }
@@ -128,6 +153,8 @@ pub trait ReportTx: Send {
     /// Each campaign step's latest message sent to each of `leads` since `since`
     /// (microseconds), as (lead, touch).
     async fn touches(&mut self, leads: &[i64], since: i64) -> StoreResult<Vec<(i64, Touch)>>;
+    /// Adds to the flow counters.
+    async fn count_flows(&mut self, counts: &[FlowCount]) -> StoreResult<()>;
     /// Adds to the time-spent-waiting counters.
     async fn count_waits(&mut self, counts: &[WaitCount]) -> StoreResult<()>;
     /// Adds to the queues' handoff counters.
@@ -158,6 +185,14 @@ pub trait ReportStore: Send + Sync {
     /// A campaign's waits that ended in hours `from` ≤ hour < `to`, summed per step, version
     /// and bucket.
     async fn wait_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<WaitRow>>;
+    /// A campaign's journey lines in hours `from` ≤ hour < `to`, and the arrivals among them,
+    /// summed per step, version and outcome.
+    async fn flow_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<FlowRow>>;
+    /// Rolls the flow, wait and conversion counters of the UTC days before `before_day` (days
+    /// since the epoch) up into a row per day, so that a report reads a row per day for the
+    /// whole days of its span; returns the day rows written. A day must be over (no writer
+    /// adds to its hours any more: they add at the current hour) before it is rolled up.
+    async fn roll_up_counters(&self, before_day: i64) -> StoreResult<u64>;
     /// A queue's handoff counters summed per member, fact, detail and local day over the
     /// pieces of a span.
     async fn handoff_counts_by_day(&self, queue: &str, pieces: &[Piece]) -> StoreResult<Vec<HandoffDayRow>>;
@@ -234,29 +269,32 @@ where
     Ok(())
 }
 
-/// An addition to a one-number counter table (`n`), keyed by text columns then integer
-/// columns, the last of them the shard.
+/// An addition to a counter table, keyed by text columns (the first the campaign or queue)
+/// then integer columns (the first the hour, the last the shard).
 pub(crate) trait Counted {
     const TABLE: &'static str;
     const TEXTS: &'static [&'static str];
-    /// The integer key columns, `shard` last.
+    /// The integer key columns, `hour` first and `shard` last.
     const INTS: &'static [&'static str];
-    /// The row's text key, its integer key (the shard as given), and how many to add.
-    fn key(&self) -> (Vec<String>, Vec<i64>, i64);
+    /// The counters added to.
+    const VALUES: &'static [&'static str] = &["n"];
+    /// The row's text key, its integer key (the shard as given), and how many to add to each
+    /// of `VALUES`.
+    fn key(&self) -> (Vec<String>, Vec<i64>, Vec<i64>);
 }
 
 impl Counted for HandoffCount {
     const TABLE: &'static str = "handoff_counts";
     const TEXTS: &'static [&'static str] = &["queue", "member", "fact", "detail"];
     const INTS: &'static [&'static str] = &["hour", "shard"];
-    fn key(&self) -> (Vec<String>, Vec<i64>, i64) {
+    fn key(&self) -> (Vec<String>, Vec<i64>, Vec<i64>) {
         let texts = vec![
             self.queue.clone(),
             self.member.clone(),
             self.fact.as_str().to_owned(),
             self.detail.clone(),
         ];
-        (texts, vec![self.hour, self.shard], self.n)
+        (texts, vec![self.hour, self.shard], vec![self.n])
     }
 }
 
@@ -264,25 +302,180 @@ impl Counted for WaitCount {
     const TABLE: &'static str = "wait_counts";
     const TEXTS: &'static [&'static str] = &["campaign_id", "step", "version"];
     const INTS: &'static [&'static str] = &["hour", "bucket", "shard"];
-    fn key(&self) -> (Vec<String>, Vec<i64>, i64) {
+    fn key(&self) -> (Vec<String>, Vec<i64>, Vec<i64>) {
         let texts = vec![self.campaign.clone(), self.step.clone(), self.version.clone()];
-        (texts, vec![self.hour, self.bucket, self.shard], self.n)
+        (texts, vec![self.hour, self.bucket, self.shard], vec![self.n])
+    }
+}
+
+impl Counted for FlowCount {
+    const TABLE: &'static str = "flow_counts";
+    const TEXTS: &'static [&'static str] = &["campaign_id", "step", "version", "outcome"];
+    const INTS: &'static [&'static str] = &["hour", "shard"];
+    const VALUES: &'static [&'static str] = &["entered", "lines"];
+    fn key(&self) -> (Vec<String>, Vec<i64>, Vec<i64>) {
+        let texts = vec![
+            self.campaign.clone(),
+            self.step.clone(),
+            self.version.clone(),
+            self.outcome.clone(),
+        ];
+        (texts, vec![self.hour, self.shard], vec![self.entered, self.lines])
     }
 }
 
 impl Counted for ConversionCount {
     const TABLE: &'static str = "conversion_counts";
     const TEXTS: &'static [&'static str] = &["campaign_id", "step", "credit", "outcome"];
-    const INTS: &'static [&'static str] = &["hour", "lag_days", "shard"];
-    fn key(&self) -> (Vec<String>, Vec<i64>, i64) {
+    const INTS: &'static [&'static str] = &["hour", "within_days", "shard"];
+    fn key(&self) -> (Vec<String>, Vec<i64>, Vec<i64>) {
         let texts = vec![
             self.campaign.clone(),
             self.step.clone(),
             self.credit.as_str().to_owned(),
             self.outcome.as_str().to_owned(),
         ];
-        (texts, vec![self.hour, self.lag_days, self.shard], self.n)
+        (texts, vec![self.hour, self.within_days, self.shard], vec![self.n])
     }
+}
+
+/// A counter only ever added to at the current hour, so that a day once over never changes:
+/// rolled up into a row per UTC day in `DAYS` (`ReportStore::roll_up_counters`), whose key is
+/// the first text column, `day`, the other text columns, and the integer ones between the
+/// hour and the shard.
+pub(crate) trait RolledUp: Counted {
+    const DAYS: &'static str;
+}
+
+/// A rolled-up counter's day key after the first column and `day`.
+fn day_key<R: RolledUp>() -> Vec<&'static str> {
+    R::TEXTS[1..]
+        .iter()
+        .chain(&R::INTS[1..R::INTS.len() - 1])
+        .copied()
+        .collect()
+}
+
+impl RolledUp for FlowCount {
+    const DAYS: &'static str = "flow_days";
+}
+
+impl RolledUp for WaitCount {
+    const DAYS: &'static str = "wait_days";
+}
+
+impl RolledUp for ConversionCount {
+    const DAYS: &'static str = "conversion_days";
+}
+
+/// The statement that rolls up a campaign's hours `$2` ≤ hour < `$3` into days; a day rolled
+/// up again gets the same sums (it replaces, so a retry or two processes at once agree).
+fn roll_up_sql<R: RolledUp>() -> String {
+    let first = R::TEXTS[0];
+    let rest = day_key::<R>().join(", ");
+    let sums: Vec<String> = R::VALUES.iter().map(|v| format!("CAST(SUM({v}) AS BIGINT)")).collect();
+    let sets: Vec<String> = R::VALUES.iter().map(|v| format!("{v} = excluded.{v}")).collect();
+    format!(
+        "INSERT INTO {days} ({first}, day, {rest}, {values}) \
+         SELECT {first}, hour / 24, {rest}, {sums} FROM {table} \
+         WHERE {first} = $1 AND hour >= $2 AND hour < $3 GROUP BY {first}, hour / 24, {rest} \
+         ON CONFLICT ({first}, day, {rest}) DO UPDATE SET {sets}",
+        days = R::DAYS,
+        table = R::TABLE,
+        values = R::VALUES.join(", "),
+        sums = sums.join(", "),
+        sets = sets.join(", "),
+    )
+}
+
+/// Rolls up counter `R`'s days before `before_day` not rolled up yet, a campaign a
+/// transaction, then moves its mark; returns the day rows written.
+async fn roll_up<S, DB, R>(store: &S, before_day: i64) -> StoreResult<u64>
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    R: RolledUp,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let through = rolled_through(store, R::TABLE).await?;
+    if through >= before_day {
+        return Ok(0);
+    }
+    let campaigns: Vec<(String,)> = sqlx::query_as("SELECT id FROM campaigns ORDER BY id")
+        .fetch_all(store.pool())
+        .await?;
+    let sql = roll_up_sql::<R>();
+    let mut written = 0;
+    for (campaign,) in campaigns {
+        let mut tx = store.write_tx().await?;
+        let done = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(campaign)
+            .bind(through * 24)
+            .bind(before_day * 24)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        written += DB::rows_affected(&done);
+        S::commit(tx).await?;
+    }
+    let mut tx = store.write_tx().await?;
+    sqlx::query("UPDATE counter_rollups SET through_day = $2 WHERE counter = $1 AND through_day < $2")
+        .bind(R::TABLE)
+        .bind(before_day)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    S::commit(tx).await?;
+    Ok(written)
+}
+
+/// The first day of counter `table` not rolled up (days since the epoch).
+async fn rolled_through<S, DB>(store: &S, table: &str) -> StoreResult<i64>
+where
+    S: SqlStore<DB = DB>,
+    DB: Database,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mark: Option<(i64,)> = sqlx::query_as("SELECT through_day FROM counter_rollups WHERE counter = $1")
+        .bind(table)
+        .fetch_optional(store.pool())
+        .await?;
+    Ok(mark.map_or(0, |(d,)| d))
+}
+
+/// Where the rows for hours `from` ≤ hour < `to` of a rolled-up counter are: the whole UTC
+/// days rolled up (before `through`) in the day table, the hours before and after them in the
+/// hour table. Bound as `$2`–`$7` of `spanned_sql`.
+fn spanned(from: i64, to: i64, through: i64) -> [i64; 6] {
+    let first = (from + 23).div_euclid(24);
+    let last = to.div_euclid(24).min(through);
+    if first < last {
+        [from, first * 24, first, last, last * 24, to]
+    } else {
+        [from, to, 0, 0, 0, 0]
+    }
+}
+
+/// `columns` of counter `R`'s rows of campaign `$1` in a span (`spanned`: hours `$2`–`$3`,
+/// days `$4`–`$5`, hours `$6`–`$7`), each part `filter`ed (which may use `$8`).
+fn spanned_sql<R: RolledUp>(columns: &str, filter: &str) -> String {
+    let first = R::TEXTS[0];
+    let (days, table) = (R::DAYS, R::TABLE);
+    format!(
+        "SELECT {columns} FROM {table} WHERE {first} = $1 AND hour >= $2 AND hour < $3 {filter} \
+         UNION ALL SELECT {columns} FROM {days} WHERE {first} = $1 AND day >= $4 AND day < $5 {filter} \
+         UNION ALL SELECT {columns} FROM {table} WHERE {first} = $1 AND hour >= $6 AND hour < $7 {filter}"
+    )
 }
 
 /// Adds `counts` to their counter table on a connection, inside the caller's transaction:
@@ -296,33 +489,41 @@ where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let mut merged: std::collections::BTreeMap<(Vec<String>, Vec<i64>), i64> = Default::default();
+    let mut merged: std::collections::BTreeMap<(Vec<String>, Vec<i64>), Vec<i64>> = Default::default();
     for c in counts {
-        let (texts, mut ints, n) = c.key();
+        let (texts, mut ints, values) = c.key();
         if let Some(shard) = ints.last_mut() {
             *shard = shard.rem_euclid(DB::COUNTER_SHARDS);
         }
-        *merged.entry((texts, ints)).or_default() += n;
+        let sums = merged.entry((texts, ints)).or_insert_with(|| vec![0; C::VALUES.len()]);
+        for (sum, v) in sums.iter_mut().zip(values) {
+            *sum += v;
+        }
     }
-    merged.retain(|_, n| *n != 0);
+    merged.retain(|_, sums| sums.iter().any(|n| *n != 0));
     if merged.is_empty() {
         return Ok(());
     }
     let rows: Vec<serde_json::Value> = merged
         .into_iter()
-        .map(|((t, i), n)| {
+        .map(|((t, i), sums)| {
             let mut row: Vec<serde_json::Value> = t.into_iter().map(serde_json::Value::from).collect();
-            row.extend(i.into_iter().map(serde_json::Value::from));
-            row.push(n.into());
+            row.extend(i.into_iter().chain(sums).map(serde_json::Value::from));
             serde_json::Value::Array(row)
         })
         .collect();
     let table = C::TABLE;
     let key = [C::TEXTS, C::INTS].concat().join(", ");
+    let adds: Vec<String> = C::VALUES
+        .iter()
+        .map(|v| format!("{v} = {table}.{v} + excluded.{v}"))
+        .collect();
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {table} ({key}, n) SELECT * FROM ({rows}) AS r WHERE true \
-         ON CONFLICT ({key}) DO UPDATE SET n = {table}.n + excluded.n",
-        rows = DB::json_array_rows(C::TEXTS.len(), C::INTS.len() + 1)
+        "INSERT INTO {table} ({key}, {values}) SELECT * FROM ({rows}) AS r WHERE true \
+         ON CONFLICT ({key}) DO UPDATE SET {adds}",
+        values = C::VALUES.join(", "),
+        rows = DB::json_array_rows(C::TEXTS.len(), C::INTS.len() + C::VALUES.len()),
+        adds = adds.join(", "),
     )))
     .bind(serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?)
     .execute(conn)
@@ -477,6 +678,10 @@ where
         add_in(self, counts).await
     }
 
+    async fn count_flows(&mut self, counts: &[FlowCount]) -> StoreResult<()> {
+        add_in(self, counts).await
+    }
+
     async fn count_handoffs(&mut self, counts: &[HandoffCount]) -> StoreResult<()> {
         add_in(self, counts).await
     }
@@ -518,7 +723,7 @@ where
 impl<S, DB> ReportStore for S
 where
     S: SqlStore<DB = DB>,
-    DB: Database,
+    DB: Dialect,
     for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
@@ -526,6 +731,11 @@ where
     for<'r> HandoffReadRow: FromRow<'r, DB::Row>,
     for<'r> WaitRow: FromRow<'r, DB::Row>,
     for<'r> ConversionReadRow: FromRow<'r, DB::Row>,
+    for<'r> FlowRow: FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
     async fn conversion_counts(
@@ -535,17 +745,18 @@ where
         to: i64,
         window_days: i64,
     ) -> StoreResult<Vec<ConversionRow>> {
-        let rows: Vec<ConversionReadRow> = sqlx::query_as(
-            "SELECT step, credit, outcome, CAST(SUM(n) AS BIGINT) AS n FROM conversion_counts \
-             WHERE campaign_id = $1 AND hour >= $2 AND hour < $3 AND lag_days <= $4 \
+        let sql = format!(
+            "SELECT step, credit, outcome, CAST(SUM(n) AS BIGINT) AS n FROM ({parts}) AS c \
              GROUP BY step, credit, outcome",
-        )
-        .bind(campaign)
-        .bind(from)
-        .bind(to)
-        .bind(window_days)
-        .fetch_all(self.pool())
-        .await?;
+            parts = spanned_sql::<ConversionCount>("step, credit, outcome, n", "AND within_days <= $8")
+        );
+        let span = spanned(from, to, rolled_through(self, ConversionCount::TABLE).await?);
+        let rows: Vec<ConversionReadRow> = span
+            .into_iter()
+            .fold(sqlx::query_as(AssertSqlSafe(sql)).bind(campaign), |q, v| q.bind(v))
+            .bind(window_days)
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
@@ -560,15 +771,37 @@ where
     }
 
     async fn wait_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<WaitRow>> {
-        Ok(sqlx::query_as(
-            "SELECT step, version, bucket, CAST(SUM(n) AS BIGINT) AS n FROM wait_counts \
-             WHERE campaign_id = $1 AND hour >= $2 AND hour < $3 GROUP BY step, version, bucket",
-        )
-        .bind(campaign)
-        .bind(from)
-        .bind(to)
-        .fetch_all(self.pool())
-        .await?)
+        let sql = format!(
+            "SELECT step, version, bucket, CAST(SUM(n) AS BIGINT) AS n FROM ({parts}) AS c \
+             GROUP BY step, version, bucket",
+            parts = spanned_sql::<WaitCount>("step, version, bucket, n", "")
+        );
+        let span = spanned(from, to, rolled_through(self, WaitCount::TABLE).await?);
+        Ok(span
+            .into_iter()
+            .fold(sqlx::query_as(AssertSqlSafe(sql)).bind(campaign), |q, v| q.bind(v))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    async fn flow_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<FlowRow>> {
+        let sql = format!(
+            "SELECT step, version, outcome, CAST(SUM(entered) AS BIGINT) AS entered, \
+             CAST(SUM(lines) AS BIGINT) AS lines FROM ({parts}) AS c GROUP BY step, version, outcome",
+            parts = spanned_sql::<FlowCount>("step, version, outcome, entered, lines", "")
+        );
+        let span = spanned(from, to, rolled_through(self, FlowCount::TABLE).await?);
+        Ok(span
+            .into_iter()
+            .fold(sqlx::query_as(AssertSqlSafe(sql)).bind(campaign), |q, v| q.bind(v))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    async fn roll_up_counters(&self, before_day: i64) -> StoreResult<u64> {
+        Ok(roll_up::<S, DB, FlowCount>(self, before_day).await?
+            + roll_up::<S, DB, WaitCount>(self, before_day).await?
+            + roll_up::<S, DB, ConversionCount>(self, before_day).await?)
     }
 
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>> {
