@@ -202,6 +202,33 @@ pub fn print(report: &Report) {
             );
         }
     }
+    if let Some(flow) = report.flow_in_window.as_ref().filter(|f| !f.is_empty()) {
+        println!();
+        println!("Flow in the window, per version (waiting: now)");
+        println!(
+            "  {:<w$} {:<14} {:>8} {:>8}  outcomes",
+            "step", "version", "entered", "waiting"
+        );
+        let line = |step: &str,
+                    version: &str,
+                    entered: i64,
+                    waiting: i64,
+                    outcomes: &std::collections::BTreeMap<String, i64>| {
+            let outcomes: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+            println!(
+                "  {step:<w$} {version:<14} {entered:>8} {waiting:>8}  {}",
+                outcomes.join(", ")
+            );
+        };
+        for step in flow {
+            line(&step.step, "all", step.entered, step.waiting, &step.outcomes);
+            if step.versions.len() > 1 {
+                for v in &step.versions {
+                    line("", &v.version, v.entered, v.waiting, &v.outcomes);
+                }
+            }
+        }
+    }
     if let Some(c) = &report.conversions {
         println!();
         println!(

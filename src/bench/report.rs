@@ -176,7 +176,8 @@ pub async fn run(options: Options) -> Result<()> {
     let handoffs = fill_queues(store.as_ref(), options.leads, first_hour, now_hour).await?;
     let outcomes = fill_outcomes(store.as_ref(), &engine, options.leads, first_hour, now_hour).await?;
     let seconds_to_fill = filled.elapsed().as_secs_f64();
-    // What `serve` does every five minutes over the days, done once.
+    // What `serve` does every five minutes over the days, done once: fold the shards of
+    // finished hours, roll finished days up.
     let folding = Instant::now();
     let folded = if options.unfolded {
         0
@@ -246,7 +247,7 @@ pub async fn run(options: Options) -> Result<()> {
             "conversion_outcomes": outcomes,
             "counter_key_hours": key_hours(store.as_ref(), &engine).await?,
             "seconds_to_fill": seconds_to_fill.round(),
-            "folded_key_hours": folded,
+            "folded_key_hours_and_day_rows": folded,
             "seconds_to_fold": seconds_to_fold.round(),
             "samples": options.samples,
             "reports": figures,
@@ -346,22 +347,60 @@ async fn fill_outcomes(
 ) -> Result<usize> {
     use nurture_engine::report::attribution::{window_of, Conversion, Credit};
     use nurture_engine::report::queue::wait_bucket;
-    use nurture_engine::store::{ConversionCount, WaitCount};
+    use nurture_engine::store::{ConversionCount, FlowCount, WaitCount};
     let playbook = engine.playbook();
     let campaigns: Vec<&nurture_engine::playbook::Campaign> = playbook.campaigns.values().map(|c| c.as_ref()).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let mut waits = Vec::new();
     let mut credits = Vec::new();
+    let mut flows = Vec::new();
+    // Keyed as the tables are: campaign, hour, step, then the rest.
+    type Sums<K, V> = std::collections::BTreeMap<K, V>;
+    type StepKey = (String, i64, String);
+    let mut wait_sums: Sums<(StepKey, String, i64), i64> = Sums::new();
+    let mut credit_sums: Sums<(StepKey, Credit, Conversion, i64), i64> = Sums::new();
+    let mut flow_sums: Sums<(StepKey, String, String), (i64, i64)> = Sums::new();
     let mut outcomes = 0;
-    let flush = |waits: Vec<WaitCount>, credits: Vec<ConversionCount>| async move {
+    let flush = |waits: Vec<WaitCount>, credits: Vec<ConversionCount>, flows: Vec<FlowCount>| async move {
         let mut tx = store.begin().await?;
         tx.count_waits(&waits).await?;
         tx.count_conversions(&credits).await?;
+        tx.count_flows(&flows).await?;
         tx.commit().await?;
         anyhow::Ok(())
     };
     for lead in 0..leads {
         let c = campaigns[lead % campaigns.len()];
+        // The lead's way through the campaign: a line at every step, at some hour of the days
+        // (a wait's end at another); a branch goes either way, a split to either arm.
+        for step in c.steps() {
+            let mut line = |outcome: &str, entered: i64| {
+                flows.push(FlowCount {
+                    campaign: c.id.clone(),
+                    step: step.id.clone(),
+                    version: c.version.clone(),
+                    outcome: outcome.to_owned(),
+                    hour: rng.random_range(first_hour..=now_hour),
+                    shard: lead as i64,
+                    entered,
+                    lines: 1,
+                })
+            };
+            match &step.action {
+                Action::Send { .. } => line("sent", 1),
+                Action::Wait(_) => {
+                    line("waiting", 1);
+                    line("waited", 0);
+                }
+                Action::Branch(_) => line(if lead % 3 == 0 { "yes" } else { "no" }, 1),
+                Action::Split => line(if lead % 2 == 0 { "arm 1" } else { "arm 2" }, 1),
+                Action::Handoff { .. } => line("handed_off", 1),
+                Action::Exit { .. } => line("completed", 1),
+                Action::Tag { .. } => line("tagged", 1),
+                Action::Score(_) => line("scored", 1),
+                Action::Enroll { .. } => line("enrolled", 1),
+            }
+        }
         for step in c.steps() {
             let Action::Wait(wait) = &step.action else {
                 continue;
@@ -440,9 +479,77 @@ async fn fill_outcomes(
                 }
             }
         }
-        if waits.len() >= 5_000 || lead + 1 == leads {
-            flush(std::mem::take(&mut waits), std::mem::take(&mut credits)).await?;
+        if flows.len() >= 100_000 || lead + 1 == leads {
+            for w in waits.drain(..) {
+                *wait_sums
+                    .entry(((w.campaign, w.hour, w.step), w.version, w.bucket))
+                    .or_default() += w.n;
+            }
+            for c in credits.drain(..) {
+                let key = ((c.campaign, c.hour, c.step), c.credit, c.outcome, c.within_days);
+                *credit_sums.entry(key).or_default() += c.n;
+            }
+            for f in flows.drain(..) {
+                let sum = flow_sums
+                    .entry(((f.campaign, f.hour, f.step), f.version, f.outcome))
+                    .or_default();
+                sum.0 += f.entered;
+                sum.1 += f.lines;
+            }
         }
+    }
+    // Written summed, in key order, 5,000 rows a transaction: filled the way they were added
+    // to over the days (each row a few times an hour), not a row at a random hour each time.
+    let waits: Vec<WaitCount> = wait_sums
+        .into_iter()
+        .map(|(((campaign, hour, step), version, bucket), n)| WaitCount {
+            campaign,
+            step,
+            version,
+            hour,
+            bucket,
+            shard: 0,
+            n,
+        })
+        .collect();
+    let credits: Vec<ConversionCount> = credit_sums
+        .into_iter()
+        .map(
+            |(((campaign, hour, step), credit, outcome, within_days), n)| ConversionCount {
+                campaign,
+                step,
+                credit,
+                outcome,
+                hour,
+                within_days,
+                shard: 0,
+                n,
+            },
+        )
+        .collect();
+    let flows: Vec<FlowCount> = flow_sums
+        .into_iter()
+        .map(
+            |(((campaign, hour, step), version, outcome), (entered, lines))| FlowCount {
+                campaign,
+                step,
+                version,
+                outcome,
+                hour,
+                shard: 0,
+                entered,
+                lines,
+            },
+        )
+        .collect();
+    for chunk in waits.chunks(5_000) {
+        flush(chunk.to_vec(), Vec::new(), Vec::new()).await?;
+    }
+    for chunk in credits.chunks(5_000) {
+        flush(Vec::new(), chunk.to_vec(), Vec::new()).await?;
+    }
+    for chunk in flows.chunks(5_000) {
+        flush(Vec::new(), Vec::new(), chunk.to_vec()).await?;
     }
     Ok(outcomes)
 }

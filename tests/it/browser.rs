@@ -621,6 +621,19 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
         .await
         .unwrap();
     en.shot("campaign-report-conversions-en").await;
+    // The flow in the window: the welcome e-mails sent, in words.
+    let flow = en
+        .client
+        .execute(
+            "const f = document.getElementById('flow').closest('section'); f.scrollIntoView(); return f.textContent;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let flow = flow.as_str().unwrap_or_default().to_owned();
+    assert!(flow.contains("Flow in this window, per version"), "{flow}");
+    assert!(flow.contains("sent 2"), "{flow}");
+    en.shot("campaign-report-flow-en").await;
 
     let Some(zh) = Browser::start("zh-CN").await else {
         return;
@@ -649,6 +662,18 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
         .await
         .unwrap();
     zh.shot("campaign-report-conversions-zh").await;
+    let flow = zh
+        .client
+        .execute(
+            "const f = document.getElementById('flow').closest('section'); f.scrollIntoView(); return f.textContent;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let flow = flow.as_str().unwrap_or_default().to_owned();
+    assert!(flow.contains("本时段的流转（按版本）"), "{flow}");
+    assert!(flow.contains("已发送 2"), "{flow}");
+    zh.shot("campaign-report-flow-zh").await;
 }
 
 /// An admin searches the leads by the start of a company's name, opens one, and erases it after

@@ -27,6 +27,7 @@ pub(super) struct ReportPage {
     languages: Vec<Row>,
     splits: Vec<SplitView>,
     waits: Vec<WaitRow>,
+    flow: Vec<FlowRow>,
     /// "Went on to, within 30 days": the heading, then (credit, goal, handoff, accepted,
     /// converted) rows.
     went_on_to: String,
@@ -40,6 +41,16 @@ pub(super) struct WaitRow {
     went_on: i64,
     p50: String,
     p90: String,
+}
+
+/// A step's flow in the window, for all versions (`step` set) or one (`step` empty).
+pub(super) struct FlowRow {
+    step: String,
+    version: String,
+    entered: i64,
+    waiting: i64,
+    /// "sent 5 · waited 4", in the page's language.
+    moves: String,
 }
 
 /// A row of figures as the page writes them.
@@ -237,6 +248,40 @@ pub(super) async fn report(
                         .iter()
                         .map(move |s| row(format!("{}{}", t.credit_last_step, s.step), &s.figures)),
                 )
+            })
+            .collect(),
+        flow: report
+            .flow_in_window
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                let moves = |outcomes: &std::collections::BTreeMap<String, i64>| {
+                    let named: Vec<String> = outcomes
+                        .iter()
+                        .map(|(o, n)| format!("{} {n}", journey_outcome(t, o)))
+                        .collect();
+                    named.join(" · ")
+                };
+                let all = FlowRow {
+                    step: s.step.clone(),
+                    version: t.all_versions.to_owned(),
+                    entered: s.entered,
+                    waiting: s.waiting,
+                    moves: moves(&s.outcomes),
+                };
+                // One version: its line would say the same again.
+                let versions = s
+                    .versions
+                    .iter()
+                    .filter(|_| s.versions.len() > 1)
+                    .map(move |v| FlowRow {
+                        step: String::new(),
+                        version: v.version.clone(),
+                        entered: v.entered,
+                        waiting: v.waiting,
+                        moves: moves(&v.outcomes),
+                    });
+                std::iter::once(all).chain(versions.collect::<Vec<_>>())
             })
             .collect(),
         waits: report

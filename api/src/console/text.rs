@@ -346,6 +346,25 @@ pub struct Text {
     pub goal_reached: &'static str,
     pub conversions_note: &'static str,
     pub claims: &'static str,
+    pub flow_in_window: &'static str,
+    pub flow_note: &'static str,
+    pub all_versions: &'static str,
+    pub moves: &'static str,
+    pub o_sent: &'static str,
+    pub o_skipped: &'static str,
+    pub o_deferred: &'static str,
+    pub o_waiting: &'static str,
+    pub o_waited: &'static str,
+    pub o_yes: &'static str,
+    pub o_no: &'static str,
+    pub o_arm: &'static str,
+    pub o_tagged: &'static str,
+    pub o_scored: &'static str,
+    pub o_handed_off: &'static str,
+    pub o_enrolled: &'static str,
+    pub o_exited: &'static str,
+    pub o_completed: &'static str,
+    pub o_goal: &'static str,
 }
 
 pub const ZH: Text = Text {
@@ -690,6 +709,25 @@ pub const ZH: Text = Text {
     goal_reached: "达成目标",
     conversions_note: "转交、接受与成交按发生时间计入这段时间；一个线索若先后被多个活动触达，每个活动各记一次，而“最后一步”只记最后触达它的那一步（可能属于其他活动）。目标只计入本活动。",
     claims: "已认领",
+    flow_in_window: "本时段的流转（按版本）",
+    flow_note: "每一步在本时段内到达的次数和各去向（是/否、已发送、等待结束、退出原因……）；“等待中”是现在的人数。",
+    all_versions: "全部版本",
+    moves: "去向",
+    o_sent: "已发送",
+    o_skipped: "已跳过",
+    o_deferred: "已推迟",
+    o_waiting: "开始等待",
+    o_waited: "等待结束",
+    o_yes: "是",
+    o_no: "否",
+    o_arm: "分支 {}",
+    o_tagged: "已打标签",
+    o_scored: "已计分",
+    o_handed_off: "已移交",
+    o_enrolled: "已加入其他活动",
+    o_exited: "引擎结束",
+    o_completed: "已完成",
+    o_goal: "达成目标",
 };
 
 pub const EN: Text = Text {
@@ -1036,6 +1074,25 @@ pub const EN: Text = Text {
     goal_reached: "Goal reached",
     conversions_note: "Handoffs, accepts and conversions count in the window they happened in. A lead reached by several campaigns counts once for each; the last step is the one step that reached it last, perhaps in another campaign. A goal counts for its own campaign only.",
     claims: "Claimed",
+    flow_in_window: "Flow in this window, per version",
+    flow_note: "How many arrived at each step in this window and where they went (yes/no, sent, waited, why they left…); waiting is now.",
+    all_versions: "All versions",
+    moves: "Where they went",
+    o_sent: "sent",
+    o_skipped: "skipped",
+    o_deferred: "deferred",
+    o_waiting: "began waiting",
+    o_waited: "waited",
+    o_yes: "yes",
+    o_no: "no",
+    o_arm: "arm {}",
+    o_tagged: "tagged",
+    o_scored: "scored",
+    o_handed_off: "handed off",
+    o_enrolled: "enrolled",
+    o_exited: "ended by the engine",
+    o_completed: "completed",
+    o_goal: "reached the goal",
 };
 
 /// The language of a page: asked for (`?lang=`, a form's `lang`), else the user's, else the
@@ -1265,6 +1322,31 @@ pub(super) fn stage_name(t: &Text, stage: nurture_engine::lead::Stage) -> &'stat
 }
 
 /// How a call went, in the page's language.
+/// A journey outcome (`sent`, `arm 2`, …) in the page's language; an unknown one as stored.
+pub(super) fn journey_outcome(t: &Text, label: &str) -> String {
+    if let Some(n) = label.strip_prefix("arm ") {
+        return t.o_arm.replace("{}", n);
+    }
+    match label {
+        "sent" => t.o_sent,
+        "skipped" => t.o_skipped,
+        "deferred" => t.o_deferred,
+        "waiting" => t.o_waiting,
+        "waited" => t.o_waited,
+        "yes" => t.o_yes,
+        "no" => t.o_no,
+        "tagged" => t.o_tagged,
+        "scored" => t.o_scored,
+        "handed_off" => t.o_handed_off,
+        "enrolled" => t.o_enrolled,
+        "exited" => t.o_exited,
+        "completed" => t.o_completed,
+        "goal" => t.o_goal,
+        other => return other.to_owned(),
+    }
+    .to_owned()
+}
+
 pub(super) fn outcome_name(t: &Text, outcome: nurture_engine::note::CallOutcome) -> &'static str {
     use nurture_engine::note::CallOutcome;
     match outcome {
