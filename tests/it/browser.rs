@@ -622,15 +622,7 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
         .unwrap();
     en.shot("campaign-report-conversions-en").await;
     // The flow in the window: the welcome e-mails sent, in words.
-    let flow = en
-        .client
-        .execute(
-            "const f = document.getElementById('flow').closest('section'); f.scrollIntoView(); return f.textContent;",
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-    let flow = flow.as_str().unwrap_or_default().to_owned();
+    let flow = section_text(&en, "flow").await;
     assert!(flow.contains("Flow in this window, per version"), "{flow}");
     assert!(flow.contains("sent 2"), "{flow}");
     en.shot("campaign-report-flow-en").await;
@@ -662,18 +654,23 @@ async fn a_marketer_reads_a_campaign_in_a_real_browser() {
         .await
         .unwrap();
     zh.shot("campaign-report-conversions-zh").await;
-    let flow = zh
-        .client
-        .execute(
-            "const f = document.getElementById('flow').closest('section'); f.scrollIntoView(); return f.textContent;",
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-    let flow = flow.as_str().unwrap_or_default().to_owned();
+    let flow = section_text(&zh, "flow").await;
     assert!(flow.contains("本时段的流转（按版本）"), "{flow}");
     assert!(flow.contains("已发送 2"), "{flow}");
     zh.shot("campaign-report-flow-zh").await;
+}
+
+/// The text of the page section headed by the element with id `heading`, scrolled into view.
+async fn section_text(browser: &Browser, heading: &str) -> String {
+    let text = browser
+        .client
+        .execute(
+            "const s = document.getElementById(arguments[0]).closest('section'); s.scrollIntoView(); return s.textContent;",
+            vec![json!(heading)],
+        )
+        .await
+        .unwrap();
+    text.as_str().unwrap_or_default().to_owned()
 }
 
 /// An admin searches the leads by the start of a company's name, opens one, and erases it after

@@ -478,6 +478,49 @@ fn spanned_sql<R: RolledUp>(columns: &str, filter: &str) -> String {
     )
 }
 
+/// Counter `R`'s values for campaign `campaign` in hours `from` ≤ hour < `to`, summed per
+/// `keys` (columns of both its tables), rows `filter`ed by a condition on `$8` and its value.
+async fn read_spanned<S, DB, R, Row>(
+    store: &S,
+    campaign: &str,
+    (from, to): (i64, i64),
+    keys: &str,
+    filter: Option<(&str, i64)>,
+) -> StoreResult<Vec<Row>>
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    R: RolledUp,
+    Row: Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let sums: Vec<String> = R::VALUES
+        .iter()
+        .map(|v| format!("CAST(SUM({v}) AS BIGINT) AS {v}"))
+        .collect();
+    let sql = format!(
+        "SELECT {keys}, {sums} FROM ({parts}) AS c GROUP BY {keys}",
+        sums = sums.join(", "),
+        parts = spanned_sql::<R>(
+            &format!("{keys}, {}", R::VALUES.join(", ")),
+            filter.map_or("", |(condition, _)| condition)
+        )
+    );
+    let span = spanned(from, to, rolled_through(store, R::TABLE).await?);
+    let query = span
+        .into_iter()
+        .fold(sqlx::query_as(AssertSqlSafe(sql)).bind(campaign), |q, v| q.bind(v));
+    let query = match filter {
+        Some((_, value)) => query.bind(value),
+        None => query,
+    };
+    Ok(query.fetch_all(store.pool()).await?)
+}
+
 /// Adds `counts` to their counter table on a connection, inside the caller's transaction:
 /// shards taken within `Dialect::COUNTER_SHARDS`, merged per row and written in key order (so
 /// that two writers never wait on each other's rows crosswise), in one statement.
@@ -745,18 +788,10 @@ where
         to: i64,
         window_days: i64,
     ) -> StoreResult<Vec<ConversionRow>> {
-        let sql = format!(
-            "SELECT step, credit, outcome, CAST(SUM(n) AS BIGINT) AS n FROM ({parts}) AS c \
-             GROUP BY step, credit, outcome",
-            parts = spanned_sql::<ConversionCount>("step, credit, outcome, n", "AND within_days <= $8")
-        );
-        let span = spanned(from, to, rolled_through(self, ConversionCount::TABLE).await?);
-        let rows: Vec<ConversionReadRow> = span
-            .into_iter()
-            .fold(sqlx::query_as(AssertSqlSafe(sql)).bind(campaign), |q, v| q.bind(v))
-            .bind(window_days)
-            .fetch_all(self.pool())
-            .await?;
+        let within = ("AND within_days <= $8", window_days);
+        let rows: Vec<ConversionReadRow> =
+            read_spanned::<_, _, ConversionCount, _>(self, campaign, (from, to), "step, credit, outcome", Some(within))
+                .await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
@@ -771,31 +806,11 @@ where
     }
 
     async fn wait_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<WaitRow>> {
-        let sql = format!(
-            "SELECT step, version, bucket, CAST(SUM(n) AS BIGINT) AS n FROM ({parts}) AS c \
-             GROUP BY step, version, bucket",
-            parts = spanned_sql::<WaitCount>("step, version, bucket, n", "")
-        );
-        let span = spanned(from, to, rolled_through(self, WaitCount::TABLE).await?);
-        Ok(span
-            .into_iter()
-            .fold(sqlx::query_as(AssertSqlSafe(sql)).bind(campaign), |q, v| q.bind(v))
-            .fetch_all(self.pool())
-            .await?)
+        read_spanned::<_, _, WaitCount, _>(self, campaign, (from, to), "step, version, bucket", None).await
     }
 
     async fn flow_counts(&self, campaign: &str, from: i64, to: i64) -> StoreResult<Vec<FlowRow>> {
-        let sql = format!(
-            "SELECT step, version, outcome, CAST(SUM(entered) AS BIGINT) AS entered, \
-             CAST(SUM(lines) AS BIGINT) AS lines FROM ({parts}) AS c GROUP BY step, version, outcome",
-            parts = spanned_sql::<FlowCount>("step, version, outcome, entered, lines", "")
-        );
-        let span = spanned(from, to, rolled_through(self, FlowCount::TABLE).await?);
-        Ok(span
-            .into_iter()
-            .fold(sqlx::query_as(AssertSqlSafe(sql)).bind(campaign), |q, v| q.bind(v))
-            .fetch_all(self.pool())
-            .await?)
+        read_spanned::<_, _, FlowCount, _>(self, campaign, (from, to), "step, version, outcome", None).await
     }
 
     async fn roll_up_counters(&self, before_day: i64) -> StoreResult<u64> {
