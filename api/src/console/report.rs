@@ -270,18 +270,15 @@ pub(super) async fn report(
                     moves: moves(&s.outcomes),
                 };
                 // One version: its line would say the same again.
-                let versions = s
-                    .versions
-                    .iter()
-                    .filter(|_| s.versions.len() > 1)
-                    .map(move |v| FlowRow {
-                        step: String::new(),
-                        version: v.version.clone(),
-                        entered: v.entered,
-                        waiting: v.waiting,
-                        moves: moves(&v.outcomes),
-                    });
-                std::iter::once(all).chain(versions.collect::<Vec<_>>())
+                let versions = if s.versions.len() > 1 { &s.versions[..] } else { &[] };
+                let versions = versions.iter().map(|v| FlowRow {
+                    step: String::new(),
+                    version: v.version.clone(),
+                    entered: v.entered,
+                    waiting: v.waiting,
+                    moves: moves(&v.outcomes),
+                });
+                std::iter::once(all).chain(versions).collect::<Vec<_>>()
             })
             .collect(),
         waits: report

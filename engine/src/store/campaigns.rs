@@ -245,14 +245,8 @@ where
             slot.entered += entered;
             slot.outcomes.insert(outcome, lines);
         }
-        let waiting: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT step, COUNT(*) FROM enrollments WHERE campaign_id = $1 AND status = 'waiting' GROUP BY step",
-        )
-        .bind(campaign)
-        .fetch_all(self.pool())
-        .await?;
-        for (step, n) in waiting {
-            step_slot(&mut steps, step).waiting = n;
+        for (step, _, n) in self.waiting_by_version(campaign).await? {
+            step_slot(&mut steps, step).waiting += n;
         }
         Ok(steps.into_values().collect())
     }

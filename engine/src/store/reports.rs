@@ -388,9 +388,9 @@ fn roll_up_sql<R: RolledUp>() -> String {
     )
 }
 
-/// Rolls up counter `R`'s days before `before_day` not rolled up yet, a campaign a
+/// Rolls up counter `R`'s days before `before_day` not rolled up yet, one of `campaigns` a
 /// transaction, then moves its mark; returns the day rows written.
-async fn roll_up<S, DB, R>(store: &S, before_day: i64) -> StoreResult<u64>
+async fn roll_up<S, DB, R>(store: &S, campaigns: &[(String,)], before_day: i64) -> StoreResult<u64>
 where
     S: SqlStore<DB = DB>,
     DB: Dialect,
@@ -408,9 +408,6 @@ where
     if through >= before_day {
         return Ok(0);
     }
-    let campaigns: Vec<(String,)> = sqlx::query_as("SELECT id FROM campaigns ORDER BY id")
-        .fetch_all(store.pool())
-        .await?;
     let sql = roll_up_sql::<R>();
     let mut written = 0;
     for (campaign,) in campaigns {
@@ -814,9 +811,13 @@ where
     }
 
     async fn roll_up_counters(&self, before_day: i64) -> StoreResult<u64> {
-        Ok(roll_up::<S, DB, FlowCount>(self, before_day).await?
-            + roll_up::<S, DB, WaitCount>(self, before_day).await?
-            + roll_up::<S, DB, ConversionCount>(self, before_day).await?)
+        // Every campaign ever deployed: the only ones these counters are kept for.
+        let campaigns: Vec<(String,)> = sqlx::query_as("SELECT id FROM campaigns ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(roll_up::<S, DB, FlowCount>(self, &campaigns, before_day).await?
+            + roll_up::<S, DB, WaitCount>(self, &campaigns, before_day).await?
+            + roll_up::<S, DB, ConversionCount>(self, &campaigns, before_day).await?)
     }
 
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>> {
