@@ -41,6 +41,15 @@ pub struct Options {
     /// Leave the counters' shards unfolded, as they are before a server's first fold.
     #[arg(long)]
     pub unfolded: bool,
+    /// Leave the filled database in place (a PostgreSQL schema, a SQLite file) and say where,
+    /// for `--reuse`.
+    #[arg(long)]
+    pub keep: bool,
+    /// Time the reports of a database an earlier run filled and kept: the schema of
+    /// `--database-url` it named (PostgreSQL), or its SQLite file. Nothing is written to it
+    /// but the bench's API key.
+    #[arg(long, value_name = "SCHEMA|FILE")]
+    pub reuse: Option<String>,
 }
 
 /// A send step of the shipped playbook, one of its templates.
@@ -55,7 +64,10 @@ struct Send {
 /// Long on purpose: the benchmark's script (the counters written, a server started, each
 /// report timed), read as the method in BENCHMARKS.md describes it.
 pub async fn run(options: Options) -> Result<()> {
-    let (store, label, cleanup) = open_store(options.database_url.as_deref()).await?;
+    let (store, label, cleanup) = match &options.reuse {
+        Some(kept) => reopen(options.database_url.as_deref(), kept).await?,
+        None => open_store(options.database_url.as_deref()).await?,
+    };
     store.migrate().await?;
     let playbook = crate::builtin::playbook().map_err(|e| anyhow::anyhow!("the shipped playbook: {e}"))?;
     let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
@@ -86,6 +98,136 @@ pub async fn run(options: Options) -> Result<()> {
         })
         .collect();
 
+    let filled = match &options.reuse {
+        Some(_) => Filled::default(),
+        None => fill(&store, &engine, &sends, &options).await?,
+    };
+    engine.refresh_statistics().await?;
+
+    let key = engine
+        .create_api_key("report-bench", Role::Marketer, &By::cli())
+        .await?;
+    let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
+        .await?
+        .with_rate_limit(0);
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    nurture_engine::tls::install_provider();
+    let client = reqwest::Client::builder().build()?;
+    let bearer = ("authorization", format!("Bearer {}", key.key));
+    let campaigns: Vec<String> = engine.playbook().campaigns.keys().cloned().collect();
+    let since = format!("since={}d", options.days);
+    let template = sends[0].template.clone();
+    let loads = vec![
+        Load::new("campaign, by day", &bearer, |k| {
+            format!("/v1/reports/campaigns/{}?{since}", campaigns[k % campaigns.len()])
+        }),
+        Load::new("campaign, by week", &bearer, |k| {
+            format!(
+                "/v1/reports/campaigns/{}?{since}&by=week",
+                campaigns[k % campaigns.len()]
+            )
+        }),
+        Load::new("campaign, other zone", &bearer, |k| {
+            format!(
+                "/v1/reports/campaigns/{}?{since}&tz=America/Los_Angeles",
+                campaigns[k % campaigns.len()]
+            )
+        }),
+        Load::new("message, by day", &bearer, |_| {
+            format!("/v1/reports/messages/{template}?{since}")
+        }),
+        Load::new("queue, by day", &bearer, |k| {
+            format!("/v1/reports/queues/{}?{since}", QUEUES[k % QUEUES.len()])
+        }),
+        Load::new("queue, other zone", &bearer, |k| {
+            format!(
+                "/v1/reports/queues/{}?{since}&tz=America/Los_Angeles",
+                QUEUES[k % QUEUES.len()]
+            )
+        }),
+    ];
+    let mut figures = time_loads(&client, &base, &loads, options.samples.max(1)).await?;
+    // CSV: the same reports, another answer.
+    let csv = client
+        .get(format!("{base}/v1/reports/campaigns/{}?{since}", campaigns[0]))
+        .header("authorization", &bearer.1)
+        .header("accept", "text/csv");
+    let started = Instant::now();
+    let lines = csv.send().await?.text().await?.lines().count();
+    figures.push(json!({"page": "campaign as CSV (one load)", "ms": (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0, "lines": lines}));
+    println!(
+        "{}",
+        json!({
+            "bench": "report",
+            "backend": label,
+            "leads": options.leads,
+            "messages": options.leads * 3,
+            "events": options.events,
+            "days": options.days,
+            "counter_additions": filled.written,
+            "handoffs": filled.handoffs,
+            "conversion_outcomes": filled.outcomes,
+            "counter_key_hours": key_hours(store.as_ref(), &engine).await?,
+            "seconds_to_fill": filled.seconds_to_fill.round(),
+            "folded_key_hours_and_day_rows": filled.folded,
+            "seconds_to_fold": filled.seconds_to_fold.round(),
+            "samples": options.samples,
+            "reports": figures,
+        })
+    );
+    if options.keep || options.reuse.is_some() {
+        eprintln!("kept: {label}");
+    } else {
+        cleanup.run().await;
+    }
+    Ok(())
+}
+
+/// What filling wrote.
+#[derive(Default)]
+struct Filled {
+    written: usize,
+    handoffs: usize,
+    outcomes: usize,
+    seconds_to_fill: f64,
+    folded: u64,
+    seconds_to_fold: f64,
+}
+
+/// A database a run with `--keep` filled: the schema `kept` of `database_url`, or the SQLite
+/// file `kept`.
+async fn reopen(
+    database_url: Option<&str>,
+    kept: &str,
+) -> Result<(Arc<dyn nurture_engine::store::Store>, String, super::Cleanup)> {
+    let cleanup = super::Cleanup {
+        dir: std::env::temp_dir().join(format!("nurture-bench-{}", std::process::id())),
+        schema: None,
+    };
+    Ok(match database_url {
+        Some(url) if url.starts_with("postgres") => (
+            Arc::new(nurture_engine::store::postgres::PgStore::connect_in_schema(url, kept).await?),
+            format!("postgres (schema {kept})"),
+            cleanup,
+        ),
+        _ => (
+            nurture_engine::store::connect(&format!("sqlite://{kept}")).await?,
+            format!("sqlite ({kept})"),
+            cleanup,
+        ),
+    })
+}
+
+/// Writes the counters `--leads` leads' messages, `--events` events about them, their
+/// handoffs and their campaigns' outcomes add up to, then folds and rolls them up as `serve`
+/// would have over the days.
+async fn fill(
+    store: &Arc<dyn nurture_engine::store::Store>,
+    engine: &Arc<Engine>,
+    sends: &[Send],
+    options: &Options,
+) -> Result<Filled> {
     // Each lead gets three messages over the days; each event names one of them.
     let filled = Instant::now();
     let messages = options.leads * 3;
@@ -174,7 +316,7 @@ pub async fn run(options: Options) -> Result<()> {
     written += batch.len();
     flush(batch).await?;
     let handoffs = fill_queues(store.as_ref(), options.leads, first_hour, now_hour).await?;
-    let outcomes = fill_outcomes(store.as_ref(), &engine, options.leads, first_hour, now_hour).await?;
+    let outcomes = fill_outcomes(store.as_ref(), engine, options.leads, first_hour, now_hour).await?;
     let seconds_to_fill = filled.elapsed().as_secs_f64();
     // What `serve` does every five minutes over the days, done once: fold the shards of
     // finished hours, roll finished days up.
@@ -186,75 +328,14 @@ pub async fn run(options: Options) -> Result<()> {
     };
     let seconds_to_fold = folding.elapsed().as_secs_f64();
     engine.refresh_statistics().await?;
-
-    let key = engine
-        .create_api_key("report-bench", Role::Marketer, &By::cli())
-        .await?;
-    let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
-        .await?
-        .with_rate_limit(0);
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until(std::future::pending()));
-    nurture_engine::tls::install_provider();
-    let client = reqwest::Client::builder().build()?;
-    let bearer = ("authorization", format!("Bearer {}", key.key));
-    let campaigns: Vec<String> = engine.playbook().campaigns.keys().cloned().collect();
-    let since = format!("since={}d", options.days);
-    let template = sends[0].template.clone();
-    let loads = vec![
-        Load::new("campaign, by day", &bearer, |k| {
-            format!("/v1/reports/campaigns/{}?{since}", campaigns[k % campaigns.len()])
-        }),
-        Load::new("campaign, by week", &bearer, |k| {
-            format!(
-                "/v1/reports/campaigns/{}?{since}&by=week",
-                campaigns[k % campaigns.len()]
-            )
-        }),
-        Load::new("campaign, other zone", &bearer, |k| {
-            format!(
-                "/v1/reports/campaigns/{}?{since}&tz=America/Los_Angeles",
-                campaigns[k % campaigns.len()]
-            )
-        }),
-        Load::new("message, by day", &bearer, |_| {
-            format!("/v1/reports/messages/{template}?{since}")
-        }),
-        Load::new("queue, by day", &bearer, |k| {
-            format!("/v1/reports/queues/{}?{since}", QUEUES[k % QUEUES.len()])
-        }),
-    ];
-    let mut figures = time_loads(&client, &base, &loads, options.samples.max(1)).await?;
-    // CSV: the same reports, another answer.
-    let csv = client
-        .get(format!("{base}/v1/reports/campaigns/{}?{since}", campaigns[0]))
-        .header("authorization", &bearer.1)
-        .header("accept", "text/csv");
-    let started = Instant::now();
-    let lines = csv.send().await?.text().await?.lines().count();
-    figures.push(json!({"page": "campaign as CSV (one load)", "ms": (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0, "lines": lines}));
-    println!(
-        "{}",
-        json!({
-            "bench": "report",
-            "backend": label,
-            "leads": options.leads,
-            "messages": messages,
-            "events": options.events,
-            "days": options.days,
-            "counter_additions": written,
-            "handoffs": handoffs,
-            "conversion_outcomes": outcomes,
-            "counter_key_hours": key_hours(store.as_ref(), &engine).await?,
-            "seconds_to_fill": seconds_to_fill.round(),
-            "folded_key_hours_and_day_rows": folded,
-            "seconds_to_fold": seconds_to_fold.round(),
-            "samples": options.samples,
-            "reports": figures,
-        })
-    );
-    cleanup.run().await;
-    Ok(())
+    Ok(Filled {
+        written,
+        handoffs,
+        outcomes,
+        seconds_to_fill,
+        folded,
+        seconds_to_fold,
+    })
 }
 
 /// The queues handoffs go to, as in the shipped playbook.

@@ -267,7 +267,7 @@ async fn every_figure_of_a_queue_report_adds_up(app: TestApp) {
 /// The migration fills the queue counters from the handoff log as the engine would have.
 async fn the_queue_counters_are_backfilled_from_the_handoff_log(backend: crate::support::Backend) {
     use nurture_engine::report::queue::{HandoffDayRow, HandoffFact};
-    use nurture_engine::report::{Piece, HOUR_MICROS};
+    use nurture_engine::report::{Span, HOUR_MICROS};
     let Some((t, db)) = crate::support::store_migrated_to(backend, 23, 22).await else {
         return;
     };
@@ -304,12 +304,12 @@ async fn the_queue_counters_are_backfilled_from_the_handoff_log(backend: crate::
     }
     t.store.migrate().await.unwrap();
 
-    let piece = [Piece {
-        from: 490_000,
-        to: 490_008,
-        offset: 0,
-    }];
     let day = nurture_engine::report::day_number(490_000 / 24);
+    let piece = Span {
+        from: day,
+        to: day,
+        tz: chrono_tz::Tz::UTC,
+    };
     let row = |member: &str, fact, detail: &str, n| HandoffDayRow {
         day,
         member: member.into(),
@@ -317,7 +317,7 @@ async fn the_queue_counters_are_backfilled_from_the_handoff_log(backend: crate::
         detail: detail.into(),
         n,
     };
-    let mut sdr = t.store.handoff_counts_by_day("sdr", &piece).await.unwrap();
+    let mut sdr = t.store.handoff_counts_by_day("sdr", &piece, piece.tz).await.unwrap();
     sdr.sort_by(|a, b| (a.fact, &a.member, &a.detail).cmp(&(b.fact, &b.member, &b.detail)));
     assert_eq!(
         sdr,
@@ -334,7 +334,7 @@ async fn the_queue_counters_are_backfilled_from_the_handoff_log(backend: crate::
             row("ann", HandoffFact::Converted, "", 1),
         ]
     );
-    let mut sales = t.store.handoff_counts_by_day("sales", &piece).await.unwrap();
+    let mut sales = t.store.handoff_counts_by_day("sales", &piece, piece.tz).await.unwrap();
     sales.sort_by(|a, b| (a.fact, &a.member, &a.detail).cmp(&(b.fact, &b.member, &b.detail)));
     assert_eq!(
         sales,

@@ -753,11 +753,15 @@ async fn a_split_compares_its_arms_with_an_interval(app: TestApp) {
         .contains("rate \"reply\" is none of open, click, handoff"));
 }
 
-/// Folding finished hours' shards changes no figure, leaves one row per key and hour, and
-/// leaves the hours not yet finished alone; writers adding after a fold add to what is there.
+/// Folding finished hours' shards changes no figure, in hours or in days of any zone: it
+/// leaves one row per key and hour and one per key and local day of the report zone, and the
+/// hours not yet finished alone; a late addition to a folded hour counts before the next fold
+/// and after it; a change of report zone builds the day rows again.
 async fn folding_the_counters_keeps_every_figure(backend: crate::support::Backend) {
-    use nurture_engine::report::{CountKey, MessageFigures};
-    use nurture_engine::store::{CountDelta, CountScope};
+    use chrono_tz::Tz;
+    use nurture_engine::report::queue::HandoffFact;
+    use nurture_engine::report::{day_number, CountKey, MessageFigures, Span};
+    use nurture_engine::store::{CountDelta, CountScope, HandoffCount};
     let Some(t) = crate::support::store(backend).await else {
         return;
     };
@@ -774,32 +778,41 @@ async fn folding_the_counters_keeps_every_figure(backend: crate::support::Backen
         opened,
         ..Default::default()
     };
-    let add = |deltas: Vec<CountDelta>| {
+    let add = |deltas: Vec<CountDelta>, handoffs: Vec<HandoffCount>| {
         let store = t.store.clone();
         async move {
             let mut tx = store.begin().await.unwrap();
             tx.count_messages(&deltas).await.unwrap();
+            tx.count_handoffs(&handoffs).await.unwrap();
             tx.commit().await.unwrap();
         }
     };
-    let (old, now) = (490_000, 490_100);
+    // 15:00 and 16:00 UTC of day 20416 since the epoch: the same UTC day, two days in
+    // Shanghai (23:00 and 00:00); `now` four days later, not finished.
+    let (old_a, old_b, now) = (489_999, 490_000, 490_100);
     let mut deltas = Vec::new();
+    let mut handoffs = Vec::new();
     for shard in 0..8 {
-        deltas.push(CountDelta {
-            key: key("welcome"),
-            hour: old,
+        for (step, hour, sent) in [("welcome", old_a, 1), ("guide", old_b, 2), ("later", now, 2)] {
+            deltas.push(CountDelta {
+                key: key(step),
+                hour,
+                shard,
+                figures: figures(sent, if step == "welcome" { shard % 2 } else { 1 }),
+            });
+        }
+        handoffs.push(HandoffCount {
+            queue: "sdr".into(),
+            hour: old_b,
+            member: String::new(),
+            fact: HandoffFact::Opened,
+            detail: String::new(),
             shard,
-            figures: figures(1, shard % 2),
-        });
-        deltas.push(CountDelta {
-            key: key("guide"),
-            hour: now,
-            shard,
-            figures: figures(2, 1),
+            n: 1,
         });
     }
-    add(deltas).await;
-    let read = || async {
+    add(deltas, handoffs).await;
+    let hours = || async {
         let mut rows = t
             .store
             .message_counts(CountScope::Campaign("welcome"), 0, i64::MAX)
@@ -810,40 +823,133 @@ async fn folding_the_counters_keeps_every_figure(backend: crate::support::Backen
             .map(|r| (r.key.step, r.hour, r.figures.sent, r.figures.opened))
             .collect::<Vec<_>>()
     };
-    let before = read().await;
-    assert_eq!(before, [("welcome".into(), old, 8, 4), ("guide".into(), now, 16, 8)]);
-    let folded = t.store.fold_counters(now).await.unwrap();
-    assert_eq!(read().await, before, "no figure changes");
-    let rows = |hour: i64| {
-        let t = &t;
-        async move {
-            t.count(&format!("SELECT COUNT(*) FROM message_counts WHERE hour = {hour}"))
-                .await
-        }
-    };
-    match backend {
-        crate::support::Backend::Postgres => {
-            assert_eq!(folded, 1, "the old hour's one key folded");
-            assert_eq!(rows(old).await, 1, "one row for the finished hour");
-            assert_eq!(rows(now).await, 4, "the hour not finished keeps its shards");
-        }
-        crate::support::Backend::Sqlite => {
-            assert_eq!(folded, 0, "one shard: nothing to fold");
-            assert_eq!((rows(old).await, rows(now).await), (1, 1));
+    fn span(tz: Tz) -> Span {
+        Span {
+            from: day_number(20_410),
+            to: day_number(20_425),
+            tz,
         }
     }
-    // A late open of an old message adds to the folded row (or a shard of its own).
-    add(vec![CountDelta {
-        key: key("welcome"),
-        hour: old,
-        shard: 3,
-        figures: figures(0, 1),
-    }])
+    // Per step: the day (since the epoch), sent and opened, in `tz` (read from the day rows
+    // when they are kept in `zone`); and the queue's days.
+    async fn days_as(t: &crate::support::TestStore, tz: Tz, zone: Tz) -> Vec<(String, i64, i64, i64)> {
+        let mut rows: Vec<(String, i64, i64, i64)> = t
+            .store
+            .message_counts_by_day(CountScope::Campaign("welcome"), &span(tz), zone)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let day = (r.day - day_number(0)).num_days();
+                (r.key.step, day, r.figures.sent, r.figures.opened)
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+    async fn days(t: &crate::support::TestStore, tz: Tz) -> Vec<(String, i64, i64, i64)> {
+        days_as(t, tz, tz).await
+    }
+    async fn queue(t: &crate::support::TestStore, tz: Tz) -> Vec<(i64, i64)> {
+        let rows = t.store.handoff_counts_by_day("sdr", &span(tz), tz).await.unwrap();
+        rows.into_iter()
+            .map(|r| ((r.day - day_number(0)).num_days(), r.n))
+            .collect()
+    }
+    async fn same_everywhere(t: &crate::support::TestStore, welcome_opened: i64, moment: &str) {
+        let steps = |guide, later, welcome| {
+            vec![
+                ("guide".to_owned(), guide, 16, 8),
+                ("later".to_owned(), later, 16, 8),
+                ("welcome".to_owned(), welcome, 8, welcome_opened),
+            ]
+        };
+        assert_eq!(
+            days(t, Tz::UTC).await,
+            steps(20_416, 20_420, 20_416),
+            "{moment}: UTC days"
+        );
+        let shanghai = steps(20_417, 20_421, 20_416);
+        assert_eq!(days(t, Tz::Asia__Shanghai).await, shanghai, "{moment}: Shanghai days");
+        // Another name for Shanghai's time: its own hours, or Shanghai's day rows.
+        assert_eq!(days(t, Tz::Asia__Chongqing).await, shanghai, "{moment}: Chongqing");
+        assert_eq!(
+            days_as(t, Tz::Asia__Chongqing, Tz::Asia__Shanghai).await,
+            shanghai,
+            "{moment}: Chongqing as Shanghai"
+        );
+        assert_eq!(queue(t, Tz::UTC).await, [(20_416, 8)], "{moment}: UTC queue");
+        assert_eq!(
+            queue(t, Tz::Asia__Shanghai).await,
+            [(20_417, 8)],
+            "{moment}: Shanghai queue"
+        );
+    }
+    let before = hours().await;
+    assert_eq!(
+        before,
+        [
+            ("welcome".into(), old_a, 8, 4),
+            ("guide".into(), old_b, 16, 8),
+            ("later".into(), now, 16, 8)
+        ]
+    );
+    same_everywhere(&t, 4, "before a fold").await;
+
+    let folded = t.store.fold_counters(now, Tz::Asia__Shanghai).await.unwrap();
+    assert_eq!(folded, 3, "the two old hours' keys and the queue's hour folded");
+    assert_eq!(hours().await, before, "no figure changes");
+    same_everywhere(&t, 4, "after a fold").await;
+    let rows = |sql: String| {
+        let t = &t;
+        async move { t.count(&sql).await }
+    };
+    let hour_rows = |hour: i64| rows(format!("SELECT COUNT(*) FROM message_counts WHERE hour = {hour}"));
+    assert_eq!(hour_rows(old_a).await, 1, "one row for a finished hour");
+    assert_eq!(
+        rows(format!("SELECT COUNT(*) FROM handoff_counts WHERE hour = {old_b}")).await,
+        1
+    );
+    let shards = match backend {
+        crate::support::Backend::Postgres => 4,
+        crate::support::Backend::Sqlite => 1,
+    };
+    assert_eq!(hour_rows(now).await, shards, "the hour not finished keeps its shards");
+    assert_eq!(
+        rows("SELECT COUNT(*) FROM message_days".into()).await,
+        2,
+        "a row per key and Shanghai day folded"
+    );
+
+    // A late open of an old message counts at once, and the same after the next fold.
+    add(
+        vec![CountDelta {
+            key: key("welcome"),
+            hour: old_a,
+            shard: 3,
+            figures: figures(0, 1),
+        }],
+        Vec::new(),
+    )
     .await;
-    assert_eq!(read().await[0], ("welcome".into(), old, 8, 5));
-    t.store.fold_counters(now).await.unwrap();
-    assert_eq!(read().await[0], ("welcome".into(), old, 8, 5));
-    assert_eq!(rows(old).await, 1);
+    assert_eq!(hours().await[0], ("welcome".into(), old_a, 8, 5));
+    same_everywhere(&t, 5, "a late open").await;
+    assert_eq!(t.store.fold_counters(now, Tz::Asia__Shanghai).await.unwrap(), 1);
+    same_everywhere(&t, 5, "a late open folded").await;
+    assert_eq!(hour_rows(old_a).await, 1);
+
+    // The report zone changes: the day rows are built again in the new zone.
+    assert_eq!(t.store.fold_counters(now, Tz::UTC).await.unwrap(), 0);
+    assert_eq!(
+        rows("SELECT COUNT(*) FROM counter_zone WHERE zone = 'UTC'".into()).await,
+        1
+    );
+    assert_eq!(
+        rows("SELECT COUNT(*) FROM message_days WHERE day = 20416".into()).await,
+        2
+    );
+    same_everywhere(&t, 5, "days built again in UTC").await;
+    assert_eq!(hours().await[0], ("welcome".into(), old_a, 8, 5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,23 +220,14 @@ impl Span {
     /// `h` in it is `(h * 60 + offset) / 1440` days after 1970-01-01 (`day_number`).
     pub fn pieces(&self) -> Vec<Piece> {
         let (start, end) = self.hours();
-        let offset = |hour: i64| {
-            let at = DateTime::<Utc>::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
-            i64::from(at.with_timezone(&self.tz).offset().fix().local_minus_utc()) / 60
-        };
-        let mut pieces: Vec<Piece> = Vec::new();
-        for hour in start..end {
-            let minutes = offset(hour);
-            match pieces.last_mut() {
-                Some(p) if p.offset == minutes => p.to = hour + 1,
-                _ => pieces.push(Piece {
-                    from: hour,
-                    to: hour + 1,
-                    offset: minutes,
-                }),
-            }
-        }
-        pieces
+        hour_pieces(self.tz, start, end)
+    }
+
+    /// Whether zone `other` cuts the span into the same local days: the same hours, with the
+    /// same offsets (another name for the zone, or one that keeps the same time over the span).
+    pub fn same_days(&self, other: Tz) -> bool {
+        let theirs = Span { tz: other, ..*self };
+        other == self.tz || (theirs.hours() == self.hours() && theirs.pieces() == self.pieces())
     }
 
     /// Every period of the span, in order.
@@ -261,6 +252,27 @@ pub struct Piece {
     pub to: i64,
     /// Minutes ahead of UTC.
     pub offset: i64,
+}
+
+/// Hours `start` ≤ hour < `end` cut where `tz`'s offset changes (see [`Span::pieces`]).
+pub fn hour_pieces(tz: Tz, start: i64, end: i64) -> Vec<Piece> {
+    let offset = |hour: i64| {
+        let at = DateTime::<Utc>::from_timestamp_micros(hour * HOUR_MICROS).unwrap_or_default();
+        i64::from(at.with_timezone(&tz).offset().fix().local_minus_utc()) / 60
+    };
+    let mut pieces: Vec<Piece> = Vec::new();
+    for hour in start..end {
+        let minutes = offset(hour);
+        match pieces.last_mut() {
+            Some(p) if p.offset == minutes => p.to = hour + 1,
+            _ => pieces.push(Piece {
+                from: hour,
+                to: hour + 1,
+                offset: minutes,
+            }),
+        }
+    }
+    pieces
 }
 
 /// The date `days` days after 1970-01-01.
@@ -830,6 +842,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn zones_that_keep_the_same_time_cut_a_span_into_the_same_days() {
+        let span = |from: &str, to: &str, tz| Span {
+            from: day(from),
+            to: day(to),
+            tz,
+        };
+        let berlin = span("2026-10-01", "2026-10-31", chrono_tz::Europe::Berlin);
+        assert!(berlin.same_days(chrono_tz::Europe::Paris), "the same DST rules");
+        assert!(!berlin.same_days(chrono_tz::Europe::London), "an hour apart");
+        assert!(
+            !berlin.same_days(chrono_tz::Africa::Lagos),
+            "UTC+1 all year: not after the change"
+        );
+        // Before the change Lagos (UTC+1) and Berlin (UTC+2) differ too; in winter they agree.
+        let winter = span("2026-12-01", "2026-12-31", chrono_tz::Europe::Berlin);
+        assert!(winter.same_days(chrono_tz::Africa::Lagos));
+        let shanghai = span("2026-09-01", "2026-11-29", chrono_tz::Asia::Shanghai);
+        assert!(shanghai.same_days(chrono_tz::Asia::Chongqing));
+        assert!(!shanghai.same_days(chrono_tz::UTC));
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl Engine {
     /// `ReportStore::roll_up_counters`); returns the key-hours folded into and day rows written.
     pub async fn fold_counters(&self) -> EngineResult<u64> {
         let hour = crate::report::hour_of(crate::clock::to_micros(self.now()));
-        let folded = self.store.fold_counters(hour - 1).await?;
+        let folded = self.store.fold_counters(hour - 1, self.report_timezone()).await?;
         // A transaction that took its time before midnight commits after it: an hour's margin.
         let rolled = self.store.roll_up_counters((hour - 1).div_euclid(24)).await?;
         Ok(folded + rolled)

@@ -362,6 +362,18 @@ impl Engine {
         })
     }
 
+    /// The zone whose day rows (`Store::fold_counters`, kept in the report zone) may stand for
+    /// `span`'s days: the report zone when it cuts the span into the same days as the zone
+    /// asked for, else the zone asked for (whose days no rows are kept of: the hours are read).
+    fn day_zone(&self, span: &report::Span) -> chrono_tz::Tz {
+        let kept = self.report_timezone();
+        if span.same_days(kept) {
+            kept
+        } else {
+            span.tz
+        }
+    }
+
     async fn tally(
         &self,
         scope: CountScope<'_>,
@@ -369,7 +381,10 @@ impl Engine {
         rank: &(dyn Fn(&str, &str) -> usize + Sync),
     ) -> EngineResult<Report> {
         let span = window.span();
-        let rows = self.store.message_counts_by_day(scope, &span.pieces()).await?;
+        let rows = self
+            .store
+            .message_counts_by_day(scope, &span, self.day_zone(&span))
+            .await?;
         let t = report::tally(&rows, &span, window.by, rank);
         Ok(Report {
             campaign: None,
@@ -442,7 +457,10 @@ impl Engine {
     pub async fn queue_report(&self, queue: &str, window: ReportWindow) -> EngineResult<QueueReport> {
         let playbook = self.playbook();
         let span = window.span();
-        let rows = self.store.handoff_counts_by_day(queue, &span.pieces()).await?;
+        let rows = self
+            .store
+            .handoff_counts_by_day(queue, &span, self.day_zone(&span))
+            .await?;
         let known = playbook.queues.queues.get(queue);
         if known.is_none() && rows.is_empty() {
             return Err(EngineError::NotFound);

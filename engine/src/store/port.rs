@@ -76,12 +76,12 @@ pub trait Store:
     /// as if it were still small.
     async fn refresh_statistics(&self) -> StoreResult<Vec<String>>;
 
-    /// Folds the report counters' shards of hours before `before` (hours since the epoch)
-    /// into one row per key and hour, so that reports read a quarter of the rows; returns the
-    /// key-hours folded into. Shards only part writers that add to the same hour at once: once an
-    /// hour is over, few do (events about its messages). A backend with one shard has
-    /// nothing to fold.
-    async fn fold_counters(&self, before: i64) -> StoreResult<u64>;
+    /// Folds the message and handoff counters' shards of hours before `before` (hours since
+    /// the epoch) into one row per key and hour (shard 0) and into one per key and local day
+    /// of `zone`, the report zone (migration 0028), so that a report in that zone reads a row
+    /// per day; returns the key-hours folded into. Writers add to shards 1 and up; once an
+    /// hour is over, few do (events about its messages), and those the next fold takes.
+    async fn fold_counters(&self, before: i64, zone: chrono_tz::Tz) -> StoreResult<u64>;
 }
 
 /// A write transaction: the set-based primitives the engine composes.

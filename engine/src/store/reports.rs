@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Ty
 use super::*;
 use crate::report::attribution::{Conversion, Credit, Touch};
 use crate::report::queue::{HandoffDayRow, HandoffFact};
-use crate::report::{day_number, CountKey, CountRow, DayRow, MessageFigures, Piece};
+use crate::report::{day_number, CountKey, CountRow, DayRow, MessageFigures, Span};
 use crate::store::sql::{Dialect, SqlStore, SqlTx};
 
 /// An addition to one counter row: a step's messages of one version, template, channel and
@@ -169,10 +169,16 @@ pub trait ReportStore: Send + Sync {
     /// The counters of a campaign or a template for hours `from` ≤ hour < `to`, summed per
     /// key and hour.
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>>;
-    /// The counters of a campaign or a template summed per key and local day, over the
-    /// pieces of a span (`Span::pieces`: hours with one UTC offset each). Grouped in the
-    /// database: a report reads a row per key and day, not per hour and shard.
-    async fn message_counts_by_day(&self, scope: CountScope<'_>, pieces: &[Piece]) -> StoreResult<Vec<DayRow>>;
+    /// The counters of a campaign or a template summed per key and local day over a span.
+    /// Grouped in the database: a report reads a row per key and day, not per hour and shard.
+    /// `zone`: the zone whose day rows, if they are kept in it, stand for the span's days
+    /// (the span's own, or one that cuts it into the same days); else the hours are read.
+    async fn message_counts_by_day(
+        &self,
+        scope: CountScope<'_>,
+        span: &Span,
+        zone: chrono_tz::Tz,
+    ) -> StoreResult<Vec<DayRow>>;
     /// A campaign's conversion counters for outcomes in hours `from` ≤ hour < `to`, at most
     /// `window_days` after the touch credited, summed per step, credit and outcome.
     async fn conversion_counts(
@@ -193,9 +199,14 @@ pub trait ReportStore: Send + Sync {
     /// whole days of its span; returns the day rows written. A day must be over (no writer
     /// adds to its hours any more: they add at the current hour) before it is rolled up.
     async fn roll_up_counters(&self, before_day: i64) -> StoreResult<u64>;
-    /// A queue's handoff counters summed per member, fact, detail and local day over the
-    /// pieces of a span.
-    async fn handoff_counts_by_day(&self, queue: &str, pieces: &[Piece]) -> StoreResult<Vec<HandoffDayRow>>;
+    /// A queue's handoff counters summed per member, fact, detail and local day over a span
+    /// (`zone` as for `message_counts_by_day`).
+    async fn handoff_counts_by_day(
+        &self,
+        queue: &str,
+        span: &Span,
+        zone: chrono_tz::Tz,
+    ) -> StoreResult<Vec<HandoffDayRow>>;
 }
 
 /// The counters' upsert: one statement for a batch, bound as one JSON array of arrays.
@@ -253,9 +264,10 @@ where
     for<'q> String: Encode<'q, DB> + Type<DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    // Shards only part writers that run at once: as many as the backend has of those.
+    // Shards only part writers that run at once: as many as the backend has of those,
+    // numbered from 1 (shard 0 is the fold's).
     let deltas = merge_deltas(deltas.iter().map(|d| CountDelta {
-        shard: d.shard.rem_euclid(DB::COUNTER_SHARDS),
+        shard: 1 + d.shard.rem_euclid(DB::COUNTER_SHARDS),
         ..d.clone()
     }));
     if deltas.is_empty() {
@@ -278,6 +290,8 @@ pub(crate) trait Counted {
     const INTS: &'static [&'static str];
     /// The counters added to.
     const VALUES: &'static [&'static str] = &["n"];
+    /// Folded (`Folded`): writers add to shards from 1, shard 0 is the fold's.
+    const FOLDED: bool = false;
     /// The row's text key, its integer key (the shard as given), and how many to add to each
     /// of `VALUES`.
     fn key(&self) -> (Vec<String>, Vec<i64>, Vec<i64>);
@@ -287,6 +301,7 @@ impl Counted for HandoffCount {
     const TABLE: &'static str = "handoff_counts";
     const TEXTS: &'static [&'static str] = &["queue", "member", "fact", "detail"];
     const INTS: &'static [&'static str] = &["hour", "shard"];
+    const FOLDED: bool = true;
     fn key(&self) -> (Vec<String>, Vec<i64>, Vec<i64>) {
         let texts = vec![
             self.queue.clone(),
@@ -518,6 +533,317 @@ where
     Ok(query.fetch_all(store.pool()).await?)
 }
 
+/// A counter writers add to at any hour (a message's events land on the hour it was sent),
+/// in shards 1 and up. The fold (`fold`) moves its finished hours' shards into shard 0 and
+/// into a row per local day of the report zone in `days`, so that a report in that zone
+/// reads a row per key and day (migration 0028).
+pub(crate) struct Folded {
+    table: &'static str,
+    days: &'static str,
+    /// The key's text columns, the one reports select by first; the hour table's key is the
+    /// first, `hour`, the others and `shard`; the day table's the first, `day`, the others.
+    texts: &'static [&'static str],
+    values: &'static [&'static str],
+}
+
+pub(crate) const MESSAGES_FOLDED: Folded = Folded {
+    table: "message_counts",
+    days: "message_days",
+    texts: &["campaign_id", "step", "version", "template", "channel", "language"],
+    values: &MessageFigures::NAMES,
+};
+
+pub(crate) const HANDOFFS_FOLDED: Folded = Folded {
+    table: "handoff_counts",
+    days: "handoff_days",
+    texts: &["queue", "member", "fact", "detail"],
+    values: &["n"],
+};
+
+impl Folded {
+    fn hour_key(&self) -> String {
+        let (first, rest) = (self.texts[0], self.texts[1..].join(", "));
+        format!("{first}, hour, {rest}, shard")
+    }
+
+    fn day_key(&self) -> String {
+        let (first, rest) = (self.texts[0], self.texts[1..].join(", "));
+        format!("{first}, day, {rest}")
+    }
+
+    fn sums(&self) -> String {
+        let sums: Vec<String> = self
+            .values
+            .iter()
+            .map(|v| format!("CAST(SUM({v}) AS BIGINT)"))
+            .collect();
+        sums.join(", ")
+    }
+
+    fn adds(&self, table: &str) -> String {
+        let adds: Vec<String> = self
+            .values
+            .iter()
+            .map(|v| format!("{v} = {table}.{v} + excluded.{v}"))
+            .collect();
+        adds.join(", ")
+    }
+
+    /// Adds the rows `source` (a table or CTE with the text columns, `hour` and the values)
+    /// to the day rows, a row per local day at offset `$3` minutes.
+    fn days_sql(&self, source: &str, filter: &str) -> String {
+        let texts = self.texts.join(", ");
+        format!(
+            "INSERT INTO {days} ({texts}, day, {values}) \
+             SELECT {texts}, (hour * 60 + $3) / 1440, {sums} FROM {source} WHERE true {filter} \
+             GROUP BY {texts}, (hour * 60 + $3) / 1440 \
+             ON CONFLICT ({day_key}) DO UPDATE SET {adds}",
+            days = self.days,
+            values = self.values.join(", "),
+            sums = self.sums(),
+            day_key = self.day_key(),
+            adds = self.adds(self.days),
+        )
+    }
+
+    /// The statements, in order, that fold the shards of hours `$1` ≤ hour < `$2` into
+    /// shard 0 and into days at offset `$3`; the first says how many key-hours it folded
+    /// into. On PostgreSQL one statement, so that a writer's row is either folded whole or
+    /// left to the next fold (writers add while it runs); on SQLite, where the fold is the
+    /// one writer while it runs, a count and three statements.
+    fn fold_sql<DB: Dialect>(&self) -> Vec<String> {
+        let (table, texts, values) = (self.table, self.texts.join(", "), self.values.join(", "));
+        let unfolded = "shard <> 0 AND hour >= $1 AND hour < $2";
+        let hours = |source: &str, filter: &str| {
+            format!(
+                "INSERT INTO {table} ({texts}, hour, shard, {values}) \
+                 SELECT {texts}, hour, 0, {sums} FROM {source} WHERE true {filter} GROUP BY {texts}, hour \
+                 ON CONFLICT ({hour_key}) DO UPDATE SET {adds}",
+                sums = self.sums(),
+                hour_key = self.hour_key(),
+                adds = self.adds(table),
+            )
+        };
+        if DB::FOLD_IN_ONE_STATEMENT {
+            vec![format!(
+                "WITH gone AS (DELETE FROM {table} WHERE {unfolded} RETURNING {texts}, hour, {values}), \
+                 hours AS ({hours} RETURNING 1), \
+                 days AS ({days} RETURNING 1) \
+                 SELECT CAST((SELECT COUNT(*) FROM hours) AS BIGINT)",
+                hours = hours("gone", ""),
+                days = self.days_sql("gone", ""),
+            )]
+        } else {
+            let filter = format!("AND {unfolded}");
+            vec![
+                format!("SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM {table} WHERE {unfolded} GROUP BY {texts}, hour) AS k"),
+                hours(table, &filter),
+                self.days_sql(table, &filter),
+                format!("DELETE FROM {table} WHERE {unfolded}"),
+            ]
+        }
+    }
+
+    /// Reads the rows where `{column} = $1`, summed per `keys` and local day over a span:
+    /// days `$2` ≤ day ≤ `$3` from the day rows and the hours not folded yet, when the day
+    /// rows are kept in zone `$4`; else every hour's rows. Piece `i` of the span binds its
+    /// hours and offset as `$(5+3i)`, `$(6+3i)`, `$(7+3i)`. One statement: one snapshot, so
+    /// a fold committing meanwhile is read before or after, never half.
+    fn read_sql(&self, column: &str, keys: &str, pieces: usize) -> String {
+        let (table, days, values) = (self.table, self.days, self.values.join(", "));
+        let kept = "EXISTS (SELECT 1 FROM counter_zone WHERE zone = $4)";
+        let mut parts = vec![format!(
+            "SELECT {keys}, day AS bucket, {values} FROM {days} \
+             WHERE {column} = $1 AND day >= $2 AND day <= $3 AND {kept}"
+        )];
+        for i in 0..pieces {
+            let (from, to, offset) = (5 + 3 * i, 6 + 3 * i, 7 + 3 * i);
+            let hours = format!(
+                "SELECT {keys}, (hour * 60 + ${offset}) / 1440 AS bucket, {values} FROM {table} \
+                 WHERE {column} = $1 AND hour >= ${from} AND hour < ${to}"
+            );
+            parts.push(format!("{hours} AND shard <> 0 AND {kept}"));
+            parts.push(format!("{hours} AND NOT {kept}"));
+        }
+        let sums: Vec<String> = self
+            .values
+            .iter()
+            .map(|v| format!("CAST(SUM({v}) AS BIGINT) AS {v}"))
+            .collect();
+        format!(
+            "SELECT {keys}, CAST(bucket AS BIGINT) AS bucket, {sums} FROM ({parts}) AS c GROUP BY {keys}, bucket",
+            sums = sums.join(", "),
+            parts = parts.join(" UNION ALL "),
+        )
+    }
+}
+
+/// Reads folded counter `f`'s rows where `column` is `value` over `span`'s local days, from
+/// the day rows if they are kept in `zone` (see `Folded::read_sql`).
+async fn read_folded<S, DB, Row>(
+    store: &S,
+    f: &Folded,
+    (column, value): (&str, &str),
+    keys: &str,
+    (span, zone): (&Span, chrono_tz::Tz),
+) -> StoreResult<Vec<Row>>
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    Row: Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let pieces = span.pieces();
+    let day = |d: chrono::NaiveDate| (d - day_number(0)).num_days();
+    let query = sqlx::query_as(AssertSqlSafe(f.read_sql(column, keys, pieces.len())))
+        .bind(value)
+        .bind(day(span.from))
+        .bind(day(span.to))
+        .bind(zone.name());
+    let query = pieces
+        .iter()
+        .fold(query, |q, p| q.bind(p.from).bind(p.to).bind(p.offset));
+    Ok(query.fetch_all(store.pool()).await?)
+}
+
+/// Folds the message and handoff counters' shards of hours before `before` into shard 0 and
+/// into the day rows of `zone`; the day rows are first built again from shard 0 when they
+/// are kept in another zone (the Rules' zone changed). A day of hours (a piece of one UTC
+/// offset) a transaction, oldest first; each checks that the day rows are still kept in
+/// `zone` (a process with another playbook may have built them again) and stops if not.
+/// Returns the key-hours folded into.
+pub(crate) async fn fold<S, DB>(store: &S, before: i64, zone: chrono_tz::Tz) -> StoreResult<u64>
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (Option<i64>,): FromRow<'r, DB::Row>,
+    for<'r> (Option<i64>, Option<i64>): FromRow<'r, DB::Row>,
+    for<'r> (Option<String>,): FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let name = zone.name();
+    let kept: Option<String> = sqlx::query_scalar("SELECT zone FROM counter_zone WHERE id = 1")
+        .fetch_one(store.pool())
+        .await?;
+    if kept.as_deref() != Some(name) {
+        rebuild_days(store, zone).await?;
+    }
+    let mut folded = 0;
+    for f in [&MESSAGES_FOLDED, &HANDOFFS_FOLDED] {
+        let statements = f.fold_sql::<DB>();
+        let oldest = format!(
+            "SELECT MIN(hour) FROM {} WHERE shard <> 0 AND hour >= $1 AND hour < $2",
+            f.table
+        );
+        let mut floor = i64::MIN;
+        loop {
+            let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(oldest.as_str()))
+                .bind(floor)
+                .bind(before)
+                .fetch_one(store.pool())
+                .await?;
+            let Some(first) = first else { break };
+            floor = (first + 24).min(before);
+            for piece in crate::report::hour_pieces(zone, first, floor) {
+                let mut tx = store.write_tx().await?;
+                let still: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT zone FROM counter_zone WHERE id = 1{}",
+                    DB::FOR_SHARE
+                )))
+                .fetch_one(&mut *tx)
+                .await?;
+                if still.as_deref() != Some(name) {
+                    return Ok(folded);
+                }
+                let (count, rest) = statements.split_first().expect("a fold has statements");
+                let query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(count.as_str()))
+                    .bind(piece.from)
+                    .bind(piece.to);
+                let query = if count.contains("$3") {
+                    query.bind(piece.offset)
+                } else {
+                    query
+                };
+                folded += query.fetch_one(&mut *tx).await.map_err(StoreError::from_sqlx)? as u64;
+                for sql in rest {
+                    let query = sqlx::query(AssertSqlSafe(sql.as_str())).bind(piece.from).bind(piece.to);
+                    let query = if sql.contains("$3") {
+                        query.bind(piece.offset)
+                    } else {
+                        query
+                    };
+                    query.execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+                }
+                S::commit(tx).await?;
+            }
+        }
+    }
+    Ok(folded)
+}
+
+/// Builds the day rows again in `zone` from the hours' shard 0, and names the zone.
+async fn rebuild_days<S, DB>(store: &S, zone: chrono_tz::Tz) -> StoreResult<()>
+where
+    S: SqlStore<DB = DB>,
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> (Option<i64>, Option<i64>): FromRow<'r, DB::Row>,
+    for<'r> (Option<String>,): FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let mut tx = store.write_tx().await?;
+    let kept: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT zone FROM counter_zone WHERE id = 1{}",
+        DB::FOR_UPDATE
+    )))
+    .fetch_one(&mut *tx)
+    .await?;
+    if kept.as_deref() == Some(zone.name()) {
+        return Ok(());
+    }
+    for f in [&MESSAGES_FOLDED, &HANDOFFS_FOLDED] {
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {}", f.days)))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT MIN(hour), MAX(hour) FROM {} WHERE shard = 0",
+            f.table
+        )))
+        .fetch_one(&mut *tx)
+        .await?;
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
+        let sql = f.days_sql(f.table, "AND shard = 0 AND hour >= $1 AND hour < $2");
+        for piece in crate::report::hour_pieces(zone, first, last + 1) {
+            sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(piece.from)
+                .bind(piece.to)
+                .bind(piece.offset)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        }
+    }
+    sqlx::query("UPDATE counter_zone SET zone = $1 WHERE id = 1")
+        .bind(zone.name())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    S::commit(tx).await
+}
+
 /// Adds `counts` to their counter table on a connection, inside the caller's transaction:
 /// shards taken within `Dialect::COUNTER_SHARDS`, merged per row and written in key order (so
 /// that two writers never wait on each other's rows crosswise), in one statement.
@@ -533,7 +859,7 @@ where
     for c in counts {
         let (texts, mut ints, values) = c.key();
         if let Some(shard) = ints.last_mut() {
-            *shard = shard.rem_euclid(DB::COUNTER_SHARDS);
+            *shard = shard.rem_euclid(DB::COUNTER_SHARDS) + i64::from(C::FOLDED);
         }
         let sums = merged.entry((texts, ints)).or_insert_with(|| vec![0; C::VALUES.len()]);
         for (sum, v) in sums.iter_mut().zip(values) {
@@ -640,6 +966,36 @@ pub struct ReadRow {
     clicks: i64,
     opens_automated: i64,
     clicks_automated: i64,
+}
+
+impl ReadRow {
+    /// The key, the bucket and the figures.
+    fn split(self) -> (CountKey, i64, MessageFigures) {
+        let key = CountKey {
+            campaign: self.campaign_id,
+            step: self.step,
+            version: self.version,
+            template: self.template,
+            channel: self.channel,
+            language: self.language,
+        };
+        let figures = MessageFigures {
+            sent: self.sent,
+            failed: self.failed,
+            skipped: self.skipped,
+            bounced_hard: self.bounced_hard,
+            bounced_soft: self.bounced_soft,
+            complained: self.complained,
+            unsubscribed: self.unsubscribed,
+            opened: self.opened,
+            opens: self.opens,
+            clicked: self.clicked,
+            clicks: self.clicks,
+            opens_automated: self.opens_automated,
+            clicks_automated: self.clicks_automated,
+        };
+        (key, self.bucket, figures)
+    }
 }
 
 /// A message's counter key as read.
@@ -828,42 +1184,43 @@ where
             .collect())
     }
 
-    async fn message_counts_by_day(&self, scope: CountScope<'_>, pieces: &[Piece]) -> StoreResult<Vec<DayRow>> {
-        let mut out = Vec::new();
-        for piece in pieces {
-            // Hours are after 1970, so the division rounds down on both backends.
-            let rows = read_counts(
-                self,
-                scope,
-                "(hour * 60 + $4) / 1440",
-                (piece.from, piece.to, piece.offset),
-            )
-            .await?;
-            out.extend(rows.into_iter().map(|(key, day, figures)| DayRow {
-                key,
-                day: day_number(day),
-                figures,
-            }));
-        }
-        Ok(out)
+    async fn message_counts_by_day(
+        &self,
+        scope: CountScope<'_>,
+        span: &Span,
+        zone: chrono_tz::Tz,
+    ) -> StoreResult<Vec<DayRow>> {
+        let scope = match scope {
+            CountScope::Campaign(id) => ("campaign_id", id),
+            CountScope::Template(name) => ("template", name),
+        };
+        let keys = MESSAGES_FOLDED.texts.join(", ");
+        let rows: Vec<ReadRow> = read_folded(self, &MESSAGES_FOLDED, scope, &keys, (span, zone)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let (key, day, figures) = r.split();
+                DayRow {
+                    key,
+                    day: day_number(day),
+                    figures,
+                }
+            })
+            .collect())
     }
 
-    async fn handoff_counts_by_day(&self, queue: &str, pieces: &[Piece]) -> StoreResult<Vec<HandoffDayRow>> {
-        let mut out = Vec::new();
-        for piece in pieces {
-            let rows: Vec<HandoffReadRow> = sqlx::query_as(
-                "SELECT member, fact, detail, CAST((hour * 60 + $4) / 1440 AS BIGINT) AS bucket, \
-                 CAST(SUM(n) AS BIGINT) AS n FROM handoff_counts \
-                 WHERE queue = $1 AND hour >= $2 AND hour < $3 \
-                 GROUP BY member, fact, detail, CAST((hour * 60 + $4) / 1440 AS BIGINT)",
-            )
-            .bind(queue)
-            .bind(piece.from)
-            .bind(piece.to)
-            .bind(piece.offset)
-            .fetch_all(self.pool())
-            .await?;
-            out.extend(rows.into_iter().filter_map(|r| {
+    async fn handoff_counts_by_day(
+        &self,
+        queue: &str,
+        span: &Span,
+        zone: chrono_tz::Tz,
+    ) -> StoreResult<Vec<HandoffDayRow>> {
+        let keys = "member, fact, detail";
+        let rows: Vec<HandoffReadRow> =
+            read_folded(self, &HANDOFFS_FOLDED, ("queue", queue), keys, (span, zone)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
                 Some(HandoffDayRow {
                     day: day_number(r.bucket),
                     member: r.member,
@@ -871,9 +1228,8 @@ where
                     detail: r.detail,
                     n: r.n,
                 })
-            }));
-        }
-        Ok(out)
+            })
+            .collect())
     }
 }
 
@@ -914,33 +1270,5 @@ where
     .bind(offset)
     .fetch_all(store.pool())
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let key = CountKey {
-                campaign: r.campaign_id,
-                step: r.step,
-                version: r.version,
-                template: r.template,
-                channel: r.channel,
-                language: r.language,
-            };
-            let figures = MessageFigures {
-                sent: r.sent,
-                failed: r.failed,
-                skipped: r.skipped,
-                bounced_hard: r.bounced_hard,
-                bounced_soft: r.bounced_soft,
-                complained: r.complained,
-                unsubscribed: r.unsubscribed,
-                opened: r.opened,
-                opens: r.opens,
-                clicked: r.clicked,
-                clicks: r.clicks,
-                opens_automated: r.opens_automated,
-                clicks_automated: r.clicks_automated,
-            };
-            (key, r.bucket, figures)
-        })
-        .collect())
+    Ok(rows.into_iter().map(ReadRow::split).collect())
 }

@@ -33,6 +33,12 @@ pub(crate) trait Dialect: sqlx::Database {
     fn json_array_rows(texts: usize, ints: usize) -> String;
     /// Shards of the report counters (`message_counts`): as many as writers that add at once.
     const COUNTER_SHARDS: i64;
+    /// Appended to a read that keeps the rows it takes from changing until its transaction
+    /// ends, while others may read them so too. Empty on SQLite.
+    const FOR_SHARE: &'static str;
+    /// Whether a fold of the counters' shards is one statement (`DELETE … RETURNING` in a
+    /// `WITH`), which lets writers add while it runs; SQLite's one writer runs several.
+    const FOLD_IN_ONE_STATEMENT: bool;
     /// Claims open, unassigned handoffs of queue `$1` for the members of the JSON array `$2`
     /// (the n-th handoff in claim order to the n-th member), at most `$3`, at time `$4`;
     /// returns the claimed rows (`HANDOFF_COLUMNS`) in member order.

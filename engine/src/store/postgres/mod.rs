@@ -173,44 +173,8 @@ impl Store for PgStore {
         )))
     }
 
-    async fn fold_counters(&self, before: i64) -> StoreResult<u64> {
-        // A day of hours a statement, oldest first, each its own transaction: a writer adding
-        // to a folded hour waits for one day's rows at most. A writer that added to a shard
-        // row being folded adds again after the fold (its upsert finds the row gone and
-        // inserts it); two that lock rows crosswise are a deadlock PostgreSQL breaks, and the
-        // loser's batch is retried, as any lost race is.
-        let names = crate::report::MessageFigures::NAMES;
-        let key = crate::store::reports::MESSAGE_KEY;
-        let sums: Vec<String> = names.iter().map(|n| format!("SUM({n})")).collect();
-        let fold = format!(
-            "WITH gone AS (DELETE FROM message_counts WHERE shard <> 0 AND hour >= $1 AND hour < $2 RETURNING *) \
-             INSERT INTO message_counts ({key}, shard, {columns}) \
-             SELECT {key}, 0, {sums} FROM gone GROUP BY {key} {on_conflict}",
-            columns = names.join(", "),
-            sums = sums.join(", "),
-            on_conflict = crate::store::reports::add_on_conflict(),
-        );
-        let (mut folded, mut floor) = (0, i64::MIN);
-        loop {
-            let oldest: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(hour) FROM message_counts WHERE shard <> 0 AND hour >= $1 AND hour < $2",
-            )
-            .bind(floor)
-            .bind(before)
-            .fetch_one(&self.pool)
-            .await?;
-            let Some(from) = oldest else {
-                return Ok(folded);
-            };
-            floor = (from + 24).min(before);
-            let gone = sqlx::query(AssertSqlSafe(fold.clone()))
-                .bind(from)
-                .bind(floor)
-                .execute(&self.pool)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-            folded += gone.rows_affected();
-        }
+    async fn fold_counters(&self, before: i64, zone: chrono_tz::Tz) -> StoreResult<u64> {
+        crate::store::reports::fold(self, before, zone).await
     }
 
     async fn refresh_statistics(&self) -> StoreResult<Vec<String>> {
@@ -285,6 +249,8 @@ impl sql::Dialect for Postgres {
     const PREFIX_RANGE: (&'static str, &'static str) = ("~>=~", "~<~");
     const PREFIX_ORDER: &'static str = " USING ~<~";
     const COUNTER_SHARDS: i64 = 4;
+    const FOR_SHARE: &'static str = " FOR SHARE";
+    const FOLD_IN_ONE_STATEMENT: bool = true;
     fn json_array_rows(texts: usize, ints: usize) -> String {
         let columns: Vec<String> = (0..texts + ints)
             .map(|i| match i < texts {

@@ -177,9 +177,8 @@ impl Store for SqliteStore {
         Ok(Vec::new())
     }
 
-    async fn fold_counters(&self, _before: i64) -> StoreResult<u64> {
-        // One writer at a time, one shard (`COUNTER_SHARDS`): nothing to fold.
-        Ok(0)
+    async fn fold_counters(&self, before: i64, zone: chrono_tz::Tz) -> StoreResult<u64> {
+        crate::store::reports::fold(self, before, zone).await
     }
 
     async fn decay(&self, decay: Decay, now: DateTime<Utc>) -> StoreResult<u64> {
@@ -242,6 +241,8 @@ impl sql::Dialect for Sqlite {
     const PREFIX_ORDER: &'static str = " ASC, id";
     // One writer at a time: one shard.
     const COUNTER_SHARDS: i64 = 1;
+    const FOR_SHARE: &'static str = "";
+    const FOLD_IN_ONE_STATEMENT: bool = false;
     fn json_array_rows(texts: usize, ints: usize) -> String {
         let columns: Vec<String> = (0..texts + ints)
             .map(|i| format!("json_extract(value, '$[{i}]') AS c{i}"))
