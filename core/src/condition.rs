@@ -39,6 +39,10 @@ pub enum Condition {
     /// `inactive: 90d`: no behaviour event for at least this long (counted from when the lead
     /// was created if it has none). An extension of the playbook format.
     Inactive(Span),
+    /// `visited: { url: /pricing*, within: 7d, times: 2 }`: page views of matching pages by a
+    /// person (not a bot), at least `times` (1 when absent) in the window (all time when
+    /// absent).
+    Visited(VisitedTest),
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
@@ -76,6 +80,25 @@ pub struct EventTest {
     pub within: Option<Span>,
     #[serde(rename = "where")]
     pub properties: Option<Map<String, Value>>,
+}
+
+/// `visited: { url: /pricing*, within: 7d, times: 2 }`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VisitedTest {
+    /// A glob over the path (`/pricing*`) or the whole address, as page rules take it.
+    #[schemars(with = "String")]
+    pub url: crate::pages::UrlPattern,
+    pub within: Option<Span>,
+    #[schemars(range(min = 1))]
+    pub times: Option<u32>,
+}
+
+impl VisitedTest {
+    /// How many matching page views the lead needs.
+    pub fn times(&self) -> usize {
+        self.times.unwrap_or(1).max(1) as usize
+    }
 }
 
 /// `opened: step_id`, or `opened: { step: step_id, include_automated: true }` to count opens
@@ -257,6 +280,23 @@ impl Condition {
                 .is_some_and(|c| c.eval_at(facts, segments, now, depth + 1)),
             Condition::Unsubscribed(wanted) => (lead.consent.email.status == ConsentStatus::OptedOut) == *wanted,
             Condition::Inactive(span) => now - lead.last_activity_at.unwrap_or(lead.created_at) >= span.to_chrono(),
+            Condition::Visited(test) => {
+                let since = test.within.map(|w| now - w.to_chrono());
+                let by_machine = |e: &EventFact| e.properties.get("automated").and_then(Value::as_bool) == Some(true);
+                facts
+                    .events()
+                    .iter()
+                    .filter(|e| {
+                        e.kind == crate::pages::PAGE_VIEW
+                            && e.occurred_at <= now
+                            && since.is_none_or(|s| e.occurred_at >= s)
+                            && !by_machine(e)
+                            && test.url.matches(&e.properties)
+                    })
+                    .take(test.times())
+                    .count()
+                    >= test.times()
+            }
             Condition::All(items) => items.iter().all(|c| c.eval_at(facts, segments, now, depth + 1)),
             Condition::Any(items) => items.iter().any(|c| c.eval_at(facts, segments, now, depth + 1)),
             Condition::Not(inner) => !inner.eval_at(facts, segments, now, depth + 1),
@@ -332,14 +372,17 @@ impl Condition {
         if depth > MAX_DEPTH {
             return;
         }
+        // The widest window asked of a type wins; all time over any window.
+        let mut need = |kind: &str, within: Option<Span>| {
+            let slot = out.entry(kind.to_owned()).or_insert(within);
+            *slot = match (*slot, within) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        };
         match self {
-            Condition::Event(test) => {
-                let slot = out.entry(test.kind.value.clone()).or_insert(test.within);
-                *slot = match (*slot, test.within) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    _ => None,
-                };
-            }
+            Condition::Event(test) => need(&test.kind.value, test.within),
+            Condition::Visited(test) => need(crate::pages::PAGE_VIEW, test.within),
             Condition::Segment(id) => {
                 if let Some(c) = segments.get(&id.value) {
                     c.event_needs_at(segments, out, depth + 1);
@@ -436,7 +479,8 @@ impl Condition {
             | Condition::Stage(_)
             | Condition::Field(_)
             | Condition::Unsubscribed(_)
-            | Condition::Inactive(_) => {}
+            | Condition::Inactive(_)
+            | Condition::Visited(_) => {}
         }
     }
 
@@ -530,6 +574,16 @@ impl fmt::Display for Condition {
             Condition::Unsubscribed(true) => "unsubscribed".to_owned(),
             Condition::Unsubscribed(false) => "subscribed".to_owned(),
             Condition::Inactive(span) => format!("inactive {span}"),
+            Condition::Visited(test) => {
+                let mut words = format!("visited {}", test.url);
+                if test.times() > 1 {
+                    words.push_str(&format!(" {} times", test.times()));
+                }
+                if let Some(w) = test.within {
+                    words.push_str(&format!(" within {w}"));
+                }
+                words
+            }
             Condition::All(items) => items.iter().map(Condition::to_string).collect::<Vec<_>>().join(" and "),
             Condition::Any(items) => items.iter().map(Condition::to_string).collect::<Vec<_>>().join(" or "),
             Condition::Not(inner) => format!("not ({inner})"),
@@ -705,6 +759,52 @@ mod tests {
         segments.insert("icp".into(), icp);
         let cond: Condition = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
         assert_eq!(cond.eval(&facts(), &segments, now()), expect, "{yaml}");
+    }
+
+    #[test]
+    fn visited_counts_a_persons_views_of_matching_pages_in_the_window() {
+        let view = |days_ago: i64, path: &str, automated: bool| EventFact {
+            kind: "page_view".into(),
+            occurred_at: now() - chrono::Duration::days(days_ago),
+            properties: serde_json::json!({"path": path, "automated": automated})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let known = Known {
+            events: vec![
+                view(1, "/pricing", false),
+                view(10, "/pricing/enterprise", false),
+                view(2, "/pricing", true),
+                view(3, "/blog/pricing", false),
+            ],
+            ..facts()
+        };
+        let holds = |yaml: &str| {
+            let cond: Condition = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            cond.eval(&known, &Segments::new(), now())
+        };
+        assert!(holds("{ visited: { url: /pricing* } }"));
+        assert!(holds("{ visited: { url: /pricing*, times: 2 } }"));
+        assert!(
+            !holds("{ visited: { url: /pricing*, times: 3 } }"),
+            "the bot's view does not count"
+        );
+        assert!(
+            !holds("{ visited: { url: /pricing*, within: 7d, times: 2 } }"),
+            "one in the week"
+        );
+        assert!(holds("{ visited: { url: /pricing*, within: 7d } }"));
+        assert!(holds("{ visited: { url: \"/blog/*\" } }"));
+        assert!(!holds("{ visited: { url: /docs* } }"));
+        let cond: Condition = serde_saphyr::from_str("{ visited: { url: /pricing*, within: 7d, times: 2 } }").unwrap();
+        assert_eq!(cond.to_string(), "visited /pricing* 2 times within 1w");
+        let mut needs = HashMap::new();
+        cond.event_needs(&Segments::new(), &mut needs);
+        assert_eq!(
+            needs.get("page_view").copied().flatten().map(|s| s.to_string()),
+            Some("1w".into())
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod lead;
 pub mod note;
 pub mod nurture;
 pub mod pacing;
+pub mod pages;
 pub mod playbook;
 pub mod report;
 pub mod tag;

@@ -298,6 +298,7 @@ impl TaggingRule {
         let by_machine = event.properties.get("automated").and_then(serde_json::Value::as_bool) == Some(true);
         self.event == event.kind
             && (self.include_automated || !by_machine)
+            && self.url.as_ref().is_none_or(|u| u.matches(event.properties))
             && self
                 .properties
                 .as_ref()

@@ -570,7 +570,7 @@ async fn the_lead_card_says_why(app: TestApp) {
     assert_eq!(
         rows("section[aria-labelledby=why] table:first-of-type tbody tr"),
         [
-            "rule page_view|10|2",
+            "rule pricing_page|10|2",
             "rule whitepaper_downloaded|10|1",
             "by hand: sdr-bot|7|1"
         ]

@@ -2,7 +2,7 @@
 //! holds now and why each matches), and leads taken out of a campaign by hand. On SQLite and
 //! on PostgreSQL.
 
-use nurture_engine::access::Role::{Marketer, Sdr};
+use nurture_engine::access::Role::{Crm, Marketer, Sdr};
 use serde_json::json;
 
 use crate::support::TestApp;
@@ -206,7 +206,71 @@ async fn a_deploy_that_enrolls_many_at_once_waits_for_confirmation(app: TestApp)
     assert_eq!(small["changed"], json!(["industry-push"]));
 }
 
+/// Page views count through the playbook's page rules (tags and score, never a bot's) and
+/// `visited` conditions: a segment of those who saw pricing pages twice in a week holds the
+/// one lead who did, and says so.
+async fn page_views_tag_score_and_make_a_segment(app: TestApp) {
+    let view = |email: &str, properties: serde_json::Value| json!({"lead": {"email": email}, "type": "page_view", "properties": properties});
+    let events = json!([
+        view(
+            "once@x.example",
+            json!({"url": "https://www.lumen-cloud.example/pricing?utm_source=ads"})
+        ),
+        view("twice@x.example", json!({"path": "/pricing"})),
+        view("twice@x.example", json!({"path": "/Pricing/enterprise"})),
+        view("blog@x.example", json!({"path": "/blog/pricing"})),
+        view("blog@x.example", json!({"path": "/blog/pricing"})),
+        view("bot@x.example", json!({"path": "/pricing", "automated": true})),
+        view("bot@x.example", json!({"path": "/pricing", "automated": true})),
+    ]);
+    let posted = app.call("POST", "/v1/events", Crm, Some(events)).await;
+    assert_eq!(posted.body["accepted"], 7, "{:?}", posted.body);
+    let lead = |email: &'static str| {
+        let app = &app;
+        async move {
+            let found = app
+                .call("GET", &format!("/v1/leads?email={email}"), Marketer, None)
+                .await
+                .body;
+            let lead = found["items"][0].clone();
+            let tagged = lead["tags"].to_string().contains("interest:pricing");
+            (lead["score"].as_i64().unwrap(), tagged)
+        }
+    };
+    assert_eq!(lead("once@x.example").await, (5, true), "the page rule's tag and score");
+    assert_eq!(lead("twice@x.example").await, (10, true));
+    assert_eq!(lead("blog@x.example").await, (0, false), "another page");
+    assert_eq!(
+        lead("bot@x.example").await,
+        (0, false),
+        "a bot's views count for nothing"
+    );
+
+    let segment = "kind: Segment\nid: pricing-fans\nwhen: { visited: { url: /pricing*, within: 7d, times: 2 } }\n";
+    let (status, _, text) = app
+        .raw(
+            "PUT",
+            "/v1/playbook?file=pricing-fans.yaml",
+            Marketer,
+            Some(("application/yaml", segment.as_bytes().to_vec())),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let preview = app
+        .call("GET", "/v1/segments/pricing-fans/preview?sample=10", Marketer, None)
+        .await
+        .body;
+    assert_eq!(preview["count"], 1, "{preview}");
+    assert_eq!(preview["sample"][0]["lead"]["email"], "twice@x.example", "{preview}");
+    assert_eq!(
+        preview["sample"][0]["why"],
+        json!(["visited /pricing* 2 times within 1w"]),
+        "{preview}"
+    );
+}
+
 both_backends!(crate::support::spawn_app_on;
+    page_views_tag_score_and_make_a_segment,
     a_deploy_that_enrolls_many_at_once_waits_for_confirmation,
     a_segment_preview_counts_and_says_why,
     leads_are_taken_out_of_a_campaign_by_hand,

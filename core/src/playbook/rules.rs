@@ -11,6 +11,7 @@ use crate::condition::Condition;
 use crate::diagnostic::KnownIds;
 use crate::duration::Span;
 use crate::event::check_event_type;
+use crate::pages::UrlPattern;
 use crate::tag::normalize_tag;
 
 /// `kind: Rules`, as written.
@@ -49,6 +50,61 @@ pub struct RulesSpec {
     /// this at once waits for the marketer's `?confirm=true` (100 when absent; 0: always ask).
     #[serde(default)]
     deploy_confirm_over: Option<u64>,
+    /// The sites whose pages the tracking script records, and whether it waits for consent:
+    /// `tracking: { sites: [https://www.example.com], consent: required }`.
+    #[serde(default)]
+    tracking: Option<TrackingSpec>,
+    /// Page rules: a page view whose address matches `url` tags and scores, with the caps
+    /// tagging rules have: `- { url: /pricing*, tag: behaviour:viewed_pricing, score: 5 }`.
+    #[serde(default)]
+    pages: Vec<PageRuleSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TrackingSpec {
+    /// Origins allowed to post page views (CORS): scheme and host, no path.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    sites: Vec<Spanned<String>>,
+    /// `implied` (the default): the script records from the first page; `required`: nothing
+    /// is recorded until the site calls `nurture('consent', true)`.
+    #[serde(default)]
+    consent: TrackingConsent,
+    /// Record nothing from browsers that send Do Not Track or Global Privacy Control.
+    #[serde(default)]
+    respect_dnt: bool,
+}
+
+/// Whether the tracking script records before the visitor consents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackingConsent {
+    #[default]
+    Implied,
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PageRuleSpec {
+    /// Optional stable name; caps and the change log use it. Defaults to `page:` and the url.
+    #[serde(default)]
+    id: Option<String>,
+    /// A glob over the path (`/pricing*`) or over the whole address
+    /// (`https://www.example.com/pricing*`), matched in either case, without the query.
+    #[schemars(with = "String")]
+    url: Spanned<UrlPattern>,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    tag: Option<Spanned<String>>,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    tags: Vec<Spanned<String>>,
+    #[serde(default)]
+    score: Option<i64>,
+    #[serde(default)]
+    cap: Option<CapSpec>,
 }
 
 /// `frequency: { email: { max: 3, per: 7d }, wechat: { max: 1, per: 1d } }`.
@@ -200,6 +256,18 @@ pub struct Rules {
     pub quiet_hours: Option<QuietHours>,
     /// How many leads a deploy may enroll at once without `?confirm=true`.
     pub deploy_confirm_over: u64,
+    /// The tracking script's sites and consent.
+    pub tracking: Tracking,
+}
+
+/// The sites the tracking script may post from, and its consent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// Origins (`https://www.example.com`), as browsers send them in `Origin`.
+    pub sites: Vec<String>,
+    pub consent: TrackingConsent,
+    /// Nothing is recorded from browsers that send Do Not Track or Global Privacy Control.
+    pub respect_dnt: bool,
 }
 
 /// [`Rules::deploy_confirm_over`] when the rules do not say.
@@ -217,6 +285,7 @@ impl Default for Rules {
             frequency: HashMap::new(),
             quiet_hours: None,
             deploy_confirm_over: DEPLOY_CONFIRM_OVER,
+            tracking: Tracking::default(),
         }
     }
 }
@@ -253,6 +322,8 @@ pub struct TaggingRule {
     pub tags_from: Option<TagsFrom>,
     pub score: i64,
     pub cap: Option<Cap>,
+    /// A page rule's page: the rule fires for page views of matching addresses only.
+    pub url: Option<UrlPattern>,
 }
 
 /// At most `max` points from one rule per lead in any window of length `per`.
@@ -373,7 +444,63 @@ pub(crate) fn build_rules(
             tags_from: rule.tags_from,
             score: rule.score.unwrap_or(0),
             cap,
+            url: None,
         });
+    }
+    for page in spec.pages {
+        let at = Position::of(&page.url.referenced);
+        let base = page.id.clone().unwrap_or_else(|| format!("page:{}", page.url.value));
+        let n = seen_ids.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let id = if *n == 1 { base } else { format!("{base}#{n}") };
+        let mut tags = Vec::new();
+        for tag in page.tag.iter().chain(&page.tags) {
+            match normalize_tag(&tag.value) {
+                Ok(t) => tags.push(t),
+                Err(message) => issues.push(Issue::at(file, Position::of(&tag.referenced), message)),
+            }
+        }
+        if let Some(c) = &page.cap {
+            if c.max.value <= 0 {
+                issues.push(Issue::at(
+                    file,
+                    Position::of(&c.max.referenced),
+                    "cap max must be a positive number of points",
+                ));
+            }
+        }
+        if page.tag.is_none() && page.tags.is_empty() && page.score.unwrap_or(0) == 0 {
+            issues.push(Issue::at(
+                file,
+                at,
+                "this page rule neither tags nor scores; give it `tag`, `tags` or `score`",
+            ));
+        }
+        rules.tagging.push(TaggingRule {
+            id,
+            event: crate::pages::PAGE_VIEW.to_owned(),
+            properties: None,
+            include_automated: false,
+            tags,
+            tags_from: None,
+            score: page.score.unwrap_or(0),
+            cap: page.cap.as_ref().map(|c| Cap {
+                max: c.max.value,
+                per: c.per,
+            }),
+            url: Some(page.url.value),
+        });
+    }
+    if let Some(tracking) = &spec.tracking {
+        for site in &tracking.sites {
+            match crate::pages::origin(&site.value) {
+                Ok(origin) if !rules.tracking.sites.contains(&origin) => rules.tracking.sites.push(origin),
+                Ok(_) => {}
+                Err(message) => issues.push(Issue::at(file, Position::of(&site.referenced), message)),
+            }
+        }
+        rules.tracking.consent = tracking.consent;
+        rules.tracking.respect_dnt = tracking.respect_dnt;
     }
     for attribute in spec.attributes {
         if let Err(message) = normalize_tag(&format!("{}x", attribute.prefix)) {

@@ -387,6 +387,59 @@ fn rules_errors_have_file_line_and_column() {
 }
 
 #[test]
+fn page_rules_and_tracking_sites_are_checked_where_they_are_written() {
+    let rules = "kind: Rules\ntracking:\n  sites: [https://www.example.com, www.example.com, \"https://a.example/shop\"]\npages:\n  - url: /pricing*\n  - url: /docs*\n    tag: \"a b\"\n    cap: { max: 0, per: 30d }\n";
+    assert_eq!(
+        refuse(&[("rules.yaml", rules)]),
+        [
+            "rules.yaml:3:36: site \"www.example.com\" is not an origin like https://www.example.com (scheme and host, no path)",
+            "rules.yaml:3:53: site \"https://a.example/shop\" is not an origin like https://www.example.com (scheme and host, no path)",
+            "rules.yaml:5:10: this page rule neither tags nor scores; give it `tag`, `tags` or `score`",
+            "rules.yaml:7:10: tag \"a b\" contains whitespace, a control character or a comma; write e.g. interest:topic/iot",
+            "rules.yaml:8:17: cap max must be a positive number of points",
+        ]
+    );
+    let pattern = "kind: Rules\npages:\n  - { url: pricing, score: 5 }\n";
+    let refused = refuse(&[("rules.yaml", pattern)]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].starts_with("rules.yaml:3:")
+            && refused[0].contains("url \"pricing\" is neither a path (/pricing*) nor an address"),
+        "{refused:?}"
+    );
+    let visited = "kind: Segment\nid: pricing-fans\nwhen: { visited: { url: \"/pricing[\", times: 2 } }\n";
+    let refused = refuse(&[("fans.yaml", visited)]);
+    assert!(
+        refused.len() == 1 && refused[0].starts_with("fans.yaml:3:") && refused[0].contains("is not a valid pattern"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn page_rules_and_tracking_build_into_the_rules() {
+    let rules = "kind: Rules\ntracking:\n  sites: [https://WWW.Example.com/, \"http://localhost:8080\"]\n  consent: required\n  respect_dnt: true\npages:\n  - { url: /pricing*, tag: behaviour:viewed_pricing, score: 5, cap: { max: 15, per: 30d } }\n  - { id: docs, url: \"https://docs.example.com/*\", tags: [interest:docs] }\n";
+    let playbook = load(&[("rules.yaml", rules)]).unwrap();
+    let tracking = &playbook.rules.tracking;
+    assert_eq!(tracking.sites, ["https://www.example.com", "http://localhost:8080"]);
+    assert_eq!(tracking.consent, crate::playbook::rules::TrackingConsent::Required);
+    assert!(tracking.respect_dnt);
+    let pages: Vec<_> = playbook.rules.tagging.iter().filter(|r| r.url.is_some()).collect();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(
+        (pages[0].id.as_str(), pages[0].event.as_str(), pages[0].score),
+        ("page:/pricing*", "page_view", 5)
+    );
+    assert_eq!(pages[0].tags, ["behaviour:viewed_pricing"]);
+    assert_eq!(pages[0].cap.map(|c| c.max), Some(15));
+    assert_eq!(
+        (pages[1].id.as_str(), pages[1].tags.as_slice()),
+        ("docs", &["interest:docs".to_owned()][..])
+    );
+    let none = load(&[("rules.yaml", "kind: Rules\n")]).unwrap();
+    assert_eq!(none.rules.tracking, Default::default(), "no sites, consent implied");
+}
+
+#[test]
 fn syntax_and_unknown_keys_are_positioned() {
     assert_eq!(
         refuse(&[
@@ -394,8 +447,8 @@ fn syntax_and_unknown_keys_are_positioned() {
             ("b.yaml", "kind: Segment\nid: x\nwhen: { tagg: a }\n")
         ]),
         [
-            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, default_language, tagging, attributes, decay, mql, frequency, quiet_hours, deploy_confirm_over",
-            "b.yaml:3:9: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, all, any, not",
+            "a.yaml:2:1: unknown field `taging`, expected one of kind, default_timezone, default_language, tagging, attributes, decay, mql, frequency, quiet_hours, deploy_confirm_over, tracking, pages",
+            "b.yaml:3:9: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, visited, all, any, not",
         ]
     );
 }
@@ -524,9 +577,10 @@ fn the_shipped_playbook_is_valid_without_warnings() {
     assert!(playbook.warnings.is_empty(), "{:?}", playbook.warnings);
     let ids: Vec<_> = playbook.rules.tagging.iter().map(|r| r.id.as_str()).collect();
     assert!(
-        ids.starts_with(&["whitepaper_downloaded", "page_view", "webinar_attended"]),
+        ids.starts_with(&["whitepaper_downloaded", "webinar_attended"]) && ids.ends_with(&["pricing_page"]),
         "{ids:?}"
     );
+    assert_eq!(playbook.rules.tracking.sites, ["https://www.lumen-cloud.example"]);
     assert_eq!(playbook.rules.default_timezone, chrono_tz::Asia::Shanghai);
     let campaigns: Vec<_> = playbook.campaigns.keys().map(String::as_str).collect();
     assert_eq!(
@@ -724,7 +778,7 @@ fn waits_until_a_moment_are_checked_where_written() {
     // A condition in `until` reads as before, errors and all.
     check(
         "  a: { wait: { until: { tagg: x }, timeout: 3d }, next: b }\n  b: { exit: done }\n",
-        &["c.yaml:8:25: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, all, any, not"],
+        &["c.yaml:8:25: unknown variant `tagg`, expected one of tag, any_tag, all_tags, score, stage, field, event, opened, clicked, responded, segment, unsubscribed, inactive, visited, all, any, not"],
     );
     let playbook = load(&[(
         "c.yaml",
