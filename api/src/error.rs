@@ -62,6 +62,9 @@ pub enum ApiError {
     /// 429: this key sent more requests than its rate limit allows; retry after that many seconds.
     #[error("too many requests for this API key; retry after {0} s")]
     TooManyRequests(u64),
+    /// 429: this address sent more to a public endpoint than its rate limit allows.
+    #[error("too many requests from this address; retry after {0} s")]
+    TooManyFromAddress(u64),
     /// 502: a server nurture relies on (the mail server) failed; the request may be retried.
     #[error("{0}")]
     BadGateway(String),
@@ -91,7 +94,7 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::Unconfirmed { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::TooManyFromAddress(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,7 +118,7 @@ impl ApiError {
             ApiError::Unconfirmed { details, .. } => ("confirmation_required", details.clone()),
             ApiError::TooLarge(_) => ("too_large", Vec::new()),
             ApiError::Invalid { details, .. } => ("validation_failed", details.clone()),
-            ApiError::TooManyRequests(_) => ("rate_limited", Vec::new()),
+            ApiError::TooManyRequests(_) | ApiError::TooManyFromAddress(_) => ("rate_limited", Vec::new()),
             ApiError::Unavailable(_) => ("unavailable", Vec::new()),
             ApiError::BadGateway(_) => ("bad_gateway", Vec::new()),
             ApiError::Internal(_) => ("internal", Vec::new()),
@@ -136,7 +139,10 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable(_) = &self {
             tracing::warn!("Request refused: the database is unreachable.");
         }
-        if let ApiError::TooManyRequests(seconds) | ApiError::Unavailable(seconds) = &self {
+        if let ApiError::TooManyRequests(seconds)
+        | ApiError::TooManyFromAddress(seconds)
+        | ApiError::Unavailable(seconds) = &self
+        {
             let retry = [(axum::http::header::RETRY_AFTER, seconds.to_string())];
             return (self.status(), retry, Json(self.body())).into_response();
         }

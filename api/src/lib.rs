@@ -19,6 +19,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod campaigns;
+pub mod capture;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -118,6 +119,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .merge(queues::router())
         .merge(webhooks::router())
         .merge(tracking::router())
+        .merge(capture::router())
 }
 
 /// The whole API.

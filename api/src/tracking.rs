@@ -80,7 +80,7 @@ fn verify(state: &AppState, token: &str) -> Result<Token, ApiError> {
 }
 
 /// The client's address: the first hop of `X-Forwarded-For` behind a proxy, else the peer.
-fn client_ip(headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+pub(crate) fn client_ip(headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
     headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())

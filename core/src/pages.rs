@@ -105,6 +105,155 @@ impl std::fmt::Display for UrlPattern {
     }
 }
 
+/// What the tracking script posts to `POST /t/events`: a visitor's first-party id, what it did
+/// on the site, and who it is when the site says so (`nurture('identify', {email})`).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackBatch {
+    /// The id the script keeps for this browser: 16 to 64 letters, digits, `-` or `_`.
+    pub visitor: String,
+    #[serde(default)]
+    pub events: Vec<TrackEvent>,
+    #[serde(default)]
+    pub identify: Option<Identify>,
+    /// The visitor's consent, when the playbook requires it (`tracking: { consent: required }`).
+    #[serde(default)]
+    pub consent: Option<bool>,
+}
+
+/// Who a visitor is, as the site says.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Identify {
+    pub email: String,
+}
+
+/// Something a visitor did on a page.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackEvent {
+    #[serde(rename = "type")]
+    pub kind: TrackKind,
+    /// The page's address (http or https).
+    pub url: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub referrer: Option<String>,
+    /// A click's or download's link.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// A click's link text.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// What the script records: page views always, clicks and downloads where the site asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    PageView,
+    Click,
+    Download,
+}
+
+impl TrackKind {
+    /// The behaviour event it is recorded as.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            TrackKind::PageView => PAGE_VIEW,
+            TrackKind::Click => "link_clicked",
+            TrackKind::Download => "file_downloaded",
+        }
+    }
+}
+
+/// The most events one post may carry (the script sends a few at a time).
+pub const MAX_TRACK_EVENTS: usize = 50;
+
+const MAX_URL: usize = 2048;
+const MAX_TEXT: usize = 300;
+
+impl TrackBatch {
+    /// What is wrong with the batch, each with the field it is about.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let visitor = self.visitor.trim();
+        if !(16..=64).contains(&visitor.len())
+            || !visitor
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            out.push((
+                "visitor".into(),
+                "a visitor id is 16 to 64 letters, digits, '-' or '_' (the script makes one)".into(),
+            ));
+        }
+        if self.events.len() > MAX_TRACK_EVENTS {
+            out.push((
+                "events".into(),
+                format!("at most {MAX_TRACK_EVENTS} events a post; send the rest in another"),
+            ));
+        }
+        for (i, event) in self.events.iter().enumerate() {
+            let web = |text: &str| {
+                text.len() <= MAX_URL
+                    && url::Url::parse(text.trim()).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            };
+            if !web(&event.url) {
+                out.push((
+                    format!("events[{i}].url"),
+                    format!("an http or https address of at most {MAX_URL} characters"),
+                ));
+            }
+            for (name, value, limit) in [
+                ("referrer", &event.referrer, MAX_URL),
+                ("link", &event.link, MAX_URL),
+                ("title", &event.title, MAX_TEXT),
+                ("text", &event.text, MAX_TEXT),
+            ] {
+                if value.as_ref().is_some_and(|v| v.chars().count() > limit) {
+                    out.push((format!("events[{i}].{name}"), format!("at most {limit} characters")));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl TrackEvent {
+    /// The event's properties: the address, its path and UTM parameters, the title, the
+    /// referrer, a click's link and text; `automated` when a bot made it.
+    pub fn properties(&self, automated: bool) -> Map<String, Value> {
+        let mut out = Map::new();
+        let url = self.url.trim();
+        out.insert("url".into(), Value::from(url));
+        if let Ok(parsed) = url::Url::parse(url) {
+            out.insert("path".into(), Value::from(parsed.path()));
+            for (key, value) in parsed.query_pairs() {
+                if key.starts_with("utm_") && key.len() <= 32 && !out.contains_key(key.as_ref()) {
+                    out.insert(
+                        key.into_owned(),
+                        Value::from(value.chars().take(MAX_TEXT).collect::<String>()),
+                    );
+                }
+            }
+        }
+        for (name, value) in [
+            ("title", &self.title),
+            ("referrer", &self.referrer),
+            ("link", &self.link),
+            ("text", &self.text),
+        ] {
+            if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                out.insert(name.into(), Value::from(v));
+            }
+        }
+        out.insert("automated".into(), Value::from(automated));
+        out
+    }
+}
+
 /// An origin sites post page views from (`https://www.lumen-cloud.example`), as browsers send
 /// it in `Origin`: scheme, host and a port other than the scheme's, lower case, no path.
 pub fn origin(text: &str) -> Result<String, String> {
@@ -171,6 +320,37 @@ mod tests {
         assert!(err.contains("neither a path"), "{err}");
         let err = UrlPattern::parse("/pricing[").unwrap_err();
         assert!(err.contains("not a valid pattern"), "{err}");
+    }
+
+    #[test]
+    fn a_page_view_carries_its_path_and_utm_parameters() {
+        let batch: TrackBatch = serde_json::from_value(json!({
+            "visitor": "v_0123456789abcdef",
+            "events": [{"type": "page_view", "url": "https://www.example.com/pricing?utm_source=ads&utm_medium=cpc&x=1", "title": " Pricing ", "referrer": ""}]
+        }))
+        .unwrap();
+        assert!(batch.problems().is_empty());
+        let properties = batch.events[0].properties(false);
+        assert_eq!(
+            Value::Object(properties),
+            json!({"url": "https://www.example.com/pricing?utm_source=ads&utm_medium=cpc&x=1", "path": "/pricing",
+                   "utm_source": "ads", "utm_medium": "cpc", "title": "Pricing", "automated": false})
+        );
+    }
+
+    #[test]
+    fn a_batch_says_what_is_wrong_with_it() {
+        let batch: TrackBatch = serde_json::from_value(json!({
+            "visitor": "short",
+            "events": [{"type": "click", "url": "javascript:alert(1)", "title": "x".repeat(301)}]
+        }))
+        .unwrap();
+        let fields: Vec<String> = batch.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["visitor", "events[0].url", "events[0].title"]);
+        assert!(serde_json::from_value::<TrackBatch>(
+            json!({"visitor": "v_0123456789abcdef", "events": [{"type": "scroll", "url": "https://a.example/"}]})
+        )
+        .is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 pub use nurture_core::{
     access, audit, bounce, channel, clock, condition, diagnostic, duration, event, fetch, handoff, journey, lead, note,
-    nurture, pacing, playbook, report, tag, template, tracking, yaml,
+    nurture, pacing, pages, playbook, report, tag, template, tracking, yaml,
 };
 
 pub mod engine;

@@ -27,6 +27,7 @@ mod audit;
 mod backlog;
 mod browser;
 mod campaign_pages;
+mod capture;
 mod cli;
 mod clock;
 mod console;

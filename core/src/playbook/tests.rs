@@ -421,7 +421,7 @@ fn page_rules_and_tracking_build_into_the_rules() {
     let playbook = load(&[("rules.yaml", rules)]).unwrap();
     let tracking = &playbook.rules.tracking;
     assert_eq!(tracking.sites, ["https://www.example.com", "http://localhost:8080"]);
-    assert_eq!(tracking.consent, crate::playbook::rules::TrackingConsent::Required);
+    assert_eq!(tracking.consent, crate::playbook::TrackingConsent::Required);
     assert!(tracking.respect_dnt);
     let pages: Vec<_> = playbook.rules.tagging.iter().filter(|r| r.url.is_some()).collect();
     assert_eq!(pages.len(), 2);

@@ -34,6 +34,7 @@ mod phases;
 mod preview;
 mod reports;
 mod users;
+mod visitors;
 mod webhooks;
 pub use admin::{new_api_key, random_hex, NewApiKey};
 pub use deploy::{CampaignCounts, Deployed, Deployer, StepFunnel};
@@ -54,6 +55,7 @@ pub use reports::{
     MessageTotals, QueueNow, QueueReport, Report, ReportWindow, WindowAsked, DEFAULT_REPORT_DAYS, MAX_REPORT_DAYS,
 };
 pub use users::{Invited, SignedIn, MIN_PASSWORD, SESSION, SETUP_LINK};
+pub use visitors::Tracked;
 pub use webhooks::NewWebhook;
 
 /// Maps keyed by ids the store assigned (leads, enrollments), which a pass builds and reads

@@ -12,8 +12,10 @@ use crate::tag::TagFamily;
 use chrono::{DateTime, Utc};
 
 /// What erasing a lead deletes, in order (children before what they point at).
-pub(crate) const ERASE: [&str; 15] = [
+pub(crate) const ERASE: [&str; 17] = [
     "DELETE FROM events WHERE lead_id = $1",
+    "DELETE FROM visitor_events WHERE visitor_id IN (SELECT id FROM visitors WHERE lead_id = $1)",
+    "DELETE FROM visitors WHERE lead_id = $1",
     "DELETE FROM enrolling_events WHERE lead_id = $1",
     "DELETE FROM lead_tags WHERE lead_id = $1",
     "DELETE FROM tag_changes WHERE lead_id = $1",

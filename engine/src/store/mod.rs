@@ -37,6 +37,7 @@ pub(crate) mod sql;
 pub mod sqlite;
 mod timeline;
 pub mod users;
+pub mod visitors;
 
 pub use admin::AdminStore;
 pub use audit::{AuditStore, AuditTx};
@@ -59,6 +60,7 @@ pub use reports::{
 pub use rows::*;
 pub use timeline::*;
 pub use users::{NewUser, UserStore};
+pub use visitors::{KeptVisit, VisitorStore};
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

@@ -39,6 +39,7 @@ pub trait Store:
     + NoteStore
     + OutboxStore
     + reports::ReportStore
+    + VisitorStore
     + Send
     + Sync
     + 'static
