@@ -70,7 +70,11 @@ async fn a_visitor_is_kept_then_merged_into_the_lead_it_becomes(app: TestApp) {
         text.contains(r#"var S = {"consent":"implied","respectDnt":false};"#),
         "the settings written in"
     );
-    assert!(text.len() < 5 * 1024, "under 5 KB even before gzip: {} bytes", text.len());
+    assert!(
+        text.len() < 5 * 1024,
+        "under 5 KB even before gzip: {} bytes",
+        text.len()
+    );
 
     let visitor = "v_4f1c2a9b7d3e5f60";
     let (status, allowed, body) = post(
