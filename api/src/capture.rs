@@ -43,13 +43,14 @@ pub fn router() -> ApiRouter<AppState> {
                 )
                 .answers::<TrackAnswer>(200)
                 .fails(403, "The origin is not one of the playbook's tracking sites.")
-            })
-            .options_with(preflight, |o| {
-                o.summary("CORS preflight: allowed for the playbook's tracking sites alone.")
-                    .answers_plain(204, "Allowed: the CORS headers.")
-                    .fails(403, "The origin is not one of the playbook's tracking sites.")
             }),
         )
+}
+
+/// The CORS preflight of `POST /t/events`: a transport detail of browsers, not an operation of
+/// the API document.
+pub fn preflight_router() -> axum::Router<AppState> {
+    axum::Router::new().route("/t/events", axum::routing::options(preflight))
 }
 
 /// What a post recorded.

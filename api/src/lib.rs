@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
     let (router, document) = openapi::assemble(routes);
     router
         .merge(console::router())
+        .merge(capture::preflight_router())
         .fallback(|| async { error::ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             error::ApiError::MethodNotAllowed(format!("this endpoint does not take {method}; see /openapi.json"))

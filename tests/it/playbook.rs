@@ -159,9 +159,15 @@ async fn validating_a_tar_of_the_directory_and_bad_uploads() {
         Some(("application/x-tar", without_queues)),
     )
     .await;
+    // The MQL's handoff names the queue, on its line of the shipped rules.
+    let line = shipped("rules.yaml")
+        .lines()
+        .position(|l| l.contains("handoff: { queue: sdr"))
+        .unwrap()
+        + 1;
     assert_eq!(
         answer["errors"],
-        json!([{"file": "rules.yaml", "line": 52, "column": 21, "severity": "error",
+        json!([{"file": "rules.yaml", "line": line, "column": 21, "severity": "error",
                 "message": "queue \"sdr\" does not exist; define it in a `kind: Queues` file"}])
     );
 
