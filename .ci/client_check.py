@@ -41,6 +41,7 @@ BODIES = {
     "post_admin_keys": {"name": "client-check", "role": "crm"},
     "post_templates_by_name_preview": {"language": "en"},
     "post_templates_by_name_test_send": {"to": "marketer@generated.example"},
+    "post_t_events": {"visitor": "v_clientcheck0000001", "events": [{"type": "page_view", "url": "https://www.lumen-cloud.example/pricing"}]},
 }
 PLAYBOOK = b"kind: Segment\nid: client-check\nwhen: { field: { name: email, exists: true } }\n"
 
