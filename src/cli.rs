@@ -444,6 +444,8 @@ pub enum BenchCommand {
     Engine(bench::engine::Options),
     /// The reports of `/v1/reports` over 90 days of counters (p50/p99 per report).
     Report(bench::report::Options),
+    /// Page views through `POST /t/events` from concurrent browsers (page views/s, p50/p99).
+    Track(bench::track::Options),
 }
 
 /// What time `serve` runs on.

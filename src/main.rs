@@ -119,6 +119,7 @@ async fn run(cli: Cli) -> Result<()> {
             BenchCommand::Wake(options) => bench::wake::run(options).await,
             BenchCommand::Engine(options) => bench::engine::run(options).await,
             BenchCommand::Report(options) => bench::report::run(options).await,
+            BenchCommand::Track(options) => bench::track::run(options).await,
         },
     }
 }

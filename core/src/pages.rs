@@ -111,8 +111,10 @@ impl std::fmt::Display for UrlPattern {
 #[serde(deny_unknown_fields)]
 pub struct TrackBatch {
     /// The id the script keeps for this browser: 16 to 64 letters, digits, `-` or `_`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{16,64}$"))]
     pub visitor: String,
     #[serde(default)]
+    #[schemars(length(max = 50))]
     pub events: Vec<TrackEvent>,
     #[serde(default)]
     pub identify: Option<Identify>,
@@ -135,16 +137,21 @@ pub struct TrackEvent {
     #[serde(rename = "type")]
     pub kind: TrackKind,
     /// The page's address (http or https).
+    #[schemars(regex(pattern = r"^https?://"), length(max = 2048))]
     pub url: String,
     #[serde(default)]
+    #[schemars(length(max = 300))]
     pub title: Option<String>,
     #[serde(default)]
+    #[schemars(length(max = 2048))]
     pub referrer: Option<String>,
     /// A click's or download's link.
     #[serde(default)]
+    #[schemars(length(max = 2048))]
     pub link: Option<String>,
     /// A click's link text.
     #[serde(default)]
+    #[schemars(length(max = 300))]
     pub text: Option<String>,
 }
 

@@ -18,6 +18,7 @@ pub mod claim;
 pub mod console;
 pub mod engine;
 pub mod report;
+pub mod track;
 pub mod wake;
 
 const RULES: &str = include_str!("../../campaigns/rules.yaml");
