@@ -8,11 +8,8 @@
 use anyhow::{Context, Result};
 use nurture_engine::access::Role;
 use nurture_engine::audit::By;
-use nurture_engine::clock::SystemClock;
-use nurture_engine::engine::{Deployer, Engine};
 use nurture_engine::lead::LeadRef;
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::{create_leads, open_store, Load};
@@ -55,10 +52,7 @@ fn lead(i: usize) -> serde_json::Value {
 /// timed), read as the method in BENCHMARKS.md describes it.
 pub async fn run(options: Options) -> Result<()> {
     let (store, label, cleanup) = open_store(options.database_url.as_deref()).await?;
-    store.migrate().await?;
-    let playbook = crate::builtin::playbook().map_err(|e| anyhow::anyhow!("the shipped playbook: {e}"))?;
-    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
-    engine.deploy_current(Deployer::cli()).await?;
+    let engine = super::shipped_engine(&store).await?;
     let filled = Instant::now();
     let ids = create_leads(&engine, options.leads, lead).await?;
     let total = options.leads * options.events_per_lead;

@@ -239,6 +239,20 @@ impl Cleanup {
     }
 }
 
+/// The store migrated and an engine on the system clock with the shipped playbook deployed,
+/// as `serve` starts on a new database.
+pub async fn shipped_engine(store: &Arc<dyn nurture_engine::store::Store>) -> Result<Arc<Engine>> {
+    store.migrate().await?;
+    let playbook = crate::builtin::playbook().map_err(|e| anyhow::anyhow!("the shipped playbook: {e}"))?;
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        playbook,
+        Arc::new(nurture_engine::clock::SystemClock),
+    ));
+    engine.deploy_current(nurture_engine::engine::Deployer::cli()).await?;
+    Ok(engine)
+}
+
 /// A bench's engine: the shipped templates (checked to be there), a playbook of one campaign
 /// file, a migrated store (a fresh SQLite file, or a schema of `database_url`) and a manual
 /// clock at the benches' start (Monday 2 November 2026, 09:00 in Shanghai), deployed.

@@ -11,8 +11,7 @@
 use anyhow::Result;
 use nurture_engine::access::Role;
 use nurture_engine::audit::By;
-use nurture_engine::clock::SystemClock;
-use nurture_engine::engine::{Deployer, Engine};
+use nurture_engine::engine::Engine;
 use nurture_engine::playbook::{Action, Wait};
 use nurture_engine::report::{hour_of, CountKey, MessageFigures};
 use nurture_engine::store::reports::merge_deltas;
@@ -68,10 +67,7 @@ pub async fn run(options: Options) -> Result<()> {
         Some(kept) => reopen(options.database_url.as_deref(), kept).await?,
         None => open_store(options.database_url.as_deref()).await?,
     };
-    store.migrate().await?;
-    let playbook = crate::builtin::playbook().map_err(|e| anyhow::anyhow!("the shipped playbook: {e}"))?;
-    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
-    engine.deploy_current(Deployer::cli()).await?;
+    let engine = super::shipped_engine(&store).await?;
     let sends: Vec<Send> = engine
         .playbook()
         .campaigns

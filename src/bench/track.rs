@@ -7,8 +7,6 @@
 //! each post's time (p50, p99).
 
 use anyhow::Result;
-use nurture_engine::clock::SystemClock;
-use nurture_engine::engine::{Deployer, Engine};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,10 +47,7 @@ const POSTS: usize = 4;
 
 pub async fn run(options: Options) -> Result<()> {
     let (store, label, cleanup) = open_store(options.database_url.as_deref()).await?;
-    store.migrate().await?;
-    let playbook = crate::builtin::playbook().map_err(|e| anyhow::anyhow!("the shipped playbook: {e}"))?;
-    let engine = Arc::new(Engine::new(store.clone(), playbook, Arc::new(SystemClock)));
-    engine.deploy_current(Deployer::cli()).await?;
+    let engine = super::shipped_engine(&store).await?;
     let app = nurture_api::Application::bind("127.0.0.1:0", engine.clone())
         .await?
         .with_rate_limit(0);
