@@ -33,44 +33,45 @@ impl Engine {
             ));
         }
         let visitor = batch.visitor.trim();
-        let now = self.now();
-        let mut tracked = Tracked {
-            lead: self.store.visit(visitor, to_micros(now)).await?,
-            ..Default::default()
-        };
-        if let Some(identify) = &batch.identify {
-            let (lead, merged) = self.identify(visitor, &identify.email).await?;
-            tracked.lead = Some(lead);
-            tracked.recorded += merged;
-        }
+        let now = to_micros(self.now());
         let events: Vec<(&'static str, Map<String, Value>)> = batch
             .events
             .iter()
             .map(|e| (e.kind.event_type(), e.properties(automated)))
             .collect();
-        match tracked.lead {
-            Some(lead) => {
-                let inputs = events
-                    .into_iter()
-                    .map(|(kind, properties)| tracked_event(LeadRef::by_id(lead.0), kind, None, properties, None))
-                    .collect();
-                tracked.recorded += self.ingest_events(inputs).await?.accepted;
+        let mut tracked = Tracked::default();
+        tracked.lead = match &batch.identify {
+            Some(identify) => {
+                let (lead, merged) = self.identify(visitor, &identify.email, now).await?;
+                tracked.recorded += merged;
+                Some(lead)
             }
             None => {
+                // Kept with the visit when nobody knows the visitor yet: one transaction.
                 let kept: Vec<(String, String, i64)> = events
-                    .into_iter()
-                    .map(|(kind, properties)| (kind.to_owned(), Value::Object(properties).to_string(), to_micros(now)))
+                    .iter()
+                    .map(|(kind, properties)| ((*kind).to_owned(), Value::Object(properties.clone()).to_string(), now))
                     .collect();
-                tracked.kept = kept.len();
-                self.store.keep_visits(visitor, &kept).await?;
+                let lead = self.store.visit(visitor, now, &kept).await?;
+                if lead.is_none() {
+                    tracked.kept = kept.len();
+                }
+                lead
             }
+        };
+        if let (Some(lead), false) = (tracked.lead, events.is_empty()) {
+            let inputs = events
+                .into_iter()
+                .map(|(kind, properties)| tracked_event(LeadRef::by_id(lead.0), kind, None, properties, None))
+                .collect();
+            tracked.recorded += self.ingest_events(inputs).await?.accepted;
         }
         Ok(tracked)
     }
 
     /// Knows `visitor` as the lead with `email` (made if there is none: with the e-mail alone),
     /// its kept visits recorded as the lead's events; returns the lead and the events merged.
-    async fn identify(&self, visitor: &str, email: &str) -> EngineResult<(LeadId, usize)> {
+    async fn identify(&self, visitor: &str, email: &str, now: i64) -> EngineResult<(LeadId, usize)> {
         let kept = self.store.kept_visits(visitor).await?;
         let by_email = LeadRef {
             id: None,
@@ -107,7 +108,7 @@ impl Engine {
         }
         let lead = self.find_lead(&by_email).await?.lead.id;
         let through = kept.last().map_or(0, |k| k.id);
-        self.store.identify_visitor(visitor, lead, through).await?;
+        self.store.identify_visitor(visitor, lead, through, now).await?;
         Ok((lead, report.accepted.saturating_sub(1)))
     }
 }

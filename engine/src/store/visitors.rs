@@ -3,11 +3,11 @@
 //! both backends.
 
 use async_trait::async_trait;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{AssertSqlSafe, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{StoreError, StoreResult};
 use crate::lead::LeadId;
-use crate::store::sql::SqlStore;
+use crate::store::sql::{Dialect, SqlStore};
 
 /// A page view (or click) of a visitor not known yet, as kept.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -23,23 +23,24 @@ pub struct KeptVisit {
 
 #[async_trait]
 pub trait VisitorStore: Send + Sync {
-    /// Notes that `visitor` was seen at `at` (microseconds), and says which lead it is known
-    /// as, if any.
-    async fn visit(&self, visitor: &str, at: i64) -> StoreResult<Option<LeadId>>;
-    /// Keeps `visits` (type, properties as JSON text, time) of a visitor not known yet.
-    async fn keep_visits(&self, visitor: &str, visits: &[(String, String, i64)]) -> StoreResult<()>;
+    /// Notes that `visitor` was seen at `at` (microseconds) and, when nobody knows who it is
+    /// yet, keeps its `visits` (type, properties as JSON text, time), in one transaction.
+    /// Returns the lead it is known as, if any: its visits are then not kept (the caller
+    /// records them as the lead's).
+    async fn visit(&self, visitor: &str, at: i64, visits: &[(String, String, i64)]) -> StoreResult<Option<LeadId>>;
     /// A visitor's kept visits, oldest first.
     async fn kept_visits(&self, visitor: &str) -> StoreResult<Vec<KeptVisit>>;
-    /// Knows `visitor` as `lead` from now on (the latest identification wins), and lets go of
-    /// its kept visits up to `through` (their id), recorded as the lead's events by then.
-    async fn identify_visitor(&self, visitor: &str, lead: LeadId, through: i64) -> StoreResult<()>;
+    /// Knows `visitor` as `lead` from now on (the latest identification wins; seen at `at`),
+    /// and lets go of its kept visits up to `through` (their id), recorded as the lead's
+    /// events by then.
+    async fn identify_visitor(&self, visitor: &str, lead: LeadId, through: i64, at: i64) -> StoreResult<()>;
 }
 
 #[async_trait]
 impl<S, DB> VisitorStore for S
 where
     S: SqlStore<DB = DB>,
-    DB: Database,
+    DB: Dialect,
     for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
@@ -49,7 +50,7 @@ where
     for<'r> (Option<i64>,): FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    async fn visit(&self, visitor: &str, at: i64) -> StoreResult<Option<LeadId>> {
+    async fn visit(&self, visitor: &str, at: i64, visits: &[(String, String, i64)]) -> StoreResult<Option<LeadId>> {
         let mut tx = self.write_tx().await?;
         let lead: Option<i64> = sqlx::query_scalar(
             "INSERT INTO visitors (id, lead_id, first_seen_at, last_seen_at) VALUES ($1, NULL, $2, $2) \
@@ -60,28 +61,25 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
-        S::commit(tx).await?;
-        Ok(lead.map(LeadId))
-    }
-
-    async fn keep_visits(&self, visitor: &str, visits: &[(String, String, i64)]) -> StoreResult<()> {
-        if visits.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.write_tx().await?;
-        for (kind, properties, at) in visits {
-            sqlx::query(
-                "INSERT INTO visitor_events (visitor_id, type, properties, occurred_at) VALUES ($1, $2, $3, $4)",
-            )
+        if lead.is_none() && !visits.is_empty() {
+            // All of them in one statement, bound as one JSON array of [type, properties, at].
+            let rows: Vec<serde_json::Value> = visits
+                .iter()
+                .map(|(kind, properties, at)| serde_json::json!([kind, properties, at]))
+                .collect();
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO visitor_events (visitor_id, type, properties, occurred_at) \
+                 SELECT $2, c0, c1, c2 FROM ({rows}) AS r",
+                rows = DB::json_array_rows(2, 1)
+            )))
+            .bind(serde_json::Value::Array(rows).to_string())
             .bind(visitor)
-            .bind(kind.as_str())
-            .bind(properties.as_str())
-            .bind(*at)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from_sqlx)?;
         }
-        S::commit(tx).await
+        S::commit(tx).await?;
+        Ok(lead.map(LeadId))
     }
 
     async fn kept_visits(&self, visitor: &str) -> StoreResult<Vec<KeptVisit>> {
@@ -93,14 +91,18 @@ where
         .await?)
     }
 
-    async fn identify_visitor(&self, visitor: &str, lead: LeadId, through: i64) -> StoreResult<()> {
+    async fn identify_visitor(&self, visitor: &str, lead: LeadId, through: i64, at: i64) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE visitors SET lead_id = $2 WHERE id = $1")
-            .bind(visitor)
-            .bind(lead.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "INSERT INTO visitors (id, lead_id, first_seen_at, last_seen_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (id) DO UPDATE SET lead_id = excluded.lead_id, last_seen_at = excluded.last_seen_at",
+        )
+        .bind(visitor)
+        .bind(lead.0)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
         sqlx::query("DELETE FROM visitor_events WHERE visitor_id = $1 AND id <= $2")
             .bind(visitor)
             .bind(through)
