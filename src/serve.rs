@@ -108,7 +108,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             }
         }
     });
-    // Finished hours' report counters folded into one row per key and hour (PostgreSQL).
+    // Every five minutes: finished hours' report counters folded into a row per key and hour
+    // and per day of the report zone; anonymous visitors' page views past their keeping forgotten.
     let folding = engine.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
@@ -118,6 +119,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(rows = n, "Report counters folded."),
                 Err(e) => tracing::warn!(error = %e, "Folding the report counters failed; it will be retried."),
+            }
+            match folding.forget_anonymous_visits().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(views = n, "Anonymous visitors' old page views forgotten."),
+                Err(e) => tracing::warn!(error = %e, "Forgetting old anonymous page views failed; it will be retried."),
             }
         }
     });

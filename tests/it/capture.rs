@@ -176,6 +176,41 @@ async fn a_visitor_is_kept_then_merged_into_the_lead_it_becomes(app: TestApp) {
     assert_eq!(body, json!({"recorded": 0, "kept": 0}));
     let known = lead(&app, "known@x.example").await;
     assert_eq!((&known["first_name"], &known["source"]), (&json!("Wei"), &json!("crm")));
+
+    // Nobody's page views are kept 90 days (the Rules' `keep_anonymous` when they say nothing).
+    let anonymous = |visitor: &'static str| json!({"visitor": visitor, "events": [view("/pricing"), view("/docs")]});
+    let (_, _, body) = post(&app, SITE, BROWSER, anonymous("v_oldoldoldoldold01"), &[]).await;
+    assert_eq!(body["kept"], 2);
+    app.clock.advance(chrono::Duration::days(89));
+    let (_, _, body) = post(&app, SITE, BROWSER, anonymous("v_newnewnewnewnew01"), &[]).await;
+    assert_eq!(body["kept"], 2);
+    assert_eq!(
+        app.engine.forget_anonymous_visits().await.unwrap(),
+        0,
+        "89 days: all kept"
+    );
+    app.clock.advance(chrono::Duration::days(2));
+    assert_eq!(
+        app.engine.forget_anonymous_visits().await.unwrap(),
+        2,
+        "91 days: the old visitor's"
+    );
+    assert_eq!(app.store.count("SELECT COUNT(*) FROM visitor_events").await, 2);
+    let visitors = |id: &'static str| {
+        let app = &app;
+        async move {
+            app.store
+                .count(&format!("SELECT COUNT(*) FROM visitors WHERE id = '{id}'"))
+                .await
+        }
+    };
+    assert_eq!(
+        visitors("v_oldoldoldoldold01").await,
+        0,
+        "not seen for 91 days: forgotten"
+    );
+    assert_eq!(visitors("v_newnewnewnewnew01").await, 1);
+    assert_eq!(visitors("v_4f1c2a9b7d3e5f60").await, 1, "a known visitor stays");
 }
 
 async fn other_sites_bad_posts_and_refusals_store_nothing(app: TestApp) {

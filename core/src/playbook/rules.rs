@@ -74,6 +74,9 @@ struct TrackingSpec {
     /// Record nothing from browsers that send Do Not Track or Global Privacy Control.
     #[serde(default)]
     respect_dnt: bool,
+    /// How long the page views of a visitor nobody knows are kept (90d when absent).
+    #[serde(default)]
+    keep_anonymous: Option<Span>,
 }
 
 /// Whether the tracking script records before the visitor consents.
@@ -261,14 +264,30 @@ pub struct Rules {
 }
 
 /// The sites the tracking script may post from, and its consent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracking {
     /// Origins (`https://www.example.com`), as browsers send them in `Origin`.
     pub sites: Vec<String>,
     pub consent: TrackingConsent,
     /// Nothing is recorded from browsers that send Do Not Track or Global Privacy Control.
     pub respect_dnt: bool,
+    /// How long the page views of a visitor nobody knows are kept.
+    pub keep_anonymous: Span,
 }
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking {
+            sites: Vec::new(),
+            consent: TrackingConsent::default(),
+            respect_dnt: false,
+            keep_anonymous: KEEP_ANONYMOUS,
+        }
+    }
+}
+
+/// [`Tracking::keep_anonymous`] when the rules do not say: 90 days.
+pub const KEEP_ANONYMOUS: Span = Span::from_secs(90 * 86_400);
 
 /// [`Rules::deploy_confirm_over`] when the rules do not say.
 pub const DEPLOY_CONFIRM_OVER: u64 = 100;
@@ -501,6 +520,9 @@ pub(crate) fn build_rules(
         }
         rules.tracking.consent = tracking.consent;
         rules.tracking.respect_dnt = tracking.respect_dnt;
+        if let Some(keep) = tracking.keep_anonymous {
+            rules.tracking.keep_anonymous = keep;
+        }
     }
     for attribute in spec.attributes {
         if let Err(message) = normalize_tag(&format!("{}x", attribute.prefix)) {

@@ -417,12 +417,13 @@ fn page_rules_and_tracking_sites_are_checked_where_they_are_written() {
 
 #[test]
 fn page_rules_and_tracking_build_into_the_rules() {
-    let rules = "kind: Rules\ntracking:\n  sites: [https://WWW.Example.com/, \"http://localhost:8080\"]\n  consent: required\n  respect_dnt: true\npages:\n  - { url: /pricing*, tag: behaviour:viewed_pricing, score: 5, cap: { max: 15, per: 30d } }\n  - { id: docs, url: \"https://docs.example.com/*\", tags: [interest:docs] }\n";
+    let rules = "kind: Rules\ntracking:\n  sites: [https://WWW.Example.com/, \"http://localhost:8080\"]\n  consent: required\n  respect_dnt: true\n  keep_anonymous: 30d\npages:\n  - { url: /pricing*, tag: behaviour:viewed_pricing, score: 5, cap: { max: 15, per: 30d } }\n  - { id: docs, url: \"https://docs.example.com/*\", tags: [interest:docs] }\n";
     let playbook = load(&[("rules.yaml", rules)]).unwrap();
     let tracking = &playbook.rules.tracking;
     assert_eq!(tracking.sites, ["https://www.example.com", "http://localhost:8080"]);
     assert_eq!(tracking.consent, crate::playbook::TrackingConsent::Required);
     assert!(tracking.respect_dnt);
+    assert_eq!(tracking.keep_anonymous.secs(), 30 * 86_400);
     let pages: Vec<_> = playbook.rules.tagging.iter().filter(|r| r.url.is_some()).collect();
     assert_eq!(pages.len(), 2);
     assert_eq!(
@@ -437,6 +438,7 @@ fn page_rules_and_tracking_build_into_the_rules() {
     );
     let none = load(&[("rules.yaml", "kind: Rules\n")]).unwrap();
     assert_eq!(none.rules.tracking, Default::default(), "no sites, consent implied");
+    assert_eq!(none.rules.tracking.keep_anonymous.secs(), 90 * 86_400);
 }
 
 #[test]

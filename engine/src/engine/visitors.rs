@@ -69,6 +69,15 @@ impl Engine {
         Ok(tracked)
     }
 
+    /// Forgets the page views of visitors nobody knows once they are older than the Rules'
+    /// `tracking.keep_anonymous` (90 days), and those visitors once not seen for as long.
+    /// Returns the page views forgotten.
+    pub async fn forget_anonymous_visits(&self) -> EngineResult<u64> {
+        let keep = self.playbook().rules.tracking.keep_anonymous;
+        let before = to_micros(self.now() - keep.to_chrono());
+        Ok(self.store.forget_anonymous(before).await?)
+    }
+
     /// Knows `visitor` as the lead with `email` (made if there is none: with the e-mail alone),
     /// its kept visits recorded as the lead's events; returns the lead and the events merged.
     async fn identify(&self, visitor: &str, email: &str, now: i64) -> EngineResult<(LeadId, usize)> {

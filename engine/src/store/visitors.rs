@@ -34,6 +34,9 @@ pub trait VisitorStore: Send + Sync {
     /// and lets go of its kept visits up to `through` (their id), recorded as the lead's
     /// events by then.
     async fn identify_visitor(&self, visitor: &str, lead: LeadId, through: i64, at: i64) -> StoreResult<()>;
+    /// Deletes what is kept of visitors nobody knows from before `before` (microseconds):
+    /// their page views, and the visitors not seen since. Returns the page views deleted.
+    async fn forget_anonymous(&self, before: i64) -> StoreResult<u64>;
 }
 
 #[async_trait]
@@ -110,5 +113,25 @@ where
             .await
             .map_err(StoreError::from_sqlx)?;
         S::commit(tx).await
+    }
+
+    async fn forget_anonymous(&self, before: i64) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        // A known visitor's kept views are its lead's by now (`identify_visitor`): none left.
+        let views = sqlx::query("DELETE FROM visitor_events WHERE occurred_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "DELETE FROM visitors WHERE lead_id IS NULL AND last_seen_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM visitor_events e WHERE e.visitor_id = visitors.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        S::commit(tx).await?;
+        Ok(DB::rows_affected(&views))
     }
 }
