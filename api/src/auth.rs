@@ -77,14 +77,19 @@ impl FromRequestParts<AppState> for Caller {
         };
         let caller = found.map(Caller).ok_or(ApiError::Unauthorized("unknown API key"))?;
         if let Some(limiter) = &state.limiter {
-            if let Err(not_until) = limiter.check_key(&hash) {
-                let wait =
-                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-                return Err(ApiError::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64));
-            }
+            allowance(limiter, &hash).map_err(ApiError::TooManyRequests)?;
         }
         Ok(caller)
     }
+}
+
+/// Takes a request from `key`'s allowance, or says in how many whole seconds (at least one)
+/// the next is allowed.
+pub(crate) fn allowance(limiter: &governor::DefaultKeyedRateLimiter<String>, key: &String) -> Result<(), u64> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        wait.as_secs_f64().ceil().max(1.0) as u64
+    })
 }
 
 /// The key is documented by each route's roles (`crate::openapi::Doc::allow`).

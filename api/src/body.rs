@@ -18,10 +18,15 @@ pub const MAX_BATCH: usize = 10_000;
 
 /// Unwraps the raw body, turning an over-size body into 413.
 pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    bytes_within(body, MAX_BODY_BYTES)
+}
+
+/// [`bytes`] for a route whose body is read at most `limit` bytes far (`DefaultBodyLimit`).
+pub fn bytes_within(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(format!(
-                "the request body is larger than {MAX_BODY_BYTES} bytes; nothing was stored"
+                "the request body is larger than {limit} bytes; nothing was stored"
             ))
         } else {
             ApiError::Malformed(format!("the request body could not be read: {rejection}"))

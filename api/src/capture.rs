@@ -45,6 +45,8 @@ pub fn router() -> ApiRouter<AppState> {
                 .fails(403, "The origin is not one of the playbook's tracking sites.")
             }),
         )
+        // A public endpoint reads no more of a body than a post can hold.
+        .route_layer(axum::extract::DefaultBodyLimit::max(MAX_TRACK_BODY))
 }
 
 /// The CORS preflight of `POST /t/events`: a transport detail of browsers, not an operation of
@@ -130,19 +132,12 @@ async fn tracked(
 ) -> Result<Response, ApiError> {
     let ip = crate::tracking::client_ip(headers, peer);
     if let (Some(limiter), Some(ip)) = (&state.limiter, ip) {
-        if let Err(not_until) = limiter.check_key(&format!("track:{ip}")) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            return Err(ApiError::TooManyFromAddress(wait.as_secs_f64().ceil().max(1.0) as u64));
-        }
+        crate::auth::allowance(limiter, &format!("track:{ip}")).map_err(ApiError::TooManyFromAddress)?;
     }
-    let raw = crate::body::bytes(body.raw)?;
-    if raw.len() > MAX_TRACK_BODY {
-        return Err(ApiError::TooLarge(format!(
-            "a tracking post is at most {MAX_TRACK_BODY} bytes; nothing was stored"
-        )));
-    }
+    let raw = crate::body::bytes_within(body.raw, MAX_TRACK_BODY)?;
     let batch: TrackBatch = crate::body::object(&raw)?;
-    let tracking = state.engine.playbook().rules.tracking.clone();
+    let playbook = state.engine.playbook();
+    let tracking = &playbook.rules.tracking;
     let header_says = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim) == Some("1");
     let refused = tracking.respect_dnt && (header_says("dnt") || header_says("sec-gpc"));
     let unconsented = tracking.consent == TrackingConsent::Required && batch.consent != Some(true);
@@ -170,7 +165,8 @@ async fn tracked(
 
 /// The script, with the playbook's consent and Do Not Track settings written in.
 async fn script(State(state): State<AppState>) -> Response {
-    let tracking = state.engine.playbook().rules.tracking.clone();
+    let playbook = state.engine.playbook();
+    let tracking = &playbook.rules.tracking;
     let settings = serde_json::json!({
         "consent": match tracking.consent {
             TrackingConsent::Required => "required",

@@ -208,6 +208,13 @@ impl EventFact {
     }
 }
 
+impl EventView<'_> {
+    /// Made by a machine (an image proxy, a link scanner, a crawler): `automated: true`.
+    pub fn by_machine(&self) -> bool {
+        self.properties.get("automated").and_then(Value::as_bool) == Some(true)
+    }
+}
+
 /// A borrowed behaviour event, so that a batch can be evaluated without copying its properties.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EventView<'a> {
@@ -226,6 +233,21 @@ pub trait Facts {
     fn message(&self, _question: MessageQuestion<'_>) -> bool {
         false
     }
+}
+
+/// The lead's events of type `kind` up to `now`, in the window `within` before it (all of them
+/// when it is `None`).
+fn events_in<'f>(
+    facts: &'f dyn Facts,
+    kind: &'f str,
+    within: Option<Span>,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = &'f EventFact> {
+    let since = within.map(|w| now - w.to_chrono());
+    facts
+        .events()
+        .iter()
+        .filter(move |e| e.kind == kind && e.occurred_at <= now && since.is_none_or(|s| e.occurred_at >= s))
 }
 
 /// Named segments, by id.
@@ -253,18 +275,11 @@ impl Condition {
             Condition::Score(test) => test.holds(lead.score),
             Condition::Stage(stages) => stages.contains(&lead.stage),
             Condition::Field(test) => test.holds(lead.field(&test.name).as_ref()),
-            Condition::Event(test) => {
-                let since = test.within.map(|w| now - w.to_chrono());
-                facts.events().iter().any(|e| {
-                    e.kind == test.kind.value
-                        && e.occurred_at <= now
-                        && since.is_none_or(|s| e.occurred_at >= s)
-                        && test
-                            .properties
-                            .as_ref()
-                            .is_none_or(|w| properties_match(w, &e.properties))
-                })
-            }
+            Condition::Event(test) => events_in(facts, &test.kind.value, test.within, now).any(|e| {
+                test.properties
+                    .as_ref()
+                    .is_none_or(|w| properties_match(w, &e.properties))
+            }),
             Condition::Opened(test) => facts.message(MessageQuestion::Opened {
                 step: test.value.step(),
                 automated: test.value.include_automated(),
@@ -281,18 +296,8 @@ impl Condition {
             Condition::Unsubscribed(wanted) => (lead.consent.email.status == ConsentStatus::OptedOut) == *wanted,
             Condition::Inactive(span) => now - lead.last_activity_at.unwrap_or(lead.created_at) >= span.to_chrono(),
             Condition::Visited(test) => {
-                let since = test.within.map(|w| now - w.to_chrono());
-                let by_machine = |e: &EventFact| e.properties.get("automated").and_then(Value::as_bool) == Some(true);
-                facts
-                    .events()
-                    .iter()
-                    .filter(|e| {
-                        e.kind == crate::pages::PAGE_VIEW
-                            && e.occurred_at <= now
-                            && since.is_none_or(|s| e.occurred_at >= s)
-                            && !by_machine(e)
-                            && test.url.matches(&e.properties)
-                    })
+                events_in(facts, crate::pages::PAGE_VIEW, test.within, now)
+                    .filter(|e| !e.view().by_machine() && test.url.matches(&e.properties))
                     .take(test.times())
                     .count()
                     >= test.times()

@@ -295,9 +295,8 @@ impl TaggingRule {
     /// Whether the rule fires for this event: its type, its `where`, and, unless the rule
     /// includes them, not an open or click a machine made.
     pub fn matches(&self, event: &EventView<'_>) -> bool {
-        let by_machine = event.properties.get("automated").and_then(serde_json::Value::as_bool) == Some(true);
         self.event == event.kind
-            && (self.include_automated || !by_machine)
+            && (self.include_automated || !event.by_machine())
             && self.url.as_ref().is_none_or(|u| u.matches(event.properties))
             && self
                 .properties

@@ -5,6 +5,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::lead::FieldError;
+
 /// The behaviour event a page view is recorded as.
 pub const PAGE_VIEW: &str = "page_view";
 
@@ -46,11 +48,6 @@ impl UrlPattern {
             glob,
             whole,
         })
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
     }
 
     /// Whether a page view with these properties is of a matching page: the path is the
@@ -183,7 +180,7 @@ const MAX_TEXT: usize = 300;
 
 impl TrackBatch {
     /// What is wrong with the batch, each with the field it is about.
-    pub fn problems(&self) -> Vec<(String, String)> {
+    pub fn problems(&self) -> Vec<FieldError> {
         let mut out = Vec::new();
         let visitor = self.visitor.trim();
         if !(16..=64).contains(&visitor.len())
@@ -191,14 +188,14 @@ impl TrackBatch {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            out.push((
-                "visitor".into(),
-                "a visitor id is 16 to 64 letters, digits, '-' or '_' (the script makes one)".into(),
+            out.push(FieldError::new(
+                "visitor",
+                "a visitor id is 16 to 64 letters, digits, '-' or '_' (the script makes one)",
             ));
         }
         if self.events.len() > MAX_TRACK_EVENTS {
-            out.push((
-                "events".into(),
+            out.push(FieldError::new(
+                "events",
                 format!("at most {MAX_TRACK_EVENTS} events a post; send the rest in another"),
             ));
         }
@@ -208,7 +205,7 @@ impl TrackBatch {
                     && url::Url::parse(text.trim()).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
             };
             if !web(&event.url) {
-                out.push((
+                out.push(FieldError::new(
                     format!("events[{i}].url"),
                     format!("an http or https address of at most {MAX_URL} characters"),
                 ));
@@ -220,7 +217,10 @@ impl TrackBatch {
                 ("text", &event.text, MAX_TEXT),
             ] {
                 if value.as_ref().is_some_and(|v| v.chars().count() > limit) {
-                    out.push((format!("events[{i}].{name}"), format!("at most {limit} characters")));
+                    out.push(FieldError::new(
+                        format!("events[{i}].{name}"),
+                        format!("at most {limit} characters"),
+                    ));
                 }
             }
         }
@@ -352,7 +352,7 @@ mod tests {
             "events": [{"type": "click", "url": "javascript:alert(1)", "title": "x".repeat(301)}]
         }))
         .unwrap();
-        let fields: Vec<String> = batch.problems().into_iter().map(|(f, _)| f).collect();
+        let fields: Vec<String> = batch.problems().into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["visitor", "events[0].url", "events[0].title"]);
         assert!(serde_json::from_value::<TrackBatch>(
             json!({"visitor": "v_0123456789abcdef", "events": [{"type": "scroll", "url": "https://a.example/"}]})

@@ -371,6 +371,50 @@ pub struct Mql {
     pub handoff: HandoffSpec,
 }
 
+/// A rule's stable name: `base`, or `base#2`, `base#3` for its repeats.
+fn rule_id(seen: &mut BTreeMap<String, usize>, base: String) -> String {
+    let n = seen.entry(base.clone()).or_insert(0);
+    *n += 1;
+    if *n == 1 {
+        base
+    } else {
+        format!("{base}#{n}")
+    }
+}
+
+/// A rule's tags normalised; one that is no tag is reported where it is written.
+fn checked_tags<'a>(
+    file: &str,
+    tags: impl IntoIterator<Item = &'a Spanned<String>>,
+    issues: &mut Vec<Issue>,
+) -> Vec<String> {
+    tags.into_iter()
+        .filter_map(|tag| match normalize_tag(&tag.value) {
+            Ok(t) => Some(t),
+            Err(message) => {
+                issues.push(Issue::at(file, Position::of(&tag.referenced), message));
+                None
+            }
+        })
+        .collect()
+}
+
+/// A rule's cap; a max that is not a positive number of points is reported where written.
+fn checked_cap(file: &str, cap: &Option<CapSpec>, issues: &mut Vec<Issue>) -> Option<Cap> {
+    let c = cap.as_ref()?;
+    if c.max.value <= 0 {
+        issues.push(Issue::at(
+            file,
+            Position::of(&c.max.referenced),
+            "cap max must be a positive number of points",
+        ));
+    }
+    Some(Cap {
+        max: c.max.value,
+        per: c.per,
+    })
+}
+
 /// Long on purpose: one section per key of the rules file (tagging, attributes, decay,
 /// frequency, quiet hours, MQL), each short and checked where it is written; split, they would
 /// share the issue list and the ids seen.
@@ -414,17 +458,8 @@ pub(crate) fn build_rules(
         if let Err(message) = check_event_type(&event) {
             issues.push(Issue::at(file, Position::of(&rule.on.event.referenced), message));
         }
-        let base = rule.id.clone().unwrap_or_else(|| event.clone());
-        let n = seen_ids.entry(base.clone()).or_insert(0);
-        *n += 1;
-        let id = if *n == 1 { base } else { format!("{base}#{n}") };
-        let mut tags = Vec::new();
-        for tag in &rule.tags {
-            match normalize_tag(&tag.value) {
-                Ok(t) => tags.push(t),
-                Err(message) => issues.push(Issue::at(file, Position::of(&tag.referenced), message)),
-            }
-        }
+        let id = rule_id(&mut seen_ids, rule.id.clone().unwrap_or_else(|| event.clone()));
+        let tags = checked_tags(file, &rule.tags, issues);
         if let Some(from) = &rule.tags_from {
             if let Err(message) = normalize_tag(&format!("{}x", from.prefix)) {
                 issues.push(Issue::at(
@@ -434,19 +469,7 @@ pub(crate) fn build_rules(
                 ));
             }
         }
-        let cap = rule.cap.as_ref().map(|c| Cap {
-            max: c.max.value,
-            per: c.per,
-        });
-        if let Some(c) = &rule.cap {
-            if c.max.value <= 0 {
-                issues.push(Issue::at(
-                    file,
-                    Position::of(&c.max.referenced),
-                    "cap max must be a positive number of points",
-                ));
-            }
-        }
+        let cap = checked_cap(file, &rule.cap, issues);
         if tags.is_empty() && rule.tags_from.is_none() && rule.score.unwrap_or(0) == 0 {
             issues.push(Issue::at(
                 file,
@@ -468,26 +491,12 @@ pub(crate) fn build_rules(
     }
     for page in spec.pages {
         let at = Position::of(&page.url.referenced);
-        let base = page.id.clone().unwrap_or_else(|| format!("page:{}", page.url.value));
-        let n = seen_ids.entry(base.clone()).or_insert(0);
-        *n += 1;
-        let id = if *n == 1 { base } else { format!("{base}#{n}") };
-        let mut tags = Vec::new();
-        for tag in page.tag.iter().chain(&page.tags) {
-            match normalize_tag(&tag.value) {
-                Ok(t) => tags.push(t),
-                Err(message) => issues.push(Issue::at(file, Position::of(&tag.referenced), message)),
-            }
-        }
-        if let Some(c) = &page.cap {
-            if c.max.value <= 0 {
-                issues.push(Issue::at(
-                    file,
-                    Position::of(&c.max.referenced),
-                    "cap max must be a positive number of points",
-                ));
-            }
-        }
+        let id = rule_id(
+            &mut seen_ids,
+            page.id.clone().unwrap_or_else(|| format!("page:{}", page.url.value)),
+        );
+        let tags = checked_tags(file, page.tag.iter().chain(&page.tags), issues);
+        let cap = checked_cap(file, &page.cap, issues);
         if page.tag.is_none() && page.tags.is_empty() && page.score.unwrap_or(0) == 0 {
             issues.push(Issue::at(
                 file,
@@ -503,10 +512,7 @@ pub(crate) fn build_rules(
             tags,
             tags_from: None,
             score: page.score.unwrap_or(0),
-            cap: page.cap.as_ref().map(|c| Cap {
-                max: c.max.value,
-                per: c.per,
-            }),
+            cap,
             url: Some(page.url.value),
         });
     }

@@ -386,7 +386,7 @@ async fn count_engagement(
         }) else {
             continue;
         };
-        let automated = view.properties.get("automated").and_then(|v| v.as_bool()) == Some(true);
+        let automated = view.by_machine();
         let mut figures = MessageFigures::default();
         match (view.kind, automated) {
             ("email_opened", false) => {

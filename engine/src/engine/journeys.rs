@@ -470,7 +470,7 @@ impl Engine {
                 .collect();
             let mut burst = crate::fetch::in_burst(&clicks).into_iter();
             for event in events {
-                let automated = event.properties.get("automated").and_then(|v| v.as_bool()) == Some(true);
+                let automated = event.view().by_machine();
                 match event.kind.as_str() {
                     "email_opened" if automated => fact.opened_automated = true,
                     "email_opened" => fact.opened = true,

@@ -18,8 +18,6 @@ pub struct Tracked {
     pub recorded: usize,
     /// Kept for a visitor not known yet.
     pub kept: usize,
-    /// The lead the visitor is known as now.
-    pub lead: Option<LeadId>,
 }
 
 impl Engine {
@@ -28,9 +26,7 @@ impl Engine {
     pub async fn track(&self, batch: &TrackBatch, automated: bool) -> EngineResult<Tracked> {
         let problems = batch.problems();
         if !problems.is_empty() {
-            return Err(EngineError::Invalid(
-                problems.into_iter().map(|(f, m)| FieldError::new(f, m)).collect(),
-            ));
+            return Err(EngineError::Invalid(problems));
         }
         let visitor = batch.visitor.trim();
         let now = to_micros(self.now());
@@ -40,7 +36,7 @@ impl Engine {
             .map(|e| (e.kind.event_type(), e.properties(automated)))
             .collect();
         let mut tracked = Tracked::default();
-        tracked.lead = match &batch.identify {
+        let lead = match &batch.identify {
             Some(identify) => {
                 let (lead, merged) = self.identify(visitor, &identify.email, now).await?;
                 tracked.recorded += merged;
@@ -48,18 +44,14 @@ impl Engine {
             }
             None => {
                 // Kept with the visit when nobody knows the visitor yet: one transaction.
-                let kept: Vec<(String, String, i64)> = events
-                    .iter()
-                    .map(|(kind, properties)| ((*kind).to_owned(), Value::Object(properties.clone()).to_string(), now))
-                    .collect();
-                let lead = self.store.visit(visitor, now, &kept).await?;
+                let lead = self.store.visit(visitor, now, &events).await?;
                 if lead.is_none() {
-                    tracked.kept = kept.len();
+                    tracked.kept = events.len();
                 }
                 lead
             }
         };
-        if let (Some(lead), false) = (tracked.lead, events.is_empty()) {
+        if let (Some(lead), false) = (lead, events.is_empty()) {
             let inputs = events
                 .into_iter()
                 .map(|(kind, properties)| tracked_event(LeadRef::by_id(lead.0), kind, None, properties, None))

@@ -124,6 +124,25 @@ pub enum CountScope<'a> {
     Template(&'a str),
 }
 
+impl<'a> CountScope<'a> {
+    /// The counter column it selects by, and the value.
+    fn column(self) -> (&'static str, &'a str) {
+        match self {
+            CountScope::Campaign(id) => ("campaign_id", id),
+            CountScope::Template(name) => ("template", name),
+        }
+    }
+}
+
+/// `CAST(SUM(v) AS BIGINT) AS v` for each of `values`, comma-separated.
+fn sums_as(values: &[&str]) -> String {
+    let sums: Vec<String> = values
+        .iter()
+        .map(|v| format!("CAST(SUM({v}) AS BIGINT) AS {v}"))
+        .collect();
+    sums.join(", ")
+}
+
 /// Adds batches of deltas, merged per row; the rows written in key order, so that two writers
 /// never wait on each other's rows crosswise.
 pub fn merge_deltas(deltas: impl IntoIterator<Item = CountDelta>) -> Vec<CountDelta> {
@@ -510,13 +529,9 @@ where
     for<'r> (i64,): FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    let sums: Vec<String> = R::VALUES
-        .iter()
-        .map(|v| format!("CAST(SUM({v}) AS BIGINT) AS {v}"))
-        .collect();
     let sql = format!(
         "SELECT {keys}, {sums} FROM ({parts}) AS c GROUP BY {keys}",
-        sums = sums.join(", "),
+        sums = sums_as(R::VALUES),
         parts = spanned_sql::<R>(
             &format!("{keys}, {}", R::VALUES.join(", ")),
             filter.map_or("", |(condition, _)| condition)
@@ -665,14 +680,9 @@ impl Folded {
             parts.push(format!("{hours} AND shard <> 0 AND {kept}"));
             parts.push(format!("{hours} AND NOT {kept}"));
         }
-        let sums: Vec<String> = self
-            .values
-            .iter()
-            .map(|v| format!("CAST(SUM({v}) AS BIGINT) AS {v}"))
-            .collect();
         format!(
             "SELECT {keys}, CAST(bucket AS BIGINT) AS bucket, {sums} FROM ({parts}) AS c GROUP BY {keys}, bucket",
-            sums = sums.join(", "),
+            sums = sums_as(self.values),
             parts = parts.join(" UNION ALL "),
         )
     }
@@ -1177,10 +1187,24 @@ where
     }
 
     async fn message_counts(&self, scope: CountScope<'_>, from: i64, to: i64) -> StoreResult<Vec<CountRow>> {
-        let rows = read_counts(self, scope, "hour + $4", (from, to, 0)).await?;
+        let (column, value) = scope.column();
+        let keys = MESSAGES_FOLDED.texts.join(", ");
+        let rows: Vec<ReadRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {keys}, hour AS bucket, {sums} FROM message_counts \
+             WHERE {column} = $1 AND hour >= $2 AND hour < $3 GROUP BY {keys}, hour",
+            sums = sums_as(MESSAGES_FOLDED.values),
+        )))
+        .bind(value)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|(key, hour, figures)| CountRow { key, hour, figures })
+            .map(|r| {
+                let (key, hour, figures) = r.split();
+                CountRow { key, hour, figures }
+            })
             .collect())
     }
 
@@ -1190,12 +1214,8 @@ where
         span: &Span,
         zone: chrono_tz::Tz,
     ) -> StoreResult<Vec<DayRow>> {
-        let scope = match scope {
-            CountScope::Campaign(id) => ("campaign_id", id),
-            CountScope::Template(name) => ("template", name),
-        };
         let keys = MESSAGES_FOLDED.texts.join(", ");
-        let rows: Vec<ReadRow> = read_folded(self, &MESSAGES_FOLDED, scope, &keys, (span, zone)).await?;
+        let rows: Vec<ReadRow> = read_folded(self, &MESSAGES_FOLDED, scope.column(), &keys, (span, zone)).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -1231,44 +1251,4 @@ where
             })
             .collect())
     }
-}
-
-/// The counters of `scope` for hours `$2` ≤ hour < `$3`, summed per key and `bucket` (an
-/// expression of `hour` and `$4`).
-async fn read_counts<S, DB>(
-    store: &S,
-    scope: CountScope<'_>,
-    bucket: &str,
-    (from, to, offset): (i64, i64, i64),
-) -> StoreResult<Vec<(CountKey, i64, MessageFigures)>>
-where
-    S: SqlStore<DB = DB>,
-    DB: Database,
-    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> ReadRow: FromRow<'r, DB::Row>,
-    DB::Arguments: IntoArguments<DB>,
-{
-    let (column, value) = match scope {
-        CountScope::Campaign(id) => ("campaign_id", id),
-        CountScope::Template(name) => ("template", name),
-    };
-    let sums: Vec<String> = MessageFigures::NAMES
-        .iter()
-        .map(|n| format!("CAST(SUM({n}) AS BIGINT) AS {n}"))
-        .collect();
-    let rows: Vec<ReadRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT campaign_id, step, version, template, channel, language, CAST({bucket} AS BIGINT) AS bucket, {sums} \
-         FROM message_counts WHERE {column} = $1 AND hour >= $2 AND hour < $3 \
-         GROUP BY campaign_id, step, version, template, channel, language, CAST({bucket} AS BIGINT)",
-        sums = sums.join(", ")
-    )))
-    .bind(value)
-    .bind(from)
-    .bind(to)
-    .bind(offset)
-    .fetch_all(store.pool())
-    .await?;
-    Ok(rows.into_iter().map(ReadRow::split).collect())
 }

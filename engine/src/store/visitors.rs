@@ -3,6 +3,7 @@
 //! both backends.
 
 use async_trait::async_trait;
+use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{StoreError, StoreResult};
@@ -24,10 +25,11 @@ pub struct KeptVisit {
 #[async_trait]
 pub trait VisitorStore: Send + Sync {
     /// Notes that `visitor` was seen at `at` (microseconds) and, when nobody knows who it is
-    /// yet, keeps its `visits` (type, properties as JSON text, time), in one transaction.
+    /// yet, keeps its `visits` (event type and properties) as of `at`, in one transaction.
     /// Returns the lead it is known as, if any: its visits are then not kept (the caller
     /// records them as the lead's).
-    async fn visit(&self, visitor: &str, at: i64, visits: &[(String, String, i64)]) -> StoreResult<Option<LeadId>>;
+    async fn visit(&self, visitor: &str, at: i64, visits: &[(&str, Map<String, Value>)])
+        -> StoreResult<Option<LeadId>>;
     /// A visitor's kept visits, oldest first.
     async fn kept_visits(&self, visitor: &str) -> StoreResult<Vec<KeptVisit>>;
     /// Knows `visitor` as `lead` from now on (the latest identification wins; seen at `at`),
@@ -53,7 +55,12 @@ where
     for<'r> (Option<i64>,): FromRow<'r, DB::Row>,
     DB::Arguments: IntoArguments<DB>,
 {
-    async fn visit(&self, visitor: &str, at: i64, visits: &[(String, String, i64)]) -> StoreResult<Option<LeadId>> {
+    async fn visit(
+        &self,
+        visitor: &str,
+        at: i64,
+        visits: &[(&str, Map<String, Value>)],
+    ) -> StoreResult<Option<LeadId>> {
         let mut tx = self.write_tx().await?;
         let lead: Option<i64> = sqlx::query_scalar(
             "INSERT INTO visitors (id, lead_id, first_seen_at, last_seen_at) VALUES ($1, NULL, $2, $2) \
@@ -65,17 +72,19 @@ where
         .await
         .map_err(StoreError::from_sqlx)?;
         if lead.is_none() && !visits.is_empty() {
-            // All of them in one statement, bound as one JSON array of [type, properties, at].
-            let rows: Vec<serde_json::Value> = visits
+            // All of them in one statement, bound as one JSON array of [type, properties, at],
+            // the properties as the JSON text a kept visit holds.
+            let rows = visits
                 .iter()
-                .map(|(kind, properties, at)| serde_json::json!([kind, properties, at]))
-                .collect();
+                .map(|(kind, properties)| Ok(serde_json::json!([kind, serde_json::to_string(properties)?, at])))
+                .collect::<Result<Vec<Value>, serde_json::Error>>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO visitor_events (visitor_id, type, properties, occurred_at) \
                  SELECT $2, c0, c1, c2 FROM ({rows}) AS r",
                 rows = DB::json_array_rows(2, 1)
             )))
-            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(Value::Array(rows).to_string())
             .bind(visitor)
             .execute(&mut *tx)
             .await
